@@ -1,0 +1,25 @@
+//! A portable ext4 engine: `#![no_std]` + `alloc`, every cache bounded by a
+//! budget fixed when a volume is opened, every on-disk value checked before
+//! use. Frontends talk to it through [`volume::Volume`], keyed by inode number.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+pub mod acl;
+pub mod attr;
+pub mod block_cache;
+pub mod checksum;
+pub mod device;
+pub mod dx_hash;
+pub mod error;
+#[cfg(feature = "std")]
+pub mod file_device;
+pub mod mapping_cache;
+pub mod volume;
+
+pub use device::{BlockDevice, MemDevice};
+pub use error::{Error, IoError, Object, Result};
