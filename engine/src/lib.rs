@@ -12,14 +12,28 @@ extern crate std;
 pub mod acl;
 pub mod attr;
 pub mod block_cache;
+pub mod blockmap;
 pub mod checksum;
 pub mod device;
+pub mod dir;
 pub mod dx_hash;
+pub mod ea;
 pub mod error;
+pub mod extent;
+pub mod features;
+pub mod file;
 #[cfg(feature = "std")]
 pub mod file_device;
+pub mod group_desc;
+pub mod htree;
+pub mod inline;
+pub mod inode;
 pub mod mapping_cache;
+pub mod superblock;
 pub mod volume;
+pub mod xattr;
 
+pub use attr::{Attr, FileType, StatFs, Timestamp};
 pub use device::{BlockDevice, MemDevice};
 pub use error::{Error, IoError, Object, Result};
+pub use volume::{DirEntry, OpenOptions, Volume, Whence, ROOT_INO};

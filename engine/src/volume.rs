@@ -1,11 +1,20 @@
 //! The `Volume` API: everything a frontend asks of an ext4 filesystem, keyed
-//! by inode number. One `Volume` is shared by all worker threads.
+//! by inode number. One `Volume` is shared by all worker threads: it is
+//! `Send + Sync`, and its caches synchronise themselves.
 
+use alloc::vec;
 use alloc::vec::Vec;
 
+use zerocopy::FromBytes;
+
 use crate::attr::{Attr, FileType, StatFs};
+use crate::block_cache::{BlockCache, CacheStats};
 use crate::device::BlockDevice;
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Result};
+use crate::features::{compat, incompat};
+use crate::group_desc::{self, GroupDesc};
+use crate::inode::{self, Inode};
+use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 
 /// Root directory inode.
 pub const ROOT_INO: u32 = 2;
@@ -52,56 +61,321 @@ pub enum Whence {
     Hole,
 }
 
+/// Something worth telling the user about the volume as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// The journal holds transactions not yet applied; they are not replayed.
+    NeedsRecovery,
+    /// The superblock checksum is wrong (and checksums are ignored).
+    SuperblockChecksum,
+    /// `ro_compat` has bits this engine does not know.
+    UnknownRoCompat(u32),
+    /// The filesystem was not cleanly unmounted or has recorded errors.
+    NotClean,
+    /// Directories use case-insensitive names; lookups compare exactly.
+    Casefold,
+}
+
+impl core::fmt::Display for Warning {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Warning::NeedsRecovery => write!(f, "the journal needs recovery, which is not done yet: opened read-only, the newest changes may be missing"),
+            Warning::SuperblockChecksum => write!(f, "the superblock checksum does not match (ignored)"),
+            Warning::UnknownRoCompat(b) => write!(f, "unknown read-only-compatible features {b:#x}: opened read-only"),
+            Warning::NotClean => write!(f, "the filesystem was not cleanly unmounted or has errors recorded; run e2fsck"),
+            Warning::Casefold => write!(f, "case-insensitive directories are looked up case-sensitively"),
+        }
+    }
+}
+
+/// Counters computed once at open (the kernel's ext4 sums the group
+/// descriptors at mount the same way).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    free_blocks: u64,
+    free_inodes: u64,
+    overhead_blocks: u64,
+}
+
+/// How many recent damage reports a volume keeps for the frontend to log.
+const REPORTS: usize = 64;
+
 pub struct Volume<D: BlockDevice> {
-    _dev: D,
+    sb: Superblock,
+    /// Damage found while serving requests that did not fail because of it
+    /// (a skipped directory block, a fallback from a broken hash tree).
+    reports: spin::Mutex<heapless::Deque<Error, REPORTS>>,
+    cache: BlockCache<D>,
+    opts: OpenOptions,
+    read_only: bool,
+    warnings: Vec<Warning>,
+    counts: Counts,
 }
 
 impl<D: BlockDevice> Volume<D> {
     pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
-        let _ = opts;
-        let _ = dev;
-        Err(Error::Unsupported { what: "volume not yet implemented" })
+        let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
+        if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+            return Err(Error::NotExt4);
+        }
+        dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
+        let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
+        let sb = Superblock::parse(&raw, &bytes, dev.size())?;
+        let mut warnings = Vec::new();
+        if !sb.checksum_ok {
+            if !opts.ignore_checksums {
+                return Err(Error::Checksum {
+                    object: Object::Superblock,
+                });
+            }
+            warnings.push(Warning::SuperblockChecksum);
+        }
+        let unknown_ro = sb.ro_compat & !crate::features::ro_compat::KNOWN;
+        if unknown_ro != 0 {
+            warnings.push(Warning::UnknownRoCompat(unknown_ro));
+        }
+        if sb.needs_recovery() {
+            warnings.push(Warning::NeedsRecovery);
+        }
+        if sb.state & 1 == 0 || sb.state & 2 != 0 {
+            warnings.push(Warning::NotClean);
+        }
+        if sb.has_incompat(incompat::CASEFOLD) {
+            warnings.push(Warning::Casefold);
+        }
+        let read_only = true; // Writes arrive in a later version.
+        let _ = opts.read_only;
+        let cache = BlockCache::new(dev, sb.block_size, opts.cache_bytes);
+        let mut vol = Volume {
+            sb,
+            reports: spin::Mutex::new(heapless::Deque::new()),
+            cache,
+            opts: opts.clone(),
+            read_only,
+            warnings,
+            counts: Counts::default(),
+        };
+        vol.counts = vol.count()?;
+        Ok(vol)
     }
+
+    pub fn sb(&self) -> &Superblock {
+        &self.sb
+    }
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+    pub fn device(&self) -> &D {
+        self.cache.device()
+    }
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+    pub fn options(&self) -> &OpenOptions {
+        &self.opts
+    }
+    /// Record damage that did not fail the current request; the oldest
+    /// report is dropped when the queue is full.
+    pub(crate) fn report(&self, e: Error) {
+        let mut q = self.reports.lock();
+        if q.is_full() {
+            q.pop_front();
+        }
+        let _ = q.push_back(e);
+    }
+
+    /// Take the damage reports gathered since the last call (to log them).
+    pub fn take_reports(&self) -> Vec<Error> {
+        let mut q = self.reports.lock();
+        let mut out = Vec::with_capacity(q.len());
+        while let Some(e) = q.pop_front() {
+            out.push(e);
+        }
+        out
+    }
+
+    pub(crate) fn check_csums(&self) -> bool {
+        !self.opts.ignore_checksums
+    }
+
+    /// Run `f` on metadata block `blk` through the block cache.
+    pub(crate) fn cache_read_with<R>(&self, blk: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        if blk >= self.sb.blocks_count {
+            return Err(Error::corrupt(
+                Object::Block(blk),
+                "block number is past the end of the filesystem",
+            ));
+        }
+        Ok(self.cache.read_with(blk, f)?)
+    }
+
+    /// Read and check group descriptor `g`.
+    pub fn group_desc(&self, g: u32) -> Result<GroupDesc> {
+        let (gd, ok) = self.group_desc_unchecked(g)?;
+        if !ok && self.check_csums() {
+            return Err(Error::Checksum {
+                object: Object::GroupDesc(g),
+            });
+        }
+        gd.validate(&self.sb, g)?;
+        Ok(gd)
+    }
+
+    /// Group descriptor `g` and whether its checksum matches, unvalidated.
+    pub fn group_desc_unchecked(&self, g: u32) -> Result<(GroupDesc, bool)> {
+        if g >= self.sb.group_count {
+            return Err(Error::corrupt(
+                Object::GroupDesc(g),
+                "group number out of range",
+            ));
+        }
+        let dpb = self.sb.descs_per_block();
+        let blk = self.sb.desc_block(g / dpb);
+        let off = ((g % dpb) * self.sb.desc_size) as usize;
+        let size = self.sb.desc_size as usize;
+        self.cache_read_with(blk, |b| {
+            let bytes = &b[off..off + size];
+            (
+                GroupDesc::parse(&self.sb, bytes),
+                group_desc::checksum_ok(&self.sb, g, bytes),
+            )
+        })
+    }
+
+    /// Where inode `ino`'s record lives: (block, byte offset in block).
+    pub fn inode_location(&self, ino: u32) -> Result<(u64, usize)> {
+        if ino == 0 || ino > self.sb.inodes_count {
+            return Err(Error::corrupt(
+                Object::Inode(ino),
+                "inode number out of range",
+            ));
+        }
+        let g = (ino - 1) / self.sb.inodes_per_group;
+        let idx = ((ino - 1) % self.sb.inodes_per_group) as u64;
+        let gd = self.group_desc(g)?;
+        let byte = idx * self.sb.inode_size as u64;
+        let bs = self.sb.block_size as u64;
+        Ok((gd.inode_table + byte / bs, (byte % bs) as usize))
+    }
+
+    /// The raw on-disk record of inode `ino`.
+    pub fn inode_bytes(&self, ino: u32) -> Result<Vec<u8>> {
+        let (blk, off) = self.inode_location(ino)?;
+        let size = self.sb.inode_size as usize;
+        self.cache_read_with(blk, |b| b[off..off + size].to_vec())
+    }
+
+    /// Read, check and decode inode `ino`.
+    pub fn inode(&self, ino: u32) -> Result<Inode> {
+        let (blk, off) = self.inode_location(ino)?;
+        let size = self.sb.inode_size as usize;
+        self.cache_read_with(blk, |b| {
+            let bytes = &b[off..off + size];
+            if self.check_csums() && !inode::checksum_ok(&self.sb, ino, bytes) {
+                return Err(Error::Checksum {
+                    object: Object::Inode(ino),
+                });
+            }
+            Inode::parse(&self.sb, ino, bytes)
+        })?
+    }
+
+    /// An inode that a directory entry or the caller refers to: it must be
+    /// in use.
+    pub(crate) fn live_inode(&self, ino: u32) -> Result<Inode> {
+        let inode = self.inode(ino)?;
+        if inode.links_count == 0 && inode.mode == 0 {
+            return Err(Error::corrupt(
+                Object::Inode(ino),
+                "inode is not in use (deleted)",
+            ));
+        }
+        if inode.kind.is_none() {
+            return Err(Error::corrupt(
+                Object::Inode(ino),
+                "unknown file type in i_mode",
+            ));
+        }
+        Ok(inode)
+    }
+
     pub fn getattr(&self, ino: u32) -> Result<Attr> {
-        let _ = ino;
-        Err(Error::Unsupported { what: "todo" })
+        self.live_inode(ino)?.attr(&self.sb)
     }
-    /// Look `name` up in directory `dir`; returns the child's attributes.
-    pub fn lookup(&self, dir: u32, name: &[u8]) -> Result<Attr> {
-        let _ = (dir, name);
-        Err(Error::Unsupported { what: "todo" })
-    }
-    /// List directory `dir` from `cookie` (0 = start). `f` returns `false`
-    /// to stop; the entry it refused is not consumed.
-    pub fn readdir(&self, dir: u32, cookie: u64, f: &mut dyn FnMut(&DirEntry<'_>) -> bool) -> Result<()> {
-        let _ = (dir, cookie, f);
-        Err(Error::Unsupported { what: "todo" })
-    }
-    /// Read file bytes at `offset`; returns the count, short only at EOF.
-    pub fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        let _ = (ino, offset, buf);
-        Err(Error::Unsupported { what: "todo" })
-    }
-    pub fn readlink(&self, ino: u32) -> Result<Vec<u8>> {
-        let _ = ino;
-        Err(Error::Unsupported { what: "todo" })
-    }
-    /// Full name, e.g. `user.foo`, `security.selinux`, `system.posix_acl_access`.
-    pub fn getxattr(&self, ino: u32, name: &[u8]) -> Result<Vec<u8>> {
-        let _ = (ino, name);
-        Err(Error::Unsupported { what: "todo" })
-    }
-    pub fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>> {
-        let _ = ino;
-        Err(Error::Unsupported { what: "todo" })
-    }
+
     pub fn statfs(&self) -> StatFs {
-        unimplemented!()
+        let sb = &self.sb;
+        let c = self.counts;
+        let cluster_ratio = (sb.cluster_size / sb.block_size) as u64;
+        let free = c.free_blocks * cluster_ratio;
+        // The kernel keeps 2% (at most 4096 clusters) back for extent-tree
+        // growth on extent filesystems, on top of the root reserve.
+        let resv = if sb.has_incompat(incompat::EXTENTS) {
+            ((sb.blocks_count / cluster_ratio) / 50).min(4096) * cluster_ratio
+        } else {
+            0
+        };
+        let fsid_words =
+            |i: usize| u64::from_le_bytes(sb.uuid[i..i + 8].try_into().unwrap_or([0; 8]));
+        StatFs {
+            block_size: sb.block_size,
+            blocks: sb.blocks_count.saturating_sub(c.overhead_blocks),
+            blocks_free: free,
+            blocks_available: free.saturating_sub(sb.r_blocks_count + resv),
+            inodes: sb.inodes_count as u64,
+            inodes_free: c.free_inodes,
+            name_max: 255,
+            fsid: fsid_words(0) ^ fsid_words(8),
+        }
     }
-    /// `lseek` with SEEK_DATA / SEEK_HOLE: the offset found, or
-    /// `Error::NoSuchOffset` (ENXIO) past the end.
-    pub fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64> {
-        let _ = (ino, offset, whence);
-        Err(Error::Unsupported { what: "todo" })
+
+    /// Sum the group descriptors' free counts and the metadata overhead,
+    /// as the kernel's ext4 does at mount. A bad descriptor counts as zero.
+    fn count(&self) -> Result<Counts> {
+        let sb = &self.sb;
+        let mut c = Counts::default();
+        let itb =
+            (sb.inodes_per_group as u64 * sb.inode_size as u64).div_ceil(sb.block_size as u64);
+        let cluster_ratio = (sb.cluster_size / sb.block_size) as u64;
+        let mut overhead_clusters = (sb.first_data_block as u64).div_ceil(cluster_ratio);
+        for g in 0..sb.group_count {
+            if let Ok((gd, _)) = self.group_desc_unchecked(g) {
+                c.free_blocks += gd.free_blocks as u64;
+                c.free_inodes += gd.free_inodes as u64;
+            }
+            overhead_clusters += sb.group_has_super(g) as u64 + self.group_desc_blocks(g) + itb + 2;
+        }
+        if sb.overhead_clusters != 0 {
+            overhead_clusters = sb.overhead_clusters as u64;
+        } else if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum != 0 {
+            if let Ok(j) = self.inode(sb.journal_inum) {
+                overhead_clusters += (j.size >> (sb.log_block_size + 10)).div_ceil(cluster_ratio);
+            }
+        }
+        c.overhead_blocks = overhead_clusters * cluster_ratio;
+        Ok(c)
+    }
+
+    /// Descriptor-table blocks stored in group `g`, as the kernel counts
+    /// them for `statfs` (reserved GDT blocks are not included).
+    fn group_desc_blocks(&self, g: u32) -> u64 {
+        let sb = &self.sb;
+        let dpb = sb.descs_per_block();
+        let meta_group = g / dpb;
+        if !sb.has_incompat(incompat::META_BG) || meta_group < sb.first_meta_bg {
+            if !sb.group_has_super(g) {
+                return 0;
+            }
+            return if sb.has_incompat(incompat::META_BG) {
+                sb.first_meta_bg as u64
+            } else {
+                sb.desc_blocks() as u64
+            };
+        }
+        let first = meta_group * dpb;
+        (g == first || g == first + 1 || g == first + dpb - 1) as u64
     }
 }

@@ -1,0 +1,245 @@
+//! Hashed directory (htree / `dir_index`) lookups: descend the index by the
+//! name's hash to the one leaf that can hold it, O(depth) blocks per lookup.
+
+use heapless::Vec as HVec;
+
+use crate::blockmap::Run;
+use crate::checksum::crc32c;
+use crate::device::BlockDevice;
+use crate::dx_hash::{dx_hash, HashVersion};
+use crate::error::{Error, Object, Result};
+use crate::features::incompat;
+use crate::inode::Inode;
+use crate::superblock::FLAG_UNSIGNED_HASH;
+use crate::volume::Volume;
+
+/// Root info starts after the "." (12 bytes) and ".." (12 bytes) entries.
+const ROOT_INFO_OFFSET: usize = 24;
+/// Interior nodes start with an empty 8-byte entry header.
+const NODE_ENTRIES_OFFSET: usize = 8;
+/// The kernel allows 2 levels (3 with `large_dir`): indirect levels < this.
+const MAX_LEVELS: usize = 3;
+
+/// Where a lookup stands in one index node.
+#[derive(Clone, Copy)]
+struct Frame {
+    /// Logical block of the node.
+    lblk: u32,
+    /// Index of the entry followed.
+    at: u16,
+    count: u16,
+    /// Byte offset of the entry array in the node.
+    entries: usize,
+}
+
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+fn le16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+/// Block number field of a dx entry: the kernel uses the low 28 bits.
+fn entry_block(b: &[u8], entries: usize, i: usize) -> u32 {
+    le32(b, entries + i * 8 + 4) & 0x0fff_ffff
+}
+fn entry_hash(b: &[u8], entries: usize, i: usize) -> u32 {
+    if i == 0 {
+        0
+    } else {
+        le32(b, entries + i * 8)
+    }
+}
+
+impl<D: BlockDevice> Volume<D> {
+    /// Map one logical block of a directory to its physical block.
+    fn dir_pblk(&self, dir: &Inode, lblk: u32) -> Result<u64> {
+        match self.map_block(dir, lblk as u64)? {
+            Run::Mapped { pblk, .. } => Ok(pblk),
+            Run::Hole { .. } => Err(Error::corrupt(
+                Object::DirBlock { dir: dir.ino, lblk },
+                "hash tree points at a hole",
+            )),
+        }
+    }
+
+    /// Verify a dx node's tail checksum (`metadata_csum`).
+    fn dx_checksum_ok(&self, dir: &Inode, b: &[u8], entries: usize) -> bool {
+        if !self.sb().metadata_csum() || !self.check_csums() {
+            return true;
+        }
+        let limit = le16(b, entries) as usize;
+        let count = le16(b, entries + 2) as usize;
+        let tail = entries + limit * 8;
+        if tail + 8 > b.len() {
+            return false;
+        }
+        let mut c = crc32c(dir.csum_seed, &b[..entries + count * 8]);
+        c = crc32c(c, &b[tail..tail + 4]);
+        c == le32(b, tail + 4)
+    }
+
+    /// The number of entries a dx node of this kind may hold.
+    fn dx_limit(&self, entries: usize) -> usize {
+        let bs = self.sb().block_size as usize;
+        let tail = if self.sb().metadata_csum() { 8 } else { 0 };
+        (bs - entries - tail) / 8
+    }
+
+    /// Read index node `lblk`, check it, and find the entry for `hash`.
+    fn dx_node(
+        &self,
+        dir: &Inode,
+        lblk: u32,
+        root: bool,
+        hash: u32,
+    ) -> Result<(Frame, u32, Option<u8>)> {
+        let obj = Object::DirBlock { dir: dir.ino, lblk };
+        let pblk = self.dir_pblk(dir, lblk)?;
+        self.cache_read_with(pblk, |b| -> Result<(Frame, u32, Option<u8>)> {
+            let bad = |what| Err(Error::corrupt(obj, what));
+            let (entries, info) = if root {
+                if le32(b, ROOT_INFO_OFFSET) != 0 {
+                    return bad("hash tree root info has a nonzero reserved field");
+                }
+                let info_len = b[ROOT_INFO_OFFSET + 5] as usize;
+                if info_len != 8 {
+                    return bad("hash tree root info has the wrong length");
+                }
+                (ROOT_INFO_OFFSET + info_len, Some(b[ROOT_INFO_OFFSET + 4]))
+            } else {
+                (NODE_ENTRIES_OFFSET, None)
+            };
+            let limit = le16(b, entries) as usize;
+            let count = le16(b, entries + 2) as usize;
+            if limit != self.dx_limit(entries) {
+                return bad("hash tree node has the wrong entry limit");
+            }
+            if count == 0 || count > limit {
+                return bad("hash tree node entry count is 0 or over its limit");
+            }
+            if !self.dx_checksum_ok(dir, b, entries) {
+                return Err(Error::Checksum { object: obj });
+            }
+            // Last entry whose hash is <= the target (entry 0 covers from 0).
+            let (mut lo, mut hi) = (1usize, count);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if entry_hash(b, entries, mid) <= hash {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            let at = lo - 1;
+            let frame = Frame {
+                lblk,
+                at: at as u16,
+                count: count as u16,
+                entries,
+            };
+            Ok((
+                frame,
+                entry_block(b, entries, at),
+                info.map(|_| b[ROOT_INFO_OFFSET + 6]),
+            ))
+        })?
+    }
+
+    /// Look `name` up through the hash tree: `Ok(None)` when it is not
+    /// there, `Err(Corrupt)` when the tree is damaged (the caller falls
+    /// back to a linear scan).
+    pub(crate) fn dx_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<u32>> {
+        let obj = Object::DirBlock {
+            dir: dir.ino,
+            lblk: 0,
+        };
+        let pblk = self.dir_pblk(dir, 0)?;
+        let version = self.cache_read_with(pblk, |b| b[ROOT_INFO_OFFSET + 4])?;
+        let unsigned = self.sb().flags & FLAG_UNSIGNED_HASH != 0;
+        let version = HashVersion::from_disk(version)
+            .ok_or(Error::corrupt(obj, "hash tree uses an unknown hash"))?;
+        let (hash, _minor) = dx_hash(name, version.with_unsigned(unsigned), self.sb().hash_seed);
+
+        let max_levels = if self.sb().has_incompat(incompat::LARGEDIR) {
+            MAX_LEVELS
+        } else {
+            2
+        };
+        let mut frames: HVec<Frame, MAX_LEVELS> = HVec::new();
+        let (frame, mut child, levels) = self.dx_node(dir, 0, true, hash)?;
+        let levels = levels.unwrap_or(0) as usize;
+        if levels >= max_levels {
+            return Err(Error::corrupt(
+                obj,
+                "hash tree is deeper than the filesystem allows",
+            ));
+        }
+        let _ = frames.push(frame);
+        for _ in 0..levels {
+            let (f, c, _) = self.dx_node(dir, child, false, hash)?;
+            let _ = frames.push(f);
+            child = c;
+        }
+        let nblocks = dir.size.div_ceil(self.sb().block_size as u64);
+        // Names whose hashes collide may continue into following leaves;
+        // each step moves to a later index entry, so this ends.
+        loop {
+            if child as u64 >= nblocks {
+                return Err(Error::corrupt(
+                    obj,
+                    "hash tree points past the end of the directory",
+                ));
+            }
+            if let Some(ino) = self.linear_lookup(dir, name, child as u64, child as u64 + 1)? {
+                return Ok(Some(ino));
+            }
+            match self.dx_next_leaf(dir, &mut frames, hash)? {
+                Some(next) => child = next,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Advance to the next leaf if it continues the run of `hash` (its
+    /// first hash, low bit cleared, equals ours), as `ext4_htree_next_block`.
+    fn dx_next_leaf(
+        &self,
+        dir: &Inode,
+        frames: &mut HVec<Frame, MAX_LEVELS>,
+        hash: u32,
+    ) -> Result<Option<u32>> {
+        // Find the deepest frame with an entry after the one followed.
+        let mut level = frames.len();
+        loop {
+            if level == 0 {
+                return Ok(None);
+            }
+            level -= 1;
+            if frames[level].at + 1 < frames[level].count {
+                break;
+            }
+        }
+        frames[level].at += 1;
+        let f = frames[level];
+        let pblk = self.dir_pblk(dir, f.lblk)?;
+        let (bhash, mut child) = self.cache_read_with(pblk, |b| {
+            (
+                entry_hash(b, f.entries, f.at as usize),
+                entry_block(b, f.entries, f.at as usize),
+            )
+        })?;
+        if bhash & !1 != hash {
+            return Ok(None);
+        }
+        // Descend along first entries to the leaf.
+        for l in level + 1..frames.len() {
+            let (mut nf, _, _) = self.dx_node(dir, child, false, 0)?;
+            nf.at = 0;
+            let pb = self.dir_pblk(dir, child)?;
+            child = self.cache_read_with(pb, |b| entry_block(b, nf.entries, 0))?;
+            frames[l] = nf;
+        }
+        Ok(Some(child))
+    }
+}
