@@ -82,7 +82,10 @@ impl<D: BlockDevice> Volume<D> {
             let seed = inode.csum_seed;
             let step =
                 self.cache_read_with(blk, |bytes| -> Result<(Option<u64>, Option<Run>, u64)> {
-                    if self.check_csums() && !extent::checksum_ok(bytes, seed) {
+                    if self.sb().metadata_csum()
+                        && self.check_csums()
+                        && !extent::checksum_ok(bytes, seed)
+                    {
                         return Err(Error::Checksum {
                             object: Object::Block(blk),
                         });

@@ -97,7 +97,7 @@ impl<'a> Iterator for Entries<'a> {
         if rec_len < 12 && !(rec_len == 8 && name_len == 0 && self.pos + 8 == self.block.len()) {
             return fail(self, "directory entry record length is too small");
         }
-        if rec_len % 4 != 0 {
+        if !rec_len.is_multiple_of(4) {
             return fail(self, "directory entry record length is not a multiple of 4");
         }
         if HEADER_LEN + name_len > rec_len {

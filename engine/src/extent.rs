@@ -8,9 +8,10 @@ use crate::checksum::crc32c;
 use crate::error::{Error, Object, Result};
 
 pub const MAGIC: u16 = 0xF30A;
-/// The kernel never builds deeper trees; a deeper claim is corruption and
-/// also bounds the walk.
-pub const MAX_DEPTH: u16 = 5;
+/// The kernel builds at most 5 levels and refuses to read deeper trees;
+/// e2fsprogs reads them (and `e2fsck -fn` passes them), so the engine reads
+/// up to this bound, which keeps every walk short.
+pub const MAX_DEPTH: u16 = 16;
 /// `ee_len` above this marks an unwritten (uninitialised) extent.
 pub const INIT_MAX_LEN: u16 = 32768;
 
@@ -77,7 +78,7 @@ impl<'a> Node<'a> {
         }
         let depth = h.depth.get();
         if depth > MAX_DEPTH {
-            return bad("extent tree is deeper than 5 levels");
+            return bad("extent tree is deeper than 16 levels");
         }
         if let Some(d) = expect_depth {
             if d != depth {

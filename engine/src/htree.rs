@@ -1,6 +1,8 @@
 //! Hashed directory (htree / `dir_index`) lookups: descend the index by the
 //! name's hash to the one leaf that can hold it, O(depth) blocks per lookup.
 
+use alloc::vec::Vec;
+
 use heapless::Vec as HVec;
 
 use crate::blockmap::Run;
@@ -86,6 +88,42 @@ impl<D: BlockDevice> Volume<D> {
         (bs - entries - tail) / 8
     }
 
+    /// Check an index node's header: returns (offset of the entry array,
+    /// entry count, indirect levels for the root).
+    fn dx_header(
+        &self,
+        dir: &Inode,
+        b: &[u8],
+        root: bool,
+        obj: Object,
+    ) -> Result<(usize, usize, u8)> {
+        let bad = |what| Err(Error::corrupt(obj, what));
+        let (entries, levels) = if root {
+            if le32(b, ROOT_INFO_OFFSET) != 0 {
+                return bad("hash tree root info has a nonzero reserved field");
+            }
+            let info_len = b[ROOT_INFO_OFFSET + 5] as usize;
+            if info_len != 8 {
+                return bad("hash tree root info has the wrong length");
+            }
+            (ROOT_INFO_OFFSET + info_len, b[ROOT_INFO_OFFSET + 6])
+        } else {
+            (NODE_ENTRIES_OFFSET, 0)
+        };
+        let limit = le16(b, entries) as usize;
+        let count = le16(b, entries + 2) as usize;
+        if limit != self.dx_limit(entries) {
+            return bad("hash tree node has the wrong entry limit");
+        }
+        if count == 0 || count > limit {
+            return bad("hash tree node entry count is 0 or over its limit");
+        }
+        if !self.dx_checksum_ok(dir, b, entries) {
+            return Err(Error::Checksum { object: obj });
+        }
+        Ok((entries, count, levels))
+    }
+
     /// Read index node `lblk`, check it, and find the entry for `hash`.
     fn dx_node(
         &self,
@@ -97,30 +135,7 @@ impl<D: BlockDevice> Volume<D> {
         let obj = Object::DirBlock { dir: dir.ino, lblk };
         let pblk = self.dir_pblk(dir, lblk)?;
         self.cache_read_with(pblk, |b| -> Result<(Frame, u32, Option<u8>)> {
-            let bad = |what| Err(Error::corrupt(obj, what));
-            let (entries, info) = if root {
-                if le32(b, ROOT_INFO_OFFSET) != 0 {
-                    return bad("hash tree root info has a nonzero reserved field");
-                }
-                let info_len = b[ROOT_INFO_OFFSET + 5] as usize;
-                if info_len != 8 {
-                    return bad("hash tree root info has the wrong length");
-                }
-                (ROOT_INFO_OFFSET + info_len, Some(b[ROOT_INFO_OFFSET + 4]))
-            } else {
-                (NODE_ENTRIES_OFFSET, None)
-            };
-            let limit = le16(b, entries) as usize;
-            let count = le16(b, entries + 2) as usize;
-            if limit != self.dx_limit(entries) {
-                return bad("hash tree node has the wrong entry limit");
-            }
-            if count == 0 || count > limit {
-                return bad("hash tree node entry count is 0 or over its limit");
-            }
-            if !self.dx_checksum_ok(dir, b, entries) {
-                return Err(Error::Checksum { object: obj });
-            }
+            let (entries, count, levels) = self.dx_header(dir, b, root, obj)?;
             // Last entry whose hash is <= the target (entry 0 covers from 0).
             let (mut lo, mut hi) = (1usize, count);
             while lo < hi {
@@ -138,12 +153,82 @@ impl<D: BlockDevice> Volume<D> {
                 count: count as u16,
                 entries,
             };
-            Ok((
-                frame,
-                entry_block(b, entries, at),
-                info.map(|_| b[ROOT_INFO_OFFSET + 6]),
-            ))
+            Ok((frame, entry_block(b, entries, at), root.then_some(levels)))
         })?
+    }
+
+    /// Visit every index node of the tree, checking each (header, limit,
+    /// checksum, ascending hashes, children inside the directory); `leaf`
+    /// is called with each leaf block number.
+    pub(crate) fn dx_walk(&self, dir: &Inode, leaf: &mut dyn FnMut(u32)) -> Result<()> {
+        let nblocks = dir.size.div_ceil(self.sb().block_size as u64);
+        let max_levels = if self.sb().has_incompat(incompat::LARGEDIR) {
+            MAX_LEVELS
+        } else {
+            2
+        };
+        // (node lblk, levels below it); at most one pending list per level.
+        let mut stack: Vec<(u32, usize)> = Vec::new();
+        let mut root_levels = None;
+        stack.push((0, 0));
+        let mut visited = 0u64;
+        while let Some((lblk, below)) = stack.pop() {
+            visited += 1;
+            if visited > nblocks {
+                return Err(Error::corrupt(
+                    Object::Inode(dir.ino),
+                    "hash tree visits more nodes than the directory has blocks",
+                ));
+            }
+            let root = root_levels.is_none();
+            let obj = Object::DirBlock { dir: dir.ino, lblk };
+            let pblk = self.dir_pblk(dir, lblk)?;
+            let kids = self.cache_read_with(pblk, |b| -> Result<(Vec<u32>, u8)> {
+                let (entries, count, levels) = self.dx_header(dir, b, root, obj)?;
+                let mut kids = Vec::with_capacity(count);
+                let mut prev = 0u32;
+                for i in 0..count {
+                    let h = entry_hash(b, entries, i);
+                    if i > 1 && h < prev {
+                        return Err(Error::corrupt(
+                            obj,
+                            "hash tree entries are not in hash order",
+                        ));
+                    }
+                    prev = h;
+                    let c = entry_block(b, entries, i);
+                    if c == 0 || c as u64 >= nblocks {
+                        return Err(Error::corrupt(
+                            obj,
+                            "hash tree entry points outside the directory",
+                        ));
+                    }
+                    kids.push(c);
+                }
+                Ok((kids, levels))
+            })??;
+            let below = if root {
+                let levels = kids.1 as usize;
+                if levels >= max_levels {
+                    return Err(Error::corrupt(
+                        obj,
+                        "hash tree is deeper than the filesystem allows",
+                    ));
+                }
+                root_levels = Some(levels);
+                levels
+            } else {
+                below
+            };
+            for c in kids.0 {
+                if below == 0 {
+                    leaf(c);
+                } else {
+                    stack.push((c, below - 1));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Look `name` up through the hash tree: `Ok(None)` when it is not

@@ -101,7 +101,7 @@ impl<D: BlockDevice> Volume<D> {
                         break;
                     }
                 };
-                if base + e.offset < from || e.inode == 0 || cookie < 2 && base + e.offset < from {
+                if base + e.offset < from || e.inode == 0 {
                     continue;
                 }
                 let next = COOKIE_BASE + (base + e.offset + e.rec_len) as u64;
@@ -138,5 +138,17 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         Err(Error::NotFound)
+    }
+
+    /// Parse every entry of an inline directory; the first damage found.
+    pub(crate) fn inline_check(&self, inode: &Inode) -> Result<()> {
+        let (_, head, tail) = self.inline_dir(inode)?;
+        let obj = Object::Inode(inode.ino);
+        for area in [&head[..], &tail[..]] {
+            for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
+                e?;
+            }
+        }
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@ pub mod acl;
 pub mod attr;
 pub mod block_cache;
 pub mod blockmap;
+pub mod check;
 pub mod checksum;
 pub mod device;
 pub mod dir;

@@ -278,7 +278,7 @@ impl Superblock {
         }
         let desc_size = if bit64 {
             let d = raw.desc_size.get() as u32;
-            if d < 64 || d > 1024 || !d.is_power_of_two() {
+            if !(64..=1024).contains(&d) || !d.is_power_of_two() {
                 return bad("64bit descriptor size is not a power of two between 64 and 1024");
             }
             d
@@ -387,7 +387,7 @@ impl Superblock {
         }
         let power_of = |base: u32| {
             let mut n = g;
-            while n % base == 0 {
+            while n.is_multiple_of(base) {
                 n /= base;
             }
             n == 1
@@ -464,6 +464,7 @@ impl Superblock {
 mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
+    use zerocopy::FromZeros;
 
     #[test]
     fn layout_matches_ext4_super_block() {

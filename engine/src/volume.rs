@@ -212,10 +212,13 @@ impl<D: BlockDevice> Volume<D> {
         Ok(self.cache.read_with(blk, f)?)
     }
 
-    /// Read and check group descriptor `g`.
+    /// Read and check group descriptor `g`. Only a `metadata_csum`
+    /// checksum is enforced: a wrong `uninit_bg` crc16 is what `tune2fs`
+    /// leaves behind when it turns the feature on, and both the kernel
+    /// (read-only) and `e2fsck` accept it.
     pub fn group_desc(&self, g: u32) -> Result<GroupDesc> {
         let (gd, ok) = self.group_desc_unchecked(g)?;
-        if !ok && self.check_csums() {
+        if !ok && self.check_csums() && self.sb.metadata_csum() {
             return Err(Error::Checksum {
                 object: Object::GroupDesc(g),
             });
