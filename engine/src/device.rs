@@ -96,7 +96,10 @@ impl MemDevice {
         Self::from_vec(vec![0; size])
     }
     pub fn from_vec(data: Vec<u8>) -> Self {
-        MemDevice { data: spin::RwLock::new(data), read_only: false }
+        MemDevice {
+            data: spin::RwLock::new(data),
+            read_only: false,
+        }
     }
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
@@ -129,7 +132,9 @@ impl BlockDevice for MemDevice {
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         if self.read_only {
-            return Err(IoError { errno: crate::error::errno::EROFS });
+            return Err(IoError {
+                errno: crate::error::errno::EROFS,
+            });
         }
         let mut data = self.data.write();
         let r = range(offset, buf.len(), data.len())?;

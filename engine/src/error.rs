@@ -11,7 +11,10 @@ pub enum Object {
     Inode(u32),
     Block(u64),
     /// A directory entry inside directory inode `dir`, in its logical block `lblk`.
-    DirBlock { dir: u32, lblk: u32 },
+    DirBlock {
+        dir: u32,
+        lblk: u32,
+    },
     Device,
 }
 
@@ -72,13 +75,22 @@ pub enum Error {
     /// The device failed.
     Io(IoError),
     /// An on-disk structure is inconsistent: `what` says which field or rule.
-    Corrupt { object: Object, what: &'static str },
+    Corrupt {
+        object: Object,
+        what: &'static str,
+    },
     /// A checksum did not match (and checksums are not ignored).
-    Checksum { object: Object },
+    Checksum {
+        object: Object,
+    },
     /// The filesystem uses something this engine does not implement.
-    Unsupported { what: &'static str },
+    Unsupported {
+        what: &'static str,
+    },
     /// An incompat feature bit this engine does not know.
-    UnknownIncompat { bits: u32 },
+    UnknownIncompat {
+        bits: u32,
+    },
     NotFound,
     NotDir,
     IsDir,
@@ -144,7 +156,10 @@ impl fmt::Display for Error {
             Error::Checksum { object } => write!(f, "{object}: checksum does not match"),
             Error::Unsupported { what } => write!(f, "unsupported: {what}"),
             Error::UnknownIncompat { bits } => {
-                write!(f, "unknown incompatible feature bits {bits:#x}; refusing to open")
+                write!(
+                    f,
+                    "unknown incompatible feature bits {bits:#x}; refusing to open"
+                )
             }
             Error::NotFound => write!(f, "no such file or directory"),
             Error::NotDir => write!(f, "not a directory"),

@@ -15,7 +15,9 @@ pub struct FileDevice {
 }
 
 fn io_err(e: io::Error) -> IoError {
-    IoError { errno: e.raw_os_error().unwrap_or(errno::EIO) }
+    IoError {
+        errno: e.raw_os_error().unwrap_or(errno::EIO),
+    }
 }
 
 impl FileDevice {
@@ -35,7 +37,11 @@ impl FileDevice {
     /// Wrap an open file whose size the caller found some other way (for
     /// example `DIOCGMEDIASIZE` on FreeBSD disks, where seeking does not tell).
     pub fn with_size(file: File, size: u64, read_only: bool) -> Self {
-        FileDevice { file, size, read_only }
+        FileDevice {
+            file,
+            size,
+            read_only,
+        }
     }
 
     pub fn file(&self) -> &File {
@@ -53,11 +59,15 @@ impl BlockDevice for FileDevice {
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         if self.read_only {
-            return Err(IoError { errno: errno::EROFS });
+            return Err(IoError {
+                errno: errno::EROFS,
+            });
         }
         let end = offset.checked_add(buf.len() as u64).ok_or(IoError::EIO)?;
         if end > self.size {
-            return Err(IoError { errno: errno::ENOSPC });
+            return Err(IoError {
+                errno: errno::ENOSPC,
+            });
         }
         self.file.write_all_at(buf, offset).map_err(io_err)
     }
