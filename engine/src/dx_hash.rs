@@ -323,7 +323,7 @@ mod tests {
             eprintln!("!!!!! debugfs not found: dx_hash oracle test SKIPPED !!!!!");
             return;
         }
-        let mut rng = Rng(0x5eed_0f_d1c7);
+        let mut rng = Rng(0x005e_ed0f_d1c7);
         let mut seeds = vec![[0u32; 4], [1, 0, 0, 0]];
         for _ in 0..3 {
             seeds.push([
