@@ -55,6 +55,13 @@ impl CheckSummary {
     }
 }
 
+/// A directory entry to check against the inode it names.
+#[derive(Clone, Copy)]
+struct Target {
+    ino: u32,
+    file_type: u8,
+}
+
 /// Bytes of inode table read per device request.
 const ITABLE_CHUNK: usize = 1 << 20;
 
@@ -251,6 +258,7 @@ impl<D: BlockDevice> Volume<D> {
             ));
             return;
         };
+        self.check_inode_rules(&inode, kind, sink);
         self.check_xattrs(&inode, sink);
         let has_map = match kind {
             FileType::Regular | FileType::Directory => true,
@@ -282,6 +290,60 @@ impl<D: BlockDevice> Volume<D> {
                 sink.res(self.readlink(ino));
             }
             _ => {}
+        }
+    }
+
+    /// Field rules `e2fsck` enforces on a single inode.
+    fn check_inode_rules(&self, inode: &Inode, kind: FileType, sink: &mut Sink<'_>) {
+        let sb = self.sb();
+        let obj = Object::Inode(inode.ino);
+        // On a live inode dtime is either 0 or, for an orphan, the next
+        // orphan's inode number.
+        if inode.dtime != 0 && (sb.last_orphan == 0 || inode.dtime > sb.inodes_count) {
+            sink.put(Error::corrupt(
+                obj,
+                "inode is in use but has a deletion time",
+            ));
+        }
+        if inode.has_flag(flags::INLINE_DATA)
+            && !sb.has_incompat(crate::features::incompat::INLINE_DATA)
+        {
+            sink.put(Error::corrupt(
+                obj,
+                "inline-data flag set on a filesystem without inline_data",
+            ));
+        }
+        if inode.has_flag(flags::EXTENTS) && !sb.has_incompat(crate::features::incompat::EXTENTS) {
+            sink.put(Error::corrupt(
+                obj,
+                "extents flag set on a filesystem without extents",
+            ));
+        }
+        let special = !matches!(kind, FileType::Regular | FileType::Directory);
+        if special && inode.has_flag(flags::IMMUTABLE | flags::APPEND) {
+            sink.put(Error::corrupt(
+                obj,
+                "special file or symlink has the immutable or append-only flag",
+            ));
+        }
+        if matches!(
+            kind,
+            FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket
+        ) && inode.size != 0
+        {
+            sink.put(Error::corrupt(
+                obj,
+                "device, FIFO or socket inode has a nonzero size",
+            ));
+        }
+        if kind == FileType::Symlink
+            && inode.has_flag(flags::EXTENTS)
+            && self.is_fast_symlink(inode)
+        {
+            sink.put(Error::corrupt(obj, "fast symlink has the extents flag set"));
+        }
+        if inode.ino == crate::volume::ROOT_INO && kind != FileType::Directory {
+            sink.put(Error::corrupt(obj, "root inode is not a directory"));
         }
     }
 
@@ -449,30 +511,69 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
-                let r = self.cache_read_with(pblk + i, |b| -> HVec<Error, 2> {
+                let obj = Object::DirBlock {
+                    dir: dir.ino,
+                    lblk: l as u32,
+                };
+                let r = self.cache_read_with(pblk + i, |b| -> (HVec<Error, 2>, Vec<Target>) {
                     let mut errs = HVec::new();
-                    let obj = Object::DirBlock {
-                        dir: dir.ino,
-                        lblk: l as u32,
-                    };
+                    let mut targets = Vec::new();
                     let node = dx && dir::is_dx_node(b, l);
                     if !node {
                         if let Err(e) = self.check_leaf(dir, b, l) {
                             let _ = errs.push(e);
                         }
                     }
-                    // Index nodes are checked by the tree walk below.
-                    let area = if node { &b[..0] } else { dir::entry_area(b) };
-                    for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
-                        if let Err(e) = e {
-                            let _ = errs.push(e);
-                            break;
+                    // Index nodes are checked by the tree walk below; the
+                    // root still starts with "." and "..".
+                    let (area, take) = match (node, l) {
+                        (true, 0) => (b, 2),
+                        (true, _) => (&b[..0], 0),
+                        (false, _) => (dir::entry_area(b), usize::MAX),
+                    };
+                    for (n, e) in Entries::new(area, 0, self.sb().inodes_count, obj)
+                        .take(take)
+                        .enumerate()
+                    {
+                        match e {
+                            Ok(e) => {
+                                if l == 0 && n < 2 {
+                                    let (want, ok_ino) = if n == 0 {
+                                        (&b"."[..], e.inode == dir.ino)
+                                    } else {
+                                        (&b".."[..], e.inode != 0)
+                                    };
+                                    if e.name != want || !ok_ino {
+                                        let _ = errs.push(Error::corrupt(
+                                            obj,
+                                            "directory does not start with '.' and '..' entries",
+                                        ));
+                                    }
+                                }
+                                if e.inode != 0 {
+                                    targets.push(Target {
+                                        ino: e.inode,
+                                        file_type: e.file_type,
+                                    });
+                                }
+                            }
+                            Err(e) => {
+                                let _ = errs.push(e);
+                                break;
+                            }
                         }
                     }
-                    errs
+                    (errs, targets)
                 });
                 match r {
-                    Ok(errs) => errs.into_iter().for_each(|e| sink.put(e)),
+                    Ok((errs, targets)) => {
+                        errs.into_iter().for_each(|e| sink.put(e));
+                        for t in targets {
+                            if let Err(what) = self.check_target(t) {
+                                sink.put(Error::corrupt(obj, what));
+                            }
+                        }
+                    }
                     Err(e) => sink.put(e),
                 }
             }
@@ -481,6 +582,42 @@ impl<D: BlockDevice> Volume<D> {
         if dx {
             self.check_dx_tree(dir, sink);
         }
+    }
+
+    /// A directory entry's inode must be in use, and its file type byte
+    /// must agree with the inode's mode.
+    fn check_target(&self, t: Target) -> core::result::Result<(), &'static str> {
+        let sb = self.sb();
+        let g = (t.ino - 1) / sb.inodes_per_group;
+        let idx = (t.ino - 1) % sb.inodes_per_group;
+        let Ok(gd) = self.group_desc(g) else {
+            return Ok(());
+        };
+        if gd.flags & BG_INODE_UNINIT != 0 {
+            return Err("entry refers to an inode in a group with no inodes in use");
+        }
+        if (sb.has_ro_compat(crate::features::ro_compat::GDT_CSUM) || sb.metadata_csum())
+            && idx >= sb.inodes_per_group.saturating_sub(gd.itable_unused)
+        {
+            return Err("entry refers to an inode in its group's never-used area");
+        }
+        let used = self.cache_read_with(gd.inode_bitmap, |b| {
+            b[(idx / 8) as usize] & (1 << (idx % 8)) != 0
+        });
+        if used == Ok(false) {
+            return Err("entry refers to an inode that is not in use");
+        }
+        if sb.has_incompat(crate::features::incompat::FILETYPE) {
+            if let Ok(inode) = self.inode(t.ino) {
+                if inode.links_count == 0 && inode.mode == 0 {
+                    return Err("entry refers to a deleted inode");
+                }
+                if inode.kind.is_some() && FileType::from_dirent(t.file_type) != inode.kind {
+                    return Err("entry's file type does not match its inode");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Walk the hash tree's index nodes (not the leaves, done above).

@@ -120,7 +120,13 @@ impl<D: BlockDevice> Volume<D> {
         let found = self.xattrs(&inode, Some((index, suffix)), true)?;
         let a = found.into_iter().next().ok_or(Error::NoData)?;
         if a.index == ACL_ACCESS || a.index == ACL_DEFAULT {
-            return acl::disk_to_xattr(&a.value, ino);
+            // An ACL with no entries is no ACL at all, as the kernel answers.
+            let v = acl::disk_to_xattr(&a.value, ino)?;
+            return if v.is_empty() {
+                Err(Error::NoData)
+            } else {
+                Ok(v)
+            };
         }
         Ok(a.value)
     }

@@ -234,7 +234,14 @@ impl Inode {
             uid: self.uid,
             gid: self.gid,
             size: self.size,
-            blocks: self.blocks_512,
+            // For regular files the kernel reports at least the sectors
+            // inline bytes would need, so tools do not take the file for
+            // fully sparse (directories and symlinks report i_blocks).
+            blocks: if self.has_flag(flags::INLINE_DATA) && kind == FileType::Regular {
+                self.blocks_512 + self.size.div_ceil(512)
+            } else {
+                self.blocks_512
+            },
             atime: self.atime,
             mtime: self.mtime,
             ctime: self.ctime,

@@ -408,8 +408,10 @@ impl Superblock {
     pub fn desc_block(&self, i: u32) -> u64 {
         let meta_bg = self.has_incompat(incompat::META_BG);
         if !meta_bg || i < self.first_meta_bg {
-            // Right after the primary superblock.
-            return self.first_data_block as u64 + 1 + i as u64;
+            // Right after the block holding the primary superblock (block 1
+            // with 1 KiB blocks, even under bigalloc where the first data
+            // block is 0; block 0 otherwise).
+            return (SUPERBLOCK_OFFSET / self.block_size as u64) + 1 + i as u64;
         }
         // meta_bg: descriptor block i lives in the first group of its meta
         // group, after that group's superblock backup if it has one.
