@@ -1,1 +1,280 @@
-fn main() {}
+//! `ext4-fuse-bsd SOURCE MOUNTPOINT [-o opts] [-f]`: mount an ext2/3/4
+//! image or disk read-only through FUSE (FreeBSD's fusefs, or Linux).
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use ext4_engine::volume::Warning;
+use ext4_engine::{OpenOptions, Volume};
+use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
+use ext4_fuse_bsd::options::MountOpts;
+use ext4_fuse_bsd::{mount_config, server_pushes_symlinks, sys};
+use fuser::Session;
+
+const NAME: &str = "ext4-fuse-bsd";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = NAME,
+    version,
+    about = "Mount an ext2/ext3/ext4 filesystem read-only through FUSE (FreeBSD fusefs or Linux)"
+)]
+struct Cli {
+    /// Image file or disk device (e.g. /dev/ada0p2, /dev/md0, disk.img)
+    source: PathBuf,
+    /// Directory to mount on
+    mountpoint: PathBuf,
+    /// Mount options, comma-separated: ro, allow_other, default_permissions,
+    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g], norecovery, debug,
+    /// push_symlinks_in, intr, max_read=, private, noprivate, neglect_shares,
+    /// nosuid, nodev, noexec, noatime (and their positive forms)
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground
+    #[arg(short = 'f')]
+    foreground: bool,
+    /// Debug output (same as -o debug; implies -f)
+    #[arg(short = 'd')]
+    debug: bool,
+}
+
+/// Log to stderr, or to syslog once daemonized.
+struct Logger {
+    level: log::LevelFilter,
+}
+
+static SYSLOG: AtomicBool = AtomicBool::new(false);
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= self.level
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let msg = format!("{}", r.args());
+        if SYSLOG.load(Ordering::Relaxed) {
+            let prio = match r.level() {
+                log::Level::Error => libc::LOG_ERR,
+                log::Level::Warn => libc::LOG_WARNING,
+                log::Level::Info => libc::LOG_INFO,
+                _ => libc::LOG_DEBUG,
+            };
+            if let Ok(c) = CString::new(msg.replace('\0', "?")) {
+                // SAFETY: both strings are NUL-terminated and outlive the call.
+                unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
+            }
+        } else {
+            let _ = writeln!(std::io::stderr(), "{NAME}: {msg}");
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "{NAME}: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut opts = MountOpts::default();
+    for o in &cli.options {
+        if let Err(e) = opts.parse(o) {
+            return fail(e);
+        }
+    }
+    opts.debug |= cli.debug;
+    let foreground = cli.foreground || opts.debug;
+    let level = if opts.debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
+    };
+    if log::set_boxed_logger(Box::new(Logger { level })).is_ok() {
+        log::set_max_level(level);
+    }
+
+    let mountpoint = match cli.mountpoint.canonicalize() {
+        Ok(p) if p.is_dir() => p,
+        Ok(p) => return fail(format!("{}: not a directory", p.display())),
+        Err(e) => return fail(format!("{}: {e}", cli.mountpoint.display())),
+    };
+    let dev = match sys::open_device(&cli.source) {
+        Ok(d) => d,
+        Err(e) => return fail(format!("{}: {e}", cli.source.display())),
+    };
+    let mut vo = OpenOptions::default();
+    if let Some(n) = opts.cache_size {
+        vo.cache_bytes = n;
+    }
+    let vol = match Volume::open(dev, &vo) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("{}: {e}", cli.source.display())),
+    };
+    for w in vol.warnings() {
+        if *w == Warning::NeedsRecovery && !opts.norecovery {
+            return fail(format!(
+                "{}: the journal needs recovery, which this version cannot replay; \
+                 mount with -o norecovery to see the filesystem without the unreplayed changes",
+                cli.source.display()
+            ));
+        }
+        log::warn!("{}: {w}", cli.source.display());
+    }
+
+    let cfg = FsConfig {
+        uid: opts.uid,
+        gid: opts.gid,
+        symlink_prefix: server_pushes_symlinks(&opts)
+            .then(|| mountpoint.as_os_str().as_bytes().to_vec()),
+        ..FsConfig::default()
+    };
+    let fs = Ext4Fs::new(vol, cfg);
+    let config = mount_config(&opts, &cli.source);
+
+    // Daemonize before any thread exists; the parent waits for the child
+    // to report the mount, so the exit status says whether it worked.
+    let report = if foreground {
+        None
+    } else {
+        match daemonize() {
+            Ok(Some(fd)) => Some(fd),
+            Ok(None) => unreachable!("the parent exits inside daemonize"),
+            Err(e) => return fail(format!("cannot fork: {e}")),
+        }
+    };
+
+    // Signals go to one waiting thread, which unmounts.
+    let sigs = signal_set();
+    // SAFETY: sigs is a valid, initialised set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
+
+    let mut session = match Session::new(fs, &mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot mount on {}: {e}", mountpoint.display())),
+    };
+    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.clone();
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigs and sig are valid for the call.
+            while unsafe { libc::sigwait(&sigs, &mut sig) } != 0 {}
+            log::info!("signal {sig}: unmounting {}", mp.display());
+            if let Err(e) = unmounter.unmount() {
+                log::warn!("unmount {}: {e}; detaching lazily", mp.display());
+                lazy_unmount(&mp);
+            }
+        });
+    if let Err(e) = spawned {
+        return fail(format!("cannot start the signal thread: {e}"));
+    }
+
+    if let Some(fd) = report {
+        detach_stdio();
+        SYSLOG.store(true, Ordering::Relaxed);
+        // The parent exits 0 on this byte.
+        let mut f = std::fs::File::from(fd);
+        let _ = f.write_all(&[0]);
+    }
+    match session.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("session ended: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before it is read.
+    unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut s);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut s, sig);
+        }
+        s
+    }
+}
+
+/// Fork. The parent waits for one byte on a pipe (the child mounted) and
+/// exits 0, or exits 1 if the pipe closes first. The child becomes a
+/// session leader and gets the pipe's write end.
+fn daemonize() -> std::io::Result<Option<OwnedFd>> {
+    let mut p = [0 as libc::c_int; 2];
+    // SAFETY: p has room for two descriptors.
+    if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe() returned two fresh descriptors we now own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    // SAFETY: no other thread exists yet, so the child may run Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            drop(rd);
+            // SAFETY: plain syscall.
+            unsafe { libc::setsid() };
+            Ok(Some(wr))
+        }
+        _ => {
+            drop(wr);
+            let mut f = std::fs::File::from(rd);
+            let mut b = [1u8];
+            let ok = matches!(std::io::Read::read(&mut f, &mut b), Ok(1)) && b[0] == 0;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+    }
+}
+
+/// Point stdin/stdout/stderr at /dev/null and leave the working directory.
+fn detach_stdio() {
+    let _ = std::env::set_current_dir("/");
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Last resort when a clean unmount fails (busy): detach now, let the
+/// kernel finish with open files.
+fn lazy_unmount(mp: &Path) {
+    let Ok(c) = CString::new(mp.as_os_str().as_bytes()) else {
+        return;
+    };
+    #[cfg(target_os = "linux")]
+    // SAFETY: c is a valid path string.
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    #[cfg(target_os = "freebsd")]
+    // SAFETY: c is a valid path string.
+    let r = unsafe { libc::unmount(c.as_ptr(), libc::MNT_FORCE) };
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    let r = {
+        let _ = c;
+        -1
+    };
+    if r != 0 {
+        log::error!(
+            "cannot unmount {}: {}",
+            mp.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+}

@@ -1,0 +1,497 @@
+//! The FUSE filesystem: `fuser::Filesystem` over an engine `Volume`, using
+//! only what FreeBSD's fusefs speaks (plain READDIR, no READDIRPLUS, no
+//! passthrough, no notifications, LSEEK only from protocol 7.24 on).
+//!
+//! Node ids are ext4 inode numbers, except that FUSE's root id 1 stands for
+//! ext4's root inode 2. A hard-linked file is one node. There is no node
+//! table: the volume is read-only, so an inode number stays valid, and
+//! FORGET has nothing to release.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ext4_engine::attr::{Attr, FileType as Kind, Timestamp};
+use ext4_engine::{BlockDevice, Error, Volume, Whence, ROOT_INO};
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use log::{debug, warn};
+
+use crate::sys;
+
+/// Longest single read answered; larger requests (which no kernel sends
+/// within what was negotiated) get a short read rather than a huge buffer.
+pub const MAX_READ: u32 = 16 << 20;
+
+/// Directory bytes gathered per READDIR (more than any kernel's buffer).
+const READDIR_BATCH: usize = 64 << 10;
+
+/// First protocol minor with FUSE_LSEEK.
+const LSEEK_MINOR: u32 = 24;
+
+/// What the frontend adds to the engine's answers.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Prefix for absolute symlink targets (`push_symlinks_in` where the
+    /// kernel does not do it itself).
+    pub symlink_prefix: Option<Vec<u8>>,
+    /// How long the kernel may cache entries and attributes.
+    pub ttl: Duration,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            uid: None,
+            gid: None,
+            symlink_prefix: None,
+            // Nothing changes under a read-only mount.
+            ttl: Duration::from_secs(86400),
+        }
+    }
+}
+
+pub struct Ext4Fs<D: BlockDevice + 'static> {
+    vol: Volume<D>,
+    cfg: FsConfig,
+    /// The protocol minor both sides agreed on (0 before INIT).
+    minor: AtomicU32,
+}
+
+/// Our highest protocol minor (what `fuser` answers INIT with).
+pub const SERVER_MINOR: u32 = 40;
+
+impl<D: BlockDevice + 'static> Ext4Fs<D> {
+    pub fn new(vol: Volume<D>, cfg: FsConfig) -> Self {
+        Ext4Fs {
+            vol,
+            cfg,
+            minor: AtomicU32::new(0),
+        }
+    }
+
+    pub fn volume(&self) -> &Volume<D> {
+        &self.vol
+    }
+
+    /// The negotiated protocol minor.
+    pub fn minor(&self) -> u32 {
+        self.minor.load(Ordering::Relaxed)
+    }
+
+    /// FUSE node id -> ext4 inode number.
+    fn ino(&self, node: INodeNo) -> Result<u32, Errno> {
+        match node.0 {
+            1 => Ok(ROOT_INO),
+            n => u32::try_from(n).map_err(|_| Errno::ENOENT),
+        }
+    }
+
+    /// Turn an engine error into the reply errno, logging damage.
+    fn fail(&self, what: &str, ino: u32, e: &Error) -> Errno {
+        if e.is_corruption() || matches!(e, Error::Io(_)) {
+            warn!("{what} inode {ino}: {e}");
+        } else {
+            debug!("{what} inode {ino}: {e}");
+        }
+        Errno::from_i32(sys::host_errno(e))
+    }
+
+    /// Log damage the engine worked around while answering.
+    fn drain(&self) {
+        for e in self.vol.take_reports() {
+            warn!("damage skipped: {e}");
+        }
+    }
+
+    fn file_attr(&self, a: &Attr, node: u64) -> FileAttr {
+        let perm = (a.mode & 0o7777) as u16;
+        let rdev = match a.kind {
+            Kind::CharDevice | Kind::BlockDevice => sys::fuse_rdev(a.rdev_major, a.rdev_minor),
+            _ => 0,
+        };
+        FileAttr {
+            ino: INodeNo(node),
+            size: a.size,
+            blocks: a.blocks,
+            atime: system_time(a.atime),
+            mtime: system_time(a.mtime),
+            ctime: system_time(a.ctime),
+            crtime: a.crtime.map(system_time).unwrap_or(UNIX_EPOCH),
+            kind: file_type(a.kind),
+            perm,
+            nlink: a.nlink,
+            uid: self.cfg.uid.unwrap_or(a.uid),
+            gid: self.cfg.gid.unwrap_or(a.gid),
+            rdev,
+            blksize: a.blksize,
+            flags: 0,
+        }
+    }
+
+    fn lookup_inner(&self, parent: INodeNo, name: &OsStr) -> Result<(FileAttr, u32), Errno> {
+        let dir = self.ino(parent)?;
+        let a = self
+            .vol
+            .lookup(dir, name.as_bytes())
+            .map_err(|e| self.fail("lookup in", dir, &e))?;
+        let node = match a.ino {
+            // The root is known to the kernel by FUSE's id 1 (and `fuser`
+            // reports a node's id as its st_ino in an entry reply).
+            ROOT_INO => 1,
+            // Id 1 is the root's: an entry naming inode 1 (the bad-blocks
+            // inode) would alias it.
+            1 => {
+                warn!("directory inode {dir} names reserved inode 1");
+                return Err(Errno::from_i32(sys::host_errno(&Error::corrupt(
+                    ext4_engine::Object::Inode(dir),
+                    "entry names reserved inode 1",
+                ))));
+            }
+            n => n as u64,
+        };
+        Ok((self.file_attr(&a, node), a.generation))
+    }
+
+    fn read_inner(&self, ino: u32, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let n = size.min(MAX_READ) as usize;
+        let mut buf = vec![0u8; n];
+        let got = self
+            .vol
+            .read(ino, offset, &mut buf)
+            .map_err(|e| self.fail("read", ino, &e))?;
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    fn readlink_inner(&self, ino: u32) -> Result<Vec<u8>, Errno> {
+        let mut t = self
+            .vol
+            .readlink(ino)
+            .map_err(|e| self.fail("readlink", ino, &e))?;
+        if let Some(p) = &self.cfg.symlink_prefix {
+            if t.first() == Some(&b'/') {
+                let mut full = p.clone();
+                full.extend_from_slice(&t);
+                t = full;
+            }
+        }
+        Ok(t)
+    }
+}
+
+fn system_time(t: Timestamp) -> SystemTime {
+    let nsec = Duration::from_nanos(u64::from(t.nsec.min(999_999_999)));
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::from_secs(t.sec as u64) + nsec
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + nsec
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Regular => FileType::RegularFile,
+        Kind::Directory => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+    }
+}
+
+/// Answer a getxattr/listxattr: the size when asked for it, ERANGE when
+/// the caller's buffer is too small.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        match u32::try_from(data.len()) {
+            Ok(n) => reply.size(n),
+            Err(_) => reply.error(Errno::ERANGE),
+        }
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let v = config.kernel_abi();
+        let minor = v.1.min(SERVER_MINOR);
+        self.minor.store(minor, Ordering::Relaxed);
+        // No capability is added to fuser's defaults (async read, big
+        // writes, max pages), all of which FreeBSD either knows or never
+        // offers; the reply only ever echoes flags the kernel offered.
+        debug!(
+            "INIT: kernel protocol {}.{}, capabilities {:?}; using minor {minor}",
+            v.0,
+            v.1,
+            config.capabilities()
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = self.lookup_inner(parent, name);
+        self.drain();
+        match r {
+            Ok((attr, generation)) => {
+                reply.entry(&self.cfg.ttl, &attr, Generation(u64::from(generation)))
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, node: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.vol.getattr(ino);
+        self.drain();
+        match r {
+            // st_ino is the ext4 inode number, the root's included.
+            Ok(a) => reply.attr(&self.cfg.ttl, &self.file_attr(&a, u64::from(a.ino))),
+            Err(e) => reply.error(self.fail("getattr", ino, &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, node: INodeNo, reply: ReplyData) {
+        let r = self.ino(node).and_then(|ino| self.readlink_inner(ino));
+        self.drain();
+        match r {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let _ = node;
+        // Contents never change under us: let the kernel keep its cache.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let r = self
+            .ino(node)
+            .and_then(|ino| self.read_inner(ino, offset, size));
+        self.drain();
+        match r {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _node: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _node: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, node: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.ino(node).and_then(|ino| {
+            self.vol
+                .getattr(ino)
+                .map_err(|e| self.fail("opendir", ino, &e))
+        });
+        match r {
+            Ok(a) if a.kind == Kind::Directory => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        // Collect a reply's worth first: the engine calls back while it
+        // holds a directory block, so no other engine call is made from
+        // inside. The offset sent with each entry is the engine's cookie
+        // for the entry after it, so a listing resumes exactly where the
+        // kernel's buffer filled up.
+        let mut batch: Vec<(u32, Vec<u8>, Option<Kind>, u64)> = Vec::new();
+        let mut bytes = 0usize;
+        let r = self.vol.readdir(ino, offset, &mut |e| {
+            if bytes >= READDIR_BATCH {
+                return false;
+            }
+            bytes += (24 + e.name.len()).next_multiple_of(8);
+            batch.push((e.ino, e.name.to_vec(), e.kind, e.next));
+            true
+        });
+        self.drain();
+        if let Err(e) = r {
+            return reply.error(self.fail("readdir", ino, &e));
+        }
+        for (child, name, kind, next) in batch {
+            let kind = match kind {
+                Some(k) => k,
+                // No `filetype` feature: ask the inode (a damaged one is
+                // still listed; looking it up reports the damage).
+                None => self
+                    .vol
+                    .getattr(child)
+                    .map(|a| a.kind)
+                    .unwrap_or(Kind::Regular),
+            };
+            let name = OsStr::from_bytes(&name);
+            if reply.add(INodeNo(u64::from(child)), next, file_type(kind), name) {
+                break;
+            }
+        }
+        self.drain();
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _node: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _node: INodeNo, reply: ReplyStatfs) {
+        let s = self.vol.statfs();
+        // FreeBSD takes f_bsize from frsize, Linux takes both: the same value.
+        reply.statfs(
+            s.blocks,
+            s.blocks_free,
+            s.blocks_available,
+            s.inodes,
+            s.inodes_free,
+            s.block_size,
+            s.name_max,
+            s.block_size,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, node: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.vol.getxattr(ino, name.as_bytes());
+        self.drain();
+        match r {
+            Ok(v) => reply_xattr(reply, size, &v),
+            Err(e) => reply.error(self.fail("getxattr", ino, &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, node: INodeNo, size: u32, reply: ReplyXattr) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.vol.listxattr(ino);
+        self.drain();
+        match r {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for n in names {
+                    list.extend_from_slice(&n);
+                    list.push(0);
+                }
+                reply_xattr(reply, size, &list)
+            }
+            Err(e) => reply.error(self.fail("listxattr", ino, &e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, _node: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission bits are the kernel's business (default_permissions);
+        // what this server knows is that nothing is writable.
+        if mask.contains(AccessFlags::W_OK) {
+            reply.error(Errno::EROFS);
+        } else {
+            reply.ok();
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // A kernel below 7.24 has no FUSE_LSEEK; never answer outside the
+        // protocol both sides agreed on.
+        if self.minor() < LSEEK_MINOR {
+            return reply.error(Errno::ENOSYS);
+        }
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let Ok(off) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        let w = match whence {
+            libc::SEEK_DATA => Whence::Data,
+            libc::SEEK_HOLE => Whence::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let r = self.vol.seek(ino, off, w);
+        self.drain();
+        match r {
+            Ok(o) => match i64::try_from(o) {
+                Ok(o) => reply.offset(o),
+                Err(_) => reply.error(Errno::EOVERFLOW),
+            },
+            Err(e) => reply.error(self.fail("lseek", ino, &e)),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `ext4-fuse-bsd`: a read-only ext4 FUSE server for FreeBSD's fusefs (and
+//! Linux), on the `fuser` crate. The binary is a thin wrapper around
+//! [`mount_config`] and [`fs::Ext4Fs`]; tests drive `Ext4Fs` directly over
+//! a socket standing in for the kernel.
+
+pub mod fs;
+pub mod options;
+pub mod sys;
+
+use std::path::Path;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::options::{MountOpts, VfsFlag};
+
+/// The `fuser` session settings for these options. `source` names the
+/// mount when no `fsname=` is given.
+pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
+    let mut mo = vec![
+        MountOption::RO,
+        MountOption::FSName(
+            o.fsname
+                .clone()
+                .unwrap_or_else(|| source.display().to_string()),
+        ),
+    ];
+    if let Some(s) = &o.subtype {
+        mo.push(MountOption::Subtype(s.clone()));
+    }
+    if o.default_permissions {
+        mo.push(MountOption::DefaultPermissions);
+    }
+    if let Some(n) = o.max_read {
+        // Both Linux's fuse and FreeBSD's mount_fusefs take max_read=.
+        mo.push(MountOption::CUSTOM(format!("max_read={n}")));
+    }
+    for f in &o.vfs_flags {
+        mo.push(match f {
+            VfsFlag::Dev => MountOption::Dev,
+            VfsFlag::NoDev => MountOption::NoDev,
+            VfsFlag::Suid => MountOption::Suid,
+            VfsFlag::NoSuid => MountOption::NoSuid,
+            VfsFlag::Exec => MountOption::Exec,
+            VfsFlag::NoExec => MountOption::NoExec,
+            VfsFlag::Atime => MountOption::Atime,
+            VfsFlag::NoAtime => MountOption::NoAtime,
+        });
+    }
+    // FreeBSD's kernel does push_symlinks_in and intr itself; on Linux the
+    // server prefixes symlinks (see `symlink_prefix`) and requests are
+    // always interruptible, and private/neglect_shares have no meaning.
+    if cfg!(target_os = "freebsd") {
+        if o.push_symlinks_in {
+            mo.push(MountOption::CUSTOM("push_symlinks_in".into()));
+        }
+        if o.intr {
+            mo.push(MountOption::CUSTOM("intr".into()));
+        }
+        for b in &o.bsd_only {
+            mo.push(MountOption::CUSTOM(b.clone()));
+        }
+    }
+    let mut c = Config::default();
+    c.mount_options = mo;
+    c.acl = if o.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    // fuser runs one reader thread except on Linux.
+    c.n_threads = Some(if cfg!(target_os = "linux") { 2 } else { 1 });
+    c
+}
+
+/// Whether the server itself must prefix absolute symlink targets.
+pub fn server_pushes_symlinks(o: &MountOpts) -> bool {
+    o.push_symlinks_in && !cfg!(target_os = "freebsd")
+}
