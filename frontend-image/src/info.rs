@@ -1,0 +1,432 @@
+//! `info`: the superblock as `dumpe2fs -h` shows it, plus the engine's warnings.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use ext4_engine::features::{compat, incompat, ro_compat};
+use ext4_engine::superblock::{RawSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
+use ext4_engine::BlockDevice;
+use serde_json::{json, Map, Value};
+use zerocopy::FromBytes;
+
+use crate::util::{ctime, uuid};
+use crate::{out_err, CmdResult, Vol};
+
+/// Text lines and JSON fields built side by side so they cannot drift.
+struct Fields {
+    lines: Vec<(String, String)>,
+    json: Map<String, Value>,
+}
+
+impl Fields {
+    fn add(&mut self, label: &str, text: impl Into<String>, key: &str, v: Value) {
+        self.lines.push((label.to_string(), text.into()));
+        self.json.insert(key.to_string(), v);
+    }
+    fn num(&mut self, label: &str, key: &str, n: impl Into<u64> + Copy + ToString) {
+        self.add(label, n.to_string(), key, json!(n.into()));
+    }
+    fn time(&mut self, label: &str, key: &str, t: i64, zero_na: bool) {
+        let text = if t == 0 && zero_na {
+            "n/a".to_string()
+        } else {
+            ctime(t)
+        };
+        self.add(label, text, key, json!({"sec": t, "nsec": 0}));
+    }
+}
+
+fn cstr(b: &[u8]) -> String {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
+fn default_mount_opts(v: u32) -> Vec<&'static str> {
+    const N: &[(u32, &str)] = &[
+        (0x1, "debug"),
+        (0x2, "bsdgroups"),
+        (0x4, "user_xattr"),
+        (0x8, "acl"),
+        (0x10, "uid16"),
+        (0x100, "nobarrier"),
+        (0x200, "block_validity"),
+        (0x400, "discard"),
+        (0x800, "nodelalloc"),
+    ];
+    let mut out: Vec<&str> = Vec::new();
+    match v & 0x60 {
+        0x20 => out.push("journal_data"),
+        0x40 => out.push("journal_data_ordered"),
+        0x60 => out.push("journal_data_writeback"),
+        _ => {}
+    }
+    for &(b, n) in N {
+        if v & b != 0 {
+            out.push(n);
+        }
+    }
+    out
+}
+
+pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
+    let sb = vol.sb();
+    let mut raw_bytes = vec![0u8; SUPERBLOCK_SIZE];
+    let raw = vol
+        .device()
+        .read_at(SUPERBLOCK_OFFSET, &mut raw_bytes)
+        .ok()
+        .and_then(|_| RawSuperblock::read_from_bytes(&raw_bytes).ok());
+    let mut f = Fields {
+        lines: Vec::new(),
+        json: Map::new(),
+    };
+    let label = String::from_utf8_lossy(sb.label()).into_owned();
+    f.add(
+        "Filesystem volume name",
+        if label.is_empty() {
+            "<none>".to_string()
+        } else {
+            label.clone()
+        },
+        "volume_name",
+        json!(label),
+    );
+    let lm = cstr(&sb.last_mounted);
+    f.add(
+        "Last mounted on",
+        if lm.is_empty() {
+            "<not available>".to_string()
+        } else {
+            lm.clone()
+        },
+        "last_mounted_on",
+        json!(lm),
+    );
+    f.add(
+        "Filesystem UUID",
+        uuid(&sb.uuid),
+        "uuid",
+        json!(uuid(&sb.uuid)),
+    );
+    f.add("Filesystem magic number", "0xEF53", "magic", json!(0xEF53));
+    f.add(
+        "Filesystem revision #",
+        format!(
+            "{} ({})",
+            sb.rev_level,
+            if sb.rev_level == 0 {
+                "original"
+            } else {
+                "dynamic"
+            }
+        ),
+        "revision",
+        json!(sb.rev_level),
+    );
+    let feats = ext4_engine::features::names(sb.compat, sb.incompat, sb.ro_compat);
+    f.add(
+        "Filesystem features",
+        if feats.is_empty() {
+            "(none)".to_string()
+        } else {
+            feats.join(" ")
+        },
+        "features",
+        json!(feats),
+    );
+    f.json.insert(
+        "feature_bits".into(),
+        json!({"compat": sb.compat, "incompat": sb.incompat, "ro_compat": sb.ro_compat}),
+    );
+    let mut fl = Vec::new();
+    if sb.flags & 1 != 0 {
+        fl.push("signed_directory_hash");
+    }
+    if sb.flags & 2 != 0 {
+        fl.push("unsigned_directory_hash");
+    }
+    if sb.flags & 4 != 0 {
+        fl.push("test_filesystem");
+    }
+    f.add("Filesystem flags", fl.join(" "), "flags", json!(fl));
+    let mo = default_mount_opts(sb.default_mount_opts);
+    f.add(
+        "Default mount options",
+        if mo.is_empty() {
+            "(none)".to_string()
+        } else {
+            mo.join(" ")
+        },
+        "default_mount_options",
+        json!(mo),
+    );
+    let mut state = if sb.state & 1 != 0 {
+        "clean".to_string()
+    } else {
+        "not clean".to_string()
+    };
+    if sb.state & 2 != 0 {
+        state.push_str(" with errors");
+    }
+    f.add("Filesystem state", state.clone(), "state", json!(state));
+    let errors = match sb.errors {
+        1 => "Continue",
+        2 => "Remount read-only",
+        3 => "Panic",
+        _ => "Unknown (continue)",
+    };
+    f.add("Errors behavior", errors, "errors_behavior", json!(errors));
+    let os = match sb.creator_os {
+        0 => "Linux",
+        1 => "Hurd",
+        2 => "Masix",
+        3 => "FreeBSD",
+        4 => "Lites",
+        _ => "(unknown os)",
+    };
+    f.add("Filesystem OS type", os, "os_type", json!(os));
+    f.num("Inode count", "inode_count", sb.inodes_count);
+    f.num("Block count", "block_count", sb.blocks_count);
+    f.num(
+        "Reserved block count",
+        "reserved_block_count",
+        sb.r_blocks_count,
+    );
+    if sb.overhead_clusters != 0 {
+        f.num(
+            "Overhead clusters",
+            "overhead_clusters",
+            sb.overhead_clusters,
+        );
+    }
+    f.num("Free blocks", "free_blocks", sb.free_blocks_count);
+    f.num("Free inodes", "free_inodes", sb.free_inodes_count);
+    f.num("First block", "first_block", sb.first_data_block);
+    f.num("Block size", "block_size", sb.block_size);
+    let bigalloc = sb.has_ro_compat(ro_compat::BIGALLOC);
+    f.num(
+        if bigalloc {
+            "Cluster size"
+        } else {
+            "Fragment size"
+        },
+        "cluster_size",
+        sb.cluster_size,
+    );
+    if sb.has_incompat(incompat::BIT64) {
+        f.num("Group descriptor size", "desc_size", sb.desc_size);
+    }
+    if sb.reserved_gdt_blocks != 0 {
+        f.num(
+            "Reserved GDT blocks",
+            "reserved_gdt_blocks",
+            sb.reserved_gdt_blocks,
+        );
+    }
+    f.num("Blocks per group", "blocks_per_group", sb.blocks_per_group);
+    f.num(
+        if bigalloc {
+            "Clusters per group"
+        } else {
+            "Fragments per group"
+        },
+        "clusters_per_group",
+        sb.clusters_per_group,
+    );
+    f.num("Inodes per group", "inodes_per_group", sb.inodes_per_group);
+    f.num(
+        "Inode blocks per group",
+        "inode_blocks_per_group",
+        (sb.inodes_per_group as u64 * sb.inode_size as u64).div_ceil(sb.block_size as u64),
+    );
+    f.num("Group count", "group_count", sb.group_count);
+    if sb.has_incompat(incompat::FLEX_BG) && sb.log_groups_per_flex < 32 {
+        f.num(
+            "Flex block group size",
+            "flex_bg_size",
+            1u64 << sb.log_groups_per_flex,
+        );
+    }
+    if sb.has_incompat(incompat::META_BG) {
+        f.num("First meta block group", "first_meta_bg", sb.first_meta_bg);
+    }
+    f.time("Filesystem created", "created", sb.mkfs_time, true);
+    f.time("Last mount time", "last_mount_time", sb.mtime, true);
+    f.time("Last write time", "last_write_time", sb.wtime, false);
+    f.num("Mount count", "mount_count", sb.mnt_count);
+    f.add(
+        "Maximum mount count",
+        sb.max_mnt_count.to_string(),
+        "max_mount_count",
+        json!(sb.max_mnt_count),
+    );
+    f.time("Last checked", "last_checked", sb.lastcheck, false);
+    if let Some(r) = &raw {
+        let ci = r.checkinterval.get();
+        f.add(
+            "Check interval",
+            if ci == 0 {
+                "0 (<none>)".to_string()
+            } else {
+                format!("{ci} seconds")
+            },
+            "check_interval",
+            json!(ci),
+        );
+        let kb = r.kbytes_written.get();
+        if kb != 0 {
+            let text = if kb < 8192 {
+                format!("{kb} kB")
+            } else if kb < 8192 << 10 {
+                format!("{} MB", kb.div_ceil(1024))
+            } else if kb < 8192 << 20 {
+                format!("{} GB", kb.div_ceil(1 << 20))
+            } else {
+                format!("{} TB", kb.div_ceil(1 << 30))
+            };
+            f.add("Lifetime writes", text, "lifetime_writes_kb", json!(kb));
+        }
+    }
+    f.num("Reserved blocks uid", "reserved_blocks_uid", sb.def_resuid);
+    f.num("Reserved blocks gid", "reserved_blocks_gid", sb.def_resgid);
+    f.num("First inode", "first_inode", sb.first_ino);
+    f.num("Inode size", "inode_size", sb.inode_size);
+    if sb.inode_size > 128 {
+        f.num(
+            "Required extra isize",
+            "required_extra_isize",
+            sb.min_extra_isize,
+        );
+        f.num(
+            "Desired extra isize",
+            "desired_extra_isize",
+            sb.want_extra_isize,
+        );
+    }
+    if sb.journal_uuid != [0; 16] {
+        f.add(
+            "Journal UUID",
+            uuid(&sb.journal_uuid),
+            "journal_uuid",
+            json!(uuid(&sb.journal_uuid)),
+        );
+    }
+    if sb.has_compat(compat::HAS_JOURNAL) {
+        f.num("Journal inode", "journal_inode", sb.journal_inum);
+    }
+    if sb.last_orphan != 0 {
+        f.num("First orphan inode", "first_orphan_inode", sb.last_orphan);
+    }
+    let hash = match sb.def_hash_version {
+        0 => "legacy",
+        1 => "half_md4",
+        2 => "tea",
+        3 => "legacy_unsigned",
+        4 => "half_md4_unsigned",
+        5 => "tea_unsigned",
+        6 => "siphash",
+        _ => "unknown",
+    };
+    f.add(
+        "Default directory hash",
+        hash,
+        "default_directory_hash",
+        json!(hash),
+    );
+    let mut seed = [0u8; 16];
+    for (i, w) in sb.hash_seed.iter().enumerate() {
+        seed[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    f.add(
+        "Directory Hash Seed",
+        uuid(&seed),
+        "directory_hash_seed",
+        json!(uuid(&seed)),
+    );
+    if sb.has_incompat(incompat::CASEFOLD) {
+        let enc = if sb.encoding == 1 {
+            "utf8-12.1".to_string()
+        } else {
+            format!("unknown ({})", sb.encoding)
+        };
+        f.add("Character encoding", enc.clone(), "encoding", json!(enc));
+    }
+    if sb.metadata_csum() {
+        let ct = if sb.checksum_type == 1 {
+            "crc32c".to_string()
+        } else {
+            format!("unknown ({})", sb.checksum_type)
+        };
+        f.add("Checksum type", ct.clone(), "checksum_type", json!(ct));
+        f.add(
+            "Checksum",
+            format!("{:#010x}", sb.stored_checksum),
+            "checksum",
+            json!(sb.stored_checksum),
+        );
+        f.add(
+            "Checksum seed",
+            format!("{:#010x}", sb.csum_seed),
+            "checksum_seed",
+            json!(sb.csum_seed),
+        );
+        f.add(
+            "Superblock checksum",
+            if sb.checksum_ok { "ok" } else { "MISMATCH" },
+            "superblock_checksum_ok",
+            json!(sb.checksum_ok),
+        );
+    }
+    if let Some(r) = &raw {
+        let n = r.error_count.get();
+        if n != 0 {
+            f.num("FS Error count", "error_count", n);
+            let t = r.first_error_time.get() as i64 | (r.first_error_time_hi as i64) << 32;
+            f.time("First error time", "first_error_time", t, true);
+            f.add(
+                "First error function",
+                cstr(&r.first_error_func),
+                "first_error_function",
+                json!(cstr(&r.first_error_func)),
+            );
+            f.num(
+                "First error line #",
+                "first_error_line",
+                r.first_error_line.get(),
+            );
+            f.num(
+                "First error inode #",
+                "first_error_inode",
+                r.first_error_ino.get(),
+            );
+            f.num(
+                "First error block #",
+                "first_error_block",
+                r.first_error_block.get(),
+            );
+            let t = r.last_error_time.get() as i64 | (r.last_error_time_hi as i64) << 32;
+            f.time("Last error time", "last_error_time", t, true);
+        }
+        let mo = cstr(&r.mount_opts);
+        if !mo.is_empty() {
+            f.add("Mount options", mo.clone(), "mount_options", json!(mo));
+        }
+    }
+    let warnings: Vec<String> = vol.warnings().iter().map(|w| w.to_string()).collect();
+    f.json.insert("warnings".into(), json!(warnings));
+
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        serde_json::to_writer_pretty(&mut out, &Value::Object(f.json))
+            .map_err(|e| crate::Fail::Problem(format!("cannot write to standard output: {e}")))?;
+        writeln!(out).map_err(out_err)?;
+    } else {
+        for (l, v) in &f.lines {
+            writeln!(out, "{:<26}{v}", format!("{l}:")).map_err(out_err)?;
+        }
+        for w in &warnings {
+            writeln!(out, "Warning: {w}").map_err(out_err)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

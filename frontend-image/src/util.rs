@@ -1,0 +1,253 @@
+//! Formatting helpers shared by the commands.
+
+use ext4_engine::{FileType, Timestamp};
+use serde_json::{json, Value};
+
+/// `--cache-size`: bytes with an optional k/m/g suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (num, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (examples: 65536, 512k, 64m, 1g)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Names of the incompat bits in `bits`, for a refusal message.
+pub fn incompat_list(bits: u32) -> String {
+    let mut parts = Vec::new();
+    for i in 0..32 {
+        let bit = 1u32 << i;
+        if bits & bit != 0 {
+            let name = ext4_engine::features::incompat_name(bit);
+            parts.push(format!("{name} ({bit:#x})"));
+        }
+    }
+    parts.join(", ")
+}
+
+pub fn uuid(b: &[u8; 16]) -> String {
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
+}
+
+pub fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// Broken-down local time: (year, month 0-11, day, hour, min, sec, weekday 0-6).
+fn local(sec: i64) -> Option<(i64, usize, u32, u32, u32, u32, usize)> {
+    #[allow(clippy::useless_conversion)] // time_t is 32 bits on some targets
+    let t: libc::time_t = sec.try_into().ok()?;
+    // SAFETY: localtime_r only reads `t` and writes the `tm` we own.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::localtime_r(&t, &mut tm) };
+    if r.is_null() {
+        return None;
+    }
+    Some((
+        tm.tm_year as i64 + 1900,
+        tm.tm_mon.clamp(0, 11) as usize,
+        tm.tm_mday as u32,
+        tm.tm_hour as u32,
+        tm.tm_min as u32,
+        tm.tm_sec as u32,
+        tm.tm_wday.clamp(0, 6) as usize,
+    ))
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// `ctime(3)` style, as dumpe2fs and debugfs print times.
+pub fn ctime(sec: i64) -> String {
+    match local(sec) {
+        Some((y, mo, d, h, mi, s, wd)) => format!(
+            "{} {} {d:2} {h:02}:{mi:02}:{s:02} {y}",
+            DAYS[wd], MONTHS[mo]
+        ),
+        None => format!("@{sec}"),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` in local time, for `ls -l`.
+pub fn short_time(sec: i64) -> String {
+    match local(sec) {
+        Some((y, mo, d, h, mi, _, _)) => format!("{y:04}-{:02}-{d:02} {h:02}:{mi:02}", mo + 1),
+        None => format!("@{sec}"),
+    }
+}
+
+pub fn ts_json(t: Timestamp) -> Value {
+    json!({"sec": t.sec, "nsec": t.nsec})
+}
+
+pub fn kind_name(k: FileType) -> &'static str {
+    match k {
+        FileType::Regular => "regular",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        FileType::CharDevice => "char",
+        FileType::BlockDevice => "block",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+    }
+}
+
+/// `ls -l` mode string, e.g. `-rwsr-xr-x`.
+pub fn mode_string(kind: FileType, mode: u32) -> String {
+    let t = match kind {
+        FileType::Regular => '-',
+        FileType::Directory => 'd',
+        FileType::Symlink => 'l',
+        FileType::CharDevice => 'c',
+        FileType::BlockDevice => 'b',
+        FileType::Fifo => 'p',
+        FileType::Socket => 's',
+    };
+    let mut s = String::with_capacity(10);
+    s.push(t);
+    let bit = |m: u32, c: char| if mode & m != 0 { c } else { '-' };
+    let special = |x: u32, sp: u32, on: char, off: char| match (mode & x != 0, mode & sp != 0) {
+        (true, true) => on,
+        (false, true) => off,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    s.push(bit(0o400, 'r'));
+    s.push(bit(0o200, 'w'));
+    s.push(special(0o100, 0o4000, 's', 'S'));
+    s.push(bit(0o040, 'r'));
+    s.push(bit(0o020, 'w'));
+    s.push(special(0o010, 0o2000, 's', 'S'));
+    s.push(bit(0o004, 'r'));
+    s.push(bit(0o002, 'w'));
+    s.push(special(0o001, 0o1000, 't', 'T'));
+    s
+}
+
+/// ext4 inode flags by name (as `lsattr`/e2fsprogs call them).
+pub fn flag_names(flags: u32) -> Vec<String> {
+    const NAMES: &[(u32, &str)] = &[
+        (0x1, "secrm"),
+        (0x2, "unrm"),
+        (0x4, "compr"),
+        (0x8, "sync"),
+        (0x10, "immutable"),
+        (0x20, "append"),
+        (0x40, "nodump"),
+        (0x80, "noatime"),
+        (0x100, "dirty"),
+        (0x200, "comprblk"),
+        (0x400, "nocompr"),
+        (0x800, "encrypt"),
+        (0x1000, "index"),
+        (0x2000, "imagic"),
+        (0x4000, "journal_data"),
+        (0x8000, "notail"),
+        (0x10000, "dirsync"),
+        (0x20000, "topdir"),
+        (0x40000, "huge_file"),
+        (0x80000, "extents"),
+        (0x100000, "verity"),
+        (0x200000, "ea_inode"),
+        (0x2000000, "dax"),
+        (0x10000000, "inline_data"),
+        (0x20000000, "projinherit"),
+        (0x40000000, "casefold"),
+    ];
+    let mut out = Vec::new();
+    let mut known = 0;
+    for &(bit, name) in NAMES {
+        known |= bit;
+        if flags & bit != 0 {
+            out.push(name.to_string());
+        }
+    }
+    if flags & !known != 0 {
+        out.push(format!("{:#x}", flags & !known));
+    }
+    out
+}
+
+/// A JSON description of an engine error, with the object it concerns.
+pub fn error_json(e: &ext4_engine::Error) -> Value {
+    use ext4_engine::{Error, Object};
+    let obj = |o: &Object| match *o {
+        Object::Superblock => json!({"type": "superblock"}),
+        Object::GroupDesc(g) => json!({"type": "group", "group": g}),
+        Object::Inode(i) => json!({"type": "inode", "inode": i}),
+        Object::Block(b) => json!({"type": "block", "block": b}),
+        Object::DirBlock { dir, lblk } => {
+            json!({"type": "dir_block", "inode": dir, "lblk": lblk})
+        }
+        Object::Device => json!({"type": "device"}),
+    };
+    let msg = e.to_string();
+    match e {
+        Error::Corrupt { object, what } => {
+            json!({"kind": "corrupt", "object": obj(object), "what": what, "message": msg})
+        }
+        Error::Checksum { object } => {
+            json!({"kind": "checksum", "object": obj(object), "message": msg})
+        }
+        Error::Io(io) => json!({"kind": "io", "errno": io.errno, "message": msg}),
+        _ => json!({"kind": "other", "message": msg}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999g").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode_string(FileType::Regular, 0o104755), "-rwsr-xr-x");
+        assert_eq!(mode_string(FileType::Directory, 0o41777), "drwxrwxrwt");
+        assert_eq!(mode_string(FileType::Regular, 0o2644), "-rw-r-Sr--");
+        assert_eq!(mode_string(FileType::Symlink, 0o777), "lrwxrwxrwx");
+    }
+
+    #[test]
+    fn uuids() {
+        let b = [
+            0xd8, 0xce, 0x20, 0xa4, 0x48, 0x67, 0x46, 0x46, 0x9c, 0x1a, 0x4e, 0xd3, 0x8e, 0xe9,
+            0x7f, 0x61,
+        ];
+        assert_eq!(uuid(&b), "d8ce20a4-4867-4646-9c1a-4ed38ee97f61");
+    }
+}
