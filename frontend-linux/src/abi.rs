@@ -1,0 +1,638 @@
+//! The FUSE wire protocol (Linux `include/uapi/linux/fuse.h`), written out as
+//! `#[repr(C)]` zerocopy structs. Every struct's size and field offsets are
+//! pinned by the unit tests at the bottom: the kernel reads these bytes
+//! blindly, so a layout slip would be silent corruption.
+//!
+//! Requests are parsed with `read_from_prefix` (a copy of a few dozen bytes),
+//! so the request buffer needs no particular alignment.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The protocol major version this server speaks.
+pub const KERNEL_VERSION: u32 = 7;
+/// The highest minor version this server knows. 7.39 brought `FUSE_STATX`;
+/// the iomap series will raise this.
+pub const KERNEL_MINOR_VERSION: u32 = 40;
+/// Oldest minor we accept: 7.12 fixed the sizes of entry/attr replies that
+/// the handlers below write unconditionally.
+pub const MIN_MINOR_VERSION: u32 = 12;
+
+/// FUSE's node id of the root directory.
+pub const ROOT_ID: u64 = 1;
+
+/// Opcodes (`enum fuse_opcode`).
+pub mod opcode {
+    pub const LOOKUP: u32 = 1;
+    pub const FORGET: u32 = 2;
+    pub const GETATTR: u32 = 3;
+    pub const SETATTR: u32 = 4;
+    pub const READLINK: u32 = 5;
+    pub const SYMLINK: u32 = 6;
+    pub const MKNOD: u32 = 8;
+    pub const MKDIR: u32 = 9;
+    pub const UNLINK: u32 = 10;
+    pub const RMDIR: u32 = 11;
+    pub const RENAME: u32 = 12;
+    pub const LINK: u32 = 13;
+    pub const OPEN: u32 = 14;
+    pub const READ: u32 = 15;
+    pub const WRITE: u32 = 16;
+    pub const STATFS: u32 = 17;
+    pub const RELEASE: u32 = 18;
+    pub const FSYNC: u32 = 20;
+    pub const SETXATTR: u32 = 21;
+    pub const GETXATTR: u32 = 22;
+    pub const LISTXATTR: u32 = 23;
+    pub const REMOVEXATTR: u32 = 24;
+    pub const FLUSH: u32 = 25;
+    pub const INIT: u32 = 26;
+    pub const OPENDIR: u32 = 27;
+    pub const READDIR: u32 = 28;
+    pub const RELEASEDIR: u32 = 29;
+    pub const FSYNCDIR: u32 = 30;
+    pub const GETLK: u32 = 31;
+    pub const SETLK: u32 = 32;
+    pub const SETLKW: u32 = 33;
+    pub const ACCESS: u32 = 34;
+    pub const CREATE: u32 = 35;
+    pub const INTERRUPT: u32 = 36;
+    pub const BMAP: u32 = 37;
+    pub const DESTROY: u32 = 38;
+    pub const IOCTL: u32 = 39;
+    pub const POLL: u32 = 40;
+    pub const NOTIFY_REPLY: u32 = 41;
+    pub const BATCH_FORGET: u32 = 42;
+    pub const FALLOCATE: u32 = 43;
+    pub const READDIRPLUS: u32 = 44;
+    pub const RENAME2: u32 = 45;
+    pub const LSEEK: u32 = 46;
+    pub const COPY_FILE_RANGE: u32 = 47;
+    pub const SETUPMAPPING: u32 = 48;
+    pub const REMOVEMAPPING: u32 = 49;
+    pub const SYNCFS: u32 = 50;
+    pub const TMPFILE: u32 = 51;
+    pub const STATX: u32 = 52;
+}
+
+/// `FUSE_INIT` flags, as one 64-bit word: bits 0..31 travel in
+/// `flags`, bits 32..63 in `flags2` (only when `INIT_EXT` is set).
+pub mod init_flags {
+    pub const ASYNC_READ: u64 = 1 << 0;
+    pub const POSIX_LOCKS: u64 = 1 << 1;
+    pub const ATOMIC_O_TRUNC: u64 = 1 << 3;
+    pub const EXPORT_SUPPORT: u64 = 1 << 4;
+    pub const BIG_WRITES: u64 = 1 << 5;
+    pub const DONT_MASK: u64 = 1 << 6;
+    pub const SPLICE_WRITE: u64 = 1 << 7;
+    pub const SPLICE_MOVE: u64 = 1 << 8;
+    pub const SPLICE_READ: u64 = 1 << 9;
+    pub const FLOCK_LOCKS: u64 = 1 << 10;
+    pub const HAS_IOCTL_DIR: u64 = 1 << 11;
+    pub const AUTO_INVAL_DATA: u64 = 1 << 12;
+    pub const DO_READDIRPLUS: u64 = 1 << 13;
+    pub const READDIRPLUS_AUTO: u64 = 1 << 14;
+    pub const ASYNC_DIO: u64 = 1 << 15;
+    pub const WRITEBACK_CACHE: u64 = 1 << 16;
+    pub const NO_OPEN_SUPPORT: u64 = 1 << 17;
+    pub const PARALLEL_DIROPS: u64 = 1 << 18;
+    pub const HANDLE_KILLPRIV: u64 = 1 << 19;
+    pub const POSIX_ACL: u64 = 1 << 20;
+    pub const ABORT_ERROR: u64 = 1 << 21;
+    pub const MAX_PAGES: u64 = 1 << 22;
+    pub const CACHE_SYMLINKS: u64 = 1 << 23;
+    pub const NO_OPENDIR_SUPPORT: u64 = 1 << 24;
+    pub const EXPLICIT_INVAL_DATA: u64 = 1 << 25;
+    pub const MAP_ALIGNMENT: u64 = 1 << 26;
+    pub const SUBMOUNTS: u64 = 1 << 27;
+    pub const HANDLE_KILLPRIV_V2: u64 = 1 << 28;
+    pub const SETXATTR_EXT: u64 = 1 << 29;
+    pub const INIT_EXT: u64 = 1 << 30;
+    pub const INIT_RESERVED: u64 = 1 << 31;
+    pub const SECURITY_CTX: u64 = 1 << 32;
+    pub const HAS_INODE_DAX: u64 = 1 << 33;
+    pub const CREATE_SUPP_GROUP: u64 = 1 << 34;
+    pub const HAS_EXPIRE_ONLY: u64 = 1 << 35;
+    pub const DIRECT_IO_ALLOW_MMAP: u64 = 1 << 36;
+    pub const PASSTHROUGH: u64 = 1 << 37;
+    pub const NO_EXPORT_SUPPORT: u64 = 1 << 38;
+    pub const HAS_RESEND: u64 = 1 << 39;
+    pub const ALLOW_IDMAP: u64 = 1 << 40;
+    pub const OVER_IO_URING: u64 = 1 << 41;
+    pub const REQUEST_TIMEOUT: u64 = 1 << 42;
+    /// The experimental iomap series (see shared/docs/iomap-protocol.md).
+    pub const IOMAP: u64 = 1 << 43;
+}
+
+/// `fuse_open_out.open_flags`.
+pub mod fopen {
+    pub const DIRECT_IO: u32 = 1 << 0;
+    pub const KEEP_CACHE: u32 = 1 << 1;
+    pub const NONSEEKABLE: u32 = 1 << 2;
+    pub const CACHE_DIR: u32 = 1 << 3;
+    pub const STREAM: u32 = 1 << 4;
+    pub const NOFLUSH: u32 = 1 << 5;
+}
+
+/// `fuse_getattr_in.getattr_flags`: `fh` is valid.
+pub const GETATTR_FH: u32 = 1 << 0;
+
+/// `statx` mask bits and attribute bits the server fills.
+pub mod statx {
+    pub const BASIC_STATS: u32 = 0x7ff;
+    pub const BTIME: u32 = 0x800;
+    pub const ATTR_COMPRESSED: u64 = 0x4;
+    pub const ATTR_IMMUTABLE: u64 = 0x10;
+    pub const ATTR_APPEND: u64 = 0x20;
+    pub const ATTR_NODUMP: u64 = 0x40;
+    pub const ATTR_ENCRYPTED: u64 = 0x800;
+    pub const ATTR_VERITY: u64 = 0x100000;
+    pub const ATTR_DAX: u64 = 0x200000;
+}
+
+/// `FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t)`: attach a new `/dev/fuse`
+/// descriptor to an existing connection, so each worker has its own queue end.
+pub const FUSE_DEV_IOC_MAGIC: u8 = 229;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct InHeader {
+    pub len: u32,
+    pub opcode: u32,
+    pub unique: u64,
+    pub nodeid: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+    pub total_extlen: u16,
+    pub padding: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct OutHeader {
+    pub len: u32,
+    /// Zero or a negated errno.
+    pub error: i32,
+    pub unique: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct InitIn {
+    pub major: u32,
+    pub minor: u32,
+    pub max_readahead: u32,
+    pub flags: u32,
+    pub flags2: u32,
+    pub unused: [u32; 11],
+}
+
+/// The part of `fuse_init_in` every kernel since 7.6 sends.
+pub const INIT_IN_COMPAT_SIZE: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct InitOut {
+    pub major: u32,
+    pub minor: u32,
+    pub max_readahead: u32,
+    pub flags: u32,
+    pub max_background: u16,
+    pub congestion_threshold: u16,
+    pub max_write: u32,
+    pub time_gran: u32,
+    pub max_pages: u16,
+    pub map_alignment: u16,
+    pub flags2: u32,
+    pub max_stack_depth: u32,
+    pub unused: [u32; 6],
+}
+
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub blocks: u64,
+    /// Seconds; the kernel reads these as signed (pre-1970 times work).
+    pub atime: u64,
+    pub mtime: u64,
+    pub ctime: u64,
+    pub atimensec: u32,
+    pub mtimensec: u32,
+    pub ctimensec: u32,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `new_encode_dev` form (the kernel decodes it with `new_decode_dev`).
+    pub rdev: u32,
+    pub blksize: u32,
+    pub flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct EntryOut {
+    /// 0 with a nonzero `entry_valid` is a cacheable negative entry.
+    pub nodeid: u64,
+    pub generation: u64,
+    pub entry_valid: u64,
+    pub attr_valid: u64,
+    pub entry_valid_nsec: u32,
+    pub attr_valid_nsec: u32,
+    pub attr: Attr,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ForgetIn {
+    pub nlookup: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct BatchForgetIn {
+    pub count: u32,
+    pub dummy: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ForgetOne {
+    pub nodeid: u64,
+    pub nlookup: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GetattrIn {
+    pub getattr_flags: u32,
+    pub dummy: u32,
+    pub fh: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct AttrOut {
+    pub attr_valid: u64,
+    pub attr_valid_nsec: u32,
+    pub dummy: u32,
+    pub attr: Attr,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct OpenIn {
+    pub flags: u32,
+    pub open_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct OpenOut {
+    pub fh: u64,
+    pub open_flags: u32,
+    pub backing_id: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ReleaseIn {
+    pub fh: u64,
+    pub flags: u32,
+    pub release_flags: u32,
+    pub lock_owner: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct FlushIn {
+    pub fh: u64,
+    pub unused: u32,
+    pub padding: u32,
+    pub lock_owner: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct ReadIn {
+    pub fh: u64,
+    pub offset: u64,
+    pub size: u32,
+    pub read_flags: u32,
+    pub lock_owner: u64,
+    pub flags: u32,
+    pub padding: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Kstatfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+    pub padding: u32,
+    pub spare: [u32; 6],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GetxattrIn {
+    pub size: u32,
+    pub padding: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct GetxattrOut {
+    pub size: u32,
+    pub padding: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct AccessIn {
+    pub mask: u32,
+    pub padding: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct InterruptIn {
+    pub unique: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct LseekIn {
+    pub fh: u64,
+    pub offset: u64,
+    pub whence: u32,
+    pub padding: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct LseekOut {
+    pub offset: u64,
+}
+
+/// Header of one `READDIR` record; the name follows, padded to 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Dirent {
+    pub ino: u64,
+    pub off: u64,
+    pub namelen: u32,
+    pub typ: u32,
+}
+
+/// Header of one `READDIRPLUS` record: an entry, then a `Dirent` and name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct DirentPlus {
+    pub entry_out: EntryOut,
+    pub dirent: Dirent,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct StatxIn {
+    pub getattr_flags: u32,
+    pub reserved: u32,
+    pub fh: u64,
+    pub sx_flags: u32,
+    pub sx_mask: u32,
+}
+
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct SxTime {
+    pub tv_sec: i64,
+    pub tv_nsec: u32,
+    pub reserved: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Statx {
+    pub mask: u32,
+    pub blksize: u32,
+    pub attributes: u64,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u16,
+    pub spare0: u16,
+    pub ino: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub attributes_mask: u64,
+    pub atime: SxTime,
+    pub btime: SxTime,
+    pub ctime: SxTime,
+    pub mtime: SxTime,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub spare2: [u64; 14],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct StatxOut {
+    pub attr_valid: u64,
+    pub attr_valid_nsec: u32,
+    pub flags: u32,
+    pub spare: [u64; 2],
+    pub stat: Statx,
+}
+
+/// Round a directory record length up to the 8-byte boundary the kernel
+/// expects between records.
+pub const fn rec_align(len: usize) -> usize {
+    (len + 7) & !7
+}
+
+/// The kernel's `new_encode_dev`: the 32-bit device number `fuse_attr.rdev`
+/// carries (12-bit major, 20-bit minor, minor's low byte first).
+pub fn encode_dev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn header_layouts() {
+        assert_eq!(size_of::<InHeader>(), 40);
+        assert_eq!(offset_of!(InHeader, opcode), 4);
+        assert_eq!(offset_of!(InHeader, unique), 8);
+        assert_eq!(offset_of!(InHeader, nodeid), 16);
+        assert_eq!(offset_of!(InHeader, uid), 24);
+        assert_eq!(offset_of!(InHeader, gid), 28);
+        assert_eq!(offset_of!(InHeader, pid), 32);
+        assert_eq!(offset_of!(InHeader, total_extlen), 36);
+        assert_eq!(size_of::<OutHeader>(), 16);
+        assert_eq!(offset_of!(OutHeader, error), 4);
+        assert_eq!(offset_of!(OutHeader, unique), 8);
+    }
+
+    #[test]
+    fn init_layouts() {
+        assert_eq!(size_of::<InitIn>(), 64);
+        assert_eq!(offset_of!(InitIn, max_readahead), 8);
+        assert_eq!(offset_of!(InitIn, flags), 12);
+        assert_eq!(offset_of!(InitIn, flags2), 16);
+        assert_eq!(size_of::<InitOut>(), 64);
+        assert_eq!(offset_of!(InitOut, flags), 12);
+        assert_eq!(offset_of!(InitOut, max_background), 16);
+        assert_eq!(offset_of!(InitOut, congestion_threshold), 18);
+        assert_eq!(offset_of!(InitOut, max_write), 20);
+        assert_eq!(offset_of!(InitOut, time_gran), 24);
+        assert_eq!(offset_of!(InitOut, max_pages), 28);
+        assert_eq!(offset_of!(InitOut, map_alignment), 30);
+        assert_eq!(offset_of!(InitOut, flags2), 32);
+        assert_eq!(offset_of!(InitOut, max_stack_depth), 36);
+    }
+
+    #[test]
+    fn attr_and_entry_layouts() {
+        assert_eq!(size_of::<Attr>(), 88);
+        assert_eq!(offset_of!(Attr, size), 8);
+        assert_eq!(offset_of!(Attr, blocks), 16);
+        assert_eq!(offset_of!(Attr, atime), 24);
+        assert_eq!(offset_of!(Attr, mtime), 32);
+        assert_eq!(offset_of!(Attr, ctime), 40);
+        assert_eq!(offset_of!(Attr, atimensec), 48);
+        assert_eq!(offset_of!(Attr, mtimensec), 52);
+        assert_eq!(offset_of!(Attr, ctimensec), 56);
+        assert_eq!(offset_of!(Attr, mode), 60);
+        assert_eq!(offset_of!(Attr, nlink), 64);
+        assert_eq!(offset_of!(Attr, uid), 68);
+        assert_eq!(offset_of!(Attr, gid), 72);
+        assert_eq!(offset_of!(Attr, rdev), 76);
+        assert_eq!(offset_of!(Attr, blksize), 80);
+        assert_eq!(offset_of!(Attr, flags), 84);
+        assert_eq!(size_of::<EntryOut>(), 128);
+        assert_eq!(offset_of!(EntryOut, generation), 8);
+        assert_eq!(offset_of!(EntryOut, entry_valid), 16);
+        assert_eq!(offset_of!(EntryOut, attr_valid), 24);
+        assert_eq!(offset_of!(EntryOut, entry_valid_nsec), 32);
+        assert_eq!(offset_of!(EntryOut, attr_valid_nsec), 36);
+        assert_eq!(offset_of!(EntryOut, attr), 40);
+        assert_eq!(size_of::<AttrOut>(), 104);
+        assert_eq!(offset_of!(AttrOut, attr_valid_nsec), 8);
+        assert_eq!(offset_of!(AttrOut, attr), 16);
+        assert_eq!(size_of::<GetattrIn>(), 16);
+        assert_eq!(offset_of!(GetattrIn, fh), 8);
+    }
+
+    #[test]
+    fn small_request_layouts() {
+        assert_eq!(size_of::<ForgetIn>(), 8);
+        assert_eq!(size_of::<BatchForgetIn>(), 8);
+        assert_eq!(size_of::<ForgetOne>(), 16);
+        assert_eq!(offset_of!(ForgetOne, nlookup), 8);
+        assert_eq!(size_of::<OpenIn>(), 8);
+        assert_eq!(offset_of!(OpenIn, open_flags), 4);
+        assert_eq!(size_of::<OpenOut>(), 16);
+        assert_eq!(offset_of!(OpenOut, open_flags), 8);
+        assert_eq!(offset_of!(OpenOut, backing_id), 12);
+        assert_eq!(size_of::<ReleaseIn>(), 24);
+        assert_eq!(offset_of!(ReleaseIn, flags), 8);
+        assert_eq!(offset_of!(ReleaseIn, release_flags), 12);
+        assert_eq!(offset_of!(ReleaseIn, lock_owner), 16);
+        assert_eq!(size_of::<FlushIn>(), 24);
+        assert_eq!(offset_of!(FlushIn, lock_owner), 16);
+        assert_eq!(size_of::<ReadIn>(), 40);
+        assert_eq!(offset_of!(ReadIn, offset), 8);
+        assert_eq!(offset_of!(ReadIn, size), 16);
+        assert_eq!(offset_of!(ReadIn, read_flags), 20);
+        assert_eq!(offset_of!(ReadIn, lock_owner), 24);
+        assert_eq!(offset_of!(ReadIn, flags), 32);
+        assert_eq!(size_of::<GetxattrIn>(), 8);
+        assert_eq!(size_of::<GetxattrOut>(), 8);
+        assert_eq!(size_of::<AccessIn>(), 8);
+        assert_eq!(size_of::<InterruptIn>(), 8);
+        assert_eq!(size_of::<LseekIn>(), 24);
+        assert_eq!(offset_of!(LseekIn, offset), 8);
+        assert_eq!(offset_of!(LseekIn, whence), 16);
+        assert_eq!(size_of::<LseekOut>(), 8);
+    }
+
+    #[test]
+    fn statfs_and_dirent_layouts() {
+        assert_eq!(size_of::<Kstatfs>(), 80);
+        assert_eq!(offset_of!(Kstatfs, bfree), 8);
+        assert_eq!(offset_of!(Kstatfs, bavail), 16);
+        assert_eq!(offset_of!(Kstatfs, files), 24);
+        assert_eq!(offset_of!(Kstatfs, ffree), 32);
+        assert_eq!(offset_of!(Kstatfs, bsize), 40);
+        assert_eq!(offset_of!(Kstatfs, namelen), 44);
+        assert_eq!(offset_of!(Kstatfs, frsize), 48);
+        assert_eq!(offset_of!(Kstatfs, spare), 56);
+        assert_eq!(size_of::<Dirent>(), 24);
+        assert_eq!(offset_of!(Dirent, off), 8);
+        assert_eq!(offset_of!(Dirent, namelen), 16);
+        assert_eq!(offset_of!(Dirent, typ), 20);
+        assert_eq!(size_of::<DirentPlus>(), 152);
+        assert_eq!(offset_of!(DirentPlus, dirent), 128);
+    }
+
+    #[test]
+    fn statx_layouts() {
+        assert_eq!(size_of::<StatxIn>(), 24);
+        assert_eq!(offset_of!(StatxIn, fh), 8);
+        assert_eq!(offset_of!(StatxIn, sx_flags), 16);
+        assert_eq!(offset_of!(StatxIn, sx_mask), 20);
+        assert_eq!(size_of::<SxTime>(), 16);
+        assert_eq!(offset_of!(SxTime, tv_nsec), 8);
+        assert_eq!(size_of::<Statx>(), 256);
+        assert_eq!(offset_of!(Statx, blksize), 4);
+        assert_eq!(offset_of!(Statx, attributes), 8);
+        assert_eq!(offset_of!(Statx, nlink), 16);
+        assert_eq!(offset_of!(Statx, uid), 20);
+        assert_eq!(offset_of!(Statx, gid), 24);
+        assert_eq!(offset_of!(Statx, mode), 28);
+        assert_eq!(offset_of!(Statx, ino), 32);
+        assert_eq!(offset_of!(Statx, size), 40);
+        assert_eq!(offset_of!(Statx, blocks), 48);
+        assert_eq!(offset_of!(Statx, attributes_mask), 56);
+        assert_eq!(offset_of!(Statx, atime), 64);
+        assert_eq!(offset_of!(Statx, btime), 80);
+        assert_eq!(offset_of!(Statx, ctime), 96);
+        assert_eq!(offset_of!(Statx, mtime), 112);
+        assert_eq!(offset_of!(Statx, rdev_major), 128);
+        assert_eq!(offset_of!(Statx, rdev_minor), 132);
+        assert_eq!(offset_of!(Statx, dev_major), 136);
+        assert_eq!(offset_of!(Statx, dev_minor), 140);
+        assert_eq!(offset_of!(Statx, spare2), 144);
+        assert_eq!(size_of::<StatxOut>(), 288);
+        assert_eq!(offset_of!(StatxOut, flags), 12);
+        assert_eq!(offset_of!(StatxOut, stat), 32);
+    }
+
+    #[test]
+    fn dev_encoding_matches_kernel() {
+        // new_encode_dev(MKDEV(8, 1)) == 0x801; a wide minor spills above bit 20.
+        assert_eq!(encode_dev(8, 1), 0x801);
+        assert_eq!(encode_dev(1, 3), 0x103);
+        assert_eq!(encode_dev(259, 0x12345), 0x12310345);
+        assert_eq!(rec_align(24 + 1), 32);
+        assert_eq!(rec_align(32), 32);
+    }
+}

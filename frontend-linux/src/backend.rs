@@ -1,0 +1,61 @@
+//! What the FUSE session needs from a filesystem. `Volume` is the real one;
+//! the trait exists so the session's protocol handling can be tested with a
+//! small in-memory tree, independently of the engine.
+
+use ext4_engine::attr::{Attr, StatFs};
+use ext4_engine::volume::{DirEntry, Volume, Whence};
+use ext4_engine::{BlockDevice, Result};
+
+pub trait Backend: Send + Sync {
+    fn getattr(&self, ino: u32) -> Result<Attr>;
+    fn lookup(&self, dir: u32, name: &[u8]) -> Result<Attr>;
+    /// As [`Volume::readdir`]: `f` returns `false` to stop, and the entry it
+    /// refused is not consumed.
+    fn readdir(
+        &self,
+        dir: u32,
+        cookie: u64,
+        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+    ) -> Result<()>;
+    fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    fn readlink(&self, ino: u32) -> Result<Vec<u8>>;
+    fn getxattr(&self, ino: u32, name: &[u8]) -> Result<Vec<u8>>;
+    fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>>;
+    fn statfs(&self) -> StatFs;
+    fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64>;
+}
+
+impl<D: BlockDevice> Backend for Volume<D> {
+    fn getattr(&self, ino: u32) -> Result<Attr> {
+        Volume::getattr(self, ino)
+    }
+    fn lookup(&self, dir: u32, name: &[u8]) -> Result<Attr> {
+        Volume::lookup(self, dir, name)
+    }
+    fn readdir(
+        &self,
+        dir: u32,
+        cookie: u64,
+        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+    ) -> Result<()> {
+        Volume::readdir(self, dir, cookie, f)
+    }
+    fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        Volume::read(self, ino, offset, buf)
+    }
+    fn readlink(&self, ino: u32) -> Result<Vec<u8>> {
+        Volume::readlink(self, ino)
+    }
+    fn getxattr(&self, ino: u32, name: &[u8]) -> Result<Vec<u8>> {
+        Volume::getxattr(self, ino, name)
+    }
+    fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>> {
+        Volume::listxattr(self, ino)
+    }
+    fn statfs(&self) -> StatFs {
+        Volume::statfs(self)
+    }
+    fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64> {
+        Volume::seek(self, ino, offset, whence)
+    }
+}

@@ -1,0 +1,12 @@
+//! `ext4-fuse`: the Linux FUSE frontend of the ext4 engine. It speaks the
+//! FUSE wire protocol itself (no FUSE crate knows the iomap opcodes it will
+//! need), over an injectable [`channel::Channel`] so tests can play the
+//! kernel over a socket pair.
+
+pub mod abi;
+pub mod backend;
+pub mod channel;
+pub mod log;
+pub mod mount;
+pub mod options;
+pub mod session;
