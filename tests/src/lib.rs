@@ -1,1 +1,25 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: a deterministic tree generator
+//! ([`tree`]), images built from it across the feature matrix and cached
+//! ([`image`]), outside oracles ([`oracle`]: debugfs, e2fsck, kernel
+//! mounts), and comparable snapshots of a tree as the host or the engine
+//! sees it ([`snapshot`]).
+
+pub mod checks;
+pub mod image;
+pub mod oracle;
+pub mod rng;
+pub mod snapshot;
+pub mod tree;
+pub mod util;
+
+use std::path::Path;
+
+use ext4_engine::file_device::FileDevice;
+use ext4_engine::volume::{OpenOptions, Volume};
+
+/// Open an image read-only through the engine.
+pub fn open_engine(img: &Path) -> Result<Volume<FileDevice>, String> {
+    let dev = FileDevice::open(img, true).map_err(|e| format!("opening {}: {e}", img.display()))?;
+    Volume::open(dev, &OpenOptions::default())
+        .map_err(|e| format!("Volume::open({}): {e}", img.display()))
+}

@@ -1,0 +1,133 @@
+//! Hashed directories: lookups must walk the hash tree (a few blocks per
+//! name), not scan the directory, and must find every name the kernel's
+//! mke2fs put there and nothing else.
+
+use std::path::Path;
+use std::process::Command;
+
+use ext4_engine::file_device::FileDevice;
+use ext4_engine::{OpenOptions, Volume, ROOT_INO};
+
+fn build(dir: &Path, img: &Path, entries: usize, extra: &str) {
+    let src = dir.join("src");
+    let big = src.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    for i in 0..entries {
+        // Long names make many leaf blocks, and a two-level tree.
+        std::fs::write(
+            big.join(format!("entry-with-a-rather-long-name-{i:08}")),
+            b"",
+        )
+        .unwrap();
+    }
+    let mut cmd = Command::new("mke2fs");
+    cmd.args([
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-b",
+        "1024",
+        "-N",
+        &(entries + 64).to_string(),
+    ]);
+    if !extra.is_empty() {
+        cmd.args(["-O", extra]);
+    }
+    let ok = cmd
+        .arg("-d")
+        .arg(&src)
+        .arg(img)
+        .arg("256M")
+        .status()
+        .expect("mke2fs runs");
+    assert!(ok.success(), "mke2fs failed");
+}
+
+fn check(extra: &str, entries: usize) {
+    let tmp = std::env::temp_dir().join(format!(
+        "ext4-htree-{}-{}",
+        std::process::id(),
+        extra.replace(',', "_")
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let img = tmp.join("img");
+    build(&tmp, &img, entries, extra);
+
+    // The oracle: debugfs says the directory is indexed and how deep.
+    let out = Command::new("debugfs")
+        .args(["-R", "htree_dump /big"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.contains("Indirect levels: 1"),
+        "expected a two-level hash tree, debugfs says:\n{}",
+        &dump[..dump.len().min(400)]
+    );
+
+    let vol = Volume::open(
+        FileDevice::open(&img, true).unwrap(),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let big = vol.lookup_ino(ROOT_INO, b"big").unwrap();
+    let size = vol.getattr(big).unwrap().size;
+    let dir_blocks = size / 1024;
+    assert!(
+        dir_blocks > 500,
+        "directory too small to tell a scan from a tree walk: {dir_blocks} blocks"
+    );
+
+    let before = vol.cache_stats();
+    let probes = 200;
+    for i in (0..entries).step_by(entries / probes) {
+        let name = format!("entry-with-a-rather-long-name-{i:08}");
+        vol.lookup_ino(big, name.as_bytes())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let after = vol.cache_stats();
+    assert!(
+        after.hits + after.misses > before.hits + before.misses,
+        "the block cache counted no reads"
+    );
+    let per_lookup =
+        ((after.hits + after.misses) - (before.hits + before.misses)) as f64 / probes as f64;
+    // Root + one interior node + one leaf, plus the directory inode and its
+    // extent blocks: far below the hundreds of blocks a scan reads.
+    assert!(
+        per_lookup < 12.0,
+        "{per_lookup} block reads per lookup in a {dir_blocks}-block directory"
+    );
+
+    // Names that are not there are not found, and every name is found.
+    assert!(vol
+        .lookup_ino(big, b"entry-with-a-rather-long-name-x")
+        .is_err());
+    let mut seen = 0usize;
+    vol.readdir(big, 0, &mut |e| {
+        if e.name != b"." && e.name != b".." {
+            seen += 1;
+        }
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, entries);
+    assert!(
+        vol.take_reports().is_empty(),
+        "damage reported on a clean image"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn htree_lookup_reads_few_blocks() {
+    check("", 20_000);
+}
+
+#[test]
+fn htree_lookup_with_metadata_csum_and_large_dir() {
+    check("metadata_csum,large_dir", 20_000);
+}
