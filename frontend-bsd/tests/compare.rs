@@ -3,6 +3,8 @@
 //! system call: names, types, stat fields, contents, symlink targets,
 //! xattrs, directory entries and statfs.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use common::*;

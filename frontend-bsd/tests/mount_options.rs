@@ -1,6 +1,8 @@
 //! Mount options and process behaviour: uid/gid overrides, push_symlinks_in,
 //! refusals with a clear message, daemon mode, clean unmount on signals.
 
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::path::Path;
