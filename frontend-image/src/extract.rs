@@ -430,6 +430,10 @@ impl Ctx<'_> {
 
     fn symlink(&mut self, dfd: RawFd, cn: &CStr, path: &[u8], attr: &Attr) -> bool {
         let target = match self.vol.readlink(attr.ino).map(|t| cname(&t)) {
+            Ok(Ok(t)) if t.as_bytes().is_empty() => {
+                self.error(path, "symlink target is empty; not created");
+                return false;
+            }
             Ok(Ok(t)) => t,
             Ok(Err(_)) => {
                 self.error(path, "symlink target contains a NUL byte");
@@ -521,6 +525,15 @@ impl Ctx<'_> {
                             ));
                         }
                     }
+                    Some(libc::ENOSPC) | Some(libc::E2BIG) | Some(libc::ERANGE) => self.error(
+                        path,
+                        format_args!(
+                            "the destination cannot store xattr {} ({} bytes): {}",
+                            show(&n),
+                            value.len(),
+                            io_msg(&e)
+                        ),
+                    ),
                     _ => self.error(
                         path,
                         format_args!("cannot set xattr {}: {}", show(&n), io_msg(&e)),
