@@ -102,9 +102,7 @@ fn server_pid(mnt: &Path) -> Option<i32> {
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
         if args.first().is_some_and(|a| a.ends_with(b"ext4-fuse-bsd"))
-            && args
-                .iter()
-                .any(|a| *a == mnt.as_os_str().as_encoded_bytes())
+            && args.contains(&mnt.as_os_str().as_encoded_bytes())
         {
             return Some(pid);
         }

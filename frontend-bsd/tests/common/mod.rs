@@ -198,7 +198,7 @@ fn make_tree(root: &Path) {
     let m = w("modes/setuid", b"#!/bin/sh\n");
     fs::set_permissions(&m, fs::Permissions::from_mode(0o4755)).unwrap();
     let m = w("modes/none", b"");
-    fs::set_permissions(&m, fs::Permissions::from_mode(0)).unwrap();
+    fs::set_permissions(&m, fs::Permissions::from_mode(0o000)).unwrap();
     let m = w("modes/owned", b"owned");
     chown(&m, 1234, 5678);
     let t = w("times/ns", b"t");
@@ -620,7 +620,6 @@ pub fn statvfs(p: &Path) -> [u64; 8] {
         s.f_ffree,
         s.f_namemax,
     ]
-    .map(|v| v as u64)
 }
 
 pub fn assert_same(what: &str, want: &Tree, got: &Tree) {
