@@ -53,6 +53,11 @@ static SYSLOG: AtomicBool = AtomicBool::new(false);
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        // fuser's own warnings (an unmount it retries after us, its notes on
+        // unimplemented calls) are noise unless debugging.
+        if self.level < log::LevelFilter::Debug && m.target().starts_with("fuser") {
+            return m.level() <= log::Level::Error;
+        }
         m.level() <= self.level
     }
     fn log(&self, r: &log::Record<'_>) {

@@ -7,18 +7,98 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use ext4_engine::error::IoError;
 use ext4_engine::file_device::FileDevice;
-use ext4_engine::Error;
+use ext4_engine::{BlockDevice, Error};
+
+/// The device the server reads: a file or disk, with reads widened to
+/// whole sectors where the OS demands it.
+pub type Device = Aligned<FileDevice>;
 
 /// Open an image file or a disk device read-only.
-pub fn open_device(path: &Path) -> io::Result<FileDevice> {
+pub fn open_device(path: &Path) -> io::Result<Device> {
     let file = File::open(path)?;
     let ft = file.metadata()?.file_type();
     if ft.is_block_device() || ft.is_char_device() {
         let size = disk_size(&file)?;
-        return Ok(FileDevice::with_size(file, size, true));
+        let sector = sector_size(&file)?;
+        return Ok(Aligned::new(
+            FileDevice::with_size(file, size, true),
+            sector,
+        ));
     }
-    FileDevice::from_file(file, true)
+    Ok(Aligned::new(FileDevice::from_file(file, true)?, 1))
+}
+
+/// Reads widened to whole `sector`s: FreeBSD's disk devices have no
+/// buffer cache under them and refuse unaligned offsets or lengths, while
+/// the engine reads file data at any byte.
+pub struct Aligned<D> {
+    inner: D,
+    sector: u64,
+}
+
+impl<D: BlockDevice> Aligned<D> {
+    pub fn new(inner: D, sector: u64) -> Self {
+        Aligned {
+            inner,
+            sector: sector.max(1),
+        }
+    }
+}
+
+impl<D: BlockDevice> BlockDevice for Aligned<D> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let s = self.sector;
+        let len = buf.len() as u64;
+        if s == 1 || (offset.is_multiple_of(s) && len.is_multiple_of(s)) {
+            return self.inner.read_at(offset, buf);
+        }
+        let start = offset - offset % s;
+        let end = offset.checked_add(len).ok_or(IoError::EIO)?;
+        // A device's size is whole sectors; an image file's need not be.
+        let wide_end = end
+            .div_ceil(s)
+            .saturating_mul(s)
+            .min(self.inner.size().max(end));
+        let mut tmp = vec![0u8; usize::try_from(wide_end - start).map_err(|_| IoError::EIO)?];
+        self.inner.read_at(start, &mut tmp)?;
+        let at = (offset - start) as usize;
+        buf.copy_from_slice(&tmp[at..at + buf.len()]);
+        Ok(())
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.inner.write_at(offset, buf)
+    }
+    fn flush(&self) -> Result<(), IoError> {
+        self.inner.flush()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+}
+
+#[cfg(target_os = "freebsd")]
+fn sector_size(file: &File) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // _IOR('d', 128, u_int)
+    const DIOCGSECTORSIZE: libc::c_ulong = 0x4004_6480;
+    let mut size: libc::c_uint = 0;
+    // SAFETY: the ioctl writes one u_int into `size`, which outlives the call.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), DIOCGSECTORSIZE, &mut size) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(size))
+}
+
+/// Linux block devices sit on the page cache: any alignment reads.
+#[cfg(not(target_os = "freebsd"))]
+fn sector_size(_file: &File) -> io::Result<u64> {
+    Ok(1)
 }
 
 /// FreeBSD disks (`/dev/ada0p2`, `/dev/md0`) are character devices whose
@@ -119,6 +199,58 @@ pub fn fuse_rdev(major: u32, minor: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ext4_engine::MemDevice;
+
+    /// Fails any read that is not whole 512-byte sectors, as FreeBSD disks do.
+    struct Strict(MemDevice);
+
+    impl BlockDevice for Strict {
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+            if !offset.is_multiple_of(512) || !buf.len().is_multiple_of(512) {
+                return Err(IoError {
+                    errno: libc::EINVAL,
+                });
+            }
+            self.0.read_at(offset, buf)
+        }
+        fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+            self.0.write_at(offset, buf)
+        }
+        fn flush(&self) -> Result<(), IoError> {
+            Ok(())
+        }
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_only(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn aligned_reads_any_byte_range() {
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let dev = Aligned::new(Strict(MemDevice::from_vec(data.clone())), 512);
+        let mut b = [0u8; 1];
+        assert!(Strict(MemDevice::from_vec(data.clone()))
+            .read_at(3, &mut b)
+            .is_err());
+        for (off, len) in [
+            (0, 1),
+            (3, 100),
+            (511, 2),
+            (1000, 3000),
+            (8191, 1),
+            (0, 8192),
+            (4096, 512),
+        ] {
+            let mut buf = vec![0u8; len];
+            dev.read_at(off as u64, &mut buf).unwrap();
+            assert_eq!(buf, &data[off..off + len], "{off}+{len}");
+        }
+        let mut buf = vec![0u8; 2];
+        assert!(dev.read_at(8191, &mut buf).is_err(), "past the end");
+    }
 
     #[test]
     #[cfg(target_os = "linux")]

@@ -179,3 +179,29 @@ fn sigint_in_foreground_unmounts_and_exits_zero() {
     let st = f.child.take().unwrap().wait().unwrap();
     assert!(st.success(), "exit {st}: {}", f.stderr());
 }
+
+/// Detaches a loop device on drop.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn block_device_source_is_sized_by_ioctl() {
+    if !can_mount() {
+        return;
+    }
+    let (_w, img) = image();
+    let out = run(Command::new("losetup")
+        .args(["-f", "--show", "-r"])
+        .arg(&img));
+    let dev = Loop(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    let k = KernelMount::new(&img);
+    let f = FuseMount::mount(Path::new(&dev.0), "");
+    assert_same("loop device", &walk(k.path()), &walk(f.path()));
+    assert_eq!(statvfs(k.path()), statvfs(f.path()));
+    drop(f);
+}
