@@ -13,7 +13,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, DirEntryExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse-bsd");
@@ -214,18 +213,15 @@ fn make_tree(root: &Path) {
     fs::set_permissions(root.join("special"), fs::Permissions::from_mode(0o1777)).unwrap();
 }
 
-/// The generated tree, once per test binary.
-pub fn source_tree() -> &'static Path {
-    static TREE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let d = tempfile::Builder::new()
-            .prefix("bsd-src-")
-            .tempdir()
-            .unwrap();
-        make_tree(d.path());
-        d
-    })
-    .path()
+/// The generated tree under `dir` (made on first use; it goes away with
+/// `dir`, so nothing outlives the test).
+pub fn source_tree(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    if !src.exists() {
+        fs::create_dir(&src).unwrap();
+        make_tree(&src);
+    }
+    src
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,7 +241,7 @@ pub fn make_image(dir: &Path, flavor: Flavor) -> PathBuf {
         Flavor::Ext2 => c.args(["-t", "ext2", "-b", "1024"]),
         Flavor::InlineData => c.args(["-t", "ext4", "-b", "4096", "-O", "inline_data"]),
     };
-    c.arg("-d").arg(source_tree()).arg(&img).arg("64M");
+    c.arg("-d").arg(source_tree(dir)).arg(&img).arg("64M");
     run(&mut c);
     // mke2fs -d keeps whole seconds only: write nanoseconds and epoch bits
     // (bits 0-1 of the *_extra fields) so both readers decode them.
