@@ -70,6 +70,9 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// Reads a file's bytes as the snapshot's side sees them.
+pub type ReadFn<'a> = &'a dyn Fn(&str, &Entry) -> Result<Vec<u8>, String>;
+
 /// How the snapshot side reports inode flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlagsView {
@@ -232,7 +235,7 @@ pub fn debugfs_compare(
     snap: &Snapshot,
     sample: &Sample,
     flags: FlagsView,
-    read: &dyn Fn(&str, &Entry) -> Result<Vec<u8>, String>,
+    read: ReadFn<'_>,
 ) -> (Vec<Difference>, usize) {
     let mut out = Vec::new();
     let mut checks = 0;

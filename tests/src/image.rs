@@ -265,8 +265,10 @@ pub struct BuiltImage {
     pub tree: Arc<SourceTree>,
 }
 
-fn images() -> &'static Mutex<HashMap<&'static str, Arc<Mutex<()>>>> {
-    static I: OnceLock<Mutex<HashMap<&'static str, Arc<Mutex<()>>>>> = OnceLock::new();
+type BuildLocks = Mutex<HashMap<&'static str, Arc<Mutex<()>>>>;
+
+fn images() -> &'static BuildLocks {
+    static I: OnceLock<BuildLocks> = OnceLock::new();
     I.get_or_init(Default::default)
 }
 

@@ -251,3 +251,67 @@ matrix! {
     ext4_largedir => "ext4-largedir",
     ext4_big => "ext4-big",
 }
+
+/// The comparison must notice when the engine reads something else: read a
+/// copy of an image with one data byte flipped and one mtime changed
+/// through the engine, compare with the kernel's reading of the original,
+/// and expect exactly those two differences.
+#[test]
+fn testbed_detects_differences() {
+    let Some(img) = prepare("ext4") else { return };
+    let copy = ext4_tests::oracle::tempfile_path("mutated").with_extension("img");
+    std::fs::copy(&img.path, &copy).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _rm = Rm(copy.clone());
+    let pblk: u64 = ext4_tests::oracle::debugfs(&copy, "bmap /files/size-4096 0")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&copy)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, pblk * 4096 + 100).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], pblk * 4096 + 100).unwrap();
+    drop(f);
+    ext4_tests::oracle::debugfs_script(&copy, &["sif /modes/f4755 mtime @12345".to_string()], true)
+        .unwrap();
+
+    let m = KernelMount::ro(&img.path).unwrap();
+    let k = host_snapshot(m.path(), WalkOptions::default());
+    let vol = open_engine(&copy).unwrap();
+    let mut e = engine_snapshot(&vol, WalkOptions::default());
+    e.errors.clear();
+    let d = diff(
+        &k,
+        &e,
+        &Compare {
+            fields: ALL_FIELDS,
+            ignore_dir_size: false,
+            ignore_paths: &[],
+        },
+    );
+    let got: Vec<(String, String)> = d
+        .iter()
+        .map(|d| (d.path.clone(), d.field.clone()))
+        .collect();
+    let want = vec![
+        ("/files/size-4096".to_string(), "Content".to_string()),
+        ("/modes/f4755".to_string(), "Mtime".to_string()),
+    ];
+    assert_eq!(
+        got,
+        want,
+        "{}",
+        ext4_tests::snapshot::format_diffs("mutated image", &d, 20)
+    );
+}
