@@ -469,6 +469,7 @@ impl KernelMount {
     }
 
     pub fn mount(img: &Path, read_only: bool, options: &str) -> io::Result<KernelMount> {
+        sweep_dead_processes();
         let lo = LoopDevice::attach(img, read_only)?;
         let dir = target_dir().join("ext4-test-mnt").join(format!(
             "m-{}-{}",
@@ -561,6 +562,59 @@ impl Drop for KernelMount {
             eprintln!("WARNING: cleaning up kernel mount: {e}");
         }
     }
+}
+
+/// Whether scratch name `<stem>-<pid>-<n>` belongs to a process that is gone.
+fn owner_dead(name: &str) -> bool {
+    let mut parts = name.rsplit('-');
+    let _n = parts.next();
+    match parts.next().and_then(|p| p.parse::<u32>().ok()) {
+        Some(pid) => pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists(),
+        None => false,
+    }
+}
+
+/// Drop guards cannot run when a test process is killed (SIGKILL, a broken
+/// pipe in the harness): once per process, unmount, detach and delete what
+/// dead test processes left under our scratch directories.
+pub fn sweep_dead_processes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mnt_root = target_dir().join("ext4-test-mnt");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        for line in mounts.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(src), Some(dir)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let dir = Path::new(dir);
+            let ours = dir
+                .parent()
+                .is_some_and(|p| p.canonicalize().ok() == mnt_root.canonicalize().ok());
+            if !ours || !owner_dead(&dir.file_name().unwrap_or_default().to_string_lossy()) {
+                continue;
+            }
+            eprintln!(
+                "cleaning up stale mount {} ({src}) of a dead test process",
+                dir.display()
+            );
+            let _ = run(Command::new("umount").arg(dir));
+            if src.starts_with("/dev/loop") {
+                let _ = run(Command::new("losetup").arg("-d").arg(src));
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        for d in [mnt_root, target_dir().join("ext4-test-tmp")] {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stem = name.split('.').next().unwrap_or("");
+                if owner_dead(stem) {
+                    let _ = std::fs::remove_dir(e.path());
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    });
 }
 
 /// `mke2fs -V` first line, for cache keys.
