@@ -20,7 +20,7 @@ use ext4_tests::snapshot::{
     diff, engine_read_all, engine_snapshot, first_difference, host_snapshot, Compare, Report,
     Snapshot, WalkOptions, ALL_FIELDS, SOURCE_FIELDS,
 };
-use ext4_tests::util::{page_size, require_e2fsprogs, require_kernel_ext4, skip};
+use ext4_tests::util::{page_size, require_e2fsprogs, require_kernel_ext4};
 
 /// The generated tree has no root attributes (mke2fs does not copy them)
 /// and no lost+found.
@@ -42,7 +42,8 @@ fn kernel_snapshot(img: &BuiltImage, report: &mut Report) -> Option<(KernelMount
             img.spec.block_size,
             page_size()
         );
-        skip(&msg);
+        // A platform limit, not a missing tool: loud, but never a failure.
+        eprintln!("\n*** NOTE: {msg} ***\n");
         report.note(&format!("SKIPPED part: {msg}"));
         return None;
     }
