@@ -192,10 +192,11 @@ fn check_oracles(name: &str) {
     let mut report = Report::new(&format!("oracles on image {name} ({})", img.path.display()));
     let expected = img.tree.expected(&img.spec, WalkOptions::default());
     if !img.spec.kernel_mountable() {
-        skip(&format!(
-            "{}: kernel cannot mount {}-byte blocks; oracle cross-check skipped",
-            name, img.spec.block_size
-        ));
+        // A platform limit, not a missing tool: loud, but never a failure.
+        eprintln!(
+            "\n*** NOTE: {name}: the kernel cannot mount {}-byte blocks; oracle cross-check not possible ***\n",
+            img.spec.block_size
+        );
         return;
     }
     let m = KernelMount::ro(&img.path).expect("kernel mount");
