@@ -2,6 +2,8 @@
 //! and the ext2/3 indirect map. Every pointer read from disk is checked to
 //! lie inside the filesystem before it is followed.
 
+use alloc::vec::Vec;
+
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::extent::{self, Extent, Node};
@@ -10,6 +12,14 @@ use crate::volume::Volume;
 
 /// Logical blocks addressable by a file: ext4 logical block numbers are u32.
 pub const MAX_LBLK: u64 = 1 << 32;
+
+/// Where `find_leaf` ended: a leaf node (in `i_block` when `block` is
+/// None) covering logical blocks `lo..hi`.
+struct Leaf {
+    block: Option<u64>,
+    lo: u64,
+    hi: u64,
+}
 
 /// What lies at a logical block, and how far the same answer holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,65 +73,183 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     fn map_extent(&self, inode: &Inode, lblk: u32) -> Result<Run> {
+        match self.find_leaf(inode, lblk)? {
+            Err(hole) => Ok(hole),
+            Ok(leaf) => self.with_leaf(inode, &leaf, |node, obj| {
+                self.leaf_run(node, lblk, leaf.hi, obj)
+            }),
+        }
+    }
+
+    /// Descend the extent tree to the leaf whose range covers `lblk`, or
+    /// the hole when `lblk` precedes every entry of an index node.
+    fn find_leaf(&self, inode: &Inode, lblk: u32) -> Result<core::result::Result<Leaf, Run>> {
         let ino = inode.ino;
         let root = Node::parse(&inode.block, None, Object::Inode(ino))?;
-        // `limit` is the first logical block the current subtree cannot
-        // cover: the next sibling's key at each level above.
-        let mut limit = MAX_LBLK;
+        if root.depth == 0 {
+            return Ok(Ok(Leaf {
+                block: None,
+                lo: 0,
+                hi: MAX_LBLK,
+            }));
+        }
+        // `hi` is the first logical block the current subtree cannot cover:
+        // the next sibling's key at each level above; `lo` the key followed.
+        let mut hi = MAX_LBLK;
+        let mut lo = 0u64;
+        let Some((mut child, key)) = self.search_node(&root, lblk, &mut hi, ino)? else {
+            return Ok(Err(Run::Hole {
+                len: hi.min(self.first_key(&root)) - lblk as u64,
+            }));
+        };
+        lo = lo.max(key);
         let mut depth = root.depth;
-        let mut found = self.search_node(&root, lblk, &mut limit, ino)?;
-        while depth > 0 {
-            let Some(child) = found else {
-                // lblk precedes every entry of this index node.
-                return Ok(Run::Hole {
-                    len: limit.min(self.first_key(&root)) - lblk as u64,
-                });
-            };
-            let blk = child;
+        // Depth strictly decreases, so this takes at most MAX_DEPTH steps.
+        while depth > 1 {
             let expect = depth - 1;
-            let seed = inode.csum_seed;
-            let step =
-                self.cache_read_with(blk, |bytes| -> Result<(Option<u64>, Option<Run>, u64)> {
-                    if self.sb().metadata_csum()
-                        && self.check_csums()
-                        && !extent::checksum_ok(bytes, seed)
-                    {
-                        return Err(Error::Checksum {
-                            object: Object::Block(blk),
-                        });
-                    }
-                    let node = Node::parse(bytes, Some(expect), Object::Block(blk))?;
-                    let mut lim = limit;
-                    if node.depth == 0 {
-                        Ok((
-                            None,
-                            Some(self.leaf_run(&node, lblk, lim, Object::Block(blk))?),
-                            lim,
-                        ))
-                    } else {
-                        let next = self.search_node(&node, lblk, &mut lim, ino)?;
-                        match next {
-                            Some(n) => Ok((Some(n), None, lim)),
-                            None => Ok((
-                                None,
-                                Some(Run::Hole {
-                                    len: lim.min(node.key(0) as u64) - lblk as u64,
-                                }),
-                                lim,
-                            )),
-                        }
-                    }
-                })??;
+            let blk = child;
+            let step = self.with_node(inode, blk, expect, |node| {
+                let mut h = hi;
+                Ok((
+                    self.search_node(node, lblk, &mut h, ino)?,
+                    h,
+                    node.key(0) as u64,
+                ))
+            })?;
             match step {
-                (_, Some(run), _) => return Ok(run),
-                (next, None, lim) => {
-                    found = next;
-                    limit = lim;
-                    depth = expect;
+                (Some((c, key)), h, _) => {
+                    child = c;
+                    hi = h;
+                    lo = lo.max(key);
+                }
+                (None, h, first) => {
+                    return Ok(Err(Run::Hole {
+                        len: h.min(first) - lblk as u64,
+                    }))
                 }
             }
+            depth = expect;
         }
-        self.leaf_run(&root, lblk, limit, Object::Inode(ino))
+        Ok(Ok(Leaf {
+            block: Some(child),
+            lo,
+            hi,
+        }))
+    }
+
+    /// Run `f` on a checked tree block at the expected depth.
+    fn with_node<R>(
+        &self,
+        inode: &Inode,
+        blk: u64,
+        depth: u16,
+        f: impl FnOnce(&Node<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let seed = inode.csum_seed;
+        self.cache_read_with(blk, |bytes| {
+            if self.sb().metadata_csum() && self.check_csums() && !extent::checksum_ok(bytes, seed)
+            {
+                return Err(Error::Checksum {
+                    object: Object::Block(blk),
+                });
+            }
+            let node = Node::parse(bytes, Some(depth), Object::Block(blk))?;
+            f(&node)
+        })?
+    }
+
+    /// Run `f` on a leaf found by `find_leaf`.
+    fn with_leaf<R>(
+        &self,
+        inode: &Inode,
+        leaf: &Leaf,
+        f: impl FnOnce(&Node<'_>, Object) -> Result<R>,
+    ) -> Result<R> {
+        match leaf.block {
+            None => f(
+                &Node::parse(&inode.block, None, Object::Inode(inode.ino))?,
+                Object::Inode(inode.ino),
+            ),
+            Some(blk) => self.with_node(inode, blk, 0, |node| f(node, Object::Block(blk))),
+        }
+    }
+
+    /// Every run of the on-disk leaf (extent leaf or pointer block) that
+    /// covers `lblk`, from the start of that leaf's range to its end, holes
+    /// included: what a mapping cache loads on a miss, one leaf at a time.
+    /// Returns the first logical block of the first run.
+    pub fn map_leaf(&self, inode: &Inode, lblk: u64) -> Result<(u64, Vec<Run>)> {
+        if lblk >= MAX_LBLK || inode.has_flag(flags::INLINE_DATA) {
+            return Ok((lblk, alloc::vec![self.map_block(inode, lblk)?]));
+        }
+        if !inode.has_flag(flags::EXTENTS) {
+            return self.indirect_leaf(inode, lblk);
+        }
+        let leaf = match self.find_leaf(inode, lblk as u32)? {
+            Err(hole) => return Ok((lblk, alloc::vec![hole])),
+            Ok(l) => l,
+        };
+        self.with_leaf(inode, &leaf, |node, obj| {
+            let mut runs = Vec::with_capacity(node.entries * 2 + 1);
+            let mut pos = leaf.lo;
+            for i in 0..node.entries {
+                let e = node.extent(i);
+                self.check_extent(&e, obj)?;
+                if (e.lblk as u64) < pos || e.end() > leaf.hi {
+                    return Err(Error::corrupt(
+                        obj,
+                        "extents overlap or leave their parent's range",
+                    ));
+                }
+                if (e.lblk as u64) > pos {
+                    runs.push(Run::Hole {
+                        len: e.lblk as u64 - pos,
+                    });
+                }
+                runs.push(Run::Mapped {
+                    pblk: e.pblk,
+                    len: e.len as u64,
+                    unwritten: e.unwritten,
+                });
+                pos = e.end();
+            }
+            if pos < leaf.hi {
+                runs.push(Run::Hole { len: leaf.hi - pos });
+            }
+            Ok((leaf.lo, runs))
+        })
+    }
+
+    /// The runs of the pointer table (i_block's direct slots, or one
+    /// indirect block) that holds `lblk`'s pointer.
+    fn indirect_leaf(&self, inode: &Inode, lblk: u64) -> Result<(u64, Vec<Run>)> {
+        let p = (self.sb().block_size / 4) as u64;
+        let (start, end) = if lblk < 12 {
+            (0, 12)
+        } else {
+            let s = 12 + (lblk - 12) / p * p;
+            (s, s + p)
+        };
+        let mut runs = Vec::new();
+        let mut pos = start;
+        // Each run covers at least one pointer, so this reads at most one
+        // table's worth of runs.
+        while pos < end.min(MAX_LBLK) {
+            let r = self.map_block(inode, pos)?;
+            let len = r.len().min(end - pos);
+            runs.push(match r {
+                Run::Mapped {
+                    pblk, unwritten, ..
+                } => Run::Mapped {
+                    pblk,
+                    len,
+                    unwritten,
+                },
+                Run::Hole { .. } => Run::Hole { len },
+            });
+            pos += len;
+        }
+        Ok((start, runs))
     }
 
     fn first_key(&self, node: &Node<'_>) -> u64 {
@@ -140,7 +268,7 @@ impl<D: BlockDevice> Volume<D> {
         lblk: u32,
         limit: &mut u64,
         ino: u32,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<(u64, u64)>> {
         if node.depth == 0 {
             return Ok(None);
         }
@@ -164,7 +292,7 @@ impl<D: BlockDevice> Volume<D> {
                 "extent index points outside the filesystem",
             ));
         }
-        Ok(Some(child))
+        Ok(Some((child, node.key(i) as u64)))
     }
 
     fn leaf_run(&self, node: &Node<'_>, lblk: u32, limit: u64, obj: Object) -> Result<Run> {

@@ -78,6 +78,8 @@ impl<D: BlockDevice> Volume<D> {
         }
         let mut c = crc32c(dir.csum_seed, &b[..entries + count * 8]);
         c = crc32c(c, &b[tail..tail + 4]);
+        // ... and the checksum field itself, as zeros.
+        c = crc32c(c, &[0u8; 4]);
         c == le32(b, tail + 4)
     }
 
