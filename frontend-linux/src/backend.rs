@@ -4,7 +4,7 @@
 
 use ext4_engine::attr::{Attr, StatFs};
 use ext4_engine::volume::{DirEntry, Volume, Whence};
-use ext4_engine::{BlockDevice, Result};
+use ext4_engine::{BlockDevice, Error, Result};
 
 pub trait Backend: Send + Sync {
     fn getattr(&self, ino: u32) -> Result<Attr>;
@@ -23,6 +23,11 @@ pub trait Backend: Send + Sync {
     fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>>;
     fn statfs(&self) -> StatFs;
     fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64>;
+    /// Damage met while serving requests that still succeeded (a skipped
+    /// directory block, say), to be logged.
+    fn take_reports(&self) -> Vec<Error> {
+        Vec::new()
+    }
 }
 
 impl<D: BlockDevice> Backend for Volume<D> {
@@ -57,5 +62,8 @@ impl<D: BlockDevice> Backend for Volume<D> {
     }
     fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64> {
         Volume::seek(self, ino, offset, whence)
+    }
+    fn take_reports(&self) -> Vec<Error> {
+        Volume::take_reports(self)
     }
 }

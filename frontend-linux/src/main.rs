@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::volume::{OpenOptions, Volume, Warning};
 use ext4_fuse::channel::{Channel, DevFuse};
 use ext4_fuse::log;
 use ext4_fuse::mount::{self, MountSpec, Mounted};
@@ -67,7 +67,16 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
     if let Some(n) = opts.cache_size {
         vo.cache_bytes = n;
     }
-    Volume::open(dev, &vo).map_err(|e| format!("{src}: {e}"))
+    let volume = Volume::open(dev, &vo).map_err(|e| format!("{src}: {e}"))?;
+    for w in volume.warnings() {
+        // The engine never replays the journal: norecovery is what it does
+        // anyway, so asking for it silences the warning.
+        if opts.norecovery && *w == Warning::NeedsRecovery {
+            continue;
+        }
+        log::error(format_args!("{src}: warning: {w}"));
+    }
+    Ok(volume)
 }
 
 /// The OS message without Rust's " (os error N)" suffix.

@@ -417,7 +417,7 @@ impl<B: Backend> Session<B> {
     fn dispatch(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Option<Result<(), i32>> {
         Some(match req.header.opcode {
             opcode::INIT => self.do_init(req, out),
-            opcode::LOOKUP => self.do_lookup(req, out),
+            opcode::LOOKUP => self.logged(self.do_lookup(req, out)),
             opcode::FORGET | opcode::BATCH_FORGET => return None, // node ids are inode numbers: nothing to drop
             opcode::INTERRUPT | opcode::NOTIFY_REPLY => return None,
             opcode::GETATTR => self.do_getattr(req, out),
@@ -426,8 +426,8 @@ impl<B: Backend> Session<B> {
             opcode::OPEN => self.do_open(req, out, false),
             opcode::OPENDIR => self.do_open(req, out, true),
             opcode::READ => self.do_read(req, out),
-            opcode::READDIR => self.do_readdir(req, out, false),
-            opcode::READDIRPLUS => self.do_readdir(req, out, true),
+            opcode::READDIR => self.logged(self.do_readdir(req, out, false)),
+            opcode::READDIRPLUS => self.logged(self.do_readdir(req, out, true)),
             opcode::RELEASE
             | opcode::RELEASEDIR
             | opcode::FLUSH
@@ -472,6 +472,14 @@ impl<B: Backend> Session<B> {
             log::error(format_args!("{op} on inode {ino}: {e}"));
         }
         e.errno()
+    }
+
+    /// Log damage the engine worked around during a directory operation.
+    fn logged(&self, r: Result<(), i32>) -> Result<(), i32> {
+        for e in self.backend.take_reports() {
+            log::error(format_args!("{e} (skipped)"));
+        }
+        r
     }
 
     fn valid(&self) -> (u64, u32) {
