@@ -14,6 +14,7 @@ use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat};
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
+use crate::mapping_cache::MappingCache;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 
 /// Root directory inode.
@@ -106,6 +107,7 @@ pub struct Volume<D: BlockDevice> {
     /// (a skipped directory block, a fallback from a broken hash tree).
     reports: spin::Mutex<heapless::Deque<Error, REPORTS>>,
     cache: BlockCache<D>,
+    mapcache: MappingCache,
     opts: OpenOptions,
     read_only: bool,
     warnings: Vec<Warning>,
@@ -150,6 +152,7 @@ impl<D: BlockDevice> Volume<D> {
             sb,
             reports: spin::Mutex::new(heapless::Deque::new()),
             cache,
+            mapcache: MappingCache::new(opts.mapping_cache_bytes),
             opts: opts.clone(),
             read_only,
             warnings,
@@ -170,6 +173,10 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub fn device(&self) -> &D {
         self.cache.device()
+    }
+    /// The extent mapping cache (what the kernel may mirror under iomap).
+    pub fn mapcache(&self) -> &MappingCache {
+        &self.mapcache
     }
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
