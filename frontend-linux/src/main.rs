@@ -123,9 +123,11 @@ fn daemonize() -> Result<OwnedFd, String> {
     }
 }
 
-/// Detach from the terminal once the mount is up: stdio to /dev/null, logs
-/// to syslog.
+/// Detach from the terminal once the mount is up: cwd to /, stdio to
+/// /dev/null, logs to syslog.
 fn detach_stdio() {
+    // Do not keep the directory we were started from busy.
+    let _ = std::env::set_current_dir("/");
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
