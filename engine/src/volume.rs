@@ -303,13 +303,45 @@ impl<D: BlockDevice> Volume<D> {
                 "inode is not in use (deleted)",
             ));
         }
-        if inode.kind.is_none() {
+        let Some(kind) = inode.kind else {
             return Err(Error::corrupt(
                 Object::Inode(ino),
                 "unknown file type in i_mode",
             ));
-        }
+        };
+        self.check_block_root(&inode, kind)?;
         Ok(inode)
+    }
+
+    /// Check the start of the block map held in `i_block`, as the kernel
+    /// does when it loads an inode: a damaged root fails every operation on
+    /// the inode, `stat` included.
+    fn check_block_root(&self, inode: &Inode, kind: FileType) -> Result<()> {
+        if inode.has_flag(crate::inode::flags::INLINE_DATA) {
+            return Ok(());
+        }
+        let mapped = match kind {
+            FileType::Regular | FileType::Directory => true,
+            FileType::Symlink => !self.is_fast_symlink(inode),
+            _ => false,
+        };
+        if !mapped {
+            return Ok(());
+        }
+        if inode.has_flag(crate::inode::flags::EXTENTS) {
+            crate::extent::Node::parse(&inode.block, None, Object::Inode(inode.ino))?;
+            return Ok(());
+        }
+        for i in 0..15 {
+            let b = inode.block_word(i) as u64;
+            if b != 0 && !self.blocks_in_fs(b, 1) {
+                return Err(Error::corrupt(
+                    Object::Inode(inode.ino),
+                    "block pointer in i_block points outside the filesystem",
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn getattr(&self, ino: u32) -> Result<Attr> {
