@@ -285,7 +285,7 @@ pub fn kernel_check(
     if m.length == 0 {
         return Err("zero-length mapping");
     }
-    if m.offset % block_size != 0 || m.length % block_size != 0 {
+    if !m.offset.is_multiple_of(block_size) || !m.length.is_multiple_of(block_size) {
         return Err("mapping not aligned to the block size");
     }
     let Some(end) = m.offset.checked_add(m.length) else {
