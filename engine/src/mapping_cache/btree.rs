@@ -4,6 +4,7 @@
 //! links to their neighbours. A fork of at most 7 records is instead a plain
 //! array sized to its count.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -653,8 +654,9 @@ impl Tree {
 enum Repr {
     /// At most `LEAF_RECS` records, the vector sized to its count.
     Small(Vec<Mapping>),
-    /// More records: a real tree (height >= 2 between operations).
-    Tree(Tree),
+    /// More records: a real tree (height >= 2 between operations), boxed
+    /// so that the many small forks stay small.
+    Tree(Box<Tree>),
 }
 
 /// The records of one fork: sorted by offset, never overlapping, never
@@ -709,7 +711,7 @@ impl ForkTree {
     pub fn memory_bytes(&self) -> usize {
         match &self.repr {
             Repr::Small(v) => v.capacity() * core::mem::size_of::<Mapping>(),
-            Repr::Tree(t) => t.memory_bytes(),
+            Repr::Tree(t) => core::mem::size_of::<Tree>() + t.memory_bytes(),
         }
     }
 
@@ -787,7 +789,7 @@ impl ForkTree {
             Repr::Small(v) => {
                 let mut t = Tree::leaf_root(v);
                 t.insert(rec);
-                self.repr = Repr::Tree(t);
+                self.repr = Repr::Tree(Box::new(t));
             }
             Repr::Tree(t) => t.insert(rec),
         }
@@ -874,7 +876,7 @@ impl ForkTree {
                     recs.shrink_to_fit();
                     Repr::Small(recs)
                 } else {
-                    Repr::Tree(Tree::build(&recs))
+                    Repr::Tree(Box::new(Tree::build(&recs)))
                 };
             }
         }
@@ -898,8 +900,8 @@ impl ForkTree {
         let mut left_piece = None;
         let mut right_piece = None;
         let mut q = end - 1;
-        loop {
-            let Some(r) = self.pred_succ(q).0 else { break };
+        // Walk leftwards from the last record starting before `end`.
+        while let Some(r) = self.pred_succ(q).0 {
             if r.end() <= off {
                 break;
             }
@@ -1121,7 +1123,7 @@ fn check_tree(t: &Tree) -> Result<Vec<Mapping>, String> {
             {
                 return Err(format!("inner {id}: unused slot not marked"));
             }
-            if n.child[..nr].iter().any(|&c| c == NIL) {
+            if n.child[..nr].contains(&NIL) {
                 return Err(format!("inner {id}: used slot without child"));
             }
             if n.keys[..nr].windows(2).any(|w| w[0] >= w[1]) {

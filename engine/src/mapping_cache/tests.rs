@@ -973,6 +973,32 @@ fn concurrent_lookups_and_changes() {
 }
 
 #[test]
+fn small_per_inode_cost() {
+    std::println!(
+        "ForkTree {} B, InodeCache {} B, per-inode charge {} B",
+        core::mem::size_of::<ForkTree>(),
+        core::mem::size_of::<InodeCache>(),
+        cache::INODE_OVERHEAD
+    );
+    assert!(core::mem::size_of::<ForkTree>() <= 40);
+    let c = MappingCache::new(usize::MAX);
+    c.add(
+        3,
+        Fork::Read,
+        Mapping {
+            offset: 0,
+            length: 4096,
+            addr: 0,
+            kind: MapType::Mapped,
+            flags: 0,
+            dev: 1,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.memory_bytes(), cache::INODE_OVERHEAD + 32);
+}
+
+#[test]
 fn wire_round_trip() {
     let m = Mapping {
         offset: 1,
