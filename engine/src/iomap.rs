@@ -128,6 +128,18 @@ impl<D: BlockDevice> Volume<D> {
         let bs = self.sb().block_size as u64;
         let eof = inode.size.div_ceil(bs) * bs;
         if inode.has_flag(flags::INLINE_DATA) {
+            if pos >= eof.max(bs) {
+                // Past the inline bytes: a hole covering `pos`, since an
+                // answer must cover the position asked.
+                return Ok(Mapping {
+                    offset: pos / bs * bs,
+                    length: bs,
+                    addr: NULL_ADDR,
+                    kind: MapType::Hole,
+                    flags: 0,
+                    dev: DEV_NULL,
+                });
+            }
             // Inline bytes live in the inode: the server serves them.
             return Ok(Mapping {
                 offset: 0,
