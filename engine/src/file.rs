@@ -92,7 +92,12 @@ impl<D: BlockDevice> Volume<D> {
                     "fast symlink is longer than i_block",
                 ));
             }
-            return Ok(inode.block[..size as usize].to_vec());
+            let mut out = inode.block[..size as usize].to_vec();
+            // The kernel stops a fast target at the first NUL too.
+            if let Some(z) = out.iter().position(|&b| b == 0) {
+                out.truncate(z);
+            }
+            return Ok(out);
         }
         let mut out = vec![0u8; size as usize];
         let n = self.read_inode(&inode, 0, &mut out)?;
