@@ -375,7 +375,7 @@ impl<D: BlockDevice> BlockCache<D> {
     /// Check a whole-block request; returns the block size as usize.
     fn whole_blocks(&self, t: &Table, block: u64, len: usize) -> Result<usize, IoError> {
         let bs = t.block_size as usize;
-        if bs == 0 || len % bs != 0 {
+        if len.checked_rem(bs) != Some(0) {
             return Err(EINVAL);
         }
         let end = block
