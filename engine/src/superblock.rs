@@ -431,34 +431,45 @@ impl Superblock {
         &self.volume_name[..n]
     }
 
-    /// Largest file size in bytes the kernel's ext4 allows with these features.
+    /// Largest file size in bytes the kernel's ext4 allows with these
+    /// features: `ext4_max_size` for extent files, `ext4_max_bitmap_size`
+    /// for block-mapped ones (the count of 512-byte sectors, indirect blocks
+    /// included, must fit `i_blocks`).
     pub fn max_file_size(&self, extents: bool) -> u64 {
-        let bs = self.block_size as u64;
+        let bits = self.log_block_size as u64 + 10;
         let huge = self.has_ro_compat(ro_compat::HUGE_FILE);
+        let lfs = i64::MAX as u64;
         if extents {
-            // 2^32 - 1 logical blocks of the extent format, capped by the
-            // i_blocks limit when huge_file is absent (2^32 sectors).
-            let by_lblk = ((1u64 << 32) - 1) * bs;
-            let by_iblocks = if huge {
-                u64::MAX
-            } else {
-                ((1u64 << 32) - 1) << 9
-            };
-            by_lblk.min(by_iblocks).min(i64::MAX as u64)
-        } else {
-            // Indirect map: 12 direct + p + p^2 + p^3 blocks with p = bs/4,
-            // again capped by i_blocks (counting indirect blocks is ignored
-            // here, as the precise kernel formula only trims a few blocks).
-            let p = bs / 4;
-            let blocks = 12 + p + p * p + p * p * p;
-            let by_map = blocks.saturating_mul(bs);
-            let by_iblocks = if huge {
-                u64::MAX
-            } else {
-                ((1u64 << 32) - 1) << 9
-            };
-            by_map.min(by_iblocks).min((1u64 << 32) * bs - 1)
+            let mut upper = lfs;
+            if !huge {
+                upper = (((1u64 << 32) - 1) >> (bits - 9)) << bits;
+            }
+            let res = ((1u64 << 32) - 1) << bits;
+            return res.min(upper);
         }
+        let ppb = 1u64 << (bits - 2);
+        let mut upper = if huge {
+            ((1u64 << 48) - 1) >> (bits - 9)
+        } else {
+            ((1u64 << 32) - 1) >> (bits - 9)
+        };
+        let mut res = 12 + ppb + ppb * ppb + ppb * ppb * ppb;
+        let meta = 1 + (1 + ppb) + (1 + ppb + ppb * ppb);
+        if res + meta > upper {
+            res = upper;
+            upper -= 12;
+            let mut meta = 1;
+            upper -= ppb;
+            if upper < ppb * ppb {
+                meta += 1 + upper.div_ceil(ppb);
+            } else {
+                meta += 1 + ppb;
+                upper -= ppb * ppb;
+                meta += 1 + upper.div_ceil(ppb) + upper.div_ceil(ppb * ppb);
+            }
+            res -= meta;
+        }
+        (res << bits).min(lfs)
     }
 }
 
