@@ -126,7 +126,7 @@ impl<D: BlockDevice> Volume<D> {
     /// The read mapping covering `pos`, before the device cookie is set.
     fn read_mapping(&self, inode: &Inode, pos: u64, count: u64) -> Result<Mapping> {
         let bs = self.sb().block_size as u64;
-        let eof = inode.size.div_ceil(bs) * bs;
+        let eof = inode.size.div_ceil(bs).saturating_mul(bs);
         if inode.has_flag(flags::INLINE_DATA) {
             if pos >= eof.max(bs) {
                 // Past the inline bytes: a hole covering `pos`, since an
@@ -202,7 +202,7 @@ impl<D: BlockDevice> Volume<D> {
     pub fn mappings(&self, ino: u32, dev: u32, f: &mut dyn FnMut(&Mapping) -> bool) -> Result<()> {
         let attr = self.getattr(ino)?;
         let bs = self.sb().block_size as u64;
-        let eof = attr.size.div_ceil(bs) * bs;
+        let eof = attr.size.div_ceil(bs).saturating_mul(bs);
         let mut pos = 0;
         while pos < eof {
             let (m, _) = self.iomap_begin(ino, pos, eof - pos, op::REPORT, dev)?;
