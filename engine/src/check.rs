@@ -477,9 +477,25 @@ impl<D: BlockDevice> Volume<D> {
         let bs = self.sb().block_size as u64;
         let end = inode.size.div_ceil(bs).min(crate::blockmap::MAX_LBLK);
         let mut lblk = 0u64;
+        // Pointer blocks reused under many slots can map far more blocks
+        // than exist, one at a time: stop once the file claims more than
+        // the filesystem has, which no valid file does.
+        let mut mapped = 0u64;
         while lblk < end {
             match self.map_block(inode, lblk) {
-                Ok(run) => lblk += run.len().max(1),
+                Ok(run) => {
+                    if let Run::Mapped { len, .. } = run {
+                        mapped += len;
+                        if mapped > self.sb().blocks_count {
+                            sink.put(Error::corrupt(
+                                Object::Inode(inode.ino),
+                                "block map maps more blocks than the filesystem has",
+                            ));
+                            return;
+                        }
+                    }
+                    lblk += run.len().max(1)
+                }
                 Err(e) => {
                     sink.put(e);
                     return;
