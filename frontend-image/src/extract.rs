@@ -385,9 +385,12 @@ impl Ctx<'_> {
     fn copy(&mut self, file: &File, attr: &Attr) -> Result<(), String> {
         let size = attr.size;
         let ino = attr.ino;
+        // End of the last byte written: the length needs setting only when
+        // the file ends in a hole (saves a syscall per small file).
+        let mut end = 0u64;
         // Fully allocated (the common case): no need to look for holes.
         if attr.blocks.saturating_mul(512) >= size {
-            self.copy_range(file, ino, 0, size)?;
+            end = self.copy_range(file, ino, 0, size)?;
         } else {
             let mut off = 0u64;
             while off < size {
@@ -401,15 +404,19 @@ impl Ctx<'_> {
                     .seek(ino, data, Whence::Hole)
                     .map_err(|e| format!("finding a hole at byte {data}: {e}"))?
                     .min(size);
-                self.copy_range(file, ino, data, hole)?;
+                end = self.copy_range(file, ino, data, hole)?;
                 off = hole.max(data + 1);
             }
         }
-        file.set_len(size)
-            .map_err(|e| format!("cannot set the length: {}", io_msg(&e)))
+        if end != size {
+            file.set_len(size)
+                .map_err(|e| format!("cannot set the length: {}", io_msg(&e)))?;
+        }
+        Ok(())
     }
 
-    fn copy_range(&mut self, file: &File, ino: u32, from: u64, to: u64) -> Result<(), String> {
+    /// Copy bytes `from..to`; returns where the copy ended.
+    fn copy_range(&mut self, file: &File, ino: u32, from: u64, to: u64) -> Result<u64, String> {
         let mut pos = from;
         while pos < to {
             let want = (to - pos).min(CHUNK as u64) as usize;
@@ -425,7 +432,7 @@ impl Ctx<'_> {
             pos += n as u64;
             self.bytes += n as u64;
         }
-        Ok(())
+        Ok(pos)
     }
 
     fn symlink(&mut self, dfd: RawFd, cn: &CStr, path: &[u8], attr: &Attr) -> bool {
