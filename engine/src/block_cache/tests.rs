@@ -83,6 +83,18 @@ fn image(size: usize, bs: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Compare byte strings, reporting the first difference (not both dumps).
+fn same(got: &[u8], want: &[u8], what: core::fmt::Arguments) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: contents differ (lengths {} vs {}, first difference at {at:?})",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
 fn check_links<D: BlockDevice>(c: &BlockCache<D>) {
     c.table.read().index.lock().check();
 }
@@ -221,7 +233,11 @@ fn run_model(budget: usize, ops: &[Op]) {
                 let mut buf = vec![0u8; n as usize * bs];
                 cache.read(block, &mut buf).unwrap();
                 let s = block as usize * bs;
-                assert_eq!(buf, m.latest[s..s + buf.len()], "step {step}: {op:?}");
+                same(
+                    &buf,
+                    &m.latest[s..s + buf.len()],
+                    format_args!("step {step}: {op:?}"),
+                );
                 let st = cache.stats();
                 assert_eq!(st.hits + st.misses - stats0.hits - stats0.misses, n);
                 if n == 1 {
@@ -235,7 +251,7 @@ fn run_model(budget: usize, ops: &[Op]) {
                 let block = block % nb;
                 let cached = cache.peek(block).is_some();
                 let got = cache.read_with(block, |d| d.to_vec()).unwrap();
-                assert_eq!(got, m.block(block), "step {step}: {op:?}");
+                same(&got, m.block(block), format_args!("step {step}: {op:?}"));
                 assert_eq!(cache.device().reads() - reads0, u64::from(!cached));
             }
             Op::ReadWithNested { block, other } => {
@@ -249,8 +265,8 @@ fn run_model(budget: usize, ops: &[Op]) {
                         (d.to_vec(), o)
                     })
                     .unwrap();
-                assert_eq!(a, m.block(block), "step {step}: {op:?}");
-                assert_eq!(b, m.block(other), "step {step}: {op:?}");
+                same(&a, m.block(block), format_args!("step {step}: {op:?}"));
+                same(&b, m.block(other), format_args!("step {step}: {op:?}"));
             }
             Op::Write { block, n, seed } => {
                 let block = block % nb;
@@ -289,7 +305,11 @@ fn run_model(budget: usize, ops: &[Op]) {
             }
             Op::Flush => {
                 cache.flush().unwrap();
-                assert_eq!(cache.device().snapshot(), m.latest, "step {step}: flush");
+                same(
+                    &cache.device().snapshot(),
+                    &m.latest,
+                    format_args!("step {step}: flush"),
+                );
                 assert_eq!(cache.dirty_count(), 0);
                 m.commit_all();
             }
@@ -310,10 +330,10 @@ fn run_model(budget: usize, ops: &[Op]) {
             }
             Op::SetBlockSize(new_bs) => {
                 cache.set_block_size(new_bs).unwrap();
-                assert_eq!(
-                    cache.device().snapshot(),
-                    m.latest,
-                    "step {step}: set_block_size"
+                same(
+                    &cache.device().snapshot(),
+                    &m.latest,
+                    format_args!("step {step}: set_block_size"),
                 );
                 assert_eq!(cache.block_size(), new_bs);
                 assert_eq!(cache.buffer_count(), budget / new_bs as usize);
@@ -333,19 +353,35 @@ fn run_model(budget: usize, ops: &[Op]) {
             );
             match cache.peek(b) {
                 Some((data, dirty)) => {
-                    assert_eq!(data, m.block(b), "step {step} ({op:?}): cached block {b}");
+                    same(
+                        &data,
+                        m.block(b),
+                        format_args!("step {step} ({op:?}): cached block {b}"),
+                    );
                     if !dirty {
-                        assert_eq!(d, m.block(b), "step {step} ({op:?}): clean block {b}");
+                        same(
+                            d,
+                            m.block(b),
+                            format_args!("step {step} ({op:?}): clean block {b}"),
+                        );
                     }
                 }
-                None => assert_eq!(d, m.block(b), "step {step} ({op:?}): lost block {b}"),
+                None => same(
+                    d,
+                    m.block(b),
+                    format_args!("step {step} ({op:?}): lost block {b}"),
+                ),
             }
         }
         check_links(&cache);
         assert_eq!(cache.stats().write_errors, 0);
     }
     cache.flush().unwrap();
-    assert_eq!(cache.device().snapshot(), m.latest, "final flush");
+    same(
+        &cache.device().snapshot(),
+        &m.latest,
+        format_args!("final flush"),
+    );
 }
 
 proptest! {
@@ -694,4 +730,41 @@ fn read_with_holds_no_cache_wide_lock() {
         .unwrap();
     assert!(finished, "another thread was blocked while read_with ran");
     other.join().unwrap();
+}
+
+#[test]
+fn write_racing_invalidate_is_all_or_nothing() {
+    // A write that pinned its buffer just before an invalidate dropped it
+    // must not surface later (through an eviction write-back) after reads
+    // have already seen the block without it.
+    let bs = 512;
+    let cache = Arc::new(BlockCache::new(
+        FakeDev::new(image(64 * bs, bs)),
+        bs as u32,
+        4 * bs,
+    ));
+    let c = cache.clone();
+    cache
+        .read_with(1, |_| {
+            // The writer pins block 1's buffer, then waits for its data lock,
+            // which this closure holds shared.
+            let writer = std::thread::spawn(move || c.write(1, &pattern(5, 1, bs)).unwrap());
+            std::thread::sleep(Duration::from_millis(200));
+            cache.invalidate_range(1, 1);
+            writer
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    // Read around the cache so no buffer is claimed yet.
+    let mut seen = vec![0u8; bs];
+    cache.read_bytes(bs as u64, &mut seen).unwrap();
+    let mut buf = vec![0u8; bs];
+    for b in 10..40 {
+        cache.read(b, &mut buf).unwrap();
+    }
+    cache.flush().unwrap();
+    cache.invalidate();
+    let later = cache.read_with(1, |d| d.to_vec()).unwrap();
+    same(&later, &seen, format_args!("block 1 changed with no write"));
 }
