@@ -8,18 +8,18 @@ use std::process::Command;
 use ext4_engine::file_device::FileDevice;
 use ext4_engine::{OpenOptions, Volume, ROOT_INO};
 
-fn build(dir: &Path, img: &Path, entries: usize, extra: &str) {
-    let src = dir.join("src");
-    let big = src.join("big");
-    std::fs::create_dir_all(&big).unwrap();
-    for i in 0..entries {
-        // Long names make many leaf blocks, and a two-level tree.
-        std::fs::write(
-            big.join(format!("entry-with-a-rather-long-name-{i:08}")),
-            b"",
-        )
-        .unwrap();
+/// Unmounts when dropped, so a failing test leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+/// An empty image filled by the kernel's ext4 (mke2fs -d is slow for big
+/// directories), so the hash tree is the kernel's own.
+fn build(dir: &Path, img: &Path, entries: usize, extra: &str) {
     let mut cmd = Command::new("mke2fs");
     cmd.args([
         "-q",
@@ -34,14 +34,29 @@ fn build(dir: &Path, img: &Path, entries: usize, extra: &str) {
     if !extra.is_empty() {
         cmd.args(["-O", extra]);
     }
-    let ok = cmd
-        .arg("-d")
-        .arg(&src)
-        .arg(img)
-        .arg("256M")
-        .status()
-        .expect("mke2fs runs");
+    let ok = cmd.arg(img).arg("128M").status().expect("mke2fs runs");
     assert!(ok.success(), "mke2fs failed");
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(img)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting the image with the kernel failed");
+    let guard = Mounted(mnt.clone());
+    let big = mnt.join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..entries {
+        // Long names make many leaf blocks, and a two-level tree.
+        std::fs::write(
+            big.join(format!("entry-with-a-rather-long-name-{i:08}")),
+            b"",
+        )
+        .unwrap();
+    }
+    drop(guard);
 }
 
 fn check(extra: &str, entries: usize) {
