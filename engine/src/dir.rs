@@ -195,7 +195,6 @@ impl<D: BlockDevice> Volume<D> {
             && self.check_csums()
             && !leaf_checksum_ok(block, dir.csum_seed)
         {
-            let _ = lblk;
             return Err(Error::Checksum {
                 object: Object::DirBlock {
                     dir: dir.ino,

@@ -230,7 +230,9 @@ impl Inode {
             ino: self.ino,
             kind,
             mode: self.mode as u32,
-            nlink: self.nlink(sb),
+            // A directory whose count overflowed (`dir_nlink`) stores 1, which
+            // is what the kernel reports too.
+            nlink: self.links_count as u32,
             uid: self.uid,
             gid: self.gid,
             size: self.size,
@@ -252,12 +254,6 @@ impl Inode {
             generation: self.generation,
             blksize: sb.block_size,
         })
-    }
-
-    /// Link count as the kernel reports it: a directory whose count
-    /// overflowed (`dir_nlink`, stored as 1) reports 1.
-    pub fn nlink(&self, _sb: &Superblock) -> u32 {
-        self.links_count as u32
     }
 }
 
