@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use ext4_engine::check::{CheckOptions, CheckSummary, Progress};
+use ext4_engine::check::{CheckOptions, CheckSummary, Checker, DEFAULT_MEMORY};
 use ext4_engine::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -80,53 +80,45 @@ pub fn run(vol: &Vol, data: bool, jobs: Option<usize>, json_out: bool) -> CmdRes
                 .min(4)
         })
         .max(1);
-    let sum = if jobs == 1 {
-        vol.check(
-            &opts,
-            &mut |p| {
-                // Other kinds of progress (if the engine adds some) are
-                // not shown.
-                #[allow(irrefutable_let_patterns)]
-                if let Progress::Groups { done, total } = p {
-                    pb.set_length(total as u64);
-                    pb.set_position(done as u64);
-                }
-            },
-            &mut |e| put(e),
-        )
-    } else {
-        // Groups are independent: spread them over worker threads, each
-        // taking the next unchecked group.
-        let mut sum = vol.check_volume(&mut |e| put(e));
+    // Each pass walks every group (spread over worker threads, each
+    // taking the next unchecked group), then compares what it gathered.
+    // Only a filesystem too large for the memory budget needs more than
+    // one pass.
+    let mut chk = Checker::new(vol, &opts, DEFAULT_MEMORY);
+    pb.set_length(total as u64 * chk.passes() as u64);
+    let mut sum = CheckSummary::default();
+    while let Some(s) = chk.begin_pass(&mut |e| put(e)) {
+        add(&mut sum, &s);
         let next = AtomicU32::new(0);
-        let parts: Vec<CheckSummary> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..jobs)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut part = CheckSummary::default();
-                        loop {
-                            let g = next.fetch_add(1, Ordering::Relaxed);
-                            if g >= total {
-                                break;
-                            }
-                            let r = vol.check_group(g, &opts, &mut |e| put(e));
-                            add(&mut part, &r);
-                            pb.inc(1);
-                        }
-                        part
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_default())
-                .collect()
-        });
+        let c = &chk;
+        let work = || {
+            let mut part = CheckSummary::default();
+            loop {
+                let g = next.fetch_add(1, Ordering::Relaxed);
+                if g >= total {
+                    break;
+                }
+                add(&mut part, &c.check_group(g, &mut |e| put(e)));
+                pb.inc(1);
+            }
+            part
+        };
+        let parts: Vec<CheckSummary> = if jobs == 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..jobs).map(|_| s.spawn(work)).collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap_or_default())
+                    .collect()
+            })
+        };
         for p in &parts {
             add(&mut sum, p);
         }
-        sum
-    };
+        add(&mut sum, &chk.end_pass(&mut |e| put(e)));
+    }
     // Damage the engine skipped while answering the check's own lookups.
     for r in vol.take_reports() {
         put(&r);

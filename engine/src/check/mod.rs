@@ -4,6 +4,17 @@
 //!
 //! It flags only what the kernel's ext4 or `e2fsck` would also call damage,
 //! so an image `e2fsck -fn` passes checks clean.
+//!
+//! Besides each object on its own, the walk gathers what `e2fsck`'s passes
+//! compare globally (see [`global`]): link counts against directory
+//! entries, directory connectivity, and the bitmaps and free counts against
+//! what inodes and metadata really use.
+
+mod global;
+mod layout;
+mod tally;
+
+pub use global::{Checker, DEFAULT_MEMORY};
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -20,6 +31,9 @@ use crate::extent::{self, Node};
 use crate::group_desc::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use crate::inode::{self, flags, Inode};
 use crate::volume::Volume;
+
+use global::{Claimer, Ctx};
+use tally::f;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CheckOptions {
@@ -60,6 +74,76 @@ impl CheckSummary {
 struct Target {
     ino: u32,
     file_type: u8,
+    /// `.` (0), `..` (1) or a name (2).
+    which: u8,
+}
+
+/// The bad blocks inode.
+const BAD_BLOCKS_INO: u32 = 1;
+
+/// One group's inodes as `e2fsck` counts them, against its bitmap and
+/// descriptor.
+#[derive(Default)]
+struct Counted {
+    used: u32,
+    dirs: u32,
+    /// In use but marked free: how many, the first.
+    plus: (u32, u32),
+    /// Marked in use but not in use.
+    minus: (u32, u32),
+    /// Part of the table could not be read.
+    unknown: bool,
+}
+
+impl Counted {
+    fn note(&mut self, ino: u32, live: bool, marked: bool, dir: bool) {
+        if live {
+            self.used += 1;
+            self.dirs += dir as u32;
+        }
+        let d = match (live, marked) {
+            (true, false) => &mut self.plus,
+            (false, true) => &mut self.minus,
+            _ => return,
+        };
+        if d.0 == 0 {
+            d.1 = ino;
+        }
+        d.0 += 1;
+    }
+
+    fn report(&self, g: u32, gd: &crate::group_desc::GroupDesc, ipg: u32, sink: &mut Sink<'_>) {
+        if self.plus.0 > 0 {
+            sink.put(Error::corrupt(
+                Object::Inode(self.plus.1),
+                "is in use (nonzero link count) but marked free in the inode bitmap",
+            ));
+        }
+        if self.minus.0 > 0 {
+            sink.put(Error::corrupt(
+                Object::Inode(self.minus.1),
+                "is marked in use in the inode bitmap but is not in use (link count 0)",
+            ));
+        }
+        if self.plus.0 > 1 || self.minus.0 > 1 {
+            sink.put(Error::corrupt(
+                Object::GroupDesc(g),
+                "more inodes of the group differ from its inode bitmap (not listed)",
+            ));
+        }
+        if gd.free_inodes != ipg - self.used.min(ipg) {
+            sink.put(Error::corrupt(
+                Object::GroupDesc(g),
+                "free inodes count does not match the inodes in use",
+            ));
+        }
+        if gd.used_dirs != self.dirs {
+            sink.put(Error::corrupt(
+                Object::GroupDesc(g),
+                "directories count does not match the directories in use",
+            ));
+        }
+    }
 }
 
 /// Bytes of inode table read per device request.
@@ -87,52 +171,29 @@ impl Sink<'_> {
 }
 
 impl<D: BlockDevice> Volume<D> {
-    /// Check the whole volume, group by group.
+    /// Check the whole volume: every group, then the global comparisons,
+    /// with the default memory budget.
     pub fn check(
         &self,
         opts: &CheckOptions,
         progress: &mut dyn FnMut(Progress),
         problem: &mut dyn FnMut(&Error),
     ) -> CheckSummary {
-        let mut sum = self.check_volume(problem);
+        let mut c = Checker::new(self, opts, DEFAULT_MEMORY);
+        let mut sum = CheckSummary::default();
         let total = self.sb().group_count;
-        for g in 0..total {
-            let s = self.check_group(g, opts, problem);
+        while let Some(s) = c.begin_pass(problem) {
             sum.add(&s);
-            progress(Progress::Groups { done: g + 1, total });
+            let (pass, passes) = (c.pass(), c.passes());
+            for g in 0..total {
+                sum.add(&c.check_group(g, problem));
+                progress(Progress::Groups {
+                    done: pass * total + g + 1,
+                    total: passes * total,
+                });
+            }
+            sum.add(&c.end_pass(problem));
         }
-        sum
-    }
-
-    /// Volume-wide checks (superblock). Groups are checked separately so a
-    /// caller can spread them over threads.
-    pub fn check_volume(&self, problem: &mut dyn FnMut(&Error)) -> CheckSummary {
-        let mut sink = Sink { problem, count: 0 };
-        if !self.sb().checksum_ok {
-            sink.put(Error::Checksum {
-                object: Object::Superblock,
-            });
-        }
-        CheckSummary {
-            problems: sink.count,
-            ..Default::default()
-        }
-    }
-
-    /// Check group `g`: its descriptor, bitmaps and every in-use inode.
-    pub fn check_group(
-        &self,
-        g: u32,
-        opts: &CheckOptions,
-        problem: &mut dyn FnMut(&Error),
-    ) -> CheckSummary {
-        let mut sink = Sink { problem, count: 0 };
-        let mut sum = CheckSummary {
-            groups: 1,
-            ..Default::default()
-        };
-        self.check_group_inner(g, opts, &mut sink, &mut sum);
-        sum.problems = sink.count;
         sum
     }
 
@@ -142,9 +203,12 @@ impl<D: BlockDevice> Volume<D> {
         opts: &CheckOptions,
         sink: &mut Sink<'_>,
         sum: &mut CheckSummary,
+        cx: &Ctx<'_>,
     ) {
         let sb = self.sb();
         let Some((gd, csum_ok)) = sink.res(self.group_desc_unchecked(g)) else {
+            cx.t.lose_claims();
+            cx.t.lose_dirs();
             return;
         };
         if !csum_ok && sb.metadata_csum() {
@@ -153,6 +217,8 @@ impl<D: BlockDevice> Volume<D> {
             });
         }
         if sink.res(gd.validate(sb, g)).is_none() {
+            cx.t.lose_claims();
+            cx.t.lose_dirs();
             return;
         }
         let wide = sb.desc_size >= 64;
@@ -171,13 +237,29 @@ impl<D: BlockDevice> Volume<D> {
                 }
             }
         }
+        let ipg = sb.inodes_per_group;
         if gd.flags & BG_INODE_UNINIT != 0 {
+            if cx.first && layout::uninit_flags_apply(sb) {
+                if gd.free_inodes != ipg {
+                    sink.put(Error::corrupt(
+                        Object::GroupDesc(g),
+                        "free inodes count does not match the inodes in use",
+                    ));
+                }
+                if gd.used_dirs != 0 {
+                    sink.put(Error::corrupt(
+                        Object::GroupDesc(g),
+                        "directories count does not match the directories in use",
+                    ));
+                }
+            }
             return;
         }
-        let ipg = sb.inodes_per_group;
         let Some(bitmap) = sink.res(self.cache_read_with(gd.inode_bitmap, |b| {
             b[..(ipg as usize).div_ceil(8)].to_vec()
         })) else {
+            cx.t.lose_claims();
+            cx.t.lose_dirs();
             return;
         };
         if sb.metadata_csum() {
@@ -200,6 +282,9 @@ impl<D: BlockDevice> Volume<D> {
         let bs = sb.block_size as u64;
         let mut chunk = vec![0u8; ITABLE_CHUNK.max(isz)];
         let per_chunk = (chunk.len() / isz) as u32;
+        let marked = |idx: u32| bitmap[(idx / 8) as usize] & (1 << (idx % 8)) != 0;
+        // What e2fsck counts: in use = reserved or a nonzero link count.
+        let mut inuse = Counted::default();
         let mut first = 0u32;
         while first < used {
             let n = per_chunk.min(used - first);
@@ -207,19 +292,38 @@ impl<D: BlockDevice> Volume<D> {
             let at = gd.inode_table * bs + first as u64 * isz as u64;
             if let Err(e) = self.device().read_at(at, buf) {
                 sink.put(Error::Io(e));
+                cx.t.lose_claims();
+                cx.t.lose_dirs();
+                inuse.unknown = true;
                 first += n;
                 continue;
             }
             for i in 0..n {
                 let idx = first + i;
-                if bitmap[(idx / 8) as usize] & (1 << (idx % 8)) == 0 {
-                    continue;
-                }
                 let ino = g * ipg + idx + 1;
                 let bytes = &buf[i as usize * isz..(i as usize + 1) * isz];
-                self.check_inode(ino, bytes, opts, sink, sum);
+                let links = u16::from_le_bytes([bytes[26], bytes[27]]);
+                let mode = u16::from_le_bytes([bytes[0], bytes[1]]);
+                let live = ino < sb.first_ino || links > 0;
+                inuse.note(ino, live, marked(idx), mode & 0xF000 == 0x4000);
+                if marked(idx) {
+                    self.check_inode(ino, bytes, opts, sink, sum, cx);
+                } else if live {
+                    // Not walked: its blocks and entries are unknown.
+                    if let Some(t) = &cx.t.inodes {
+                        t.found(ino, links, f::USED | f::BAD);
+                    }
+                    cx.t.lose_claims();
+                    cx.t.lose_dirs();
+                }
             }
             first += n;
+        }
+        for idx in used..ipg {
+            inuse.note(g * ipg + idx + 1, false, marked(idx), false);
+        }
+        if cx.first && !inuse.unknown {
+            inuse.report(g, &gd, ipg, sink);
         }
     }
 
@@ -230,11 +334,29 @@ impl<D: BlockDevice> Volume<D> {
         opts: &CheckOptions,
         sink: &mut Sink<'_>,
         sum: &mut CheckSummary,
+        cx: &Ctx<'_>,
     ) {
         let sb = self.sb();
         let mode = u16::from_le_bytes([bytes[0], bytes[1]]);
+        let links = u16::from_le_bytes([bytes[26], bytes[27]]);
+        let note = |fl: u8| {
+            if let Some(t) = &cx.t.inodes {
+                t.found(ino, links, fl | f::MARKED);
+            }
+        };
+        let lost = || {
+            note(f::BAD);
+            cx.t.lose_claims();
+            cx.t.lose_dirs();
+        };
         // Reserved inodes that are not in use keep mode 0 (bad blocks inode).
         if ino < sb.first_ino && mode == 0 {
+            if ino != crate::volume::ROOT_INO {
+                note(f::USED | f::HIDDEN);
+            }
+            if ino == BAD_BLOCKS_INO {
+                self.claim_bad_blocks(bytes, sink, cx);
+            }
             return;
         }
         sum.inodes += 1;
@@ -242,22 +364,30 @@ impl<D: BlockDevice> Volume<D> {
             sink.put(Error::Checksum {
                 object: Object::Inode(ino),
             });
-            return;
+            return lost();
         }
         let Some(inode) = sink.res(Inode::parse(sb, ino, bytes)) else {
-            return;
+            return lost();
         };
         if inode.links_count == 0 {
             // Deleted or orphaned: e2fsck handles it through the orphan list.
-            return;
+            return note(0);
         }
         let Some(kind) = inode.kind else {
             sink.put(Error::corrupt(
                 Object::Inode(ino),
                 "unknown file type in i_mode",
             ));
-            return;
+            return lost();
         };
+        let mut fl = f::USED;
+        if kind == FileType::Directory {
+            fl |= f::DIR;
+        }
+        if cx.hidden(ino, inode.flags) {
+            fl |= f::HIDDEN;
+        }
+        note(fl);
         self.check_inode_rules(&inode, kind, sink);
         self.check_xattrs(&inode, sink);
         let has_map = match kind {
@@ -265,20 +395,36 @@ impl<D: BlockDevice> Volume<D> {
             FileType::Symlink => !self.is_fast_symlink(&inode),
             _ => false,
         };
+        let before = sink.count;
+        let mut cl = cx.claimer();
+        if inode.file_acl != 0 {
+            cl.xattr(inode.file_acl);
+        }
         if inode.has_flag(flags::INLINE_DATA) {
             let mut buf = vec![0u8; inode.size.min(sb.block_size as u64) as usize];
             sink.res(self.read_inode(&inode, 0, &mut buf));
         } else if has_map {
             if inode.has_flag(flags::EXTENTS) {
-                self.check_extent_tree(&inode, sink);
+                self.check_extent_tree(&inode, sink, &mut cl);
+            } else if self.is_resize_inode(&inode) {
+                // Only its double-indirect block is its own: the blocks
+                // under it are the reserved descriptor blocks, claimed as
+                // metadata.
+                let mut none = cx.claimer_none();
+                self.check_block_map(&inode, sink, &mut none);
+                cl.blocks(inode.block_word(13) as u64, 1);
             } else {
-                self.check_block_map(&inode, sink);
+                self.check_block_map(&inode, sink, &mut cl);
             }
         }
+        if sink.count != before {
+            cx.t.lose_claims();
+        }
+        cl.finish(ino, sink);
         match kind {
             FileType::Directory => {
                 sum.directories += 1;
-                self.check_dir(&inode, sink);
+                self.check_dir(&inode, sink, cx);
             }
             FileType::Regular => {
                 sum.regular_files += 1;
@@ -362,7 +508,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Visit every node of an extent tree, checking headers, checksums,
     /// key order, bounds and that children stay inside their parent's range.
-    fn check_extent_tree(&self, inode: &Inode, sink: &mut Sink<'_>) {
+    fn check_extent_tree(&self, inode: &Inode, sink: &mut Sink<'_>, cl: &mut Claimer<'_>) {
         let ino = inode.ino;
         let Some(root) = sink.res(Node::parse(&inode.block, None, Object::Inode(ino))) else {
             return;
@@ -377,6 +523,7 @@ impl<D: BlockDevice> Volume<D> {
             crate::blockmap::MAX_LBLK,
             &mut stack,
             sink,
+            cl,
         );
         let mut visited = 0u64;
         let limit = self.sb().blocks_count;
@@ -389,6 +536,7 @@ impl<D: BlockDevice> Volume<D> {
                 ));
                 return;
             }
+            cl.blocks(blk, 1);
             let seed = inode.csum_seed;
             let check = self.sb().metadata_csum() && self.check_csums();
             let r = self.cache_read_with(blk, |b| -> Result<()> {
@@ -409,7 +557,7 @@ impl<D: BlockDevice> Volume<D> {
                     problem: sink.problem,
                     count: 0,
                 };
-                self.check_node(&node, Object::Block(blk), lo, hi, &mut inner, &mut tmp);
+                self.check_node(&node, Object::Block(blk), lo, hi, &mut inner, &mut tmp, cl);
                 sink.count += tmp.count;
                 stack.extend(inner);
                 Ok(())
@@ -421,6 +569,7 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check_node(
         &self,
         node: &Node<'_>,
@@ -429,6 +578,7 @@ impl<D: BlockDevice> Volume<D> {
         hi: u64,
         children: &mut Vec<(u64, u16, u64, u64)>,
         sink: &mut Sink<'_>,
+        cl: &mut Claimer<'_>,
     ) {
         let mut prev_end = lo;
         for i in 0..node.entries {
@@ -450,6 +600,7 @@ impl<D: BlockDevice> Volume<D> {
                     sink.put(Error::corrupt(obj, "extent runs past its parent's range"));
                     return;
                 }
+                cl.blocks(e.pblk, e.len as u64);
                 prev_end = e.end();
             } else {
                 let (_, child) = node.index(i);
@@ -472,41 +623,147 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Indirect map: every pointer block and pointer lies inside the
-    /// filesystem (walking runs visits each pointer block once per run).
-    fn check_block_map(&self, inode: &Inode, sink: &mut Sink<'_>) {
-        let bs = self.sb().block_size as u64;
-        let end = inode.size.div_ceil(bs).min(crate::blockmap::MAX_LBLK);
-        let mut lblk = 0u64;
+    /// filesystem; all of them are claimed, past `i_size` too (they are
+    /// allocated all the same).
+    fn check_block_map(&self, inode: &Inode, sink: &mut Sink<'_>, cl: &mut Claimer<'_>) {
         // Pointer blocks reused under many slots can map far more blocks
-        // than exist, one at a time: stop once the file claims more than
-        // the filesystem has, which no valid file does.
-        let mut mapped = 0u64;
-        while lblk < end {
-            match self.map_block(inode, lblk) {
-                Ok(run) => {
-                    if let Run::Mapped { len, .. } = run {
-                        mapped += len;
-                        if mapped > self.sb().blocks_count {
-                            sink.put(Error::corrupt(
-                                Object::Inode(inode.ino),
-                                "block map maps more blocks than the filesystem has",
-                            ));
-                            return;
-                        }
-                    }
-                    lblk += run.len().max(1)
-                }
-                Err(e) => {
-                    sink.put(e);
-                    return;
-                }
+        // than exist: stop once the file claims more than the filesystem
+        // has, which no valid file does.
+        let mut left = self.sb().blocks_count;
+        let mut run = (0u64, 0u64);
+        for i in 0..12 {
+            let p = inode.block_word(i) as u64;
+            if p != 0
+                && self
+                    .map_ptr(inode.ino, p, &mut left, &mut run, sink, cl)
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if run.1 > 0 {
+            cl.blocks(run.0, run.1);
+        }
+        for (i, depth) in [(12, 1), (13, 2), (14, 3)] {
+            let p = inode.block_word(i) as u64;
+            if p != 0
+                && self
+                    .map_tree(inode.ino, p, depth, &mut left, sink, cl)
+                    .is_err()
+            {
+                return;
             }
         }
     }
 
-    fn check_dir(&self, dir: &Inode, sink: &mut Sink<'_>) {
+    /// One data pointer, merged into the current run of contiguous blocks.
+    fn map_ptr(
+        &self,
+        ino: u32,
+        p: u64,
+        left: &mut u64,
+        run: &mut (u64, u64),
+        sink: &mut Sink<'_>,
+        cl: &mut Claimer<'_>,
+    ) -> core::result::Result<(), ()> {
+        if !self.blocks_in_fs(p, 1) {
+            sink.put(Error::corrupt(
+                Object::Inode(ino),
+                "block pointer points outside the filesystem",
+            ));
+            return Err(());
+        }
+        if *left == 0 {
+            sink.put(Error::corrupt(
+                Object::Inode(ino),
+                "block map maps more blocks than the filesystem has",
+            ));
+            return Err(());
+        }
+        *left -= 1;
+        if run.1 > 0 && run.0 + run.1 == p {
+            run.1 += 1;
+        } else {
+            if run.1 > 0 {
+                cl.blocks(run.0, run.1);
+            }
+            *run = (p, 1);
+        }
+        Ok(())
+    }
+
+    /// A pointer block `depth` levels above the data, and all under it.
+    fn map_tree(
+        &self,
+        ino: u32,
+        p: u64,
+        depth: u32,
+        left: &mut u64,
+        sink: &mut Sink<'_>,
+        cl: &mut Claimer<'_>,
+    ) -> core::result::Result<(), ()> {
+        let mut run = (0u64, 0u64);
+        self.map_ptr(ino, p, left, &mut run, sink, cl)?;
+        cl.blocks(p, 1);
+        let ptrs: Vec<u32> = match self.cache_read_with(p, |b| {
+            b.chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect()
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                sink.put(e);
+                return Err(());
+            }
+        };
+        let mut run = (0u64, 0u64);
+        for q in ptrs.into_iter().filter(|&q| q != 0) {
+            if depth == 1 {
+                self.map_ptr(ino, q as u64, left, &mut run, sink, cl)?;
+            } else {
+                self.map_tree(ino, q as u64, depth - 1, left, sink, cl)?;
+            }
+        }
+        if run.1 > 0 {
+            cl.blocks(run.0, run.1);
+        }
+        Ok(())
+    }
+
+    /// The bad blocks inode (mode 0, no links) owns the blocks in its map.
+    fn claim_bad_blocks(&self, bytes: &[u8], sink: &mut Sink<'_>, cx: &Ctx<'_>) {
+        let Ok(inode) = Inode::parse(self.sb(), BAD_BLOCKS_INO, bytes) else {
+            return;
+        };
+        if (0..15).all(|i| inode.block_word(i) == 0) {
+            return;
+        }
+        let mut cl = cx.claimer();
+        let before = sink.count;
+        self.check_block_map(&inode, sink, &mut cl);
+        if sink.count != before {
+            cx.t.lose_claims();
+        }
+        cl.finish(BAD_BLOCKS_INO, sink);
+    }
+
+    fn check_dir(&self, dir: &Inode, sink: &mut Sink<'_>, cx: &Ctx<'_>) {
         if dir.has_flag(flags::INLINE_DATA) {
-            sink.res(self.inline_check(dir));
+            if sink.res(self.inline_check(dir)).is_none() {
+                return cx.t.lose_dirs();
+            }
+            if let Some(t) = &cx.t.inodes {
+                // Entries in order: ".", "..", then the names.
+                let mut n = 0u8;
+                let r = self.inline_readdir(dir, 0, &mut |e| {
+                    t.entry(dir.ino, e.ino, n);
+                    n = (n + 1).min(2);
+                    true
+                });
+                if r.is_err() {
+                    cx.t.lose_dirs();
+                }
+            }
             return;
         }
         let bs = self.sb().block_size as u64;
@@ -516,7 +773,10 @@ impl<D: BlockDevice> Volume<D> {
         while lblk < nblocks {
             let run = match self.map_block(dir, lblk) {
                 Ok(r) => r,
-                Err(e) => return sink.put(e),
+                Err(e) => {
+                    cx.t.lose_dirs();
+                    return sink.put(e);
+                }
             };
             let (pblk, len) = match run {
                 Run::Hole { len } => {
@@ -531,66 +791,84 @@ impl<D: BlockDevice> Volume<D> {
                     dir: dir.ino,
                     lblk: l as u32,
                 };
-                let r = self.cache_read_with(pblk + i, |b| -> (HVec<Error, 2>, Vec<Target>) {
-                    let mut errs = HVec::new();
-                    let mut targets = Vec::new();
-                    let node = dx && dir::is_dx_node(b, l);
-                    if !node {
-                        if let Err(e) = self.check_leaf(dir, b, l) {
-                            let _ = errs.push(e);
+                let r =
+                    self.cache_read_with(pblk + i, |b| -> (HVec<Error, 2>, Vec<Target>, bool) {
+                        let mut errs = HVec::new();
+                        let mut broken = false;
+                        let mut targets = Vec::new();
+                        let node = dx && dir::is_dx_node(b, l);
+                        if !node {
+                            if let Err(e) = self.check_leaf(dir, b, l) {
+                                let _ = errs.push(e);
+                            }
                         }
-                    }
-                    // Index nodes are checked by the tree walk below; the
-                    // root still starts with "." and "..".
-                    let (area, take) = match (node, l) {
-                        (true, 0) => (b, 2),
-                        (true, _) => (&b[..0], 0),
-                        (false, _) => (dir::entry_area(b), usize::MAX),
-                    };
-                    for (n, e) in Entries::new(area, 0, self.sb().inodes_count, obj)
-                        .take(take)
-                        .enumerate()
-                    {
-                        match e {
-                            Ok(e) => {
-                                if l == 0 && n < 2 {
-                                    let (want, ok_ino) = if n == 0 {
-                                        (&b"."[..], e.inode == dir.ino)
-                                    } else {
-                                        (&b".."[..], e.inode != 0)
-                                    };
-                                    if e.name != want || !ok_ino {
-                                        let _ = errs.push(Error::corrupt(
+                        // Index nodes are checked by the tree walk below; the
+                        // root still starts with "." and "..".
+                        let (area, take) = match (node, l) {
+                            (true, 0) => (b, 2),
+                            (true, _) => (&b[..0], 0),
+                            (false, _) => (dir::entry_area(b), usize::MAX),
+                        };
+                        for (n, e) in Entries::new(area, 0, self.sb().inodes_count, obj)
+                            .take(take)
+                            .enumerate()
+                        {
+                            match e {
+                                Ok(e) => {
+                                    if l == 0 && n < 2 {
+                                        let (want, ok_ino) = if n == 0 {
+                                            (&b"."[..], e.inode == dir.ino)
+                                        } else {
+                                            (&b".."[..], e.inode != 0)
+                                        };
+                                        if e.name != want || !ok_ino {
+                                            let _ = errs.push(Error::corrupt(
                                             obj,
                                             "directory does not start with '.' and '..' entries",
                                         ));
+                                        }
+                                    }
+                                    if e.inode != 0 {
+                                        targets.push(Target {
+                                            ino: e.inode,
+                                            file_type: e.file_type,
+                                            which: if l == 0 { n.min(2) as u8 } else { 2 },
+                                        });
                                     }
                                 }
-                                if e.inode != 0 {
-                                    targets.push(Target {
-                                        ino: e.inode,
-                                        file_type: e.file_type,
-                                    });
+                                Err(e) => {
+                                    let _ = errs.push(e);
+                                    broken = true;
+                                    break;
                                 }
                             }
-                            Err(e) => {
-                                let _ = errs.push(e);
-                                break;
-                            }
                         }
-                    }
-                    (errs, targets)
-                });
+                        (errs, targets, broken)
+                    });
                 match r {
-                    Ok((errs, targets)) => {
+                    Ok((errs, targets, broken)) => {
+                        if broken {
+                            cx.t.lose_dirs();
+                        }
                         errs.into_iter().for_each(|e| sink.put(e));
                         for t in targets {
+                            if let Some(tally) = &cx.t.inodes {
+                                tally.entry(dir.ino, t.ino, t.which);
+                            }
+                            // Only the first pass reports; the entries were
+                            // checked then.
+                            if !cx.first {
+                                continue;
+                            }
                             if let Err(what) = self.check_target(t) {
                                 sink.put(Error::corrupt(obj, what));
                             }
                         }
                     }
-                    Err(e) => sink.put(e),
+                    Err(e) => {
+                        cx.t.lose_dirs();
+                        sink.put(e)
+                    }
                 }
             }
             lblk += len;
