@@ -31,6 +31,7 @@ pub mod inline;
 pub mod inode;
 pub mod iomap;
 pub mod mapping_cache;
+pub mod mount_opts;
 pub mod superblock;
 pub mod volume;
 pub mod xattr;

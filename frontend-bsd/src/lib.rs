@@ -11,30 +11,41 @@ use std::path::Path;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::options::{MountOpts, VfsFlag};
+use ext4_engine::mount_opts::VfsFlag;
+
+use crate::options::MountOpts;
 
 /// The `fuser` session settings for these options. `source` names the
 /// mount when no `fsname=` is given.
 pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
+    let c = &o.common;
     let mut mo = vec![
         MountOption::RO,
         MountOption::FSName(
-            o.fsname
+            c.fsname
                 .clone()
                 .unwrap_or_else(|| source.display().to_string()),
         ),
     ];
-    if let Some(s) = &o.subtype {
+    if let Some(s) = &c.subtype {
         mo.push(MountOption::Subtype(s.clone()));
     }
-    if o.default_permissions {
+    if c.default_permissions {
         mo.push(MountOption::DefaultPermissions);
     }
     if let Some(n) = o.max_read {
         // Both Linux's fuse and FreeBSD's mount_fusefs take max_read=.
         mo.push(MountOption::CUSTOM(format!("max_read={n}")));
     }
-    for f in &o.vfs_flags {
+    // Set-uid files and device nodes stay inert unless asked for: the image
+    // is untrusted (the shared defaults, see `MountOptions::nosuid`).
+    if c.nosuid() {
+        mo.push(MountOption::NoSuid);
+    }
+    if c.nodev() {
+        mo.push(MountOption::NoDev);
+    }
+    for f in &c.vfs_flags {
         mo.push(match f {
             VfsFlag::Dev => MountOption::Dev,
             VfsFlag::NoDev => MountOption::NoDev,
@@ -60,16 +71,16 @@ pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
             mo.push(MountOption::CUSTOM(b.clone()));
         }
     }
-    let mut c = Config::default();
-    c.mount_options = mo;
-    c.acl = if o.allow_other {
+    let mut cfg = Config::default();
+    cfg.mount_options = mo;
+    cfg.acl = if c.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
     // fuser runs one reader thread except on Linux.
-    c.n_threads = Some(if cfg!(target_os = "linux") { 2 } else { 1 });
-    c
+    cfg.n_threads = Some(if cfg!(target_os = "linux") { 2 } else { 1 });
+    cfg
 }
 
 /// Whether the server itself must prefix absolute symlink targets.

@@ -96,9 +96,9 @@ fn main() -> ExitCode {
             return fail(e);
         }
     }
-    opts.debug |= cli.debug;
-    let foreground = cli.foreground || opts.debug;
-    let level = if opts.debug {
+    opts.common.debug |= cli.debug;
+    let foreground = cli.foreground || opts.common.debug;
+    let level = if opts.common.debug {
         log::LevelFilter::Debug
     } else {
         log::LevelFilter::Warn
@@ -117,27 +117,25 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
     let mut vo = OpenOptions::default();
-    if let Some(n) = opts.cache_size {
+    if let Some(n) = opts.common.cache_size {
         vo.cache_bytes = n;
     }
     let vol = match Volume::open(dev, &vo) {
         Ok(v) => v,
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
+    if let Err(e) = opts.common.journal_policy(vol.warnings()) {
+        return fail(format!("{}: {e}", cli.source.display()));
+    }
     for w in vol.warnings() {
-        if *w == Warning::NeedsRecovery && !opts.norecovery {
-            return fail(format!(
-                "{}: the journal needs recovery, which this version cannot replay; \
-                 mount with -o norecovery to see the filesystem without the unreplayed changes",
-                cli.source.display()
-            ));
+        if *w != Warning::NeedsRecovery {
+            log::warn!("{}: {w}", cli.source.display());
         }
-        log::warn!("{}: {w}", cli.source.display());
     }
 
     let cfg = FsConfig {
-        uid: opts.uid,
-        gid: opts.gid,
+        uid: opts.common.uid,
+        gid: opts.common.gid,
         symlink_prefix: server_pushes_symlinks(&opts)
             .then(|| mountpoint.as_os_str().as_bytes().to_vec()),
         ..FsConfig::default()

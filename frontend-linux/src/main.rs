@@ -64,17 +64,17 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
         read_only: true,
         ..OpenOptions::default()
     };
-    if let Some(n) = opts.cache_size {
+    if let Some(n) = opts.common.cache_size {
         vo.cache_bytes = n;
     }
     let volume = Volume::open(dev, &vo).map_err(|e| format!("{src}: {e}"))?;
+    opts.common
+        .journal_policy(volume.warnings())
+        .map_err(|e| format!("{src}: {e}"))?;
     for w in volume.warnings() {
-        // The engine never replays the journal: norecovery is what it does
-        // anyway, so asking for it silences the warning.
-        if opts.norecovery && *w == Warning::NeedsRecovery {
-            continue;
+        if *w != Warning::NeedsRecovery {
+            log::error(format_args!("{src}: warning: {w}"));
         }
-        log::error(format_args!("{src}: warning: {w}"));
     }
     Ok(volume)
 }
@@ -141,7 +141,7 @@ fn detach_stdio() {
 }
 
 fn run(opts: &Options) -> Result<(), String> {
-    log::set_debug(opts.debug);
+    log::set_debug(opts.debug());
     // Signals go to one thread that unmounts; block them before anything
     // else so a Ctrl-C during startup cannot leave a dead mount behind.
     let mut signals = SigSet::empty();
@@ -156,15 +156,16 @@ fn run(opts: &Options) -> Result<(), String> {
     let mountpoint = check_mountpoint(&opts.mountpoint)?;
     let spec = MountSpec {
         fsname: opts
+            .common
             .fsname
             .clone()
             .unwrap_or_else(|| mount::default_fsname(&opts.source)),
         mountpoint,
-        allow_other: opts.allow_other,
-        default_permissions: opts.default_permissions,
-        nosuid: opts.nosuid,
-        nodev: opts.nodev,
-        noexec: opts.noexec,
+        allow_other: opts.common.allow_other,
+        default_permissions: opts.common.default_permissions,
+        nosuid: opts.common.nosuid(),
+        nodev: opts.common.nodev(),
+        noexec: opts.common.noexec(),
     };
     let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
     let ready = if opts.foreground {
@@ -180,8 +181,8 @@ fn run(opts: &Options) -> Result<(), String> {
     };
 
     let config = Config {
-        uid: opts.uid,
-        gid: opts.gid,
+        uid: opts.common.uid,
+        gid: opts.common.gid,
         ..Config::default()
     };
     let session = Session::new(volume, config);

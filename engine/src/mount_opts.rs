@@ -1,0 +1,350 @@
+//! `-o` mount options both FUSE frontends share, in the style of mount(8)
+//! and fuse2fs, so `/etc/fstab` lines read the same on Linux and FreeBSD.
+//!
+//! A frontend feeds each option through [`MountOptions::apply`]; the names
+//! only it knows come back to it (`Ok(Some(..))`), and it refuses what it
+//! does not know either, so a typo never mounts silently with defaults.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::volume::Warning;
+
+/// A refused option, as the one line to print.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionError(pub String);
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for OptionError {}
+
+fn refuse<T>(msg: String) -> Result<T, OptionError> {
+    Err(OptionError(msg))
+}
+
+/// Generic VFS flags, kept in the order given (the last one wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VfsFlag {
+    Dev,
+    NoDev,
+    Suid,
+    NoSuid,
+    Exec,
+    NoExec,
+    Atime,
+    NoAtime,
+}
+
+impl VfsFlag {
+    fn from_name(s: &str) -> Option<VfsFlag> {
+        Some(match s {
+            "dev" => VfsFlag::Dev,
+            "nodev" => VfsFlag::NoDev,
+            "suid" => VfsFlag::Suid,
+            "nosuid" => VfsFlag::NoSuid,
+            "exec" => VfsFlag::Exec,
+            "noexec" => VfsFlag::NoExec,
+            "atime" => VfsFlag::Atime,
+            "noatime" => VfsFlag::NoAtime,
+            _ => return None,
+        })
+    }
+}
+
+/// What the common options say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    /// Source name shown in the mount table.
+    pub fsname: Option<String>,
+    pub subtype: Option<String>,
+    /// Report every file as owned by this user / group.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Metadata cache budget in bytes.
+    pub cache_size: Option<usize>,
+    /// Mount although the journal needs recovery (it is not replayed).
+    pub norecovery: bool,
+    /// Log every request; implies foreground.
+    pub debug: bool,
+    pub vfs_flags: Vec<VfsFlag>,
+}
+
+/// The smallest `cache_size=` accepted: below it every lookup would miss.
+pub const MIN_CACHE_SIZE: usize = 64 << 10;
+
+/// Options with a value; the rest of the common ones are flags.
+const VALUED: &[&str] = &["fsname", "subtype", "uid", "gid", "cache_size"];
+
+/// Accepted and ignored: meaningless on a read-only mount, or read only by
+/// mount(8) and fstab tools.
+const IGNORED: &[&str] = &[
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "diratime",
+    "nodiratime",
+    "lazytime",
+    "nolazytime",
+    "async",
+    "sync",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "owner",
+    "group",
+    "_netdev",
+    "nofail",
+    "defaults",
+    "loop",
+];
+
+impl MountOptions {
+    /// Apply one option (`name` or `name=value`). A name this module does
+    /// not know comes back as `Ok(Some((name, value)))` for the frontend.
+    pub fn apply<'a>(
+        &mut self,
+        opt: &'a str,
+    ) -> Result<Option<(&'a str, Option<&'a str>)>, OptionError> {
+        let (name, value) = match opt.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (opt, None),
+        };
+        let flag = |set: &mut bool| match value {
+            None => {
+                *set = true;
+                Ok(None)
+            }
+            Some(_) => refuse(alloc::format!("mount option {name} takes no value")),
+        };
+        if VALUED.contains(&name) {
+            let Some(v) = value else {
+                return refuse(alloc::format!(
+                    "mount option {name} needs a value ({name}=...)"
+                ));
+            };
+            match name {
+                "fsname" => self.fsname = Some(nonempty(name, v)?),
+                "subtype" => self.subtype = Some(nonempty(name, v)?),
+                "uid" => self.uid = Some(number(name, v)?),
+                "gid" => self.gid = Some(number(name, v)?),
+                _ => {
+                    let n = parse_size(v).map_err(|e| {
+                        OptionError(alloc::format!("mount option cache_size={v}: {e}"))
+                    })?;
+                    if n < MIN_CACHE_SIZE {
+                        return refuse(alloc::format!(
+                            "mount option cache_size={v}: below the minimum of 64k"
+                        ));
+                    }
+                    self.cache_size = Some(n);
+                }
+            }
+            return Ok(None);
+        }
+        match name {
+            "ro" => {
+                let mut ro = false;
+                flag(&mut ro)
+            }
+            "rw" => refuse(
+                "read-write mounts are not supported yet (this version mounts read-only): use -o ro"
+                    .to_string(),
+            ),
+            "allow_other" => flag(&mut self.allow_other),
+            "default_permissions" => flag(&mut self.default_permissions),
+            "norecovery" | "noload" => flag(&mut self.norecovery),
+            "debug" => flag(&mut self.debug),
+            _ if VfsFlag::from_name(name).is_some() => {
+                let mut seen = false;
+                flag(&mut seen)?;
+                self.vfs_flags.extend(VfsFlag::from_name(name));
+                Ok(None)
+            }
+            _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {
+                Ok(None)
+            }
+            _ => Ok(Some((name, value))),
+        }
+    }
+
+    /// The last of `a`/`b` given wins; `default` when neither was.
+    fn last(&self, on: VfsFlag, off: VfsFlag, default: bool) -> bool {
+        self.vfs_flags
+            .iter()
+            .rev()
+            .find_map(|f| {
+                if *f == on {
+                    Some(true)
+                } else if *f == off {
+                    Some(false)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(default)
+    }
+
+    /// Set-uid bits are ignored unless `suid` is given: the image is
+    /// untrusted (libfuse's default for user mounts, applied to all).
+    pub fn nosuid(&self) -> bool {
+        self.last(VfsFlag::NoSuid, VfsFlag::Suid, true)
+    }
+    /// Device nodes are inert unless `dev` is given, for the same reason.
+    pub fn nodev(&self) -> bool {
+        self.last(VfsFlag::NoDev, VfsFlag::Dev, true)
+    }
+    pub fn noexec(&self) -> bool {
+        self.last(VfsFlag::NoExec, VfsFlag::Exec, false)
+    }
+    pub fn noatime(&self) -> bool {
+        self.last(VfsFlag::NoAtime, VfsFlag::Atime, false)
+    }
+
+    /// Whether a volume opened with these `warnings` may be mounted. The
+    /// engine cannot replay a journal yet, so a journal that needs recovery
+    /// is refused unless `norecovery` asks for the unreplayed state (the
+    /// kernel's ext4 would replay it; showing stale files silently would
+    /// be worse than refusing).
+    pub fn journal_policy(&self, warnings: &[Warning]) -> Result<(), OptionError> {
+        if !self.norecovery && warnings.contains(&Warning::NeedsRecovery) {
+            return refuse(
+                "the journal needs recovery, which this version cannot replay: replay it with \
+                 `e2fsck -E journal_only`, or mount with -o norecovery to see the filesystem \
+                 without the unreplayed changes"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Split an `-o` list on commas, honouring `\,` escapes as libfuse does.
+pub fn split_list(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = list.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => cur.extend(chars.next()),
+            ',' => out.push(core::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// A byte count with an optional `k`, `m` or `g` suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<usize, OptionError> {
+    let t = s.trim();
+    let (digits, shift) = match t.as_bytes().last().map(u8::to_ascii_lowercase) {
+        Some(b'k') => (&t[..t.len() - 1], 10),
+        Some(b'm') => (&t[..t.len() - 1], 20),
+        Some(b'g') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        OptionError(alloc::format!(
+            "'{s}' is not a size (a number with k, m or g, such as 64m)"
+        ))
+    })?;
+    n.checked_mul(1u64 << shift)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| OptionError(alloc::format!("size '{s}' is too large")))
+}
+
+/// A decimal option value.
+pub fn number<T: core::str::FromStr>(name: &str, v: &str) -> Result<T, OptionError> {
+    v.parse()
+        .map_err(|_| OptionError(alloc::format!("mount option {name}={v}: not a number")))
+}
+
+fn nonempty(name: &str, v: &str) -> Result<String, OptionError> {
+    if v.is_empty() {
+        return refuse(alloc::format!(
+            "mount option {name}= needs a non-empty value"
+        ));
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn parse(list: &str) -> Result<(MountOptions, Vec<String>), OptionError> {
+        let mut o = MountOptions::default();
+        let mut rest = Vec::new();
+        for opt in split_list(list) {
+            if let Some((n, _)) = o.apply(&opt)? {
+                rest.push(n.to_string());
+            }
+        }
+        Ok((o, rest))
+    }
+
+    #[test]
+    fn common_options() {
+        let (o, rest) = parse(
+            "ro,allow_other,uid=1000,gid=50,cache_size=8m,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
+        )
+        .unwrap();
+        assert!(o.allow_other && !o.default_permissions && !o.debug);
+        assert_eq!(
+            (o.uid, o.gid, o.cache_size),
+            (Some(1000), Some(50), Some(8 << 20))
+        );
+        assert_eq!(o.fsname.as_deref(), Some("my,disk"));
+        assert!(o.noexec() && !o.nosuid() && o.nodev() && !o.noatime());
+        assert_eq!(rest, vec!["threads".to_string()]);
+        let (o, _) = parse("nosuid,suid,nosuid,noload,debug,noatime").unwrap();
+        assert!(o.nosuid() && o.norecovery && o.debug && o.noatime());
+    }
+
+    #[test]
+    fn refusals_name_the_option() {
+        let e = |l: &str| parse(l).unwrap_err().0;
+        assert!(e("rw").contains("read-write mounts are not supported"));
+        assert!(e("uid=bob").contains("uid=bob: not a number"));
+        assert!(e("uid").contains("needs a value"));
+        assert!(e("ro=1").contains("takes no value"));
+        assert!(e("nosuid=1").contains("takes no value"));
+        assert!(e("cache_size=lots").contains("cache_size=lots"));
+        assert!(e("cache_size=1k").contains("minimum"));
+        assert!(e("fsname=").contains("non-empty"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("32M").unwrap(), 32 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        for bad in ["", "k", "-1m", "99999999999999999999g", "17179869184g"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn journal_needing_recovery_is_refused_unless_norecovery() {
+        let w = [Warning::NotClean, Warning::NeedsRecovery];
+        let (o, _) = parse("ro").unwrap();
+        assert!(o.journal_policy(&w).unwrap_err().0.contains("norecovery"));
+        assert!(o.journal_policy(&w[..1]).is_ok());
+        let (o, _) = parse("norecovery").unwrap();
+        assert!(o.journal_policy(&w).is_ok());
+    }
+}
