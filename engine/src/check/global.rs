@@ -142,7 +142,7 @@ impl Claimer<'_> {
             ));
             sink.put(Error::corrupt(
                 Object::Block(b),
-                "is claimed more than once (the first such block of the inode above)",
+                "claimed more than once (the first such block of the inode above)",
             ));
         }
     }
@@ -450,7 +450,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 if shared <= LIST {
                     sink.put(Error::corrupt(
                         Object::Block(blk),
-                        "is an extended-attribute block and is also claimed as data or metadata",
+                        "an extended-attribute block also claimed as data or metadata",
                     ));
                 }
             }
@@ -459,7 +459,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 if plus <= LIST {
                     sink.put(Error::corrupt(
                         Object::Block(blk),
-                        "is in use but marked free in the block bitmap",
+                        "in use but marked free in the block bitmap",
                     ));
                 }
             } else if !on && d && complete {
@@ -467,7 +467,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 if minus <= LIST {
                     sink.put(Error::corrupt(
                         Object::Block(blk),
-                        "is marked in use in the block bitmap but nothing uses it",
+                        "marked in use in the block bitmap but nothing uses it",
                     ));
                 }
             }
@@ -523,7 +523,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 if refs > 0 && fl & f::MARKED != 0 && dirs_ok {
                     sink.put(Error::corrupt(
                         Object::Inode(ino),
-                        "is named by a directory entry but its link count is 0",
+                        "named by a directory entry but its link count is 0",
                     ));
                 }
                 continue;
@@ -536,7 +536,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 if refs == 0 {
                     sink.put(Error::corrupt(
                         Object::Inode(ino),
-                        "is in use but no directory entry names it (unattached)",
+                        "in use but no directory entry names it (unattached)",
                     ));
                 } else if links != refs {
                     sink.put(Error::corrupt(

@@ -116,13 +116,13 @@ impl Counted {
         if self.plus.0 > 0 {
             sink.put(Error::corrupt(
                 Object::Inode(self.plus.1),
-                "is in use (nonzero link count) but marked free in the inode bitmap",
+                "in use (nonzero link count) but marked free in the inode bitmap",
             ));
         }
         if self.minus.0 > 0 {
             sink.put(Error::corrupt(
                 Object::Inode(self.minus.1),
-                "is marked in use in the inode bitmap but is not in use (link count 0)",
+                "marked in use in the inode bitmap but not in use (link count 0)",
             ));
         }
         if self.plus.0 > 1 || self.minus.0 > 1 {
@@ -792,7 +792,7 @@ impl<D: BlockDevice> Volume<D> {
                     lblk: l as u32,
                 };
                 let r =
-                    self.cache_read_with(pblk + i, |b| -> (HVec<Error, 2>, Vec<Target>, bool) {
+                    self.cache_read_with(pblk + i, |b| -> (HVec<Error, 4>, Vec<Target>, bool) {
                         let mut errs = HVec::new();
                         let mut broken = false;
                         let mut targets = Vec::new();
@@ -827,6 +827,12 @@ impl<D: BlockDevice> Volume<D> {
                                             "directory does not start with '.' and '..' entries",
                                         ));
                                         }
+                                    }
+                                    if (l > 0 || n >= 2) && (e.name == b"." || e.name == b"..") {
+                                        let _ = errs.push(Error::corrupt(
+                                            obj,
+                                            "entry named '.' or '..' past the first two entries",
+                                        ));
                                     }
                                     if e.inode != 0 {
                                         targets.push(Target {
