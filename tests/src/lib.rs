@@ -2,9 +2,11 @@
 //! ([`tree`]), images built from it across the feature matrix and cached
 //! ([`image`]), outside oracles ([`oracle`]: debugfs, e2fsck, kernel
 //! mounts), and comparable snapshots of a tree as the host or the engine
-//! sees it ([`snapshot`]).
+//! sees it ([`snapshot`]), and our FUSE servers mounted beside the
+//! kernel's ext4 ([`fuse`]).
 
 pub mod checks;
+pub mod fuse;
 pub mod image;
 pub mod oracle;
 pub mod rng;

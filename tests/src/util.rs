@@ -166,6 +166,20 @@ pub fn require_kernel_ext4() -> bool {
     true
 }
 
+/// Root and /dev/fuse: what mounting our FUSE servers needs. Prints a skip
+/// line when something is missing.
+pub fn require_fuse() -> bool {
+    if !is_root() {
+        skip("FUSE mounts need root here (the tests mount with mount(2))");
+        return false;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        skip("no /dev/fuse (load the fuse module)");
+        return false;
+    }
+    true
+}
+
 /// The system page size: the kernel's ext4 cannot mount blocks larger.
 pub fn page_size() -> u32 {
     // SAFETY: sysconf has no preconditions.

@@ -1,0 +1,303 @@
+//! Our FUSE servers as the tests run them: start a frontend binary in the
+//! foreground on an image, wait until the kernel lists the mount, and take
+//! it down again, reporting how the server ended. Both frontends' tests use
+//! this, so a mount is set up and judged the same way for each.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::image::BuiltImage;
+use crate::oracle::KernelMount;
+use crate::snapshot::{diff, host_snapshot, Compare, Field, Report, WalkOptions};
+use crate::util::{page_size, run, target_dir};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a server may take to mount or to exit after the unmount.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running FUSE server with its mount; unmounted and killed on drop.
+pub struct FuseServer {
+    child: Option<Child>,
+    mnt: PathBuf,
+    log: PathBuf,
+    mounted: bool,
+}
+
+/// Whether `dir` is a mount point now (its line in /proc/self/mountinfo).
+pub fn is_mounted(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = dir.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == want)
+}
+
+impl FuseServer {
+    /// Run `bin SOURCE MNT -f [-o opts]` and wait for the mount. `Err`
+    /// carries the server's own words when it refused or died.
+    pub fn mount(bin: &Path, source: &Path, opts: &str) -> Result<FuseServer, String> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = target_dir()
+            .join("ext4-test-mnt")
+            .join(format!("fuse-{}-{n}", std::process::id()));
+        let mnt = base.join("mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+        let log = base.join("server.log");
+        let err = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg(source).arg(&mnt).arg("-f");
+        if !opts.is_empty() {
+            cmd.arg("-o").arg(opts);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let mut s = FuseServer {
+            child: Some(child),
+            mnt,
+            log,
+            mounted: false,
+        };
+        let start = Instant::now();
+        while !is_mounted(&s.mnt) {
+            if let Some(st) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!("exited with {st} before mounting: {}", s.stderr()));
+            }
+            if start.elapsed() > WAIT {
+                return Err(format!("not mounted after {WAIT:?}: {}", s.stderr()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s.mounted = true;
+        Ok(s)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whatever the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The server's peak resident set (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Unmount the way a user would (`umount`), then wait for the server
+    /// to exit on its own. `Err` if either does not happen.
+    pub fn unmount(mut self) -> Result<(ExitStatus, String), String> {
+        let out = run(Command::new("umount").arg(&self.mnt));
+        if !out.status.success() {
+            return Err(format!(
+                "umount {}: {}",
+                self.mnt.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        self.mounted = false;
+        let mut child = self.child.take().expect("server child");
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => return Ok((st, self.stderr())),
+                Ok(None) if start.elapsed() < WAIT => std::thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "server still running {WAIT:?} after umount: {}",
+                        self.stderr()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FuseServer {
+    fn drop(&mut self) {
+        if self.mounted {
+            // Lazy: a hung server must not wedge the next test.
+            let _ = run(Command::new("umount").arg("-l").arg(&self.mnt));
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(base) = self.mnt.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+}
+
+/// What FUSE can show of an ext4 inode, and so what a FUSE mount must show
+/// exactly as the kernel's ext4 does: everything but the two ioctl-only
+/// fields (FUSE passes no FS_IOC_GETVERSION / GETFLAGS here).
+pub const FUSE_FIELDS: &[Field] = &[
+    Field::Kind,
+    Field::Mode,
+    Field::Nlink,
+    Field::Uid,
+    Field::Gid,
+    Field::Size,
+    Field::Blocks,
+    Field::Blksize,
+    Field::Atime,
+    Field::Mtime,
+    Field::Ctime,
+    Field::Btime,
+    Field::Rdev,
+    Field::Ino,
+    Field::Link,
+    Field::Xattrs,
+    Field::Content,
+    Field::DataMap,
+];
+
+/// The same without birth times, for a server speaking the FUSE protocol
+/// without `FUSE_STATX` (FreeBSD's fusefs, and `fuser`), which has no
+/// field to carry them.
+pub const FUSE_FIELDS_NO_STATX: &[Field] = &[
+    Field::Kind,
+    Field::Mode,
+    Field::Nlink,
+    Field::Uid,
+    Field::Gid,
+    Field::Size,
+    Field::Blocks,
+    Field::Blksize,
+    Field::Atime,
+    Field::Mtime,
+    Field::Ctime,
+    Field::Rdev,
+    Field::Ino,
+    Field::Link,
+    Field::Xattrs,
+    Field::Content,
+    Field::DataMap,
+];
+
+/// Mount `img` with the kernel's ext4 and with `bin` (on `source`: the
+/// image file itself or a block device holding it) side by side and add
+/// every difference of a whole-tree walk (stat fields, contents, xattrs,
+/// symlinks, SEEK_DATA/SEEK_HOLE maps; the `fields` given) and of statvfs
+/// to `report`. Returns the number of paths compared.
+pub fn compare_with_kernel(
+    bin: &Path,
+    img: &BuiltImage,
+    source: &Path,
+    opts: &str,
+    fields: &[Field],
+    report: &mut Report,
+) -> usize {
+    if !img.spec.kernel_mountable() {
+        report.note(&format!(
+            "{}: the kernel cannot mount {}-byte blocks on {}-byte pages; not compared",
+            img.spec.name,
+            img.spec.block_size,
+            page_size()
+        ));
+        return 0;
+    }
+    let kernel = match KernelMount::ro(&img.path) {
+        Ok(m) => m,
+        Err(e) => {
+            report.fail("kernel mount", &e.to_string());
+            return 0;
+        }
+    };
+    let mut fuse = match FuseServer::mount(bin, source, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(&format!("{} mount", bin.display()), &e);
+            return 0;
+        }
+    };
+    let walk = WalkOptions {
+        ioctls: false,
+        ..WalkOptions::default()
+    };
+    let want = host_snapshot(kernel.path(), walk);
+    let got = host_snapshot(fuse.path(), walk);
+    let cmp = Compare {
+        fields,
+        ignore_dir_size: false,
+        ignore_paths: &[],
+    };
+    let n = want.entries.len();
+    report.section(
+        &format!("{}: {} vs the kernel's ext4", img.spec.name, bin.display()),
+        diff(&want, &got, &cmp),
+        n,
+    );
+    let (k, f) = (statvfs(kernel.path()), statvfs(fuse.path()));
+    if k != f {
+        report.fail(
+            &format!("{}: statvfs", img.spec.name),
+            &format!("kernel {k:?}, fuse {f:?}"),
+        );
+    }
+    if !fuse.alive() {
+        report.fail(
+            "server",
+            &format!("died during the walk: {}", fuse.stderr()),
+        );
+        return n;
+    }
+    match fuse.unmount() {
+        Ok((st, _)) if st.success() => {}
+        Ok((st, log)) => report.fail("server exit", &format!("{st} after umount: {log}")),
+        Err(e) => report.fail("unmount", &e),
+    }
+    n
+}
+
+/// The statvfs numbers both mounts must agree on: block size and
+/// fragment size, block and inode counts, name length.
+pub fn statvfs(p: &Path) -> [u64; 8] {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    // SAFETY: a zeroed statvfs is a valid out-buffer; the path is valid.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    assert_eq!(rc, 0, "statvfs {}", p.display());
+    [
+        s.f_bsize,
+        s.f_frsize,
+        s.f_blocks,
+        s.f_bfree,
+        s.f_bavail,
+        s.f_files,
+        s.f_ffree,
+        s.f_namemax,
+    ]
+    .map(|v| v as u64)
+}
