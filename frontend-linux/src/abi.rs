@@ -6,13 +6,17 @@
 //! Requests are parsed with `read_from_prefix` (a copy of a few dozen bytes),
 //! so the request buffer needs no particular alignment.
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 /// The protocol major version this server speaks.
 pub const KERNEL_VERSION: u32 = 7;
-/// The highest minor version this server knows. 7.39 brought `FUSE_STATX`;
-/// the iomap series will raise this.
+/// The highest minor version this server knows on the plain path. 7.39
+/// brought `FUSE_STATX`.
 pub const KERNEL_MINOR_VERSION: u32 = 40;
+/// The minor version of the experimental iomap series
+/// (`shared/docs/iomap-protocol.md`): answered only when `FUSE_IOMAP` is
+/// granted, since a kernel offering it speaks that protocol.
+pub const IOMAP_MINOR_VERSION: u32 = 99;
 /// Oldest minor we accept: 7.12 fixed the sizes of entry/attr replies that
 /// the handlers below write unconditionally.
 pub const MIN_MINOR_VERSION: u32 = 12;
@@ -72,6 +76,34 @@ pub mod opcode {
     pub const SYNCFS: u32 = 50;
     pub const TMPFILE: u32 = 51;
     pub const STATX: u32 = 52;
+    // The iomap series.
+    pub const FREEZE_FS: u32 = 4089;
+    pub const UNFREEZE_FS: u32 = 4090;
+    pub const SHUTDOWN_FS: u32 = 4091;
+    pub const IOMAP_CONFIG: u32 = 4092;
+    pub const IOMAP_IOEND: u32 = 4093;
+    pub const IOMAP_BEGIN: u32 = 4094;
+    pub const IOMAP_END: u32 = 4095;
+}
+
+/// Notification codes (server to kernel: `unique` 0, `error` = the code).
+pub mod notify_code {
+    pub const IOMAP_DEV_INVAL: i32 = 99;
+    pub const IOMAP_UPSERT_MAPPINGS: i32 = 100;
+    pub const IOMAP_INVAL_MAPPINGS: i32 = 101;
+}
+
+/// `fuse_attr.flags` bits.
+pub mod attr_flags {
+    /// Only this mount modifies the file: cached attributes can be trusted.
+    pub const EXCLUSIVE: u32 = 1 << 2;
+    /// The kernel does this file's I/O itself through iomap.
+    pub const IOMAP: u32 = 1 << 3;
+    pub const ATOMIC: u32 = 1 << 4;
+    /// ext4's `S`, `i` and `a` inode flags, enforced by the VFS.
+    pub const SYNC: u32 = 1 << 5;
+    pub const IMMUTABLE: u32 = 1 << 6;
+    pub const APPEND: u32 = 1 << 7;
 }
 
 /// `FUSE_INIT` flags, as one 64-bit word: bits 0..31 travel in
@@ -152,6 +184,33 @@ pub mod statx {
 /// `FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t)`: attach a new `/dev/fuse`
 /// descriptor to an existing connection, so each worker has its own queue end.
 pub const FUSE_DEV_IOC_MAGIC: u8 = 229;
+
+/// `fuse_backing_map.flags`: the backing type.
+pub const BACKING_TYPE_PASSTHROUGH: u32 = 0;
+pub const BACKING_TYPE_IOMAP: u32 = 1;
+
+/// `fuse_iomap_support.flags`.
+pub const IOMAP_SUPPORT_FILEIO: u64 = 1 << 0;
+pub const IOMAP_SUPPORT_ATOMIC: u64 = 1 << 1;
+
+/// `fuse_iomap_io.addr` of a mapping without a device address.
+pub const IOMAP_NULL_ADDR: u64 = u64::MAX;
+/// `fuse_iomap_io.dev` of a mapping without a device.
+pub const IOMAP_DEV_NULL: u32 = 0;
+/// `fuse_range.length` meaning "to the end of the file".
+pub const IOMAP_INVAL_TO_EOF: u64 = u64::MAX;
+
+/// `fuse_iomap_config_{in,out}.flags`: which fields are set.
+pub mod iomap_config {
+    pub const SID: u64 = 1 << 0;
+    pub const UUID: u64 = 1 << 1;
+    pub const BLOCKSIZE: u64 = 1 << 2;
+    pub const MAX_LINKS: u64 = 1 << 3;
+    pub const TIME: u64 = 1 << 4;
+    pub const MAXBYTES: u64 = 1 << 5;
+    pub const CACHE_MAXBYTES: u64 = 1 << 6;
+    pub const ALL: u64 = (1 << 7) - 1;
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -459,6 +518,167 @@ pub struct StatxOut {
     pub stat: Statx,
 }
 
+/// `fuse_iomap_io`: one mapping (file range -> device range).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct IomapIo {
+    pub offset: u64,
+    pub length: u64,
+    pub addr: u64,
+    pub typ: u16,
+    pub flags: u16,
+    pub dev: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapBeginIn {
+    pub opflags: u32,
+    pub reserved: u32,
+    pub attr_ino: u64,
+    pub pos: u64,
+    pub count: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapBeginOut {
+    pub read: IomapIo,
+    pub write: IomapIo,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapEndIn {
+    pub opflags: u32,
+    pub reserved: u32,
+    pub attr_ino: u64,
+    pub pos: u64,
+    pub count: u64,
+    pub written: i64,
+    pub map: IomapIo,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapIoendIn {
+    pub flags: u32,
+    /// Negative errno, or 0.
+    pub error: i32,
+    pub attr_ino: u64,
+    pub pos: u64,
+    pub new_addr: u64,
+    pub written: u64,
+    pub dev: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapIoendOut {
+    pub newsize: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapConfigIn {
+    /// Config fields the kernel understands.
+    pub flags: u64,
+    pub maxbytes: i64,
+    pub cache_maxbytes: u32,
+    pub zero: u32,
+    pub padding: [u64; 5],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapConfigOut {
+    /// Which fields are set.
+    pub flags: u64,
+    pub s_id: [u8; 32],
+    pub s_uuid: [u8; 16],
+    pub s_uuid_len: u8,
+    pub s_pad: [u8; 3],
+    pub s_blocksize: u32,
+    pub s_max_links: u32,
+    /// Timestamp granularity, ns.
+    pub s_time_gran: u32,
+    pub s_time_min: i64,
+    pub s_time_max: i64,
+    pub s_maxbytes: i64,
+    pub cache_maxbytes: u32,
+    /// The C struct's tail padding, written out so every byte is defined.
+    pub tail: u32,
+}
+
+impl Default for IomapConfigOut {
+    fn default() -> Self {
+        Self::new_zeroed()
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapUpsertMappingsOut {
+    pub nodeid: u64,
+    pub attr_ino: u64,
+    pub read: IomapIo,
+    pub write: IomapIo,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct FuseRange {
+    pub offset: u64,
+    /// 0: leave this fork alone; `IOMAP_INVAL_TO_EOF`: to end of file.
+    pub length: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapInvalMappingsOut {
+    pub nodeid: u64,
+    pub attr_ino: u64,
+    pub read: FuseRange,
+    pub write: FuseRange,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapDevInvalOut {
+    pub dev: u32,
+    pub reserved: u32,
+    pub range: FuseRange,
+}
+
+/// Argument of `FUSE_DEV_IOC_BACKING_OPEN`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct BackingMap {
+    pub fd: i32,
+    /// Backing type (`BACKING_TYPE_*`).
+    pub flags: u32,
+    pub padding: u64,
+}
+
+/// Argument of `FUSE_DEV_IOC_IOMAP_SUPPORT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IomapSupport {
+    pub flags: u64,
+    pub padding: u64,
+}
+
+/// Body of `FUSE_SYNCFS`, `FUSE_FREEZE_FS` (`unlinked`) and
+/// `FUSE_SHUTDOWN_FS` (`flags`): one u64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct U64In {
+    pub value: u64,
+}
+
 /// Round a directory record length up to the 8-byte boundary the kernel
 /// expects between records.
 pub const fn rec_align(len: usize) -> usize {
@@ -624,6 +844,76 @@ mod tests {
         assert_eq!(size_of::<StatxOut>(), 288);
         assert_eq!(offset_of!(StatxOut, flags), 12);
         assert_eq!(offset_of!(StatxOut, stat), 32);
+    }
+
+    #[test]
+    fn iomap_layouts() {
+        assert_eq!(size_of::<IomapIo>(), 32);
+        assert_eq!(offset_of!(IomapIo, length), 8);
+        assert_eq!(offset_of!(IomapIo, addr), 16);
+        assert_eq!(offset_of!(IomapIo, typ), 24);
+        assert_eq!(offset_of!(IomapIo, flags), 26);
+        assert_eq!(offset_of!(IomapIo, dev), 28);
+        assert_eq!(size_of::<IomapBeginIn>(), 32);
+        assert_eq!(offset_of!(IomapBeginIn, reserved), 4);
+        assert_eq!(offset_of!(IomapBeginIn, attr_ino), 8);
+        assert_eq!(offset_of!(IomapBeginIn, pos), 16);
+        assert_eq!(offset_of!(IomapBeginIn, count), 24);
+        assert_eq!(size_of::<IomapBeginOut>(), 64);
+        assert_eq!(offset_of!(IomapBeginOut, write), 32);
+        assert_eq!(size_of::<IomapEndIn>(), 72);
+        assert_eq!(offset_of!(IomapEndIn, attr_ino), 8);
+        assert_eq!(offset_of!(IomapEndIn, pos), 16);
+        assert_eq!(offset_of!(IomapEndIn, count), 24);
+        assert_eq!(offset_of!(IomapEndIn, written), 32);
+        assert_eq!(offset_of!(IomapEndIn, map), 40);
+        assert_eq!(size_of::<IomapIoendIn>(), 48);
+        assert_eq!(offset_of!(IomapIoendIn, error), 4);
+        assert_eq!(offset_of!(IomapIoendIn, attr_ino), 8);
+        assert_eq!(offset_of!(IomapIoendIn, pos), 16);
+        assert_eq!(offset_of!(IomapIoendIn, new_addr), 24);
+        assert_eq!(offset_of!(IomapIoendIn, written), 32);
+        assert_eq!(offset_of!(IomapIoendIn, dev), 40);
+        assert_eq!(size_of::<IomapIoendOut>(), 8);
+        assert_eq!(size_of::<IomapConfigIn>(), 64);
+        assert_eq!(offset_of!(IomapConfigIn, maxbytes), 8);
+        assert_eq!(offset_of!(IomapConfigIn, cache_maxbytes), 16);
+        assert_eq!(offset_of!(IomapConfigIn, zero), 20);
+        assert_eq!(offset_of!(IomapConfigIn, padding), 24);
+        assert_eq!(size_of::<IomapConfigOut>(), 104);
+        assert_eq!(offset_of!(IomapConfigOut, s_id), 8);
+        assert_eq!(offset_of!(IomapConfigOut, s_uuid), 40);
+        assert_eq!(offset_of!(IomapConfigOut, s_uuid_len), 56);
+        assert_eq!(offset_of!(IomapConfigOut, s_pad), 57);
+        assert_eq!(offset_of!(IomapConfigOut, s_blocksize), 60);
+        assert_eq!(offset_of!(IomapConfigOut, s_max_links), 64);
+        assert_eq!(offset_of!(IomapConfigOut, s_time_gran), 68);
+        assert_eq!(offset_of!(IomapConfigOut, s_time_min), 72);
+        assert_eq!(offset_of!(IomapConfigOut, s_time_max), 80);
+        assert_eq!(offset_of!(IomapConfigOut, s_maxbytes), 88);
+        assert_eq!(offset_of!(IomapConfigOut, cache_maxbytes), 96);
+        assert_eq!(size_of::<IomapUpsertMappingsOut>(), 80);
+        assert_eq!(offset_of!(IomapUpsertMappingsOut, attr_ino), 8);
+        assert_eq!(offset_of!(IomapUpsertMappingsOut, read), 16);
+        assert_eq!(offset_of!(IomapUpsertMappingsOut, write), 48);
+        assert_eq!(size_of::<FuseRange>(), 16);
+        assert_eq!(size_of::<IomapInvalMappingsOut>(), 48);
+        assert_eq!(offset_of!(IomapInvalMappingsOut, read), 16);
+        assert_eq!(offset_of!(IomapInvalMappingsOut, write), 32);
+        assert_eq!(size_of::<IomapDevInvalOut>(), 24);
+        assert_eq!(offset_of!(IomapDevInvalOut, range), 8);
+        assert_eq!(size_of::<BackingMap>(), 16);
+        assert_eq!(offset_of!(BackingMap, flags), 4);
+        assert_eq!(size_of::<IomapSupport>(), 16);
+    }
+
+    #[test]
+    fn iomap_constants() {
+        assert_eq!(init_flags::IOMAP >> 32, 1 << 11);
+        assert_eq!(opcode::FREEZE_FS, 4089);
+        assert_eq!(opcode::IOMAP_END, 4095);
+        assert_eq!(attr_flags::IOMAP, 8);
+        assert_eq!(attr_flags::APPEND, 0x80);
     }
 
     #[test]

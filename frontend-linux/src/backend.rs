@@ -3,6 +3,8 @@
 //! small in-memory tree, independently of the engine.
 
 use ext4_engine::attr::{Attr, StatFs};
+use ext4_engine::iomap::IomapConfig;
+use ext4_engine::mapping_cache::Mapping;
 use ext4_engine::volume::{DirEntry, Volume, Whence};
 use ext4_engine::{BlockDevice, Error, Result};
 
@@ -27,6 +29,22 @@ pub trait Backend: Send + Sync {
     /// directory block, say), to be logged.
     fn take_reports(&self) -> Vec<Error> {
         Vec::new()
+    }
+    /// As [`Volume::iomap_begin`]: the read and write mappings covering
+    /// `pos`. A backend without iomap answers `Unsupported`.
+    fn iomap_begin(
+        &self,
+        _ino: u32,
+        _pos: u64,
+        _count: u64,
+        _opflags: u32,
+        _dev: u32,
+    ) -> Result<(Mapping, Mapping)> {
+        Err(Error::Unsupported { what: "iomap" })
+    }
+    /// As [`Volume::iomap_config`]; `None` without iomap.
+    fn iomap_config(&self) -> Option<IomapConfig> {
+        None
     }
 }
 
@@ -65,5 +83,18 @@ impl<D: BlockDevice> Backend for Volume<D> {
     }
     fn take_reports(&self) -> Vec<Error> {
         Volume::take_reports(self)
+    }
+    fn iomap_begin(
+        &self,
+        ino: u32,
+        pos: u64,
+        count: u64,
+        opflags: u32,
+        dev: u32,
+    ) -> Result<(Mapping, Mapping)> {
+        Volume::iomap_begin(self, ino, pos, count, opflags, dev)
+    }
+    fn iomap_config(&self) -> Option<IomapConfig> {
+        Some(Volume::iomap_config(self))
     }
 }

@@ -6,7 +6,9 @@
 pub mod abi;
 pub mod backend;
 pub mod channel;
+pub mod iomap;
 pub mod log;
+pub mod loopdev;
 pub mod mount;
 pub mod options;
 pub mod session;

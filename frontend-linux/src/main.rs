@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ext4_engine::file_device::FileDevice;
 use ext4_engine::volume::{OpenOptions, Volume, Warning};
 use ext4_fuse::channel::{Channel, DevFuse};
+use ext4_fuse::iomap;
 use ext4_fuse::log;
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options::{self, Options};
@@ -168,6 +169,15 @@ fn run(opts: &Options) -> Result<(), String> {
         noexec: opts.common.noexec(),
     };
     let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
+    // The iomap data path: probe the kernel, open the device it would do
+    // file I/O on (a loop device over an image).
+    let iomap_prep = match iomap::prepare(opts.iomap, &opts.source, volume.sb().block_size) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = mounted.unmount();
+            return Err(e);
+        }
+    };
     let ready = if opts.foreground {
         None
     } else {
@@ -180,16 +190,28 @@ fn run(opts: &Options) -> Result<(), String> {
         }
     };
 
-    let config = Config {
+    let mut config = Config {
         uid: opts.common.uid,
         gid: opts.common.gid,
+        iomap: iomap_prep.is_some(),
         ..Config::default()
     };
+    if let Some(p) = &iomap_prep {
+        config.iomap_sid = p.sid();
+    }
     let session = Session::new(volume, config);
     if let Err(e) = session.wait_init(&fuse) {
         let _ = mounted.unmount();
         return Err(format!("FUSE_INIT failed: {e}"));
     }
+    // Kept until the session ends: dropping it detaches a loop device.
+    let _iomap = match iomap::activate(iomap_prep, &session, &fuse) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = mounted.unmount();
+            return Err(e);
+        }
+    };
     if let Some(w) = ready {
         detach_stdio();
         let _ = std::fs::File::from(w).write_all(&[0]);

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+
+use crate::iomap::IomapMode;
 use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 
 #[derive(Parser, Debug)]
@@ -19,6 +21,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         uid=N, gid=N         report every file as owned by this uid / gid\n  \
         cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
         threads=N            FUSE worker threads\n  \
+        iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it\n  \
         norecovery           mount although the journal needs recovery, showing the\n                       filesystem without its unreplayed changes (without it\n                       such a volume is refused: this version cannot replay)\n  \
         debug                log every request (implies -f)\n  \
         nosuid, nodev, noexec and their opposites, atime options, and fstab-only\n  \
@@ -50,6 +53,8 @@ pub struct Options {
     pub common: MountOptions,
     /// FUSE worker threads.
     pub threads: Option<usize>,
+    /// `iomap=`: the kernel's iomap data path.
+    pub iomap: IomapMode,
 }
 
 impl Options {
@@ -101,6 +106,16 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
             }
             o.threads = Some(n);
         }
+        ("iomap", Some(v)) => {
+            o.iomap = IomapMode::parse(v).ok_or_else(|| {
+                OptionError(format!("mount option iomap={v}: must be auto, on or off"))
+            })?;
+        }
+        ("iomap", None) => {
+            return Err(OptionError(
+                "mount option iomap needs a value (iomap=auto|on|off)".into(),
+            ))
+        }
         ("threads", None) => {
             return Err(OptionError(
                 "mount option threads needs a value (threads=...)".into(),
@@ -150,6 +165,11 @@ mod tests {
         assert!(e(&["a", "b", "-o", "frobnicate"]).contains("unknown mount option 'frobnicate'"));
         assert!(e(&["a", "b", "-o", "threads=0"]).contains("1..256"));
         assert!(e(&["a", "b", "-o", "threads"]).contains("needs a value"));
+        assert!(e(&["a", "b", "-o", "iomap=maybe"]).contains("auto, on or off"));
+        assert!(e(&["a", "b", "-o", "iomap"]).contains("needs a value"));
+        assert_eq!(p(&["a", "b"]).unwrap().iomap, IomapMode::Auto);
+        assert_eq!(p(&["a", "b", "-o", "iomap=on"]).unwrap().iomap, IomapMode::On);
+        assert_eq!(p(&["a", "b", "-o", "iomap=off"]).unwrap().iomap, IomapMode::Off);
         // FreeBSD-only names are not silently accepted here.
         assert!(e(&["a", "b", "-o", "push_symlinks_in"]).contains("unknown"));
         assert!(p(&["a"]).is_err());

@@ -7,6 +7,7 @@
 //! "wanted" set in [`negotiate`].
 
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -50,6 +51,22 @@ pub struct Config {
     pub posix_acl: bool,
     /// Kernel's limit of background (readahead) requests in flight.
     pub max_background: u16,
+    /// Accept `FUSE_IOMAP` when the kernel offers it. The data path only
+    /// switches once [`Session::activate_iomap`] names the device.
+    pub iomap: bool,
+    /// Largest mapping cache the kernel is asked to keep (`cache_maxbytes`
+    /// of `IOMAP_CONFIG`; the kernel's own limit wins if smaller).
+    pub iomap_cache_bytes: u32,
+    /// Most mappings pushed into the kernel's cache by one `IOMAP_BEGIN`
+    /// (0: no pushes at all, every miss is an upcall).
+    pub iomap_push_window: usize,
+    /// Mappings pushed when an iomap file is opened.
+    pub iomap_open_push: usize,
+    /// `s_id` for `IOMAP_CONFIG` (the device name, as the kernel shows it).
+    pub iomap_sid: String,
+    /// Count requests and the server's CPU time per opcode
+    /// ([`Session::request_stats`]).
+    pub measure: bool,
 }
 
 impl Default for Config {
@@ -61,6 +78,12 @@ impl Default for Config {
             export_support: true,
             posix_acl: true,
             max_background: 64,
+            iomap: false,
+            iomap_cache_bytes: 4 << 20,
+            iomap_push_window: 1 << 16,
+            iomap_open_push: 8,
+            iomap_sid: String::from("ext4-fuse"),
+            measure: false,
         }
     }
 }
@@ -81,6 +104,9 @@ impl Config {
         }
         if self.export_support {
             want |= flag::EXPORT_SUPPORT;
+        }
+        if self.iomap {
+            want |= flag::IOMAP;
         }
         want
     }
@@ -120,7 +146,12 @@ pub fn negotiate(
         offered |= (init.flags2 as u64) << 32;
     }
     let granted = offered & cfg.wanted_flags();
-    out.minor = init.minor.min(abi::KERNEL_MINOR_VERSION);
+    out.minor = if granted & flag::IOMAP != 0 {
+        // A kernel offering iomap speaks the series' protocol version.
+        init.minor.min(abi::IOMAP_MINOR_VERSION)
+    } else {
+        init.minor.min(abi::KERNEL_MINOR_VERSION)
+    };
     out.max_readahead = init.max_readahead;
     out.flags = granted as u32;
     out.flags2 = (granted >> 32) as u32;
@@ -277,6 +308,14 @@ fn opcode_name(op: u32) -> &'static str {
         opcode::READDIRPLUS => "READDIRPLUS",
         opcode::LSEEK => "LSEEK",
         opcode::STATX => "STATX",
+        opcode::SYNCFS => "SYNCFS",
+        opcode::FREEZE_FS => "FREEZE_FS",
+        opcode::UNFREEZE_FS => "UNFREEZE_FS",
+        opcode::SHUTDOWN_FS => "SHUTDOWN_FS",
+        opcode::IOMAP_CONFIG => "IOMAP_CONFIG",
+        opcode::IOMAP_IOEND => "IOMAP_IOEND",
+        opcode::IOMAP_BEGIN => "IOMAP_BEGIN",
+        opcode::IOMAP_END => "IOMAP_END",
         _ => "other",
     }
 }
@@ -285,6 +324,54 @@ pub struct Session<B: Backend> {
     backend: B,
     config: Config,
     init: OnceLock<Negotiated>,
+    iomap: iomap::State,
+    stats: RequestStats,
+}
+
+/// Requests and server CPU time per opcode class, when
+/// [`Config::measure`] is on.
+struct RequestStats {
+    count: [AtomicU64; STAT_SLOTS],
+    cpu_ns: [AtomicU64; STAT_SLOTS],
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        RequestStats {
+            count: std::array::from_fn(|_| AtomicU64::new(0)),
+            cpu_ns: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+const STAT_SLOTS: usize = 64;
+
+/// Slot of an opcode: plain opcodes by number, the iomap series above 54.
+fn stat_slot(op: u32) -> usize {
+    match op {
+        0..=54 => op as usize,
+        4089..=4095 => 55 + (op - 4089) as usize,
+        _ => STAT_SLOTS - 1,
+    }
+}
+
+/// Per-opcode request counts and server CPU time (thread time spent in
+/// the handler, reply included).
+#[derive(Clone, Debug, Default)]
+pub struct OpStats {
+    pub opcode: u32,
+    pub count: u64,
+    pub cpu_ns: u64,
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl<B: Backend> Session<B> {
@@ -293,7 +380,27 @@ impl<B: Backend> Session<B> {
             backend,
             config,
             init: OnceLock::new(),
+            iomap: iomap::State::default(),
+            stats: RequestStats::default(),
         }
+    }
+
+    /// Requests served so far per opcode, with the server's CPU time
+    /// ([`Config::measure`] must be on).
+    pub fn request_stats(&self) -> Vec<OpStats> {
+        let mut v = Vec::new();
+        for op in (0..=54).chain(4089..=4095) {
+            let i = stat_slot(op);
+            let count = self.stats.count[i].load(Ordering::Relaxed);
+            if count > 0 {
+                v.push(OpStats {
+                    opcode: op,
+                    count,
+                    cpu_ns: self.stats.cpu_ns[i].load(Ordering::Relaxed),
+                });
+            }
+        }
+        v
     }
 
     pub fn backend(&self) -> &B {
@@ -361,6 +468,11 @@ impl<B: Backend> Session<B> {
     /// Handle one received message. `n` is its full length (more than
     /// `msg.len()` when it was cut).
     pub fn handle(&self, msg: &[u8], n: usize, ch: &dyn Channel, out: &mut ReplyBuf) {
+        let start = if self.config.measure {
+            thread_cpu_ns()
+        } else {
+            0
+        };
         let got = n.min(msg.len());
         let Ok((header, _)) = InHeader::read_from_prefix(&msg[..got]) else {
             // Without a header there is no `unique` to answer to.
@@ -391,7 +503,7 @@ impl<B: Backend> Session<B> {
                     if self.init.get().is_none() && header.opcode != opcode::INIT {
                         Some(Err(errno::EIO))
                     } else {
-                        self.dispatch(&req, out)
+                        self.dispatch(&req, ch, out)
                     }
                 }
             }
@@ -411,10 +523,34 @@ impl<B: Backend> Session<B> {
             let error = r.err().unwrap_or(0);
             send(ch, out.finish(header.unique, error));
         }
+        if self.config.measure {
+            let i = stat_slot(header.opcode);
+            self.stats.count[i].fetch_add(1, Ordering::Relaxed);
+            self.stats.cpu_ns[i].fetch_add(thread_cpu_ns() - start, Ordering::Relaxed);
+        }
     }
 
     /// `None`: the opcode takes no reply.
-    fn dispatch(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Option<Result<(), i32>> {
+    fn dispatch(
+        &self,
+        req: &Request<'_>,
+        ch: &dyn Channel,
+        out: &mut ReplyBuf,
+    ) -> Option<Result<(), i32>> {
+        if self.is_shut_down() {
+            // After FUSE_SHUTDOWN_FS everything fails; requests that take
+            // no reply still take none.
+            return match req.header.opcode {
+                opcode::FORGET
+                | opcode::BATCH_FORGET
+                | opcode::INTERRUPT
+                | opcode::NOTIFY_REPLY => None,
+                _ => Some(Err(errno::EIO)),
+            };
+        }
+        if let Some(r) = self.dispatch_iomap(req, ch, out) {
+            return Some(r);
+        }
         Some(match req.header.opcode {
             opcode::INIT => self.do_init(req, out),
             opcode::LOOKUP => self.logged(self.do_lookup(req, out)),
@@ -423,8 +559,8 @@ impl<B: Backend> Session<B> {
             opcode::GETATTR => self.do_getattr(req, out),
             opcode::STATX => self.do_statx(req, out),
             opcode::READLINK => self.do_readlink(req, out),
-            opcode::OPEN => self.do_open(req, out, false),
-            opcode::OPENDIR => self.do_open(req, out, true),
+            opcode::OPEN => self.do_open(req, ch, out, false),
+            opcode::OPENDIR => self.do_open(req, ch, out, true),
             opcode::READ => self.do_read(req, out),
             opcode::READDIR => self.logged(self.do_readdir(req, out, false)),
             opcode::READDIRPLUS => self.logged(self.do_readdir(req, out, true)),
@@ -439,6 +575,8 @@ impl<B: Backend> Session<B> {
             opcode::ACCESS => self.do_access(req),
             opcode::LSEEK => self.do_lseek(req, out),
             opcode::DESTROY => Ok(()),
+            // Nothing is ever dirty on a read-only mount.
+            opcode::SYNCFS => Ok(()),
             opcode::SETATTR
             | opcode::SYMLINK
             | opcode::MKNOD
@@ -506,7 +644,7 @@ impl<B: Backend> Session<B> {
             gid: self.config.gid.unwrap_or(a.gid),
             rdev: abi::encode_dev(a.rdev_major, a.rdev_minor),
             blksize: a.blksize,
-            flags: 0,
+            flags: self.attr_flags(a),
         }
     }
 
@@ -671,8 +809,14 @@ impl<B: Backend> Session<B> {
         Ok(())
     }
 
-    fn do_open(&self, req: &Request<'_>, out: &mut ReplyBuf, dir: bool) -> Result<(), i32> {
-        let _ino = req.ino()?;
+    fn do_open(
+        &self,
+        req: &Request<'_>,
+        ch: &dyn Channel,
+        out: &mut ReplyBuf,
+        dir: bool,
+    ) -> Result<(), i32> {
+        let ino = req.ino()?;
         let args: abi::OpenIn = req.arg()?;
         let flags = args.flags as i32;
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
@@ -685,6 +829,9 @@ impl<B: Backend> Session<B> {
         } else {
             fopen::KEEP_CACHE
         };
+        if !dir {
+            self.push_on_open(ch, ino);
+        }
         out.push(
             abi::OpenOut {
                 fh: 0,
@@ -702,6 +849,14 @@ impl<B: Backend> Session<B> {
         let size = args.size as usize;
         if size > out.room() {
             return Err(errno::EINVAL);
+        }
+        if self.read_is_iomap_violation(ino)? {
+            // The kernel does iomap files' I/O itself; only inline data
+            // comes through here.
+            log::error(format_args!(
+                "READ of iomap file inode {ino}: refused (the kernel reads it itself)"
+            ));
+            return Err(errno::EIO);
         }
         // One engine read straight into the reply, after the header.
         let n = self
@@ -980,6 +1135,9 @@ pub fn notify<T: IntoBytes + Immutable>(
     };
     ch.send(&[IoSlice::new(h.as_bytes()), IoSlice::new(body)])
 }
+
+mod iomap;
+pub use iomap::{attr_flags_for, IomapStats, KNOWN_OPFLAGS};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,379 @@
+//! The iomap data path's set-up (`shared/docs/iomap-protocol.md`): probing
+//! the kernel, the block device the kernel will do file I/O on (the source
+//! itself, or a loop device over an image file), registering it with the
+//! FUSE connection, and the `-o iomap=` policy. The per-request side lives
+//! in the session (`session/iomap.rs`).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::abi::{self, FUSE_DEV_IOC_MAGIC};
+use crate::backend::Backend;
+use crate::channel::DevFuse;
+use crate::log;
+use crate::loopdev::LoopDevice;
+use crate::session::Session;
+
+/// `-o iomap=`: whether file data goes through the kernel's iomap layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IomapMode {
+    /// Use iomap when the kernel offers it, the plain data path otherwise.
+    #[default]
+    Auto,
+    /// Fail the mount unless iomap can be used.
+    On,
+    /// Always the plain data path.
+    Off,
+}
+
+impl IomapMode {
+    pub fn parse(v: &str) -> Option<IomapMode> {
+        match v {
+            "auto" => Some(IomapMode::Auto),
+            "on" | "1" | "yes" => Some(IomapMode::On),
+            "off" | "0" | "no" => Some(IomapMode::Off),
+            _ => None,
+        }
+    }
+}
+
+const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = nix::request_code_write!(
+    FUSE_DEV_IOC_MAGIC,
+    1,
+    core::mem::size_of::<abi::BackingMap>()
+) as libc::c_ulong;
+const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong =
+    nix::request_code_write!(FUSE_DEV_IOC_MAGIC, 2, core::mem::size_of::<u32>()) as libc::c_ulong;
+const FUSE_DEV_IOC_IOMAP_SUPPORT: libc::c_ulong = nix::request_code_read!(
+    FUSE_DEV_IOC_MAGIC,
+    99,
+    core::mem::size_of::<abi::IomapSupport>()
+) as libc::c_ulong;
+const FUSE_DEV_IOC_SET_NOFS: libc::c_ulong =
+    nix::request_code_write!(FUSE_DEV_IOC_MAGIC, 100, core::mem::size_of::<u32>())
+        as libc::c_ulong;
+
+/// Environment variable, for tests only: `assume` makes the probe report
+/// iomap support without asking the kernel, so the set-up and its failure
+/// paths (loop device attached, then refused by a kernel without iomap)
+/// can be exercised on kernels that lack the extension.
+pub const PROBE_OVERRIDE_ENV: &str = "EXT4_FUSE_TEST_ASSUME_IOMAP";
+
+/// `FUSE_DEV_IOC_IOMAP_SUPPORT` on a `/dev/fuse` descriptor: `Some(flags)`
+/// (`abi::IOMAP_SUPPORT_*`) when the kernel has iomap, `None` when the
+/// ioctl is unknown (`ENOTTY`/`EINVAL`: no iomap).
+pub fn probe_fd(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    if std::env::var_os(PROBE_OVERRIDE_ENV).is_some_and(|v| v == "assume") {
+        return Ok(Some(abi::IOMAP_SUPPORT_FILEIO));
+    }
+    let mut s = abi::IomapSupport::default();
+    // SAFETY: the ioctl writes one `fuse_iomap_support` into `s`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FUSE_DEV_IOC_IOMAP_SUPPORT as _, &mut s) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(s.flags))
+}
+
+/// Whether this kernel's FUSE offers the iomap data path (opens
+/// `/dev/fuse` to ask). Any error opening or probing counts as "no".
+/// The sandbox uses this to decide whether `CAP_SYS_RAWIO` (which the
+/// kernel requires of an iomap server) must be kept.
+pub fn kernel_supports_iomap() -> bool {
+    let Ok(f) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+    else {
+        return false;
+    };
+    matches!(probe_fd(f.as_fd()), Ok(Some(flags)) if flags & abi::IOMAP_SUPPORT_FILEIO != 0)
+}
+
+/// `FUSE_DEV_IOC_BACKING_OPEN` with backing type iomap: returns the
+/// backing id, which is the `dev` cookie of mappings on that device.
+pub fn backing_open(fuse: BorrowedFd<'_>, dev: BorrowedFd<'_>) -> io::Result<u32> {
+    let map = abi::BackingMap {
+        fd: dev.as_raw_fd(),
+        flags: abi::BACKING_TYPE_IOMAP,
+        padding: 0,
+    };
+    // SAFETY: the ioctl reads one `fuse_backing_map`.
+    let r = unsafe { libc::ioctl(fuse.as_raw_fd(), FUSE_DEV_IOC_BACKING_OPEN as _, &map) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Id 0 is `FUSE_IOMAP_DEV_NULL`; a kernel never hands it out.
+    u32::try_from(r)
+        .ok()
+        .filter(|&id| id != abi::IOMAP_DEV_NULL)
+        .ok_or_else(|| io::Error::other(format!("FUSE_DEV_IOC_BACKING_OPEN returned id {r}")))
+}
+
+/// `FUSE_DEV_IOC_BACKING_CLOSE`.
+pub fn backing_close(fuse: BorrowedFd<'_>, id: u32) -> io::Result<()> {
+    // SAFETY: the ioctl reads one u32.
+    let r = unsafe { libc::ioctl(fuse.as_raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE as _, &id) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `FUSE_DEV_IOC_SET_NOFS`: keep this server out of filesystem memory
+/// reclaim (which could wait on writeback that waits on this server).
+pub fn set_nofs(fuse: BorrowedFd<'_>) -> io::Result<()> {
+    let on: u32 = 1;
+    // SAFETY: the ioctl reads one u32.
+    let r = unsafe { libc::ioctl(fuse.as_raw_fd(), FUSE_DEV_IOC_SET_NOFS as _, &on) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The block device the kernel does file I/O on: the source itself when it
+/// is a block device, else a loop device over the image (detached when
+/// this is dropped).
+#[derive(Debug)]
+pub struct BackingDevice {
+    file: File,
+    path: PathBuf,
+    loop_dev: Option<LoopDevice>,
+}
+
+impl BackingDevice {
+    /// Open `source` for iomap: a block device is opened read-only, a
+    /// regular file is attached to a loop device with logical block size
+    /// `block_size` (the filesystem's).
+    pub fn open(source: &Path, block_size: u32) -> io::Result<BackingDevice> {
+        let meta = std::fs::metadata(source)?;
+        if meta.file_type().is_block_device() {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(source)?;
+            return Ok(BackingDevice {
+                file,
+                path: source.to_path_buf(),
+                loop_dev: None,
+            });
+        }
+        if !meta.is_file() {
+            return Err(io::Error::other(
+                "neither a block device nor a regular file",
+            ));
+        }
+        let lo = LoopDevice::attach(source, block_size)?;
+        let file = lo.file().try_clone()?;
+        Ok(BackingDevice {
+            file,
+            path: lo.path().to_path_buf(),
+            loop_dev: Some(lo),
+        })
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// `/dev/sdb1`, or `/dev/loop3` for an image.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn loop_device(&self) -> Option<&LoopDevice> {
+        self.loop_dev.as_ref()
+    }
+
+    /// Short device name for `s_id` (`loop3`, `sdb1`).
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// One line for the log: which device, and how a loop device is set up.
+    pub fn describe(&self) -> String {
+        match &self.loop_dev {
+            Some(l) => format!(
+                "{} (loop device, {}-byte blocks, direct I/O {})",
+                l.path().display(),
+                l.block_size(),
+                if l.direct_io() { "on" } else { "off" }
+            ),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// Close our descriptors and detach a loop device now, reporting a
+    /// failure to detach (drop only logs it).
+    pub fn close(self) -> io::Result<()> {
+        let BackingDevice { file, loop_dev, .. } = self;
+        drop(file);
+        match loop_dev {
+            Some(l) => l.detach(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Set up before mounting for the iomap path: the kernel said yes to the
+/// probe and the device is open (a loop device attached for an image).
+#[derive(Debug)]
+pub struct Prepared {
+    mode: IomapMode,
+    backing: BackingDevice,
+}
+
+impl Prepared {
+    /// `s_id` to report in `IOMAP_CONFIG`.
+    pub fn sid(&self) -> String {
+        self.backing.name()
+    }
+}
+
+/// iomap in use: keep this until the session ends; dropping it detaches a
+/// loop device.
+#[derive(Debug)]
+pub struct Active {
+    pub backing: BackingDevice,
+    /// The device cookie (backing id).
+    pub dev: u32,
+}
+
+/// Why iomap is not used: fatal with `-o iomap=on`, a log line otherwise
+/// (a debug line when the kernel simply lacks iomap, which is the usual
+/// case and no news; an error line when set-up failed on a kernel that
+/// has it).
+fn decline(mode: IomapMode, why: &str, expected: bool) -> Result<(), String> {
+    if mode == IomapMode::On {
+        return Err(format!("-o iomap=on: {why}"));
+    }
+    if expected {
+        log::debug(format_args!("{why}; data path: plain FUSE"));
+    } else {
+        log::error(format_args!("{why}; using the plain FUSE data path"));
+    }
+    Ok(())
+}
+
+/// Before the mount: probe the kernel and open the device it would do I/O
+/// on. `Ok(None)`: use the plain data path (the reason is logged);
+/// `Err`: `-o iomap=on` cannot be honoured (one line, nothing left
+/// attached).
+pub fn prepare(mode: IomapMode, source: &Path, block_size: u32) -> Result<Option<Prepared>, String> {
+    if mode == IomapMode::Off {
+        log::debug(format_args!("data path: plain FUSE (-o iomap=off)"));
+        return Ok(None);
+    }
+    let probe = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .and_then(|f| probe_fd(f.as_fd()));
+    let why = match probe {
+        Ok(Some(flags)) if flags & abi::IOMAP_SUPPORT_FILEIO != 0 => None,
+        Ok(Some(_)) => Some("this kernel's FUSE iomap cannot do file I/O".to_string()),
+        Ok(None) => Some("this kernel's FUSE has no iomap support".to_string()),
+        Err(e) => Some(format!("probing FUSE iomap support: {e}")),
+    };
+    if let Some(why) = why {
+        decline(mode, &why, true)?;
+        return Ok(None);
+    }
+    match BackingDevice::open(source, block_size) {
+        Ok(backing) => Ok(Some(Prepared { mode, backing })),
+        Err(e) => {
+            decline(
+                mode,
+                &format!("{}: cannot set up a block device for iomap: {e}", source.display()),
+                false,
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// After `FUSE_INIT`: register the device with the connection and switch
+/// the session to iomap. `Ok(None)`: plain data path (logged; a loop
+/// device is detached at once). `Err`: `-o iomap=on` failed (the loop
+/// device is detached before returning).
+pub fn activate<B: Backend>(
+    prepared: Option<Prepared>,
+    session: &Session<B>,
+    fuse: &DevFuse,
+) -> Result<Option<Active>, String> {
+    let Some(Prepared { mode, backing }) = prepared else {
+        log::debug(format_args!("data path: plain FUSE"));
+        return Ok(None);
+    };
+    let granted = session
+        .negotiated()
+        .is_some_and(|n| n.flags & abi::init_flags::IOMAP != 0);
+    if !granted {
+        drop(backing);
+        decline(
+            mode,
+            "the kernel did not offer FUSE_IOMAP in FUSE_INIT (it needs its enable_iomap \
+             parameter and CAP_SYS_RAWIO)",
+            false,
+        )?;
+        return Ok(None);
+    }
+    let dev = match backing_open(fuse.fd(), backing.file().as_fd()) {
+        Ok(id) => id,
+        Err(e) => {
+            let what = backing.describe();
+            drop(backing);
+            decline(mode, &format!("registering {what} with FUSE: {e}"), false)?;
+            return Ok(None);
+        }
+    };
+    if let Err(e) = set_nofs(fuse.fd()) {
+        log::error(format_args!("FUSE_DEV_IOC_SET_NOFS: {e} (continuing)"));
+    }
+    if let Err(e) = session.activate_iomap(dev) {
+        let _ = backing_close(fuse.fd(), dev);
+        drop(backing);
+        decline(mode, e, false)?;
+        return Ok(None);
+    }
+    log::error(format_args!(
+        "data path: iomap on {} (device cookie {dev})",
+        backing.describe()
+    ));
+    Ok(Some(Active { backing, dev }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers() {
+        // _IOW(229, 1, 16 bytes), _IOW(229, 2, 4), _IOR(229, 99, 16), _IOW(229, 100, 4)
+        assert_eq!(FUSE_DEV_IOC_BACKING_OPEN, 0x4010_e501);
+        assert_eq!(FUSE_DEV_IOC_BACKING_CLOSE, 0x4004_e502);
+        assert_eq!(FUSE_DEV_IOC_IOMAP_SUPPORT, 0x8010_e563);
+        assert_eq!(FUSE_DEV_IOC_SET_NOFS, 0x4004_e564);
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(IomapMode::parse("auto"), Some(IomapMode::Auto));
+        assert_eq!(IomapMode::parse("on"), Some(IomapMode::On));
+        assert_eq!(IomapMode::parse("off"), Some(IomapMode::Off));
+        assert_eq!(IomapMode::parse("maybe"), None);
+    }
+}

@@ -1,0 +1,500 @@
+//! The iomap opcodes (`shared/docs/iomap-protocol.md`): the kernel asks
+//! where file bytes live and does the I/O itself. Answers come from the
+//! engine (`Volume::iomap_begin`, `iomap_config`), are checked against the
+//! kernel's rules (`ext4_engine::iomap::kernel_check`) before they leave,
+//! and the kernel's mapping cache is filled with `UPSERT_MAPPINGS`
+//! notifications.
+//!
+//! The server mirrors what it put into the kernel's cache (pushes and
+//! cached `begin` replies) in an engine `MappingCache` with the kernel's
+//! budget: both follow the same rules, so the mirror bounds each push so
+//! that the kernel never drops the inode it was just given, which is what
+//! makes a `RETRY_CACHE` answer true. The mirror cannot see the kernel's
+//! own LRU order; when it has dropped an inode the kernel may still hold,
+//! the first push to that inode invalidates the kernel's copy first.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use ext4_engine::attr::{Attr, FileType};
+use ext4_engine::error::errno;
+use ext4_engine::inode::flags as iflags;
+use ext4_engine::iomap::{kernel_check, op, IomapConfig};
+use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache, NULL_ADDR};
+use zerocopy::IntoBytes;
+
+use super::{notify, ReplyBuf, Request, Session};
+use crate::abi::{self, attr_flags, notify_code};
+use crate::backend::Backend;
+use crate::channel::Channel;
+use crate::log;
+
+/// Every `opflags` bit of the series; anything else is refused.
+pub const KNOWN_OPFLAGS: u32 = op::WRITE
+    | op::ZERO
+    | op::REPORT
+    | op::FAULT
+    | op::DIRECT
+    | op::NOWAIT
+    | op::OVERWRITE_ONLY
+    | op::UNSHARE
+    | op::DAX
+    | op::ATOMIC
+    | op::DONTCACHE
+    | op::SWAPFILE
+    | op::WRITEBACK;
+
+/// What one B+tree leaf of the kernel's cache costs at worst per added
+/// record: pushes stop while a whole new node still fits.
+const NODE_BYTES: usize = 256;
+
+/// Counters of the iomap path (for the log and the benchmark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IomapStats {
+    pub begin: u64,
+    pub retry_cache: u64,
+    pub upserts: u64,
+    pub invals: u64,
+    pub end: u64,
+    pub config: u64,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Device cookie of the registered backing device; 0 = iomap not in use
+    /// (the connection may have negotiated it, but no inode is flagged).
+    dev: AtomicU32,
+    shutdown: AtomicBool,
+    frozen: AtomicBool,
+    /// The kernel's mapping cache as far as this server filled it; set by
+    /// `IOMAP_CONFIG` when pushes are on.
+    mirror: OnceLock<MappingCache>,
+    /// What `IOMAP_CONFIG` answered.
+    config: OnceLock<IomapConfig>,
+    begin: AtomicU64,
+    retry_cache: AtomicU64,
+    upserts: AtomicU64,
+    invals: AtomicU64,
+    end: AtomicU64,
+    config_calls: AtomicU64,
+}
+
+fn io(m: &Mapping) -> abi::IomapIo {
+    abi::IomapIo {
+        offset: m.offset,
+        length: m.length,
+        addr: m.addr,
+        typ: m.kind as u16,
+        flags: m.flags,
+        dev: m.dev,
+    }
+}
+
+/// The `fuse_attr.flags` of an iomap regular file: iomap, exclusive (no one
+/// else changes this filesystem under the mount), and the ext4 flags the
+/// VFS enforces.
+pub fn attr_flags_for(a: &Attr) -> u32 {
+    let mut f = attr_flags::IOMAP | attr_flags::EXCLUSIVE;
+    if a.flags & iflags::SYNC != 0 {
+        f |= attr_flags::SYNC;
+    }
+    if a.flags & iflags::IMMUTABLE != 0 {
+        f |= attr_flags::IMMUTABLE;
+    }
+    if a.flags & iflags::APPEND != 0 {
+        f |= attr_flags::APPEND;
+    }
+    f
+}
+
+impl<B: Backend> Session<B> {
+    /// Start serving file data through iomap on the device registered as
+    /// `dev` (the backing id from `FUSE_DEV_IOC_BACKING_OPEN`). Only after
+    /// `FUSE_INIT` granted `FUSE_IOMAP`; before any other request is served.
+    pub fn activate_iomap(&self, dev: u32) -> Result<(), &'static str> {
+        let granted = self
+            .negotiated()
+            .is_some_and(|n| n.flags & abi::init_flags::IOMAP != 0);
+        if !granted {
+            return Err("the kernel did not grant FUSE_IOMAP");
+        }
+        if dev == abi::IOMAP_DEV_NULL {
+            return Err("device cookie 0 is the null device");
+        }
+        self.iomap.dev.store(dev, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether file data goes through iomap (regular files carry
+    /// `FUSE_ATTR_IOMAP`).
+    pub fn iomap_active(&self) -> bool {
+        self.iomap.dev.load(Ordering::Acquire) != abi::IOMAP_DEV_NULL
+    }
+
+    pub fn iomap_stats(&self) -> IomapStats {
+        let s = &self.iomap;
+        IomapStats {
+            begin: s.begin.load(Ordering::Relaxed),
+            retry_cache: s.retry_cache.load(Ordering::Relaxed),
+            upserts: s.upserts.load(Ordering::Relaxed),
+            invals: s.invals.load(Ordering::Relaxed),
+            end: s.end.load(Ordering::Relaxed),
+            config: s.config_calls.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn is_shut_down(&self) -> bool {
+        self.iomap.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Whether the kernel's iomap opcodes may be used on this connection.
+    fn iomap_granted(&self) -> bool {
+        self.negotiated()
+            .is_some_and(|n| n.flags & abi::init_flags::IOMAP != 0)
+    }
+
+    /// `fuse_attr.flags` for `a`.
+    pub(super) fn attr_flags(&self, a: &Attr) -> u32 {
+        if a.kind == FileType::Regular && self.iomap_active() {
+            attr_flags_for(a)
+        } else {
+            0
+        }
+    }
+
+    /// Whether a READ of this inode is one the server must not serve: the
+    /// kernel reads iomap files itself, except inline data.
+    pub(super) fn read_is_iomap_violation(&self, ino: u32) -> Result<bool, i32> {
+        if !self.iomap_active() {
+            return Ok(false);
+        }
+        let a = self
+            .backend
+            .getattr(ino)
+            .map_err(|e| self.fail("read", ino, e))?;
+        Ok(a.kind == FileType::Regular && a.flags & iflags::INLINE_DATA == 0)
+    }
+
+    /// Opcodes of the iomap series; `None` if `op` is not one of them.
+    pub(super) fn dispatch_iomap(
+        &self,
+        req: &Request<'_>,
+        ch: &dyn Channel,
+        out: &mut ReplyBuf,
+    ) -> Option<Result<(), i32>> {
+        use crate::abi::opcode::*;
+        let op = req.header.opcode;
+        if !matches!(
+            op,
+            FREEZE_FS
+                | UNFREEZE_FS
+                | SHUTDOWN_FS
+                | IOMAP_CONFIG
+                | IOMAP_IOEND
+                | IOMAP_BEGIN
+                | IOMAP_END
+        ) {
+            return None;
+        }
+        if !self.iomap_granted() {
+            return Some(Err(errno::ENOSYS));
+        }
+        Some(match op {
+            IOMAP_BEGIN => self.do_iomap_begin(req, ch, out),
+            IOMAP_END => self.do_iomap_end(req),
+            IOMAP_IOEND => self.do_iomap_ioend(req),
+            IOMAP_CONFIG => self.do_iomap_config(req, out),
+            FREEZE_FS => req.arg::<abi::U64In>().map(|_| {
+                self.iomap.frozen.store(true, Ordering::Release);
+            }),
+            UNFREEZE_FS => {
+                self.iomap.frozen.store(false, Ordering::Release);
+                Ok(())
+            }
+            SHUTDOWN_FS => req.arg::<abi::U64In>().map(|a| {
+                log::error(format_args!(
+                    "the kernel shut the filesystem down (flags {:#x}); every further request fails",
+                    a.value
+                ));
+                self.iomap.shutdown.store(true, Ordering::Release);
+            }),
+            _ => Err(errno::ENOSYS),
+        })
+    }
+
+    fn iomap_dev(&self) -> Result<u32, i32> {
+        match self.iomap.dev.load(Ordering::Acquire) {
+            // No inode carries FUSE_ATTR_IOMAP: the kernel has no business
+            // asking.
+            abi::IOMAP_DEV_NULL => Err(errno::EINVAL),
+            d => Ok(d),
+        }
+    }
+
+    /// The inode a request names, checked against the `attr_ino` the
+    /// kernel sends with it (the `ino` this server put in `fuse_attr`).
+    fn iomap_ino(req: &Request<'_>, attr_ino: u64) -> Result<u32, i32> {
+        let ino = req.ino()?;
+        if attr_ino != ino as u64 {
+            return Err(errno::EINVAL);
+        }
+        Ok(ino)
+    }
+
+    fn do_iomap_begin(
+        &self,
+        req: &Request<'_>,
+        ch: &dyn Channel,
+        out: &mut ReplyBuf,
+    ) -> Result<(), i32> {
+        self.iomap.begin.fetch_add(1, Ordering::Relaxed);
+        let args: abi::IomapBeginIn = req.arg()?;
+        let ino = Self::iomap_ino(req, args.attr_ino)?;
+        if args.reserved != 0 || args.opflags & !KNOWN_OPFLAGS != 0 {
+            return Err(errno::EINVAL);
+        }
+        if args.opflags & op::WRITES != 0 {
+            return Err(errno::EROFS);
+        }
+        let dev = self.iomap_dev()?;
+        let (read, write) = self
+            .backend
+            .iomap_begin(ino, args.pos, args.count, args.opflags, dev)
+            .map_err(|e| self.fail("iomap_begin", ino, e))?;
+        self.check_answer(ino, &read, args.pos, false)?;
+        self.check_answer(ino, &write, args.pos, true)?;
+
+        let cacheable = matches!(read.kind, MapType::Mapped | MapType::Unwritten | MapType::Hole);
+        let mut reply = (read, write);
+        if cacheable && args.opflags & op::REPORT == 0 {
+            if let Some((start, end)) = self.push_from(ch, ino, read, usize::MAX) {
+                // The kernel's cache now covers `pos`: it looks again.
+                let retry = Mapping {
+                    offset: start,
+                    length: end - start,
+                    addr: NULL_ADDR,
+                    kind: MapType::RetryCache,
+                    flags: 0,
+                    dev: abi::IOMAP_DEV_NULL,
+                };
+                reply = (retry, Mapping { ..retry });
+                self.iomap.retry_cache.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if reply.0.kind != MapType::RetryCache && cacheable {
+            // The kernel caches what it is answered: so does the mirror.
+            if let Some(m) = self.iomap.mirror.get() {
+                let _ = m.upsert(ino as u64, Fork::Read, read);
+            }
+        }
+        out.push(
+            abi::IomapBeginOut {
+                read: io(&reply.0),
+                write: io(&reply.1),
+            }
+            .as_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Refuse to send an answer the kernel would reject as corruption.
+    fn check_answer(&self, ino: u32, m: &Mapping, pos: u64, write: bool) -> Result<(), i32> {
+        let cfg = match self.iomap.config.get() {
+            Some(c) => *c,
+            None => self.backend.iomap_config().ok_or(errno::EIO)?,
+        };
+        kernel_check(m, pos, cfg.block_size as u64, cfg.maxbytes, write).map_err(|why| {
+            log::error(format_args!(
+                "iomap_begin on inode {ino} at {pos}: refusing to send {m:?}: {why}"
+            ));
+            errno::EUCLEAN
+        })
+    }
+
+    /// Open of an iomap file: push its first mappings into the kernel's
+    /// cache, unless the mirror says they are there already.
+    pub(super) fn push_on_open(&self, ch: &dyn Channel, ino: u32) {
+        if !self.iomap_active() || self.config.iomap_open_push == 0 {
+            return;
+        }
+        let Some(mirror) = self.iomap.mirror.get() else {
+            return;
+        };
+        if matches!(mirror.lookup(ino as u64, Fork::Read, 0), Lookup::Hit(..)) {
+            return;
+        }
+        let Ok(a) = self.backend.getattr(ino) else {
+            return;
+        };
+        if a.kind != FileType::Regular || a.flags & iflags::INLINE_DATA != 0 || a.size == 0 {
+            return;
+        }
+        let Ok(dev) = self.iomap_dev() else {
+            return;
+        };
+        let Ok((first, _)) = self.backend.iomap_begin(ino, 0, a.size, 0, dev) else {
+            return;
+        };
+        if self.check_answer(ino, &first, 0, false).is_err() {
+            return;
+        }
+        self.push_from(ch, ino, first, self.config.iomap_open_push);
+    }
+
+    /// Push `first` and the mappings after it, up to `limit` records, the
+    /// end of the file, the per-inode share of the kernel's cache budget,
+    /// or the configured window. Returns the file range pushed; `None` if
+    /// nothing was (pushes off, no budget, a notification failed).
+    fn push_from(
+        &self,
+        ch: &dyn Channel,
+        ino: u32,
+        first: Mapping,
+        limit: usize,
+    ) -> Option<(u64, u64)> {
+        let mirror = self.iomap.mirror.get()?;
+        let limit = limit.min(self.config.iomap_push_window);
+        if limit == 0 {
+            return None;
+        }
+        let cfg = self.iomap.config.get()?;
+        let bs = cfg.block_size as u64;
+        let a = self.backend.getattr(ino).ok()?;
+        let eof = a.size.div_ceil(bs).saturating_mul(bs);
+        if first.offset >= eof {
+            return None;
+        }
+        let key = ino as u64;
+        // Half the budget per inode: the kernel drops an inode that alone
+        // exceeds its budget, and evicts others (older) before this one.
+        let share = mirror.budget_bytes() / 2;
+        let inode_bytes = |m: &MappingCache| {
+            m.with_inode(key, |c| c.memory_bytes())
+                .map_or(0, |b| b + ext4_engine::mapping_cache::cache::INODE_OVERHEAD)
+        };
+        if inode_bytes(mirror) + NODE_BYTES > share {
+            return None;
+        }
+        if mirror.seq(key).is_none() {
+            // The mirror knows nothing of this inode; the kernel might
+            // still hold an older, larger set: start it from empty too.
+            let inval = abi::IomapInvalMappingsOut {
+                nodeid: key,
+                attr_ino: key,
+                read: abi::FuseRange {
+                    offset: 0,
+                    length: abi::IOMAP_INVAL_TO_EOF,
+                },
+                write: abi::FuseRange::default(),
+            };
+            notify(ch, notify_code::IOMAP_INVAL_MAPPINGS, &inval).ok()?;
+            self.iomap.invals.fetch_add(1, Ordering::Relaxed);
+        }
+        let dev = self.iomap.dev.load(Ordering::Acquire);
+        let mut m = first;
+        let mut pushed = 0usize;
+        loop {
+            let write = Mapping {
+                addr: NULL_ADDR,
+                kind: MapType::PureOverwrite,
+                flags: 0,
+                dev: abi::IOMAP_DEV_NULL,
+                ..m
+            };
+            let up = abi::IomapUpsertMappingsOut {
+                nodeid: key,
+                attr_ino: key,
+                read: io(&m),
+                write: io(&write),
+            };
+            if notify(ch, notify_code::IOMAP_UPSERT_MAPPINGS, &up).is_err() {
+                // The kernel may or may not have it: forget the inode on
+                // both sides rather than guess.
+                mirror.forget_inode(key);
+                return None;
+            }
+            self.iomap.upserts.fetch_add(1, Ordering::Relaxed);
+            let _ = mirror.upsert(key, Fork::Read, m);
+            pushed += 1;
+            let next = m.end();
+            if pushed >= limit || next >= eof || inode_bytes(mirror) + NODE_BYTES > share {
+                break;
+            }
+            let Ok((n, _)) = self.backend.iomap_begin(ino, next, eof - next, 0, dev) else {
+                break;
+            };
+            if n.offset != next
+                || !matches!(n.kind, MapType::Mapped | MapType::Unwritten | MapType::Hole)
+                || kernel_check(&n, next, bs, cfg.maxbytes, false).is_err()
+            {
+                break;
+            }
+            m = n;
+        }
+        // Only what the kernel still holds counts (the mirror would have
+        // dropped the inode had the push overrun the budget).
+        matches!(mirror.lookup(key, Fork::Read, first.offset), Lookup::Hit(..))
+            .then_some((first.offset, m.end()))
+    }
+
+    fn do_iomap_end(&self, req: &Request<'_>) -> Result<(), i32> {
+        self.iomap.end.fetch_add(1, Ordering::Relaxed);
+        let args: abi::IomapEndIn = req.arg()?;
+        Self::iomap_ino(req, args.attr_ino)?;
+        if args.reserved != 0 || args.opflags & !KNOWN_OPFLAGS != 0 {
+            return Err(errno::EINVAL);
+        }
+        // Reads allocate nothing: nothing to undo.
+        Ok(())
+    }
+
+    fn do_iomap_ioend(&self, req: &Request<'_>) -> Result<(), i32> {
+        let args: abi::IomapIoendIn = req.arg()?;
+        Self::iomap_ino(req, args.attr_ino)?;
+        // Only writes end in an ioend, and this mount takes none.
+        Err(errno::EROFS)
+    }
+
+    fn do_iomap_config(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
+        use abi::iomap_config as f;
+        self.iomap.config_calls.fetch_add(1, Ordering::Relaxed);
+        let args: abi::IomapConfigIn = req.arg()?;
+        if args.zero != 0 || args.padding != [0; 5] {
+            return Err(errno::EINVAL);
+        }
+        let Some(c) = self.backend.iomap_config() else {
+            return Err(errno::ENOSYS);
+        };
+        let mut c = c;
+        if args.maxbytes > 0 {
+            c.maxbytes = c.maxbytes.min(args.maxbytes as u64);
+        }
+        let mut o = abi::IomapConfigOut {
+            flags: f::ALL & args.flags,
+            ..Default::default()
+        };
+        let sid = self.config.iomap_sid.as_bytes();
+        let n = sid.len().min(o.s_id.len() - 1);
+        o.s_id[..n].copy_from_slice(&sid[..n]);
+        o.s_uuid = c.uuid;
+        o.s_uuid_len = 16;
+        o.s_blocksize = c.block_size;
+        o.s_max_links = c.max_links;
+        o.s_time_gran = c.time_gran;
+        o.s_time_min = c.time_min;
+        o.s_time_max = c.time_max;
+        o.s_maxbytes = c.maxbytes.min(i64::MAX as u64) as i64;
+        // The kernel's cache: the smaller of its limit and ours.
+        let mut cache = self.config.iomap_cache_bytes;
+        if args.cache_maxbytes != 0 {
+            cache = cache.min(args.cache_maxbytes);
+        }
+        o.cache_maxbytes = cache;
+        let _ = self.iomap.config.set(c);
+        if args.flags & f::CACHE_MAXBYTES != 0 && cache > 0 && self.config.iomap_push_window > 0 {
+            let _ = self.iomap.mirror.set(MappingCache::new(cache as usize));
+        }
+        out.push(o.as_bytes());
+        Ok(())
+    }
+}
