@@ -123,7 +123,13 @@ enum Cmd {
     /// DEST are replaced.
     ///
     /// Example: ext4-image disk.img extract /home ./home-copy
-    Extract { path: OsString, dest: PathBuf },
+    Extract {
+        /// Worker threads (default: the number of CPUs).
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u64).range(1..=extract::MAX_JOBS as u64))]
+        jobs: Option<u64>,
+        path: OsString,
+        dest: PathBuf,
+    },
     /// Check the whole filesystem's consistency (checksums, bitmaps,
     /// inodes, extent trees, directories, xattrs). Exit 0 clean, 1 problems.
     ///
@@ -290,7 +296,9 @@ fn run(cli: &Cli) -> CmdResult {
         Cmd::Stat { json, path } => stat::run(&vol, path_bytes(path), *json),
         Cmd::Cat { path } => cat::cat(&vol, path_bytes(path)),
         Cmd::Getfattr { path } => cat::getfattr(&vol, path_bytes(path)),
-        Cmd::Extract { path, dest } => extract::run(&vol, path_bytes(path), dest),
+        Cmd::Extract { jobs, path, dest } => {
+            extract::run(&vol, path_bytes(path), dest, jobs.map(|j| j as usize))
+        }
         Cmd::Check { data, jobs, json } => check::run(&vol, *data, *jobs, *json),
     }
 }
