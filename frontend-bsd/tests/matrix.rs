@@ -8,32 +8,25 @@
 
 use std::path::Path;
 
-use ext4_tests::fuse::{compare_with_kernel, FUSE_FIELDS_NO_STATX};
-use ext4_tests::image::{build_image, MATRIX};
-use ext4_tests::snapshot::Report;
+use ext4_tests::fuse::compare_matrix;
 use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4};
 
-fn compare(names: &[&str]) {
-    if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
-        return;
+const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse-bsd");
+
+fn run(names: &[&str]) {
+    if require_e2fsprogs() && require_kernel_ext4() && require_fuse() {
+        compare_matrix(Path::new(BIN), names, false);
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_ext4-fuse-bsd"));
-    let mut report = Report::new("ext4-fuse-bsd vs the kernel's ext4");
-    for spec in MATRIX.iter().filter(|s| names.contains(&s.name)) {
-        let img = build_image(spec);
-        compare_with_kernel(bin, &img, &img.path, "", FUSE_FIELDS_NO_STATX, &mut report);
-    }
-    report.finish();
 }
 
 #[test]
 fn ext2_ext3() {
-    compare(&["ext2", "ext2-1k-128", "ext3"]);
+    run(&["ext2", "ext2-1k-128", "ext3"]);
 }
 
 #[test]
 fn ext4_layouts() {
-    compare(&[
+    run(&[
         "ext4",
         "ext4-64bit-csum",
         "ext4-legacy",
@@ -44,7 +37,7 @@ fn ext4_layouts() {
 
 #[test]
 fn ext4_features() {
-    compare(&[
+    run(&[
         "ext4-inline",
         "ext4-bigalloc",
         "ext4-noextent",

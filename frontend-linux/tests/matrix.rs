@@ -1,66 +1,74 @@
 //! Every image of the feature matrix, mounted by `ext4-fuse` and by the
 //! kernel's ext4 side by side: the whole trees must look the same to every
-//! system call (stat fields to the nanosecond, contents, xattrs, symlinks,
-//! SEEK_DATA/SEEK_HOLE maps) and statvfs must agree.
+//! system call (stat fields to the nanosecond, birth times through statx,
+//! contents, xattrs, symlinks, SEEK_DATA/SEEK_HOLE maps) and statvfs must
+//! agree.
 
 use std::path::Path;
 
-use ext4_tests::fuse::{compare_with_kernel, FUSE_FIELDS};
-use ext4_tests::image::{build_image, matrix_spec, MATRIX};
+use ext4_tests::fuse::{compare_matrix, compare_with_kernel, fuse_fields};
+use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::oracle::LoopDevice;
 use ext4_tests::snapshot::Report;
 use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4};
 
-fn compare(names: &[&str]) {
-    if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
-        return;
-    }
-    let bin = Path::new(env!("CARGO_BIN_EXE_ext4-fuse"));
-    let mut report = Report::new("ext4-fuse vs the kernel's ext4");
-    for spec in MATRIX.iter().filter(|s| names.contains(&s.name)) {
-        let img = build_image(spec);
-        compare_with_kernel(bin, &img, &img.path, "", FUSE_FIELDS, &mut report);
-    }
-    report.finish();
+const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse");
+
+fn can_run() -> bool {
+    require_e2fsprogs() && require_kernel_ext4() && require_fuse()
 }
 
 #[test]
 fn ext2_ext3() {
-    compare(&["ext2", "ext2-1k-128", "ext3"]);
+    if can_run() {
+        compare_matrix(Path::new(BIN), &["ext2", "ext2-1k-128", "ext3"], true);
+    }
 }
 
 #[test]
 fn ext4_layouts() {
-    compare(&[
-        "ext4",
-        "ext4-64bit-csum",
-        "ext4-legacy",
-        "ext4-1k",
-        "ext4-64k",
-    ]);
+    if can_run() {
+        let names = [
+            "ext4",
+            "ext4-64bit-csum",
+            "ext4-legacy",
+            "ext4-1k",
+            "ext4-64k",
+        ];
+        compare_matrix(Path::new(BIN), &names, true);
+    }
 }
 
 #[test]
 fn ext4_features() {
-    compare(&[
-        "ext4-inline",
-        "ext4-bigalloc",
-        "ext4-noextent",
-        "ext4-largedir",
-    ]);
+    if can_run() {
+        let names = [
+            "ext4-inline",
+            "ext4-bigalloc",
+            "ext4-noextent",
+            "ext4-largedir",
+        ];
+        compare_matrix(Path::new(BIN), &names, true);
+    }
 }
 
 /// The same image through a read-only loop block device instead of the
 /// image file.
 #[test]
 fn block_device_source() {
-    if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
+    if !can_run() {
         return;
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_ext4-fuse"));
     let img = build_image(matrix_spec("ext4-64bit-csum"));
     let lo = LoopDevice::attach(&img.path, true).expect("losetup");
     let mut report = Report::new("ext4-fuse on a loop device vs the kernel's ext4");
-    compare_with_kernel(bin, &img, lo.path(), "", FUSE_FIELDS, &mut report);
+    compare_with_kernel(
+        Path::new(BIN),
+        &img,
+        lo.path(),
+        "",
+        &fuse_fields(true),
+        &mut report,
+    );
     report.finish();
 }

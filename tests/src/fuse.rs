@@ -10,9 +10,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::image::BuiltImage;
+use crate::image::{build_image, BuiltImage, MATRIX};
 use crate::oracle::KernelMount;
-use crate::snapshot::{diff, host_snapshot, Compare, Field, Report, WalkOptions};
+use crate::snapshot::{diff, host_snapshot, Compare, Field, Report, WalkOptions, ALL_FIELDS};
 use crate::util::{page_size, run, target_dir};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -158,52 +158,30 @@ impl Drop for FuseServer {
     }
 }
 
-/// What FUSE can show of an ext4 inode, and so what a FUSE mount must show
-/// exactly as the kernel's ext4 does: everything but the two ioctl-only
-/// fields (FUSE passes no FS_IOC_GETVERSION / GETFLAGS here).
-pub const FUSE_FIELDS: &[Field] = &[
-    Field::Kind,
-    Field::Mode,
-    Field::Nlink,
-    Field::Uid,
-    Field::Gid,
-    Field::Size,
-    Field::Blocks,
-    Field::Blksize,
-    Field::Atime,
-    Field::Mtime,
-    Field::Ctime,
-    Field::Btime,
-    Field::Rdev,
-    Field::Ino,
-    Field::Link,
-    Field::Xattrs,
-    Field::Content,
-    Field::DataMap,
-];
+/// What a FUSE mount must show exactly as the kernel's ext4 does:
+/// everything but the two ioctl-only fields (FUSE passes no
+/// FS_IOC_GETVERSION / GETFLAGS here), and without birth times for a server
+/// whose protocol has no `FUSE_STATX` (FreeBSD's fusefs, and `fuser`).
+pub fn fuse_fields(statx: bool) -> Vec<Field> {
+    ALL_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !matches!(f, Field::Generation | Field::Flags))
+        .filter(|f| statx || *f != Field::Btime)
+        .collect()
+}
 
-/// The same without birth times, for a server speaking the FUSE protocol
-/// without `FUSE_STATX` (FreeBSD's fusefs, and `fuser`), which has no
-/// field to carry them.
-pub const FUSE_FIELDS_NO_STATX: &[Field] = &[
-    Field::Kind,
-    Field::Mode,
-    Field::Nlink,
-    Field::Uid,
-    Field::Gid,
-    Field::Size,
-    Field::Blocks,
-    Field::Blksize,
-    Field::Atime,
-    Field::Mtime,
-    Field::Ctime,
-    Field::Rdev,
-    Field::Ino,
-    Field::Link,
-    Field::Xattrs,
-    Field::Content,
-    Field::DataMap,
-];
+/// [`compare_with_kernel`] on the matrix images named, each mounted from
+/// its image file with no options; panics with every difference.
+pub fn compare_matrix(bin: &Path, names: &[&str], statx: bool) {
+    let mut report = Report::new(&format!("{} vs the kernel's ext4", bin.display()));
+    let fields = fuse_fields(statx);
+    for spec in MATRIX.iter().filter(|s| names.contains(&s.name)) {
+        let img = build_image(spec);
+        compare_with_kernel(bin, &img, &img.path, "", &fields, &mut report);
+    }
+    report.finish();
+}
 
 /// Mount `img` with the kernel's ext4 and with `bin` (on `source`: the
 /// image file itself or a block device holding it) side by side and add
@@ -299,5 +277,4 @@ pub fn statvfs(p: &Path) -> [u64; 8] {
         s.f_ffree,
         s.f_namemax,
     ]
-    .map(|v| v as u64)
 }

@@ -599,24 +599,7 @@ pub fn diff(want: &Tree, got: &Tree) -> Vec<String> {
     d
 }
 
-pub fn statvfs(p: &Path) -> [u64; 8] {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    // SAFETY: zeroed statvfs is a valid out-buffer.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    let r = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
-    assert_eq!(r, 0, "statvfs {}", p.display());
-    [
-        s.f_bsize,
-        s.f_frsize,
-        s.f_blocks,
-        s.f_bfree,
-        s.f_bavail,
-        s.f_files,
-        s.f_ffree,
-        s.f_namemax,
-    ]
-}
+pub use ext4_tests::fuse::statvfs;
 
 pub fn assert_same(what: &str, want: &Tree, got: &Tree) {
     let d = diff(want, got);
