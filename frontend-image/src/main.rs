@@ -9,6 +9,7 @@ mod check;
 mod extract;
 mod info;
 mod list;
+mod map;
 mod stat;
 mod util;
 
@@ -37,6 +38,7 @@ Examples:
   ext4-image disk.img ls -l /etc
   ext4-image disk.img cat /etc/hostname
   ext4-image disk.img extract / ./rootfs
+  ext4-image disk.img map --physical /var/log/syslog
   ext4-image --ignore-checksums disk.img check --data";
 
 #[derive(Parser)]
@@ -143,6 +145,22 @@ enum Cmd {
         jobs: Option<usize>,
         #[arg(long)]
         json: bool,
+    },
+    /// Show where a file's bytes live on the device: the answers the
+    /// kernel gets from FUSE_IOMAP_BEGIN, or (--physical) the extents as
+    /// `filefrag -v` prints them. Works on directories too.
+    ///
+    /// Example: ext4-image disk.img map --physical /var/log/syslog
+    #[command(after_help = map::HELP)]
+    Map {
+        /// Print one JSON array of the rows (of all PATHs).
+        #[arg(long, conflicts_with = "physical")]
+        json: bool,
+        /// Print extents in the format of `filefrag -v`.
+        #[arg(long)]
+        physical: bool,
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<OsString>,
     },
 }
 
@@ -300,6 +318,18 @@ fn run(cli: &Cli) -> CmdResult {
             extract::run(&vol, path_bytes(path), dest, jobs.map(|j| j as usize))
         }
         Cmd::Check { data, jobs, json } => check::run(&vol, *data, *jobs, *json),
+        Cmd::Map {
+            json,
+            physical,
+            paths,
+        } => {
+            let paths: Vec<&[u8]> = paths.iter().map(path_bytes).collect();
+            let opts = map::Opts {
+                json: *json,
+                physical: *physical,
+            };
+            map::run(&vol, &paths, &opts)
+        }
     }
 }
 
