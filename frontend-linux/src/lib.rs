@@ -6,9 +6,12 @@
 pub mod abi;
 pub mod backend;
 pub mod channel;
+pub mod inherited;
 pub mod iomap;
 pub mod log;
 pub mod loopdev;
 pub mod mount;
 pub mod options;
+pub mod sandbox;
 pub mod session;
+pub mod watcher;

@@ -1,12 +1,24 @@
 //! Log lines: to stderr in the foreground, to syslog once daemonized (stderr
 //! is /dev/null then, and a corrupt inode must still leave a trace).
+//!
+//! Syslog is a datagram socket connected to /dev/log when daemonizing, not
+//! the C library's syslog(3): that one opens its socket lazily and reopens
+//! it after an error, and a confined server may create no sockets. If the
+//! log daemon goes away, lines are dropped rather than reconnected.
 
-use std::ffi::CString;
 use std::fmt;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
-static SYSLOG: AtomicBool = AtomicBool::new(false);
 static DEBUG: AtomicBool = AtomicBool::new(false);
+static SYSLOG: OnceLock<Syslog> = OnceLock::new();
+
+struct Syslog {
+    sock: Option<UnixDatagram>,
+    pid: u32,
+}
 
 pub fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
@@ -16,21 +28,38 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
-/// Send further log lines to syslog (called after daemonizing).
+/// Send further log lines to syslog (called after daemonizing). Without a
+/// syslog daemon (/dev/log missing) lines are dropped.
 pub fn use_syslog() {
-    static IDENT: &std::ffi::CStr = c"ext4-fuse";
-    // SAFETY: IDENT is a static NUL-terminated string, as openlog requires.
-    unsafe { libc::openlog(IDENT.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
-    SYSLOG.store(true, Ordering::Relaxed);
+    let sock = UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log").map(|()| s))
+        .ok();
+    let _ = SYSLOG.set(Syslog {
+        sock,
+        pid: std::process::id(),
+    });
+}
+
+/// The connected syslog socket, if lines go there.
+pub fn syslog_fd() -> Option<i32> {
+    SYSLOG.get()?.sock.as_ref().map(|s| s.as_raw_fd())
 }
 
 fn emit(priority: libc::c_int, args: fmt::Arguments<'_>) {
-    if SYSLOG.load(Ordering::Relaxed) {
-        let line = CString::new(args.to_string().replace('\0', "\\0")).unwrap_or_default();
-        // SAFETY: "%s" with one valid C string argument.
-        unsafe { libc::syslog(priority, c"%s".as_ptr(), line.as_ptr()) };
-    } else {
-        eprintln!("ext4-fuse: {args}");
+    match SYSLOG.get() {
+        Some(s) => {
+            if let Some(sock) = &s.sock {
+                let line = format!(
+                    "<{}>ext4-fuse[{}]: {args}",
+                    libc::LOG_DAEMON | priority,
+                    s.pid
+                );
+                // write(2) rather than send(2): one call fewer to allow.
+                // SAFETY: a valid buffer on our own connected socket.
+                unsafe { libc::write(sock.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+            }
+        }
+        None => eprintln!("ext4-fuse: {args}"),
     }
 }
 

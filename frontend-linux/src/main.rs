@@ -1,20 +1,22 @@
 //! `ext4-fuse SOURCE MOUNTPOINT [-o opts] [-f] [-d]`: mount an ext4 image or
 //! block device read-only through FUSE.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::{OpenOptions, Volume, Warning};
+use ext4_engine::volume::Volume;
 use ext4_fuse::channel::{Channel, DevFuse};
+use ext4_fuse::inherited::{self, io_msg};
 use ext4_fuse::iomap;
 use ext4_fuse::log;
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options::{self, Options};
+use ext4_fuse::sandbox;
 use ext4_fuse::session::{Config, Session};
+use ext4_fuse::watcher;
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
@@ -53,54 +55,9 @@ fn default_threads() -> usize {
 }
 
 fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
-    let src = opts.source.display();
-    let meta = std::fs::metadata(&opts.source).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
-    if meta.is_dir() {
-        return Err(format!(
-            "{src}: is a directory, not an image file or block device"
-        ));
-    }
-    let dev = FileDevice::open(&opts.source, true).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
-    let mut vo = OpenOptions {
-        read_only: true,
-        ..OpenOptions::default()
-    };
-    if let Some(n) = opts.common.cache_size {
-        vo.cache_bytes = n;
-    }
-    let volume = Volume::open(dev, &vo).map_err(|e| format!("{src}: {e}"))?;
-    opts.common
-        .journal_policy(volume.warnings())
-        .map_err(|e| format!("{src}: {e}"))?;
-    for w in volume.warnings() {
-        if *w != Warning::NeedsRecovery {
-            log::error(format_args!("{src}: warning: {w}"));
-        }
-    }
-    Ok(volume)
-}
-
-/// The OS message without Rust's " (os error N)" suffix.
-fn io_msg(e: &io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
-fn check_mountpoint(path: &Path) -> Result<std::path::PathBuf, String> {
-    let mp = path.display();
-    let abs = std::fs::canonicalize(path).map_err(|e| format!("{mp}: {}", io_msg(&e)))?;
-    if !abs.is_dir() {
-        return Err(format!("{mp}: not a directory"));
-    }
-    if mount::is_mountpoint(&abs) {
-        return Err(format!(
-            "{mp}: mount point is busy (something is already mounted there)"
-        ));
-    }
-    Ok(abs)
+    let src = opts.source.display().to_string();
+    let file = std::fs::File::open(&opts.source).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
+    inherited::open_volume(file, &src, &opts.common)
 }
 
 /// Fork; the parent waits until the child says the mount is serving (one
@@ -153,29 +110,69 @@ fn run(opts: &Options) -> Result<(), String> {
         .thread_block()
         .map_err(|e| format!("sigprocmask: {e}"))?;
 
-    let volume = open_volume(opts)?;
-    let mountpoint = check_mountpoint(&opts.mountpoint)?;
-    let spec = MountSpec {
-        fsname: opts
-            .common
-            .fsname
-            .clone()
-            .unwrap_or_else(|| mount::default_fsname(&opts.source)),
-        mountpoint,
-        allow_other: opts.common.allow_other,
-        default_permissions: opts.common.default_permissions,
-        nosuid: opts.common.nosuid(),
-        nodev: opts.common.nodev(),
-        noexec: opts.common.noexec(),
+    // `ext4-fuse SOURCE /dev/fd/N`: a helper already mounted /dev/fuse
+    // descriptor N (and usually opened the source as /dev/fd/M).
+    let inherited_fuse = inherited::fd_number(&opts.mountpoint);
+    let (volume, fuse, mounted) = match inherited_fuse {
+        Some(n) => {
+            let fuse = inherited::fuse_fd(n)?;
+            let volume = match inherited::fd_number(&opts.source) {
+                Some(m) if m == n => {
+                    return Err(format!(
+                        "/dev/fd/{n}: the same descriptor cannot be source and mount point"
+                    ))
+                }
+                Some(m) => inherited::source_fd(m, &opts.common)?,
+                None => open_volume(opts)?,
+            };
+            (volume, fuse, None)
+        }
+        None => {
+            let volume = open_volume(opts)?;
+            let mountpoint = mount::check_mountpoint(&opts.mountpoint)?;
+            let spec = MountSpec {
+                fsname: opts
+                    .common
+                    .fsname
+                    .clone()
+                    .unwrap_or_else(|| mount::default_fsname(&opts.source)),
+                mountpoint,
+                allow_other: opts.common.allow_other,
+                default_permissions: opts.common.default_permissions,
+                nosuid: opts.common.nosuid(),
+                nodev: opts.common.nodev(),
+                noexec: opts.common.noexec(),
+            };
+            let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
+            (volume, fuse, Some(mounted))
+        }
     };
-    let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
+    let undo = |m: &Option<Mounted>| {
+        if let Some(m) = m {
+            let _ = m.unmount();
+        }
+    };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
     let iomap_prep = match iomap::prepare(opts.iomap, &opts.source, volume.sb().block_size) {
         Ok(p) => p,
         Err(e) => {
-            let _ = mounted.unmount();
+            undo(&mounted);
             return Err(e);
+        }
+    };
+    // Looked up now: NSS may read files, which the sandbox forbids.
+    // The kernel offers iomap only to a server holding CAP_SYS_RAWIO.
+    let keep_rawio = iomap_prep.is_some();
+    let plan = if opts.nosandbox {
+        None
+    } else {
+        match sandbox::prepare(opts.user.as_deref(), keep_rawio) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                undo(&mounted);
+                return Err(e);
+            }
         }
     };
     let ready = if opts.foreground {
@@ -184,7 +181,7 @@ fn run(opts: &Options) -> Result<(), String> {
         match daemonize() {
             Ok(w) => Some(w),
             Err(e) => {
-                let _ = mounted.unmount();
+                undo(&mounted);
                 return Err(e);
             }
         }
@@ -201,31 +198,29 @@ fn run(opts: &Options) -> Result<(), String> {
     }
     let session = Session::new(volume, config);
     if let Err(e) = session.wait_init(&fuse) {
-        let _ = mounted.unmount();
+        undo(&mounted);
         return Err(format!("FUSE_INIT failed: {e}"));
     }
     // Kept until the session ends: dropping it detaches a loop device.
     let _iomap = match iomap::activate(iomap_prep, &session, &fuse) {
         Ok(a) => a,
         Err(e) => {
-            let _ = mounted.unmount();
+            undo(&mounted);
             return Err(e);
         }
     };
-    if let Some(w) = ready {
-        detach_stdio();
-        let _ = std::fs::File::from(w).write_all(&[0]);
-    }
 
-    let signal_mount = mounted.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || on_signal(signals, signal_mount))
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-
+    // Every descriptor is opened before confinement: clones of /dev/fuse
+    // need an open(2). On an inherited descriptor there is no path to
+    // open, so all workers read the one descriptor.
     let threads = opts.threads.unwrap_or_else(default_threads);
+    let fuse = Arc::new(fuse);
     let mut channels: Vec<Arc<dyn Channel>> = Vec::with_capacity(threads);
     for _ in 1..threads {
+        if inherited_fuse.is_some() {
+            channels.push(fuse.clone());
+            continue;
+        }
         match fuse.clone_session() {
             Ok(c) => channels.push(Arc::new(c)),
             Err(e) => {
@@ -236,14 +231,68 @@ fn run(opts: &Options) -> Result<(), String> {
             }
         }
     }
-    channels.push(Arc::new(fuse) as Arc<dyn Channel>);
-    session
+    channels.push(fuse as Arc<dyn Channel>);
+
+    if ready.is_some() {
+        detach_stdio();
+    }
+    // A confined server cannot unmount; a privileged watcher does it for a
+    // mount this process made (see watcher.rs).
+    let watch = match (&plan, &mounted) {
+        (Some(_), Some(m)) => match watcher::spawn(m) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                undo(&mounted);
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
+    if let Some(plan) = plan {
+        if let Err(e) = sandbox::apply(plan) {
+            // With a watcher, exiting is the unmount.
+            if watch.is_none() {
+                undo(&mounted);
+            }
+            return Err(format!("sandbox: {e}"));
+        }
+    }
+    if let Some(w) = ready {
+        let _ = std::fs::File::from(w).write_all(&[0]);
+    }
+
+    // Who unmounts on a signal: this process when unconfined and it made
+    // the mount; otherwise exiting is enough (the watcher, or whoever
+    // made the mount, takes it from there).
+    let signal_mount = if watch.is_some() {
+        None
+    } else {
+        mounted.clone()
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || on_signal(signals, signal_mount))
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    if let Some(what) = std::env::var_os(sandbox::PROBE_ENV) {
+        sandbox::run_test_probe(&what.to_string_lossy());
+    }
+
+    let result = session
         .run(&channels)
-        .map_err(|e| format!("reading /dev/fuse: {e}"))
+        .map_err(|e| format!("reading /dev/fuse: {e}"));
+    // The connection ended because the mount went away: nothing to undo.
+    if let (Some(w), Ok(())) = (&watch, &result) {
+        watcher::keep(w);
+    }
+    result
 }
 
-fn on_signal(signals: SigSet, mounted: Mounted) {
+fn on_signal(signals: SigSet, mounted: Option<Mounted>) {
     if let Ok(sig) = signals.wait() {
+        let Some(mounted) = mounted else {
+            log::debug(format_args!("{sig}: exiting"));
+            std::process::exit(0);
+        };
         log::debug(format_args!(
             "{sig}: unmounting {}",
             mounted.mountpoint().display()

@@ -79,6 +79,22 @@ pub fn is_mountpoint(path: &Path) -> bool {
     })
 }
 
+/// `path` made absolute, checked to be a directory nothing is mounted on.
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
+    let mp = path.display();
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| format!("{mp}: {}", crate::inherited::io_msg(&e)))?;
+    if !abs.is_dir() {
+        return Err(format!("{mp}: not a directory"));
+    }
+    if is_mountpoint(&abs) {
+        return Err(format!(
+            "{mp}: mount point is busy (something is already mounted there)"
+        ));
+    }
+    Ok(abs)
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());

@@ -22,6 +22,8 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
         threads=N            FUSE worker threads\n  \
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it\n  \
+        user=NAME            user the server switches to once started (default nobody)\n  \
+        nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
         norecovery           mount although the journal needs recovery, showing the\n                       filesystem without its unreplayed changes (without it\n                       such a volume is refused: this version cannot replay)\n  \
         debug                log every request (implies -f)\n  \
         nosuid, nodev, noexec and their opposites, atime options, and fstab-only\n  \
@@ -55,6 +57,10 @@ pub struct Options {
     pub threads: Option<usize>,
     /// `iomap=`: the kernel's iomap data path.
     pub iomap: IomapMode,
+    /// `user=`: who the server becomes once started (`None`: nobody).
+    pub user: Option<String>,
+    /// `nosandbox`: skip the user switch, capability drop and seccomp.
+    pub nosandbox: bool,
 }
 
 impl Options {
@@ -93,6 +99,17 @@ pub fn is_help(e: &clap::Error) -> bool {
 }
 
 fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
+    // `user=NAME` before the shared names: there a bare `user` is the
+    // fstab flag, accepted and ignored whatever follows it.
+    if let Some(name) = opt.strip_prefix("user=") {
+        if name.is_empty() {
+            return Err(OptionError(
+                "mount option user needs a value (user=NAME)".into(),
+            ));
+        }
+        o.user = Some(name.to_string());
+        return Ok(());
+    }
     let Some((name, value)) = o.common.apply(opt)? else {
         return Ok(());
     };
@@ -106,6 +123,7 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
             }
             o.threads = Some(n);
         }
+        ("nosandbox", None) => o.nosandbox = true,
         ("iomap", Some(v)) => {
             o.iomap = IomapMode::parse(v).ok_or_else(|| {
                 OptionError(format!("mount option iomap={v}: must be auto, on or off"))
@@ -156,6 +174,11 @@ mod tests {
         assert!(o.debug() && o.foreground);
         let o = p(&["a", "b", "-o", "debug"]).unwrap();
         assert!(o.debug() && o.foreground);
+
+        let o = p(&["a", "b", "-o", "user=daemon,nosandbox,user"]).unwrap();
+        assert_eq!((o.user.as_deref(), o.nosandbox), (Some("daemon"), true));
+        let o = p(&["a", "b"]).unwrap();
+        assert_eq!((o.user, o.nosandbox), (None, false));
     }
 
     #[test]
@@ -170,6 +193,8 @@ mod tests {
         assert_eq!(p(&["a", "b"]).unwrap().iomap, IomapMode::Auto);
         assert_eq!(p(&["a", "b", "-o", "iomap=on"]).unwrap().iomap, IomapMode::On);
         assert_eq!(p(&["a", "b", "-o", "iomap=off"]).unwrap().iomap, IomapMode::Off);
+        assert!(e(&["a", "b", "-o", "user="]).contains("needs a value"));
+        assert!(e(&["a", "b", "-o", "nosandbox=1"]).contains("unknown"));
         // FreeBSD-only names are not silently accepted here.
         assert!(e(&["a", "b", "-o", "push_symlinks_in"]).contains("unknown"));
         assert!(p(&["a"]).is_err());

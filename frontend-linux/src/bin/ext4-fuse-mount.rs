@@ -1,0 +1,283 @@
+//! `ext4-fuse-mount SOURCE MOUNTPOINT [-o OPTIONS]`: the privileged half of
+//! a mount. Run as root (also as `mount.fuse.ext4-fuse`, which mount(8)
+//! calls for `-t fuse.ext4-fuse`), it opens the source read-only, checks it
+//! holds an ext2/3/4 filesystem, opens /dev/fuse and mounts it, then starts
+//! `ext4-fuse /dev/fd/M /dev/fd/N` as the unprivileged user (`-o user=`,
+//! default nobody) with no capabilities — or only CAP_SYS_RAWIO when the
+//! kernel offers iomap. The server then confines itself further.
+//!
+//! The helper waits for the server's start-up process: it exits once the
+//! server is serving (status 0), or unmounts again when it failed. With
+//! `--foreground` it waits for the server to end, and unmounts if it died.
+//! mount(8)'s `-f` (fake) checks everything but mounts nothing; `-n`, `-s`,
+//! `-v` and `-t` are accepted.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use ext4_fuse::inherited::{self, io_msg};
+use ext4_fuse::mount::{self, MountSpec, Mounted};
+use ext4_fuse::options;
+use ext4_fuse::sandbox;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, User};
+
+const USAGE: &str =
+    "usage: ext4-fuse-mount SOURCE MOUNTPOINT [-o OPTIONS] [--foreground] [-d] [-f] [-n] [-s] [-v]
+
+Mount an ext2/ext3/ext4 image or block device read-only through FUSE as
+root, and serve it with ext4-fuse running unprivileged and confined.
+Options are those of ext4-fuse (see ext4-fuse --help), including
+user=NAME (default nobody) and nosandbox.
+  --foreground  keep the server in the foreground; the helper waits for it
+  -d            debug: the server logs every request (implies --foreground)
+  -f            fake: check everything, mount nothing (as mount(8) -f)
+  -n, -s, -v, -t TYPE  accepted (mount(8) helper convention)";
+
+struct Args {
+    source: PathBuf,
+    mountpoint: PathBuf,
+    options: Vec<String>,
+    foreground: bool,
+    debug: bool,
+    fake: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut pos: Vec<OsString> = Vec::new();
+    let mut a = Args {
+        source: PathBuf::new(),
+        mountpoint: PathBuf::new(),
+        options: Vec::new(),
+        foreground: false,
+        debug: false,
+        fake: false,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.to_str() {
+            Some("-h" | "--help") => return Ok(None),
+            Some("-o") => {
+                let v = it.next().ok_or("-o needs a value")?;
+                a.options
+                    .push(v.into_string().map_err(|_| "-o: options must be UTF-8")?);
+            }
+            Some(s) if s.starts_with("-o") && s.len() > 2 => a.options.push(s[2..].to_string()),
+            Some("-t") => {
+                it.next().ok_or("-t needs a value")?;
+            }
+            Some("--foreground") => a.foreground = true,
+            Some("-d") => a.debug = true,
+            Some("-f") => a.fake = true,
+            Some("-n" | "-s" | "-v") => {}
+            Some("-N") => return Err("-N (mount namespaces) is not supported".into()),
+            Some(s) if s.starts_with('-') && s.len() > 1 => {
+                return Err(format!("unknown argument '{s}'"))
+            }
+            _ => pos.push(arg),
+        }
+    }
+    if pos.len() != 2 {
+        return Err("expected SOURCE and MOUNTPOINT (see --help)".into());
+    }
+    a.mountpoint = pos.pop().unwrap_or_default().into();
+    a.source = pos.pop().unwrap_or_default().into();
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ext4-fuse-mount: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("ext4-fuse-mount: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The server binary: next to this one, else `ext4-fuse` on PATH.
+fn server_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("ext4-fuse")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("ext4-fuse"))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    // The same option checks as the server, before touching anything.
+    let mut cl = vec![
+        args.source.to_string_lossy().into_owned(),
+        args.mountpoint.to_string_lossy().into_owned(),
+    ];
+    for o in &args.options {
+        cl.push("-o".into());
+        cl.push(o.clone());
+    }
+    let opts = options::parse(cl).map_err(|e| {
+        e.to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid options")
+            .trim_start_matches("error: ")
+            .to_string()
+    })?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err("must run as root (ext4-fuse mounts as an ordinary user itself)".into());
+    }
+    let user_name = opts.user.as_deref().unwrap_or(sandbox::DEFAULT_USER);
+    let user = User::from_name(user_name)
+        .map_err(|e| format!("looking up user {user_name}: {e}"))?
+        .ok_or_else(|| format!("no such user: {user_name} (see -o user=)"))?;
+
+    let src = args.source.display().to_string();
+    let source = File::open(&args.source).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
+    // Refuse a non-ext source before anything is mounted.
+    let clone = source
+        .try_clone()
+        .map_err(|e| format!("{src}: {}", io_msg(&e)))?;
+    drop(inherited::open_volume(clone, &src, &opts.common)?);
+    let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
+    // TODO(#5): keep CAP_SYS_RAWIO (and attach a loop device for an image
+    // file) when the kernel offers iomap: ext4_fuse::iomap's
+    // kernel_supports_iomap() / BackingDevice::open, once committed.
+    let keep_rawio = false;
+    if args.fake {
+        return Ok(());
+    }
+
+    let fsname = opts
+        .common
+        .fsname
+        .clone()
+        .unwrap_or_else(|| mount::default_fsname(&args.source));
+    let spec = MountSpec {
+        fsname: fsname.clone(),
+        mountpoint,
+        allow_other: opts.common.allow_other,
+        default_permissions: opts.common.default_permissions,
+        nosuid: opts.common.nosuid(),
+        nodev: opts.common.nodev(),
+        noexec: opts.common.noexec(),
+    };
+    let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
+
+    let mut cmd = Command::new(server_path());
+    cmd.arg(format!("/dev/fd/{}", source.as_raw_fd()))
+        .arg(format!("/dev/fd/{}", fuse.fd().as_raw_fd()));
+    for o in &args.options {
+        cmd.arg("-o").arg(o);
+    }
+    // Names the mount in the server's messages and its command line.
+    if opts.common.fsname.is_none() {
+        cmd.arg("-o")
+            .arg(format!("fsname={}", fsname.replace(',', "\\,")));
+    }
+    if args.debug {
+        cmd.arg("-d");
+    } else if args.foreground {
+        cmd.arg("-f");
+    }
+
+    // SAFETY: single-threaded; the child only sets up and execs.
+    let child = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => {
+            let e = start_server(
+                cmd,
+                source.as_fd(),
+                fuse.fd(),
+                &user,
+                keep_rawio,
+                opts.nosandbox,
+            );
+            eprintln!("ext4-fuse-mount: {e}");
+            // SAFETY: leave without running the parent's exit handlers.
+            unsafe { libc::_exit(1) }
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            let _ = mounted.unmount();
+            return Err(format!("fork: {e}"));
+        }
+    };
+    // Only the server may hold the connection: were this process to keep
+    // it, a dead server would leave a hanging mount instead of a broken one.
+    drop(fuse);
+    drop(source);
+    let status = loop {
+        match waitpid(child, None) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other,
+        }
+    };
+    match status {
+        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+        // The server (or the child before exec) said why on stderr.
+        Ok(WaitStatus::Exited(_, _)) => {
+            undo(&mounted);
+            Err(String::new())
+        }
+        Ok(WaitStatus::Signaled(_, sig, _)) => {
+            undo(&mounted);
+            Err(format!("the server was killed by {sig}; unmounted"))
+        }
+        other => {
+            undo(&mounted);
+            Err(format!("waiting for the server: {other:?}"))
+        }
+    }
+}
+
+/// Unmount unless someone already did (an `umount` racing a dying server).
+fn undo(m: &Mounted) {
+    if mount::is_mountpoint(m.mountpoint()) {
+        let _ = m.unmount();
+    }
+}
+
+/// In the child: hand both descriptors over, drop to the server's user and
+/// capabilities, exec. Returns only on failure.
+fn start_server(
+    mut cmd: Command,
+    source: BorrowedFd<'_>,
+    fuse: BorrowedFd<'_>,
+    user: &User,
+    keep_rawio: bool,
+    nosandbox: bool,
+) -> String {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    for fd in [source, fuse] {
+        if let Err(e) = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
+            return format!("fcntl: {e}");
+        }
+    }
+    if !nosandbox {
+        let keep = sandbox::kept(keep_rawio);
+        let step = sandbox::drop_bounding(&keep, true)
+            .and_then(|()| sandbox::switch_user(user.uid, user.gid, &keep, true))
+            .and_then(|()| sandbox::no_new_privs());
+        if let Err(e) = step {
+            return format!("dropping privileges for the server: {e}");
+        }
+    }
+    let prog = cmd.get_program().to_owned();
+    let e = cmd.exec();
+    format!("cannot run {}: {}", Path::new(&prog).display(), io_msg(&e))
+}
