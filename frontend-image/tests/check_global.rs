@@ -128,7 +128,7 @@ fn free_block(img: &Path) -> u64 {
     let s = debugfs(img, "ffb 1 20000");
     s.split_whitespace()
         .filter_map(|w| w.parse().ok())
-        .last()
+        .next_back()
         .expect("a free block")
 }
 
@@ -140,7 +140,11 @@ fn check(img: &Path) -> (i32, String) {
 /// Problems the engine reports with `budget` bytes of global state, and
 /// how many passes that took.
 fn engine_problems(img: &Path, budget: usize) -> (Vec<String>, u32) {
-    let vol = Volume::open(FileDevice::open(img, true).unwrap(), &OpenOptions::default()).unwrap();
+    let vol = Volume::open(
+        FileDevice::open(img, true).unwrap(),
+        &OpenOptions::default(),
+    )
+    .unwrap();
     let mut chk = Checker::new(&vol, &CheckOptions::default(), budget);
     let passes = chk.passes();
     let mut v = Vec::new();
@@ -200,7 +204,7 @@ fn damaged_images_are_flagged_like_e2fsck() {
     case(
         &base,
         "links",
-        &[format!("sif /b links_count 3")],
+        &[s("sif /b links_count 3")],
         &format!("inode {b} "),
         "link count does not match the directory entries",
         true,
@@ -208,7 +212,7 @@ fn damaged_images_are_flagged_like_e2fsck() {
     case(
         &base,
         "dirlinks",
-        &[format!("sif /d1 links_count 9")],
+        &[s("sif /d1 links_count 9")],
         &format!("inode {d1} "),
         "directory link count does not match",
         true,
@@ -299,7 +303,10 @@ fn damaged_images_are_flagged_like_e2fsck() {
     case(
         &base,
         "free-blocks-count",
-        &[s("set_bg 1 free_blocks_count 17"), s("set_bg 1 checksum calc")],
+        &[
+            s("set_bg 1 free_blocks_count 17"),
+            s("set_bg 1 checksum calc"),
+        ],
         "group descriptor 1 ",
         "free blocks count does not match",
         true,
@@ -307,7 +314,10 @@ fn damaged_images_are_flagged_like_e2fsck() {
     case(
         &base,
         "free-inodes-count",
-        &[s("set_bg 0 free_inodes_count 3"), s("set_bg 0 checksum calc")],
+        &[
+            s("set_bg 0 free_inodes_count 3"),
+            s("set_bg 0 checksum calc"),
+        ],
         "group descriptor 0 ",
         "free inodes count does not match",
         true,
@@ -315,7 +325,10 @@ fn damaged_images_are_flagged_like_e2fsck() {
     case(
         &base,
         "dirs-count",
-        &[s("set_bg 0 used_dirs_count 40"), s("set_bg 0 checksum calc")],
+        &[
+            s("set_bg 0 used_dirs_count 40"),
+            s("set_bg 0 checksum calc"),
+        ],
         "group descriptor 0 ",
         "directories count does not match",
         true,
@@ -355,7 +368,7 @@ fn multiply_claimed_blocks_are_flagged_like_e2fsck() {
     // A block pointer past the end of the filesystem.
     let img2 = scratch().join("outside.img");
     fs::copy(&base, &img2).unwrap();
-    damage(&img2, &[format!("sif /b block[1] 99999999")]);
+    damage(&img2, &["sif /b block[1] 99999999".to_string()]);
     assert_eq!(e2fsck(&img2), 4);
     let (rc, text) = check(&img2);
     assert_eq!(rc, 1, "{text}");
@@ -368,10 +381,16 @@ fn multiply_claimed_blocks_are_flagged_like_e2fsck() {
 #[test]
 fn bigalloc_and_inline_images_check_clean() {
     for (name, args) in [
-        ("bigalloc.img", &["-t", "ext4", "-O", "bigalloc", "-C", "16384"][..]),
+        (
+            "bigalloc.img",
+            &["-t", "ext4", "-O", "bigalloc", "-C", "16384"][..],
+        ),
         ("inline.img", &["-t", "ext4", "-O", "inline_data"][..]),
         ("ext3.img", &["-t", "ext3"][..]),
-        ("metabg.img", &["-t", "ext4", "-O", "meta_bg,^resize_inode"][..]),
+        (
+            "metabg.img",
+            &["-t", "ext4", "-O", "meta_bg,^resize_inode"][..],
+        ),
     ] {
         let img = build(name, args);
         let (rc, text) = check(&img);

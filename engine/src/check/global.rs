@@ -148,6 +148,9 @@ impl Claimer<'_> {
     }
 }
 
+/// Groups `a..b`.
+type Groups = (u32, u32);
+
 /// How the state is cut into windows of whole groups.
 #[derive(Clone, Copy, Debug)]
 struct Plan {
@@ -238,7 +241,8 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             + self.plan.cluster_groups as u64 * 2 * Bits::cost(sb.clusters_per_group as u64)
     }
 
-    fn windows(&self, pass: u32) -> (Option<(u32, u32)>, Option<(u32, u32)>) {
+    /// The inode and cluster windows of `pass`, as group ranges.
+    fn windows(&self, pass: u32) -> (Option<Groups>, Option<Groups>) {
         let g = self.vol.sb().group_count;
         let win = |per: u32| {
             let a = pass.checked_mul(per).filter(|&a| a < g)?;
