@@ -52,6 +52,23 @@ pub fn take(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Close every descriptor above stderr but `keep`: whatever the caller
+/// leaked into this process (a socket, a directory) would otherwise stay
+/// usable by a confined server. Call first thing, single-threaded.
+pub fn close_stray(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&f| f > 2).collect();
+    keep.sort_unstable();
+    let mut lo: RawFd = 3;
+    for k in keep.into_iter().chain([RawFd::MAX]) {
+        if lo < k {
+            // SAFETY: close_range takes plain numbers; nothing in this
+            // process opened those descriptors.
+            unsafe { libc::syscall(libc::SYS_close_range, lo as u32, (k - 1) as u32, 0u32) };
+        }
+        lo = k.saturating_add(1);
+    }
+}
+
 /// Whether `fd` is a `/dev/fuse` descriptor (a character device 10:229).
 pub fn check_fuse(fd: BorrowedFd<'_>, name: &str) -> Result<(), String> {
     let st = fstat(fd.as_raw_fd()).map_err(|e| format!("{name}: {}", e.desc()))?;

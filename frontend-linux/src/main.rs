@@ -110,6 +110,14 @@ fn run(opts: &Options) -> Result<(), String> {
         .thread_block()
         .map_err(|e| format!("sigprocmask: {e}"))?;
 
+    // Descriptors leaked by whoever started us would stay usable after
+    // confinement; only the ones named on the command line are kept.
+    inherited::close_stray(
+        &[&opts.source, &opts.mountpoint]
+            .iter()
+            .filter_map(|p| inherited::fd_number(p))
+            .collect::<Vec<_>>(),
+    );
     // `ext4-fuse SOURCE /dev/fd/N`: a helper already mounted /dev/fuse
     // descriptor N (and usually opened the source as /dev/fd/M).
     let inherited_fuse = inherited::fd_number(&opts.mountpoint);

@@ -28,7 +28,13 @@ pub fn spawn(mounted: &Mounted) -> Result<OwnedFd, String> {
         nix::unistd::ForkResult::Parent { .. } => Ok(w),
         nix::unistd::ForkResult::Child => {
             drop(w);
-            close_all_but(&[Some(r.as_raw_fd()), log::syslog_fd()]);
+            // Above all the /dev/fuse descriptors: held here, they would
+            // keep the connection alive after the server died.
+            let keep: Vec<RawFd> = [Some(r.as_raw_fd()), log::syslog_fd()]
+                .into_iter()
+                .flatten()
+                .collect();
+            crate::inherited::close_stray(&keep);
             let mut b = [0u8; 1];
             let got = loop {
                 match nix::unistd::read(r.as_raw_fd(), &mut b) {
@@ -52,23 +58,6 @@ pub fn spawn(mounted: &Mounted) -> Result<OwnedFd, String> {
             }
             std::process::exit(0);
         }
-    }
-}
-
-/// Close every descriptor above stderr except `keep` (the pipe, the
-/// syslog socket): above all the `/dev/fuse` ones, which would otherwise
-/// keep the connection alive after the server died.
-fn close_all_but(keep: &[Option<RawFd>]) {
-    let mut keep: Vec<RawFd> = keep.iter().flatten().copied().filter(|&f| f > 2).collect();
-    keep.sort_unstable();
-    let mut lo: RawFd = 3;
-    for k in keep.into_iter().chain([libc::c_int::MAX]) {
-        if lo < k {
-            // SAFETY: close_range takes plain numbers; nothing in this
-            // process uses those descriptors any more.
-            unsafe { libc::syscall(libc::SYS_close_range, lo as u32, (k - 1) as u32, 0u32) };
-        }
-        lo = k.saturating_add(1);
     }
 }
 

@@ -8,9 +8,11 @@
 //!
 //! The helper waits for the server's start-up process: it exits once the
 //! server is serving (status 0), or unmounts again when it failed. With
-//! `--foreground` it waits for the server to end, and unmounts if it died.
-//! mount(8)'s `-f` (fake) checks everything but mounts nothing; `-n`, `-s`,
-//! `-v` and `-t` are accepted.
+//! `-f` it waits for the server to end, and unmounts if it died.
+//!
+//! Called as `mount.*` it follows mount(8)'s helper conventions instead:
+//! `-f` is "fake" (check everything, mount nothing), and `-n`, `-s`, `-v`,
+//! `-t TYPE` are accepted.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -26,17 +28,16 @@ use ext4_fuse::sandbox;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, User};
 
-const USAGE: &str =
-    "usage: ext4-fuse-mount SOURCE MOUNTPOINT [-o OPTIONS] [--foreground] [-d] [-f] [-n] [-s] [-v]
+const USAGE: &str = "usage: ext4-fuse-mount SOURCE MOUNTPOINT [-o OPTIONS] [-f] [-d]
 
 Mount an ext2/ext3/ext4 image or block device read-only through FUSE as
 root, and serve it with ext4-fuse running unprivileged and confined.
 Options are those of ext4-fuse (see ext4-fuse --help), including
 user=NAME (default nobody) and nosandbox.
-  --foreground  keep the server in the foreground; the helper waits for it
-  -d            debug: the server logs every request (implies --foreground)
-  -f            fake: check everything, mount nothing (as mount(8) -f)
-  -n, -s, -v, -t TYPE  accepted (mount(8) helper convention)";
+  -f  keep the server in the foreground; the helper waits for it
+  -d  debug: the server logs every request (implies -f)
+Installed as mount.fuse.ext4-fuse, mount(8)'s helper flags apply instead:
+-f fakes the mount; -n, -s, -v and -t TYPE are accepted.";
 
 struct Args {
     source: PathBuf,
@@ -57,7 +58,16 @@ fn parse_args() -> Result<Option<Args>, String> {
         debug: false,
         fake: false,
     };
-    let mut it = std::env::args_os().skip(1);
+    let mut it = std::env::args_os();
+    // As mount.fuse.ext4-fuse, mount(8) passes -f for a fake mount.
+    let as_mount_helper = it
+        .next()
+        .and_then(|a0| {
+            Path::new(&a0)
+                .file_name()
+                .map(|n| n.to_string_lossy().starts_with("mount."))
+        })
+        .unwrap_or(false);
     while let Some(arg) = it.next() {
         match arg.to_str() {
             Some("-h" | "--help") => return Ok(None),
@@ -67,13 +77,13 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .push(v.into_string().map_err(|_| "-o: options must be UTF-8")?);
             }
             Some(s) if s.starts_with("-o") && s.len() > 2 => a.options.push(s[2..].to_string()),
-            Some("-t") => {
+            Some("-t") if as_mount_helper => {
                 it.next().ok_or("-t needs a value")?;
             }
-            Some("--foreground") => a.foreground = true,
             Some("-d") => a.debug = true,
-            Some("-f") => a.fake = true,
-            Some("-n" | "-s" | "-v") => {}
+            Some("-f") if as_mount_helper => a.fake = true,
+            Some("-f" | "--foreground") => a.foreground = true,
+            Some("-n" | "-s" | "-v") if as_mount_helper => {}
             Some("-N") => return Err("-N (mount namespaces) is not supported".into()),
             Some(s) if s.starts_with('-') && s.len() > 1 => {
                 return Err(format!("unknown argument '{s}'"))
@@ -263,6 +273,17 @@ fn start_server(
     nosandbox: bool,
 ) -> String {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    // Whatever else our caller left open stays behind: the server gets
+    // stdio and the two descriptors, nothing more.
+    // SAFETY: close_range takes plain numbers and a flag.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     for fd in [source, fuse] {
         if let Err(e) = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
             return format!("fcntl: {e}");
