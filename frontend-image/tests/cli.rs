@@ -1339,3 +1339,236 @@ fn corpus_no_panics_no_hangs() {
     println!("{}", table.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// What one extracted entry looks like, read without opening it (so no
+/// access time moves before everything is recorded).
+#[derive(Debug, PartialEq)]
+struct Entry {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    nlink: u64,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+    rdev: u64,
+    xattrs: BTreeMap<String, Vec<u8>>,
+    target: Option<PathBuf>,
+}
+
+/// Every entry under `root` by relative path, plus the groups of paths
+/// that share an inode.
+fn snapshot(root: &Path) -> (BTreeMap<String, Entry>, BTreeSet<Vec<String>>) {
+    fn walk(
+        root: &Path,
+        rel: &str,
+        out: &mut BTreeMap<String, Entry>,
+        inos: &mut BTreeMap<u64, Vec<String>>,
+    ) {
+        let mut names: Vec<_> = fs::read_dir(root.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = if rel.is_empty() {
+                n
+            } else {
+                format!("{rel}/{n}")
+            };
+            let p = root.join(&r);
+            let m = fs::symlink_metadata(&p).unwrap();
+            if !m.is_dir() && m.nlink() > 1 {
+                inos.entry(m.ino()).or_default().push(r.clone());
+            }
+            out.insert(
+                r.clone(),
+                Entry {
+                    mode: m.mode(),
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    size: if m.is_dir() { 0 } else { m.len() },
+                    nlink: m.nlink(),
+                    atime: (m.atime(), m.atime_nsec()),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    rdev: m.rdev(),
+                    xattrs: xattrs(&p),
+                    target: m
+                        .file_type()
+                        .is_symlink()
+                        .then(|| fs::read_link(&p).unwrap()),
+                },
+            );
+            if m.is_dir() {
+                walk(root, &r, out, inos);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut inos = BTreeMap::new();
+    walk(root, "", &mut out, &mut inos);
+    (out, inos.into_values().collect())
+}
+
+fn contents(root: &Path, snap: &BTreeMap<String, Entry>) -> BTreeMap<String, Vec<u8>> {
+    snap.iter()
+        .filter(|(_, e)| e.mode & 0o170000 == 0o100000)
+        .map(|(r, _)| (r.clone(), fs::read(root.join(r)).unwrap()))
+        .collect()
+}
+
+/// Extraction with one worker and with several gives the same tree (every
+/// attribute, hard-link groups, bytes), equal to `debugfs rdump` and to the
+/// source; unwritten extents come out as holes of zeros even when the
+/// blocks under them hold old data.
+#[test]
+fn extract_parallel_equals_serial_and_rdump() {
+    let base = fresh_dir("parallel");
+    let src = base.join("src");
+    fs::create_dir(&src).unwrap();
+    // 60 directories up to 4 deep, files of 0 B to ~300 KiB (both copy
+    // paths), 40 inodes with 4 names each spread over the directories.
+    let mut dirs = vec![String::new()];
+    for i in 0..60usize {
+        let parent = dirs[(i * 7) % dirs.len()].clone();
+        let d = if parent.matches('/').count() >= 3 {
+            format!("d{i:02}")
+        } else if parent.is_empty() {
+            format!("d{i:02}")
+        } else {
+            format!("{parent}/d{i:02}")
+        };
+        fs::create_dir(src.join(&d)).unwrap();
+        dirs.push(d);
+    }
+    for (k, d) in dirs.iter().enumerate() {
+        for f in 0..12usize {
+            let n = (k * 12 + f) * 2654435761 % 100_003;
+            let size = if f == 0 { 70_000 + n * 2 } else { n % 9000 };
+            let p = src.join(d).join(format!("f{f:02}"));
+            fs::write(&p, pattern(size, (k * 12 + f) as u32)).unwrap();
+            fs::set_permissions(
+                &p,
+                fs::Permissions::from_mode(0o400 + (f as u32 % 8) * 0o11),
+            )
+            .unwrap();
+            if f % 5 == 1 {
+                lsetxattr(&p, "user.k", format!("{k}-{f}").as_bytes());
+            }
+        }
+    }
+    for l in 0..40usize {
+        let first = src
+            .join(&dirs[(l * 13) % dirs.len()])
+            .join(format!("link{l:02}"));
+        fs::write(&first, pattern(1000 + l * 3000, 900 + l as u32)).unwrap();
+        for n in 1..4 {
+            let other = src
+                .join(&dirs[(l * 13 + n * 17) % dirs.len()])
+                .join(format!("link{l:02}_{n}"));
+            fs::hard_link(&first, other).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("d00/f01", src.join("sym")).unwrap();
+    let fifo = c(&src.join(&dirs[5]).join("fifo"));
+    // SAFETY: valid path string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    {
+        // Data, then a hole that becomes unwritten extents below.
+        let f = fs::File::create(src.join("prealloc")).unwrap();
+        f.write_all_at(&pattern(64 << 10, 5), 0).unwrap();
+        f.set_len(1 << 20).unwrap();
+    }
+    for (k, d) in dirs.iter().enumerate().rev() {
+        set_mtime(&src.join(d), 1_600_000_000 + k as i64 * 1000);
+    }
+    let img = base.join("p.img");
+    let (s, p) = (src.to_str().unwrap(), img.to_str().unwrap());
+    run_ok(
+        "mke2fs",
+        &[
+            "-F",
+            "-q",
+            "-t",
+            "ext4",
+            "-O",
+            "metadata_csum,64bit",
+            "-b",
+            "4096",
+            "-d",
+            s,
+            p,
+            "64M",
+        ],
+    );
+    // Blocks 16..=255 of /prealloc become unwritten; put old data under
+    // some of them, which must not come out.
+    run_ok("debugfs", &["-w", "-R", "fallocate /prealloc 16 255", p]);
+    let img_file = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    for lblk in [16, 100, 255] {
+        let out = debugfs(&img, &format!("bmap /prealloc {lblk}"));
+        // "6376 (uninit)"
+        let pblk: u64 = out
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("bmap: {out}"));
+        assert!(out.contains("uninit"), "bmap /prealloc {lblk}: {out}");
+        assert!(pblk > 0, "bmap /prealloc {lblk}: {out}");
+        img_file.write_all_at(&[0xEE; 4096], pblk * 4096).unwrap();
+    }
+    drop(img_file);
+    assert!(
+        debugfs(&img, "stat /prealloc").contains("[u]"),
+        "no unwritten extent"
+    );
+    let src_bytes = fs::read(src.join("prealloc")).unwrap();
+
+    let rd = fresh_dir("parallel-rdump");
+    debugfs(&img, &format!("rdump / {}", rd.display()));
+    let mut trees = Vec::new();
+    for (i, j) in ["1", "4", "4", "2", "4"].iter().enumerate() {
+        let dst = base.join(format!("x{i}-j{j}"));
+        let o = tool(&img, &["extract", "-j", j, "/", dst.to_str().unwrap()]);
+        ok(o, &format!("extract -j {j}"));
+        // Before anything reads the files (which may move their atime).
+        let (snap, groups) = snapshot(&dst);
+        compare_with_rdump(&rd, &dst, "");
+        let data = contents(&dst, &snap);
+        assert_eq!(data["prealloc"], src_bytes, "-j {j}: unwritten extents");
+        let m = fs::metadata(dst.join("prealloc")).unwrap();
+        assert!(
+            m.blocks() * 512 <= 128 << 10,
+            "-j {j}: prealloc took {} sectors",
+            m.blocks()
+        );
+        trees.push((j, snap, groups, data));
+    }
+    let (_, snap1, groups1, data1) = &trees[0];
+    // The source agrees on every name, mode, owner, mtime (seconds:
+    // mke2fs -d drops nanoseconds), xattr, byte and link count.
+    let (src_snap, src_groups) = snapshot(&src);
+    assert_eq!(src_groups, *groups1, "hard-link groups vs source");
+    assert_eq!(groups1.len(), 40);
+    for (r, e) in &src_snap {
+        let x = &snap1[r];
+        assert_eq!(
+            (e.mode, e.uid, e.gid, e.size, e.nlink, e.mtime.0, &e.xattrs, &e.target),
+            (x.mode, x.uid, x.gid, x.size, x.nlink, x.mtime.0, &x.xattrs, &x.target),
+            "/{r} vs source"
+        );
+    }
+    assert_eq!(contents(&src, &src_snap), *data1);
+    for (j, snap, groups, data) in &trees[1..] {
+        assert_eq!(
+            snap.keys().collect::<Vec<_>>(),
+            snap1.keys().collect::<Vec<_>>(),
+            "-j {j}: names"
+        );
+        for (r, e) in snap1 {
+            assert_eq!(&snap[r], e, "-j {j}: /{r}");
+        }
+        assert_eq!(groups, groups1, "-j {j}: hard-link groups");
+        assert!(data == data1, "-j {j}: contents");
+    }
+}
