@@ -1431,9 +1431,7 @@ fn extract_parallel_equals_serial_and_rdump() {
     let mut dirs = vec![String::new()];
     for i in 0..60usize {
         let parent = dirs[(i * 7) % dirs.len()].clone();
-        let d = if parent.matches('/').count() >= 3 {
-            format!("d{i:02}")
-        } else if parent.is_empty() {
+        let d = if parent.is_empty() || parent.matches('/').count() >= 3 {
             format!("d{i:02}")
         } else {
             format!("{parent}/d{i:02}")
