@@ -629,7 +629,9 @@ pub struct IomapUpsertMappingsOut {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct FuseRange {
     pub offset: u64,
     /// 0: leave this fork alone; `IOMAP_INVAL_TO_EOF`: to end of file.

@@ -53,8 +53,7 @@ const FUSE_DEV_IOC_IOMAP_SUPPORT: libc::c_ulong = nix::request_code_read!(
     core::mem::size_of::<abi::IomapSupport>()
 ) as libc::c_ulong;
 const FUSE_DEV_IOC_SET_NOFS: libc::c_ulong =
-    nix::request_code_write!(FUSE_DEV_IOC_MAGIC, 100, core::mem::size_of::<u32>())
-        as libc::c_ulong;
+    nix::request_code_write!(FUSE_DEV_IOC_MAGIC, 100, core::mem::size_of::<u32>()) as libc::c_ulong;
 
 /// Environment variable, for tests only: `assume` makes the probe report
 /// iomap support without asking the kernel, so the set-up and its failure
@@ -271,7 +270,11 @@ fn decline(mode: IomapMode, why: &str, expected: bool) -> Result<(), String> {
 /// on. `Ok(None)`: use the plain data path (the reason is logged);
 /// `Err`: `-o iomap=on` cannot be honoured (one line, nothing left
 /// attached).
-pub fn prepare(mode: IomapMode, source: &Path, block_size: u32) -> Result<Option<Prepared>, String> {
+pub fn prepare(
+    mode: IomapMode,
+    source: &Path,
+    block_size: u32,
+) -> Result<Option<Prepared>, String> {
     if mode == IomapMode::Off {
         log::debug(format_args!("data path: plain FUSE (-o iomap=off)"));
         return Ok(None);
@@ -293,11 +296,17 @@ pub fn prepare(mode: IomapMode, source: &Path, block_size: u32) -> Result<Option
         return Ok(None);
     }
     match BackingDevice::open(source, block_size) {
-        Ok(backing) => Ok(Some(Prepared { mode, backing })),
+        Ok(backing) => {
+            log::debug(format_args!("iomap set-up: {}", backing.describe()));
+            Ok(Some(Prepared { mode, backing }))
+        }
         Err(e) => {
             decline(
                 mode,
-                &format!("{}: cannot set up a block device for iomap: {e}", source.display()),
+                &format!(
+                    "{}: cannot set up a block device for iomap: {e}",
+                    source.display()
+                ),
                 false,
             )?;
             Ok(None)

@@ -178,14 +178,13 @@ impl Drop for LoopDevice {
 /// file's filesystem may not do O_DIRECT, or not at this block size), and
 /// with smaller block sizes if the device refuses `block_size`.
 fn configure(dev: &File, backing: &File, block_size: u32) -> io::Result<(bool, u32)> {
+    // Then the powers of two the loop driver always takes, largest first.
     let mut sizes = vec![block_size];
-    let mut s = block_size.min(4096);
-    while s >= 512 {
-        if s < block_size {
-            sizes.push(s);
-        }
-        s /= 2;
-    }
+    sizes.extend(
+        [4096, 2048, 1024, 512]
+            .into_iter()
+            .filter(|&s| s < block_size),
+    );
     let mut last = io::Error::from_raw_os_error(libc::EINVAL);
     for &bs in &sizes {
         for dio in [true, false] {
@@ -232,7 +231,11 @@ fn with_path(p: &Path, e: io::Error) -> io::Error {
 pub fn devices_backed_by(image: &Path) -> Vec<String> {
     let want = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
     let mut found = Vec::new();
-    for e in std::fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("loop") {
             continue;

@@ -191,8 +191,14 @@ mod tests {
         assert!(e(&["a", "b", "-o", "iomap=maybe"]).contains("auto, on or off"));
         assert!(e(&["a", "b", "-o", "iomap"]).contains("needs a value"));
         assert_eq!(p(&["a", "b"]).unwrap().iomap, IomapMode::Auto);
-        assert_eq!(p(&["a", "b", "-o", "iomap=on"]).unwrap().iomap, IomapMode::On);
-        assert_eq!(p(&["a", "b", "-o", "iomap=off"]).unwrap().iomap, IomapMode::Off);
+        assert_eq!(
+            p(&["a", "b", "-o", "iomap=on"]).unwrap().iomap,
+            IomapMode::On
+        );
+        assert_eq!(
+            p(&["a", "b", "-o", "iomap=off"]).unwrap().iomap,
+            IomapMode::Off
+        );
         assert!(e(&["a", "b", "-o", "user="]).contains("needs a value"));
         assert!(e(&["a", "b", "-o", "nosandbox=1"]).contains("unknown"));
         // FreeBSD-only names are not silently accepted here.

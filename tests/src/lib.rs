@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod fuse;
 pub mod image;
+pub mod kwimage;
 pub mod oracle;
 pub mod rng;
 pub mod snapshot;

@@ -264,9 +264,14 @@ impl<B: Backend> Session<B> {
         self.check_answer(ino, &read, args.pos, false)?;
         self.check_answer(ino, &write, args.pos, true)?;
 
-        let cacheable = matches!(read.kind, MapType::Mapped | MapType::Unwritten | MapType::Hole);
+        let cacheable = matches!(
+            read.kind,
+            MapType::Mapped | MapType::Unwritten | MapType::Hole
+        );
         let mut reply = (read, write);
-        if cacheable && args.opflags & op::REPORT == 0 {
+        // Pushes serve the page cache (buffered reads, faults); reports and
+        // direct I/O take the answer as it is.
+        if cacheable && args.opflags & (op::REPORT | op::DIRECT) == 0 {
             if let Some((start, end)) = self.push_from(ch, ino, read, usize::MAX) {
                 // The kernel's cache now covers `pos`: it looks again.
                 let retry = Mapping {
@@ -433,8 +438,11 @@ impl<B: Backend> Session<B> {
         }
         // Only what the kernel still holds counts (the mirror would have
         // dropped the inode had the push overrun the budget).
-        matches!(mirror.lookup(key, Fork::Read, first.offset), Lookup::Hit(..))
-            .then_some((first.offset, m.end()))
+        matches!(
+            mirror.lookup(key, Fork::Read, first.offset),
+            Lookup::Hit(..)
+        )
+        .then_some((first.offset, m.end()))
     }
 
     fn do_iomap_end(&self, req: &Request<'_>) -> Result<(), i32> {

@@ -1,0 +1,157 @@
+//! On this kernel (no FUSE iomap): `-o iomap=auto` (the default) mounts
+//! through the plain data path and reads what the kernel's ext4 reads;
+//! `-o iomap=on` fails with one clear line and mounts nothing. With the
+//! probe forced (test-only environment variable), the set-up runs for
+//! real: a loop device is attached, the kernel then does not grant
+//! FUSE_IOMAP, and the loop device must be gone afterwards on both the
+//! failing (`on`) and the falling-back (`auto`) path.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ext4_fuse::iomap::PROBE_OVERRIDE_ENV;
+use ext4_fuse::loopdev::devices_backed_by;
+use ext4_tests::fuse::is_mounted;
+use ext4_tests::image::{build_image, matrix_spec};
+use ext4_tests::oracle::KernelMount;
+use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4, target_dir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse");
+const FILE: &str = "files/size-65537";
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = target_dir()
+        .join("ext4-test-mnt")
+        .join(format!("iomap-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(d.join("mnt")).unwrap();
+    d
+}
+
+/// A private copy of the small image, so no other test's loop devices
+/// share its path.
+fn image_copy(dir: &Path) -> PathBuf {
+    let src = build_image(matrix_spec("ext4")).path;
+    let img = dir.join("image.img");
+    fs::copy(src, &img).unwrap();
+    img
+}
+
+/// Run `ext4-fuse IMG MNT -f -o OPTS`; if it mounts, read FILE, unmount,
+/// and return (mounted, file bytes, exit code, stderr).
+fn run(img: &Path, mnt: &Path, opts: &str, assume: bool) -> (bool, Vec<u8>, Option<i32>, String) {
+    let log = mnt.with_extension("log");
+    let mut cmd = Command::new(BIN);
+    cmd.arg(img)
+        .arg(mnt)
+        .args(["-f", "-d", "-o", opts])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
+    if assume {
+        cmd.env(PROBE_OVERRIDE_ENV, "assume");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut data = Vec::new();
+    let mut mounted = false;
+    loop {
+        if let Some(_st) = child.try_wait().unwrap() {
+            break;
+        }
+        if is_mounted(mnt) {
+            mounted = true;
+            data = fs::read(mnt.join(FILE)).unwrap_or_default();
+            let _ = Command::new("umount").arg(mnt).status();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ext4-fuse neither mounted nor exited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = child.wait().unwrap();
+    (
+        mounted,
+        data,
+        st.code(),
+        fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn fallback_on_a_kernel_without_iomap() {
+    if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
+        return;
+    }
+    if ext4_fuse::iomap::kernel_supports_iomap() {
+        eprintln!("this kernel has FUSE iomap: the fallback test does not apply");
+        return;
+    }
+    let dir = scratch("fallback");
+    let img = image_copy(&dir);
+    let mnt = dir.join("mnt");
+    let want = {
+        let km = KernelMount::ro(&img).unwrap();
+        fs::read(km.path().join(FILE)).unwrap()
+    };
+
+    // auto (the default): plain path, correct data, clean exit.
+    for opts in ["ro", "ro,iomap=auto", "ro,iomap=off"] {
+        let (mounted, data, code, err) = run(&img, &mnt, opts, false);
+        assert!(mounted, "{opts}: did not mount: {err}");
+        assert_eq!(code, Some(0), "{opts}: {err}");
+        assert!(data == want, "{opts}: data differs from the kernel's");
+        assert!(
+            err.contains("data path: plain FUSE"),
+            "{opts}: no data-path line: {err}"
+        );
+        assert!(!err.contains("data path: iomap"));
+    }
+
+    // on: a clear one-line failure, nothing mounted.
+    let (mounted, _, code, err) = run(&img, &mnt, "ro,iomap=on", false);
+    assert!(!mounted);
+    assert_eq!(code, Some(1));
+    let lines: Vec<&str> = err.lines().filter(|l| !l.contains("unique=")).collect();
+    assert_eq!(lines.len(), 1, "expected one line: {err}");
+    assert!(
+        lines[0].contains("-o iomap=on") && lines[0].contains("no iomap support"),
+        "{err}"
+    );
+    assert!(!is_mounted(&mnt));
+
+    // Forced probe: a loop device is attached for real, then the kernel
+    // does not grant FUSE_IOMAP. No loop device may survive either path.
+    assert!(devices_backed_by(&img).is_empty());
+    let (mounted, _, code, err) = run(&img, &mnt, "ro,iomap=on", true);
+    assert!(!mounted || !is_mounted(&mnt));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("did not offer FUSE_IOMAP"), "{err}");
+    assert!(
+        err.contains("iomap set-up: /dev/loop"),
+        "no loop device was attached: {err}"
+    );
+    assert!(
+        devices_backed_by(&img).is_empty(),
+        "iomap=on failure leaked a loop device"
+    );
+    assert!(!is_mounted(&mnt), "iomap=on failure left a mount");
+
+    let (mounted, data, code, err) = run(&img, &mnt, "ro,iomap=auto", true);
+    assert!(mounted, "{err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(data == want);
+    assert!(err.contains("iomap set-up: /dev/loop"), "{err}");
+    assert!(
+        err.contains("did not offer FUSE_IOMAP") && err.contains("plain FUSE data path"),
+        "{err}"
+    );
+    assert!(
+        devices_backed_by(&img).is_empty(),
+        "iomap=auto fallback leaked a loop device"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
