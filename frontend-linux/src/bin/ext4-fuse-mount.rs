@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use ext4_fuse::inherited::{self, io_msg};
+use ext4_fuse::iomap::{self, BackingDevice, IomapMode};
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options;
 use ext4_fuse::sandbox;
@@ -163,15 +164,33 @@ fn run(args: Args) -> Result<(), String> {
     let clone = source
         .try_clone()
         .map_err(|e| format!("{src}: {}", io_msg(&e)))?;
-    drop(inherited::open_volume(clone, &src, &opts.common)?);
+    let block_size = inherited::open_volume(clone, &src, &opts.common)?
+        .sb()
+        .block_size;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
-    // TODO(#5): keep CAP_SYS_RAWIO (and attach a loop device for an image
-    // file) when the kernel offers iomap: ext4_fuse::iomap's
-    // kernel_supports_iomap() / BackingDevice::open, once committed.
-    let keep_rawio = false;
+    // The kernel offers iomap only to a server holding CAP_SYS_RAWIO, and
+    // does file I/O on a block device: an image file gets a loop device
+    // (attached here, as only root can), which the server is handed
+    // instead of the file. Autoclear detaches it once the server is gone.
+    let keep_rawio = opts.iomap != IomapMode::Off && iomap::kernel_supports_iomap();
     if args.fake {
         return Ok(());
     }
+    let backing = if keep_rawio && source.metadata().is_ok_and(|m| m.is_file()) {
+        Some(
+            BackingDevice::open(&args.source, block_size)
+                .map_err(|e| format!("{src}: attaching a loop device: {}", io_msg(&e)))?,
+        )
+    } else {
+        None
+    };
+    let source = match &backing {
+        Some(b) => b
+            .file()
+            .try_clone()
+            .map_err(|e| format!("{}: {}", b.path().display(), io_msg(&e)))?,
+        None => source,
+    };
 
     let fsname = opts
         .common
@@ -231,6 +250,7 @@ fn run(args: Args) -> Result<(), String> {
     // it, a dead server would leave a hanging mount instead of a broken one.
     drop(fuse);
     drop(source);
+    drop(backing);
     let status = loop {
         match waitpid(child, None) {
             Err(nix::Error::EINTR) => continue,
