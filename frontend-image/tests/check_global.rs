@@ -333,7 +333,14 @@ fn damaged_images_are_flagged_like_e2fsck() {
         "directories count does not match",
         true,
     );
-    let _ = a;
+    case(
+        &base,
+        "i_blocks",
+        &[s("sif /a blocks 2")],
+        &format!("inode {a} "),
+        "i_blocks does not match the blocks the inode maps",
+        true,
+    );
 }
 
 #[test]

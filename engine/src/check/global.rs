@@ -76,6 +76,7 @@ impl Ctx<'_> {
             bigalloc: self.sb.cluster_size > self.sb.block_size,
             recent: [u64::MAX; 8],
             pos: 0,
+            count: 0,
             dups: 0,
             first_dup: None,
         }
@@ -92,24 +93,26 @@ pub(super) struct Claimer<'t> {
     /// extents of one file share a cluster, which is no double claim.
     recent: [u64; 8],
     pos: usize,
+    /// Clusters claimed (each cluster a file shares with itself once).
+    count: u64,
     dups: u64,
     first_dup: Option<u64>,
 }
 
 impl Claimer<'_> {
     pub(super) fn blocks(&mut self, start: u64, len: u64) {
-        let Some(c) = self.c else { return };
         let Some((mut a, mut b)) = clusters_of(self.sb, start, start.saturating_add(len)) else {
             return;
         };
         if self.bigalloc {
+            let (a0, b0) = (a, b);
             if self.recent.contains(&a) {
                 a += 1;
             }
             if b > a && self.recent.contains(&(b - 1)) {
                 b -= 1;
             }
-            for x in [a, b.wrapping_sub(1)] {
+            for x in [a0, b0 - 1] {
                 self.recent[self.pos] = x;
                 self.pos = (self.pos + 1) % self.recent.len();
             }
@@ -117,6 +120,8 @@ impl Claimer<'_> {
                 return;
             }
         }
+        self.count += b - a;
+        let Some(c) = self.c else { return };
         let (n, first) = c.claimed.set_range(a, b);
         if n > 0 && !self.dup_ok {
             self.dups += n;
@@ -127,10 +132,17 @@ impl Claimer<'_> {
     }
 
     pub(super) fn xattr(&mut self, blk: u64) {
+        // Every inode sharing an xattr block is charged for it.
+        self.count += 1;
         let Some(c) = self.c else { return };
         if let Some(x) = layout::cluster_of(self.sb, blk) {
             c.xattr.set_range(x, x + 1);
         }
+    }
+
+    /// `i_blocks` (in 512-byte units) the claimed clusters account for.
+    pub(super) fn sectors(&self) -> u64 {
+        self.count * (self.sb.cluster_size as u64 / 512)
     }
 
     /// Report the inode's multiply-claimed blocks, if any.
