@@ -434,6 +434,12 @@ impl<B: Backend> Session<B> {
             {
                 break;
             }
+            // The kernel holds the rest already (an earlier push from
+            // further on): a random reader does not re-send the file tail.
+            if matches!(mirror.lookup(key, Fork::Read, next), Lookup::Hit(c, _) if c.end() >= n.end())
+            {
+                break;
+            }
             m = n;
         }
         // Only what the kernel still holds counts (the mirror would have
