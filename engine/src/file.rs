@@ -146,6 +146,12 @@ impl<D: BlockDevice> Volume<D> {
         let bs = self.sb().block_size as u64;
         let mut lblk = offset / bs;
         let end = size.div_ceil(bs).min(MAX_LBLK);
+        // Pointer blocks reused under many slots map far more blocks than
+        // exist, one run at a time (an indirect block pointing at itself
+        // under a 1 TiB size: minutes per SEEK_HOLE): stop once the scan
+        // passes more mapped blocks than the filesystem has, which no valid
+        // file does.
+        let mut mapped = 0u64;
         while lblk < end {
             let run = self.map_block(&inode, lblk)?;
             let data = matches!(
@@ -157,6 +163,15 @@ impl<D: BlockDevice> Volume<D> {
             );
             if data == (whence == Whence::Data) {
                 return Ok((lblk * bs).max(offset).min(size));
+            }
+            if let Run::Mapped { len, .. } = run {
+                mapped += len;
+                if mapped > self.sb().blocks_count {
+                    return Err(Error::corrupt(
+                        Object::Inode(ino),
+                        "block map maps more blocks than the filesystem has",
+                    ));
+                }
             }
             lblk += run.len().max(1);
         }
