@@ -39,6 +39,15 @@ impl Bits {
         self.words[(k / 64) as usize].load(R) & (1 << (k % 64)) != 0
     }
 
+    /// The 64 bits from `i`, when `i` starts a word of the window.
+    pub(super) fn word(&self, i: u64) -> Option<u64> {
+        let k = i.checked_sub(self.base)?;
+        if k % 64 != 0 {
+            return None;
+        }
+        Some(self.words.get((k / 64) as usize)?.load(R))
+    }
+
     /// Set `a..b` (clipped to the window). Returns how many of those bits
     /// were already set and the first of them.
     pub(super) fn set_range(&self, a: u64, b: u64) -> (u64, Option<u64>) {
@@ -213,6 +222,8 @@ mod tests {
         assert_eq!(b.set_range(160, 260), (10, Some(160)));
         assert_eq!(b.set_range(0, 1000), (160, Some(100)));
         assert!(b.get(399) && !b.get(400));
+        assert_eq!(b.word(100), Some(!0));
+        assert_eq!(b.word(101), None);
         let c = Bits::new(0, 64);
         assert_eq!(c.set_range(0, 64), (0, None));
         assert_eq!(c.set_range(63, 64), (1, Some(63)));
