@@ -156,14 +156,41 @@ pub fn no_new_privs() -> Result<(), String> {
     Ok(())
 }
 
+/// Make glibc shrink a thread arena's heap once, so that it reads
+/// /proc/sys/vm/overcommit_memory now. It does so lazily, on the first
+/// shrink, and would otherwise be killed for the open in some worker's
+/// free() long after confinement.
+fn warm_arena_trim() {
+    #[cfg(target_env = "gnu")]
+    {
+        // A fixed, small trim threshold for the dance (the dynamic one may
+        // have grown to tens of MiB), then steady-state thresholds: buffers
+        // up to 4 MiB from the arenas, trimmed past 8 MiB free.
+        // SAFETY: mallopt only changes allocator tunables.
+        unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10) };
+        // 64 KiB blocks: under the mmap threshold, so they come from this
+        // thread's arena, and freed together they exceed the trim threshold.
+        let blocks: Vec<Vec<u8>> = (0..32).map(|_| vec![1u8; 64 << 10]).collect();
+        drop(std::hint::black_box(blocks));
+        // SAFETY: as above.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        }
+    }
+}
+
 /// Confine the calling process. Must run before any other thread exists:
 /// capability sets are per thread, and threads inherit the filter only
 /// when created after it.
 pub fn apply(plan: Plan) -> Result<(), String> {
     // The C library sets up its thread signals (rt_sigaction) on the first
     // thread creation; get that done while rt_sigaction is still allowed.
+    // glibc also opens /proc/sys/vm/overcommit_memory the first time it
+    // shrinks a thread arena's heap (and caches the answer): make that
+    // happen here too, or some worker's later free() would be killed for it.
     std::thread::Builder::new()
-        .spawn(|| ())
+        .spawn(warm_arena_trim)
         .and_then(|t| t.join().map_err(|_| std::io::Error::other("panicked")))
         .map_err(|e| format!("starting a thread: {e}"))?;
     let keep = kept(plan.keep_rawio);

@@ -48,12 +48,18 @@ pub fn spawn(mounted: &Mounted) -> Result<OwnedFd, String> {
                     "the server ended: unmounting {}",
                     mounted.mountpoint().display()
                 ));
-                if let Err(e) = mounted.unmount() {
-                    log::error(format_args!(
-                        "unmounting {}: {e}",
-                        mounted.mountpoint().display()
-                    ));
-                    std::process::exit(1);
+                match mounted.unmount() {
+                    // EINVAL: no longer a mount point; someone unmounted
+                    // it just before the server died.
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    Err(e) => {
+                        log::error(format_args!(
+                            "unmounting {}: {e}",
+                            mounted.mountpoint().display()
+                        ));
+                        std::process::exit(1);
+                    }
                 }
             }
             std::process::exit(0);
