@@ -88,6 +88,8 @@ pub fn run(vol: &Vol, data: bool, jobs: Option<usize>, json_out: bool) -> CmdRes
     pb.set_length(total as u64 * chk.passes() as u64);
     let mut sum = CheckSummary::default();
     while let Some(s) = chk.begin_pass(&mut |e| put(e)) {
+        // A pass to name the owners of multiply-claimed blocks may follow.
+        pb.set_length(total as u64 * chk.passes() as u64);
         add(&mut sum, &s);
         let next = AtomicU32::new(0);
         let c = &chk;

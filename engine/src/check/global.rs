@@ -19,7 +19,7 @@ use core::sync::atomic::Ordering;
 use zerocopy::FromBytes;
 
 use super::layout::{self, block_of, clusters_of, group_clusters, super_ranges, table_ranges};
-use super::tally::{f, Bits, Clusters, Inodes, Tally, INODE_COST};
+use super::tally::{f, Bits, Clusters, Dups, Inodes, Owner, Tally, INODE_COST};
 use super::{CheckOptions, CheckSummary, Sink};
 use crate::device::BlockDevice;
 use crate::error::{Error, Object};
@@ -50,6 +50,9 @@ pub(super) struct Ctx<'t> {
     ea_inode: bool,
     shared_blocks: bool,
     sb: &'t Superblock,
+    dups: &'t Dups,
+    /// In the owners pass: the multiply-claimed clusters, sorted.
+    owners: Option<&'t [u64]>,
 }
 
 impl Ctx<'_> {
@@ -59,17 +62,25 @@ impl Ctx<'_> {
             || (self.ea_inode && inode_flags & flags::EA_INODE != 0)
     }
 
-    pub(super) fn claimer(&self) -> Claimer<'_> {
-        self.claimer_in(self.t.clusters.as_ref())
+    pub(super) fn claimer(&self, ino: u32) -> Claimer<'_> {
+        self.claimer_in(ino, self.t.clusters.as_ref(), self.owners)
     }
 
     /// A claimer that claims nothing (the walk only checks).
     pub(super) fn claimer_none(&self) -> Claimer<'_> {
-        self.claimer_in(None)
+        self.claimer_in(0, None, None)
     }
 
-    fn claimer_in<'a>(&'a self, c: Option<&'a Clusters>) -> Claimer<'a> {
+    fn claimer_in<'a>(
+        &'a self,
+        ino: u32,
+        c: Option<&'a Clusters>,
+        owners: Option<&'a [u64]>,
+    ) -> Claimer<'a> {
         Claimer {
+            ino,
+            list: self.dups,
+            owners,
             c,
             sb: self.sb,
             dup_ok: self.shared_blocks,
@@ -85,6 +96,9 @@ impl Ctx<'_> {
 
 /// Claims one inode's blocks, noting those something else claimed first.
 pub(super) struct Claimer<'t> {
+    ino: u32,
+    list: &'t Dups,
+    owners: Option<&'t [u64]>,
     c: Option<&'t Clusters>,
     sb: &'t Superblock,
     dup_ok: bool,
@@ -121,12 +135,32 @@ impl Claimer<'_> {
             }
         }
         self.count += b - a;
+        self.own(a, b);
         let Some(c) = self.c else { return };
         let (n, first) = c.claimed.set_range(a, b);
         if n > 0 && !self.dup_ok {
             self.dups += n;
-            if self.first_dup.is_none() {
-                self.first_dup = first.map(|x| block_of(self.sb, x));
+            if let Some(x) = first {
+                // Named with all its owners by the owners pass, unless
+                // too many are multiply claimed.
+                if !self.dups_list_note(x) && self.first_dup.is_none() {
+                    self.first_dup = Some(block_of(self.sb, x));
+                }
+            }
+        }
+    }
+
+    fn dups_list_note(&self, c: u64) -> bool {
+        self.list.note(c)
+    }
+
+    /// In the owners pass: record this inode as an owner of the
+    /// multiply-claimed clusters in `a..b`.
+    fn own(&self, a: u64, b: u64) {
+        if let Some(list) = self.owners {
+            let from = list.partition_point(|&x| x < a);
+            for &x in list[from..].iter().take_while(|&&x| x < b) {
+                self.list.owner(x, Owner::Inode(self.ino));
             }
         }
     }
@@ -134,8 +168,11 @@ impl Claimer<'_> {
     pub(super) fn xattr(&mut self, blk: u64) {
         // Every inode sharing an xattr block is charged for it.
         self.count += 1;
-        let Some(c) = self.c else { return };
-        if let Some(x) = layout::cluster_of(self.sb, blk) {
+        let Some(x) = layout::cluster_of(self.sb, blk) else {
+            return;
+        };
+        self.own(x, x + 1);
+        if let Some(c) = self.c {
             c.xattr.set_range(x, x + 1);
         }
     }
@@ -147,11 +184,13 @@ impl Claimer<'_> {
 
     /// Report the inode's multiply-claimed blocks, if any.
     pub(super) fn finish(self, ino: u32, sink: &mut Sink<'_>) {
-        if let Some(b) = self.first_dup {
+        if self.dups > 0 {
             sink.put(Error::corrupt(
                 Object::Inode(ino),
                 "maps blocks that another inode or filesystem metadata also claims",
             ));
+        }
+        if let Some(b) = self.first_dup {
             sink.put(Error::corrupt(
                 Object::Block(b),
                 "claimed more than once (the first such block of the inode above)",
@@ -207,6 +246,10 @@ pub struct Checker<'v, D: BlockDevice> {
     started: bool,
     tally: Tally,
     hidden: [u32; 5],
+    dups: Dups,
+    /// The owners pass (after the others, when blocks are multiply
+    /// claimed): the clusters whose owners it looks for.
+    owners: Option<Vec<u64>>,
 }
 
 impl<'v, D: BlockDevice> Checker<'v, D> {
@@ -233,12 +276,15 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             started: false,
             tally: Tally::empty(),
             hidden,
+            dups: Dups::new(),
+            owners: None,
         }
     }
 
     /// Walks of the whole filesystem this check needs.
     pub fn passes(&self) -> u32 {
-        self.plan.passes
+        let dups = self.owners.is_some() || !self.dups.list().is_empty();
+        self.plan.passes + dups as u32
     }
 
     /// The current pass (0-based).
@@ -271,7 +317,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         }
         self.started = true;
         if self.pass >= self.plan.passes {
-            return None;
+            return self.begin_owners_pass();
         }
         let sb = self.vol.sb();
         let (iw, cw) = self.windows(self.pass);
@@ -310,6 +356,60 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         })
     }
 
+    /// One more walk when blocks are multiply claimed, to find every owner
+    /// of each (e2fsck's pass 1B).
+    fn begin_owners_pass(&mut self) -> Option<CheckSummary> {
+        if self.pass != self.plan.passes || self.owners.is_some() {
+            return None;
+        }
+        let list = self.dups.list();
+        if list.is_empty() {
+            return None;
+        }
+        let sb = self.vol.sb();
+        drop(core::mem::replace(&mut self.tally, Tally::empty()));
+        for g in 0..sb.group_count {
+            let mut ranges: Vec<(u64, u64)> = super_ranges(sb, g).iter().copied().collect();
+            if let Ok((gd, _)) = self.vol.group_desc_unchecked(g) {
+                if gd.validate(sb, g).is_ok() {
+                    ranges.extend(table_ranges(sb, &gd));
+                }
+            }
+            for (a, b) in ranges {
+                if let Some((x, y)) = clusters_of(sb, a, b) {
+                    for &d in list.iter().filter(|&&d| d >= x && d < y) {
+                        self.dups.owner(d, Owner::Meta(g));
+                    }
+                }
+            }
+        }
+        self.owners = Some(list);
+        Some(CheckSummary::default())
+    }
+
+    /// Report every owner of each multiply-claimed block.
+    fn report_owners(&self, sink: &mut Sink<'_>) {
+        let sb = self.vol.sb();
+        let owners = self.dups.owners();
+        for &c in self.owners.iter().flatten() {
+            sink.put(Error::corrupt(
+                Object::Block(block_of(sb, c)),
+                "claimed by more than one owner (they follow)",
+            ));
+            for &(_, o) in owners.iter().filter(|x| x.0 == c) {
+                sink.put(match o {
+                    Owner::Inode(i) => {
+                        Error::corrupt(Object::Inode(i), "claims the multiply-claimed block above")
+                    }
+                    Owner::Meta(g) => Error::corrupt(
+                        Object::GroupDesc(g),
+                        "metadata of this group claims the multiply-claimed block above",
+                    ),
+                });
+            }
+        }
+    }
+
     /// Check group `g` (its descriptor, bitmaps and in-use inodes) and
     /// gather what the global checks need. Only the first pass reports.
     pub fn check_group(&self, g: u32, problem: &mut dyn FnMut(&Error)) -> CheckSummary {
@@ -345,6 +445,8 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             ea_inode: sb.has_incompat(incompat::EA_INODE),
             shared_blocks: sb.has_ro_compat(ro_compat::SHARED_BLOCKS),
             sb,
+            dups: &self.dups,
+            owners: self.owners.as_deref(),
         }
     }
 
@@ -353,6 +455,13 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
     /// of the inodes in the inode window.
     pub fn end_pass(&mut self, problem: &mut dyn FnMut(&Error)) -> CheckSummary {
         let mut sink = Sink { problem, count: 0 };
+        if self.owners.is_some() {
+            self.report_owners(&mut sink);
+            return CheckSummary {
+                problems: sink.count,
+                ..Default::default()
+            };
+        }
         let (_, cw) = self.windows(self.pass);
         if let (Some(c), Some((a, b))) = (&self.tally.clusters, cw) {
             for g in a..b {

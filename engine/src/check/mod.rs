@@ -396,7 +396,7 @@ impl<D: BlockDevice> Volume<D> {
             _ => false,
         };
         let before = sink.count;
-        let mut cl = cx.claimer();
+        let mut cl = cx.claimer(ino);
         if inode.file_acl != 0 {
             cl.xattr(inode.file_acl);
         }
@@ -754,7 +754,7 @@ impl<D: BlockDevice> Volume<D> {
         if (0..15).all(|i| inode.block_word(i) == 0) {
             return;
         }
-        let mut cl = cx.claimer();
+        let mut cl = cx.claimer(BAD_BLOCKS_INO);
         let before = sink.count;
         self.check_block_map(&inode, sink, &mut cl);
         if sink.count != before {

@@ -182,6 +182,67 @@ pub(super) struct Clusters {
     pub xattr: Bits,
 }
 
+/// Who claims a multiply-claimed cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Owner {
+    /// Metadata of this group (superblock, descriptors, bitmaps, table).
+    Meta(u32),
+    Inode(u32),
+}
+
+/// Multiply-claimed clusters (the first `DUP_LIST`), and once the owners
+/// pass has run, who claims each (at most `OWNER_LIST` per cluster).
+pub(super) struct Dups {
+    clusters: spin::Mutex<Vec<u64>>,
+    owners: spin::Mutex<Vec<(u64, Owner)>>,
+}
+
+const DUP_LIST: usize = 32;
+const OWNER_LIST: usize = 8;
+
+impl Dups {
+    pub(super) fn new() -> Dups {
+        Dups {
+            clusters: spin::Mutex::new(Vec::new()),
+            owners: spin::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Note cluster `c` as multiply claimed; false if the list is full.
+    pub(super) fn note(&self, c: u64) -> bool {
+        let mut v = self.clusters.lock();
+        if v.contains(&c) {
+            return true;
+        }
+        if v.len() >= DUP_LIST {
+            return false;
+        }
+        v.push(c);
+        true
+    }
+
+    /// The noted clusters, sorted.
+    pub(super) fn list(&self) -> Vec<u64> {
+        let mut v = self.clusters.lock().clone();
+        v.sort_unstable();
+        v
+    }
+
+    pub(super) fn owner(&self, c: u64, o: Owner) {
+        let mut v = self.owners.lock();
+        if !v.contains(&(c, o)) && v.iter().filter(|x| x.0 == c).count() < OWNER_LIST {
+            v.push((c, o));
+        }
+    }
+
+    /// Owners found, by cluster.
+    pub(super) fn owners(&self) -> Vec<(u64, Owner)> {
+        let mut v = self.owners.lock().clone();
+        v.sort_unstable();
+        v
+    }
+}
+
 pub(super) struct Tally {
     pub inodes: Option<Inodes>,
     pub clusters: Option<Clusters>,
