@@ -388,8 +388,11 @@ impl<D: BlockDevice> Volume<D> {
             fl |= f::HIDDEN;
         }
         note(fl);
-        self.check_inode_rules(&inode, kind, sink);
-        self.check_xattrs(&inode, sink);
+        // Later passes only gather: what reports nothing new is skipped.
+        if cx.first {
+            self.check_inode_rules(&inode, kind, sink);
+            self.check_xattrs(&inode, sink);
+        }
         let has_map = match kind {
             FileType::Regular | FileType::Directory => true,
             FileType::Symlink => !self.is_fast_symlink(&inode),
@@ -445,7 +448,9 @@ impl<D: BlockDevice> Volume<D> {
                 }
             }
             FileType::Symlink => {
-                sink.res(self.readlink(ino));
+                if cx.first {
+                    sink.res(self.readlink(ino));
+                }
             }
             _ => {}
         }
@@ -895,7 +900,7 @@ impl<D: BlockDevice> Volume<D> {
             }
             lblk += len;
         }
-        if dx {
+        if dx && cx.first {
             self.check_dx_tree(dir, sink);
         }
     }
