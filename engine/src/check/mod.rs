@@ -447,10 +447,8 @@ impl<D: BlockDevice> Volume<D> {
                     sum.data_bytes += self.check_data(&inode, sink);
                 }
             }
-            FileType::Symlink => {
-                if cx.first {
-                    sink.res(self.readlink(ino));
-                }
+            FileType::Symlink if cx.first => {
+                sink.res(self.readlink(ino));
             }
             _ => {}
         }
