@@ -180,6 +180,22 @@ impl BackingDevice {
         })
     }
 
+    /// An already-open source (a helper's descriptor): only a block
+    /// device will do, since a server without privileges cannot attach a
+    /// loop device (the helper attaches one for an image).
+    pub fn from_file(file: File, path: PathBuf) -> io::Result<BackingDevice> {
+        if !file.metadata()?.file_type().is_block_device() {
+            return Err(io::Error::other(
+                "an inherited source must be a block device for iomap (the mount helper attaches a loop device for an image)",
+            ));
+        }
+        Ok(BackingDevice {
+            file,
+            path,
+            loop_dev: None,
+        })
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -270,21 +286,21 @@ fn decline(mode: IomapMode, why: &str, expected: bool) -> Result<(), String> {
 /// on. `Ok(None)`: use the plain data path (the reason is logged);
 /// `Err`: `-o iomap=on` cannot be honoured (one line, nothing left
 /// attached).
+/// `fuse` is the session's own descriptor (asked rather than a fresh
+/// `/dev/fuse`, which a server on inherited descriptors may not open);
+/// `inherited` is the source when a helper passed it already open.
 pub fn prepare(
     mode: IomapMode,
+    fuse: BorrowedFd<'_>,
     source: &Path,
+    inherited: Option<File>,
     block_size: u32,
 ) -> Result<Option<Prepared>, String> {
     if mode == IomapMode::Off {
         log::debug(format_args!("data path: plain FUSE (-o iomap=off)"));
         return Ok(None);
     }
-    let probe = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/fuse")
-        .and_then(|f| probe_fd(f.as_fd()));
+    let probe = probe_fd(fuse);
     let why = match probe {
         Ok(Some(flags)) if flags & abi::IOMAP_SUPPORT_FILEIO != 0 => None,
         Ok(Some(_)) => Some("this kernel's FUSE iomap cannot do file I/O".to_string()),
@@ -295,7 +311,16 @@ pub fn prepare(
         decline(mode, &why, true)?;
         return Ok(None);
     }
-    match BackingDevice::open(source, block_size) {
+    let backing = match inherited {
+        Some(file) => {
+            // The device's own name (for s_id), not /dev/fd/M.
+            let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .unwrap_or_else(|_| source.to_path_buf());
+            BackingDevice::from_file(file, path)
+        }
+        None => BackingDevice::open(source, block_size),
+    };
+    match backing {
         Ok(backing) => {
             log::debug(format_args!("iomap set-up: {}", backing.describe()));
             Ok(Some(Prepared { mode, backing }))

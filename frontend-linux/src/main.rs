@@ -2,7 +2,7 @@
 //! block device read-only through FUSE.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -121,7 +121,7 @@ fn run(opts: &Options) -> Result<(), String> {
     // `ext4-fuse SOURCE /dev/fd/N`: a helper already mounted /dev/fuse
     // descriptor N (and usually opened the source as /dev/fd/M).
     let inherited_fuse = inherited::fd_number(&opts.mountpoint);
-    let (volume, fuse, mounted) = match inherited_fuse {
+    let (volume, fuse, mounted, inherited_source) = match inherited_fuse {
         Some(n) => {
             let fuse = inherited::fuse_fd(n)?;
             let volume = match inherited::fd_number(&opts.source) {
@@ -130,10 +130,20 @@ fn run(opts: &Options) -> Result<(), String> {
                         "/dev/fd/{n}: the same descriptor cannot be source and mount point"
                     ))
                 }
-                Some(m) => inherited::source_fd(m, &opts.common)?,
-                None => open_volume(opts)?,
+                Some(m) => {
+                    // A second handle for iomap, whose device it may be.
+                    let dup = nix::unistd::dup(m)
+                        .map(|fd| {
+                            // SAFETY: dup returned a new descriptor we own.
+                            unsafe { std::fs::File::from_raw_fd(fd) }
+                        })
+                        .ok();
+                    (inherited::source_fd(m, &opts.common)?, dup)
+                }
+                None => (open_volume(opts)?, None),
             };
-            (volume, fuse, None)
+            let (volume, dup) = volume;
+            (volume, fuse, None, dup)
         }
         None => {
             let volume = open_volume(opts)?;
@@ -152,7 +162,7 @@ fn run(opts: &Options) -> Result<(), String> {
                 noexec: opts.common.noexec(),
             };
             let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
-            (volume, fuse, Some(mounted))
+            (volume, fuse, Some(mounted), None)
         }
     };
     let undo = |m: &Option<Mounted>| {
@@ -162,7 +172,13 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
-    let iomap_prep = match iomap::prepare(opts.iomap, &opts.source, volume.sb().block_size) {
+    let iomap_prep = match iomap::prepare(
+        opts.iomap,
+        fuse.fd(),
+        &opts.source,
+        inherited_source,
+        volume.sb().block_size,
+    ) {
         Ok(p) => p,
         Err(e) => {
             undo(&mounted);

@@ -665,7 +665,8 @@ fn loop_device_life_cycle() {
     // does not grant FUSE_IOMAP: the set-up fails and detaches.
     std::env::set_var(fiomap::PROBE_OVERRIDE_ENV, "assume");
     for mode in [IomapMode::On, IomapMode::Auto] {
-        let prep = fiomap::prepare(mode, &img, 4096)
+        let fuse = ext4_fuse::channel::DevFuse::open().unwrap();
+        let prep = fiomap::prepare(mode, fuse.fd(), &img, None, 4096)
             .unwrap()
             .expect("prepared");
         assert_eq!(devices_backed_by(&img).len(), 1);
@@ -676,7 +677,6 @@ fn loop_device_life_cycle() {
                 ..Config::default()
             },
         );
-        let fuse = ext4_fuse::channel::DevFuse::open().unwrap();
         let r = fiomap::activate(Some(prep), &session, &fuse);
         match mode {
             IomapMode::On => {
