@@ -6,20 +6,30 @@
 //! and copy. When every buffer is pinned (or dirty with a failing device),
 //! requests go straight to the device instead of failing.
 //!
+//! Shards: the buffers are split into up to [`MAX_SHARDS`] shards (a power
+//! of two, at least [`MIN_PER_SHARD`] buffers each, so a small cache is one
+//! shard), and a block belongs to the shard its number hashes to. Each shard
+//! has its own lock, hash table, replacement lists and hit counters, so
+//! requests for blocks of different shards touch no common memory and
+//! threads scale; replacement (priorities, promotion every 50 accesses, the
+//! cap on promoted buffers) works within a shard.
+//!
 //! Locking, from outside in:
-//! - `table` (a reader-writer lock) is taken shared by every operation and
-//!   exclusively only by [`BlockCache::set_block_size`], which replaces all
-//!   buffers. Shared holders never wait for each other, and spin's
-//!   `RwLock` does not make new readers wait for a waiting writer, so
-//!   nested reads from inside a `read_with` closure cannot deadlock.
-//! - `Table::index` (a spin mutex) guards the hash table and the
+//! - each shard (a reader-writer lock) is taken shared by every operation
+//!   on its blocks, and exclusively only by [`BlockCache::set_block_size`],
+//!   which takes all of them (all or none, so it never holds one while
+//!   waiting for another) and replaces all buffers. Shared holders never
+//!   wait for each other, and spin's `RwLock` does not make new readers
+//!   wait for a waiting writer, so nested reads from inside a `read_with`
+//!   closure cannot deadlock.
+//! - a shard's `index` (a spin mutex) guards its hash table and
 //!   replacement lists. It is held only for lookups and list moves, never
 //!   across device I/O or a caller's closure.
 //! - each buffer's `data` lock guards its bytes; I/O on a buffer happens
 //!   under it. A buffer is pinned (`refs > 0`) by whoever uses it, and a
 //!   pinned buffer is never given to another block. Pins are taken only
-//!   under the index lock, so "unpinned" seen under that lock stays true
-//!   until the lock is released.
+//!   under the index lock of the buffer's shard, so "unpinned" seen under
+//!   that lock stays true until the lock is released.
 //! - each buffer's `state` word holds the `uptodate`/`dirty` flags plus a
 //!   generation that changes whenever the buffer stops holding its block
 //!   (invalidated or reused). Flag updates are compare-and-swap on the
@@ -34,7 +44,7 @@ mod tests;
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::device::BlockDevice;
 use crate::error::{errno, IoError};
@@ -46,6 +56,11 @@ pub const MIN_BLOCK_SIZE: u32 = 512;
 pub const MAX_BLOCK_SIZE: u32 = 65536;
 /// Budget ceiling (fuse2fs' `cache_size` ceiling).
 pub const MAX_BUDGET: usize = 1 << 31;
+/// Most shards the buffers are split into.
+pub const MAX_SHARDS: usize = 16;
+/// Fewest buffers per shard: below `2 * MIN_PER_SHARD` buffers the cache is
+/// one shard, and replacement is exactly the single-list policy.
+pub const MIN_PER_SHARD: usize = 64;
 /// How many dirty victims one request may write back while looking for a
 /// buffer before it gives up and goes to the device directly.
 const MAX_WRITEBACKS: usize = 4;
@@ -85,7 +100,12 @@ struct Buf {
     data: spin::RwLock<Box<[u8]>>,
 }
 
-struct Table {
+/// One shard's buffers and index. Buffer numbers in the index are local
+/// to the shard.
+struct Shard {
+    /// How many shards were in use when this was carved (the same in every
+    /// shard): a request that picked its shard with another count retries.
+    count: usize,
     /// 0 when the block size given was invalid (then there are no buffers
     /// and block operations fail with EINVAL).
     block_size: u32,
@@ -93,27 +113,75 @@ struct Table {
     index: spin::Mutex<Index>,
 }
 
-impl Table {
-    fn new(block_size: u32, budget: usize) -> Table {
-        let valid = valid_block_size(block_size);
-        let bs = if valid { block_size } else { 0 };
-        // At most 2 GiB / 512 = 4 Mi buffers: fits u32 with room for NIL.
-        let n = if valid { budget / bs as usize } else { 0 };
+impl Shard {
+    fn new(count: usize, block_size: u32, n: usize) -> Shard {
         let bufs = (0..n)
             .map(|_| Buf {
                 refs: AtomicU32::new(0),
                 block: AtomicU64::new(0),
                 state: AtomicU64::new(0),
                 err: AtomicI32::new(0),
-                data: spin::RwLock::new(vec![0u8; bs as usize].into_boxed_slice()),
+                data: spin::RwLock::new(vec![0u8; block_size as usize].into_boxed_slice()),
             })
             .collect();
-        Table {
-            block_size: bs,
+        Shard {
+            count,
+            block_size,
             bufs,
+            // At most 2 GiB / 512 = 4 Mi buffers: fits u32 with room for NIL.
             index: spin::Mutex::new(Index::new(n as u32)),
         }
     }
+}
+
+/// How many shards `n` buffers make: a power of two up to `MAX_SHARDS`
+/// with at least `min_per` buffers in each.
+fn shard_count(n: usize, min_per: usize) -> usize {
+    let mut s = 1;
+    while s < MAX_SHARDS && n / (2 * s) >= min_per.max(1) {
+        s *= 2;
+    }
+    s
+}
+
+/// The shard of `block` among `count` (a power of two). A different mix
+/// from the index's bucket hash (which takes the top bits of another
+/// product), so a shard's blocks still spread over all its buckets.
+fn shard_of(block: u64, count: usize) -> usize {
+    let x = (block ^ (block >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((x ^ (x >> 32)) as usize) & (count - 1)
+}
+
+/// Buffers for `budget` bytes of `block_size` blocks, split into shards:
+/// the `MAX_SHARDS` slots, those past the count in use left empty.
+fn carve(block_size: u32, budget: usize, min_per: usize) -> (Vec<Shard>, usize) {
+    let valid = valid_block_size(block_size);
+    let bs = if valid { block_size } else { 0 };
+    let n = if valid { budget / bs as usize } else { 0 };
+    let count = shard_count(n, min_per);
+    // Shard s gets n*(s+1)/count - n*s/count buffers: sizes differ by at
+    // most one, and none is empty (n >= count unless n is 0).
+    let shards = (0..MAX_SHARDS)
+        .map(|s| {
+            let len = if s < count {
+                n * (s + 1) / count - n * s / count
+            } else {
+                0
+            };
+            Shard::new(count, bs, len)
+        })
+        .collect();
+    (shards, count)
+}
+
+/// Per-shard hit and miss counters, each on its own pair of cache lines
+/// (the unit some CPUs fetch) so threads hitting different shards do not
+/// share one.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// A pin on a buffer, released on drop.
@@ -152,14 +220,28 @@ enum Claim {
     NoBuffer,
 }
 
+type ShardRef<'a> = spin::RwLockReadGuard<'a, Shard>;
+
+/// A shard's lock, alone on its cache lines: its lock word and index are
+/// written on every hit, and must not share a line with another shard's.
+#[repr(align(128))]
+struct Slot(spin::RwLock<Shard>);
+
 pub struct BlockCache<D: BlockDevice> {
     dev: D,
     budget: usize,
-    table: spin::RwLock<Table>,
+    min_per_shard: usize,
+    /// Shards in use (the same as every shard's `count`, changed only
+    /// while all shards are held exclusively).
+    count: AtomicUsize,
+    /// Block size and total buffers, for answers that need no shard.
+    block_size: AtomicU32,
+    total: AtomicUsize,
+    /// Always `MAX_SHARDS` slots.
+    shards: Vec<Slot>,
+    counters: Vec<Counters>,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
     write_errors: AtomicU64,
 }
 
@@ -179,15 +261,35 @@ impl<D: BlockDevice> BlockCache<D> {
     /// goes direct). A block size that is not a power of two in 512..=65536 makes every block
     /// operation fail with EINVAL until [`Self::set_block_size`] fixes it.
     pub fn new(dev: D, block_size: u32, budget_bytes: usize) -> Self {
+        Self::with_min_per_shard(dev, block_size, budget_bytes, MIN_PER_SHARD)
+    }
+
+    /// [`Self::new`] with another least shard size (tests split small
+    /// caches into many shards with it).
+    pub fn with_min_per_shard(
+        dev: D,
+        block_size: u32,
+        budget_bytes: usize,
+        min_per_shard: usize,
+    ) -> Self {
         let budget = budget_bytes.min(MAX_BUDGET);
+        let (shards, count) = carve(block_size, budget, min_per_shard);
+        let total = shards.iter().map(|s| s.bufs.len()).sum();
+        let bs = shards[0].block_size;
         BlockCache {
             dev,
             budget,
-            table: spin::RwLock::new(Table::new(block_size, budget)),
+            min_per_shard,
+            count: AtomicUsize::new(count),
+            block_size: AtomicU32::new(bs),
+            total: AtomicUsize::new(total),
+            shards: shards
+                .into_iter()
+                .map(|s| Slot(spin::RwLock::new(s)))
+                .collect(),
+            counters: (0..MAX_SHARDS).map(|_| Counters::default()).collect(),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
         }
     }
@@ -197,7 +299,7 @@ impl<D: BlockDevice> BlockCache<D> {
     }
 
     pub fn block_size(&self) -> u32 {
-        self.table.read().block_size
+        self.block_size.load(Ordering::Acquire)
     }
 
     pub fn budget_bytes(&self) -> usize {
@@ -206,34 +308,50 @@ impl<D: BlockDevice> BlockCache<D> {
 
     /// Number of buffers the budget bought at the current block size.
     pub fn buffer_count(&self) -> usize {
-        self.table.read().bufs.len()
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// Number of shards the buffers are split into.
+    pub fn shard_count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
     }
 
     /// Number of buffers holding data not yet on the device.
     pub fn dirty_count(&self) -> usize {
-        let t = self.table.read();
-        t.bufs
-            .iter()
-            .filter(|b| b.state.load(Ordering::Acquire) & DIRTY != 0)
-            .count()
+        let mut n = 0;
+        self.each_shard(|_, sh| {
+            n += sh
+                .bufs
+                .iter()
+                .filter(|b| b.state.load(Ordering::Acquire) & DIRTY != 0)
+                .count();
+        });
+        n
     }
 
     pub fn stats(&self) -> CacheStats {
+        let (mut hits, mut misses) = (0, 0);
+        for c in &self.counters {
+            hits += c.hits.load(Ordering::Relaxed);
+            misses += c.misses.load(Ordering::Relaxed);
+        }
         CacheStats {
             bytes_read: self.bytes_read.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits,
+            misses,
             write_errors: self.write_errors.load(Ordering::Relaxed),
         }
     }
 
     /// Whole blocks: `buf.len()` must be a multiple of the block size.
     pub fn read(&self, block: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let t = self.table.read();
-        let bs = self.whole_blocks(&t, block, buf.len())?;
+        let bs = self.whole_blocks(block, buf.len())?;
         for (k, chunk) in buf.chunks_exact_mut(bs).enumerate() {
-            self.read_block(&t, block + k as u64, chunk)?;
+            let b = block + k as u64;
+            let (sh, sid) = self.shard(b);
+            check_bs(&sh, bs)?;
+            self.read_block(&sh, sid, b, chunk)?;
         }
         Ok(())
     }
@@ -242,30 +360,32 @@ impl<D: BlockDevice> BlockCache<D> {
     ///
     /// `f` may read through the cache again (`read`, `read_with`,
     /// `read_bytes`, `flush`, `invalidate*`), the same block included: only
-    /// this buffer's shared data lock and a pin are held while `f` runs. It
-    /// must not `write` the block it is reading (that waits for `f` to
-    /// return) nor call `set_block_size` (which waits for every user).
-    /// When no buffer can be had, the block is read into a temporary.
+    /// this buffer's shared data lock, its shard's shared lock and a pin
+    /// are held while `f` runs. It must not `write` the block it is reading
+    /// (that waits for `f` to return) nor call `set_block_size` (which
+    /// waits for every user). When no buffer can be had, the block is read
+    /// into a temporary.
     pub fn read_with<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, IoError> {
-        let t = self.table.read();
-        let bs = self.whole_blocks(&t, block, t.block_size as usize)?;
-        let Some(pin) = self.pin(&t, block) else {
+        let (sh, sid) = self.shard(block);
+        let bs = sh.block_size as usize;
+        self.check_range(bs, block, bs)?;
+        let Some(pin) = self.pin(&sh, block) else {
             let mut tmp = vec![0u8; bs];
-            self.direct_read(bs, block, &mut tmp)?;
+            self.direct_read(sid, bs, block, &mut tmp)?;
             return Ok(f(&tmp));
         };
         {
             let d = pin.buf.data.read();
             if pin.uptodate() {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters[sid].hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(f(&d));
             }
         }
         let mut d = pin.buf.data.write();
         if pin.uptodate() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.counters[sid].hits.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.fill(bs, block, &pin, &mut d)?;
+            self.fill(sid, bs, block, &pin, &mut d)?;
         }
         let d = d.downgrade();
         Ok(f(&d))
@@ -274,11 +394,13 @@ impl<D: BlockDevice> BlockCache<D> {
     /// Write-back: the blocks are copied into buffers and marked dirty; a
     /// block that can get no buffer is written through.
     pub fn write(&self, block: u64, buf: &[u8]) -> Result<(), IoError> {
-        let t = self.table.read();
-        let bs = self.whole_blocks(&t, block, buf.len())?;
+        let bs = self.whole_blocks(block, buf.len())?;
         self.check_writable()?;
         for (k, chunk) in buf.chunks_exact(bs).enumerate() {
-            self.write_block(&t, block + k as u64, chunk)?;
+            let b = block + k as u64;
+            let (sh, _) = self.shard(b);
+            check_bs(&sh, bs)?;
+            self.write_block(&sh, b, chunk)?;
         }
         Ok(())
     }
@@ -289,10 +411,9 @@ impl<D: BlockDevice> BlockCache<D> {
         if buf.is_empty() {
             return Ok(());
         }
-        let t = self.table.read();
-        if let Some((first, end)) = byte_blocks(&t, offset, buf.len())? {
-            self.flush_in(&t, first, end)?;
-            self.drop_clean(&t, first, end);
+        if let Some((first, end)) = self.byte_blocks(offset, buf.len())? {
+            self.flush_in(first, end)?;
+            self.drop_range(first, end, true);
         }
         self.dev.read_at(offset, buf)?;
         self.bytes_read
@@ -307,16 +428,15 @@ impl<D: BlockDevice> BlockCache<D> {
             return Ok(());
         }
         self.check_writable()?;
-        let t = self.table.read();
-        let range = byte_blocks(&t, offset, buf.len())?;
+        let range = self.byte_blocks(offset, buf.len())?;
         if let Some((first, end)) = range {
-            self.flush_in(&t, first, end)?;
-            self.drop_clean(&t, first, end);
+            self.flush_in(first, end)?;
+            self.drop_range(first, end, true);
         }
         let r = self.dev.write_at(offset, buf);
         // A read racing with this write may have cached the old bytes.
         if let Some((first, end)) = range {
-            self.drop_clean(&t, first, end);
+            self.drop_range(first, end, true);
         }
         self.count_write(r, buf.len())
     }
@@ -325,9 +445,7 @@ impl<D: BlockDevice> BlockCache<D> {
     /// write-back failed (those buffers stay dirty and are retried by the
     /// next flush).
     pub fn flush(&self) -> Result<(), IoError> {
-        let t = self.table.read();
-        let r = self.flush_in(&t, 0, u64::MAX);
-        drop(t);
+        let r = self.flush_in(0, u64::MAX);
         let f = self.dev.flush();
         r.and(f)
     }
@@ -335,23 +453,20 @@ impl<D: BlockDevice> BlockCache<D> {
     /// Write the dirty buffers of blocks `block..block+count` (no device
     /// flush).
     pub fn flush_range(&self, block: u64, count: u64) -> Result<(), IoError> {
-        let t = self.table.read();
         let (first, end) = block_range(block, count);
-        self.flush_in(&t, first, end)
+        self.flush_in(first, end)
     }
 
     /// Drop every buffer, discarding dirty contents.
     pub fn invalidate(&self) {
-        let t = self.table.read();
-        self.drop_range(&t, 0, u64::MAX, false);
+        self.drop_range(0, u64::MAX, false);
     }
 
     /// Drop the buffers of blocks `block..block+count`, discarding dirty
     /// contents (for freed, discarded or zeroed blocks).
     pub fn invalidate_range(&self, block: u64, count: u64) {
-        let t = self.table.read();
         let (first, end) = block_range(block, count);
-        self.drop_range(&t, first, end, false);
+        self.drop_range(first, end, false);
     }
 
     /// Flush, drop every buffer and carve the budget into buffers of the new
@@ -361,20 +476,84 @@ impl<D: BlockDevice> BlockCache<D> {
         if !valid_block_size(block_size) {
             return Err(EINVAL);
         }
-        let mut t = self.table.write();
-        self.flush_in(&t, 0, u64::MAX)?;
+        let mut all = self.lock_all();
+        let mut result = Ok(());
+        for sh in all.iter() {
+            let r = self.flush_shard(sh, 0, u64::MAX);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result?;
         // Free the old buffers before allocating the new ones, so memory
         // stays within the budget.
-        *t = Table::new(0, 0);
-        *t = Table::new(block_size, self.budget);
+        for sh in all.iter_mut() {
+            **sh = Shard::new(1, 0, 0);
+        }
+        let (shards, count) = carve(block_size, self.budget, self.min_per_shard);
+        let total = shards.iter().map(|s| s.bufs.len()).sum();
+        for (slot, sh) in all.iter_mut().zip(shards) {
+            **slot = sh;
+        }
+        self.count.store(count, Ordering::Release);
+        self.total.store(total, Ordering::Release);
+        self.block_size.store(block_size, Ordering::Release);
         Ok(())
     }
 
     // ---- internals ----
 
+    /// The shard of `block`, held shared, and its number.
+    fn shard(&self, block: u64) -> (ShardRef<'_>, usize) {
+        loop {
+            let count = self.count.load(Ordering::Acquire);
+            let s = shard_of(block, count);
+            let sh = self.shards[s].0.read();
+            // Only set_block_size changes the count, holding every shard.
+            if sh.count == count {
+                return (sh, s);
+            }
+        }
+    }
+
+    /// Every shard held exclusively, taken all or none so that no shard
+    /// is held while waiting for another (a reader inside a `read_with`
+    /// closure may be waiting for the one held).
+    fn lock_all(&self) -> Vec<spin::RwLockWriteGuard<'_, Shard>> {
+        loop {
+            let mut held = Vec::with_capacity(self.shards.len());
+            for s in &self.shards {
+                match s.0.try_write() {
+                    Some(g) => held.push(g),
+                    None => break,
+                }
+            }
+            if held.len() == self.shards.len() {
+                return held;
+            }
+            drop(held);
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Call `f` on every shard that has buffers, each held shared in turn.
+    fn each_shard(&self, mut f: impl FnMut(usize, &Shard)) {
+        for (i, s) in self.shards.iter().enumerate() {
+            let sh = s.0.read();
+            if !sh.bufs.is_empty() {
+                f(i, &sh);
+            }
+        }
+    }
+
     /// Check a whole-block request; returns the block size as usize.
-    fn whole_blocks(&self, t: &Table, block: u64, len: usize) -> Result<usize, IoError> {
-        let bs = t.block_size as usize;
+    fn whole_blocks(&self, block: u64, len: usize) -> Result<usize, IoError> {
+        let bs = self.block_size() as usize;
+        self.check_range(bs, block, len)?;
+        Ok(bs)
+    }
+
+    fn check_range(&self, bs: usize, block: u64, len: usize) -> Result<(), IoError> {
         if len.checked_rem(bs) != Some(0) {
             return Err(EINVAL);
         }
@@ -385,7 +564,7 @@ impl<D: BlockDevice> BlockCache<D> {
         if end > self.dev.size() {
             return Err(IoError::EIO);
         }
-        Ok(bs)
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<(), IoError> {
@@ -409,17 +588,17 @@ impl<D: BlockDevice> BlockCache<D> {
         r
     }
 
-    /// Find or make a buffer for `block` under the index lock.
-    fn claim(&self, t: &Table, block: u64) -> Claim {
-        let mut ix = t.index.lock();
+    /// Find or make a buffer for `block` under its shard's index lock.
+    fn claim(&self, sh: &Shard, block: u64) -> Claim {
+        let mut ix = sh.index.lock();
         if let Some(i) = ix.find(block) {
             ix.touch(i);
-            let b = &t.bufs[i as usize];
+            let b = &sh.bufs[i as usize];
             b.refs.fetch_add(1, Ordering::Acquire);
             return Claim::Ready(i, b.state.load(Ordering::Acquire) & !FLAGS);
         }
         let pick = ix.victim(|i| {
-            let b = &t.bufs[i as usize];
+            let b = &sh.bufs[i as usize];
             // A dirty buffer whose write-back failed must keep its data.
             b.refs.load(Ordering::Acquire) == 0
                 && (b.state.load(Ordering::Acquire) & DIRTY == 0
@@ -428,7 +607,7 @@ impl<D: BlockDevice> BlockCache<D> {
         let Some(i) = pick else {
             return Claim::NoBuffer;
         };
-        let b = &t.bufs[i as usize];
+        let b = &sh.bufs[i as usize];
         b.refs.fetch_add(1, Ordering::Acquire);
         let s = b.state.load(Ordering::Acquire);
         if s & DIRTY != 0 {
@@ -444,23 +623,23 @@ impl<D: BlockDevice> BlockCache<D> {
     }
 
     /// A pinned buffer for `block`, or `None` when none can be had.
-    fn pin<'t>(&self, t: &'t Table, block: u64) -> Option<Pin<'t>> {
+    fn pin<'t>(&self, sh: &'t Shard, block: u64) -> Option<Pin<'t>> {
         for _ in 0..MAX_WRITEBACKS {
-            match self.claim(t, block) {
+            match self.claim(sh, block) {
                 Claim::Ready(i, gen) => {
                     return Some(Pin {
-                        buf: &t.bufs[i as usize],
+                        buf: &sh.bufs[i as usize],
                         gen,
                     })
                 }
                 Claim::Writeback(i, gen) => {
                     let pin = Pin {
-                        buf: &t.bufs[i as usize],
+                        buf: &sh.bufs[i as usize],
                         gen,
                     };
                     // A failure is recorded on the buffer, which is then
                     // skipped as a victim.
-                    let _ = self.writeback(t, &pin);
+                    let _ = self.writeback(sh, &pin);
                 }
                 Claim::NoBuffer => return None,
             }
@@ -468,50 +647,69 @@ impl<D: BlockDevice> BlockCache<D> {
         None
     }
 
-    fn direct_read(&self, bs: usize, block: u64, out: &mut [u8]) -> Result<(), IoError> {
-        self.misses.fetch_add(1, Ordering::Relaxed);
+    fn direct_read(
+        &self,
+        sid: usize,
+        bs: usize,
+        block: u64,
+        out: &mut [u8],
+    ) -> Result<(), IoError> {
+        self.counters[sid].misses.fetch_add(1, Ordering::Relaxed);
         self.dev.read_blocks(block, bs as u32, out)?;
         self.bytes_read.fetch_add(bs as u64, Ordering::Relaxed);
         Ok(())
     }
 
     /// Read `block` into the pinned buffer's bytes `d` (write-locked).
-    fn fill(&self, bs: usize, block: u64, pin: &Pin, d: &mut [u8]) -> Result<(), IoError> {
-        self.misses.fetch_add(1, Ordering::Relaxed);
+    fn fill(
+        &self,
+        sid: usize,
+        bs: usize,
+        block: u64,
+        pin: &Pin,
+        d: &mut [u8],
+    ) -> Result<(), IoError> {
+        self.counters[sid].misses.fetch_add(1, Ordering::Relaxed);
         self.dev.read_blocks(block, bs as u32, d)?;
         self.bytes_read.fetch_add(bs as u64, Ordering::Relaxed);
         pin.set_flags(UPTODATE);
         Ok(())
     }
 
-    fn read_block(&self, t: &Table, block: u64, out: &mut [u8]) -> Result<(), IoError> {
+    fn read_block(
+        &self,
+        sh: &Shard,
+        sid: usize,
+        block: u64,
+        out: &mut [u8],
+    ) -> Result<(), IoError> {
         let bs = out.len();
-        let Some(pin) = self.pin(t, block) else {
-            return self.direct_read(bs, block, out);
+        let Some(pin) = self.pin(sh, block) else {
+            return self.direct_read(sid, bs, block, out);
         };
         {
             let d = pin.buf.data.read();
             if pin.uptodate() {
                 out.copy_from_slice(&d);
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.counters[sid].hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
         }
         let mut d = pin.buf.data.write();
         if pin.uptodate() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.counters[sid].hits.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.fill(bs, block, &pin, &mut d)?;
+            self.fill(sid, bs, block, &pin, &mut d)?;
         }
         out.copy_from_slice(&d);
         Ok(())
     }
 
-    fn write_block(&self, t: &Table, block: u64, src: &[u8]) -> Result<(), IoError> {
-        let Some(pin) = self.pin(t, block) else {
+    fn write_block(&self, sh: &Shard, block: u64, src: &[u8]) -> Result<(), IoError> {
+        let Some(pin) = self.pin(sh, block) else {
             let r = self.dev.write_blocks(block, src.len() as u32, src);
             // A read racing with this write may have cached the old block.
-            self.drop_clean(t, block, block + 1);
+            self.drop_in(sh, block, block + 1, true);
             return self.count_write(r, src.len());
         };
         let mut d = pin.buf.data.write();
@@ -524,7 +722,7 @@ impl<D: BlockDevice> BlockCache<D> {
 
     /// Write a pinned dirty buffer back. The shared data lock keeps writers
     /// out, so clearing `dirty` afterwards cannot hide a newer write.
-    fn writeback(&self, t: &Table, pin: &Pin) -> Result<(), IoError> {
+    fn writeback(&self, sh: &Shard, pin: &Pin) -> Result<(), IoError> {
         let b = pin.buf;
         let d = b.data.read();
         let s = b.state.load(Ordering::Acquire);
@@ -532,7 +730,7 @@ impl<D: BlockDevice> BlockCache<D> {
             return Ok(());
         }
         let block = b.block.load(Ordering::Relaxed);
-        let r = self.dev.write_blocks(block, t.block_size, &d);
+        let r = self.dev.write_blocks(block, sh.block_size, &d);
         match r {
             Ok(()) => {
                 let gen = pin.gen;
@@ -548,10 +746,10 @@ impl<D: BlockDevice> BlockCache<D> {
         self.count_write(r, d.len())
     }
 
-    /// Pin buffer `i` if it is dirty and holds a block in `first..end`.
-    fn pin_dirty<'t>(&self, t: &'t Table, i: u32, first: u64, end: u64) -> Option<Pin<'t>> {
-        let b = &t.bufs[i as usize];
-        let ix = t.index.lock();
+    /// Pin buffer `i` of `sh` if it is dirty and holds a block in `first..end`.
+    fn pin_dirty<'t>(&self, sh: &'t Shard, i: u32, first: u64, end: u64) -> Option<Pin<'t>> {
+        let b = &sh.bufs[i as usize];
+        let ix = sh.index.lock();
         let block = ix.block_of(i)?;
         let s = b.state.load(Ordering::Acquire);
         if !(first..end).contains(&block) || s & DIRTY == 0 {
@@ -564,99 +762,130 @@ impl<D: BlockDevice> BlockCache<D> {
         })
     }
 
-    /// Write back the dirty buffers of blocks `first..end`; the first error
-    /// is returned after trying them all.
-    fn flush_in(&self, t: &Table, first: u64, end: u64) -> Result<(), IoError> {
+    /// Write back the dirty buffers of `sh` holding blocks in `first..end`
+    /// (every buffer looked at); the first error after trying them all.
+    fn flush_shard(&self, sh: &Shard, first: u64, end: u64) -> Result<(), IoError> {
         let mut result = Ok(());
-        let mut one = |i: u32| {
-            if let Some(pin) = self.pin_dirty(t, i, first, end) {
-                let r = self.writeback(t, &pin);
+        for (i, b) in sh.bufs.iter().enumerate() {
+            // Cheap pre-check; pin_dirty checks again under the lock.
+            if b.state.load(Ordering::Relaxed) & DIRTY == 0 {
+                continue;
+            }
+            if let Some(pin) = self.pin_dirty(sh, i as u32, first, end) {
+                let r = self.writeback(sh, &pin);
                 if result.is_ok() {
                     result = r;
-                }
-            }
-        };
-        let n = t.bufs.len() as u64;
-        if end - first < n {
-            // Few blocks: look each up rather than scanning every buffer.
-            for block in first..end {
-                let found = t.index.lock().find(block);
-                if let Some(i) = found {
-                    one(i);
-                }
-            }
-        } else {
-            for (i, b) in t.bufs.iter().enumerate() {
-                // Cheap pre-check; pin_dirty checks again under the lock.
-                if b.state.load(Ordering::Relaxed) & DIRTY != 0 {
-                    one(i as u32);
                 }
             }
         }
         result
     }
 
-    /// Drop the buffers of blocks `first..end`; with `keep_dirty`, dirty
-    /// ones stay (byte-granular I/O drops only what it made stale).
-    fn drop_range(&self, t: &Table, first: u64, end: u64, keep_dirty: bool) {
-        let mut ix = t.index.lock();
-        let drop_one = |ix: &mut Index, i: u32| {
-            let b = &t.bufs[i as usize];
-            let dropped = b
-                .state
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                    if keep_dirty && s & DIRTY != 0 {
-                        None
-                    } else {
-                        Some((s & !FLAGS).wrapping_add(GEN_ONE))
-                    }
-                })
-                .is_ok();
-            if dropped {
-                b.err.store(0, Ordering::Relaxed);
-                ix.unhash(i);
+    /// Write back the dirty buffers of blocks `first..end`; the first error
+    /// is returned after trying them all.
+    fn flush_in(&self, first: u64, end: u64) -> Result<(), IoError> {
+        let mut result = Ok(());
+        let mut keep = |r: Result<(), IoError>| {
+            if result.is_ok() {
+                result = r;
             }
         };
-        let n = t.bufs.len() as u64;
-        if end - first < n {
+        if end - first < self.buffer_count() as u64 {
+            // Few blocks: look each up rather than scanning every buffer.
             for block in first..end {
-                if let Some(i) = ix.find(block) {
-                    drop_one(&mut ix, i);
+                let (sh, _) = self.shard(block);
+                let found = sh.index.lock().find(block);
+                let pin = found.and_then(|i| self.pin_dirty(&sh, i, first, end));
+                if let Some(pin) = &pin {
+                    keep(self.writeback(&sh, pin));
                 }
             }
         } else {
-            for i in 0..n as u32 {
-                if ix.block_of(i).is_some_and(|b| (first..end).contains(&b)) {
-                    drop_one(&mut ix, i);
-                }
+            self.each_shard(|_, sh| keep(self.flush_shard(sh, first, end)));
+        }
+        result
+    }
+
+    /// Drop the buffers of `sh` holding blocks in `first..end` (looked up
+    /// one by one: for short ranges); with `keep_dirty`, dirty ones stay.
+    fn drop_in(&self, sh: &Shard, first: u64, end: u64, keep_dirty: bool) {
+        let mut ix = sh.index.lock();
+        for block in first..end {
+            if let Some(i) = ix.find(block) {
+                drop_one(sh, &mut ix, i, keep_dirty);
             }
         }
     }
 
-    fn drop_clean(&self, t: &Table, first: u64, end: u64) {
-        self.drop_range(t, first, end, true);
+    /// Drop the buffers of blocks `first..end`; with `keep_dirty`, dirty
+    /// ones stay (byte-granular I/O drops only what it made stale).
+    fn drop_range(&self, first: u64, end: u64, keep_dirty: bool) {
+        if end - first < self.buffer_count() as u64 {
+            for block in first..end {
+                let (sh, _) = self.shard(block);
+                self.drop_in(&sh, block, block + 1, keep_dirty);
+            }
+            return;
+        }
+        self.each_shard(|_, sh| {
+            let mut ix = sh.index.lock();
+            for i in 0..sh.bufs.len() as u32 {
+                if ix.block_of(i).is_some_and(|b| (first..end).contains(&b)) {
+                    drop_one(sh, &mut ix, i, keep_dirty);
+                }
+            }
+        });
+    }
+
+    /// The blocks a byte range touches, as `first..end`, or `None` when
+    /// there are no buffers to consider.
+    fn byte_blocks(&self, offset: u64, len: usize) -> Result<Option<(u64, u64)>, IoError> {
+        let last = offset.checked_add(len as u64 - 1).ok_or(IoError::EIO)?;
+        if self.buffer_count() == 0 {
+            return Ok(None);
+        }
+        let bs = self.block_size() as u64;
+        Ok(Some((offset / bs, last / bs + 1)))
     }
 
     /// The cached bytes of `block` and whether they are dirty, if it is
     /// cached up to date; does not count as an access (tests only).
     #[cfg(test)]
     fn peek(&self, block: u64) -> Option<(Vec<u8>, bool)> {
-        let t = self.table.read();
-        let i = t.index.lock().find(block)?;
-        let b = &t.bufs[i as usize];
+        let (sh, _) = self.shard(block);
+        let i = sh.index.lock().find(block)?;
+        let b = &sh.bufs[i as usize];
         let d = b.data.read();
         let s = b.state.load(Ordering::Acquire);
         (s & UPTODATE != 0).then(|| (d.to_vec(), s & DIRTY != 0))
     }
 }
 
-/// The blocks a byte range touches, as `first..end`, or `None` when there
-/// are no buffers to consider.
-fn byte_blocks(t: &Table, offset: u64, len: usize) -> Result<Option<(u64, u64)>, IoError> {
-    let last = offset.checked_add(len as u64 - 1).ok_or(IoError::EIO)?;
-    if t.bufs.is_empty() {
-        return Ok(None);
+/// The block size a request was checked against must still be the shard's
+/// (it differs only if `set_block_size` ran in between).
+fn check_bs(sh: &Shard, bs: usize) -> Result<(), IoError> {
+    if sh.block_size as usize != bs {
+        return Err(EINVAL);
     }
-    let bs = t.block_size as u64;
-    Ok(Some((offset / bs, last / bs + 1)))
+    Ok(())
+}
+
+/// Drop buffer `i` of `sh` (its index locked as `ix`) unless `keep_dirty`
+/// and it is dirty.
+fn drop_one(sh: &Shard, ix: &mut Index, i: u32, keep_dirty: bool) {
+    let b = &sh.bufs[i as usize];
+    let dropped = b
+        .state
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            if keep_dirty && s & DIRTY != 0 {
+                None
+            } else {
+                Some((s & !FLAGS).wrapping_add(GEN_ONE))
+            }
+        })
+        .is_ok();
+    if dropped {
+        b.err.store(0, Ordering::Relaxed);
+        ix.unhash(i);
+    }
 }

@@ -96,7 +96,20 @@ fn same(got: &[u8], want: &[u8], what: core::fmt::Arguments) {
 }
 
 fn check_links<D: BlockDevice>(c: &BlockCache<D>) {
-    c.table.read().index.lock().check();
+    let mut total = 0;
+    c.each_shard(|s, sh| {
+        sh.index.lock().check();
+        total += sh.bufs.len();
+        assert!(s < c.shard_count(), "buffers in an unused shard {s}");
+        // Every cached block lives in the shard its number hashes to.
+        let ix = sh.index.lock();
+        for i in 0..sh.bufs.len() as u32 {
+            if let Some(b) = ix.block_of(i) {
+                assert_eq!(shard_of(b, c.shard_count()), s, "block {b} in shard {s}");
+            }
+        }
+    });
+    assert_eq!(total, c.buffer_count());
 }
 
 // ---------------------------------------------------------------------------
@@ -217,8 +230,13 @@ impl Model {
     }
 }
 
-fn run_model(budget: usize, ops: &[Op]) {
-    let cache = BlockCache::new(FakeDev::new(image(DEV_SIZE, 512)), 512, budget);
+fn run_model(budget: usize, min_per_shard: usize, ops: &[Op]) {
+    let cache = BlockCache::with_min_per_shard(
+        FakeDev::new(image(DEV_SIZE, 512)),
+        512,
+        budget,
+        min_per_shard,
+    );
     let mut m = Model::new(cache.device().snapshot(), 512);
     for (step, op) in ops.iter().enumerate() {
         let bs = m.bs;
@@ -388,8 +406,52 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
     #[test]
     fn matches_model(budget in prop_oneof![0usize..600, 0usize..4096, 0usize..8192], ops in prop::collection::vec(op(), 1..80)) {
-        run_model(budget, &ops);
+        run_model(budget, MIN_PER_SHARD, &ops);
     }
+
+    /// The same with small caches split into up to 16 shards.
+    #[test]
+    fn matches_model_sharded(budget in 0usize..16384, min_per in 1usize..4, ops in prop::collection::vec(op(), 1..80)) {
+        run_model(budget, min_per, &ops);
+    }
+}
+
+#[test]
+fn shards_split_the_budget() {
+    assert_eq!(shard_count(0, MIN_PER_SHARD), 1);
+    assert_eq!(shard_count(127, MIN_PER_SHARD), 1);
+    assert_eq!(shard_count(128, MIN_PER_SHARD), 2);
+    // The default 32 MiB of 4 KiB blocks.
+    assert_eq!(shard_count(8192, MIN_PER_SHARD), MAX_SHARDS);
+    let bs = 4096;
+    for (budget, min_per) in [
+        (8192 * bs, 64),
+        (1000 * bs, 64),
+        (37 * bs, 2),
+        (5 * bs, 1),
+        (0, 1),
+    ] {
+        let c = BlockCache::with_min_per_shard(MemDevice::new(1 << 20), bs as u32, budget, min_per);
+        let n = budget / bs;
+        assert_eq!(c.buffer_count(), n);
+        let mut sizes = Vec::new();
+        c.each_shard(|_, sh| sizes.push(sh.bufs.len()));
+        assert_eq!(
+            sizes.len(),
+            c.shard_count().min(n.max(1)) - usize::from(n == 0)
+        );
+        let (lo, hi) = (sizes.iter().min(), sizes.iter().max());
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            assert!(hi - lo <= 1 && *lo >= min_per, "{budget}: {sizes:?}");
+        }
+        check_links(&c);
+    }
+    // Blocks spread over the shards.
+    let mut per = [0u32; MAX_SHARDS];
+    for b in 0..16384u64 {
+        per[shard_of(b, MAX_SHARDS)] += 1;
+    }
+    assert!(per.iter().all(|&k| (900..1150).contains(&k)), "{per:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -616,12 +678,22 @@ fn lru_within_a_level() {
 
 #[test]
 fn parallel_readers_and_a_writer() {
+    parallel_readers_and_a_writer_with(MIN_PER_SHARD);
+}
+
+#[test]
+fn parallel_readers_and_a_writer_sharded() {
+    parallel_readers_and_a_writer_with(2);
+}
+
+fn parallel_readers_and_a_writer_with(min_per_shard: usize) {
     let bs = 512;
     let nblocks = 256u64;
-    let cache = Arc::new(BlockCache::new(
+    let cache = Arc::new(BlockCache::with_min_per_shard(
         FakeDev::new(image(nblocks as usize * bs, bs)),
         bs as u32,
         24 * bs,
+        min_per_shard,
     ));
     let threads = 4;
     let barrier = Arc::new(Barrier::new(threads + 2));
