@@ -7,17 +7,18 @@
 //! table: the volume is read-only, so an inode number stays valid, and
 //! FORGET has nothing to release.
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ext4_engine::attr::{Attr, FileType as Kind, Timestamp};
 use ext4_engine::{BlockDevice, Error, Volume, Whence, ROOT_INO};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use log::{debug, warn};
 
@@ -26,6 +27,13 @@ use crate::sys;
 /// Longest single read answered; larger requests (which no kernel sends
 /// within what was negotiated) get a short read rather than a huge buffer.
 pub const MAX_READ: u32 = 16 << 20;
+
+thread_local! {
+    /// Each worker's read buffer, kept between READs: a fresh zeroed
+    /// vector per request cost an extra pass over every byte read. At most
+    /// MAX_READ per worker thread.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Directory bytes gathered per READDIR (more than any kernel's buffer).
 const READDIR_BATCH: usize = 64 << 10;
@@ -62,6 +70,12 @@ pub struct Ext4Fs<D: BlockDevice + 'static> {
     cfg: FsConfig,
     /// The protocol minor both sides agreed on (0 before INIT).
     minor: AtomicU32,
+    /// The kernel offered FUSE_NO_OPEN_SUPPORT / FUSE_NO_OPENDIR_SUPPORT
+    /// (Linux, and FreeBSD's fusefs from 7.29 on): an ENOSYS answer to
+    /// OPEN / OPENDIR makes it stop sending them (and their RELEASEs),
+    /// keeping its caches as with FOPEN_KEEP_CACHE / FOPEN_CACHE_DIR.
+    no_open: AtomicBool,
+    no_opendir: AtomicBool,
 }
 
 /// Our highest protocol minor (what `fuser` answers INIT with).
@@ -73,6 +87,8 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
             vol,
             cfg,
             minor: AtomicU32::new(0),
+            no_open: AtomicBool::new(false),
+            no_opendir: AtomicBool::new(false),
         }
     }
 
@@ -159,15 +175,21 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
         Ok((self.file_attr(&a, node), a.generation))
     }
 
-    fn read_inner(&self, ino: u32, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// Read into `buf` (grown to the request, never shrunk); the count.
+    fn read_inner(
+        &self,
+        ino: u32,
+        offset: u64,
+        size: u32,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, Errno> {
         let n = size.min(MAX_READ) as usize;
-        let mut buf = vec![0u8; n];
-        let got = self
-            .vol
-            .read(ino, offset, &mut buf)
-            .map_err(|e| self.fail("read", ino, &e))?;
-        buf.truncate(got);
-        Ok(buf)
+        if buf.len() < n {
+            buf.resize(n, 0);
+        }
+        self.vol
+            .read(ino, offset, &mut buf[..n])
+            .map_err(|e| self.fail("read", ino, &e))
     }
 
     fn readlink_inner(&self, ino: u32) -> Result<Vec<u8>, Errno> {
@@ -227,6 +249,15 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         let v = config.kernel_abi();
         let minor = v.1.min(SERVER_MINOR);
         self.minor.store(minor, Ordering::Relaxed);
+        let offered = config.capabilities();
+        self.no_open.store(
+            offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT),
+            Ordering::Relaxed,
+        );
+        self.no_opendir.store(
+            offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT),
+            Ordering::Relaxed,
+        );
         // No capability is added to fuser's defaults (async read, big
         // writes, max pages), all of which FreeBSD either knows or never
         // offers; the reply only ever echoes flags the kernel offered.
@@ -278,6 +309,13 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             return reply.error(Errno::EROFS);
         }
         let _ = node;
+        // A read-only mount needs nothing per open file: where the kernel
+        // can do without OPEN, one ENOSYS saves two requests per open()
+        // from now on (OPEN and RELEASE). Write opens were refused above,
+        // and later ones are the read-only mount's to refuse.
+        if self.no_open.load(Ordering::Relaxed) {
+            return reply.error(Errno::ENOSYS);
+        }
         // Contents never change under us: let the kernel keep its cache.
         reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
@@ -293,14 +331,16 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let r = self
-            .ino(node)
-            .and_then(|ino| self.read_inner(ino, offset, size));
-        self.drain();
-        match r {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(e),
-        }
+        READ_BUF.with_borrow_mut(|buf| {
+            let r = self
+                .ino(node)
+                .and_then(|ino| self.read_inner(ino, offset, size, buf));
+            self.drain();
+            match r {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(e),
+            }
+        })
     }
 
     fn flush(
@@ -311,7 +351,9 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is ever dirty. ENOSYS makes Linux and FreeBSD stop
+        // sending FLUSH, a synchronous round trip in every close().
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(
@@ -332,7 +374,13 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
                 .map_err(|e| self.fail("opendir", ino, &e))
         });
         match r {
-            Ok(a) if a.kind == Kind::Directory => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(a) if a.kind == Kind::Directory => {
+                if self.no_opendir.load(Ordering::Relaxed) {
+                    reply.error(Errno::ENOSYS)
+                } else {
+                    reply.opened(FileHandle(0), FopenFlags::empty())
+                }
+            }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(e),
         }

@@ -310,8 +310,20 @@ impl Kernel {
         Ok((le64(&b, 0), parse_attr(&b[40..])))
     }
 
-    fn open(&mut self, op: u32, node: u64) -> u64 {
-        let b = self.ok(op, node, &[0u8; 8]); // flags O_RDONLY
+    /// `None`: the server answered ENOSYS to an OPEN/OPENDIR this kernel
+    /// offered to do without (FUSE_NO_OPEN[DIR]_SUPPORT); FreeBSD then
+    /// treats the open as done, with handle 0, and sends no RELEASE.
+    fn open(&mut self, op: u32, node: u64) -> Option<u64> {
+        let (e, b) = self.call(op, node, &[0u8; 8]); // flags O_RDONLY
+        let no_op = if op == OPEN {
+            NO_OPEN_SUPPORT
+        } else {
+            NO_OPENDIR_SUPPORT
+        };
+        if e == libc::ENOSYS && freebsd_offer(self.minor) & no_op != 0 {
+            return None;
+        }
+        assert_eq!(e, 0, "opcode {op} on node {node} failed: errno {e}");
         assert_eq!(b.len(), 16, "fuse_open_out size");
         let flags = le32(&b, 8);
         assert_eq!(
@@ -319,10 +331,13 @@ impl Kernel {
             0,
             "open flags {flags:#x} beyond what FreeBSD knows"
         );
-        le64(&b, 0)
+        Some(le64(&b, 0))
     }
 
-    fn release(&mut self, op: u32, node: u64, fh: u64) {
+    fn release(&mut self, op: u32, node: u64, fh: Option<u64>) {
+        let Some(fh) = fh else {
+            return;
+        };
         let mut body = fh.to_le_bytes().to_vec();
         body.extend_from_slice(&[0u8; 16]);
         let b = self.ok(op, node, &body);
@@ -342,7 +357,8 @@ impl Kernel {
     }
 
     fn read_all(&mut self, node: u64) -> Vec<u8> {
-        let fh = self.open(OPEN, node);
+        let h = self.open(OPEN, node);
+        let fh = h.unwrap_or(0);
         let mut out = Vec::new();
         loop {
             let b = self.ok(READ, node, &Self::read_in(fh, out.len() as u64, READ_SIZE));
@@ -355,13 +371,14 @@ impl Kernel {
                 break;
             }
         }
-        self.release(RELEASE, node, fh);
+        self.release(RELEASE, node, h);
         out
     }
 
     /// (name, ino, type) of every entry, "." and ".." included.
     fn readdir(&mut self, node: u64) -> Vec<(Vec<u8>, u64, u8)> {
-        let fh = self.open(OPENDIR, node);
+        let h = self.open(OPENDIR, node);
+        let fh = h.unwrap_or(0);
         let mut out = Vec::new();
         let mut offset = 0u64;
         loop {
@@ -386,7 +403,7 @@ impl Kernel {
             }
             assert_eq!(at, b.len(), "dirent padding");
         }
-        self.release(RELEASEDIR, node, fh);
+        self.release(RELEASEDIR, node, h);
         out
     }
 

@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# Mounts one image (a source-like tree of ~50,000 files plus a 1 GiB file,
+# built by bench/lib.sh) with the kernel's ext4 (mount -o loop,ro),
+# ext4-fuse, ext4-fuse-bsd and fuse2fs -o ro, and times on each, cold and
+# warm:
+#   cat    cat MNT/big.bin >/dev/null                       (seconds)
+#   find   find MNT -printf '%s %m %u\n' >/dev/null          (seconds)
+#   tar    tar cf - -C MNT . | wc -c                         (seconds)
+#   fio    4 KiB random reads of big.bin, psync, buffered,   (IOPS)
+#          fixed runtime, same offsets every run
+# Cold = a fresh mount (so no server keeps metadata from an earlier run)
+# followed by sync + drop_caches; warm = the same command again at once.
+# Each value is the median of the repetitions. Prints one table with the
+# columns side by side, the ratios and the targets of issues #4 and #6,
+# and writes it to bench/out/fuse-DATE.txt as well.
+#
+# Ratios are all time ratios: ours/kernel is a slowdown (lower is better),
+# fuse2fs/ours a speedup (higher is better). For fio, time per I/O, i.e.
+# kernel IOPS / our IOPS and our IOPS / fuse2fs IOPS.
+#
+# Needs root (mount, drop_caches). Every mount is unmounted and checked
+# before the next; an exit or interrupt unmounts whatever is mounted.
+#
+#   bash bench/fuse.sh [-n FILES] [-c COLUMNS] [-T TESTS] [-r N] [-R N]
+#                      [-t SECONDS] [-B]
+#     -n FILES    files in the tree (default 50000)
+#     -c COLUMNS  comma list of kernel,ours,bsd,fuse2fs (default all)
+#     -T TESTS    comma list of cat,find,tar,fio (default all)
+#     -r N        repetitions of the short tests, cat and find (default 3)
+#     -R N        repetitions of the long tests, tar and fio (default 1)
+#     -t SECONDS  fio runtime per run (default 10)
+#     -B          do not build; use the binaries as they are
+#   Environment: EXT4_FUSE, EXT4_FUSE_BSD (binaries; default the release
+#   builds under $CARGO_TARGET_DIR or target/), OURS_OPTS, BSD_OPTS (extra
+#   -o options, e.g. threads=2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+files=50000 cols=kernel,ours,bsd,fuse2fs tests=cat,find,tar,fio
+reps_short=3 reps_long=1 fio_secs=10 build=1
+while getopts n:c:T:r:R:t:Bh o; do
+    case $o in
+        n) files=$OPTARG ;;
+        c) cols=$OPTARG ;;
+        T) tests=$OPTARG ;;
+        r) reps_short=$OPTARG ;;
+        R) reps_long=$OPTARG ;;
+        t) fio_secs=$OPTARG ;;
+        B) build=0 ;;
+        *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
+IFS=, read -r -a COLS <<<"$cols"
+IFS=, read -r -a TESTS <<<"$tests"
+for c in "${COLS[@]}"; do
+    case $c in kernel | ours | bsd | fuse2fs) ;; *) echo "unknown column $c" >&2; exit 2 ;; esac
+done
+for t in "${TESTS[@]}"; do
+    case $t in cat | find | tar | fio) ;; *) echo "unknown test $t" >&2; exit 2 ;; esac
+done
+if [ "$(id -u)" != 0 ]; then
+    echo "needs root (mount, drop_caches)" >&2
+    exit 1
+fi
+for tool in fio fuse2fs mountpoint; do
+    command -v $tool >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+
+tgt=${CARGO_TARGET_DIR:-$PWD/target}
+if [ $build = 1 ]; then
+    cargo build --release -q -p ext4-fuse -p ext4-fuse-bsd
+fi
+ours_bin=${EXT4_FUSE:-$tgt/release/ext4-fuse}
+bsd_bin=${EXT4_FUSE_BSD:-$tgt/release/ext4-fuse-bsd}
+
+bench_image "$files"
+big=big.bin
+bigsize=$(stat -c %s "$tree/$big")
+
+mnt=$(mktemp -d /tmp/fusebench.XXXXXX)
+server_pid=
+server_log=$out/fuse-server.log
+: >"$server_log"
+
+cleanup() {
+    local rc=$?
+    if mountpoint -q "$mnt" 2>/dev/null; then
+        umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    fi
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rmdir "$mnt" 2>/dev/null || true
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() {
+    echo "fuse.sh: $*" >&2
+    exit 1
+}
+
+do_mount() { # column
+    case $1 in
+        kernel) mount -o loop,ro "$img" "$mnt" ;;
+        ours) "$ours_bin" "$img" "$mnt" -f -o ro${OURS_OPTS:+,$OURS_OPTS} >>"$server_log" 2>&1 &
+            server_pid=$! ;;
+        bsd) "$bsd_bin" "$img" "$mnt" -f -o ro${BSD_OPTS:+,$BSD_OPTS} >>"$server_log" 2>&1 &
+            server_pid=$! ;;
+        fuse2fs) fuse2fs -f "$img" "$mnt" -o ro >>"$server_log" 2>&1 &
+            server_pid=$! ;;
+    esac
+    local i
+    for ((i = 0; i < 300; i++)); do
+        mountpoint -q "$mnt" && return 0
+        if [ -n "$server_pid" ] && ! kill -0 "$server_pid" 2>/dev/null; then
+            server_pid=
+            die "$1 did not mount (see $server_log)"
+        fi
+        sleep 0.1
+    done
+    die "$1: no mount after 30 s"
+}
+
+do_umount() { # column
+    umount "$mnt" || die "$1: umount failed"
+    if [ -n "$server_pid" ]; then
+        local i
+        for ((i = 0; i < 300; i++)); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$server_pid" 2>/dev/null && die "$1: server still running 30 s after umount"
+        wait "$server_pid" || echo "fuse.sh: $1 server exited with status $?" >&2
+        server_pid=
+    fi
+    mountpoint -q "$mnt" && die "$1: still mounted after umount"
+    if [ -n "$(losetup -j "$img")" ]; then
+        sleep 1 # autoclear can lag the umount a little
+        [ -z "$(losetup -j "$img")" ] || die "$1: loop device left attached: $(losetup -j "$img")"
+    fi
+}
+
+# CPU ticks used so far by this shell's finished children and by the FUSE
+# server: "client server". The kernel column's loop worker is not counted
+# (its ext4 work runs in the client's system time).
+hz=$(getconf CLK_TCK)
+ticks() {
+    local self srv=0
+    self=$(awk '{ print $16 + $17 }' /proc/$$/stat)
+    if [ -n "$server_pid" ]; then
+        srv=$(awk '{ print $14 + $15 }' "/proc/$server_pid/stat" 2>/dev/null || echo 0)
+    fi
+    echo "$self $srv"
+}
+
+# run TEST: one run on the mounted column; sets $result (seconds, or IOPS
+# for fio), $cpu ("client server" CPU seconds; for fio, microseconds per
+# I/O) and $check (tar's byte count, the same for every column).
+result= check= cpu=
+run() {
+    local t0 t1 c0 c1
+    check=-
+    c0=$(ticks)
+    case $1 in
+        cat)
+            t0=$EPOCHREALTIME
+            cat "$mnt/$big" >/dev/null
+            t1=$EPOCHREALTIME ;;
+        find)
+            t0=$EPOCHREALTIME
+            find "$mnt" -printf '%s %m %u\n' >/dev/null
+            t1=$EPOCHREALTIME ;;
+        tar)
+            t0=$EPOCHREALTIME
+            check=$(tar cf - -C "$mnt" . | wc -c)
+            t1=$EPOCHREALTIME ;;
+        fio)
+            fio --name=randread --filename="$mnt/$big" --readonly --rw=randread \
+                --bs=4k --ioengine=psync --direct=0 --invalidate=0 --size="$bigsize" \
+                --runtime="$fio_secs" --time_based --randrepeat=1 \
+                --output-format=json >"$out/fio.json" 2>"$out/fio.err" ||
+                die "fio failed: $(cat "$out/fio.err")"
+            c1=$(ticks)
+            result=$(python3 -c 'import json,sys; print("%.0f" % json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"])' \
+                "$out/fio.json")
+            # CPU per I/O in microseconds, client and server.
+            cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v n="$((result * fio_secs))" 'BEGIN {
+                split(a, x, " "); split(b, y, " "); if (n == 0) n = 1;
+                printf "%.1f %.1f\n", (y[1] - x[1]) / hz / n * 1e6, (y[2] - x[2]) / hz / n * 1e6 }')
+            return ;;
+    esac
+    c1=$(ticks)
+    result=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }')
+    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" 'BEGIN {
+        split(a, x, " "); split(b, y, " ");
+        printf "%.2f %.2f\n", (y[1] - x[1]) / hz, (y[2] - x[2]) / hz }')
+}
+
+# V[col.test.phase]: the values of all repetitions; LOAD[col]: the 1-minute
+# load average seen at each of its mounts.
+declare -A V CC CS CHECK LOAD
+start_load=$(load_avg)
+maxreps=$((reps_short > reps_long ? reps_short : reps_long))
+for ((rep = 1; rep <= maxreps; rep++)); do
+    for t in "${TESTS[@]}"; do
+        case $t in cat | find) n=$reps_short ;; *) n=$reps_long ;; esac
+        [ "$rep" -le "$n" ] || continue
+        # Columns inside the repetition loop: a change in the machine's
+        # load hits every column about equally.
+        for c in "${COLS[@]}"; do
+            do_mount "$c"
+            LOAD[$c]+="$(cut -d' ' -f1 /proc/loadavg) "
+            cold
+            run "$t"
+            v_cold=$result cpu_cold=$cpu
+            V[$c.$t.cold]+="$result "
+            CC[$c.$t.cold]+="${cpu% *} " CS[$c.$t.cold]+="${cpu#* } "
+            [ "$check" = - ] || CHECK[$c.$t]+="$check "
+            run "$t"
+            V[$c.$t.warm]+="$result "
+            CC[$c.$t.warm]+="${cpu% *} " CS[$c.$t.warm]+="${cpu#* } "
+            do_umount "$c"
+            echo "rep $rep $t $c: cold $v_cold (cpu $cpu_cold) warm $result (cpu $cpu) (load $(load_avg))" >&2
+        done
+    done
+done
+end_load=$(load_avg)
+
+# ---- report --------------------------------------------------------------
+med() { # col test phase
+    local k=$1.$2.$3
+    [ -n "${V[$k]:-}" ] || { echo -; return; }
+    # shellcheck disable=SC2086
+    median ${V[$k]}
+}
+has() { [[ ",$cols," == *",$1,"* ]]; }
+# CPU of a row: "client+server" medians, or "-".
+cpu_med() { # col test phase
+    local k=$1.$2.$3
+    [ -n "${CC[$k]:-}" ] || { echo -; return; }
+    # shellcheck disable=SC2086
+    echo "$(median ${CC[$k]})+$(median ${CS[$k]})"
+}
+# Time-like value: seconds, or seconds per I/O for fio (1 / IOPS).
+tv() { # col test phase
+    local v
+    v=$(med "$1" "$2" "$3")
+    if [ "$2" = fio ] && [ "$v" != - ]; then
+        awk -v v="$v" 'BEGIN { if (v + 0 == 0) print "-"; else printf "%.9f\n", 1 / v }'
+    else
+        echo "$v"
+    fi
+}
+# verdict VALUE OP LIMIT: "ok" or "MISS" (or "" without a value).
+verdict() {
+    [ "$1" != - ] || { echo; return; }
+    awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+        ok = (op == "<=") ? (v <= l) : (v >= l); print ok ? "ok" : "MISS" }'
+}
+# Targets of issue #4 (ours/kernel) per row.
+ktarget() { # test phase
+    case $1.$2 in
+        cat.cold) echo 1.3 ;;
+        find.cold) echo 2 ;;
+        find.warm) echo 1.5 ;;
+        tar.*) echo 2.5 ;;
+        fio.*) echo 1.0 ;;
+        *) echo - ;;
+    esac
+}
+# fuse2fs/ours must be >= 5 where fuse2fs is at least 5x slower than the
+# kernel (issue #4); the bsd column on the tree walk (cold) and tree read.
+f2target() { # test phase col
+    local f2k
+    f2k=$(ratio "$(tv fuse2fs "$1" "$2")" "$(tv kernel "$1" "$2")")
+    if [ "$3" = bsd ]; then
+        case $1.$2 in find.cold | tar.*) echo 5 ;; *) echo - ;; esac
+        return
+    fi
+    if [ "$f2k" != - ] && awk -v r="$f2k" 'BEGIN { exit !(r >= 5) }'; then echo 5; else echo -; fi
+}
+
+report=$out/fuse-$(date +%Y%m%d-%H%M%S).txt
+{
+    echo "bench/fuse.sh $(date -Is) on $(uname -r), $(nproc) CPUs, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine frontend-linux frontend-bsd || echo ' (+ uncommitted changes)')"
+    echo "image: $img, $files files + 1 GiB $big (mke2fs -d; 4 KiB blocks, metadata_csum)"
+    echo "load average (1/5/15 min): start $start_load, end $end_load; 1-min load at each mount:"
+    for c in "${COLS[@]}"; do echo "  $c: ${LOAD[$c]}"; done
+    echo "repetitions: cat/find $reps_short, tar/fio $reps_long (median shown); fio: 4 KiB randread, psync, buffered, ${fio_secs} s"
+    echo "cold = fresh mount + sync + drop_caches; warm = same command again at once"
+    echo "options: ext4-fuse -o ro${OURS_OPTS:+,$OURS_OPTS}; ext4-fuse-bsd -o ro${BSD_OPTS:+,$BSD_OPTS}; fuse2fs -o ro; kernel -o loop,ro"
+    echo
+    hdr="%-10s %9s %9s %9s %9s | %8s %6s %-4s | %8s %6s %-4s | %8s | %8s %6s %-4s\n"
+    # shellcheck disable=SC2059
+    printf "$hdr" "" kernel ext4-fuse fuse-bsd fuse2fs "fuse/k" target "" "f2fs/fus" target "" "bsd/k" "f2fs/bsd" target ""
+    for t in "${TESTS[@]}"; do
+        for ph in cold warm; do
+            k=$(tv kernel "$t" $ph)
+            o=$(tv ours "$t" $ph)
+            b=$(tv bsd "$t" $ph)
+            f=$(tv fuse2fs "$t" $ph)
+            ok_=$(ratio "$o" "$k")
+            fo=$(ratio "$f" "$o")
+            bk=$(ratio "$b" "$k")
+            fb=$(ratio "$f" "$b")
+            kt=$(ktarget "$t" $ph)
+            ft=$(f2target "$t" $ph ours)
+            bt=$(f2target "$t" $ph bsd)
+            kv=; fv=; bv=
+            [ "$kt" = - ] || kv=$(verdict "$ok_" "<=" "$kt")
+            [ "$ft" = - ] || fv=$(verdict "$fo" ">=" "$ft")
+            [ "$bt" = - ] || bv=$(verdict "$fb" ">=" "$bt")
+            [ "$kt" = - ] || kt="<=$kt"
+            [ "$ft" = - ] || ft=">=$ft"
+            [ "$bt" = - ] || bt=">=$bt"
+            # shellcheck disable=SC2059
+            printf "$hdr" "$t $ph" "$(med kernel "$t" $ph)" "$(med ours "$t" $ph)" \
+                "$(med bsd "$t" $ph)" "$(med fuse2fs "$t" $ph)" \
+                "$ok_" "$kt" "$kv" "$fo" "$ft" "$fv" "$bk" "$fb" "$bt" "$bv"
+        done
+    done
+    echo
+    echo "CPU per run, client+server (median): seconds; fio: microseconds per I/O. Load-independent"
+    echo "but not free of it; the kernel column counts no server (loop worker not included)."
+    cpuhdr="%-10s %14s %14s %14s %14s\n"
+    # shellcheck disable=SC2059
+    printf "$cpuhdr" "" kernel ext4-fuse ext4-fuse-bsd fuse2fs
+    for t in "${TESTS[@]}"; do
+        for ph in cold warm; do
+            # shellcheck disable=SC2059
+            printf "$cpuhdr" "$t $ph" "$(cpu_med kernel "$t" $ph)" "$(cpu_med ours "$t" $ph)" \
+                "$(cpu_med bsd "$t" $ph)" "$(cpu_med fuse2fs "$t" $ph)"
+        done
+    done
+    echo
+    echo "values: seconds (fio: IOPS); ratios: time ratios (fio: time per I/O)"
+    echo "fuse/k = ext4-fuse / kernel, f2fs/fus = fuse2fs / ext4-fuse, bsd/k = ext4-fuse-bsd / kernel, f2fs/bsd = fuse2fs / ext4-fuse-bsd"
+    echo "targets (issues #4, #6): cold cat <= 1.3x kernel; cold find <= 2x, warm <= 1.5x; tar <= 2.5x; fio >= kernel IOPS;"
+    echo "  >= 5x faster than fuse2fs where fuse2fs is >= 5x slower than the kernel; bsd >= 5x fuse2fs on cold find and tar"
+    # The tar stream size is a check that every column saw the same tree.
+    sizes=
+    for c in "${COLS[@]}"; do
+        [ -n "${CHECK[$c.tar]:-}" ] && sizes+="$c: $(echo ${CHECK[$c.tar]} | tr ' ' '\n' | sort -u | tr '\n' ' ')"
+    done
+    [ -z "$sizes" ] || echo "tar bytes per column (cold runs): $sizes"
+    [ $can_drop = 1 ] || echo "(not root: caches were not dropped, cold = warm)"
+} | tee "$report"
+echo "saved to $report" >&2
