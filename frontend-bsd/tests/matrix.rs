@@ -3,12 +3,13 @@
 //! Every image of the feature matrix, mounted by `ext4-fuse-bsd` and by the
 //! kernel's ext4 side by side: the whole trees must look the same to every
 //! system call (stat fields to the nanosecond, contents, xattrs, symlinks,
-//! SEEK_DATA/SEEK_HOLE maps) and statvfs must agree. Birth times are left
+//! SEEK_DATA/SEEK_HOLE maps) and statvfs must agree; so must the images
+//! the kernel wrote itself. Birth times are left
 //! out: the protocol FreeBSD speaks (and `fuser`) has no statx.
 
 use std::path::Path;
 
-use ext4_tests::fuse::compare_matrix;
+use ext4_tests::fuse::{compare_kernel_written, compare_matrix};
 use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse-bsd");
@@ -43,4 +44,11 @@ fn ext4_features() {
         "ext4-noextent",
         "ext4-largedir",
     ]);
+}
+
+#[test]
+fn kernel_written_images() {
+    if require_e2fsprogs() && require_kernel_ext4() && require_fuse() {
+        compare_kernel_written(Path::new(BIN), false);
+    }
 }

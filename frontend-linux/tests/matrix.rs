@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use ext4_tests::fuse::{compare_matrix, compare_with_kernel, fuse_fields};
+use ext4_tests::fuse::{compare_kernel_written, compare_matrix, compare_with_kernel, fuse_fields};
 use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::oracle::LoopDevice;
 use ext4_tests::snapshot::Report;
@@ -64,11 +64,19 @@ fn block_device_source() {
     let mut report = Report::new("ext4-fuse on a loop device vs the kernel's ext4");
     compare_with_kernel(
         Path::new(BIN),
-        &img,
+        "ext4-64bit-csum on a loop device",
+        &img.path,
         lo.path(),
         "",
         &fuse_fields(true),
         &mut report,
     );
     report.finish();
+}
+
+#[test]
+fn kernel_written_images() {
+    if can_run() {
+        compare_kernel_written(Path::new(BIN), true);
+    }
 }

@@ -197,7 +197,8 @@ fn helper_mount_is_confined_and_equals_the_kernel() {
     let mut report = Report::new("ext4-fuse-mount vs the kernel's ext4");
     let n = compare_with_kernel(
         Path::new(HELPER),
-        &img,
+        img.spec.name,
+        &img.path,
         &img.path,
         "",
         &fuse_fields(true),

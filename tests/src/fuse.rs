@@ -10,7 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::image::{build_image, BuiltImage, MATRIX};
+use crate::image::{build_image, MATRIX};
+use crate::kwimage::{kw_image, KW_1K, KW_4K};
 use crate::oracle::KernelMount;
 use crate::snapshot::{diff, host_snapshot, Compare, Field, Report, WalkOptions, ALL_FIELDS};
 use crate::util::{page_size, run, target_dir};
@@ -178,7 +179,40 @@ pub fn compare_matrix(bin: &Path, names: &[&str], statx: bool) {
     let fields = fuse_fields(statx);
     for spec in MATRIX.iter().filter(|s| names.contains(&s.name)) {
         let img = build_image(spec);
-        compare_with_kernel(bin, &img, &img.path, "", &fields, &mut report);
+        if !spec.kernel_mountable() {
+            report.note(&format!(
+                "{}: the kernel cannot mount {}-byte blocks on {}-byte pages; not compared",
+                spec.name,
+                spec.block_size,
+                page_size()
+            ));
+            continue;
+        }
+        compare_with_kernel(
+            bin,
+            spec.name,
+            &img.path,
+            &img.path,
+            "",
+            &fields,
+            &mut report,
+        );
+    }
+    report.finish();
+}
+
+/// [`compare_with_kernel`] on the images the kernel itself wrote
+/// ([`crate::kwimage`]: fragmented files with depth-2 extent trees,
+/// fallocated and punched ranges, data past 4 GiB), 4 KiB and 1 KiB blocks.
+pub fn compare_kernel_written(bin: &Path, statx: bool) {
+    let mut report = Report::new(&format!(
+        "{} vs the kernel's ext4 on kernel-written images",
+        bin.display()
+    ));
+    let fields = fuse_fields(statx);
+    for (name, plan) in [("kernel-written-4k", &KW_4K), ("kernel-written-1k", &KW_1K)] {
+        let img = kw_image(plan);
+        compare_with_kernel(bin, name, &img, &img, "", &fields, &mut report);
     }
     report.finish();
 }
@@ -190,32 +224,24 @@ pub fn compare_matrix(bin: &Path, names: &[&str], statx: bool) {
 /// to `report`. Returns the number of paths compared.
 pub fn compare_with_kernel(
     bin: &Path,
-    img: &BuiltImage,
+    name: &str,
+    img: &Path,
     source: &Path,
     opts: &str,
     fields: &[Field],
     report: &mut Report,
 ) -> usize {
-    if !img.spec.kernel_mountable() {
-        report.note(&format!(
-            "{}: the kernel cannot mount {}-byte blocks on {}-byte pages; not compared",
-            img.spec.name,
-            img.spec.block_size,
-            page_size()
-        ));
-        return 0;
-    }
-    let kernel = match KernelMount::ro(&img.path) {
+    let kernel = match KernelMount::ro(img) {
         Ok(m) => m,
         Err(e) => {
-            report.fail("kernel mount", &e.to_string());
+            report.fail(&format!("{name}: kernel mount"), &e.to_string());
             return 0;
         }
     };
     let mut fuse = match FuseServer::mount(bin, source, opts) {
         Ok(s) => s,
         Err(e) => {
-            report.fail(&format!("{} mount", bin.display()), &e);
+            report.fail(&format!("{name}: {} mount", bin.display()), &e);
             return 0;
         }
     };
@@ -232,28 +258,31 @@ pub fn compare_with_kernel(
     };
     let n = want.entries.len();
     report.section(
-        &format!("{}: {} vs the kernel's ext4", img.spec.name, bin.display()),
+        &format!("{name}: {} vs the kernel's ext4", bin.display()),
         diff(&want, &got, &cmp),
         n,
     );
     let (k, f) = (statvfs(kernel.path()), statvfs(fuse.path()));
     if k != f {
         report.fail(
-            &format!("{}: statvfs", img.spec.name),
+            &format!("{name}: statvfs"),
             &format!("kernel {k:?}, fuse {f:?}"),
         );
     }
     if !fuse.alive() {
         report.fail(
-            "server",
+            &format!("{name}: server"),
             &format!("died during the walk: {}", fuse.stderr()),
         );
         return n;
     }
     match fuse.unmount() {
         Ok((st, _)) if st.success() => {}
-        Ok((st, log)) => report.fail("server exit", &format!("{st} after umount: {log}")),
-        Err(e) => report.fail("unmount", &e),
+        Ok((st, log)) => report.fail(
+            &format!("{name}: server exit"),
+            &format!("{st} after umount: {log}"),
+        ),
+        Err(e) => report.fail(&format!("{name}: unmount"), &e),
     }
     n
 }

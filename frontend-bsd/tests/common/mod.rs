@@ -599,6 +599,7 @@ pub fn diff(want: &Tree, got: &Tree) -> Vec<String> {
     d
 }
 
+#[allow(unused_imports)]
 pub use ext4_tests::fuse::statvfs;
 
 pub fn assert_same(what: &str, want: &Tree, got: &Tree) {
