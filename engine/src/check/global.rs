@@ -53,6 +53,8 @@ pub(super) struct Ctx<'t> {
     dups: &'t Dups,
     /// In the owners pass: the multiply-claimed clusters, sorted.
     owners: Option<&'t [u64]>,
+    /// `s_prealloc_dir_blocks`: how far a directory may map past its size.
+    pub prealloc_dir_blocks: u64,
 }
 
 impl Ctx<'_> {
@@ -88,6 +90,8 @@ impl Ctx<'_> {
             recent: [u64::MAX; 8],
             pos: 0,
             count: 0,
+            last: None,
+            last_init: None,
             dups: 0,
             first_dup: None,
         }
@@ -109,6 +113,9 @@ pub(super) struct Claimer<'t> {
     pos: usize,
     /// Clusters claimed (each cluster a file shares with itself once).
     count: u64,
+    /// Last logical block mapped, and last one mapped initialized.
+    pub last: Option<u64>,
+    pub last_init: Option<u64>,
     dups: u64,
     first_dup: Option<u64>,
 }
@@ -174,6 +181,14 @@ impl Claimer<'_> {
         self.own(x, x + 1);
         if let Some(c) = self.c {
             c.xattr.set_range(x, x + 1);
+        }
+    }
+
+    /// Logical block `lblk` is mapped (`init`: and not unwritten).
+    pub(super) fn mapped(&mut self, lblk: u64, init: bool) {
+        self.last = self.last.max(Some(lblk));
+        if init {
+            self.last_init = self.last_init.max(Some(lblk));
         }
     }
 
@@ -246,6 +261,7 @@ pub struct Checker<'v, D: BlockDevice> {
     started: bool,
     tally: Tally,
     hidden: [u32; 5],
+    prealloc_dir_blocks: u64,
     dups: Dups,
     /// The owners pass (after the others, when blocks are multiply
     /// claimed): the clusters whose owners it looks for.
@@ -259,6 +275,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         let sb = vol.sb();
         let mut hidden = [0u32; 5];
         hidden[0] = sb.journal_inum;
+        let mut prealloc_dir_blocks = 0;
         let mut raw = vec![0u8; SUPERBLOCK_SIZE];
         if vol.device().read_at(SUPERBLOCK_OFFSET, &mut raw).is_ok() {
             if let Ok(r) = RawSuperblock::read_from_bytes(&raw) {
@@ -266,6 +283,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 hidden[2] = r.grp_quota_inum.get();
                 hidden[3] = r.prj_quota_inum.get();
                 hidden[4] = r.orphan_file_inum.get();
+                prealloc_dir_blocks = r.prealloc_dir_blocks as u64;
             }
         }
         Checker {
@@ -276,6 +294,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             started: false,
             tally: Tally::empty(),
             hidden,
+            prealloc_dir_blocks,
             dups: Dups::new(),
             owners: None,
         }
@@ -447,6 +466,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             sb,
             dups: &self.dups,
             owners: self.owners.as_deref(),
+            prealloc_dir_blocks: self.prealloc_dir_blocks,
         }
     }
 

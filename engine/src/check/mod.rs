@@ -434,6 +434,11 @@ impl<D: BlockDevice> Volume<D> {
                     "i_blocks does not match the blocks the inode maps",
                 ));
             }
+            if has_map && !inode.has_flag(flags::INLINE_DATA) && !self.is_resize_inode(&inode) {
+                if let Some(what) = self.size_problem(&inode, kind, &cl, cx) {
+                    sink.put(Error::corrupt(Object::Inode(ino), what));
+                }
+            }
         }
         cl.finish(ino, sink);
         match kind {
@@ -451,6 +456,36 @@ impl<D: BlockDevice> Volume<D> {
                 sink.res(self.readlink(ino));
             }
             _ => {}
+        }
+    }
+
+    /// `i_size` against the blocks mapped, by `e2fsck`'s rules: a
+    /// directory's size is a whole number of blocks ending at its last
+    /// block; other files hold no initialized block past their size.
+    fn size_problem(
+        &self,
+        inode: &Inode,
+        kind: FileType,
+        cl: &Claimer<'_>,
+        cx: &Ctx<'_>,
+    ) -> Option<&'static str> {
+        let bs = self.sb().block_size as u64;
+        if kind == FileType::Directory {
+            let nblock = inode.size / bs;
+            let end = cl.last.map_or(0, |l| l + 1);
+            if inode.size % bs != 0 {
+                Some("directory size is not a whole number of blocks")
+            } else if nblock > end {
+                Some("directory size runs past its last block")
+            } else if end - nblock > cx.prealloc_dir_blocks {
+                Some("directory has blocks past its size")
+            } else {
+                None
+            }
+        } else {
+            let last = cl.last_init?;
+            (!inode.has_flag(flags::VERITY) && inode.size < last * bs)
+                .then_some("i_size is smaller than the initialized blocks the inode maps")
         }
     }
 
@@ -620,6 +655,7 @@ impl<D: BlockDevice> Volume<D> {
                     return;
                 }
                 cl.blocks(e.pblk, e.len as u64);
+                cl.mapped(e.end() - 1, !e.unwritten);
                 prev_end = e.end();
             } else {
                 let (_, child) = node.index(i);
@@ -652,22 +688,28 @@ impl<D: BlockDevice> Volume<D> {
         let mut run = (0u64, 0u64);
         for i in 0..12 {
             let p = inode.block_word(i) as u64;
-            if p != 0
-                && self
+            if p != 0 {
+                cl.mapped(i as u64, true);
+                if self
                     .map_ptr(inode.ino, p, &mut left, &mut run, sink, cl)
                     .is_err()
-            {
-                return;
+                {
+                    return;
+                }
             }
         }
         if run.1 > 0 {
             cl.blocks(run.0, run.1);
         }
+        // First logical block under each of the three trees.
+        let per = (self.sb().block_size / 4) as u64;
+        let bases = [12, 12 + per, 12 + per + per * per];
         for (i, depth) in [(12, 1), (13, 2), (14, 3)] {
             let p = inode.block_word(i) as u64;
+            let base = bases[i - 12];
             if p != 0
                 && self
-                    .map_tree(inode.ino, p, depth, &mut left, sink, cl)
+                    .map_tree(inode.ino, p, depth, base, &mut left, sink, cl)
                     .is_err()
             {
                 return;
@@ -711,12 +753,15 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    /// A pointer block `depth` levels above the data, and all under it.
+    /// A pointer block `depth` levels above the data, and all under it
+    /// (logical blocks from `base`).
+    #[allow(clippy::too_many_arguments)]
     fn map_tree(
         &self,
         ino: u32,
         p: u64,
         depth: u32,
+        base: u64,
         left: &mut u64,
         sink: &mut Sink<'_>,
         cl: &mut Claimer<'_>,
@@ -736,11 +781,14 @@ impl<D: BlockDevice> Volume<D> {
             }
         };
         let mut run = (0u64, 0u64);
-        for q in ptrs.into_iter().filter(|&q| q != 0) {
+        let span = ((self.sb().block_size / 4) as u64).pow(depth - 1);
+        for (k, q) in ptrs.into_iter().enumerate().filter(|&(_, q)| q != 0) {
+            let lblk = base + k as u64 * span;
             if depth == 1 {
+                cl.mapped(lblk, true);
                 self.map_ptr(ino, q as u64, left, &mut run, sink, cl)?;
             } else {
-                self.map_tree(ino, q as u64, depth - 1, left, sink, cl)?;
+                self.map_tree(ino, q as u64, depth - 1, lblk, left, sink, cl)?;
             }
         }
         if run.1 > 0 {
