@@ -473,7 +473,7 @@ impl<D: BlockDevice> Volume<D> {
         if kind == FileType::Directory {
             let nblock = inode.size / bs;
             let end = cl.last.map_or(0, |l| l + 1);
-            if inode.size % bs != 0 {
+            if !inode.size.is_multiple_of(bs) {
                 Some("directory size is not a whole number of blocks")
             } else if nblock > end {
                 Some("directory size runs past its last block")
