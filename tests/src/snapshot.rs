@@ -659,19 +659,45 @@ pub fn host_entry(p: &Path, opts: WalkOptions) -> io::Result<Entry> {
 
 /// Walk the tree under `root` on the host (no symlinks followed, no mount
 /// points crossed into: the tree is one filesystem by construction).
+///
+/// Besides each path's facts it checks that the three ways the kernel
+/// answers agree with each other (recorded as errors): readdir's inode
+/// number and type, a plain `lstat` (which a FUSE mount may answer from
+/// attributes cached by LOOKUP/READDIRPLUS) and `statx` with birth time
+/// (which makes it ask the server).
 pub fn host_snapshot(root: &Path, opts: WalkOptions) -> Snapshot {
     let mut snap = Snapshot::default();
-    let mut queue: VecDeque<(Vec<u8>, PathBuf)> = VecDeque::new();
-    queue.push_back((b"/".to_vec(), root.to_path_buf()));
-    while let Some((path, host)) = queue.pop_front() {
+    // (path, host path, readdir's (d_ino, type) for it)
+    type Item = (Vec<u8>, PathBuf, Option<(u64, Option<Kind>)>);
+    let mut queue: VecDeque<Item> = VecDeque::new();
+    queue.push_back((b"/".to_vec(), root.to_path_buf(), None));
+    while let Some((path, host, dirent)) = queue.pop_front() {
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        let lstat = std::fs::symlink_metadata(&host);
         let e = match host_entry(&host, opts) {
             Ok(e) => e,
             Err(x) => {
-                snap.errors
-                    .push(format!("{}: statx: {x}", String::from_utf8_lossy(&path)));
+                snap.errors.push(format!("{shown}: statx: {x}"));
                 continue;
             }
         };
+        match lstat {
+            Ok(m) => {
+                if let Some(what) = lstat_disagrees(&m, &e) {
+                    snap.errors
+                        .push(format!("{shown}: lstat and statx disagree on {what}"));
+                }
+            }
+            Err(x) => snap.errors.push(format!("{shown}: lstat: {x}")),
+        }
+        if let Some((d_ino, d_kind)) = dirent {
+            if d_ino != e.ino || d_kind.is_some_and(|k| k != e.kind) {
+                snap.errors.push(format!(
+                    "{shown}: readdir says inode {d_ino} {d_kind:?}, stat says inode {} {:?}",
+                    e.ino, e.kind
+                ));
+            }
+        }
         if e.kind == Kind::Dir {
             match std::fs::read_dir(&host) {
                 Ok(rd) => {
@@ -683,22 +709,61 @@ pub fn host_snapshot(root: &Path, opts: WalkOptions) -> Snapshot {
                                     child.push(b'/');
                                 }
                                 child.extend_from_slice(de.file_name().as_bytes());
-                                queue.push_back((child, de.path()));
+                                // d_type (std only stats when it is DT_UNKNOWN).
+                                use std::os::unix::fs::DirEntryExt;
+                                let kind = de.file_type().ok().map(|t| kind_of(&t));
+                                queue.push_back((child, de.path(), Some((de.ino(), kind))));
                             }
-                            Err(x) => snap
-                                .errors
-                                .push(format!("{}: readdir: {x}", String::from_utf8_lossy(&path))),
+                            Err(x) => snap.errors.push(format!("{shown}: readdir: {x}")),
                         }
                     }
                 }
-                Err(x) => snap
-                    .errors
-                    .push(format!("{}: opendir: {x}", String::from_utf8_lossy(&path))),
+                Err(x) => snap.errors.push(format!("{shown}: opendir: {x}")),
             }
         }
         snap.entries.insert(path, e);
     }
     snap
+}
+
+fn kind_of(t: &std::fs::FileType) -> Kind {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        Kind::Dir
+    } else if t.is_file() {
+        Kind::File
+    } else if t.is_symlink() {
+        Kind::Symlink
+    } else if t.is_char_device() {
+        Kind::Char
+    } else if t.is_block_device() {
+        Kind::Block
+    } else if t.is_fifo() {
+        Kind::Fifo
+    } else if t.is_socket() {
+        Kind::Socket
+    } else {
+        Kind::Unknown
+    }
+}
+
+/// The first field where `lstat` and `statx` differ, if any.
+fn lstat_disagrees(m: &std::fs::Metadata, e: &Entry) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let time = |sec: i64, nsec: i64, t: &Time| sec == t.sec && nsec == i64::from(t.nsec);
+    let checks = [
+        ("mode", m.mode() == e.mode),
+        ("nlink", m.nlink() == e.nlink),
+        ("uid", m.uid() == e.uid),
+        ("gid", m.gid() == e.gid),
+        ("size", m.size() == e.size),
+        ("blocks", m.blocks() == e.blocks),
+        ("inode", m.ino() == e.ino),
+        ("rdev", m.rdev() == libc::makedev(e.rdev.0, e.rdev.1) as u64),
+        ("mtime", time(m.mtime(), m.mtime_nsec(), &e.mtime)),
+        ("ctime", time(m.ctime(), m.ctime_nsec(), &e.ctime)),
+    ];
+    checks.iter().find(|(_, ok)| !ok).map(|(what, _)| *what)
 }
 
 // -------------------------------------------------------------- engine side
