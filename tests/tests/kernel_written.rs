@@ -6,12 +6,12 @@
 //! read-only again and the engine must read exactly what the kernel reads.
 
 use std::fs::{self, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ext4_tests::checks::{debugfs_compare, FlagsView, Sample};
+use ext4_tests::kwimage::{fallocate, random_bytes as bytes, write_at};
 use ext4_tests::open_engine;
 use ext4_tests::oracle::{
     assert_fsck_clean, debugfs_extent_count, debugfs_extent_depth, tempfile_path, KernelMount,
@@ -45,40 +45,6 @@ fn mkfs(block_size: u32, features: &str, size: &str) -> Scratch {
         .arg(size);
     run_ok(&mut c);
     Scratch(img)
-}
-
-fn bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rng.fill(&mut v);
-    v
-}
-
-fn fallocate(path: &Path, mode: i32, off: u64, len: u64) {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap();
-    // SAFETY: plain syscall on an open descriptor.
-    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
-    assert_eq!(
-        r,
-        0,
-        "fallocate({}, mode {mode:#x}, {off}, {len}): {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-fn write_at(path: &Path, off: u64, data: &[u8]) {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap();
-    f.write_all_at(data, off).unwrap();
 }
 
 /// Append `chunk` bytes to each of `files` in rotation, `rounds` times,
