@@ -159,6 +159,7 @@ enum Cmd {
         /// Print extents in the format of `filefrag -v`.
         #[arg(long)]
         physical: bool,
+        /// Regular files or directories inside the image.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<OsString>,
     },

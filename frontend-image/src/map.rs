@@ -393,20 +393,10 @@ fn walk_block_map(vol: &Vol, inode: &Inode, w: &mut Walk, mut lblk: u64) {
 
 /// The part of an answer from its position on: what the kernel uses.
 fn from_pos(a: &Answer) -> Mapping {
-    let m = a.m;
-    if m.offset >= a.pos || !m.covers(a.pos) {
-        return m;
-    }
-    let d = a.pos - m.offset;
-    Mapping {
-        offset: a.pos,
-        length: m.length - d,
-        addr: if m.kind.has_addr() {
-            m.addr + d
-        } else {
-            m.addr
-        },
-        ..m
+    if a.m.offset < a.pos && a.m.covers(a.pos) {
+        a.m.tail_from(a.pos)
+    } else {
+        a.m
     }
 }
 

@@ -141,7 +141,7 @@ impl Mapping {
     /// The part of `self` from `off` on (`offset < off < end`): the device
     /// address moves with the file offset for types that have one.
     #[inline]
-    pub(crate) fn tail_from(&self, off: u64) -> Mapping {
+    pub fn tail_from(&self, off: u64) -> Mapping {
         let skip = off - self.offset;
         Mapping {
             offset: off,
