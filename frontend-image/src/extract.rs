@@ -562,7 +562,11 @@ impl Ctx<'_> {
                     attr,
                     linked,
                 });
-                let bytes: u64 = batch.iter().map(|f| f.attr.size).sum();
+                // Saturating: sizes come from the image (near 2^64 on a
+                // damaged one).
+                let bytes = batch
+                    .iter()
+                    .fold(0u64, |a, f| a.saturating_add(f.attr.size));
                 if batch.len() >= BATCH_FILES || bytes >= BATCH_BYTES {
                     self.flush(w, dir, batch);
                 }
@@ -797,12 +801,26 @@ impl Ctx<'_> {
             // Blocks past MAX_LBLK cannot be mapped: they read as a hole.
             let blocks = size.div_ceil(bs).min(MAX_LBLK);
             let mut lblk = 0u64;
+            // Pointer blocks reused under many slots map far more blocks
+            // than exist (an indirect block pointing at itself under a
+            // 1 TiB size: 16 GiB written from a 128 KiB image): no valid
+            // file maps more blocks than the filesystem has.
+            let mut mapped = 0u64;
             while lblk < blocks {
                 let run = self
                     .vol
                     .map_block(&inode, lblk)
                     .map_err(|e| format!("mapping byte {}: {e}", lblk * bs))?;
                 let len = run.len().max(1);
+                if let Run::Mapped { len, .. } = run {
+                    mapped = mapped.saturating_add(len);
+                    if mapped > self.vol.sb().blocks_count {
+                        return Err(format!(
+                            "inode {}: block map maps more blocks than the filesystem has",
+                            attr.ino
+                        ));
+                    }
+                }
                 if let Run::Mapped {
                     pblk,
                     unwritten: false,
