@@ -328,6 +328,14 @@ struct Queue {
     busy: usize,
 }
 
+/// What a directory's listing gathers: files for the next batch, and
+/// subdirectories, queued when the listing ends.
+#[derive(Default)]
+struct Listing {
+    batch: Vec<FileJob>,
+    subdirs: Vec<Task>,
+}
+
 /// Per worker: one buffer, reused for every file.
 struct Worker {
     buf: Vec<u8>,
@@ -447,9 +455,9 @@ impl Ctx<'_> {
             } => self.open_dir(w, parent, &name, path, attr),
             Task::Files(dir, files) => self.files(w, dir, files),
             Task::Entry(dir, e, ipath) => {
-                let mut batch = Vec::new();
-                self.entry(w, &dir, e, &ipath, &mut batch);
-                self.flush(w, &dir, &mut batch);
+                let mut l = Listing::default();
+                self.entry(w, &dir, e, &ipath, &mut l);
+                self.flush(w, &dir, &mut l.batch);
                 self.release(dir);
             }
         }
@@ -507,26 +515,28 @@ impl Ctx<'_> {
     /// Extract the children of `node`: subdirectories and batches of
     /// files are queued, everything else is made here.
     fn fill_dir(&self, w: &mut Worker, node: &Arc<DirNode>) {
-        let mut batch = Vec::new();
+        let mut l = Listing::default();
         let r = for_each_child(self.vol, node.ino, |e| -> Result<(), ()> {
-            self.entry(w, node, e, &node.path, &mut batch);
+            self.entry(w, node, e, &node.path, &mut l);
             Ok(())
         });
-        self.flush(w, node, &mut batch);
+        self.flush(w, node, &mut l.batch);
+        // Newest first off the stack: queued last to first, the
+        // subdirectories are walked in listing order, which for images
+        // made by mke2fs -d is the order of their data on disk.
+        if !l.subdirs.is_empty() {
+            let mut q = lock(&self.queue);
+            q.tasks.extend(l.subdirs.into_iter().rev());
+            drop(q);
+            self.wake.notify_all();
+        }
         if let Err(e) = r {
             self.error(&node.path, e);
         }
         self.reports(&node.path);
     }
 
-    fn entry(
-        &self,
-        w: &mut Worker,
-        dir: &Arc<DirNode>,
-        e: Ent,
-        ipath: &[u8],
-        batch: &mut Vec<FileJob>,
-    ) {
+    fn entry(&self, w: &mut Worker, dir: &Arc<DirNode>, e: Ent, ipath: &[u8], l: &mut Listing) {
         let name = &e.name[..];
         if name == b"." || name == b".." {
             return;
@@ -554,8 +564,9 @@ impl Ctx<'_> {
             return;
         }
         match attr.kind {
-            FileType::Directory => self.subdir(dir, cn, path, attr),
+            FileType::Directory => self.subdir(dir, cn, path, attr, &mut l.subdirs),
             FileType::Regular => {
+                let batch = &mut l.batch;
                 batch.push(FileJob {
                     name: cn,
                     path,
@@ -606,7 +617,14 @@ impl Ctx<'_> {
     }
 
     /// Make directory `cn` in `dir` and queue its listing.
-    fn subdir(&self, dir: &Arc<DirNode>, cn: CString, path: Vec<u8>, attr: Attr) {
+    fn subdir(
+        &self,
+        dir: &Arc<DirNode>,
+        cn: CString,
+        path: Vec<u8>,
+        attr: Attr,
+        out: &mut Vec<Task>,
+    ) {
         if dir.depth >= MAX_DEPTH {
             return self.error(&path, "directories nested too deep; not extracted");
         }
@@ -626,7 +644,7 @@ impl Ctx<'_> {
             Err(e) => return self.error(&path, format_args!("cannot create: {}", io_msg(&e))),
         }
         dir.pending.fetch_add(1, Ordering::AcqRel);
-        self.push(Task::Dir {
+        out.push(Task::Dir {
             parent: dir.clone(),
             name: cn,
             path,
