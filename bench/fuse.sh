@@ -18,6 +18,11 @@
 # fuse2fs/ours a speedup (higher is better). For fio, time per I/O, i.e.
 # kernel IOPS / our IOPS and our IOPS / fuse2fs IOPS.
 #
+# On a shared machine, anyone else's drop_caches turns a warm run cold
+# (seen as server CPU in a warm row of the CPU table), and load shifts wall
+# times by 2x between repetitions: compare ratios within one run, and
+# the CPU table.
+#
 # Needs root (mount, drop_caches). Every mount is unmounted and checked
 # before the next; an exit or interrupt unmounts whatever is mounted.
 #
@@ -32,7 +37,8 @@
 #     -B          do not build; use the binaries as they are
 #   Environment: EXT4_FUSE, EXT4_FUSE_BSD (binaries; default the release
 #   builds under $CARGO_TARGET_DIR or target/), OURS_OPTS, BSD_OPTS (extra
-#   -o options, e.g. threads=2).
+#   -o options, e.g. threads=2), BENCH_NOTE (a line for the report, e.g.
+#   which binaries stand in which column).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -292,6 +298,7 @@ report=$out/fuse-$(date +%Y%m%d-%H%M%S).txt
     for c in "${COLS[@]}"; do echo "  $c: ${LOAD[$c]}"; done
     echo "repetitions: cat/find $reps_short, tar/fio $reps_long (median shown); fio: 4 KiB randread, psync, buffered, ${fio_secs} s"
     echo "cold = fresh mount + sync + drop_caches; warm = same command again at once"
+    [ -z "${BENCH_NOTE:-}" ] || echo "note: $BENCH_NOTE"
     echo "options: ext4-fuse -o ro${OURS_OPTS:+,$OURS_OPTS}; ext4-fuse-bsd -o ro${BSD_OPTS:+,$BSD_OPTS}; fuse2fs -o ro; kernel -o loop,ro"
     echo
     hdr="%-10s %9s %9s %9s %9s | %8s %6s %-4s | %8s %6s %-4s | %8s | %8s %6s %-4s\n"
