@@ -24,9 +24,9 @@ use crate::{drain_reports, out_err, resolve, show, warn, CmdResult, Fail, Vol};
 /// The device cookie put in mapped answers: the backing id a FUSE server
 /// gets for its first device (0 means "no device").
 pub const DEV: u32 = 1;
-/// Answers gathered per file at most: a damaged image may claim billions
-/// of tiny extents, and the output must stay bounded.
-const MAX_ANSWERS: usize = 1 << 22;
+/// Answers gathered per file at most (about 48 MiB of them): a damaged
+/// image may claim billions of tiny extents, and memory must stay bounded.
+const MAX_ANSWERS: usize = 1 << 20;
 /// `offsetof(struct ext4_inode, i_block)`: FIEMAP's address of inline data.
 const I_BLOCK_OFFSET: u64 = 40;
 
@@ -71,7 +71,9 @@ Neighbours contiguous in the file and on the device, of one type, are
 merged into one extent, as the kernel's extent status cache merges them.
 The last line counts extents the way filefrag does (only discontiguous
 ones). With several paths, header lines and column widths carry over from
-file to file as in one `filefrag -v` call with those files.";
+file to file as in one `filefrag -v` call with those files.
+
+A file with more than 1,048,576 answers is cut short with a warning.";
 
 pub struct Opts {
     pub json: bool,
@@ -201,7 +203,10 @@ fn walk(vol: &Vol, ino: u32) -> Result<Walk, String> {
     let inline = inode.has_flag(flags::INLINE_DATA);
     let inline_addr = if inline {
         let (blk, off) = vol.inode_location(ino).map_err(|e| e.to_string())?;
-        Some(blk * bs + off as u64 + I_BLOCK_OFFSET)
+        Some(
+            blk.saturating_mul(bs)
+                .saturating_add(off as u64 + I_BLOCK_OFFSET),
+        )
     } else {
         None
     };
