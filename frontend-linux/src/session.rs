@@ -98,6 +98,8 @@ impl Config {
             | flag::CACHE_SYMLINKS
             | flag::MAX_PAGES
             | flag::ASYNC_DIO
+            | flag::NO_OPEN_SUPPORT
+            | flag::NO_OPENDIR_SUPPORT
             | flag::INIT_EXT;
         if self.posix_acl {
             want |= flag::POSIX_ACL;
@@ -564,11 +566,10 @@ impl<B: Backend> Session<B> {
             opcode::READ => self.do_read(req, out),
             opcode::READDIR => self.logged(self.do_readdir(req, out, false)),
             opcode::READDIRPLUS => self.logged(self.do_readdir(req, out, true)),
-            opcode::RELEASE
-            | opcode::RELEASEDIR
-            | opcode::FLUSH
-            | opcode::FSYNC
-            | opcode::FSYNCDIR => Ok(()),
+            // Nothing to flush on a read-only mount: ENOSYS tells the kernel
+            // to stop sending FLUSH, a blocking round trip in every close().
+            opcode::FLUSH => Err(errno::ENOSYS),
+            opcode::RELEASE | opcode::RELEASEDIR | opcode::FSYNC | opcode::FSYNCDIR => Ok(()),
             opcode::GETXATTR => self.do_getxattr(req, out),
             opcode::LISTXATTR => self.do_listxattr(req, out),
             opcode::STATFS => self.do_statfs(out),
@@ -821,6 +822,20 @@ impl<B: Backend> Session<B> {
         let flags = args.flags as i32;
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(errno::EROFS);
+        }
+        // A read-only mount keeps no per-open state. When the kernel can do
+        // without OPEN/OPENDIR, ENOSYS makes it stop sending them (and the
+        // RELEASEs), keeping its caches as KEEP_CACHE/CACHE_DIR would; a
+        // tree read then costs no request per file. Not for iomap files,
+        // whose open is when their first mappings are pushed.
+        let no_open = if dir {
+            flag::NO_OPENDIR_SUPPORT
+        } else {
+            flag::NO_OPEN_SUPPORT
+        };
+        let offered = self.negotiated().is_some_and(|n| n.flags & no_open != 0);
+        if offered && (dir || !self.iomap_active()) {
+            return Err(errno::ENOSYS);
         }
         // Nothing can change a read-only mount behind the kernel's back, so
         // its page cache (and directory cache) stay valid across opens.
