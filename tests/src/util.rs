@@ -7,14 +7,17 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// The cargo target directory (`CARGO_TARGET_DIR`, else the workspace's).
+/// The cargo target directory (`CARGO_TARGET_DIR`, else the workspace's),
+/// canonical: mount points under it are looked up in /proc/self/mountinfo,
+/// which shows resolved paths (no `..`, no symlinks).
 pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
+    let d = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => PathBuf::from(d),
         None => Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join("target"),
-    }
+    };
+    d.canonicalize().unwrap_or(d)
 }
 
 /// Where built trees and images are cached between tests and runs.
