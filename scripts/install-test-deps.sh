@@ -7,6 +7,9 @@ for pair in mke2fs:e2fsprogs debugfs:e2fsprogs fusermount3:fuse3 fuse2fs:fuse2fs
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# GNU time measures peak RSS in tests/tests/hostile_inputs.rs (`time` alone
+# would find the shell keyword).
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -16,3 +19,16 @@ fi
 # The kernel's FUSE and loop devices are used by the mount tests.
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 modprobe loop 2>/dev/null || true
+# The fuzz smoke (scripts/fuzz-smoke.sh) builds the fuzz targets with
+# cargo-fuzz on the nightly toolchain.
+export PATH=$HOME/.cargo/bin:$PATH
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "installing: rust nightly toolchain"
+  rustup toolchain install nightly --profile minimal ||
+    { echo "install-test-deps: cannot install the nightly toolchain (needed by scripts/fuzz-smoke.sh)" >&2; exit 1; }
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "installing: cargo-fuzz"
+  cargo install cargo-fuzz --version 0.13.2 --locked --quiet ||
+    { echo "install-test-deps: cannot install cargo-fuzz (needed by scripts/fuzz-smoke.sh)" >&2; exit 1; }
+fi
