@@ -434,3 +434,55 @@ fn inherited_descriptors_are_checked() {
         "a loop device was left behind"
     );
 }
+
+/// The systemd unit's design: the helper runs in a private mount namespace
+/// where the whole tree is a read-only bind (ProtectSystem=strict) whose
+/// propagation stays shared (MountFlags=shared), and the mount it makes
+/// there still appears outside. Modelled with unshare(1) on a shared bind
+/// mount standing in for the host's shared root.
+#[test]
+fn mount_made_in_a_read_only_namespace_reaches_the_host() {
+    if !can_run() || !ext4_tests::util::have_tool("unshare") {
+        return;
+    }
+    let img = build_image(matrix_spec("ext4"));
+    let dir = Scratch::new("namespace");
+    let root = dir.0.join("host");
+    let mnt = root.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let sh = |args: &[&str]| {
+        let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(st.success(), "{args:?}");
+    };
+    let r = root.to_str().unwrap();
+    sh(&["mount", "--bind", r, r]);
+    sh(&["mount", "--make-shared", r]);
+    let inner = format!(
+        "mount --bind {r} {r} && mount -o remount,bind,ro {r} && {HELPER} {} {} -o ro",
+        img.path.display(),
+        mnt.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "unchanged", "sh", "-c", &inner])
+        .output()
+        .unwrap();
+    let seen = is_mounted(&mnt) && std::fs::read_dir(&mnt).map_or(0, |d| d.count()) > 3;
+    // Detach everything before judging (lazily: the propagated copies).
+    for p in [&mnt, &root] {
+        for _ in 0..4 {
+            if !is_mounted(p) {
+                break;
+            }
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+        }
+    }
+    assert!(
+        out.status.success(),
+        "helper in the namespace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        seen,
+        "the mount made in the namespace is not visible outside"
+    );
+}
