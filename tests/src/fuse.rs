@@ -34,6 +34,12 @@ pub fn is_mounted(dir: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
+    // mountinfo shows resolved paths (no `..`, no symlinks). Resolve the
+    // parent only: the mount point itself may be a dead or hung mount.
+    let dir = match (dir.parent().map(Path::canonicalize), dir.file_name()) {
+        (Some(Ok(p)), Some(name)) => p.join(name),
+        _ => dir.to_path_buf(),
+    };
     let want = dir.to_string_lossy();
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
