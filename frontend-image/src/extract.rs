@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use ext4_engine::blockmap::{Run, MAX_LBLK};
 use ext4_engine::inode::{flags as iflags, Inode};
-use ext4_engine::{Attr, FileType, Timestamp, ROOT_INO};
+use ext4_engine::{Attr, BlockDevice, FileType, Timestamp, ROOT_INO};
 use indicatif::{HumanBytes, ProgressBar};
 
 use crate::cat::CHUNK;
@@ -345,6 +345,8 @@ struct Ctx<'a> {
     vol: &'a Vol,
     jobs: usize,
     image: RawFd,
+    /// Bytes in the image (block device or file).
+    image_size: u64,
     bs: u64,
     /// The directory all recorded hard-link paths are relative to.
     root: RawFd,
@@ -870,7 +872,14 @@ impl Ctx<'_> {
         from: u64,
         to: u64,
     ) -> Result<u64, String> {
-        let src = pblk.checked_mul(self.bs);
+        // A run past the end of the image (a damaged map) goes through the
+        // engine, which says what is wrong; the kernel would only return
+        // short, or EINVAL for offsets past i64, and make us give up on
+        // copying in the kernel for every later file.
+        let src = pblk.checked_mul(self.bs).filter(|s| {
+            s.checked_add(to - from)
+                .is_some_and(|e| e <= self.image_size)
+        });
         let small = to - from < KERNEL_COPY_MIN;
         let (Some(src), false) = (
             src,
@@ -1162,6 +1171,7 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
         vol,
         jobs,
         image: vol.device().file().as_raw_fd(),
+        image_size: vol.device().size(),
         bs: vol.sb().block_size as u64,
         root: top.fd(),
         // SAFETY: geteuid has no preconditions.
