@@ -181,7 +181,7 @@ impl<D: BlockDevice> Volume<D> {
         self.sb().has_compat(compat::DIR_INDEX) && dir.has_flag(flags::INDEX)
     }
 
-    pub(crate) fn dir_inode(&self, ino: u32) -> Result<Inode> {
+    pub(crate) fn dir_inode(&self, ino: u32) -> Result<alloc::sync::Arc<Inode>> {
         let inode = self.live_inode(ino)?;
         if inode.kind != Some(FileType::Directory) {
             return Err(Error::NotDir);

@@ -29,6 +29,7 @@ pub mod group_desc;
 pub mod htree;
 pub mod inline;
 pub mod inode;
+pub mod inode_cache;
 pub mod iomap;
 pub mod mapping_cache;
 pub mod mount_opts;

@@ -2,6 +2,7 @@
 //! by inode number. One `Volume` is shared by all worker threads: it is
 //! `Send + Sync`, and its caches synchronise themselves.
 
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -14,6 +15,7 @@ use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat};
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
+use crate::inode_cache::{InodeCache, InodeCacheStats};
 use crate::mapping_cache::MappingCache;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 
@@ -27,6 +29,10 @@ pub struct OpenOptions {
     pub cache_bytes: usize,
     /// Byte budget of the extent mapping cache.
     pub mapping_cache_bytes: usize,
+    /// Byte budget of the decoded-inode cache (lookups and `getattr`s of
+    /// recently used inodes skip the checksum and decode). A volume's
+    /// caches hold at most the sum of the three budgets.
+    pub inode_cache_bytes: usize,
     /// Treat checksum mismatches as valid (for salvaging damaged images).
     pub ignore_checksums: bool,
     /// Open read-only even if the device is writable.
@@ -38,6 +44,8 @@ impl Default for OpenOptions {
         OpenOptions {
             cache_bytes: 32 << 20,
             mapping_cache_bytes: 16 << 20,
+            // About 11,000 inodes of 256 bytes.
+            inode_cache_bytes: 4 << 20,
             ignore_checksums: false,
             read_only: true,
         }
@@ -108,6 +116,7 @@ pub struct Volume<D: BlockDevice> {
     reports: spin::Mutex<heapless::Deque<Error, REPORTS>>,
     cache: BlockCache<D>,
     mapcache: MappingCache,
+    icache: InodeCache,
     opts: OpenOptions,
     read_only: bool,
     warnings: Vec<Warning>,
@@ -148,11 +157,13 @@ impl<D: BlockDevice> Volume<D> {
         let read_only = true; // Writes arrive in a later version.
         let _ = opts.read_only;
         let cache = BlockCache::new(dev, sb.block_size, opts.cache_bytes);
+        let icache = InodeCache::new(opts.inode_cache_bytes, sb.inode_size);
         let mut vol = Volume {
             sb,
             reports: spin::Mutex::new(heapless::Deque::new()),
             cache,
             mapcache: MappingCache::new(opts.mapping_cache_bytes),
+            icache,
             opts: opts.clone(),
             read_only,
             warnings,
@@ -180,6 +191,14 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+    pub fn inode_cache_stats(&self) -> InodeCacheStats {
+        self.icache.stats()
+    }
+    /// Forget the cached decoded copy of inode `ino`: whoever changes an
+    /// inode record calls this once the change is in the block cache.
+    pub fn invalidate_inode(&self, ino: u32) {
+        self.icache.invalidate(ino);
     }
     pub fn options(&self) -> &OpenOptions {
         &self.opts
@@ -278,7 +297,8 @@ impl<D: BlockDevice> Volume<D> {
         self.cache_read_with(blk, |b| b[off..off + size].to_vec())
     }
 
-    /// Read, check and decode inode `ino`.
+    /// Read, check and decode inode `ino`, from the block cache (never
+    /// from the inode cache: `check` verifies what is on disk).
     pub fn inode(&self, ino: u32) -> Result<Inode> {
         let (blk, off) = self.inode_location(ino)?;
         let size = self.sb.inode_size as usize;
@@ -293,10 +313,16 @@ impl<D: BlockDevice> Volume<D> {
         })?
     }
 
+    /// Inode `ino` through the inode cache: only successful reads are
+    /// kept, so a damaged inode fails the same way on every request.
+    pub(crate) fn cached_inode(&self, ino: u32) -> Result<Arc<Inode>> {
+        self.icache.get_or_load(ino, || self.inode(ino))
+    }
+
     /// An inode that a directory entry or the caller refers to: it must be
     /// in use.
-    pub(crate) fn live_inode(&self, ino: u32) -> Result<Inode> {
-        let inode = self.inode(ino)?;
+    pub(crate) fn live_inode(&self, ino: u32) -> Result<Arc<Inode>> {
+        let inode = self.cached_inode(ino)?;
         if inode.links_count == 0 && inode.mode == 0 {
             return Err(Error::corrupt(
                 Object::Inode(ino),

@@ -1,0 +1,188 @@
+//! `Volume::lookup` + `Volume::getattr`, the two requests a FUSE tree walk
+//! without readdirplus sends for every entry, on a warm volume (block
+//! cache holding every directory and inode-table block; the OS page cache
+//! holding the image), one thread and two threads.
+//!
+//! The image (`mke2fs -d`, 4 KiB blocks, metadata_csum) holds 20
+//! directories of 200 empty files each and is cached under
+//! `target/ext4-bench-images/`. Per-call times are printed before
+//! criterion's own runs.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ext4_engine::{BlockDevice, IoError, OpenOptions, Volume, ROOT_INO};
+
+const DIRS: usize = 20;
+const FILES: usize = 200;
+/// Bump when the image recipe changes.
+const IMAGE_VERSION: u32 = 1;
+
+/// The image file as a read-only block device (the engine's own file
+/// device needs its `std` feature, which benches are not built with).
+struct FileDev {
+    file: File,
+    size: u64,
+}
+
+impl BlockDevice for FileDev {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|_| IoError::EIO)
+    }
+    fn write_at(&self, _: u64, _: &[u8]) -> Result<(), IoError> {
+        Err(IoError::EIO)
+    }
+    fn flush(&self) -> Result<(), IoError> {
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_only(&self) -> bool {
+        true
+    }
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+    }
+}
+
+fn name(d: usize, f: usize) -> (String, String) {
+    (format!("dir{d:02}"), format!("file-{d:02}-{f:04}.txt"))
+}
+
+fn image() -> PathBuf {
+    let dir = target_dir()
+        .join("ext4-bench-images")
+        .join(format!("lookup-{DIRS}x{FILES}-v{IMAGE_VERSION}"));
+    let img = dir.join("image.img");
+    if img.exists() {
+        return img;
+    }
+    let src = dir.join("src");
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in 0..DIRS {
+        let (dn, _) = name(d, 0);
+        std::fs::create_dir_all(src.join(&dn)).expect("create source dir");
+        for f in 0..FILES {
+            std::fs::write(src.join(&dn).join(name(d, f).1), b"").expect("create source file");
+        }
+    }
+    let tmp = dir.join("image.tmp");
+    let out = Command::new("mke2fs")
+        .args(["-F", "-q", "-t", "ext4", "-b", "4096", "-d"])
+        .arg(&src)
+        .arg(&tmp)
+        .arg("64M")
+        .output()
+        .expect("run mke2fs (e2fsprogs needed)");
+    assert!(
+        out.status.success(),
+        "mke2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &img).expect("rename image");
+    let _ = std::fs::remove_dir_all(&src);
+    img
+}
+
+fn open_with(img: &Path, opts: &OpenOptions) -> Volume<FileDev> {
+    let file = File::open(img).expect("open image");
+    let size = file.metadata().expect("stat image").len();
+    Volume::open(FileDev { file, size }, opts).expect("open volume")
+}
+
+/// (directory inode, file names) of every directory.
+fn names(vol: &Volume<FileDev>) -> Vec<(u32, Vec<Vec<u8>>)> {
+    (0..DIRS)
+        .map(|d| {
+            let (dn, _) = name(d, 0);
+            let dino = vol.lookup(ROOT_INO, dn.as_bytes()).expect("lookup dir").ino;
+            let files = (0..FILES).map(|f| name(d, f).1.into_bytes()).collect();
+            (dino, files)
+        })
+        .collect()
+}
+
+/// One pass over every file: lookup (which stats the child) then getattr,
+/// as a kernel without readdirplus asks. Returns the calls made.
+fn pass(vol: &Volume<FileDev>, names: &[(u32, Vec<Vec<u8>>)]) -> u64 {
+    let mut n = 0;
+    for (dino, files) in names {
+        for f in files {
+            let a = vol.lookup(*dino, f).expect("lookup");
+            black_box(vol.getattr(a.ino).expect("getattr"));
+            n += 1;
+        }
+    }
+    n
+}
+
+fn per_pair(vol: &Volume<FileDev>, names: &[(u32, Vec<Vec<u8>>)], threads: usize) -> Duration {
+    let mut v: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            let n = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads).map(|_| s.spawn(|| pass(vol, names))).collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+            });
+            t.elapsed() * threads as u32 / n as u32
+        })
+        .collect();
+    v.sort();
+    v[3]
+}
+
+fn variants() -> Vec<(&'static str, OpenOptions)> {
+    vec![
+        ("default", OpenOptions::default()),
+        // inode-cache-off
+        (
+            "inode cache off",
+            OpenOptions {
+                inode_cache_bytes: 0,
+                ..OpenOptions::default()
+            },
+        ),
+        // inode-cache-off-end
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let img = image();
+    for (what, opts) in variants() {
+        let vol = open_with(&img, &opts);
+        let names = names(&vol);
+        pass(&vol, &names);
+        for threads in [1, 2] {
+            let t = per_pair(&vol, &names, threads);
+            println!(
+                "inode_lookup bench: {what:<16} {threads} thread(s): {:>6.0} ns per lookup+getattr (wall time x threads / calls)",
+                t.as_nanos()
+            );
+        }
+    }
+    let vol = open_with(&img, &OpenOptions::default());
+    let names = names(&vol);
+    let n = pass(&vol, &names);
+    let mut g = c.benchmark_group("inode_lookup");
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(20);
+    g.bench_function("warm lookup+getattr, every file", |b| {
+        b.iter(|| pass(&vol, &names))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
