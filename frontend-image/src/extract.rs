@@ -336,6 +336,15 @@ struct Listing {
     subdirs: Vec<Task>,
 }
 
+/// Marks the end of a task when dropped, also while unwinding.
+struct Done<'c, 'v>(&'c Ctx<'v>);
+
+impl Drop for Done<'_, '_> {
+    fn drop(&mut self) {
+        self.0.task_done();
+    }
+}
+
 /// Per worker: one buffer, reused for every file.
 struct Worker {
     buf: Vec<u8>,
@@ -434,12 +443,22 @@ impl Ctx<'_> {
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
             };
+            let done = Done(self);
             self.run_task(&mut w, task);
-            let mut q = lock(&self.queue);
-            q.busy -= 1;
-            if q.busy == 0 && q.tasks.is_empty() {
-                self.wake.notify_all();
-            }
+            drop(done);
+        }
+    }
+
+    /// A task ended (returned or panicked). A panic drops the queued work,
+    /// so the other workers stop instead of waiting forever for this one.
+    fn task_done(&self) {
+        let mut q = lock(&self.queue);
+        q.busy -= 1;
+        if std::thread::panicking() {
+            q.tasks.clear();
+        }
+        if q.busy == 0 && q.tasks.is_empty() {
+            self.wake.notify_all();
         }
     }
 
@@ -1190,15 +1209,18 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
     };
     ctx.push(task);
     let result = std::thread::scope(|s| {
+        // Every worker on its own thread, so a panic is seen by join here.
         let mut handles = Vec::new();
-        for _ in 1..jobs {
+        for _ in 0..jobs {
             match std::thread::Builder::new().spawn_scoped(s, || ctx.work()) {
                 Ok(h) => handles.push(h),
                 // Fewer workers is slower, not wrong.
                 Err(_) => break,
             }
         }
-        ctx.work();
+        if handles.is_empty() {
+            ctx.work();
+        }
         let mut panicked = false;
         for h in handles {
             panicked |= h.join().is_err();
