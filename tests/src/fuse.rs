@@ -121,13 +121,20 @@ impl FuseServer {
     /// Unmount the way a user would (`umount`), then wait for the server
     /// to exit on its own. `Err` if either does not happen.
     pub fn unmount(mut self) -> Result<(ExitStatus, String), String> {
-        let out = run(Command::new("umount").arg(&self.mnt));
-        if !out.status.success() {
-            return Err(format!(
-                "umount {}: {}",
-                self.mnt.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+        // "target is busy" can be transient: a process another test thread
+        // forks holds copies of our descriptors until it execs.
+        let mut tries = 0;
+        loop {
+            let out = run(Command::new("umount").arg(&self.mnt));
+            if out.status.success() {
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            tries += 1;
+            if !err.contains("busy") || tries == 20 {
+                return Err(format!("umount {}: {err}", self.mnt.display()));
+            }
+            std::thread::sleep(Duration::from_millis(25 * tries));
         }
         self.mounted = false;
         let mut child = self.child.take().expect("server child");
