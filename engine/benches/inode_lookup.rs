@@ -128,6 +128,21 @@ fn pass(vol: &Volume<FileDev>, names: &[(u32, Vec<Vec<u8>>)]) -> u64 {
     n
 }
 
+/// `getattr` alone on every file (inode numbers looked up beforehand).
+fn getattrs(vol: &Volume<FileDev>, inos: &[u32]) -> Duration {
+    let mut v: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for &i in inos {
+                black_box(vol.getattr(i).expect("getattr"));
+            }
+            t.elapsed() / inos.len() as u32
+        })
+        .collect();
+    v.sort();
+    v[3]
+}
+
 fn per_pair(vol: &Volume<FileDev>, names: &[(u32, Vec<Vec<u8>>)], threads: usize) -> Duration {
     let mut v: Vec<Duration> = (0..7)
         .map(|_| {
@@ -164,6 +179,14 @@ fn bench(c: &mut Criterion) {
         let vol = open_with(&img, &opts);
         let names = names(&vol);
         pass(&vol, &names);
+        let inos: Vec<u32> = names
+            .iter()
+            .flat_map(|(d, fs)| fs.iter().map(|f| vol.lookup(*d, f).expect("lookup").ino))
+            .collect();
+        println!(
+            "inode_lookup bench: {what:<16} getattr alone: {:>6.0} ns",
+            getattrs(&vol, &inos).as_nanos()
+        );
         for threads in [1, 2] {
             let t = per_pair(&vol, &names, threads);
             println!(

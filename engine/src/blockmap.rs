@@ -233,21 +233,25 @@ impl<D: BlockDevice> Volume<D> {
         let mut runs = Vec::new();
         let mut pos = start;
         // Each run covers at least one pointer, so this reads at most one
-        // table's worth of runs.
+        // table's worth of runs. A hole may run on past the table (zero
+        // pointers above it): it is kept whole, so a missing subtree is one
+        // cached mapping, and it ends the table.
         while pos < end.min(MAX_LBLK) {
             let r = self.map_block(inode, pos)?;
-            let len = r.len().min(end - pos);
-            runs.push(match r {
+            let r = match r {
                 Run::Mapped {
-                    pblk, unwritten, ..
-                } => Run::Mapped {
                     pblk,
                     len,
                     unwritten,
+                } => Run::Mapped {
+                    pblk,
+                    len: len.min(end - pos),
+                    unwritten,
                 },
-                Run::Hole { .. } => Run::Hole { len },
-            });
-            pos += len;
+                hole => hole,
+            };
+            runs.push(r);
+            pos += r.len();
         }
         Ok((start, runs))
     }
@@ -345,51 +349,122 @@ impl<D: BlockDevice> Volume<D> {
 
     /// ext2/3 block map: 12 direct pointers, then single, double and
     /// triple indirect blocks of `block_size / 4` pointers each.
+    ///
+    /// A hole runs from `lblk` to the next logical block that a non-zero
+    /// pointer at any level could map, as one answer: the rest of the
+    /// subtree under the zero pointer found, then every following zero
+    /// pointer of that table and of the tables above it (a missing double
+    /// indirect block is one hole, not a hole per pointer block). Work is
+    /// bounded whatever the blocks hold: one descent (at most four pointer
+    /// tables) and one scan of each table on the way back up.
     fn map_indirect(&self, inode: &Inode, lblk: u32) -> Result<Run> {
         let ino = inode.ino;
         let p = (self.sb().block_size / 4) as u64;
         let l = lblk as u64;
-        if l < 12 {
-            return self.pointer_run(|i| inode.block_word(i), 12, l as usize, Object::Inode(ino));
-        }
-        // (which i_block slot, levels below it, offset within its span)
-        let mut rel = l - 12;
-        let spans = [p, p * p, p * p * p];
-        let mut level = 0;
-        while level < 3 && rel >= spans[level] {
-            rel -= spans[level];
-            level += 1;
-        }
-        if level == 3 {
-            return Ok(Run::Hole { len: MAX_LBLK - l });
-        }
-        let mut blk = inode.block_word(12 + level) as u64;
-        let mut span = spans[level];
-        let mut obj = Object::Inode(ino);
-        loop {
-            // span: blocks covered by the subtree under `blk`.
-            if blk == 0 {
-                return Ok(Run::Hole { len: span - rel });
+        let to_end = MAX_LBLK - l;
+        // The i_block slot that covers `l` and the offset into its subtree.
+        let (slot, mut rel) = if l < 12 {
+            (l as usize, 0)
+        } else {
+            let mut rel = l - 12;
+            let mut slot = 12;
+            while slot < 15 && rel >= top_span(slot, p) {
+                rel -= top_span(slot, p);
+                slot += 1;
             }
-            if !self.blocks_in_fs(blk, 1) {
+            if slot == 15 {
+                return Ok(Run::Hole { len: to_end });
+            }
+            (slot, rel)
+        };
+        if l < 12 && inode.block_word(slot) != 0 {
+            return self.pointer_run(|i| inode.block_word(i), 12, slot, Object::Inode(ino));
+        }
+        // The pointers followed so far: (table: None for i_block, index,
+        // blocks under that pointer).
+        let mut path = [(None, 0usize, 0u64); 4];
+        let mut depth = 0;
+        let mut span = top_span(slot, p);
+        let mut ptr = inode.block_word(slot) as u64;
+        let mut table = None;
+        let mut idx = slot;
+        loop {
+            // `span`: blocks under `ptr` (entry `idx` of `table`); `rel`:
+            // `l`'s offset in them.
+            path[depth] = (table, idx, span);
+            depth += 1;
+            let obj = table.map_or(Object::Inode(ino), Object::Block);
+            if ptr == 0 {
+                let len = span - rel + self.zeros_after(inode, &path[..depth], p)?;
+                return Ok(Run::Hole {
+                    len: len.min(to_end),
+                });
+            }
+            if !self.blocks_in_fs(ptr, 1) {
                 return Err(Error::corrupt(
                     obj,
                     "indirect block pointer points outside the filesystem",
                 ));
             }
             let child_span = span / p;
-            let idx = (rel / child_span) as usize;
-            let b = blk;
+            let ci = (rel / child_span) as usize;
+            let b = ptr;
             if child_span == 1 {
-                return self.cache_read_with(b, |bytes| {
-                    self.pointer_run(|i| word(bytes, i), bytes.len() / 4, idx, Object::Block(b))
-                })?;
+                let run = self.cache_read_with(b, |bytes| {
+                    self.pointer_run(|i| word(bytes, i), bytes.len() / 4, ci, Object::Block(b))
+                })??;
+                return match run {
+                    Run::Hole { len } if ci as u64 + len == p => {
+                        let len = len + self.zeros_after(inode, &path[..depth], p)?;
+                        Ok(Run::Hole {
+                            len: len.min(to_end),
+                        })
+                    }
+                    r => Ok(r),
+                };
             }
-            blk = self.cache_read_with(b, |bytes| word(bytes, idx) as u64)?;
+            // Depth is at most 4: the spans shrink by `p` each step.
+            ptr = self.cache_read_with(b, |bytes| word(bytes, ci) as u64)?;
+            table = Some(b);
+            idx = ci;
             rel %= child_span;
             span = child_span;
-            obj = Object::Block(b);
         }
+    }
+
+    /// Blocks covered by the zero pointers that follow the entries of
+    /// `path` (innermost last), climbing while a table's zeros run to its
+    /// end: the tail of a hole that begins at or under `path`'s last entry.
+    fn zeros_after(
+        &self,
+        inode: &Inode,
+        path: &[(Option<u64>, usize, u64)],
+        p: u64,
+    ) -> Result<u64> {
+        let mut total = 0u64;
+        for &(table, idx, span) in path.iter().rev() {
+            let (blocks, to_end) = match table {
+                None => {
+                    let mut blocks = 0;
+                    let mut slot = idx + 1;
+                    while slot < 15 && inode.block_word(slot) == 0 {
+                        blocks += top_span(slot, p);
+                        slot += 1;
+                    }
+                    (blocks, slot == 15)
+                }
+                Some(b) => self.cache_read_with(b, |bytes| {
+                    let n = bytes.len() / 4;
+                    let zeros = (idx + 1..n).take_while(|&i| word(bytes, i) == 0).count();
+                    (zeros as u64 * span, idx + 1 + zeros == n)
+                })?,
+            };
+            total += blocks;
+            if !to_end {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// The run starting at pointer `idx` of a table of `n` block pointers
@@ -424,6 +499,17 @@ impl<D: BlockDevice> Volume<D> {
             len: len as u64,
             unwritten: false,
         })
+    }
+}
+
+/// Blocks under `i_block[slot]`: one for a direct pointer, then `p`,
+/// `p^2` and `p^3` for the single, double and triple indirect pointers.
+fn top_span(slot: usize, p: u64) -> u64 {
+    match slot {
+        0..=11 => 1,
+        12 => p,
+        13 => p * p,
+        _ => p * p * p,
     }
 }
 

@@ -13,6 +13,10 @@
 //!   refused, inline files answer `Inline`;
 //! - `iomap_config` against dumpe2fs and the kernel's limits (EFBIG from
 //!   `ftruncate` just past `maxbytes`, timestamp clamping and granularity);
+//! - sparse kernel-written block-mapped (`^extent`) files, 1 KiB and 4 KiB
+//!   blocks: the walk equals FIEMAP, and a hole under a zero pointer at any
+//!   level is one answer, so walks to EOF and to maxbytes take
+//!   O(data runs + levels) answers;
 //! - the e2fsprogs corpus: no panic, no hang, every answer passes the rules;
 //! - a tiny mapping-cache budget: answers still equal the kernel's, memory
 //!   stays within the budget.
@@ -33,8 +37,8 @@ use ext4_engine::volume::{OpenOptions, Volume};
 use ext4_engine::{Error, FileType};
 use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::kwimage::{
-    clip, engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, segs_differ, KwPlan, KW_1K,
-    KW_4K,
+    clip, engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, random_bytes, segs_differ,
+    write_at, KwPlan, KW_1K, KW_4K,
 };
 use ext4_tests::oracle::{debugfs_extent_count, debugfs_extent_depth, tempfile_path, KernelMount};
 use ext4_tests::rng::Rng;
@@ -744,6 +748,134 @@ fn testbed_detects_wrong_mappings() {
     let host = m.path().join("frag/f1");
     c.bytes("f1", 0, &File::open(&host).unwrap(), eof, &maps);
     assert_eq!(c.errs.len(), 1, "{:?}", c.errs);
+}
+
+// ------------------------------------------- sparse block-mapped files
+
+/// Answers a walk may take on a block-mapped file: a hole under a zero
+/// pointer is one answer however many pointer blocks it spans, so a walk
+/// costs O(data runs + indirection levels), not one answer per pointer
+/// block (1M answers to maxbytes on 4 KiB blocks).
+fn answer_bound(runs: usize) -> usize {
+    4 * (runs + 4)
+}
+
+/// A `^extent` image (ext3 layout: indirect block maps) whose sparse files
+/// the kernel wrote: data at 0, 50 MiB, 3 GiB and 4.25 GiB (the last in
+/// the triple-indirect subtree on 4 KiB blocks) in a 5 GiB file; data only
+/// at 3 GiB; one block in a one-block file; one block at the start of
+/// subtrees of every level (holes that end exactly at data). The walk of
+/// each equals the kernel's FIEMAP and takes at most `answer_bound`
+/// answers, and so does the walk from EOF to maxbytes that FIEMAP asks for.
+fn sparse_indirect(bs: u32) {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let img = tempfile_path(&format!("sparse-indirect-{bs}"));
+    let _ = fs::remove_file(&img);
+    run_ok(
+        Command::new("mke2fs")
+            .args(["-F", "-q", "-t", "ext3", "-b", &bs.to_string()])
+            .arg(&img)
+            .arg("64M"),
+    );
+    let m = KernelMount::mount(&img, false, "").expect("mount rw");
+    let root = m.path().to_path_buf();
+    let mut rng = Rng::new(bs as u64);
+    let b = bs as usize;
+    let data = random_bytes(&mut rng, 3 * b);
+    let sparse = root.join("sparse");
+    write_at(&sparse, 0, &data);
+    write_at(&sparse, 50 << 20, &data[..2 * b]);
+    write_at(&sparse, 3 << 30, &data[..b]);
+    write_at(&sparse, (4 << 30) + (256 << 20), &data[b..3 * b]);
+    FsOpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .unwrap()
+        .set_len(5 << 30)
+        .unwrap();
+    write_at(&root.join("late"), 3 << 30, &data[..b]);
+    // One block at the first logical block of subtrees of each level, so
+    // every hole ends exactly where a pointer at some level turns non-zero.
+    let p = bs as u64 / 4;
+    let edges = [
+        12,
+        12 + p,
+        12 + 2 * p,
+        12 + p + p * p,
+        12 + p + 2 * p * p,
+        12 + p + 2 * p * p + p,
+    ];
+    for lblk in edges {
+        write_at(&root.join("edges"), lblk * bs as u64, &data[..b]);
+    }
+    write_at(&root.join("one"), 0, &data[..b]);
+    m.unmount().expect("unmount");
+
+    let m = KernelMount::ro(&img).expect("kernel mount");
+    let vol = ext4_tests::open_engine(&img).expect("engine open");
+    let mut c = Checker::new(&vol, &img);
+    let bsz = bs as u64;
+    let mut counts = Vec::new();
+    for name in ["sparse", "late", "one", "edges"] {
+        let host = m.path().join(name);
+        let f = File::open(&host).unwrap();
+        let ino = u32::try_from(f.metadata().unwrap().ino()).unwrap();
+        let attr = vol.getattr(ino).unwrap();
+        assert_eq!(attr.flags & 0x80000, 0, "{name}: uses extents");
+        // FIEMAP comparison, bytes, probes, past-EOF answers: the shared
+        // checker.
+        c.file(&format!("/{name}"), ino, &Oracle::Kernel(host.clone()));
+        let runs = kernel_fiemap(&f).expect("FIEMAP").len();
+        // Answers counted on a fresh volume: the checker's walks filled
+        // the mapping cache, which merges neighbouring holes.
+        let vol = ext4_tests::open_engine(&img).expect("engine open");
+        let mut walk = 0;
+        vol.mappings(ino, DEV, &mut |_| {
+            walk += 1;
+            walk <= 100_000
+        })
+        .unwrap();
+        // From EOF to maxbytes, as `ext4-image map` and FIEMAP walk it.
+        let vol = ext4_tests::open_engine(&img).expect("engine open");
+        let eof = attr.size.div_ceil(bsz) * bsz;
+        let (mut pos, mut past) = (eof, 0);
+        while pos < c.maxbytes && past <= 100_000 {
+            let (r, w) = vol
+                .iomap_begin(ino, pos, c.maxbytes - pos, op::REPORT, DEV)
+                .unwrap();
+            if let Err(e) = c.rules(&r, &w, pos) {
+                panic!("{name}: past EOF: {e}");
+            }
+            assert_eq!(r.kind, MapType::Hole, "{name}: data past EOF at {pos}");
+            pos = r.offset + r.length;
+            past += 1;
+        }
+        eprintln!("{bs}-byte blocks, {name}: {runs} FIEMAP extents, {walk} answers to EOF, {past} from EOF to maxbytes {}", c.maxbytes);
+        counts.push((name, runs, walk, past));
+    }
+    drop(m);
+    c.finish(&format!("sparse block-mapped files, {bs}-byte blocks"));
+    for (name, runs, walk, past) in counts {
+        assert!(
+            walk <= answer_bound(runs) && past <= answer_bound(0),
+            "{bs}-byte blocks, {name}: {walk} answers to EOF and {past} past it for {runs} extents (bound {} and {})",
+            answer_bound(runs),
+            answer_bound(0)
+        );
+    }
+    let _ = fs::remove_file(&img);
+}
+
+#[test]
+fn sparse_indirect_4k() {
+    sparse_indirect(4096);
+}
+
+#[test]
+fn sparse_indirect_1k() {
+    sparse_indirect(1024);
 }
 
 // ------------------------------------------------------------ iomap_config
