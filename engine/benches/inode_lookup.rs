@@ -169,6 +169,14 @@ fn variants() -> Vec<(&'static str, OpenOptions)> {
                 ..OpenOptions::default()
             },
         ),
+        (
+            "one set (misses)",
+            OpenOptions {
+                inode_cache_bytes: ext4_engine::inode_cache::InodeCache::entry_bytes(256)
+                    * ext4_engine::inode_cache::WAYS,
+                ..OpenOptions::default()
+            },
+        ),
         // inode-cache-off-end
     ]
 }
