@@ -33,6 +33,8 @@ use crate::inode::Inode;
 
 /// Entries per set.
 pub const WAYS: usize = 8;
+/// Budget ceiling (the block cache's): the sets are allocated up front.
+pub const MAX_BUDGET: usize = 1 << 31;
 
 /// Counters of an inode cache (summed over its sets when asked).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,8 +118,10 @@ impl InodeCache {
     }
 
     /// A cache of at most `budget_bytes` for inode records of
-    /// `inode_size` bytes. A budget below one set's worth disables it.
+    /// `inode_size` bytes. A budget below one set's worth disables it;
+    /// one above [`MAX_BUDGET`] is cut to it.
     pub fn new(budget_bytes: usize, inode_size: u32) -> Self {
+        let budget_bytes = budget_bytes.min(MAX_BUDGET);
         let entry_bytes = Self::entry_bytes(inode_size);
         let nsets = budget_bytes / (entry_bytes * WAYS);
         let mut sets = Vec::with_capacity(nsets);
