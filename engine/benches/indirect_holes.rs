@@ -15,47 +15,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{target_dir, FileDev};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ext4_engine::iomap::op;
-use ext4_engine::{BlockDevice, IoError, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{OpenOptions, Volume, ROOT_INO};
 
 const DEV: u32 = 1;
 /// Walks stop here (the old per-pointer-block answers ran to ~1M).
 const MAX_ANSWERS: u64 = 4_000_000;
 /// Bump when the image recipe changes.
 const IMAGE_VERSION: u32 = 1;
-
-struct FileDev {
-    file: File,
-    size: u64,
-}
-
-impl BlockDevice for FileDev {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|_| IoError::EIO)
-    }
-    fn write_at(&self, _: u64, _: &[u8]) -> Result<(), IoError> {
-        Err(IoError::EIO)
-    }
-    fn flush(&self) -> Result<(), IoError> {
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_only(&self) -> bool {
-        true
-    }
-}
-
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-    }
-}
 
 fn image(bs: u32) -> PathBuf {
     let dir = target_dir()

@@ -16,9 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{target_dir, FileDev};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ext4_engine::iomap::op;
-use ext4_engine::{BlockDevice, IoError, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{OpenOptions, Volume, ROOT_INO};
 
 const EXTENTS: u64 = 10_000;
 const BS: u64 = 4096;
@@ -28,40 +31,6 @@ const RANDOM_CALLS: usize = 10_000;
 const TINY_CALLS: u64 = 1_000;
 /// Bump when the image recipe changes.
 const IMAGE_VERSION: u32 = 1;
-
-/// The image file as a read-only block device (the engine's own file
-/// device needs its `std` feature, which benches are not built with).
-struct FileDev {
-    file: File,
-    size: u64,
-}
-
-impl BlockDevice for FileDev {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|_| IoError::EIO)
-    }
-    fn write_at(&self, _: u64, _: &[u8]) -> Result<(), IoError> {
-        Err(IoError::EIO)
-    }
-    fn flush(&self) -> Result<(), IoError> {
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read_only(&self) -> bool {
-        true
-    }
-}
-
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-    }
-}
 
 /// Build (once) the image with the 10,000-extent file `/frag`.
 fn image() -> PathBuf {
