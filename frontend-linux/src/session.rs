@@ -245,6 +245,10 @@ impl ReplyBuf {
         let end = (self.len + n).min(self.buf.len());
         &mut self.buf[self.len..end]
     }
+    /// The payload written so far, for filling in place.
+    fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[OUT_HEADER..self.len]
+    }
     pub fn commit(&mut self, n: usize) {
         self.len = (self.len + n).min(self.buf.len());
     }
@@ -890,79 +894,59 @@ impl<B: Backend> Session<B> {
         let limit = base + size;
         if !plus {
             let result = self.backend.readdir(dir, args.offset, &mut |e| {
-                let rec = abi::rec_align(core::mem::size_of::<abi::Dirent>() + e.name.len());
-                if out.payload_len() + rec > limit {
-                    return false;
-                }
                 let d = abi::Dirent {
                     ino: e.ino as u64,
                     off: e.next,
                     namelen: e.name.len() as u32,
                     typ: e.kind.map_or(0, |k| k.dtype() as u32),
                 };
-                out.push(d.as_bytes());
-                out.push(e.name);
-                out.pad(rec - core::mem::size_of::<abi::Dirent>() - e.name.len());
-                true
+                push_record(out, d.as_bytes(), e.name, limit)
             });
             return result.map_err(|e| self.fail("readdir", dir, e));
         }
 
-        // READDIRPLUS: collect what fits first, then look each entry up, so
-        // that no engine call runs inside another one's callback.
-        struct Pending {
-            ino: u32,
-            next: u64,
-            kind: Option<FileType>,
-            name: Vec<u8>,
-        }
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut used = 0usize;
+        // READDIRPLUS: write the records with blank attributes first, then
+        // look each entry up and fill its attributes in place, so that no
+        // engine call runs inside another one's callback and nothing is
+        // allocated per entry.
         self.backend
             .readdir(dir, args.offset, &mut |e| {
-                let rec = abi::rec_align(core::mem::size_of::<abi::DirentPlus>() + e.name.len());
-                if used + rec > size {
-                    return false;
-                }
-                used += rec;
-                pending.push(Pending {
-                    ino: e.ino,
-                    next: e.next,
-                    kind: e.kind,
-                    name: e.name.to_vec(),
-                });
-                true
+                let d = abi::DirentPlus {
+                    entry_out: abi::EntryOut::default(),
+                    dirent: abi::Dirent {
+                        ino: e.ino as u64,
+                        off: e.next,
+                        namelen: e.name.len() as u32,
+                        typ: e.kind.map_or(0, |k| k.dtype() as u32),
+                    },
+                };
+                push_record(out, d.as_bytes(), e.name, limit)
             })
             .map_err(|e| self.fail("readdirplus", dir, e))?;
-        for p in &pending {
-            let dot = p.name == b"." || p.name == b"..";
+        const HEAD: usize = core::mem::size_of::<abi::DirentPlus>();
+        let mut at = base;
+        while let Some(rec) = out.payload_mut().get_mut(at..) {
+            let Ok((d, rest)) = abi::DirentPlus::read_from_prefix(rec) else {
+                break;
+            };
+            let name_len = d.dirent.namelen as usize;
+            at += abi::rec_align(HEAD + name_len);
+            let Some(name) = rest.get(..name_len) else {
+                break;
+            };
             // The kernel takes no reference on "." and "..", and an entry
             // whose inode cannot be read is listed without attributes (the
             // error then surfaces on its own lookup, for that file only).
-            let entry_out = if dot {
-                abi::EntryOut::default()
-            } else {
-                match self.backend.getattr(p.ino).and_then(|a| self.entry_out(&a)) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        self.fail("readdirplus", p.ino, e);
-                        abi::EntryOut::default()
-                    }
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let ino = d.dirent.ino as u32;
+            match self.backend.getattr(ino).and_then(|a| self.entry_out(&a)) {
+                Ok(e) => rec[..core::mem::size_of::<abi::EntryOut>()].copy_from_slice(e.as_bytes()),
+                Err(e) => {
+                    self.fail("readdirplus", ino, e);
                 }
-            };
-            let d = abi::DirentPlus {
-                entry_out,
-                dirent: abi::Dirent {
-                    ino: p.ino as u64,
-                    off: p.next,
-                    namelen: p.name.len() as u32,
-                    typ: p.kind.map_or(0, |k| k.dtype() as u32),
-                },
-            };
-            let rec = abi::rec_align(core::mem::size_of::<abi::DirentPlus>() + p.name.len());
-            out.push(d.as_bytes());
-            out.push(&p.name);
-            out.pad(rec - core::mem::size_of::<abi::DirentPlus>() - p.name.len());
+            }
         }
         Ok(())
     }
@@ -1109,6 +1093,19 @@ const STATX_ATTRIBUTES_MASK: u64 = abi::statx::ATTR_COMPRESSED
     | abi::statx::ATTR_NODUMP
     | abi::statx::ATTR_ENCRYPTED
     | abi::statx::ATTR_VERITY;
+
+/// Append one directory record (`head`, `name`, padding to 8 bytes) if the
+/// payload stays within `limit`; `false` (nothing appended) otherwise.
+fn push_record(out: &mut ReplyBuf, head: &[u8], name: &[u8], limit: usize) -> bool {
+    let rec = abi::rec_align(head.len() + name.len());
+    if out.payload_len() + rec > limit {
+        return false;
+    }
+    out.push(head);
+    out.push(name);
+    out.pad(rec - head.len() - name.len());
+    true
+}
 
 /// Receive one request; `None` once the connection is gone.
 fn receive(ch: &dyn Channel, buf: &mut [u8]) -> io::Result<Option<usize>> {
