@@ -658,7 +658,7 @@ impl Model {
             let (m, _) = self.begin(node, pos, eof - pos, op::REPORT)?;
             // An answer may start before `pos` (it only has to cover it):
             // the kernel uses the part from `pos` on.
-            let m = from_pos(&m, pos);
+            let m = m.tail_from(pos);
             pos = m.end();
             maps.push(m);
             if maps.len() > 10_000_000 {
@@ -684,7 +684,7 @@ impl Model {
             let mut pos = m.offset;
             while pos < m.end() {
                 let r = match self.begin(&node, pos, m.end() - pos, op::REPORT) {
-                    Ok((r, _)) => from_pos(&r, pos),
+                    Ok((r, _)) => r.tail_from(pos),
                     Err(e) => {
                         self.violation(format!(
                             "inode {ino}: upserted {m:?}, IOMAP_BEGIN({pos}) fails {e}"
@@ -692,7 +692,7 @@ impl Model {
                         break;
                     }
                 };
-                let want = from_pos(m, pos);
+                let want = m.tail_from(pos);
                 if (r.kind, r.flags, r.dev, r.addr) != (want.kind, want.flags, want.dev, want.addr)
                 {
                     self.violation(format!(
@@ -731,21 +731,6 @@ impl Drop for Model {
                     .expect("server returned an error");
             }
         }
-    }
-}
-
-/// The part of `m` from `pos` on (`m` covers `pos`).
-pub fn from_pos(m: &Mapping, pos: u64) -> Mapping {
-    let skip = pos - m.offset;
-    Mapping {
-        offset: pos,
-        length: m.length - skip,
-        addr: if m.kind.has_addr() {
-            m.addr + skip
-        } else {
-            m.addr
-        },
-        ..*m
     }
 }
 
