@@ -104,6 +104,29 @@ pub const BIG: ImageSpec = ImageSpec {
     ..spec("ext4-big", "ext4", "", 4096)
 };
 
+/// Calls `$callback! { module => "image name", ... }` with every image of
+/// [`MATRIX`] and [`BIG`], so per-image test lists stay in step with them.
+#[macro_export]
+macro_rules! with_matrix_images {
+    ($callback:ident) => {
+        $callback! {
+            ext2 => "ext2",
+            ext2_1k_128 => "ext2-1k-128",
+            ext3 => "ext3",
+            ext4 => "ext4",
+            ext4_64bit_csum => "ext4-64bit-csum",
+            ext4_legacy => "ext4-legacy",
+            ext4_inline => "ext4-inline",
+            ext4_bigalloc => "ext4-bigalloc",
+            ext4_noextent => "ext4-noextent",
+            ext4_1k => "ext4-1k",
+            ext4_64k => "ext4-64k",
+            ext4_largedir => "ext4-largedir",
+            ext4_big => "ext4-big",
+        }
+    };
+}
+
 pub fn matrix_spec(name: &str) -> &'static ImageSpec {
     MATRIX
         .iter()

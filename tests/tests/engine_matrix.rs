@@ -238,21 +238,7 @@ macro_rules! matrix {
     };
 }
 
-matrix! {
-    ext2 => "ext2",
-    ext2_1k_128 => "ext2-1k-128",
-    ext3 => "ext3",
-    ext4 => "ext4",
-    ext4_64bit_csum => "ext4-64bit-csum",
-    ext4_legacy => "ext4-legacy",
-    ext4_inline => "ext4-inline",
-    ext4_bigalloc => "ext4-bigalloc",
-    ext4_noextent => "ext4-noextent",
-    ext4_1k => "ext4-1k",
-    ext4_64k => "ext4-64k",
-    ext4_largedir => "ext4-largedir",
-    ext4_big => "ext4-big",
-}
+ext4_tests::with_matrix_images!(matrix);
 
 /// The comparison must notice when the engine reads something else: read a
 /// copy of an image with one data byte flipped and one mtime changed
