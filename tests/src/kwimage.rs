@@ -264,13 +264,18 @@ pub fn kernel_release() -> String {
         .to_string()
 }
 
-pub fn fallocate(path: &Path, mode: i32, off: u64, len: u64) {
-    let f = FsOpenOptions::new()
+/// `path` opened for writing, created if missing, never truncated.
+fn open_rw(path: &Path) -> File {
+    FsOpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn fallocate(path: &Path, mode: i32, off: u64, len: u64) {
+    let f = open_rw(path);
     // SAFETY: plain syscall on an open descriptor.
     let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
     assert_eq!(
@@ -283,13 +288,7 @@ pub fn fallocate(path: &Path, mode: i32, off: u64, len: u64) {
 }
 
 pub fn write_at(path: &Path, off: u64, data: &[u8]) {
-    let f = FsOpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap();
-    f.write_all_at(data, off).unwrap();
+    open_rw(path).write_all_at(data, off).unwrap();
 }
 
 pub fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
