@@ -403,21 +403,27 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         // inside. The offset sent with each entry is the engine's cookie
         // for the entry after it, so a listing resumes exactly where the
         // kernel's buffer filled up.
-        let mut batch: Vec<(u32, Vec<u8>, Option<Kind>, u64)> = Vec::new();
+        // Names go end to end in one buffer; each entry keeps its length.
+        let mut batch: Vec<(u32, usize, Option<Kind>, u64)> = Vec::new();
+        let mut names: Vec<u8> = Vec::new();
         let mut bytes = 0usize;
         let r = self.vol.readdir(ino, offset, &mut |e| {
             if bytes >= READDIR_BATCH {
                 return false;
             }
             bytes += (24 + e.name.len()).next_multiple_of(8);
-            batch.push((e.ino, e.name.to_vec(), e.kind, e.next));
+            names.extend_from_slice(e.name);
+            batch.push((e.ino, e.name.len(), e.kind, e.next));
             true
         });
         self.drain();
         if let Err(e) = r {
             return reply.error(self.fail("readdir", ino, &e));
         }
-        for (child, name, kind, next) in batch {
+        let mut rest = &names[..];
+        for (child, len, kind, next) in batch {
+            let (name, tail) = rest.split_at(len);
+            rest = tail;
             let kind = match kind {
                 Some(k) => k,
                 // No `filetype` feature: ask the inode (a damaged one is
@@ -428,7 +434,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
                     .map(|a| a.kind)
                     .unwrap_or(Kind::Regular),
             };
-            let name = OsStr::from_bytes(&name);
+            let name = OsStr::from_bytes(name);
             if reply.add(INodeNo(u64::from(child)), next, file_type(kind), name) {
                 break;
             }
