@@ -320,6 +320,22 @@ pub const KW_1K: KwPlan = KwPlan {
     frag_rounds: 450,
 };
 
+/// An empty ext4 volume at `img` (`features`: an `-O` list, may be empty),
+/// its inode tables and journal written out now so that no lazy init runs
+/// while the kernel writes the workload.
+pub fn kw_mkfs(img: &Path, block_size: u32, features: &str, size: &str) {
+    let mut c = Command::new("mke2fs");
+    c.args(["-F", "-q", "-t", "ext4", "-b", &block_size.to_string()]);
+    if !features.is_empty() {
+        c.arg("-O").arg(features);
+    }
+    run_ok(
+        c.args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(img)
+            .arg(size),
+    );
+}
+
 /// Interleaved appends with delayed allocation off and the stream
 /// preallocation threshold out of reach, so each 4 KiB append is allocated
 /// at write time after the other files' and starts a new extent.
@@ -356,7 +372,13 @@ pub fn kw_fragment(img: &Path, plan: &KwPlan) {
 /// 4 GiB.
 pub fn kw_workload(img: &Path) {
     let m = KernelMount::mount(img, false, "").expect("mount rw");
-    let root = m.path();
+    kw_populate(m.path());
+    m.unmount().expect("unmount");
+}
+
+/// [`kw_workload`]'s files, written under `root` (a kernel ext4 mount):
+/// `falloc/*`, `big/sparse-6g`, `big/unwritten-5g`, `small`, `empty`.
+pub fn kw_populate(root: &Path) {
     let mut rng = Rng::new(5);
     let fa = root.join("falloc");
     fs::create_dir(&fa).unwrap();
@@ -432,7 +454,6 @@ pub fn kw_workload(img: &Path) {
         .unwrap();
     fs::write(root.join("small"), b"a few bytes").unwrap();
     fs::write(root.join("empty"), b"").unwrap();
-    m.unmount().expect("unmount");
 }
 
 /// A kernel-written image for `plan`, built once and cached under
@@ -469,13 +490,7 @@ pub fn kw_image(plan: &KwPlan) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     let t = Instant::now();
     let tmp = dir.join("image.tmp");
-    run_ok(
-        Command::new("mke2fs")
-            .args(["-F", "-q", "-t", "ext4", "-b", &plan.block_size.to_string()])
-            .args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
-            .arg(&tmp)
-            .arg(plan.size),
-    );
+    kw_mkfs(&tmp, plan.block_size, "", plan.size);
     kw_fragment(&tmp, plan);
     kw_workload(&tmp);
     assert_fsck_clean(&tmp);

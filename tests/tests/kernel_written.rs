@@ -8,10 +8,9 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ext4_tests::checks::{debugfs_compare, FlagsView, Sample};
-use ext4_tests::kwimage::{fallocate, random_bytes as bytes, write_at};
+use ext4_tests::kwimage::{kw_fragment, kw_mkfs, kw_populate, random_bytes as bytes, KwPlan};
 use ext4_tests::open_engine;
 use ext4_tests::oracle::{
     assert_fsck_clean, debugfs_extent_count, debugfs_extent_depth, tempfile_path, KernelMount,
@@ -22,7 +21,7 @@ use ext4_tests::snapshot::{
     WalkOptions, ALL_FIELDS,
 };
 use ext4_tests::tree::{set_times, set_xattr, Time};
-use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4, run_ok};
+use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 
 /// Removes the scratch image however the test ends.
 struct Scratch(PathBuf);
@@ -35,42 +34,8 @@ impl Drop for Scratch {
 
 fn mkfs(block_size: u32, features: &str, size: &str) -> Scratch {
     let img = tempfile_path("kernel-written").with_extension("img");
-    let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q", "-t", "ext4", "-b", &block_size.to_string()]);
-    if !features.is_empty() {
-        c.arg("-O").arg(features);
-    }
-    c.args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
-        .arg(&img)
-        .arg(size);
-    run_ok(&mut c);
+    kw_mkfs(&img, block_size, features, size);
     Scratch(img)
-}
-
-/// Append `chunk` bytes to each of `files` in rotation, `rounds` times,
-/// with delayed allocation off and stream preallocation defeated, so every
-/// append lands after the other files' and starts a new extent.
-fn fragment(img: &Path, files: usize, rounds: usize, chunk: usize) {
-    let m = KernelMount::mount(img, false, "nodelalloc").expect("mount rw");
-    let knob = PathBuf::from("/sys/fs/ext4")
-        .join(m.loop_name())
-        .join("mb_stream_req");
-    fs::write(&knob, "100000000").unwrap_or_else(|e| panic!("{}: {e}", knob.display()));
-    let dir = m.path().join("frag");
-    fs::create_dir(&dir).unwrap();
-    let mut rng = Rng::new(7);
-    for _ in 0..rounds {
-        for i in 0..files {
-            let data = bytes(&mut rng, chunk);
-            let mut f = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(dir.join(format!("f{i}")))
-                .unwrap();
-            std::io::Write::write_all(&mut f, &data).unwrap();
-        }
-    }
-    m.unmount().expect("unmount");
 }
 
 fn t(sec: i64, nsec: u32) -> Time {
@@ -83,46 +48,8 @@ fn workload(img: &Path, block_size: u32) {
     let root = m.path();
     let mut rng = Rng::new(11);
 
-    // fallocate in its forms.
-    let fa = root.join("falloc");
-    fs::create_dir(&fa).unwrap();
-    fallocate(&fa.join("unwritten"), 0, 0, 1 << 20);
-    let p = fa.join("unwritten-split");
-    fallocate(&p, 0, 0, 2 << 20);
-    write_at(&p, 300 << 10, &bytes(&mut rng, 10_000));
-    write_at(&p, 1_500_000, b"x");
-    let p = fa.join("keep-size");
-    write_at(&p, 0, &bytes(&mut rng, 8192));
-    fallocate(&p, libc::FALLOC_FL_KEEP_SIZE, 8192, 1 << 20);
-    let p = fa.join("punched");
-    write_at(&p, 0, &bytes(&mut rng, 3 << 20));
-    let ph = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    fallocate(&p, ph, 100 << 10, 200 << 10);
-    fallocate(&p, ph, (1 << 20) + 5, 3 * 4096);
-    fallocate(&p, ph, (3 << 20) - 4096, 4096);
-    let p = fa.join("zero-range");
-    write_at(&p, 0, &bytes(&mut rng, 1 << 20));
-    fallocate(&p, libc::FALLOC_FL_ZERO_RANGE, 200 << 10, 300 << 10);
-    let p = fa.join("collapse");
-    write_at(&p, 0, &bytes(&mut rng, 2 << 20));
-    fallocate(&p, libc::FALLOC_FL_COLLAPSE_RANGE, 256 << 10, 512 << 10);
-    let p = fa.join("insert");
-    write_at(&p, 0, &bytes(&mut rng, 1 << 20));
-    fallocate(&p, libc::FALLOC_FL_INSERT_RANGE, 512 << 10, 256 << 10);
-
-    // Past 4 GiB, with holes; one write straddles the 4 GiB boundary.
-    let big = root.join("big");
-    fs::create_dir(&big).unwrap();
-    let p = big.join("sparse-6g");
-    write_at(&p, 0, &bytes(&mut rng, 4096));
-    write_at(&p, (4 << 30) - 2048, &bytes(&mut rng, 4096));
-    write_at(&p, 5 << 30, &bytes(&mut rng, 65536));
-    OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(6 << 30)
-        .unwrap();
+    // fallocate in its forms, files past 4 GiB with holes.
+    kw_populate(root);
 
     // Hash-tree directories: many entries, then deletions, then more.
     let h = root.join("htree");
@@ -315,12 +242,18 @@ fn check_depth(img: &Path, path: &str, min_depth: u32) {
     );
 }
 
-fn kernel_written(block_size: u32, size: &str, rounds: usize) {
+fn kernel_written(block_size: u32, size: &'static str, rounds: usize) {
     if !require_e2fsprogs() || !require_kernel_ext4() {
         return;
     }
     let img = mkfs(block_size, "", size);
-    fragment(&img.0, 3, rounds, 4096);
+    let plan = KwPlan {
+        block_size,
+        size,
+        frag_files: 3,
+        frag_rounds: rounds,
+    };
+    kw_fragment(&img.0, &plan);
     workload(&img.0, block_size);
     assert_fsck_clean(&img.0);
     for f in ["/frag/f0", "/frag/f1", "/frag/f2"] {
@@ -336,12 +269,15 @@ fn kernel_written(block_size: u32, size: &str, rounds: usize) {
         "/falloc/zero-range",
         "/falloc/collapse",
         "/falloc/insert",
+        "/falloc/punched-many",
+        "/falloc/unwritten-patchwork",
         "/misc/renamed",
     ];
     let mut stat: Vec<&str> = dumps.to_vec();
     stat.extend([
         "/",
         "/big/sparse-6g",
+        "/big/unwritten-5g",
         "/htree/a",
         "/htree/b",
         "/misc/slow",
