@@ -148,19 +148,12 @@ fn run(opts: &Options) -> Result<(), String> {
         None => {
             let volume = open_volume(opts)?;
             let mountpoint = mount::check_mountpoint(&opts.mountpoint)?;
-            let spec = MountSpec {
-                fsname: opts
-                    .common
-                    .fsname
-                    .clone()
-                    .unwrap_or_else(|| mount::default_fsname(&opts.source)),
-                mountpoint,
-                allow_other: opts.common.allow_other,
-                default_permissions: opts.common.default_permissions,
-                nosuid: opts.common.nosuid(),
-                nodev: opts.common.nodev(),
-                noexec: opts.common.noexec(),
-            };
+            let fsname = opts
+                .common
+                .fsname
+                .clone()
+                .unwrap_or_else(|| mount::default_fsname(&opts.source));
+            let spec = MountSpec::new(&opts.common, fsname, mountpoint);
             let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
             (volume, fuse, Some(mounted), None)
         }

@@ -28,6 +28,25 @@ pub struct MountSpec {
     pub noexec: bool,
 }
 
+impl MountSpec {
+    /// The mount `-o` options ask for, under `fsname`.
+    pub fn new(
+        common: &ext4_engine::mount_opts::MountOptions,
+        fsname: String,
+        mountpoint: PathBuf,
+    ) -> MountSpec {
+        MountSpec {
+            fsname,
+            mountpoint,
+            allow_other: common.allow_other,
+            default_permissions: common.default_permissions,
+            nosuid: common.nosuid(),
+            nodev: common.nodev(),
+            noexec: common.noexec(),
+        }
+    }
+}
+
 /// How the mount was made, which decides how to undo it.
 #[derive(Clone, Debug)]
 pub enum Mounted {

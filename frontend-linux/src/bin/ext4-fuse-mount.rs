@@ -197,15 +197,7 @@ fn run(args: Args) -> Result<(), String> {
         .fsname
         .clone()
         .unwrap_or_else(|| mount::default_fsname(&args.source));
-    let spec = MountSpec {
-        fsname: fsname.clone(),
-        mountpoint,
-        allow_other: opts.common.allow_other,
-        default_permissions: opts.common.default_permissions,
-        nosuid: opts.common.nosuid(),
-        nodev: opts.common.nodev(),
-        noexec: opts.common.noexec(),
-    };
+    let spec = MountSpec::new(&opts.common, fsname.clone(), mountpoint);
     let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
 
     let mut cmd = Command::new(server_path());
