@@ -44,10 +44,9 @@ through any blocks allocated there (fallocate --keep-size):
           the inode, served by the FUSE server), DELALLOC
   FLAGS   mapping flags (NEW, DIRTY, SHARED, MERGED, BOUNDARY, ...); '-'
   DEV     device cookie: 1 (the server's first backing device), 0 for none
-Rows past the file size end in 'past EOF'. Some rows come straight from
-the block map, in the same form: all of a directory's (the kernel never
-asks iomap about directories), and those past EOF of a block-mapped
-(ext2/ext3-style) file, marked 'block map'.
+Rows past the file size end in 'past EOF'. A directory's rows come
+straight from its block map, in the same form (the kernel never asks
+iomap about directories).
 
 --json: the same rows as one JSON array of objects with path, ino, source
 ('iomap' or 'block_map'), pos, offset, length, addr (null for none), type,
@@ -222,17 +221,17 @@ fn walk(vol: &Vol, ino: u32) -> Result<Walk, String> {
         broken: Vec::new(),
     };
     if kind == FileType::Regular {
-        walk_iomap(vol, &inode, &mut w);
+        walk_iomap(vol, &mut w);
     } else if inline {
         walk_inline_dir(vol, &mut w);
     } else {
-        walk_block_map(vol, &inode, &mut w, 0);
+        walk_block_map(vol, &inode, &mut w);
     }
     Ok(w)
 }
 
 /// A regular file, through the engine's iomap answers.
-fn walk_iomap(vol: &Vol, inode: &Inode, w: &mut Walk) {
+fn walk_iomap(vol: &Vol, w: &mut Walk) {
     let bs = vol.sb().block_size as u64;
     let maxbytes = vol.maxbytes();
     let eof = w.size.div_ceil(bs).saturating_mul(bs);
@@ -256,19 +255,12 @@ fn walk_iomap(vol: &Vol, inode: &Inode, w: &mut Walk) {
         w.complete = true;
         return;
     }
-    let pos = w.answers.last().map_or(0, |a| a.m.end()).max(eof);
-    if !w.extents_fl {
-        // Only damage puts blocks past EOF of a block-mapped file (ext4
-        // cannot fallocate there), and the engine answers holes there one
-        // pointer table at a time: millions of answers up to maxbytes.
-        // The block map gives whole missing subtrees at once.
-        walk_block_map(vol, inode, w, pos / bs);
-        return;
-    }
     // Past EOF, up to maxbytes as FIEMAP asks: blocks allocated there
-    // (fallocate --keep-size) are reported too.
+    // (fallocate --keep-size, or damage in a block-mapped file) are
+    // reported too. The engine answers a whole hole at once, so this takes
+    // few answers even for an indirect map.
     let start = w.answers.len();
-    let mut pos = pos;
+    let mut pos = w.answers.last().map_or(0, |a| a.m.end()).max(eof);
     w.complete = true;
     while pos < maxbytes {
         if w.full() {
@@ -326,14 +318,14 @@ fn walk_inline_dir(vol: &Vol, w: &mut Walk) {
     w.complete = true;
 }
 
-/// From logical block `lblk` to maxbytes, straight from the block map
-/// (the kernel never asks iomap about directories), as records of the
-/// same form.
-fn walk_block_map(vol: &Vol, inode: &Inode, w: &mut Walk, mut lblk: u64) {
+/// A directory, straight from its block map up to maxbytes (the kernel
+/// never asks iomap about directories), as records of the same form.
+fn walk_block_map(vol: &Vol, inode: &Inode, w: &mut Walk) {
     let bs = vol.sb().block_size as u64;
     let eof = w.size.div_ceil(bs).saturating_mul(bs);
     let end = (vol.maxbytes() / bs).min(MAX_LBLK);
     let start = w.answers.len();
+    let mut lblk = 0;
     while lblk < end {
         if w.full() {
             w.error = Some(format!("stopped after {MAX_ANSWERS} answers"));
@@ -667,11 +659,7 @@ fn text(vol: &Vol, name: &str, w: &Walk) -> String {
                 names.join(",")
             },
             m.dev,
-            match (a.past_eof, a.block_map && w.kind == FileType::Regular) {
-                (false, _) => "",
-                (true, false) => "  past EOF",
-                (true, true) => "  past EOF, block map",
-            }
+            if a.past_eof { "  past EOF" } else { "" }
         );
     }
     s
