@@ -1,55 +1,83 @@
 //! Mount options and process behaviour: uid/gid overrides, push_symlinks_in,
-//! refusals with a clear message, daemon mode, clean unmount on signals.
+//! refusals with a clear message, daemon mode, clean unmount on signals, a
+//! block device source; what the mounts show is compared with the kernel's
+//! ext4 reading of the same image.
 
 #![cfg(target_os = "linux")]
 
-mod common;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use ext4_tests::fuse::{compare_with_kernel, fuse_fields, is_mounted, FuseServer};
+use ext4_tests::image::{build_image, matrix_spec};
+use ext4_tests::oracle::{debugfs_dump, KernelMount, LoopDevice};
+use ext4_tests::snapshot::{diff, host_snapshot, Compare, Report, WalkOptions};
+use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4, run_ok};
 
-fn image() -> (tempfile::TempDir, std::path::PathBuf) {
-    let work = tempfile::Builder::new()
-        .prefix("bsd-img-")
-        .tempdir()
-        .unwrap();
-    let img = make_image(work.path(), Flavor::Ext4);
-    (work, img)
+const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse-bsd");
+
+fn can_run() -> bool {
+    require_e2fsprogs() && require_kernel_ext4() && require_fuse()
+}
+
+/// The cached matrix image these tests mount (read-only, shared).
+fn image() -> PathBuf {
+    build_image(matrix_spec("ext4")).path
+}
+
+fn mount(source: &Path, opts: &str) -> FuseServer {
+    FuseServer::mount(Path::new(BIN), source, opts).unwrap_or_else(|e| panic!("mount: {e}"))
 }
 
 #[test]
 fn uid_gid_overrides() {
-    if !can_mount() {
+    if !can_run() {
         return;
     }
-    let (_w, img) = image();
-    let k = KernelMount::new(&img);
-    let f = FuseMount::mount(&img, "uid=4321,gid=8765,allow_other,default_permissions");
-    let mut want = walk(k.path());
-    for r in want.values_mut() {
-        r.uid = 4321;
-        r.gid = 8765;
+    let img = image();
+    let k = KernelMount::ro(&img).expect("kernel mount");
+    let f = mount(&img, "uid=4321,gid=8765,allow_other,default_permissions");
+    let walk = WalkOptions {
+        ioctls: false,
+        ..WalkOptions::default()
+    };
+    let mut want = host_snapshot(k.path(), walk);
+    for e in want.entries.values_mut() {
+        e.uid = 4321;
+        e.gid = 8765;
     }
-    assert_same("uid/gid override", &want, &walk(f.path()));
+    let got = host_snapshot(f.path(), walk);
+    let fields = fuse_fields(false);
+    let cmp = Compare {
+        fields: &fields,
+        ignore_dir_size: false,
+        ignore_paths: &[],
+    };
+    let mut report = Report::new("uid/gid override");
+    report.section(
+        "ext4-fuse-bsd -o uid,gid vs the kernel's ext4 with those owners",
+        diff(&want, &got, &cmp),
+        want.entries.len(),
+    );
+    report.finish();
 }
 
 #[test]
 fn push_symlinks_in_prefixes_absolute_targets() {
-    if !can_mount() {
+    if !can_run() {
         return;
     }
-    let (_w, img) = image();
-    let f = FuseMount::mount(&img, "push_symlinks_in,intr,max_read=65536,nosuid,private");
-    let long = std::fs::read_link(f.path().join("link-long")).unwrap();
-    let want = format!("{}/{}target", f.path().display(), "long/".repeat(40));
-    assert_eq!(long.to_string_lossy(), want);
+    let f = mount(
+        &image(),
+        "push_symlinks_in,intr,max_read=65536,nosuid,private",
+    );
+    let abs = std::fs::read_link(f.path().join("links/absolute")).unwrap();
+    assert_eq!(abs, f.path().join("etc/hostname"));
     // Relative targets stay as they are.
     assert_eq!(
-        std::fs::read_link(f.path().join("link-short")).unwrap(),
-        Path::new("one")
+        std::fs::read_link(f.path().join("links/to-file")).unwrap(),
+        Path::new("../files/size-100")
     );
 }
 
@@ -63,10 +91,11 @@ fn refused(args: &[&str], needle: &str) {
 
 #[test]
 fn clear_refusals() {
-    if !can_mount() {
+    if !can_run() {
         return;
     }
-    let (w, img) = image();
+    let img = image();
+    let w = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
     let m = mnt.path().to_str().unwrap();
     let i = img.to_str().unwrap();
@@ -83,14 +112,20 @@ fn clear_refusals() {
     // A journal that needs recovery: refused unless norecovery.
     let dirty = w.path().join("dirty.img");
     std::fs::copy(&img, &dirty).unwrap();
-    run(Command::new("debugfs")
-        .args(["-w", "-R", "feature needs_recovery"])
-        .arg(&dirty));
+    run_ok(
+        Command::new("debugfs")
+            .args(["-w", "-R", "feature needs_recovery"])
+            .arg(&dirty),
+    );
     refused(&[dirty.to_str().unwrap(), m, "-f"], "norecovery");
-    assert!(!mounted(mnt.path(), "fuse"));
-    let mut f = FuseMount::mount(&dirty, "norecovery");
-    assert!(f.path().join("sizes/f4096").exists());
-    assert!(f.finish().is_some_and(|s| s.success()));
+    assert!(!is_mounted(mnt.path()));
+    let f = mount(&dirty, "norecovery");
+    assert_eq!(
+        std::fs::read(f.path().join("files/size-4096")).unwrap(),
+        debugfs_dump(&img, "/files/size-4096").unwrap()
+    );
+    let (st, log) = f.unmount().expect("unmount");
+    assert!(st.success(), "exit {st}: {log}");
 }
 
 /// Pid of the ext4-fuse-bsd process serving `mnt`.
@@ -127,7 +162,7 @@ impl Drop for DaemonGuard<'_> {
             // SAFETY: plain syscall.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        if mounted(self.0, "fuse") {
+        if is_mounted(self.0) {
             let _ = Command::new("umount").arg("-l").arg(self.0).status();
         }
     }
@@ -135,10 +170,10 @@ impl Drop for DaemonGuard<'_> {
 
 #[test]
 fn daemon_mode_reports_success_and_sigterm_unmounts() {
-    if !can_mount() {
+    if !can_run() {
         return;
     }
-    let (_w, img) = image();
+    let img = image();
     let mnt = tempfile::tempdir().unwrap();
     let _g = DaemonGuard(mnt.path());
     let st = Command::new(BIN)
@@ -148,16 +183,16 @@ fn daemon_mode_reports_success_and_sigterm_unmounts() {
         .unwrap();
     assert!(st.success(), "daemon start: {st}");
     // The parent only exits 0 once the child has mounted.
-    assert!(mounted(mnt.path(), "fuse"));
+    assert!(is_mounted(mnt.path()));
     assert_eq!(
-        std::fs::read(mnt.path().join("one")).unwrap(),
-        b"x",
+        std::fs::read(mnt.path().join("files/size-100")).unwrap(),
+        debugfs_dump(&img, "/files/size-100").unwrap(),
         "read through the daemon"
     );
     let pid = server_pid(mnt.path()).expect("server process");
     // SAFETY: plain syscall.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    wait_until("unmount after SIGTERM", || !mounted(mnt.path(), "fuse"));
+    wait_until("unmount after SIGTERM", || !is_mounted(mnt.path()));
     wait_until("server exit", || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| s.contains(") Z ") || s.is_empty())
@@ -167,41 +202,34 @@ fn daemon_mode_reports_success_and_sigterm_unmounts() {
 
 #[test]
 fn sigint_in_foreground_unmounts_and_exits_zero() {
-    if !can_mount() {
+    if !can_run() {
         return;
     }
-    let (_w, img) = image();
-    let mut f = FuseMount::mount(&img, "");
-    let pid = f.child.as_ref().unwrap().id() as i32;
+    let mut f = mount(&image(), "");
+    let pid = f.pid().expect("server pid") as i32;
     // SAFETY: plain syscall.
     unsafe { libc::kill(pid, libc::SIGINT) };
-    wait_until("unmount after SIGINT", || !mounted(f.path(), "fuse"));
-    let st = f.child.take().unwrap().wait().unwrap();
+    wait_until("unmount after SIGINT", || !is_mounted(f.path()));
+    let st = f.wait_exit().expect("server exit after SIGINT");
     assert!(st.success(), "exit {st}: {}", f.stderr());
-}
-
-/// Detaches a loop device on drop.
-struct Loop(String);
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
 }
 
 #[test]
 fn block_device_source_is_sized_by_ioctl() {
-    if !can_mount() {
+    if !can_run() {
         return;
     }
-    let (_w, img) = image();
-    let out = run(Command::new("losetup")
-        .args(["-f", "--show", "-r"])
-        .arg(&img));
-    let dev = Loop(String::from_utf8(out.stdout).unwrap().trim().to_string());
-    let k = KernelMount::new(&img);
-    let f = FuseMount::mount(Path::new(&dev.0), "");
-    assert_same("loop device", &walk(k.path()), &walk(f.path()));
-    assert_eq!(statvfs(k.path()), statvfs(f.path()));
-    drop(f);
+    let img = image();
+    let lo = LoopDevice::attach(&img, true).expect("losetup");
+    let mut report = Report::new("ext4-fuse-bsd on a loop device vs the kernel's ext4");
+    compare_with_kernel(
+        Path::new(BIN),
+        "ext4 on a loop device",
+        &img,
+        lo.path(),
+        "",
+        &fuse_fields(false),
+        &mut report,
+    );
+    report.finish();
 }

@@ -118,6 +118,23 @@ impl FuseServer {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// Wait for a server that unmounts itself (on a signal, say) to exit;
+    /// `None` if it is still running after [`WAIT`] (it is then killed).
+    pub fn wait_exit(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.mounted = is_mounted(&self.mnt);
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Unmount the way a user would (`umount`), then wait for the server
     /// to exit on its own. `Err` if either does not happen.
     pub fn unmount(mut self) -> Result<(ExitStatus, String), String> {
