@@ -19,6 +19,9 @@ use std::thread::JoinHandle;
 use common::*;
 use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
+use ext4_tests::fuse::statvfs;
+use ext4_tests::oracle::KernelMount;
+use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 use fuser::{Session, SessionACL};
 
 // Opcodes.
@@ -576,15 +579,15 @@ fn kernel_lseek(p: &std::path::Path, off: i64, whence: i32) -> Result<i64, i32> 
 }
 
 fn session(minor: u32) {
-    if !can_mount() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
         return;
     }
     let work = tempfile::Builder::new()
         .prefix("bsd-img-")
         .tempdir()
         .unwrap();
-    let img = make_image(work.path(), Flavor::Ext4);
-    let km = KernelMount::new(&img);
+    let img = make_image(work.path());
+    let km = KernelMount::ro(&img).expect("kernel mount");
     let want = walk(km.path());
 
     let (mut k, init) = Kernel::start(&img, minor);

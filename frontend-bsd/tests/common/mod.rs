@@ -1,9 +1,7 @@
-//! Shared by the integration tests: a generated source tree, images made
-//! from it by `mke2fs -d`, mount guards that clean up even when a test
-//! fails, and a tree walker that records what `stat`, `readdir`, `read`,
-//! `readlink` and the xattr calls say about every file.
-
-#![allow(dead_code)]
+//! For `protocol.rs`: a generated source tree, an image made from it by
+//! `mke2fs -d`, and a tree walker that records what `stat`, `readdir`,
+//! `read`, `readlink` and the xattr calls say about every file (the form
+//! its protocol-level walk is compared in).
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr};
@@ -12,23 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, DirEntryExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse-bsd");
-
-/// Whether this machine can run the mount tests (root, /dev/fuse, mke2fs).
-pub fn can_mount() -> bool {
-    // SAFETY: plain syscall.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ok = root
-        && Path::new("/dev/fuse").exists()
-        && Command::new("mke2fs").arg("-V").output().is_ok();
-    if !ok {
-        eprintln!("skipping: needs root, /dev/fuse and mke2fs");
-    }
-    ok
-}
+use std::process::Command;
 
 pub fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd
@@ -224,23 +206,11 @@ pub fn source_tree(dir: &Path) -> PathBuf {
     src
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
-    Ext4,
-    Ext2,
-    InlineData,
-}
-
 /// Build an image of the source tree in `dir`.
-pub fn make_image(dir: &Path, flavor: Flavor) -> PathBuf {
-    let img = dir.join(format!("{flavor:?}.img"));
+pub fn make_image(dir: &Path) -> PathBuf {
+    let img = dir.join("ext4.img");
     let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q"]);
-    match flavor {
-        Flavor::Ext4 => c.args(["-t", "ext4", "-b", "4096"]),
-        Flavor::Ext2 => c.args(["-t", "ext2", "-b", "1024"]),
-        Flavor::InlineData => c.args(["-t", "ext4", "-b", "4096", "-O", "inline_data"]),
-    };
+    c.args(["-F", "-q", "-t", "ext4", "-b", "4096"]);
     c.arg("-d").arg(source_tree(dir)).arg(&img).arg("64M");
     run(&mut c);
     // mke2fs -d keeps whole seconds only: write nanoseconds and epoch bits
@@ -257,7 +227,7 @@ pub fn make_image(dir: &Path, flavor: Flavor) -> PathBuf {
         format!("sif /times/after2038 mtime_extra {}", extra(999_999_999, 1)),
         format!("sif /times/after2038 atime_extra {}", extra(5, 1)),
     ];
-    let script = dir.join(format!("{flavor:?}.debugfs"));
+    let script = dir.join("ext4.debugfs");
     fs::write(&script, cmds.join("\n")).unwrap();
     run(Command::new("debugfs")
         .arg("-w")
@@ -265,166 +235,6 @@ pub fn make_image(dir: &Path, flavor: Flavor) -> PathBuf {
         .arg(&script)
         .arg(&img));
     img
-}
-
-/// Whether `dir` is a mount point of type `fstype*` (per mountinfo).
-pub fn mounted(dir: &Path, fstype: &str) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = dir.to_string_lossy();
-    info.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        let sep = f.iter().position(|x| *x == "-");
-        f.len() > 4
-            && f[4] == want
-            && sep.is_some_and(|s| f.get(s + 1).is_some_and(|t| t.starts_with(fstype)))
-    })
-}
-
-fn unmount(dir: &Path, fstype: &str) {
-    for attempt in 0..50 {
-        if !mounted(dir, fstype) {
-            return;
-        }
-        let prog = if fstype == "fuse" && attempt < 10 {
-            "fusermount3"
-        } else {
-            "umount"
-        };
-        let mut c = Command::new(prog);
-        if prog == "fusermount3" {
-            c.arg("-u");
-        } else if attempt >= 20 {
-            c.arg("-l");
-        }
-        let _ = c.arg(dir).stderr(Stdio::null()).status();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The kernel's ext4 mount of an image (loop, read-only); unmounted on drop.
-pub struct KernelMount {
-    pub dir: tempfile::TempDir,
-}
-
-impl KernelMount {
-    pub fn new(img: &Path) -> KernelMount {
-        let dir = tempfile::Builder::new().prefix("bsd-k-").tempdir().unwrap();
-        run(Command::new("mount")
-            .args(["-o", "loop,ro"])
-            .arg(img)
-            .arg(dir.path()));
-        KernelMount { dir }
-    }
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for KernelMount {
-    fn drop(&mut self) {
-        unmount(self.dir.path(), "ext");
-    }
-}
-
-/// `ext4-fuse-bsd IMG DIR -f -o OPTS` running; unmounted and reaped on drop.
-pub struct FuseMount {
-    pub dir: tempfile::TempDir,
-    pub child: Option<Child>,
-    pub log: PathBuf,
-    _logdir: tempfile::TempDir,
-}
-
-pub enum Started {
-    Mounted(FuseMount),
-    /// The server exited without mounting: status and stderr.
-    Refused(std::process::ExitStatus, String),
-}
-
-impl FuseMount {
-    pub fn start(img: &Path, opts: &str) -> Started {
-        let dir = tempfile::Builder::new().prefix("bsd-f-").tempdir().unwrap();
-        let logdir = tempfile::Builder::new()
-            .prefix("bsd-log-")
-            .tempdir()
-            .unwrap();
-        let log = logdir.path().join("stderr");
-        let mut c = Command::new(BIN);
-        c.arg(img).arg(dir.path()).arg("-f");
-        if !opts.is_empty() {
-            c.args(["-o", opts]);
-        }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap());
-        let child = c.spawn().expect("spawn ext4-fuse-bsd");
-        let mut m = FuseMount {
-            dir,
-            child: Some(child),
-            log,
-            _logdir: logdir,
-        };
-        let t0 = Instant::now();
-        loop {
-            if mounted(m.dir.path(), "fuse") {
-                return Started::Mounted(m);
-            }
-            if let Some(st) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                m.child = None;
-                return Started::Refused(st, m.stderr());
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                panic!("ext4-fuse-bsd did not mount within 30 s: {}", m.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn mount(img: &Path, opts: &str) -> FuseMount {
-        match Self::start(img, opts) {
-            Started::Mounted(m) => m,
-            Started::Refused(st, err) => panic!("mount refused ({st}): {err}"),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn stderr(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Whether the server process is still running.
-    pub fn alive(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => c.try_wait().unwrap().is_none(),
-            None => false,
-        }
-    }
-
-    /// Unmount and wait for the server; its exit status.
-    pub fn finish(&mut self) -> Option<std::process::ExitStatus> {
-        unmount(self.dir.path(), "fuse");
-        let mut c = self.child.take()?;
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return Some(st);
-            }
-            if t0.elapsed() > Duration::from_secs(10) {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for FuseMount {
-    fn drop(&mut self) {
-        self.finish();
-    }
 }
 
 /// What one file looks like from user space.
@@ -598,9 +408,6 @@ pub fn diff(want: &Tree, got: &Tree) -> Vec<String> {
     }
     d
 }
-
-#[allow(unused_imports)]
-pub use ext4_tests::fuse::statvfs;
 
 pub fn assert_same(what: &str, want: &Tree, got: &Tree) {
     let d = diff(want, got);
