@@ -6,10 +6,14 @@
 //! The engine is also run with a tiny memory budget (one group per window,
 //! many passes) and must find the same problems.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+
+use common::cmd;
+use ext4_tests::oracle::e2fsck_check;
 
 use ext4_engine::check::{CheckOptions, Checker, DEFAULT_MEMORY};
 use ext4_engine::file_device::FileDevice;
@@ -17,39 +21,12 @@ use ext4_engine::{OpenOptions, Volume};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");
 
-fn cmd(prog: &str) -> Command {
-    let mut c = Command::new(prog);
-    c.env(
-        "PATH",
-        format!(
-            "{}:/usr/sbin:/sbin",
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    );
-    c
-}
-
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
 fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        for e in fs::read_dir(base).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix("check-global-") {
-                if !Path::new("/proc").join(pid).exists() {
-                    let _ = fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let d = base.join(format!("check-global-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    })
+    common::scratch("check-global")
 }
 
 /// A small tree: files, a hard link, nested directories.
@@ -87,8 +64,7 @@ fn build(name: &str, args: &[&str]) -> PathBuf {
 }
 
 fn e2fsck(img: &Path) -> i32 {
-    let o = cmd("e2fsck").arg("-fn").arg(img).output().unwrap();
-    o.status.code().unwrap_or(-1)
+    e2fsck_check(img).0
 }
 
 fn debugfs(img: &Path, req: &str) -> String {

@@ -3,6 +3,8 @@
 //! answer is compared with `debugfs`, `dumpe2fs`, `e2fsck -fn`, `getfattr`
 //! and the source tree itself.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
@@ -14,22 +16,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::cmd;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");
-
-fn path_env() -> String {
-    format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-fn cmd(prog: &str) -> Command {
-    let mut c = Command::new(prog);
-    c.env("PATH", path_env()).env("TZ", "UTC");
-    c
-}
 
 fn tool(img: &Path, args: &[&str]) -> Output {
     cmd(BIN)
@@ -73,23 +63,7 @@ fn debugfs(img: &Path, req: &str) -> String {
 }
 
 fn scratch() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        // Remove what earlier runs (no longer alive) left behind.
-        for e in fs::read_dir(base).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name.strip_prefix("cli-") {
-                if !Path::new("/proc").join(pid).exists() {
-                    let _ = fs::remove_dir_all(e.path());
-                }
-            }
-        }
-        let d = base.join(format!("cli-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    })
+    common::scratch("cli")
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
@@ -473,21 +447,16 @@ fn ls_matches_debugfs() {
         }
         // Text mode: one line per entry, link targets shown.
         let o = stdout(&ok(tool(&img.path, &["ls", "-l", "/"]), "ls -l"));
-        assert!(
-            o.lines()
-                .any(|l| l.starts_with("lrwxrwxrwx") && l.ends_with("s_short -> hello.txt")),
-            "{o}"
-        );
-        assert!(
-            o.lines()
-                .any(|l| l.starts_with("-rwsr-xr-x") && l.ends_with(" suid")),
-            "{o}"
-        );
-        assert!(
-            o.lines()
-                .any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" sticky")),
-            "{o}"
-        );
+        for (mode, end) in [
+            ("lrwxrwxrwx", "s_short -> hello.txt"),
+            ("-rwsr-xr-x", " suid"),
+            ("drwxrwxrwt", " sticky"),
+        ] {
+            assert!(
+                o.lines().any(|l| l.starts_with(mode) && l.ends_with(end)),
+                "no {mode} line ending {end:?}:\n{o}"
+            );
+        }
         assert!(
             o.lines()
                 .any(|l| l.starts_with("crw-------") && l.contains("   1,    3 ")),

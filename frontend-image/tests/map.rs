@@ -36,7 +36,7 @@ use ext4_tests::kwimage::{
     engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, segs_differ, KW_1K, KW_4K,
 };
 use ext4_tests::oracle::{tempfile_path, KernelMount};
-use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
+use ext4_tests::util::{have_tool, require_e2fsprogs, require_kernel_ext4, skip};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");
@@ -46,12 +46,9 @@ fn stderr(o: &Output) -> String {
 }
 
 fn have_filefrag() -> bool {
-    let ok = Command::new("filefrag")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok = have_tool("filefrag");
     if !ok {
-        eprintln!("\n*** SKIPPED: filefrag (e2fsprogs) not found ***\n");
+        skip("filefrag (e2fsprogs) not found");
     }
     ok
 }
