@@ -12,12 +12,11 @@ use std::fs::File;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{target_dir, FileDev};
+use common::FileDev;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ext4_engine::iomap::op;
 use ext4_engine::{OpenOptions, Volume, ROOT_INO};
@@ -29,48 +28,23 @@ const MAX_ANSWERS: u64 = 4_000_000;
 const IMAGE_VERSION: u32 = 1;
 
 fn image(bs: u32) -> PathBuf {
-    let dir = target_dir()
-        .join("ext4-bench-images")
-        .join(format!("indirect-holes-{bs}-v{IMAGE_VERSION}"));
-    let img = dir.join("image.img");
-    if img.exists() {
-        return img;
-    }
-    let src = dir.join("src");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&src).expect("create bench dir");
-    let block = vec![0x5au8; bs as usize];
-    File::create(src.join("one"))
-        .and_then(|f| f.write_all_at(&block, 0))
-        .expect("write one");
-    let f = File::create(src.join("sparse")).expect("create sparse");
-    for off in [0u64, 50 << 20, 3 << 30, (4 << 30) + (256 << 20)] {
-        f.write_all_at(&block, off).expect("write sparse");
-    }
-    f.set_len(5 << 30).expect("extend sparse");
-    drop(f);
-    let tmp = dir.join("image.tmp");
-    let out = Command::new("mke2fs")
-        .args(["-F", "-q", "-t", "ext3", "-b", &bs.to_string(), "-d"])
-        .arg(&src)
-        .arg(&tmp)
-        .arg("32M")
-        .output()
-        .expect("run mke2fs (e2fsprogs needed)");
-    assert!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(&tmp, &img).expect("rename image");
-    let _ = std::fs::remove_dir_all(&src);
-    img
+    let name = format!("indirect-holes-{bs}-v{IMAGE_VERSION}");
+    let bs_arg = bs.to_string();
+    common::cached_image(&name, &["-t", "ext3", "-b", &bs_arg], "32M", |src| {
+        let block = vec![0x5au8; bs as usize];
+        File::create(src.join("one"))
+            .and_then(|f| f.write_all_at(&block, 0))
+            .expect("write one");
+        let f = File::create(src.join("sparse")).expect("create sparse");
+        for off in [0u64, 50 << 20, 3 << 30, (4 << 30) + (256 << 20)] {
+            f.write_all_at(&block, off).expect("write sparse");
+        }
+        f.set_len(5 << 30).expect("extend sparse");
+    })
 }
 
 fn open(img: &Path) -> Volume<FileDev> {
-    let file = File::open(img).expect("open image");
-    let size = file.metadata().expect("stat image").len();
-    Volume::open(FileDev { file, size }, &OpenOptions::default()).expect("open volume")
+    common::open(img, &OpenOptions::default())
 }
 
 fn ino(vol: &Volume<FileDev>, name: &str) -> (u32, u64) {

@@ -8,15 +8,13 @@
 //! `target/ext4-bench-images/`. Per-call times are printed before
 //! criterion's own runs.
 
-use std::fs::File;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{target_dir, FileDev};
+use common::FileDev;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ext4_engine::{OpenOptions, Volume, ROOT_INO};
 
@@ -25,58 +23,31 @@ const FILES: usize = 200;
 /// Bump when the image recipe changes.
 const IMAGE_VERSION: u32 = 1;
 
-fn name(d: usize, f: usize) -> (String, String) {
+fn name_of(d: usize, f: usize) -> (String, String) {
     (format!("dir{d:02}"), format!("file-{d:02}-{f:04}.txt"))
 }
 
 fn image() -> PathBuf {
-    let dir = target_dir()
-        .join("ext4-bench-images")
-        .join(format!("lookup-{DIRS}x{FILES}-v{IMAGE_VERSION}"));
-    let img = dir.join("image.img");
-    if img.exists() {
-        return img;
-    }
-    let src = dir.join("src");
-    let _ = std::fs::remove_dir_all(&dir);
-    for d in 0..DIRS {
-        let (dn, _) = name(d, 0);
-        std::fs::create_dir_all(src.join(&dn)).expect("create source dir");
-        for f in 0..FILES {
-            std::fs::write(src.join(&dn).join(name(d, f).1), b"").expect("create source file");
+    let name = format!("lookup-{DIRS}x{FILES}-v{IMAGE_VERSION}");
+    common::cached_image(&name, &["-t", "ext4", "-b", "4096"], "64M", |src| {
+        for d in 0..DIRS {
+            let (dn, _) = name_of(d, 0);
+            std::fs::create_dir_all(src.join(&dn)).expect("create source dir");
+            for f in 0..FILES {
+                std::fs::write(src.join(&dn).join(name_of(d, f).1), b"")
+                    .expect("create source file");
+            }
         }
-    }
-    let tmp = dir.join("image.tmp");
-    let out = Command::new("mke2fs")
-        .args(["-F", "-q", "-t", "ext4", "-b", "4096", "-d"])
-        .arg(&src)
-        .arg(&tmp)
-        .arg("64M")
-        .output()
-        .expect("run mke2fs (e2fsprogs needed)");
-    assert!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(&tmp, &img).expect("rename image");
-    let _ = std::fs::remove_dir_all(&src);
-    img
-}
-
-fn open_with(img: &Path, opts: &OpenOptions) -> Volume<FileDev> {
-    let file = File::open(img).expect("open image");
-    let size = file.metadata().expect("stat image").len();
-    Volume::open(FileDev { file, size }, opts).expect("open volume")
+    })
 }
 
 /// (directory inode, file names) of every directory.
 fn names(vol: &Volume<FileDev>) -> Vec<(u32, Vec<Vec<u8>>)> {
     (0..DIRS)
         .map(|d| {
-            let (dn, _) = name(d, 0);
+            let (dn, _) = name_of(d, 0);
             let dino = vol.lookup(ROOT_INO, dn.as_bytes()).expect("lookup dir").ino;
-            let files = (0..FILES).map(|f| name(d, f).1.into_bytes()).collect();
+            let files = (0..FILES).map(|f| name_of(d, f).1.into_bytes()).collect();
             (dino, files)
         })
         .collect()
@@ -152,7 +123,7 @@ fn variants() -> Vec<(&'static str, OpenOptions)> {
 fn bench(c: &mut Criterion) {
     let img = image();
     for (what, opts) in variants() {
-        let vol = open_with(&img, &opts);
+        let vol = common::open(&img, &opts);
         let names = names(&vol);
         pass(&vol, &names);
         let inos: Vec<u32> = names
@@ -171,7 +142,7 @@ fn bench(c: &mut Criterion) {
             );
         }
     }
-    let vol = open_with(&img, &OpenOptions::default());
+    let vol = common::open(&img, &OpenOptions::default());
     let names = names(&vol);
     let n = pass(&vol, &names);
     let mut g = c.benchmark_group("inode_lookup");

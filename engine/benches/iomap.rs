@@ -13,12 +13,11 @@ use std::fs::File;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{target_dir, FileDev};
+use common::{randoms, FileDev};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ext4_engine::iomap::op;
 use ext4_engine::{OpenOptions, Volume, ROOT_INO};
@@ -34,58 +33,32 @@ const IMAGE_VERSION: u32 = 1;
 
 /// Build (once) the image with the 10,000-extent file `/frag`.
 fn image() -> PathBuf {
-    let dir = target_dir()
-        .join("ext4-bench-images")
-        .join(format!("iomap-10k-v{IMAGE_VERSION}"));
-    let img = dir.join("image.img");
-    if img.exists() {
-        return img;
-    }
-    let src = dir.join("src");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&src).expect("create bench image dir");
-    let f = File::create(src.join("frag")).expect("create source file");
-    // Data at every other block: logical gaps keep every block its own
-    // extent whatever the allocator does.
-    let mut block = vec![0u8; BS as usize];
-    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in 0..EXTENTS {
-        for w in block.chunks_mut(8) {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            w.copy_from_slice(&s.to_le_bytes());
+    let name = format!("iomap-10k-v{IMAGE_VERSION}");
+    common::cached_image(&name, &["-t", "ext4", "-b", "4096"], "256M", |src| {
+        let f = File::create(src.join("frag")).expect("create source file");
+        // Data at every other block: logical gaps keep every block its own
+        // extent whatever the allocator does.
+        let mut block = vec![0u8; BS as usize];
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..EXTENTS {
+            for w in block.chunks_mut(8) {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                w.copy_from_slice(&s.to_le_bytes());
+            }
+            f.write_all_at(&block, 2 * i * BS)
+                .expect("write source file");
         }
-        f.write_all_at(&block, 2 * i * BS)
-            .expect("write source file");
-    }
-    drop(f);
-    let tmp = dir.join("image.tmp");
-    let out = Command::new("mke2fs")
-        .args(["-F", "-q", "-t", "ext4", "-b", "4096", "-d"])
-        .arg(&src)
-        .arg(&tmp)
-        .arg("256M")
-        .output()
-        .expect("run mke2fs (e2fsprogs needed)");
-    assert!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::rename(&tmp, &img).expect("rename image");
-    let _ = std::fs::remove_dir_all(&src);
-    img
+    })
 }
 
 fn open(img: &Path, budget: usize) -> Volume<FileDev> {
-    let file = File::open(img).expect("open image");
-    let size = file.metadata().expect("stat image").len();
     let opts = OpenOptions {
         mapping_cache_bytes: budget,
         ..OpenOptions::default()
     };
-    Volume::open(FileDev { file, size }, &opts).expect("open volume")
+    common::open(img, &opts)
 }
 
 /// The file's inode and size.
@@ -111,17 +84,6 @@ fn walk_calls(vol: &Volume<FileDev>, ino: u32, size: u64, max: u64) -> u64 {
         n += 1;
     }
     n
-}
-
-fn randoms(n: usize, below: u64, mut s: u64) -> Vec<u64> {
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s % below
-        })
-        .collect()
 }
 
 fn probe(vol: &Volume<FileDev>, ino: u32, positions: &[u64]) {

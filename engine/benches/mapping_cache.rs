@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
+mod common;
+
+use common::randoms;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ext4_engine::mapping_cache::model::ModelFork;
 use ext4_engine::mapping_cache::{Fork, ForkTree, MapType, Mapping, MappingCache};
@@ -21,18 +24,6 @@ fn rec(i: u64, gen: u64) -> Mapping {
         flags: 0,
         dev: 1,
     }
-}
-
-/// xorshift: reproducible offsets without pulling in a RNG crate.
-fn randoms(n: usize, below: u64, mut s: u64) -> Vec<u64> {
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s % below
-        })
-        .collect()
 }
 
 fn build(n: u64) -> (ForkTree, ModelFork) {

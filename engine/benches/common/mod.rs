@@ -1,12 +1,16 @@
-//! What the image-based benchmarks share: an image file as a read-only
-//! block device (the engine's own file device needs its `std` feature,
-//! which benches are not built with) and where to cache built images.
+//! What the benchmarks share: an image file as a read-only block device
+//! (the engine's own file device needs its `std` feature, which benches
+//! are not built with), images built once with `mke2fs -d` and cached
+//! under the target directory, and reproducible pseudo-random numbers.
+//! Each bench uses only some of it.
+#![allow(dead_code)]
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use ext4_engine::{BlockDevice, IoError};
+use ext4_engine::{BlockDevice, IoError, OpenOptions, Volume};
 
 pub struct FileDev {
     pub file: File,
@@ -39,4 +43,60 @@ pub fn target_dir() -> PathBuf {
         Some(d) => PathBuf::from(d),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
     }
+}
+
+/// The image `target/ext4-bench-images/<name>/image.img`, built on first
+/// use: `fill` writes the source tree into the directory it is given, then
+/// `mke2fs -F -q <args> -d <source> <image> <size>` makes the image. Put a
+/// recipe version in `name` so a changed recipe builds a new image.
+pub fn cached_image(name: &str, args: &[&str], size: &str, fill: impl FnOnce(&Path)) -> PathBuf {
+    let dir = target_dir().join("ext4-bench-images").join(name);
+    let img = dir.join("image.img");
+    if img.exists() {
+        return img;
+    }
+    let src = dir.join("src");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&src).expect("create bench image dir");
+    fill(&src);
+    // Built under another name and renamed: an interrupted build leaves
+    // no image that looks finished.
+    let tmp = dir.join("image.tmp");
+    let out = Command::new("mke2fs")
+        .args(["-F", "-q"])
+        .args(args)
+        .arg("-d")
+        .arg(&src)
+        .arg(&tmp)
+        .arg(size)
+        .output()
+        .expect("run mke2fs (e2fsprogs needed)");
+    assert!(
+        out.status.success(),
+        "mke2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &img).expect("rename image");
+    let _ = std::fs::remove_dir_all(&src);
+    img
+}
+
+/// A fresh volume (empty caches) on the image file.
+pub fn open(img: &Path, opts: &OpenOptions) -> Volume<FileDev> {
+    let file = File::open(img).expect("open image");
+    let size = file.metadata().expect("stat image").len();
+    Volume::open(FileDev { file, size }, opts).expect("open volume")
+}
+
+/// `n` xorshift numbers below `below` from seed `s`: reproducible inputs
+/// without pulling in a RNG crate.
+pub fn randoms(n: usize, below: u64, mut s: u64) -> Vec<u64> {
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % below
+        })
+        .collect()
 }
