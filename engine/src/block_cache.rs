@@ -97,7 +97,32 @@ struct Buf {
     state: AtomicU64,
     /// errno of the last failed write-back, 0 if none.
     err: AtomicI32,
+    /// The tag of the last check the bytes passed ([`Mark`]), 0 if none.
+    /// Cleared whenever the bytes change: on claim (no pins), and under the
+    /// data write lock in `fill` and `write_block`; set only under the data
+    /// read lock, so a mark always describes the bytes beside it.
+    mark: AtomicU64,
     data: spin::RwLock<Box<[u8]>>,
+}
+
+/// What a [`BlockCache::read_marked`] caller may know about the bytes it
+/// is given: whether they already passed a check with the same tag since
+/// they were read or written (e.g. a directory block's checksum under one
+/// directory's seed), so the check need not run again on every hit. A
+/// block read into a temporary carries no mark.
+pub struct Mark<'a>(Option<&'a AtomicU64>);
+
+impl Mark<'_> {
+    /// Whether the bytes passed the check tagged `tag` (never for 0).
+    pub fn is(&self, tag: u64) -> bool {
+        tag != 0 && self.0.is_some_and(|m| m.load(Ordering::Acquire) == tag)
+    }
+    /// Record that the bytes passed the check tagged `tag`.
+    pub fn set(&self, tag: u64) {
+        if let Some(m) = self.0 {
+            m.store(tag, Ordering::Release);
+        }
+    }
 }
 
 /// One shard's buffers and index. Buffer numbers in the index are local
@@ -121,6 +146,7 @@ impl Shard {
                 block: AtomicU64::new(0),
                 state: AtomicU64::new(0),
                 err: AtomicI32::new(0),
+                mark: AtomicU64::new(0),
                 data: spin::RwLock::new(vec![0u8; block_size as usize].into_boxed_slice()),
             })
             .collect();
@@ -366,19 +392,29 @@ impl<D: BlockDevice> BlockCache<D> {
     /// waits for every user). When no buffer can be had, the block is read
     /// into a temporary.
     pub fn read_with<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, IoError> {
+        self.read_marked(block, |d, _| f(d))
+    }
+
+    /// [`BlockCache::read_with`], also handing `f` the buffer's [`Mark`].
+    pub fn read_marked<R>(
+        &self,
+        block: u64,
+        f: impl FnOnce(&[u8], &Mark) -> R,
+    ) -> Result<R, IoError> {
         let (sh, sid) = self.shard(block);
         let bs = sh.block_size as usize;
         self.check_range(bs, block, bs)?;
         let Some(pin) = self.pin(&sh, block) else {
             let mut tmp = vec![0u8; bs];
             self.direct_read(sid, bs, block, &mut tmp)?;
-            return Ok(f(&tmp));
+            return Ok(f(&tmp, &Mark(None)));
         };
+        let mark = Mark(Some(&pin.buf.mark));
         {
             let d = pin.buf.data.read();
             if pin.uptodate() {
                 self.counters[sid].hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(f(&d));
+                return Ok(f(&d, &mark));
             }
         }
         let mut d = pin.buf.data.write();
@@ -388,7 +424,7 @@ impl<D: BlockDevice> BlockCache<D> {
             self.fill(sid, bs, block, &pin, &mut d)?;
         }
         let d = d.downgrade();
-        Ok(f(&d))
+        Ok(f(&d, &mark))
     }
 
     /// Write-back: the blocks are copied into buffers and marked dirty; a
@@ -617,6 +653,7 @@ impl<D: BlockDevice> BlockCache<D> {
         let gen = (s & !FLAGS).wrapping_add(GEN_ONE);
         b.state.store(gen, Ordering::Release);
         b.err.store(0, Ordering::Relaxed);
+        b.mark.store(0, Ordering::Relaxed);
         b.block.store(block, Ordering::Relaxed);
         ix.assign(i, block);
         Claim::Ready(i, gen)
@@ -670,6 +707,7 @@ impl<D: BlockDevice> BlockCache<D> {
         d: &mut [u8],
     ) -> Result<(), IoError> {
         self.counters[sid].misses.fetch_add(1, Ordering::Relaxed);
+        pin.buf.mark.store(0, Ordering::Relaxed);
         self.dev.read_blocks(block, bs as u32, d)?;
         self.bytes_read.fetch_add(bs as u64, Ordering::Relaxed);
         pin.set_flags(UPTODATE);
@@ -713,6 +751,7 @@ impl<D: BlockDevice> BlockCache<D> {
             return self.count_write(r, src.len());
         };
         let mut d = pin.buf.data.write();
+        pin.buf.mark.store(0, Ordering::Relaxed);
         d.copy_from_slice(src);
         // If an invalidate took the buffer meanwhile, the write counts as
         // done before it and is discarded with it.

@@ -5,6 +5,7 @@ use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::attr::{Attr, FileType};
+use crate::block_cache::Mark;
 use crate::blockmap::Run;
 use crate::checksum::crc32c;
 use crate::device::BlockDevice;
@@ -205,6 +206,20 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
+    /// [`Volume::check_leaf`] once per cached copy of the block: skipped
+    /// when these bytes already passed it under this directory's seed (a
+    /// block read again from the device, or rewritten, is checked again).
+    fn check_leaf_once(&self, dir: &Inode, block: &[u8], lblk: u64, mark: &Mark) -> Result<()> {
+        // The seed decides the result; the high bit keeps the tag nonzero.
+        let tag = 1 << 32 | dir.csum_seed as u64;
+        if mark.is(tag) {
+            return Ok(());
+        }
+        self.check_leaf(dir, block, lblk)?;
+        mark.set(tag);
+        Ok(())
+    }
+
     /// List directory `dir` from `cookie` (0 = start). `f` returns `false`
     /// to stop; the entry it refused is not consumed. A damaged block is
     /// reported through [`Volume::report`] and skipped, as the kernel does.
@@ -242,12 +257,12 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
-                let stop = self.cache_read_with(pblk + i, |block| -> Result<bool> {
+                let stop = self.cache_read_marked(pblk + i, |block, mark| -> Result<bool> {
                     if dx && is_dx_node(block, l) && l != 0 {
                         return Ok(false);
                     }
                     if !(dx && l == 0) {
-                        self.check_leaf(&inode, block, l)?;
+                        self.check_leaf_once(&inode, block, l, mark)?;
                     }
                     let obj = Object::DirBlock {
                         dir,
@@ -347,30 +362,31 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
-                let found = self.cache_read_with(pblk + i, |block| -> Result<Option<u32>> {
-                    if dx && is_dx_node(block, l) && l != 0 {
-                        return Ok(None);
-                    }
-                    if !(dx && l == 0) {
-                        self.check_leaf(dir, block, l)?;
-                    }
-                    let area = if dx && l == 0 {
-                        block
-                    } else {
-                        entry_area(block)
-                    };
-                    let obj = Object::DirBlock {
-                        dir: dir.ino,
-                        lblk: l as u32,
-                    };
-                    for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
-                        let e = e?;
-                        if e.inode != 0 && names_equal(e.name, name, fold) {
-                            return Ok(Some(e.inode));
+                let found =
+                    self.cache_read_marked(pblk + i, |block, mark| -> Result<Option<u32>> {
+                        if dx && is_dx_node(block, l) && l != 0 {
+                            return Ok(None);
                         }
-                    }
-                    Ok(None)
-                });
+                        if !(dx && l == 0) {
+                            self.check_leaf_once(dir, block, l, mark)?;
+                        }
+                        let area = if dx && l == 0 {
+                            block
+                        } else {
+                            entry_area(block)
+                        };
+                        let obj = Object::DirBlock {
+                            dir: dir.ino,
+                            lblk: l as u32,
+                        };
+                        for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
+                            let e = e?;
+                            if e.inode != 0 && names_equal(e.name, name, fold) {
+                                return Ok(Some(e.inode));
+                            }
+                        }
+                        Ok(None)
+                    });
                 match found {
                     Ok(Ok(Some(ino))) => return Ok(Some(ino)),
                     Ok(Ok(None)) => {}

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use zerocopy::FromBytes;
 
 use crate::attr::{Attr, FileType, StatFs};
-use crate::block_cache::{BlockCache, CacheStats};
+use crate::block_cache::{BlockCache, CacheStats, Mark};
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat};
@@ -229,13 +229,22 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Run `f` on metadata block `blk` through the block cache.
     pub(crate) fn cache_read_with<R>(&self, blk: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.cache_read_marked(blk, |b, _| f(b))
+    }
+
+    /// [`Volume::cache_read_with`], with the buffer's check [`Mark`].
+    pub(crate) fn cache_read_marked<R>(
+        &self,
+        blk: u64,
+        f: impl FnOnce(&[u8], &Mark) -> R,
+    ) -> Result<R> {
         if blk >= self.sb.blocks_count {
             return Err(Error::corrupt(
                 Object::Block(blk),
                 "block number is past the end of the filesystem",
             ));
         }
-        Ok(self.cache.read_with(blk, f)?)
+        Ok(self.cache.read_marked(blk, f)?)
     }
 
     /// Read and check group descriptor `g`. Only a `metadata_csum`

@@ -840,3 +840,44 @@ fn write_racing_invalidate_is_all_or_nothing() {
     let later = cache.read_with(1, |d| d.to_vec()).unwrap();
     same(&later, &seen, format_args!("block 1 changed with no write"));
 }
+
+// ---------------------------------------------------------------------------
+// Check marks.
+
+/// A mark set on a buffer's bytes holds while they stay, and is gone once
+/// they may differ: rewritten, dropped and read again, evicted and read
+/// again, or read into a temporary.
+#[test]
+fn marks_last_only_as_long_as_the_bytes() {
+    let bs = 512;
+    let cache = BlockCache::new(FakeDev::new(image(64 * bs, bs)), bs as u32, 8 * bs);
+    let marked = |b: u64, tag: u64| cache.read_marked(b, |_, m| m.is(tag)).unwrap();
+    let mark = |b: u64, tag: u64| cache.read_marked(b, |_, m| m.set(tag)).unwrap();
+    assert!(!marked(3, 7));
+    mark(3, 7);
+    assert!(marked(3, 7));
+    assert!(!marked(3, 8), "another tag is another check");
+    assert!(!marked(4, 7), "another block");
+    mark(3, 0);
+    assert!(!marked(3, 0), "tag 0 never counts as marked");
+    mark(3, 7);
+    cache.write(3, &pattern(1, 3, bs)).unwrap();
+    assert!(!marked(3, 7), "rewritten");
+    mark(3, 7);
+    cache.flush().unwrap();
+    cache.invalidate_range(3, 1);
+    assert!(!marked(3, 7), "dropped and read again");
+    mark(3, 7);
+    // A scan of other blocks evicts block 3.
+    for b in 10..40 {
+        cache.read_with(b, |_| ()).unwrap();
+        cache.read_with(b, |_| ()).unwrap();
+    }
+    let reads = cache.device().reads();
+    assert!(!marked(3, 7), "evicted and read again");
+    assert_eq!(cache.device().reads(), reads + 1, "block 3 was evicted");
+    // No buffers: every read is a temporary without a mark.
+    let direct = BlockCache::new(FakeDev::new(image(8 * bs, bs)), bs as u32, 0);
+    direct.read_marked(2, |_, m| m.set(7)).unwrap();
+    assert!(!direct.read_marked(2, |_, m| m.is(7)).unwrap());
+}
