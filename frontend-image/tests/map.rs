@@ -504,6 +504,48 @@ fn contiguous_extents() {
     check_image("contiguous extents", &img);
 }
 
+/// A block-mapped (^extent) file whose size was cut short on disk, so its
+/// blocks run on past EOF (indirect trees included): the kernel's FIEMAP
+/// reports them, and `map` must too.
+#[test]
+fn block_map_past_eof() {
+    if !require_e2fsprogs() || !require_kernel_ext4() || !have_filefrag() {
+        return;
+    }
+    let img = tempfile_path("map-past-eof").with_extension("img");
+    let _rm = RemoveOnDrop(img.clone());
+    let src = tempfile_path("map-past-eof-src");
+    fs::create_dir_all(&src).unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(src.join("f"), &data).unwrap();
+    let mkfs = Command::new("mke2fs")
+        .args([
+            "-F",
+            "-q",
+            "-t",
+            "ext4",
+            "-O",
+            "^extent,^64bit",
+            "-b",
+            "1024",
+            "-d",
+        ])
+        .arg(&src)
+        .arg(&img)
+        .arg("64M")
+        .output()
+        .unwrap();
+    let _ = fs::remove_dir_all(&src);
+    assert!(mkfs.status.success(), "mke2fs: {}", stderr(&mkfs));
+    let o = Command::new("debugfs")
+        .args(["-w", "-R", "sif /f size 1000"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "debugfs: {}", stderr(&o));
+    check_image("block map past EOF", &img);
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
