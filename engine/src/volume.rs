@@ -322,16 +322,21 @@ impl<D: BlockDevice> Volume<D> {
         })?
     }
 
-    /// Inode `ino` through the inode cache: only successful reads are
-    /// kept, so a damaged inode fails the same way on every request.
-    pub(crate) fn cached_inode(&self, ino: u32) -> Result<Arc<Inode>> {
-        self.icache.get_or_load(ino, || self.inode(ino))
+    /// An inode that a directory entry or the caller refers to: it must be
+    /// in use. Through the inode cache, which keeps only inodes that passed
+    /// [`Volume::check_live`], so a hit needs no checks and a damaged inode
+    /// fails the same way on every request.
+    pub(crate) fn live_inode(&self, ino: u32) -> Result<Arc<Inode>> {
+        self.icache.get_or_load(ino, || {
+            let inode = self.inode(ino)?;
+            self.check_live(&inode)?;
+            Ok(inode)
+        })
     }
 
-    /// An inode that a directory entry or the caller refers to: it must be
-    /// in use.
-    pub(crate) fn live_inode(&self, ino: u32) -> Result<Arc<Inode>> {
-        let inode = self.cached_inode(ino)?;
+    /// What [`Volume::live_inode`] requires of a decoded inode.
+    fn check_live(&self, inode: &Inode) -> Result<()> {
+        let ino = inode.ino;
         if inode.links_count == 0 && inode.mode == 0 {
             return Err(Error::corrupt(
                 Object::Inode(ino),
@@ -344,8 +349,7 @@ impl<D: BlockDevice> Volume<D> {
                 "unknown file type in i_mode",
             ));
         };
-        self.check_block_root(&inode, kind)?;
-        Ok(inode)
+        self.check_block_root(inode, kind)
     }
 
     /// Check the start of the block map held in `i_block`, as the kernel
