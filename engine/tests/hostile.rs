@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ext4_engine::{Error, MemDevice, Object, OpenOptions, Volume, Whence, ROOT_INO};
-use walk::{Limits, Stats};
+use ext4_engine::{Error, MemDevice, Object, Volume, Whence, ROOT_INO};
+use walk::{options, Limits, Stats, CACHE_BYTES, INODE_CACHE_BYTES, MAPPING_CACHE_BYTES};
 
 // ---------------------------------------------------------------------------
 // Counting allocator
@@ -83,9 +83,8 @@ fn heap_peak() -> usize {
 // ---------------------------------------------------------------------------
 // Budgets
 
-const CACHE_BYTES: usize = 1 << 20;
-const MAPPING_CACHE_BYTES: usize = 1 << 20;
-const INODE_CACHE_BYTES: usize = 1 << 20;
+// The cache budgets and `options()` are the fuzz targets' (walk.rs).
+
 /// Everything that is neither cache nor image: the walk's own buffers (a
 /// 64 KiB read buffer, the names of one directory, the visited set), the
 /// check's 1 MiB inode-table chunk, per-request vectors (one block, one
@@ -94,16 +93,6 @@ const FIXED_BYTES: usize = 8 << 20;
 /// Wall time for one image: open, walk and check, with checksums enforced
 /// and then ignored (test profile, opt-level 1).
 const TIME_BOUND: Duration = Duration::from_secs(60);
-
-fn options(ignore_checksums: bool) -> OpenOptions {
-    OpenOptions {
-        cache_bytes: CACHE_BYTES,
-        mapping_cache_bytes: MAPPING_CACHE_BYTES,
-        inode_cache_bytes: INODE_CACHE_BYTES,
-        ignore_checksums,
-        read_only: true,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Images

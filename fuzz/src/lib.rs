@@ -5,22 +5,9 @@
 pub mod mutate;
 pub mod walk;
 
-use ext4_engine::{MemDevice, OpenOptions, Volume};
+use ext4_engine::{MemDevice, Volume};
 
-/// Small cache budgets: hostile images must not grow memory past them.
-pub const CACHE_BYTES: usize = 1 << 20;
-pub const MAPPING_CACHE_BYTES: usize = 1 << 20;
-pub const INODE_CACHE_BYTES: usize = 1 << 20;
-
-pub fn options(ignore_checksums: bool) -> OpenOptions {
-    OpenOptions {
-        cache_bytes: CACHE_BYTES,
-        mapping_cache_bytes: MAPPING_CACHE_BYTES,
-        inode_cache_bytes: INODE_CACHE_BYTES,
-        ignore_checksums,
-        read_only: true,
-    }
-}
+use walk::options;
 
 pub fn open(data: &[u8], ignore_checksums: bool) -> Option<Volume<MemDevice>> {
     match Volume::open(

@@ -22,7 +22,25 @@ use std::vec::Vec;
 use ext4_engine::check::CheckOptions;
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::volume::Whence;
-use ext4_engine::{BlockDevice, Error, FileType, Volume, ROOT_INO};
+use ext4_engine::{BlockDevice, Error, FileType, OpenOptions, Volume, ROOT_INO};
+
+/// Small cache budgets: hostile images must not grow memory past them
+/// (`engine/tests/hostile.rs` bounds the heap by their sum).
+pub const CACHE_BYTES: usize = 1 << 20;
+pub const MAPPING_CACHE_BYTES: usize = 1 << 20;
+pub const INODE_CACHE_BYTES: usize = 1 << 20;
+
+/// How fuzz targets and hostile tests open a volume: the budgets above,
+/// read-only.
+pub fn options(ignore_checksums: bool) -> OpenOptions {
+    OpenOptions {
+        cache_bytes: CACHE_BYTES,
+        mapping_cache_bytes: MAPPING_CACHE_BYTES,
+        inode_cache_bytes: INODE_CACHE_BYTES,
+        ignore_checksums,
+        read_only: true,
+    }
+}
 
 /// How much work one walk may ask for.
 #[derive(Clone, Copy, Debug)]
@@ -184,7 +202,7 @@ pub fn walk<D: BlockDevice>(vol: &Volume<D>, lim: &Limits) -> Stats {
         if !visited.contains(&ino) {
             if let Ok(a) = vol.getattr(ino) {
                 if a.kind != FileType::Directory {
-                    visit_file_bounded(vol, ino, lim, &mut st);
+                    visit_inode(vol, ino, lim, &mut st);
                 }
             }
         }
@@ -210,10 +228,6 @@ pub fn walk<D: BlockDevice>(vol: &Volume<D>, lim: &Limits) -> Stats {
 
 /// Everything about one inode except its directory entries.
 fn visit_inode<D: BlockDevice>(vol: &Volume<D>, ino: u32, lim: &Limits, st: &mut Stats) {
-    visit_file_bounded(vol, ino, lim, st);
-}
-
-fn visit_file_bounded<D: BlockDevice>(vol: &Volume<D>, ino: u32, lim: &Limits, st: &mut Stats) {
     let attr = match vol.getattr(ino) {
         Ok(a) => a,
         Err(e) => return note(st, &e),
