@@ -271,21 +271,12 @@ impl InodeCache {
 mod tests {
     use super::*;
     use crate::error::{Error, Object};
-    use crate::superblock::{RawSuperblock, Superblock, MAGIC};
+    use crate::superblock::{small_raw, Superblock};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use zerocopy::{FromZeros, IntoBytes};
+    use zerocopy::IntoBytes;
 
     fn sb() -> Superblock {
-        let mut raw = RawSuperblock::new_zeroed();
-        raw.magic = MAGIC.into();
-        raw.blocks_count_lo = 8192u32.into();
-        raw.blocks_per_group = 8192u32.into();
-        raw.inodes_per_group = 64u32.into();
-        raw.inodes_count = 64u32.into();
-        raw.first_data_block = 1u32.into();
-        raw.rev_level = 1u32.into();
-        raw.inode_size = 256u16.into();
-        raw.first_ino = 11u32.into();
+        let raw = small_raw();
         let bytes = raw.as_bytes().to_vec();
         Superblock::parse(&raw, &bytes, 1 << 30).unwrap()
     }

@@ -473,11 +473,28 @@ impl Superblock {
     }
 }
 
+/// For unit tests: the smallest superblock that parses (one group of 8192
+/// 1 KiB blocks, 64 inodes of 256 bytes, no features).
+#[cfg(test)]
+pub(crate) fn small_raw() -> RawSuperblock {
+    use zerocopy::FromZeros;
+    let mut raw = RawSuperblock::new_zeroed();
+    raw.magic = MAGIC.into();
+    raw.blocks_count_lo = 8192u32.into();
+    raw.blocks_per_group = 8192u32.into();
+    raw.inodes_per_group = 64u32.into();
+    raw.inodes_count = 64u32.into();
+    raw.first_data_block = 1u32.into();
+    raw.rev_level = 1u32.into();
+    raw.inode_size = 256u16.into();
+    raw.first_ino = 11u32.into();
+    raw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
-    use zerocopy::FromZeros;
 
     #[test]
     fn layout_matches_ext4_super_block() {
@@ -506,16 +523,7 @@ mod tests {
     }
 
     fn sparse_has_super(g: u32) -> bool {
-        let mut raw = RawSuperblock::new_zeroed();
-        raw.magic = MAGIC.into();
-        raw.blocks_count_lo = 8192u32.into();
-        raw.blocks_per_group = 8192u32.into();
-        raw.inodes_per_group = 64u32.into();
-        raw.inodes_count = 64u32.into();
-        raw.first_data_block = 1u32.into();
-        raw.rev_level = 1u32.into();
-        raw.inode_size = 256u16.into();
-        raw.first_ino = 11u32.into();
+        let mut raw = small_raw();
         raw.feature_ro_compat = ro_compat::SPARSE_SUPER.into();
         let bytes = raw.as_bytes().to_vec();
         let sb = Superblock::parse(&raw, &bytes, 1 << 30).unwrap();
