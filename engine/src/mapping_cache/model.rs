@@ -121,31 +121,28 @@ impl ModelFork {
         // Shortened pieces may now merge with their outer neighbours.
         if let Some(t) = right {
             if let Some(s) = self.map.range(t.end()..).next().map(|(_, m)| *m) {
-                if t.can_merge(&s) {
-                    self.map.remove(&s.offset);
-                    self.map.insert(
-                        t.offset,
-                        Mapping {
-                            length: t.length + s.length,
-                            ..t
-                        },
-                    );
-                }
+                self.join(t, s);
             }
         }
         if let Some(l) = left {
             if let Some(p) = self.map.range(..l.offset).next_back().map(|(_, m)| *m) {
-                if p.can_merge(&l) {
-                    self.map.remove(&l.offset);
-                    self.map.insert(
-                        p.offset,
-                        Mapping {
-                            length: p.length + l.length,
-                            ..p
-                        },
-                    );
-                }
+                self.join(p, l);
             }
+        }
+    }
+
+    /// Merge stored neighbours `a` and `b` (in that order) if they may be
+    /// one record.
+    fn join(&mut self, a: Mapping, b: Mapping) {
+        if a.can_merge(&b) {
+            self.map.remove(&b.offset);
+            self.map.insert(
+                a.offset,
+                Mapping {
+                    length: a.length + b.length,
+                    ..a
+                },
+            );
         }
     }
 

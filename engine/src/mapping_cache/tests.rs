@@ -46,6 +46,18 @@ const HUGE: Dom = Dom {
     max_len: 32,
 };
 
+/// A plain mapped record on device 1.
+fn mapped(offset: u64, length: u64, addr: u64) -> Mapping {
+    Mapping {
+        offset,
+        length,
+        addr,
+        kind: MapType::Mapped,
+        flags: 0,
+        dev: 1,
+    }
+}
+
 fn rec(d: Dom, ob: u64, lb: u64, kind_sel: u64, shift: u64, flags: u16) -> Mapping {
     let kind = [
         MapType::Mapped,
@@ -335,14 +347,7 @@ fn long_randomized_run() {
 #[test]
 fn large_forks_shape_and_memory() {
     let n = 200_000u64;
-    let mk = |i: u64| Mapping {
-        offset: i * 8192,
-        length: 4096,
-        addr: i * 8192,
-        kind: MapType::Mapped,
-        flags: 0,
-        dev: 1,
-    };
+    let mk = |i: u64| mapped(i * 8192, 4096, i * 8192);
     let mut seq = ForkTree::new();
     for i in 0..n {
         seq.add(mk(i)).unwrap();
@@ -391,14 +396,7 @@ fn large_forks_shape_and_memory() {
 
 #[test]
 fn merges_and_their_limit() {
-    let m = |o: u64, l: u64, a: u64| Mapping {
-        offset: o,
-        length: l,
-        addr: a,
-        kind: MapType::Mapped,
-        flags: 0,
-        dev: 1,
-    };
+    let m = mapped;
     let half = 1u64 << 62;
     let mut t = ForkTree::new();
     t.add(m(0, half, 0)).unwrap();
@@ -482,14 +480,7 @@ fn merges_and_their_limit() {
 #[test]
 fn bad_records_are_errors_not_panics() {
     let c = MappingCache::new(1 << 20);
-    let ok = Mapping {
-        offset: 0,
-        length: 4096,
-        addr: 0,
-        kind: MapType::Mapped,
-        flags: 0,
-        dev: 1,
-    };
+    let ok = mapped(0, 4096, 0);
     c.add(5, Fork::Read, ok).unwrap();
     for bad in [
         Mapping { offset: 0, ..ok }, // overlap
@@ -530,14 +521,7 @@ fn bad_records_are_errors_not_panics() {
 #[test]
 fn write_fork_absent_and_pure_overwrite() {
     let c = MappingCache::new(1 << 20);
-    let rd = Mapping {
-        offset: 0,
-        length: 1 << 20,
-        addr: 1 << 30,
-        kind: MapType::Mapped,
-        flags: 0,
-        dev: 1,
-    };
+    let rd = mapped(0, 1 << 20, 1 << 30);
     let po = Mapping {
         offset: 0,
         length: 1 << 20,
@@ -557,14 +541,7 @@ fn write_fork_absent_and_pure_overwrite() {
     c.upsert(9, Fork::Write, po).unwrap();
     assert_eq!(c.lookup(9, Fork::Write, 4096), Lookup::NoFork);
     assert_eq!(c.seq(9), Some(s), "a no-op changes nothing");
-    let cow = Mapping {
-        offset: 8192,
-        length: 4096,
-        addr: 1 << 40,
-        kind: MapType::Mapped,
-        flags: 0,
-        dev: 1,
-    };
+    let cow = mapped(8192, 4096, 1 << 40);
     c.upsert(9, Fork::Write, cow).unwrap();
     assert!(c.seq(9).unwrap() > s);
     assert!(matches!(c.lookup(9, Fork::Write, 8192), Lookup::Hit(m, _) if m == cow));
@@ -793,14 +770,7 @@ fn inode_seq_moves_iff_content_changes() {
 #[test]
 fn free_everything_bumps_seq() {
     let mut ic = InodeCache::new();
-    let m = Mapping {
-        offset: 0,
-        length: 4096,
-        addr: 0,
-        kind: MapType::Mapped,
-        flags: 0,
-        dev: 1,
-    };
+    let m = mapped(0, 4096, 0);
     for i in 0..20u64 {
         ic.add(
             Fork::Read,
@@ -830,14 +800,7 @@ fn budget_is_never_exceeded() {
     for i in 0..200_000u64 {
         let ino = 1 + r.below(if i % 1000 < 500 { 20 } else { 400 });
         let b = r.below(5000);
-        let m = Mapping {
-            offset: b * 8192,
-            length: 4096 * (1 + r.below(2)),
-            addr: b * 8192,
-            kind: MapType::Mapped,
-            flags: 0,
-            dev: 1,
-        };
+        let m = mapped(b * 8192, 4096 * (1 + r.below(2)), b * 8192);
         match r.below(10) {
             0 => c.remove(ino, Fork::Read, m.offset, m.length * 4),
             1 => drop(c.lookup(ino, Fork::Read, m.offset)),
@@ -858,47 +821,21 @@ fn budget_is_never_exceeded() {
     // cached, and nothing fails.
     let c = MappingCache::new(16 << 10);
     for i in 0..100_000u64 {
-        let m = Mapping {
-            offset: i * 8192,
-            length: 4096,
-            addr: i * 8192,
-            kind: MapType::Mapped,
-            flags: 0,
-            dev: 1,
-        };
+        let m = mapped(i * 8192, 4096, i * 8192);
         c.add(77, Fork::Read, m).unwrap();
         assert!(c.memory_bytes() <= 16 << 10);
     }
     c.check().unwrap();
     // Too small for even one inode: nothing is cached, nothing fails.
     let c = MappingCache::new(10);
-    c.add(
-        1,
-        Fork::Read,
-        Mapping {
-            offset: 0,
-            length: 4096,
-            addr: 0,
-            kind: MapType::Mapped,
-            flags: 0,
-            dev: 1,
-        },
-    )
-    .unwrap();
+    c.add(1, Fork::Read, mapped(0, 4096, 0)).unwrap();
     assert_eq!(c.memory_bytes(), 0);
     assert_eq!(c.lookup(1, Fork::Read, 0), Lookup::Miss { next: None });
 }
 
 #[test]
 fn least_recently_used_inode_goes_first() {
-    let m = |i: u64| Mapping {
-        offset: i * 8192,
-        length: 4096,
-        addr: i * 8192,
-        kind: MapType::Mapped,
-        flags: 0,
-        dev: 1,
-    };
+    let m = |i: u64| mapped(i * 8192, 4096, i * 8192);
     // Size the budget from what three 20-record inodes take.
     let probe = MappingCache::new(usize::MAX);
     for i in 0..20 {
@@ -957,14 +894,7 @@ fn concurrent_lookups_and_changes() {
             let mut r = Rng(3);
             for _ in 0..50_000 {
                 let b = r.below(1000);
-                let m = Mapping {
-                    offset: b * 4096,
-                    length: 4096,
-                    addr: b * 4096 + (r.below(2) << 30),
-                    kind: MapType::Mapped,
-                    flags: 0,
-                    dev: 1,
-                };
+                let m = mapped(b * 4096, 4096, b * 4096 + (r.below(2) << 30));
                 c.upsert(1 + r.below(8), Fork::Read, m).unwrap();
             }
         });
@@ -982,19 +912,7 @@ fn small_per_inode_cost() {
     );
     assert!(core::mem::size_of::<ForkTree>() <= 40);
     let c = MappingCache::new(usize::MAX);
-    c.add(
-        3,
-        Fork::Read,
-        Mapping {
-            offset: 0,
-            length: 4096,
-            addr: 0,
-            kind: MapType::Mapped,
-            flags: 0,
-            dev: 1,
-        },
-    )
-    .unwrap();
+    c.add(3, Fork::Read, mapped(0, 4096, 0)).unwrap();
     assert_eq!(c.memory_bytes(), cache::INODE_OVERHEAD + 32);
 }
 
