@@ -1023,13 +1023,6 @@ impl ForkTree {
         }
     }
 
-    /// All records from the one covering (or else following) `off`.
-    pub fn iter_from(&self, off: u64) -> Iter<'_> {
-        Iter {
-            cur: self.cursor(off),
-        }
-    }
-
     /// Walks the whole structure and reports the first broken invariant:
     /// record order/overlap/length/mergeability, node fill (no empty node,
     /// used slots a prefix, unused slots marked, root with >= 2 children),

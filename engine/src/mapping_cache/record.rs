@@ -165,8 +165,8 @@ impl Mapping {
     }
 
     /// Little-endian wire encoding (`fuse_iomap_io` layout).
-    pub fn to_le_bytes(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
+    pub fn to_le_bytes(&self) -> [u8; Self::WIRE_SIZE] {
+        let mut b = [0u8; Self::WIRE_SIZE];
         b[0..8].copy_from_slice(&self.offset.to_le_bytes());
         b[8..16].copy_from_slice(&self.length.to_le_bytes());
         b[16..24].copy_from_slice(&self.addr.to_le_bytes());
@@ -177,7 +177,7 @@ impl Mapping {
     }
 
     /// Decodes the wire encoding; an unknown type is an error.
-    pub fn from_le_bytes(b: &[u8; 32]) -> Result<Mapping, BadRecord> {
+    pub fn from_le_bytes(b: &[u8; Self::WIRE_SIZE]) -> Result<Mapping, BadRecord> {
         let u64_at = |i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&b[i..i + 8]);
@@ -197,4 +197,4 @@ impl Mapping {
 }
 
 // The record is the wire record: keep it exactly 32 bytes.
-const _: () = assert!(core::mem::size_of::<Mapping>() == 32);
+const _: () = assert!(core::mem::size_of::<Mapping>() == Mapping::WIRE_SIZE);
