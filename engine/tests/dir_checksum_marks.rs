@@ -11,6 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::have;
 use ext4_engine::{BlockDevice, Error, MemDevice, Object, OpenOptions, Volume, ROOT_INO};
 
 const FILES: usize = 300;
@@ -20,10 +23,6 @@ const BS: u64 = 4096;
 /// (and so gets a hash tree).
 fn name(f: usize) -> String {
     format!("a-file-with-a-longish-name-{f:04}")
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("-V").output().is_ok()
 }
 
 /// Directories `a` and `b` of `FILES` files each.
@@ -37,27 +36,11 @@ fn image(dir: &Path) -> PathBuf {
             std::fs::write(src.join(d).join(name(f)), b"").unwrap();
         }
     }
-    let out = Command::new("mke2fs")
-        .args([
-            "-F",
-            "-q",
-            "-t",
-            "ext4",
-            "-b",
-            "4096",
-            "-O",
-            "metadata_csum",
-        ])
-        .arg("-d")
-        .arg(&src)
-        .arg(&img)
-        .arg("16M")
-        .output()
-        .expect("mke2fs");
-    assert!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::mke2fs(
+        &["-t", "ext4", "-b", "4096", "-O", "metadata_csum"],
+        &src,
+        &img,
+        "16M",
     );
     // mke2fs -d writes linear directories; e2fsck -D indexes them.
     let out = Command::new("e2fsck")

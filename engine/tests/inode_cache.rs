@@ -12,6 +12,9 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::have;
 use ext4_engine::inode_cache::InodeCache;
 use ext4_engine::{MemDevice, OpenOptions, Volume, ROOT_INO};
 
@@ -54,10 +57,6 @@ fn heap() -> isize {
 const DIRS: usize = 10;
 const FILES: usize = 300;
 
-fn have(tool: &str) -> bool {
-    Command::new(tool).arg("-V").output().is_ok()
-}
-
 /// An image of `DIRS` directories of `FILES` files each (built once per
 /// test binary run).
 fn image(dir: &Path, inode_size: u32) -> PathBuf {
@@ -71,19 +70,12 @@ fn image(dir: &Path, inode_size: u32) -> PathBuf {
             std::fs::write(p.join(format!("f{f}")), vec![b'x'; (d * 7 + f) % 50]).unwrap();
         }
     }
-    let out = Command::new("mke2fs")
-        .args(["-F", "-q", "-t", "ext4", "-b", "4096", "-N", "4096", "-I"])
-        .arg(inode_size.to_string())
-        .arg("-d")
-        .arg(&src)
-        .arg(&img)
-        .arg("32M")
-        .output()
-        .expect("mke2fs");
-    assert!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let isz = inode_size.to_string();
+    common::mke2fs(
+        &["-t", "ext4", "-b", "4096", "-N", "4096", "-I", &isz],
+        &src,
+        &img,
+        "32M",
     );
     let _ = std::fs::remove_dir_all(&src);
     img
