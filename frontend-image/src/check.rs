@@ -50,15 +50,6 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-fn add(a: &mut CheckSummary, b: &CheckSummary) {
-    a.groups += b.groups;
-    a.inodes += b.inodes;
-    a.directories += b.directories;
-    a.regular_files += b.regular_files;
-    a.data_bytes += b.data_bytes;
-    a.problems += b.problems;
-}
-
 pub fn run(vol: &Vol, data: bool, jobs: Option<usize>, json_out: bool) -> CmdResult {
     let opts = CheckOptions { data };
     let total = vol.sb().group_count;
@@ -90,7 +81,7 @@ pub fn run(vol: &Vol, data: bool, jobs: Option<usize>, json_out: bool) -> CmdRes
     while let Some(s) = chk.begin_pass(&mut |e| put(e)) {
         // A pass to name the owners of multiply-claimed blocks may follow.
         pb.set_length(total as u64 * chk.passes() as u64);
-        add(&mut sum, &s);
+        sum.add(&s);
         let next = AtomicU32::new(0);
         let c = &chk;
         let work = || {
@@ -100,7 +91,7 @@ pub fn run(vol: &Vol, data: bool, jobs: Option<usize>, json_out: bool) -> CmdRes
                 if g >= total {
                     break;
                 }
-                add(&mut part, &c.check_group(g, &mut |e| put(e)));
+                part.add(&c.check_group(g, &mut |e| put(e)));
                 pb.inc(1);
             }
             part
@@ -117,9 +108,9 @@ pub fn run(vol: &Vol, data: bool, jobs: Option<usize>, json_out: bool) -> CmdRes
             })
         };
         for p in &parts {
-            add(&mut sum, p);
+            sum.add(p);
         }
-        add(&mut sum, &chk.end_pass(&mut |e| put(e)));
+        sum.add(&chk.end_pass(&mut |e| put(e)));
     }
     // Damage the engine skipped while answering the check's own lookups.
     for r in vol.take_reports() {

@@ -59,7 +59,8 @@ pub struct CheckSummary {
 }
 
 impl CheckSummary {
-    fn add(&mut self, o: &CheckSummary) {
+    /// Sum of the counts (per-group or per-thread summaries into one).
+    pub fn add(&mut self, o: &CheckSummary) {
         self.groups += o.groups;
         self.inodes += o.inodes;
         self.directories += o.directories;
