@@ -5,6 +5,7 @@
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use zerocopy::FromBytes;
 
@@ -114,6 +115,9 @@ pub struct Volume<D: BlockDevice> {
     /// Damage found while serving requests that did not fail because of it
     /// (a skipped directory block, a fallback from a broken hash tree).
     reports: spin::Mutex<heapless::Deque<Error, REPORTS>>,
+    /// Whether `reports` may hold something: frontends ask after every
+    /// request, and reports are rare, so the usual answer is one load.
+    reports_waiting: AtomicBool,
     cache: BlockCache<D>,
     mapcache: MappingCache,
     icache: InodeCache,
@@ -161,6 +165,7 @@ impl<D: BlockDevice> Volume<D> {
         let mut vol = Volume {
             sb,
             reports: spin::Mutex::new(heapless::Deque::new()),
+            reports_waiting: AtomicBool::new(false),
             cache,
             mapcache: MappingCache::new(opts.mapping_cache_bytes),
             icache,
@@ -211,11 +216,17 @@ impl<D: BlockDevice> Volume<D> {
             q.pop_front();
         }
         let _ = q.push_back(e);
+        self.reports_waiting.store(true, Ordering::Release);
     }
 
     /// Take the damage reports gathered since the last call (to log them).
     pub fn take_reports(&self) -> Vec<Error> {
+        if !self.reports_waiting.load(Ordering::Acquire) {
+            return Vec::new();
+        }
         let mut q = self.reports.lock();
+        // Cleared under the lock: a report pushed after this sets it again.
+        self.reports_waiting.store(false, Ordering::Relaxed);
         let mut out = Vec::with_capacity(q.len());
         while let Some(e) = q.pop_front() {
             out.push(e);
