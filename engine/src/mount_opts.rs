@@ -9,7 +9,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::volume::Warning;
+use crate::device::BlockDevice;
+use crate::volume::{OpenOptions, Volume, Warning};
 
 /// A refused option, as the one line to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,6 +210,28 @@ impl MountOptions {
     }
     pub fn noatime(&self) -> bool {
         self.last(VfsFlag::NoAtime, VfsFlag::Atime, false)
+    }
+
+    /// Open `dev` for a mount with these options: read-only, with the
+    /// `cache_size` budget, and refused when [`Self::journal_policy`] says
+    /// so. `Err` is the one line to print.
+    pub fn open_volume<D: BlockDevice>(&self, dev: D) -> Result<Volume<D>, String> {
+        let mut o = OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        if let Some(n) = self.cache_size {
+            o.cache_bytes = n;
+        }
+        let vol = Volume::open(dev, &o).map_err(|e| e.to_string())?;
+        self.journal_policy(vol.warnings()).map_err(|e| e.0)?;
+        Ok(vol)
+    }
+
+    /// The open warnings still worth a log line once the volume is
+    /// mounted (the journal one was decided by [`Self::journal_policy`]).
+    pub fn warnings_to_log<'a>(&self, w: &'a [Warning]) -> impl Iterator<Item = &'a Warning> {
+        w.iter().filter(|w| **w != Warning::NeedsRecovery)
     }
 
     /// Whether a volume opened with these `warnings` may be mounted. The

@@ -10,8 +10,6 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use ext4_engine::volume::Warning;
-use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
 use ext4_fuse_bsd::options::MountOpts;
 use ext4_fuse_bsd::{mount_config, server_pushes_symlinks, sys};
@@ -116,21 +114,12 @@ fn main() -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
-    let mut vo = OpenOptions::default();
-    if let Some(n) = opts.common.cache_size {
-        vo.cache_bytes = n;
-    }
-    let vol = match Volume::open(dev, &vo) {
+    let vol = match opts.common.open_volume(dev) {
         Ok(v) => v,
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
-    if let Err(e) = opts.common.journal_policy(vol.warnings()) {
-        return fail(format!("{}: {e}", cli.source.display()));
-    }
-    for w in vol.warnings() {
-        if *w != Warning::NeedsRecovery {
-            log::warn!("{}: {w}", cli.source.display());
-        }
+    for w in opts.common.warnings_to_log(vol.warnings()) {
+        log::warn!("{}: {w}", cli.source.display());
     }
 
     let cfg = FsConfig {

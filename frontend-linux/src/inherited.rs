@@ -13,7 +13,7 @@ use std::path::Path;
 
 use ext4_engine::file_device::FileDevice;
 use ext4_engine::mount_opts::MountOptions;
-use ext4_engine::volume::{OpenOptions, Volume, Warning};
+use ext4_engine::volume::Volume;
 use nix::sys::stat::{fstat, major, minor, SFlag};
 
 use crate::channel::DevFuse;
@@ -118,21 +118,11 @@ pub fn open_volume(
         return Err(format!("{name}: not an image file or block device"));
     }
     let dev = FileDevice::from_file(file, true).map_err(|e| format!("{name}: {}", io_msg(&e)))?;
-    let mut vo = OpenOptions {
-        read_only: true,
-        ..OpenOptions::default()
-    };
-    if let Some(n) = common.cache_size {
-        vo.cache_bytes = n;
-    }
-    let volume = Volume::open(dev, &vo).map_err(|e| format!("{name}: {e}"))?;
-    common
-        .journal_policy(volume.warnings())
+    let volume = common
+        .open_volume(dev)
         .map_err(|e| format!("{name}: {e}"))?;
-    for w in volume.warnings() {
-        if *w != Warning::NeedsRecovery {
-            log::error(format_args!("{name}: warning: {w}"));
-        }
+    for w in common.warnings_to_log(volume.warnings()) {
+        log::error(format_args!("{name}: warning: {w}"));
     }
     Ok(volume)
 }
