@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -245,6 +245,13 @@ const KERNEL_COPY_MIN: u64 = 64 << 10;
 const BATCH_FILES: usize = 32;
 const BATCH_BYTES: u64 = 4 << 20;
 
+/// Files at least this long are copied by every idle worker at once, each
+/// taking the next piece (at most `SHARE_PIECE` bytes of a written run)
+/// from a shared walk of the block map: one big file keeps every core
+/// copying instead of one.
+const SHARE_MIN: u64 = 32 << 20;
+const SHARE_PIECE: u64 = 8 << 20;
+
 /// A directory being filled. Its attributes are applied once nothing more
 /// can happen inside it or below it (so its times are the image's), which
 /// `pending` counts: its own listing, plus each subdirectory, batch of
@@ -262,6 +269,10 @@ struct DirNode {
     attr: Option<Attr>,
     depth: usize,
     pending: AtomicUsize,
+    /// Nobody else can reach inside until it is done: this run made it
+    /// (owner-only) or one of its parents. Files in it are created with
+    /// their final permission bits, which then need no chmod.
+    private: bool,
 }
 
 impl DirNode {
@@ -293,17 +304,21 @@ struct FileJob {
 enum Task {
     /// List an open directory.
     Fill(Arc<DirNode>),
-    /// Open directory `name` (already made in `parent`) and list it.
+    /// Open directory `name` (already made in `parent`, by this run when
+    /// `made`) and list it.
     Dir {
         parent: Arc<DirNode>,
         name: CString,
         path: Vec<u8>,
         attr: Attr,
+        made: bool,
     },
     /// Create and fill regular files in `dir`.
     Files(Arc<DirNode>, Vec<FileJob>),
     /// One entry (extracting a single non-directory).
     Entry(Arc<DirNode>, Ent, Vec<u8>),
+    /// Copy pieces of a big file until none is left.
+    Share(Arc<Shared>),
 }
 
 /// A name of a multiply-linked inode met while its first name was still
@@ -348,6 +363,119 @@ impl Drop for Done<'_, '_> {
 /// Per worker: one buffer, reused for every file.
 struct Worker {
     buf: Vec<u8>,
+}
+
+/// Walks a file's block map and hands out its written runs, split into
+/// pieces of at most a given number of blocks; holes and unwritten
+/// extents are stepped over (they stay unwritten in the copy).
+struct MapCursor {
+    lblk: u64,
+    /// Blocks covering the size (past `MAX_LBLK` nothing can be mapped:
+    /// it reads as a hole).
+    blocks: u64,
+    size: u64,
+    /// Blocks mapped so far: pointer blocks reused under many slots map
+    /// far more blocks than exist (an indirect block pointing at itself
+    /// under a 1 TiB size: 16 GiB written from a 128 KiB image), and no
+    /// valid file maps more blocks than the filesystem has.
+    mapped: u64,
+}
+
+impl MapCursor {
+    fn new(size: u64, bs: u64) -> Self {
+        MapCursor {
+            lblk: 0,
+            blocks: size.div_ceil(bs).min(MAX_LBLK),
+            size,
+            mapped: 0,
+        }
+    }
+
+    /// The next piece to copy: (image block, first file byte, end byte).
+    fn next(
+        &mut self,
+        cx: &Ctx<'_>,
+        inode: &Inode,
+        max: u64,
+    ) -> Result<Option<(u64, u64, u64)>, String> {
+        let bs = cx.bs;
+        while self.lblk < self.blocks {
+            let lblk = self.lblk;
+            let run = cx
+                .vol
+                .map_block(inode, lblk)
+                .map_err(|e| format!("mapping byte {}: {e}", lblk * bs))?;
+            let len = run.len().max(1);
+            let Run::Mapped {
+                pblk, unwritten, ..
+            } = run
+            else {
+                self.lblk = lblk.saturating_add(len);
+                continue;
+            };
+            let take = if unwritten { len } else { len.min(max.max(1)) };
+            self.mapped = self.mapped.saturating_add(take);
+            if self.mapped > cx.vol.sb().blocks_count {
+                return Err(format!(
+                    "inode {}: block map maps more blocks than the filesystem has",
+                    inode.ino
+                ));
+            }
+            self.lblk = lblk.saturating_add(take);
+            if !unwritten {
+                let to = self.lblk.saturating_mul(bs).min(self.size);
+                return Ok(Some((pblk, lblk * bs, to)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A big file being copied by several workers (see `SHARE_MIN`).
+struct Shared {
+    /// A descriptor of its own (the owner's closes when it is done).
+    file: File,
+    inode: Inode,
+    state: Mutex<ShareState>,
+    /// Signalled when the last piece being copied is done.
+    idle: Condvar,
+}
+
+struct ShareState {
+    cursor: MapCursor,
+    /// Pieces being copied now.
+    copying: usize,
+    /// Where the written data ends (the furthest end of a piece).
+    end: u64,
+    /// The first failure; no piece is handed out after it.
+    err: Option<String>,
+}
+
+/// A piece being copied: its end is recorded when dropped, also while
+/// unwinding, so the file's owner never waits for a worker that died.
+struct Piece<'a> {
+    sh: &'a Shared,
+    result: Option<Result<u64, String>>,
+}
+
+impl Drop for Piece<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.sh.state);
+        st.copying -= 1;
+        match self.result.take() {
+            Some(Ok(end)) => st.end = st.end.max(end),
+            Some(Err(e)) => {
+                st.err.get_or_insert(e);
+            }
+            None => {
+                st.err
+                    .get_or_insert_with(|| "a worker copying it panicked".into());
+            }
+        }
+        if st.copying == 0 {
+            self.sh.idle.notify_all();
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -473,7 +601,8 @@ impl Ctx<'_> {
                 name,
                 path,
                 attr,
-            } => self.open_dir(w, parent, &name, path, attr),
+                made,
+            } => self.open_dir(w, parent, &name, path, attr, made),
             Task::Files(dir, files) => self.files(w, dir, files),
             Task::Entry(dir, e, ipath) => {
                 let mut l = Listing::default();
@@ -481,6 +610,7 @@ impl Ctx<'_> {
                 self.flush(w, &dir, &mut l.batch);
                 self.release(dir);
             }
+            Task::Share(sh) => self.share(w, &sh),
         }
     }
 
@@ -504,7 +634,15 @@ impl Ctx<'_> {
     // ---- directories ----
 
     /// Open directory `name` in `parent` (made there by its lister) and list it.
-    fn open_dir(&self, w: &mut Worker, parent: Arc<DirNode>, cn: &CStr, path: Vec<u8>, attr: Attr) {
+    fn open_dir(
+        &self,
+        w: &mut Worker,
+        parent: Arc<DirNode>,
+        cn: &CStr,
+        path: Vec<u8>,
+        attr: Attr,
+        made: bool,
+    ) {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
         let fd = match openat(parent.fd(), cn, flags, 0) {
             Ok(fd) => fd,
@@ -524,6 +662,7 @@ impl Ctx<'_> {
             ino: attr.ino,
             name: cn.to_bytes().to_vec(),
             depth: parent.depth + 1,
+            private: made || parent.private,
             parent: Some(parent),
             path,
             attr: Some(attr),
@@ -629,7 +768,7 @@ impl Ctx<'_> {
 
     fn files(&self, w: &mut Worker, dir: Arc<DirNode>, files: Vec<FileJob>) {
         for f in files {
-            let ok = self.file(w, dir.fd(), &f.name, &f.path, &f.attr);
+            let ok = self.file(w, &dir, &f.name, &f.path, &f.attr);
             if f.linked {
                 self.link_done(w, dir.clone(), f.name, ok, &f.attr);
             }
@@ -659,17 +798,18 @@ impl Ctx<'_> {
             );
         }
         // Owner-only until the contents are in; the real mode comes last.
-        match mkdirat(dir.fd(), &cn, 0o700) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        let made = match mkdirat(dir.fd(), &cn, 0o700) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
             Err(e) => return self.error(&path, format_args!("cannot create: {}", io_msg(&e))),
-        }
+        };
         dir.pending.fetch_add(1, Ordering::AcqRel);
         out.push(Task::Dir {
             parent: dir.clone(),
             name: cn,
             path,
             attr,
+            made,
         });
     }
 
@@ -785,7 +925,7 @@ impl Ctx<'_> {
     fn make(&self, w: &mut Worker, dir: &DirNode, cn: &CStr, path: &[u8], attr: &Attr) -> bool {
         let dfd = dir.fd();
         match attr.kind {
-            FileType::Regular => self.file(w, dfd, cn, path, attr),
+            FileType::Regular => self.file(w, dir, cn, path, attr),
             FileType::Symlink => self.symlink(dfd, cn, path, attr),
             FileType::Fifo | FileType::CharDevice | FileType::BlockDevice => {
                 self.node(dfd, cn, path, attr)
@@ -798,9 +938,18 @@ impl Ctx<'_> {
         }
     }
 
-    fn file(&self, w: &mut Worker, dfd: RawFd, cn: &CStr, path: &[u8], attr: &Attr) -> bool {
+    fn file(&self, w: &mut Worker, dir: &DirNode, cn: &CStr, path: &[u8], attr: &Attr) -> bool {
+        let dfd = dir.fd();
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let fd = match replace(dfd, cn, || openat(dfd, cn, flags, 0o600)) {
+        // Where nobody else can look yet, the file starts with its final
+        // permission bits (so it usually needs no chmod); elsewhere it
+        // starts owner-only, as its contents are not its owner's yet.
+        let mode = if dir.private {
+            attr.mode & 0o777
+        } else {
+            0o600
+        };
+        let fd = match replace(dfd, cn, || openat(dfd, cn, flags, mode as libc::mode_t)) {
             Ok(fd) => fd,
             Err(e) => {
                 self.error(path, format_args!("cannot create: {}", io_msg(&e)));
@@ -814,7 +963,7 @@ impl Ctx<'_> {
             return false;
         }
         self.reports(path);
-        self.finish(Target::Fd(file.as_raw_fd()), path, attr);
+        self.finish_file(&file, path, attr);
         true
     }
 
@@ -835,42 +984,41 @@ impl Ctx<'_> {
         if inode.has_flag(iflags::INLINE_DATA) || inode.has_flag(iflags::ENCRYPT) {
             // No block map: the engine reads it (or says why it cannot).
             end = self.copy_read(w, file, &inode, 0, size)?;
+        } else if size >= SHARE_MIN && self.jobs > 1 {
+            // The helpers get a descriptor of their own, so one that runs
+            // after this returns can never write to a reused number.
+            let dup = file
+                .try_clone()
+                .map_err(|e| format!("cannot duplicate the descriptor: {}", io_msg(&e)))?;
+            let sh = Arc::new(Shared {
+                file: dup,
+                inode,
+                state: Mutex::new(ShareState {
+                    cursor: MapCursor::new(size, self.bs),
+                    copying: 0,
+                    end: 0,
+                    err: None,
+                }),
+                idle: Condvar::new(),
+            });
+            for _ in 1..self.jobs {
+                self.push(Task::Share(sh.clone()));
+            }
+            self.share(w, &sh);
+            // Wait for the pieces others are still copying (never for
+            // anything else: a piece only copies, so this ends).
+            let mut st = lock(&sh.state);
+            while st.copying > 0 {
+                st = sh.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if let Some(e) = st.err.take() {
+                return Err(e);
+            }
+            end = st.end;
         } else {
-            let bs = self.bs;
-            // Blocks past MAX_LBLK cannot be mapped: they read as a hole.
-            let blocks = size.div_ceil(bs).min(MAX_LBLK);
-            let mut lblk = 0u64;
-            // Pointer blocks reused under many slots map far more blocks
-            // than exist (an indirect block pointing at itself under a
-            // 1 TiB size: 16 GiB written from a 128 KiB image): no valid
-            // file maps more blocks than the filesystem has.
-            let mut mapped = 0u64;
-            while lblk < blocks {
-                let run = self
-                    .vol
-                    .map_block(&inode, lblk)
-                    .map_err(|e| format!("mapping byte {}: {e}", lblk * bs))?;
-                let len = run.len().max(1);
-                if let Run::Mapped { len, .. } = run {
-                    mapped = mapped.saturating_add(len);
-                    if mapped > self.vol.sb().blocks_count {
-                        return Err(format!(
-                            "inode {}: block map maps more blocks than the filesystem has",
-                            attr.ino
-                        ));
-                    }
-                }
-                if let Run::Mapped {
-                    pblk,
-                    unwritten: false,
-                    ..
-                } = run
-                {
-                    let from = lblk * bs;
-                    let to = lblk.saturating_add(len).saturating_mul(bs).min(size);
-                    end = self.copy_mapped(w, file, &inode, pblk, from, to)?;
-                }
-                lblk = lblk.saturating_add(len);
+            let mut cur = MapCursor::new(size, self.bs);
+            while let Some((pblk, from, to)) = cur.next(self, &inode, u64::MAX)? {
+                end = self.copy_mapped(w, file, &inode, pblk, from, to)?;
             }
         }
         if end != size {
@@ -878,6 +1026,31 @@ impl Ctx<'_> {
                 .map_err(|e| format!("cannot set the length: {}", io_msg(&e)))?;
         }
         Ok(())
+    }
+
+    /// Copy pieces of a shared big file until none is left (or one failed).
+    fn share(&self, w: &mut Worker, sh: &Shared) {
+        loop {
+            let (pblk, from, to) = {
+                let mut st = lock(&sh.state);
+                if st.err.is_some() {
+                    return;
+                }
+                match st.cursor.next(self, &sh.inode, SHARE_PIECE / self.bs) {
+                    Ok(Some(p)) => {
+                        st.copying += 1;
+                        p
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        st.err = Some(e);
+                        return;
+                    }
+                }
+            };
+            let mut piece = Piece { sh, result: None };
+            piece.result = Some(self.copy_mapped(w, &sh.file, &sh.inode, pblk, from, to));
+        }
     }
 
     /// Copy file bytes `from..to`, which live at block `pblk` of the image
@@ -1039,11 +1212,51 @@ impl Ctx<'_> {
         }
     }
 
-    fn xattrs(&self, t: Target<'_>, path: &[u8], ino: u32) {
+    /// [`Ctx::finish`] for a regular file this run just created: owner
+    /// and mode are set only where they differ from what the file got at
+    /// creation (fstat says, so umask, setgid directories and default ACLs
+    /// are all accounted for), which for most files saves two inode
+    /// updates.
+    fn finish_file(&self, file: &File, path: &[u8], attr: &Attr) {
+        let t = Target::Fd(file.as_raw_fd());
+        let now = file.metadata().ok();
+        if self.as_root
+            && now
+                .as_ref()
+                .is_none_or(|m| m.uid() != attr.uid || m.gid() != attr.gid)
+        {
+            if let Err(e) = t.chown(attr.uid, attr.gid) {
+                self.error(path, format_args!("cannot set owner: {}", io_msg(&e)));
+            }
+        }
+        // An ACL written as an xattr rewrites the mode's group bits; the
+        // file was made without setuid/setgid/sticky bits, so a chown
+        // cleared none.
+        let set_xattrs = self.xattrs(t, path, attr.ino);
+        if set_xattrs
+            || now
+                .as_ref()
+                .is_none_or(|m| m.mode() & 0o7777 != attr.mode & 0o7777)
+        {
+            if let Err(e) = t.chmod(attr.mode & 0o7777) {
+                self.error(path, format_args!("cannot set mode: {}", io_msg(&e)));
+            }
+        }
+        if let Err(e) = t.times(attr) {
+            self.error(path, format_args!("cannot set times: {}", io_msg(&e)));
+        }
+    }
+
+    /// Copy the inode's xattrs; whether it has any (some may have failed).
+    fn xattrs(&self, t: Target<'_>, path: &[u8], ino: u32) -> bool {
         let names = match self.vol.listxattr(ino) {
             Ok(n) => n,
-            Err(e) => return self.error(path, format_args!("cannot list xattrs: {e}")),
+            Err(e) => {
+                self.error(path, format_args!("cannot list xattrs: {e}"));
+                return true;
+            }
         };
+        let any = !names.is_empty();
         for n in names {
             let value = match self.vol.getxattr(ino, &n) {
                 Ok(v) => v,
@@ -1081,6 +1294,7 @@ impl Ctx<'_> {
                 }
             }
         }
+        any
     }
 }
 
@@ -1143,6 +1357,9 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
             attr: created.then_some(attr),
             depth: 0,
             pending: AtomicUsize::new(1),
+            // Reachable by others (an existing or a new DEST, made with
+            // the umask's mode): files in it start owner-only.
+            private: false,
         });
         (top.clone(), Task::Fill(top))
     } else {
@@ -1177,6 +1394,9 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
             attr: None,
             depth: 0,
             pending: AtomicUsize::new(1),
+            // Reachable by others (an existing or a new DEST, made with
+            // the umask's mode): files in it start owner-only.
+            private: false,
         });
         (top.clone(), Task::Entry(top, Ent { ino, name }, dir))
     };

@@ -1539,3 +1539,202 @@ fn extract_parallel_equals_serial_and_rdump() {
         assert!(data == data1, "-j {j}: contents");
     }
 }
+
+/// The data segments of a file, as SEEK_DATA / SEEK_HOLE report them:
+/// (start, end) byte pairs.
+fn data_map(p: &Path) -> Vec<(u64, u64)> {
+    let f = fs::File::open(p).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let size = f.metadata().unwrap().len() as i64;
+    let mut segs = Vec::new();
+    let mut pos = 0i64;
+    while pos < size {
+        // SAFETY: plain values on a live descriptor.
+        let d = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if d < 0 {
+            break;
+        }
+        let h = unsafe { libc::lseek(fd, d, libc::SEEK_HOLE) };
+        assert!(h > d, "SEEK_HOLE {}", p.display());
+        segs.push((d as u64, h as u64));
+        pos = h;
+    }
+    segs
+}
+
+/// The written extents of `path` in `img` as debugfs `stat` lists them
+/// ("(0-3327):6169-9496, (4352-6655[u]):..."), as byte ranges clipped to
+/// `size` and merged where they touch; unwritten extents left out.
+fn debugfs_written(img: &Path, path: &str, size: u64) -> Vec<(u64, u64)> {
+    let out = debugfs(img, &format!("stat {path}"));
+    let list = out
+        .split("EXTENTS:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no extents in: {out}"));
+    let mut segs: Vec<(u64, u64)> = Vec::new();
+    for item in list.split(", ") {
+        let Some(range) = item.trim().strip_prefix('(') else {
+            continue;
+        };
+        let range = range.split(')').next().unwrap();
+        // Index nodes are listed as "(ETB0)", unwritten ones end in [u].
+        if range.starts_with("ETB") || range.ends_with("[u]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+        let (from, to) = (a * 4096, ((b + 1) * 4096).min(size));
+        match segs.last_mut() {
+            Some(l) if l.1 == from => l.1 = to,
+            _ => segs.push((from, to)),
+        }
+    }
+    segs
+}
+
+/// Files above the size shared out among workers (32 MiB) are copied in
+/// pieces by several workers: extracted with 1, 2 and 4 workers, their
+/// bytes equal `debugfs rdump`'s and the source's, and their holes
+/// (SEEK_HOLE) are exactly where the image maps no written extent
+/// (debugfs `stat`), the unwritten extent in the middle included, though
+/// the blocks under it hold old data. (rdump itself writes holes out as
+/// zeros, so its map is no oracle.) Also, as root: a setgid DEST of
+/// another group and umask 077 change what a new file gets, and owners
+/// and modes still come out as the source's.
+#[test]
+fn extract_big_files_in_pieces() {
+    const MIB: u64 = 1 << 20;
+    let base = fresh_dir("pieces");
+    let src = base.join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    // big: data 0..13 MiB, hole to 30 MiB (of which 17..26 MiB becomes
+    // an unwritten extent below), data 30..48 MiB (pieces split its
+    // extent). tail: 33 MiB of data, then a hole to 41 MiB (the length
+    // is set at the end).
+    {
+        let f = fs::File::create(src.join("big")).unwrap();
+        f.write_all_at(&pattern(13 * MIB as usize, 1), 0).unwrap();
+        f.write_all_at(&pattern(18 * MIB as usize, 2), 30 * MIB)
+            .unwrap();
+        let f = fs::File::create(src.join("sub/tail")).unwrap();
+        f.write_all_at(&pattern(33 * MIB as usize + 100, 3), 0)
+            .unwrap();
+        f.set_len(41 * MIB).unwrap();
+    }
+    // Small files of several modes and owners, so that skipping chmod
+    // and chown where creation already got them right is tested too.
+    let root = is_root();
+    for (i, mode) in [0o644u32, 0o755, 0o600, 0o2755, 0o4711, 0o1644, 0o444, 0o660]
+        .iter()
+        .enumerate()
+    {
+        for d in ["", "sub/"] {
+            let p = src.join(format!("{d}f{i}"));
+            fs::write(&p, pattern(1000 + i * 5000, i as u32)).unwrap();
+            if root {
+                let id = if i % 2 == 0 { 0 } else { 1000 + i as u32 };
+                lchown(&p, id, id + 7);
+            }
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+        }
+    }
+    for p in ["big", "sub/tail", "sub"] {
+        set_mtime(&src.join(p), 1_500_000_000);
+    }
+    let img = base.join("pieces.img");
+    run_ok(
+        "mke2fs",
+        &[
+            "-F",
+            "-q",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-d",
+            src.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "160M",
+        ],
+    );
+    let p = img.to_str().unwrap();
+    run_ok(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            &format!("fallocate /big {} {}", 17 * 256, 26 * 256 - 1),
+            p,
+        ],
+    );
+    // Old data under the unwritten extent, which must not come out.
+    let img_file = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    for lblk in [17 * 256, 20 * 256 + 3, 26 * 256 - 1] {
+        let out = debugfs(&img, &format!("bmap /big {lblk}"));
+        assert!(out.contains("uninit"), "bmap /big {lblk}: {out}");
+        let pblk: u64 = out.split_whitespace().next().unwrap().parse().unwrap();
+        img_file.write_all_at(&[0xEE; 4096], pblk * 4096).unwrap();
+    }
+    drop(img_file);
+    let sizes = [("big", 48 * MIB), ("sub/tail", 41 * MIB)];
+    let maps: Vec<_> = sizes
+        .iter()
+        .map(|(n, size)| debugfs_written(&img, &format!("/{n}"), *size))
+        .collect();
+    assert_eq!(maps[0], [(0, 13 * MIB), (30 * MIB, 48 * MIB)], "image map");
+    assert_eq!(maps[1], [(0, 33 * MIB + 4096)], "image map");
+
+    let rd = fresh_dir("pieces-rdump");
+    debugfs(&img, &format!("rdump / {}", rd.display()));
+    let (src_snap, _) = snapshot(&src);
+    let src_data = contents(&src, &src_snap);
+    let mut runs: Vec<(&str, PathBuf, &str)> = ["1", "2", "4"]
+        .iter()
+        .map(|j| (*j, base.join(format!("x-j{j}")), "022"))
+        .collect();
+    if root {
+        // An existing setgid DEST of another group: new files and
+        // directories start in its group.
+        let d = base.join("x-setgid");
+        fs::create_dir(&d).unwrap();
+        lchown(&d, 0, 4242);
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o2777)).unwrap();
+        runs.push(("2", d, "077"));
+    }
+    for (j, dst, umask) in &runs {
+        let what = format!("extract -j {j} (umask {umask}) into {}", dst.display());
+        let o = cmd("sh")
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$@\""))
+            .arg("sh")
+            .arg(BIN)
+            .arg(&img)
+            .args(["extract", "-j", j, "/", dst.to_str().unwrap()])
+            .output()
+            .unwrap();
+        ok(o, &what);
+        let (snap, _) = snapshot(dst);
+        compare_with_rdump(&rd, dst, "");
+        for (r, e) in &src_snap {
+            let x = &snap[r];
+            if r == "sub" {
+                assert_eq!(e.mode, x.mode, "{what}: /{r} mode");
+                continue;
+            }
+            assert_eq!(
+                (e.mode, e.uid, e.gid, e.size, e.mtime.0, &e.xattrs),
+                (x.mode, x.uid, x.gid, x.size, x.mtime.0, &x.xattrs),
+                "{what}: /{r} vs source"
+            );
+        }
+        assert!(contents(dst, &snap) == src_data, "{what}: bytes vs source");
+        for ((n, _), map) in sizes.iter().zip(&maps) {
+            assert_eq!(data_map(&dst.join(n)), *map, "{what}: holes of /{n}");
+            let (a, b) = (
+                fs::read(dst.join(n)).unwrap(),
+                fs::read(rd.join(n)).unwrap(),
+            );
+            assert!(a == b, "{what}: /{n} differs from rdump");
+        }
+    }
+}
