@@ -27,6 +27,9 @@ pub struct RawDirent {
 pub const HEADER_LEN: usize = 8;
 /// The checksum tail of a leaf block is a fake 12-byte entry.
 pub const TAIL_LEN: usize = 12;
+/// Encrypted names are padded to whole cipher blocks of this many bytes
+/// (fscrypt's minimum), so no stored encrypted name is shorter.
+pub const CRYPTO_BLOCK: usize = 16;
 const TAIL_FILE_TYPE: u8 = 0xDE;
 
 /// `rec_len` as stored; 64 KiB blocks need the extra encoding.

@@ -366,6 +366,9 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 object: Object::Superblock,
             });
         }
+        if first {
+            self.vol.check_special(&mut sink);
+        }
         if let Some(c) = &self.tally.clusters {
             self.mark_metadata(c, &mut sink, first);
         }

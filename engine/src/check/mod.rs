@@ -12,6 +12,7 @@
 
 mod global;
 mod layout;
+mod special;
 mod tally;
 
 pub use global::{Checker, DEFAULT_MEMORY};
@@ -604,6 +605,15 @@ impl<D: BlockDevice> Volume<D> {
                         "extent tree block has no entries",
                     ));
                 }
+                // The index entry above names the first logical block
+                // under it; the kernel keeps the two equal (and searches
+                // by the index key), e2fsck requires it.
+                if node.key(0) as u64 != lo {
+                    return Err(Error::corrupt(
+                        Object::Block(blk),
+                        "extent tree block does not start at the logical block its index entry names",
+                    ));
+                }
                 let mut inner: Vec<(u64, u16, u64, u64)> = Vec::new();
                 let mut tmp = Sink {
                     problem: sink.problem,
@@ -837,6 +847,7 @@ impl<D: BlockDevice> Volume<D> {
         let bs = self.sb().block_size as u64;
         let nblocks = dir.size.div_ceil(bs);
         let dx = self.is_dx(dir);
+        let encrypted = dir.has_flag(flags::ENCRYPT);
         let mut lblk = 0u64;
         while lblk < nblocks {
             let run = match self.map_block(dir, lblk) {
@@ -848,6 +859,14 @@ impl<D: BlockDevice> Volume<D> {
             };
             let (pblk, len) = match run {
                 Run::Hole { len } => {
+                    // e2fsck allocates every missing block below i_size.
+                    sink.put(Error::corrupt(
+                        Object::DirBlock {
+                            dir: dir.ino,
+                            lblk: lblk as u32,
+                        },
+                        "directory block is not allocated (a hole below the directory's size)",
+                    ));
                     lblk += len;
                     continue;
                 }
@@ -877,12 +896,27 @@ impl<D: BlockDevice> Volume<D> {
                             (true, _) => (&b[..0], 0),
                             (false, _) => (dir::entry_area(b), usize::MAX),
                         };
+                        let mut names: Vec<&[u8]> = Vec::new();
                         for (n, e) in Entries::new(area, 0, self.sb().inodes_count, obj)
                             .take(take)
                             .enumerate()
                         {
                             match e {
                                 Ok(e) => {
+                                    if e.inode != 0 {
+                                        names.push(e.name);
+                                    }
+                                    if encrypted
+                                        && e.inode != 0
+                                        && e.name != b"."
+                                        && e.name != b".."
+                                        && e.name.len() < dir::CRYPTO_BLOCK
+                                    {
+                                        let _ = errs.push(Error::corrupt(
+                                            obj,
+                                            "entry of an encrypted directory is shorter than one cipher block",
+                                        ));
+                                    }
                                     if l == 0 && n < 2 {
                                         let (want, ok_ino) = if n == 0 {
                                             (&b"."[..], e.inode == dir.ino)
@@ -916,6 +950,14 @@ impl<D: BlockDevice> Volume<D> {
                                     break;
                                 }
                             }
+                        }
+                        // Like e2fsck, names are compared within each block.
+                        names.sort_unstable();
+                        if names.windows(2).any(|w| w[0] == w[1]) {
+                            let _ = errs.push(Error::corrupt(
+                                obj,
+                                "the same name appears twice in a directory block",
+                            ));
                         }
                         (errs, targets, broken)
                     });
