@@ -455,7 +455,17 @@ impl<D: BlockDevice> Volume<D> {
                 }
             }
             FileType::Symlink if cx.first => {
-                sink.res(self.readlink(ino));
+                // e2fsck wants exactly i_size bytes of target: a NUL
+                // inside it (where readers stop) makes the link invalid.
+                if let Some(t) = sink.res(self.readlink(ino)) {
+                    // (An encrypted target is ciphertext, NULs and all.)
+                    if t.len() as u64 != inode.size && !inode.has_flag(flags::ENCRYPT) {
+                        sink.put(Error::corrupt(
+                            Object::Inode(ino),
+                            "symlink target holds a NUL before its end (i_size)",
+                        ));
+                    }
+                }
             }
             _ => {}
         }
