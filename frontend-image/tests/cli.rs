@@ -1738,3 +1738,79 @@ fn extract_big_files_in_pieces() {
         }
     }
 }
+
+/// What `check` says of directory entries whose inode disagrees with them
+/// (its file type, or a deleted inode still marked in use), as e2fsck -fn
+/// flags them too; and that a clean image with many entries stays clean.
+/// (The check reads an entry's target inode raw and decodes it only when
+/// the raw mode or link count call for a report.)
+#[test]
+fn check_flags_entries_their_inodes_contradict() {
+    let base = fresh_dir("targets");
+    let src = base.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for n in ["a", "b", "c", "d/e"] {
+        fs::write(src.join(n), pattern(3000, 7)).unwrap();
+    }
+    let img = base.join("t.img");
+    run_ok(
+        "mke2fs",
+        &[
+            "-F",
+            "-q",
+            "-t",
+            "ext4",
+            "-O",
+            "metadata_csum",
+            "-d",
+            src.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    let o = tool(&img, &["check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let cases = [
+        // A FIFO's mode under an entry typed as a regular file.
+        (
+            "type",
+            "sif /a mode 010644",
+            "/a",
+            "file type does not match",
+        ),
+        (
+            "type-in-dir",
+            "sif /d/e mode 0140644",
+            "/d/e",
+            "file type does not match",
+        ),
+        // Mode and link count zero, still marked in the bitmap.
+        (
+            "deleted",
+            "sif /b mode 0\nsif /b links_count 0",
+            "/b",
+            "refers to a deleted inode",
+        ),
+    ];
+    for (name, reqs, path, what) in cases {
+        let bad = base.join(format!("{name}.img"));
+        fs::copy(&img, &bad).unwrap();
+        let ino = debugfs(&bad, &format!("stat {path}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        for r in reqs.lines() {
+            run_ok("debugfs", &["-w", "-R", r, bad.to_str().unwrap()]);
+        }
+        let e = cmd("e2fsck").arg("-fn").arg(&bad).output().unwrap();
+        assert_eq!(e.status.code(), Some(4), "{name}: e2fsck: {}", stdout(&e));
+        let o = tool(&bad, &["check"]);
+        let text = stdout(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}: {text}");
+        assert!(
+            text.lines().any(|l| l.contains(what)),
+            "{name}: no problem saying {what:?} (inode {ino}):\n{text}"
+        );
+    }
+}
