@@ -56,7 +56,7 @@ fn entry_hash(b: &[u8], entries: usize, i: usize) -> u32 {
 
 impl<D: BlockDevice> Volume<D> {
     /// Map one logical block of a directory to its physical block.
-    fn dir_pblk(&self, dir: &Inode, lblk: u32) -> Result<u64> {
+    pub(crate) fn dir_pblk(&self, dir: &Inode, lblk: u32) -> Result<u64> {
         match self.map_block(dir, lblk as u64)? {
             Run::Mapped { pblk, .. } => Ok(pblk),
             Run::Hole { .. } => Err(Error::corrupt(
@@ -171,10 +171,28 @@ impl<D: BlockDevice> Volume<D> {
         })?
     }
 
+    /// The hash function this hashed directory's names are filed under.
+    pub(crate) fn dx_hash_version(&self, dir: &Inode) -> Result<HashVersion> {
+        let pblk = self.dir_pblk(dir, 0)?;
+        let version = self.cache_read_with(pblk, |b| b[ROOT_INFO_OFFSET + 4])?;
+        let unsigned = self.sb().flags & FLAG_UNSIGNED_HASH != 0;
+        HashVersion::from_disk(version)
+            .map(|v| v.with_unsigned(unsigned))
+            .ok_or(Error::corrupt(
+                Object::DirBlock {
+                    dir: dir.ino,
+                    lblk: 0,
+                },
+                "hash tree uses an unknown hash",
+            ))
+    }
+
     /// Visit every index node of the tree, checking each (header, limit,
     /// checksum, ascending hashes, children inside the directory); `leaf`
-    /// is called with each leaf block number.
-    pub(crate) fn dx_walk(&self, dir: &Inode, leaf: &mut dyn FnMut(u32)) -> Result<()> {
+    /// is called with each leaf block number and the hashes its index entry
+    /// allows, lowest and highest (the next entry's hash: colliding names
+    /// may continue into the next leaf).
+    pub(crate) fn dx_walk(&self, dir: &Inode, leaf: &mut dyn FnMut(u32, u32, u32)) -> Result<()> {
         let nblocks = dir.size.div_ceil(self.sb().block_size as u64);
         let max_levels = if self.sb().has_incompat(incompat::LARGEDIR) {
             MAX_LEVELS
@@ -197,30 +215,37 @@ impl<D: BlockDevice> Volume<D> {
             let root = root_levels.is_none();
             let obj = Object::DirBlock { dir: dir.ino, lblk };
             let pblk = self.dir_pblk(dir, lblk)?;
-            let kids = self.cache_read_with(pblk, |b| -> Result<(Vec<u32>, u8)> {
-                let (entries, count, levels) = self.dx_header(dir, b, root, obj, None)?;
-                let mut kids = Vec::with_capacity(count);
-                let mut prev = 0u32;
-                for i in 0..count {
-                    let h = entry_hash(b, entries, i);
-                    if i > 1 && h < prev {
-                        return Err(Error::corrupt(
-                            obj,
-                            "hash tree entries are not in hash order",
-                        ));
+            let kids =
+                self.cache_read_with(pblk, |b| -> Result<(Vec<(u32, u32, u32)>, u8)> {
+                    let (entries, count, levels) = self.dx_header(dir, b, root, obj, None)?;
+                    let mut kids = Vec::with_capacity(count);
+                    let mut prev = 0u32;
+                    for i in 0..count {
+                        let h = entry_hash(b, entries, i);
+                        if i > 1 && h < prev {
+                            return Err(Error::corrupt(
+                                obj,
+                                "hash tree entries are not in hash order",
+                            ));
+                        }
+                        prev = h;
+                        let c = entry_block(b, entries, i);
+                        if c == 0 || c as u64 >= nblocks {
+                            return Err(Error::corrupt(
+                                obj,
+                                "hash tree entry points outside the directory",
+                            ));
+                        }
+                        // Bit 0 of a stored hash flags a collision run.
+                        let hi = if i + 1 < count {
+                            entry_hash(b, entries, i + 1) & !1
+                        } else {
+                            0xffff_fffe
+                        };
+                        kids.push((c, h & !1, hi));
                     }
-                    prev = h;
-                    let c = entry_block(b, entries, i);
-                    if c == 0 || c as u64 >= nblocks {
-                        return Err(Error::corrupt(
-                            obj,
-                            "hash tree entry points outside the directory",
-                        ));
-                    }
-                    kids.push(c);
-                }
-                Ok((kids, levels))
-            })??;
+                    Ok((kids, levels))
+                })??;
             let below = if root {
                 let levels = kids.1 as usize;
                 if levels >= max_levels {
@@ -234,9 +259,9 @@ impl<D: BlockDevice> Volume<D> {
             } else {
                 below
             };
-            for c in kids.0 {
+            for (c, lo, hi) in kids.0 {
                 if below == 0 {
-                    leaf(c);
+                    leaf(c, lo, hi);
                 } else {
                     stack.push((c, below - 1));
                 }
@@ -253,12 +278,8 @@ impl<D: BlockDevice> Volume<D> {
             dir: dir.ino,
             lblk: 0,
         };
-        let pblk = self.dir_pblk(dir, 0)?;
-        let version = self.cache_read_with(pblk, |b| b[ROOT_INFO_OFFSET + 4])?;
-        let unsigned = self.sb().flags & FLAG_UNSIGNED_HASH != 0;
-        let version = HashVersion::from_disk(version)
-            .ok_or(Error::corrupt(obj, "hash tree uses an unknown hash"))?;
-        let (hash, _minor) = dx_hash(name, version.with_unsigned(unsigned), self.sb().hash_seed);
+        let version = self.dx_hash_version(dir)?;
+        let (hash, _minor) = dx_hash(name, version, self.sb().hash_seed);
 
         let max_levels = if self.sb().has_incompat(incompat::LARGEDIR) {
             MAX_LEVELS

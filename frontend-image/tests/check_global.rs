@@ -528,6 +528,32 @@ fn special_objects_and_directory_blocks_agree_with_e2fsck() {
         },
         Some(("block 1 ", "directory block is not allocated")),
     );
+    // A hashed directory (e2fsck -D indexes it) under a new hash seed:
+    // every leaf's names now hash outside their index ranges.
+    let many = scratch().join("many");
+    fs::create_dir_all(many.join("d")).unwrap();
+    for i in 0..2000 {
+        fs::write(many.join(format!("d/a_longer_name_{i}")), b"").unwrap();
+    }
+    let hashed = scratch().join("hashed.img");
+    let o = cmd("mke2fs")
+        .args(["-q", "-F", "-b", "1024", "-t", "ext4", "-d"])
+        .arg(&many)
+        .arg(&hashed)
+        .arg("40M")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mke2fs: {}", out(&o));
+    let o = cmd("e2fsck").arg("-fyD").arg(&hashed).output().unwrap();
+    assert!(o.status.code().unwrap_or(8) < 4, "e2fsck -fyD: {}", out(&o));
+    assert!(debugfs(&hashed, "htree /d").contains("Root node dump"));
+    assert_eq!(check(&hashed).0, 0, "{}", check(&hashed).1);
+    agree(
+        &hashed,
+        "hashseed",
+        ssv("ssv hash_seed 01234567-89ab-cdef-0123-456789abcdef"),
+        Some(("directory inode ", "hash tree leaf hashes")),
+    );
     // A slow symlink whose i_size runs past its target's NUL.
     let target = "t".repeat(100);
     agree(
@@ -596,6 +622,7 @@ fn corpus_damage_is_named() {
         ),
         ("f_short_encrypted_dirent", "shorter than one cipher block"),
         ("f_inlinedir_bad_symlink", "symlink target holds a NUL"),
+        ("f_h_reindex", "hash tree leaf hashes"),
         ("f_quota_deallocate_inode", "symlink target holds a NUL"),
     ] {
         let gz = fs::File::open(corpus.join(format!("{file}.img.gz"))).unwrap();
@@ -649,7 +676,7 @@ fn corpus_clean_stays_clean() {
     let _ = fs::remove_file(&img);
     println!("check flags {flagged} of the {damaged} corpus images e2fsck -fn flags");
     assert!(false_pos.is_empty(), "{}", false_pos.join("\n"));
-    // Before the global checks: 44 of 87; before the journal, MMP, quota
-    // and directory-block checks: 72.
-    assert!(flagged >= 83, "only {flagged} of {damaged} flagged");
+    // Before the global checks: 44 of 87; before the journal, MMP, quota,
+    // directory-block, symlink and hash-range checks: 72.
+    assert!(flagged >= 84, "only {flagged} of {damaged} flagged");
 }

@@ -27,6 +27,7 @@ use crate::blockmap::Run;
 use crate::checksum::crc32c;
 use crate::device::BlockDevice;
 use crate::dir::{self, Entries};
+use crate::dx_hash::dx_hash;
 use crate::error::{Error, Object, Result};
 use crate::extent::{self, Node};
 use crate::group_desc::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
@@ -1065,9 +1066,52 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    /// Walk the hash tree's index nodes (not the leaves, done above).
+    /// Walk the hash tree's index nodes (the leaves' entries were checked
+    /// above), and, as e2fsck does, require every name in a leaf to hash
+    /// within the range its index entry gives it.
     fn check_dx_tree(&self, dir: &Inode, sink: &mut Sink<'_>) {
-        if let Err(e) = self.dx_walk(dir, &mut |_| {}) {
+        // Casefolded and encrypted names hash in forms not kept here.
+        let version = if dir.has_flag(flags::CASEFOLD | flags::ENCRYPT) {
+            None
+        } else {
+            self.dx_hash_version(dir).ok()
+        };
+        let seed = self.sb().hash_seed;
+        let inodes = self.sb().inodes_count;
+        let mut leaf = |lblk: u32, lo: u32, hi: u32| {
+            let Some(version) = version else {
+                return;
+            };
+            let Ok(pblk) = self.dir_pblk(dir, lblk) else {
+                return;
+            };
+            let obj = Object::DirBlock { dir: dir.ino, lblk };
+            let range = self.cache_read_with(pblk, |b| {
+                let mut range = (u32::MAX, 0u32);
+                for e in Entries::new(dir::entry_area(b), 0, inodes, obj).map_while(|e| e.ok()) {
+                    if e.inode != 0 {
+                        let h = dx_hash(e.name, version, seed).0;
+                        range = (range.0.min(h), range.1.max(h));
+                    }
+                }
+                range
+            });
+            if let Ok((min, max)) = range {
+                if min < lo {
+                    sink.put(Error::corrupt(
+                        obj,
+                        "a name in this hash tree leaf hashes below its index entry's range",
+                    ));
+                }
+                if max > hi {
+                    sink.put(Error::corrupt(
+                        obj,
+                        "a name in this hash tree leaf hashes above its index entry's range",
+                    ));
+                }
+            }
+        };
+        if let Err(e) = self.dx_walk(dir, &mut leaf) {
             sink.put(e);
         }
     }
