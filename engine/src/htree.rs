@@ -46,6 +46,10 @@ fn le16(b: &[u8], off: usize) -> u16 {
 fn entry_block(b: &[u8], entries: usize, i: usize) -> u32 {
     le32(b, entries + i * 8 + 4) & 0x0fff_ffff
 }
+/// A child of an index node: its block and the lowest and highest hash
+/// its index entry allows.
+type Child = (u32, u32, u32);
+
 fn entry_hash(b: &[u8], entries: usize, i: usize) -> u32 {
     if i == 0 {
         0
@@ -215,37 +219,36 @@ impl<D: BlockDevice> Volume<D> {
             let root = root_levels.is_none();
             let obj = Object::DirBlock { dir: dir.ino, lblk };
             let pblk = self.dir_pblk(dir, lblk)?;
-            let kids =
-                self.cache_read_with(pblk, |b| -> Result<(Vec<(u32, u32, u32)>, u8)> {
-                    let (entries, count, levels) = self.dx_header(dir, b, root, obj, None)?;
-                    let mut kids = Vec::with_capacity(count);
-                    let mut prev = 0u32;
-                    for i in 0..count {
-                        let h = entry_hash(b, entries, i);
-                        if i > 1 && h < prev {
-                            return Err(Error::corrupt(
-                                obj,
-                                "hash tree entries are not in hash order",
-                            ));
-                        }
-                        prev = h;
-                        let c = entry_block(b, entries, i);
-                        if c == 0 || c as u64 >= nblocks {
-                            return Err(Error::corrupt(
-                                obj,
-                                "hash tree entry points outside the directory",
-                            ));
-                        }
-                        // Bit 0 of a stored hash flags a collision run.
-                        let hi = if i + 1 < count {
-                            entry_hash(b, entries, i + 1) & !1
-                        } else {
-                            0xffff_fffe
-                        };
-                        kids.push((c, h & !1, hi));
+            let kids = self.cache_read_with(pblk, |b| -> Result<(Vec<Child>, u8)> {
+                let (entries, count, levels) = self.dx_header(dir, b, root, obj, None)?;
+                let mut kids = Vec::with_capacity(count);
+                let mut prev = 0u32;
+                for i in 0..count {
+                    let h = entry_hash(b, entries, i);
+                    if i > 1 && h < prev {
+                        return Err(Error::corrupt(
+                            obj,
+                            "hash tree entries are not in hash order",
+                        ));
                     }
-                    Ok((kids, levels))
-                })??;
+                    prev = h;
+                    let c = entry_block(b, entries, i);
+                    if c == 0 || c as u64 >= nblocks {
+                        return Err(Error::corrupt(
+                            obj,
+                            "hash tree entry points outside the directory",
+                        ));
+                    }
+                    // Bit 0 of a stored hash flags a collision run.
+                    let hi = if i + 1 < count {
+                        entry_hash(b, entries, i + 1) & !1
+                    } else {
+                        0xffff_fffe
+                    };
+                    kids.push((c, h & !1, hi));
+                }
+                Ok((kids, levels))
+            })??;
             let below = if root {
                 let levels = kids.1 as usize;
                 if levels >= max_levels {
