@@ -132,8 +132,11 @@ enum Cmd {
         path: OsString,
         dest: PathBuf,
     },
-    /// Check the whole filesystem's consistency (checksums, bitmaps,
-    /// inodes, extent trees, directories, xattrs). Exit 0 clean, 1 problems.
+    /// Check the whole filesystem's consistency, read-only, by e2fsck's
+    /// rules: checksums, bitmaps and free counts, inodes, extent trees,
+    /// directories and hash trees, link counts, xattrs, and the journal
+    /// superblock, MMP block and quota inode numbers. Exit 0 clean, 1
+    /// problems found, 2 cannot open.
     ///
     /// Example: ext4-image disk.img check --data
     Check {
