@@ -528,6 +528,14 @@ fn special_objects_and_directory_blocks_agree_with_e2fsck() {
         },
         Some(("block 1 ", "directory block is not allocated")),
     );
+    // orphan_present over an orphan file that lists nobody.
+    let orphans = build("orphans.img", &["-t", "ext4", "-O", "orphan_file"]);
+    agree(
+        &orphans,
+        "orphan-present",
+        ssv("feature orphan_present"),
+        Some(("superblock", "orphan file lists no inode")),
+    );
     // A hashed directory (e2fsck -D indexes it) under a new hash seed:
     // every leaf's names now hash outside their index ranges.
     let many = scratch().join("many");
@@ -623,6 +631,7 @@ fn corpus_damage_is_named() {
         ("f_short_encrypted_dirent", "shorter than one cipher block"),
         ("f_inlinedir_bad_symlink", "symlink target holds a NUL"),
         ("f_h_reindex", "hash tree leaf hashes"),
+        ("f_clear_orphan_file", "orphan file lists no inode"),
         ("f_quota_deallocate_inode", "symlink target holds a NUL"),
     ] {
         let gz = fs::File::open(corpus.join(format!("{file}.img.gz"))).unwrap();
@@ -677,6 +686,6 @@ fn corpus_clean_stays_clean() {
     println!("check flags {flagged} of the {damaged} corpus images e2fsck -fn flags");
     assert!(false_pos.is_empty(), "{}", false_pos.join("\n"));
     // Before the global checks: 44 of 87; before the journal, MMP, quota,
-    // directory-block, symlink and hash-range checks: 72.
-    assert!(flagged >= 84, "only {flagged} of {damaged} flagged");
+    // directory-block, symlink, hash-range and orphan-file checks: 72.
+    assert!(flagged >= 85, "only {flagged} of {damaged} flagged");
 }

@@ -1,5 +1,6 @@
 //! The objects the superblock points at that no inode walk reaches: the
-//! journal's own superblock, the MMP block and the quota inode numbers.
+//! journal's own superblock, the MMP block, the quota inode numbers and
+//! the orphan file's contents.
 //! Each rule is one `e2fsck` enforces before its passes (a journal
 //! superblock it calls corrupt, an MMP block with a bad magic number, a
 //! quota inode number it calls invalid), and nothing it lets pass.
@@ -57,6 +58,46 @@ impl<D: BlockDevice> Volume<D> {
         if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum != 0 {
             self.check_journal_sb(sb.journal_inum, sink);
         }
+        if sb.has_ro_compat(ro_compat::ORPHAN_PRESENT) {
+            self.check_orphans_present(rs.orphan_file_inum.get(), sink);
+        }
+    }
+
+    /// `orphan_present` says the orphan file lists inodes; e2fsck calls
+    /// the flag wrong when the file is empty (or missing).
+    fn check_orphans_present(&self, ino: u32, sink: &mut Sink<'_>) {
+        let sb = self.sb();
+        if !sb.has_compat(compat::ORPHAN_FILE) || ino == 0 {
+            return sink.put(Error::corrupt(
+                Object::Superblock,
+                "orphan_present is set but there is no orphan file",
+            ));
+        }
+        // A broken orphan file inode is reported by the inode walk.
+        let Ok(inode) = self.inode(ino) else {
+            return;
+        };
+        let bs = sb.block_size as u64;
+        // Each block: inode numbers, then an 8-byte tail (magic, checksum).
+        let slots = (bs as usize - 8) / 4;
+        let nblocks = (inode.size / bs).min(sb.blocks_count);
+        for lblk in 0..nblocks {
+            let Ok(Run::Mapped { pblk, .. }) = self.map_block(&inode, lblk) else {
+                return;
+            };
+            let listed = self.cache_read_with(pblk, |b| {
+                b[..slots * 4].chunks_exact(4).any(|w| w != [0; 4])
+            });
+            match listed {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(e) => return sink.put(e),
+            }
+        }
+        sink.put(Error::corrupt(
+            Object::Superblock,
+            "orphan_present is set but the orphan file lists no inode",
+        ));
     }
 
     fn check_mmp(&self, blk: u64, sink: &mut Sink<'_>) {
