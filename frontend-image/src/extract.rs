@@ -1028,19 +1028,6 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Ask the kernel to start reading `len` bytes of the image from block
-    /// `pblk` on (a hint: errors are ignored).
-    fn prefetch(&self, pblk: u64, len: u64) {
-        let (Some(off), Ok(len)) = (pblk.checked_mul(self.bs), i64::try_from(len)) else {
-            return;
-        };
-        let Ok(off) = i64::try_from(off) else { return };
-        // SAFETY: plain values on a descriptor the volume keeps open.
-        unsafe {
-            libc::posix_fadvise(self.image, off, len, libc::POSIX_FADV_WILLNEED);
-        }
-    }
-
     /// Copy pieces of a shared big file until none is left (or one failed).
     fn share(&self, w: &mut Worker, sh: &Shared) {
         loop {
@@ -1061,12 +1048,6 @@ impl Ctx<'_> {
                     }
                 }
             };
-            // Several workers reading pieces of one file through one
-            // descriptor confuse the kernel's readahead (one state per open
-            // file): cold, it read a quarter more than the file, in small
-            // requests. Asking for the whole piece up front reads it in
-            // large requests instead.
-            self.prefetch(pblk, to - from);
             let mut piece = Piece { sh, result: None };
             piece.result = Some(self.copy_mapped(w, &sh.file, &sh.inode, pblk, from, to));
         }
