@@ -245,13 +245,6 @@ const KERNEL_COPY_MIN: u64 = 64 << 10;
 const BATCH_FILES: usize = 32;
 const BATCH_BYTES: u64 = 4 << 20;
 
-/// Files at least this long are copied by every idle worker at once, each
-/// taking the next piece (at most `SHARE_PIECE` bytes of a written run)
-/// from a shared walk of the block map: one big file keeps every core
-/// copying instead of one.
-const SHARE_MIN: u64 = 32 << 20;
-const SHARE_PIECE: u64 = 8 << 20;
-
 /// A directory being filled. Its attributes are applied once nothing more
 /// can happen inside it or below it (so its times are the image's), which
 /// `pending` counts: its own listing, plus each subdirectory, batch of
@@ -317,8 +310,6 @@ enum Task {
     Files(Arc<DirNode>, Vec<FileJob>),
     /// One entry (extracting a single non-directory).
     Entry(Arc<DirNode>, Ent, Vec<u8>),
-    /// Copy pieces of a big file until none is left.
-    Share(Arc<Shared>),
 }
 
 /// A name of a multiply-linked inode met while its first name was still
@@ -363,119 +354,6 @@ impl Drop for Done<'_, '_> {
 /// Per worker: one buffer, reused for every file.
 struct Worker {
     buf: Vec<u8>,
-}
-
-/// Walks a file's block map and hands out its written runs, split into
-/// pieces of at most a given number of blocks; holes and unwritten
-/// extents are stepped over (they stay unwritten in the copy).
-struct MapCursor {
-    lblk: u64,
-    /// Blocks covering the size (past `MAX_LBLK` nothing can be mapped:
-    /// it reads as a hole).
-    blocks: u64,
-    size: u64,
-    /// Blocks mapped so far: pointer blocks reused under many slots map
-    /// far more blocks than exist (an indirect block pointing at itself
-    /// under a 1 TiB size: 16 GiB written from a 128 KiB image), and no
-    /// valid file maps more blocks than the filesystem has.
-    mapped: u64,
-}
-
-impl MapCursor {
-    fn new(size: u64, bs: u64) -> Self {
-        MapCursor {
-            lblk: 0,
-            blocks: size.div_ceil(bs).min(MAX_LBLK),
-            size,
-            mapped: 0,
-        }
-    }
-
-    /// The next piece to copy: (image block, first file byte, end byte).
-    fn next(
-        &mut self,
-        cx: &Ctx<'_>,
-        inode: &Inode,
-        max: u64,
-    ) -> Result<Option<(u64, u64, u64)>, String> {
-        let bs = cx.bs;
-        while self.lblk < self.blocks {
-            let lblk = self.lblk;
-            let run = cx
-                .vol
-                .map_block(inode, lblk)
-                .map_err(|e| format!("mapping byte {}: {e}", lblk * bs))?;
-            let len = run.len().max(1);
-            let Run::Mapped {
-                pblk, unwritten, ..
-            } = run
-            else {
-                self.lblk = lblk.saturating_add(len);
-                continue;
-            };
-            let take = if unwritten { len } else { len.min(max.max(1)) };
-            self.mapped = self.mapped.saturating_add(take);
-            if self.mapped > cx.vol.sb().blocks_count {
-                return Err(format!(
-                    "inode {}: block map maps more blocks than the filesystem has",
-                    inode.ino
-                ));
-            }
-            self.lblk = lblk.saturating_add(take);
-            if !unwritten {
-                let to = self.lblk.saturating_mul(bs).min(self.size);
-                return Ok(Some((pblk, lblk * bs, to)));
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// A big file being copied by several workers (see `SHARE_MIN`).
-struct Shared {
-    /// A descriptor of its own (the owner's closes when it is done).
-    file: File,
-    inode: Inode,
-    state: Mutex<ShareState>,
-    /// Signalled when the last piece being copied is done.
-    idle: Condvar,
-}
-
-struct ShareState {
-    cursor: MapCursor,
-    /// Pieces being copied now.
-    copying: usize,
-    /// Where the written data ends (the furthest end of a piece).
-    end: u64,
-    /// The first failure; no piece is handed out after it.
-    err: Option<String>,
-}
-
-/// A piece being copied: its end is recorded when dropped, also while
-/// unwinding, so the file's owner never waits for a worker that died.
-struct Piece<'a> {
-    sh: &'a Shared,
-    result: Option<Result<u64, String>>,
-}
-
-impl Drop for Piece<'_> {
-    fn drop(&mut self) {
-        let mut st = lock(&self.sh.state);
-        st.copying -= 1;
-        match self.result.take() {
-            Some(Ok(end)) => st.end = st.end.max(end),
-            Some(Err(e)) => {
-                st.err.get_or_insert(e);
-            }
-            None => {
-                st.err
-                    .get_or_insert_with(|| "a worker copying it panicked".into());
-            }
-        }
-        if st.copying == 0 {
-            self.sh.idle.notify_all();
-        }
-    }
 }
 
 struct Ctx<'a> {
@@ -610,7 +488,6 @@ impl Ctx<'_> {
                 self.flush(w, &dir, &mut l.batch);
                 self.release(dir);
             }
-            Task::Share(sh) => self.share(w, &sh),
         }
     }
 
@@ -984,41 +861,42 @@ impl Ctx<'_> {
         if inode.has_flag(iflags::INLINE_DATA) || inode.has_flag(iflags::ENCRYPT) {
             // No block map: the engine reads it (or says why it cannot).
             end = self.copy_read(w, file, &inode, 0, size)?;
-        } else if size >= SHARE_MIN && self.jobs > 1 {
-            // The helpers get a descriptor of their own, so one that runs
-            // after this returns can never write to a reused number.
-            let dup = file
-                .try_clone()
-                .map_err(|e| format!("cannot duplicate the descriptor: {}", io_msg(&e)))?;
-            let sh = Arc::new(Shared {
-                file: dup,
-                inode,
-                state: Mutex::new(ShareState {
-                    cursor: MapCursor::new(size, self.bs),
-                    copying: 0,
-                    end: 0,
-                    err: None,
-                }),
-                idle: Condvar::new(),
-            });
-            for _ in 1..self.jobs {
-                self.push(Task::Share(sh.clone()));
-            }
-            self.share(w, &sh);
-            // Wait for the pieces others are still copying (never for
-            // anything else: a piece only copies, so this ends).
-            let mut st = lock(&sh.state);
-            while st.copying > 0 {
-                st = sh.idle.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
-            if let Some(e) = st.err.take() {
-                return Err(e);
-            }
-            end = st.end;
         } else {
-            let mut cur = MapCursor::new(size, self.bs);
-            while let Some((pblk, from, to)) = cur.next(self, &inode, u64::MAX)? {
-                end = self.copy_mapped(w, file, &inode, pblk, from, to)?;
+            let bs = self.bs;
+            // Blocks past MAX_LBLK cannot be mapped: they read as a hole.
+            let blocks = size.div_ceil(bs).min(MAX_LBLK);
+            let mut lblk = 0u64;
+            // Pointer blocks reused under many slots map far more blocks
+            // than exist (an indirect block pointing at itself under a
+            // 1 TiB size: 16 GiB written from a 128 KiB image): no valid
+            // file maps more blocks than the filesystem has.
+            let mut mapped = 0u64;
+            while lblk < blocks {
+                let run = self
+                    .vol
+                    .map_block(&inode, lblk)
+                    .map_err(|e| format!("mapping byte {}: {e}", lblk * bs))?;
+                let len = run.len().max(1);
+                if let Run::Mapped { len, .. } = run {
+                    mapped = mapped.saturating_add(len);
+                    if mapped > self.vol.sb().blocks_count {
+                        return Err(format!(
+                            "inode {}: block map maps more blocks than the filesystem has",
+                            attr.ino
+                        ));
+                    }
+                }
+                if let Run::Mapped {
+                    pblk,
+                    unwritten: false,
+                    ..
+                } = run
+                {
+                    let from = lblk * bs;
+                    let to = lblk.saturating_add(len).saturating_mul(bs).min(size);
+                    end = self.copy_mapped(w, file, &inode, pblk, from, to)?;
+                }
+                lblk = lblk.saturating_add(len);
             }
         }
         if end != size {
@@ -1026,31 +904,6 @@ impl Ctx<'_> {
                 .map_err(|e| format!("cannot set the length: {}", io_msg(&e)))?;
         }
         Ok(())
-    }
-
-    /// Copy pieces of a shared big file until none is left (or one failed).
-    fn share(&self, w: &mut Worker, sh: &Shared) {
-        loop {
-            let (pblk, from, to) = {
-                let mut st = lock(&sh.state);
-                if st.err.is_some() {
-                    return;
-                }
-                match st.cursor.next(self, &sh.inode, SHARE_PIECE / self.bs) {
-                    Ok(Some(p)) => {
-                        st.copying += 1;
-                        p
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        st.err = Some(e);
-                        return;
-                    }
-                }
-            };
-            let mut piece = Piece { sh, result: None };
-            piece.result = Some(self.copy_mapped(w, &sh.file, &sh.inode, pblk, from, to));
-        }
     }
 
     /// Copy file bytes `from..to`, which live at block `pblk` of the image

@@ -1592,25 +1592,24 @@ fn debugfs_written(img: &Path, path: &str, size: u64) -> Vec<(u64, u64)> {
     segs
 }
 
-/// Files above the size shared out among workers (32 MiB) are copied in
-/// pieces by several workers: extracted with 1, 2 and 4 workers, their
-/// bytes equal `debugfs rdump`'s and the source's, and their holes
-/// (SEEK_HOLE) are exactly where the image maps no written extent
-/// (debugfs `stat`), the unwritten extent in the middle included, though
-/// the blocks under it hold old data. (rdump itself writes holes out as
-/// zeros, so its map is no oracle.) Also, as root: a setgid DEST of
-/// another group and umask 077 change what a new file gets, and owners
-/// and modes still come out as the source's.
+/// Big sparse files, extracted with 1, 2 and 4 workers: their bytes equal
+/// `debugfs rdump`'s and the source's, and their holes (SEEK_HOLE) are
+/// exactly where the image maps no written extent (debugfs `stat`), the
+/// unwritten extent in the middle included, though the blocks under it
+/// hold old data. (rdump itself writes holes out as zeros, so its map is
+/// no oracle.) Also, as root: a setgid DEST of another group and umask 077
+/// change what a new file gets, and owners and modes still come out as
+/// the source's (extract skips chown/chmod only where fstat shows them
+/// already right).
 #[test]
-fn extract_big_files_in_pieces() {
+fn extract_big_sparse_files_and_modes() {
     const MIB: u64 = 1 << 20;
-    let base = fresh_dir("pieces");
+    let base = fresh_dir("bigsparse");
     let src = base.join("src");
     fs::create_dir_all(src.join("sub")).unwrap();
     // big: data 0..13 MiB, hole to 30 MiB (of which 17..26 MiB becomes
-    // an unwritten extent below), data 30..48 MiB (pieces split its
-    // extent). tail: 33 MiB of data, then a hole to 41 MiB (the length
-    // is set at the end).
+    // an unwritten extent below), data 30..48 MiB. tail: 33 MiB of data,
+    // then a hole to 41 MiB (the length is set at the end).
     {
         let f = fs::File::create(src.join("big")).unwrap();
         f.write_all_at(&pattern(13 * MIB as usize, 1), 0).unwrap();
@@ -1641,7 +1640,7 @@ fn extract_big_files_in_pieces() {
     for p in ["big", "sub/tail", "sub"] {
         set_mtime(&src.join(p), 1_500_000_000);
     }
-    let img = base.join("pieces.img");
+    let img = base.join("bigsparse.img");
     run_ok(
         "mke2fs",
         &[
@@ -1684,7 +1683,7 @@ fn extract_big_files_in_pieces() {
     assert_eq!(maps[0], [(0, 13 * MIB), (30 * MIB, 48 * MIB)], "image map");
     assert_eq!(maps[1], [(0, 33 * MIB + 4096)], "image map");
 
-    let rd = fresh_dir("pieces-rdump");
+    let rd = fresh_dir("bigsparse-rdump");
     debugfs(&img, &format!("rdump / {}", rd.display()));
     let (src_snap, _) = snapshot(&src);
     let src_data = contents(&src, &src_snap);
