@@ -65,7 +65,7 @@ fresh_dest() {
     sync
 }
 # run NAME CMD... : time one run in a fresh destination, leave
-# "seconds kbytes" in $result.
+# "seconds kbytes cpu-seconds" in $result.
 run() {
     fresh_dest
     run_here "$@"
@@ -73,15 +73,16 @@ run() {
 run_here() {
     local log=$out/time.log
     /usr/bin/time -v -o "$log" "$@" >/dev/null 2>"$out/stderr.log" || true
-    local wall rss
+    local wall rss cpu
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log")
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+    cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.2f", s}' "$log")
     result="$(python3 -c "
 import sys
 p = sys.argv[1].split(':')
 s = 0.0
 for x in p: s = s * 60 + float(x)
-print('%.2f' % s)" "$wall") $rss"
+print('%.2f' % s)" "$wall") $rss $cpu"
 }
 
 declare -A T
@@ -155,8 +156,9 @@ rm -rf "$dest" "$destimg"
 
 t() { echo "${T[$1]}" | cut -d' ' -f1; }
 m() { echo "${T[$1]}" | cut -d' ' -f2; }
+c() { echo "${T[$1]}" | cut -d' ' -f3; }
 
-printf '\n%-34s %9s %9s %12s\n' "run" "cold s" "warm s" "peak RSS MiB"
+printf '\n%-34s %9s %9s %11s %12s\n' "run" "cold s" "warm s" "warm CPU s" "peak RSS MiB"
 for k in ours_extract debugfs_rdump ours_check ours_check1 e2fsck; do
     case $k in
         ours_extract) name="ext4-image extract /" ;;
@@ -166,7 +168,7 @@ for k in ours_extract debugfs_rdump ours_check ours_check1 e2fsck; do
         e2fsck) name="e2fsck -fn" ;;
     esac
     rss=$(( $(m $k.cold) > $(m $k.warm) ? $(m $k.cold) : $(m $k.warm) ))
-    printf '%-34s %9s %9s %12s\n' "$name" "$(t $k.cold)" "$(t $k.warm)" "$((rss / 1024))"
+    printf '%-34s %9s %9s %11s %12s\n' "$name" "$(t $k.cold)" "$(t $k.warm)" "$(c $k.warm)" "$((rss / 1024))"
 done
 echo
 printf '%-44s %7s %7s  %s\n' "ratio" "cold" "warm" "target"
