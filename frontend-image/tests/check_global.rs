@@ -29,12 +29,15 @@ fn scratch() -> &'static Path {
     common::scratch("check-global")
 }
 
-/// A small tree: files, a hard link, nested directories.
+/// A small tree: files, a hard link, nested directories. Made once: tests
+/// run in parallel, and one must not build from another's half-made tree.
 fn tree() -> PathBuf {
+    static TREE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TREE.get_or_init(make_tree).clone()
+}
+
+fn make_tree() -> PathBuf {
     let src = scratch().join("src");
-    if src.exists() {
-        return src;
-    }
     fs::create_dir_all(src.join("d1/d2")).unwrap();
     fs::create_dir_all(src.join("d3")).unwrap();
     let data = |n: usize| (0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>();
