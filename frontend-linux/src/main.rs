@@ -231,7 +231,20 @@ fn run(opts: &Options) -> Result<(), String> {
     // need an open(2). On an inherited descriptor there is no path to
     // open, so all workers read the one descriptor.
     let threads = opts.threads.unwrap_or_else(default_threads);
-    let fuse = Arc::new(fuse);
+    // One worker polls for requests (spin=), the others sleep, so at most
+    // one CPU is kept awake. It needs a descriptor of its own: on a shared
+    // one (inherited) every worker would poll.
+    let spin = (opts.spin_us() > 0 && inherited_fuse.is_none())
+        .then(|| std::time::Duration::from_micros(opts.spin_us()));
+    let poll = |c: &mut DevFuse, window| {
+        if let Err(e) = c.spin(window) {
+            log::error(format_args!(
+                "spin={}: {e}; workers only sleep",
+                opts.spin_us()
+            ));
+        }
+    };
+    let mut fuse = Arc::new(fuse);
     let mut channels: Vec<Arc<dyn Channel>> = Vec::with_capacity(threads);
     for _ in 1..threads {
         if inherited_fuse.is_some() {
@@ -239,13 +252,23 @@ fn run(opts: &Options) -> Result<(), String> {
             continue;
         }
         match fuse.clone_session() {
-            Ok(c) => channels.push(Arc::new(c)),
+            Ok(mut c) => {
+                if let (Some(w), true) = (spin, channels.is_empty()) {
+                    poll(&mut c, w);
+                }
+                channels.push(Arc::new(c))
+            }
             Err(e) => {
                 log::error(format_args!(
                     "FUSE_DEV_IOC_CLONE failed ({e}); using fewer workers"
                 ));
                 break;
             }
+        }
+    }
+    if let (Some(w), true) = (spin, channels.is_empty()) {
+        if let Some(f) = Arc::get_mut(&mut fuse) {
+            poll(f, w);
         }
     }
     channels.push(fuse as Arc<dyn Channel>);

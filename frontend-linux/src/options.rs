@@ -21,6 +21,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         uid=N, gid=N         report every file as owned by this uid / gid\n  \
         cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
         threads=N            FUSE worker threads\n  \
+        spin=USEC            one worker polls this long for the next request before\n                       sleeping (default 50; 0: never), which spares a client\n                       waiting on it the wake-up of an idle CPU\n  \
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it\n  \
         user=NAME            user the server switches to once started (default nobody)\n  \
         nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
@@ -61,6 +62,20 @@ pub struct Options {
     pub user: Option<String>,
     /// `nosandbox`: skip the user switch, capability drop and seccomp.
     pub nosandbox: bool,
+    /// `spin=`: microseconds a worker polls for the next request before
+    /// sleeping (0: never; `None`: [`DEFAULT_SPIN_US`]).
+    pub spin_us: Option<u64>,
+}
+
+/// Default `spin=`: long enough to cover a client's turnaround between two
+/// requests (a random-read loop), short enough that an idle mount costs
+/// nothing.
+pub const DEFAULT_SPIN_US: u64 = 50;
+
+impl Options {
+    pub fn spin_us(&self) -> u64 {
+        self.spin_us.unwrap_or(DEFAULT_SPIN_US)
+    }
 }
 
 impl Options {
@@ -124,6 +139,15 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
             o.threads = Some(n);
         }
         ("nosandbox", None) => o.nosandbox = true,
+        ("spin", Some(v)) => {
+            let n: u64 = number(name, v)?;
+            if n > 10_000 {
+                return Err(OptionError(format!(
+                    "mount option spin={n}: must be 0..10000 (microseconds)"
+                )));
+            }
+            o.spin_us = Some(n);
+        }
         ("iomap", Some(v)) => {
             o.iomap = IomapMode::parse(v).ok_or_else(|| {
                 OptionError(format!("mount option iomap={v}: must be auto, on or off"))
@@ -137,6 +161,11 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
         ("threads", None) => {
             return Err(OptionError(
                 "mount option threads needs a value (threads=...)".into(),
+            ))
+        }
+        ("spin", None) => {
+            return Err(OptionError(
+                "mount option spin needs a value (spin=MICROSECONDS)".into(),
             ))
         }
         _ => return Err(OptionError(format!("unknown mount option '{opt}'"))),
@@ -190,6 +219,10 @@ mod tests {
         assert!(e(&["a", "b", "-o", "threads"]).contains("needs a value"));
         assert!(e(&["a", "b", "-o", "iomap=maybe"]).contains("auto, on or off"));
         assert!(e(&["a", "b", "-o", "iomap"]).contains("needs a value"));
+        assert!(e(&["a", "b", "-o", "spin"]).contains("needs a value"));
+        assert!(e(&["a", "b", "-o", "spin=20000"]).contains("0..10000"));
+        assert_eq!(p(&["a", "b"]).unwrap().spin_us(), DEFAULT_SPIN_US);
+        assert_eq!(p(&["a", "b", "-o", "spin=0"]).unwrap().spin_us(), 0);
         assert_eq!(p(&["a", "b"]).unwrap().iomap, IomapMode::Auto);
         assert_eq!(
             p(&["a", "b", "-o", "iomap=on"]).unwrap().iomap,

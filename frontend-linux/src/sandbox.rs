@@ -259,6 +259,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
+    // Workers that poll for requests sleep in poll(2) (see channel.rs).
+    libc::SYS_poll,
+    libc::SYS_ppoll,
 ];
 
 fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, String> {
