@@ -9,16 +9,14 @@
 //! `target/ext4-bench-images/`.
 
 use std::fs::File;
-use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::FileDev;
+use common::{iomap_walk, FileDev};
 use criterion::{criterion_group, criterion_main, Criterion};
-use ext4_engine::iomap::op;
 use ext4_engine::{OpenOptions, Volume, ROOT_INO};
 
 const DEV: u32 = 1;
@@ -54,16 +52,7 @@ fn ino(vol: &Volume<FileDev>, name: &str) -> (u32, u64) {
 
 /// `iomap_begin` from `from` to maxbytes; the number of answers.
 fn past_eof(vol: &Volume<FileDev>, ino: u32, from: u64) -> u64 {
-    let max = vol.maxbytes();
-    let (mut pos, mut n) = (from, 0);
-    while pos < max && n < MAX_ANSWERS {
-        let (m, _) = vol
-            .iomap_begin(ino, pos, max - pos, op::REPORT, DEV)
-            .expect("iomap_begin");
-        pos = black_box(m.offset + m.length);
-        n += 1;
-    }
-    n
+    iomap_walk(vol, ino, from, vol.maxbytes(), MAX_ANSWERS)
 }
 
 fn whole(vol: &Volume<FileDev>, ino: u32) -> u64 {

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{randoms, FileDev};
+use common::{iomap_walk, randoms, FileDev};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ext4_engine::iomap::op;
 use ext4_engine::{OpenOptions, Volume, ROOT_INO};
 
 const EXTENTS: u64 = 10_000;
@@ -69,21 +68,7 @@ fn target(vol: &Volume<FileDev>) -> (u32, u64) {
 
 /// A FIEMAP-style walk by `iomap_begin`; returns the number of calls.
 fn walk(vol: &Volume<FileDev>, ino: u32, size: u64) -> u64 {
-    walk_calls(vol, ino, size, u64::MAX)
-}
-
-/// The first `max` calls of a walk.
-fn walk_calls(vol: &Volume<FileDev>, ino: u32, size: u64, max: u64) -> u64 {
-    let mut pos = 0;
-    let mut n = 0;
-    while pos < size && n < max {
-        let (r, _) = vol
-            .iomap_begin(ino, pos, size - pos, op::REPORT, DEV)
-            .expect("iomap_begin");
-        pos = black_box(r.offset + r.length);
-        n += 1;
-    }
-    n
+    iomap_walk(vol, ino, 0, size, u64::MAX)
 }
 
 fn probe(vol: &Volume<FileDev>, ino: u32, positions: &[u64]) {
@@ -168,7 +153,7 @@ fn summary(img: &Path) {
         (
             "4 KiB cache budget, sequential walk",
             per_call(3, TINY_CALLS, tiny, |v| {
-                walk_calls(v, ino, size, TINY_CALLS);
+                iomap_walk(v, ino, 0, size, TINY_CALLS);
             }),
         ),
         (

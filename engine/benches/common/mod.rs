@@ -10,6 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ext4_engine::iomap::op;
 use ext4_engine::{BlockDevice, IoError, OpenOptions, Volume};
 
 pub struct FileDev {
@@ -99,4 +100,18 @@ pub fn randoms(n: usize, below: u64, mut s: u64) -> Vec<u64> {
             s % below
         })
         .collect()
+}
+
+/// A FIEMAP-style walk by `iomap_begin` (REPORT) from `from` up to `end`,
+/// at most `max` calls; returns the number of calls made.
+pub fn iomap_walk(vol: &Volume<FileDev>, ino: u32, from: u64, end: u64, max: u64) -> u64 {
+    let (mut pos, mut n) = (from, 0);
+    while pos < end && n < max {
+        let (m, _) = vol
+            .iomap_begin(ino, pos, end - pos, op::REPORT, 1)
+            .expect("iomap_begin");
+        pos = std::hint::black_box(m.offset + m.length);
+        n += 1;
+    }
+    n
 }
