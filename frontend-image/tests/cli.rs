@@ -53,6 +53,14 @@ fn run_ok(prog: &str, args: &[&str]) -> Output {
     ok(o, &format!("{prog} {args:?}"))
 }
 
+/// `mke2fs -F -q -t ext4 EXTRA... -d SRC IMG SIZE`.
+fn mkfs_ext4(src: &Path, img: &Path, extra: &[&str], size: &str) {
+    let mut args = vec!["-F", "-q", "-t", "ext4"];
+    args.extend_from_slice(extra);
+    args.extend(["-d", src.to_str().unwrap(), img.to_str().unwrap(), size]);
+    run_ok("mke2fs", &args);
+}
+
 fn debugfs(img: &Path, req: &str) -> String {
     let o = cmd("debugfs")
         .args(["-R", req])
@@ -1138,21 +1146,7 @@ fn extract_never_writes_outside_dest() {
     fs::create_dir(src.join("lnk2")).unwrap();
     fs::write(src.join("lnk2/payload"), b"through the link").unwrap();
     let img = base.join("t.img");
-    run_ok(
-        "mke2fs",
-        &[
-            "-F",
-            "-q",
-            "-t",
-            "ext4",
-            "-O",
-            "^metadata_csum,^dir_index",
-            "-d",
-            src.to_str().unwrap(),
-            img.to_str().unwrap(),
-            "8M",
-        ],
-    );
+    mkfs_ext4(&src, &img, &["-O", "^metadata_csum,^dir_index"], "8M");
     assert_eq!(patch(&img, b"zzevil_escape1", b"../../../evil1"), 1);
     assert_eq!(patch(&img, b"ZQ", b".."), 1);
     assert_eq!(patch(&img, b"lnk2", b"lnk1"), 1);
@@ -1450,23 +1444,12 @@ fn extract_parallel_equals_serial_and_rdump() {
         set_mtime(&src.join(d), 1_600_000_000 + k as i64 * 1000);
     }
     let img = base.join("p.img");
-    let (s, p) = (src.to_str().unwrap(), img.to_str().unwrap());
-    run_ok(
-        "mke2fs",
-        &[
-            "-F",
-            "-q",
-            "-t",
-            "ext4",
-            "-O",
-            "metadata_csum,64bit",
-            "-b",
-            "4096",
-            "-d",
-            s,
-            p,
-            "64M",
-        ],
+    let p = img.to_str().unwrap();
+    mkfs_ext4(
+        &src,
+        &img,
+        &["-O", "metadata_csum,64bit", "-b", "4096"],
+        "64M",
     );
     // Blocks 16..=255 of /prealloc become unwritten; put old data under
     // some of them, which must not come out.
@@ -1641,21 +1624,7 @@ fn extract_big_sparse_files_and_modes() {
         set_mtime(&src.join(p), 1_500_000_000);
     }
     let img = base.join("bigsparse.img");
-    run_ok(
-        "mke2fs",
-        &[
-            "-F",
-            "-q",
-            "-t",
-            "ext4",
-            "-b",
-            "4096",
-            "-d",
-            src.to_str().unwrap(),
-            img.to_str().unwrap(),
-            "160M",
-        ],
-    );
+    mkfs_ext4(&src, &img, &["-b", "4096"], "160M");
     let p = img.to_str().unwrap();
     run_ok(
         "debugfs",
@@ -1752,21 +1721,7 @@ fn check_flags_entries_their_inodes_contradict() {
         fs::write(src.join(n), pattern(3000, 7)).unwrap();
     }
     let img = base.join("t.img");
-    run_ok(
-        "mke2fs",
-        &[
-            "-F",
-            "-q",
-            "-t",
-            "ext4",
-            "-O",
-            "metadata_csum",
-            "-d",
-            src.to_str().unwrap(),
-            img.to_str().unwrap(),
-            "16M",
-        ],
-    );
+    mkfs_ext4(&src, &img, &["-O", "metadata_csum"], "16M");
     let o = tool(&img, &["check"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let cases = [
