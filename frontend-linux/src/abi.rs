@@ -226,6 +226,18 @@ pub struct InHeader {
     pub padding: u16,
 }
 
+impl InHeader {
+    /// A whole request as the kernel frames it: this header, with `len`
+    /// set, followed by `body`. For the stand-ins that drive a session
+    /// over a socket in tests.
+    pub fn frame(mut self, body: &[u8]) -> Vec<u8> {
+        self.len = (core::mem::size_of::<InHeader>() + body.len()) as u32;
+        let mut msg = self.as_bytes().to_vec();
+        msg.extend_from_slice(body);
+        msg
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct OutHeader {

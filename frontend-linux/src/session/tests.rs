@@ -200,8 +200,7 @@ impl Kernel {
 
     fn request(&mut self, op: u32, nodeid: u64, body: &[u8]) -> u64 {
         self.unique += 2;
-        let h = InHeader {
-            len: (IN_HEADER + body.len()) as u32,
+        let msg = InHeader {
             opcode: op,
             unique: self.unique,
             nodeid,
@@ -209,9 +208,8 @@ impl Kernel {
             gid: 100,
             pid: 1,
             ..Default::default()
-        };
-        let mut msg = h.as_bytes().to_vec();
-        msg.extend_from_slice(body);
+        }
+        .frame(body);
         self.send_raw(&msg);
         self.unique
     }

@@ -155,8 +155,7 @@ impl Model {
     pub fn request(&mut self, op: u32, nodeid: u64, body: &[u8]) -> u64 {
         self.unique += 2;
         *self.counters.requests.entry(op).or_default() += 1;
-        let h = InHeader {
-            len: (IN_HEADER + body.len()) as u32,
+        let msg = InHeader {
             opcode: op,
             unique: self.unique,
             nodeid,
@@ -164,9 +163,8 @@ impl Model {
             gid: 0,
             pid: 1,
             ..Default::default()
-        };
-        let mut msg = h.as_bytes().to_vec();
-        msg.extend_from_slice(body);
+        }
+        .frame(body);
         self.send_raw(&msg);
         self.unique
     }
