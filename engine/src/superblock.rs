@@ -167,6 +167,12 @@ pub struct Superblock {
     pub journal_inum: u32,
     pub journal_uuid: [u8; 16],
     pub last_orphan: u32,
+    /// Quota files: user, group, project (0: none).
+    pub quota_inums: [u32; 3],
+    pub orphan_file_inum: u32,
+    /// The MMP block (`mmp` feature).
+    pub mmp_block: u64,
+    pub prealloc_dir_blocks: u8,
     pub min_extra_isize: u16,
     pub want_extra_isize: u16,
     pub log_groups_per_flex: u8,
@@ -338,6 +344,14 @@ impl Superblock {
             journal_inum: raw.journal_inum.get(),
             journal_uuid: raw.journal_uuid,
             last_orphan: raw.last_orphan.get(),
+            quota_inums: [
+                raw.usr_quota_inum.get(),
+                raw.grp_quota_inum.get(),
+                raw.prj_quota_inum.get(),
+            ],
+            orphan_file_inum: raw.orphan_file_inum.get(),
+            mmp_block: raw.mmp_block.get(),
+            prealloc_dir_blocks: raw.prealloc_dir_blocks,
             min_extra_isize: raw.min_extra_isize.get(),
             want_extra_isize: raw.want_extra_isize.get(),
             log_groups_per_flex: raw.log_groups_per_flex,

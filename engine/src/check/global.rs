@@ -16,8 +16,6 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use zerocopy::FromBytes;
-
 use super::layout::{self, block_of, clusters_of, group_clusters, super_ranges, table_ranges};
 use super::tally::{f, Bits, Clusters, Dups, Inodes, Owner, Tally, INODE_COST};
 use super::{CheckOptions, CheckSummary, Sink};
@@ -25,7 +23,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
 use crate::inode::{flags, Inode};
-use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
+use crate::superblock::Superblock;
 use crate::volume::{Volume, ROOT_INO};
 
 /// Default byte budget of the global checks' state (one window holds
@@ -275,17 +273,9 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         let sb = vol.sb();
         let mut hidden = [0u32; 5];
         hidden[0] = sb.journal_inum;
-        let mut prealloc_dir_blocks = 0;
-        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
-        if vol.device().read_at(SUPERBLOCK_OFFSET, &mut raw).is_ok() {
-            if let Ok(r) = RawSuperblock::read_from_bytes(&raw) {
-                hidden[1] = r.usr_quota_inum.get();
-                hidden[2] = r.grp_quota_inum.get();
-                hidden[3] = r.prj_quota_inum.get();
-                hidden[4] = r.orphan_file_inum.get();
-                prealloc_dir_blocks = r.prealloc_dir_blocks as u64;
-            }
-        }
+        hidden[1..4].copy_from_slice(&sb.quota_inums);
+        hidden[4] = sb.orphan_file_inum;
+        let prealloc_dir_blocks = sb.prealloc_dir_blocks as u64;
         Checker {
             vol,
             opts: *opts,
@@ -533,18 +523,8 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             }
         }
         if sb.has_incompat(incompat::MMP) {
-            let mut raw = vec![0u8; SUPERBLOCK_SIZE];
-            if self
-                .vol
-                .device()
-                .read_at(SUPERBLOCK_OFFSET, &mut raw)
-                .is_ok()
-            {
-                if let Ok(r) = RawSuperblock::read_from_bytes(&raw) {
-                    let m = r.mmp_block.get();
-                    claim(m, m.saturating_add(1));
-                }
-            }
+            let m = sb.mmp_block;
+            claim(m, m.saturating_add(1));
         }
     }
 

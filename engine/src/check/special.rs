@@ -5,8 +5,6 @@
 //! superblock it calls corrupt, an MMP block with a bad magic number, a
 //! quota inode number it calls invalid), and nothing it lets pass.
 
-use alloc::vec;
-
 use zerocopy::FromBytes;
 
 use super::Sink;
@@ -16,7 +14,6 @@ use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
 use crate::journal::{self, JournalSuperblock};
 use crate::mmp::{self, RawMmp};
-use crate::superblock::{RawSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use crate::volume::Volume;
 
 /// Inode numbers `e2fsck` refuses as quota files: the reserved ones that
@@ -25,41 +22,25 @@ const NOT_QUOTA: [u32; 8] = [1, 2, 5, 6, 7, 8, 9, 10];
 
 impl<D: BlockDevice> Volume<D> {
     pub(super) fn check_special(&self, sink: &mut Sink<'_>) {
-        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
-        if let Err(e) = self.device().read_at(SUPERBLOCK_OFFSET, &mut raw) {
-            return sink.put(Error::Io(e));
-        }
-        let Ok(rs) = RawSuperblock::read_from_bytes(&raw) else {
-            return;
-        };
         let sb = self.sb();
         let quota = sb.has_ro_compat(ro_compat::QUOTA);
-        for (inum, which) in [
-            (
-                rs.usr_quota_inum.get(),
-                "superblock names an invalid user quota inode",
-            ),
-            (
-                rs.grp_quota_inum.get(),
-                "superblock names an invalid group quota inode",
-            ),
-            (
-                rs.prj_quota_inum.get(),
-                "superblock names an invalid project quota inode",
-            ),
-        ] {
+        for (inum, which) in sb.quota_inums.into_iter().zip([
+            "superblock names an invalid user quota inode",
+            "superblock names an invalid group quota inode",
+            "superblock names an invalid project quota inode",
+        ]) {
             if quota && inum != 0 && (inum > sb.inodes_count || NOT_QUOTA.contains(&inum)) {
                 sink.put(Error::corrupt(Object::Superblock, which));
             }
         }
         if sb.has_incompat(incompat::MMP) {
-            self.check_mmp(rs.mmp_block.get(), sink);
+            self.check_mmp(sb.mmp_block, sink);
         }
         if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum != 0 {
             self.check_journal_sb(sb.journal_inum, sink);
         }
         if sb.has_ro_compat(ro_compat::ORPHAN_PRESENT) {
-            self.check_orphans_present(rs.orphan_file_inum.get(), sink);
+            self.check_orphans_present(sb.orphan_file_inum, sink);
         }
     }
 
