@@ -499,7 +499,7 @@ impl Ctx<'_> {
                 return;
             }
             if let Some(a) = &node.attr {
-                self.finish(Target::Fd(node.fd()), &node.path, a);
+                self.finish(Target::Fd(node.fd()), &node.path, a, None);
             }
             match node.parent.clone() {
                 Some(p) => node = p,
@@ -840,7 +840,12 @@ impl Ctx<'_> {
             return false;
         }
         self.reports(path);
-        self.finish_file(&file, path, attr);
+        self.finish(
+            Target::Fd(file.as_raw_fd()),
+            path,
+            attr,
+            file.metadata().ok().as_ref(),
+        );
         true
     }
 
@@ -1015,7 +1020,7 @@ impl Ctx<'_> {
             self.error(path, format_args!("cannot create: {}", io_msg(&e)));
             return false;
         }
-        self.finish(Target::At(dfd, cn), path, attr);
+        self.finish(Target::At(dfd, cn), path, attr, None);
         true
     }
 
@@ -1041,56 +1046,28 @@ impl Ctx<'_> {
             self.error(path, format_args!("cannot create: {}", io_msg(&e)));
             return false;
         }
-        self.finish(Target::At(dfd, cn), path, attr);
+        self.finish(Target::At(dfd, cn), path, attr, None);
         true
     }
 
     /// Ownership, xattrs, mode, times — in that order: chown clears setuid
     /// bits and file capabilities, and times must come after everything
-    /// that touches the inode.
-    fn finish(&self, t: Target<'_>, path: &[u8], attr: &Attr) {
-        if self.as_root {
+    /// that touches the inode. `made` is what a regular file this run just
+    /// created got at creation (fstat, so umask, setgid directories and
+    /// default ACLs are accounted for): owner and mode are then set only
+    /// where they differ, which for most files saves two inode updates.
+    fn finish(&self, t: Target<'_>, path: &[u8], attr: &Attr, made: Option<&std::fs::Metadata>) {
+        if self.as_root && made.is_none_or(|m| m.uid() != attr.uid || m.gid() != attr.gid) {
             if let Err(e) = t.chown(attr.uid, attr.gid) {
                 self.error(path, format_args!("cannot set owner: {}", io_msg(&e)));
             }
         }
-        self.xattrs(t, path, attr.ino);
-        if attr.kind != FileType::Symlink {
-            if let Err(e) = t.chmod(attr.mode & 0o7777) {
-                self.error(path, format_args!("cannot set mode: {}", io_msg(&e)));
-            }
-        }
-        if let Err(e) = t.times(attr) {
-            self.error(path, format_args!("cannot set times: {}", io_msg(&e)));
-        }
-    }
-
-    /// [`Ctx::finish`] for a regular file this run just created: owner
-    /// and mode are set only where they differ from what the file got at
-    /// creation (fstat says, so umask, setgid directories and default ACLs
-    /// are all accounted for), which for most files saves two inode
-    /// updates.
-    fn finish_file(&self, file: &File, path: &[u8], attr: &Attr) {
-        let t = Target::Fd(file.as_raw_fd());
-        let now = file.metadata().ok();
-        if self.as_root
-            && now
-                .as_ref()
-                .is_none_or(|m| m.uid() != attr.uid || m.gid() != attr.gid)
-        {
-            if let Err(e) = t.chown(attr.uid, attr.gid) {
-                self.error(path, format_args!("cannot set owner: {}", io_msg(&e)));
-            }
-        }
-        // An ACL written as an xattr rewrites the mode's group bits; the
+        // An ACL written as an xattr rewrites the mode's group bits; a new
         // file was made without setuid/setgid/sticky bits, so a chown
         // cleared none.
-        let set_xattrs = self.xattrs(t, path, attr.ino);
-        if set_xattrs
-            || now
-                .as_ref()
-                .is_none_or(|m| m.mode() & 0o7777 != attr.mode & 0o7777)
-        {
+        let had_xattrs = self.xattrs(t, path, attr.ino);
+        let mode_differs = made.is_none_or(|m| m.mode() & 0o7777 != attr.mode & 0o7777);
+        if attr.kind != FileType::Symlink && (had_xattrs || mode_differs) {
             if let Err(e) = t.chmod(attr.mode & 0o7777) {
                 self.error(path, format_args!("cannot set mode: {}", io_msg(&e)));
             }
