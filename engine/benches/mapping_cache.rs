@@ -107,7 +107,7 @@ fn upserts(c: &mut Criterion) {
                     .unwrap()
             })
         });
-        assert!(t.check().is_ok() && t.len() as u64 == n && m.map.len() as u64 == n);
+        assert!(t.check_invariants().is_ok() && t.len() as u64 == n && m.map.len() as u64 == n);
     }
     g.finish();
 }

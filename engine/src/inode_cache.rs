@@ -5,7 +5,7 @@
 //! Only inodes that were read, checksum-verified (unless the volume ignores
 //! checksums, which is fixed at open) and decoded without error are kept:
 //! a damaged inode is read from disk every time and fails the same way every
-//! time. `check` never reads through this cache.
+//! time. `fsck` never reads through this cache.
 //!
 //! Shape: a set-associative table of [`WAYS`] entries per set, the set
 //! chosen by a hash of the inode number, each set behind its own spin lock

@@ -318,7 +318,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Read, check and decode inode `ino`, from the block cache (never
-    /// from the inode cache: `check` verifies what is on disk).
+    /// from the inode cache: `fsck` verifies what is on disk).
     pub fn inode(&self, ino: u32) -> Result<Inode> {
         let (blk, off) = self.inode_location(ino)?;
         let size = self.sb.inode_size as usize;

@@ -281,7 +281,7 @@ fn indirect_block_pointing_at_itself_is_bounded() {
     let big = path_ino(&v, "/big");
     let t = Instant::now();
     let mut problems = Vec::new();
-    v.check(&Default::default(), &mut |_| {}, &mut |e| {
+    v.fsck(&Default::default(), &mut |_| {}, &mut |e| {
         problems.push(e.clone())
     });
     assert!(
@@ -462,7 +462,7 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
             assert!(found > 0 && found < 700, "{img}: found {found}");
         }
         let mut problems = 0;
-        v.check(&Default::default(), &mut |_| {}, &mut |_| problems += 1);
+        v.fsck(&Default::default(), &mut |_| {}, &mut |_| problems += 1);
     }
 }
 

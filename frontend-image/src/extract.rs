@@ -44,7 +44,7 @@ fn cerr() -> io::Error {
     io::Error::last_os_error()
 }
 
-fn check(r: libc::c_int) -> io::Result<()> {
+fn ok_or_errno(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(cerr())
     } else {
@@ -71,23 +71,23 @@ fn openat(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io
 }
 
 fn mkdirat(dir: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    check(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) })
+    ok_or_errno(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) })
 }
 
 fn symlinkat(target: &CStr, dir: RawFd, name: &CStr) -> io::Result<()> {
-    check(unsafe { libc::symlinkat(target.as_ptr(), dir, name.as_ptr()) })
+    ok_or_errno(unsafe { libc::symlinkat(target.as_ptr(), dir, name.as_ptr()) })
 }
 
 fn mknodat(dir: RawFd, name: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
-    check(unsafe { libc::mknodat(dir, name.as_ptr(), mode, dev) })
+    ok_or_errno(unsafe { libc::mknodat(dir, name.as_ptr(), mode, dev) })
 }
 
 fn unlinkat(dir: RawFd, name: &CStr) -> io::Result<()> {
-    check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
+    ok_or_errno(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
 }
 
 fn linkat(odir: RawFd, oname: &CStr, ndir: RawFd, nname: &CStr) -> io::Result<()> {
-    check(unsafe { libc::linkat(odir, oname.as_ptr(), ndir, nname.as_ptr(), 0) })
+    ok_or_errno(unsafe { libc::linkat(odir, oname.as_ptr(), ndir, nname.as_ptr(), 0) })
 }
 
 fn timespecs(a: &Attr) -> [libc::timespec; 2] {
@@ -108,7 +108,7 @@ enum Target<'a> {
 
 impl Target<'_> {
     fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
-        check(match self {
+        ok_or_errno(match self {
             Target::Fd(fd) => unsafe { libc::fchown(fd, uid, gid) },
             Target::At(d, n) => unsafe {
                 libc::fchownat(d, n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
@@ -116,7 +116,7 @@ impl Target<'_> {
         })
     }
     fn chmod(self, mode: u32) -> io::Result<()> {
-        check(match self {
+        ok_or_errno(match self {
             Target::Fd(fd) => unsafe { libc::fchmod(fd, mode as libc::mode_t) },
             Target::At(d, n) => unsafe {
                 libc::fchmodat(
@@ -130,7 +130,7 @@ impl Target<'_> {
     }
     fn times(self, a: &Attr) -> io::Result<()> {
         let t = timespecs(a);
-        check(match self {
+        ok_or_errno(match self {
             Target::Fd(fd) => unsafe { libc::futimens(fd, t.as_ptr()) },
             Target::At(d, n) => unsafe {
                 libc::utimensat(d, n.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
@@ -139,7 +139,7 @@ impl Target<'_> {
     }
     fn setxattr(self, name: &CStr, value: &[u8]) -> io::Result<()> {
         let v = value.as_ptr() as *const libc::c_void;
-        check(match self {
+        ok_or_errno(match self {
             Target::Fd(fd) => unsafe { libc::fsetxattr(fd, name.as_ptr(), v, value.len(), 0) },
             Target::At(d, n) => {
                 // No *at form exists: go through the directory's descriptor
@@ -343,7 +343,7 @@ struct Listing {
 }
 
 /// Marks the end of a task when dropped, also while unwinding.
-struct Done<'c, 'v>(&'c Ctx<'v>);
+struct Done<'c, 'v>(&'c Extraction<'v>);
 
 impl Drop for Done<'_, '_> {
     fn drop(&mut self) {
@@ -356,7 +356,7 @@ struct Worker {
     buf: Vec<u8>,
 }
 
-struct Ctx<'a> {
+struct Extraction<'a> {
     vol: &'a Vol,
     jobs: usize,
     image: RawFd,
@@ -384,7 +384,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Ctx<'_> {
+impl Extraction<'_> {
     fn error(&self, path: &[u8], msg: impl std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let line = format!("{}: {msg}", show(path));
@@ -1236,7 +1236,7 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
     } else {
         crate::check::bar(0, "extracting")
     };
-    let ctx = Ctx {
+    let extraction = Extraction {
         vol,
         jobs,
         image: vol.device().file().as_raw_fd(),
@@ -1257,19 +1257,19 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
         queue: Mutex::new(Queue::default()),
         wake: Condvar::new(),
     };
-    ctx.push(task);
+    extraction.push(task);
     let result = std::thread::scope(|s| {
         // Every worker on its own thread, so a panic is seen by join here.
         let mut handles = Vec::new();
         for _ in 0..jobs {
-            match std::thread::Builder::new().spawn_scoped(s, || ctx.work()) {
+            match std::thread::Builder::new().spawn_scoped(s, || extraction.work()) {
                 Ok(h) => handles.push(h),
                 // Fewer workers is slower, not wrong.
                 Err(_) => break,
             }
         }
         if handles.is_empty() {
-            ctx.work();
+            extraction.work();
         }
         let mut panicked = false;
         for h in handles {
@@ -1281,10 +1281,10 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
             Ok(())
         }
     });
-    ctx.pb.finish_and_clear();
+    extraction.pb.finish_and_clear();
     drop(top);
     result?;
-    Ok(if ctx.errors.load(Ordering::Relaxed) == 0 {
+    Ok(if extraction.errors.load(Ordering::Relaxed) == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

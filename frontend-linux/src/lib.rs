@@ -7,7 +7,7 @@ pub mod abi;
 pub mod backend;
 pub mod channel;
 pub mod inherited;
-pub mod iomap;
+pub mod iomap_setup;
 pub mod log;
 pub mod loopdev;
 pub mod mount;

@@ -10,7 +10,7 @@ use ext4_engine::file_device::FileDevice;
 use ext4_engine::volume::Volume;
 use ext4_fuse::channel::{Channel, DevFuse};
 use ext4_fuse::inherited::{self, io_msg};
-use ext4_fuse::iomap;
+use ext4_fuse::iomap_setup;
 use ext4_fuse::log;
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options::{self, Options};
@@ -165,7 +165,7 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
-    let iomap_prep = match iomap::prepare(
+    let iomap_prep = match iomap_setup::prepare(
         opts.iomap,
         fuse.fd(),
         &opts.source,
@@ -219,7 +219,7 @@ fn run(opts: &Options) -> Result<(), String> {
         return Err(format!("FUSE_INIT failed: {e}"));
     }
     // Kept until the session ends: dropping it detaches a loop device.
-    let _iomap = match iomap::activate(iomap_prep, &session, &fuse) {
+    let _iomap = match iomap_setup::activate(iomap_prep, &session, &fuse) {
         Ok(a) => a,
         Err(e) => {
             undo(&mounted);

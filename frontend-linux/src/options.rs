@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::iomap::IomapMode;
+use crate::iomap_setup::IomapMode;
 use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 
 #[derive(Parser, Debug)]

@@ -330,7 +330,7 @@ pub struct Session<B: Backend> {
     backend: B,
     config: Config,
     init: OnceLock<Negotiated>,
-    iomap: iomap::State,
+    iomap: mappings::State,
     stats: RequestStats,
 }
 
@@ -386,7 +386,7 @@ impl<B: Backend> Session<B> {
             backend,
             config,
             init: OnceLock::new(),
-            iomap: iomap::State::default(),
+            iomap: mappings::State::default(),
             stats: RequestStats::default(),
         }
     }
@@ -1148,8 +1148,8 @@ pub fn notify<T: IntoBytes + Immutable>(
     ch.send(&[IoSlice::new(h.as_bytes()), IoSlice::new(body)])
 }
 
-mod iomap;
-pub use iomap::{attr_flags_for, IomapStats, KNOWN_OPFLAGS};
+mod mappings;
+pub use mappings::{attr_flags_for, IomapStats, KNOWN_OPFLAGS};
 
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use ext4_engine::iomap::op;
 use ext4_engine::mapping_cache::{MapType, Mapping};
 use ext4_fuse::abi::{self, opcode};
-use ext4_fuse::iomap::{self as fiomap, BackingDevice, IomapMode};
+use ext4_fuse::iomap_setup::{self as fiomap, BackingDevice, IomapMode};
 use ext4_fuse::loopdev::devices_backed_by;
 use ext4_fuse::session::{Config, Session};
 use ext4_tests::image::{build_image, matrix_spec};

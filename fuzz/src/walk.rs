@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::vec::Vec;
 
-use ext4_engine::check::CheckOptions;
+use ext4_engine::fsck::CheckOptions;
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::volume::Whence;
 use ext4_engine::{BlockDevice, Error, FileType, OpenOptions, Volume, ROOT_INO};
@@ -212,7 +212,7 @@ pub fn walk<D: BlockDevice>(vol: &Volume<D>, lim: &Limits) -> Stats {
             data: lim.check_data,
         };
         let mut problems = 0u64;
-        let sum = vol.check(&opts, &mut |_| {}, &mut |e| {
+        let sum = vol.fsck(&opts, &mut |_| {}, &mut |e| {
             problems += 1;
             let _ = std::format!("{e}");
         });

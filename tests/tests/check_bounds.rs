@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-use ext4_engine::check::CheckOptions;
 use ext4_engine::file_device::FileDevice;
+use ext4_engine::fsck::CheckOptions;
 use ext4_engine::{OpenOptions, Volume};
 
 #[test]
@@ -54,7 +54,7 @@ fn check_data_reads_runs_not_claimed_size() {
     )
     .unwrap();
     let mut problems = Vec::new();
-    let sum = vol.check(&CheckOptions { data: true }, &mut |_| {}, &mut |e| {
+    let sum = vol.fsck(&CheckOptions { data: true }, &mut |_| {}, &mut |e| {
         problems.push(e.to_string())
     });
     assert!(problems.is_empty(), "{problems:?}");

@@ -1028,7 +1028,7 @@ impl ForkTree {
     /// used slots a prefix, unused slots marked, root with >= 2 children),
     /// keys equal to subtree minima, uniform depth, leaf links, and arena
     /// bookkeeping (every node reachable or free, exactly once).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), String> {
         let recs: Vec<Mapping> = match &self.repr {
             Repr::Small(v) => {
                 if v.len() > LEAF_RECS {

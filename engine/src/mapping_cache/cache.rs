@@ -9,13 +9,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use hashbrown::HashMap;
 use spin::RwLock;
 
-use super::inode_cache::InodeCache;
+use super::inode_mappings::InodeMappings;
 use super::record::{BadRecord, MapType, Mapping};
 use super::{Fork, Lookup};
 use crate::error::{Error, Object};
 
 struct Entry {
-    cache: InodeCache,
+    cache: InodeMappings,
     /// Last use. Lookups store into it under the shared lock.
     stamp: AtomicU64,
     /// The stamp under which the entry sits in the LRU index.
@@ -141,13 +141,18 @@ impl MappingCache {
 
     /// Runs `f` on an inode's cache under the shared lock (for walks such as
     /// SEEK_DATA or FIEMAP over the cached mappings).
-    pub fn with_inode<R>(&self, ino: u64, f: impl FnOnce(&InodeCache) -> R) -> Option<R> {
+    pub fn with_inode<R>(&self, ino: u64, f: impl FnOnce(&InodeMappings) -> R) -> Option<R> {
         let st = self.state.read();
         st.inodes.get(&ino).map(|e| f(&e.cache))
     }
 
     /// Runs one change under the exclusive lock, then settles the budget.
-    fn change<R>(&self, ino: u64, create: bool, f: impl FnOnce(&mut InodeCache) -> R) -> Option<R> {
+    fn change<R>(
+        &self,
+        ino: u64,
+        create: bool,
+        f: impl FnOnce(&mut InodeMappings) -> R,
+    ) -> Option<R> {
         let mut st = self.state.write();
         let st = &mut *st;
         st.tick += 1;
@@ -161,7 +166,7 @@ impl MappingCache {
             None if create && INODE_OVERHEAD <= self.budget => {
                 st.used += INODE_OVERHEAD;
                 st.inodes.entry(ino).or_insert(Entry {
-                    cache: InodeCache::with_seq(st.seq_floor),
+                    cache: InodeMappings::with_seq(st.seq_floor),
                     stamp: AtomicU64::new(stamp),
                     indexed: stamp,
                     bytes: INODE_OVERHEAD,
@@ -229,11 +234,13 @@ impl MappingCache {
     }
 
     /// Verifies every fork and the budget bookkeeping.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), String> {
         let st = self.state.read();
         let mut sum = 0;
         for (ino, e) in &st.inodes {
-            e.cache.check().map_err(|m| format!("inode {ino}: {m}"))?;
+            e.cache
+                .check_invariants()
+                .map_err(|m| format!("inode {ino}: {m}"))?;
             if e.bytes != INODE_OVERHEAD + e.cache.memory_bytes() {
                 return Err(format!(
                     "inode {ino}: charged {} bytes, holds {}",

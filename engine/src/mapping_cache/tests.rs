@@ -1,6 +1,6 @@
 //! Tests: the B+tree against a plain `BTreeMap` model with the same merge
 //! rules (exact records) and against a per-block array (what each block
-//! maps to, independent of any merge rule); `check()` after every change.
+//! maps to, independent of any merge rule); `check_invariants()` after every change.
 
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -200,7 +200,7 @@ fn block_apply(d: Dom, bm: &mut BlockMap, op: Op) -> bool {
     }
 }
 
-/// Applies `op` to tree and model, compares everything, runs `check()`.
+/// Applies `op` to tree and model, compares everything, runs `check_invariants()`.
 fn step(
     d: Dom,
     t: &mut ForkTree,
@@ -235,7 +235,7 @@ fn step(
             assert_eq!(t.find(off), want, "lookup {off}");
         }
     }
-    if let Err(e) = t.check() {
+    if let Err(e) = t.check_invariants() {
         panic!("check after {op:?}: {e}");
     }
     assert_eq!(t.len(), model.map.len(), "after {op:?}");
@@ -296,7 +296,7 @@ proptest! {
     }
 }
 
-/// A few million random operations against both models, `check()` after each.
+/// A few million random operations against both models, `check_invariants()` after each.
 #[test]
 fn long_randomized_run() {
     let configs: [(Dom, u64, u64); 4] = [
@@ -352,7 +352,7 @@ fn large_forks_shape_and_memory() {
     for i in 0..n {
         seq.add(mk(i)).unwrap();
     }
-    seq.check().unwrap();
+    seq.check_invariants().unwrap();
     let s = seq.shape();
     // Appends spill into new leaves: every leaf but the last is full.
     assert_eq!(s.leaves as u64, n.div_ceil(7));
@@ -369,7 +369,7 @@ fn large_forks_shape_and_memory() {
     for &i in &order {
         rnd.add(mk(i)).unwrap();
     }
-    rnd.check().unwrap();
+    rnd.check_invariants().unwrap();
     let per = rnd.memory_bytes() as f64 / n as f64;
     std::println!("random: {per:.1} bytes/record, {:?}", rnd.shape());
     assert!(per <= 64.0, "random {per} bytes/record");
@@ -380,7 +380,7 @@ fn large_forks_shape_and_memory() {
     for (k, &i) in order.iter().enumerate() {
         rnd.remove(i * 8192, 4096);
         if k % 997 == 0 || rnd.len() < 40 {
-            rnd.check().unwrap();
+            rnd.check_invariants().unwrap();
             // Compaction keeps the arena near what is in use.
             assert!(
                 rnd.memory_bytes() <= 128 * rnd.len() + 16 * 1024,
@@ -419,10 +419,10 @@ fn merges_and_their_limit() {
         t.iter().collect::<Vec<_>>(),
         [m(0, half + 4096, 0), m(half + 4096, half, half + 4096)]
     );
-    t.check().unwrap();
+    t.check_invariants().unwrap();
     // Trimming the front of the left record makes the pair fit: merged.
     t.remove(0, 8192);
-    t.check().unwrap();
+    t.check_invariants().unwrap();
     assert_eq!(
         t.iter().collect::<Vec<_>>(),
         [m(8192, 2 * half - 4096, 8192)]
@@ -515,7 +515,7 @@ fn bad_records_are_errors_not_panics() {
         let e = c.upsert(5, Fork::Read, bad);
         assert!(e.is_ok() || matches!(e, Err(Error::Corrupt { .. })));
     }
-    c.check().unwrap();
+    c.check_invariants().unwrap();
 }
 
 #[test]
@@ -561,7 +561,7 @@ fn write_fork_absent_and_pure_overwrite() {
     c.forget_inode(9);
     assert_eq!(c.lookup(9, Fork::Read, 0), Lookup::Miss { next: None });
     assert_eq!(c.seq(9), None);
-    c.check().unwrap();
+    c.check_invariants().unwrap();
 }
 
 /// Model of one inode's two forks for the cache-level tests.
@@ -719,7 +719,7 @@ fn seq_bumped_on_every_change() {
                 last_seq.insert(ino, s);
             }
         }
-        c.check().unwrap();
+        c.check_invariants().unwrap();
     }
     assert!(
         fast_paths > 100,
@@ -736,7 +736,7 @@ fn inode_seq_moves_iff_content_changes() {
         blocks: 40,
         max_len: 8,
     };
-    let mut ic = InodeCache::new();
+    let mut ic = InodeMappings::new();
     let mut r = Rng(99);
     for _ in 0..100_000 {
         let (_, fork, op) = random_cache_op(&mut r, d);
@@ -751,7 +751,7 @@ fn inode_seq_moves_iff_content_changes() {
             Op::Remove(o, l) => drop(ic.remove(fork, o, l)),
             Op::Lookup(_) => {}
         }
-        ic.check().unwrap();
+        ic.check_invariants().unwrap();
         let after: (Vec<Mapping>, Option<Vec<Mapping>>) = (
             ic.fork(Fork::Read).unwrap().iter().collect(),
             ic.fork(Fork::Write).map(|w| w.iter().collect()),
@@ -769,7 +769,7 @@ fn inode_seq_moves_iff_content_changes() {
 
 #[test]
 fn free_everything_bumps_seq() {
-    let mut ic = InodeCache::new();
+    let mut ic = InodeMappings::new();
     let m = mapped(0, 4096, 0);
     for i in 0..20u64 {
         ic.add(
@@ -813,10 +813,10 @@ fn budget_is_never_exceeded() {
             c.memory_bytes()
         );
         if i % 1000 == 0 {
-            c.check().unwrap();
+            c.check_invariants().unwrap();
         }
     }
-    c.check().unwrap();
+    c.check_invariants().unwrap();
     // One file with far more extents than fit: it is simply not (fully)
     // cached, and nothing fails.
     let c = MappingCache::new(16 << 10);
@@ -825,7 +825,7 @@ fn budget_is_never_exceeded() {
         c.add(77, Fork::Read, m).unwrap();
         assert!(c.memory_bytes() <= 16 << 10);
     }
-    c.check().unwrap();
+    c.check_invariants().unwrap();
     // Too small for even one inode: nothing is cached, nothing fails.
     let c = MappingCache::new(10);
     c.add(1, Fork::Read, mapped(0, 4096, 0)).unwrap();
@@ -862,7 +862,7 @@ fn least_recently_used_inode_goes_first() {
     }
     assert_eq!(c.seq(3), None);
     assert!(c.seq(1).is_some() && c.seq(4).is_some() && c.seq(5).is_some());
-    c.check().unwrap();
+    c.check_invariants().unwrap();
     // A re-created inode never reuses a counter value of its past.
     let old = c.seq(1).unwrap();
     c.forget_inode(1);
@@ -899,15 +899,15 @@ fn concurrent_lookups_and_changes() {
             }
         });
     });
-    c.check().unwrap();
+    c.check_invariants().unwrap();
 }
 
 #[test]
 fn small_per_inode_cost() {
     std::println!(
-        "ForkTree {} B, InodeCache {} B, per-inode charge {} B",
+        "ForkTree {} B, InodeMappings {} B, per-inode charge {} B",
         core::mem::size_of::<ForkTree>(),
-        core::mem::size_of::<InodeCache>(),
+        core::mem::size_of::<InodeMappings>(),
         cache::INODE_OVERHEAD
     );
     assert!(core::mem::size_of::<ForkTree>() <= 40);

@@ -4,13 +4,13 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::format::{self as xattr, XattrValue};
 use crate::acl;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inode::{flags, Inode};
 use crate::volume::Volume;
-use crate::xattr::{self, XattrValue};
 
 /// Index of `system.` names; `system.data` (inline data) is never listed.
 const SYSTEM_INDEX: u8 = 7;
@@ -18,7 +18,7 @@ const ACL_ACCESS: u8 = 2;
 const ACL_DEFAULT: u8 = 3;
 
 /// One attribute with its value resolved.
-struct Attr {
+struct Resolved {
     index: u8,
     name: Vec<u8>,
     value: Vec<u8>,
@@ -27,7 +27,12 @@ struct Attr {
 impl<D: BlockDevice> Volume<D> {
     /// The extended attributes of `inode` (only `want` if given), with
     /// values resolved when `values` is set.
-    fn xattrs(&self, inode: &Inode, want: Option<(u8, &[u8])>, values: bool) -> Result<Vec<Attr>> {
+    fn xattrs(
+        &self,
+        inode: &Inode,
+        want: Option<(u8, &[u8])>,
+        values: bool,
+    ) -> Result<Vec<Resolved>> {
         let mut out = Vec::new();
         let mut add = |index: u8, name: &[u8], value: &XattrValue<'_>| -> Result<()> {
             if let Some((wi, wn)) = want {
@@ -40,7 +45,7 @@ impl<D: BlockDevice> Volume<D> {
                 XattrValue::Inline(v) => v.to_vec(),
                 XattrValue::EaInode { ino, size } => self.ea_inode_value(inode.ino, ino, size)?,
             };
-            out.push(Attr {
+            out.push(Resolved {
                 index,
                 name: name.to_vec(),
                 value,

@@ -34,8 +34,8 @@ use crate::group_desc::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use crate::inode::{self, flags, Inode};
 use crate::volume::Volume;
 
-use global::{Claimer, Ctx};
-use tally::f;
+use global::{BlockClaims, WalkState};
+use tally::flag;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CheckOptions {
@@ -115,7 +115,13 @@ impl Counted {
         d.0 += 1;
     }
 
-    fn report(&self, g: u32, gd: &crate::group_desc::GroupDesc, ipg: u32, sink: &mut Sink<'_>) {
+    fn report(
+        &self,
+        g: u32,
+        gd: &crate::group_desc::GroupDesc,
+        ipg: u32,
+        sink: &mut ProblemSink<'_>,
+    ) {
         if self.plus.0 > 0 {
             sink.put(Error::corrupt(
                 Object::Inode(self.plus.1),
@@ -152,12 +158,12 @@ impl Counted {
 /// Bytes of inode table read per device request.
 const ITABLE_CHUNK: usize = 1 << 20;
 
-struct Sink<'a> {
+struct ProblemSink<'a> {
     problem: &'a mut dyn FnMut(&Error),
     count: u64,
 }
 
-impl Sink<'_> {
+impl ProblemSink<'_> {
     fn put(&mut self, e: Error) {
         self.count += 1;
         (self.problem)(&e);
@@ -176,7 +182,7 @@ impl Sink<'_> {
 impl<D: BlockDevice> Volume<D> {
     /// Check the whole volume: every group, then the global comparisons,
     /// with the default memory budget.
-    pub fn check(
+    pub fn fsck(
         &self,
         opts: &CheckOptions,
         progress: &mut dyn FnMut(Progress),
@@ -204,14 +210,14 @@ impl<D: BlockDevice> Volume<D> {
         &self,
         g: u32,
         opts: &CheckOptions,
-        sink: &mut Sink<'_>,
+        sink: &mut ProblemSink<'_>,
         sum: &mut CheckSummary,
-        cx: &Ctx<'_>,
+        walk: &WalkState<'_>,
     ) {
         let sb = self.sb();
         let Some((gd, csum_ok)) = sink.res(self.group_desc_unchecked(g)) else {
-            cx.t.lose_claims();
-            cx.t.lose_dirs();
+            walk.tally.lose_claims();
+            walk.tally.lose_dirs();
             return;
         };
         if !csum_ok && sb.metadata_csum() {
@@ -220,8 +226,8 @@ impl<D: BlockDevice> Volume<D> {
             });
         }
         if sink.res(gd.validate(sb, g)).is_none() {
-            cx.t.lose_claims();
-            cx.t.lose_dirs();
+            walk.tally.lose_claims();
+            walk.tally.lose_dirs();
             return;
         }
         let wide = sb.desc_size >= 64;
@@ -242,7 +248,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         let ipg = sb.inodes_per_group;
         if gd.flags & BG_INODE_UNINIT != 0 {
-            if cx.first && layout::uninit_flags_apply(sb) {
+            if walk.first && layout::uninit_flags_apply(sb) {
                 if gd.free_inodes != ipg {
                     sink.put(Error::corrupt(
                         Object::GroupDesc(g),
@@ -261,8 +267,8 @@ impl<D: BlockDevice> Volume<D> {
         let Some(bitmap) = sink.res(self.cache_read_with(gd.inode_bitmap, |b| {
             b[..(ipg as usize).div_ceil(8)].to_vec()
         })) else {
-            cx.t.lose_claims();
-            cx.t.lose_dirs();
+            walk.tally.lose_claims();
+            walk.tally.lose_dirs();
             return;
         };
         if sb.metadata_csum() {
@@ -295,8 +301,8 @@ impl<D: BlockDevice> Volume<D> {
             let at = gd.inode_table * bs + first as u64 * isz as u64;
             if let Err(e) = self.device().read_at(at, buf) {
                 sink.put(Error::Io(e));
-                cx.t.lose_claims();
-                cx.t.lose_dirs();
+                walk.tally.lose_claims();
+                walk.tally.lose_dirs();
                 inuse.unknown = true;
                 first += n;
                 continue;
@@ -310,14 +316,14 @@ impl<D: BlockDevice> Volume<D> {
                 let live = ino < sb.first_ino || links > 0;
                 inuse.note(ino, live, marked(idx), mode & 0xF000 == 0x4000);
                 if marked(idx) {
-                    self.check_inode(ino, bytes, opts, sink, sum, cx);
+                    self.check_inode(ino, bytes, opts, sink, sum, walk);
                 } else if live {
                     // Not walked: its blocks and entries are unknown.
-                    if let Some(t) = &cx.t.inodes {
-                        t.found(ino, links, f::USED | f::BAD);
+                    if let Some(t) = &walk.tally.inodes {
+                        t.found(ino, links, flag::USED | flag::BAD);
                     }
-                    cx.t.lose_claims();
-                    cx.t.lose_dirs();
+                    walk.tally.lose_claims();
+                    walk.tally.lose_dirs();
                 }
             }
             first += n;
@@ -325,7 +331,7 @@ impl<D: BlockDevice> Volume<D> {
         for idx in used..ipg {
             inuse.note(g * ipg + idx + 1, false, marked(idx), false);
         }
-        if cx.first && !inuse.unknown {
+        if walk.first && !inuse.unknown {
             inuse.report(g, &gd, ipg, sink);
         }
     }
@@ -335,30 +341,30 @@ impl<D: BlockDevice> Volume<D> {
         ino: u32,
         bytes: &[u8],
         opts: &CheckOptions,
-        sink: &mut Sink<'_>,
+        sink: &mut ProblemSink<'_>,
         sum: &mut CheckSummary,
-        cx: &Ctx<'_>,
+        walk: &WalkState<'_>,
     ) {
         let sb = self.sb();
         let mode = u16::from_le_bytes([bytes[0], bytes[1]]);
         let links = u16::from_le_bytes([bytes[26], bytes[27]]);
         let note = |fl: u8| {
-            if let Some(t) = &cx.t.inodes {
-                t.found(ino, links, fl | f::MARKED);
+            if let Some(t) = &walk.tally.inodes {
+                t.found(ino, links, fl | flag::MARKED);
             }
         };
         let lost = || {
-            note(f::BAD);
-            cx.t.lose_claims();
-            cx.t.lose_dirs();
+            note(flag::BAD);
+            walk.tally.lose_claims();
+            walk.tally.lose_dirs();
         };
         // Reserved inodes that are not in use keep mode 0 (bad blocks inode).
         if ino < sb.first_ino && mode == 0 {
             if ino != crate::volume::ROOT_INO {
-                note(f::USED | f::HIDDEN);
+                note(flag::USED | flag::HIDDEN);
             }
             if ino == BAD_BLOCKS_INO {
-                self.claim_bad_blocks(bytes, sink, cx);
+                self.claim_bad_blocks(bytes, sink, walk);
             }
             return;
         }
@@ -383,16 +389,16 @@ impl<D: BlockDevice> Volume<D> {
             ));
             return lost();
         };
-        let mut fl = f::USED;
+        let mut fl = flag::USED;
         if kind == FileType::Directory {
-            fl |= f::DIR;
+            fl |= flag::DIR;
         }
-        if cx.hidden(ino, inode.flags) {
-            fl |= f::HIDDEN;
+        if walk.hidden(ino, inode.flags) {
+            fl |= flag::HIDDEN;
         }
         note(fl);
         // Later passes only gather: what reports nothing new is skipped.
-        if cx.first {
+        if walk.first {
             self.check_inode_rules(&inode, kind, sink);
             self.check_xattrs(&inode, sink);
         }
@@ -402,35 +408,35 @@ impl<D: BlockDevice> Volume<D> {
             _ => false,
         };
         let before = sink.count;
-        let mut cl = cx.claimer(ino);
+        let mut claims = walk.claims(ino);
         if inode.file_acl != 0 {
-            cl.xattr(inode.file_acl);
+            claims.xattr(inode.file_acl);
         }
         if inode.has_flag(flags::INLINE_DATA) {
             let mut buf = vec![0u8; inode.size.min(sb.block_size as u64) as usize];
             sink.res(self.read_inode(&inode, 0, &mut buf));
         } else if has_map {
             if inode.has_flag(flags::EXTENTS) {
-                self.check_extent_tree(&inode, sink, &mut cl);
+                self.check_extent_tree(&inode, sink, &mut claims);
             } else if self.is_resize_inode(&inode) {
                 // Only its double-indirect block is its own: the blocks
                 // under it are the reserved descriptor blocks, claimed as
                 // metadata.
-                let mut none = cx.claimer_none();
+                let mut none = walk.no_claims();
                 self.check_block_map(&inode, sink, &mut none);
-                cl.blocks(inode.block_word(13) as u64, 1);
+                claims.blocks(inode.block_word(13) as u64, 1);
             } else {
-                self.check_block_map(&inode, sink, &mut cl);
+                self.check_block_map(&inode, sink, &mut claims);
             }
         }
         if sink.count != before {
-            cx.t.lose_claims();
+            walk.tally.lose_claims();
         } else if has_map || inode.file_acl != 0 || inode.has_flag(flags::INLINE_DATA) {
             // e2fsck counts what the inode maps, its xattr block included
             // (with ea_inode also the value inodes' blocks: not checked).
             if !self.is_resize_inode(&inode)
                 && !sb.has_incompat(crate::features::incompat::EA_INODE)
-                && inode.blocks_512 != cl.sectors()
+                && inode.blocks_512 != claims.sectors()
             {
                 sink.put(Error::corrupt(
                     Object::Inode(ino),
@@ -438,16 +444,16 @@ impl<D: BlockDevice> Volume<D> {
                 ));
             }
             if has_map && !inode.has_flag(flags::INLINE_DATA) && !self.is_resize_inode(&inode) {
-                if let Some(what) = self.size_problem(&inode, kind, &cl, cx) {
+                if let Some(what) = self.size_problem(&inode, kind, &claims, walk) {
                     sink.put(Error::corrupt(Object::Inode(ino), what));
                 }
             }
         }
-        cl.finish(ino, sink);
+        claims.finish(ino, sink);
         match kind {
             FileType::Directory => {
                 sum.directories += 1;
-                self.check_dir(&inode, sink, cx);
+                self.check_dir(&inode, sink, walk);
             }
             FileType::Regular => {
                 sum.regular_files += 1;
@@ -455,7 +461,7 @@ impl<D: BlockDevice> Volume<D> {
                     sum.data_bytes += self.check_data(&inode, sink);
                 }
             }
-            FileType::Symlink if cx.first => {
+            FileType::Symlink if walk.first => {
                 // e2fsck wants exactly i_size bytes of target: a NUL
                 // inside it (where readers stop) makes the link invalid.
                 if let Some(t) = sink.res(self.readlink(ino)) {
@@ -479,31 +485,31 @@ impl<D: BlockDevice> Volume<D> {
         &self,
         inode: &Inode,
         kind: FileType,
-        cl: &Claimer<'_>,
-        cx: &Ctx<'_>,
+        claims: &BlockClaims<'_>,
+        walk: &WalkState<'_>,
     ) -> Option<&'static str> {
         let bs = self.sb().block_size as u64;
         if kind == FileType::Directory {
             let nblock = inode.size / bs;
-            let end = cl.last.map_or(0, |l| l + 1);
+            let end = claims.last.map_or(0, |l| l + 1);
             if !inode.size.is_multiple_of(bs) {
                 Some("directory size is not a whole number of blocks")
             } else if nblock > end {
                 Some("directory size runs past its last block")
-            } else if end - nblock > cx.prealloc_dir_blocks {
+            } else if end - nblock > walk.prealloc_dir_blocks {
                 Some("directory has blocks past its size")
             } else {
                 None
             }
         } else {
-            let last = cl.last_init?;
+            let last = claims.last_init?;
             (!inode.has_flag(flags::VERITY) && inode.size < last * bs)
                 .then_some("i_size is smaller than the initialized blocks the inode maps")
         }
     }
 
     /// Field rules `e2fsck` enforces on a single inode.
-    fn check_inode_rules(&self, inode: &Inode, kind: FileType, sink: &mut Sink<'_>) {
+    fn check_inode_rules(&self, inode: &Inode, kind: FileType, sink: &mut ProblemSink<'_>) {
         let sb = self.sb();
         let obj = Object::Inode(inode.ino);
         // On a live inode dtime is either 0 or, for an orphan, the next
@@ -556,7 +562,7 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
-    fn check_xattrs(&self, inode: &Inode, sink: &mut Sink<'_>) {
+    fn check_xattrs(&self, inode: &Inode, sink: &mut ProblemSink<'_>) {
         // No xattr block and no in-inode entries (no magic): nothing to
         // list, and listxattr would only load and verify the inode again.
         if inode.file_acl == 0
@@ -575,7 +581,12 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Visit every node of an extent tree, checking headers, checksums,
     /// key order, bounds and that children stay inside their parent's range.
-    fn check_extent_tree(&self, inode: &Inode, sink: &mut Sink<'_>, cl: &mut Claimer<'_>) {
+    fn check_extent_tree(
+        &self,
+        inode: &Inode,
+        sink: &mut ProblemSink<'_>,
+        claims: &mut BlockClaims<'_>,
+    ) {
         let ino = inode.ino;
         let Some(root) = sink.res(Node::parse(&inode.block, None, Object::Inode(ino))) else {
             return;
@@ -590,7 +601,7 @@ impl<D: BlockDevice> Volume<D> {
             crate::blockmap::MAX_LBLK,
             &mut stack,
             sink,
-            cl,
+            claims,
         );
         stack.reverse();
         let mut visited = 0u64;
@@ -604,7 +615,7 @@ impl<D: BlockDevice> Volume<D> {
                 ));
                 return;
             }
-            cl.blocks(blk, 1);
+            claims.blocks(blk, 1);
             let seed = inode.csum_seed;
             let check = self.sb().metadata_csum() && self.check_csums();
             let r = self.cache_read_with(blk, |b| -> Result<()> {
@@ -630,11 +641,11 @@ impl<D: BlockDevice> Volume<D> {
                     ));
                 }
                 let mut inner: Vec<(u64, u16, u64, u64)> = Vec::new();
-                let mut tmp = Sink {
+                let mut tmp = ProblemSink {
                     problem: sink.problem,
                     count: 0,
                 };
-                self.check_node(&node, Object::Block(blk), lo, hi, &mut inner, &mut tmp, cl);
+                self.check_node(&node, Object::Block(blk), lo, hi, &mut inner, &mut tmp, claims);
                 sink.count += tmp.count;
                 // Children pop in logical order, so under bigalloc a
                 // cluster shared by neighbouring extents is met twice in a
@@ -657,8 +668,8 @@ impl<D: BlockDevice> Volume<D> {
         lo: u64,
         hi: u64,
         children: &mut Vec<(u64, u16, u64, u64)>,
-        sink: &mut Sink<'_>,
-        cl: &mut Claimer<'_>,
+        sink: &mut ProblemSink<'_>,
+        claims: &mut BlockClaims<'_>,
     ) {
         let mut prev_end = lo;
         for i in 0..node.entries {
@@ -680,8 +691,8 @@ impl<D: BlockDevice> Volume<D> {
                     sink.put(Error::corrupt(obj, "extent runs past its parent's range"));
                     return;
                 }
-                cl.blocks(e.pblk, e.len as u64);
-                cl.mapped(e.end() - 1, !e.unwritten);
+                claims.blocks(e.pblk, e.len as u64);
+                claims.mapped(e.end() - 1, !e.unwritten);
                 prev_end = e.end();
             } else {
                 let (_, child) = node.index(i);
@@ -706,7 +717,12 @@ impl<D: BlockDevice> Volume<D> {
     /// Indirect map: every pointer block and pointer lies inside the
     /// filesystem; all of them are claimed, past `i_size` too (they are
     /// allocated all the same).
-    fn check_block_map(&self, inode: &Inode, sink: &mut Sink<'_>, cl: &mut Claimer<'_>) {
+    fn check_block_map(
+        &self,
+        inode: &Inode,
+        sink: &mut ProblemSink<'_>,
+        claims: &mut BlockClaims<'_>,
+    ) {
         // Pointer blocks reused under many slots can map far more blocks
         // than exist: stop once the file claims more than the filesystem
         // has, which no valid file does.
@@ -715,9 +731,9 @@ impl<D: BlockDevice> Volume<D> {
         for i in 0..12 {
             let p = inode.block_word(i) as u64;
             if p != 0 {
-                cl.mapped(i as u64, true);
+                claims.mapped(i as u64, true);
                 if self
-                    .map_ptr(inode.ino, p, &mut left, &mut run, sink, cl)
+                    .map_ptr(inode.ino, p, &mut left, &mut run, sink, claims)
                     .is_err()
                 {
                     return;
@@ -725,7 +741,7 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         if run.1 > 0 {
-            cl.blocks(run.0, run.1);
+            claims.blocks(run.0, run.1);
         }
         // First logical block under each of the three trees.
         let per = (self.sb().block_size / 4) as u64;
@@ -735,7 +751,7 @@ impl<D: BlockDevice> Volume<D> {
             let base = bases[i - 12];
             if p != 0
                 && self
-                    .map_tree(inode.ino, p, depth, base, &mut left, sink, cl)
+                    .map_tree(inode.ino, p, depth, base, &mut left, sink, claims)
                     .is_err()
             {
                 return;
@@ -750,8 +766,8 @@ impl<D: BlockDevice> Volume<D> {
         p: u64,
         left: &mut u64,
         run: &mut (u64, u64),
-        sink: &mut Sink<'_>,
-        cl: &mut Claimer<'_>,
+        sink: &mut ProblemSink<'_>,
+        claims: &mut BlockClaims<'_>,
     ) -> core::result::Result<(), ()> {
         if !self.blocks_in_fs(p, 1) {
             sink.put(Error::corrupt(
@@ -772,7 +788,7 @@ impl<D: BlockDevice> Volume<D> {
             run.1 += 1;
         } else {
             if run.1 > 0 {
-                cl.blocks(run.0, run.1);
+                claims.blocks(run.0, run.1);
             }
             *run = (p, 1);
         }
@@ -789,12 +805,12 @@ impl<D: BlockDevice> Volume<D> {
         depth: u32,
         base: u64,
         left: &mut u64,
-        sink: &mut Sink<'_>,
-        cl: &mut Claimer<'_>,
+        sink: &mut ProblemSink<'_>,
+        claims: &mut BlockClaims<'_>,
     ) -> core::result::Result<(), ()> {
         let mut run = (0u64, 0u64);
-        self.map_ptr(ino, p, left, &mut run, sink, cl)?;
-        cl.blocks(p, 1);
+        self.map_ptr(ino, p, left, &mut run, sink, claims)?;
+        claims.blocks(p, 1);
         let ptrs: Vec<u32> = match self.cache_read_with(p, |b| {
             b.chunks_exact(4)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
@@ -811,41 +827,41 @@ impl<D: BlockDevice> Volume<D> {
         for (k, q) in ptrs.into_iter().enumerate().filter(|&(_, q)| q != 0) {
             let lblk = base + k as u64 * span;
             if depth == 1 {
-                cl.mapped(lblk, true);
-                self.map_ptr(ino, q as u64, left, &mut run, sink, cl)?;
+                claims.mapped(lblk, true);
+                self.map_ptr(ino, q as u64, left, &mut run, sink, claims)?;
             } else {
-                self.map_tree(ino, q as u64, depth - 1, lblk, left, sink, cl)?;
+                self.map_tree(ino, q as u64, depth - 1, lblk, left, sink, claims)?;
             }
         }
         if run.1 > 0 {
-            cl.blocks(run.0, run.1);
+            claims.blocks(run.0, run.1);
         }
         Ok(())
     }
 
     /// The bad blocks inode (mode 0, no links) owns the blocks in its map.
-    fn claim_bad_blocks(&self, bytes: &[u8], sink: &mut Sink<'_>, cx: &Ctx<'_>) {
+    fn claim_bad_blocks(&self, bytes: &[u8], sink: &mut ProblemSink<'_>, walk: &WalkState<'_>) {
         let Ok(inode) = Inode::parse(self.sb(), BAD_BLOCKS_INO, bytes) else {
             return;
         };
         if (0..15).all(|i| inode.block_word(i) == 0) {
             return;
         }
-        let mut cl = cx.claimer(BAD_BLOCKS_INO);
+        let mut claims = walk.claims(BAD_BLOCKS_INO);
         let before = sink.count;
-        self.check_block_map(&inode, sink, &mut cl);
+        self.check_block_map(&inode, sink, &mut claims);
         if sink.count != before {
-            cx.t.lose_claims();
+            walk.tally.lose_claims();
         }
-        cl.finish(BAD_BLOCKS_INO, sink);
+        claims.finish(BAD_BLOCKS_INO, sink);
     }
 
-    fn check_dir(&self, dir: &Inode, sink: &mut Sink<'_>, cx: &Ctx<'_>) {
+    fn check_dir(&self, dir: &Inode, sink: &mut ProblemSink<'_>, walk: &WalkState<'_>) {
         if dir.has_flag(flags::INLINE_DATA) {
             if sink.res(self.inline_check(dir)).is_none() {
-                return cx.t.lose_dirs();
+                return walk.tally.lose_dirs();
             }
-            if let Some(t) = &cx.t.inodes {
+            if let Some(t) = &walk.tally.inodes {
                 // Entries in order: ".", "..", then the names.
                 let mut n = 0u8;
                 let r = self.inline_readdir(dir, 0, &mut |e| {
@@ -854,7 +870,7 @@ impl<D: BlockDevice> Volume<D> {
                     true
                 });
                 if r.is_err() {
-                    cx.t.lose_dirs();
+                    walk.tally.lose_dirs();
                 }
             }
             return;
@@ -868,7 +884,7 @@ impl<D: BlockDevice> Volume<D> {
             let run = match self.map_block(dir, lblk) {
                 Ok(r) => r,
                 Err(e) => {
-                    cx.t.lose_dirs();
+                    walk.tally.lose_dirs();
                     return sink.put(e);
                 }
             };
@@ -979,16 +995,16 @@ impl<D: BlockDevice> Volume<D> {
                 match r {
                     Ok((errs, targets, broken)) => {
                         if broken {
-                            cx.t.lose_dirs();
+                            walk.tally.lose_dirs();
                         }
                         errs.into_iter().for_each(|e| sink.put(e));
                         for t in targets {
-                            if let Some(tally) = &cx.t.inodes {
+                            if let Some(tally) = &walk.tally.inodes {
                                 tally.entry(dir.ino, t.ino, t.which);
                             }
                             // Only the first pass reports; the entries were
                             // checked then.
-                            if !cx.first {
+                            if !walk.first {
                                 continue;
                             }
                             if let Err(what) = self.check_target(t) {
@@ -997,14 +1013,14 @@ impl<D: BlockDevice> Volume<D> {
                         }
                     }
                     Err(e) => {
-                        cx.t.lose_dirs();
+                        walk.tally.lose_dirs();
                         sink.put(e)
                     }
                 }
             }
             lblk += len;
         }
-        if dx && cx.first {
+        if dx && walk.first {
             self.check_dx_tree(dir, sink);
         }
     }
@@ -1069,7 +1085,7 @@ impl<D: BlockDevice> Volume<D> {
     /// Walk the hash tree's index nodes (the leaves' entries were checked
     /// above), and, as e2fsck does, require every name in a leaf to hash
     /// within the range its index entry gives it.
-    fn check_dx_tree(&self, dir: &Inode, sink: &mut Sink<'_>) {
+    fn check_dx_tree(&self, dir: &Inode, sink: &mut ProblemSink<'_>) {
         // Casefolded and encrypted names hash in forms not kept here.
         let version = if dir.has_flag(flags::CASEFOLD | flags::ENCRYPT) {
             None
@@ -1117,7 +1133,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Read every file byte, so unreadable mappings show up.
-    fn check_data(&self, inode: &Inode, sink: &mut Sink<'_>) -> u64 {
+    fn check_data(&self, inode: &Inode, sink: &mut ProblemSink<'_>) -> u64 {
         if inode.has_flag(flags::INLINE_DATA) {
             let mut buf = vec![0u8; inode.size.min(self.sb().block_size as u64) as usize];
             return match self.read_inode(inode, 0, &mut buf) {

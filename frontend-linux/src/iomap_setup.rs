@@ -2,7 +2,7 @@
 //! the kernel, the block device the kernel will do file I/O on (the source
 //! itself, or a loop device over an image file), registering it with the
 //! FUSE connection, and the `-o iomap=` policy. The per-request side lives
-//! in the session (`session/iomap.rs`).
+//! in the session (`session/mappings.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -7,7 +7,7 @@
 
 use zerocopy::FromBytes;
 
-use super::Sink;
+use super::ProblemSink;
 use crate::blockmap::Run;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object};
@@ -21,7 +21,7 @@ use crate::volume::Volume;
 const NOT_QUOTA: [u32; 8] = [1, 2, 5, 6, 7, 8, 9, 10];
 
 impl<D: BlockDevice> Volume<D> {
-    pub(super) fn check_special(&self, sink: &mut Sink<'_>) {
+    pub(super) fn check_special(&self, sink: &mut ProblemSink<'_>) {
         let sb = self.sb();
         let quota = sb.has_ro_compat(ro_compat::QUOTA);
         for (inum, which) in sb.quota_inums.into_iter().zip([
@@ -46,7 +46,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// `orphan_present` says the orphan file lists inodes; e2fsck calls
     /// the flag wrong when the file is empty (or missing).
-    fn check_orphans_present(&self, ino: u32, sink: &mut Sink<'_>) {
+    fn check_orphans_present(&self, ino: u32, sink: &mut ProblemSink<'_>) {
         let sb = self.sb();
         if !sb.has_compat(compat::ORPHAN_FILE) || ino == 0 {
             return sink.put(Error::corrupt(
@@ -81,7 +81,7 @@ impl<D: BlockDevice> Volume<D> {
         ));
     }
 
-    fn check_mmp(&self, blk: u64, sink: &mut Sink<'_>) {
+    fn check_mmp(&self, blk: u64, sink: &mut ProblemSink<'_>) {
         if !self.blocks_in_fs(blk, 1) || blk == 0 {
             return sink.put(Error::corrupt(
                 Object::Superblock,
@@ -115,7 +115,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// The rules `e2fsck` applies when it loads an internal journal.
-    fn check_journal_sb(&self, ino: u32, sink: &mut Sink<'_>) {
+    fn check_journal_sb(&self, ino: u32, sink: &mut ProblemSink<'_>) {
         let obj = Object::Inode(ino);
         // A broken journal inode is reported by the inode walk.
         let Ok(inode) = self.inode(ino) else {
