@@ -12,6 +12,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat};
 use crate::inode::{flags, Inode};
+use crate::numbers::{FileBlock, InodeNo};
 use crate::volume::{DirEntry, Volume};
 
 /// `struct ext4_dir_entry_2` without the name.
@@ -49,6 +50,8 @@ pub fn rec_len_from_disk(v: u16, block_size: usize) -> usize {
 pub struct Entry<'a> {
     pub offset: usize,
     pub rec_len: usize,
+    /// The inode named (0: an unused record), checked against the
+    /// filesystem's inode count.
     pub inode: u32,
     pub name: &'a [u8],
     pub file_type: u8,
@@ -185,7 +188,7 @@ impl<D: BlockDevice> Volume<D> {
         self.sb().has_compat(compat::DIR_INDEX) && dir.has_flag(flags::INDEX)
     }
 
-    pub(crate) fn dir_inode(&self, ino: u32) -> Result<alloc::sync::Arc<Inode>> {
+    pub(crate) fn dir_inode(&self, ino: InodeNo) -> Result<alloc::sync::Arc<Inode>> {
         let inode = self.live_inode(ino)?;
         if inode.kind != Some(FileType::Directory) {
             return Err(Error::NotDir);
@@ -194,16 +197,13 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Check a leaf block's checksum, as the kernel does before using it.
-    pub(crate) fn check_leaf(&self, dir: &Inode, block: &[u8], lblk: u64) -> Result<()> {
+    pub(crate) fn check_leaf(&self, dir: &Inode, block: &[u8], lblk: FileBlock) -> Result<()> {
         if self.sb().metadata_csum()
             && self.check_csums()
             && !leaf_checksum_ok(block, dir.csum_seed)
         {
             return Err(Error::Checksum {
-                object: Object::DirBlock {
-                    dir: dir.ino,
-                    lblk: lblk as u32,
-                },
+                object: Object::DirBlock { dir: dir.ino, lblk },
             });
         }
         Ok(())
@@ -212,7 +212,13 @@ impl<D: BlockDevice> Volume<D> {
     /// [`Volume::check_leaf`] once per cached copy of the block: skipped
     /// when these bytes already passed it under this directory's seed (a
     /// block read again from the device, or rewritten, is checked again).
-    fn check_leaf_once(&self, dir: &Inode, block: &[u8], lblk: u64, mark: &Mark) -> Result<()> {
+    fn check_leaf_once(
+        &self,
+        dir: &Inode,
+        block: &[u8],
+        lblk: FileBlock,
+        mark: &Mark,
+    ) -> Result<()> {
         // The seed decides the result; the high bit keeps the tag nonzero.
         let tag = 1 << 32 | dir.csum_seed as u64;
         if mark.is(tag) {
@@ -228,7 +234,7 @@ impl<D: BlockDevice> Volume<D> {
     /// reported through [`Volume::report`] and skipped, as the kernel does.
     pub fn readdir(
         &self,
-        dir: u32,
+        dir: InodeNo,
         cookie: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> Result<()> {
@@ -242,7 +248,7 @@ impl<D: BlockDevice> Volume<D> {
         let mut start = (cookie % bs) as usize;
         let dx = self.is_dx(&inode);
         while lblk < nblocks {
-            let run = match self.map_block(&inode, lblk) {
+            let run = match self.map_block_at(&inode, lblk) {
                 Ok(r) => r,
                 Err(e) => {
                     // Without a map there is no way to find further blocks.
@@ -260,17 +266,16 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
+                // Below `nblocks`, which the loop keeps under 2^32 blocks.
+                let fl = FileBlock(l as u32);
                 let stop = self.cache_read_marked(pblk + i, |block, mark| -> Result<bool> {
                     if dx && is_dx_node(block, l) && l != 0 {
                         return Ok(false);
                     }
                     if !(dx && l == 0) {
-                        self.check_leaf_once(&inode, block, l, mark)?;
+                        self.check_leaf_once(&inode, block, fl, mark)?;
                     }
-                    let obj = Object::DirBlock {
-                        dir,
-                        lblk: l as u32,
-                    };
+                    let obj = Object::DirBlock { dir, lblk: fl };
                     let area = if dx && l == 0 {
                         block
                     } else {
@@ -288,7 +293,7 @@ impl<D: BlockDevice> Volume<D> {
                             l * bs + next_off as u64
                         };
                         let de = DirEntry {
-                            ino: e.inode,
+                            ino: InodeNo(e.inode),
                             name: e.name,
                             kind: self.dirent_kind(e.file_type),
                             next,
@@ -312,13 +317,13 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Look `name` up in directory `dir`; returns the child's attributes.
-    pub fn lookup(&self, dir: u32, name: &[u8]) -> Result<Attr> {
+    pub fn lookup(&self, dir: InodeNo, name: &[u8]) -> Result<Attr> {
         let ino = self.lookup_ino(dir, name)?;
         self.getattr(ino)
     }
 
     /// Look `name` up in directory `dir`; returns the child's inode number.
-    pub fn lookup_ino(&self, dir: u32, name: &[u8]) -> Result<u32> {
+    pub fn lookup_ino(&self, dir: InodeNo, name: &[u8]) -> Result<InodeNo> {
         if name.len() > 255 {
             return Err(Error::NameTooLong);
         }
@@ -351,12 +356,12 @@ impl<D: BlockDevice> Volume<D> {
         name: &[u8],
         from: u64,
         to: u64,
-    ) -> Result<Option<u32>> {
+    ) -> Result<Option<InodeNo>> {
         let dx = self.is_dx(dir);
         let fold = dir.has_flag(flags::CASEFOLD);
         let mut lblk = from;
         while lblk < to {
-            let (pblk, len) = match self.map_block(dir, lblk)? {
+            let (pblk, len) = match self.map_block_at(dir, lblk)? {
                 Run::Hole { len } => {
                     lblk += len;
                     continue;
@@ -365,13 +370,14 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
+                let fl = FileBlock(l as u32);
                 let found =
-                    self.cache_read_marked(pblk + i, |block, mark| -> Result<Option<u32>> {
+                    self.cache_read_marked(pblk + i, |block, mark| -> Result<Option<InodeNo>> {
                         if dx && is_dx_node(block, l) && l != 0 {
                             return Ok(None);
                         }
                         if !(dx && l == 0) {
-                            self.check_leaf_once(dir, block, l, mark)?;
+                            self.check_leaf_once(dir, block, fl, mark)?;
                         }
                         let area = if dx && l == 0 {
                             block
@@ -380,12 +386,12 @@ impl<D: BlockDevice> Volume<D> {
                         };
                         let obj = Object::DirBlock {
                             dir: dir.ino,
-                            lblk: l as u32,
+                            lblk: fl,
                         };
                         for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
                             let e = e?;
                             if e.inode != 0 && names_equal(e.name, name, fold) {
-                                return Ok(Some(e.inode));
+                                return Ok(Some(InodeNo(e.inode)));
                             }
                         }
                         Ok(None)
@@ -434,7 +440,7 @@ mod tests {
         b[8] = b'a';
         b[12..16].copy_from_slice(&6u32.to_le_bytes());
         b[16..18].copy_from_slice(&100u16.to_le_bytes()); // runs past the block
-        let v: alloc::vec::Vec<_> = Entries::new(&b, 0, 100, Object::Inode(2)).collect();
+        let v: alloc::vec::Vec<_> = Entries::new(&b, 0, 100, Object::Inode(InodeNo(2))).collect();
         assert_eq!(v.len(), 2);
         assert!(v[0].is_ok());
         assert!(v[1].is_err());

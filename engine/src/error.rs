@@ -3,17 +3,19 @@
 
 use core::fmt;
 
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
+
 /// The on-disk object an error concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Object {
     Superblock,
     GroupDesc(u32),
-    Inode(u32),
-    Block(u64),
+    Inode(InodeNo),
+    Block(PhysBlock),
     /// A directory entry inside directory inode `dir`, in its logical block `lblk`.
     DirBlock {
-        dir: u32,
-        lblk: u32,
+        dir: InodeNo,
+        lblk: FileBlock,
     },
     Device,
 }

@@ -6,6 +6,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 
 use crate::checksum::crc32c;
 use crate::error::{Error, Object, Result};
+use crate::numbers::{FileBlock, PhysBlock};
 
 pub const MAGIC: u16 = 0xF30A;
 /// The kernel builds at most 5 levels and refuses to read deeper trees;
@@ -46,15 +47,16 @@ pub struct RawExtent {
 /// A leaf extent, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
-    pub lblk: u32,
+    pub lblk: FileBlock,
     pub len: u32,
-    pub pblk: u64,
+    pub pblk: PhysBlock,
     pub unwritten: bool,
 }
 
 impl Extent {
+    /// The first logical block after the extent (up to `FileBlock::COUNT`).
     pub fn end(&self) -> u64 {
-        self.lblk as u64 + self.len as u64
+        self.lblk.get() + self.len as u64
     }
 }
 
@@ -100,12 +102,14 @@ impl<'a> Node<'a> {
         })
     }
 
-    pub fn index(&self, i: usize) -> (u32, u64) {
+    /// Index entry `i`: the first logical block it covers and the tree
+    /// block below it.
+    pub fn index(&self, i: usize) -> (FileBlock, PhysBlock) {
         let r = RawIndex::read_from_bytes(&self.body[i * 12..i * 12 + 12])
             .unwrap_or_else(|_| RawIndex::new_zeroed());
         (
-            r.block.get(),
-            r.leaf_lo.get() as u64 | (r.leaf_hi.get() as u64) << 32,
+            FileBlock(r.block.get()),
+            PhysBlock(r.leaf_lo.get() as u64 | (r.leaf_hi.get() as u64) << 32),
         )
     }
 
@@ -119,9 +123,9 @@ impl<'a> Node<'a> {
             (raw_len, false)
         };
         Extent {
-            lblk: r.block.get(),
+            lblk: FileBlock(r.block.get()),
             len: len as u32,
-            pblk: r.start_lo.get() as u64 | (r.start_hi.get() as u64) << 32,
+            pblk: PhysBlock(r.start_lo.get() as u64 | (r.start_hi.get() as u64) << 32),
             unwritten,
         }
     }
@@ -129,7 +133,8 @@ impl<'a> Node<'a> {
     /// Index of the last entry whose first logical block is <= `lblk`
     /// (entries are sorted by logical block), or None if `lblk` precedes
     /// them all.
-    pub fn search(&self, lblk: u32) -> Option<usize> {
+    pub fn search(&self, lblk: FileBlock) -> Option<usize> {
+        let lblk = lblk.0;
         let key = |i: usize| {
             u32::from_le_bytes([
                 self.body[i * 12],
@@ -151,13 +156,13 @@ impl<'a> Node<'a> {
     }
 
     /// The first logical block of entry `i`.
-    pub fn key(&self, i: usize) -> u32 {
-        u32::from_le_bytes([
+    pub fn key(&self, i: usize) -> FileBlock {
+        FileBlock(u32::from_le_bytes([
             self.body[i * 12],
             self.body[i * 12 + 1],
             self.body[i * 12 + 2],
             self.body[i * 12 + 3],
-        ])
+        ]))
     }
 }
 
@@ -205,22 +210,23 @@ mod tests {
         b[24..28].copy_from_slice(&100u32.to_le_bytes());
         b[28..30].copy_from_slice(&32769u16.to_le_bytes());
         b[32..36].copy_from_slice(&900u32.to_le_bytes());
-        let n = Node::parse(&b, None, Object::Inode(12)).unwrap();
-        assert_eq!(n.search(9), None);
-        assert_eq!(n.search(10), Some(0));
-        assert_eq!(n.search(99), Some(0));
-        assert_eq!(n.search(100), Some(1));
+        let obj = Object::Inode(crate::numbers::InodeNo(12));
+        let n = Node::parse(&b, None, obj).unwrap();
+        assert_eq!(n.search(FileBlock(9)), None);
+        assert_eq!(n.search(FileBlock(10)), Some(0));
+        assert_eq!(n.search(FileBlock(99)), Some(0));
+        assert_eq!(n.search(FileBlock(100)), Some(1));
         assert_eq!(
             n.extent(1),
             Extent {
-                lblk: 100,
+                lblk: FileBlock(100),
                 len: 1,
-                pblk: 900,
+                pblk: PhysBlock(900),
                 unwritten: true
             }
         );
         // max 5 entries would not fit in 60 bytes
         b[4..6].copy_from_slice(&5u16.to_le_bytes());
-        assert!(Node::parse(&b, None, Object::Inode(12)).is_err());
+        assert!(Node::parse(&b, None, obj).is_err());
     }
 }

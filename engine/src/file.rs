@@ -4,11 +4,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::attr::FileType;
-use crate::blockmap::{Run, MAX_LBLK};
+use crate::blockmap::Run;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inode::{flags, Inode};
+use crate::numbers::{FileBlock, InodeNo};
 use crate::volume::{Volume, Whence};
 
 /// Longest symlink target the kernel's ext4 accepts (a page, with its NUL).
@@ -16,7 +17,7 @@ const SYMLINK_MAX: u64 = 4095;
 
 impl<D: BlockDevice> Volume<D> {
     /// Read file bytes at `offset`; returns the count, short only at EOF.
-    pub fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    pub fn read(&self, ino: InodeNo, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let inode = self.live_inode(ino)?;
         match inode.kind {
             Some(FileType::Directory) => return Err(Error::IsDir),
@@ -47,7 +48,7 @@ impl<D: BlockDevice> Volume<D> {
             let pos = offset + done as u64;
             let lblk = pos / bs;
             let within = pos % bs;
-            let run = self.map_block(inode, lblk)?;
+            let run = self.map_block_at(inode, lblk)?;
             let avail = run.len().saturating_mul(bs) - within;
             let take = avail.min((n - done) as u64) as usize;
             let dst = &mut buf[done..done + take];
@@ -58,7 +59,7 @@ impl<D: BlockDevice> Volume<D> {
                     ..
                 } => {
                     // One device read for the whole contiguous piece.
-                    let at = pblk * bs + within;
+                    let at = pblk.0 * bs + within;
                     self.device().read_at(at, dst)?;
                 }
                 _ => dst.fill(0),
@@ -68,7 +69,7 @@ impl<D: BlockDevice> Volume<D> {
         Ok(n)
     }
 
-    pub fn readlink(&self, ino: u32) -> Result<Vec<u8>> {
+    pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
         let inode = self.live_inode(ino)?;
         if inode.kind != Some(FileType::Symlink) {
             return Err(Error::NotSymlink);
@@ -128,7 +129,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// `lseek` with SEEK_DATA / SEEK_HOLE. Unwritten extents count as holes
     /// (they read as zeros), as on the kernel's ext4.
-    pub fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64> {
+    pub fn seek(&self, ino: InodeNo, offset: u64, whence: Whence) -> Result<u64> {
         let inode = self.live_inode(ino)?;
         if inode.kind != Some(FileType::Regular) {
             return Err(Error::InvalidArgument);
@@ -145,7 +146,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         let bs = self.sb().block_size as u64;
         let mut lblk = offset / bs;
-        let end = size.div_ceil(bs).min(MAX_LBLK);
+        let end = size.div_ceil(bs).min(FileBlock::COUNT);
         // Pointer blocks reused under many slots map far more blocks than
         // exist, one run at a time (an indirect block pointing at itself
         // under a 1 TiB size: minutes per SEEK_HOLE): stop once the scan
@@ -153,7 +154,7 @@ impl<D: BlockDevice> Volume<D> {
         // file does.
         let mut mapped = 0u64;
         while lblk < end {
-            let run = self.map_block(&inode, lblk)?;
+            let run = self.map_block_at(&inode, lblk)?;
             let data = matches!(
                 run,
                 Run::Mapped {

@@ -7,6 +7,7 @@ use crate::attr::{Attr, FileType, Timestamp};
 use crate::checksum::crc32c;
 use crate::error::{Error, Object, Result};
 use crate::features::{incompat, ro_compat};
+use crate::numbers::InodeNo;
 use crate::superblock::Superblock;
 
 /// `struct ext4_inode`, through `i_projid` (160 bytes). Larger inode
@@ -75,7 +76,7 @@ pub mod flags {
 /// extended attribute area kept for the mapping and xattr code.
 #[derive(Clone, Debug)]
 pub struct Inode {
-    pub ino: u32,
+    pub ino: InodeNo,
     pub mode: u16,
     pub kind: Option<FileType>,
     pub uid: u32,
@@ -120,7 +121,7 @@ impl Inode {
     /// Decode `bytes` (the whole on-disk record, `inode_size` long).
     /// Checks only what makes the record unusable; the checksum is checked
     /// separately with [`checksum_ok`].
-    pub fn parse(sb: &Superblock, ino: u32, bytes: &[u8]) -> Result<Inode> {
+    pub fn parse(sb: &Superblock, ino: InodeNo, bytes: &[u8]) -> Result<Inode> {
         let bad = |what| Err(Error::corrupt(Object::Inode(ino), what));
         let mut rec = [0u8; 160];
         let n = bytes.len().min(160);
@@ -159,7 +160,7 @@ impl Inode {
                 0
             };
         let gen = raw.generation.get();
-        let mut csum_seed = crc32c(sb.csum_seed, &ino.to_le_bytes());
+        let mut csum_seed = crc32c(sb.csum_seed, &ino.0.to_le_bytes());
         csum_seed = crc32c(csum_seed, &gen.to_le_bytes());
         let ibody = if large {
             bytes[GOOD_OLD_INODE_SIZE + extra_isize as usize..].to_vec()
@@ -259,7 +260,7 @@ impl Inode {
 
 /// Whether the on-disk record `bytes` of inode `ino` carries a valid
 /// checksum. Filesystems without `metadata_csum` always pass.
-pub fn checksum_ok(sb: &Superblock, ino: u32, bytes: &[u8]) -> bool {
+pub fn checksum_ok(sb: &Superblock, ino: InodeNo, bytes: &[u8]) -> bool {
     match expected_checksum(sb, ino, bytes) {
         None => true,
         Some((c, has_hi)) => {
@@ -275,12 +276,12 @@ pub fn checksum_ok(sb: &Superblock, ino: u32, bytes: &[u8]) -> bool {
 }
 
 /// The checksum the record should carry and whether it has the high half.
-pub fn expected_checksum(sb: &Superblock, ino: u32, bytes: &[u8]) -> Option<(u32, bool)> {
+pub fn expected_checksum(sb: &Superblock, ino: InodeNo, bytes: &[u8]) -> Option<(u32, bool)> {
     if !sb.metadata_csum() || bytes.len() < GOOD_OLD_INODE_SIZE {
         return None;
     }
     let gen = &bytes[0x64..0x68];
-    let mut c = crc32c(sb.csum_seed, &ino.to_le_bytes());
+    let mut c = crc32c(sb.csum_seed, &ino.0.to_le_bytes());
     c = crc32c(c, gen);
     c = crc32c(c, &bytes[..CHECKSUM_LO]);
     c = crc32c(c, &[0, 0]);

@@ -18,10 +18,8 @@ use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
 use crate::inode_cache::{InodeCache, InodeCacheStats};
 use crate::mapping_cache::MappingCache;
+use crate::numbers::{InodeNo, PhysBlock};
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
-
-/// Root directory inode.
-pub const ROOT_INO: u32 = 2;
 
 /// Settings fixed when a volume is opened.
 #[derive(Clone, Debug)]
@@ -56,7 +54,7 @@ impl Default for OpenOptions {
 /// One entry handed out by [`Volume::readdir`].
 #[derive(Clone, Copy, Debug)]
 pub struct DirEntry<'a> {
-    pub ino: u32,
+    pub ino: InodeNo,
     pub name: &'a [u8],
     /// From the entry's `file_type` byte; `None` when the filesystem has no
     /// `filetype` feature (ask `getattr`).
@@ -202,7 +200,7 @@ impl<D: BlockDevice> Volume<D> {
     }
     /// Forget the cached decoded copy of inode `ino`: whoever changes an
     /// inode record calls this once the change is in the block cache.
-    pub fn invalidate_inode(&self, ino: u32) {
+    pub fn invalidate_inode(&self, ino: InodeNo) {
         self.icache.invalidate(ino);
     }
     pub fn options(&self) -> &OpenOptions {
@@ -239,23 +237,27 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Run `f` on metadata block `blk` through the block cache.
-    pub(crate) fn cache_read_with<R>(&self, blk: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    pub(crate) fn cache_read_with<R>(
+        &self,
+        blk: PhysBlock,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         self.cache_read_marked(blk, |b, _| f(b))
     }
 
     /// [`Volume::cache_read_with`], with the buffer's check [`Mark`].
     pub(crate) fn cache_read_marked<R>(
         &self,
-        blk: u64,
+        blk: PhysBlock,
         f: impl FnOnce(&[u8], &Mark) -> R,
     ) -> Result<R> {
-        if blk >= self.sb.blocks_count {
+        if blk.0 >= self.sb.blocks_count {
             return Err(Error::corrupt(
                 Object::Block(blk),
                 "block number is past the end of the filesystem",
             ));
         }
-        Ok(self.cache.read_marked(blk, f)?)
+        Ok(self.cache.read_marked(blk.0, f)?)
     }
 
     /// Read and check group descriptor `g`. Only a `metadata_csum`
@@ -282,7 +284,7 @@ impl<D: BlockDevice> Volume<D> {
             ));
         }
         let dpb = self.sb.descs_per_block();
-        let blk = self.sb.desc_block(g / dpb);
+        let blk = PhysBlock(self.sb.desc_block(g / dpb));
         let off = ((g % dpb) * self.sb.desc_size) as usize;
         let size = self.sb.desc_size as usize;
         self.cache_read_with(blk, |b| {
@@ -295,15 +297,15 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Where inode `ino`'s record lives: (block, byte offset in block).
-    pub fn inode_location(&self, ino: u32) -> Result<(u64, usize)> {
-        if ino == 0 || ino > self.sb.inodes_count {
+    pub fn inode_location(&self, ino: InodeNo) -> Result<(PhysBlock, usize)> {
+        if ino.0 == 0 || ino.0 > self.sb.inodes_count {
             return Err(Error::corrupt(
                 Object::Inode(ino),
                 "inode number out of range",
             ));
         }
-        let g = (ino - 1) / self.sb.inodes_per_group;
-        let idx = ((ino - 1) % self.sb.inodes_per_group) as u64;
+        let g = (ino.0 - 1) / self.sb.inodes_per_group;
+        let idx = ((ino.0 - 1) % self.sb.inodes_per_group) as u64;
         let gd = self.group_desc(g)?;
         let byte = idx * self.sb.inode_size as u64;
         let bs = self.sb.block_size as u64;
@@ -311,7 +313,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// The raw on-disk record of inode `ino`.
-    pub fn inode_bytes(&self, ino: u32) -> Result<Vec<u8>> {
+    pub fn inode_bytes(&self, ino: InodeNo) -> Result<Vec<u8>> {
         let (blk, off) = self.inode_location(ino)?;
         let size = self.sb.inode_size as usize;
         self.cache_read_with(blk, |b| b[off..off + size].to_vec())
@@ -319,7 +321,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Read, check and decode inode `ino`, from the block cache (never
     /// from the inode cache: `fsck` verifies what is on disk).
-    pub fn inode(&self, ino: u32) -> Result<Inode> {
+    pub fn inode(&self, ino: InodeNo) -> Result<Inode> {
         let (blk, off) = self.inode_location(ino)?;
         let size = self.sb.inode_size as usize;
         self.cache_read_with(blk, |b| {
@@ -337,7 +339,7 @@ impl<D: BlockDevice> Volume<D> {
     /// in use. Through the inode cache, which keeps only inodes that passed
     /// [`Volume::check_live`], so a hit needs no checks and a damaged inode
     /// fails the same way on every request.
-    pub(crate) fn live_inode(&self, ino: u32) -> Result<Arc<Inode>> {
+    pub(crate) fn live_inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
         self.icache.get_or_load(ino, || {
             let inode = self.inode(ino)?;
             self.check_live(&inode)?;
@@ -383,8 +385,8 @@ impl<D: BlockDevice> Volume<D> {
             return Ok(());
         }
         for i in 0..15 {
-            let b = inode.block_word(i) as u64;
-            if b != 0 && !self.blocks_in_fs(b, 1) {
+            let b = PhysBlock(inode.block_word(i) as u64);
+            if b.0 != 0 && !self.blocks_in_fs(b, 1) {
                 return Err(Error::corrupt(
                     Object::Inode(inode.ino),
                     "block pointer in i_block points outside the filesystem",
@@ -394,7 +396,7 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    pub fn getattr(&self, ino: u32) -> Result<Attr> {
+    pub fn getattr(&self, ino: InodeNo) -> Result<Attr> {
         self.live_inode(ino)?.attr(&self.sb)
     }
 
@@ -443,7 +445,7 @@ impl<D: BlockDevice> Volume<D> {
         if sb.overhead_clusters != 0 {
             overhead_clusters = sb.overhead_clusters as u64;
         } else if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum != 0 {
-            if let Ok(j) = self.inode(sb.journal_inum) {
+            if let Ok(j) = self.inode(InodeNo(sb.journal_inum)) {
                 overhead_clusters += (j.size >> (sb.log_block_size + 10)).div_ceil(cluster_ratio);
             }
         }

@@ -14,7 +14,7 @@ use std::process::Command;
 mod common;
 
 use common::have;
-use ext4_engine::{BlockDevice, Error, MemDevice, Object, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{BlockDevice, Error, FileBlock, InodeNo, MemDevice, Object, OpenOptions, Volume};
 
 const FILES: usize = 300;
 const BS: u64 = 4096;
@@ -89,7 +89,7 @@ fn flip(v: &Volume<MemDevice>, at: u64) {
 
 /// Look up every file of `b` (and getattr it) a few times: enough distinct
 /// blocks, each used repeatedly, to push `a`'s blocks out of the cache.
-fn churn(v: &Volume<MemDevice>, b: u32) {
+fn churn(v: &Volume<MemDevice>, b: InodeNo) {
     for _ in 0..20 {
         for f in 0..FILES {
             v.lookup(b, name(f).as_bytes()).unwrap();
@@ -97,7 +97,7 @@ fn churn(v: &Volume<MemDevice>, b: u32) {
     }
 }
 
-fn setup(name: &str) -> Option<(PathBuf, Volume<MemDevice>, u32, u32)> {
+fn setup(name: &str) -> Option<(PathBuf, Volume<MemDevice>, InodeNo, InodeNo)> {
     if !have("mke2fs") || !have("debugfs") || !have("e2fsck") {
         eprintln!("skipped: e2fsprogs not installed");
         return None;
@@ -106,8 +106,8 @@ fn setup(name: &str) -> Option<(PathBuf, Volume<MemDevice>, u32, u32)> {
     std::fs::create_dir_all(&dir).unwrap();
     let img = image(&dir);
     let v = open(&img);
-    let a = v.lookup_ino(ROOT_INO, b"a").unwrap();
-    let b = v.lookup_ino(ROOT_INO, b"b").unwrap();
+    let a = v.lookup_ino(InodeNo::ROOT, b"a").unwrap();
+    let b = v.lookup_ino(InodeNo::ROOT, b"b").unwrap();
     Some((img, v, a, b))
 }
 
@@ -135,7 +135,7 @@ fn damaged_leaf_checksums_are_seen_after_eviction() {
     }
     // Still cached: the bytes checked are the ones kept.
     v.lookup(a, name(0).as_bytes()).unwrap();
-    let b = v.lookup_ino(ROOT_INO, b"b").unwrap();
+    let b = v.lookup_ino(InodeNo::ROOT, b"b").unwrap();
     churn(&v, b);
     let misses = v.cache_stats().misses;
     for f in probe {
@@ -151,7 +151,7 @@ fn damaged_leaf_checksums_are_seen_after_eviction() {
         e,
         Error::Checksum {
             object: Object::DirBlock { lblk, .. }
-        } if *lblk > 0
+        } if lblk.0 > 0
     )));
 }
 
@@ -182,7 +182,10 @@ fn damaged_root_checksum_is_seen_after_eviction() {
         reports.iter().any(|e| matches!(
             e,
             Error::Checksum {
-                object: Object::DirBlock { lblk: 0, .. }
+                object: Object::DirBlock {
+                    lblk: FileBlock(0),
+                    ..
+                }
             }
         )),
         "{reports:?}"

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ext4_engine::{Error, MemDevice, Object, Volume, Whence, ROOT_INO};
+use ext4_engine::{Error, FileBlock, InodeNo, MemDevice, Object, Volume, Whence};
 use walk::{options, Limits, Stats, CACHE_BYTES, INODE_CACHE_BYTES, MAPPING_CACHE_BYTES};
 
 // ---------------------------------------------------------------------------
@@ -125,8 +125,8 @@ fn open(img: Vec<u8>) -> Volume<MemDevice> {
 }
 
 /// Resolve an absolute path without following symlinks.
-fn path_ino(v: &Volume<MemDevice>, path: &str) -> u32 {
-    let mut ino = ROOT_INO;
+fn path_ino(v: &Volume<MemDevice>, path: &str) -> InodeNo {
+    let mut ino = InodeNo::ROOT;
     for c in path.split('/').filter(|c| !c.is_empty()) {
         ino = v
             .lookup_ino(ino, c.as_bytes())
@@ -135,7 +135,7 @@ fn path_ino(v: &Volume<MemDevice>, path: &str) -> u32 {
     ino
 }
 
-fn read_all(v: &Volume<MemDevice>, ino: u32) -> Result<Vec<u8>, Error> {
+fn read_all(v: &Volume<MemDevice>, ino: InodeNo) -> Result<Vec<u8>, Error> {
     let size = v.getattr(ino)?.size as usize;
     let mut buf = vec![0u8; size];
     let n = v.read(ino, 0, &mut buf)?;
@@ -416,7 +416,7 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
     for img in ["htree_loop.img.gz", "htree_levels.img.gz"] {
         let v = open(regression(img));
         let mut names = Vec::new();
-        v.readdir(ROOT_INO, 0, &mut |e| {
+        v.readdir(InodeNo::ROOT, 0, &mut |e| {
             names.push(e.name.to_vec());
             true
         })
@@ -425,12 +425,12 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
         let t = Instant::now();
         let mut found = 0;
         for n in names.iter().filter(|n| n.starts_with(b"n")) {
-            match v.lookup_ino(ROOT_INO, n) {
+            match v.lookup_ino(InodeNo::ROOT, n) {
                 Ok(_) => found += 1,
                 Err(e) => assert_eq!(e, Error::NotFound, "{img}"),
             }
         }
-        assert!(v.lookup_ino(ROOT_INO, b"absent").is_err());
+        assert!(v.lookup_ino(InodeNo::ROOT, b"absent").is_err());
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "{img}: {:?}",
@@ -446,8 +446,8 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
                     e,
                     Error::Corrupt {
                         object: Object::DirBlock {
-                            dir: ROOT_INO,
-                            lblk: 0
+                            dir: InodeNo::ROOT,
+                            lblk: FileBlock(0)
                         },
                         ..
                     }
@@ -477,7 +477,10 @@ fn a_garbage_directory_block_hides_only_its_own_entries() {
         reports.iter().any(|e| matches!(
             e,
             Error::Corrupt {
-                object: Object::DirBlock { dir, lblk: 0 },
+                object: Object::DirBlock {
+                    dir,
+                    lblk: FileBlock(0)
+                },
                 ..
             } if *dir == b
         )),

@@ -16,7 +16,7 @@ mod common;
 
 use common::have;
 use ext4_engine::inode_cache::InodeCache;
-use ext4_engine::{MemDevice, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{InodeNo, MemDevice, OpenOptions, Volume};
 
 struct Counting;
 
@@ -90,11 +90,11 @@ fn open(img: &Path, inode_cache_bytes: usize) -> Volume<MemDevice> {
 }
 
 /// Every file's inode number, by lookup.
-fn all_inos(v: &Volume<MemDevice>) -> Vec<(String, u32)> {
+fn all_inos(v: &Volume<MemDevice>) -> Vec<(String, InodeNo)> {
     let mut out = Vec::new();
     for d in 0..DIRS {
         let dn = format!("d{d}");
-        let dino = v.lookup_ino(ROOT_INO, dn.as_bytes()).unwrap();
+        let dino = v.lookup_ino(InodeNo::ROOT, dn.as_bytes()).unwrap();
         out.push((format!("/{dn}"), dino));
         for f in 0..FILES {
             let name = format!("f{f}");
@@ -162,7 +162,7 @@ fn heap_held_stays_within_the_budget_and_uses_it() {
 }
 
 /// `debugfs -R "stat <ino>"` fields.
-fn debugfs_stat(img: &Path, ino: u32) -> (u64, u16, u16) {
+fn debugfs_stat(img: &Path, ino: InodeNo) -> (u64, u16, u16) {
     let out = Command::new("debugfs")
         .arg("-R")
         .arg(format!("stat <{ino}>"))
@@ -243,7 +243,7 @@ fn damaged_inode_fails_the_same_way_every_time() {
     drop(v);
     let mut bytes = std::fs::read(&img).unwrap();
     // i_size_lo: the record's checksum no longer matches.
-    bytes[blk as usize * bs + off + 4] ^= 0x40;
+    bytes[blk.0 as usize * bs + off + 4] ^= 0x40;
     let v = Volume::open(MemDevice::from_vec(bytes), &OpenOptions::default()).unwrap();
     let first = v.getattr(victim).map(|a| a.size).unwrap_err().to_string();
     assert!(first.contains("checksum"), "{victim_path}: {first}");

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ext4_engine::attr::{Attr, FileType as Kind, Timestamp};
-use ext4_engine::{BlockDevice, Error, Volume, Whence, ROOT_INO};
+use ext4_engine::{BlockDevice, Error, InodeNo, Volume, Whence};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
@@ -102,15 +102,15 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
     }
 
     /// FUSE node id -> ext4 inode number.
-    fn ino(&self, node: INodeNo) -> Result<u32, Errno> {
+    fn ino(&self, node: INodeNo) -> Result<InodeNo, Errno> {
         match node.0 {
-            1 => Ok(ROOT_INO),
-            n => u32::try_from(n).map_err(|_| Errno::ENOENT),
+            1 => Ok(InodeNo::ROOT),
+            n => u32::try_from(n).map(InodeNo).map_err(|_| Errno::ENOENT),
         }
     }
 
     /// Turn an engine error into the reply errno, logging damage.
-    fn fail(&self, what: &str, ino: u32, e: &Error) -> Errno {
+    fn fail(&self, what: &str, ino: InodeNo, e: &Error) -> Errno {
         if e.is_corruption() || matches!(e, Error::Io(_)) {
             warn!("{what} inode {ino}: {e}");
         } else {
@@ -160,17 +160,17 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
         let node = match a.ino {
             // The root is known to the kernel by FUSE's id 1 (and `fuser`
             // reports a node's id as its st_ino in an entry reply).
-            ROOT_INO => 1,
+            InodeNo::ROOT => 1,
             // Id 1 is the root's: an entry naming inode 1 (the bad-blocks
             // inode) would alias it.
-            1 => {
+            InodeNo(1) => {
                 warn!("directory inode {dir} names reserved inode 1");
                 return Err(Errno::from_i32(sys::host_errno(&Error::corrupt(
                     ext4_engine::Object::Inode(dir),
                     "entry names reserved inode 1",
                 ))));
             }
-            n => n as u64,
+            n => u64::from(n.0),
         };
         Ok((self.file_attr(&a, node), a.generation))
     }
@@ -178,7 +178,7 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
     /// Read into `buf` (grown to the request, never shrunk); the count.
     fn read_inner(
         &self,
-        ino: u32,
+        ino: InodeNo,
         offset: u64,
         size: u32,
         buf: &mut Vec<u8>,
@@ -192,7 +192,7 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
             .map_err(|e| self.fail("read", ino, &e))
     }
 
-    fn readlink_inner(&self, ino: u32) -> Result<Vec<u8>, Errno> {
+    fn readlink_inner(&self, ino: InodeNo) -> Result<Vec<u8>, Errno> {
         let mut t = self
             .vol
             .readlink(ino)
@@ -290,7 +290,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         self.drain();
         match r {
             // st_ino is the ext4 inode number, the root's included.
-            Ok(a) => reply.attr(&self.cfg.ttl, &self.file_attr(&a, u64::from(a.ino))),
+            Ok(a) => reply.attr(&self.cfg.ttl, &self.file_attr(&a, u64::from(a.ino.0))),
             Err(e) => reply.error(self.fail("getattr", ino, &e)),
         }
     }
@@ -404,7 +404,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         // for the entry after it, so a listing resumes exactly where the
         // kernel's buffer filled up.
         // Names go end to end in one buffer; each entry keeps its length.
-        let mut batch: Vec<(u32, usize, Option<Kind>, u64)> = Vec::new();
+        let mut batch: Vec<(InodeNo, usize, Option<Kind>, u64)> = Vec::new();
         let mut names: Vec<u8> = Vec::new();
         let mut bytes = 0usize;
         let r = self.vol.readdir(ino, offset, &mut |e| {
@@ -435,7 +435,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
                     .unwrap_or(Kind::Regular),
             };
             let name = OsStr::from_bytes(name);
-            if reply.add(INodeNo(u64::from(child)), next, file_type(kind), name) {
+            if reply.add(INodeNo(u64::from(child.0)), next, file_type(kind), name) {
                 break;
             }
         }

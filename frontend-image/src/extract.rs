@@ -27,9 +27,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use ext4_engine::blockmap::{Run, MAX_LBLK};
+use ext4_engine::blockmap::Run;
 use ext4_engine::inode::{flags as iflags, Inode};
-use ext4_engine::{Attr, BlockDevice, FileType, Timestamp, ROOT_INO};
+use ext4_engine::{Attr, BlockDevice, FileBlock, FileType, InodeNo, PhysBlock, Timestamp};
 use indicatif::{HumanBytes, ProgressBar};
 
 use crate::cat::CHUNK;
@@ -252,7 +252,7 @@ const BATCH_BYTES: u64 = 4 << 20;
 struct DirNode {
     fd: OwnedFd,
     /// Its inode in the image.
-    ino: u32,
+    ino: InodeNo,
     /// Its name in the parent (unused for the top).
     name: Vec<u8>,
     parent: Option<Arc<DirNode>>,
@@ -366,8 +366,8 @@ struct Extraction<'a> {
     /// The directory all recorded hard-link paths are relative to.
     root: RawFd,
     as_root: bool,
-    links: Mutex<HashMap<u32, Link>>,
-    dirs_seen: Mutex<HashSet<u32>>,
+    links: Mutex<HashMap<InodeNo, Link>>,
+    dirs_seen: Mutex<HashSet<InodeNo>>,
     warned_ns: Mutex<HashSet<Vec<u8>>>,
     warned_dev: AtomicBool,
     copy_mode: AtomicU8,
@@ -695,7 +695,7 @@ impl Extraction<'_> {
     /// For an inode with several names: whether this name is to be
     /// extracted (the first one met); otherwise it is linked to the first,
     /// now or, if that is still being made, when it is done.
-    fn first_name(&self, dir: &Arc<DirNode>, cn: &CStr, path: &[u8], ino: u32) -> bool {
+    fn first_name(&self, dir: &Arc<DirNode>, cn: &CStr, path: &[u8], ino: InodeNo) -> bool {
         let mut links = lock(&self.links);
         match links.get_mut(&ino) {
             None => {
@@ -869,7 +869,7 @@ impl Extraction<'_> {
         } else {
             let bs = self.bs;
             // Blocks past MAX_LBLK cannot be mapped: they read as a hole.
-            let blocks = size.div_ceil(bs).min(MAX_LBLK);
+            let blocks = size.div_ceil(bs).min(FileBlock::COUNT);
             let mut lblk = 0u64;
             // Pointer blocks reused under many slots map far more blocks
             // than exist (an indirect block pointing at itself under a
@@ -879,7 +879,7 @@ impl Extraction<'_> {
             while lblk < blocks {
                 let run = self
                     .vol
-                    .map_block(&inode, lblk)
+                    .map_block(&inode, FileBlock(lblk as u32))
                     .map_err(|e| format!("mapping byte {}: {e}", lblk * bs))?;
                 let len = run.len().max(1);
                 if let Run::Mapped { len, .. } = run {
@@ -918,7 +918,7 @@ impl Extraction<'_> {
         w: &mut Worker,
         file: &File,
         inode: &Inode,
-        pblk: u64,
+        pblk: PhysBlock,
         from: u64,
         to: u64,
     ) -> Result<u64, String> {
@@ -926,7 +926,7 @@ impl Extraction<'_> {
         // engine, which says what is wrong; the kernel would only return
         // short, or EINVAL for offsets past i64, and make us give up on
         // copying in the kernel for every later file.
-        let src = pblk.checked_mul(self.bs).filter(|s| {
+        let src = pblk.0.checked_mul(self.bs).filter(|s| {
             s.checked_add(to - from)
                 .is_some_and(|e| e <= self.image_size)
         });
@@ -1078,7 +1078,7 @@ impl Extraction<'_> {
     }
 
     /// Copy the inode's xattrs; whether it has any (some may have failed).
-    fn xattrs(&self, t: Target<'_>, path: &[u8], ino: u32) -> bool {
+    fn xattrs(&self, t: Target<'_>, path: &[u8], ino: InodeNo) -> bool {
         let names = match self.vol.listxattr(ino) {
             Ok(n) => n,
             Err(e) => {
@@ -1230,7 +1230,7 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
         });
         (top.clone(), Task::Entry(top, Ent { ino, name }, dir))
     };
-    let pb = if ino == ROOT_INO {
+    let pb = if ino == InodeNo::ROOT {
         let st = vol.statfs();
         crate::check::bar(st.inodes.saturating_sub(st.inodes_free), "extracting")
     } else {

@@ -6,25 +6,25 @@ use ext4_engine::attr::{Attr, StatFs};
 use ext4_engine::iomap::IomapConfig;
 use ext4_engine::mapping_cache::Mapping;
 use ext4_engine::volume::{DirEntry, Volume, Whence};
-use ext4_engine::{BlockDevice, Error, Result};
+use ext4_engine::{BlockDevice, Error, InodeNo, Result};
 
 pub trait Backend: Send + Sync {
-    fn getattr(&self, ino: u32) -> Result<Attr>;
-    fn lookup(&self, dir: u32, name: &[u8]) -> Result<Attr>;
+    fn getattr(&self, ino: InodeNo) -> Result<Attr>;
+    fn lookup(&self, dir: InodeNo, name: &[u8]) -> Result<Attr>;
     /// As [`Volume::readdir`]: `f` returns `false` to stop, and the entry it
     /// refused is not consumed.
     fn readdir(
         &self,
-        dir: u32,
+        dir: InodeNo,
         cookie: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> Result<()>;
-    fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> Result<usize>;
-    fn readlink(&self, ino: u32) -> Result<Vec<u8>>;
-    fn getxattr(&self, ino: u32, name: &[u8]) -> Result<Vec<u8>>;
-    fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>>;
+    fn read(&self, ino: InodeNo, offset: u64, buf: &mut [u8]) -> Result<usize>;
+    fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>>;
+    fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>>;
+    fn listxattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>>;
     fn statfs(&self) -> StatFs;
-    fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64>;
+    fn seek(&self, ino: InodeNo, offset: u64, whence: Whence) -> Result<u64>;
     /// Damage met while serving requests that still succeeded (a skipped
     /// directory block, say), to be logged.
     fn take_reports(&self) -> Vec<Error> {
@@ -34,7 +34,7 @@ pub trait Backend: Send + Sync {
     /// `pos`. A backend without iomap answers `Unsupported`.
     fn iomap_begin(
         &self,
-        _ino: u32,
+        _ino: InodeNo,
         _pos: u64,
         _count: u64,
         _opflags: u32,
@@ -49,36 +49,36 @@ pub trait Backend: Send + Sync {
 }
 
 impl<D: BlockDevice> Backend for Volume<D> {
-    fn getattr(&self, ino: u32) -> Result<Attr> {
+    fn getattr(&self, ino: InodeNo) -> Result<Attr> {
         Volume::getattr(self, ino)
     }
-    fn lookup(&self, dir: u32, name: &[u8]) -> Result<Attr> {
+    fn lookup(&self, dir: InodeNo, name: &[u8]) -> Result<Attr> {
         Volume::lookup(self, dir, name)
     }
     fn readdir(
         &self,
-        dir: u32,
+        dir: InodeNo,
         cookie: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> Result<()> {
         Volume::readdir(self, dir, cookie, f)
     }
-    fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    fn read(&self, ino: InodeNo, offset: u64, buf: &mut [u8]) -> Result<usize> {
         Volume::read(self, ino, offset, buf)
     }
-    fn readlink(&self, ino: u32) -> Result<Vec<u8>> {
+    fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
         Volume::readlink(self, ino)
     }
-    fn getxattr(&self, ino: u32, name: &[u8]) -> Result<Vec<u8>> {
+    fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
         Volume::getxattr(self, ino, name)
     }
-    fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>> {
+    fn listxattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
         Volume::listxattr(self, ino)
     }
     fn statfs(&self) -> StatFs {
         Volume::statfs(self)
     }
-    fn seek(&self, ino: u32, offset: u64, whence: Whence) -> Result<u64> {
+    fn seek(&self, ino: InodeNo, offset: u64, whence: Whence) -> Result<u64> {
         Volume::seek(self, ino, offset, whence)
     }
     fn take_reports(&self) -> Vec<Error> {
@@ -86,7 +86,7 @@ impl<D: BlockDevice> Backend for Volume<D> {
     }
     fn iomap_begin(
         &self,
-        ino: u32,
+        ino: InodeNo,
         pos: u64,
         count: u64,
         opflags: u32,

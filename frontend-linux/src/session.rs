@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use ext4_engine::attr::{Attr, FileType};
 use ext4_engine::error::{errno, Error, Object};
-use ext4_engine::volume::{Whence, ROOT_INO};
+use ext4_engine::volume::Whence;
+use ext4_engine::InodeNo;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::abi::{self, fopen, init_flags as flag, opcode, InHeader, OutHeader};
@@ -176,25 +177,25 @@ pub fn negotiate(
 
 /// FUSE node id -> ext4 inode. FUSE's root is 1, ext4's is 2; node id 2 is
 /// never handed out (inode 2 always travels as 1), so it is stale.
-pub fn nodeid_to_ino(nodeid: u64) -> Result<u32, i32> {
+pub fn nodeid_to_ino(nodeid: u64) -> Result<InodeNo, i32> {
     match nodeid {
-        abi::ROOT_ID => Ok(ROOT_INO),
+        abi::ROOT_ID => Ok(InodeNo::ROOT),
         0 => Err(errno::EINVAL),
-        n if n == ROOT_INO as u64 => Err(ESTALE),
-        n => u32::try_from(n).map_err(|_| ESTALE),
+        n if n == u64::from(InodeNo::ROOT.0) => Err(ESTALE),
+        n => u32::try_from(n).map(InodeNo).map_err(|_| ESTALE),
     }
 }
 
 /// ext4 inode -> FUSE node id. Inode 1 (bad blocks) would alias FUSE's root,
 /// so a directory entry naming it is corruption.
-pub fn ino_to_nodeid(ino: u32) -> Result<u64, Error> {
+pub fn ino_to_nodeid(ino: InodeNo) -> Result<u64, Error> {
     match ino {
-        ROOT_INO => Ok(abi::ROOT_ID),
-        0 | 1 => Err(Error::corrupt(
+        InodeNo::ROOT => Ok(abi::ROOT_ID),
+        InodeNo(0 | 1) => Err(Error::corrupt(
             Object::Inode(ino),
             "directory entry names a reserved inode",
         )),
-        n => Ok(n as u64),
+        n => Ok(u64::from(n.0)),
     }
 }
 
@@ -285,7 +286,7 @@ impl<'a> Request<'a> {
         let end = rest.iter().position(|&b| b == 0).ok_or(errno::EINVAL)?;
         Ok(&rest[..end])
     }
-    fn ino(&self) -> Result<u32, i32> {
+    fn ino(&self) -> Result<InodeNo, i32> {
         nodeid_to_ino(self.header.nodeid)
     }
 }
@@ -604,7 +605,7 @@ impl<B: Backend> Session<B> {
 
     /// Turn an engine error into an errno, logging the ones that mean the
     /// disk or the filesystem is damaged (the error names the object).
-    fn fail(&self, op: &str, ino: u32, e: Error) -> i32 {
+    fn fail(&self, op: &str, ino: InodeNo, e: Error) -> i32 {
         if matches!(
             e,
             Error::Corrupt { .. }
@@ -634,7 +635,7 @@ impl<B: Backend> Session<B> {
 
     fn fuse_attr(&self, a: &Attr) -> abi::Attr {
         abi::Attr {
-            ino: a.ino as u64,
+            ino: u64::from(a.ino.0),
             size: a.size,
             blocks: a.blocks,
             atime: a.atime.sec as u64,
@@ -778,7 +779,7 @@ impl<B: Backend> Session<B> {
             uid: self.config.uid.unwrap_or(a.uid),
             gid: self.config.gid.unwrap_or(a.gid),
             mode: a.mode as u16,
-            ino: a.ino as u64,
+            ino: u64::from(a.ino.0),
             size: a.size,
             blocks: a.blocks,
             attributes_mask: STATX_ATTRIBUTES_MASK,
@@ -895,7 +896,7 @@ impl<B: Backend> Session<B> {
         if !plus {
             let result = self.backend.readdir(dir, args.offset, &mut |e| {
                 let d = abi::Dirent {
-                    ino: e.ino as u64,
+                    ino: u64::from(e.ino.0),
                     off: e.next,
                     namelen: e.name.len() as u32,
                     typ: e.kind.map_or(0, |k| k.dtype() as u32),
@@ -914,7 +915,7 @@ impl<B: Backend> Session<B> {
                 let d = abi::DirentPlus {
                     entry_out: abi::EntryOut::default(),
                     dirent: abi::Dirent {
-                        ino: e.ino as u64,
+                        ino: u64::from(e.ino.0),
                         off: e.next,
                         namelen: e.name.len() as u32,
                         typ: e.kind.map_or(0, |k| k.dtype() as u32),
@@ -940,7 +941,7 @@ impl<B: Backend> Session<B> {
             if name == b"." || name == b".." {
                 continue;
             }
-            let ino = d.dirent.ino as u32;
+            let ino = InodeNo(d.dirent.ino as u32);
             match self.backend.getattr(ino).and_then(|a| self.entry_out(&a)) {
                 Ok(e) => rec[..core::mem::size_of::<abi::EntryOut>()].copy_from_slice(e.as_bytes()),
                 Err(e) => {

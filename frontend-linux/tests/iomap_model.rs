@@ -562,7 +562,7 @@ fn syncfs_freeze_shutdown() {
     assert_eq!(m.call(opcode::UNFREEZE_FS, 0, &[]).0, 0);
     assert!(m.read_buffered(&node, 0, 4096, 0).is_ok());
     assert_eq!(m.call(opcode::SHUTDOWN_FS, 0, &[0u8; 8]).0, 0);
-    m.cache.forget_inode(node.nodeid);
+    m.cache.forget_inode(kmodel::node_key(node.nodeid));
     assert_eq!(m.read_buffered(&node, 0, 4096, 0), Err(libc::EIO));
     assert_eq!(m.lookup_path("files").err(), Some(libc::EIO));
     assert_eq!(m.call(opcode::STATFS, 1, &[]).0, libc::EIO);

@@ -4,7 +4,7 @@
 #![no_main]
 use ext4_engine::dir::{self, Entries};
 use ext4_engine::dx_hash::{dx_hash, HashVersion};
-use ext4_engine::{FileType, Object};
+use ext4_engine::{FileType, Object, PhysBlock};
 use ext4_fuzz::mutate::Kind;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,7 +18,12 @@ ext4_fuzz::image_mutator!(&[
 fuzz_target!(|data: &[u8]| {
     for bs in [1024usize, 4096] {
         for chunk in data.chunks(bs).take(512) {
-            for e in Entries::new(dir::entry_area(chunk), 0, u32::MAX, Object::Block(0)) {
+            for e in Entries::new(
+                dir::entry_area(chunk),
+                0,
+                u32::MAX,
+                Object::Block(PhysBlock(0)),
+            ) {
                 if e.is_err() {
                     break;
                 }

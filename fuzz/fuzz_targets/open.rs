@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         for g in 0..v.sb().group_count.min(4096) {
             let _ = v.group_desc(g);
         }
-        let _ = v.getattr(2);
-        let _ = v.lookup_ino(2, b"lost+found");
+        let _ = v.getattr(ext4_engine::InodeNo::ROOT);
+        let _ = v.lookup_ino(ext4_engine::InodeNo::ROOT, b"lost+found");
     });
 });

@@ -5,7 +5,7 @@
 pub mod mutate;
 pub mod walk;
 
-use ext4_engine::{MemDevice, Volume};
+use ext4_engine::{InodeNo, MemDevice, Volume};
 
 use walk::options;
 
@@ -37,8 +37,8 @@ pub fn both(data: &[u8], mut f: impl FnMut(&Volume<MemDevice>)) {
 }
 
 /// Inode numbers worth visiting one by one (bounded).
-pub fn inode_numbers(vol: &Volume<MemDevice>) -> core::ops::RangeInclusive<u32> {
-    1..=vol.sb().inodes_count.min(1024)
+pub fn inode_numbers(vol: &Volume<MemDevice>) -> impl Iterator<Item = InodeNo> {
+    (1..=vol.sb().inodes_count.min(1024)).map(InodeNo)
 }
 
 /// The custom mutator: mostly structure-aware damage to metadata, sometimes

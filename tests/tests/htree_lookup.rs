@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ext4_engine::file_device::FileDevice;
-use ext4_engine::{OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{InodeNo, OpenOptions, Volume};
 
 /// Unmounts when dropped, so a failing test leaves no mount behind.
 struct Mounted(std::path::PathBuf);
@@ -88,7 +88,7 @@ fn check(extra: &str, entries: usize) {
         &OpenOptions::default(),
     )
     .unwrap();
-    let big = vol.lookup_ino(ROOT_INO, b"big").unwrap();
+    let big = vol.lookup_ino(InodeNo::ROOT, b"big").unwrap();
     let size = vol.getattr(big).unwrap().size;
     let dir_blocks = size / 1024;
     assert!(

@@ -104,7 +104,13 @@ pub fn randoms(n: usize, below: u64, mut s: u64) -> Vec<u64> {
 
 /// A FIEMAP-style walk by `iomap_begin` (REPORT) from `from` up to `end`,
 /// at most `max` calls; returns the number of calls made.
-pub fn iomap_walk(vol: &Volume<FileDev>, ino: u32, from: u64, end: u64, max: u64) -> u64 {
+pub fn iomap_walk(
+    vol: &Volume<FileDev>,
+    ino: ext4_engine::InodeNo,
+    from: u64,
+    end: u64,
+    max: u64,
+) -> u64 {
     let (mut pos, mut n) = (from, 0);
     while pos < end && n < max {
         let (m, _) = vol

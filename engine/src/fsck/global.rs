@@ -18,13 +18,14 @@ use core::sync::atomic::Ordering;
 
 use super::layout::{self, block_of, clusters_of, group_clusters, super_ranges, table_ranges};
 use super::tally::{flag, Bits, Clusters, Dups, Inodes, Owner, Tally, INODE_COST};
-use super::{CheckOptions, CheckSummary, ProblemSink};
+use super::{CheckOptions, CheckSummary, ProblemSink, ROOT_INO};
 use crate::device::BlockDevice;
 use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
 use crate::inode::{flags, Inode};
+use crate::numbers::{InodeNo, PhysBlock};
 use crate::superblock::Superblock;
-use crate::volume::{Volume, ROOT_INO};
+use crate::volume::Volume;
 
 /// Default byte budget of the global checks' state (one window holds
 /// about 4 million inodes and 1 TiB of 4 KiB blocks).
@@ -119,8 +120,9 @@ pub(super) struct BlockClaims<'t> {
 }
 
 impl BlockClaims<'_> {
-    pub(super) fn blocks(&mut self, start: u64, len: u64) {
-        let Some((mut a, mut b)) = clusters_of(self.sb, start, start.saturating_add(len)) else {
+    pub(super) fn blocks(&mut self, start: PhysBlock, len: u64) {
+        let Some((mut a, mut b)) = clusters_of(self.sb, start.0, start.0.saturating_add(len))
+        else {
             return;
         };
         if self.bigalloc {
@@ -170,10 +172,10 @@ impl BlockClaims<'_> {
         }
     }
 
-    pub(super) fn xattr(&mut self, blk: u64) {
+    pub(super) fn xattr(&mut self, blk: PhysBlock) {
         // Every inode sharing an xattr block is charged for it.
         self.count += 1;
-        let Some(x) = layout::cluster_of(self.sb, blk) else {
+        let Some(x) = layout::cluster_of(self.sb, blk.0) else {
             return;
         };
         self.own(x, x + 1);
@@ -199,13 +201,13 @@ impl BlockClaims<'_> {
     pub(super) fn finish(self, ino: u32, sink: &mut ProblemSink<'_>) {
         if self.dups > 0 {
             sink.put(Error::corrupt(
-                Object::Inode(ino),
+                Object::Inode(InodeNo(ino)),
                 "maps blocks that another inode or filesystem metadata also claims",
             ));
         }
         if let Some(b) = self.first_dup {
             sink.put(Error::corrupt(
-                Object::Block(b),
+                Object::Block(PhysBlock(b)),
                 "claimed more than once (the first such block of the inode above)",
             ));
         }
@@ -405,14 +407,15 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         let owners = self.dups.owners();
         for &c in self.owners.iter().flatten() {
             sink.put(Error::corrupt(
-                Object::Block(block_of(sb, c)),
+                Object::Block(PhysBlock(block_of(sb, c))),
                 "claimed by more than one owner (they follow)",
             ));
             for &(_, o) in owners.iter().filter(|x| x.0 == c) {
                 sink.put(match o {
-                    Owner::Inode(i) => {
-                        Error::corrupt(Object::Inode(i), "claims the multiply-claimed block above")
-                    }
+                    Owner::Inode(i) => Error::corrupt(
+                        Object::Inode(InodeNo(i)),
+                        "claims the multiply-claimed block above",
+                    ),
                     Owner::Meta(g) => Error::corrupt(
                         Object::GroupDesc(g),
                         "metadata of this group claims the multiply-claimed block above",
@@ -592,7 +595,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 shared += 1;
                 if shared <= LIST {
                     sink.put(Error::corrupt(
-                        Object::Block(blk),
+                        Object::Block(PhysBlock(blk)),
                         "an extended-attribute block also claimed as data or metadata",
                     ));
                 }
@@ -601,7 +604,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 plus += 1;
                 if plus <= LIST {
                     sink.put(Error::corrupt(
-                        Object::Block(blk),
+                        Object::Block(PhysBlock(blk)),
                         "in use but marked free in the block bitmap",
                     ));
                 }
@@ -609,7 +612,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 minus += 1;
                 if minus <= LIST {
                     sink.put(Error::corrupt(
-                        Object::Block(blk),
+                        Object::Block(PhysBlock(blk)),
                         "marked in use in the block bitmap but nothing uses it",
                     ));
                 }
@@ -651,7 +654,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         if let Some(i) = t.idx(ROOT_INO) {
             if t.flags[i].load(RELAXED) & (flag::USED | flag::BAD) == 0 {
                 sink.put(Error::corrupt(
-                    Object::Inode(ROOT_INO),
+                    Object::Inode(InodeNo::ROOT),
                     "root directory is not in use",
                 ));
             }
@@ -666,7 +669,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             if fl & flag::USED == 0 {
                 if refs > 0 && fl & flag::MARKED != 0 && dirs_ok {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "named by a directory entry but its link count is 0",
                     ));
                 }
@@ -679,12 +682,12 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             if fl & flag::DIR == 0 {
                 if refs == 0 {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "in use but no directory entry names it (unattached)",
                     ));
                 } else if links != refs {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "link count does not match the directory entries naming it",
                     ));
                 }
@@ -694,7 +697,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             if ino == ROOT_INO {
                 if dotdot != ROOT_INO {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "root directory's '..' does not name the root",
                     ));
                 }
@@ -702,27 +705,27 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 let parent = t.parent[i].load(RELAXED);
                 if parent == 0 {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "directory is not linked from any directory (unconnected)",
                     ));
                     continue;
                 }
                 if fl & flag::MULTI != 0 {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "directory is linked from more than one directory entry",
                     ));
                 }
                 if dotdot != parent {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "directory's '..' does not name the directory that links it",
                     ));
                 }
                 if whole {
                     if let Some(x) = self.reach(t, ino) {
                         sink.put(Error::corrupt(
-                            Object::Inode(x),
+                            Object::Inode(InodeNo(x)),
                             "directory is in a loop of directories not reachable from the root",
                         ));
                     }
@@ -732,7 +735,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             let want = if refs > LINK_MAX { 1 } else { refs };
             if links != want {
                 sink.put(Error::corrupt(
-                    Object::Inode(ino),
+                    Object::Inode(InodeNo(ino)),
                     "directory link count does not match its '.', '..' and subdirectory entries",
                 ));
             }
@@ -788,6 +791,6 @@ impl<D: BlockDevice> Volume<D> {
     /// block is its own, the blocks under it are the reserved descriptor
     /// blocks (already claimed as metadata).
     pub(super) fn is_resize_inode(&self, inode: &Inode) -> bool {
-        inode.ino == 7 && self.sb().has_compat(compat::RESIZE_INODE)
+        inode.ino == InodeNo(7) && self.sb().has_compat(compat::RESIZE_INODE)
     }
 }

@@ -32,6 +32,7 @@ use crate::error::{Error, Object, Result};
 use crate::extent::{self, Node};
 use crate::group_desc::{BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use crate::inode::{self, flags, Inode};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::volume::Volume;
 
 use global::{BlockClaims, WalkState};
@@ -83,6 +84,8 @@ struct Target {
 
 /// The bad blocks inode.
 const BAD_BLOCKS_INO: u32 = 1;
+/// The root directory's inode number, as the tallies index inodes.
+const ROOT_INO: u32 = InodeNo::ROOT.0;
 
 /// One group's inodes as `e2fsck` counts them, against its bitmap and
 /// descriptor.
@@ -124,13 +127,13 @@ impl Counted {
     ) {
         if self.plus.0 > 0 {
             sink.put(Error::corrupt(
-                Object::Inode(self.plus.1),
+                Object::Inode(InodeNo(self.plus.1)),
                 "in use (nonzero link count) but marked free in the inode bitmap",
             ));
         }
         if self.minus.0 > 0 {
             sink.put(Error::corrupt(
-                Object::Inode(self.minus.1),
+                Object::Inode(InodeNo(self.minus.1)),
                 "marked in use in the inode bitmap but not in use (link count 0)",
             ));
         }
@@ -298,7 +301,7 @@ impl<D: BlockDevice> Volume<D> {
         while first < used {
             let n = per_chunk.min(used - first);
             let buf = &mut chunk[..n as usize * isz];
-            let at = gd.inode_table * bs + first as u64 * isz as u64;
+            let at = gd.inode_table.0 * bs + first as u64 * isz as u64;
             if let Err(e) = self.device().read_at(at, buf) {
                 sink.put(Error::Io(e));
                 walk.tally.lose_claims();
@@ -346,6 +349,7 @@ impl<D: BlockDevice> Volume<D> {
         walk: &WalkState<'_>,
     ) {
         let sb = self.sb();
+        let id = InodeNo(ino);
         let mode = u16::from_le_bytes([bytes[0], bytes[1]]);
         let links = u16::from_le_bytes([bytes[26], bytes[27]]);
         let note = |fl: u8| {
@@ -360,7 +364,7 @@ impl<D: BlockDevice> Volume<D> {
         };
         // Reserved inodes that are not in use keep mode 0 (bad blocks inode).
         if ino < sb.first_ino && mode == 0 {
-            if ino != crate::volume::ROOT_INO {
+            if ino != ROOT_INO {
                 note(flag::USED | flag::HIDDEN);
             }
             if ino == BAD_BLOCKS_INO {
@@ -369,13 +373,13 @@ impl<D: BlockDevice> Volume<D> {
             return;
         }
         sum.inodes += 1;
-        if self.check_csums() && !inode::checksum_ok(sb, ino, bytes) {
+        if self.check_csums() && !inode::checksum_ok(sb, id, bytes) {
             sink.put(Error::Checksum {
-                object: Object::Inode(ino),
+                object: Object::Inode(id),
             });
             return lost();
         }
-        let Some(inode) = sink.res(Inode::parse(sb, ino, bytes)) else {
+        let Some(inode) = sink.res(Inode::parse(sb, id, bytes)) else {
             return lost();
         };
         if inode.links_count == 0 {
@@ -384,7 +388,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         let Some(kind) = inode.kind else {
             sink.put(Error::corrupt(
-                Object::Inode(ino),
+                Object::Inode(id),
                 "unknown file type in i_mode",
             ));
             return lost();
@@ -410,7 +414,7 @@ impl<D: BlockDevice> Volume<D> {
         let before = sink.count;
         let mut claims = walk.claims(ino);
         if inode.file_acl != 0 {
-            claims.xattr(inode.file_acl);
+            claims.xattr(PhysBlock(inode.file_acl));
         }
         if inode.has_flag(flags::INLINE_DATA) {
             let mut buf = vec![0u8; inode.size.min(sb.block_size as u64) as usize];
@@ -424,7 +428,7 @@ impl<D: BlockDevice> Volume<D> {
                 // metadata.
                 let mut none = walk.no_claims();
                 self.check_block_map(&inode, sink, &mut none);
-                claims.blocks(inode.block_word(13) as u64, 1);
+                claims.blocks(PhysBlock(inode.block_word(13) as u64), 1);
             } else {
                 self.check_block_map(&inode, sink, &mut claims);
             }
@@ -439,13 +443,13 @@ impl<D: BlockDevice> Volume<D> {
                 && inode.blocks_512 != claims.sectors()
             {
                 sink.put(Error::corrupt(
-                    Object::Inode(ino),
+                    Object::Inode(id),
                     "i_blocks does not match the blocks the inode maps",
                 ));
             }
             if has_map && !inode.has_flag(flags::INLINE_DATA) && !self.is_resize_inode(&inode) {
                 if let Some(what) = self.size_problem(&inode, kind, &claims, walk) {
-                    sink.put(Error::corrupt(Object::Inode(ino), what));
+                    sink.put(Error::corrupt(Object::Inode(id), what));
                 }
             }
         }
@@ -464,11 +468,11 @@ impl<D: BlockDevice> Volume<D> {
             FileType::Symlink if walk.first => {
                 // e2fsck wants exactly i_size bytes of target: a NUL
                 // inside it (where readers stop) makes the link invalid.
-                if let Some(t) = sink.res(self.readlink(ino)) {
+                if let Some(t) = sink.res(self.readlink(id)) {
                     // (An encrypted target is ciphertext, NULs and all.)
                     if t.len() as u64 != inode.size && !inode.has_flag(flags::ENCRYPT) {
                         sink.put(Error::corrupt(
-                            Object::Inode(ino),
+                            Object::Inode(id),
                             "symlink target holds a NUL before its end (i_size)",
                         ));
                     }
@@ -557,7 +561,7 @@ impl<D: BlockDevice> Volume<D> {
         {
             sink.put(Error::corrupt(obj, "fast symlink has the extents flag set"));
         }
-        if inode.ino == crate::volume::ROOT_INO && kind != FileType::Directory {
+        if inode.ino == InodeNo::ROOT && kind != FileType::Directory {
             sink.put(Error::corrupt(obj, "root inode is not a directory"));
         }
     }
@@ -593,12 +597,12 @@ impl<D: BlockDevice> Volume<D> {
         };
         // (block, expected depth, low key, high key) — the stack holds at
         // most one pending child list per level.
-        let mut stack: Vec<(u64, u16, u64, u64)> = Vec::new();
+        let mut stack: Vec<(PhysBlock, u16, u64, u64)> = Vec::new();
         self.check_node(
             &root,
             Object::Inode(ino),
             0,
-            crate::blockmap::MAX_LBLK,
+            crate::numbers::FileBlock::COUNT,
             &mut stack,
             sink,
             claims,
@@ -634,13 +638,13 @@ impl<D: BlockDevice> Volume<D> {
                 // The index entry above names the first logical block
                 // under it; the kernel keeps the two equal (and searches
                 // by the index key), e2fsck requires it.
-                if node.key(0) as u64 != lo {
+                if node.key(0).get() != lo {
                     return Err(Error::corrupt(
                         Object::Block(blk),
                         "extent tree block does not start at the logical block its index entry names",
                     ));
                 }
-                let mut inner: Vec<(u64, u16, u64, u64)> = Vec::new();
+                let mut inner: Vec<(PhysBlock, u16, u64, u64)> = Vec::new();
                 let mut tmp = ProblemSink {
                     problem: sink.problem,
                     count: 0,
@@ -667,13 +671,13 @@ impl<D: BlockDevice> Volume<D> {
         obj: Object,
         lo: u64,
         hi: u64,
-        children: &mut Vec<(u64, u16, u64, u64)>,
+        children: &mut Vec<(PhysBlock, u16, u64, u64)>,
         sink: &mut ProblemSink<'_>,
         claims: &mut BlockClaims<'_>,
     ) {
         let mut prev_end = lo;
         for i in 0..node.entries {
-            let key = node.key(i) as u64;
+            let key = node.key(i).get();
             if key < prev_end || key >= hi {
                 sink.put(Error::corrupt(
                     obj,
@@ -704,7 +708,7 @@ impl<D: BlockDevice> Volume<D> {
                     return;
                 }
                 let next = if i + 1 < node.entries {
-                    node.key(i + 1) as u64
+                    node.key(i + 1).get()
                 } else {
                     hi
                 };
@@ -727,10 +731,10 @@ impl<D: BlockDevice> Volume<D> {
         // than exist: stop once the file claims more than the filesystem
         // has, which no valid file does.
         let mut left = self.sb().blocks_count;
-        let mut run = (0u64, 0u64);
+        let mut run = (PhysBlock(0), 0u64);
         for i in 0..12 {
-            let p = inode.block_word(i) as u64;
-            if p != 0 {
+            let p = PhysBlock(inode.block_word(i) as u64);
+            if p.0 != 0 {
                 claims.mapped(i as u64, true);
                 if self
                     .map_ptr(inode.ino, p, &mut left, &mut run, sink, claims)
@@ -747,9 +751,9 @@ impl<D: BlockDevice> Volume<D> {
         let per = (self.sb().block_size / 4) as u64;
         let bases = [12, 12 + per, 12 + per + per * per];
         for (i, depth) in [(12, 1), (13, 2), (14, 3)] {
-            let p = inode.block_word(i) as u64;
+            let p = PhysBlock(inode.block_word(i) as u64);
             let base = bases[i - 12];
-            if p != 0
+            if p.0 != 0
                 && self
                     .map_tree(inode.ino, p, depth, base, &mut left, sink, claims)
                     .is_err()
@@ -762,10 +766,10 @@ impl<D: BlockDevice> Volume<D> {
     /// One data pointer, merged into the current run of contiguous blocks.
     fn map_ptr(
         &self,
-        ino: u32,
-        p: u64,
+        ino: InodeNo,
+        p: PhysBlock,
         left: &mut u64,
-        run: &mut (u64, u64),
+        run: &mut (PhysBlock, u64),
         sink: &mut ProblemSink<'_>,
         claims: &mut BlockClaims<'_>,
     ) -> core::result::Result<(), ()> {
@@ -800,15 +804,15 @@ impl<D: BlockDevice> Volume<D> {
     #[allow(clippy::too_many_arguments)]
     fn map_tree(
         &self,
-        ino: u32,
-        p: u64,
+        ino: InodeNo,
+        p: PhysBlock,
         depth: u32,
         base: u64,
         left: &mut u64,
         sink: &mut ProblemSink<'_>,
         claims: &mut BlockClaims<'_>,
     ) -> core::result::Result<(), ()> {
-        let mut run = (0u64, 0u64);
+        let mut run = (PhysBlock(0), 0u64);
         self.map_ptr(ino, p, left, &mut run, sink, claims)?;
         claims.blocks(p, 1);
         let ptrs: Vec<u32> = match self.cache_read_with(p, |b| {
@@ -822,15 +826,23 @@ impl<D: BlockDevice> Volume<D> {
                 return Err(());
             }
         };
-        let mut run = (0u64, 0u64);
+        let mut run = (PhysBlock(0), 0u64);
         let span = ((self.sb().block_size / 4) as u64).pow(depth - 1);
         for (k, q) in ptrs.into_iter().enumerate().filter(|&(_, q)| q != 0) {
             let lblk = base + k as u64 * span;
             if depth == 1 {
                 claims.mapped(lblk, true);
-                self.map_ptr(ino, q as u64, left, &mut run, sink, claims)?;
+                self.map_ptr(ino, PhysBlock(q as u64), left, &mut run, sink, claims)?;
             } else {
-                self.map_tree(ino, q as u64, depth - 1, lblk, left, sink, claims)?;
+                self.map_tree(
+                    ino,
+                    PhysBlock(q as u64),
+                    depth - 1,
+                    lblk,
+                    left,
+                    sink,
+                    claims,
+                )?;
             }
         }
         if run.1 > 0 {
@@ -841,7 +853,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// The bad blocks inode (mode 0, no links) owns the blocks in its map.
     fn claim_bad_blocks(&self, bytes: &[u8], sink: &mut ProblemSink<'_>, walk: &WalkState<'_>) {
-        let Ok(inode) = Inode::parse(self.sb(), BAD_BLOCKS_INO, bytes) else {
+        let Ok(inode) = Inode::parse(self.sb(), InodeNo(BAD_BLOCKS_INO), bytes) else {
             return;
         };
         if (0..15).all(|i| inode.block_word(i) == 0) {
@@ -865,7 +877,7 @@ impl<D: BlockDevice> Volume<D> {
                 // Entries in order: ".", "..", then the names.
                 let mut n = 0u8;
                 let r = self.inline_readdir(dir, 0, &mut |e| {
-                    t.entry(dir.ino, e.ino, n);
+                    t.entry(dir.ino.0, e.ino.0, n);
                     n = (n + 1).min(2);
                     true
                 });
@@ -881,7 +893,7 @@ impl<D: BlockDevice> Volume<D> {
         let encrypted = dir.has_flag(flags::ENCRYPT);
         let mut lblk = 0u64;
         while lblk < nblocks {
-            let run = match self.map_block(dir, lblk) {
+            let run = match self.map_block_at(dir, lblk) {
                 Ok(r) => r,
                 Err(e) => {
                     walk.tally.lose_dirs();
@@ -894,7 +906,7 @@ impl<D: BlockDevice> Volume<D> {
                     sink.put(Error::corrupt(
                         Object::DirBlock {
                             dir: dir.ino,
-                            lblk: lblk as u32,
+                            lblk: FileBlock(lblk as u32),
                         },
                         "directory block is not allocated (a hole below the directory's size)",
                     ));
@@ -905,9 +917,10 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
+                let fl = FileBlock(l as u32);
                 let obj = Object::DirBlock {
                     dir: dir.ino,
-                    lblk: l as u32,
+                    lblk: fl,
                 };
                 let r =
                     self.cache_read_with(pblk + i, |b| -> (HVec<Error, 4>, Vec<Target>, bool) {
@@ -916,7 +929,7 @@ impl<D: BlockDevice> Volume<D> {
                         let mut targets = Vec::new();
                         let node = dx && dir::is_dx_node(b, l);
                         if !node {
-                            if let Err(e) = self.check_leaf(dir, b, l) {
+                            if let Err(e) = self.check_leaf(dir, b, fl) {
                                 let _ = errs.push(e);
                             }
                         }
@@ -950,7 +963,7 @@ impl<D: BlockDevice> Volume<D> {
                                     }
                                     if l == 0 && n < 2 {
                                         let (want, ok_ino) = if n == 0 {
-                                            (&b"."[..], e.inode == dir.ino)
+                                            (&b"."[..], e.inode == dir.ino.0)
                                         } else {
                                             (&b".."[..], e.inode != 0)
                                         };
@@ -1000,7 +1013,7 @@ impl<D: BlockDevice> Volume<D> {
                         errs.into_iter().for_each(|e| sink.put(e));
                         for t in targets {
                             if let Some(tally) = &walk.tally.inodes {
-                                tally.entry(dir.ino, t.ino, t.which);
+                                tally.entry(dir.ino.0, t.ino, t.which);
                             }
                             // Only the first pass reports; the entries were
                             // checked then.
@@ -1070,7 +1083,7 @@ impl<D: BlockDevice> Volume<D> {
             if suspect == Ok(false) {
                 return Ok(());
             }
-            if let Ok(inode) = self.inode(t.ino) {
+            if let Ok(inode) = self.inode(InodeNo(t.ino)) {
                 if inode.links_count == 0 && inode.mode == 0 {
                     return Err("entry refers to a deleted inode");
                 }
@@ -1101,7 +1114,10 @@ impl<D: BlockDevice> Volume<D> {
             let Ok(pblk) = self.dir_pblk(dir, lblk) else {
                 return;
             };
-            let obj = Object::DirBlock { dir: dir.ino, lblk };
+            let obj = Object::DirBlock {
+                dir: dir.ino,
+                lblk: FileBlock(lblk),
+            };
             let range = self.cache_read_with(pblk, |b| {
                 let mut range = (u32::MAX, 0u32);
                 for e in Entries::new(dir::entry_area(b), 0, inodes, obj).map_while(|e| e.ok()) {
@@ -1149,12 +1165,15 @@ impl<D: BlockDevice> Volume<D> {
         // runs) than the filesystem has is reported instead of followed.
         let bs = self.sb().block_size as u64;
         let limit = self.sb().blocks_count;
-        let end = inode.size.div_ceil(bs).min(crate::blockmap::MAX_LBLK);
+        let end = inode
+            .size
+            .div_ceil(bs)
+            .min(crate::numbers::FileBlock::COUNT);
         let mut buf = vec![0u8; (1usize << 20).max(bs as usize)];
         let chunk = buf.len() as u64 / bs;
         let (mut lblk, mut read, mut runs) = (0u64, 0u64, 0u64);
         while lblk < end {
-            let run = match self.map_block(inode, lblk) {
+            let run = match self.map_block_at(inode, lblk) {
                 Ok(r) => r,
                 Err(e) => {
                     sink.put(e);
@@ -1181,7 +1200,7 @@ impl<D: BlockDevice> Volume<D> {
                 while done < len {
                     let n = chunk.min(len - done);
                     let dst = &mut buf[..(n * bs) as usize];
-                    if let Err(e) = self.device().read_at((pblk + done) * bs, dst) {
+                    if let Err(e) = self.device().read_at((pblk + done).0 * bs, dst) {
                         sink.put(Error::Io(e));
                         return read * bs;
                     }

@@ -14,6 +14,7 @@ use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
 use crate::journal::{self, JournalSuperblock};
 use crate::mmp::{self, RawMmp};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::volume::Volume;
 
 /// Inode numbers `e2fsck` refuses as quota files: the reserved ones that
@@ -55,7 +56,7 @@ impl<D: BlockDevice> Volume<D> {
             ));
         }
         // A broken orphan file inode is reported by the inode walk.
-        let Ok(inode) = self.inode(ino) else {
+        let Ok(inode) = self.inode(InodeNo(ino)) else {
             return;
         };
         let bs = sb.block_size as u64;
@@ -63,7 +64,7 @@ impl<D: BlockDevice> Volume<D> {
         let slots = (bs as usize - 8) / 4;
         let nblocks = (inode.size / bs).min(sb.blocks_count);
         for lblk in 0..nblocks {
-            let Ok(Run::Mapped { pblk, .. }) = self.map_block(&inode, lblk) else {
+            let Ok(Run::Mapped { pblk, .. }) = self.map_block_at(&inode, lblk) else {
                 return;
             };
             let listed = self.cache_read_with(pblk, |b| {
@@ -82,7 +83,8 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     fn check_mmp(&self, blk: u64, sink: &mut ProblemSink<'_>) {
-        if !self.blocks_in_fs(blk, 1) || blk == 0 {
+        let blk = PhysBlock(blk);
+        if !self.blocks_in_fs(blk, 1) || blk.0 == 0 {
             return sink.put(Error::corrupt(
                 Object::Superblock,
                 "MMP block number lies outside the filesystem",
@@ -116,13 +118,13 @@ impl<D: BlockDevice> Volume<D> {
 
     /// The rules `e2fsck` applies when it loads an internal journal.
     fn check_journal_sb(&self, ino: u32, sink: &mut ProblemSink<'_>) {
-        let obj = Object::Inode(ino);
+        let obj = Object::Inode(InodeNo(ino));
         // A broken journal inode is reported by the inode walk.
-        let Ok(inode) = self.inode(ino) else {
+        let Ok(inode) = self.inode(InodeNo(ino)) else {
             return;
         };
         let bs = self.sb().block_size as u64;
-        let Ok(Run::Mapped { pblk, .. }) = self.map_block(&inode, 0) else {
+        let Ok(Run::Mapped { pblk, .. }) = self.map_block(&inode, FileBlock(0)) else {
             return;
         };
         let r = self.cache_read_with(pblk, |b| -> Option<&'static str> {

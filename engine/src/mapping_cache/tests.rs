@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use super::model::ModelFork;
 use super::*;
 use crate::error::Error;
+use crate::numbers::InodeNo;
 
 /// Tiny deterministic generator for the long randomized runs.
 struct Rng(u64);
@@ -481,7 +482,7 @@ fn merges_and_their_limit() {
 fn bad_records_are_errors_not_panics() {
     let c = MappingCache::new(1 << 20);
     let ok = mapped(0, 4096, 0);
-    c.add(5, Fork::Read, ok).unwrap();
+    c.add(InodeNo(5), Fork::Read, ok).unwrap();
     for bad in [
         Mapping { offset: 0, ..ok }, // overlap
         Mapping {
@@ -510,9 +511,9 @@ fn bad_records_are_errors_not_panics() {
             ..ok
         }, // read fork
     ] {
-        let e = c.add(5, Fork::Read, bad).unwrap_err();
+        let e = c.add(InodeNo(5), Fork::Read, bad).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{bad:?}: {e:?}");
-        let e = c.upsert(5, Fork::Read, bad);
+        let e = c.upsert(InodeNo(5), Fork::Read, bad);
         assert!(e.is_ok() || matches!(e, Err(Error::Corrupt { .. })));
     }
     c.check_invariants().unwrap();
@@ -531,36 +532,49 @@ fn write_fork_absent_and_pure_overwrite() {
         dev: 0,
     };
     // Not cached at all: a miss in both forks, never NoFork.
-    assert_eq!(c.lookup(9, Fork::Write, 0), Lookup::Miss { next: None });
-    c.upsert(9, Fork::Write, po).unwrap();
-    assert_eq!(c.seq(9), None, "pure overwrite must not create anything");
-    c.add(9, Fork::Read, rd).unwrap();
-    let s = c.seq(9).unwrap();
-    assert_eq!(c.lookup(9, Fork::Read, 4096), Lookup::Hit(rd, s));
-    assert_eq!(c.lookup(9, Fork::Write, 4096), Lookup::NoFork);
-    c.upsert(9, Fork::Write, po).unwrap();
-    assert_eq!(c.lookup(9, Fork::Write, 4096), Lookup::NoFork);
-    assert_eq!(c.seq(9), Some(s), "a no-op changes nothing");
-    let cow = mapped(8192, 4096, 1 << 40);
-    c.upsert(9, Fork::Write, cow).unwrap();
-    assert!(c.seq(9).unwrap() > s);
-    assert!(matches!(c.lookup(9, Fork::Write, 8192), Lookup::Hit(m, _) if m == cow));
     assert_eq!(
-        c.lookup(9, Fork::Write, 0),
+        c.lookup(InodeNo(9), Fork::Write, 0),
+        Lookup::Miss { next: None }
+    );
+    c.upsert(InodeNo(9), Fork::Write, po).unwrap();
+    assert_eq!(
+        c.seq(InodeNo(9)),
+        None,
+        "pure overwrite must not create anything"
+    );
+    c.add(InodeNo(9), Fork::Read, rd).unwrap();
+    let s = c.seq(InodeNo(9)).unwrap();
+    assert_eq!(c.lookup(InodeNo(9), Fork::Read, 4096), Lookup::Hit(rd, s));
+    assert_eq!(c.lookup(InodeNo(9), Fork::Write, 4096), Lookup::NoFork);
+    c.upsert(InodeNo(9), Fork::Write, po).unwrap();
+    assert_eq!(c.lookup(InodeNo(9), Fork::Write, 4096), Lookup::NoFork);
+    assert_eq!(c.seq(InodeNo(9)), Some(s), "a no-op changes nothing");
+    let cow = mapped(8192, 4096, 1 << 40);
+    c.upsert(InodeNo(9), Fork::Write, cow).unwrap();
+    assert!(c.seq(InodeNo(9)).unwrap() > s);
+    assert!(matches!(c.lookup(InodeNo(9), Fork::Write, 8192), Lookup::Hit(m, _) if m == cow));
+    assert_eq!(
+        c.lookup(InodeNo(9), Fork::Write, 0),
         Lookup::Miss { next: Some(cow) }
     );
     // Once present, a pure overwrite is stored like any mapping.
-    c.upsert(9, Fork::Write, Mapping { length: 4096, ..po })
+    c.upsert(InodeNo(9), Fork::Write, Mapping { length: 4096, ..po })
         .unwrap();
     assert!(
-        matches!(c.lookup(9, Fork::Write, 0), Lookup::Hit(m, _) if m.kind == MapType::PureOverwrite)
+        matches!(c.lookup(InodeNo(9), Fork::Write, 0), Lookup::Hit(m, _) if m.kind == MapType::PureOverwrite)
     );
     // Emptying the write fork leaves it present: a miss, not NoFork.
-    c.remove(9, Fork::Write, 0, u64::MAX);
-    assert_eq!(c.lookup(9, Fork::Write, 8192), Lookup::Miss { next: None });
-    c.forget_inode(9);
-    assert_eq!(c.lookup(9, Fork::Read, 0), Lookup::Miss { next: None });
-    assert_eq!(c.seq(9), None);
+    c.remove(InodeNo(9), Fork::Write, 0, u64::MAX);
+    assert_eq!(
+        c.lookup(InodeNo(9), Fork::Write, 8192),
+        Lookup::Miss { next: None }
+    );
+    c.forget_inode(InodeNo(9));
+    assert_eq!(
+        c.lookup(InodeNo(9), Fork::Read, 0),
+        Lookup::Miss { next: None }
+    );
+    assert_eq!(c.seq(InodeNo(9)), None);
     c.check_invariants().unwrap();
 }
 
@@ -571,8 +585,8 @@ struct InodeModel {
     write: Option<ModelFork>,
 }
 
-fn random_cache_op(r: &mut Rng, d: Dom) -> (u64, Fork, Op) {
-    let ino = 1 + r.below(3);
+fn random_cache_op(r: &mut Rng, d: Dom) -> (InodeNo, Fork, Op) {
+    let ino = InodeNo(1 + r.below(3) as u32);
     let fork = if r.below(2) == 0 {
         Fork::Read
     } else {
@@ -606,8 +620,8 @@ fn seq_bumped_on_every_change() {
         max_len: 8,
     };
     let c = MappingCache::new(usize::MAX);
-    let mut models: BTreeMap<u64, InodeModel> = BTreeMap::new();
-    let mut last_seq: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut models: BTreeMap<InodeNo, InodeModel> = BTreeMap::new();
+    let mut last_seq: BTreeMap<InodeNo, u64> = BTreeMap::new();
     let mut r = Rng(42);
     let mut fast_paths = 0;
     for _ in 0..200_000 {
@@ -798,7 +812,7 @@ fn budget_is_never_exceeded() {
     let c = MappingCache::new(budget);
     let mut r = Rng(5);
     for i in 0..200_000u64 {
-        let ino = 1 + r.below(if i % 1000 < 500 { 20 } else { 400 });
+        let ino = InodeNo(1 + r.below(if i % 1000 < 500 { 20 } else { 400 }) as u32);
         let b = r.below(5000);
         let m = mapped(b * 8192, 4096 * (1 + r.below(2)), b * 8192);
         match r.below(10) {
@@ -822,15 +836,18 @@ fn budget_is_never_exceeded() {
     let c = MappingCache::new(16 << 10);
     for i in 0..100_000u64 {
         let m = mapped(i * 8192, 4096, i * 8192);
-        c.add(77, Fork::Read, m).unwrap();
+        c.add(InodeNo(77), Fork::Read, m).unwrap();
         assert!(c.memory_bytes() <= 16 << 10);
     }
     c.check_invariants().unwrap();
     // Too small for even one inode: nothing is cached, nothing fails.
     let c = MappingCache::new(10);
-    c.add(1, Fork::Read, mapped(0, 4096, 0)).unwrap();
+    c.add(InodeNo(1), Fork::Read, mapped(0, 4096, 0)).unwrap();
     assert_eq!(c.memory_bytes(), 0);
-    assert_eq!(c.lookup(1, Fork::Read, 0), Lookup::Miss { next: None });
+    assert_eq!(
+        c.lookup(InodeNo(1), Fork::Read, 0),
+        Lookup::Miss { next: None }
+    );
 }
 
 #[test]
@@ -839,35 +856,42 @@ fn least_recently_used_inode_goes_first() {
     // Size the budget from what three 20-record inodes take.
     let probe = MappingCache::new(usize::MAX);
     for i in 0..20 {
-        probe.add(1, Fork::Read, m(i)).unwrap();
+        probe.add(InodeNo(1), Fork::Read, m(i)).unwrap();
     }
     let one = probe.memory_bytes();
     let c = MappingCache::new(3 * one + one / 2);
     for ino in 1..=3 {
         for i in 0..20 {
-            c.add(ino, Fork::Read, m(i)).unwrap();
+            c.add(InodeNo(ino), Fork::Read, m(i)).unwrap();
         }
     }
     assert_eq!(c.cached_inodes(), 3);
     // Use inode 1 (a lookup only), then make room for inode 4: 2 goes.
-    assert!(matches!(c.lookup(1, Fork::Read, 0), Lookup::Hit(..)));
+    assert!(matches!(
+        c.lookup(InodeNo(1), Fork::Read, 0),
+        Lookup::Hit(..)
+    ));
     for i in 0..20 {
-        c.add(4, Fork::Read, m(i)).unwrap();
+        c.add(InodeNo(4), Fork::Read, m(i)).unwrap();
     }
-    assert_eq!(c.seq(2), None, "least recently used inode evicted");
-    assert!(c.seq(1).is_some() && c.seq(3).is_some() && c.seq(4).is_some());
+    assert_eq!(c.seq(InodeNo(2)), None, "least recently used inode evicted");
+    assert!(
+        c.seq(InodeNo(1)).is_some() && c.seq(InodeNo(3)).is_some() && c.seq(InodeNo(4)).is_some()
+    );
     // Now 3 is the oldest.
     for i in 0..20 {
-        c.add(5, Fork::Read, m(i)).unwrap();
+        c.add(InodeNo(5), Fork::Read, m(i)).unwrap();
     }
-    assert_eq!(c.seq(3), None);
-    assert!(c.seq(1).is_some() && c.seq(4).is_some() && c.seq(5).is_some());
+    assert_eq!(c.seq(InodeNo(3)), None);
+    assert!(
+        c.seq(InodeNo(1)).is_some() && c.seq(InodeNo(4)).is_some() && c.seq(InodeNo(5)).is_some()
+    );
     c.check_invariants().unwrap();
     // A re-created inode never reuses a counter value of its past.
-    let old = c.seq(1).unwrap();
-    c.forget_inode(1);
-    c.add(1, Fork::Read, m(0)).unwrap();
-    assert!(c.seq(1).unwrap() > old);
+    let old = c.seq(InodeNo(1)).unwrap();
+    c.forget_inode(InodeNo(1));
+    c.add(InodeNo(1), Fork::Read, m(0)).unwrap();
+    assert!(c.seq(InodeNo(1)).unwrap() > old);
 }
 
 #[test]
@@ -880,7 +904,7 @@ fn concurrent_lookups_and_changes() {
             s.spawn(move || {
                 let mut r = Rng(t + 11);
                 for _ in 0..100_000 {
-                    let ino = 1 + r.below(8);
+                    let ino = InodeNo(1 + r.below(8) as u32);
                     if let Lookup::Hit(m, cookie) = c.lookup(ino, Fork::Read, r.below(1000) * 4096)
                     {
                         assert!(m.length > 0);
@@ -895,7 +919,8 @@ fn concurrent_lookups_and_changes() {
             for _ in 0..50_000 {
                 let b = r.below(1000);
                 let m = mapped(b * 4096, 4096, b * 4096 + (r.below(2) << 30));
-                c.upsert(1 + r.below(8), Fork::Read, m).unwrap();
+                c.upsert(InodeNo(1 + r.below(8) as u32), Fork::Read, m)
+                    .unwrap();
             }
         });
     });
@@ -912,7 +937,7 @@ fn small_per_inode_cost() {
     );
     assert!(core::mem::size_of::<ForkTree>() <= 40);
     let c = MappingCache::new(usize::MAX);
-    c.add(3, Fork::Read, mapped(0, 4096, 0)).unwrap();
+    c.add(InodeNo(3), Fork::Read, mapped(0, 4096, 0)).unwrap();
     assert_eq!(c.memory_bytes(), cache::INODE_OVERHEAD + 32);
 }
 

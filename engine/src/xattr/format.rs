@@ -31,6 +31,7 @@ use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
 use crate::checksum::crc32c;
 use crate::error::{Error, Object, Result};
+use crate::numbers::{InodeNo, PhysBlock};
 
 /// Magic of both the in-inode header and the xattr block header.
 pub const XATTR_MAGIC: u32 = 0xEA02_0000;
@@ -93,7 +94,7 @@ pub enum XattrValue<'a> {
     /// The value bytes, inside the parsed region.
     Inline(&'a [u8]),
     /// The value is the first `size` bytes of inode `ino`.
-    EaInode { ino: u32, size: u32 },
+    EaInode { ino: InodeNo, size: u32 },
 }
 
 impl XattrValue<'_> {
@@ -114,7 +115,7 @@ impl XattrValue<'_> {
 /// Parses the in-inode xattr region: the inode's bytes from
 /// `128 + i_extra_isize` to the inode size. A region too short for the magic,
 /// or without it, holds no xattrs.
-pub fn parse_ibody(region: &[u8], ino: u32) -> Result<Vec<XattrEntry<'_>>> {
+pub fn parse_ibody(region: &[u8], ino: InodeNo) -> Result<Vec<XattrEntry<'_>>> {
     let obj = Object::Inode(ino);
     let Ok((hdr, rest)) = RawIbodyHeader::ref_from_prefix(region) else {
         return Ok(Vec::new());
@@ -127,7 +128,7 @@ pub fn parse_ibody(region: &[u8], ino: u32) -> Result<Vec<XattrEntry<'_>>> {
 }
 
 /// Checks an xattr block's header: magic and `h_blocks == 1`.
-pub fn block_header(block: &[u8], block_nr: u64) -> Result<&RawBlockHeader> {
+pub fn block_header(block: &[u8], block_nr: PhysBlock) -> Result<&RawBlockHeader> {
     let obj = Object::Block(block_nr);
     let (hdr, _) = RawBlockHeader::ref_from_prefix(block)
         .map_err(|_| Error::corrupt(obj, "xattr block shorter than its header"))?;
@@ -142,7 +143,7 @@ pub fn block_header(block: &[u8], block_nr: u64) -> Result<&RawBlockHeader> {
 
 /// Parses an xattr block (the whole block, as read from the device). The
 /// checksum is not checked here: see [`verify_block_checksum`].
-pub fn parse_block(block: &[u8], block_nr: u64) -> Result<Vec<XattrEntry<'_>>> {
+pub fn parse_block(block: &[u8], block_nr: PhysBlock) -> Result<Vec<XattrEntry<'_>>> {
     block_header(block, block_nr)?;
     parse_entries(block, BLOCK_HEADER_LEN, Object::Block(block_nr))
 }
@@ -150,11 +151,11 @@ pub fn parse_block(block: &[u8], block_nr: u64) -> Result<Vec<XattrEntry<'_>>> {
 /// The `metadata_csum` checksum of an xattr block: crc32c over the
 /// little-endian block number, then the block with `h_checksum` taken as zero.
 /// `None` if the block is too short to have a header.
-pub fn block_checksum(block: &[u8], block_nr: u64, csum_seed: u32) -> Option<u32> {
+pub fn block_checksum(block: &[u8], block_nr: PhysBlock, csum_seed: u32) -> Option<u32> {
     if block.len() < BLOCK_HEADER_LEN {
         return None;
     }
-    let crc = crc32c(csum_seed, &block_nr.to_le_bytes());
+    let crc = crc32c(csum_seed, &block_nr.0.to_le_bytes());
     let crc = crc32c(crc, &block[..CHECKSUM_OFFSET]);
     let crc = crc32c(crc, &[0; 4]);
     Some(crc32c(crc, &block[CHECKSUM_OFFSET + 4..]))
@@ -163,7 +164,7 @@ pub fn block_checksum(block: &[u8], block_nr: u64, csum_seed: u32) -> Option<u32
 /// Whether the block's stored `h_checksum` matches [`block_checksum`].
 /// `csum_seed` is the filesystem's checksum seed (`s_checksum_seed`, or
 /// crc32c(~0, uuid)).
-pub fn verify_block_checksum(block: &[u8], block_nr: u64, csum_seed: u32) -> bool {
+pub fn verify_block_checksum(block: &[u8], block_nr: PhysBlock, csum_seed: u32) -> bool {
     let Some(crc) = block_checksum(block, block_nr, csum_seed) else {
         return false;
     };
@@ -216,7 +217,10 @@ fn parse_entries(region: &[u8], first: usize, obj: Object) -> Result<Vec<XattrEn
         }
         let inum = raw.e_value_inum.get();
         let value = if inum != 0 {
-            XattrValue::EaInode { ino: inum, size }
+            XattrValue::EaInode {
+                ino: InodeNo(inum),
+                size,
+            }
         } else if size == 0 {
             XattrValue::Inline(&[])
         } else {
@@ -435,7 +439,7 @@ mod tests {
             match (g.value, v) {
                 (XattrValue::Inline(a), V::In(b)) => assert_eq!(a, *b),
                 (XattrValue::EaInode { ino, size }, V::Ea(i, s)) => {
-                    assert_eq!((ino, size), (*i, *s))
+                    assert_eq!((ino.0, size), (*i, *s))
                 }
                 _ => panic!("value kind differs"),
             }
@@ -444,15 +448,15 @@ mod tests {
 
     #[test]
     fn parses_handmade_regions() {
-        check_sample(&parse_block(&sample_block(1024), 9).unwrap());
+        check_sample(&parse_block(&sample_block(1024), PhysBlock(9)).unwrap());
         // 160 bytes: the sample fills the region exactly.
-        check_sample(&parse_ibody(&sample_ibody(160), 12).unwrap());
+        check_sample(&parse_ibody(&sample_ibody(160), InodeNo(12)).unwrap());
         // No magic, or too short for one: no xattrs.
-        assert_eq!(parse_ibody(&[0; 96], 12).unwrap(), vec![]);
-        assert_eq!(parse_ibody(&[0, 0, 2], 12).unwrap(), vec![]);
-        assert_eq!(parse_ibody(&[], 12).unwrap(), vec![]);
+        assert_eq!(parse_ibody(&[0; 96], InodeNo(12)).unwrap(), vec![]);
+        assert_eq!(parse_ibody(&[0, 0, 2], InodeNo(12)).unwrap(), vec![]);
+        assert_eq!(parse_ibody(&[], InodeNo(12)).unwrap(), vec![]);
         let block = sample_block(1024);
-        let e = parse_block(&block, 9).unwrap();
+        let e = parse_block(&block, PhysBlock(9)).unwrap();
         assert_eq!(find(&e, b"user.hi"), None);
         assert_eq!(
             find(&e, b"user.a").unwrap().value,
@@ -474,65 +478,74 @@ mod tests {
         let good = sample_block(1024);
         let mut b = good.clone();
         b[0] ^= 1;
-        assert_eq!(corrupt_what(parse_block(&b, 9)), "xattr block magic");
+        assert_eq!(
+            corrupt_what(parse_block(&b, PhysBlock(9))),
+            "xattr block magic"
+        );
         let mut b = good.clone();
         b[8] = 2;
         assert_eq!(
-            corrupt_what(parse_block(&b, 9)),
+            corrupt_what(parse_block(&b, PhysBlock(9))),
             "xattr block h_blocks is not 1"
         );
-        assert!(parse_block(&good[..31], 9).is_err());
+        assert!(parse_block(&good[..31], PhysBlock(9)).is_err());
         // First entry's value offset pointed into the table.
         let mut b = good.clone();
         b[32 + 2..32 + 4].copy_from_slice(&40u16.to_le_bytes());
         assert_eq!(
-            corrupt_what(parse_block(&b, 9)),
+            corrupt_what(parse_block(&b, PhysBlock(9))),
             "xattr value overlaps the entry table"
         );
         // Value (with padding) past the end.
         let mut b = good.clone();
         b[32 + 2..32 + 4].copy_from_slice(&1022u16.to_le_bytes());
         assert_eq!(
-            corrupt_what(parse_block(&b, 9)),
+            corrupt_what(parse_block(&b, PhysBlock(9))),
             "xattr value runs past the end"
         );
         let mut b = good.clone();
         b[32 + 8..32 + 12].copy_from_slice(&(VALUE_SIZE_MAX + 1).to_le_bytes());
         assert_eq!(
-            corrupt_what(parse_block(&b, 9)),
+            corrupt_what(parse_block(&b, PhysBlock(9))),
             "xattr value size too large"
         );
         // NUL in a name.
         let mut b = good.clone();
         b[32 + 16] = 0;
-        assert_eq!(corrupt_what(parse_block(&b, 9)), "xattr name contains NUL");
+        assert_eq!(
+            corrupt_what(parse_block(&b, PhysBlock(9))),
+            "xattr name contains NUL"
+        );
         // A table with no terminator: every byte after the header non-zero.
         let mut b = good.clone();
         b[32..].fill(0x11);
-        assert!(parse_block(&b, 9).is_err());
+        assert!(parse_block(&b, PhysBlock(9)).is_err());
         // Error names the block.
         assert_eq!(
-            parse_block(&b[..40], 77).unwrap_err(),
-            Error::corrupt(Object::Block(77), "xattr entry runs past the end")
+            parse_block(&b[..40], PhysBlock(77)).unwrap_err(),
+            Error::corrupt(
+                Object::Block(PhysBlock(77)),
+                "xattr entry runs past the end"
+            )
         );
         // In-inode: magic but nothing else.
         assert_eq!(
-            parse_ibody(&XATTR_MAGIC.to_le_bytes(), 5).unwrap_err(),
-            Error::corrupt(Object::Inode(5), "xattr entries run past the end")
+            parse_ibody(&XATTR_MAGIC.to_le_bytes(), InodeNo(5)).unwrap_err(),
+            Error::corrupt(Object::Inode(InodeNo(5)), "xattr entries run past the end")
         );
     }
 
     #[test]
     fn checksum_round_trip() {
         let mut b = sample_block(1024);
-        let c = block_checksum(&b, 1234, 0xdead_beef).unwrap();
+        let c = block_checksum(&b, PhysBlock(1234), 0xdead_beef).unwrap();
         b[16..20].copy_from_slice(&c.to_le_bytes());
-        assert!(verify_block_checksum(&b, 1234, 0xdead_beef));
-        assert!(!verify_block_checksum(&b, 1235, 0xdead_beef));
-        assert!(!verify_block_checksum(&b, 1234, 0xdead_beee));
+        assert!(verify_block_checksum(&b, PhysBlock(1234), 0xdead_beef));
+        assert!(!verify_block_checksum(&b, PhysBlock(1235), 0xdead_beef));
+        assert!(!verify_block_checksum(&b, PhysBlock(1234), 0xdead_beee));
         b[500] ^= 4;
-        assert!(!verify_block_checksum(&b, 1234, 0xdead_beef));
-        assert!(!verify_block_checksum(&b[..20], 1234, 0));
+        assert!(!verify_block_checksum(&b, PhysBlock(1234), 0xdead_beef));
+        assert!(!verify_block_checksum(&b[..20], PhysBlock(1234), 0));
     }
 
     #[test]
@@ -604,9 +617,9 @@ mod tests {
                 };
             }
             let r = if is_block {
-                parse_block(&buf, 3)
+                parse_block(&buf, PhysBlock(3))
             } else {
-                parse_ibody(&buf, 3)
+                parse_ibody(&buf, InodeNo(3))
             };
             if let Ok(entries) = r {
                 for e in entries {
@@ -892,7 +905,7 @@ mod tests {
             let bs64 = u64::from(bs);
             for (n, ino, want) in want {
                 let inode = raw_inode(&img, ino, bs64);
-                let ino = ino as u32;
+                let ino = InodeNo(ino as u32);
                 let extra = usize::from(le16(&inode, 0x80));
                 let region = &inode[128 + extra..];
                 let file_acl = u64::from(le32(&inode, 0x68)) | u64::from(le16(&inode, 0x76)) << 32;
@@ -907,10 +920,11 @@ mod tests {
                     .into_iter()
                     .map(|e| (e, false))
                     .collect();
-                flip_and_parse(region, false, 2000, ino.into());
+                flip_and_parse(region, false, 2000, ino.0.into());
                 let block;
                 if file_acl != 0 {
                     block = read_at(&img, file_acl * bs64, bs as usize);
+                    let file_acl = PhysBlock(file_acl);
                     assert!(
                         verify_block_checksum(&block, file_acl, csum_seed),
                         "{n}: block checksum"
@@ -929,7 +943,7 @@ mod tests {
                         seen.shared_block += 1;
                     }
                     entries.extend(es.into_iter().map(|e| (e, true)));
-                    flip_and_parse(&block, true, 2000, file_acl);
+                    flip_and_parse(&block, true, 2000, file_acl.0);
                 }
 
                 let mut got = BTreeMap::new();
@@ -952,7 +966,7 @@ mod tests {
                             let v = debugfs(&img, &format!("cat <{ea}>"));
                             assert_eq!(v.len(), size as usize, "{n}: ea_inode size");
                             // The entry hash covers the ea_inode's own hash, kept in i_atime.
-                            let ea_raw = raw_inode(&img, ea.into(), bs64);
+                            let ea_raw = raw_inode(&img, ea.0.into(), bs64);
                             assert_eq!(
                                 e.hash,
                                 entry_hash(e.name, &ea_raw[8..12]),

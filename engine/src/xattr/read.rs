@@ -10,6 +10,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inode::{flags, Inode};
+use crate::numbers::{InodeNo, PhysBlock};
 use crate::volume::Volume;
 
 /// Index of `system.` names; `system.data` (inline data) is never listed.
@@ -58,7 +59,7 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         if inode.file_acl != 0 {
-            let blk = inode.file_acl;
+            let blk = PhysBlock(inode.file_acl);
             if !self.blocks_in_fs(blk, 1) {
                 return Err(Error::corrupt(
                     Object::Inode(inode.ino),
@@ -83,14 +84,14 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// The value stored in EA inode `ea_ino` for an attribute of `owner`.
-    fn ea_inode_value(&self, owner: u32, ea_ino: u32, size: u32) -> Result<Vec<u8>> {
+    fn ea_inode_value(&self, owner: InodeNo, ea_ino: InodeNo, size: u32) -> Result<Vec<u8>> {
         let bad = |what| Error::corrupt(Object::Inode(owner), what);
         if !self.sb().has_incompat(incompat::EA_INODE) {
             return Err(bad(
                 "xattr value in an EA inode without the ea_inode feature",
             ));
         }
-        if ea_ino == owner || ea_ino < self.sb().first_ino {
+        if ea_ino == owner || ea_ino.0 < self.sb().first_ino {
             return Err(bad("xattr value refers to an invalid EA inode"));
         }
         let ea = self.live_inode(ea_ino)?;
@@ -114,7 +115,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Full name, e.g. `user.foo`, `security.selinux`, `system.posix_acl_access`.
     /// POSIX ACLs come back in the Linux xattr format.
-    pub fn getxattr(&self, ino: u32, name: &[u8]) -> Result<Vec<u8>> {
+    pub fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
         let inode = self.live_inode(ino)?;
         let Some((index, suffix)) = xattr::split_name(name) else {
             return Err(Error::NoData);
@@ -137,7 +138,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Full names of all attributes.
-    pub fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>> {
+    pub fn listxattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
         let inode = self.live_inode(ino)?;
         let mut names = Vec::new();
         for a in self.xattrs(&inode, None, false)? {

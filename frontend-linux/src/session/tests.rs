@@ -18,7 +18,7 @@ struct Fake {
 
 fn attr(ino: u32, kind: FileType, size: u64) -> Attr {
     Attr {
-        ino,
+        ino: InodeNo(ino),
         kind,
         mode: kind.mode_bits() | 0o644,
         nlink: if ino == 12 { 2 } else { 1 },
@@ -78,34 +78,40 @@ impl Fake {
 }
 
 impl Backend for Fake {
-    fn getattr(&self, ino: u32) -> ext4_engine::Result<Attr> {
+    fn getattr(&self, ino: InodeNo) -> ext4_engine::Result<Attr> {
+        let ino = ino.0;
         match ino {
             1 => Ok(attr(1, FileType::Regular, 0)),
             2 | 13 => Ok(attr(ino, FileType::Directory, 4096)),
             12 => Ok(attr(12, FileType::Regular, DATA.len() as u64)),
             14 => Ok(attr(14, FileType::Symlink, 5)),
-            15 => Err(Error::corrupt(Object::Inode(15), "bad extent header")),
+            15 => Err(Error::corrupt(
+                Object::Inode(InodeNo(15)),
+                "bad extent header",
+            )),
             _ => Err(Error::NotFound),
         }
     }
-    fn lookup(&self, dir: u32, name: &[u8]) -> ext4_engine::Result<Attr> {
+    fn lookup(&self, dir: InodeNo, name: &[u8]) -> ext4_engine::Result<Attr> {
+        let dir = dir.0;
         let entries = self.dirs.get(&dir).ok_or(Error::NotDir)?;
         let &(_, ino, _) = entries
             .iter()
             .find(|(n, _, _)| *n == name)
             .ok_or(Error::NotFound)?;
-        self.getattr(ino)
+        self.getattr(InodeNo(ino))
     }
     fn readdir(
         &self,
-        dir: u32,
+        dir: InodeNo,
         cookie: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> ext4_engine::Result<()> {
+        let dir = dir.0;
         let entries = self.dirs.get(&dir).ok_or(Error::NotDir)?;
         for (i, (name, ino, kind)) in entries.iter().enumerate().skip(cookie as usize) {
             if !f(&DirEntry {
-                ino: *ino,
+                ino: InodeNo(*ino),
                 name,
                 kind: Some(*kind),
                 next: i as u64 + 1,
@@ -115,7 +121,8 @@ impl Backend for Fake {
         }
         Ok(())
     }
-    fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> ext4_engine::Result<usize> {
+    fn read(&self, ino: InodeNo, offset: u64, buf: &mut [u8]) -> ext4_engine::Result<usize> {
+        let ino = ino.0;
         if ino != 12 {
             return Err(Error::IsDir);
         }
@@ -124,20 +131,23 @@ impl Backend for Fake {
         buf[..n].copy_from_slice(&DATA[start..start + n]);
         Ok(n)
     }
-    fn readlink(&self, ino: u32) -> ext4_engine::Result<Vec<u8>> {
+    fn readlink(&self, ino: InodeNo) -> ext4_engine::Result<Vec<u8>> {
+        let ino = ino.0;
         if ino == 14 {
             Ok(b"a.txt".to_vec())
         } else {
             Err(Error::NotSymlink)
         }
     }
-    fn getxattr(&self, ino: u32, name: &[u8]) -> ext4_engine::Result<Vec<u8>> {
+    fn getxattr(&self, ino: InodeNo, name: &[u8]) -> ext4_engine::Result<Vec<u8>> {
+        let ino = ino.0;
         match (ino, name) {
             (12, b"user.color") => Ok(b"blue".to_vec()),
             _ => Err(Error::NoData),
         }
     }
-    fn listxattr(&self, ino: u32) -> ext4_engine::Result<Vec<Vec<u8>>> {
+    fn listxattr(&self, ino: InodeNo) -> ext4_engine::Result<Vec<Vec<u8>>> {
+        let ino = ino.0;
         if ino == 12 {
             Ok(vec![b"user.color".to_vec(), b"trusted.x".to_vec()])
         } else {
@@ -156,7 +166,8 @@ impl Backend for Fake {
             fsid: 0,
         }
     }
-    fn seek(&self, ino: u32, offset: u64, whence: Whence) -> ext4_engine::Result<u64> {
+    fn seek(&self, ino: InodeNo, offset: u64, whence: Whence) -> ext4_engine::Result<u64> {
+        let ino = ino.0;
         if ino != 12 || offset >= DATA.len() as u64 {
             return Err(Error::NoSuchOffset);
         }
@@ -533,13 +544,13 @@ fn no_reply_opcodes() {
 
 #[test]
 fn node_ids_are_inode_numbers_with_root_swapped() {
-    assert_eq!(nodeid_to_ino(1), Ok(2));
+    assert_eq!(nodeid_to_ino(1), Ok(InodeNo(2)));
     assert_eq!(nodeid_to_ino(2), Err(ESTALE));
-    assert_eq!(nodeid_to_ino(12), Ok(12));
+    assert_eq!(nodeid_to_ino(12), Ok(InodeNo(12)));
     assert_eq!(nodeid_to_ino(1 << 40), Err(ESTALE));
-    assert_eq!(ino_to_nodeid(2).unwrap(), 1);
-    assert_eq!(ino_to_nodeid(12).unwrap(), 12);
-    assert!(ino_to_nodeid(1).unwrap_err().is_corruption());
+    assert_eq!(ino_to_nodeid(InodeNo(2)).unwrap(), 1);
+    assert_eq!(ino_to_nodeid(InodeNo(12)).unwrap(), 12);
+    assert!(ino_to_nodeid(InodeNo(1)).unwrap_err().is_corruption());
 
     let mut k = Kernel::start(Config::default());
     k.init();

@@ -25,6 +25,7 @@ use ext4_engine::file_device::FileDevice;
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache};
 use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::InodeNo;
 use ext4_fuse::abi::{self, attr_flags, init_flags, notify_code, opcode, InHeader, OutHeader};
 use ext4_fuse::channel::{Channel, SeqPacket};
 use ext4_fuse::session::{Config, Session, IN_BUF_SIZE};
@@ -81,6 +82,12 @@ pub struct Model {
     oracle: Volume<FileDevice>,
     /// Wall time spent waiting for replies, and how many.
     pub reply_wait: std::time::Duration,
+}
+
+/// The mapping cache key of a FUSE node: node ids of regular files are
+/// their inode numbers.
+pub fn node_key(nodeid: u64) -> InodeNo {
+    InodeNo(u32::try_from(nodeid).expect("node ids are 32-bit inode numbers"))
 }
 
 pub fn open_volume(img: &std::path::Path) -> Volume<FileDevice> {
@@ -257,11 +264,11 @@ impl Model {
                 }
                 self.check_device_range(&read, "upsert");
                 self.upserted.push((up.nodeid, read));
-                if let Err(e) = self.cache.upsert(up.nodeid, Fork::Read, read) {
+                if let Err(e) = self.cache.upsert(node_key(up.nodeid), Fork::Read, read) {
                     self.violation(format!("upsert rejected by the cache: {e}"));
                 }
                 if write.kind != MapType::PureOverwrite && write.length != 0 {
-                    let _ = self.cache.upsert(up.nodeid, Fork::Write, write);
+                    let _ = self.cache.upsert(node_key(up.nodeid), Fork::Write, write);
                 }
             }
             notify_code::IOMAP_INVAL_MAPPINGS => {
@@ -275,14 +282,14 @@ impl Model {
                         continue;
                     }
                     if r.offset == 0 && r.length == abi::IOMAP_INVAL_TO_EOF && fork == Fork::Read {
-                        self.cache.forget_inode(inv.nodeid);
+                        self.cache.forget_inode(node_key(inv.nodeid));
                     } else {
                         let len = if r.length == abi::IOMAP_INVAL_TO_EOF {
                             u64::MAX - r.offset
                         } else {
                             r.length
                         };
-                        self.cache.remove(inv.nodeid, fork, r.offset, len);
+                        self.cache.remove(node_key(inv.nodeid), fork, r.offset, len);
                     }
                 }
             }
@@ -350,7 +357,7 @@ impl Model {
     /// Attribute rules: regular files carry IOMAP + EXCLUSIVE and the
     /// inode's S/i/a flags; nothing else carries any flag.
     fn check_attr(&mut self, attr: &abi::Attr) {
-        let ino = attr.ino as u32;
+        let ino = InodeNo(attr.ino as u32);
         let Ok(a) = self.oracle.getattr(ino) else {
             self.violation(format!("attr for inode {ino} the engine cannot read"));
             return;
@@ -524,14 +531,14 @@ impl Model {
         count: u64,
         opflags: u32,
     ) -> Result<Mapping, i32> {
-        if let Lookup::Hit(m, _) = self.cache.lookup(node.nodeid, Fork::Read, pos) {
+        if let Lookup::Hit(m, _) = self.cache.lookup(node_key(node.nodeid), Fork::Read, pos) {
             self.counters.cache_hits += 1;
             return Ok(m);
         }
         let (read, _) = self.begin(node, pos, count, opflags)?;
         if read.kind == MapType::RetryCache {
             self.counters.retry_cache += 1;
-            return match self.cache.lookup(node.nodeid, Fork::Read, pos) {
+            return match self.cache.lookup(node_key(node.nodeid), Fork::Read, pos) {
                 Lookup::Hit(m, _) => Ok(m),
                 _ => {
                     self.violation(format!(
@@ -546,7 +553,7 @@ impl Model {
             read.kind,
             MapType::Mapped | MapType::Unwritten | MapType::Hole
         ) {
-            if let Err(e) = self.cache.upsert(node.nodeid, Fork::Read, read) {
+            if let Err(e) = self.cache.upsert(node_key(node.nodeid), Fork::Read, read) {
                 self.violation(format!("caching {read:?}: {e}"));
             }
         }
