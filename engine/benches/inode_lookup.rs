@@ -114,8 +114,8 @@ fn variants() -> Vec<(&'static str, OpenOptions)> {
         (
             "one set (misses)",
             OpenOptions {
-                inode_cache_bytes: ext4_engine::inode_cache::InodeCache::entry_bytes(256)
-                    * ext4_engine::inode_cache::WAYS,
+                inode_cache_bytes: ext4_engine::test_support::InodeCache::entry_bytes(256)
+                    * ext4_engine::test_support::INODE_CACHE_WAYS,
                 ..OpenOptions::default()
             },
         ),

@@ -110,6 +110,8 @@ const REPORTS: usize = 64;
 
 pub struct Volume<D: BlockDevice> {
     sb: Superblock,
+    /// The superblock as read at open, for tools that show every field.
+    raw_sb: RawSuperblock,
     /// Damage found while serving requests that did not fail because of it
     /// (a skipped directory block, a fallback from a broken hash tree).
     reports: spin::Mutex<heapless::Deque<Error, REPORTS>>,
@@ -162,6 +164,7 @@ impl<D: BlockDevice> Volume<D> {
         let icache = InodeCache::new(opts.inode_cache_bytes, sb.inode_size);
         let mut vol = Volume {
             sb,
+            raw_sb: raw,
             reports: spin::Mutex::new(heapless::Deque::new()),
             reports_waiting: AtomicBool::new(false),
             cache,
@@ -178,6 +181,10 @@ impl<D: BlockDevice> Volume<D> {
 
     pub fn sb(&self) -> &Superblock {
         &self.sb
+    }
+    /// The on-disk superblock as read at open (every field, for `info`).
+    pub fn raw_superblock(&self) -> &RawSuperblock {
+        &self.raw_sb
     }
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings

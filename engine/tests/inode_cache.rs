@@ -15,7 +15,7 @@ use std::process::Command;
 mod common;
 
 use common::have;
-use ext4_engine::inode_cache::InodeCache;
+use ext4_engine::test_support::InodeCache;
 use ext4_engine::{InodeNo, MemDevice, OpenOptions, Volume};
 
 struct Counting;

@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ext4_engine::attr::{Attr, FileType as Kind, Timestamp};
+use ext4_engine::{Attr, FileType as Kind, Timestamp};
 use ext4_engine::{BlockDevice, Error, InodeNo, Volume, Whence};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,

@@ -7,8 +7,8 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use ext4_engine::error::IoError;
-use ext4_engine::file_device::FileDevice;
+use ext4_engine::FileDevice;
+use ext4_engine::IoError;
 use ext4_engine::{BlockDevice, Error};
 
 /// The device the server reads: a file or disk, with reads widened to
@@ -155,7 +155,7 @@ pub fn from_linux_errno(n: i32) -> i32 {
 
 #[cfg(not(target_os = "linux"))]
 pub fn from_linux_errno(n: i32) -> i32 {
-    use ext4_engine::error::errno as lx;
+    use ext4_engine::errno as lx;
     match n {
         lx::ENAMETOOLONG => libc::ENAMETOOLONG,
         lx::ENOSYS => libc::ENOSYS,

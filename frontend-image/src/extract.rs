@@ -27,9 +27,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use ext4_engine::blockmap::Run;
-use ext4_engine::inode::{flags as iflags, Inode};
-use ext4_engine::{Attr, BlockDevice, FileBlock, FileType, InodeNo, PhysBlock, Timestamp};
+use ext4_engine::{Attr, BlockDevice, FilePiece, FileType, InodeNo, Timestamp};
 use indicatif::{HumanBytes, ProgressBar};
 
 use crate::cat::CHUNK;
@@ -362,7 +360,6 @@ struct Extraction<'a> {
     image: RawFd,
     /// Bytes in the image (block device or file).
     image_size: u64,
-    bs: u64,
     /// The directory all recorded hard-link paths are relative to.
     root: RawFd,
     as_root: bool,
@@ -856,52 +853,31 @@ impl Extraction<'_> {
         if size == 0 {
             return Ok(());
         }
-        let inode = self
+        let mut pieces = self
             .vol
-            .inode(attr.ino)
+            .file_pieces(attr.ino)
             .map_err(|e| format!("cannot read the inode: {e}"))?;
         // End of the last byte written: the length needs setting only when
         // the file ends in a hole (saves a syscall per small file).
         let mut end = 0u64;
-        if inode.has_flag(iflags::INLINE_DATA) || inode.has_flag(iflags::ENCRYPT) {
-            // No block map: the engine reads it (or says why it cannot).
-            end = self.copy_read(w, file, &inode, 0, size)?;
-        } else {
-            let bs = self.bs;
-            // Blocks past MAX_LBLK cannot be mapped: they read as a hole.
-            let blocks = size.div_ceil(bs).min(FileBlock::COUNT);
-            let mut lblk = 0u64;
-            // Pointer blocks reused under many slots map far more blocks
-            // than exist (an indirect block pointing at itself under a
-            // 1 TiB size: 16 GiB written from a 128 KiB image): no valid
-            // file maps more blocks than the filesystem has.
-            let mut mapped = 0u64;
-            while lblk < blocks {
-                let run = self
-                    .vol
-                    .map_block(&inode, FileBlock(lblk as u32))
-                    .map_err(|e| format!("mapping byte {}: {e}", lblk * bs))?;
-                let len = run.len().max(1);
-                if let Run::Mapped { len, .. } = run {
-                    mapped = mapped.saturating_add(len);
-                    if mapped > self.vol.sb().blocks_count {
-                        return Err(format!(
-                            "inode {}: block map maps more blocks than the filesystem has",
-                            attr.ino
-                        ));
-                    }
+        loop {
+            let at = pieces.offset();
+            let Some(piece) = pieces.next() else { break };
+            match piece.map_err(|e| format!("mapping byte {at}: {e}"))? {
+                FilePiece::Device {
+                    offset,
+                    len,
+                    device_offset,
+                } => {
+                    end =
+                        self.copy_mapped(w, file, attr.ino, device_offset, offset, offset + len)?;
                 }
-                if let Run::Mapped {
-                    pblk,
-                    unwritten: false,
-                    ..
-                } = run
-                {
-                    let from = lblk * bs;
-                    let to = lblk.saturating_add(len).saturating_mul(bs).min(size);
-                    end = self.copy_mapped(w, file, &inode, pblk, from, to)?;
+                // No block map (inline data) or none the engine can copy
+                // from: it reads the bytes, or says why it cannot.
+                FilePiece::Engine { offset, len } => {
+                    end = self.copy_read(w, file, attr.ino, offset, offset + len)?;
                 }
-                lblk = lblk.saturating_add(len);
+                FilePiece::Zeros { .. } => {}
             }
         }
         if end != size {
@@ -911,14 +887,14 @@ impl Extraction<'_> {
         Ok(())
     }
 
-    /// Copy file bytes `from..to`, which live at block `pblk` of the image
+    /// Copy file bytes `from..to`, which live at byte `src` of the image
     /// onwards; returns where the copy ended.
     fn copy_mapped(
         &self,
         w: &mut Worker,
         file: &File,
-        inode: &Inode,
-        pblk: PhysBlock,
+        ino: InodeNo,
+        src: u64,
         from: u64,
         to: u64,
     ) -> Result<u64, String> {
@@ -926,16 +902,16 @@ impl Extraction<'_> {
         // engine, which says what is wrong; the kernel would only return
         // short, or EINVAL for offsets past i64, and make us give up on
         // copying in the kernel for every later file.
-        let src = pblk.0.checked_mul(self.bs).filter(|s| {
-            s.checked_add(to - from)
-                .is_some_and(|e| e <= self.image_size)
-        });
+        let src = src
+            .checked_add(to - from)
+            .is_some_and(|e| e <= self.image_size)
+            .then_some(src);
         let small = to - from < KERNEL_COPY_MIN;
         let (Some(src), false) = (
             src,
             small || self.copy_mode.load(Ordering::Relaxed) == READ_WRITE,
         ) else {
-            return self.copy_read(w, file, inode, from, to);
+            return self.copy_read(w, file, ino, from, to);
         };
         let dst = file.as_raw_fd();
         let mut pos = from;
@@ -967,7 +943,7 @@ impl Extraction<'_> {
             }
         }
         if pos < to {
-            return self.copy_read(w, file, inode, pos, to);
+            return self.copy_read(w, file, ino, pos, to);
         }
         Ok(to)
     }
@@ -978,7 +954,7 @@ impl Extraction<'_> {
         &self,
         w: &mut Worker,
         file: &File,
-        inode: &Inode,
+        ino: InodeNo,
         from: u64,
         to: u64,
     ) -> Result<u64, String> {
@@ -987,7 +963,7 @@ impl Extraction<'_> {
             let want = (to - pos).min(w.buf.len() as u64) as usize;
             let n = self
                 .vol
-                .read_inode(inode, pos, &mut w.buf[..want])
+                .read(ino, pos, &mut w.buf[..want])
                 .map_err(|e| format!("read at byte {pos}: {e}"))?;
             if n == 0 {
                 break;
@@ -1241,7 +1217,6 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
         jobs,
         image: vol.device().file().as_raw_fd(),
         image_size: vol.device().size(),
-        bs: vol.sb().block_size as u64,
         root: top.fd(),
         // SAFETY: geteuid has no preconditions.
         as_root: unsafe { libc::geteuid() } == 0,

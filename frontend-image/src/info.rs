@@ -4,10 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use ext4_engine::features::{compat, incompat, ro_compat};
-use ext4_engine::superblock::{RawSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
-use ext4_engine::BlockDevice;
 use serde_json::{json, Map, Value};
-use zerocopy::FromBytes;
 
 use crate::util::{ctime, uuid};
 use crate::{out_err, CmdResult, Vol};
@@ -70,12 +67,7 @@ fn default_mount_opts(v: u32) -> Vec<&'static str> {
 
 pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
     let sb = vol.sb();
-    let mut raw_bytes = vec![0u8; SUPERBLOCK_SIZE];
-    let raw = vol
-        .device()
-        .read_at(SUPERBLOCK_OFFSET, &mut raw_bytes)
-        .ok()
-        .and_then(|_| RawSuperblock::read_from_bytes(&raw_bytes).ok());
+    let r = vol.raw_superblock();
     let mut f = Fields {
         lines: Vec::new(),
         json: Map::new(),
@@ -261,31 +253,29 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
         json!(sb.max_mnt_count),
     );
     f.time("Last checked", "last_checked", sb.lastcheck, false);
-    if let Some(r) = &raw {
-        let ci = r.checkinterval.get();
-        f.add(
-            "Check interval",
-            if ci == 0 {
-                "0 (<none>)".to_string()
-            } else {
-                format!("{ci} seconds")
-            },
-            "check_interval",
-            json!(ci),
-        );
-        let kb = r.kbytes_written.get();
-        if kb != 0 {
-            let text = if kb < 8192 {
-                format!("{kb} kB")
-            } else if kb < 8192 << 10 {
-                format!("{} MB", kb.div_ceil(1024))
-            } else if kb < 8192 << 20 {
-                format!("{} GB", kb.div_ceil(1 << 20))
-            } else {
-                format!("{} TB", kb.div_ceil(1 << 30))
-            };
-            f.add("Lifetime writes", text, "lifetime_writes_kb", json!(kb));
-        }
+    let ci = r.checkinterval.get();
+    f.add(
+        "Check interval",
+        if ci == 0 {
+            "0 (<none>)".to_string()
+        } else {
+            format!("{ci} seconds")
+        },
+        "check_interval",
+        json!(ci),
+    );
+    let kb = r.kbytes_written.get();
+    if kb != 0 {
+        let text = if kb < 8192 {
+            format!("{kb} kB")
+        } else if kb < 8192 << 10 {
+            format!("{} MB", kb.div_ceil(1024))
+        } else if kb < 8192 << 20 {
+            format!("{} GB", kb.div_ceil(1 << 20))
+        } else {
+            format!("{} TB", kb.div_ceil(1 << 30))
+        };
+        f.add("Lifetime writes", text, "lifetime_writes_kb", json!(kb));
     }
     f.num("Reserved blocks uid", "reserved_blocks_uid", sb.def_resuid);
     f.num("Reserved blocks gid", "reserved_blocks_gid", sb.def_resgid);
@@ -377,40 +367,38 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
             json!(sb.checksum_ok),
         );
     }
-    if let Some(r) = &raw {
-        let n = r.error_count.get();
-        if n != 0 {
-            f.num("FS Error count", "error_count", n);
-            let t = r.first_error_time.get() as i64 | (r.first_error_time_hi as i64) << 32;
-            f.time("First error time", "first_error_time", t, true);
-            f.add(
-                "First error function",
-                cstr(&r.first_error_func),
-                "first_error_function",
-                json!(cstr(&r.first_error_func)),
-            );
-            f.num(
-                "First error line #",
-                "first_error_line",
-                r.first_error_line.get(),
-            );
-            f.num(
-                "First error inode #",
-                "first_error_inode",
-                r.first_error_ino.get(),
-            );
-            f.num(
-                "First error block #",
-                "first_error_block",
-                r.first_error_block.get(),
-            );
-            let t = r.last_error_time.get() as i64 | (r.last_error_time_hi as i64) << 32;
-            f.time("Last error time", "last_error_time", t, true);
-        }
-        let mo = cstr(&r.mount_opts);
-        if !mo.is_empty() {
-            f.add("Mount options", mo.clone(), "mount_options", json!(mo));
-        }
+    let n = r.error_count.get();
+    if n != 0 {
+        f.num("FS Error count", "error_count", n);
+        let t = r.first_error_time.get() as i64 | (r.first_error_time_hi as i64) << 32;
+        f.time("First error time", "first_error_time", t, true);
+        f.add(
+            "First error function",
+            cstr(&r.first_error_func),
+            "first_error_function",
+            json!(cstr(&r.first_error_func)),
+        );
+        f.num(
+            "First error line #",
+            "first_error_line",
+            r.first_error_line.get(),
+        );
+        f.num(
+            "First error inode #",
+            "first_error_inode",
+            r.first_error_ino.get(),
+        );
+        f.num(
+            "First error block #",
+            "first_error_block",
+            r.first_error_block.get(),
+        );
+        let t = r.last_error_time.get() as i64 | (r.last_error_time_hi as i64) << 32;
+        f.time("Last error time", "last_error_time", t, true);
+    }
+    let mo = cstr(&r.mount_opts);
+    if !mo.is_empty() {
+        f.add("Mount options", mo.clone(), "mount_options", json!(mo));
     }
     let warnings: Vec<String> = vol.warnings().iter().map(|w| w.to_string()).collect();
     f.json.insert("warnings".into(), json!(warnings));

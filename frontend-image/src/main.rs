@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ext4_engine::file_device::FileDevice;
+use ext4_engine::FileDevice;
 use ext4_engine::{Error, InodeNo, OpenOptions, Volume};
 
 pub type Vol = Volume<FileDevice>;

@@ -10,11 +10,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use ext4_engine::blockmap::Run;
 use ext4_engine::features::incompat;
-use ext4_engine::inode::{flags, Inode};
 use ext4_engine::iomap::{kernel_check, mflags, op};
 use ext4_engine::mapping_cache::{MapType, Mapping, DEV_NULL, NULL_ADDR};
+use ext4_engine::Run;
+use ext4_engine::{inode_flags as flags, Inode};
 use ext4_engine::{FileBlock, FileType, InodeNo};
 use serde_json::json;
 

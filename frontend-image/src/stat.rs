@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use ext4_engine::blockmap::Run;
-use ext4_engine::inode::{flags, Inode};
+use ext4_engine::Run;
+use ext4_engine::{inode_flags as flags, Inode};
 use ext4_engine::{FileBlock, FileType, PhysBlock, Timestamp};
 use serde_json::{json, Value};
 

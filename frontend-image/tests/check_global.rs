@@ -15,8 +15,8 @@ use std::process::{Command, Output};
 use common::cmd;
 use ext4_tests::oracle::e2fsck_check;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::fsck::{CheckOptions, Checker, DEFAULT_MEMORY};
+use ext4_engine::FileDevice;
 use ext4_engine::{OpenOptions, Volume};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");

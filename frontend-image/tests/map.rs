@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::iomap::kernel_check;
 use ext4_engine::mapping_cache::{MapType, Mapping, DEV_NULL, NULL_ADDR};
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileDevice;
+use ext4_engine::{OpenOptions, Volume};
 use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::kwimage::{
     engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, segs_differ, KW_1K, KW_4K,

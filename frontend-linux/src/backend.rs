@@ -2,11 +2,11 @@
 //! the trait exists so the session's protocol handling can be tested with a
 //! small in-memory tree, independently of the engine.
 
-use ext4_engine::attr::{Attr, StatFs};
 use ext4_engine::iomap::IomapConfig;
 use ext4_engine::mapping_cache::Mapping;
-use ext4_engine::volume::{DirEntry, Volume, Whence};
+use ext4_engine::{Attr, StatFs};
 use ext4_engine::{BlockDevice, Error, InodeNo, Result};
+use ext4_engine::{DirEntry, Volume, Whence};
 
 pub trait Backend: Send + Sync {
     fn getattr(&self, ino: InodeNo) -> Result<Attr>;

@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::Volume;
+use ext4_engine::FileDevice;
+use ext4_engine::Volume;
 use ext4_fuse::channel::{Channel, DevFuse};
 use ext4_fuse::inherited::{self, io_msg};
 use ext4_fuse::iomap_setup;

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ext4_engine::attr::{Attr, FileType};
-use ext4_engine::error::{errno, Error, Object};
-use ext4_engine::volume::Whence;
 use ext4_engine::InodeNo;
+use ext4_engine::Whence;
+use ext4_engine::{errno, Error, Object};
+use ext4_engine::{Attr, FileType};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::abi::{self, fopen, init_flags as flag, opcode, InHeader, OutHeader};
@@ -760,7 +760,7 @@ impl<B: Backend> Session<B> {
             .getattr(ino)
             .map_err(|e| self.fail("statx", ino, e))?;
         let (secs, nsecs) = self.valid();
-        let t = |t: ext4_engine::attr::Timestamp| abi::SxTime {
+        let t = |t: ext4_engine::Timestamp| abi::SxTime {
             tv_sec: t.sec,
             tv_nsec: t.nsec,
             reserved: 0,

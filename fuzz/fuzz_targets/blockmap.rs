@@ -2,7 +2,7 @@
 //! logical range, reads, SEEK_DATA/SEEK_HOLE, iomap answers (checked
 //! against the kernel's rules) and whole-file mappings.
 #![no_main]
-use ext4_engine::extent::Node;
+use ext4_engine::test_support::ExtentNode as Node;
 use ext4_engine::{FileBlock, FileType, Object, PhysBlock};
 use ext4_fuzz::mutate::Kind;
 use ext4_fuzz::walk::{self, Limits, Stats};

@@ -2,7 +2,8 @@
 //! open-time counters, feature handling; and the pure superblock parser on
 //! the raw bytes against device sizes around the image's.
 #![no_main]
-use ext4_engine::superblock::{RawSuperblock, Superblock, SUPERBLOCK_SIZE};
+use ext4_engine::test_support::SUPERBLOCK_SIZE;
+use ext4_engine::{RawSuperblock, Superblock};
 use ext4_fuzz::mutate::Kind;
 use libfuzzer_sys::fuzz_target;
 use zerocopy::FromBytes;

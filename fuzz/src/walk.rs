@@ -21,7 +21,7 @@ use std::vec::Vec;
 
 use ext4_engine::fsck::CheckOptions;
 use ext4_engine::iomap::{kernel_check, op};
-use ext4_engine::volume::Whence;
+use ext4_engine::Whence;
 use ext4_engine::{BlockDevice, Error, FileType, InodeNo, OpenOptions, Volume};
 
 /// Small cache budgets: hostile images must not grow memory past them

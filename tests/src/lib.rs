@@ -17,8 +17,8 @@ pub mod util;
 
 use std::path::Path;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileDevice;
+use ext4_engine::{OpenOptions, Volume};
 
 /// Open an image read-only through the engine.
 pub fn open_engine(img: &Path) -> Result<Volume<FileDevice>, String> {

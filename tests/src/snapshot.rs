@@ -13,10 +13,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ext4_engine::attr::{Attr, FileType};
-use ext4_engine::volume::{Volume, Whence};
 use ext4_engine::InodeNo;
+use ext4_engine::{Attr, FileType};
 use ext4_engine::{BlockDevice, Error};
+use ext4_engine::{Volume, Whence};
 
 use crate::tree::{open_noatime, Time};
 use crate::util::{fnv64, ContentHasher, CHUNK};
@@ -985,7 +985,7 @@ fn entry_from_attr<D: BlockDevice>(
     errors: &mut Vec<String>,
     path: &str,
 ) -> Entry {
-    let t = |x: ext4_engine::attr::Timestamp| Time {
+    let t = |x: ext4_engine::Timestamp| Time {
         sec: x.sec,
         nsec: x.nsec,
     };

@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::fsck::CheckOptions;
+use ext4_engine::FileDevice;
 use ext4_engine::{OpenOptions, Volume};
 
 #[test]

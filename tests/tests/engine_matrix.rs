@@ -10,9 +10,9 @@
 
 use std::panic::AssertUnwindSafe;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::Volume;
+use ext4_engine::FileDevice;
 use ext4_engine::InodeNo;
+use ext4_engine::Volume;
 use ext4_tests::checks::{debugfs_compare, sample, FlagsView};
 use ext4_tests::image::{build_image, matrix_spec, BuiltImage};
 use ext4_tests::open_engine;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use ext4_engine::file_device::FileDevice;
+use ext4_engine::FileDevice;
 use ext4_engine::{InodeNo, OpenOptions, Volume};
 
 /// Unmounts when dropped, so a failing test leaves no mount behind.

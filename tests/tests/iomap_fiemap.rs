@@ -30,11 +30,11 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::mapping_cache::{MapType, Mapping, DEV_NULL};
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileDevice;
 use ext4_engine::{Error, FileType, InodeNo};
+use ext4_engine::{OpenOptions, Volume};
 use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::kwimage::{
     clip, engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, random_bytes, segs_differ,

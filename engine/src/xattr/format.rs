@@ -293,6 +293,7 @@ pub fn split_name(full: &[u8]) -> Option<(u8, &[u8])> {
 }
 
 /// The entry named `full` among `entries`, if any.
+#[allow(dead_code)] // for the write path (replace or remove a name)
 pub fn find<'e, 'a>(entries: &'e [XattrEntry<'a>], full: &[u8]) -> Option<&'e XattrEntry<'a>> {
     let (index, name) = split_name(full)?;
     entries.iter().find(|e| e.index == index && e.name == name)
@@ -310,6 +311,7 @@ pub fn entry_hash(name: &[u8], value: &[u8]) -> u32 {
 
 /// The older `e_hash` that sign-extended name bytes >= 0x80 (x86 kernels
 /// before 6.2); the kernel accepts either when it checks.
+#[allow(dead_code)] // for the write path, which must accept either
 pub fn entry_hash_signed(name: &[u8], value: &[u8]) -> u32 {
     hash_value(
         name.iter()

@@ -16,12 +16,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use ext4_engine::attr::{Attr, FileType};
-use ext4_engine::error::errno;
-use ext4_engine::inode::flags as iflags;
+use ext4_engine::errno;
+use ext4_engine::inode_flags as iflags;
 use ext4_engine::iomap::{kernel_check, op, IomapConfig};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache, NULL_ADDR};
 use ext4_engine::InodeNo;
+use ext4_engine::{Attr, FileType};
 use zerocopy::IntoBytes;
 
 use super::{notify, ReplyBuf, Request, Session};
@@ -378,7 +378,7 @@ impl<B: Backend> Session<B> {
         let share = mirror.budget_bytes() / 2;
         let inode_bytes = |m: &MappingCache| {
             m.with_inode(key, |c| c.memory_bytes())
-                .map_or(0, |b| b + ext4_engine::mapping_cache::cache::INODE_OVERHEAD)
+                .map_or(0, |b| b + ext4_engine::mapping_cache::INODE_OVERHEAD)
         };
         if inode_bytes(mirror) + NODE_BYTES > share {
             return None;

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::channel::SeqPacket;
-use ext4_engine::attr::{StatFs, Timestamp};
-use ext4_engine::volume::DirEntry;
+use ext4_engine::DirEntry;
+use ext4_engine::{StatFs, Timestamp};
 use std::collections::HashMap;
 
 /// A tiny tree: / (2) holds a.txt (12), hard (12 again), sub/ (13),

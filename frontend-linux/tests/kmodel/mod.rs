@@ -21,11 +21,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache};
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileDevice;
 use ext4_engine::InodeNo;
+use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse::abi::{self, attr_flags, init_flags, notify_code, opcode, InHeader, OutHeader};
 use ext4_fuse::channel::{Channel, SeqPacket};
 use ext4_fuse::session::{Config, Session, IN_BUF_SIZE};
