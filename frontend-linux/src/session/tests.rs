@@ -2,9 +2,10 @@
 //! drives `/dev/fuse`: one message per request, one per reply.
 
 use super::*;
+use crate::abi::{fopen, init_flags as flag};
 use crate::channel::SeqPacket;
 use ext4_engine::DirEntry;
-use ext4_engine::{StatFs, Timestamp};
+use ext4_engine::{Attr, FileType, StatFs, Timestamp, Whence};
 use std::collections::HashMap;
 
 /// A tiny tree: / (2) holds a.txt (12), hard (12 again), sub/ (13),
