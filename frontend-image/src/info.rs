@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use ext4_engine::features::{compat, incompat, ro_compat};
+use ext4_engine::{RawSuperblock, Superblock};
 use serde_json::{json, Map, Value};
 
 use crate::util::{ctime, uuid};
@@ -65,13 +66,8 @@ fn default_mount_opts(v: u32) -> Vec<&'static str> {
     out
 }
 
-pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
-    let sb = vol.sb();
-    let r = vol.raw_superblock();
-    let mut f = Fields {
-        lines: Vec::new(),
-        json: Map::new(),
-    };
+/// Name, UUID, revision, features, flags, state, error policy, creator.
+fn identity(f: &mut Fields, sb: &Superblock) {
     let label = String::from_utf8_lossy(sb.label()).into_owned();
     f.add(
         "Filesystem volume name",
@@ -177,6 +173,10 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
         _ => "(unknown os)",
     };
     f.add("Filesystem OS type", os, "os_type", json!(os));
+}
+
+/// Inode and block counts, sizes and the group layout.
+fn counts(f: &mut Fields, sb: &Superblock) {
     f.num("Inode count", "inode_count", sb.inodes_count);
     f.num("Block count", "block_count", sb.blocks_count);
     f.num(
@@ -242,6 +242,10 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
     if sb.has_incompat(incompat::META_BG) {
         f.num("First meta block group", "first_meta_bg", sb.first_meta_bg);
     }
+}
+
+/// Times, mount count and check interval, lifetime writes.
+fn times(f: &mut Fields, sb: &Superblock, r: &RawSuperblock) {
     f.time("Filesystem created", "created", sb.mkfs_time, true);
     f.time("Last mount time", "last_mount_time", sb.mtime, true);
     f.time("Last write time", "last_write_time", sb.wtime, false);
@@ -277,6 +281,10 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
         };
         f.add("Lifetime writes", text, "lifetime_writes_kb", json!(kb));
     }
+}
+
+/// Reserved blocks' owner, inode size and extra fields, journal and orphans.
+fn inodes(f: &mut Fields, sb: &Superblock) {
     f.num("Reserved blocks uid", "reserved_blocks_uid", sb.def_resuid);
     f.num("Reserved blocks gid", "reserved_blocks_gid", sb.def_resgid);
     f.num("First inode", "first_inode", sb.first_ino);
@@ -307,6 +315,10 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
     if sb.last_orphan != 0 {
         f.num("First orphan inode", "first_orphan_inode", sb.last_orphan);
     }
+}
+
+/// Directory hashing, the character encoding, checksums.
+fn hashes(f: &mut Fields, sb: &Superblock) {
     let hash = match sb.def_hash_version {
         0 => "legacy",
         1 => "half_md4",
@@ -367,6 +379,10 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
             json!(sb.checksum_ok),
         );
     }
+}
+
+/// The first and last recorded errors, and default mount options.
+fn errors(f: &mut Fields, r: &RawSuperblock) {
     let n = r.error_count.get();
     if n != 0 {
         f.num("FS Error count", "error_count", n);
@@ -400,6 +416,21 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
     if !mo.is_empty() {
         f.add("Mount options", mo.clone(), "mount_options", json!(mo));
     }
+}
+
+pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
+    let sb = vol.sb();
+    let r = vol.raw_superblock();
+    let mut f = Fields {
+        lines: Vec::new(),
+        json: Map::new(),
+    };
+    identity(&mut f, sb);
+    counts(&mut f, sb);
+    times(&mut f, sb, r);
+    inodes(&mut f, sb);
+    hashes(&mut f, sb);
+    errors(&mut f, r);
     let warnings: Vec<String> = vol.warnings().iter().map(|w| w.to_string()).collect();
     f.json.insert("warnings".into(), json!(warnings));
 
