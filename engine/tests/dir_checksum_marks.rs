@@ -6,15 +6,13 @@
 //! small block cache the same lookups must see the damage. Block numbers
 //! come from `debugfs blocks`.
 //!
-//! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs); skipped without them.
+//! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-mod common;
-
-use common::have;
 use ext4_engine::{BlockDevice, Error, FileBlock, InodeNo, MemDevice, Object, OpenOptions, Volume};
+use ext4_tests::oracle::{debugfs_blocks, e2fsck_index_dirs, mke2fs};
+use ext4_tests::util::require_e2fsprogs;
 
 const FILES: usize = 300;
 const BS: u64 = 4096;
@@ -36,36 +34,20 @@ fn image(dir: &Path) -> PathBuf {
             std::fs::write(src.join(d).join(name(f)), b"").unwrap();
         }
     }
-    common::mke2fs(
-        &["-t", "ext4", "-b", "4096", "-O", "metadata_csum"],
-        &src,
+    mke2fs(
         &img,
+        &["-t", "ext4", "-b", "4096", "-O", "metadata_csum"],
+        Some(&src),
         "16M",
     );
     // mke2fs -d writes linear directories; e2fsck -D indexes them.
-    let out = Command::new("e2fsck")
-        .args(["-f", "-y", "-D"])
-        .arg(&img)
-        .output()
-        .expect("e2fsck");
-    assert!(
-        out.status.code().is_some_and(|c| c <= 1),
-        "e2fsck -D: {out:?}"
-    );
+    e2fsck_index_dirs(&img);
     img
 }
 
-/// The physical blocks of `path`, in logical order (`debugfs blocks`).
+/// The physical blocks of `path`, in logical order.
 fn blocks(img: &Path, path: &str) -> Vec<u64> {
-    let out = Command::new("debugfs")
-        .args(["-R", &format!("blocks {path}")])
-        .arg(img)
-        .output()
-        .expect("debugfs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|w| w.parse().unwrap())
-        .collect()
+    debugfs_blocks(img, path).unwrap()
 }
 
 /// A volume with a 16-buffer block cache and no inode cache, so lookups
@@ -98,8 +80,7 @@ fn churn(v: &Volume<MemDevice>, b: InodeNo) {
 }
 
 fn setup(name: &str) -> Option<(PathBuf, Volume<MemDevice>, InodeNo, InodeNo)> {
-    if !have("mke2fs") || !have("debugfs") || !have("e2fsck") {
-        eprintln!("skipped: e2fsprogs not installed");
+    if !require_e2fsprogs() {
         return None;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);

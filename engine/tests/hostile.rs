@@ -192,11 +192,10 @@ fn bounded_run(name: &str, img: &[u8], lim: &Limits) -> Run {
 
 #[test]
 fn corpus_images_walk_within_heap_and_time_bounds() {
-    let dir = Path::new("/work/shared/corpus/e2fsprogs");
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        eprintln!("SKIP: no e2fsprogs corpus at {}", dir.display());
+    let Some(dir) = ext4_tests::util::corpus_dir() else {
         return;
     };
+    let rd = std::fs::read_dir(&dir).expect("read the corpus directory");
     let mut paths: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".img.gz"))

@@ -17,15 +17,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::oracle::{assert_fsck_clean, debugfs_script, dq, mke2fs_version, KernelMount};
+use crate::oracle::{
+    assert_fsck_clean, debugfs_script, dq, e2fsck_index_dirs, mke2fs, mke2fs_version, KernelMount,
+};
 use crate::snapshot::{host_snapshot, Snapshot, WalkOptions};
 use crate::tree::{
     self, apply_nodes, materialize, NodeKind, Plan, Profile, Time, TreeParams, GENERATOR_VERSION,
 };
-use crate::util::{cache_dir, describe, fnv64, page_size, run, run_ok, FileLock};
+use crate::util::{cache_dir, fnv64, page_size, FileLock};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageSpec {
@@ -350,36 +351,26 @@ fn build_into(spec: &ImageSpec, tree: &SourceTree, dir: &Path) {
     let plan = &tree.plan;
     let inodes = plan.inode_count() + 256;
 
-    let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q", "-t", spec.fs_type]);
+    let (bs, isz, n) = (
+        spec.block_size.to_string(),
+        spec.inode_size.to_string(),
+        inodes.to_string(),
+    );
+    let cs = spec.cluster_size.map(|c| c.to_string());
+    let mut args = vec!["-t", spec.fs_type];
     if !spec.features.is_empty() {
-        c.arg("-O").arg(spec.features);
+        args.extend(["-O", spec.features]);
     }
-    c.arg("-b").arg(spec.block_size.to_string());
-    if let Some(cs) = spec.cluster_size {
-        c.arg("-C").arg(cs.to_string());
+    args.extend(["-b", &bs]);
+    if let Some(cs) = &cs {
+        args.extend(["-C", cs]);
     }
-    c.arg("-I").arg(spec.inode_size.to_string());
-    c.arg("-N").arg(inodes.to_string());
-    c.arg("-E").arg("lazy_itable_init=0,lazy_journal_init=0");
-    c.arg("-d")
-        .arg(&tree.src)
-        .arg(&tmp)
-        .arg(format!("{}M", spec.size_mib));
-    run_ok(&mut c);
+    args.extend(["-I", &isz, "-N", &n]);
+    args.extend(["-E", "lazy_itable_init=0,lazy_journal_init=0"]);
+    mke2fs(&tmp, &args, Some(&tree.src), &format!("{}M", spec.size_mib));
 
     if spec.rehash_dirs {
-        let mut c = Command::new("e2fsck");
-        c.arg("-fyD").arg(&tmp);
-        let out = run(&mut c);
-        // 0: nothing to do, 1: directories rebuilt.
-        let code = out.status.code().unwrap_or(-1);
-        assert!(
-            code == 0 || code == 1,
-            "`{}` exited {code}: {}",
-            describe(&c),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        e2fsck_index_dirs(&tmp);
     }
 
     let late: Vec<_> = plan.nodes.iter().filter(|n| n.late).collect();

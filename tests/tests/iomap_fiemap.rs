@@ -40,7 +40,9 @@ use ext4_tests::kwimage::{
     clip, engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, random_bytes, segs_differ,
     write_at, KwPlan, KW_1K, KW_4K,
 };
-use ext4_tests::oracle::{debugfs_extent_count, debugfs_extent_depth, tempfile_path, KernelMount};
+use ext4_tests::oracle::{
+    debugfs_extent_count, debugfs_extent_depth, mke2fs, tempfile_path, KernelMount,
+};
 use ext4_tests::rng::Rng;
 use ext4_tests::snapshot::engine_resolve;
 use ext4_tests::util::{fnv64, page_size, require_e2fsprogs, require_kernel_ext4, run, run_ok};
@@ -750,12 +752,7 @@ fn sparse_indirect(bs: u32) {
     }
     let img = tempfile_path(&format!("sparse-indirect-{bs}"));
     let _ = fs::remove_file(&img);
-    run_ok(
-        Command::new("mke2fs")
-            .args(["-F", "-q", "-t", "ext3", "-b", &bs.to_string()])
-            .arg(&img)
-            .arg("64M"),
-    );
+    mke2fs(&img, &["-t", "ext3", "-b", &bs.to_string()], None, "64M");
     let m = KernelMount::mount(&img, false, "").expect("mount rw");
     let root = m.path().to_path_buf();
     let mut rng = Rng::new(bs as u64);
@@ -928,13 +925,12 @@ fn iomap_config_vs_kernel() {
             }
         }
         let _rm = Rm(img.clone());
-        let mut c = Command::new("mke2fs");
-        c.args(["-F", "-q", "-t", fs_type, "-b", &bs.to_string()])
-            .args(["-I", &isize.to_string()]);
+        let (b, i) = (bs.to_string(), isize.to_string());
+        let mut args = vec!["-t", fs_type, "-b", &b, "-I", &i];
         if !features.is_empty() {
-            c.arg("-O").arg(features);
+            args.extend(["-O", features]);
         }
-        run_ok(c.arg(&img).arg("64M"));
+        mke2fs(&img, &args, None, "64M");
         let vol = ext4_tests::open_engine(&img).unwrap();
         let cfg = vol.iomap_config();
         let dump_bs: u32 = dumpe2fs_field(&img, "Block size").parse().unwrap();
@@ -1029,7 +1025,6 @@ fn iomap_config_vs_kernel() {
 
 // ------------------------------------------------------------------ corpus
 
-const CORPUS: &str = "/work/shared/corpus/e2fsprogs";
 const CORPUS_MAPPINGS_PER_FILE: usize = 100_000;
 const CORPUS_IMAGE_SECONDS: u64 = 20;
 
@@ -1102,11 +1097,10 @@ fn corpus_walk(img: &Path) -> (Vec<String>, usize) {
 /// kernel's rules.
 #[test]
 fn corpus_never_breaks_the_rules() {
-    let dir = Path::new(CORPUS);
-    let Ok(rd) = fs::read_dir(dir) else {
-        ext4_tests::util::skip(&format!("no corpus at {CORPUS}"));
+    let Some(dir) = ext4_tests::util::corpus_dir() else {
         return;
     };
+    let rd = fs::read_dir(&dir).expect("read the corpus directory");
     let mut imgs: Vec<PathBuf> = rd
         .flatten()
         .map(|e| e.path())

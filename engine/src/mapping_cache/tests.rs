@@ -11,21 +11,7 @@ use super::model::ModelFork;
 use super::*;
 use crate::error::Error;
 use crate::numbers::InodeNo;
-
-/// Tiny deterministic generator for the long randomized runs.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use ext4_tests::rng::Rng;
 
 /// Record generator parameters: block size and how many blocks exist.
 #[derive(Clone, Copy, Debug)]
@@ -324,7 +310,7 @@ fn long_randomized_run() {
     ];
     let mut total = 0;
     for (d, seed, n) in configs {
-        let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut r = Rng::new(0x9e37_79b9_7f4a_7c15 ^ seed);
         let mut t = ForkTree::new();
         let mut model = ModelFork::new();
         let mut bm = BlockMap::new();
@@ -362,7 +348,7 @@ fn large_forks_shape_and_memory() {
     assert!(per <= 64.0, "sequential {per} bytes/record");
 
     let mut order: Vec<u64> = (0..n).collect();
-    let mut r = Rng(7);
+    let mut r = Rng::new(7);
     for i in (1..order.len()).rev() {
         order.swap(i, r.below(i as u64 + 1) as usize);
     }
@@ -622,7 +608,7 @@ fn seq_bumped_on_every_change() {
     let c = MappingCache::new(usize::MAX);
     let mut models: BTreeMap<InodeNo, InodeModel> = BTreeMap::new();
     let mut last_seq: BTreeMap<InodeNo, u64> = BTreeMap::new();
-    let mut r = Rng(42);
+    let mut r = Rng::new(42);
     let mut fast_paths = 0;
     for _ in 0..200_000 {
         let (ino, fork, op) = random_cache_op(&mut r, d);
@@ -751,7 +737,7 @@ fn inode_seq_moves_iff_content_changes() {
         max_len: 8,
     };
     let mut ic = InodeMappings::new();
-    let mut r = Rng(99);
+    let mut r = Rng::new(99);
     for _ in 0..100_000 {
         let (_, fork, op) = random_cache_op(&mut r, d);
         let before: (Vec<Mapping>, Option<Vec<Mapping>>) = (
@@ -810,7 +796,7 @@ fn free_everything_bumps_seq() {
 fn budget_is_never_exceeded() {
     let budget = 48 << 10;
     let c = MappingCache::new(budget);
-    let mut r = Rng(5);
+    let mut r = Rng::new(5);
     for i in 0..200_000u64 {
         let ino = InodeNo(1 + r.below(if i % 1000 < 500 { 20 } else { 400 }) as u32);
         let b = r.below(5000);
@@ -902,7 +888,7 @@ fn concurrent_lookups_and_changes() {
         for t in 0..2u64 {
             let c = Arc::clone(&c);
             s.spawn(move || {
-                let mut r = Rng(t + 11);
+                let mut r = Rng::new(t + 11);
                 for _ in 0..100_000 {
                     let ino = InodeNo(1 + r.below(8) as u32);
                     if let Lookup::Hit(m, cookie) = c.lookup(ino, Fork::Read, r.below(1000) * 4096)
@@ -915,7 +901,7 @@ fn concurrent_lookups_and_changes() {
         }
         let c = Arc::clone(&c);
         s.spawn(move || {
-            let mut r = Rng(3);
+            let mut r = Rng::new(3);
             for _ in 0..50_000 {
                 let b = r.below(1000);
                 let m = mapped(b * 4096, 4096, b * 4096 + (r.below(2) << 30));

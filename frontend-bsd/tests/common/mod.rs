@@ -12,18 +12,7 @@ use std::os::unix::fs::{symlink, DirEntryExt, FileTypeExt, MetadataExt, Permissi
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use ext4_tests::oracle::{debugfs_script, mke2fs};
 
 /// Known bytes for file `seed`.
 pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
@@ -209,10 +198,12 @@ pub fn source_tree(dir: &Path) -> PathBuf {
 /// Build an image of the source tree in `dir`.
 pub fn make_image(dir: &Path) -> PathBuf {
     let img = dir.join("ext4.img");
-    let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q", "-t", "ext4", "-b", "4096"]);
-    c.arg("-d").arg(source_tree(dir)).arg(&img).arg("64M");
-    run(&mut c);
+    mke2fs(
+        &img,
+        &["-t", "ext4", "-b", "4096"],
+        Some(&source_tree(dir)),
+        "64M",
+    );
     // mke2fs -d keeps whole seconds only: write nanoseconds and epoch bits
     // (bits 0-1 of the *_extra fields) so both readers decode them.
     let extra = |ns: u32, epoch: u32| format!("{:#x}", (ns << 2) | epoch);
@@ -227,13 +218,7 @@ pub fn make_image(dir: &Path) -> PathBuf {
         format!("sif /times/after2038 mtime_extra {}", extra(999_999_999, 1)),
         format!("sif /times/after2038 atime_extra {}", extra(5, 1)),
     ];
-    let script = dir.join("ext4.debugfs");
-    fs::write(&script, cmds.join("\n")).unwrap();
-    run(Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(&img));
+    debugfs_script(&img, &cmds, true).unwrap();
     img
 }
 
