@@ -172,6 +172,24 @@ pub fn xattr_to_disk(xattr: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The entries of an ACL in the xattr form as (tag, permission bits, id),
+/// for permission checks; `InvalidArgument` when it does not parse or is
+/// not one the kernel accepts ([`is_valid`]).
+pub fn xattr_entries(xattr: &[u8]) -> Result<Vec<(u16, u16, u32)>> {
+    let (hdr, rest) = RawHeader::ref_from_prefix(xattr).map_err(|_| Error::InvalidArgument)?;
+    if hdr.a_version.get() != XATTR_VERSION {
+        return Err(Error::InvalidArgument);
+    }
+    let entries = <[RawEntry]>::ref_from_bytes(rest).map_err(|_| Error::InvalidArgument)?;
+    if !entries.is_empty() && !is_valid(entries) {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(entries
+        .iter()
+        .map(|e| (e.e_tag.get(), e.e_perm.get(), e.e_id.get()))
+        .collect())
+}
+
 /// The kernel's rule for an ACL it accepts from a caller: permissions within
 /// rwx, entries in the order USER_OBJ, USER*, GROUP_OBJ, GROUP*, MASK, OTHER,
 /// with exactly one of each owner-like entry, and MASK present exactly when

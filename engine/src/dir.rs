@@ -92,34 +92,16 @@ impl<'a> Iterator for Entries<'a> {
             }
             return None;
         }
-        let fail = |s: &mut Self, what| {
-            s.done = true;
-            Some(Err(Error::corrupt(s.obj, what)))
-        };
+        if let Err(what) = check_entry(self.block, self.pos, self.inodes_count) {
+            self.done = true;
+            return Some(Err(Error::corrupt(self.obj, what)));
+        }
         let Ok((h, _)) = RawDirent::read_from_prefix(&self.block[self.pos..]) else {
-            return fail(self, "directory entry truncated");
+            return None;
         };
         let rec_len = rec_len_from_disk(h.rec_len.get(), self.block.len().max(1024));
         let name_len = h.name_len as usize;
-        if rec_len < 12 && !(rec_len == 8 && name_len == 0 && self.pos + 8 == self.block.len()) {
-            return fail(self, "directory entry record length is too small");
-        }
-        if !rec_len.is_multiple_of(4) {
-            return fail(self, "directory entry record length is not a multiple of 4");
-        }
-        if HEADER_LEN + name_len > rec_len {
-            return fail(self, "directory entry name is longer than its record");
-        }
-        if self.pos + rec_len > self.block.len() {
-            return fail(self, "directory entry runs past the end of the block");
-        }
         let inode = h.inode.get();
-        if inode > self.inodes_count {
-            return fail(
-                self,
-                "directory entry refers to an inode number out of range",
-            );
-        }
         let offset = self.pos;
         self.pos += rec_len;
         let name = &self.block[offset + HEADER_LEN..offset + HEADER_LEN + name_len];
@@ -131,6 +113,37 @@ impl<'a> Iterator for Entries<'a> {
             file_type: h.file_type,
         }))
     }
+}
+
+/// What is wrong with the entry at `pos` of `block`, if anything: the
+/// checks of the kernel's `ext4_check_dir_entry` (record length, name
+/// length, bounds, inode number).
+fn check_entry(
+    block: &[u8],
+    pos: usize,
+    inodes_count: u32,
+) -> core::result::Result<(), &'static str> {
+    let Ok((h, _)) = RawDirent::read_from_prefix(&block[pos..]) else {
+        return Err("directory entry truncated");
+    };
+    let rec_len = rec_len_from_disk(h.rec_len.get(), block.len().max(1024));
+    let name_len = h.name_len as usize;
+    if rec_len < 12 && !(rec_len == 8 && name_len == 0 && pos + 8 == block.len()) {
+        return Err("directory entry record length is too small");
+    }
+    if !rec_len.is_multiple_of(4) {
+        return Err("directory entry record length is not a multiple of 4");
+    }
+    if HEADER_LEN + name_len > rec_len {
+        return Err("directory entry name is longer than its record");
+    }
+    if pos + rec_len > block.len() {
+        return Err("directory entry runs past the end of the block");
+    }
+    if h.inode.get() > inodes_count {
+        return Err("directory entry refers to an inode number out of range");
+    }
+    Ok(())
 }
 
 /// Whether `block` ends with the checksum tail entry.
@@ -188,6 +201,15 @@ impl<D: BlockDevice> Volume<D> {
         self.sb().has_compat(compat::DIR_INDEX) && dir.has_flag(flags::INDEX)
     }
 
+    /// Whether the kernel's ext4 lists `dir` through its hash tree code
+    /// (`is_dx_dir`: with `dir_index`, an indexed directory or one of a
+    /// single block), which fails the listing on a block whose checksum is
+    /// wrong where the linear listing skips it.
+    fn kernel_lists_as_htree(&self, dir: &Inode) -> bool {
+        self.sb().has_compat(compat::DIR_INDEX)
+            && (dir.has_flag(flags::INDEX) || dir.size == self.sb().block_size as u64)
+    }
+
     pub(crate) fn dir_inode(&self, ino: InodeNo) -> Result<alloc::sync::Arc<Inode>> {
         let inode = self.live_inode(ino)?;
         if inode.kind != Some(FileType::Directory) {
@@ -231,7 +253,9 @@ impl<D: BlockDevice> Volume<D> {
 
     /// List directory `dir` from `cookie` (0 = start). `f` returns `false`
     /// to stop; the entry it refused is not consumed. A damaged block is
-    /// reported through [`Volume::report`] and skipped, as the kernel does.
+    /// reported through [`Volume::report`] and skipped, except that with
+    /// [`crate::OnDamage::AsKernel`] a block failing its checksum fails the
+    /// listing where the kernel's does (see `kernel_lists_as_htree`).
     pub fn readdir(
         &self,
         dir: InodeNo,
@@ -247,6 +271,7 @@ impl<D: BlockDevice> Volume<D> {
         let mut lblk = cookie / bs;
         let mut start = (cookie % bs) as usize;
         let dx = self.is_dx(&inode);
+        let fail_on_checksum = self.fails_as_kernel() && self.kernel_lists_as_htree(&inode);
         while lblk < nblocks {
             let run = match self.map_block_at(&inode, lblk) {
                 Ok(r) => r,
@@ -307,6 +332,7 @@ impl<D: BlockDevice> Volume<D> {
                 match stop {
                     Ok(Ok(true)) => return Ok(()),
                     Ok(Ok(false)) => {}
+                    Ok(Err(e @ Error::Checksum { .. })) if fail_on_checksum => return Err(e),
                     Ok(Err(e)) | Err(e) => self.report(e),
                 }
                 start = 0;
@@ -338,6 +364,9 @@ impl<D: BlockDevice> Volume<D> {
         if self.is_dx(&inode) && !dot && !inode.has_flag(flags::CASEFOLD) {
             match self.dx_lookup(&inode, name) {
                 Ok(found) => return found.ok_or(Error::NotFound),
+                // A block failing its checksum fails the lookup in the
+                // kernel (only a malformed index sends it to a linear scan).
+                Err(e @ Error::Checksum { .. }) if self.fails_as_kernel() => return Err(e),
                 // A damaged tree: fall back to a linear scan, as the kernel does.
                 Err(e) if e.is_corruption() => self.report(e),
                 Err(e) => return Err(e),
@@ -349,7 +378,11 @@ impl<D: BlockDevice> Volume<D> {
             .ok_or(Error::NotFound)
     }
 
-    /// Search logical blocks `from..to` of `dir` for `name`.
+    /// Search logical blocks `from..to` of `dir` for `name`. Damage the
+    /// search passes over is reported (see [`find_entry`]); a block failing
+    /// its checksum, or a damaged entry bearing the name, is reported and
+    /// skipped, or with [`crate::OnDamage::AsKernel`] fails the search, as
+    /// the kernel's does.
     pub(crate) fn linear_lookup(
         &self,
         dir: &Inode,
@@ -371,35 +404,34 @@ impl<D: BlockDevice> Volume<D> {
             for i in 0..len {
                 let l = lblk + i;
                 let fl = FileBlock(l as u32);
-                let found =
-                    self.cache_read_marked(pblk + i, |block, mark| -> Result<Option<InodeNo>> {
-                        if dx && is_dx_node(block, l) && l != 0 {
-                            return Ok(None);
-                        }
-                        if !(dx && l == 0) {
-                            self.check_leaf_once(dir, block, fl, mark)?;
-                        }
-                        let area = if dx && l == 0 {
-                            block
-                        } else {
-                            entry_area(block)
-                        };
-                        let obj = Object::DirBlock {
-                            dir: dir.ino,
-                            lblk: fl,
-                        };
-                        for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
-                            let e = e?;
-                            if e.inode != 0 && names_equal(e.name, name, fold) {
-                                return Ok(Some(InodeNo(e.inode)));
-                            }
-                        }
-                        Ok(None)
-                    });
+                let found = self.cache_read_marked(pblk + i, |block, mark| -> Result<Found> {
+                    if dx && is_dx_node(block, l) && l != 0 {
+                        return Ok((None, None));
+                    }
+                    if !(dx && l == 0) {
+                        self.check_leaf_once(dir, block, fl, mark)?;
+                    }
+                    let area = if dx && l == 0 {
+                        block
+                    } else {
+                        entry_area(block)
+                    };
+                    let obj = Object::DirBlock {
+                        dir: dir.ino,
+                        lblk: fl,
+                    };
+                    find_entry(area, name, fold, self.sb().inodes_count, obj)
+                });
                 match found {
-                    Ok(Ok(Some(ino))) => return Ok(Some(ino)),
-                    Ok(Ok(None)) => {}
-                    // A bad block hides only its own entries.
+                    Ok(Ok((ino, passed))) => {
+                        if let Some(e) = passed {
+                            self.report(e);
+                        }
+                        if ino.is_some() {
+                            return Ok(ino);
+                        }
+                    }
+                    Ok(Err(e)) if e.is_corruption() && self.fails_as_kernel() => return Err(e),
                     Ok(Err(e)) | Err(e) => self.report(e),
                 }
             }
@@ -407,6 +439,55 @@ impl<D: BlockDevice> Volume<D> {
         }
         Ok(None)
     }
+}
+
+/// What a search of one block found: the entry's inode, and the first
+/// damage passed over on the way (to report; it did not stop the search).
+pub(crate) type Found = (Option<InodeNo>, Option<Error>);
+
+/// Find `name` in one block's entries (or an inline-data area) the way the
+/// kernel's lookup does: entries are stepped over by their record lengths
+/// and only the entry whose name matches must be sound, so a damaged entry
+/// elsewhere hides no name (it is returned, to report). A damaged matching
+/// entry, or a zero record length the walk cannot pass, is an error.
+pub(crate) fn find_entry(
+    area: &[u8],
+    name: &[u8],
+    fold: bool,
+    inodes_count: u32,
+    obj: Object,
+) -> Result<Found> {
+    let mut passed = None;
+    let mut pos = 0;
+    while pos + HEADER_LEN < area.len() {
+        let problem = check_entry(area, pos, inodes_count).err();
+        let inode = u32::from_le_bytes([area[pos], area[pos + 1], area[pos + 2], area[pos + 3]]);
+        let end = pos + HEADER_LEN + area[pos + 6] as usize;
+        if inode != 0 && end <= area.len() && names_equal(&area[pos + HEADER_LEN..end], name, fold)
+        {
+            return match problem {
+                Some(what) => Err(Error::corrupt(obj, what)),
+                None => Ok((Some(InodeNo(inode)), passed)),
+            };
+        }
+        if let (Some(what), None) = (problem, &passed) {
+            passed = Some(Error::corrupt(obj, what));
+        }
+        let rec_len = rec_len_from_disk(
+            u16::from_le_bytes([area[pos + 4], area[pos + 5]]),
+            area.len().max(1024),
+        );
+        if rec_len == 0 {
+            return Err(Error::corrupt(obj, "directory entry record length is zero"));
+        }
+        pos += rec_len;
+    }
+    if pos < area.len() && passed.is_none() {
+        passed = check_entry(area, pos, inodes_count)
+            .err()
+            .map(|what| Error::corrupt(obj, what));
+    }
+    Ok((None, passed))
 }
 
 /// Name comparison; case-insensitive directories compare ASCII letters
@@ -444,5 +525,33 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert!(v[0].is_ok());
         assert!(v[1].is_err());
+    }
+
+    /// One entry: inode, record length, name.
+    fn put(b: &mut [u8], at: usize, ino: u32, rec_len: u16, name: &[u8]) {
+        b[at..at + 4].copy_from_slice(&ino.to_le_bytes());
+        b[at + 4..at + 6].copy_from_slice(&rec_len.to_le_bytes());
+        b[at + 6] = name.len() as u8;
+        b[at + 8..at + 8 + name.len()].copy_from_slice(name);
+    }
+
+    #[test]
+    fn find_entry_checks_only_the_entry_it_returns() {
+        let obj = Object::Inode(InodeNo(2));
+        let mut b = [0u8; 64];
+        put(&mut b, 0, 999, 12, b"a"); // inode out of range
+        put(&mut b, 12, 7, 52, b"b");
+        let (found, passed) = find_entry(&b, b"b", false, 100, obj).unwrap();
+        assert_eq!(found, Some(InodeNo(7)));
+        assert!(passed.is_some_and(|e| e.is_corruption()));
+        assert!(find_entry(&b, b"a", false, 100, obj).is_err());
+        let (found, passed) = find_entry(&b, b"c", false, 100, obj).unwrap();
+        assert!(found.is_none() && passed.is_some());
+        // A zero record length cannot be stepped over.
+        put(&mut b, 12, 7, 0, b"b");
+        assert!(find_entry(&b, b"c", false, 100, obj).is_err());
+        put(&mut b, 0, 5, 12, b"a");
+        put(&mut b, 12, 7, 52, b"b");
+        assert_eq!(find_entry(&b, b"c", false, 100, obj).unwrap(), (None, None));
     }
 }

@@ -66,8 +66,10 @@ pub mod errno {
     pub const ENOTEMPTY: i32 = 39;
     pub const ELOOP: i32 = 40;
     pub const ENODATA: i32 = 61;
+    pub const EBADMSG: i32 = 74;
     pub const EOVERFLOW: i32 = 75;
     pub const EOPNOTSUPP: i32 = 95;
+    pub const ESTALE: i32 = 116;
     pub const EUCLEAN: i32 = 117;
     pub const ENXIO: i32 = 6;
 }
@@ -94,6 +96,11 @@ pub enum Error {
         bits: u32,
     },
     NotFound,
+    /// The caller may not do this (EACCES).
+    PermissionDenied,
+    /// Only a privileged caller may do this, or the inode forbids it
+    /// (immutable, append-only): EPERM.
+    NotPermitted,
     NotDir,
     IsDir,
     NotSymlink,
@@ -102,6 +109,8 @@ pub enum Error {
     NoData,
     /// The caller's buffer is too small.
     Range,
+    /// More than the interface can pass at all (E2BIG).
+    TooBig,
     InvalidArgument,
     ReadOnly,
     /// SEEK_DATA/SEEK_HOLE found nothing at or after the offset (ENXIO).
@@ -117,12 +126,18 @@ impl Error {
         Error::Corrupt { object, what }
     }
 
-    /// The errno a frontend should answer with.
+    /// The errno the kernel's ext4 answers with for this error (Linux
+    /// numbering): `EBADMSG` for a checksum (its `EFSBADCRC`), `EUCLEAN`
+    /// for corruption (`EFSCORRUPTED`). What a particular request makes of
+    /// it is [`crate::policy::errno_for`].
     pub fn errno(&self) -> i32 {
         use errno::*;
         match self {
             Error::Io(e) => e.errno,
-            Error::Corrupt { .. } | Error::Checksum { .. } => EUCLEAN,
+            Error::Corrupt { .. } => EUCLEAN,
+            Error::Checksum { .. } => EBADMSG,
+            Error::PermissionDenied => EACCES,
+            Error::NotPermitted => EPERM,
             Error::Unsupported { .. } | Error::UnknownIncompat { .. } => EOPNOTSUPP,
             Error::NotFound => ENOENT,
             Error::NotDir => ENOTDIR,
@@ -131,6 +146,7 @@ impl Error {
             Error::NameTooLong => ENAMETOOLONG,
             Error::NoData => ENODATA,
             Error::Range => ERANGE,
+            Error::TooBig => E2BIG,
             Error::InvalidArgument => EINVAL,
             Error::ReadOnly => EROFS,
             Error::NotExt4 => EINVAL,
@@ -164,12 +180,15 @@ impl fmt::Display for Error {
                 )
             }
             Error::NotFound => write!(f, "no such file or directory"),
+            Error::PermissionDenied => write!(f, "permission denied"),
+            Error::NotPermitted => write!(f, "operation not permitted"),
             Error::NotDir => write!(f, "not a directory"),
             Error::IsDir => write!(f, "is a directory"),
             Error::NotSymlink => write!(f, "not a symbolic link"),
             Error::NameTooLong => write!(f, "file name too long"),
             Error::NoData => write!(f, "no such extended attribute"),
             Error::Range => write!(f, "buffer too small"),
+            Error::TooBig => write!(f, "argument list too long"),
             Error::InvalidArgument => write!(f, "invalid argument"),
             Error::ReadOnly => write!(f, "read-only filesystem"),
             Error::NoSuchOffset => write!(f, "no data or hole past this offset"),

@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::device::BlockDevice;
-use crate::dir::{names_equal, Entries};
+use crate::dir::{find_entry, Entries};
 use crate::error::{Error, Object, Result};
 use crate::inode::{flags, Inode};
 use crate::numbers::InodeNo;
@@ -131,11 +131,12 @@ impl<D: BlockDevice> Volume<D> {
         let fold = inode.has_flag(flags::CASEFOLD);
         let obj = Object::Inode(inode.ino);
         for area in [&head[..], &tail[..]] {
-            for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
-                let e = e?;
-                if e.inode != 0 && names_equal(e.name, name, fold) {
-                    return Ok(InodeNo(e.inode));
-                }
+            let (found, passed) = find_entry(area, name, fold, self.sb().inodes_count, obj)?;
+            if let Some(e) = passed {
+                self.report(e);
+            }
+            if let Some(ino) = found {
+                return Ok(ino);
             }
         }
         Err(Error::NotFound)

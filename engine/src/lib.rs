@@ -6,7 +6,8 @@
 //! methods take and return; the decoded on-disk structures an inspection
 //! tool shows ([`Inode`], [`Superblock`], [`GroupDesc`], [`Run`]); the
 //! consistency check ([`fsck`]); the FUSE iomap vocabulary ([`iomap`],
-//! [`mapping_cache`]); and the mount options both FUSE frontends share
+//! [`mapping_cache`]); the request policy every frontend applies
+//! ([`policy`]); and the mount options both FUSE frontends share
 //! ([`mount_opts`]). Everything else is private; the parsers that fuzz
 //! targets and benchmarks drive directly are in the hidden
 //! [`test_support`] module. The project's `docs/architecture.md` draws the
@@ -49,6 +50,7 @@ pub mod fsck;
 pub mod iomap;
 pub mod mapping_cache;
 pub mod mount_opts;
+pub mod policy;
 
 pub use attr::{Attr, FileType, StatFs, Timestamp};
 pub use block_cache::CacheStats;
@@ -63,7 +65,7 @@ pub use inode::{flags as inode_flags, Inode};
 pub use inode_cache::InodeCacheStats;
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
 pub use superblock::{RawSuperblock, Superblock};
-pub use volume::{DirEntry, OpenOptions, Volume, Warning, Whence};
+pub use volume::{DirEntry, OnDamage, OpenOptions, Volume, Warning, Whence};
 
 /// Internals that the fuzz targets, benchmarks and tests drive directly
 /// (the on-disk parsers, the caches on their own). Not an API: it changes

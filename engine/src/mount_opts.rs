@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::device::BlockDevice;
-use crate::volume::{OpenOptions, Volume, Warning};
+use crate::volume::{OnDamage, OpenOptions, Volume, Warning};
 
 /// A refused option, as the one line to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +62,6 @@ impl VfsFlag {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MountOptions {
     pub allow_other: bool,
-    pub default_permissions: bool,
     /// Source name shown in the mount table.
     pub fsname: Option<String>,
     pub subtype: Option<String>,
@@ -75,6 +74,9 @@ pub struct MountOptions {
     pub norecovery: bool,
     /// Log every request; implies foreground.
     pub debug: bool,
+    /// Append log lines to this file instead of stderr or syslog (for
+    /// machines with neither a terminal nor a log daemon).
+    pub logfile: Option<String>,
     pub vfs_flags: Vec<VfsFlag>,
 }
 
@@ -82,7 +84,7 @@ pub struct MountOptions {
 pub const MIN_CACHE_SIZE: usize = 64 << 10;
 
 /// Options with a value; the rest of the common ones are flags.
-const VALUED: &[&str] = &["fsname", "subtype", "uid", "gid", "cache_size"];
+const VALUED: &[&str] = &["fsname", "subtype", "uid", "gid", "cache_size", "logfile"];
 
 /// Accepted and ignored: meaningless on a read-only mount, or read only by
 /// mount(8) and fstab tools.
@@ -137,6 +139,7 @@ impl MountOptions {
             match name {
                 "fsname" => self.fsname = Some(nonempty(name, v)?),
                 "subtype" => self.subtype = Some(nonempty(name, v)?),
+                "logfile" => self.logfile = Some(nonempty(name, v)?),
                 "uid" => self.uid = Some(number(name, v)?),
                 "gid" => self.gid = Some(number(name, v)?),
                 _ => {
@@ -163,7 +166,14 @@ impl MountOptions {
                     .to_string(),
             ),
             "allow_other" => flag(&mut self.allow_other),
-            "default_permissions" => flag(&mut self.default_permissions),
+            // Permissions are always checked: both servers mount with
+            // `default_permissions` (and accept POSIX ACLs where the
+            // kernel offers them), so the kernel checks every request,
+            // with or without this option.
+            "default_permissions" => {
+                let mut always = true;
+                flag(&mut always)
+            }
             "norecovery" | "noload" => flag(&mut self.norecovery),
             "debug" => flag(&mut self.debug),
             _ if VfsFlag::from_name(name).is_some() => {
@@ -213,11 +223,14 @@ impl MountOptions {
     }
 
     /// Open `dev` for a mount with these options: read-only, with the
-    /// `cache_size` budget, and refused when [`Self::journal_policy`] says
-    /// so. `Err` is the one line to print.
+    /// `cache_size` budget, failing on damage as the kernel does, and
+    /// refused when [`Self::journal_policy`] says so. `Err` is the one line
+    /// to print.
     pub fn open_volume<D: BlockDevice>(&self, dev: D) -> Result<Volume<D>, String> {
         let mut o = OpenOptions {
             read_only: true,
+            // A mounted filesystem answers as the kernel's ext4 does.
+            on_damage: OnDamage::AsKernel,
             ..OpenOptions::default()
         };
         if let Some(n) = self.cache_size {
@@ -325,7 +338,7 @@ mod tests {
             "ro,allow_other,uid=1000,gid=50,cache_size=8m,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
         )
         .unwrap();
-        assert!(o.allow_other && !o.default_permissions && !o.debug);
+        assert!(o.allow_other && !o.debug);
         assert_eq!(
             (o.uid, o.gid, o.cache_size),
             (Some(1000), Some(50), Some(8 << 20))

@@ -36,6 +36,28 @@ pub struct OpenOptions {
     pub ignore_checksums: bool,
     /// Open read-only even if the device is writable.
     pub read_only: bool,
+    /// What a request does with a damaged block it could do without.
+    pub on_damage: OnDamage,
+}
+
+/// What a request does with a damaged block it could do without (a block
+/// of a directory being listed or searched). Either way, what is skipped
+/// is reported ([`Volume::take_reports`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnDamage {
+    /// Skip it and go on: the salvage view (`ext4-image`).
+    #[default]
+    Skip,
+    /// Fail where the kernel's ext4 fails, skip where it skips (the FUSE
+    /// servers): a listing of a directory the kernel reads as a hash tree
+    /// (indexed, or one block long, on a `dir_index` filesystem) fails on
+    /// a block whose checksum is wrong, a linear one skips it; a lookup
+    /// fails on a block it reads whose checksum is wrong and on a damaged
+    /// entry bearing the name (not on other damaged entries it passes
+    /// over), and a hash tree whose index
+    /// is malformed (not merely failing its checksum) is searched
+    /// linearly, as the kernel does.
+    AsKernel,
 }
 
 impl Default for OpenOptions {
@@ -47,6 +69,7 @@ impl Default for OpenOptions {
             inode_cache_bytes: 4 << 20,
             ignore_checksums: false,
             read_only: true,
+            on_damage: OnDamage::Skip,
         }
     }
 }
@@ -241,6 +264,12 @@ impl<D: BlockDevice> Volume<D> {
 
     pub(crate) fn check_csums(&self) -> bool {
         !self.opts.ignore_checksums
+    }
+
+    /// Whether requests fail on damage as the kernel does
+    /// ([`OnDamage::AsKernel`]).
+    pub(crate) fn fails_as_kernel(&self) -> bool {
+        self.opts.on_damage == OnDamage::AsKernel
     }
 
     /// Run `f` on metadata block `blk` through the block cache.

@@ -4,6 +4,7 @@
 
 use ext4_engine::iomap::IomapConfig;
 use ext4_engine::mapping_cache::Mapping;
+use ext4_engine::policy::{Caller, ShownIds};
 use ext4_engine::{Attr, StatFs};
 use ext4_engine::{BlockDevice, Error, InodeNo, Result};
 use ext4_engine::{DirEntry, Volume, Whence};
@@ -42,6 +43,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<(Mapping, Mapping)> {
         Err(Error::Unsupported { what: "iomap" })
     }
+    /// Whether nothing may be written (the policy's `EROFS` answers).
+    fn read_only(&self) -> bool {
+        true
+    }
+    /// As [`Volume::access`]: may `caller` access `ino` as `mask` asks.
+    fn access(&self, ino: InodeNo, caller: &Caller, mask: u32, ids: ShownIds) -> Result<()>;
     /// As [`Volume::iomap_config`]; `None` without iomap.
     fn iomap_config(&self) -> Option<IomapConfig> {
         None
@@ -96,5 +103,11 @@ impl<D: BlockDevice> Backend for Volume<D> {
     }
     fn iomap_config(&self) -> Option<IomapConfig> {
         Some(Volume::iomap_config(self))
+    }
+    fn read_only(&self) -> bool {
+        Volume::read_only(self)
+    }
+    fn access(&self, ino: InodeNo, caller: &Caller, mask: u32, ids: ShownIds) -> Result<()> {
+        Volume::access(self, ino, caller, mask, ids)
     }
 }

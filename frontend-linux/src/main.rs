@@ -2,7 +2,7 @@
 //! block device read-only through FUSE.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -17,9 +17,11 @@ use ext4_fuse::options::{self, Options};
 use ext4_fuse::sandbox;
 use ext4_fuse::session::{Config, Session};
 use ext4_fuse::watcher;
+use ext4_fuse_common::daemon;
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
+    log::init("ext4-fuse");
     let opts = match options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) if options::is_help(&e) => {
@@ -60,46 +62,11 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
     inherited::open_volume(file, &src, &opts.common)
 }
 
-/// Fork; the parent waits until the child says the mount is serving (one
-/// zero byte on the pipe) and exits with the matching status.
-fn daemonize() -> Result<OwnedFd, String> {
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: still single-threaded (workers and the signal thread start later).
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        nix::unistd::ForkResult::Parent { .. } => {
-            drop(w);
-            let mut b = [1u8; 1];
-            let ok = matches!(nix::unistd::read(r.as_raw_fd(), &mut b), Ok(1)) && b[0] == 0;
-            std::process::exit(if ok { 0 } else { 1 });
-        }
-        nix::unistd::ForkResult::Child => {
-            drop(r);
-            let _ = nix::unistd::setsid();
-            Ok(w)
-        }
-    }
-}
-
-/// Detach from the terminal once the mount is up: cwd to /, stdio to
-/// /dev/null, logs to syslog.
-fn detach_stdio() {
-    // Do not keep the directory we were started from busy.
-    let _ = std::env::set_current_dir("/");
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
-        }
-    }
-    log::use_syslog();
-}
-
 fn run(opts: &Options) -> Result<(), String> {
     log::set_debug(opts.debug());
+    if let Some(f) = &opts.common.logfile {
+        log::use_file(std::path::Path::new(f)).map_err(|e| format!("logfile={f}: {e}"))?;
+    }
     // Signals go to one thread that unmounts; block them before anything
     // else so a Ctrl-C during startup cannot leave a dead mount behind.
     let mut signals = SigSet::empty();
@@ -195,11 +162,11 @@ fn run(opts: &Options) -> Result<(), String> {
     let ready = if opts.foreground {
         None
     } else {
-        match daemonize() {
+        match daemon::daemonize() {
             Ok(w) => Some(w),
             Err(e) => {
                 undo(&mounted);
-                return Err(e);
+                return Err(format!("fork: {e}"));
             }
         }
     };
@@ -274,7 +241,7 @@ fn run(opts: &Options) -> Result<(), String> {
     channels.push(fuse as Arc<dyn Channel>);
 
     if ready.is_some() {
-        detach_stdio();
+        daemon::detach_stdio();
     }
     // A confined server cannot unmount; a privileged watcher does it for a
     // mount this process made (see watcher.rs).

@@ -16,7 +16,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
     after_help = "Mount options (-o, comma-separated):\n  \
         ro                   read-only (the only mode for now; rw is refused)\n  \
         allow_other          let other users access the mount\n  \
-        default_permissions  let the kernel check permissions (and POSIX ACLs)\n  \
+        default_permissions  accepted: permissions (and POSIX ACLs) are always\n                       checked, by the kernel, for every user\n  \
         fsname=NAME          source name shown in /proc/mounts\n  \
         uid=N, gid=N         report every file as owned by this uid / gid\n  \
         cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
@@ -26,6 +26,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         user=NAME            user the server switches to once started (default nobody)\n  \
         nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
         norecovery           mount although the journal needs recovery, showing the\n                       filesystem without its unreplayed changes (without it\n                       such a volume is refused: this version cannot replay)\n  \
+        logfile=PATH         append log lines (damage found, failures) to PATH instead\n                       of stderr, or syslog once detached\n  \
         debug                log every request (implies -f)\n  \
         nosuid, nodev, noexec and their opposites, atime options, and fstab-only\n  \
         options (auto, noauto, user, nofail, _netdev, x-*) are accepted too."

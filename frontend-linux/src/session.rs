@@ -15,11 +15,10 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use ext4_engine::InodeNo;
-use ext4_engine::{errno, Error, Object};
+use ext4_engine::{errno, policy, Error, InodeNo};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::abi::{self, opcode, InHeader, OutHeader};
+use crate::abi::{opcode, InHeader, OutHeader};
 use crate::backend::Backend;
 use crate::channel::Channel;
 use crate::log;
@@ -38,29 +37,7 @@ const IN_HEADER: usize = core::mem::size_of::<InHeader>();
 const ESTALE: i32 = libc::ESTALE;
 const EPROTO: i32 = libc::EPROTO;
 
-/// FUSE node id -> ext4 inode. FUSE's root is 1, ext4's is 2; node id 2 is
-/// never handed out (inode 2 always travels as 1), so it is stale.
-pub fn nodeid_to_ino(nodeid: u64) -> Result<InodeNo, i32> {
-    match nodeid {
-        abi::ROOT_ID => Ok(InodeNo::ROOT),
-        0 => Err(errno::EINVAL),
-        n if n == u64::from(InodeNo::ROOT.0) => Err(ESTALE),
-        n => u32::try_from(n).map(InodeNo).map_err(|_| ESTALE),
-    }
-}
-
-/// ext4 inode -> FUSE node id. Inode 1 (bad blocks) would alias FUSE's root,
-/// so a directory entry naming it is corruption.
-pub fn ino_to_nodeid(ino: InodeNo) -> Result<u64, Error> {
-    match ino {
-        InodeNo::ROOT => Ok(abi::ROOT_ID),
-        InodeNo(0 | 1) => Err(Error::corrupt(
-            Object::Inode(ino),
-            "directory entry names a reserved inode",
-        )),
-        n => Ok(u64::from(n.0)),
-    }
-}
+pub use ext4_fuse_common::nodes::{ino_to_nodeid, nodeid_to_ino};
 
 /// One request: its header and the bytes after it.
 pub struct Request<'a> {
@@ -83,6 +60,14 @@ impl<'a> Request<'a> {
     }
     fn ino(&self) -> Result<InodeNo, i32> {
         nodeid_to_ino(self.header.nodeid)
+    }
+    /// Who sent it (FUSE carries no supplementary groups).
+    fn caller(&self) -> policy::Caller<'static> {
+        policy::Caller {
+            uid: self.header.uid,
+            gid: self.header.gid,
+            groups: &[],
+        }
     }
 }
 
@@ -337,24 +322,28 @@ impl<B: Backend> Session<B> {
     /// Turn an engine error into an errno, logging the ones that mean the
     /// disk or the filesystem is damaged (the error names the object).
     fn fail(&self, op: &str, ino: InodeNo, e: Error) -> i32 {
-        if matches!(
-            e,
-            Error::Corrupt { .. }
-                | Error::Checksum { .. }
-                | Error::Io(_)
-                | Error::Unsupported { .. }
-        ) {
-            log::error(format_args!("{op} on inode {ino}: {e}"));
-        }
-        e.errno()
+        self.fail_as(policy::Request::Other, op, ino, e)
+    }
+
+    /// The errno `request` answers with for `e` (the engine's policy),
+    /// logging damage.
+    fn fail_as(&self, request: policy::Request, op: &str, ino: InodeNo, e: Error) -> i32 {
+        log::failure(op, ino, &e);
+        policy::errno_for(request, &e)
     }
 
     /// Log damage the engine worked around during a directory operation.
     fn logged(&self, r: Result<(), i32>) -> Result<(), i32> {
-        for e in self.backend.take_reports() {
-            log::error(format_args!("{e} (skipped)"));
-        }
+        log::skipped(self.backend.take_reports());
         r
+    }
+
+    /// The owner and group callers are shown (`uid=`, `gid=`).
+    fn shown(&self) -> policy::ShownIds {
+        policy::ShownIds {
+            uid: self.config.uid,
+            gid: self.config.gid,
+        }
     }
 
     fn valid(&self) -> (u64, u32) {

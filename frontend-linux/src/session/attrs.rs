@@ -6,7 +6,7 @@ use zerocopy::IntoBytes;
 use super::{ReplyBuf, Request, Session};
 use crate::abi;
 use crate::backend::Backend;
-use ext4_engine::{errno, Attr, FileType};
+use ext4_engine::{policy, Attr};
 
 impl<B: Backend> Session<B> {
     pub(super) fn fuse_attr(&self, a: &Attr) -> abi::Attr {
@@ -115,38 +115,20 @@ impl<B: Backend> Session<B> {
         Ok(())
     }
 
-    /// Only asked without `default_permissions`; a plain mode-bit check with
-    /// the caller's primary ids (the kernel does the real job otherwise).
+    /// Only asked by a kernel that does not check permissions itself (the
+    /// mount always asks it to, with `default_permissions`): the engine's
+    /// policy, knowing only the caller's primary group.
     pub(super) fn do_access(&self, req: &Request<'_>) -> Result<(), i32> {
         let ino = req.ino()?;
         let args: abi::AccessIn = req.arg()?;
-        let a = self
-            .backend
-            .getattr(ino)
-            .map_err(|e| self.fail("access", ino, e))?;
-        let mask = args.mask & 7;
-        if mask & libc::W_OK as u32 != 0 {
-            return Err(errno::EROFS);
-        }
-        let (uid, gid) = (
-            self.config.uid.unwrap_or(a.uid),
-            self.config.gid.unwrap_or(a.gid),
-        );
-        let allowed = if req.header.uid == 0 {
-            // Root may read anything and execute what anyone may execute.
-            let any_x = a.mode & 0o111 != 0 || a.kind == FileType::Directory;
-            4 | 2 | if any_x { 1 } else { 0 }
-        } else if req.header.uid == uid {
-            (a.mode >> 6) & 7
-        } else if req.header.gid == gid {
-            (a.mode >> 3) & 7
-        } else {
-            a.mode & 7
+        let caller = policy::Caller {
+            uid: req.header.uid,
+            gid: req.header.gid,
+            groups: &[],
         };
-        if mask & !allowed != 0 {
-            return Err(errno::EACCES);
-        }
-        Ok(())
+        self.backend
+            .access(ino, &caller, args.mask, self.shown())
+            .map_err(|e| self.fail("access", ino, e))
     }
 }
 

@@ -8,7 +8,8 @@ use crate::abi::init_flags as flag;
 /// Settings of a session, fixed at mount time.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Entry and attribute cache timeout. Nothing but this server can change
+    /// Entry and attribute cache timeout (the engine's policy by default).
+    /// Nothing but this server can change
     /// a read-only mount, so it can be long.
     pub timeout: Duration,
     /// Report every inode as owned by this uid / gid.
@@ -42,7 +43,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            timeout: Duration::from_secs(365 * 86400),
+            timeout: ext4_engine::policy::timeouts(true).attr,
             uid: None,
             gid: None,
             export_support: true,

@@ -8,7 +8,7 @@ use crate::abi::{self, fopen, init_flags as flag};
 use crate::backend::Backend;
 use crate::channel::Channel;
 use crate::log;
-use ext4_engine::{errno, Whence};
+use ext4_engine::{errno, policy, FileType, Whence};
 
 impl<B: Backend> Session<B> {
     pub(super) fn do_readlink(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
@@ -32,10 +32,13 @@ impl<B: Backend> Session<B> {
     ) -> Result<(), i32> {
         let ino = req.ino()?;
         let args: abi::OpenIn = req.arg()?;
-        let flags = args.flags as i32;
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            return Err(errno::EROFS);
-        }
+        // OPEN comes for regular files only, OPENDIR for directories.
+        let kind = if dir {
+            FileType::Directory
+        } else {
+            FileType::Regular
+        };
+        policy::check_open(args.flags, kind, self.backend.read_only()).map_err(|e| e.errno())?;
         // A read-only mount keeps no per-open state. When the kernel can do
         // without OPEN/OPENDIR, ENOSYS makes it stop sending them (and the
         // RELEASEs), keeping its caches as KEEP_CACHE/CACHE_DIR would; a
@@ -90,7 +93,7 @@ impl<B: Backend> Session<B> {
         let n = self
             .backend
             .read(ino, args.offset, out.tail(size))
-            .map_err(|e| self.fail("read", ino, e))?;
+            .map_err(|e| self.fail_as(policy::Request::Read, "read", ino, e))?;
         out.commit(n.min(size));
         Ok(())
     }

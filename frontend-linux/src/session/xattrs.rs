@@ -6,25 +6,26 @@ use super::{ReplyBuf, Request, Session};
 use crate::abi;
 use crate::backend::Backend;
 use ext4_engine::errno;
+use ext4_engine::policy::{self, XattrReply};
 
 impl<B: Backend> Session<B> {
-    /// The size-0 probe / ERANGE protocol shared by getxattr and listxattr.
+    /// The engine's size-0 probe / ERANGE protocol, into the reply.
     pub(super) fn xattr_reply(out: &mut ReplyBuf, data: &[u8], size: u32) -> Result<(), i32> {
-        if size == 0 {
-            out.push(
-                abi::GetxattrOut {
-                    size: data.len() as u32,
-                    padding: 0,
+        match policy::xattr_reply(data, size).map_err(|e| e.errno())? {
+            XattrReply::Size(n) => {
+                out.push(
+                    abi::GetxattrOut {
+                        size: n,
+                        padding: 0,
+                    }
+                    .as_bytes(),
+                );
+            }
+            XattrReply::Data(d) => {
+                if !out.push(d) {
+                    return Err(errno::E2BIG);
                 }
-                .as_bytes(),
-            );
-            return Ok(());
-        }
-        if data.len() > size as usize {
-            return Err(errno::ERANGE);
-        }
-        if !out.push(data) {
-            return Err(errno::E2BIG);
+            }
         }
         Ok(())
     }
@@ -33,9 +34,8 @@ impl<B: Backend> Session<B> {
         let ino = req.ino()?;
         let args: abi::GetxattrIn = req.arg()?;
         let name = req.name_at(core::mem::size_of::<abi::GetxattrIn>())?;
-        let value = self
-            .backend
-            .getxattr(ino, name)
+        let value = policy::check_getxattr(name, &req.caller())
+            .and_then(|()| self.backend.getxattr(ino, name))
             .map_err(|e| self.fail("getxattr", ino, e))?;
         Self::xattr_reply(out, &value, args.size)
     }
@@ -47,15 +47,6 @@ impl<B: Backend> Session<B> {
             .backend
             .listxattr(ino)
             .map_err(|e| self.fail("listxattr", ino, e))?;
-        let mut list = Vec::new();
-        for n in names {
-            // ext4 lists trusted.* only to CAP_SYS_ADMIN; uid 0 stands in for it.
-            if req.header.uid != 0 && n.starts_with(b"trusted.") {
-                continue;
-            }
-            list.extend_from_slice(&n);
-            list.push(0);
-        }
-        Self::xattr_reply(out, &list, args.size)
+        Self::xattr_reply(out, &policy::xattr_list(&names, &req.caller()), args.size)
     }
 }
