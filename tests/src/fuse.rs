@@ -189,6 +189,21 @@ impl Drop for FuseServer {
     }
 }
 
+/// A program of the workspace built beside the running test
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`); panics
+/// with how to build it when it is missing.
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: `cargo test --workspace` builds it, or `cargo build -p {package}`",
+        p.display()
+    );
+    p
+}
+
 /// What a FUSE mount must show exactly as the kernel's ext4 does:
 /// everything but the two ioctl-only fields (FUSE passes no
 /// FS_IOC_GETVERSION / GETFLAGS here), and without birth times for a server

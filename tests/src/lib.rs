@@ -3,8 +3,10 @@
 //! ([`image`]), outside oracles ([`oracle`]: debugfs, e2fsck, kernel
 //! mounts), and comparable snapshots of a tree as the host or the engine
 //! sees it ([`snapshot`]), and our FUSE servers mounted beside the
-//! kernel's ext4 ([`fuse`]).
+//! kernel's ext4 ([`fuse`]), and one operation run as any caller against
+//! any mount ([`caller`]).
 
+pub mod caller;
 pub mod checks;
 pub mod damage;
 pub mod fuse;

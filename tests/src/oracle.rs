@@ -150,6 +150,28 @@ pub fn tempfile_path(stem: &str) -> PathBuf {
     ))
 }
 
+/// A scratch directory under [`tempfile_path`], created now and removed
+/// with everything in it when dropped (also when the test fails).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(stem: &str) -> Scratch {
+        let p = tempfile_path(stem);
+        std::fs::create_dir_all(&p).expect("create scratch dir");
+        Scratch(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `debugfs stat`, parsed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DebugfsStat {

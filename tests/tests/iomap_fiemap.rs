@@ -1107,15 +1107,8 @@ fn corpus_never_breaks_the_rules() {
         .filter(|p| p.to_string_lossy().ends_with(".img.gz"))
         .collect();
     imgs.sort();
-    let tmp = tempfile_path("iomap-corpus");
-    fs::create_dir_all(&tmp).unwrap();
-    struct RmDir(PathBuf);
-    impl Drop for RmDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = RmDir(tmp.clone());
+    let scratch = ext4_tests::oracle::Scratch::new("iomap-corpus");
+    let tmp = scratch.path();
     let mut failures = Vec::new();
     let mut total = 0usize;
     let t = Instant::now();
