@@ -20,6 +20,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ext4_engine::policy::{self, ShownIds};
+use ext4_engine::{FileDevice, InodeNo, OpenOptions, Volume};
 use ext4_tests::caller::{run_as, Caller, Op, Outcome};
 use ext4_tests::fuse::{workspace_bin, FuseServer};
 use ext4_tests::oracle::{debugfs, debugfs_blocks, mke2fs, KernelMount, Scratch};
@@ -95,6 +97,7 @@ fn permission_cases() -> Vec<(&'static str, Op)> {
     ] {
         v.push((p, Stat));
         v.push((p, Read));
+        v.push((p, Access(libc::R_OK)));
     }
     v.push(("pub/link", Readlink));
     v.push(("pub/link", Read));
@@ -306,6 +309,32 @@ fn on_server(
     (Column { name, answers }, log)
 }
 
+/// The engine's own permission check, [`Volume::access`], as `access(2)`
+/// walks a path: search permission on each directory, then `mask` on the
+/// object. Unlike a FUSE request it sees every supplementary group. The
+/// FUSE servers leave these checks to the kernel (`default_permissions`),
+/// so this is where the policy itself meets the kernel's answers.
+fn engine_access(vol: &Volume<FileDevice>, c: &Caller, path: &str, mask: i32) -> Outcome {
+    let caller = policy::Caller {
+        uid: c.uid,
+        gid: c.gid,
+        groups: &c.groups,
+    };
+    let check = |ino, mask| vol.access(ino, &caller, mask, ShownIds::default());
+    let mut ino = InodeNo::ROOT;
+    let mut walk = || {
+        for name in path.split('/') {
+            check(ino, policy::may::EXEC)?;
+            ino = vol.lookup_ino(ino, name.as_bytes())?;
+        }
+        check(ino, mask as u32)
+    };
+    Outcome {
+        errno: walk().err().map_or(0, |e| e.errno()),
+        names: Vec::new(),
+    }
+}
+
 fn assert_none_differ(bad: &[String]) {
     assert!(
         bad.is_empty(),
@@ -332,13 +361,47 @@ fn permissions_open_flags_and_xattrs_answer_as_the_kernel() {
             cols.push(on_server(&server, &img, opts, &callers, &cases).0);
         }
     }
-    assert_none_differ(&table(
+    let mut bad = table(
         "permissions, open flags, xattrs",
         &callers,
         &cases,
         &kernel,
         &cols,
+    );
+
+    // The access(2) cases once more, through the engine's policy.
+    let vol = Volume::open(
+        FileDevice::open(&img, true).unwrap(),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let access: Vec<(&str, Op)> = cases
+        .iter()
+        .copied()
+        .filter(|(_, op)| matches!(op, Op::Access(_)))
+        .collect();
+    let mut kernel_access = Vec::new();
+    let mut engine = Vec::new();
+    for (i, c) in callers.iter().enumerate() {
+        for (j, &(path, op)) in cases.iter().enumerate() {
+            if let Op::Access(mask) = op {
+                kernel_access.push(kernel[i * cases.len() + j].clone());
+                engine.push(engine_access(&vol, c, path, mask));
+            }
+        }
+    }
+    let engine = Column {
+        name: "engine Volume::access".into(),
+        answers: engine,
+    };
+    bad.extend(table(
+        "access(2), by the engine's policy",
+        &callers,
+        &access,
+        &kernel_access,
+        &[engine],
     ));
+    assert_none_differ(&bad);
 }
 
 /// Byte offset of inode `ino`'s record in the image (`debugfs imap`).
