@@ -291,9 +291,9 @@ fn with_dev(m: Mapping, dev: u32) -> Mapping {
     }
 }
 
-/// The kernel's checks on one mapping of a `begin` reply
-/// (`iomap-protocol.md`, "What the kernel checks"). `write` says which
-/// half of the reply this is.
+/// The kernel's checks on one mapping of a `begin` reply ("What the kernel
+/// checks" in the protocol notes `docs/iomap.md` points to). `write` says
+/// which half of the reply this is.
 pub fn kernel_check(
     m: &Mapping,
     pos: u64,

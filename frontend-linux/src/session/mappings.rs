@@ -1,4 +1,4 @@
-//! The iomap opcodes (`shared/docs/iomap-protocol.md`): the kernel asks
+//! The iomap opcodes (`docs/iomap.md`): the kernel asks
 //! where file bytes live and does the I/O itself. Answers come from the
 //! engine (`Volume::iomap_begin`, `iomap_config`), are checked against the
 //! kernel's rules (`ext4_engine::iomap::kernel_check`) before they leave,

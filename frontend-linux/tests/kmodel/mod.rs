@@ -1,5 +1,5 @@
 //! A stand-in for the kernel's side of FUSE iomap
-//! (`shared/docs/iomap-protocol.md`). It drives the real session loop over a
+//! (`docs/iomap.md`). It drives the real session loop over a
 //! `SOCK_SEQPACKET` pair the way the kernel drives `/dev/fuse`: `FUSE_INIT`
 //! offering `FUSE_IOMAP`, `IOMAP_CONFIG`, lookups, opens, `IOMAP_BEGIN` for
 //! buffered, faulting, direct and report operations; it keeps the kernel's
