@@ -412,5 +412,7 @@ pub use reply::ReplyBuf;
 pub use stats::OpStats;
 use stats::{stat_slot, thread_cpu_ns, RequestStats};
 
+#[doc(hidden)]
+pub mod test_kernel;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The session driven over a `SOCK_SEQPACKET` pair, the way the kernel
 //! drives `/dev/fuse`: one message per request, one per reply.
 
+use super::test_kernel::TestKernel;
 use super::*;
 use crate::abi::{self, fopen, init_flags as flag};
 use crate::channel::SeqPacket;
@@ -196,60 +197,33 @@ impl Backend for Fake {
     }
 }
 
-/// The kernel's side of the pair, plus the server thread.
+/// The kernel's side of the pair, plus the session it serves.
 struct Kernel {
-    ch: SeqPacket,
-    server: Option<std::thread::JoinHandle<io::Result<()>>>,
+    k: TestKernel,
     session: Arc<Session<Fake>>,
-    unique: u64,
 }
 
 impl Kernel {
     fn start(config: Config) -> Kernel {
-        let (k, s) = SeqPacket::pair().unwrap();
         let session = Arc::new(Session::new(Fake::new(), config));
-        let sess = session.clone();
-        let server = std::thread::spawn(move || {
-            // Two workers sharing the socket, like cloned /dev/fuse fds.
-            let other = s.worker()?;
-            let chans: Vec<Arc<dyn Channel>> = vec![Arc::new(s), other];
-            sess.run(&chans)
-        });
         Kernel {
-            ch: k,
-            server: Some(server),
+            k: TestKernel::start(session.clone(), 1000, 100),
             session,
-            unique: 0,
         }
     }
 
     fn send_raw(&self, bytes: &[u8]) {
-        self.ch.send(&[IoSlice::new(bytes)]).unwrap();
+        self.k.send_raw(bytes);
     }
 
     fn request(&mut self, op: u32, nodeid: u64, body: &[u8]) -> u64 {
-        self.unique += 2;
-        let msg = InHeader {
-            opcode: op,
-            unique: self.unique,
-            nodeid,
-            uid: 1000,
-            gid: 100,
-            pid: 1,
-            ..Default::default()
-        }
-        .frame(body);
-        self.send_raw(&msg);
-        self.unique
+        self.k.request(op, nodeid, body)
     }
 
     fn reply(&self) -> (OutHeader, Vec<u8>) {
-        let mut buf = vec![0u8; IN_BUF_SIZE];
-        let n = self.ch.receive(&mut buf).unwrap();
-        assert!(n >= OUT_HEADER && n <= buf.len(), "reply of {n} bytes");
-        let (h, rest) = OutHeader::read_from_prefix(&buf[..n]).unwrap();
+        let (h, body, n) = self.k.receive();
         assert_eq!(h.len as usize, n, "reply header length");
-        (h, rest.to_vec())
+        (h, body)
     }
 
     /// Send a request and return (errno, payload) of its reply.
@@ -276,20 +250,6 @@ impl Kernel {
         let (err, out) = self.call(opcode::INIT, 0, init.as_bytes());
         assert_eq!(err, 0);
         abi::InitOut::read_from_bytes(&out).unwrap()
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        self.ch.shutdown();
-        if let Some(s) = self.server.take() {
-            // A panic in the server must fail the test, not vanish.
-            if !std::thread::panicking() {
-                s.join()
-                    .expect("server thread panicked")
-                    .expect("server returned an error");
-            }
-        }
     }
 }
 

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,8 +26,8 @@ use ext4_engine::FileDevice;
 use ext4_engine::InodeNo;
 use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse::abi::{self, attr_flags, init_flags, notify_code, opcode, InHeader, OutHeader};
-use ext4_fuse::channel::{Channel, SeqPacket};
-use ext4_fuse::session::{Config, Session, IN_BUF_SIZE};
+use ext4_fuse::session::test_kernel::TestKernel;
+use ext4_fuse::session::{Config, Session};
 use zerocopy::{FromBytes, IntoBytes};
 
 pub type Server = Session<Volume<FileDevice>>;
@@ -60,10 +59,8 @@ pub struct Node {
 }
 
 pub struct Model {
-    ch: SeqPacket,
-    server: Option<std::thread::JoinHandle<io::Result<()>>>,
+    k: TestKernel,
     pub session: Arc<Server>,
-    unique: u64,
     /// The block device (or image) the answered addresses point into.
     pub dev_file: File,
     pub dev_size: u64,
@@ -102,21 +99,12 @@ impl Model {
     pub fn start(img: &std::path::Path, dev_path: &std::path::Path, mut cfg: Config) -> Model {
         cfg.iomap = true;
         cfg.measure = true;
-        let (k, s) = SeqPacket::pair().unwrap();
         let session = Arc::new(Session::new(open_volume(img), cfg));
-        let sess = session.clone();
-        let server = std::thread::spawn(move || {
-            let other = s.worker()?;
-            let chans: Vec<Arc<dyn Channel>> = vec![Arc::new(s), other];
-            sess.run(&chans)
-        });
         let dev_file = File::open(dev_path).unwrap();
         let dev_size = device_size(&dev_file);
         let mut m = Model {
-            ch: k,
-            server: Some(server),
+            k: TestKernel::start(session.clone(), 0, 0),
             session,
-            unique: 0,
             dev_file,
             dev_size,
             dev_cookie: 1,
@@ -155,44 +143,26 @@ impl Model {
     }
 
     pub fn send_raw(&self, bytes: &[u8]) {
-        self.ch.send(&[IoSlice::new(bytes)]).unwrap();
+        self.k.send_raw(bytes);
     }
 
     /// Send a request; returns its unique.
     pub fn request(&mut self, op: u32, nodeid: u64, body: &[u8]) -> u64 {
-        self.unique += 2;
         *self.counters.requests.entry(op).or_default() += 1;
-        let msg = InHeader {
-            opcode: op,
-            unique: self.unique,
-            nodeid,
-            uid: 0,
-            gid: 0,
-            pid: 1,
-            ..Default::default()
-        }
-        .frame(body);
-        self.send_raw(&msg);
-        self.unique
+        self.k.request(op, nodeid, body)
     }
 
     /// The reply to `unique`, applying every notification that comes
     /// before it (the kernel applies them as the server writes them).
     pub fn reply(&mut self, unique: u64) -> (i32, Vec<u8>) {
         let t = Instant::now();
-        let mut buf = vec![0u8; IN_BUF_SIZE];
         loop {
-            let n = self.ch.receive(&mut buf).unwrap();
-            if n < OUT_HEADER || n > buf.len() {
-                panic!("message of {n} bytes from the server");
-            }
-            let (h, rest) = OutHeader::read_from_prefix(&buf[..n]).unwrap();
+            let (h, rest, n) = self.k.receive();
             if h.len as usize != n {
                 self.violation(format!("header says {} bytes, message has {n}", h.len));
             }
             if h.unique == 0 {
-                let body = rest.to_vec();
-                self.notification(h.error, &body);
+                self.notification(h.error, &rest);
                 continue;
             }
             if h.unique != unique {
@@ -210,7 +180,7 @@ impl Model {
                 ));
             }
             self.reply_wait += t.elapsed();
-            return (-h.error, rest.to_vec());
+            return (-h.error, rest);
         }
     }
 
@@ -716,26 +686,8 @@ impl Model {
     }
 
     /// End the connection and join the server (its panic fails the test).
-    pub fn finish(mut self) {
-        self.ch.shutdown();
-        if let Some(s) = self.server.take() {
-            s.join()
-                .expect("server thread panicked")
-                .expect("server returned an error");
-        }
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        self.ch.shutdown();
-        if let Some(s) = self.server.take() {
-            if !std::thread::panicking() {
-                s.join()
-                    .expect("server thread panicked")
-                    .expect("server returned an error");
-            }
-        }
+    pub fn finish(self) {
+        self.k.finish();
     }
 }
 
