@@ -151,10 +151,10 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
         let a = self
             .vol
             .lookup(dir, name.as_bytes())
-            .map_err(|e| self.fail("lookup in", dir, &e))?;
+            .map_err(|e| self.fail("lookup", dir, &e))?;
         // The root is known to the kernel by FUSE's id 1 (and `fuser`
         // reports a node's id as its st_ino in an entry reply).
-        let node = nodes::ino_to_nodeid(a.ino).map_err(|e| self.fail("lookup in", dir, &e))?;
+        let node = nodes::ino_to_nodeid(a.ino).map_err(|e| self.fail("lookup", dir, &e))?;
         Ok((self.file_attr(&a, node), a.generation))
     }
 

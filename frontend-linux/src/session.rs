@@ -327,7 +327,13 @@ impl<B: Backend> Session<B> {
 
     /// The errno `request` answers with for `e` (the engine's policy),
     /// logging damage.
-    fn fail_as(&self, request: policy::Request, op: &str, ino: InodeNo, e: Error) -> i32 {
+    pub(super) fn fail_as(
+        &self,
+        request: policy::Request,
+        op: &str,
+        ino: InodeNo,
+        e: Error,
+    ) -> i32 {
         log::failure(op, ino, &e);
         policy::errno_for(request, &e)
     }

@@ -20,7 +20,7 @@ use ext4_engine::errno;
 use ext4_engine::inode_flags as iflags;
 use ext4_engine::iomap::{kernel_check, op, IomapConfig};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache, NULL_ADDR};
-use ext4_engine::InodeNo;
+use ext4_engine::{policy, InodeNo};
 use ext4_engine::{Attr, FileType};
 use zerocopy::IntoBytes;
 
@@ -172,7 +172,7 @@ impl<B: Backend> Session<B> {
         let a = self
             .backend
             .getattr(ino)
-            .map_err(|e| self.fail("read", ino, e))?;
+            .map_err(|e| self.fail_as(policy::Request::Read, "read", ino, e))?;
         Ok(a.kind == FileType::Regular && a.flags & iflags::INLINE_DATA == 0)
     }
 
