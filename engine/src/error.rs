@@ -106,6 +106,8 @@ pub enum Error {
     NoSuchOffset,
     /// The image is not an ext2/3/4 filesystem at all.
     NotExt4,
+    /// The journal cannot be replayed (or the journal policy refuses to).
+    Journal(crate::journal::JournalError),
 }
 
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -133,12 +135,19 @@ impl Error {
             Error::ReadOnly => EROFS,
             Error::NotExt4 => EINVAL,
             Error::NoSuchOffset => ENXIO,
+            Error::Journal(j) => j.errno(),
         }
     }
 
     /// Whether this error means the on-disk data is damaged.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corrupt { .. } | Error::Checksum { .. })
+    }
+}
+
+impl From<crate::journal::JournalError> for Error {
+    fn from(e: crate::journal::JournalError) -> Self {
+        Error::Journal(e)
     }
 }
 
@@ -172,6 +181,7 @@ impl fmt::Display for Error {
             Error::ReadOnly => write!(f, "read-only filesystem"),
             Error::NoSuchOffset => write!(f, "no data or hole past this offset"),
             Error::NotExt4 => write!(f, "not an ext2/ext3/ext4 filesystem (bad superblock magic)"),
+            Error::Journal(j) => j.fmt(f),
         }
     }
 }

@@ -44,4 +44,4 @@ pub use attr::{Attr, FileType, StatFs, Timestamp};
 pub use device::{BlockDevice, MemDevice};
 pub use error::{Error, IoError, Object, Result};
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
-pub use volume::{DirEntry, OpenOptions, Volume, Whence, ROOT_INO};
+pub use volume::{DirEntry, OpenOptions, Recovery, Volume, Whence, ROOT_INO};

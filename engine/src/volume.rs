@@ -9,10 +9,15 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use zerocopy::FromBytes;
 
+use alloc::boxed::Box;
+
 use crate::attr::{Attr, FileType, StatFs};
 use crate::block_cache::{BlockCache, CacheStats, Mark};
 use crate::device::BlockDevice;
-use crate::error::{Error, Object, Result};
+use crate::error::{Error, IoError, Object, Result};
+use crate::journal::overlay::{Overlaid, Overlay};
+use crate::journal::{self, ReplayStats};
+use crate::numbers::PhysBlock;
 use crate::features::{compat, incompat};
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
@@ -38,6 +43,37 @@ pub struct OpenOptions {
     pub ignore_checksums: bool,
     /// Open read-only even if the device is writable.
     pub read_only: bool,
+    /// What to do with a journal that needs recovery.
+    pub recovery: Recovery,
+    /// Byte budget of the replay plan of a journal that needs recovery
+    /// (32 bytes per logged block); a journal needing more is refused,
+    /// naming the options that raise it.
+    pub replay_budget: usize,
+}
+
+/// What [`Volume::open`] does with a journal that needs recovery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Replay it as the kernel does at mount: onto the device when opened
+    /// read-write, in memory (the image untouched) when read-only. Damage
+    /// that makes the kernel refuse the mount makes the open fail.
+    #[default]
+    Replay,
+    /// Ignore it (the kernel's `norecovery`): the volume reads as the
+    /// device holds it, without the journal's newest changes.
+    Skip,
+}
+
+/// The default [`OpenOptions::replay_budget`]: a journal of a million
+/// logged blocks (4 GiB of 4 KiB blocks).
+pub const DEFAULT_REPLAY_BUDGET: usize = 32 << 20;
+
+/// How the journal was recovered when the volume was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replay {
+    pub stats: ReplayStats,
+    /// In memory (the image untouched) rather than onto the device.
+    pub in_memory: bool,
 }
 
 impl Default for OpenOptions {
@@ -49,6 +85,8 @@ impl Default for OpenOptions {
             inode_cache_bytes: 4 << 20,
             ignore_checksums: false,
             read_only: true,
+            recovery: Recovery::Replay,
+            replay_budget: DEFAULT_REPLAY_BUDGET,
         }
     }
 }
@@ -74,8 +112,11 @@ pub enum Whence {
 /// Something worth telling the user about the volume as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warning {
-    /// The journal holds transactions not yet applied; they are not replayed.
+    /// The journal holds transactions not yet applied, and recovery was
+    /// skipped (`norecovery`): the newest changes are missing.
     NeedsRecovery,
+    /// The journal needed recovery and was replayed.
+    Replayed(Replay),
     /// The superblock checksum is wrong (and checksums are ignored).
     SuperblockChecksum,
     /// `ro_compat` has bits this engine does not know.
@@ -89,13 +130,32 @@ pub enum Warning {
 impl core::fmt::Display for Warning {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Warning::NeedsRecovery => write!(f, "the journal needs recovery, which is not done yet: opened read-only, the newest changes may be missing"),
+            Warning::NeedsRecovery => write!(f, "the journal needs recovery and norecovery was given: the journal is ignored, so the newest changes are missing (and the rest may be inconsistent)"),
+            Warning::Replayed(r) => write!(
+                f,
+                "the journal needed recovery: replayed {} transaction{} ({} blocks) {}",
+                r.stats.transactions,
+                if r.stats.transactions == 1 { "" } else { "s" },
+                r.stats.blocks,
+                if r.in_memory { "in memory; the image itself is unchanged" } else { "onto the device" }
+            ),
             Warning::SuperblockChecksum => write!(f, "the superblock checksum does not match (ignored)"),
             Warning::UnknownRoCompat(b) => write!(f, "unknown read-only-compatible features {b:#x}: opened read-only"),
             Warning::NotClean => write!(f, "the filesystem was not cleanly unmounted or has errors recorded; run e2fsck"),
             Warning::Casefold => write!(f, "case-insensitive directories are looked up case-sensitively"),
         }
     }
+}
+
+/// Read and parse the superblock of `dev`.
+fn read_superblock(dev: &impl BlockDevice) -> Result<Superblock> {
+    let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
+    if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+        return Err(Error::NotExt4);
+    }
+    dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
+    let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
+    Superblock::parse(&raw, &bytes, dev.size())
 }
 
 /// Counters computed once at open (the kernel's ext4 sums the group
@@ -118,24 +178,90 @@ pub struct Volume<D: BlockDevice> {
     /// Whether `reports` may hold something: frontends ask after every
     /// request, and reports are rare, so the usual answer is one load.
     reports_waiting: AtomicBool,
-    cache: BlockCache<D>,
+    /// Over the device through the replay overlay (when the journal was
+    /// replayed in memory), so every read sees the recovered filesystem.
+    cache: BlockCache<Overlaid<D>>,
     mapcache: MappingCache,
     icache: InodeCache,
     opts: OpenOptions,
     read_only: bool,
     warnings: Vec<Warning>,
     counts: Counts,
+    replay: Option<Replay>,
 }
 
 impl<D: BlockDevice> Volume<D> {
+    /// Open the filesystem on `dev`. A journal that needs recovery is
+    /// replayed as [`OpenOptions::recovery`] says.
     pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
-        let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
-        if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
-            return Err(Error::NotExt4);
+        Self::open_with_journal(dev, None, opts)
+    }
+
+    /// [`Volume::open`] for a filesystem whose journal is on the external
+    /// device `journal` (the kernel's `journal_path=`); it is read only
+    /// when the journal needs recovery.
+    pub fn open_with_journal(
+        dev: D,
+        journal: Option<Box<dyn BlockDevice>>,
+        opts: &OpenOptions,
+    ) -> Result<Self> {
+        let sb = read_superblock(&dev)?;
+        if !sb.needs_recovery() || opts.recovery == Recovery::Skip {
+            return Self::assemble(Overlaid::new(dev, None), opts, None);
         }
-        dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
-        let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
-        let sb = Superblock::parse(&raw, &bytes, dev.size())?;
+        if !opts.read_only && !dev.read_only() {
+            // As the kernel at a read-write mount.
+            let stats = journal::recover(
+                &dev,
+                journal.as_deref(),
+                journal::Policy::Kernel,
+                opts.replay_budget,
+            )?
+            .map(|r| r.stats)
+            .unwrap_or_default();
+            let replay = Replay {
+                stats,
+                in_memory: false,
+            };
+            return Self::assemble(Overlaid::new(dev, None), opts, Some(replay));
+        }
+        let plan = {
+            let small = OpenOptions {
+                cache_bytes: 256 << 10,
+                mapping_cache_bytes: 64 << 10,
+                inode_cache_bytes: 16 << 10,
+                recovery: Recovery::Skip,
+                ..opts.clone()
+            };
+            let raw = Volume::assemble(Overlaid::new(&dev, None), &small, None)?;
+            journal::replay::make_plan(&raw, journal.as_deref(), opts.replay_budget)?
+        };
+        if let Some(p) = plan.problem() {
+            return Err(p.into());
+        }
+        let replay = Replay {
+            stats: plan.stats,
+            in_memory: true,
+        };
+        let overlay = Overlay::new(sb.block_size, plan.blocks, journal);
+        let vol = Self::assemble(Overlaid::new(dev, Some(overlay)), opts, Some(replay))?;
+        if vol.sb.block_size != sb.block_size {
+            return Err(Error::corrupt(
+                Object::Superblock,
+                "the journal's copy of the superblock has another block size",
+            ));
+        }
+        Ok(vol)
+    }
+
+    /// Build the volume on `dev` (through the overlay, if any): read and
+    /// check the superblock, set up the caches, count.
+    pub(crate) fn assemble(
+        dev: Overlaid<D>,
+        opts: &OpenOptions,
+        replay: Option<Replay>,
+    ) -> Result<Self> {
+        let mut sb = read_superblock(&dev)?;
         let mut warnings = Vec::new();
         if !sb.checksum_ok {
             if !opts.ignore_checksums {
@@ -149,6 +275,11 @@ impl<D: BlockDevice> Volume<D> {
         if unknown_ro != 0 {
             warnings.push(Warning::UnknownRoCompat(unknown_ro));
         }
+        if let Some(r) = replay {
+            // The logged copy of the superblock still says so.
+            sb.incompat &= !incompat::RECOVER;
+            warnings.push(Warning::Replayed(r));
+        }
         if sb.needs_recovery() {
             warnings.push(Warning::NeedsRecovery);
         }
@@ -159,7 +290,6 @@ impl<D: BlockDevice> Volume<D> {
             warnings.push(Warning::Casefold);
         }
         let read_only = true; // Writes arrive in a later version.
-        let _ = opts.read_only;
         let cache = BlockCache::new(dev, sb.block_size, opts.cache_bytes);
         let icache = InodeCache::new(opts.inode_cache_bytes, sb.inode_size);
         let mut vol = Volume {
@@ -173,6 +303,7 @@ impl<D: BlockDevice> Volume<D> {
             read_only,
             warnings,
             counts: Counts::default(),
+            replay,
         };
         vol.counts = vol.count()?;
         Ok(vol)
@@ -187,8 +318,35 @@ impl<D: BlockDevice> Volume<D> {
     pub fn read_only(&self) -> bool {
         self.read_only
     }
+    /// The device as it is on disk. A journal replayed in memory is not
+    /// in it: read through [`Volume::read_device`] to see what the volume
+    /// sees, and ask [`Volume::replayed_in`] before reading file data
+    /// from the device any other way.
     pub fn device(&self) -> &D {
-        self.cache.device()
+        self.cache.device().inner()
+    }
+    /// Read `buf.len()` bytes of the device at byte `offset` as the volume
+    /// sees them: blocks replayed in memory read as their logged copies.
+    pub fn read_device(&self, offset: u64, buf: &mut [u8]) -> core::result::Result<(), IoError> {
+        self.cache.device().read_at(offset, buf)
+    }
+    /// How the journal was recovered at open, if it needed recovery and
+    /// was replayed.
+    pub fn replay(&self) -> Option<&Replay> {
+        self.replay.as_ref()
+    }
+    /// Whether any of `count` blocks from `first` reads from the journal
+    /// replayed in memory rather than from the device (a reader that goes
+    /// to the device itself must then go through the volume).
+    pub fn replayed_in(&self, first: PhysBlock, count: u64) -> bool {
+        self.cache
+            .device()
+            .overlay()
+            .is_some_and(|o| o.covers(first.0, count))
+    }
+    /// Blocks replayed in memory (0 when nothing is).
+    pub fn replayed_blocks(&self) -> usize {
+        self.cache.device().overlay().map_or(0, |o| o.len())
     }
     /// The extent mapping cache (what the kernel may mirror under iomap).
     pub fn mapcache(&self) -> &MappingCache {
