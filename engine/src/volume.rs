@@ -15,14 +15,14 @@ use crate::attr::{Attr, FileType, StatFs};
 use crate::block_cache::{BlockCache, CacheStats, Mark};
 use crate::device::BlockDevice;
 use crate::error::{Error, IoError, Object, Result};
-use crate::journal::overlay::{Overlaid, Overlay};
-use crate::journal::{self, ReplayStats};
-use crate::numbers::PhysBlock;
 use crate::features::{compat, incompat};
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
 use crate::inode_cache::{InodeCache, InodeCacheStats};
+use crate::journal::overlay::{Overlaid, Overlay};
+use crate::journal::{self, ReplayStats};
 use crate::mapping_cache::MappingCache;
+use crate::numbers::PhysBlock;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 
 /// Root directory inode.

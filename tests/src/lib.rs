@@ -6,6 +6,7 @@
 //! kernel's ext4 ([`fuse`]).
 
 pub mod checks;
+pub mod crash;
 pub mod fuse;
 pub mod image;
 pub mod kwimage;

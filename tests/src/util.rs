@@ -94,6 +94,20 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A binary of the workspace built beside the running test:
+/// `target/<profile>/deps/<test>` -> `target/<profile>/<name>`.
+pub fn built_binary(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: `cargo test --workspace` builds it, or `cargo build -p {package}`",
+        p.display()
+    );
+    p
+}
+
 /// Whether an executable is on `PATH` (or in the sbin directories, which
 /// non-login root shells sometimes lack).
 pub fn have_tool(name: &str) -> bool {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use ext4_tests::fuse::FuseServer;
 use ext4_tests::oracle::{sweep_dead_processes, tempfile_path};
 use ext4_tests::snapshot::{host_snapshot, Kind, WalkOptions};
-use ext4_tests::util::{have_tool, require_fuse, skip};
+use ext4_tests::util::{built_binary as bin, have_tool, require_fuse, skip};
 
 /// Metadata cache budget given to every program (the smallest the servers
 /// accept is 64 KiB; 1 MiB keeps the corpus fast).
@@ -153,20 +153,6 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// A binary built beside this test: `target/<profile>/deps/<test>` ->
-/// `target/<profile>/<name>`.
-fn bin(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is not built: `cargo test --workspace` builds it, or `cargo build -p {package}`",
-        p.display()
-    );
-    p
 }
 
 /// Run every input through `one`, print one line per input, and fail at

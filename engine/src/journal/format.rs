@@ -387,7 +387,8 @@ impl LogFormat {
     }
     /// Whether commit block `block` carries its checksum (v2/v3 only).
     pub fn commit_ok(&self, block: &[u8]) -> bool {
-        !self.csum_v2_or_v3() || be32(block, COMMIT_CHKSUM_OFFSET) == Some(self.commit_checksum(block))
+        !self.csum_v2_or_v3()
+            || be32(block, COMMIT_CHKSUM_OFFSET) == Some(self.commit_checksum(block))
     }
     /// Whether only the commit header made it to disk with its checksum,
     /// the rest of the block reading as zeros to the checksum (the kernel

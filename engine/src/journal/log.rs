@@ -73,7 +73,9 @@ impl<'a, D: BlockDevice> Log<'a, D> {
         let ino = sb.journal_inum;
         let (place, total) = if ino != 0 {
             if external.is_some() {
-                return bad("the journal is in an inode of the filesystem, not on an external device");
+                return bad(
+                    "the journal is in an inode of the filesystem, not on an external device",
+                );
             }
             let inode = vol.inode(ino)?;
             if inode.links_count == 0 {
@@ -123,7 +125,9 @@ impl<'a, D: BlockDevice> Log<'a, D> {
             .map_err(|_| JournalError::Superblock("journal block too small"))?;
         check_superblock(&jsb, raw, bs, total)?;
         if log.external && jsb.nr_users.get() != 1 {
-            return bad("the external journal has more than one user (unsupported, as in the kernel)");
+            return bad(
+                "the external journal has more than one user (unsupported, as in the kernel)",
+            );
         }
         let maxlen = jsb.maxlen.get();
         log.total_len = total.min(maxlen);
@@ -313,7 +317,11 @@ fn check_superblock(
 /// Check the ext4 superblock of an external journal device and return the
 /// block of its journal superblock and how many blocks the device has, as
 /// the kernel's `ext4_get_journal_blkdev` does.
-fn external_geometry(dev: &dyn BlockDevice, block_size: u32, uuid: &[u8; 16]) -> Result<(u64, u64)> {
+fn external_geometry(
+    dev: &dyn BlockDevice,
+    block_size: u32,
+    uuid: &[u8; 16],
+) -> Result<(u64, u64)> {
     let bad = |w| Err(JournalError::WrongExternal(w).into());
     let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
     if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {

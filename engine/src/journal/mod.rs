@@ -17,6 +17,7 @@
 
 pub mod fast_commit;
 pub mod format;
+pub mod info;
 pub mod log;
 pub mod overlay;
 pub mod replay;
@@ -169,8 +170,8 @@ impl fmt::Display for JournalError {
             JournalError::FastCommit => write!(
                 f,
                 "journal: the fast-commit area (feature fast_commit) holds commits to replay, \
-                 which this version cannot replay; recover the image with the kernel (mount it) \
-                 or e2fsck, or open it with norecovery to see it without the journal's changes"
+                 which this version cannot replay; recover the image with the kernel (a \
+                 read-write mount) or e2fsck first"
             ),
         }
     }

@@ -30,7 +30,11 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    pub fn new(block_size: u32, blocks: Vec<LoggedBlock>, journal: Option<Box<dyn BlockDevice>>) -> Overlay {
+    pub fn new(
+        block_size: u32,
+        blocks: Vec<LoggedBlock>,
+        journal: Option<Box<dyn BlockDevice>>,
+    ) -> Overlay {
         debug_assert!(blocks.windows(2).all(|w| w[0].target < w[1].target));
         Overlay {
             block_size: block_size as u64,
@@ -52,9 +56,7 @@ impl Overlay {
     /// Whether any of `count` blocks from `first` is replayed.
     pub fn covers(&self, first: u64, count: u64) -> bool {
         let i = self.blocks.partition_point(|b| b.target < first);
-        self.blocks
-            .get(i)
-            .is_some_and(|b| b.target - first < count)
+        self.blocks.get(i).is_some_and(|b| b.target - first < count)
     }
 
     /// Replace the parts of `buf` (bytes `offset..` of the filesystem

@@ -159,7 +159,12 @@ pub fn recover<D: BlockDevice>(
 
 /// Write every planned block home, runs of blocks consecutive both in the
 /// log and on the device in one request each (up to 1 MiB).
-fn write_blocks<D: BlockDevice>(dev: &D, jdev: &dyn BlockDevice, bs: u32, plan: &Plan) -> Result<()> {
+fn write_blocks<D: BlockDevice>(
+    dev: &D,
+    jdev: &dyn BlockDevice,
+    bs: u32,
+    plan: &Plan,
+) -> Result<()> {
     let bs = bs as usize;
     let max = (1usize << 20).max(bs) / bs;
     let mut buf: Vec<u8> = vec![0u8; max * bs];

@@ -79,6 +79,9 @@ pub struct ReplayStats {
     pub revoked: u64,
     /// Filesystem blocks replayed (one per block, its newest copy).
     pub blocks: u64,
+    /// Whether the replayed part of the log wraps around the journal's
+    /// end.
+    pub wrapped: bool,
 }
 
 /// What to replay: the outcome of the passes.
@@ -145,6 +148,7 @@ struct Info {
     end: u32,
     failed_commit: Option<u32>,
     revoke_records: u64,
+    wrapped: bool,
 }
 
 /// Where REPLAY and REVOKE put what they find.
@@ -237,6 +241,7 @@ pub fn plan<D: BlockDevice>(log: &Log<'_, D>, dev_blocks: u64, budget: usize) ->
         revoke_records: info.revoke_records,
         revoked: c.revoked,
         blocks: blocks.len() as u64,
+        wrapped: info.wrapped,
     };
     Ok(Plan {
         stats,
@@ -310,6 +315,7 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
         // is going around.
         let limit = 2 * log.ring_len() + (log.block_size as u64 / 8) + 8;
         let mut walked = 0u64;
+        let mut wrapped = false;
         let mut step = |n: u64| -> Result<()> {
             walked = walked.saturating_add(n);
             if walked > limit {
@@ -324,8 +330,11 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
             let here = next;
             log.read(here, &mut self.buf)?;
             next = log.next(here);
+            wrapped |= next < here;
             step(1)?;
-            let Some(h) = Header::of(&self.buf) else { break };
+            let Some(h) = Header::of(&self.buf) else {
+                break;
+            };
             if h.magic.get() != format::MAGIC || h.sequence.get() != next_tid {
                 break;
             }
@@ -367,7 +376,9 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                             continue;
                         }
                         let n = fmt.tags(&self.buf).count() as u64;
+                        let from = next;
                         next = log.advance(next, n);
+                        wrapped |= next < from;
                         step(n)?;
                         continue;
                     }
@@ -375,6 +386,7 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                     for tag in fmt.tags(buf) {
                         let io = next;
                         next = log.next(next);
+                        wrapped |= next < io;
                         step(1)?;
                         record(log, c, io, tag, next_tid, data);
                     }
@@ -384,7 +396,9 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                         next_tid = next_tid.wrapping_add(1);
                         continue;
                     }
-                    let Some(commit) = CommitInfo::of(&self.buf) else { break };
+                    let Some(commit) = CommitInfo::of(&self.buf) else {
+                        break;
+                    };
                     let commit_time = commit.commit_sec;
                     if need_check_commit_time {
                         // A descriptor or revoke block failed its checksum
@@ -409,8 +423,9 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                         let matches = crc32_sum == commit.chksum
                             && commit.chksum_type == format::csum_type::CRC32
                             && commit.chksum_size == format::CRC32_CHKSUM_SIZE;
-                        let unused =
-                            commit.chksum_type == 0 && commit.chksum_size == 0 && commit.chksum == 0;
+                        let unused = commit.chksum_type == 0
+                            && commit.chksum_size == 0
+                            && commit.chksum == 0;
                         crc32_sum = !0;
                         matches || unused
                     } else {
@@ -453,6 +468,9 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                 }
                 _ => break,
             }
+        }
+        if pass == Pass::Replay {
+            info.wrapped = wrapped;
         }
         if pass == Pass::Scan {
             if info.end == 0 {
@@ -497,11 +515,13 @@ fn record<D: BlockDevice>(
     let mut flags = if tag.escaped() { ESCAPED } else { 0 };
     if log.fmt.csum_v2_or_v3() {
         if let Err(err) = log.device().read_at(src, data) {
-            c.fail(JournalError::Io {
-                block: io as u32,
-                err,
-            }
-            .into());
+            c.fail(
+                JournalError::Io {
+                    block: io as u32,
+                    err,
+                }
+                .into(),
+            );
             return;
         }
         if !tag.checksum_ok(&log.fmt, tid, data) {

@@ -1,0 +1,484 @@
+//! Journal recovery against the real thing. Each image of the crash matrix
+//! ([`ext4_tests::crash`]) was left needing recovery by the kernel itself;
+//! then, on copies:
+//!
+//! - the engine's in-memory replay (the image untouched) must read, file
+//!   by file (bytes, modes, owners, sizes, times, xattrs, links, link
+//!   counts, inode numbers, flags, data maps), what the kernel reads after
+//!   its own replay (a read-write mount of a copy) and what it reads after
+//!   e2fsck's (`e2fsck -E journal_only`); e2fsck's own reading (`debugfs
+//!   rdump`) must agree on contents, modes, owners, sizes and links;
+//! - the engine's replay onto the device must leave an image `e2fsck -fn`
+//!   passes and that equals e2fsck's byte for byte, but for the superblock
+//!   fields e2fsck rewrites whenever it writes one (free counts, write
+//!   time, kbytes written, and so the checksum);
+//! - without the replay (norecovery) the view must differ, or the image
+//!   would not be testing anything.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ext4_engine::file_device::FileDevice;
+use ext4_engine::journal::{self, Policy};
+use ext4_engine::volume::{OpenOptions, Recovery, Volume};
+use ext4_engine::BlockDevice;
+use ext4_tests::crash::{crash_image, crash_spec, CrashImage, Workload};
+use ext4_tests::oracle::{e2fsck_check, tempfile_path, KernelMount, LoopDevice};
+use ext4_tests::snapshot::{
+    diff, engine_snapshot, host_snapshot, Compare, Field, Kind, Report, Snapshot, WalkOptions,
+    ALL_FIELDS,
+};
+use ext4_tests::util::{fnv64, require_e2fsprogs, require_kernel_ext4, run};
+
+/// Removes a scratch directory however the test ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    let d = tempfile_path(&format!("replay-{name}"));
+    fs::create_dir_all(&d).unwrap();
+    Scratch(d)
+}
+
+fn journal_dev(img: &CrashImage) -> Option<Box<dyn BlockDevice>> {
+    img.journal
+        .as_ref()
+        .map(|j| Box::new(FileDevice::open(j, true).unwrap()) as Box<dyn BlockDevice>)
+}
+
+/// Open `img` read-only through the engine, recovering as `recovery` says.
+fn open(img: &CrashImage, recovery: Recovery) -> Result<Volume<FileDevice>, String> {
+    let dev = FileDevice::open(&img.path, true).map_err(|e| e.to_string())?;
+    let opts = OpenOptions {
+        recovery,
+        ..OpenOptions::default()
+    };
+    Volume::open_with_journal(dev, journal_dev(img), &opts).map_err(|e| e.to_string())
+}
+
+fn file_hash(p: &Path) -> u64 {
+    fnv64(&fs::read(p).unwrap())
+}
+
+/// Mount `img` with the kernel (its external journal on a loop device).
+fn kernel_mount(img: &CrashImage, read_only: bool) -> (KernelMount, Option<LoopDevice>) {
+    let lo = img
+        .journal
+        .as_ref()
+        .map(|j| LoopDevice::attach(j, read_only).expect("attach the journal"));
+    let mut opts = String::from("noatime");
+    if let Some(lo) = &lo {
+        opts.push_str(&format!(",journal_path={}", lo.path().display()));
+    }
+    let m = KernelMount::mount(&img.path, read_only, &opts)
+        .unwrap_or_else(|e| panic!("kernel mount of {}: {e}", img.path.display()));
+    (m, lo)
+}
+
+/// What the kernel reads after replaying `img` itself (it is written).
+fn kernel_view(img: &CrashImage) -> Snapshot {
+    let (m, lo) = kernel_mount(img, false);
+    let snap = host_snapshot(m.path(), WalkOptions::default());
+    m.unmount().expect("unmount");
+    drop(lo);
+    snap
+}
+
+/// `e2fsck -y -E journal_only` on `img` (written).
+fn e2fsck_replay(img: &CrashImage) -> (i32, String) {
+    let mut c = Command::new("e2fsck");
+    c.args(["-y", "-E", "journal_only"]);
+    if let Some(j) = &img.journal {
+        c.arg("-j").arg(j);
+    }
+    c.arg(&img.path);
+    let out = run(&mut c);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `e2fsck -fn` of `img` (with its external journal).
+fn fsck(img: &CrashImage) -> (i32, String) {
+    let Some(j) = &img.journal else {
+        return e2fsck_check(&img.path);
+    };
+    let out = run(Command::new("e2fsck")
+        .arg("-fn")
+        .arg("-j")
+        .arg(j)
+        .arg(&img.path));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// `debugfs rdump / DIR` of `img`.
+fn rdump(img: &Path, dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    let mut c = Command::new("debugfs");
+    c.env("DEBUGFS_PAGER", "__none__")
+        .arg("-R")
+        .arg(format!("rdump / {}", dir.display()))
+        .arg(img);
+    let out = run(&mut c);
+    assert!(out.status.success(), "debugfs rdump failed: {out:?}");
+}
+
+/// Superblock fields e2fsck sets whenever it writes the superblock
+/// (free counts from the group descriptors, write time, kbytes written)
+/// and the checksum over them: (offset in the superblock, length).
+const E2FSCK_REWRITES: &[(usize, usize)] = &[
+    (0x0C, 4),  // s_free_blocks_count_lo
+    (0x10, 4),  // s_free_inodes_count
+    (0x30, 4),  // s_wtime
+    (0x158, 4), // s_free_blocks_count_hi
+    (0x178, 8), // s_kbytes_written
+    (0x274, 1), // s_wtime_hi
+    (0x3FC, 4), // s_checksum
+];
+
+/// Byte offsets where two images differ, but for [`E2FSCK_REWRITES`].
+fn image_differences(a: &Path, b: &Path) -> Vec<u64> {
+    let (x, y) = (fs::read(a).unwrap(), fs::read(b).unwrap());
+    let mut out = Vec::new();
+    if x.len() != y.len() {
+        return vec![u64::MAX];
+    }
+    let allowed = |off: usize| {
+        E2FSCK_REWRITES
+            .iter()
+            .any(|&(o, n)| off >= 1024 + o && off < 1024 + o + n)
+    };
+    for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+        if p != q && !allowed(i) {
+            out.push(i as u64);
+            if out.len() >= 20 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn fields_except(skip: &[Field]) -> Vec<Field> {
+    ALL_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !skip.contains(f))
+        .collect()
+}
+
+fn compare(report: &mut Report, title: &str, want: &Snapshot, got: &Snapshot, fields: &[Field]) {
+    let cmp = Compare {
+        fields,
+        ignore_dir_size: false,
+        ignore_paths: &[],
+    };
+    report.section(title, diff(want, got, &cmp), want.entries.len());
+}
+
+fn check(name: &str) {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let spec = crash_spec(name);
+    let img = crash_image(spec);
+    let work = scratch(name);
+    let mut report = Report::new(&format!("journal replay: {name}"));
+    let bs = spec.block_size as u64;
+
+    // The engine, in memory: the image must stay as it is.
+    let before = file_hash(&img.path);
+    let vol = open(&img, Recovery::Replay).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let ours = engine_snapshot(&vol, WalkOptions::default());
+    let stats = vol.replay().expect("the image needs recovery").stats;
+    report.note(&format!("replayed in memory: {stats:?}"));
+    if stats.blocks == 0 {
+        report.fail("replay", "nothing was replayed: the image tests nothing");
+    }
+    match spec.workload {
+        Workload::Wrap if !stats.wrapped => report.fail("replay", "the log did not wrap"),
+        Workload::Revoke if stats.revoked == 0 => {
+            report.fail("replay", "no logged copy was revoked")
+        }
+        _ => {}
+    }
+    if spec.mount_opts.contains("data=journal") {
+        // Some file data must come from the journal, or data=journal is
+        // not exercised: a data block of some file is replayed.
+        let data_replayed = ours.entries.values().any(|e| {
+            e.kind == Kind::File && e.size > 0 && data_blocks_replayed(&vol, e.ino as u32, bs)
+        });
+        if !data_replayed {
+            report.fail(
+                "replay",
+                "no file data block was replayed under data=journal",
+            );
+        }
+    }
+    drop(vol);
+    if file_hash(&img.path) != before {
+        report.fail("in-memory replay", "the image was written");
+    }
+
+    // Without the replay, the view differs.
+    let raw = open(&img, Recovery::Skip)
+        .map(|v| engine_snapshot(&v, WalkOptions::default()))
+        .unwrap_or_default();
+    let all = fields_except(&[]);
+    let cmp = Compare {
+        fields: &all,
+        ignore_dir_size: false,
+        ignore_paths: &[],
+    };
+    if diff(&ours, &raw, &cmp).is_empty() {
+        report.fail("norecovery", "the unreplayed view equals the replayed one");
+    }
+
+    // The kernel's replay.
+    let k = img.copy_to(&work.0, "kernel");
+    let kernel = kernel_view(&k);
+    compare(
+        &mut report,
+        "kernel's replay vs ours (in memory)",
+        &kernel,
+        &ours,
+        &all,
+    );
+
+    // e2fsck's replay: its own reading, then the kernel's reading of it.
+    let e = img.copy_to(&work.0, "e2fsck");
+    let (code, text) = e2fsck_replay(&e);
+    if code != 0 {
+        report.fail("e2fsck -E journal_only", &format!("exit {code}: {text}"));
+    }
+    let dump = work.0.join("rdump");
+    rdump(&e.path, &dump);
+    let rd = host_snapshot(
+        &dump,
+        WalkOptions {
+            ioctls: false,
+            data_map: false,
+            ..WalkOptions::default()
+        },
+    );
+    // rdump copies contents, permissions, owners and link targets; not
+    // link counts (each name becomes a file), xattrs, times, set-id and
+    // sticky bits, or special files.
+    let rd_fields = [
+        Field::Kind,
+        Field::Mode,
+        Field::Uid,
+        Field::Gid,
+        Field::Size,
+        Field::Link,
+        Field::Content,
+    ];
+    let cmp = Compare {
+        fields: &rd_fields,
+        ignore_dir_size: true,
+        ignore_paths: &["/lost+found"],
+    };
+    let as_rdump = |s: &Snapshot| {
+        let mut s = s.clone();
+        s.entries.retain(|p, e| {
+            p.as_slice() != b"/" && matches!(e.kind, Kind::File | Kind::Dir | Kind::Symlink)
+        });
+        for e in s.entries.values_mut() {
+            e.mode &= !0o7000;
+        }
+        s
+    };
+    report.section(
+        "e2fsck's replay (debugfs rdump) vs ours",
+        diff(&as_rdump(&rd), &as_rdump(&ours), &cmp),
+        rd.entries.len(),
+    );
+    let (m, lo) = kernel_mount(&e, true);
+    let e2 = host_snapshot(m.path(), WalkOptions::default());
+    m.unmount().expect("unmount");
+    drop(lo);
+    compare(
+        &mut report,
+        "e2fsck's replay (kernel reading) vs ours",
+        &e2,
+        &ours,
+        &all,
+    );
+
+    // The engine's replay onto the device.
+    let o = img.copy_to(&work.0, "ours");
+    {
+        let dev = FileDevice::open(&o.path, false).unwrap();
+        let jdev = o
+            .journal
+            .as_ref()
+            .map(|j| FileDevice::open(j, false).unwrap());
+        match journal::recover(
+            &dev,
+            jdev.as_ref().map(|d| d as &dyn BlockDevice),
+            Policy::E2fsck,
+            32 << 20,
+        ) {
+            Ok(Some(r)) => {
+                if r.problem.is_some() || r.marked {
+                    report.fail("recover", &format!("{r:?}"));
+                }
+                if r.stats != stats {
+                    report.fail(
+                        "recover",
+                        &format!("stats {:?} differ from the in-memory {stats:?}", r.stats),
+                    );
+                }
+            }
+            other => report.fail("recover", &format!("{other:?}")),
+        }
+    }
+    let (code, text) = fsck(&o);
+    if code != 0 {
+        report.fail(
+            "e2fsck -fn after our replay",
+            &format!("exit {code}: {text}"),
+        );
+    }
+    let d = image_differences(&o.path, &e.path);
+    if !d.is_empty() {
+        report.fail(
+            "our replay vs e2fsck's, byte by byte",
+            &format!(
+                "differ at bytes {d:?} (blocks {:?})",
+                d.iter().map(|b| b / bs).collect::<BTreeSet<_>>()
+            ),
+        );
+    }
+    if let (Some(a), Some(b)) = (&o.journal, &e.journal) {
+        if file_hash(a) != file_hash(b) {
+            report.fail("our replay vs e2fsck's", "the external journals differ");
+        }
+    }
+    match open(&o, Recovery::Replay) {
+        Ok(v) => {
+            if v.replay().is_some() {
+                report.fail("after our replay", "the image still needs recovery");
+            }
+            let after = engine_snapshot(&v, WalkOptions::default());
+            compare(
+                &mut report,
+                "ours on the device vs ours in memory",
+                &ours,
+                &after,
+                &all,
+            );
+        }
+        Err(e) => report.fail("after our replay", &e),
+    }
+
+    // A read-write open replays onto the device as the kernel does.
+    let w = img.copy_to(&work.0, "rw-open");
+    {
+        let dev = FileDevice::open(&w.path, false).unwrap();
+        let jdev = w
+            .journal
+            .as_ref()
+            .map(|j| Box::new(FileDevice::open(j, false).unwrap()) as Box<dyn BlockDevice>);
+        let opts = OpenOptions {
+            read_only: false,
+            ..OpenOptions::default()
+        };
+        match Volume::open_with_journal(dev, jdev, &opts) {
+            Ok(v) => {
+                if v.replay().is_none_or(|r| r.in_memory) {
+                    report.fail("read-write open", &format!("replay {:?}", v.replay()));
+                }
+            }
+            Err(e) => report.fail("read-write open", &e.to_string()),
+        }
+    }
+    if file_hash(&w.path) != file_hash(&o.path) {
+        report.fail(
+            "read-write open",
+            "the image differs from the one `recover` wrote",
+        );
+    }
+    report.finish();
+}
+
+/// Whether any block of inode `ino`'s data is replayed in memory.
+fn data_blocks_replayed(vol: &Volume<FileDevice>, ino: u32, bs: u64) -> bool {
+    let Ok(inode) = vol.inode(ino) else {
+        return false;
+    };
+    let blocks = inode.size.div_ceil(bs);
+    let mut l = 0;
+    while l < blocks {
+        let Ok(run) = vol.map_block(&inode, l) else {
+            return false;
+        };
+        if let ext4_engine::blockmap::Run::Mapped { pblk, len, .. } = run {
+            if vol.replayed_in(ext4_engine::PhysBlock(pblk), len) {
+                return true;
+            }
+        }
+        l += run.len().max(1);
+    }
+    false
+}
+
+#[test]
+fn csum_64bit_4k() {
+    check("csum-64bit-4k");
+}
+#[test]
+fn nocsum_32bit_1k() {
+    check("nocsum-32bit-1k");
+}
+#[test]
+fn csum_32bit_1k() {
+    check("csum-32bit-1k");
+}
+#[test]
+fn nocsum_64bit_4k() {
+    check("nocsum-64bit-4k");
+}
+#[test]
+fn wrapped_log_1k() {
+    check("wrap-1k");
+}
+#[test]
+fn wrapped_log_csum_4k() {
+    check("wrap-csum-4k");
+}
+#[test]
+fn data_journal_4k() {
+    check("data-journal-4k");
+}
+#[test]
+fn data_journal_1k() {
+    check("data-journal-1k");
+}
+#[test]
+fn revoked_blocks_4k() {
+    check("revoke-4k");
+}
+#[test]
+fn revoked_blocks_1k() {
+    check("revoke-1k");
+}
+#[test]
+fn external_journal_4k() {
+    check("external-4k");
+}
