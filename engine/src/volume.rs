@@ -131,6 +131,10 @@ impl core::fmt::Display for Warning {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Warning::NeedsRecovery => write!(f, "the journal needs recovery and norecovery was given: the journal is ignored, so the newest changes are missing (and the rest may be inconsistent)"),
+            Warning::Replayed(r) if r.stats.transactions == 0 => write!(
+                f,
+                "the journal was marked as needing recovery but holds no committed transaction: nothing to replay"
+            ),
             Warning::Replayed(r) => write!(
                 f,
                 "the journal needed recovery: replayed {} transaction{} ({} blocks) {}",

@@ -25,7 +25,7 @@ use crate::tree::{set_times, set_xattr, Time};
 use crate::util::{cache_dir, fnv64, run, run_ok, FileLock};
 
 /// Bump to rebuild the cached crash images.
-pub const CRASH_VERSION: u32 = 3;
+pub const CRASH_VERSION: u32 = 6;
 
 /// `EXT4_IOC_SHUTDOWN`: `_IOR('X', 125, __u32)`.
 pub const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
@@ -47,6 +47,10 @@ pub enum Workload {
     /// reused for file data: replaying the revoked copies would overwrite
     /// the data.
     Revoke,
+    /// On a `fast_commit` filesystem: fsynced files, which the kernel logs
+    /// as fast commits; `stale`: then a full commit (syncfs), after which
+    /// the fast-commit area holds nothing newer than the log.
+    FastCommit { stale: bool },
 }
 
 /// One crash image of the matrix.
@@ -170,6 +174,14 @@ pub const CRASH_MATRIX: &[CrashSpec] = &[
         "",
         Workload::Revoke,
     ),
+    spec(
+        "fast-commit-stale-4k",
+        4096,
+        "metadata_csum,64bit,fast_commit",
+        4,
+        "",
+        Workload::FastCommit { stale: true },
+    ),
     CrashSpec {
         external: true,
         // A journal device needs 1024 blocks after its superblocks.
@@ -183,6 +195,16 @@ pub const CRASH_MATRIX: &[CrashSpec] = &[
         )
     },
 ];
+
+/// Fast commits the engine cannot replay, left pending by the kernel.
+pub const FAST_COMMIT_PENDING: CrashSpec = spec(
+    "fast-commit-4k",
+    4096,
+    "metadata_csum,64bit,fast_commit",
+    4,
+    "",
+    Workload::FastCommit { stale: false },
+);
 
 pub fn crash_spec(name: &str) -> &'static CrashSpec {
     CRASH_MATRIX
@@ -340,6 +362,17 @@ fn mixed(root: &Path, block_size: u32) {
         fs::remove_file(h.join(format!("entry-{i:05}-{}", "p".repeat(i % 20)))).unwrap();
     }
     fsync_path(&h);
+    // Blocks that begin with the jbd2 magic number: logged (data=journal)
+    // with their first four bytes zeroed and the tag flagged "escaped".
+    let mut magic = Vec::new();
+    for _ in 0..4 {
+        let mut b = random_bytes(&mut rng, block_size as usize);
+        b[..4].copy_from_slice(&0xC03B_3998u32.to_be_bytes());
+        magic.extend_from_slice(&b);
+    }
+    let p = root.join("starts-with-jbd2-magic");
+    fs::write(&p, &magic).unwrap();
+    fsync_path(&p);
     // The last changes are not fsynced: the running transaction dies.
     fs::write(
         root.join("unsynced"),
@@ -377,6 +410,30 @@ fn revoke(root: &Path) {
     for i in 0..40 {
         let p = root.join(format!("reuse-{i:02}"));
         fs::write(&p, random_bytes(&mut rng, 16 << 10)).unwrap();
+        fsync_path(&p);
+    }
+}
+
+/// [`Workload::FastCommit`].
+fn fast_commits(root: &Path, stale: bool) {
+    let mut rng = Rng::new(0xfc);
+    for i in 0..20 {
+        let p = root.join(format!("fc-{i:02}"));
+        fs::write(&p, random_bytes(&mut rng, 100 + i * 700)).unwrap();
+        fsync_path(&p);
+    }
+    if stale {
+        let d = File::open(root).unwrap();
+        // SAFETY: plain syscall on an open descriptor.
+        assert_eq!(unsafe { libc::syncfs(d.as_raw_fd()) }, 0, "syncfs");
+        // Changes in the log only: an xattr change cannot be a fast
+        // commit, so the fsync commits in full (and, unlike syncfs, does
+        // not write the metadata home).
+        for i in 0..5 {
+            fs::write(root.join(format!("after-syncfs-{i}")), b"x").unwrap();
+        }
+        let p = root.join("after-syncfs-0");
+        set_xattr(&p, "user.ineligible", b"full commit").unwrap();
         fsync_path(&p);
     }
 }
@@ -478,8 +535,11 @@ fn make(spec: &CrashSpec, img: &Path, journal: Option<&Path>, wrap_rounds: usize
         Workload::Mixed => mixed(m.path(), spec.block_size),
         Workload::Wrap => wrap(m.path(), wrap_rounds),
         Workload::Revoke => revoke(m.path()),
+        Workload::FastCommit { stale } => fast_commits(m.path(), stale),
     }
-    last_synced(m.path());
+    if !matches!(spec.workload, Workload::FastCommit { .. }) {
+        last_synced(m.path());
+    }
     shutdown(m.path());
     // The image as a power cut leaves it: copied now, because unmounting
     // writes the committed metadata home (the block device is synced when
@@ -539,7 +599,7 @@ pub fn crash_image(spec: &CrashSpec) -> CrashImage {
             // checkpointed: write more until it wraps.
             Workload::Wrap => logdump_wraps(&dump),
             Workload::Revoke => dump.contains("(revoke table)"),
-            Workload::Mixed => true,
+            Workload::Mixed | Workload::FastCommit { .. } => true,
         };
         if ok {
             break;
@@ -554,4 +614,44 @@ pub fn crash_image(spec: &CrashSpec) -> CrashImage {
     fs::write(dir.join("DONE"), "").unwrap();
     eprintln!("built crash image {} in {:.1?}", spec.name, t0.elapsed());
     img
+}
+
+/// Escaped tags (flags with bit 0x1) in `debugfs logdump -a` output.
+pub fn logdump_escapes(dump: &str) -> usize {
+    dump.lines()
+        .filter_map(|l| l.rsplit_once("(flags 0x"))
+        .filter_map(|(_, f)| u32::from_str_radix(f.trim_end_matches(')'), 16).ok())
+        .filter(|f| f & 1 != 0)
+        .count()
+}
+
+/// `spec`'s crash image after the kernel's own replay (a read-write mount
+/// and a clean unmount of a copy), cached beside it: what the kernel
+/// reads from it, for comparisons that mount it again read-only.
+pub fn kernel_replayed(spec: &CrashSpec) -> CrashImage {
+    let img = crash_image(spec);
+    let dir = img.path.parent().unwrap().to_path_buf();
+    let done = dir.join("KERNEL-DONE");
+    let out = CrashImage {
+        path: dir.join("kernel.img"),
+        journal: img.journal.as_ref().map(|_| dir.join("kernel.journal")),
+    };
+    let _lock = FileLock::acquire(&dir.join(".lock-kernel")).expect("lock");
+    if done.exists() {
+        return out;
+    }
+    let tmp = img.copy_to(&dir, "kernel");
+    let lo = tmp
+        .journal
+        .as_ref()
+        .map(|j| LoopDevice::attach(j, false).expect("attach the journal"));
+    let opts = lo
+        .as_ref()
+        .map(|l| format!("journal_path={}", l.path().display()))
+        .unwrap_or_default();
+    let m = KernelMount::mount(&tmp.path, false, &opts).expect("kernel replay mount");
+    m.unmount().expect("unmount");
+    drop(lo);
+    fs::write(&done, "").unwrap();
+    out
 }

@@ -247,6 +247,43 @@ pub fn compare_kernel_written(bin: &Path, statx: bool) {
     report.finish();
 }
 
+/// Crash images (left needing recovery by the kernel, [`crate::crash`])
+/// mounted with `bin` as they are: the journal replayed in memory must
+/// read as the kernel reads them after its own replay (file data from the
+/// journal under data=journal included). With `-o norecovery` the server
+/// must mount them and show them without the replay.
+pub fn compare_crash_images(bin: &Path, statx: bool) {
+    use crate::crash::{crash_image, crash_spec, kernel_replayed};
+    let mut report = Report::new(&format!(
+        "{} vs the kernel's ext4 on images needing recovery",
+        bin.display()
+    ));
+    let fields = fuse_fields(statx);
+    for name in ["data-journal-4k", "csum-32bit-1k"] {
+        let spec = crash_spec(name);
+        let img = crash_image(spec);
+        let kernel = kernel_replayed(spec);
+        compare_with_kernel(bin, name, &kernel.path, &img.path, "", &fields, &mut report);
+        match FuseServer::mount(bin, &img.path, "norecovery") {
+            Ok(f) => {
+                // The last fsynced files are in the journal only.
+                let late = f.path().join("last-synced/f7");
+                if late.exists() {
+                    report.fail(
+                        &format!("{name}: norecovery"),
+                        "shows a file the journal alone holds",
+                    );
+                }
+                if let Err(e) = f.unmount() {
+                    report.fail(&format!("{name}: norecovery unmount"), &e);
+                }
+            }
+            Err(e) => report.fail(&format!("{name}: norecovery mount"), &e),
+        }
+    }
+    report.finish();
+}
+
 /// Mount `img` with the kernel's ext4 and with `bin` (on `source`: the
 /// image file itself or a block device holding it) side by side and add
 /// every difference of a whole-tree walk (stat fields, contents, xattrs,

@@ -94,6 +94,16 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The e2fsprogs test images (`*.img.gz`, with `MANIFEST.tsv`):
+/// `$EXT4_CORPUS`, else `../shared/corpus/e2fsprogs` beside the checkout.
+pub fn corpus_dir() -> PathBuf {
+    std::env::var_os("EXT4_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs")
+        })
+}
+
 /// A binary of the workspace built beside the running test:
 /// `target/<profile>/deps/<test>` -> `target/<profile>/<name>`.
 pub fn built_binary(name: &str, package: &str) -> PathBuf {

@@ -263,62 +263,21 @@ fn check(name: &str) {
     // e2fsck's replay: its own reading, then the kernel's reading of it.
     let e = img.copy_to(&work.0, "e2fsck");
     let (code, text) = e2fsck_replay(&e);
-    if code != 0 {
+    // e2fsck (1.47) fails a replay over a stale fast-commit area (a head
+    // tag of an older transaction: EINVAL) where the kernel stops its
+    // fast-commit scan cleanly and mounts; the engine follows the kernel.
+    let e2fsck_agrees = !matches!(spec.workload, Workload::FastCommit { .. });
+    if !e2fsck_agrees {
+        report.note(&format!(
+            "e2fsck -E journal_only: exit {code} (not compared: {})",
+            text.lines().last().unwrap_or("")
+        ));
+    } else if code != 0 {
         report.fail("e2fsck -E journal_only", &format!("exit {code}: {text}"));
     }
-    let dump = work.0.join("rdump");
-    rdump(&e.path, &dump);
-    let rd = host_snapshot(
-        &dump,
-        WalkOptions {
-            ioctls: false,
-            data_map: false,
-            ..WalkOptions::default()
-        },
-    );
-    // rdump copies contents, permissions, owners and link targets; not
-    // link counts (each name becomes a file), xattrs, times, set-id and
-    // sticky bits, or special files.
-    let rd_fields = [
-        Field::Kind,
-        Field::Mode,
-        Field::Uid,
-        Field::Gid,
-        Field::Size,
-        Field::Link,
-        Field::Content,
-    ];
-    let cmp = Compare {
-        fields: &rd_fields,
-        ignore_dir_size: true,
-        ignore_paths: &["/lost+found"],
-    };
-    let as_rdump = |s: &Snapshot| {
-        let mut s = s.clone();
-        s.entries.retain(|p, e| {
-            p.as_slice() != b"/" && matches!(e.kind, Kind::File | Kind::Dir | Kind::Symlink)
-        });
-        for e in s.entries.values_mut() {
-            e.mode &= !0o7000;
-        }
-        s
-    };
-    report.section(
-        "e2fsck's replay (debugfs rdump) vs ours",
-        diff(&as_rdump(&rd), &as_rdump(&ours), &cmp),
-        rd.entries.len(),
-    );
-    let (m, lo) = kernel_mount(&e, true);
-    let e2 = host_snapshot(m.path(), WalkOptions::default());
-    m.unmount().expect("unmount");
-    drop(lo);
-    compare(
-        &mut report,
-        "e2fsck's replay (kernel reading) vs ours",
-        &e2,
-        &ours,
-        &all,
-    );
+    if e2fsck_agrees {
+        compare_with_e2fsck(&mut report, &e, &ours, &all);
+    }
 
     // The engine's replay onto the device.
     let o = img.copy_to(&work.0, "ours");
@@ -356,7 +315,7 @@ fn check(name: &str) {
         );
     }
     let d = image_differences(&o.path, &e.path);
-    if !d.is_empty() {
+    if e2fsck_agrees && !d.is_empty() {
         report.fail(
             "our replay vs e2fsck's, byte by byte",
             &format!(
@@ -415,6 +374,64 @@ fn check(name: &str) {
         );
     }
     report.finish();
+}
+
+/// e2fsck's replay `e` read by e2fsck itself (`debugfs rdump`) and by the
+/// kernel, against the engine's in-memory replay `ours`.
+fn compare_with_e2fsck(report: &mut Report, e: &CrashImage, ours: &Snapshot, all: &[Field]) {
+    let dump = e.path.with_extension("rdump");
+    rdump(&e.path, &dump);
+    let rd = host_snapshot(
+        &dump,
+        WalkOptions {
+            ioctls: false,
+            data_map: false,
+            ..WalkOptions::default()
+        },
+    );
+    // rdump copies contents, permissions, owners and link targets; not
+    // link counts (each name becomes a file), xattrs, times, set-id and
+    // sticky bits, or special files.
+    let rd_fields = [
+        Field::Kind,
+        Field::Mode,
+        Field::Uid,
+        Field::Gid,
+        Field::Size,
+        Field::Link,
+        Field::Content,
+    ];
+    let cmp = Compare {
+        fields: &rd_fields,
+        ignore_dir_size: true,
+        ignore_paths: &["/lost+found"],
+    };
+    let as_rdump = |s: &Snapshot| {
+        let mut s = s.clone();
+        s.entries.retain(|p, e| {
+            p.as_slice() != b"/" && matches!(e.kind, Kind::File | Kind::Dir | Kind::Symlink)
+        });
+        for e in s.entries.values_mut() {
+            e.mode &= !0o7000;
+        }
+        s
+    };
+    report.section(
+        "e2fsck's replay (debugfs rdump) vs ours",
+        diff(&as_rdump(&rd), &as_rdump(ours), &cmp),
+        rd.entries.len(),
+    );
+    let (m, lo) = kernel_mount(e, true);
+    let e2 = host_snapshot(m.path(), WalkOptions::default());
+    m.unmount().expect("unmount");
+    drop(lo);
+    compare(
+        report,
+        "e2fsck's replay (kernel reading) vs ours",
+        &e2,
+        ours,
+        all,
+    );
 }
 
 /// Whether any block of inode `ino`'s data is replayed in memory.
@@ -481,4 +498,216 @@ fn revoked_blocks_1k() {
 #[test]
 fn external_journal_4k() {
     check("external-4k");
+}
+
+/// Where the engine knowingly parts from the oracles on the corpus, and
+/// why (anything else that differs fails).
+const CORPUS_EXCEPTIONS: &[(&str, &str)] = &[
+    (
+        "j_recover_fast_commit",
+        "fast commits to replay: refused, naming fast_commit (the kernel and e2fsck replay them)",
+    ),
+    (
+        "j_corrupt_sb_csum",
+        "a journal superblock failing its checksum: refused, as the kernel does (e2fsck -y \
+         clears the journal in a full check; recover leaves that to e2fsck)",
+    ),
+];
+
+/// e2fsprogs' journal test images (the corpus's `j_*`): whether the engine
+/// opens each one (replaying in memory) must match whether the kernel
+/// mounts a copy, and what it reads must match what the kernel reads;
+/// `recover` must leave the bytes `e2fsck -E journal_only` leaves (but for
+/// the superblock fields e2fsck rewrites), and `e2fsck -fn` must judge both
+/// results alike. Prints a table beside `e2fsck -fn`'s verdict on the
+/// unreplayed image (MANIFEST.tsv).
+#[test]
+fn e2fsprogs_journal_images() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let dir = ext4_tests::util::corpus_dir();
+    let manifest = fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap_or_default();
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("j_") && n.ends_with(".img.gz"))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        ext4_tests::util::skip(&format!("no j_* images in {}", dir.display()));
+        return;
+    }
+    let work = scratch("corpus");
+    let mut report = Report::new("e2fsprogs journal images");
+    report.note("image | e2fsck -fn (unreplayed) | kernel mount | engine open | e2fsck -E journal_only | engine recover | recovered bytes");
+    for file in &names {
+        let name = file.trim_end_matches(".img.gz");
+        let fsck_fn = manifest
+            .lines()
+            .find(|l| l.starts_with(file.as_str()))
+            .and_then(|l| l.split('\t').nth(1))
+            .unwrap_or("?");
+        let src = work.0.join(format!("{name}.img"));
+        let out = run(Command::new("gzip").arg("-dc").arg(dir.join(file)));
+        fs::write(&src, out.stdout).unwrap();
+        let copy = |stem: &str| {
+            CrashImage {
+                path: src.clone(),
+                journal: None,
+            }
+            .copy_to(&work.0, &format!("{name}-{stem}"))
+        };
+        let exception = CORPUS_EXCEPTIONS.iter().find(|(n, _)| *n == name);
+
+        // Open verdicts: ours and the kernel's.
+        let ours = open(
+            &CrashImage {
+                path: src.clone(),
+                journal: None,
+            },
+            Recovery::Replay,
+        );
+        let k = copy("kernel");
+        let kernel = KernelMount::mount(&k.path, false, "noatime");
+        let kernel_text = match &kernel {
+            Ok(_) => "mounts".to_string(),
+            Err(_) => "refuses".to_string(),
+        };
+        let ours_text = match &ours {
+            Ok(v) => match v.replay() {
+                Some(r) => format!("replays {} blocks", r.stats.blocks),
+                None => "opens".into(),
+            },
+            Err(e) => format!("refuses ({e})"),
+        };
+        if ours.is_ok() != kernel.is_ok() && exception.is_none() {
+            report.fail(
+                &format!("{name}: open"),
+                &format!("the kernel {kernel_text}, the engine {ours_text}"),
+            );
+        }
+        if let (Ok(v), Ok(m)) = (&ours, &kernel) {
+            let want = host_snapshot(m.path(), WalkOptions::default());
+            let got = engine_snapshot(v, WalkOptions::default());
+            compare(
+                &mut report,
+                &format!("{name}: the kernel's replay vs ours"),
+                &want,
+                &got,
+                &fields_except(&[]),
+            );
+        }
+        if let Ok(m) = kernel {
+            m.unmount().expect("unmount");
+        }
+
+        // On the device: ours and e2fsck's.
+        let e = copy("e2fsck");
+        let (e_code, _) = e2fsck_replay(&e);
+        let o = copy("ours");
+        let recovered = {
+            let dev = FileDevice::open(&o.path, false).unwrap();
+            journal::recover(&dev, None, Policy::E2fsck, 32 << 20)
+        };
+        let rec_text = match &recovered {
+            Ok(Some(r)) => format!(
+                "{} blocks{}",
+                r.stats.blocks,
+                r.problem
+                    .as_ref()
+                    .map(|p| format!(", {p}; marked for a check"))
+                    .unwrap_or_default()
+            ),
+            Ok(None) => "nothing to do".into(),
+            Err(e) => format!("refuses ({e})"),
+        };
+        let bytes = if recovered.is_ok() && e_code == 0 {
+            let d = image_differences(&o.path, &e.path);
+            if d.is_empty() {
+                let (a, _) = e2fsck_check(&o.path);
+                let (b, _) = e2fsck_check(&e.path);
+                if a != b {
+                    report.fail(
+                        &format!("{name}: e2fsck -fn after replay"),
+                        &format!("ours {a}, e2fsck's {b}"),
+                    );
+                }
+                format!("equal to e2fsck's (e2fsck -fn: {a})")
+            } else {
+                report.fail(
+                    &format!("{name}: recovered bytes"),
+                    &format!("differ from e2fsck's at {d:?}"),
+                );
+                "DIFFER".into()
+            }
+        } else {
+            if exception.is_none() && recovered.is_ok() != (e_code == 0) {
+                report.fail(
+                    &format!("{name}: recover"),
+                    &format!("e2fsck exits {e_code}, the engine: {rec_text}"),
+                );
+            }
+            "-".into()
+        };
+        report.note(&format!(
+            "{name} | {fsck_fn} | {kernel_text} | {ours_text} | exit {e_code} | {rec_text} | {bytes}"
+        ));
+        if let Some((_, why)) = exception {
+            report.note(&format!("    (expected difference: {why})"));
+        }
+    }
+    report.finish();
+}
+
+#[test]
+fn stale_fast_commit_area() {
+    check("fast-commit-stale-4k");
+}
+
+/// Fast commits left pending by the kernel: the engine cannot replay them
+/// and refuses, naming the feature (read-only open, read-write open and
+/// `recover` alike, the image untouched), where the kernel replays them;
+/// norecovery opens the image without the journal.
+#[test]
+fn pending_fast_commits_are_refused_by_name() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let img = crash_image(&ext4_tests::crash::FAST_COMMIT_PENDING);
+    let work = scratch("fast-commit");
+    let before = file_hash(&img.path);
+    let e = open(&img, Recovery::Replay)
+        .err()
+        .expect("opened despite fast commits");
+    assert!(e.contains("fast_commit"), "{e}");
+    let w = img.copy_to(&work.0, "rw");
+    let dev = FileDevice::open(&w.path, false).unwrap();
+    let opts = OpenOptions {
+        read_only: false,
+        ..OpenOptions::default()
+    };
+    let e = Volume::open(dev, &opts)
+        .err()
+        .expect("opened read-write despite fast commits");
+    assert!(e.to_string().contains("fast_commit"), "{e}");
+    let dev = FileDevice::open(&w.path, false).unwrap();
+    let e = journal::recover(&dev, None, Policy::E2fsck, 32 << 20).expect_err("recovered");
+    assert!(e.to_string().contains("fast_commit"), "{e}");
+    assert_eq!(
+        file_hash(&w.path),
+        before,
+        "a refused recovery wrote the image"
+    );
+    assert_eq!(file_hash(&img.path), before);
+    let v = open(&img, Recovery::Skip).expect("norecovery open");
+    assert!(v.sb().needs_recovery());
+    // The kernel does replay them: the test is not about an image nobody
+    // could recover.
+    let k = img.copy_to(&work.0, "kernel");
+    let m = KernelMount::mount(&k.path, false, "").expect("the kernel replays fast commits");
+    assert!(m.path().join("fc-19").exists());
+    m.unmount().unwrap();
 }

@@ -56,6 +56,10 @@ pub enum JournalError {
     /// (at block `at` of the journal's device) does not match its tag's
     /// checksum.
     TagChecksum { tid: u32, at: u64, target: u64 },
+    /// Transaction `tid` holds a descriptor or revoke block that fails its
+    /// checksum, and its commit block (at log block `commit`) is not older
+    /// than the one before, so the blocks are not stale leftovers.
+    DamagedTransaction { tid: u32, commit: u32 },
     /// A revoke block whose count runs past the block.
     RevokeCount { tid: u32, block: u32 },
     /// The commit block of transaction `tid` fails its checksum: the
@@ -129,6 +133,11 @@ impl fmt::Display for JournalError {
                 f,
                 "journal: the copy of block {target} logged by transaction {tid} (at block {at} \
                  of the journal's device) fails its checksum"
+            ),
+            JournalError::DamagedTransaction { tid, commit } => write!(
+                f,
+                "journal: transaction {tid} (committed at log block {commit}) holds a descriptor \
+                 or revoke block that fails its checksum"
             ),
             JournalError::RevokeCount { tid, block } => write!(
                 f,

@@ -406,10 +406,9 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                         // new as the last one says the log is damaged; an
                         // older one says the blocks were stale.
                         if commit_time >= last_commit_time {
-                            return Err(JournalError::Checksum {
+                            return Err(JournalError::DamagedTransaction {
                                 tid: next_tid,
-                                block: at,
-                                what: "transaction (a descriptor or revoke block)",
+                                commit: at,
                             }
                             .into());
                         }
