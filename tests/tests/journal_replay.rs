@@ -24,7 +24,7 @@ use ext4_engine::file_device::FileDevice;
 use ext4_engine::journal::{self, Policy};
 use ext4_engine::volume::{OpenOptions, Recovery, Volume};
 use ext4_engine::BlockDevice;
-use ext4_tests::crash::{crash_image, crash_spec, CrashImage, Workload};
+use ext4_tests::crash::{crash_image, crash_spec, logdump_escapes, CrashImage, Workload};
 use ext4_tests::oracle::{e2fsck_check, tempfile_path, KernelMount, LoopDevice};
 use ext4_tests::snapshot::{
     diff, engine_snapshot, host_snapshot, Compare, Field, Kind, Report, Snapshot, WalkOptions,
@@ -108,6 +108,17 @@ fn e2fsck_replay(img: &CrashImage) -> (i32, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// `debugfs logdump -a` of `img`: every tag of the log with its flags.
+fn logdump_all(img: &CrashImage) -> String {
+    let mut c = Command::new("debugfs");
+    c.env("DEBUGFS_PAGER", "__none__").arg("-c").arg("-R");
+    match &img.journal {
+        Some(j) => c.arg(format!("logdump -a -f {}", j.display())),
+        None => c.arg("logdump -a"),
+    };
+    String::from_utf8_lossy(&run(c.arg(&img.path)).stdout).into_owned()
 }
 
 /// `e2fsck -fn` of `img` (with its external journal).
@@ -228,6 +239,11 @@ fn check(name: &str) {
                 "replay",
                 "no file data block was replayed under data=journal",
             );
+        }
+        let escapes = logdump_escapes(&logdump_all(&img));
+        report.note(&format!("escaped tags in the log: {escapes}"));
+        if escapes == 0 {
+            report.fail("replay", "no escaped block in the log under data=journal");
         }
     }
     drop(vol);
