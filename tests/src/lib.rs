@@ -9,6 +9,7 @@ pub mod checks;
 pub mod crash;
 pub mod fuse;
 pub mod image;
+pub mod jbuild;
 pub mod kwimage;
 pub mod oracle;
 pub mod rng;
