@@ -439,10 +439,8 @@ fn journal(vol: &Vol, cli: &Cli, f: &mut Fields) {
     if !vol.sb().has_compat(compat::HAS_JOURNAL) {
         return;
     }
-    let ext = match crate::open_journal(cli, false) {
-        Ok(d) => d,
-        Err(_) => None,
-    };
+    // An external journal that cannot be opened shows as unreadable.
+    let ext = crate::open_journal(cli, false).unwrap_or_default();
     let j = match vol.journal_info(ext.as_ref().map(|d| d as &dyn BlockDevice)) {
         Ok(Some(j)) => j,
         Ok(None) => return,

@@ -240,7 +240,7 @@ fn looks_like_dir(b: &[u8]) -> bool {
     while pos + 8 <= b.len() {
         let rec = le16(b, pos + 4) as usize;
         let nl = b[pos + 6] as usize;
-        if rec < 8 || rec % 4 != 0 || 8 + nl > rec || (le32(b, pos) != 0 && nl == 0) {
+        if rec < 8 || !rec.is_multiple_of(4) || 8 + nl > rec || (le32(b, pos) != 0 && nl == 0) {
             return false;
         }
         pos += rec;

@@ -47,6 +47,9 @@ pub enum Workload {
     /// reused for file data: replaying the revoked copies would overwrite
     /// the data.
     Revoke,
+    /// A few files, a directory, xattrs and links, fsynced: for the small
+    /// images that seed the journal fuzz target.
+    Small,
     /// On a `fast_commit` filesystem: fsynced files, which the kernel logs
     /// as fast commits; `stale`: then a full commit (syncfs), after which
     /// the fast-commit area holds nothing newer than the log.
@@ -195,6 +198,43 @@ pub const CRASH_MATRIX: &[CrashSpec] = &[
         )
     },
 ];
+
+/// Small crash images (4 MiB, a 1 MiB journal) for the journal fuzz
+/// target's seeds (`fuzz/seeds/journal/`, made by
+/// `cargo test -p ext4-tests --test journal_replay -- --ignored make_fuzz_seeds`).
+pub const FUZZ_SEEDS: &[CrashSpec] = &[
+    small("seed-csum-1k", "metadata_csum,64bit", "", Workload::Small),
+    small(
+        "seed-nocsum-1k",
+        "^metadata_csum,^64bit",
+        "",
+        Workload::Small,
+    ),
+    small(
+        "seed-data-journal-1k",
+        "metadata_csum,^64bit",
+        "data=journal",
+        Workload::Small,
+    ),
+    small(
+        "seed-revoke-1k",
+        "^metadata_csum,64bit",
+        "",
+        Workload::Revoke,
+    ),
+];
+
+const fn small(
+    name: &'static str,
+    features: &'static str,
+    mount_opts: &'static str,
+    workload: Workload,
+) -> CrashSpec {
+    CrashSpec {
+        size: "4M",
+        ..spec(name, 1024, features, 1, mount_opts, workload)
+    }
+}
 
 /// Fast commits the engine cannot replay, left pending by the kernel.
 pub const FAST_COMMIT_PENDING: CrashSpec = spec(
@@ -382,6 +422,25 @@ fn mixed(root: &Path, block_size: u32) {
     fs::create_dir(root.join("unsynced-dir")).unwrap();
 }
 
+/// [`Workload::Small`].
+fn small_workload(root: &Path) {
+    let mut rng = Rng::new(0x5a11);
+    let d = root.join("dir");
+    fs::create_dir(&d).unwrap();
+    for i in 0..12 {
+        let p = d.join(format!("f{i}"));
+        fs::write(&p, random_bytes(&mut rng, 300 * i)).unwrap();
+        if i % 2 == 0 {
+            fsync_path(&p);
+        }
+    }
+    set_xattr(&d.join("f1"), "user.x", b"value").unwrap();
+    symlink("f1", d.join("link")).unwrap();
+    fs::hard_link(d.join("f2"), d.join("f2-again")).unwrap();
+    fs::remove_file(d.join("f3")).unwrap();
+    fsync_path(&d);
+}
+
 /// [`Workload::Wrap`]: `rounds` fsynced rewrites of a few small files.
 fn wrap(root: &Path, rounds: usize) {
     let mut rng = Rng::new(0x3a9);
@@ -393,21 +452,22 @@ fn wrap(root: &Path, rounds: usize) {
 }
 
 /// [`Workload::Revoke`].
-fn revoke(root: &Path) {
+fn revoke(root: &Path, small: bool) {
     let mut rng = Rng::new(0x7e0);
     let d = root.join("doomed");
     fs::create_dir(&d).unwrap();
     let name = |i: usize| format!("entry-with-a-rather-long-name-{i:05}");
-    for i in 0..800 {
+    let n = if small { 200 } else { 800 };
+    for i in 0..n {
         fs::write(d.join(name(i)), b"").unwrap();
     }
     fsync_path(&d);
-    for i in 0..800 {
+    for i in 0..n {
         fs::remove_file(d.join(name(i))).unwrap();
     }
     fs::remove_dir(&d).unwrap();
     fsync_path(root);
-    for i in 0..40 {
+    for i in 0..if small { 10 } else { 40 } {
         let p = root.join(format!("reuse-{i:02}"));
         fs::write(&p, random_bytes(&mut rng, 16 << 10)).unwrap();
         fsync_path(&p);
@@ -534,8 +594,9 @@ fn make(spec: &CrashSpec, img: &Path, journal: Option<&Path>, wrap_rounds: usize
     match spec.workload {
         Workload::Mixed => mixed(m.path(), spec.block_size),
         Workload::Wrap => wrap(m.path(), wrap_rounds),
-        Workload::Revoke => revoke(m.path()),
+        Workload::Revoke => revoke(m.path(), spec.size == "4M"),
         Workload::FastCommit { stale } => fast_commits(m.path(), stale),
+        Workload::Small => small_workload(m.path()),
     }
     if !matches!(spec.workload, Workload::FastCommit { .. }) {
         last_synced(m.path());
@@ -599,7 +660,7 @@ pub fn crash_image(spec: &CrashSpec) -> CrashImage {
             // checkpointed: write more until it wraps.
             Workload::Wrap => logdump_wraps(&dump),
             Workload::Revoke => dump.contains("(revoke table)"),
-            Workload::Mixed | Workload::FastCommit { .. } => true,
+            Workload::Mixed | Workload::FastCommit { .. } | Workload::Small => true,
         };
         if ok {
             break;

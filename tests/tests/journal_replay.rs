@@ -976,3 +976,26 @@ fn written_journals_against_the_kernel_and_e2fsck() {
     }
     report.finish();
 }
+
+/// Not a test: writes the journal fuzz target's seeds (small images the
+/// kernel left needing recovery) to `fuzz/seeds/journal/`.
+#[test]
+#[ignore]
+fn make_fuzz_seeds() {
+    assert!(require_e2fsprogs() && require_kernel_ext4());
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/journal");
+    fs::create_dir_all(&out).unwrap();
+    for spec in ext4_tests::crash::FUZZ_SEEDS {
+        let img = crash_image(spec);
+        let v = open(&img, Recovery::Replay).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        assert!(
+            v.replay().is_some_and(|r| r.stats.blocks > 0),
+            "{}: nothing to replay",
+            spec.name
+        );
+        let gz = out.join(format!("{}.img.gz", spec.name));
+        let o = run(Command::new("gzip").arg("-9nc").arg(&img.path));
+        fs::write(&gz, o.stdout).unwrap();
+        eprintln!("{}", gz.display());
+    }
+}

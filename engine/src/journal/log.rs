@@ -3,6 +3,7 @@
 //! journal device, with the journal superblock checked as the kernel's
 //! jbd2 checks it before it recovers anything.
 
+use alloc::boxed::Box;
 use alloc::vec;
 use core::cell::Cell;
 
@@ -23,7 +24,10 @@ use crate::volume::Volume;
 /// Where the journal's blocks are.
 enum Place<'a, D: BlockDevice> {
     /// In the journal inode of the filesystem on `vol`'s device.
-    Inode { vol: &'a Volume<D>, inode: Inode },
+    Inode {
+        vol: &'a Volume<D>,
+        inode: Box<Inode>,
+    },
     /// On an external device, where log block `n` is device block `n`
     /// (the journal superblock is at `sb_block`, after the device's own
     /// ext4 superblock; `s_first` points past it).
@@ -85,7 +89,13 @@ impl<'a, D: BlockDevice> Log<'a, D> {
                 return bad("the journal inode is not a regular file");
             }
             let total = inode.size / bs as u64;
-            (Place::Inode { vol, inode }, total)
+            (
+                Place::Inode {
+                    vol,
+                    inode: Box::new(inode),
+                },
+                total,
+            )
         } else {
             let Some(dev) = external else {
                 return Err(JournalError::ExternalNeeded {
