@@ -494,17 +494,7 @@ fn journal(vol: &Vol, cli: &Cli, f: &mut Fields) {
     }
     let state = match (&j.replay, j.needs_recovery) {
         (Some(r), _) => {
-            let s = &r.stats;
-            let what = format!(
-                "{} transaction{} ({}..{}), {} blocks from {} logged, {} copies revoked",
-                s.transactions,
-                if s.transactions == 1 { "" } else { "s" },
-                s.first_tid,
-                s.end_tid,
-                s.blocks,
-                s.logged,
-                s.revoked
-            );
+            let what = crate::util::replay_text(&r.stats);
             if r.in_memory {
                 format!("needs recovery: {what}; replayed in memory for this view, the image is unchanged (`recover` writes it)")
             } else {
@@ -522,18 +512,9 @@ fn journal(vol: &Vol, cli: &Cli, f: &mut Fields) {
         f.lines.push((l.to_string(), v));
     }
     let replay = j.replay.map(|r| {
-        let s = r.stats;
-        json!({
-            "in_memory": r.in_memory,
-            "transactions": s.transactions,
-            "first_transaction": s.first_tid,
-            "end_transaction": s.end_tid,
-            "logged_blocks": s.logged,
-            "replayed_blocks": s.blocks,
-            "revoke_records": s.revoke_records,
-            "revoked_copies": s.revoked,
-            "wrapped": s.wrapped,
-        })
+        let mut v = crate::util::replay_json(&r.stats);
+        v["in_memory"] = json!(r.in_memory);
+        v
     });
     f.json.insert(
         "journal".into(),

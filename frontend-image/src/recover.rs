@@ -47,34 +47,17 @@ pub fn run(cli: &Cli, json_out: bool) -> CmdResult {
     let s = &r.stats;
     let problem = r.problem.as_ref().map(|p| p.to_string());
     if json_out {
-        let v = json!({
-            "needed": true,
-            "transactions": s.transactions,
-            "first_transaction": s.first_tid,
-            "end_transaction": s.end_tid,
-            "logged_blocks": s.logged,
-            "replayed_blocks": s.blocks,
-            "revoke_records": s.revoke_records,
-            "revoked_copies": s.revoked,
-            "wrapped": s.wrapped,
-            "problem": problem,
-            "marked_for_check": r.marked,
-            "seconds": secs,
-        });
+        let mut v = crate::util::replay_json(s);
+        v["needed"] = json!(true);
+        v["problem"] = json!(problem);
+        v["marked_for_check"] = json!(r.marked);
+        v["seconds"] = json!(secs);
         writeln!(out, "{v}").map_err(out_err)?;
     } else {
         writeln!(
             out,
-            "{img}: recovered {} transaction{} ({}..{}): {} blocks replayed from {} logged, \
-             {} copies revoked ({:.3} s)",
-            s.transactions,
-            if s.transactions == 1 { "" } else { "s" },
-            s.first_tid,
-            s.end_tid,
-            s.blocks,
-            s.logged,
-            s.revoked,
-            secs
+            "{img}: recovered {} ({secs:.3} s)",
+            crate::util::replay_text(s)
         )
         .map_err(out_err)?;
         if let Some(p) = &problem {

@@ -12,7 +12,7 @@ use ext4_engine::journal::format::{
 };
 use zerocopy::FromBytes;
 
-use crate::mutate::Rng;
+use crate::mutate::{le16, le32, Rng};
 
 /// Where the journal of an image lies.
 #[derive(Clone, Copy, Debug)]
@@ -24,14 +24,6 @@ pub struct Geometry {
     pub blocks: usize,
 }
 
-fn le16(d: &[u8], o: usize) -> u64 {
-    d.get(o..o + 2)
-        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as u64)
-}
-fn le32(d: &[u8], o: usize) -> u64 {
-    d.get(o..o + 4)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
-}
 fn be32(d: &[u8], o: usize) -> u32 {
     d.get(o..o + 4)
         .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))

@@ -40,11 +40,11 @@ pub struct Region {
     pub block: u64,
 }
 
-fn le16(d: &[u8], o: usize) -> u64 {
+pub fn le16(d: &[u8], o: usize) -> u64 {
     d.get(o..o + 2)
         .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as u64)
 }
-fn le32(d: &[u8], o: usize) -> u64 {
+pub fn le32(d: &[u8], o: usize) -> u64 {
     d.get(o..o + 4)
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
 }

@@ -16,13 +16,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use crate::kwimage::{kernel_release, random_bytes};
 use crate::oracle::{mke2fs_version, KernelMount, LoopDevice};
 use crate::rng::Rng;
 use crate::tree::{set_times, set_xattr, Time};
-use crate::util::{cache_dir, fnv64, run, run_ok, FileLock};
+use crate::util::{cached_build, fnv64, run, run_ok, FileLock};
 
 /// Bump to rebuild the cached crash images.
 pub const CRASH_VERSION: u32 = 6;
@@ -630,51 +629,35 @@ pub fn crash_image(spec: &CrashSpec) -> CrashImage {
         )
         .as_bytes(),
     );
-    let cache = cache_dir();
-    let name = format!("crash-{}", spec.name);
-    let dir = cache.join(format!("{name}-{key:016x}"));
-    let img = CrashImage {
+    let dir = cached_build(&format!("crash-{}", spec.name), key, |dir| {
+        let img = dir.join("image.img");
+        let journal = spec.external.then(|| dir.join("journal.img"));
+        let mut rounds = 700;
+        for attempt in 0.. {
+            make(spec, &img, journal.as_deref(), rounds);
+            let dump = logdump(&img, journal.as_deref());
+            let ok = match spec.workload {
+                // Where the live log ends at the crash depends on how much
+                // was checkpointed: write more until it wraps.
+                Workload::Wrap => logdump_wraps(&dump),
+                Workload::Revoke => dump.contains("(revoke table)"),
+                Workload::Mixed | Workload::FastCommit { .. } | Workload::Small => true,
+            };
+            if ok {
+                break;
+            }
+            assert!(
+                attempt < 6,
+                "{}: the kernel's log never showed what the workload is for:\n{dump}",
+                spec.name
+            );
+            rounds += 333;
+        }
+    });
+    CrashImage {
         path: dir.join("image.img"),
         journal: spec.external.then(|| dir.join("journal.img")),
-    };
-    let _lock = FileLock::acquire(&cache.join(format!(".lock-{name}"))).expect("lock");
-    if dir.join("DONE").exists() {
-        return img;
     }
-    for e in fs::read_dir(&cache).into_iter().flatten().flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("{name}-"))
-        {
-            let _ = fs::remove_dir_all(e.path());
-        }
-    }
-    fs::create_dir_all(&dir).unwrap();
-    let t0 = Instant::now();
-    let mut rounds = 700;
-    for attempt in 0.. {
-        make(spec, &img.path, img.journal.as_deref(), rounds);
-        let dump = logdump(&img.path, img.journal.as_deref());
-        let ok = match spec.workload {
-            // Where the live log ends at the crash depends on how much was
-            // checkpointed: write more until it wraps.
-            Workload::Wrap => logdump_wraps(&dump),
-            Workload::Revoke => dump.contains("(revoke table)"),
-            Workload::Mixed | Workload::FastCommit { .. } | Workload::Small => true,
-        };
-        if ok {
-            break;
-        }
-        assert!(
-            attempt < 6,
-            "{}: the kernel's log never showed what the workload is for:\n{dump}",
-            spec.name
-        );
-        rounds += 333;
-    }
-    fs::write(dir.join("DONE"), "").unwrap();
-    eprintln!("built crash image {} in {:.1?}", spec.name, t0.elapsed());
-    img
 }
 
 /// Escaped tags (flags with bit 0x1) in `debugfs logdump -a` output.
