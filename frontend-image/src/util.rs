@@ -251,6 +251,7 @@ pub fn replay_json(s: &ext4_engine::journal::ReplayStats) -> serde_json::Value {
         "revoke_records": s.revoke_records,
         "revoked_copies": s.revoked,
         "wrapped": s.wrapped,
+        "log_blocks": s.log_blocks,
     })
 }
 

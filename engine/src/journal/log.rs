@@ -5,7 +5,8 @@
 
 use alloc::boxed::Box;
 use alloc::vec;
-use core::cell::Cell;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
 
 use zerocopy::{FromBytes, FromZeros};
 
@@ -58,6 +59,22 @@ pub struct Log<'a, D: BlockDevice> {
     /// The last run of the journal inode looked up: (log block, device
     /// block, length). The log is read mostly in order.
     run: Cell<(u32, u64, u32)>,
+    window: RefCell<Window>,
+}
+
+/// Bytes of log read ahead at once.
+pub const READ_AHEAD: usize = 256 << 10;
+
+/// Log blocks read ahead: `len` bytes of the journal's device from byte
+/// `start`, in a buffer allocated once.
+struct Window {
+    /// Whether reads go through the window: only where the log is read
+    /// densely (its data blocks too); where only headers are read, a
+    /// window would copy the data in between for nothing.
+    on: bool,
+    start: u64,
+    len: usize,
+    data: Vec<u8>,
 }
 
 fn bad<T>(what: &'static str) -> Result<T> {
@@ -119,6 +136,12 @@ impl<'a, D: BlockDevice> Log<'a, D> {
             external: matches!(place, Place::External { .. }),
             place,
             run: Cell::new((0, 0, 0)),
+            window: RefCell::new(Window {
+                on: false,
+                start: 0,
+                len: 0,
+                data: vec![0u8; READ_AHEAD.max(bs as usize) / bs as usize * bs as usize],
+            }),
         };
         if total == 0 {
             return bad("the journal is empty (its inode or device has no blocks)");
@@ -233,15 +256,48 @@ impl<'a, D: BlockDevice> Log<'a, D> {
         }
     }
 
-    /// Read log block `n` (`jread`).
+    /// Read log block `n` (`jread`). The log is read mostly in order:
+    /// blocks come from a read-ahead window of up to [`READ_AHEAD`] bytes,
+    /// refilled with one device read of the blocks that follow on the
+    /// device (as the kernel reads 128 KiB ahead).
     pub fn read(&self, n: u64, buf: &mut [u8]) -> Result<()> {
+        let bs = self.block_size;
         let at = self.location(n)?;
-        self.device().read_at(at, buf).map_err(|err| {
+        let io = |err| {
             Error::Journal(JournalError::Io {
                 block: n.min(u32::MAX as u64) as u32,
                 err,
             })
-        })
+        };
+        let mut w = self.window.borrow_mut();
+        if buf.len() != bs || !w.on {
+            return self.device().read_at(at, buf).map_err(io);
+        }
+        if !(at >= w.start && at + bs as u64 <= w.start + w.len as u64) {
+            // The blocks after `n` that follow it on the device too.
+            let mut len = bs;
+            while len < w.data.len() {
+                let k = n + (len / bs) as u64;
+                if k >= self.total_len as u64 || self.location(k).ok() != Some(at + len as u64) {
+                    break;
+                }
+                len += bs;
+            }
+            w.len = 0;
+            self.device().read_at(at, &mut w.data[..len]).map_err(io)?;
+            w.start = at;
+            w.len = len;
+        }
+        let off = (at - w.start) as usize;
+        buf.copy_from_slice(&w.data[off..off + bs]);
+        Ok(())
+    }
+
+    /// Read ahead (or not) from now on.
+    pub fn set_read_ahead(&self, on: bool) {
+        let mut w = self.window.borrow_mut();
+        w.on = on;
+        w.len = 0;
     }
 
     /// The device block of log block `n`, for messages.

@@ -10,16 +10,16 @@
 //!    filesystem block, where its copy lies in the log, the transaction,
 //!    whether it was escaped, and (v2/v3) whether the copy matches the
 //!    tag's checksum.
-//! 3. REVOKE walks them again and marks every copy a revoke record of the
-//!    same or a later transaction covers.
+//! 3. REVOKE reads the revoke blocks REPLAY met and marks every copy a
+//!    revoke record of the same or a later transaction covers.
 //!
 //! The kernel writes each copy in log order, skipping revoked ones and
 //! ones whose checksum fails, so a block ends up holding its newest copy
 //! that is neither: that copy is what the plan keeps, one per block.
 //!
-//! Memory: one [`LoggedBlock`] (32 bytes) per tag of the committed log,
-//! within a budget fixed by the caller; revoke records are applied to the
-//! recorded copies and not kept. Time: each pass reads at most twice the
+//! Memory: one [`LoggedBlock`] (32 bytes) per tag of the committed log and
+//! 16 bytes per revoke block, within a budget fixed by the caller; revoke
+//! records are applied to the recorded copies and not kept. Time: each pass reads at most twice the
 //! journal's length in blocks, whatever the log claims (a log that goes
 //! around without ending is an error, where the kernel would loop).
 
@@ -82,6 +82,9 @@ pub struct ReplayStats {
     /// Whether the replayed part of the log wraps around the journal's
     /// end.
     pub wrapped: bool,
+    /// Log blocks the replayed transactions take (descriptors, copies,
+    /// revoke and commit blocks).
+    pub log_blocks: u64,
 }
 
 /// What to replay: the outcome of the passes.
@@ -137,8 +140,9 @@ impl Plan {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Pass {
     Scan,
+    /// The kernel's REPLAY, which here also notes where the revoke blocks
+    /// are (the kernel's REVOKE pass, applied once every copy is known).
     Replay,
-    Revoke,
 }
 
 /// What the passes carry between them (`struct recovery_info`). As in the
@@ -149,12 +153,17 @@ struct Info {
     failed_commit: Option<u32>,
     revoke_records: u64,
     wrapped: bool,
+    log_blocks: u64,
 }
 
-/// Where REPLAY and REVOKE put what they find.
+/// Where REPLAY puts what it finds.
 struct Collect {
     blocks: Vec<LoggedBlock>,
-    max: usize,
+    /// The revoke blocks of the replayed transactions: (log block,
+    /// transaction).
+    revoke_blocks: Vec<(u64, u32)>,
+    /// Bytes of `blocks` and `revoke_blocks` allowed.
+    budget: usize,
     logged: u64,
     over_budget: bool,
     error: Option<JournalError>,
@@ -162,6 +171,12 @@ struct Collect {
 }
 
 impl Collect {
+    /// Bytes of the budget in use.
+    fn used(&self) -> usize {
+        self.blocks.len() * BYTES_PER_LOGGED_BLOCK
+            + self.revoke_blocks.len() * core::mem::size_of::<(u64, u32)>()
+    }
+
     fn fail(&mut self, e: Error) {
         if self.error.is_none() {
             self.error = Some(match e {
@@ -191,7 +206,8 @@ pub fn plan<D: BlockDevice>(log: &Log<'_, D>, dev_blocks: u64, budget: usize) ->
     let mut info = Info::default();
     let mut c = Collect {
         blocks: Vec::new(),
-        max: budget / BYTES_PER_LOGGED_BLOCK,
+        revoke_blocks: Vec::new(),
+        budget,
         logged: 0,
         over_budget: false,
         error: None,
@@ -215,7 +231,11 @@ pub fn plan<D: BlockDevice>(log: &Log<'_, D>, dev_blocks: u64, budget: usize) ->
     if let Err(e) = w.walk(Pass::Scan, &mut info, &mut c) {
         return failed(e, &info);
     }
-    if let Err(e) = w.walk(Pass::Replay, &mut info, &mut c) {
+    // The data of checksummed logs is read in REPLAY: read ahead there.
+    log.set_read_ahead(log.fmt.csum_v2_or_v3());
+    let replayed = w.walk(Pass::Replay, &mut info, &mut c);
+    log.set_read_ahead(false);
+    if let Err(e) = replayed {
         return failed(e, &info);
     }
     if c.over_budget {
@@ -226,10 +246,17 @@ pub fn plan<D: BlockDevice>(log: &Log<'_, D>, dev_blocks: u64, budget: usize) ->
         }
         .into());
     }
-    // Each block's copies together, oldest first.
+    // Each block's copies together, oldest first; then the revoke
+    // records marked on them.
     c.blocks.sort_unstable_by_key(|b| (b.target, b.order));
-    if let Err(e) = w.walk(Pass::Revoke, &mut info, &mut c) {
-        return failed(e, &info);
+    for (n, tid) in core::mem::take(&mut c.revoke_blocks) {
+        if let Err(e) = log.read(n, &mut w.buf) {
+            return failed(e, &info);
+        }
+        // SCAN checked the count of every revoke block it met.
+        for blk in revoke_records(&log.fmt, &w.buf).into_iter().flatten() {
+            revoke(&mut c, blk, tid);
+        }
     }
     let mut blocks = core::mem::take(&mut c.blocks);
     select(&mut blocks, &mut c, dev_blocks, log.block_size as u64);
@@ -242,6 +269,7 @@ pub fn plan<D: BlockDevice>(log: &Log<'_, D>, dev_blocks: u64, budget: usize) ->
         revoked: c.revoked,
         blocks: blocks.len() as u64,
         wrapped: info.wrapped,
+        log_blocks: info.log_blocks,
     };
     Ok(Plan {
         stats,
@@ -445,9 +473,10 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                 }
                 blocktype::REVOKE => {
                     if pass == Pass::Replay {
+                        note_revoke_block(c, here, next_tid);
                         continue;
                     }
-                    if pass == Pass::Scan && !fmt.tail_ok(&self.buf) {
+                    if !fmt.tail_ok(&self.buf) {
                         need_check_commit_time = true;
                     }
                     let Some(records) = revoke_records(&fmt, &self.buf) else {
@@ -457,19 +486,15 @@ impl<D: BlockDevice> Walker<'_, '_, D> {
                         }
                         .into());
                     };
-                    if pass == Pass::Scan {
-                        info.revoke_records += records.count() as u64;
-                        continue;
-                    }
-                    for blk in records {
-                        revoke(c, blk, next_tid);
-                    }
+                    info.revoke_records += records.count() as u64;
                 }
                 _ => break,
             }
         }
         if pass == Pass::Replay {
             info.wrapped = wrapped;
+            // The block that ended the walk is not the log's.
+            info.log_blocks = walked.saturating_sub(1);
         }
         if pass == Pass::Scan {
             if info.end == 0 {
@@ -498,7 +523,7 @@ fn record<D: BlockDevice>(
     data: &mut [u8],
 ) {
     c.logged += 1;
-    if c.over_budget || c.blocks.len() >= c.max {
+    if c.over_budget || c.used() + BYTES_PER_LOGGED_BLOCK > c.budget {
         // Counted only, for the message.
         c.over_budget = true;
         return;
@@ -513,14 +538,8 @@ fn record<D: BlockDevice>(
     };
     let mut flags = if tag.escaped() { ESCAPED } else { 0 };
     if log.fmt.csum_v2_or_v3() {
-        if let Err(err) = log.device().read_at(src, data) {
-            c.fail(
-                JournalError::Io {
-                    block: io as u32,
-                    err,
-                }
-                .into(),
-            );
+        if let Err(e) = log.read(io, data) {
+            c.fail(e);
             return;
         }
         if !tag.checksum_ok(&log.fmt, tid, data) {
@@ -534,6 +553,16 @@ fn record<D: BlockDevice>(
         order: c.logged as u32,
         flags,
     });
+}
+
+/// REPLAY: note revoke block `n` of transaction `tid`, to apply once
+/// every copy is known.
+fn note_revoke_block(c: &mut Collect, n: u64, tid: u32) {
+    if c.over_budget || c.used() + core::mem::size_of::<(u64, u32)>() > c.budget {
+        c.over_budget = true;
+        return;
+    }
+    c.revoke_blocks.push((n, tid));
 }
 
 /// REVOKE: block `blk` is not to be replayed from transaction `tid` or
