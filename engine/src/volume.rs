@@ -346,7 +346,7 @@ impl<D: BlockDevice> Volume<D> {
         self.cache
             .device()
             .overlay()
-            .is_some_and(|o| o.covers(first.0, count))
+            .is_some_and(|o| o.covers(first, count))
     }
     /// Blocks replayed in memory (0 when nothing is).
     pub fn replayed_blocks(&self) -> usize {

@@ -14,6 +14,7 @@ use ext4_engine::journal::format::{
     self, blocktype, feature, tag_flag, CommitHeader, Header, JournalSuperblock, LogFormat,
     RevokeHeader, HEADER_SIZE, REVOKE_HEADER_SIZE, TAG_UUID_SIZE,
 };
+use ext4_engine::PhysBlock;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::util::run_ok;
@@ -216,7 +217,8 @@ impl JournalWriter {
                     csum ^= 0x5a5a;
                 }
                 let n = self.fmt.tag_bytes();
-                self.fmt.write_tag(&mut d[at..at + n], *target, flags, csum);
+                self.fmt
+                    .write_tag(&mut d[at..at + n], PhysBlock(*target), flags, csum);
                 at += n;
                 if i == 0 {
                     d[at..at + TAG_UUID_SIZE].copy_from_slice(&self.sb.uuid);

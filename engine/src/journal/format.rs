@@ -12,6 +12,7 @@ use zerocopy::big_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::checksum::{crc32_be, crc32c};
+use crate::numbers::PhysBlock;
 
 pub const MAGIC: u32 = 0xC03B_3998;
 
@@ -342,7 +343,8 @@ impl LogFormat {
 
     /// Encode a tag for `blocknr` with `flags` and (v2/v3) the logged
     /// block's checksum `csum` into `out` (`tag_bytes()` long).
-    pub fn write_tag(&self, out: &mut [u8], blocknr: u64, flags: u16, csum: u32) {
+    pub fn write_tag(&self, out: &mut [u8], blocknr: PhysBlock, flags: u16, csum: u32) {
+        let blocknr = blocknr.0;
         out.fill(0);
         out[..4].copy_from_slice(&(blocknr as u32).to_be_bytes());
         if self.csum_v3 {
@@ -428,7 +430,7 @@ impl LogFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TagInfo {
     /// The filesystem block the logged block belongs at.
-    pub blocknr: u64,
+    pub blocknr: PhysBlock,
     pub flags: u16,
     /// Stored checksum: 32 bits under v3, 16 under v2, 0 otherwise.
     pub checksum: u32,
@@ -491,7 +493,7 @@ impl Iterator for Tags<'_> {
             self.done = true;
         }
         Some(TagInfo {
-            blocknr: lo | hi << 32,
+            blocknr: PhysBlock(lo | hi << 32),
             flags,
             checksum,
         })
@@ -523,18 +525,18 @@ pub struct RevokeRecords<'a> {
 }
 
 impl Iterator for RevokeRecords<'_> {
-    type Item = u64;
-    fn next(&mut self) -> Option<u64> {
+    type Item = PhysBlock;
+    fn next(&mut self) -> Option<PhysBlock> {
         if self.at + self.len > self.end {
             return None;
         }
         let r = &self.block[self.at..self.at + self.len];
         self.at += self.len;
-        Some(if self.len == 8 {
+        Some(PhysBlock(if self.len == 8 {
             u64::from_be_bytes(r.try_into().unwrap_or([0; 8]))
         } else {
             be32(r, 0).unwrap_or(0) as u64
-        })
+        }))
     }
 }
 
@@ -664,16 +666,21 @@ mod tests {
                 if i == blocks.len() - 1 {
                     flags |= tag_flag::LAST_TAG | tag_flag::ESCAPE;
                 }
-                f.write_tag(&mut block[at..at + n], b, flags, 0xABCD_1234);
+                f.write_tag(&mut block[at..at + n], PhysBlock(b), flags, 0xABCD_1234);
                 at += n + if i == 0 { TAG_UUID_SIZE } else { 0 };
             }
             // A tag after LAST_TAG is not read.
-            f.write_tag(&mut block[at..at + n], 99, tag_flag::SAME_UUID, 0);
+            f.write_tag(
+                &mut block[at..at + n],
+                PhysBlock(99),
+                tag_flag::SAME_UUID,
+                0,
+            );
             let got: alloc::vec::Vec<TagInfo> = f.tags(&block).collect();
             assert_eq!(got.len(), 3, "{incompat:#x}");
             let mask = if f.bit64 { u64::MAX } else { 0xFFFF_FFFF };
             for (t, &b) in got.iter().zip(&blocks) {
-                assert_eq!(t.blocknr, b & mask, "{incompat:#x}");
+                assert_eq!(t.blocknr, PhysBlock(b & mask), "{incompat:#x}");
             }
             assert!(got[2].escaped() && !got[1].escaped());
             let want = if f.csum_v3 {
@@ -695,7 +702,7 @@ mod tests {
         let mut block = [0u8; 1024];
         for t in block[HEADER_SIZE..].chunks_mut(16) {
             if t.len() == 16 {
-                f.write_tag(t, 5, tag_flag::SAME_UUID, 0);
+                f.write_tag(t, PhysBlock(5), tag_flag::SAME_UUID, 0);
             }
         }
         // (1024 - 12 - 4) / 16 whole tags fit before the tail.
@@ -711,7 +718,7 @@ mod tests {
         for (i, r) in block[16..].chunks_mut(8).take(4).enumerate() {
             r.copy_from_slice(&(i as u64 + 100).to_be_bytes());
         }
-        let got: alloc::vec::Vec<u64> = revoke_records(&f, &block).unwrap().collect();
+        let got: alloc::vec::Vec<u64> = revoke_records(&f, &block).unwrap().map(|b| b.0).collect();
         assert_eq!(got, [100, 101, 102]);
         block[12..16].copy_from_slice(&1021u32.to_be_bytes());
         assert!(revoke_records(&fmt(0, feature::INCOMPAT_CSUM_V3), &block).is_none());

@@ -26,6 +26,7 @@ pub mod scan;
 use core::fmt;
 
 use crate::error::IoError;
+use crate::numbers::PhysBlock;
 
 pub use format::JournalSuperblock;
 pub use overlay::Overlaid;
@@ -55,7 +56,11 @@ pub enum JournalError {
     /// The copy of filesystem block `target` logged by transaction `tid`
     /// (at block `at` of the journal's device) does not match its tag's
     /// checksum.
-    TagChecksum { tid: u32, at: u64, target: u64 },
+    TagChecksum {
+        tid: u32,
+        at: PhysBlock,
+        target: PhysBlock,
+    },
     /// Transaction `tid` holds a descriptor or revoke block that fails its
     /// checksum, and its commit block (at log block `commit`) is not older
     /// than the one before, so the blocks are not stale leftovers.
@@ -68,7 +73,7 @@ pub enum JournalError {
     /// The log runs around the whole journal without ending.
     Endless,
     /// A logged block belongs past the end of the device.
-    TargetPastDevice { tid: u32, target: u64 },
+    TargetPastDevice { tid: u32, target: PhysBlock },
     /// Replaying in memory would need more than the replay budget.
     TooLarge { blocks: u64, need: u64, budget: u64 },
     /// The journal is on an external device that was not given.

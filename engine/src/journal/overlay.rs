@@ -18,6 +18,7 @@ use super::format::MAGIC;
 use super::scan::LoggedBlock;
 use crate::device::BlockDevice;
 use crate::error::{errno, IoError};
+use crate::numbers::PhysBlock;
 
 /// The replayed blocks, and where their copies are.
 pub struct Overlay {
@@ -54,9 +55,11 @@ impl Overlay {
     }
 
     /// Whether any of `count` blocks from `first` is replayed.
-    pub fn covers(&self, first: u64, count: u64) -> bool {
+    pub fn covers(&self, first: PhysBlock, count: u64) -> bool {
         let i = self.blocks.partition_point(|b| b.target < first);
-        self.blocks.get(i).is_some_and(|b| b.target - first < count)
+        self.blocks
+            .get(i)
+            .is_some_and(|b| b.target.0 - first.0 < count)
     }
 
     /// Replace the parts of `buf` (bytes `offset..` of the filesystem
@@ -67,11 +70,11 @@ impl Overlay {
         }
         let bs = self.block_size;
         let end = offset + buf.len() as u64;
-        let first = offset / bs;
+        let first = PhysBlock(offset / bs);
         let mut i = self.blocks.partition_point(|b| b.target < first);
         let src_dev = self.journal.as_deref().unwrap_or(dev);
         while let Some(b) = self.blocks.get(i) {
-            let start = b.target.saturating_mul(bs);
+            let start = b.target.0.saturating_mul(bs);
             if start >= end {
                 break;
             }

@@ -174,7 +174,7 @@ fn write_blocks<D: BlockDevice>(
         let mut n = 1;
         while i + n < blocks.len()
             && n < max
-            && blocks[i + n].target == blocks[i].target + n as u64
+            && blocks[i + n].target.0 == blocks[i].target.0 + n as u64
             && blocks[i + n].src == blocks[i].src + (n * bs) as u64
         {
             n += 1;
@@ -186,7 +186,7 @@ fn write_blocks<D: BlockDevice>(
                 chunk[k * bs..k * bs + 4].copy_from_slice(&format::MAGIC.to_be_bytes());
             }
         }
-        dev.write_blocks(blocks[i].target, bs as u32, chunk)
+        dev.write_blocks(blocks[i].target.0, bs as u32, chunk)
             .map_err(Error::Io)?;
         i += n;
     }

@@ -31,12 +31,13 @@ use super::log::Log;
 use super::JournalError;
 use crate::device::BlockDevice;
 use crate::error::{Error, Result};
+use crate::numbers::PhysBlock;
 
 /// One logged copy of a filesystem block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoggedBlock {
     /// The filesystem block it belongs at.
-    pub target: u64,
+    pub target: PhysBlock,
     /// Byte offset of the copy on the journal's device.
     pub src: u64,
     /// The transaction that logged it.
@@ -297,7 +298,7 @@ fn select(blocks: &mut Vec<LoggedBlock>, c: &mut Collect, dev_blocks: u64, block
                     if c.error.is_none() {
                         c.error = Some(JournalError::TagChecksum {
                             tid: b.tid,
-                            at: b.src / block_size,
+                            at: PhysBlock(b.src / block_size),
                             target,
                         });
                     }
@@ -308,7 +309,7 @@ fn select(blocks: &mut Vec<LoggedBlock>, c: &mut Collect, dev_blocks: u64, block
             i += 1;
         }
         if let Some(b) = keep {
-            if target >= dev_blocks {
+            if target.0 >= dev_blocks {
                 if c.error.is_none() {
                     c.error = Some(JournalError::TargetPastDevice { tid: b.tid, target });
                 }
@@ -567,7 +568,7 @@ fn note_revoke_block(c: &mut Collect, n: u64, tid: u32) {
 
 /// REVOKE: block `blk` is not to be replayed from transaction `tid` or
 /// any before it.
-fn revoke(c: &mut Collect, blk: u64, tid: u32) {
+fn revoke(c: &mut Collect, blk: PhysBlock, tid: u32) {
     let mut i = c.blocks.partition_point(|b| b.target < blk);
     while let Some(b) = c.blocks.get_mut(i) {
         if b.target != blk {
