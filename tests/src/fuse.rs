@@ -281,6 +281,49 @@ pub fn compare_crash_images(bin: &Path, statx: bool) {
             Err(e) => report.fail(&format!("{name}: norecovery mount"), &e),
         }
     }
+    // A journal on an external device: refused without it, naming the
+    // option; with journal_path= the files only the journal holds read as
+    // the kernel's replay has them.
+    let spec = crash_spec("external-4k");
+    let img = crash_image(spec);
+    let kernel = kernel_replayed(spec);
+    match FuseServer::mount(bin, &img.path, "") {
+        Ok(f) => {
+            let _ = f.unmount();
+            report.fail("external journal", "mounted without its journal device");
+        }
+        Err(e) if !e.contains("journal_path=") => report.fail(
+            "external journal",
+            &format!("refused without naming journal_path=: {e}"),
+        ),
+        Err(_) => {}
+    }
+    let journal = img.journal.as_ref().expect("an external journal");
+    match FuseServer::mount(
+        bin,
+        &img.path,
+        &format!("journal_path={}", journal.display()),
+    ) {
+        Ok(f) => {
+            for p in ["last-synced/f7", "starts-with-jbd2-magic", "links/slow"] {
+                let got = std::fs::read(f.path().join(p)).or_else(|_| {
+                    std::fs::read_link(f.path().join(p))
+                        .map(|t| t.into_os_string().into_encoded_bytes())
+                });
+                let want = crate::oracle::debugfs_dump(&kernel.path, &format!("/{p}"));
+                if want.is_err() || got.as_ref().ok() != want.as_ref().ok() {
+                    report.fail(
+                        &format!("external journal: /{p}"),
+                        "differs from the kernel's replay",
+                    );
+                }
+            }
+            if let Err(e) = f.unmount() {
+                report.fail("external journal: unmount", &e);
+            }
+        }
+        Err(e) => report.fail("external journal: journal_path= mount", &e),
+    }
     report.finish();
 }
 
