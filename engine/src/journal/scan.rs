@@ -53,6 +53,18 @@ const BAD: u8 = 2;
 const REVOKED: u8 = 4;
 
 impl LoggedBlock {
+    /// A copy of `target` at byte `src` of the journal's device (tests).
+    #[cfg(test)]
+    pub(crate) fn new(target: PhysBlock, src: u64, escaped: bool) -> LoggedBlock {
+        LoggedBlock {
+            target,
+            src,
+            tid: 0,
+            order: 0,
+            flags: if escaped { ESCAPED } else { 0 },
+        }
+    }
+
     /// Whether the copy's first four bytes stand for the jbd2 magic
     /// number, which the log cannot hold there.
     pub fn escaped(&self) -> bool {
