@@ -177,8 +177,9 @@ impl fmt::Display for JournalError {
                 "the journal is on an external device (journal UUID {}, device number {}:{}); \
                  give it with journal_path=PATH (ext4-image --journal PATH)",
                 uuid_str(uuid),
-                dev >> 8,
-                dev & 0xff
+                // The kernel's new_encode_dev.
+                (dev >> 8) & 0xfff,
+                (dev & 0xff) | ((dev >> 12) & 0xfff00)
             ),
             JournalError::WrongExternal(what) => write!(f, "external journal: {what}"),
             JournalError::FastCommit => write!(
