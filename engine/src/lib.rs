@@ -10,6 +10,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acl;
+pub mod allocator;
 pub mod attr;
 pub mod block_cache;
 pub mod blockmap;
@@ -37,7 +38,9 @@ pub mod mmp;
 pub mod mount_opts;
 pub mod numbers;
 pub mod superblock;
+pub mod txn;
 pub mod volume;
+pub mod writable;
 pub mod xattr;
 
 pub use attr::{Attr, FileType, StatFs, Timestamp};
