@@ -40,6 +40,7 @@ pub mod numbers;
 pub mod superblock;
 pub mod txn;
 pub mod volume;
+pub mod write;
 pub mod writable;
 pub mod xattr;
 
@@ -48,3 +49,5 @@ pub use device::{BlockDevice, MemDevice};
 pub use error::{Error, IoError, Object, Result};
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
 pub use volume::{DirEntry, OpenOptions, Volume, Whence, ROOT_INO};
+pub use writable::Cred;
+pub use write::{SetAttr, SetTime};

@@ -162,6 +162,7 @@ pub struct Volume<D: BlockDevice> {
     txns: Txns,
     commit_log: Box<dyn Commit<D>>,
     alloc: Allocator,
+    ilocks: crate::write::InodeLocks,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -225,6 +226,7 @@ impl<D: BlockDevice> Volume<D> {
             txns,
             commit_log: Box::new(WriteHome),
             alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
+            ilocks: crate::write::InodeLocks::new(),
         };
         vol.counts = vol.count()?;
         if vol.rw {
@@ -284,6 +286,9 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub(crate) fn counts(&self) -> &Counts {
         &self.counts
+    }
+    pub(crate) fn inode_locks(&self) -> &crate::write::InodeLocks {
+        &self.ilocks
     }
     pub(crate) fn allocator(&self) -> &Allocator {
         &self.alloc
