@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ext4_engine::attr::Timestamp;
-use ext4_engine::device::MemDevice;
+use ext4_engine::device::{BlockDevice, MemDevice};
 use ext4_engine::volume::{OpenOptions, Volume};
 use ext4_engine::{Cred, Error, InodeNo, SetAttr, SetTime};
 
@@ -146,7 +146,7 @@ pub struct Model {
 
 impl Model {
     /// The starting tree of [`image`], as the engine finds it.
-    pub fn load(vol: &MemVolume) -> Model {
+    pub fn load<D: BlockDevice>(vol: &Volume<D>) -> Model {
         let mut dirs = Vec::new();
         for d in DIRS {
             let ino = if d.is_empty() {
@@ -204,7 +204,7 @@ fn name_of(name: u16, pad: u8) -> Vec<u8> {
 /// predict exactly (ENOSPC on a full filesystem, a full hash-tree leaf)
 /// are accepted when the engine reports them and the model stays as the
 /// engine says.
-pub fn apply(vol: &MemVolume, m: &mut Model, op: &Op) -> Result<(), String> {
+pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<(), String> {
     let cred = Cred::ROOT;
     let pick = |f: u16| (!m.files.is_empty()).then(|| f as usize % m.files.len());
     match *op {

@@ -93,3 +93,233 @@ proptest! {
     #[test]
     fn random_ext4_small(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_SMALL, &ops)?; }
 }
+
+// ------------------------------------------------------------ full, failing
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ext4_engine::device::{BlockDevice, MemDevice};
+use ext4_engine::error::IoError;
+use ext4_engine::volume::Volume;
+use ext4_engine::{Cred, Error, InodeNo};
+use ext4_tests::oracle::{tempfile_path, KernelMount};
+use ext4_tests::writes::{
+    apply, check_engine, check_fsck, check_kernel, image, open_rw, rw_options, Model,
+};
+
+/// Fill the small filesystem until ENOSPC as an ordinary user (the root
+/// reserve stays free), then as root (the reserve goes), free some, write
+/// again: every step consistent.
+#[test]
+fn fill_until_enospc() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let (vol, dev) = open_rw(image(&EXT4_SMALL), &rw_options());
+    let mut m = Model::load(&vol);
+    let user = Cred::user(1000, 1000);
+    let reserve = vol.sb().r_blocks_count;
+    assert!(reserve > 0, "mke2fs reserves 5% by default");
+    let mut k = 0u16;
+    let chunk = vec![0x5au8; 256 << 10];
+    let mut full = false;
+    while !full {
+        apply(&vol, &mut m, &Op::Create { dir: (k % 3) as u8, name: k, pad: 0, mode: 0o600 }).unwrap();
+        let f = m.files.last().unwrap().clone();
+        match vol.write(InodeNo(f.ino), 0, &chunk, &user) {
+            Ok(n) => {
+                let fm = m.files.last_mut().unwrap();
+                fm.data = chunk[..n].to_vec();
+                full = n < chunk.len();
+            }
+            Err(Error::NoSpace) => full = true,
+            Err(e) => panic!("write: {e}"),
+        }
+        k += 1;
+    }
+    // Only the reserve (and the extent reserve) is left for root.
+    let free_user = vol.statfs().blocks_available;
+    assert_eq!(free_user, 0, "an ordinary user got everything it may have");
+    assert!(vol.statfs().blocks_free >= reserve, "the root reserve was kept back");
+    let f = m.files.last().unwrap().clone();
+    let got = vol.write(InodeNo(f.ino), f.data.len() as u64, &chunk, &Cred::ROOT).unwrap();
+    assert!(got > 0, "root may use the reserve");
+    m.files.last_mut().unwrap().data.extend_from_slice(&chunk[..got]);
+    // Free a few files and write again.
+    for _ in 0..3 {
+        apply(&vol, &mut m, &Op::Unlink { file: 1 }).unwrap();
+    }
+    apply(&vol, &mut m, &Op::Write { file: 2, off: 0, len: 100_000, seed: 3 }).unwrap();
+    vol.close().unwrap();
+    drop(vol);
+    let bytes = dev.snapshot();
+    check_engine(bytes.clone(), &m).unwrap();
+    let img = tempfile_path("writes-full").with_extension("img");
+    std::fs::write(&img, &bytes).unwrap();
+    check_fsck(&img).unwrap();
+    if require_kernel_ext4() {
+        check_kernel(&img, &m).unwrap();
+    }
+    let _ = std::fs::remove_file(&img);
+}
+
+/// A memory device that refuses writes (and flushes) once told to.
+struct Failing {
+    inner: MemDevice,
+    fail: AtomicBool,
+}
+
+impl BlockDevice for Failing {
+    fn read_at(&self, o: u64, b: &mut [u8]) -> Result<(), IoError> {
+        self.inner.read_at(o, b)
+    }
+    fn write_at(&self, o: u64, b: &[u8]) -> Result<(), IoError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(IoError::EIO);
+        }
+        self.inner.write_at(o, b)
+    }
+    fn flush(&self) -> Result<(), IoError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(IoError::EIO);
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+}
+
+/// The device fails after a commit: the failing operations and commit
+/// report errors, the volume turns read-only, and the device still holds
+/// everything committed before (e2fsck clean, the engine reads the model
+/// as it was at that commit).
+#[test]
+fn failing_device_loses_nothing_committed() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let dev = Arc::new(Failing {
+        inner: MemDevice::from_vec(image(&EXT4_DEFAULT)),
+        fail: AtomicBool::new(false),
+    });
+    let vol = Volume::open(dev.clone(), &rw_options()).unwrap();
+    let mut m = Model::load(&vol);
+    for i in 0..10u16 {
+        apply(&vol, &mut m, &Op::Create { dir: 1, name: i, pad: 3, mode: 0o640 }).unwrap();
+        apply(&vol, &mut m, &Op::Write { file: i + 1, off: 0, len: 30_000, seed: i as u8 }).unwrap();
+    }
+    vol.commit().unwrap();
+    let committed = m.clone();
+    apply(&vol, &mut m, &Op::Create { dir: 2, name: 99, pad: 0, mode: 0o600 }).unwrap();
+    dev.fail.store(true, Ordering::SeqCst);
+    let ino = m.files.last().unwrap().ino;
+    let e = vol.write(InodeNo(ino), 0, &[1u8; 5000], &Cred::ROOT).unwrap_err();
+    assert!(matches!(e, Error::Io(_)), "a failed data write is reported: {e}");
+    let e = vol.commit().unwrap_err();
+    assert!(matches!(e, Error::Io(_)), "a failed commit is reported: {e}");
+    assert!(vol.read_only(), "the volume turned read-only");
+    assert!(matches!(vol.create(InodeNo(2), b"late", 0o600, &Cred::ROOT), Err(Error::ReadOnly)));
+    assert!(vol.close().is_err(), "close reports the earlier failure");
+    drop(vol);
+    let bytes = dev.inner.snapshot();
+    check_engine(bytes.clone(), &committed).unwrap();
+    let img = tempfile_path("writes-failing").with_extension("img");
+    std::fs::write(&img, &bytes).unwrap();
+    // Not marked clean (the close could not write): e2fsck checks anyway.
+    check_fsck(&img).unwrap();
+    let _ = std::fs::remove_file(&img);
+}
+
+// ------------------------------------------------------------ with the kernel
+
+/// The kernel writes an image (files, a hash-tree directory), the engine
+/// changes it (creates in both kinds of directory, writes, truncates,
+/// unlinks kernel files), the kernel reads it exactly as the engine does;
+/// then the kernel writes more into it, and e2fsck -fn stays clean.
+#[test]
+fn both_directions_with_the_kernel() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    use ext4_tests::snapshot::{diff, engine_snapshot, format_diffs, host_snapshot, Compare, WalkOptions, ALL_FIELDS};
+    let img = tempfile_path("writes-kernel").with_extension("img");
+    ext4_tests::kwimage::kw_mkfs(&img, 4096, "", "64M");
+    {
+        let m = KernelMount::mount(&img, false, "").unwrap();
+        let r = m.path();
+        std::fs::create_dir(r.join("h")).unwrap();
+        for i in 0..400 {
+            std::fs::write(r.join("h").join(format!("kernel-file-{i:04}")), vec![i as u8; i * 10]).unwrap();
+        }
+        std::fs::write(r.join("big"), vec![7u8; 5 << 20]).unwrap();
+        std::fs::write(r.join("small"), b"kernel").unwrap();
+        m.unmount().unwrap();
+    }
+    check_fsck(&img).unwrap();
+    // The engine changes it.
+    let bytes = std::fs::read(&img).unwrap();
+    let (vol, dev) = open_rw(bytes, &rw_options());
+    let h = vol.lookup_ino(2, b"h").unwrap();
+    assert!(vol.inode(h).unwrap().has_flag(ext4_engine::inode::flags::INDEX), "the kernel indexed h");
+    let cred = Cred::ROOT;
+    let mut placed = 0;
+    for i in 0..50 {
+        match vol.create(InodeNo(h), format!("ours-{i}").as_bytes(), 0o644, &cred) {
+            Ok(a) => {
+                vol.write(InodeNo(a.ino), 0, &vec![i as u8 + 1; 3000], &cred).unwrap();
+                placed += 1;
+            }
+            Err(Error::Unsupported { .. }) => {}
+            Err(e) => panic!("create in a hash-tree directory: {e}"),
+        }
+    }
+    assert!(placed > 0, "no hash-tree leaf had room");
+    for i in (0..400).step_by(7) {
+        vol.unlink(InodeNo(h), format!("kernel-file-{i:04}").as_bytes()).unwrap();
+    }
+    let big = vol.lookup_ino(2, b"big").unwrap();
+    vol.truncate(InodeNo(big), 1_234_567).unwrap();
+    vol.write(InodeNo(big), 3 << 20, b"appended by the engine", &cred).unwrap();
+    let small = vol.lookup_ino(2, b"small").unwrap();
+    vol.unlink(InodeNo(2), b"small").unwrap();
+    let _ = small;
+    for i in 0..30 {
+        let a = vol.create(InodeNo(2), format!("root-{i}").as_bytes(), 0o600, &cred).unwrap();
+        vol.write(InodeNo(a.ino), (i * 4096) as u64, b"x", &cred).unwrap();
+    }
+    vol.close().unwrap();
+    drop(vol);
+    std::fs::write(&img, dev.snapshot()).unwrap();
+    check_fsck(&img).unwrap();
+    {
+        let m = KernelMount::ro(&img).unwrap();
+        let k = host_snapshot(m.path(), WalkOptions::default());
+        let vol = ext4_tests::open_engine(&img).unwrap();
+        let e = engine_snapshot(&vol, WalkOptions::default());
+        let cmp = Compare { fields: ALL_FIELDS, ignore_dir_size: false, ignore_paths: &[] };
+        let d = diff(&k, &e, &cmp);
+        assert!(d.is_empty(), "{}", format_diffs("kernel vs engine after engine writes", &d, 20));
+        m.unmount().unwrap();
+    }
+    // The kernel writes more into the engine's image.
+    {
+        let m = KernelMount::mount(&img, false, "").unwrap();
+        let r = m.path();
+        for i in 0..200 {
+            std::fs::write(r.join("h").join(format!("again-{i}")), vec![3u8; 5000]).unwrap();
+        }
+        std::fs::write(r.join("root-3"), vec![9u8; 1 << 20]).unwrap();
+        std::fs::remove_file(r.join("root-4")).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(r.join("big")).unwrap();
+        std::io::Write::write_all(&mut f, &[5u8; 100_000]).unwrap();
+        drop(f);
+        m.unmount().unwrap();
+    }
+    check_fsck(&img).unwrap();
+    let _ = std::fs::remove_file(&img);
+}
