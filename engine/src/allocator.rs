@@ -23,9 +23,7 @@ use crate::check::layout;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::{incompat, ro_compat};
-use crate::group_desc::{
-    bitmap_checksum, GroupDesc, BG_BLOCK_UNINIT, BG_INODE_UNINIT,
-};
+use crate::group_desc::{bitmap_checksum, GroupDesc, BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use crate::numbers::{InodeNo, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
@@ -89,7 +87,7 @@ fn set_bits(map: &mut [u8], from: u32, to: u32, on: bool) {
 fn find_zero(map: &[u8], from: u32, to: u32) -> Option<u32> {
     let mut i = from;
     while i < to {
-        if i % 8 == 0 && i + 8 <= to && map[(i / 8) as usize] == 0xff {
+        if i.is_multiple_of(8) && i + 8 <= to && map[(i / 8) as usize] == 0xff {
             i += 8;
             continue;
         }
@@ -305,7 +303,14 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Set (`on`) or clear bits `at..at+len` of group `g`'s block bitmap
     /// and move the descriptor's and the volume's free counts.
-    fn mark_blocks(&self, h: &mut Handle<'_, D>, g: u32, at: u32, len: u32, on: bool) -> Result<()> {
+    fn mark_blocks(
+        &self,
+        h: &mut Handle<'_, D>,
+        g: u32,
+        at: u32,
+        len: u32,
+        on: bool,
+    ) -> Result<()> {
         let sb = self.sb();
         let gd = self.group_desc(g)?;
         let bad = h.modify(PhysBlock(gd.block_bitmap), |b| {
@@ -387,7 +392,12 @@ impl<D: BlockDevice> Volume<D> {
     /// `dir` picks the group as the kernel does for directories. Marks the
     /// bitmap and counts; the caller writes the record. ENOSPC when no
     /// inode is free. [`INODE_ALLOC_CREDITS`] credits.
-    pub fn alloc_inode(&self, h: &mut Handle<'_, D>, parent: InodeNo, dir: bool) -> Result<InodeNo> {
+    pub fn alloc_inode(
+        &self,
+        h: &mut Handle<'_, D>,
+        parent: InodeNo,
+        dir: bool,
+    ) -> Result<InodeNo> {
         let sb = self.sb();
         let _g = self.allocator().lock.lock();
         if self.counts().free_inodes.load(Ordering::Acquire) == 0 {
@@ -435,7 +445,9 @@ impl<D: BlockDevice> Volume<D> {
         if was_uninit {
             h.create(PhysBlock(gd.inode_bitmap), |b| b.copy_from_slice(&map))?;
         } else {
-            h.modify(PhysBlock(gd.inode_bitmap), |b| set_bits(b, idx, idx + 1, true))?;
+            h.modify(PhysBlock(gd.inode_bitmap), |b| {
+                set_bits(b, idx, idx + 1, true)
+            })?;
         }
         // The kernel initialises an uninitialised block bitmap with the
         // group's first inode.
@@ -544,7 +556,10 @@ impl<D: BlockDevice> Volume<D> {
                 dirs += gd.used_dirs as u64;
             }
             let near = !top && f == pg / flex;
-            if fi == 0 || fi < avg_inodes / if near { 4 } else { 1 } || fb < avg_blocks / if near { 4 } else { 1 } {
+            if fi == 0
+                || fi < avg_inodes / if near { 4 } else { 1 }
+                || fb < avg_blocks / if near { 4 } else { 1 }
+            {
                 continue;
             }
             if near {

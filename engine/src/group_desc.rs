@@ -227,7 +227,12 @@ mod tests {
         let back = GroupDesc::parse(&sb, &bytes);
         assert_eq!(back.block_bitmap, 100);
         assert_eq!(
-            (back.free_blocks, back.free_inodes, back.used_dirs, back.itable_unused),
+            (
+                back.free_blocks,
+                back.free_inodes,
+                back.used_dirs,
+                back.itable_unused
+            ),
             (0x1_2345, 0x2_0001, 7, 0x3_0002)
         );
         assert_eq!(back.block_bitmap_csum, 0xdead_beef);

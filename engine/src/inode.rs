@@ -490,7 +490,16 @@ mod tests {
     fn store_round_trips_through_parse() {
         let sb = sb();
         let t = |sec, nsec| Timestamp { sec, nsec };
-        let mut i = Inode::new(&sb, 12, 0o100644, 70000, 80000, t(-5, 7), 99, flags::EXTENTS);
+        let mut i = Inode::new(
+            &sb,
+            12,
+            0o100644,
+            70000,
+            80000,
+            t(-5, 7),
+            99,
+            flags::EXTENTS,
+        );
         i.size = 5 << 32 | 17;
         i.links_count = 3;
         i.blocks_512 = 1 << 40;

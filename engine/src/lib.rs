@@ -40,8 +40,8 @@ pub mod numbers;
 pub mod superblock;
 pub mod txn;
 pub mod volume;
-pub mod write;
 pub mod writable;
+pub mod write;
 pub mod xattr;
 
 pub use attr::{Attr, FileType, StatFs, Timestamp};

@@ -268,7 +268,12 @@ impl<'v, D: BlockDevice> Handle<'v, D> {
         self.change(b, true, f)
     }
 
-    fn change<R>(&mut self, b: PhysBlock, fresh: bool, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+    fn change<R>(
+        &mut self,
+        b: PhysBlock,
+        fresh: bool,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
         if b.0 >= self.vol.sb().blocks_count {
             return Err(Error::corrupt(
                 crate::error::Object::Block(b.0),

@@ -88,23 +88,38 @@ pub const WRITABLE: &[Word] = &[
 
 /// Why a known feature still refuses a read-write open.
 pub const REFUSED: &[(&str, &str)] = &[
-    ("needs_recovery", "the journal holds transactions to replay first"),
+    (
+        "needs_recovery",
+        "the journal holds transactions to replay first",
+    ),
     ("orphan_file", "the orphan file is not kept yet"),
     ("orphan_present", "orphaned inodes must be cleaned up first"),
-    ("extent", "files without extents (block maps) are not written yet"),
+    (
+        "extent",
+        "files without extents (block maps) are not written yet",
+    ),
     ("inline_data", "inline data is not written yet"),
     ("bigalloc", "cluster allocation is not written yet"),
     ("meta_bg", "meta_bg group layouts are not allocated in yet"),
     ("large_dir", "three-level hash trees are not written yet"),
     ("quota", "quota usage would go stale"),
     ("project", "project quota usage would go stale"),
-    ("ea_inode", "extended attributes in inodes are not written yet"),
+    (
+        "ea_inode",
+        "extended attributes in inodes are not written yet",
+    ),
     ("encrypt", "encrypted names and contents are not written"),
-    ("casefold", "case-insensitive names are not hashed for writing"),
+    (
+        "casefold",
+        "case-insensitive names are not hashed for writing",
+    ),
     ("verity", "verity files are not protected from writes yet"),
     ("mmp", "multi-mount protection is not updated"),
     ("read-only", "the filesystem is marked read-only"),
-    ("shared_blocks", "blocks shared between files cannot be written"),
+    (
+        "shared_blocks",
+        "blocks shared between files cannot be written",
+    ),
     ("snapshot", "snapshots are not supported"),
 ];
 
@@ -137,12 +152,10 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     }
     let (c, i, r) = allowed(sb);
     // Bits nobody named yet are "unknown" to `names`.
-    for name in crate::features::names(c, i & !incompat::RECOVER, r) {
+    if let Some(name) = crate::features::names(c, i & !incompat::RECOVER, r).first() {
         return refuse(name);
     }
-    let unnamed = (c & !compat::KNOWN)
-        | (i & !incompat::SUPPORTED)
-        | (r & !ro_compat::KNOWN);
+    let unnamed = (c & !compat::KNOWN) | (i & !incompat::SUPPORTED) | (r & !ro_compat::KNOWN);
     if unnamed != 0 {
         return refuse("unknown feature bits");
     }

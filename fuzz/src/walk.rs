@@ -39,6 +39,7 @@ pub fn options(ignore_checksums: bool) -> OpenOptions {
         inode_cache_bytes: INODE_CACHE_BYTES,
         ignore_checksums,
         read_only: true,
+        ..OpenOptions::default()
     }
 }
 

@@ -176,19 +176,51 @@ impl Model {
 /// One step of a random sequence. Indices are taken modulo what exists.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Create { dir: u8, name: u16, pad: u8, mode: u16 },
-    Write { file: u16, off: u32, len: u32, seed: u8 },
-    Truncate { file: u16, size: u32 },
-    Unlink { file: u16 },
-    Chmod { file: u16, mode: u16 },
-    Chown { file: u16, uid: u16, gid: u16 },
-    Utimes { file: u16, atime: i32, mtime: i32, nsec: u32 },
+    Create {
+        dir: u8,
+        name: u16,
+        pad: u8,
+        mode: u16,
+    },
+    Write {
+        file: u16,
+        off: u32,
+        len: u32,
+        seed: u8,
+    },
+    Truncate {
+        file: u16,
+        size: u32,
+    },
+    Unlink {
+        file: u16,
+    },
+    Chmod {
+        file: u16,
+        mode: u16,
+    },
+    Chown {
+        file: u16,
+        uid: u16,
+        gid: u16,
+    },
+    Utimes {
+        file: u16,
+        atime: i32,
+        mtime: i32,
+        nsec: u32,
+    },
     Commit,
 }
 
 pub fn bytes_of(seed: u8, off: u32, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (seed as u32).wrapping_mul(31).wrapping_add((off as usize + i) as u32 * 13) as u8 | 1)
+        .map(|i| {
+            (seed as u32)
+                .wrapping_mul(31)
+                .wrapping_add((off as usize + i) as u32 * 13) as u8
+                | 1
+        })
         .collect()
 }
 
@@ -208,7 +240,12 @@ pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<
     let cred = Cred::ROOT;
     let pick = |f: u16| (!m.files.is_empty()).then(|| f as usize % m.files.len());
     match *op {
-        Op::Create { dir, name, pad, mode } => {
+        Op::Create {
+            dir,
+            name,
+            pad,
+            mode,
+        } => {
             let d = dir as usize % m.dirs.len();
             let name = name_of(name, pad);
             let mode = mode & 0o7777;
@@ -236,7 +273,12 @@ pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<
                 Err(e) => return Err(format!("create {name:?}: {e}")),
             }
         }
-        Op::Write { file, off, len, seed } => {
+        Op::Write {
+            file,
+            off,
+            len,
+            seed,
+        } => {
             let Some(i) = pick(file) else { return Ok(()) };
             let data = bytes_of(seed, off, len as usize);
             let f = &mut m.files[i];
@@ -297,7 +339,12 @@ pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<
             f.uid = uid;
             f.gid = gid;
         }
-        Op::Utimes { file, atime, mtime, nsec } => {
+        Op::Utimes {
+            file,
+            atime,
+            mtime,
+            nsec,
+        } => {
             let Some(i) = pick(file) else { return Ok(()) };
             let f = &mut m.files[i];
             let t = |s: i32| Timestamp {
@@ -325,7 +372,10 @@ fn stored(t: Timestamp, large: bool) -> Timestamp {
     if large {
         t
     } else {
-        Timestamp { sec: t.sec as i32 as i64, nsec: 0 }
+        Timestamp {
+            sec: t.sec as i32 as i64,
+            nsec: 0,
+        }
     }
 }
 
@@ -342,28 +392,64 @@ pub fn check_engine(bytes: Vec<u8>, m: &Model) -> Result<(), String> {
             true
         })
         .map_err(|e| format!("readdir {}: {e}", DIRS[d]))?;
-        names.retain(|n| n != b"." && n != b".." && n != b"lost+found" && !(d == 0 && DIRS.iter().any(|x| !x.is_empty() && x.as_bytes() == n.as_slice())));
+        names.retain(|n| {
+            n != b"."
+                && n != b".."
+                && n != b"lost+found"
+                && !(d == 0
+                    && DIRS
+                        .iter()
+                        .any(|x| !x.is_empty() && x.as_bytes() == n.as_slice()))
+        });
         names.sort();
-        let mut want: Vec<Vec<u8>> = m.files.iter().filter(|f| f.dir == d).map(|f| f.name.clone()).collect();
+        let mut want: Vec<Vec<u8>> = m
+            .files
+            .iter()
+            .filter(|f| f.dir == d)
+            .map(|f| f.name.clone())
+            .collect();
         want.sort();
         if names != want {
-            return Err(format!("engine: directory {:?} lists {} names, model {}", DIRS[d], names.len(), want.len()));
+            return Err(format!(
+                "engine: directory {:?} lists {} names, model {}",
+                DIRS[d],
+                names.len(),
+                want.len()
+            ));
         }
     }
     for f in &m.files {
-        let a = vol.getattr(f.ino).map_err(|e| format!("engine getattr {:?}: {e}", f.name))?;
-        if (a.mode & 0o7777) as u16 != f.mode || a.uid != f.uid || a.gid != f.gid || a.size != f.data.len() as u64 || a.nlink != 1 {
-            return Err(format!("engine: {:?} attributes {a:?} differ from the model", f.name));
+        let a = vol
+            .getattr(f.ino)
+            .map_err(|e| format!("engine getattr {:?}: {e}", f.name))?;
+        if (a.mode & 0o7777) as u16 != f.mode
+            || a.uid != f.uid
+            || a.gid != f.gid
+            || a.size != f.data.len() as u64
+            || a.nlink != 1
+        {
+            return Err(format!(
+                "engine: {:?} attributes {a:?} differ from the model",
+                f.name
+            ));
         }
         if let Some(t) = f.mtime {
             if a.mtime != stored(t, large) {
-                return Err(format!("engine: {:?} mtime {:?}, model {:?}", f.name, a.mtime, t));
+                return Err(format!(
+                    "engine: {:?} mtime {:?}, model {:?}",
+                    f.name, a.mtime, t
+                ));
             }
         }
         let mut buf = vec![0u8; f.data.len()];
-        let n = vol.read(f.ino, 0, &mut buf).map_err(|e| format!("engine read {:?}: {e}", f.name))?;
+        let n = vol
+            .read(f.ino, 0, &mut buf)
+            .map_err(|e| format!("engine read {:?}: {e}", f.name))?;
         if n != f.data.len() || buf != f.data {
-            return Err(format!("engine: {:?} contents differ from the model", f.name));
+            return Err(format!(
+                "engine: {:?} contents differ from the model",
+                f.name
+            ));
         }
     }
     Ok(())
@@ -398,44 +484,96 @@ pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
                 use std::os::unix::ffi::OsStrExt;
                 e.unwrap().file_name().as_bytes().to_vec()
             })
-            .filter(|n| n != b"lost+found" && !(d == 0 && DIRS.iter().any(|x| !x.is_empty() && x.as_bytes() == n.as_slice())))
+            .filter(|n| {
+                n != b"lost+found"
+                    && !(d == 0
+                        && DIRS
+                            .iter()
+                            .any(|x| !x.is_empty() && x.as_bytes() == n.as_slice()))
+            })
             .collect();
         names.sort();
-        let mut want: Vec<Vec<u8>> = m.files.iter().filter(|f| f.dir == d).map(|f| f.name.clone()).collect();
+        let mut want: Vec<Vec<u8>> = m
+            .files
+            .iter()
+            .filter(|f| f.dir == d)
+            .map(|f| f.name.clone())
+            .collect();
         want.sort();
         if names != want {
             return Err(format!(
                 "kernel: directory {dir:?} lists {:?}, model {:?}",
-                names.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>(),
-                want.iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect::<Vec<_>>()
+                names
+                    .iter()
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .collect::<Vec<_>>(),
+                want.iter()
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .collect::<Vec<_>>()
             ));
         }
     }
     for f in &m.files {
         use std::os::unix::ffi::OsStrExt;
-        let p: PathBuf = root.join(DIRS[f.dir]).join(std::ffi::OsStr::from_bytes(&f.name));
+        let p: PathBuf = root
+            .join(DIRS[f.dir])
+            .join(std::ffi::OsStr::from_bytes(&f.name));
         let md = std::fs::symlink_metadata(&p).map_err(|e| format!("kernel stat {p:?}: {e}"))?;
-        let got = (md.mode() & 0o7777, md.uid(), md.gid(), md.len(), md.nlink(), md.ino());
-        let want = (f.mode as u32, f.uid, f.gid, f.data.len() as u64, 1, f.ino as u64);
+        let got = (
+            md.mode() & 0o7777,
+            md.uid(),
+            md.gid(),
+            md.len(),
+            md.nlink(),
+            md.ino(),
+        );
+        let want = (
+            f.mode as u32,
+            f.uid,
+            f.gid,
+            f.data.len() as u64,
+            1,
+            f.ino as u64,
+        );
         if got != want {
-            return Err(format!("kernel: {:?} (mode, uid, gid, size, nlink, ino) {got:?}, model {want:?}", String::from_utf8_lossy(&f.name)));
+            return Err(format!(
+                "kernel: {:?} (mode, uid, gid, size, nlink, ino) {got:?}, model {want:?}",
+                String::from_utf8_lossy(&f.name)
+            ));
         }
         if let Some(t) = f.mtime {
             let t = stored(t, large);
             if (md.mtime(), md.mtime_nsec() as u32) != (t.sec, t.nsec) {
-                return Err(format!("kernel: {:?} mtime {}.{}, model {:?}", f.name, md.mtime(), md.mtime_nsec(), t));
+                return Err(format!(
+                    "kernel: {:?} mtime {}.{}, model {:?}",
+                    f.name,
+                    md.mtime(),
+                    md.mtime_nsec(),
+                    t
+                ));
             }
         }
         if let Some(t) = f.atime {
             let t = stored(t, large);
             if (md.atime(), md.atime_nsec() as u32) != (t.sec, t.nsec) {
-                return Err(format!("kernel: {:?} atime {}.{}, model {:?}", f.name, md.atime(), md.atime_nsec(), t));
+                return Err(format!(
+                    "kernel: {:?} atime {}.{}, model {:?}",
+                    f.name,
+                    md.atime(),
+                    md.atime_nsec(),
+                    t
+                ));
             }
         }
         let data = std::fs::read(&p).map_err(|e| format!("kernel read {p:?}: {e}"))?;
         if data != f.data {
             let at = data.iter().zip(&f.data).position(|(a, b)| a != b);
-            return Err(format!("kernel: {:?} contents differ (len {} vs {}, first difference at {at:?})", f.name, data.len(), f.data.len()));
+            return Err(format!(
+                "kernel: {:?} contents differ (len {} vs {}, first difference at {at:?})",
+                f.name,
+                data.len(),
+                f.data.len()
+            ));
         }
     }
     mnt.unmount().map_err(|e| format!("unmount: {e}"))?;
@@ -456,7 +594,13 @@ pub fn run_sequence(p: &Profile, ops: &[Op], kernel: bool) -> Result<(), String>
     check_engine(bytes.clone(), &m)?;
     let img = tempfile_path(&format!("writes-{}", p.name)).with_extension("img");
     std::fs::write(&img, &bytes).map_err(|e| e.to_string())?;
-    let r = check_fsck(&img).and_then(|_| if kernel { check_kernel(&img, &m) } else { Ok(()) });
+    let r = check_fsck(&img).and_then(|_| {
+        if kernel {
+            check_kernel(&img, &m)
+        } else {
+            Ok(())
+        }
+    });
     if r.is_err() {
         // Keep the image for a look.
         let keep = cache_dir().join(format!("failed-writes-{}.img", p.name));

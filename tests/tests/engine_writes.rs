@@ -4,22 +4,57 @@
 //! feature matrix. See `ext4_tests::writes`.
 
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
-use ext4_tests::writes::{run_sequence, Op, EXT4_1K, EXT4_DEFAULT, EXT4_NO_CSUM, EXT4_128, EXT4_SMALL};
+use ext4_tests::writes::{
+    run_sequence, Op, EXT4_128, EXT4_1K, EXT4_DEFAULT, EXT4_NO_CSUM, EXT4_SMALL,
+};
 
 fn basic_ops() -> Vec<Op> {
     let mut ops = vec![];
     for i in 0..40u16 {
-        ops.push(Op::Create { dir: (i % 3) as u8, name: i, pad: (i * 7) as u8, mode: 0o644 });
+        ops.push(Op::Create {
+            dir: (i % 3) as u8,
+            name: i,
+            pad: (i * 7) as u8,
+            mode: 0o644,
+        });
     }
     for i in 0..40u16 {
-        ops.push(Op::Write { file: i, off: i as u32 * 1000, len: 5000 + i as u32 * 300, seed: i as u8 });
+        ops.push(Op::Write {
+            file: i,
+            off: i as u32 * 1000,
+            len: 5000 + i as u32 * 300,
+            seed: i as u8,
+        });
     }
-    ops.push(Op::Write { file: 3, off: 0, len: 3 << 20, seed: 9 });
-    ops.push(Op::Truncate { file: 3, size: 100_000 });
-    ops.push(Op::Truncate { file: 4, size: 1 << 20 });
-    ops.push(Op::Chmod { file: 5, mode: 0o4755 });
-    ops.push(Op::Chown { file: 6, uid: 3, gid: 4 });
-    ops.push(Op::Utimes { file: 7, atime: -5, mtime: 2_000_000_000, nsec: 999_999_999 });
+    ops.push(Op::Write {
+        file: 3,
+        off: 0,
+        len: 3 << 20,
+        seed: 9,
+    });
+    ops.push(Op::Truncate {
+        file: 3,
+        size: 100_000,
+    });
+    ops.push(Op::Truncate {
+        file: 4,
+        size: 1 << 20,
+    });
+    ops.push(Op::Chmod {
+        file: 5,
+        mode: 0o4755,
+    });
+    ops.push(Op::Chown {
+        file: 6,
+        uid: 3,
+        gid: 4,
+    });
+    ops.push(Op::Utimes {
+        file: 7,
+        atime: -5,
+        mtime: 2_000_000_000,
+        nsec: 999_999_999,
+    });
     ops.push(Op::Commit);
     for i in 0..10u16 {
         ops.push(Op::Unlink { file: i * 3 });
@@ -64,7 +99,10 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Cases per profile: `EXT4_WRITE_CASES` (the soak script raises it).
 fn cases() -> u32 {
-    std::env::var("EXT4_WRITE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
+    std::env::var("EXT4_WRITE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
 }
 
 fn random(p: &ext4_tests::writes::Profile, ops: &[Op]) -> Result<(), TestCaseError> {
@@ -125,7 +163,17 @@ fn fill_until_enospc() {
     let chunk = vec![0x5au8; 256 << 10];
     let mut full = false;
     while !full {
-        apply(&vol, &mut m, &Op::Create { dir: (k % 3) as u8, name: k, pad: 0, mode: 0o600 }).unwrap();
+        apply(
+            &vol,
+            &mut m,
+            &Op::Create {
+                dir: (k % 3) as u8,
+                name: k,
+                pad: 0,
+                mode: 0o600,
+            },
+        )
+        .unwrap();
         let f = m.files.last().unwrap().clone();
         match vol.write(InodeNo(f.ino), 0, &chunk, &user) {
             Ok(n) => {
@@ -141,16 +189,35 @@ fn fill_until_enospc() {
     // Only the reserve (and the extent reserve) is left for root.
     let free_user = vol.statfs().blocks_available;
     assert_eq!(free_user, 0, "an ordinary user got everything it may have");
-    assert!(vol.statfs().blocks_free >= reserve, "the root reserve was kept back");
+    assert!(
+        vol.statfs().blocks_free >= reserve,
+        "the root reserve was kept back"
+    );
     let f = m.files.last().unwrap().clone();
-    let got = vol.write(InodeNo(f.ino), f.data.len() as u64, &chunk, &Cred::ROOT).unwrap();
+    let got = vol
+        .write(InodeNo(f.ino), f.data.len() as u64, &chunk, &Cred::ROOT)
+        .unwrap();
     assert!(got > 0, "root may use the reserve");
-    m.files.last_mut().unwrap().data.extend_from_slice(&chunk[..got]);
+    m.files
+        .last_mut()
+        .unwrap()
+        .data
+        .extend_from_slice(&chunk[..got]);
     // Free a few files and write again.
     for _ in 0..3 {
         apply(&vol, &mut m, &Op::Unlink { file: 1 }).unwrap();
     }
-    apply(&vol, &mut m, &Op::Write { file: 2, off: 0, len: 100_000, seed: 3 }).unwrap();
+    apply(
+        &vol,
+        &mut m,
+        &Op::Write {
+            file: 2,
+            off: 0,
+            len: 100_000,
+            seed: 3,
+        },
+    )
+    .unwrap();
     vol.close().unwrap();
     drop(vol);
     let bytes = dev.snapshot();
@@ -210,20 +277,61 @@ fn failing_device_loses_nothing_committed() {
     let vol = Volume::open(dev.clone(), &rw_options()).unwrap();
     let mut m = Model::load(&vol);
     for i in 0..10u16 {
-        apply(&vol, &mut m, &Op::Create { dir: 1, name: i, pad: 3, mode: 0o640 }).unwrap();
-        apply(&vol, &mut m, &Op::Write { file: i + 1, off: 0, len: 30_000, seed: i as u8 }).unwrap();
+        apply(
+            &vol,
+            &mut m,
+            &Op::Create {
+                dir: 1,
+                name: i,
+                pad: 3,
+                mode: 0o640,
+            },
+        )
+        .unwrap();
+        apply(
+            &vol,
+            &mut m,
+            &Op::Write {
+                file: i + 1,
+                off: 0,
+                len: 30_000,
+                seed: i as u8,
+            },
+        )
+        .unwrap();
     }
     vol.commit().unwrap();
     let committed = m.clone();
-    apply(&vol, &mut m, &Op::Create { dir: 2, name: 99, pad: 0, mode: 0o600 }).unwrap();
+    apply(
+        &vol,
+        &mut m,
+        &Op::Create {
+            dir: 2,
+            name: 99,
+            pad: 0,
+            mode: 0o600,
+        },
+    )
+    .unwrap();
     dev.fail.store(true, Ordering::SeqCst);
     let ino = m.files.last().unwrap().ino;
-    let e = vol.write(InodeNo(ino), 0, &[1u8; 5000], &Cred::ROOT).unwrap_err();
-    assert!(matches!(e, Error::Io(_)), "a failed data write is reported: {e}");
+    let e = vol
+        .write(InodeNo(ino), 0, &[1u8; 5000], &Cred::ROOT)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Io(_)),
+        "a failed data write is reported: {e}"
+    );
     let e = vol.commit().unwrap_err();
-    assert!(matches!(e, Error::Io(_)), "a failed commit is reported: {e}");
+    assert!(
+        matches!(e, Error::Io(_)),
+        "a failed commit is reported: {e}"
+    );
     assert!(vol.read_only(), "the volume turned read-only");
-    assert!(matches!(vol.create(InodeNo(2), b"late", 0o600, &Cred::ROOT), Err(Error::ReadOnly)));
+    assert!(matches!(
+        vol.create(InodeNo(2), b"late", 0o600, &Cred::ROOT),
+        Err(Error::ReadOnly)
+    ));
     assert!(vol.close().is_err(), "close reports the earlier failure");
     drop(vol);
     let bytes = dev.inner.snapshot();
@@ -246,7 +354,9 @@ fn both_directions_with_the_kernel() {
     if !require_e2fsprogs() || !require_kernel_ext4() {
         return;
     }
-    use ext4_tests::snapshot::{diff, engine_snapshot, format_diffs, host_snapshot, Compare, WalkOptions, ALL_FIELDS};
+    use ext4_tests::snapshot::{
+        diff, engine_snapshot, format_diffs, host_snapshot, Compare, WalkOptions, ALL_FIELDS,
+    };
     let img = tempfile_path("writes-kernel").with_extension("img");
     ext4_tests::kwimage::kw_mkfs(&img, 4096, "", "64M");
     {
@@ -254,7 +364,11 @@ fn both_directions_with_the_kernel() {
         let r = m.path();
         std::fs::create_dir(r.join("h")).unwrap();
         for i in 0..400 {
-            std::fs::write(r.join("h").join(format!("kernel-file-{i:04}")), vec![i as u8; i * 10]).unwrap();
+            std::fs::write(
+                r.join("h").join(format!("kernel-file-{i:04}")),
+                vec![i as u8; i * 10],
+            )
+            .unwrap();
         }
         std::fs::write(r.join("big"), vec![7u8; 5 << 20]).unwrap();
         std::fs::write(r.join("small"), b"kernel").unwrap();
@@ -265,13 +379,19 @@ fn both_directions_with_the_kernel() {
     let bytes = std::fs::read(&img).unwrap();
     let (vol, dev) = open_rw(bytes, &rw_options());
     let h = vol.lookup_ino(2, b"h").unwrap();
-    assert!(vol.inode(h).unwrap().has_flag(ext4_engine::inode::flags::INDEX), "the kernel indexed h");
+    assert!(
+        vol.inode(h)
+            .unwrap()
+            .has_flag(ext4_engine::inode::flags::INDEX),
+        "the kernel indexed h"
+    );
     let cred = Cred::ROOT;
     let mut placed = 0;
     for i in 0..50 {
         match vol.create(InodeNo(h), format!("ours-{i}").as_bytes(), 0o644, &cred) {
             Ok(a) => {
-                vol.write(InodeNo(a.ino), 0, &vec![i as u8 + 1; 3000], &cred).unwrap();
+                vol.write(InodeNo(a.ino), 0, &vec![i as u8 + 1; 3000], &cred)
+                    .unwrap();
                 placed += 1;
             }
             Err(Error::Unsupported { .. }) => {}
@@ -280,17 +400,22 @@ fn both_directions_with_the_kernel() {
     }
     assert!(placed > 0, "no hash-tree leaf had room");
     for i in (0..400).step_by(7) {
-        vol.unlink(InodeNo(h), format!("kernel-file-{i:04}").as_bytes()).unwrap();
+        vol.unlink(InodeNo(h), format!("kernel-file-{i:04}").as_bytes())
+            .unwrap();
     }
     let big = vol.lookup_ino(2, b"big").unwrap();
     vol.truncate(InodeNo(big), 1_234_567).unwrap();
-    vol.write(InodeNo(big), 3 << 20, b"appended by the engine", &cred).unwrap();
+    vol.write(InodeNo(big), 3 << 20, b"appended by the engine", &cred)
+        .unwrap();
     let small = vol.lookup_ino(2, b"small").unwrap();
     vol.unlink(InodeNo(2), b"small").unwrap();
     let _ = small;
     for i in 0..30 {
-        let a = vol.create(InodeNo(2), format!("root-{i}").as_bytes(), 0o600, &cred).unwrap();
-        vol.write(InodeNo(a.ino), (i * 4096) as u64, b"x", &cred).unwrap();
+        let a = vol
+            .create(InodeNo(2), format!("root-{i}").as_bytes(), 0o600, &cred)
+            .unwrap();
+        vol.write(InodeNo(a.ino), (i * 4096) as u64, b"x", &cred)
+            .unwrap();
     }
     vol.close().unwrap();
     drop(vol);
@@ -301,9 +426,17 @@ fn both_directions_with_the_kernel() {
         let k = host_snapshot(m.path(), WalkOptions::default());
         let vol = ext4_tests::open_engine(&img).unwrap();
         let e = engine_snapshot(&vol, WalkOptions::default());
-        let cmp = Compare { fields: ALL_FIELDS, ignore_dir_size: false, ignore_paths: &[] };
+        let cmp = Compare {
+            fields: ALL_FIELDS,
+            ignore_dir_size: false,
+            ignore_paths: &[],
+        };
         let d = diff(&k, &e, &cmp);
-        assert!(d.is_empty(), "{}", format_diffs("kernel vs engine after engine writes", &d, 20));
+        assert!(
+            d.is_empty(),
+            "{}",
+            format_diffs("kernel vs engine after engine writes", &d, 20)
+        );
         m.unmount().unwrap();
     }
     // The kernel writes more into the engine's image.
@@ -315,7 +448,10 @@ fn both_directions_with_the_kernel() {
         }
         std::fs::write(r.join("root-3"), vec![9u8; 1 << 20]).unwrap();
         std::fs::remove_file(r.join("root-4")).unwrap();
-        let mut f = std::fs::OpenOptions::new().append(true).open(r.join("big")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(r.join("big"))
+            .unwrap();
         std::io::Write::write_all(&mut f, &[5u8; 100_000]).unwrap();
         drop(f);
         m.unmount().unwrap();

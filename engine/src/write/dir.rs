@@ -149,7 +149,10 @@ impl<D: BlockDevice> Volume<D> {
             let leaf = self.dx_leaf(dir, name)?;
             if leaf == 0 || leaf >= self.dir_blocks(dir) {
                 return Err(Error::corrupt(
-                    Object::DirBlock { dir: dir.ino, lblk: 0 },
+                    Object::DirBlock {
+                        dir: dir.ino,
+                        lblk: 0,
+                    },
                     "hash tree points past the end of the directory",
                 ));
             }
@@ -159,7 +162,11 @@ impl<D: BlockDevice> Volume<D> {
         };
         for lblk in lo..hi {
             let pblk = match self.map_block(dir, lblk as u64)? {
-                Run::Mapped { pblk, unwritten: false, .. } => pblk,
+                Run::Mapped {
+                    pblk,
+                    unwritten: false,
+                    ..
+                } => pblk,
                 _ => {
                     return Err(Error::corrupt(
                         Object::DirBlock { dir: dir.ino, lblk },
@@ -168,7 +175,11 @@ impl<D: BlockDevice> Volume<D> {
                 }
             };
             let found = self.scan_leaf(dir, lblk, pblk, |e, _| {
-                let used = if e.inode == 0 { 0 } else { rec_len(e.name.len()) };
+                let used = if e.inode == 0 {
+                    0
+                } else {
+                    rec_len(e.name.len())
+                };
                 (e.rec_len - used >= need).then_some(e.offset)
             })?;
             if let Some(offset) = found {
@@ -177,7 +188,8 @@ impl<D: BlockDevice> Volume<D> {
         }
         if self.indexed(dir) {
             return Err(Error::Unsupported {
-                what: "adding a name to a full hash-tree leaf (leaf splits are not implemented yet)",
+                what:
+                    "adding a name to a full hash-tree leaf (leaf splits are not implemented yet)",
             });
         }
         Ok(Slot::NewBlock)
@@ -221,9 +233,14 @@ impl<D: BlockDevice> Volume<D> {
         };
         let need = rec_len(name.len());
         let ok = h.modify(PhysBlock(pblk), |b| {
-            let cur_ino = u32::from_le_bytes([b[offset], b[offset + 1], b[offset + 2], b[offset + 3]]);
+            let cur_ino =
+                u32::from_le_bytes([b[offset], b[offset + 1], b[offset + 2], b[offset + 3]]);
             let rec = rec_len_from_disk(u16::from_le_bytes([b[offset + 4], b[offset + 5]]), bs);
-            let used = if cur_ino == 0 { 0 } else { rec_len(b[offset + 6] as usize) };
+            let used = if cur_ino == 0 {
+                0
+            } else {
+                rec_len(b[offset + 6] as usize)
+            };
             if offset + rec > bs || rec < used + need {
                 return false;
             }
@@ -271,7 +288,8 @@ impl<D: BlockDevice> Volume<D> {
                     Run::Hole { .. } => continue,
                 };
                 if self.indexed(dir) {
-                    let node = self.cache_read_with(pblk, |b| crate::dir::is_dx_node(b, lblk as u64))?;
+                    let node =
+                        self.cache_read_with(pblk, |b| crate::dir::is_dx_node(b, lblk as u64))?;
                     if node {
                         continue;
                     }
@@ -318,7 +336,10 @@ impl<D: BlockDevice> Volume<D> {
         })?;
         if !ok {
             return Err(Error::corrupt(
-                Object::DirBlock { dir: dir.ino, lblk: at.lblk },
+                Object::DirBlock {
+                    dir: dir.ino,
+                    lblk: at.lblk,
+                },
                 "directory entry changed under the directory lock",
             ));
         }

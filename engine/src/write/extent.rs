@@ -161,7 +161,13 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Read a tree block checked at `depth` (checksum, header).
-    fn read_node<R>(&self, inode: &Inode, blk: u64, d: u16, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    fn read_node<R>(
+        &self,
+        inode: &Inode,
+        blk: u64,
+        d: u16,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         if !self.blocks_in_fs(blk, 1) {
             return Err(Error::corrupt(
                 Object::Inode(inode.ino),
@@ -207,7 +213,8 @@ impl<D: BlockDevice> Volume<D> {
             max: max(b),
         };
         let mut d = root.depth;
-        let mut child = (d > 0 && step.entries > 0).then(|| index_child(&entry(b, step.pos.unwrap_or(0))));
+        let mut child =
+            (d > 0 && step.entries > 0).then(|| index_child(&entry(b, step.pos.unwrap_or(0))));
         while d > 0 {
             if step.pos.is_none() {
                 step.pos = Some(0);
@@ -373,7 +380,8 @@ impl<D: BlockDevice> Volume<D> {
                 // Grow: the root's entries move to a new block one level
                 // down, the root keeps one index entry to it.
                 let d = depth(&inode.block);
-                let mut moved: Vec<[u8; 12]> = (0..s.entries).map(|i| entry(&inode.block, i)).collect();
+                let mut moved: Vec<[u8; 12]> =
+                    (0..s.entries).map(|i| entry(&inode.block, i)).collect();
                 moved.insert(pos, item);
                 let first_key = le32(&moved[0], 0);
                 let ino = &*inode;
@@ -435,7 +443,13 @@ impl<D: BlockDevice> Volume<D> {
     /// After the first key of the leaf at the end of `path` became `k`,
     /// lower the index keys above it that must not exceed it (the kernel's
     /// `ext4_ext_correct_indexes`).
-    fn fix_keys(&self, h: &mut Handle<'_, D>, inode: &mut Inode, path: &[Step], k: u32) -> Result<()> {
+    fn fix_keys(
+        &self,
+        h: &mut Handle<'_, D>,
+        inode: &mut Inode,
+        path: &[Step],
+        k: u32,
+    ) -> Result<()> {
         for lvl in (0..path.len().saturating_sub(1)).rev() {
             let s = path[lvl];
             let p = s.pos.unwrap_or(0);
@@ -470,7 +484,12 @@ impl<D: BlockDevice> Volume<D> {
     /// becomes an empty root). Returns `false` when nothing at or past
     /// `from` remains. Updates `inode.block` and `inode.blocks_512`; the
     /// caller writes the inode. At most [`remove_credits`] credits.
-    pub fn remove_last_extent(&self, h: &mut Handle<'_, D>, inode: &mut Inode, from: u32) -> Result<bool> {
+    pub fn remove_last_extent(
+        &self,
+        h: &mut Handle<'_, D>,
+        inode: &mut Inode,
+        from: u32,
+    ) -> Result<bool> {
         let path = self.extent_path(inode, None)?;
         let leaf = path[path.len() - 1];
         let Some(p) = leaf.pos else {
@@ -493,7 +512,9 @@ impl<D: BlockDevice> Volume<D> {
         if e.lblk < from {
             let keep = from - e.lblk;
             self.free_blocks(h, PhysBlock(e.pblk + keep as u64), (e.len - keep) as u64)?;
-            inode.blocks_512 = inode.blocks_512.saturating_sub((e.len - keep) as u64 * bs512);
+            inode.blocks_512 = inode
+                .blocks_512
+                .saturating_sub((e.len - keep) as u64 * bs512);
             let t = Extent { len: keep, ..e };
             self.edit_node(h, inode, leaf.at, |b| put(b, p, &extent_bytes(&t)))?;
             return Ok(true);
@@ -504,7 +525,11 @@ impl<D: BlockDevice> Volume<D> {
         let mut lvl = path.len() - 1;
         loop {
             let s = path[lvl];
-            let pos = if lvl == path.len() - 1 { p } else { s.pos.unwrap_or(0) };
+            let pos = if lvl == path.len() - 1 {
+                p
+            } else {
+                s.pos.unwrap_or(0)
+            };
             let left = self.edit_node(h, inode, s.at, |b| {
                 remove_at(b, pos);
                 entries(b)

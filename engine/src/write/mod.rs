@@ -97,7 +97,8 @@ fn valid_name(name: &[u8]) -> Result<()> {
     if name.len() > 255 {
         return Err(Error::NameTooLong);
     }
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(Error::InvalidArgument);
     }
     Ok(())
@@ -112,7 +113,9 @@ impl<D: BlockDevice> Volume<D> {
         let (blk, off) = self.inode_location(inode.ino)?;
         let size = self.sb().inode_size as usize;
         let sb = self.sb();
-        h.modify(PhysBlock(blk), |b| inode.store(sb, &mut b[off..off + size], fresh))??;
+        h.modify(PhysBlock(blk), |b| {
+            inode.store(sb, &mut b[off..off + size], fresh)
+        })??;
         self.invalidate_inode(inode.ino);
         Ok(())
     }
@@ -215,7 +218,8 @@ impl<D: BlockDevice> Volume<D> {
             Err(e) => return Err(e),
         }
         let slot = self.find_slot(&dir, name)?;
-        let credits = crate::allocator::INODE_ALLOC_CREDITS + INODE_CREDITS + self.add_name_credits(&dir)?;
+        let credits =
+            crate::allocator::INODE_ALLOC_CREDITS + INODE_CREDITS + self.add_name_credits(&dir)?;
         let mut h = self.begin(credits)?;
         let slot = match slot {
             Slot::NewBlock => self.grow_dir(&mut h, &mut dir, cred)?,
@@ -230,7 +234,11 @@ impl<D: BlockDevice> Volume<D> {
             }
         };
         let now = self.now();
-        let gid = if dir.mode & S_ISGID != 0 { dir.gid } else { cred.gid };
+        let gid = if dir.mode & S_ISGID != 0 {
+            dir.gid
+        } else {
+            cred.gid
+        };
         let gen = self.allocator().next_generation();
         let mut inode = Inode::new(
             self.sb(),
@@ -421,7 +429,9 @@ impl<D: BlockDevice> Volume<D> {
             _ => return Err(Error::InvalidArgument),
         }
         self.writable_file(&inode)?;
-        let end = offset.checked_add(data.len() as u64).ok_or(Error::FileTooBig)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(Error::FileTooBig)?;
         if end > self.sb().max_file_size(true) {
             return Err(Error::FileTooBig);
         }
@@ -438,7 +448,9 @@ impl<D: BlockDevice> Volume<D> {
             let lblk = pos / bs;
             let run = self.map_block(&inode, lblk)?;
             let r = match run {
-                Run::Mapped { unwritten: true, .. } => Err(Error::Unsupported {
+                Run::Mapped {
+                    unwritten: true, ..
+                } => Err(Error::Unsupported {
                     what: "writing into unwritten (preallocated) extents",
                 }),
                 Run::Mapped { pblk, len, .. } => {
@@ -492,7 +504,14 @@ impl<D: BlockDevice> Volume<D> {
     /// of `data`: one handle allocates a run, the data is written to it
     /// (whole blocks), the extent is inserted and the size raised over
     /// what was written. Returns the bytes consumed.
-    fn write_hole(&self, inode: &mut Inode, pos: u64, hole: u64, data: &[u8], cred: &Cred) -> Result<usize> {
+    fn write_hole(
+        &self,
+        inode: &mut Inode,
+        pos: u64,
+        hole: u64,
+        data: &[u8],
+        cred: &Cred,
+    ) -> Result<usize> {
         let bs = self.sb().block_size as u64;
         let lblk = pos / bs;
         let last = (pos + data.len() as u64 - 1) / bs;
@@ -502,9 +521,7 @@ impl<D: BlockDevice> Volume<D> {
         let goal = match lblk.checked_sub(1).map(|l| self.map_block(inode, l)) {
             Some(Ok(Run::Mapped { pblk, .. })) => PhysBlock(pblk + 1),
             _ => match self.last_extent(inode)? {
-                Some(e) if e.lblk as u64 <= lblk => {
-                    PhysBlock(e.pblk + (lblk - e.lblk as u64))
-                }
+                Some(e) if e.lblk as u64 <= lblk => PhysBlock(e.pblk + (lblk - e.lblk as u64)),
                 _ => self.inode_goal(InodeNo(inode.ino), true),
             },
         };
@@ -538,7 +555,13 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Write `data` at byte `within` of the `span` bytes starting at block
     /// `start`, zeros elsewhere, in pieces of at most [`DATA_IO_BYTES`].
-    fn write_new_blocks(&self, start: PhysBlock, within: usize, data: &[u8], span: usize) -> Result<()> {
+    fn write_new_blocks(
+        &self,
+        start: PhysBlock,
+        within: usize,
+        data: &[u8],
+        span: usize,
+    ) -> Result<()> {
         let bs = self.sb().block_size as u64;
         let base = start.0 * bs;
         let mut buf: Vec<u8> = Vec::new();
@@ -548,7 +571,8 @@ impl<D: BlockDevice> Volume<D> {
             let (lo, hi) = (within, within + data.len());
             if at >= lo && at + len <= hi {
                 // Entirely data: no copy.
-                self.device().write_at(base + at as u64, &data[at - lo..at - lo + len])?;
+                self.device()
+                    .write_at(base + at as u64, &data[at - lo..at - lo + len])?;
             } else {
                 buf.clear();
                 buf.resize(len, 0);
@@ -595,7 +619,7 @@ impl<D: BlockDevice> Volume<D> {
         if size < inode.size {
             // Zero the tail of the new last block, so a later extension
             // reads zeros there (the kernel's `ext4_block_truncate_page`).
-            if size % bs != 0 {
+            if !size.is_multiple_of(bs) {
                 if let Run::Mapped {
                     pblk,
                     unwritten: false,
