@@ -160,7 +160,13 @@ impl<D: BlockDevice> Volume<D> {
         } else {
             (0, self.dir_blocks(dir))
         };
-        for lblk in lo..hi {
+        // The last block first: a directory filled in order has room only
+        // there, which keeps appending names O(1) per name.
+        let order = hi
+            .checked_sub(1)
+            .into_iter()
+            .chain(lo..hi.saturating_sub(1));
+        for lblk in order {
             let pblk = match self.map_block(dir, lblk as u64)? {
                 Run::Mapped {
                     pblk,
