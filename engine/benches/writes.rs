@@ -58,15 +58,20 @@ fn ours(dir: &Path) -> [Duration; 3] {
     // The directory: we cannot mkdir yet, so the files go in the root.
     let t = Instant::now();
     for i in 0..FILES {
-        vol.create(root, name(i).as_bytes(), 0o644, &cred).expect("create");
+        vol.create(root, name(i).as_bytes(), 0o644, &cred)
+            .expect("create");
     }
     vol.commit().expect("commit");
     let create = t.elapsed();
     let piece = vec![0xa5u8; PIECE];
-    let big = vol.create(root, b"big", 0o644, &cred).expect("create big").ino;
+    let big = vol
+        .create(root, b"big", 0o644, &cred)
+        .expect("create big")
+        .ino;
     let t = Instant::now();
     for k in 0..BIG / PIECE {
-        vol.write(InodeNo(big), (k * PIECE) as u64, &piece, &cred).expect("write");
+        vol.write(InodeNo(big), (k * PIECE) as u64, &piece, &cred)
+            .expect("write");
     }
     vol.commit().expect("commit");
     let write = t.elapsed();
@@ -101,12 +106,21 @@ fn kernel(dir: &Path) -> Option<[Duration; 3]> {
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&tmpfs).ok()?;
     std::fs::create_dir_all(&mnt).ok()?;
-    run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=3G", "tmpfs"]).arg(&tmpfs));
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3G", "tmpfs"])
+        .arg(&tmpfs));
     let img = tmpfs.join("k.img");
     run(Command::new("mke2fs").args(MKFS).arg(&img).arg(IMAGE));
-    let out = Command::new("losetup").args(["-f", "--show"]).arg(&img).output().ok()?;
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&img)
+        .output()
+        .ok()?;
     let lo = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    run(Command::new("mount").args(["-t", "ext4"]).arg(&lo).arg(&mnt));
+    run(Command::new("mount")
+        .args(["-t", "ext4"])
+        .arg(&lo)
+        .arg(&mnt));
     let t = Instant::now();
     for i in 0..FILES {
         std::fs::File::create(mnt.join(name(i))).expect("create");
@@ -143,17 +157,24 @@ extern "C" {
 
 fn main() {
     // `cargo bench` passes --bench; a filter that names nothing here skips.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     if !args.is_empty() && !args.iter().any(|a| "writes".contains(a.as_str())) {
         return;
     }
-    let dir: PathBuf = std::env::temp_dir().join(format!("ext4-bench-writes-{}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("ext4-bench-writes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let o = ours(&dir);
     let k = kernel(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     println!("\nwrites: engine (MemDevice) vs kernel ext4 (loop on tmpfs), same run");
-    println!("{:<44} {:>12} {:>12} {:>8}", "phase", "engine", "kernel", "ratio");
+    println!(
+        "{:<44} {:>12} {:>12} {:>8}",
+        "phase", "engine", "kernel", "ratio"
+    );
     let names = [
         "create 100,000 files in one directory",
         "write 1 GiB in 1 MiB pieces",

@@ -280,6 +280,7 @@ mod tests {
         raw.feature_compat = c.into();
         raw.feature_incompat = i.into();
         raw.feature_ro_compat = r.into();
+        raw.desc_size = 64u16.into();
         let b = raw.as_bytes().to_vec();
         Superblock::parse(&raw, &b, 1 << 30).unwrap()
     }
