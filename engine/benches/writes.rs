@@ -95,7 +95,12 @@ fn parallel(dir: &Path) -> (Duration, Duration) {
     std::fs::create_dir_all(src.join("a")).expect("src");
     std::fs::create_dir_all(src.join("b")).expect("src");
     let img = dir.join("par.img");
-    run(Command::new("mke2fs").args(MKFS).arg("-d").arg(&src).arg(&img).arg("1G"));
+    run(Command::new("mke2fs")
+        .args(MKFS)
+        .arg("-d")
+        .arg(&src)
+        .arg(&img)
+        .arg("1G"));
     let bytes = std::fs::read(&img).expect("read image");
     let _ = std::fs::remove_file(&img);
     let opts = OpenOptions {

@@ -48,6 +48,11 @@ impl<D: BlockDevice> Commit<D> for WriteHome {
     }
 }
 
+/// The smallest transaction limit a read-write volume accepts: room for
+/// the largest single handle the operations begin (an extent insert in a
+/// five-level tree with its allocations, and the inodes around it).
+pub const MIN_LIMIT: usize = 64;
+
 /// The running transaction's bookkeeping.
 #[derive(Default)]
 struct State {

@@ -207,6 +207,11 @@ impl<D: BlockDevice> Volume<D> {
         }
         let cache = BlockCache::new(dev, sb.block_size, opts.cache_bytes);
         let txns = Txns::new(cache.buffer_count());
+        if !opts.read_only && txns.limit() < crate::txn::MIN_LIMIT {
+            return Err(Error::Unsupported {
+                what: "a read-write volume needs a block cache of at least 256 blocks (raise cache_bytes)",
+            });
+        }
         let icache = InodeCache::new(opts.inode_cache_bytes, sb.inode_size);
         let mut vol = Volume {
             sb,

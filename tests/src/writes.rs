@@ -31,8 +31,8 @@ pub struct Profile {
 
 pub const EXT4_DEFAULT: Profile = Profile {
     name: "ext4",
-    mkfs: &["-t", "ext4"],
-    size_mib: 64,
+    mkfs: &["-t", "ext4", "-b", "4096"],
+    size_mib: 128,
 };
 pub const EXT4_1K: Profile = Profile {
     name: "ext4-1k",
@@ -41,12 +41,12 @@ pub const EXT4_1K: Profile = Profile {
 };
 pub const EXT4_NO_CSUM: Profile = Profile {
     name: "ext4-uninit_bg",
-    mkfs: &["-t", "ext4", "-O", "^metadata_csum,uninit_bg"],
+    mkfs: &["-t", "ext4", "-b", "4096", "-O", "^metadata_csum,uninit_bg"],
     size_mib: 32,
 };
 pub const EXT4_128: Profile = Profile {
     name: "ext4-128-inodes",
-    mkfs: &["-t", "ext4", "-I", "128"],
+    mkfs: &["-t", "ext4", "-b", "4096", "-I", "128"],
     size_mib: 32,
 };
 /// Small enough to fill: 4 MiB, 1 KiB blocks, few inodes.

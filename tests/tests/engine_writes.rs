@@ -459,3 +459,181 @@ fn both_directions_with_the_kernel() {
     check_fsck(&img).unwrap();
     let _ = std::fs::remove_file(&img);
 }
+
+/// Many extents in one file (every other block written, in an order that
+/// is neither ascending nor descending): leaf splits, a root that grows to
+/// depth 2 (1 KiB blocks: 4 root entries, 84 per block), merges, then
+/// truncation back through every level. e2fsck, the kernel, the engine.
+#[test]
+fn deep_extent_trees() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let mut ops = vec![Op::Create {
+        dir: 1,
+        name: 1,
+        pad: 0,
+        mode: 0o644,
+    }];
+    // The file is number 1 (the seed file is 0). Blocks 2k, k in a
+    // scrambled order, then some odd blocks that merge neighbours.
+    for j in 0..900u32 {
+        let k = (j * 397) % 900;
+        ops.push(Op::Write {
+            file: 1,
+            off: 2 * k * 1024,
+            len: 1024,
+            seed: (k % 200) as u8,
+        });
+    }
+    for k in (1..300u32).step_by(3) {
+        ops.push(Op::Write {
+            file: 1,
+            off: (2 * k + 1) * 1024,
+            len: 1024,
+            seed: 9,
+        });
+    }
+    let mid = ops.len();
+    ops.push(Op::Commit);
+    ops.push(Op::Truncate {
+        file: 1,
+        size: 700 * 1024 + 17,
+    });
+    ops.push(Op::Truncate {
+        file: 1,
+        size: 90 * 1024,
+    });
+    // The tree really is two levels deep before the truncates.
+    {
+        let (vol, _dev) = open_rw(image(&EXT4_1K), &rw_options());
+        let mut m = Model::load(&vol);
+        for op in &ops[..mid] {
+            apply(&vol, &mut m, op).unwrap();
+        }
+        let ino = m.files[1].ino;
+        let depth = vol.extent_depth(&vol.inode(ino).unwrap()).unwrap();
+        assert_eq!(depth, 2, "900 extents in 1 KiB blocks make a depth-2 tree");
+        vol.close().unwrap();
+    }
+    let kernel = require_kernel_ext4();
+    run_sequence(&EXT4_1K, &ops[..mid], kernel).unwrap();
+    run_sequence(&EXT4_1K, &ops, kernel).unwrap();
+    let mut all = ops.clone();
+    all.push(Op::Truncate { file: 1, size: 0 });
+    all.push(Op::Write {
+        file: 1,
+        off: 5 << 20,
+        len: 3000,
+        seed: 1,
+    });
+    run_sequence(&EXT4_1K, &all, kernel).unwrap();
+}
+
+/// The API's contracts around the operations: refusals, errors that change
+/// nothing, statfs following every change, the superblock's mount state.
+#[test]
+fn contracts() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    use ext4_engine::volume::OpenOptions;
+    let bytes = image(&EXT4_DEFAULT);
+    // A read-only device refuses a read-write open.
+    let ro = Volume::open(
+        MemDevice::from_vec(bytes.clone()).read_only(),
+        &rw_options(),
+    );
+    assert!(matches!(ro.err(), Some(Error::ReadOnly)));
+    // Too small a cache for transactions.
+    let small = OpenOptions {
+        cache_bytes: 64 << 10,
+        ..rw_options()
+    };
+    assert!(matches!(
+        Volume::open(MemDevice::from_vec(bytes.clone()), &small).err(),
+        Some(Error::Unsupported { .. })
+    ));
+    // A feature outside the allow-list is named.
+    let img = tempfile_path("writes-quota").with_extension("img");
+    std::fs::write(&img, &bytes).unwrap();
+    let out = std::process::Command::new("tune2fs")
+        .args(["-O", "quota"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tune2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = Volume::open(
+        MemDevice::from_vec(std::fs::read(&img).unwrap()),
+        &rw_options(),
+    );
+    match q.err() {
+        Some(
+            e @ Error::NotWritable {
+                feature: "quota", ..
+            },
+        ) => assert!(e.to_string().contains("quota")),
+        other => panic!("quota volume opened read-write: {other:?}"),
+    }
+    let _ = std::fs::remove_file(&img);
+
+    let (vol, dev) = open_rw(bytes, &rw_options());
+    // Mounted: not clean, one more mount, on the device already.
+    {
+        let ro =
+            Volume::open(MemDevice::from_vec(dev.snapshot()), &OpenOptions::default()).unwrap();
+        assert_eq!(
+            ro.sb().state & 1,
+            0,
+            "s_state not clean while mounted read-write"
+        );
+        assert_eq!(ro.sb().mtime, 1_700_000_000, "s_mtime is the mount time");
+    }
+    let before = vol.statfs();
+    let root = InodeNo(2);
+    let a = vol.create(root, b"x", 0o600, &Cred::ROOT).unwrap();
+    assert!(matches!(
+        vol.create(root, b"x", 0o600, &Cred::ROOT),
+        Err(Error::Exists)
+    ));
+    assert!(matches!(
+        vol.create(root, b"a/b", 0o600, &Cred::ROOT),
+        Err(Error::InvalidArgument)
+    ));
+    assert!(matches!(
+        vol.create(root, &[b'n'; 256], 0o600, &Cred::ROOT),
+        Err(Error::NameTooLong)
+    ));
+    assert!(matches!(vol.unlink(root, b"nope"), Err(Error::NotFound)));
+    assert!(matches!(vol.unlink(root, b"lost+found"), Err(Error::IsDir)));
+    assert_eq!(vol.statfs().inodes_free, before.inodes_free - 1);
+    assert_eq!(vol.sb().block_size, 4096);
+    vol.write(InodeNo(a.ino), 0, &[1u8; 40960], &Cred::ROOT)
+        .unwrap();
+    assert_eq!(vol.statfs().blocks_free, before.blocks_free - 10);
+    assert_eq!(vol.getattr(a.ino).unwrap().blocks, 80);
+    vol.unlink(root, b"x").unwrap();
+    assert_eq!(vol.statfs().inodes_free, before.inodes_free);
+    assert_eq!(vol.statfs().blocks_free, before.blocks_free);
+    assert!(matches!(vol.lookup_ino(2, b"x"), Err(Error::NotFound)));
+    let dead = vol.inode(a.ino).unwrap();
+    assert_eq!((dead.links_count, dead.size, dead.blocks_512), (0, 0, 0));
+    assert_ne!(
+        dead.dtime, 0,
+        "a freed inode has its deletion time, as the kernel leaves it"
+    );
+    vol.close().unwrap();
+    assert!(vol.read_only(), "closed volumes are read-only");
+    let ro = Volume::open(MemDevice::from_vec(dev.snapshot()), &OpenOptions::default()).unwrap();
+    assert_eq!(ro.sb().state & 1, 1, "clean after close");
+    assert_eq!(
+        ro.statfs().blocks_free,
+        before.blocks_free,
+        "superblock counts written"
+    );
+    assert_eq!(ro.sb().free_inodes_count as u64, before.inodes_free);
+}

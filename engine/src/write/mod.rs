@@ -691,6 +691,3 @@ impl<D: BlockDevice> Volume<D> {
         inode.attr(self.sb())
     }
 }
-
-#[cfg(test)]
-mod tests;
