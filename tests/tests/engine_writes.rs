@@ -579,6 +579,14 @@ fn contracts() {
         ) => assert!(e.to_string().contains("quota")),
         other => panic!("quota volume opened read-write: {other:?}"),
     }
+    // A journal that needs recovery refuses, naming it.
+    std::fs::write(&img, &bytes).unwrap();
+    ext4_tests::oracle::debugfs_script(&img, &["feature needs_recovery".to_string()], true).unwrap();
+    let r = Volume::open(MemDevice::from_vec(std::fs::read(&img).unwrap()), &rw_options());
+    assert!(
+        matches!(r.err(), Some(Error::NotWritable { feature: "needs_recovery", .. })),
+        "a journal needing recovery refuses a read-write open"
+    );
     let _ = std::fs::remove_file(&img);
 
     let (vol, dev) = open_rw(bytes, &rw_options());
