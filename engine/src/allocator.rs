@@ -377,19 +377,18 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    /// The inode bitmap of group `g` (zeroes for `INODE_UNINIT`).
-    fn inode_bitmap(&self, gd: &GroupDesc) -> Result<Vec<u8>> {
+    /// The first free inode (bit index) of group `g` at or after `from`,
+    /// read in place (no copy); `INODE_UNINIT` groups are all free.
+    fn free_inode_in(&self, gd: &GroupDesc, from: u32) -> Result<Option<u32>> {
+        let ipg = self.sb().inodes_per_group;
         if self.uninit_flags_apply() && gd.flags & BG_INODE_UNINIT != 0 {
-            let sb = self.sb();
-            let mut map = vec![0u8; sb.block_size as usize];
-            set_bits(&mut map, sb.inodes_per_group, sb.block_size * 8, true);
-            return Ok(map);
+            return Ok((from < ipg).then_some(from));
         }
-        self.cache_read_with(gd.inode_bitmap, |b| b.to_vec())
+        self.cache_read_with(gd.inode_bitmap, |b| find_zero(b, from, ipg))
     }
 
-    /// Allocate an inode for a new object in directory group `parent`:
-    /// `dir` picks the group as the kernel does for directories. Marks the
+    /// Allocate an inode for a new object in directory `parent`: `dir`
+    /// picks the group as the kernel does for directories. Marks the
     /// bitmap and counts; the caller writes the record. ENOSPC when no
     /// inode is free. [`INODE_ALLOC_CREDITS`] credits.
     pub fn alloc_inode(
@@ -399,31 +398,46 @@ impl<D: BlockDevice> Volume<D> {
         dir: bool,
     ) -> Result<InodeNo> {
         let sb = self.sb();
+        let n = sb.group_count;
+        let pg = (parent.0.saturating_sub(1)) / sb.inodes_per_group % n;
+        let flex = self.flex_size();
         let _g = self.allocator().lock.lock();
         if self.counts().free_inodes.load(Ordering::Acquire) == 0 {
             return Err(ENOSPC);
         }
-        let pg = (parent.0.saturating_sub(1)) / sb.inodes_per_group;
-        let order = if dir {
-            self.dir_groups(pg, parent == InodeNo::ROOT)?
+        // Candidates in order (the kernel's `find_group_other`): with flex
+        // groups, the directory's flex group, then every group from the
+        // next flex group on; without, groups from the directory's with
+        // free inodes and blocks, then any with free inodes. Directories
+        // start where `dir_start` says.
+        let start = if dir {
+            self.dir_start(pg, parent == InodeNo::ROOT)?
+        } else if flex > 1 {
+            pg & !(flex - 1)
         } else {
-            self.file_groups(pg)?
+            pg
         };
-        for g in order {
+        let first = if flex > 1 { flex.min(n - start) } else { 0 };
+        for k in 0..first + 2 * n {
+            let (g, strict) = if k < first {
+                (start + k, false)
+            } else {
+                let j = k - first;
+                let base = if flex > 1 { start + flex } else { start };
+                ((base + j % n) % n, flex == 1 && j < n)
+            };
             let gd = self.group_desc(g)?;
-            if gd.free_inodes == 0 {
+            if gd.free_inodes == 0 || (strict && gd.free_blocks == 0) {
                 continue;
             }
-            let map = self.inode_bitmap(&gd)?;
-            let ipg = sb.inodes_per_group;
             // Reserved inodes of group 0 are marked in use by mke2fs; skip
             // them anyway in case the bitmap is damaged there.
             let from = if g == 0 { sb.first_ino - 1 } else { 0 };
-            let Some(idx) = find_zero(&map, from, ipg) else {
+            let Some(idx) = self.free_inode_in(&gd, from)? else {
                 continue;
             };
-            self.mark_inode(h, g, &gd, map, idx, dir)?;
-            return Ok(InodeNo(g * ipg + idx + 1));
+            self.mark_inode(h, g, &gd, idx, dir)?;
+            return Ok(InodeNo(g * sb.inodes_per_group + idx + 1));
         }
         Err(ENOSPC)
     }
@@ -433,26 +447,29 @@ impl<D: BlockDevice> Volume<D> {
         h: &mut Handle<'_, D>,
         g: u32,
         gd: &GroupDesc,
-        mut map: Vec<u8>,
         idx: u32,
         dir: bool,
     ) -> Result<()> {
         let sb = self.sb();
         let uninit = self.uninit_flags_apply();
         let was_uninit = uninit && gd.flags & BG_INODE_UNINIT != 0;
-        set_bits(&mut map, idx, idx + 1, true);
-        let csum = bitmap_checksum(sb, &map, sb.inodes_per_group);
-        if was_uninit {
-            h.create(PhysBlock(gd.inode_bitmap), |b| b.copy_from_slice(&map))?;
+        let ipg = sb.inodes_per_group;
+        let bs = sb.block_size;
+        let csum = if was_uninit {
+            h.create(PhysBlock(gd.inode_bitmap), |b| {
+                set_bits(b, ipg, bs * 8, true);
+                set_bits(b, idx, idx + 1, true);
+                bitmap_checksum(sb, b, ipg)
+            })?
         } else {
             h.modify(PhysBlock(gd.inode_bitmap), |b| {
-                set_bits(b, idx, idx + 1, true)
-            })?;
-        }
+                set_bits(b, idx, idx + 1, true);
+                bitmap_checksum(sb, b, ipg)
+            })?
+        };
         // The kernel initialises an uninitialised block bitmap with the
         // group's first inode.
         self.init_block_bitmap(h, g, gd)?;
-        let ipg = sb.inodes_per_group;
         self.modify_gd(h, g, |d| {
             d.free_inodes = d.free_inodes.saturating_sub(1);
             if dir {
@@ -509,39 +526,13 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    /// Groups to try for a new file's inode, best first: its directory's
-    /// flex group, then every group from the next flex group on (the
-    /// kernel's `find_group_other`).
-    fn file_groups(&self, pg: u32) -> Result<Vec<u32>> {
-        let n = self.sb().group_count;
-        let flex = self.flex_size();
-        let start = pg & !(flex - 1);
-        let mut out: Vec<u32> = (start..(start + flex).min(n)).collect();
-        if flex == 1 {
-            // Without flex_bg the parent's group only if it also has free
-            // blocks, then the others that have both.
-            out.clear();
-            for k in 0..n {
-                let g = (pg + k) % n;
-                let gd = self.group_desc(g)?;
-                if gd.free_inodes > 0 && gd.free_blocks > 0 {
-                    out.push(g);
-                }
-            }
-        }
-        let next = (start + flex) % n;
-        out.extend((0..n).map(|k| (next + k) % n));
-        Ok(out)
-    }
-
-    /// Groups to try for a new directory's inode (a simplified
+    /// Where a new directory's inode search starts (a simplified
     /// `find_group_orlov`): top-level directories go to the flex group with
     /// the fewest directories among those with at least average free
-    /// inodes and blocks; others stay near their parent while its group
-    /// has room, as files do.
-    fn dir_groups(&self, pg: u32, top: bool) -> Result<Vec<u32>> {
-        let sb = self.sb();
-        let n = sb.group_count;
+    /// inodes and blocks; others stay in their parent's flex group while
+    /// it has a quarter of the average free, as files do.
+    fn dir_start(&self, pg: u32, top: bool) -> Result<u32> {
+        let n = self.sb().group_count;
         let flex = self.flex_size();
         let nflex = n.div_ceil(flex);
         let avg_inodes = self.counts().free_inodes.load(Ordering::Relaxed) / nflex as u64;
@@ -556,22 +547,18 @@ impl<D: BlockDevice> Volume<D> {
                 dirs += gd.used_dirs as u64;
             }
             let near = !top && f == pg / flex;
-            if fi == 0
-                || fi < avg_inodes / if near { 4 } else { 1 }
-                || fb < avg_blocks / if near { 4 } else { 1 }
-            {
+            let div = if near { 4 } else { 1 };
+            if fi == 0 || fi < avg_inodes / div || fb < avg_blocks / div {
                 continue;
             }
             if near {
-                best = Some((0, f));
-                break;
+                return Ok(f * flex);
             }
             if best.is_none_or(|(d, _)| dirs < d) {
                 best = Some((dirs, f));
             }
         }
-        let start = best.map_or(pg / flex, |(_, f)| f) * flex;
-        Ok((0..n).map(|k| (start + k) % n).collect())
+        Ok(best.map_or(pg / flex, |(_, f)| f) * flex)
     }
 
     /// Where a file's first data block should go when it has no earlier
