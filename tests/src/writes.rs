@@ -57,7 +57,16 @@ pub const EXT4_1K: Profile = Profile {
 };
 pub const EXT4_NO_CSUM: Profile = Profile {
     name: "ext4-uninit_bg",
-    mkfs: &["-t", "ext4", "-b", "4096", "-g", "8192", "-O", "^metadata_csum,uninit_bg"],
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+        "-O",
+        "^metadata_csum,uninit_bg",
+    ],
     size_mib: 32,
 };
 pub const EXT4_128: Profile = Profile {

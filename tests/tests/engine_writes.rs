@@ -581,10 +581,20 @@ fn contracts() {
     }
     // A journal that needs recovery refuses, naming it.
     std::fs::write(&img, &bytes).unwrap();
-    ext4_tests::oracle::debugfs_script(&img, &["feature needs_recovery".to_string()], true).unwrap();
-    let r = Volume::open(MemDevice::from_vec(std::fs::read(&img).unwrap()), &rw_options());
+    ext4_tests::oracle::debugfs_script(&img, &["feature needs_recovery".to_string()], true)
+        .unwrap();
+    let r = Volume::open(
+        MemDevice::from_vec(std::fs::read(&img).unwrap()),
+        &rw_options(),
+    );
     assert!(
-        matches!(r.err(), Some(Error::NotWritable { feature: "needs_recovery", .. })),
+        matches!(
+            r.err(),
+            Some(Error::NotWritable {
+                feature: "needs_recovery",
+                ..
+            })
+        ),
         "a journal needing recovery refuses a read-write open"
     );
     let _ = std::fs::remove_file(&img);
@@ -669,9 +679,17 @@ fn placement() {
     {
         let mut h = vol.begin(16).unwrap();
         let top = vol.alloc_inode(&mut h, InodeNo(2), true).unwrap();
-        assert_ne!(group(top.0), group(2), "a top-level directory goes to a group with fewer directories");
+        assert_ne!(
+            group(top.0),
+            group(2),
+            "a top-level directory goes to a group with fewer directories"
+        );
         let file = vol.alloc_inode(&mut h, InodeNo(d1), false).unwrap();
-        assert_eq!(group(file.0), group(d1), "a file goes to its directory's group");
+        assert_eq!(
+            group(file.0),
+            group(d1),
+            "a file goes to its directory's group"
+        );
         // Undo: nothing of this reaches the image.
         vol.free_inode(&mut h, top, true).unwrap();
         vol.free_inode(&mut h, file, false).unwrap();
@@ -679,11 +697,16 @@ fn placement() {
     let a = vol.create(InodeNo(d1), b"seq", 0o644, &Cred::ROOT).unwrap();
     let piece = vec![7u8; 64 << 10];
     for k in 0..16u64 {
-        vol.write(InodeNo(a.ino), k * piece.len() as u64, &piece, &Cred::ROOT).unwrap();
+        vol.write(InodeNo(a.ino), k * piece.len() as u64, &piece, &Cred::ROOT)
+            .unwrap();
     }
     let inode = vol.inode(a.ino).unwrap();
     let e = vol.last_extent(&inode).unwrap().unwrap();
-    assert_eq!((e.lblk, e.len), (0, 1024), "1 MiB written in 64 KiB pieces is one extent");
+    assert_eq!(
+        (e.lblk, e.len),
+        (0, 1024),
+        "1 MiB written in 64 KiB pieces is one extent"
+    );
     let bpg = vol.sb().blocks_per_group as u64;
     assert_eq!(
         (e.pblk - vol.sb().first_data_block as u64) / bpg,
@@ -708,20 +731,38 @@ fn freed_blocks_stay_busy_until_commit() {
     let (vol, _dev) = open_rw(image(&EXT4_1K), &rw_options());
     let root = InodeNo(2);
     let a = vol.create(root, b"a", 0o644, &Cred::ROOT).unwrap();
-    vol.write(InodeNo(a.ino), 0, &vec![1u8; 64 << 10], &Cred::ROOT).unwrap();
+    vol.write(InodeNo(a.ino), 0, &vec![1u8; 64 << 10], &Cred::ROOT)
+        .unwrap();
     vol.commit().unwrap();
-    let old = vol.last_extent(&vol.inode(a.ino).unwrap()).unwrap().unwrap();
+    let old = vol
+        .last_extent(&vol.inode(a.ino).unwrap())
+        .unwrap()
+        .unwrap();
     vol.unlink(root, b"a").unwrap();
     let b = vol.create(root, b"b", 0o644, &Cred::ROOT).unwrap();
     // Same goal as a's: its group's first free blocks are a's old ones.
-    vol.write(InodeNo(b.ino), 0, &vec![2u8; 64 << 10], &Cred::ROOT).unwrap();
-    let new = vol.last_extent(&vol.inode(b.ino).unwrap()).unwrap().unwrap();
+    vol.write(InodeNo(b.ino), 0, &vec![2u8; 64 << 10], &Cred::ROOT)
+        .unwrap();
+    let new = vol
+        .last_extent(&vol.inode(b.ino).unwrap())
+        .unwrap()
+        .unwrap();
     let overlap = new.pblk < old.pblk + old.len as u64 && old.pblk < new.pblk + new.len as u64;
-    assert!(!overlap, "b got blocks a freed in the same transaction: {old:?} {new:?}");
+    assert!(
+        !overlap,
+        "b got blocks a freed in the same transaction: {old:?} {new:?}"
+    );
     vol.commit().unwrap();
     let c = vol.create(root, b"c", 0o644, &Cred::ROOT).unwrap();
-    vol.write(InodeNo(c.ino), 0, &vec![3u8; 64 << 10], &Cred::ROOT).unwrap();
-    let reused = vol.last_extent(&vol.inode(c.ino).unwrap()).unwrap().unwrap();
-    assert_eq!(reused.pblk, old.pblk, "after the commit the freed blocks are free again");
+    vol.write(InodeNo(c.ino), 0, &vec![3u8; 64 << 10], &Cred::ROOT)
+        .unwrap();
+    let reused = vol
+        .last_extent(&vol.inode(c.ino).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reused.pblk, old.pblk,
+        "after the commit the freed blocks are free again"
+    );
     vol.close().unwrap();
 }

@@ -47,6 +47,33 @@ impl InodeLocks {
         (ino.0 as usize).wrapping_mul(0x9E37_79B9) >> 7 & (INODE_LOCKS - 1)
     }
 
+    /// Add `ino`'s lock to `guards` (holding the locks of `held`) without
+    /// ever waiting out of order: already held, taken in order, or tried.
+    /// `false`: it is busy and would be out of order (drop everything and
+    /// lock all at once).
+    pub(crate) fn try_add<'a>(
+        &'a self,
+        guards: &mut Vec<spin::MutexGuard<'a, ()>>,
+        held: &[InodeNo],
+        ino: InodeNo,
+    ) -> bool {
+        let s = Self::slot(ino);
+        if held.iter().any(|&h| Self::slot(h) == s) {
+            return true;
+        }
+        if held.iter().all(|&h| Self::slot(h) < s) {
+            guards.push(self.shards[s].lock());
+            return true;
+        }
+        match self.shards[s].try_lock() {
+            Some(g) => {
+                guards.push(g);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Lock the inodes of `inos` (any order, repeats allowed).
     pub(crate) fn lock(&self, inos: &[InodeNo]) -> Vec<spin::MutexGuard<'_, ()>> {
         let mut slots: Vec<usize> = inos.iter().map(|&i| Self::slot(i)).collect();
@@ -277,16 +304,25 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::InvalidArgument);
         }
         valid_name(name)?;
-        let child = InodeNo(self.lookup_ino(parent.0, name)?);
-        let _locks = self.inode_locks().lock(&[parent, child]);
+        // One scan of the directory finds the entry and its inode; the
+        // child's lock is added without waiting out of order.
+        let locks = self.inode_locks();
+        let mut guards = locks.lock(&[parent]);
         let mut dir = self.dir_for_write(parent)?;
-        let Some(at) = self.find_entry(&dir, name)? else {
-            return Err(Error::NotFound);
-        };
-        if at.ino != child {
-            // Renamed over meanwhile: the caller may retry.
-            return Err(Error::NotFound);
+        let mut at = self.find_entry(&dir, name)?.ok_or(Error::NotFound)?;
+        if !locks.try_add(&mut guards, &[parent], at.ino) {
+            drop(guards);
+            guards = locks.lock(&[parent, at.ino]);
+            dir = self.dir_for_write(parent)?;
+            let again = self.find_entry(&dir, name)?.ok_or(Error::NotFound)?;
+            if again.ino != at.ino {
+                // Replaced meanwhile: the caller may retry.
+                return Err(Error::NotFound);
+            }
+            at = again;
         }
+        let _guards = guards;
+        let child = at.ino;
         let mut inode = self.inode_for_write(child)?;
         if inode.kind == Some(FileType::Directory) {
             return Err(Error::IsDir);
