@@ -391,6 +391,27 @@ pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<
     Ok(())
 }
 
+/// Whether a listed name of directory `d` is the model's business (not
+/// `.`, `..`, `lost+found` or a starting directory).
+fn modelled(d: usize, n: &[u8]) -> bool {
+    n != b"."
+        && n != b".."
+        && n != b"lost+found"
+        && !(d == 0 && DIRS.iter().any(|x| !x.is_empty() && x.as_bytes() == n))
+}
+
+/// The names the model has in directory `d`, sorted.
+fn model_names(m: &Model, d: usize) -> Vec<Vec<u8>> {
+    let mut want: Vec<Vec<u8>> = m
+        .files
+        .iter()
+        .filter(|f| f.dir == d)
+        .map(|f| f.name.clone())
+        .collect();
+    want.sort();
+    want
+}
+
 /// Whether the image has 256-byte (or larger) inodes: times keep
 /// nanoseconds and the epoch bits only there.
 fn stored(t: Timestamp, large: bool) -> Timestamp {
@@ -417,23 +438,9 @@ pub fn check_engine(bytes: Vec<u8>, m: &Model) -> Result<(), String> {
             true
         })
         .map_err(|e| format!("readdir {}: {e}", DIRS[d]))?;
-        names.retain(|n| {
-            n != b"."
-                && n != b".."
-                && n != b"lost+found"
-                && !(d == 0
-                    && DIRS
-                        .iter()
-                        .any(|x| !x.is_empty() && x.as_bytes() == n.as_slice()))
-        });
+        names.retain(|n| modelled(d, n));
         names.sort();
-        let mut want: Vec<Vec<u8>> = m
-            .files
-            .iter()
-            .filter(|f| f.dir == d)
-            .map(|f| f.name.clone())
-            .collect();
-        want.sort();
+        let want = model_names(m, d);
         if names != want {
             return Err(format!(
                 "engine: directory {:?} lists {} names, model {}",
@@ -509,22 +516,10 @@ pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
                 use std::os::unix::ffi::OsStrExt;
                 e.unwrap().file_name().as_bytes().to_vec()
             })
-            .filter(|n| {
-                n != b"lost+found"
-                    && !(d == 0
-                        && DIRS
-                            .iter()
-                            .any(|x| !x.is_empty() && x.as_bytes() == n.as_slice()))
-            })
+            .filter(|n| modelled(d, n))
             .collect();
         names.sort();
-        let mut want: Vec<Vec<u8>> = m
-            .files
-            .iter()
-            .filter(|f| f.dir == d)
-            .map(|f| f.name.clone())
-            .collect();
-        want.sort();
+        let want = model_names(m, d);
         if names != want {
             return Err(format!(
                 "kernel: directory {dir:?} lists {:?}, model {:?}",

@@ -100,8 +100,9 @@ impl<D: BlockDevice> Volume<D> {
         f: impl FnMut(&crate::dir::Entry<'_>, Option<usize>) -> Option<R>,
     ) -> Result<Option<R>> {
         let mut f = f;
-        self.cache_read_with(pblk, |b| -> Result<Option<R>> {
-            self.check_leaf(dir, b, lblk as u64)?;
+        // Checked once per cached copy (the mark), as reads do.
+        self.cache_read_marked(pblk, |b, mark| -> Result<Option<R>> {
+            self.check_leaf_once(dir, b, lblk as u64, mark)?;
             let obj = Object::DirBlock { dir: dir.ino, lblk };
             let area = if self.sb().metadata_csum() {
                 if !has_tail(b) {

@@ -375,7 +375,6 @@ impl<D: BlockDevice> Volume<D> {
                 "extent tree changed during an insert",
             ))?;
             inode.blocks_512 += self.sb().block_size as u64 / 512;
-            let node_max = self.node_max();
             if let At::Root = s.at {
                 // Grow: the root's entries move to a new block one level
                 // down, the root keeps one index entry to it.
@@ -384,14 +383,7 @@ impl<D: BlockDevice> Volume<D> {
                     (0..s.entries).map(|i| entry(&inode.block, i)).collect();
                 moved.insert(pos, item);
                 let first_key = le32(&moved[0], 0);
-                let ino = &*inode;
-                h.create(PhysBlock(new), |b| {
-                    header(b, moved.len(), node_max, d);
-                    for (i, e) in moved.iter().enumerate() {
-                        put(b, i, e);
-                    }
-                    self.seal(ino, b);
-                })?;
+                self.new_node(h, inode, new, &moved, d)?;
                 let root = &mut inode.block;
                 root[12..].fill(0);
                 header(root, 1, 4, d + 1);
@@ -401,8 +393,6 @@ impl<D: BlockDevice> Volume<D> {
             // Split: entries after the insert point move to the new block
             // (an append starts the new block with the new entry alone,
             // so sequential files fill their leaves).
-            let d = level as u16;
-            let _ = d;
             let (right, right_key) = self.edit_node(h, inode, s.at, |b| {
                 let n = entries(b);
                 let mut all: Vec<[u8; 12]> = (0..n).map(|i| entry(b, i)).collect();
@@ -423,14 +413,7 @@ impl<D: BlockDevice> Volume<D> {
                 At::Block(blk) => self.cache_read_with(blk, depth)?,
                 At::Root => 0,
             };
-            let ino = &*inode;
-            h.create(PhysBlock(new), |b| {
-                header(b, right.len(), node_max, node_depth);
-                for (i, e) in right.iter().enumerate() {
-                    put(b, i, e);
-                }
-                self.seal(ino, b);
-            })?;
+            self.new_node(h, inode, new, &right, node_depth)?;
             if pos == 0 && level == path.len() - 1 {
                 self.fix_keys(h, inode, &path[..=level], item_key)?;
             }
@@ -438,6 +421,25 @@ impl<D: BlockDevice> Volume<D> {
             item_key = right_key;
             level -= 1;
         }
+    }
+
+    /// Fill newly allocated tree block `blk` with `entries` at `depth`.
+    fn new_node(
+        &self,
+        h: &mut Handle<'_, D>,
+        inode: &Inode,
+        blk: u64,
+        entries: &[[u8; 12]],
+        depth: u16,
+    ) -> Result<()> {
+        let node_max = self.node_max();
+        h.create(PhysBlock(blk), |b| {
+            header(b, entries.len(), node_max, depth);
+            for (i, e) in entries.iter().enumerate() {
+                put(b, i, e);
+            }
+            self.seal(inode, b);
+        })
     }
 
     /// After the first key of the leaf at the end of `path` became `k`,
