@@ -118,6 +118,15 @@ fn index_child(e: &[u8; 12]) -> u64 {
     le32(e, 4) as u64 | (le16(e, 8) as u64) << 32
 }
 
+/// Whether `b` continues `a` logically and physically, in the same state,
+/// and the two fit one extent (they can merge).
+fn adjoins(a: &Extent, b: &Extent) -> bool {
+    a.unwritten == b.unwritten
+        && a.end() == b.lblk as u64
+        && a.pblk + a.len as u64 == b.pblk
+        && a.len + b.len <= MAX_LEN
+}
+
 /// An empty extent root (depth 0, room for four extents) in `i_block`.
 pub fn empty_root(block: &mut [u8; 60]) {
     block.fill(0);
@@ -291,11 +300,7 @@ impl<D: BlockDevice> Volume<D> {
         if let Some(p) = leaf.pos {
             let done = self.edit_node(h, inode, leaf.at, |b| {
                 let mut e = decode_extent(&entry(b, p));
-                if e.unwritten == ext.unwritten
-                    && e.end() == ext.lblk as u64
-                    && e.pblk + e.len as u64 == ext.pblk
-                    && e.len + ext.len <= MAX_LEN
-                {
+                if adjoins(&e, &ext) {
                     e.len += ext.len;
                     put(b, p, &extent_bytes(&e));
                     return true;
@@ -312,11 +317,7 @@ impl<D: BlockDevice> Volume<D> {
             let first = next == 0;
             let done = self.edit_node(h, inode, leaf.at, |b| {
                 let mut e = decode_extent(&entry(b, next));
-                if e.unwritten == ext.unwritten
-                    && ext.end() == e.lblk as u64
-                    && ext.pblk + ext.len as u64 == e.pblk
-                    && e.len + ext.len <= MAX_LEN
-                {
+                if adjoins(&ext, &e) {
                     e.lblk = ext.lblk;
                     e.pblk = ext.pblk;
                     e.len += ext.len;
