@@ -212,7 +212,13 @@ impl<D: BlockDevice> Volume<D> {
     /// [`Volume::check_leaf`] once per cached copy of the block: skipped
     /// when these bytes already passed it under this directory's seed (a
     /// block read again from the device, or rewritten, is checked again).
-    fn check_leaf_once(&self, dir: &Inode, block: &[u8], lblk: u64, mark: &Mark) -> Result<()> {
+    pub(crate) fn check_leaf_once(
+        &self,
+        dir: &Inode,
+        block: &[u8],
+        lblk: u64,
+        mark: &Mark,
+    ) -> Result<()> {
         // The seed decides the result; the high bit keeps the tag nonzero.
         let tag = 1 << 32 | dir.csum_seed as u64;
         if mark.is(tag) {
