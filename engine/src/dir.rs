@@ -234,7 +234,7 @@ impl<D: BlockDevice> Volume<D> {
     /// [`Volume::check_leaf`] once per cached copy of the block: skipped
     /// when these bytes already passed it under this directory's seed (a
     /// block read again from the device, or rewritten, is checked again).
-    fn check_leaf_once(
+    pub(crate) fn check_leaf_once(
         &self,
         dir: &Inode,
         block: &[u8],
@@ -379,7 +379,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Search logical blocks `from..to` of `dir` for `name`. Damage the
-    /// search passes over is reported (see [`find_entry`]); a block failing
+    /// search passes over is reported (see [`search_block`]); a block failing
     /// its checksum, or a damaged entry bearing the name, is reported and
     /// skipped, or with [`crate::OnDamage::AsKernel`] fails the search, as
     /// the kernel's does.
@@ -404,7 +404,7 @@ impl<D: BlockDevice> Volume<D> {
             for i in 0..len {
                 let l = lblk + i;
                 let fl = FileBlock(l as u32);
-                let found = self.cache_read_marked(pblk + i, |block, mark| -> Result<Found> {
+                let found = self.cache_read_marked(pblk + i, |block, mark| -> Result<Searched> {
                     if dx && is_dx_node(block, l) && l != 0 {
                         return Ok((None, None));
                     }
@@ -420,7 +420,7 @@ impl<D: BlockDevice> Volume<D> {
                         dir: dir.ino,
                         lblk: fl,
                     };
-                    find_entry(area, name, fold, self.sb().inodes_count, obj)
+                    search_block(area, name, fold, self.sb().inodes_count, obj)
                 });
                 match found {
                     Ok(Ok((ino, passed))) => {
@@ -443,20 +443,20 @@ impl<D: BlockDevice> Volume<D> {
 
 /// What a search of one block found: the entry's inode, and the first
 /// damage passed over on the way (to report; it did not stop the search).
-pub(crate) type Found = (Option<InodeNo>, Option<Error>);
+pub(crate) type Searched = (Option<InodeNo>, Option<Error>);
 
 /// Find `name` in one block's entries (or an inline-data area) the way the
 /// kernel's lookup does: entries are stepped over by their record lengths
 /// and only the entry whose name matches must be sound, so a damaged entry
 /// elsewhere hides no name (it is returned, to report). A damaged matching
 /// entry, or a zero record length the walk cannot pass, is an error.
-pub(crate) fn find_entry(
+pub(crate) fn search_block(
     area: &[u8],
     name: &[u8],
     fold: bool,
     inodes_count: u32,
     obj: Object,
-) -> Result<Found> {
+) -> Result<Searched> {
     let mut passed = None;
     let mut pos = 0;
     while pos + HEADER_LEN < area.len() {
@@ -536,22 +536,25 @@ mod tests {
     }
 
     #[test]
-    fn find_entry_checks_only_the_entry_it_returns() {
+    fn search_block_checks_only_the_entry_it_returns() {
         let obj = Object::Inode(InodeNo(2));
         let mut b = [0u8; 64];
         put(&mut b, 0, 999, 12, b"a"); // inode out of range
         put(&mut b, 12, 7, 52, b"b");
-        let (found, passed) = find_entry(&b, b"b", false, 100, obj).unwrap();
+        let (found, passed) = search_block(&b, b"b", false, 100, obj).unwrap();
         assert_eq!(found, Some(InodeNo(7)));
         assert!(passed.is_some_and(|e| e.is_corruption()));
-        assert!(find_entry(&b, b"a", false, 100, obj).is_err());
-        let (found, passed) = find_entry(&b, b"c", false, 100, obj).unwrap();
+        assert!(search_block(&b, b"a", false, 100, obj).is_err());
+        let (found, passed) = search_block(&b, b"c", false, 100, obj).unwrap();
         assert!(found.is_none() && passed.is_some());
         // A zero record length cannot be stepped over.
         put(&mut b, 12, 7, 0, b"b");
-        assert!(find_entry(&b, b"c", false, 100, obj).is_err());
+        assert!(search_block(&b, b"c", false, 100, obj).is_err());
         put(&mut b, 0, 5, 12, b"a");
         put(&mut b, 12, 7, 52, b"b");
-        assert_eq!(find_entry(&b, b"c", false, 100, obj).unwrap(), (None, None));
+        assert_eq!(
+            search_block(&b, b"c", false, 100, obj).unwrap(),
+            (None, None)
+        );
     }
 }

@@ -61,7 +61,7 @@ impl<D: BlockDevice> Volume<D> {
                 } => {
                     // One device read for the whole contiguous piece.
                     let at = pblk.0 * bs + within;
-                    self.device().read_at(at, dst)?;
+                    self.read_device(at, dst)?;
                 }
                 _ => dst.fill(0),
             }
@@ -263,8 +263,9 @@ pub enum FilePiece {
     /// unwritten extent.
     Zeros { offset: u64, len: u64 },
     /// File bytes `offset..offset + len` that only the engine can produce
-    /// (inline data, or contents it cannot decrypt, for which
-    /// [`Volume::read`] says why): read them with [`Volume::read`].
+    /// (inline data, blocks a journal replayed in memory holds, or contents
+    /// it cannot decrypt, for which [`Volume::read`] says why): read them
+    /// with [`Volume::read`].
     Engine { offset: u64, len: u64 },
 }
 
@@ -341,6 +342,16 @@ impl<D: BlockDevice> Iterator for FilePieces<'_, D> {
             .min(size);
         self.offset = to;
         Some(Ok(match run {
+            // Blocks of a journal replayed in memory (file data under
+            // data=journal) are not on the device: the engine reads them.
+            Run::Mapped {
+                pblk,
+                unwritten: false,
+                ..
+            } if self.vol.replayed_in(pblk, (to - from).div_ceil(bs)) => FilePiece::Engine {
+                offset: from,
+                len: to - from,
+            },
             Run::Mapped {
                 pblk,
                 unwritten: false,

@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::device::BlockDevice;
-use crate::dir::{find_entry, Entries};
+use crate::dir::{search_block, Entries};
 use crate::error::{Error, Object, Result};
 use crate::inode::{flags, Inode};
 use crate::numbers::InodeNo;
@@ -131,7 +131,7 @@ impl<D: BlockDevice> Volume<D> {
         let fold = inode.has_flag(flags::CASEFOLD);
         let obj = Object::Inode(inode.ino);
         for area in [&head[..], &tail[..]] {
-            let (found, passed) = find_entry(area, name, fold, self.sb().inodes_count, obj)?;
+            let (found, passed) = search_block(area, name, fold, self.sb().inodes_count, obj)?;
             if let Some(e) = passed {
                 self.report(e);
             }

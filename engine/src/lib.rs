@@ -21,6 +21,7 @@ extern crate alloc;
 extern crate std;
 
 mod acl;
+mod allocator;
 mod attr;
 mod block_cache;
 mod blockmap;
@@ -38,16 +39,20 @@ mod htree;
 mod inline;
 mod inode;
 mod inode_cache;
-mod journal;
+mod layout;
 mod mmp;
 mod numbers;
 mod superblock;
+mod txn;
 mod volume;
+mod writable;
+mod write;
 mod xattr;
 
 pub mod features;
 pub mod fsck;
 pub mod iomap;
+pub mod journal;
 pub mod mapping_cache;
 pub mod mount_opts;
 pub mod policy;
@@ -65,7 +70,11 @@ pub use inode::{flags as inode_flags, Inode};
 pub use inode_cache::InodeCacheStats;
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
 pub use superblock::{RawSuperblock, Superblock};
-pub use volume::{DirEntry, OnDamage, OpenOptions, Volume, Warning, Whence};
+pub use volume::{
+    DirEntry, OnDamage, OpenOptions, Recovery, Volume, Warning, Whence, DEFAULT_REPLAY_BUDGET,
+};
+pub use writable::Cred;
+pub use write::{SetAttr, SetTime};
 
 /// Internals that the fuzz targets, benchmarks and tests drive directly
 /// (the on-disk parsers, the caches on their own). Not an API: it changes
@@ -80,6 +89,9 @@ pub mod test_support {
     pub use crate::extent::Node as ExtentNode;
     pub use crate::inode::checksum_ok as inode_checksum_ok;
     pub use crate::inode_cache::{InodeCache, WAYS as INODE_CACHE_WAYS};
+    /// The jbd2 on-disk format, for tests and fuzz targets that write
+    /// journals of their own.
+    pub use crate::journal::format as journal_format;
     pub use crate::superblock::SUPERBLOCK_SIZE;
     pub use crate::xattr::{
         block_hash, block_header, entry_hash, full_name, parse_block, parse_ibody, split_name,

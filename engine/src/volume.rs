@@ -2,24 +2,34 @@
 //! by inode number. One `Volume` is shared by all worker threads: it is
 //! `Send + Sync`, and its caches synchronise themselves.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use zerocopy::FromBytes;
 
-use crate::attr::{Attr, FileType, StatFs};
+use crate::allocator::Allocator;
+use crate::attr::{Attr, FileType, StatFs, Timestamp};
 use crate::block_cache::{BlockCache, CacheStats, Mark};
 use crate::device::BlockDevice;
-use crate::error::{Error, Object, Result};
+use crate::error::{Error, IoError, Object, Result};
 use crate::features::{compat, incompat};
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
 use crate::inode_cache::{InodeCache, InodeCacheStats};
+use crate::journal::overlay::{Overlaid, Overlay};
+use crate::journal::{self, ReplayStats};
 use crate::mapping_cache::MappingCache;
 use crate::numbers::{InodeNo, PhysBlock};
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
+use crate::txn::{Commit, Txns, WriteHome};
+
+/// A volume's block cache: over its device through the journal replay
+/// overlay (empty unless the journal was replayed in memory, which makes
+/// the volume read-only).
+pub type VolumeCache<D> = BlockCache<Overlaid<D>>;
 
 /// Settings fixed when a volume is opened.
 #[derive(Clone, Debug)]
@@ -34,10 +44,21 @@ pub struct OpenOptions {
     pub inode_cache_bytes: usize,
     /// Treat checksum mismatches as valid (for salvaging damaged images).
     pub ignore_checksums: bool,
-    /// Open read-only even if the device is writable.
+    /// Open read-only even if the device is writable. `false` opens
+    /// read-write, or fails naming what prevents it
+    /// ([`crate::writable::refusal`]).
     pub read_only: bool,
     /// What a request does with a damaged block it could do without.
     pub on_damage: OnDamage,
+    /// What to do with a journal that needs recovery.
+    pub recovery: Recovery,
+    /// Byte budget of the replay plan of a journal that needs recovery
+    /// (32 bytes per logged block); a journal needing more is refused,
+    /// naming the options that raise it.
+    pub replay_budget: usize,
+    /// The clock for timestamps the engine sets (create, write, setattr
+    /// with "now", mount and write times in the superblock).
+    pub now: fn() -> Timestamp,
 }
 
 /// What a request does with a damaged block it could do without (a block
@@ -60,6 +81,46 @@ pub enum OnDamage {
     AsKernel,
 }
 
+/// What [`Volume::open`] does with a journal that needs recovery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Replay it as the kernel does at mount: onto the device when opened
+    /// read-write, in memory (the image untouched) when read-only. Damage
+    /// that makes the kernel refuse the mount makes the open fail.
+    #[default]
+    Replay,
+    /// Ignore it (the kernel's `norecovery`): the volume reads as the
+    /// device holds it, without the journal's newest changes.
+    Skip,
+}
+
+/// The default [`OpenOptions::replay_budget`]: a journal of a million
+/// logged blocks (4 GiB of 4 KiB blocks).
+pub const DEFAULT_REPLAY_BUDGET: usize = 32 << 20;
+
+/// How the journal was recovered when the volume was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replay {
+    pub stats: ReplayStats,
+    /// In memory (the image untouched) rather than onto the device.
+    pub in_memory: bool,
+}
+
+/// The system clock where there is one; the epoch otherwise (a `no_std`
+/// user supplies its own in [`OpenOptions::now`]).
+pub fn system_now() -> Timestamp {
+    #[cfg(any(feature = "std", test))]
+    {
+        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            return Timestamp {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            };
+        }
+    }
+    Timestamp { sec: 0, nsec: 0 }
+}
+
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
@@ -70,6 +131,9 @@ impl Default for OpenOptions {
             ignore_checksums: false,
             read_only: true,
             on_damage: OnDamage::Skip,
+            recovery: Recovery::Replay,
+            replay_budget: DEFAULT_REPLAY_BUDGET,
+            now: system_now,
         }
     }
 }
@@ -95,8 +159,11 @@ pub enum Whence {
 /// Something worth telling the user about the volume as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warning {
-    /// The journal holds transactions not yet applied; they are not replayed.
+    /// The journal holds transactions not yet applied, and recovery was
+    /// skipped (`norecovery`): the newest changes are missing.
     NeedsRecovery,
+    /// The journal needed recovery and was replayed.
+    Replayed(Replay),
     /// The superblock checksum is wrong (and checksums are ignored).
     SuperblockChecksum,
     /// `ro_compat` has bits this engine does not know.
@@ -110,7 +177,19 @@ pub enum Warning {
 impl core::fmt::Display for Warning {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Warning::NeedsRecovery => write!(f, "the journal needs recovery, which is not done yet: opened read-only, the newest changes may be missing"),
+            Warning::NeedsRecovery => write!(f, "the journal needs recovery and norecovery was given: the journal is ignored, so the newest changes are missing (and the rest may be inconsistent)"),
+            Warning::Replayed(r) if r.stats.transactions == 0 => write!(
+                f,
+                "the journal was marked as needing recovery but holds no committed transaction: nothing to replay"
+            ),
+            Warning::Replayed(r) => write!(
+                f,
+                "the journal needed recovery: replayed {} transaction{} ({} blocks) {}",
+                r.stats.transactions,
+                if r.stats.transactions == 1 { "" } else { "s" },
+                r.stats.blocks,
+                if r.in_memory { "in memory; the image itself is unchanged" } else { "onto the device" }
+            ),
             Warning::SuperblockChecksum => write!(f, "the superblock checksum does not match (ignored)"),
             Warning::UnknownRoCompat(b) => write!(f, "unknown read-only-compatible features {b:#x}: opened read-only"),
             Warning::NotClean => write!(f, "the filesystem was not cleanly unmounted or has errors recorded; run e2fsck"),
@@ -119,13 +198,24 @@ impl core::fmt::Display for Warning {
     }
 }
 
-/// Counters computed once at open (the kernel's ext4 sums the group
-/// descriptors at mount the same way).
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    free_blocks: u64,
-    free_inodes: u64,
-    overhead_blocks: u64,
+/// Read and parse the superblock of `dev`.
+fn read_superblock(dev: &impl BlockDevice) -> Result<Superblock> {
+    let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
+    if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+        return Err(Error::NotExt4);
+    }
+    dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
+    let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
+    Superblock::parse(&raw, &bytes, dev.size())
+}
+
+/// Counters summed from the group descriptors at open (as the kernel's
+/// ext4 does at mount) and kept up to date by every allocation and free.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) free_blocks: AtomicU64,
+    pub(crate) free_inodes: AtomicU64,
+    pub(crate) overhead_blocks: u64,
 }
 
 /// How many recent damage reports a volume keeps for the frontend to log.
@@ -133,32 +223,116 @@ const REPORTS: usize = 64;
 
 pub struct Volume<D: BlockDevice> {
     sb: Superblock,
-    /// The superblock as read at open, for tools that show every field.
-    raw_sb: RawSuperblock,
     /// Damage found while serving requests that did not fail because of it
     /// (a skipped directory block, a fallback from a broken hash tree).
     reports: spin::Mutex<heapless::Deque<Error, REPORTS>>,
     /// Whether `reports` may hold something: frontends ask after every
     /// request, and reports are rare, so the usual answer is one load.
     reports_waiting: AtomicBool,
-    cache: BlockCache<D>,
+    /// Over the device through the replay overlay (when the journal was
+    /// replayed in memory), so every read sees the recovered filesystem.
+    cache: VolumeCache<D>,
     mapcache: MappingCache,
     icache: InodeCache,
     opts: OpenOptions,
-    read_only: bool,
+    /// Refuses writes: opened read-only, or turned so by an abort.
+    read_only: AtomicBool,
+    /// Opened read-write (stays set after an abort, so close restores the
+    /// superblock's state as far as it can).
+    rw: bool,
+    /// `s_state` as found at open, written back at a clean close.
+    mount_state: u16,
+    /// Closed cleanly: nothing more to write.
+    closed: AtomicBool,
+    /// Why the volume turned read-only after opening read-write.
+    abort_reason: spin::Mutex<Option<Error>>,
     warnings: Vec<Warning>,
     counts: Counts,
+    replay: Option<Replay>,
+    txns: Txns,
+    commit_log: Box<dyn Commit<D>>,
+    alloc: Allocator,
+    ilocks: crate::write::InodeLocks,
 }
 
 impl<D: BlockDevice> Volume<D> {
+    /// Open the filesystem on `dev`. A journal that needs recovery is
+    /// replayed as [`OpenOptions::recovery`] says.
     pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
-        let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
-        if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
-            return Err(Error::NotExt4);
+        Self::open_with_journal(dev, None, opts)
+    }
+
+    /// [`Volume::open`] for a filesystem whose journal is on the external
+    /// device `journal` (the kernel's `journal_path=`); it is read only
+    /// when the journal needs recovery.
+    pub fn open_with_journal(
+        dev: D,
+        journal: Option<Box<dyn BlockDevice>>,
+        opts: &OpenOptions,
+    ) -> Result<Self> {
+        let sb = read_superblock(&dev)?;
+        if !sb.needs_recovery() || opts.recovery == Recovery::Skip {
+            return Self::assemble(Overlaid::new(dev, None), opts, None);
         }
-        dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
-        let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
-        let sb = Superblock::parse(&raw, &bytes, dev.size())?;
+        if !opts.read_only && !dev.read_only() {
+            // As the kernel at a read-write mount.
+            let stats = journal::recover(
+                &dev,
+                journal.as_deref(),
+                journal::Policy::Kernel,
+                opts.replay_budget,
+            )?
+            .map(|r| r.stats)
+            .unwrap_or_default();
+            let replay = Replay {
+                stats,
+                in_memory: false,
+            };
+            return Self::assemble(Overlaid::new(dev, None), opts, Some(replay));
+        }
+        let plan = {
+            let small = OpenOptions {
+                cache_bytes: 256 << 10,
+                mapping_cache_bytes: 64 << 10,
+                inode_cache_bytes: 16 << 10,
+                recovery: Recovery::Skip,
+                ..opts.clone()
+            };
+            let raw = Volume::assemble(Overlaid::new(&dev, None), &small, None)?;
+            journal::replay::make_plan(&raw, journal.as_deref(), opts.replay_budget)?
+        };
+        if let Some(p) = plan.problem() {
+            return Err(p.into());
+        }
+        let replay = Replay {
+            stats: plan.stats,
+            in_memory: true,
+        };
+        let overlay = Overlay::new(sb.block_size, plan.blocks, journal);
+        let vol = Self::assemble(Overlaid::new(dev, Some(overlay)), opts, Some(replay))?;
+        if vol.sb.block_size != sb.block_size {
+            return Err(Error::corrupt(
+                Object::Superblock,
+                "the journal's copy of the superblock has another block size",
+            ));
+        }
+        Ok(vol)
+    }
+
+    /// Build the volume on `dev` (through the overlay, if any): read and
+    /// check the superblock, set up the caches, count.
+    pub(crate) fn assemble(
+        dev: Overlaid<D>,
+        opts: &OpenOptions,
+        replay: Option<Replay>,
+    ) -> Result<Self> {
+        let mut sb = read_superblock(&dev)?;
+        let sb_state = sb.state;
+        let sb_uuid = sb.uuid;
+        let opts_seed = {
+            let t = (opts.now)();
+            (t.sec as u32) ^ t.nsec
+        };
         let mut warnings = Vec::new();
         if !sb.checksum_ok {
             if !opts.ignore_checksums {
@@ -172,6 +346,11 @@ impl<D: BlockDevice> Volume<D> {
         if unknown_ro != 0 {
             warnings.push(Warning::UnknownRoCompat(unknown_ro));
         }
+        if let Some(r) = replay {
+            // The logged copy of the superblock still says so.
+            sb.incompat &= !incompat::RECOVER;
+            warnings.push(Warning::Replayed(r));
+        }
         if sb.needs_recovery() {
             warnings.push(Warning::NeedsRecovery);
         }
@@ -181,42 +360,152 @@ impl<D: BlockDevice> Volume<D> {
         if sb.has_incompat(incompat::CASEFOLD) {
             warnings.push(Warning::Casefold);
         }
-        let read_only = true; // Writes arrive in a later version.
-        let _ = opts.read_only;
+        if !opts.read_only {
+            crate::writable::check_writable(&sb, &dev)?;
+        }
         let cache = BlockCache::new(dev, sb.block_size, opts.cache_bytes);
+        let txns = Txns::new(cache.buffer_count());
+        if !opts.read_only && txns.limit() < crate::txn::MIN_LIMIT {
+            return Err(Error::Unsupported {
+                what: "a read-write volume needs a block cache of at least 256 blocks (raise cache_bytes)",
+            });
+        }
         let icache = InodeCache::new(opts.inode_cache_bytes, sb.inode_size);
         let mut vol = Volume {
             sb,
-            raw_sb: raw,
             reports: spin::Mutex::new(heapless::Deque::new()),
             reports_waiting: AtomicBool::new(false),
             cache,
             mapcache: MappingCache::new(opts.mapping_cache_bytes),
             icache,
             opts: opts.clone(),
-            read_only,
+            read_only: AtomicBool::new(true),
+            rw: !opts.read_only,
+            mount_state: sb_state,
+            closed: AtomicBool::new(false),
+            abort_reason: spin::Mutex::new(None),
             warnings,
             counts: Counts::default(),
+            replay,
+            txns,
+            commit_log: Box::new(WriteHome),
+            alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
+            ilocks: crate::write::InodeLocks::new(),
         };
         vol.counts = vol.count()?;
+        if vol.rw {
+            vol.read_only.store(false, Ordering::Release);
+            if let Err(e) = vol.mount_rw() {
+                vol.closed.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
         Ok(vol)
     }
 
     pub fn sb(&self) -> &Superblock {
         &self.sb
     }
-    /// The on-disk superblock as read at open (every field, for `info`).
-    pub fn raw_superblock(&self) -> &RawSuperblock {
-        &self.raw_sb
+    /// The on-disk superblock as the volume sees it now (through the block
+    /// cache and a journal replayed in memory): every field, for `info`.
+    pub fn raw_superblock(&self) -> Result<RawSuperblock> {
+        let bs = self.sb.block_size as u64;
+        let off = (SUPERBLOCK_OFFSET % bs) as usize;
+        self.cache_read_with(PhysBlock(SUPERBLOCK_OFFSET / bs), |b| {
+            RawSuperblock::read_from_bytes(&b[off..off + SUPERBLOCK_SIZE])
+                .map_err(|_| Error::NotExt4)
+        })?
     }
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }
     pub fn read_only(&self) -> bool {
-        self.read_only
+        self.read_only.load(Ordering::Acquire)
     }
+    /// Whether the volume was opened read-write (it may have turned
+    /// read-only since, after an error: [`Volume::abort_reason`]).
+    pub fn is_rw_mounted(&self) -> bool {
+        self.rw
+    }
+    /// The error that turned a read-write volume read-only, if any.
+    pub fn abort_reason(&self) -> Option<Error> {
+        self.abort_reason.lock().clone()
+    }
+    pub(crate) fn went_read_only(&self, why: Error) {
+        self.read_only.store(true, Ordering::Release);
+        self.icache.clear();
+        self.mapcache.forget_all();
+        let mut r = self.abort_reason.lock();
+        if r.is_none() {
+            *r = Some(why);
+        }
+    }
+    /// Read-only after a clean close (no reason to report).
+    pub(crate) fn went_read_only_quietly(&self) {
+        self.read_only.store(true, Ordering::Release);
+    }
+    pub(crate) fn txns(&self) -> &Txns {
+        &self.txns
+    }
+    pub(crate) fn commit_log(&self) -> &dyn Commit<D> {
+        &*self.commit_log
+    }
+    /// Replace how transactions commit (the journal writer installs
+    /// itself here, before the first write).
+    pub fn set_commit(&mut self, c: Box<dyn Commit<D>>) {
+        self.commit_log = c;
+    }
+    pub(crate) fn block_cache(&self) -> &VolumeCache<D> {
+        &self.cache
+    }
+    pub(crate) fn counts(&self) -> &Counts {
+        &self.counts
+    }
+    pub(crate) fn inode_locks(&self) -> &crate::write::InodeLocks {
+        &self.ilocks
+    }
+    pub(crate) fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+    pub(crate) fn mount_state(&self) -> u16 {
+        self.mount_state
+    }
+    pub(crate) fn mark_closed(&self) -> bool {
+        self.closed.swap(true, Ordering::AcqRel)
+    }
+    /// The time now, from [`OpenOptions::now`].
+    pub fn now(&self) -> Timestamp {
+        (self.opts.now)()
+    }
+    /// The device as it is on disk. A journal replayed in memory is not
+    /// in it: read through [`Volume::read_device`] to see what the volume
+    /// sees, and ask [`Volume::replayed_in`] before reading file data
+    /// from the device any other way.
     pub fn device(&self) -> &D {
-        self.cache.device()
+        self.cache.device().inner()
+    }
+    /// Read `buf.len()` bytes of the device at byte `offset` as the volume
+    /// sees them: blocks replayed in memory read as their logged copies.
+    pub fn read_device(&self, offset: u64, buf: &mut [u8]) -> core::result::Result<(), IoError> {
+        self.cache.device().read_at(offset, buf)
+    }
+    /// How the journal was recovered at open, if it needed recovery and
+    /// was replayed.
+    pub fn replay(&self) -> Option<&Replay> {
+        self.replay.as_ref()
+    }
+    /// Whether any of `count` blocks from `first` reads from the journal
+    /// replayed in memory rather than from the device (a reader that goes
+    /// to the device itself must then go through the volume).
+    pub fn replayed_in(&self, first: PhysBlock, count: u64) -> bool {
+        self.cache
+            .device()
+            .overlay()
+            .is_some_and(|o| o.covers(first, count))
+    }
+    /// Blocks replayed in memory (0 when nothing is).
+    pub fn replayed_blocks(&self) -> usize {
+        self.cache.device().overlay().map_or(0, |o| o.len())
     }
     /// The extent mapping cache (what the kernel may mirror under iomap).
     pub fn mapcache(&self) -> &MappingCache {
@@ -438,9 +727,9 @@ impl<D: BlockDevice> Volume<D> {
 
     pub fn statfs(&self) -> StatFs {
         let sb = &self.sb;
-        let c = self.counts;
+        let c = &self.counts;
         let cluster_ratio = (sb.cluster_size / sb.block_size) as u64;
-        let free = c.free_blocks * cluster_ratio;
+        let free = c.free_blocks.load(Ordering::Relaxed) * cluster_ratio;
         // The kernel keeps 2% (at most 4096 clusters) back for extent-tree
         // growth on extent filesystems, on top of the root reserve.
         let resv = if sb.has_incompat(incompat::EXTENTS) {
@@ -456,7 +745,7 @@ impl<D: BlockDevice> Volume<D> {
             blocks_free: free,
             blocks_available: free.saturating_sub(sb.r_blocks_count + resv),
             inodes: sb.inodes_count as u64,
-            inodes_free: c.free_inodes,
+            inodes_free: c.free_inodes.load(Ordering::Relaxed),
             name_max: 255,
             fsid: fsid_words(0) ^ fsid_words(8),
         }
@@ -466,15 +755,15 @@ impl<D: BlockDevice> Volume<D> {
     /// as the kernel's ext4 does at mount. A bad descriptor counts as zero.
     fn count(&self) -> Result<Counts> {
         let sb = &self.sb;
-        let mut c = Counts::default();
+        let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
         let itb =
             (sb.inodes_per_group as u64 * sb.inode_size as u64).div_ceil(sb.block_size as u64);
         let cluster_ratio = (sb.cluster_size / sb.block_size) as u64;
         let mut overhead_clusters = (sb.first_data_block as u64).div_ceil(cluster_ratio);
         for g in 0..sb.group_count {
             if let Ok((gd, _)) = self.group_desc_unchecked(g) {
-                c.free_blocks += gd.free_blocks as u64;
-                c.free_inodes += gd.free_inodes as u64;
+                free_blocks += gd.free_blocks as u64;
+                free_inodes += gd.free_inodes as u64;
             }
             overhead_clusters += sb.group_has_super(g) as u64 + self.group_desc_blocks(g) + itb + 2;
         }
@@ -485,8 +774,11 @@ impl<D: BlockDevice> Volume<D> {
                 overhead_clusters += (j.size >> (sb.log_block_size + 10)).div_ceil(cluster_ratio);
             }
         }
-        c.overhead_blocks = overhead_clusters * cluster_ratio;
-        Ok(c)
+        Ok(Counts {
+            free_blocks: AtomicU64::new(free_blocks),
+            free_inodes: AtomicU64::new(free_inodes),
+            overhead_blocks: overhead_clusters * cluster_ratio,
+        })
     }
 
     /// Descriptor-table blocks stored in group `g`, as the kernel counts
@@ -507,5 +799,13 @@ impl<D: BlockDevice> Volume<D> {
         }
         let first = meta_group * dpb;
         (g == first || g == first + 1 || g == first + dpb - 1) as u64
+    }
+}
+
+/// A read-write volume dropped without [`Volume::close`] is closed here,
+/// best effort (errors cannot be reported from a drop: call `close`).
+impl<D: BlockDevice> Drop for Volume<D> {
+    fn drop(&mut self) {
+        let _ = self.close();
     }
 }

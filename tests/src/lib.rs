@@ -8,15 +8,18 @@
 
 pub mod caller;
 pub mod checks;
+pub mod crash;
 pub mod damage;
 pub mod fuse;
 pub mod image;
+pub mod jbuild;
 pub mod kwimage;
 pub mod oracle;
 pub mod rng;
 pub mod snapshot;
 pub mod tree;
 pub mod util;
+pub mod writes;
 
 use std::path::Path;
 

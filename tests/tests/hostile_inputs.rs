@@ -33,10 +33,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ext4_tests::fuse::{workspace_bin as bin, FuseServer};
+use ext4_tests::fuse::FuseServer;
 use ext4_tests::oracle::{sweep_dead_processes, tempfile_path};
 use ext4_tests::snapshot::{host_snapshot, Kind, WalkOptions};
-use ext4_tests::util::{corpus_dir, have_tool, require_fuse, skip};
+use ext4_tests::util::{built_binary as bin, corpus_dir, have_tool, require_fuse, skip};
 
 /// Metadata cache budget given to every program (the smallest the servers
 /// accept is 64 KiB; 1 MiB keeps the corpus fast).

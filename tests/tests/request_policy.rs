@@ -23,10 +23,10 @@ use std::process::Command;
 use ext4_engine::policy::{self, ShownIds};
 use ext4_engine::{FileDevice, InodeNo, OpenOptions, Volume};
 use ext4_tests::caller::{run_as, Caller, Op, Outcome};
-use ext4_tests::fuse::{workspace_bin, FuseServer};
+use ext4_tests::fuse::FuseServer;
 use ext4_tests::oracle::{debugfs, debugfs_blocks, mke2fs, KernelMount, Scratch};
 use ext4_tests::util::{
-    have_tool, require_e2fsprogs, require_fuse, require_kernel_ext4, run_ok, skip,
+    built_binary, have_tool, require_e2fsprogs, require_fuse, require_kernel_ext4, run_ok, skip,
 };
 
 /// The FUSE mount options probed: without `default_permissions` each
@@ -268,10 +268,10 @@ fn can_run() -> bool {
 
 fn servers() -> [(&'static str, PathBuf); 2] {
     [
-        ("ext4-fuse", workspace_bin("ext4-fuse", "ext4-fuse")),
+        ("ext4-fuse", built_binary("ext4-fuse", "ext4-fuse")),
         (
             "ext4-fuse-bsd",
-            workspace_bin("ext4-fuse-bsd", "ext4-fuse-bsd"),
+            built_binary("ext4-fuse-bsd", "ext4-fuse-bsd"),
         ),
     ]
 }

@@ -346,7 +346,7 @@ impl<D: BlockDevice> Volume<D> {
                 while done < len {
                     let n = chunk.min(len - done);
                     let dst = &mut buf[..(n * bs) as usize];
-                    if let Err(e) = self.device().read_at((pblk + done).0 * bs, dst) {
+                    if let Err(e) = self.read_device((pblk + done).0 * bs, dst) {
                         sink.put(Error::Io(e));
                         return read * bs;
                     }

@@ -16,13 +16,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use super::layout::{self, block_of, clusters_of, group_clusters, super_ranges, table_ranges};
 use super::tally::{flag, Bits, Clusters, Dups, Inodes, Owner, Tally, INODE_COST};
 use super::{CheckOptions, CheckSummary, ProblemSink, ROOT_INO};
 use crate::device::BlockDevice;
 use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
 use crate::inode::{flags, Inode};
+use crate::layout::{self, block_of, clusters_of, group_clusters, super_ranges, table_ranges};
 use crate::numbers::{InodeNo, PhysBlock};
 use crate::superblock::Superblock;
 use crate::volume::Volume;

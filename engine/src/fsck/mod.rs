@@ -14,13 +14,12 @@
 //! [`inodes`] checks one inode, [`block_maps`] its extent tree or block map
 //! (and its data with `--data`), [`dirs`] a directory's blocks, entries and
 //! hash tree, [`special`] the journal, MMP and orphan file, [`global`] the
-//! cross-object passes over the [`tally`], with the geometry in [`layout`].
+//! cross-object passes over the [`tally`], with the geometry in `crate::layout`.
 
 mod block_maps;
 mod dirs;
 mod global;
 mod inodes;
-mod layout;
 mod special;
 mod tally;
 
@@ -269,7 +268,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         let ipg = sb.inodes_per_group;
         if gd.flags & BG_INODE_UNINIT != 0 {
-            if walk.first && layout::uninit_flags_apply(sb) {
+            if walk.first && crate::layout::uninit_flags_apply(sb) {
                 if gd.free_inodes != ipg {
                     sink.put(Error::corrupt(
                         Object::GroupDesc(g),
@@ -320,7 +319,7 @@ impl<D: BlockDevice> Volume<D> {
             let n = per_chunk.min(used - first);
             let buf = &mut chunk[..n as usize * isz];
             let at = gd.inode_table.0 * bs + first as u64 * isz as u64;
-            if let Err(e) = self.device().read_at(at, buf) {
+            if let Err(e) = self.read_device(at, buf) {
                 sink.put(Error::Io(e));
                 walk.tally.lose_claims();
                 walk.tally.lose_dirs();
