@@ -312,9 +312,7 @@ fn failing_device_loses_nothing_committed() {
     .unwrap();
     dev.fail.store(true, Ordering::SeqCst);
     let ino = m.files.last().unwrap().ino;
-    let e = vol
-        .write(ino, 0, &[1u8; 5000], &Cred::ROOT)
-        .unwrap_err();
+    let e = vol.write(ino, 0, &[1u8; 5000], &Cred::ROOT).unwrap_err();
     assert!(
         matches!(e, Error::Io(_)),
         "a failed data write is reported: {e}"
@@ -411,8 +409,7 @@ fn both_directions_with_the_kernel() {
         let a = vol
             .create(InodeNo(2), format!("root-{i}").as_bytes(), 0o600, &cred)
             .unwrap();
-        vol.write(a.ino, (i * 4096) as u64, b"x", &cred)
-            .unwrap();
+        vol.write(a.ino, (i * 4096) as u64, b"x", &cred).unwrap();
     }
     vol.close().unwrap();
     drop(vol);
@@ -639,14 +636,16 @@ fn contracts() {
     assert!(matches!(vol.unlink(root, b"lost+found"), Err(Error::IsDir)));
     assert_eq!(vol.statfs().inodes_free, before.inodes_free - 1);
     assert_eq!(vol.sb().block_size, 4096);
-    vol.write(a.ino, 0, &[1u8; 40960], &Cred::ROOT)
-        .unwrap();
+    vol.write(a.ino, 0, &[1u8; 40960], &Cred::ROOT).unwrap();
     assert_eq!(vol.statfs().blocks_free, before.blocks_free - 10);
     assert_eq!(vol.getattr(a.ino).unwrap().blocks, 80);
     vol.unlink(root, b"x").unwrap();
     assert_eq!(vol.statfs().inodes_free, before.inodes_free);
     assert_eq!(vol.statfs().blocks_free, before.blocks_free);
-    assert!(matches!(vol.lookup_ino(InodeNo::ROOT, b"x"), Err(Error::NotFound)));
+    assert!(matches!(
+        vol.lookup_ino(InodeNo::ROOT, b"x"),
+        Err(Error::NotFound)
+    ));
     let dead = vol.inode(a.ino).unwrap();
     assert_eq!((dead.links_count, dead.size, dead.blocks_512), (0, 0, 0));
     assert_ne!(
