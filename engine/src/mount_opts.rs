@@ -71,6 +71,9 @@ pub struct MountOptions {
     pub gid: Option<u32>,
     /// Metadata cache budget in bytes.
     pub cache_size: Option<usize>,
+    /// Budget of the name indexes of big unindexed directories, in bytes
+    /// (0: scan them).
+    pub name_index_size: Option<usize>,
     /// Mount although the journal needs recovery (it is not replayed).
     pub norecovery: bool,
     /// Log every request; implies foreground.
@@ -82,7 +85,14 @@ pub struct MountOptions {
 pub const MIN_CACHE_SIZE: usize = 64 << 10;
 
 /// Options with a value; the rest of the common ones are flags.
-const VALUED: &[&str] = &["fsname", "subtype", "uid", "gid", "cache_size"];
+const VALUED: &[&str] = &[
+    "fsname",
+    "subtype",
+    "uid",
+    "gid",
+    "cache_size",
+    "name_index_size",
+];
 
 /// Accepted and ignored: meaningless on a read-only mount, or read only by
 /// mount(8) and fstab tools.
@@ -139,6 +149,12 @@ impl MountOptions {
                 "subtype" => self.subtype = Some(nonempty(name, v)?),
                 "uid" => self.uid = Some(number(name, v)?),
                 "gid" => self.gid = Some(number(name, v)?),
+                "name_index_size" => {
+                    let n = parse_size(v).map_err(|e| {
+                        OptionError(alloc::format!("mount option name_index_size={v}: {e}"))
+                    })?;
+                    self.name_index_size = Some(n);
+                }
                 _ => {
                     let n = parse_size(v).map_err(|e| {
                         OptionError(alloc::format!("mount option cache_size={v}: {e}"))
@@ -222,6 +238,9 @@ impl MountOptions {
         };
         if let Some(n) = self.cache_size {
             o.cache_bytes = n;
+        }
+        if let Some(n) = self.name_index_size {
+            o.name_index_bytes = n;
         }
         let vol = Volume::open(dev, &o).map_err(|e| e.to_string())?;
         self.journal_policy(vol.warnings()).map_err(|e| e.0)?;
@@ -322,7 +341,7 @@ mod tests {
     #[test]
     fn common_options() {
         let (o, rest) = parse(
-            "ro,allow_other,uid=1000,gid=50,cache_size=8m,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
+            "ro,allow_other,uid=1000,gid=50,cache_size=8m,name_index_size=0,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
         )
         .unwrap();
         assert!(o.allow_other && !o.default_permissions && !o.debug);
@@ -347,6 +366,7 @@ mod tests {
         assert!(e("nosuid=1").contains("takes no value"));
         assert!(e("cache_size=lots").contains("cache_size=lots"));
         assert!(e("cache_size=1k").contains("minimum"));
+        assert!(e("name_index_size=x").contains("name_index_size=x"));
         assert!(e("fsname=").contains("non-empty"));
     }
 

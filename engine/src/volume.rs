@@ -18,6 +18,7 @@ use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
 use crate::inode_cache::{InodeCache, InodeCacheStats};
 use crate::mapping_cache::MappingCache;
+use crate::name_index::{NameIndexStats, NameIndexes};
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 
 /// Root directory inode.
@@ -34,6 +35,9 @@ pub struct OpenOptions {
     /// recently used inodes skip the checksum and decode). A volume's
     /// caches hold at most the sum of the three budgets.
     pub inode_cache_bytes: usize,
+    /// Byte budget of the name indexes of big directories without a hash
+    /// tree ([`crate::name_index`]); 0 scans them for every lookup.
+    pub name_index_bytes: usize,
     /// Treat checksum mismatches as valid (for salvaging damaged images).
     pub ignore_checksums: bool,
     /// Open read-only even if the device is writable.
@@ -47,6 +51,8 @@ impl Default for OpenOptions {
             mapping_cache_bytes: 16 << 20,
             // About 11,000 inodes of 256 bytes.
             inode_cache_bytes: 4 << 20,
+            // About 1,000,000 entries (names of ~20 bytes) at once.
+            name_index_bytes: 8 << 20,
             ignore_checksums: false,
             read_only: true,
         }
@@ -121,6 +127,7 @@ pub struct Volume<D: BlockDevice> {
     cache: BlockCache<D>,
     mapcache: MappingCache,
     icache: InodeCache,
+    names: NameIndexes,
     opts: OpenOptions,
     read_only: bool,
     warnings: Vec<Warning>,
@@ -169,6 +176,7 @@ impl<D: BlockDevice> Volume<D> {
             cache,
             mapcache: MappingCache::new(opts.mapping_cache_bytes),
             icache,
+            names: NameIndexes::new(opts.name_index_bytes),
             opts: opts.clone(),
             read_only,
             warnings,
@@ -199,6 +207,14 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub fn inode_cache_stats(&self) -> InodeCacheStats {
         self.icache.stats()
+    }
+    pub fn name_index_stats(&self) -> NameIndexStats {
+        self.names.stats()
+    }
+    /// The name indexes of big directories; whoever changes a directory's
+    /// entries calls [`NameIndexes::forget`] on it.
+    pub fn name_indexes(&self) -> &NameIndexes {
+        &self.names
     }
     /// Forget the cached decoded copy of inode `ino`: whoever changes an
     /// inode record calls this once the change is in the block cache.

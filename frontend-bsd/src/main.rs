@@ -29,7 +29,8 @@ struct Cli {
     /// Directory to mount on
     mountpoint: PathBuf,
     /// Mount options, comma-separated: ro, allow_other, default_permissions,
-    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g], norecovery, debug,
+    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g],
+    /// name_index_size=N[k|m|g], norecovery, debug,
     /// push_symlinks_in, intr, max_read=, private, noprivate, neglect_shares,
     /// nosuid, nodev, noexec, noatime (and their positive forms)
     #[arg(short = 'o', value_name = "OPTIONS")]

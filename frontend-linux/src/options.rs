@@ -20,6 +20,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         fsname=NAME          source name shown in /proc/mounts\n  \
         uid=N, gid=N         report every file as owned by this uid / gid\n  \
         cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
+        name_index_size=N[k|m|g]  memory for name indexes of big directories that\n                       have no hash tree (default 8m; 0: scan them per lookup)\n  \
         threads=N            FUSE worker threads\n  \
         spin=USEC            one worker polls this long for the next request before\n                       sleeping (default 50; 0: never), which spares a client\n                       waiting on it the wake-up of an idle CPU\n  \
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it\n  \
