@@ -66,8 +66,13 @@ fn names(count: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
+/// Room for the inodes: a group has at most 8 x block size of them, and
+/// with bigalloc a group spans 8 x block size clusters (512 MiB here).
 fn image_size_mib(spec: &ImageSpec) -> u64 {
-    spec.size_mib.max(512)
+    let per_group = 8 * spec.block_size as u64;
+    let groups = (ENTRIES + ADDED + 1000) as u64 / per_group + 1;
+    let group_bytes = per_group * spec.cluster_size.unwrap_or(spec.block_size) as u64;
+    spec.size_mib.max(512).max(groups * group_bytes >> 20)
 }
 
 fn mke2fs(spec: &ImageSpec, src: &Path, img: &Path, inodes: usize) {
