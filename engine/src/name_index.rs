@@ -218,7 +218,7 @@ impl NameIndexes {
     }
 
     /// Whether directory `ino` has an index now.
-    pub(crate) fn has_index(&self, ino: u32) -> bool {
+    pub fn has_index(&self, ino: u32) -> bool {
         let t = self.table.read();
         matches!(
             t.slots.get(&ino),
