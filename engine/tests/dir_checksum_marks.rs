@@ -9,11 +9,10 @@
 //! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs); skipped without them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod common;
 
-use common::have;
+use common::{blocks, have};
 use ext4_engine::{BlockDevice, Error, MemDevice, Object, OpenOptions, Volume, ROOT_INO};
 
 const FILES: usize = 300;
@@ -42,30 +41,8 @@ fn image(dir: &Path) -> PathBuf {
         &img,
         "16M",
     );
-    // mke2fs -d writes linear directories; e2fsck -D indexes them.
-    let out = Command::new("e2fsck")
-        .args(["-f", "-y", "-D"])
-        .arg(&img)
-        .output()
-        .expect("e2fsck");
-    assert!(
-        out.status.code().is_some_and(|c| c <= 1),
-        "e2fsck -D: {out:?}"
-    );
+    common::index_dirs(&img);
     img
-}
-
-/// The physical blocks of `path`, in logical order (`debugfs blocks`).
-fn blocks(img: &Path, path: &str) -> Vec<u64> {
-    let out = Command::new("debugfs")
-        .args(["-R", &format!("blocks {path}")])
-        .arg(img)
-        .output()
-        .expect("debugfs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|w| w.parse().unwrap())
-        .collect()
 }
 
 /// A volume with a 16-buffer block cache and no inode cache, so lookups

@@ -11,7 +11,6 @@
 //! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs); skipped without them.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 mod common;
 
@@ -25,21 +24,6 @@ const BS: u64 = 1024;
 
 fn name(f: usize) -> String {
     format!("a-file-with-a-rather-long-name-to-fill-leaves-{f:05}")
-}
-
-/// The first physical block of `path` (`debugfs blocks`).
-fn first_block(img: &std::path::Path, path: &str) -> u64 {
-    let out = Command::new("debugfs")
-        .args(["-R", &format!("blocks {path}")])
-        .arg(img)
-        .output()
-        .expect("debugfs");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("a block")
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -63,13 +47,8 @@ fn long_collision_runs_turn_to_the_name_index() {
         &img,
         "32M",
     );
-    let out = Command::new("e2fsck")
-        .args(["-f", "-y", "-D"])
-        .arg(&img)
-        .output()
-        .expect("e2fsck");
-    assert!(out.status.code().is_some_and(|c| c <= 1), "{out:?}");
-    let root = first_block(&img, "/d");
+    common::index_dirs(&img);
+    let root = common::blocks(&img, "/d")[0];
 
     let dev = MemDevice::from_vec(std::fs::read(&img).unwrap());
     let mut blk = vec![0u8; BS as usize];

@@ -58,7 +58,7 @@ fn names(count: usize, seed: u64) -> Vec<String> {
         .map(|i| {
             let mut s = String::new();
             for _ in 0..r.range(1, 12) {
-                s.push_str(*r.pick::<&str>(&syll));
+                s.push_str(r.pick::<&str>(&syll));
             }
             // The index keeps names unique.
             format!("{s}{i:x}{}", *r.pick::<&str>(&ext))
@@ -72,21 +72,11 @@ fn image_size_mib(spec: &ImageSpec) -> u64 {
     let per_group = 8 * spec.block_size as u64;
     let groups = (ENTRIES + ADDED + 1000) as u64 / per_group + 1;
     let group_bytes = per_group * spec.cluster_size.unwrap_or(spec.block_size) as u64;
-    spec.size_mib.max(512).max(groups * group_bytes >> 20)
+    spec.size_mib.max(512).max((groups * group_bytes) >> 20)
 }
 
-fn mke2fs(spec: &ImageSpec, src: &Path, img: &Path, inodes: usize) {
-    let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q", "-t", spec.fs_type]);
-    if !spec.features.is_empty() {
-        c.arg("-O").arg(spec.features);
-    }
-    c.arg("-b").arg(spec.block_size.to_string());
-    if let Some(cs) = spec.cluster_size {
-        c.arg("-C").arg(cs.to_string());
-    }
-    c.arg("-I").arg(spec.inode_size.to_string());
-    c.arg("-N").arg(inodes.to_string());
+fn mke2fs(spec: &ImageSpec, src: &Path, img: &Path, inodes: u64) {
+    let mut c = spec.mke2fs(inodes);
     c.arg("-d")
         .arg(src)
         .arg(img)
@@ -137,12 +127,12 @@ fn build(spec: &ImageSpec) -> PathBuf {
         for n in &all[..MKE2FS_ONLY_ENTRIES] {
             std::fs::write(src.join("big").join(n), b"").unwrap();
         }
-        mke2fs(spec, &src, &tmp, MKE2FS_ONLY_ENTRIES + 1000);
+        mke2fs(spec, &src, &tmp, (MKE2FS_ONLY_ENTRIES + 1000) as u64);
     } else {
         for n in &all[..MKE2FS_ENTRIES] {
             std::fs::write(src.join("big").join(n), b"").unwrap();
         }
-        mke2fs(spec, &src, &tmp, ENTRIES + ADDED + 1000);
+        mke2fs(spec, &src, &tmp, (ENTRIES + ADDED + 1000) as u64);
         rehash(&tmp);
         {
             let m = KernelMount::mount(&tmp, false, "").expect("kernel mount");
