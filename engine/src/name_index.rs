@@ -56,9 +56,10 @@ use crate::error::{Error, Object, Result};
 use crate::inode::{flags, Inode};
 use crate::volume::Volume;
 
-/// Directories with fewer blocks are always scanned: an index would save
-/// next to nothing.
-pub const MIN_BLOCKS: u64 = 3;
+/// Smaller directories are always scanned (a few hundred entries at most):
+/// an index would save next to nothing. In bytes, not blocks: one 64 KiB
+/// block holds thousands of names.
+pub const MIN_BYTES: u64 = 12 << 10;
 
 /// What one directory's slot costs beyond its keys: the map entry (twice,
 /// for the map's spare capacity) and the shared index's header.
@@ -385,7 +386,7 @@ impl<D: BlockDevice> Volume<D> {
     pub(crate) fn scan_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<u32>> {
         let bs = self.sb().block_size as u64;
         let nblocks = dir.size.div_ceil(bs);
-        if nblocks < MIN_BLOCKS {
+        if dir.size < MIN_BYTES {
             return self.linear_lookup(dir, name, 0, nblocks);
         }
         let names = self.name_indexes();
