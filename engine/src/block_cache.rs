@@ -67,9 +67,16 @@ const MAX_WRITEBACKS: usize = 4;
 
 const UPTODATE: u64 = 1;
 const DIRTY: u64 = 2;
-const FLAGS: u64 = UPTODATE | DIRTY;
+/// Changed by a transaction that has not committed: never evicted, never
+/// written back by eviction or `flush`, until [`BlockCache::txn_written`] or
+/// [`BlockCache::txn_release`] lets go of it (docs/transactions.md).
+const TXN: u64 = 4;
+const FLAGS: u64 = UPTODATE | DIRTY | TXN;
 /// One step of the generation kept in the state word above the flags.
-const GEN_ONE: u64 = 4;
+const GEN_ONE: u64 = 8;
+/// How often a transaction change retries when every buffer of its shard
+/// is in use by a reader at that moment.
+const MODIFY_TRIES: usize = 64;
 
 const EINVAL: IoError = IoError {
     errno: errno::EINVAL,
@@ -505,6 +512,143 @@ impl<D: BlockDevice> BlockCache<D> {
         self.drop_range(first, end, false);
     }
 
+    /// Change `block` in place for a transaction: under the buffer's write
+    /// lock, `f` edits the cached bytes (read from the device first unless
+    /// cached, or zeroed without a read when `fresh`: a newly allocated
+    /// block). The buffer is then dirty and pinned to the running
+    /// transaction (never evicted or written back until
+    /// [`Self::txn_written`] / [`Self::txn_release`]). Returns `f`'s result
+    /// and whether this call pinned the buffer (false when the transaction
+    /// already held it). Fails with ENOMEM only when every buffer of the
+    /// block's shard stays pinned (the transaction limit keeps that from
+    /// happening, docs/transactions.md), and with the read error when the
+    /// block cannot be read.
+    pub fn modify<R>(
+        &self,
+        block: u64,
+        fresh: bool,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<(R, bool), IoError> {
+        let bs = self.whole_blocks(block, self.block_size() as usize)?;
+        self.check_writable()?;
+        let (sh, sid) = self.shard(block);
+        check_bs(&sh, bs)?;
+        let mut tries = 0;
+        let pin = loop {
+            if let Some(p) = self.pin(&sh, block) {
+                break p;
+            }
+            tries += 1;
+            if tries >= MODIFY_TRIES {
+                return Err(IoError {
+                    errno: errno::ENOMEM,
+                });
+            }
+            core::hint::spin_loop();
+        };
+        let mut d = pin.buf.data.write();
+        if fresh {
+            d.fill(0);
+            pin.set_flags(UPTODATE);
+        } else if !pin.uptodate() {
+            self.fill(sid, bs, block, &pin, &mut d)?;
+        }
+        pin.buf.mark.store(0, Ordering::Relaxed);
+        let r = f(&mut d);
+        let gen = pin.gen;
+        let old = pin
+            .buf
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & !FLAGS == gen).then_some(s | UPTODATE | DIRTY | TXN)
+            })
+            // Invalidated while being changed: only a block freed by the
+            // same transaction can be, and then the change is moot.
+            .map_err(|_| IoError::EIO)?;
+        Ok((r, old & TXN == 0))
+    }
+
+    /// Run `f` on the bytes of `block` if it is pinned to the running
+    /// transaction (`None` when it is not cached so: freed and invalidated
+    /// since it was changed). For a journal that logs the blocks.
+    pub fn with_txn_block<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let (sh, _) = self.shard(block);
+        let pin = self.pin_txn(&sh, block)?;
+        let d = pin.buf.data.read();
+        let s = pin.buf.state.load(Ordering::Acquire);
+        (s & !FLAGS == pin.gen && s & TXN != 0).then(|| f(&d))
+    }
+
+    /// Commit without a journal: write `block` home if the transaction holds
+    /// it, then it is clean and unpinned. A failed write leaves it dirty
+    /// (no longer pinned, so a later flush retries it) and is reported.
+    pub fn txn_written(&self, block: u64) -> Result<(), IoError> {
+        let (sh, _) = self.shard(block);
+        let Some(pin) = self.pin_txn(&sh, block) else {
+            return Ok(());
+        };
+        let b = pin.buf;
+        let d = b.data.read();
+        let r = self.dev.write_blocks(block, sh.block_size, &d);
+        let gen = pin.gen;
+        let clear = if r.is_ok() { TXN | DIRTY } else { TXN };
+        let _ = b
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & !FLAGS == gen).then_some(s & !clear)
+            });
+        match r {
+            Ok(()) => b.err.store(0, Ordering::Relaxed),
+            Err(e) => b.err.store(e.errno, Ordering::Relaxed),
+        }
+        self.count_write(r, d.len())
+    }
+
+    /// Let go of `block` after its transaction committed through a journal:
+    /// it stays dirty, an ordinary buffer that write-back (checkpoint) may
+    /// now write home.
+    pub fn txn_release(&self, block: u64) {
+        let (sh, _) = self.shard(block);
+        if let Some(pin) = self.pin_txn(&sh, block) {
+            let gen = pin.gen;
+            let _ = pin
+                .buf
+                .state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    (s & !FLAGS == gen).then_some(s & !TXN)
+                });
+        };
+    }
+
+    /// Number of buffers pinned to the running transaction.
+    pub fn txn_count(&self) -> usize {
+        let mut n = 0;
+        self.each_shard(|_, sh| {
+            n += sh
+                .bufs
+                .iter()
+                .filter(|b| b.state.load(Ordering::Acquire) & TXN != 0)
+                .count();
+        });
+        n
+    }
+
+    /// Pin the buffer of `block` if it is cached and held by a transaction.
+    fn pin_txn<'t>(&self, sh: &'t Shard, block: u64) -> Option<Pin<'t>> {
+        let ix = sh.index.lock();
+        let i = ix.find(block)?;
+        let b = &sh.bufs[i as usize];
+        let s = b.state.load(Ordering::Acquire);
+        if s & TXN == 0 {
+            return None;
+        }
+        b.refs.fetch_add(1, Ordering::Acquire);
+        Some(Pin {
+            buf: b,
+            gen: s & !FLAGS,
+        })
+    }
+
     /// Flush, drop every buffer and carve the budget into buffers of the new
     /// size. If the flush fails nothing changes. Must not be called from
     /// inside a `read_with` closure.
@@ -636,9 +780,10 @@ impl<D: BlockDevice> BlockCache<D> {
         let pick = ix.victim(|i| {
             let b = &sh.bufs[i as usize];
             // A dirty buffer whose write-back failed must keep its data.
+            let st = b.state.load(Ordering::Acquire);
             b.refs.load(Ordering::Acquire) == 0
-                && (b.state.load(Ordering::Acquire) & DIRTY == 0
-                    || b.err.load(Ordering::Relaxed) == 0)
+                && st & TXN == 0
+                && (st & DIRTY == 0 || b.err.load(Ordering::Relaxed) == 0)
         });
         let Some(i) = pick else {
             return Claim::NoBuffer;
@@ -765,7 +910,7 @@ impl<D: BlockDevice> BlockCache<D> {
         let b = pin.buf;
         let d = b.data.read();
         let s = b.state.load(Ordering::Acquire);
-        if s & !FLAGS != pin.gen || s & DIRTY == 0 {
+        if s & !FLAGS != pin.gen || s & DIRTY == 0 || s & TXN != 0 {
             return Ok(());
         }
         let block = b.block.load(Ordering::Relaxed);
@@ -791,7 +936,7 @@ impl<D: BlockDevice> BlockCache<D> {
         let ix = sh.index.lock();
         let block = ix.block_of(i)?;
         let s = b.state.load(Ordering::Acquire);
-        if !(first..end).contains(&block) || s & DIRTY == 0 {
+        if !(first..end).contains(&block) || s & DIRTY == 0 || s & TXN != 0 {
             return None;
         }
         b.refs.fetch_add(1, Ordering::Acquire);

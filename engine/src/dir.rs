@@ -212,7 +212,13 @@ impl<D: BlockDevice> Volume<D> {
     /// [`Volume::check_leaf`] once per cached copy of the block: skipped
     /// when these bytes already passed it under this directory's seed (a
     /// block read again from the device, or rewritten, is checked again).
-    fn check_leaf_once(&self, dir: &Inode, block: &[u8], lblk: u64, mark: &Mark) -> Result<()> {
+    pub(crate) fn check_leaf_once(
+        &self,
+        dir: &Inode,
+        block: &[u8],
+        lblk: u64,
+        mark: &Mark,
+    ) -> Result<()> {
         // The seed decides the result; the high bit keeps the tag nonzero.
         let tag = 1 << 32 | dir.csum_seed as u64;
         if mark.is(tag) {
@@ -227,7 +233,7 @@ impl<D: BlockDevice> Volume<D> {
     /// an interior node of a hash tree (`dx`), the whole block for its root
     /// (the index hides in the ".." record), otherwise the leaf's entry
     /// area after its checksum passed (once per cached copy).
-    pub(crate) fn leaf_area<'b>(
+    pub(crate) fn scan_area<'b>(
         &self,
         dir: &Inode,
         dx: bool,
@@ -283,7 +289,7 @@ impl<D: BlockDevice> Volume<D> {
             for i in 0..len {
                 let l = lblk + i;
                 let stop = self.cache_read_marked(pblk + i, |block, mark| -> Result<bool> {
-                    let Some(area) = self.leaf_area(&inode, dx, block, l, mark)? else {
+                    let Some(area) = self.scan_area(&inode, dx, block, l, mark)? else {
                         return Ok(false);
                     };
                     let obj = Object::DirBlock {
@@ -400,7 +406,7 @@ impl<D: BlockDevice> Volume<D> {
                 let l = lblk + i;
                 let found =
                     self.cache_read_marked(pblk + i, |block, mark| -> Result<Option<u32>> {
-                        let Some(area) = self.leaf_area(dir, dx, block, l, mark)? else {
+                        let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
                             return Ok(None);
                         };
                         let obj = Object::DirBlock {

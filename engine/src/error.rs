@@ -106,6 +106,20 @@ pub enum Error {
     NoSuchOffset,
     /// The image is not an ext2/3/4 filesystem at all.
     NotExt4,
+    /// No free blocks or inodes (for this caller).
+    NoSpace,
+    /// The name already exists.
+    Exists,
+    /// The directory is not empty.
+    NotEmpty,
+    /// The file would pass the largest size the filesystem allows.
+    FileTooBig,
+    /// A read-write open refused: the filesystem uses `feature`, which the
+    /// engine cannot yet keep consistent (`why`).
+    NotWritable {
+        feature: &'static str,
+        why: &'static str,
+    },
 }
 
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -133,6 +147,11 @@ impl Error {
             Error::ReadOnly => EROFS,
             Error::NotExt4 => EINVAL,
             Error::NoSuchOffset => ENXIO,
+            Error::NoSpace => ENOSPC,
+            Error::Exists => EEXIST,
+            Error::NotEmpty => ENOTEMPTY,
+            Error::FileTooBig => EFBIG,
+            Error::NotWritable { .. } => EROFS,
         }
     }
 
@@ -172,6 +191,14 @@ impl fmt::Display for Error {
             Error::ReadOnly => write!(f, "read-only filesystem"),
             Error::NoSuchOffset => write!(f, "no data or hole past this offset"),
             Error::NotExt4 => write!(f, "not an ext2/ext3/ext4 filesystem (bad superblock magic)"),
+            Error::NoSpace => write!(f, "no space left on the filesystem"),
+            Error::Exists => write!(f, "file exists"),
+            Error::NotEmpty => write!(f, "directory not empty"),
+            Error::FileTooBig => write!(f, "file too large for this filesystem"),
+            Error::NotWritable { feature, why } => write!(
+                f,
+                "cannot open read-write: the filesystem uses {feature}, which this engine cannot write yet ({why}); open it read-only"
+            ),
         }
     }
 }

@@ -13,6 +13,9 @@ pub mod compat {
     pub const FAST_COMMIT: u32 = 0x400;
     pub const STABLE_INODES: u32 = 0x800;
     pub const ORPHAN_FILE: u32 = 0x1000;
+
+    /// Bits defined so far.
+    pub const KNOWN: u32 = 0x1f7f;
 }
 
 pub mod incompat {

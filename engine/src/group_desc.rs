@@ -119,6 +119,49 @@ impl GroupDesc {
     }
 }
 
+impl GroupDesc {
+    /// Write the fields an allocation changes (counts, flags, unused
+    /// inode-table tail, bitmap checksums) into the raw descriptor `bytes`
+    /// (`desc_size` long, high halves only in 64-byte descriptors), then
+    /// its checksum. The locations are never rewritten.
+    pub fn store(&self, sb: &Superblock, g: u32, bytes: &mut [u8]) {
+        let wide = sb.desc_size >= 64 && bytes.len() >= 64;
+        let put16 = |b: &mut [u8], off: usize, v: u32| {
+            b[off..off + 2].copy_from_slice(&(v as u16).to_le_bytes());
+        };
+        put16(bytes, 0x0C, self.free_blocks);
+        put16(bytes, 0x0E, self.free_inodes);
+        put16(bytes, 0x10, self.used_dirs);
+        put16(bytes, 0x12, self.flags as u32);
+        put16(bytes, 0x18, self.block_bitmap_csum);
+        put16(bytes, 0x1A, self.inode_bitmap_csum);
+        put16(bytes, 0x1C, self.itable_unused);
+        if wide {
+            put16(bytes, 0x2C, self.free_blocks >> 16);
+            put16(bytes, 0x2E, self.free_inodes >> 16);
+            put16(bytes, 0x30, self.used_dirs >> 16);
+            put16(bytes, 0x32, self.itable_unused >> 16);
+            put16(bytes, 0x38, self.block_bitmap_csum >> 16);
+            put16(bytes, 0x3A, self.inode_bitmap_csum >> 16);
+        }
+        if let Some(c) = expected_checksum(sb, g, bytes) {
+            bytes[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_le_bytes());
+        }
+    }
+}
+
+/// The checksum of a block or inode bitmap as a descriptor stores it
+/// (`metadata_csum`; `bits` is clusters or inodes per group): the low half
+/// only in 32-byte descriptors.
+pub fn bitmap_checksum(sb: &Superblock, bitmap: &[u8], bits: u32) -> u32 {
+    let c = crc32c(sb.csum_seed, &bitmap[..(bits / 8) as usize]);
+    if sb.desc_size >= 64 {
+        c
+    } else {
+        c & 0xffff
+    }
+}
+
 /// Whether descriptor `g` (its raw `bytes`) carries a valid checksum.
 /// Filesystems with neither `metadata_csum` nor `gdt_csum` always pass.
 pub fn checksum_ok(sb: &Superblock, g: u32, bytes: &[u8]) -> bool {
@@ -161,6 +204,42 @@ pub fn expected_checksum(sb: &Superblock, g: u32, bytes: &[u8]) -> Option<u16> {
 mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn store_round_trips_through_parse() {
+        let mut raw = crate::superblock::small_raw();
+        raw.feature_ro_compat = ro_compat::METADATA_CSUM.into();
+        raw.feature_incompat = crate::features::incompat::BIT64.into();
+        raw.desc_size = 64u16.into();
+        let sbytes = raw.as_bytes().to_vec();
+        let sb = Superblock::parse(&raw, &sbytes, 1 << 30).unwrap();
+        let mut bytes = [0u8; 64];
+        bytes[0..4].copy_from_slice(&100u32.to_le_bytes());
+        let mut gd = GroupDesc::parse(&sb, &bytes);
+        gd.free_blocks = 0x1_2345;
+        gd.free_inodes = 0x2_0001;
+        gd.used_dirs = 7;
+        gd.flags = BG_INODE_ZEROED;
+        gd.itable_unused = 0x3_0002;
+        gd.block_bitmap_csum = 0xdead_beef;
+        gd.inode_bitmap_csum = 0xfeed_f00d;
+        gd.store(&sb, 5, &mut bytes);
+        let back = GroupDesc::parse(&sb, &bytes);
+        assert_eq!(back.block_bitmap, 100);
+        assert_eq!(
+            (
+                back.free_blocks,
+                back.free_inodes,
+                back.used_dirs,
+                back.itable_unused
+            ),
+            (0x1_2345, 0x2_0001, 7, 0x3_0002)
+        );
+        assert_eq!(back.block_bitmap_csum, 0xdead_beef);
+        assert_eq!(back.inode_bitmap_csum, 0xfeed_f00d);
+        assert!(checksum_ok(&sb, 5, &bytes));
+        assert!(!checksum_ok(&sb, 6, &bytes));
+    }
 
     #[test]
     fn layout_matches_ext4_group_desc() {

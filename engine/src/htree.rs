@@ -335,6 +335,33 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
+    /// The leaf (logical block) where `name` belongs by its hash: where an
+    /// insert must put it to keep the index consistent.
+    pub(crate) fn dx_leaf(&self, dir: &Inode, name: &[u8]) -> Result<u32> {
+        let version = self.dx_hash_version(dir)?;
+        let (hash, _minor) = dx_hash(name, version, self.sb().hash_seed);
+        let max_levels = if self.sb().has_incompat(incompat::LARGEDIR) {
+            MAX_LEVELS
+        } else {
+            2
+        };
+        let (_, mut child, levels) = self.dx_node(dir, 0, true, hash)?;
+        let levels = levels.unwrap_or(0) as usize;
+        if levels >= max_levels {
+            return Err(Error::corrupt(
+                Object::DirBlock {
+                    dir: dir.ino,
+                    lblk: 0,
+                },
+                "hash tree is deeper than the filesystem allows",
+            ));
+        }
+        for _ in 0..levels {
+            child = self.dx_node(dir, child, false, hash)?.1;
+        }
+        Ok(child)
+    }
+
     /// Advance to the next leaf if it continues the run of `hash` (its
     /// first hash, low bit cleared, equals ours), as `ext4_htree_next_block`.
     fn dx_next_leaf(

@@ -116,7 +116,168 @@ fn decode_time(base: U32, extra: Option<u32>) -> Timestamp {
     }
 }
 
+/// Encode a timestamp as the kernel does (`ext4_encode_extra_time`): the
+/// low 32 bits of the seconds, and in the extra word two epoch bits and
+/// the nanoseconds.
+fn encode_time(t: Timestamp) -> (u32, u32) {
+    let lo = t.sec as u32;
+    let epoch = ((t.sec - (lo as i32 as i64)) >> 32) as u32 & 3;
+    (lo, epoch | (t.nsec.min(999_999_999) << 2))
+}
+
 impl Inode {
+    /// A new in-memory inode (not yet on disk): mode, owner, all times
+    /// `now`, one link, the given flags, no blocks, a zeroed `i_block`
+    /// (an extent root is the caller's), the superblock's wanted
+    /// `i_extra_isize` in records larger than 128 bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sb: &Superblock,
+        ino: u32,
+        mode: u16,
+        uid: u32,
+        gid: u32,
+        now: Timestamp,
+        generation: u32,
+        flags: u32,
+    ) -> Inode {
+        let extra_isize = if sb.inode_size as usize > GOOD_OLD_INODE_SIZE {
+            let want = if sb.want_extra_isize != 0 {
+                sb.want_extra_isize
+            } else {
+                32
+            };
+            want.min((sb.inode_size as usize - GOOD_OLD_INODE_SIZE) as u16) & !3
+        } else {
+            0
+        };
+        let mut csum_seed = crc32c(sb.csum_seed, &ino.to_le_bytes());
+        csum_seed = crc32c(csum_seed, &generation.to_le_bytes());
+        let fits = extra_isize as usize + GOOD_OLD_INODE_SIZE >= 0x98;
+        Inode {
+            ino,
+            mode,
+            kind: FileType::from_mode(mode),
+            uid,
+            gid,
+            size: 0,
+            links_count: 1,
+            blocks_512: 0,
+            flags,
+            generation,
+            file_acl: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: fits.then_some(now),
+            dtime: 0,
+            extra_isize,
+            projid: 0,
+            block: [0; 60],
+            csum_seed,
+            ibody: alloc::vec::Vec::new(),
+        }
+    }
+
+    /// Write this inode's fields into its on-disk record `bytes`
+    /// (`inode_size` long), then the checksum. With `fresh` the record is
+    /// zeroed first (a newly allocated inode); otherwise fields this type
+    /// does not hold (in-inode xattrs, `i_version`, …) are kept.
+    /// `i_blocks` follows the kernel's `huge_file` rules (and may set or
+    /// clear `HUGE_FILE_FL` in `self.flags`); EFBIG when it cannot be
+    /// stored. Timestamps' extra words and `i_crtime`/`i_projid` are
+    /// written only where `i_extra_isize` makes room for them.
+    pub fn store(&mut self, sb: &Superblock, bytes: &mut [u8], fresh: bool) -> Result<()> {
+        if bytes.len() < GOOD_OLD_INODE_SIZE {
+            return Err(Error::corrupt(Object::Inode(self.ino), "short record"));
+        }
+        // i_blocks first: it may change the flags.
+        let (blocks_lo, blocks_hi) = self.encode_blocks(sb)?;
+        if fresh {
+            bytes.fill(0);
+        }
+        let mut rec = [0u8; 160];
+        let n = bytes.len().min(160);
+        rec[..n].copy_from_slice(&bytes[..n]);
+        let raw = RawInode::mut_from_bytes(&mut rec)
+            .map_err(|_| Error::corrupt(Object::Inode(self.ino), "short record"))?;
+        let large = bytes.len() > GOOD_OLD_INODE_SIZE;
+        if large {
+            raw.extra_isize = self.extra_isize.into();
+        }
+        let room = |end: usize| large && GOOD_OLD_INODE_SIZE + self.extra_isize as usize >= end;
+        raw.mode = self.mode.into();
+        raw.uid = (self.uid as u16).into();
+        raw.uid_high = ((self.uid >> 16) as u16).into();
+        raw.gid = (self.gid as u16).into();
+        raw.gid_high = ((self.gid >> 16) as u16).into();
+        raw.size_lo = (self.size as u32).into();
+        raw.size_high = ((self.size >> 32) as u32).into();
+        raw.links_count = self.links_count.into();
+        raw.blocks_lo = blocks_lo.into();
+        raw.blocks_high = blocks_hi.into();
+        raw.flags = self.flags.into();
+        raw.block = self.block;
+        raw.generation = self.generation.into();
+        raw.file_acl_lo = (self.file_acl as u32).into();
+        raw.file_acl_high = ((self.file_acl >> 32) as u16).into();
+        raw.dtime = self.dtime.into();
+        let (a, ax) = encode_time(self.atime);
+        let (c, cx) = encode_time(self.ctime);
+        let (m, mx) = encode_time(self.mtime);
+        raw.atime = a.into();
+        raw.ctime = c.into();
+        raw.mtime = m.into();
+        if room(0x88) {
+            raw.ctime_extra = cx.into();
+        }
+        if room(0x8C) {
+            raw.mtime_extra = mx.into();
+        }
+        if room(0x90) {
+            raw.atime_extra = ax.into();
+        }
+        if let (true, Some(t)) = (room(0x98), self.crtime) {
+            let (t, tx) = encode_time(t);
+            raw.crtime = t.into();
+            raw.crtime_extra = tx.into();
+        }
+        if room(0xA0) {
+            raw.projid = self.projid.into();
+        }
+        bytes[..n].copy_from_slice(&rec[..n]);
+        if let Some((c, has_hi)) = expected_checksum(sb, self.ino, bytes) {
+            bytes[CHECKSUM_LO..CHECKSUM_LO + 2].copy_from_slice(&(c as u16).to_le_bytes());
+            if has_hi {
+                bytes[CHECKSUM_HI..CHECKSUM_HI + 2]
+                    .copy_from_slice(&((c >> 16) as u16).to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// `i_blocks` as stored (`ext4_inode_blocks_set`): low and high words.
+    fn encode_blocks(&mut self, sb: &Superblock) -> Result<(u32, u16)> {
+        let b = self.blocks_512;
+        if b <= u32::MAX as u64 {
+            self.flags &= !flags::HUGE_FILE;
+            return Ok((b as u32, 0));
+        }
+        if !sb.has_ro_compat(ro_compat::HUGE_FILE) {
+            return Err(Error::FileTooBig);
+        }
+        if b <= 0xffff_ffff_ffff {
+            self.flags &= !flags::HUGE_FILE;
+            return Ok((b as u32, (b >> 32) as u16));
+        }
+        let fs = b >> (sb.log_block_size + 10 - 9);
+        if fs > 0xffff_ffff_ffff {
+            return Err(Error::FileTooBig);
+        }
+        self.flags |= flags::HUGE_FILE;
+        Ok((fs as u32, (fs >> 32) as u16))
+    }
+
     /// Decode `bytes` (the whole on-disk record, `inode_size` long).
     /// Checks only what makes the record unusable; the checksum is checked
     /// separately with [`checksum_ok`].
@@ -315,6 +476,62 @@ mod tests {
         assert_eq!(offset_of!(RawInode, checksum_hi), CHECKSUM_HI);
         assert_eq!(offset_of!(RawInode, crtime), 0x90);
         assert_eq!(offset_of!(RawInode, projid), 0x9C);
+    }
+
+    fn sb() -> Superblock {
+        let mut raw = crate::superblock::small_raw();
+        raw.feature_ro_compat = (ro_compat::METADATA_CSUM | ro_compat::HUGE_FILE).into();
+        raw.want_extra_isize = 32u16.into();
+        let b = zerocopy::IntoBytes::as_bytes(&raw).to_vec();
+        Superblock::parse(&raw, &b, 1 << 30).unwrap()
+    }
+
+    #[test]
+    fn store_round_trips_through_parse() {
+        let sb = sb();
+        let t = |sec, nsec| Timestamp { sec, nsec };
+        let mut i = Inode::new(
+            &sb,
+            12,
+            0o100644,
+            70000,
+            80000,
+            t(-5, 7),
+            99,
+            flags::EXTENTS,
+        );
+        i.size = 5 << 32 | 17;
+        i.links_count = 3;
+        i.blocks_512 = 1 << 40;
+        i.atime = t(1 << 33, 999_999_999);
+        i.mtime = t(-(1 << 31), 1);
+        i.block[0] = 0x0a;
+        i.file_acl = 5;
+        let mut rec = [0xAAu8; 256];
+        i.store(&sb, &mut rec, true).unwrap();
+        assert!(checksum_ok(&sb, 12, &rec));
+        let back = Inode::parse(&sb, 12, &rec).unwrap();
+        assert_eq!((back.mode, back.uid, back.gid), (0o100644, 70000, 80000));
+        assert_eq!((back.size, back.links_count), (i.size, 3));
+        assert_eq!(back.blocks_512, 1 << 40);
+        assert_eq!(back.atime, i.atime);
+        assert_eq!(back.mtime, i.mtime);
+        assert_eq!(back.ctime, t(-5, 7));
+        assert_eq!(back.crtime, Some(t(-5, 7)));
+        assert_eq!(back.file_acl, i.file_acl);
+        assert_eq!(back.generation, 99);
+        assert_eq!(back.csum_seed, i.csum_seed);
+        assert_eq!(back.extra_isize, 32);
+        assert_eq!(&rec[160..], &[0u8; 96][..], "fresh records are zeroed");
+        // Past 48 bits i_blocks counts filesystem blocks.
+        i.blocks_512 = 1 << 48;
+        i.store(&sb, &mut rec, false).unwrap();
+        assert!(i.has_flag(flags::HUGE_FILE));
+        assert_eq!(Inode::parse(&sb, 12, &rec).unwrap().blocks_512, 1 << 48);
+        i.blocks_512 = 8;
+        i.store(&sb, &mut rec, false).unwrap();
+        assert!(!i.has_flag(flags::HUGE_FILE));
+        assert_eq!(Inode::parse(&sb, 12, &rec).unwrap().blocks_512, 8);
     }
 
     #[test]

@@ -10,6 +10,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acl;
+pub mod allocator;
 pub mod attr;
 pub mod block_cache;
 pub mod blockmap;
@@ -38,7 +39,10 @@ pub mod mount_opts;
 pub mod name_index;
 pub mod numbers;
 pub mod superblock;
+pub mod txn;
 pub mod volume;
+pub mod writable;
+pub mod write;
 pub mod xattr;
 
 pub use attr::{Attr, FileType, StatFs, Timestamp};
@@ -46,3 +50,5 @@ pub use device::{BlockDevice, MemDevice};
 pub use error::{Error, IoError, Object, Result};
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
 pub use volume::{DirEntry, OpenOptions, Volume, Whence, ROOT_INO};
+pub use writable::Cred;
+pub use write::{SetAttr, SetTime};

@@ -33,9 +33,13 @@
 //!
 //! Changes: an index describes the directory's bytes when it was built.
 //! Whoever adds, removes or moves an entry of directory `ino` calls
-//! [`NameIndexes::forget`] once the change is in the block cache; a build
-//! that started before it is then not kept (its slot is gone, so its
-//! result has nowhere to go), and the next lookup builds again. For big directories that change often, an
+//! [`NameIndexes::forget`] once the change is in the block cache (the
+//! write path does, in `dir_changed`, and `Volume::invalidate_inode` for
+//! any inode rewritten); a build that started before it is then not kept
+//! (its slot is gone, so its result has nowhere to go). The directory is
+//! then scanned until [`CALM_LOOKUPS`] lookups pass without a change, and
+//! indexed again: filling a directory (a lookup and an insert per name)
+//! does not rebuild the index for every name. For big directories that change often, an
 //! index can instead be updated in place: it is a sorted array of
 //! `(hash, position)` keys, so an insert or removal is a binary search and
 //! a shift of the array, with no block read (give [`Names`] `insert` and
@@ -45,7 +49,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::hash::{BuildHasher, Hasher};
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hashbrown::{DefaultHashBuilder, HashMap};
 
@@ -60,6 +64,11 @@ use crate::volume::Volume;
 /// an index would save next to nothing. In bytes, not blocks: one 64 KiB
 /// block holds thousands of names.
 pub const MIN_BYTES: u64 = 12 << 10;
+
+/// Lookups a changed directory is scanned for before it is indexed again:
+/// a directory being filled (a lookup, then an insert, per new name) would
+/// otherwise rebuild its index for every name.
+pub const CALM_LOOKUPS: u32 = 64;
 
 /// What one directory's slot costs beyond its keys: the map entry (twice,
 /// for the map's spare capacity) and the shared index's header.
@@ -103,8 +112,9 @@ enum State {
     /// A build is under way, begun under this generation (its
     /// reservation is the slot's charge).
     Building(u64),
-    /// Scanned, not indexed: the block of the last hit.
-    Cursor(AtomicU64),
+    /// Scanned, not indexed: the block of the last hit, and the lookups
+    /// since the directory last changed.
+    Cursor(AtomicU64, AtomicU32),
 }
 
 struct Slot {
@@ -185,12 +195,17 @@ impl NameIndexes {
         }
     }
 
-    /// Forget what is known about directory `ino` (its entries changed).
+    /// Directory `ino` changed (entries added, removed or moved, or its
+    /// inode rewritten): drop its index; it is scanned (from the start)
+    /// until [`CALM_LOOKUPS`] lookups pass without another change.
     pub fn forget(&self, ino: u32) {
-        let mut t = self.table.write();
-        if let Some(s) = t.slots.remove(&ino) {
-            t.charged -= s.charge;
+        {
+            let mut t = self.table.write();
+            if let Some(s) = t.slots.remove(&ino) {
+                t.charged -= s.charge;
+            }
         }
+        self.insert(ino, cursor(), SLOT_CHARGE);
     }
 
     /// Forget every directory.
@@ -258,18 +273,30 @@ impl NameIndexes {
             let t = self.table.read();
             if let Some(s) = t.slots.get(&ino) {
                 s.used.store(self.tick(), Ordering::Relaxed);
-                return match &s.state {
-                    State::Ready(n) => Plan::Index(n.clone()),
-                    State::Building(_) => Plan::Scan(0),
-                    State::Cursor(c) => Plan::Scan(c.load(Ordering::Relaxed)),
-                };
+                match &s.state {
+                    State::Ready(n) => return Plan::Index(n.clone()),
+                    State::Building(_) => return Plan::Scan(0),
+                    State::Cursor(c, calm) => {
+                        let fits = bound.is_some_and(|b| b + SLOT_CHARGE <= self.budget);
+                        if !fits || calm.fetch_add(1, Ordering::Relaxed) + 1 < CALM_LOOKUPS {
+                            return Plan::Scan(c.load(Ordering::Relaxed));
+                        }
+                    }
+                }
+            }
+        }
+        // A calm cursor: index the directory (again).
+        {
+            let mut t = self.table.write();
+            if let Some(s) = t.slots.remove(&ino) {
+                t.charged -= s.charge;
             }
         }
         let need = match bound {
             Some(b) if b.saturating_add(SLOT_CHARGE) <= self.budget => b + SLOT_CHARGE,
             // Not indexable: keep only a cursor, if there is room for one.
             _ => {
-                self.insert(ino, State::Cursor(AtomicU64::new(0)), SLOT_CHARGE);
+                self.insert(ino, cursor(), SLOT_CHARGE);
                 return Plan::Scan(0);
             }
         };
@@ -341,7 +368,7 @@ impl NameIndexes {
             }
             Outcome::Damaged => {
                 s.charge = SLOT_CHARGE.min(old);
-                s.state = State::Cursor(AtomicU64::new(0));
+                s.state = cursor();
             }
             Outcome::Failed => {
                 t.slots.remove(&ino);
@@ -357,13 +384,17 @@ impl NameIndexes {
     fn set_cursor(&self, ino: u32, lblk: u64) {
         let t = self.table.read();
         if let Some(Slot {
-            state: State::Cursor(c),
+            state: State::Cursor(c, _),
             ..
         }) = t.slots.get(&ino)
         {
             c.store(lblk, Ordering::Relaxed);
         }
     }
+}
+
+fn cursor() -> State {
+    State::Cursor(AtomicU64::new(0), AtomicU32::new(0))
 }
 
 /// Upper bound of the index of a directory of `nblocks` blocks of `bs`
@@ -458,7 +489,7 @@ impl<D: BlockDevice> Volume<D> {
             for i in 0..len {
                 let l = lblk + i;
                 let r = self.cache_read_marked(pblk + i, |block, mark| -> Result<()> {
-                    let Some(area) = self.leaf_area(dir, dx, block, l, mark)? else {
+                    let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
                         return Ok(());
                     };
                     let obj = Object::DirBlock {
@@ -511,7 +542,7 @@ impl<D: BlockDevice> Volume<D> {
                 Run::Hole { .. } => continue,
             };
             let found = self.cache_read_marked(pblk, |block, mark| -> Result<Option<u32>> {
-                let Some(area) = self.leaf_area(dir, dx, block, l, mark)? else {
+                let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
                     return Ok(None);
                 };
                 let obj = Object::DirBlock {
@@ -608,6 +639,10 @@ mod tests {
         // Meanwhile: another lookup scans; the directory changes.
         assert!(matches!(ix.plan(5, Some(64)), Plan::Scan(0)));
         ix.forget(5);
+        // Scanned while it may still be changing, then indexed again.
+        for _ in 1..CALM_LOOKUPS {
+            assert!(matches!(ix.plan(5, Some(64)), Plan::Scan(0)));
+        }
         let Plan::Build(g2) = ix.plan(5, Some(64)) else {
             panic!("no second build")
         };
@@ -616,7 +651,8 @@ mod tests {
         ix.finish(5, g2, Outcome::Built(Arc::new(Names { keys: Vec::new() })));
         assert!(ix.has_index(5));
         ix.forget(5);
-        assert_eq!(ix.stats().bytes, 0);
+        assert!(!ix.has_index(5));
+        assert_eq!(ix.stats().bytes, SLOT_CHARGE);
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! by inode number. One `Volume` is shared by all worker threads: it is
 //! `Send + Sync`, and its caches synchronise themselves.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use zerocopy::FromBytes;
 
-use crate::attr::{Attr, FileType, StatFs};
+use crate::allocator::Allocator;
+use crate::attr::{Attr, FileType, StatFs, Timestamp};
 use crate::block_cache::{BlockCache, CacheStats, Mark};
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
@@ -20,6 +22,7 @@ use crate::inode_cache::{InodeCache, InodeCacheStats};
 use crate::mapping_cache::MappingCache;
 use crate::name_index::{NameIndexStats, NameIndexes};
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
+use crate::txn::{Commit, Txns, WriteHome};
 
 /// Root directory inode.
 pub const ROOT_INO: u32 = 2;
@@ -40,8 +43,28 @@ pub struct OpenOptions {
     pub name_index_bytes: usize,
     /// Treat checksum mismatches as valid (for salvaging damaged images).
     pub ignore_checksums: bool,
-    /// Open read-only even if the device is writable.
+    /// Open read-only even if the device is writable. `false` opens
+    /// read-write, or fails naming what prevents it
+    /// ([`crate::writable::refusal`]).
     pub read_only: bool,
+    /// The clock for timestamps the engine sets (create, write, setattr
+    /// with "now", mount and write times in the superblock).
+    pub now: fn() -> Timestamp,
+}
+
+/// The system clock where there is one; the epoch otherwise (a `no_std`
+/// user supplies its own in [`OpenOptions::now`]).
+pub fn system_now() -> Timestamp {
+    #[cfg(any(feature = "std", test))]
+    {
+        if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            return Timestamp {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            };
+        }
+    }
+    Timestamp { sec: 0, nsec: 0 }
 }
 
 impl Default for OpenOptions {
@@ -55,6 +78,7 @@ impl Default for OpenOptions {
             name_index_bytes: 8 << 20,
             ignore_checksums: false,
             read_only: true,
+            now: system_now,
         }
     }
 }
@@ -104,13 +128,13 @@ impl core::fmt::Display for Warning {
     }
 }
 
-/// Counters computed once at open (the kernel's ext4 sums the group
-/// descriptors at mount the same way).
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    free_blocks: u64,
-    free_inodes: u64,
-    overhead_blocks: u64,
+/// Counters summed from the group descriptors at open (as the kernel's
+/// ext4 does at mount) and kept up to date by every allocation and free.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) free_blocks: AtomicU64,
+    pub(crate) free_inodes: AtomicU64,
+    pub(crate) overhead_blocks: u64,
 }
 
 /// How many recent damage reports a volume keeps for the frontend to log.
@@ -129,9 +153,23 @@ pub struct Volume<D: BlockDevice> {
     icache: InodeCache,
     names: NameIndexes,
     opts: OpenOptions,
-    read_only: bool,
+    /// Refuses writes: opened read-only, or turned so by an abort.
+    read_only: AtomicBool,
+    /// Opened read-write (stays set after an abort, so close restores the
+    /// superblock's state as far as it can).
+    rw: bool,
+    /// `s_state` as found at open, written back at a clean close.
+    mount_state: u16,
+    /// Closed cleanly: nothing more to write.
+    closed: AtomicBool,
+    /// Why the volume turned read-only after opening read-write.
+    abort_reason: spin::Mutex<Option<Error>>,
     warnings: Vec<Warning>,
     counts: Counts,
+    txns: Txns,
+    commit_log: Box<dyn Commit<D>>,
+    alloc: Allocator,
+    ilocks: crate::write::InodeLocks,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -143,6 +181,12 @@ impl<D: BlockDevice> Volume<D> {
         dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
         let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
         let sb = Superblock::parse(&raw, &bytes, dev.size())?;
+        let sb_state = sb.state;
+        let sb_uuid = sb.uuid;
+        let opts_seed = {
+            let t = (opts.now)();
+            (t.sec as u32) ^ t.nsec
+        };
         let mut warnings = Vec::new();
         if !sb.checksum_ok {
             if !opts.ignore_checksums {
@@ -165,9 +209,16 @@ impl<D: BlockDevice> Volume<D> {
         if sb.has_incompat(incompat::CASEFOLD) {
             warnings.push(Warning::Casefold);
         }
-        let read_only = true; // Writes arrive in a later version.
-        let _ = opts.read_only;
+        if !opts.read_only {
+            crate::writable::check_writable(&sb, &dev)?;
+        }
         let cache = BlockCache::new(dev, sb.block_size, opts.cache_bytes);
+        let txns = Txns::new(cache.buffer_count());
+        if !opts.read_only && txns.limit() < crate::txn::MIN_LIMIT {
+            return Err(Error::Unsupported {
+                what: "a read-write volume needs a block cache of at least 256 blocks (raise cache_bytes)",
+            });
+        }
         let icache = InodeCache::new(opts.inode_cache_bytes, sb.inode_size);
         let mut vol = Volume {
             sb,
@@ -178,11 +229,26 @@ impl<D: BlockDevice> Volume<D> {
             icache,
             names: NameIndexes::new(opts.name_index_bytes),
             opts: opts.clone(),
-            read_only,
+            read_only: AtomicBool::new(true),
+            rw: !opts.read_only,
+            mount_state: sb_state,
+            closed: AtomicBool::new(false),
+            abort_reason: spin::Mutex::new(None),
             warnings,
             counts: Counts::default(),
+            txns,
+            commit_log: Box::new(WriteHome),
+            alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
+            ilocks: crate::write::InodeLocks::new(),
         };
         vol.counts = vol.count()?;
+        if vol.rw {
+            vol.read_only.store(false, Ordering::Release);
+            if let Err(e) = vol.mount_rw() {
+                vol.closed.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
         Ok(vol)
     }
 
@@ -193,7 +259,62 @@ impl<D: BlockDevice> Volume<D> {
         &self.warnings
     }
     pub fn read_only(&self) -> bool {
-        self.read_only
+        self.read_only.load(Ordering::Acquire)
+    }
+    /// Whether the volume was opened read-write (it may have turned
+    /// read-only since, after an error: [`Volume::abort_reason`]).
+    pub fn is_rw_mounted(&self) -> bool {
+        self.rw
+    }
+    /// The error that turned a read-write volume read-only, if any.
+    pub fn abort_reason(&self) -> Option<Error> {
+        self.abort_reason.lock().clone()
+    }
+    pub(crate) fn went_read_only(&self, why: Error) {
+        self.read_only.store(true, Ordering::Release);
+        self.icache.clear();
+        self.mapcache.forget_all();
+        let mut r = self.abort_reason.lock();
+        if r.is_none() {
+            *r = Some(why);
+        }
+    }
+    /// Read-only after a clean close (no reason to report).
+    pub(crate) fn went_read_only_quietly(&self) {
+        self.read_only.store(true, Ordering::Release);
+    }
+    pub(crate) fn txns(&self) -> &Txns {
+        &self.txns
+    }
+    pub(crate) fn commit_log(&self) -> &dyn Commit<D> {
+        &*self.commit_log
+    }
+    /// Replace how transactions commit (the journal writer installs
+    /// itself here, before the first write).
+    pub fn set_commit(&mut self, c: Box<dyn Commit<D>>) {
+        self.commit_log = c;
+    }
+    pub(crate) fn block_cache(&self) -> &BlockCache<D> {
+        &self.cache
+    }
+    pub(crate) fn counts(&self) -> &Counts {
+        &self.counts
+    }
+    pub(crate) fn inode_locks(&self) -> &crate::write::InodeLocks {
+        &self.ilocks
+    }
+    pub(crate) fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+    pub(crate) fn mount_state(&self) -> u16 {
+        self.mount_state
+    }
+    pub(crate) fn mark_closed(&self) -> bool {
+        self.closed.swap(true, Ordering::AcqRel)
+    }
+    /// The time now, from [`OpenOptions::now`].
+    pub fn now(&self) -> Timestamp {
+        (self.opts.now)()
     }
     pub fn device(&self) -> &D {
         self.cache.device()
@@ -220,6 +341,9 @@ impl<D: BlockDevice> Volume<D> {
     /// inode record calls this once the change is in the block cache.
     pub fn invalidate_inode(&self, ino: u32) {
         self.icache.invalidate(ino);
+        // A directory that grew, shrank, was deleted or whose number was
+        // reused: its name index no longer describes it.
+        self.names.forget(ino);
     }
     pub fn options(&self) -> &OpenOptions {
         &self.opts
@@ -416,9 +540,9 @@ impl<D: BlockDevice> Volume<D> {
 
     pub fn statfs(&self) -> StatFs {
         let sb = &self.sb;
-        let c = self.counts;
+        let c = &self.counts;
         let cluster_ratio = (sb.cluster_size / sb.block_size) as u64;
-        let free = c.free_blocks * cluster_ratio;
+        let free = c.free_blocks.load(Ordering::Relaxed) * cluster_ratio;
         // The kernel keeps 2% (at most 4096 clusters) back for extent-tree
         // growth on extent filesystems, on top of the root reserve.
         let resv = if sb.has_incompat(incompat::EXTENTS) {
@@ -434,7 +558,7 @@ impl<D: BlockDevice> Volume<D> {
             blocks_free: free,
             blocks_available: free.saturating_sub(sb.r_blocks_count + resv),
             inodes: sb.inodes_count as u64,
-            inodes_free: c.free_inodes,
+            inodes_free: c.free_inodes.load(Ordering::Relaxed),
             name_max: 255,
             fsid: fsid_words(0) ^ fsid_words(8),
         }
@@ -444,15 +568,15 @@ impl<D: BlockDevice> Volume<D> {
     /// as the kernel's ext4 does at mount. A bad descriptor counts as zero.
     fn count(&self) -> Result<Counts> {
         let sb = &self.sb;
-        let mut c = Counts::default();
+        let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
         let itb =
             (sb.inodes_per_group as u64 * sb.inode_size as u64).div_ceil(sb.block_size as u64);
         let cluster_ratio = (sb.cluster_size / sb.block_size) as u64;
         let mut overhead_clusters = (sb.first_data_block as u64).div_ceil(cluster_ratio);
         for g in 0..sb.group_count {
             if let Ok((gd, _)) = self.group_desc_unchecked(g) {
-                c.free_blocks += gd.free_blocks as u64;
-                c.free_inodes += gd.free_inodes as u64;
+                free_blocks += gd.free_blocks as u64;
+                free_inodes += gd.free_inodes as u64;
             }
             overhead_clusters += sb.group_has_super(g) as u64 + self.group_desc_blocks(g) + itb + 2;
         }
@@ -463,8 +587,11 @@ impl<D: BlockDevice> Volume<D> {
                 overhead_clusters += (j.size >> (sb.log_block_size + 10)).div_ceil(cluster_ratio);
             }
         }
-        c.overhead_blocks = overhead_clusters * cluster_ratio;
-        Ok(c)
+        Ok(Counts {
+            free_blocks: AtomicU64::new(free_blocks),
+            free_inodes: AtomicU64::new(free_inodes),
+            overhead_blocks: overhead_clusters * cluster_ratio,
+        })
     }
 
     /// Descriptor-table blocks stored in group `g`, as the kernel counts
@@ -485,5 +612,13 @@ impl<D: BlockDevice> Volume<D> {
         }
         let first = meta_group * dpb;
         (g == first || g == first + 1 || g == first + dpb - 1) as u64
+    }
+}
+
+/// A read-write volume dropped without [`Volume::close`] is closed here,
+/// best effort (errors cannot be reported from a drop: call `close`).
+impl<D: BlockDevice> Drop for Volume<D> {
+    fn drop(&mut self) {
+        let _ = self.close();
     }
 }

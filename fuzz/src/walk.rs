@@ -41,6 +41,7 @@ pub fn options(ignore_checksums: bool) -> OpenOptions {
         name_index_bytes: NAME_INDEX_BYTES,
         ignore_checksums,
         read_only: true,
+        ..OpenOptions::default()
     }
 }
 

@@ -881,3 +881,153 @@ fn marks_last_only_as_long_as_the_bytes() {
     direct.read_marked(2, |_, m| m.set(7)).unwrap();
     assert!(!direct.read_marked(2, |_, m| m.is(7)).unwrap());
 }
+
+// ------------------------------------------------ transactions (modify, pins)
+
+#[derive(Clone, Debug)]
+enum TxOp {
+    /// Change one byte of a block in place (`fresh`: a new block, zeroed).
+    Modify(u64, u16, u8, bool),
+    Read(u64),
+    /// Ordinary write-back pressure: a flush of everything.
+    Flush,
+    /// Commit without a journal: every pinned block written home.
+    Commit,
+    /// Abort: the pinned blocks dropped.
+    Abort,
+}
+
+fn tx_op(blocks: u64) -> impl Strategy<Value = TxOp> {
+    prop_oneof![
+        4 => (0..blocks, 0u16..1024, any::<u8>(), prop::bool::weighted(0.1))
+            .prop_map(|(b, o, v, f)| TxOp::Modify(b, o, v, f)),
+        4 => (0..blocks).prop_map(TxOp::Read),
+        1 => Just(TxOp::Flush),
+        1 => Just(TxOp::Commit),
+        1 => Just(TxOp::Abort),
+    ]
+}
+
+/// The cache under transactions against a model: the device never sees a
+/// transaction's change before its commit (not through eviction, not
+/// through flush), sees all of it after, an abort brings back the last
+/// committed bytes, and reads always see the newest bytes.
+fn run_tx_model(budget: usize, ops: &[TxOp]) {
+    let bs = 1024usize;
+    let blocks = 32u64;
+    let start = image(blocks as usize * bs, bs);
+    let dev = FakeDev::new(start.clone());
+    // Shards of at least MIN_PER_SHARD buffers, as a volume's cache: the
+    // transaction limit (a quarter of the buffers) keeps pins from filling
+    // any one shard.
+    let cache = BlockCache::new(&dev, bs as u32, budget);
+    let limit = (cache.buffer_count() / 4).max(1);
+    let mut committed = start.clone();
+    let mut latest = start;
+    let mut pinned = std::collections::BTreeSet::new();
+    for op in ops {
+        match *op {
+            TxOp::Modify(b, o, v, fresh) => {
+                if !pinned.contains(&b) && pinned.len() >= limit {
+                    // The transaction limit: commit first, as `begin` does.
+                    for &p in &pinned {
+                        cache.txn_written(p).unwrap();
+                    }
+                    pinned.clear();
+                    committed.clone_from(&latest);
+                }
+                let r = cache.modify(b, fresh, |d| {
+                    if fresh {
+                        assert!(d.iter().all(|&x| x == 0), "a fresh block starts zeroed");
+                    }
+                    d[o as usize] = v;
+                });
+                let (_, new) = r.unwrap();
+                assert_eq!(new, pinned.insert(b), "newly pinned iff not pinned before");
+                let blk = &mut latest[b as usize * bs..(b as usize + 1) * bs];
+                if fresh {
+                    blk.fill(0);
+                }
+                blk[o as usize] = v;
+            }
+            TxOp::Read(b) => {
+                let mut buf = vec![0u8; bs];
+                cache.read(b, &mut buf).unwrap();
+                same(
+                    &buf,
+                    &latest[b as usize * bs..(b as usize + 1) * bs],
+                    format_args!("read {b}"),
+                );
+            }
+            TxOp::Flush => cache.flush().unwrap(),
+            TxOp::Commit => {
+                for &p in &pinned {
+                    cache.txn_written(p).unwrap();
+                }
+                pinned.clear();
+                committed.clone_from(&latest);
+            }
+            TxOp::Abort => {
+                for &p in &pinned {
+                    cache.invalidate_range(p, 1);
+                }
+                pinned.clear();
+                latest.clone_from(&committed);
+            }
+        }
+        assert_eq!(cache.txn_count(), pinned.len());
+        // Nothing uncommitted ever reached the device.
+        let d = dev.snapshot();
+        for b in 0..blocks as usize {
+            let r = b * bs..(b + 1) * bs;
+            if d[r.clone()] != committed[r.clone()] && d[r.clone()] != latest[r.clone()] {
+                panic!("block {b} on the device is neither committed nor newest");
+            }
+            if pinned.contains(&(b as u64)) && d[r.clone()] != committed[r.clone()] {
+                panic!("block {b}: an uncommitted change reached the device");
+            }
+        }
+    }
+    cache.flush().unwrap();
+    let d = dev.snapshot();
+    // Only pinned blocks may still differ (never written without commit).
+    for b in 0..blocks as usize {
+        let r = b * bs..(b + 1) * bs;
+        let want = if pinned.contains(&(b as u64)) {
+            &committed[r.clone()]
+        } else {
+            &latest[r.clone()]
+        };
+        same(
+            &d[r.clone()],
+            want,
+            format_args!("device block {b} after flush"),
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn transactions_match_model(budget in prop_oneof![4096usize..8192, 8192usize..32768], ops in prop::collection::vec(tx_op(32), 1..120)) {
+        run_tx_model(budget, &ops);
+    }
+}
+
+#[test]
+fn modify_with_every_buffer_pinned_fails_cleanly() {
+    let dev = MemDevice::new(64 * 1024);
+    let cache = BlockCache::new(&dev, 1024, 4096);
+    for b in 0..4 {
+        cache.modify(b, true, |d| d[0] = 1).unwrap();
+    }
+    // Four buffers, all pinned: a fifth block cannot be changed.
+    let e = cache.modify(10, false, |d| d[0] = 1).unwrap_err();
+    assert_eq!(e.errno, errno::ENOMEM);
+    // Reads still work (straight from the device).
+    let mut buf = vec![0u8; 1024];
+    cache.read(20, &mut buf).unwrap();
+    assert_eq!(dev.snapshot()[0], 0, "nothing written before commit");
+    cache.txn_written(0).unwrap();
+    assert_eq!(dev.snapshot()[0], 1);
+}

@@ -10,7 +10,7 @@ use crate::superblock::Superblock;
 
 /// Block ranges (`start..end`) of group `g`'s superblock backup and
 /// descriptor blocks, clipped to the filesystem.
-pub(super) fn super_ranges(sb: &Superblock, g: u32) -> HVec<(u64, u64), 3> {
+pub(crate) fn super_ranges(sb: &Superblock, g: u32) -> HVec<(u64, u64), 3> {
     let mut out = HVec::new();
     let bigalloc = sb.cluster_size > sb.block_size;
     let mut first = sb.group_first_block(g);
@@ -60,7 +60,7 @@ pub(super) fn itable_blocks(sb: &Superblock) -> u64 {
 }
 
 /// Ranges of group `g`'s own bitmaps and inode table.
-pub(super) fn table_ranges(sb: &Superblock, gd: &GroupDesc) -> [(u64, u64); 3] {
+pub(crate) fn table_ranges(sb: &Superblock, gd: &GroupDesc) -> [(u64, u64); 3] {
     [
         (gd.block_bitmap, gd.block_bitmap + 1),
         (gd.inode_bitmap, gd.inode_bitmap + 1),

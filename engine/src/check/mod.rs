@@ -11,7 +11,7 @@
 //! what inodes and metadata really use.
 
 mod global;
-mod layout;
+pub(crate) mod layout;
 mod special;
 mod tally;
 

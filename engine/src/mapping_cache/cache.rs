@@ -228,6 +228,16 @@ impl MappingCache {
         self.state.write().drop_entry(ino);
     }
 
+    /// Drops every inode's mappings (the volume turned read-only after an
+    /// abort: the cached mappings may describe discarded changes).
+    pub fn forget_all(&self) {
+        let mut st = self.state.write();
+        let inos: alloc::vec::Vec<u64> = st.inodes.keys().copied().collect();
+        for ino in inos {
+            st.drop_entry(ino);
+        }
+    }
+
     /// Verifies every fork and the budget bookkeeping.
     pub fn check(&self) -> Result<(), String> {
         let st = self.state.read();

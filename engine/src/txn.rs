@@ -1,0 +1,323 @@
+//! Transactions (docs/transactions.md): every write operation runs inside a
+//! [`Handle`] that joins the one running transaction with a bound on the
+//! metadata blocks it may change (its credits); the transaction commits as
+//! a whole, only while no handle is open, through the [`Commit`] seam
+//! (home writes today, the jbd2 writer next).
+//!
+//! Memory: the running transaction's pinned buffers never exceed
+//! [`Txns::limit`] (a quarter of the block cache's buffers): a handle that
+//! would pass it waits for the open handles to end and commits first.
+
+use alloc::vec::Vec;
+
+use crate::block_cache::BlockCache;
+use crate::device::BlockDevice;
+use crate::error::{Error, IoError, Result};
+use crate::numbers::PhysBlock;
+use crate::volume::Volume;
+
+/// How a committing transaction's blocks become durable: the seam the
+/// journal plugs into. `blocks` are the transaction's metadata blocks,
+/// sorted; their bytes are read with [`BlockCache::with_txn_block`], and
+/// each must be let go of with [`BlockCache::txn_written`] (written home)
+/// or [`BlockCache::txn_release`] (logged; checkpoint writes it later).
+/// File data written straight to the device before the commit must be
+/// durable before any of these blocks is (ordered mode).
+pub trait Commit<D: BlockDevice>: Send + Sync {
+    fn commit(&self, cache: &BlockCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError>;
+}
+
+/// Commit without a journal: flush the data written so far, write every
+/// block home, flush again. A crash in between can leave a half-written
+/// transaction (what `e2fsck` repairs); the journal removes that window.
+pub struct WriteHome;
+
+impl<D: BlockDevice> Commit<D> for WriteHome {
+    fn commit(&self, cache: &BlockCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError> {
+        // Ordered mode: data blocks the new metadata points at first.
+        cache.device().flush()?;
+        let mut result = Ok(());
+        for b in blocks {
+            let r = cache.txn_written(b.0);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result?;
+        cache.device().flush()
+    }
+}
+
+/// The smallest transaction limit a read-write volume accepts: room for
+/// the largest single handle the operations begin (an extent insert in a
+/// five-level tree with its allocations, and the inodes around it).
+pub const MIN_LIMIT: usize = 64;
+
+/// The running transaction's bookkeeping.
+#[derive(Default)]
+struct State {
+    /// Open handles.
+    handles: usize,
+    /// Credits reserved by open handles and not yet used.
+    reserved: usize,
+    /// Blocks pinned by the running transaction (each once).
+    blocks: Vec<PhysBlock>,
+    /// A commit is under way or waiting for handles to end: no new handle
+    /// may begin.
+    committing: bool,
+    /// The running transaction was aborted: the volume is read-only.
+    aborted: bool,
+}
+
+/// Transactions of one volume.
+pub(crate) struct Txns {
+    state: spin::Mutex<State>,
+    /// Most blocks one transaction may pin.
+    limit: usize,
+    /// Blocks freed by the running transaction, as `(start, len)`: not
+    /// handed out again until it has committed (the kernel's busy extents).
+    busy: spin::Mutex<Vec<(u64, u64)>>,
+}
+
+impl Txns {
+    pub(crate) fn new(cache_buffers: usize) -> Txns {
+        Txns {
+            state: spin::Mutex::new(State::default()),
+            // A quarter: the buffers are split into hashed shards, and a
+            // transaction must never fill any one shard with pinned
+            // buffers; readers need the rest.
+            limit: cache_buffers / 4,
+            busy: spin::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether `start..start+len` overlaps a block freed by the running
+    /// transaction; returns the end of the overlapping busy range.
+    pub(crate) fn busy_until(&self, start: u64, len: u64) -> Option<u64> {
+        let busy = self.busy.lock();
+        busy.iter()
+            .filter(|&&(s, l)| s < start + len && start < s + l)
+            .map(|&(s, l)| s + l)
+            .max()
+    }
+
+    pub(crate) fn add_busy(&self, start: u64, len: u64) {
+        let mut busy = self.busy.lock();
+        if let Some(last) = busy.last_mut() {
+            if last.0 + last.1 == start {
+                last.1 += len;
+                return;
+            }
+        }
+        busy.push((start, len));
+    }
+}
+
+/// One operation's membership in the running transaction. Ends on drop.
+pub struct Handle<'v, D: BlockDevice> {
+    vol: &'v Volume<D>,
+    credits: usize,
+    /// Blocks this handle pinned first (added to the transaction at end).
+    pinned: Vec<PhysBlock>,
+}
+
+impl<D: BlockDevice> Volume<D> {
+    /// Begin a handle that may change at most `credits` metadata blocks.
+    /// Waits for (or runs) a commit when the running transaction has no
+    /// room left for them.
+    pub fn begin(&self, credits: usize) -> Result<Handle<'_, D>> {
+        if self.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let t = self.txns();
+        if credits > t.limit() {
+            return Err(Error::Unsupported {
+                what: "an operation needs more metadata blocks than the block cache budget allows in one transaction (raise cache_bytes)",
+            });
+        }
+        loop {
+            let mut st = t.state.lock();
+            if st.aborted {
+                return Err(Error::ReadOnly);
+            }
+            if !st.committing {
+                if st.blocks.len() + st.reserved + credits <= t.limit() {
+                    st.handles += 1;
+                    st.reserved += credits;
+                    return Ok(Handle {
+                        vol: self,
+                        credits,
+                        pinned: Vec::new(),
+                    });
+                }
+                st.committing = true;
+                drop(st);
+                // This thread commits once the open handles end.
+                self.commit_locked()?;
+                continue;
+            }
+            drop(st);
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Commit the running transaction: wait for open handles to end, write
+    /// the superblock's counters into it, and make every block durable
+    /// through the [`Commit`] seam. Frontends call it for `fsync`,
+    /// `syncfs` and unmount. A failure aborts: the volume turns read-only
+    /// and reports the error.
+    pub fn commit(&self) -> Result<()> {
+        if self.read_only() && !self.is_rw_mounted() {
+            return Ok(());
+        }
+        let t = self.txns();
+        loop {
+            let mut st = t.state.lock();
+            if st.aborted {
+                return Err(Error::ReadOnly);
+            }
+            if !st.committing {
+                st.committing = true;
+                drop(st);
+                return self.commit_locked();
+            }
+            drop(st);
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The commit itself, with `committing` set by the caller.
+    fn commit_locked(&self) -> Result<()> {
+        let t = self.txns();
+        // Wait for the open handles to end.
+        loop {
+            let st = t.state.lock();
+            if st.handles == 0 {
+                break;
+            }
+            drop(st);
+            core::hint::spin_loop();
+        }
+        let nothing = t.state.lock().blocks.is_empty();
+        let r = if nothing {
+            Ok(())
+        } else {
+            self.commit_blocks()
+        };
+        let mut st = t.state.lock();
+        st.committing = false;
+        if r.is_err() {
+            st.aborted = true;
+        }
+        drop(st);
+        if let Err(e) = &r {
+            self.went_read_only(e.clone());
+        }
+        r
+    }
+
+    fn commit_blocks(&self) -> Result<()> {
+        let t = self.txns();
+        // The superblock's counters join the transaction (no handle is
+        // open, so this is the last change).
+        self.write_super_counts()?;
+        let mut blocks = core::mem::take(&mut t.state.lock().blocks);
+        blocks.sort_unstable();
+        let r = self.commit_log().commit(self.block_cache(), &blocks);
+        t.busy.lock().clear();
+        r.map_err(Error::Io)
+    }
+
+    /// Abort the running transaction: its changed blocks are discarded,
+    /// the decoded caches dropped, and the volume turns read-only (as the
+    /// kernel does when jbd2 aborts). The image keeps its last committed
+    /// state.
+    pub(crate) fn abort(&self, why: Error) {
+        let t = self.txns();
+        let blocks = {
+            let mut st = t.state.lock();
+            st.aborted = true;
+            core::mem::take(&mut st.blocks)
+        };
+        for b in blocks {
+            self.block_cache().invalidate_range(b.0, 1);
+        }
+        self.went_read_only(why);
+    }
+
+    /// Add a block pinned outside any handle (the superblock at commit).
+    pub(crate) fn txn_add(&self, b: PhysBlock) {
+        self.txns().state.lock().blocks.push(b);
+    }
+}
+
+impl<'v, D: BlockDevice> Handle<'v, D> {
+    pub fn volume(&self) -> &'v Volume<D> {
+        self.vol
+    }
+
+    /// Change metadata block `b` in place under its buffer lock (read from
+    /// the device first if not cached). Recomputing the checksum the
+    /// change touches is the caller's part of `f`.
+    pub fn modify<R>(&mut self, b: PhysBlock, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.change(b, false, f)
+    }
+
+    /// A newly allocated metadata block: zeroed in the cache, never read
+    /// from the device, then `f` fills it.
+    pub fn create<R>(&mut self, b: PhysBlock, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.change(b, true, f)
+    }
+
+    fn change<R>(
+        &mut self,
+        b: PhysBlock,
+        fresh: bool,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        if b.0 >= self.vol.sb().blocks_count {
+            return Err(Error::corrupt(
+                crate::error::Object::Block(b.0),
+                "block number is past the end of the filesystem",
+            ));
+        }
+        let (r, new) = self.vol.block_cache().modify(b.0, fresh, f)?;
+        if new {
+            debug_assert!(
+                self.pinned.len() < self.credits,
+                "handle used more blocks than its {} credits",
+                self.credits
+            );
+            self.pinned.push(b);
+        }
+        Ok(r)
+    }
+
+    /// Abort the running transaction (a change step failed half-way).
+    pub fn abort(self, why: Error) -> Error {
+        self.vol.abort(why.clone());
+        why
+    }
+}
+
+impl<D: BlockDevice> Drop for Handle<'_, D> {
+    fn drop(&mut self) {
+        let t = self.vol.txns();
+        let mut st = t.state.lock();
+        st.handles -= 1;
+        st.reserved -= self.credits;
+        if !st.aborted {
+            st.blocks.append(&mut self.pinned);
+            return;
+        }
+        drop(st);
+        // Aborted meanwhile: this handle's changes go with the rest.
+        for b in self.pinned.drain(..) {
+            self.vol.block_cache().invalidate_range(b.0, 1);
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! The engine's write path (create, write, truncate, unlink, setattr)
+//! against e2fsck -fn, the kernel's ext4 and the engine's own reader: fixed
+//! sequences first, then random ones (proptest) on every profile of the
+//! feature matrix. See `ext4_tests::writes`.
+
+use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
+use ext4_tests::writes::{
+    run_sequence, Op, EXT4_128, EXT4_1K, EXT4_DEFAULT, EXT4_NO_CSUM, EXT4_SMALL,
+};
+
+fn basic_ops() -> Vec<Op> {
+    let mut ops = vec![];
+    for i in 0..40u16 {
+        ops.push(Op::Create {
+            dir: (i % 3) as u8,
+            name: i,
+            pad: (i * 7) as u8,
+            mode: 0o644,
+        });
+    }
+    for i in 0..40u16 {
+        ops.push(Op::Write {
+            file: i,
+            off: i as u32 * 1000,
+            len: 5000 + i as u32 * 300,
+            seed: i as u8,
+        });
+    }
+    ops.push(Op::Write {
+        file: 3,
+        off: 0,
+        len: 3 << 20,
+        seed: 9,
+    });
+    ops.push(Op::Truncate {
+        file: 3,
+        size: 100_000,
+    });
+    ops.push(Op::Truncate {
+        file: 4,
+        size: 1 << 20,
+    });
+    ops.push(Op::Chmod {
+        file: 5,
+        mode: 0o4755,
+    });
+    ops.push(Op::Chown {
+        file: 6,
+        uid: 3,
+        gid: 4,
+    });
+    ops.push(Op::Utimes {
+        file: 7,
+        atime: -5,
+        mtime: 2_000_000_000,
+        nsec: 999_999_999,
+    });
+    ops.push(Op::Commit);
+    for i in 0..10u16 {
+        ops.push(Op::Unlink { file: i * 3 });
+    }
+    ops
+}
+
+#[test]
+fn fixed_sequence_on_every_profile() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let kernel = require_kernel_ext4();
+    for p in [EXT4_DEFAULT, EXT4_1K, EXT4_NO_CSUM, EXT4_128, EXT4_SMALL] {
+        if let Err(e) = run_sequence(&p, &basic_ops(), kernel) {
+            panic!("{}: {e}", p.name);
+        }
+    }
+}
+
+// ------------------------------------------------------------ random sequences
+
+use proptest::prelude::*;
+
+fn op() -> impl Strategy<Value = Op> {
+    let len = prop_oneof![8 => 0u32..20_000, 2 => 0u32..(2 << 20)];
+    let off = prop_oneof![8 => 0u32..(1 << 20), 1 => 0u32..(64 << 20)];
+    prop_oneof![
+        4 => (0u8..3, 0u16..64, any::<u8>(), 0u16..0o10000)
+            .prop_map(|(dir, name, pad, mode)| Op::Create { dir, name, pad, mode }),
+        5 => (any::<u16>(), off, len, any::<u8>())
+            .prop_map(|(file, off, len, seed)| Op::Write { file, off, len, seed }),
+        1 => (any::<u16>(), 0u32..(3 << 20)).prop_map(|(file, size)| Op::Truncate { file, size }),
+        1 => any::<u16>().prop_map(|file| Op::Unlink { file }),
+        1 => (any::<u16>(), 0u16..0o10000).prop_map(|(file, mode)| Op::Chmod { file, mode }),
+        1 => (any::<u16>(), 0u16..100, 0u16..100).prop_map(|(file, uid, gid)| Op::Chown { file, uid, gid }),
+        1 => (any::<u16>(), any::<i32>(), any::<i32>(), 0u32..1_000_000_000)
+            .prop_map(|(file, atime, mtime, nsec)| Op::Utimes { file, atime, mtime, nsec }),
+        1 => Just(Op::Commit),
+    ]
+}
+
+/// Cases per profile: `EXT4_WRITE_CASES` (the soak script raises it).
+fn cases() -> u32 {
+    std::env::var("EXT4_WRITE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+fn random(p: &ext4_tests::writes::Profile, ops: &[Op]) -> Result<(), TestCaseError> {
+    if !require_e2fsprogs() {
+        return Ok(());
+    }
+    let kernel = require_kernel_ext4();
+    run_sequence(p, ops, kernel).map_err(TestCaseError::fail)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_ext4(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_DEFAULT, &ops)?; }
+
+    #[test]
+    fn random_ext4_1k(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_1K, &ops)?; }
+
+    #[test]
+    fn random_ext4_uninit_bg(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_NO_CSUM, &ops)?; }
+
+    #[test]
+    fn random_ext4_128_inodes(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_128, &ops)?; }
+
+    #[test]
+    fn random_ext4_small(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_SMALL, &ops)?; }
+}
+
+// ------------------------------------------------------------ full, failing
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ext4_engine::device::{BlockDevice, MemDevice};
+use ext4_engine::error::IoError;
+use ext4_engine::volume::Volume;
+use ext4_engine::{Cred, Error, InodeNo};
+use ext4_tests::oracle::{tempfile_path, KernelMount};
+use ext4_tests::writes::{
+    apply, check_engine, check_fsck, check_kernel, image, open_rw, rw_options, Model,
+};
+
+/// Fill the small filesystem until ENOSPC as an ordinary user (the root
+/// reserve stays free), then as root (the reserve goes), free some, write
+/// again: every step consistent.
+#[test]
+fn fill_until_enospc() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let (vol, dev) = open_rw(image(&EXT4_SMALL), &rw_options());
+    let mut m = Model::load(&vol);
+    let user = Cred::user(1000, 1000);
+    let reserve = vol.sb().r_blocks_count;
+    assert!(reserve > 0, "mke2fs reserves 5% by default");
+    let mut k = 0u16;
+    let chunk = vec![0x5au8; 256 << 10];
+    let mut full = false;
+    while !full {
+        apply(
+            &vol,
+            &mut m,
+            &Op::Create {
+                dir: (k % 3) as u8,
+                name: k,
+                pad: 0,
+                mode: 0o600,
+            },
+        )
+        .unwrap();
+        let f = m.files.last().unwrap().clone();
+        match vol.write(InodeNo(f.ino), 0, &chunk, &user) {
+            Ok(n) => {
+                let fm = m.files.last_mut().unwrap();
+                fm.data = chunk[..n].to_vec();
+                full = n < chunk.len();
+            }
+            Err(Error::NoSpace) => full = true,
+            Err(e) => panic!("write: {e}"),
+        }
+        k += 1;
+    }
+    // Only the reserve (and the extent reserve) is left for root.
+    let free_user = vol.statfs().blocks_available;
+    assert_eq!(free_user, 0, "an ordinary user got everything it may have");
+    assert!(
+        vol.statfs().blocks_free >= reserve,
+        "the root reserve was kept back"
+    );
+    let f = m.files.last().unwrap().clone();
+    let got = vol
+        .write(InodeNo(f.ino), f.data.len() as u64, &chunk, &Cred::ROOT)
+        .unwrap();
+    assert!(got > 0, "root may use the reserve");
+    m.files
+        .last_mut()
+        .unwrap()
+        .data
+        .extend_from_slice(&chunk[..got]);
+    // Free a few files and write again.
+    for _ in 0..3 {
+        apply(&vol, &mut m, &Op::Unlink { file: 1 }).unwrap();
+    }
+    apply(
+        &vol,
+        &mut m,
+        &Op::Write {
+            file: 2,
+            off: 0,
+            len: 100_000,
+            seed: 3,
+        },
+    )
+    .unwrap();
+    vol.close().unwrap();
+    drop(vol);
+    let bytes = dev.snapshot();
+    check_engine(bytes.clone(), &m).unwrap();
+    let img = tempfile_path("writes-full").with_extension("img");
+    std::fs::write(&img, &bytes).unwrap();
+    check_fsck(&img).unwrap();
+    if require_kernel_ext4() {
+        check_kernel(&img, &m).unwrap();
+    }
+    let _ = std::fs::remove_file(&img);
+}
+
+/// A memory device that refuses writes (and flushes) once told to.
+struct Failing {
+    inner: MemDevice,
+    fail: AtomicBool,
+}
+
+impl BlockDevice for Failing {
+    fn read_at(&self, o: u64, b: &mut [u8]) -> Result<(), IoError> {
+        self.inner.read_at(o, b)
+    }
+    fn write_at(&self, o: u64, b: &[u8]) -> Result<(), IoError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(IoError::EIO);
+        }
+        self.inner.write_at(o, b)
+    }
+    fn flush(&self) -> Result<(), IoError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(IoError::EIO);
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_only(&self) -> bool {
+        false
+    }
+}
+
+/// The device fails after a commit: the failing operations and commit
+/// report errors, the volume turns read-only, and the device still holds
+/// everything committed before (e2fsck clean, the engine reads the model
+/// as it was at that commit).
+#[test]
+fn failing_device_loses_nothing_committed() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let dev = Arc::new(Failing {
+        inner: MemDevice::from_vec(image(&EXT4_DEFAULT)),
+        fail: AtomicBool::new(false),
+    });
+    let vol = Volume::open(dev.clone(), &rw_options()).unwrap();
+    let mut m = Model::load(&vol);
+    for i in 0..10u16 {
+        apply(
+            &vol,
+            &mut m,
+            &Op::Create {
+                dir: 1,
+                name: i,
+                pad: 3,
+                mode: 0o640,
+            },
+        )
+        .unwrap();
+        apply(
+            &vol,
+            &mut m,
+            &Op::Write {
+                file: i + 1,
+                off: 0,
+                len: 30_000,
+                seed: i as u8,
+            },
+        )
+        .unwrap();
+    }
+    vol.commit().unwrap();
+    let committed = m.clone();
+    apply(
+        &vol,
+        &mut m,
+        &Op::Create {
+            dir: 2,
+            name: 99,
+            pad: 0,
+            mode: 0o600,
+        },
+    )
+    .unwrap();
+    dev.fail.store(true, Ordering::SeqCst);
+    let ino = m.files.last().unwrap().ino;
+    let e = vol
+        .write(InodeNo(ino), 0, &[1u8; 5000], &Cred::ROOT)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Io(_)),
+        "a failed data write is reported: {e}"
+    );
+    let e = vol.commit().unwrap_err();
+    assert!(
+        matches!(e, Error::Io(_)),
+        "a failed commit is reported: {e}"
+    );
+    assert!(vol.read_only(), "the volume turned read-only");
+    assert!(matches!(
+        vol.create(InodeNo(2), b"late", 0o600, &Cred::ROOT),
+        Err(Error::ReadOnly)
+    ));
+    assert!(vol.close().is_err(), "close reports the earlier failure");
+    drop(vol);
+    let bytes = dev.inner.snapshot();
+    check_engine(bytes.clone(), &committed).unwrap();
+    let img = tempfile_path("writes-failing").with_extension("img");
+    std::fs::write(&img, &bytes).unwrap();
+    // Not marked clean (the close could not write): e2fsck checks anyway.
+    check_fsck(&img).unwrap();
+    let _ = std::fs::remove_file(&img);
+}
+
+// ------------------------------------------------------------ with the kernel
+
+/// The kernel writes an image (files, a hash-tree directory), the engine
+/// changes it (creates in both kinds of directory, writes, truncates,
+/// unlinks kernel files), the kernel reads it exactly as the engine does;
+/// then the kernel writes more into it, and e2fsck -fn stays clean.
+#[test]
+fn both_directions_with_the_kernel() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    use ext4_tests::snapshot::{
+        diff, engine_snapshot, format_diffs, host_snapshot, Compare, WalkOptions, ALL_FIELDS,
+    };
+    let img = tempfile_path("writes-kernel").with_extension("img");
+    ext4_tests::kwimage::kw_mkfs(&img, 4096, "", "64M");
+    {
+        let m = KernelMount::mount(&img, false, "").unwrap();
+        let r = m.path();
+        std::fs::create_dir(r.join("h")).unwrap();
+        for i in 0..400 {
+            std::fs::write(
+                r.join("h").join(format!("kernel-file-{i:04}")),
+                vec![i as u8; i * 10],
+            )
+            .unwrap();
+        }
+        std::fs::write(r.join("big"), vec![7u8; 5 << 20]).unwrap();
+        std::fs::write(r.join("small"), b"kernel").unwrap();
+        m.unmount().unwrap();
+    }
+    check_fsck(&img).unwrap();
+    // The engine changes it.
+    let bytes = std::fs::read(&img).unwrap();
+    let (vol, dev) = open_rw(bytes, &rw_options());
+    let h = vol.lookup_ino(2, b"h").unwrap();
+    assert!(
+        vol.inode(h)
+            .unwrap()
+            .has_flag(ext4_engine::inode::flags::INDEX),
+        "the kernel indexed h"
+    );
+    let cred = Cred::ROOT;
+    let mut placed = 0;
+    for i in 0..50 {
+        match vol.create(InodeNo(h), format!("ours-{i}").as_bytes(), 0o644, &cred) {
+            Ok(a) => {
+                vol.write(InodeNo(a.ino), 0, &vec![i as u8 + 1; 3000], &cred)
+                    .unwrap();
+                placed += 1;
+            }
+            Err(Error::Unsupported { .. }) => {}
+            Err(e) => panic!("create in a hash-tree directory: {e}"),
+        }
+    }
+    assert!(placed > 0, "no hash-tree leaf had room");
+    for i in (0..400).step_by(7) {
+        vol.unlink(InodeNo(h), format!("kernel-file-{i:04}").as_bytes())
+            .unwrap();
+    }
+    let big = vol.lookup_ino(2, b"big").unwrap();
+    vol.truncate(InodeNo(big), 1_234_567).unwrap();
+    vol.write(InodeNo(big), 3 << 20, b"appended by the engine", &cred)
+        .unwrap();
+    let small = vol.lookup_ino(2, b"small").unwrap();
+    vol.unlink(InodeNo(2), b"small").unwrap();
+    let _ = small;
+    for i in 0..30 {
+        let a = vol
+            .create(InodeNo(2), format!("root-{i}").as_bytes(), 0o600, &cred)
+            .unwrap();
+        vol.write(InodeNo(a.ino), (i * 4096) as u64, b"x", &cred)
+            .unwrap();
+    }
+    vol.close().unwrap();
+    drop(vol);
+    std::fs::write(&img, dev.snapshot()).unwrap();
+    check_fsck(&img).unwrap();
+    {
+        let m = KernelMount::ro(&img).unwrap();
+        let k = host_snapshot(m.path(), WalkOptions::default());
+        let vol = ext4_tests::open_engine(&img).unwrap();
+        let e = engine_snapshot(&vol, WalkOptions::default());
+        let cmp = Compare {
+            fields: ALL_FIELDS,
+            ignore_dir_size: false,
+            ignore_paths: &[],
+        };
+        let d = diff(&k, &e, &cmp);
+        assert!(
+            d.is_empty(),
+            "{}",
+            format_diffs("kernel vs engine after engine writes", &d, 20)
+        );
+        m.unmount().unwrap();
+    }
+    // The kernel writes more into the engine's image.
+    {
+        let m = KernelMount::mount(&img, false, "").unwrap();
+        let r = m.path();
+        for i in 0..200 {
+            std::fs::write(r.join("h").join(format!("again-{i}")), vec![3u8; 5000]).unwrap();
+        }
+        std::fs::write(r.join("root-3"), vec![9u8; 1 << 20]).unwrap();
+        std::fs::remove_file(r.join("root-4")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(r.join("big"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[5u8; 100_000]).unwrap();
+        drop(f);
+        m.unmount().unwrap();
+    }
+    check_fsck(&img).unwrap();
+    let _ = std::fs::remove_file(&img);
+}
+
+/// Many extents in one file (every other block written, in an order that
+/// is neither ascending nor descending): leaf splits, a root that grows to
+/// depth 2 (1 KiB blocks: 4 root entries, 84 per block), merges, then
+/// truncation back through every level. e2fsck, the kernel, the engine.
+#[test]
+fn deep_extent_trees() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let mut ops = vec![Op::Create {
+        dir: 1,
+        name: 1,
+        pad: 0,
+        mode: 0o644,
+    }];
+    // The file is number 1 (the seed file is 0). Blocks 2k, k in a
+    // scrambled order, then some odd blocks that merge neighbours.
+    for j in 0..900u32 {
+        let k = (j * 397) % 900;
+        ops.push(Op::Write {
+            file: 1,
+            off: 2 * k * 1024,
+            len: 1024,
+            seed: (k % 200) as u8,
+        });
+    }
+    for k in (1..300u32).step_by(3) {
+        ops.push(Op::Write {
+            file: 1,
+            off: (2 * k + 1) * 1024,
+            len: 1024,
+            seed: 9,
+        });
+    }
+    let mid = ops.len();
+    ops.push(Op::Commit);
+    ops.push(Op::Truncate {
+        file: 1,
+        size: 700 * 1024 + 17,
+    });
+    ops.push(Op::Truncate {
+        file: 1,
+        size: 90 * 1024,
+    });
+    // The tree really is two levels deep before the truncates.
+    {
+        let (vol, _dev) = open_rw(image(&EXT4_1K), &rw_options());
+        let mut m = Model::load(&vol);
+        for op in &ops[..mid] {
+            apply(&vol, &mut m, op).unwrap();
+        }
+        let ino = m.files[1].ino;
+        let depth = vol.extent_depth(&vol.inode(ino).unwrap()).unwrap();
+        assert_eq!(depth, 2, "900 extents in 1 KiB blocks make a depth-2 tree");
+        vol.close().unwrap();
+    }
+    let kernel = require_kernel_ext4();
+    run_sequence(&EXT4_1K, &ops[..mid], kernel).unwrap();
+    run_sequence(&EXT4_1K, &ops, kernel).unwrap();
+    let mut all = ops.clone();
+    all.push(Op::Truncate { file: 1, size: 0 });
+    all.push(Op::Write {
+        file: 1,
+        off: 5 << 20,
+        len: 3000,
+        seed: 1,
+    });
+    run_sequence(&EXT4_1K, &all, kernel).unwrap();
+}
+
+/// The API's contracts around the operations: refusals, errors that change
+/// nothing, statfs following every change, the superblock's mount state.
+#[test]
+fn contracts() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    use ext4_engine::volume::OpenOptions;
+    let bytes = image(&EXT4_DEFAULT);
+    // A read-only device refuses a read-write open.
+    let ro = Volume::open(
+        MemDevice::from_vec(bytes.clone()).read_only(),
+        &rw_options(),
+    );
+    assert!(matches!(ro.err(), Some(Error::ReadOnly)));
+    // Too small a cache for transactions.
+    let small = OpenOptions {
+        cache_bytes: 64 << 10,
+        ..rw_options()
+    };
+    assert!(matches!(
+        Volume::open(MemDevice::from_vec(bytes.clone()), &small).err(),
+        Some(Error::Unsupported { .. })
+    ));
+    // A feature outside the allow-list is named.
+    let img = tempfile_path("writes-quota").with_extension("img");
+    std::fs::write(&img, &bytes).unwrap();
+    let out = std::process::Command::new("tune2fs")
+        .args(["-O", "quota"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tune2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = Volume::open(
+        MemDevice::from_vec(std::fs::read(&img).unwrap()),
+        &rw_options(),
+    );
+    match q.err() {
+        Some(
+            e @ Error::NotWritable {
+                feature: "quota", ..
+            },
+        ) => assert!(e.to_string().contains("quota")),
+        other => panic!("quota volume opened read-write: {other:?}"),
+    }
+    // A journal that needs recovery refuses, naming it.
+    std::fs::write(&img, &bytes).unwrap();
+    ext4_tests::oracle::debugfs_script(&img, &["feature needs_recovery".to_string()], true)
+        .unwrap();
+    let r = Volume::open(
+        MemDevice::from_vec(std::fs::read(&img).unwrap()),
+        &rw_options(),
+    );
+    assert!(
+        matches!(
+            r.err(),
+            Some(Error::NotWritable {
+                feature: "needs_recovery",
+                ..
+            })
+        ),
+        "a journal needing recovery refuses a read-write open"
+    );
+    let _ = std::fs::remove_file(&img);
+
+    let (vol, dev) = open_rw(bytes, &rw_options());
+    // Mounted: not clean, one more mount, on the device already.
+    {
+        let ro =
+            Volume::open(MemDevice::from_vec(dev.snapshot()), &OpenOptions::default()).unwrap();
+        assert_eq!(
+            ro.sb().state & 1,
+            0,
+            "s_state not clean while mounted read-write"
+        );
+        assert_eq!(ro.sb().mtime, 1_700_000_000, "s_mtime is the mount time");
+    }
+    let before = vol.statfs();
+    let root = InodeNo(2);
+    let a = vol.create(root, b"x", 0o600, &Cred::ROOT).unwrap();
+    assert!(matches!(
+        vol.create(root, b"x", 0o600, &Cred::ROOT),
+        Err(Error::Exists)
+    ));
+    assert!(matches!(
+        vol.create(root, b"a/b", 0o600, &Cred::ROOT),
+        Err(Error::InvalidArgument)
+    ));
+    assert!(matches!(
+        vol.create(root, &[b'n'; 256], 0o600, &Cred::ROOT),
+        Err(Error::NameTooLong)
+    ));
+    assert!(matches!(vol.unlink(root, b"nope"), Err(Error::NotFound)));
+    assert!(matches!(vol.unlink(root, b"lost+found"), Err(Error::IsDir)));
+    assert_eq!(vol.statfs().inodes_free, before.inodes_free - 1);
+    assert_eq!(vol.sb().block_size, 4096);
+    vol.write(InodeNo(a.ino), 0, &[1u8; 40960], &Cred::ROOT)
+        .unwrap();
+    assert_eq!(vol.statfs().blocks_free, before.blocks_free - 10);
+    assert_eq!(vol.getattr(a.ino).unwrap().blocks, 80);
+    vol.unlink(root, b"x").unwrap();
+    assert_eq!(vol.statfs().inodes_free, before.inodes_free);
+    assert_eq!(vol.statfs().blocks_free, before.blocks_free);
+    assert!(matches!(vol.lookup_ino(2, b"x"), Err(Error::NotFound)));
+    let dead = vol.inode(a.ino).unwrap();
+    assert_eq!((dead.links_count, dead.size, dead.blocks_512), (0, 0, 0));
+    assert_ne!(
+        dead.dtime, 0,
+        "a freed inode has its deletion time, as the kernel leaves it"
+    );
+    vol.close().unwrap();
+    assert!(vol.read_only(), "closed volumes are read-only");
+    let ro = Volume::open(MemDevice::from_vec(dev.snapshot()), &OpenOptions::default()).unwrap();
+    assert_eq!(ro.sb().state & 1, 1, "clean after close");
+    assert_eq!(
+        ro.statfs().blocks_free,
+        before.blocks_free,
+        "superblock counts written"
+    );
+    assert_eq!(ro.sb().free_inodes_count as u64, before.inodes_free);
+}
+
+/// Inode placement as the kernel's: a file's inode in its directory's
+/// group, a new top-level directory's in another group with few
+/// directories (Orlov), a file's first data block in its inode's group,
+/// a sequentially written file contiguous (one extent). Without flex_bg,
+/// so each group is its own unit.
+#[test]
+fn placement() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let p = ext4_tests::writes::Profile {
+        name: "ext4-noflex",
+        mkfs: &["-t", "ext4", "-b", "1024", "-O", "^flex_bg"],
+        size_mib: 32,
+    };
+    let (vol, dev) = open_rw(image(&p), &rw_options());
+    let ipg = vol.sb().inodes_per_group;
+    let group = |ino: u32| (ino - 1) / ipg;
+    let d1 = vol.lookup_ino(2, b"d1").unwrap();
+    assert!(vol.sb().group_count >= 4);
+    {
+        let mut h = vol.begin(16).unwrap();
+        let top = vol.alloc_inode(&mut h, InodeNo(2), true).unwrap();
+        assert_ne!(
+            group(top.0),
+            group(2),
+            "a top-level directory goes to a group with fewer directories"
+        );
+        let file = vol.alloc_inode(&mut h, InodeNo(d1), false).unwrap();
+        assert_eq!(
+            group(file.0),
+            group(d1),
+            "a file goes to its directory's group"
+        );
+        // Undo: nothing of this reaches the image.
+        vol.free_inode(&mut h, top, true).unwrap();
+        vol.free_inode(&mut h, file, false).unwrap();
+    }
+    let a = vol.create(InodeNo(d1), b"seq", 0o644, &Cred::ROOT).unwrap();
+    let piece = vec![7u8; 64 << 10];
+    for k in 0..16u64 {
+        vol.write(InodeNo(a.ino), k * piece.len() as u64, &piece, &Cred::ROOT)
+            .unwrap();
+    }
+    let inode = vol.inode(a.ino).unwrap();
+    let e = vol.last_extent(&inode).unwrap().unwrap();
+    assert_eq!(
+        (e.lblk, e.len),
+        (0, 1024),
+        "1 MiB written in 64 KiB pieces is one extent"
+    );
+    let bpg = vol.sb().blocks_per_group as u64;
+    assert_eq!(
+        (e.pblk - vol.sb().first_data_block as u64) / bpg,
+        group(a.ino) as u64,
+        "data starts in the inode's group"
+    );
+    vol.close().unwrap();
+    drop(vol);
+    let img = tempfile_path("writes-placement").with_extension("img");
+    std::fs::write(&img, dev.snapshot()).unwrap();
+    check_fsck(&img).unwrap();
+    let _ = std::fs::remove_file(&img);
+}
+
+/// Blocks freed by the running transaction are not handed out again
+/// before it commits (busy extents); after the commit they may be.
+#[test]
+fn freed_blocks_stay_busy_until_commit() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let (vol, _dev) = open_rw(image(&EXT4_1K), &rw_options());
+    let root = InodeNo(2);
+    let a = vol.create(root, b"a", 0o644, &Cred::ROOT).unwrap();
+    vol.write(InodeNo(a.ino), 0, &vec![1u8; 64 << 10], &Cred::ROOT)
+        .unwrap();
+    vol.commit().unwrap();
+    let old = vol
+        .last_extent(&vol.inode(a.ino).unwrap())
+        .unwrap()
+        .unwrap();
+    vol.unlink(root, b"a").unwrap();
+    let b = vol.create(root, b"b", 0o644, &Cred::ROOT).unwrap();
+    // Same goal as a's: its group's first free blocks are a's old ones.
+    vol.write(InodeNo(b.ino), 0, &vec![2u8; 64 << 10], &Cred::ROOT)
+        .unwrap();
+    let new = vol
+        .last_extent(&vol.inode(b.ino).unwrap())
+        .unwrap()
+        .unwrap();
+    let overlap = new.pblk < old.pblk + old.len as u64 && old.pblk < new.pblk + new.len as u64;
+    assert!(
+        !overlap,
+        "b got blocks a freed in the same transaction: {old:?} {new:?}"
+    );
+    vol.commit().unwrap();
+    let c = vol.create(root, b"c", 0o644, &Cred::ROOT).unwrap();
+    vol.write(InodeNo(c.ino), 0, &vec![3u8; 64 << 10], &Cred::ROOT)
+        .unwrap();
+    let reused = vol
+        .last_extent(&vol.inode(c.ino).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reused.pblk, old.pblk,
+        "after the commit the freed blocks are free again"
+    );
+    vol.close().unwrap();
+}
