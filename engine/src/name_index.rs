@@ -198,12 +198,15 @@ impl NameIndexes {
     /// Directory `ino` changed (entries added, removed or moved, or its
     /// inode rewritten): drop its index; it is scanned (from the start)
     /// until [`CALM_LOOKUPS`] lookups pass without another change.
+    /// Inodes never looked up in (files, small directories) have nothing
+    /// to drop and get nothing.
     pub fn forget(&self, ino: u32) {
         {
             let mut t = self.table.write();
-            if let Some(s) = t.slots.remove(&ino) {
-                t.charged -= s.charge;
-            }
+            let Some(s) = t.slots.remove(&ino) else {
+                return;
+            };
+            t.charged -= s.charge;
         }
         self.insert(ino, cursor(), SLOT_CHARGE);
     }
