@@ -30,8 +30,9 @@ struct Cli {
     mountpoint: PathBuf,
     /// Mount options, comma-separated: ro, allow_other, default_permissions
     /// (always on: permissions are checked for every user), fsname=,
-    /// subtype=, uid=, gid=, cache_size=N[k|m|g], logfile=PATH (log lines go
-    /// there instead of stderr or syslog), norecovery, journal_path=,
+    /// subtype=, uid=, gid=, cache_size=N[k|m|g], name_index_size=N[k|m|g],
+    /// logfile=PATH (log lines go there instead of stderr or syslog),
+    /// norecovery, journal_path=,
     /// replay_budget=N[k|m|g], debug,
     /// push_symlinks_in, intr, max_read=, private, noprivate, neglect_shares,
     /// nosuid, nodev, noexec, noatime (and their positive forms)
