@@ -470,9 +470,9 @@ impl<D: BlockDevice> Volume<D> {
         }))
     }
 
-    /// Read every block of `dir` once and index its names. A damaged
-    /// block is reported and left out, as a scan skips it; a block map
-    /// that cannot be read fails the build.
+    /// Read every block of `dir` once and index its names. Any damage
+    /// fails the build (the caller then scans, and never indexes the
+    /// directory again until it changes).
     fn build_names(&self, dir: &Inode, nblocks: u64, cap: usize) -> Result<Names> {
         let dx = self.is_dx(dir);
         let fold = dir.has_flag(flags::CASEFOLD);
@@ -516,13 +516,11 @@ impl<D: BlockDevice> Volume<D> {
                     }
                     Ok(())
                 });
-                match r.and_then(|r| r) {
-                    Ok(()) => {}
-                    // A bad block hides only its own entries (the ones
-                    // before the damage in it stay, as in a scan).
-                    Err(e) if e.is_corruption() => self.report(e),
-                    Err(e) => return Err(e),
-                }
+                // Damage ends the build: the directory is scanned instead,
+                // so the one damage policy of a scan (`search_block`:
+                // report and skip, or fail as the kernel does) decides
+                // every lookup in it.
+                r.and_then(|r| r)?;
             }
             lblk += len;
         }
