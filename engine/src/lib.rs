@@ -55,6 +55,7 @@ pub mod iomap;
 pub mod journal;
 pub mod mapping_cache;
 pub mod mount_opts;
+pub mod partitions;
 pub mod policy;
 
 pub use attr::{Attr, FileType, StatFs, Timestamp};
