@@ -251,6 +251,29 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
+    /// The entries of block `lblk` of `dir` as a scan sees them: `None` for
+    /// an interior node of a hash tree (`dx`), the whole block for its root
+    /// (the index hides in the ".." record), otherwise the leaf's entry
+    /// area after its checksum passed (once per cached copy).
+    pub(crate) fn scan_area<'b>(
+        &self,
+        dir: &Inode,
+        dx: bool,
+        block: &'b [u8],
+        lblk: u64,
+        mark: &Mark,
+    ) -> Result<Option<&'b [u8]>> {
+        if dx && lblk == 0 {
+            return Ok(Some(block));
+        }
+        if dx && is_dx_node(block, lblk) {
+            return Ok(None);
+        }
+        // Directory sizes are checked below 2^32 blocks before any scan.
+        self.check_leaf_once(dir, block, FileBlock(lblk as u32), mark)?;
+        Ok(Some(entry_area(block)))
+    }
+
     /// List directory `dir` from `cookie` (0 = start). `f` returns `false`
     /// to stop; the entry it refused is not consumed. A damaged block is
     /// reported through [`Volume::report`] and skipped, except that with
@@ -294,18 +317,10 @@ impl<D: BlockDevice> Volume<D> {
                 // Below `nblocks`, which the loop keeps under 2^32 blocks.
                 let fl = FileBlock(l as u32);
                 let stop = self.cache_read_marked(pblk + i, |block, mark| -> Result<bool> {
-                    if dx && is_dx_node(block, l) && l != 0 {
+                    let Some(area) = self.scan_area(&inode, dx, block, l, mark)? else {
                         return Ok(false);
-                    }
-                    if !(dx && l == 0) {
-                        self.check_leaf_once(&inode, block, fl, mark)?;
-                    }
-                    let obj = Object::DirBlock { dir, lblk: fl };
-                    let area = if dx && l == 0 {
-                        block
-                    } else {
-                        entry_area(block)
                     };
+                    let obj = Object::DirBlock { dir, lblk: fl };
                     for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
                         let e = e?;
                         if e.offset < start || e.inode == 0 {
@@ -361,7 +376,13 @@ impl<D: BlockDevice> Volume<D> {
             return self.inline_lookup(&inode, name);
         }
         let dot = name == b"." || name == b"..";
-        if self.is_dx(&inode) && !dot && !inode.has_flag(flags::CASEFOLD) {
+        // A hash tree that was found damaged or full of colliding names
+        // has a name index instead (built by the scan that followed).
+        if self.is_dx(&inode)
+            && !dot
+            && !inode.has_flag(flags::CASEFOLD)
+            && !self.name_indexes().has_index(inode.ino)
+        {
             match self.dx_lookup(&inode, name) {
                 Ok(found) => return found.ok_or(Error::NotFound),
                 // A block failing its checksum fails the lookup in the
@@ -372,10 +393,12 @@ impl<D: BlockDevice> Volume<D> {
                 Err(e) => return Err(e),
             }
         }
-        let bs = self.sb().block_size as u64;
-        let nblocks = if dot { 1 } else { inode.size.div_ceil(bs) };
-        self.linear_lookup(&inode, name, 0, nblocks)?
-            .ok_or(Error::NotFound)
+        let found = if dot {
+            self.linear_lookup(&inode, name, 0, 1)?
+        } else {
+            self.scan_lookup(&inode, name)?
+        };
+        found.ok_or(Error::NotFound)
     }
 
     /// Search logical blocks `from..to` of `dir` for `name`. Damage the
@@ -390,6 +413,17 @@ impl<D: BlockDevice> Volume<D> {
         from: u64,
         to: u64,
     ) -> Result<Option<InodeNo>> {
+        Ok(self.linear_find(dir, name, from, to)?.map(|(ino, _)| ino))
+    }
+
+    /// [`Volume::linear_lookup`], also saying which block held the name.
+    pub(crate) fn linear_find(
+        &self,
+        dir: &Inode,
+        name: &[u8],
+        from: u64,
+        to: u64,
+    ) -> Result<Option<(InodeNo, u64)>> {
         let dx = self.is_dx(dir);
         let fold = dir.has_flag(flags::CASEFOLD);
         let mut lblk = from;
@@ -405,16 +439,8 @@ impl<D: BlockDevice> Volume<D> {
                 let l = lblk + i;
                 let fl = FileBlock(l as u32);
                 let found = self.cache_read_marked(pblk + i, |block, mark| -> Result<Searched> {
-                    if dx && is_dx_node(block, l) && l != 0 {
+                    let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
                         return Ok((None, None));
-                    }
-                    if !(dx && l == 0) {
-                        self.check_leaf_once(dir, block, fl, mark)?;
-                    }
-                    let area = if dx && l == 0 {
-                        block
-                    } else {
-                        entry_area(block)
                     };
                     let obj = Object::DirBlock {
                         dir: dir.ino,
@@ -427,11 +453,12 @@ impl<D: BlockDevice> Volume<D> {
                         if let Some(e) = passed {
                             self.report(e);
                         }
-                        if ino.is_some() {
-                            return Ok(ino);
+                        if let Some(ino) = ino {
+                            return Ok(Some((ino, l)));
                         }
                     }
                     Ok(Err(e)) if e.is_corruption() && self.fails_as_kernel() => return Err(e),
+                    // A bad block hides only its own entries.
                     Ok(Err(e)) | Err(e) => self.report(e),
                 }
             }

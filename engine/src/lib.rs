@@ -55,6 +55,7 @@ pub mod iomap;
 pub mod journal;
 pub mod mapping_cache;
 pub mod mount_opts;
+pub mod name_index;
 pub mod partitions;
 pub mod policy;
 
@@ -93,7 +94,7 @@ pub mod test_support {
     /// The jbd2 on-disk format, for tests and fuzz targets that write
     /// journals of their own.
     pub use crate::journal::format as journal_format;
-    pub use crate::superblock::SUPERBLOCK_SIZE;
+    pub use crate::superblock::{FLAG_UNSIGNED_HASH, SUPERBLOCK_SIZE};
     pub use crate::xattr::{
         block_hash, block_header, entry_hash, full_name, parse_block, parse_ibody, split_name,
         verify_block_checksum, XattrEntry, XattrValue,

@@ -191,6 +191,7 @@ fn run(opts: &Options) -> Result<(), String> {
         uid,
         gid,
         iomap: iomap_prep.is_some(),
+        readdirplus: opts.readdirplus,
         ..Config::default()
     };
     if let Some(p) = &iomap_prep {

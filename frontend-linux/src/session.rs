@@ -411,7 +411,7 @@ mod reply;
 mod stats;
 mod xattrs;
 
-pub use config::Config;
+pub use config::{Config, ReaddirPlus};
 pub use init::{negotiate, Negotiated};
 pub use mappings::{attr_flags_for, IomapStats, KNOWN_OPFLAGS};
 pub use reply::ReplyBuf;

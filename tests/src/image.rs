@@ -17,16 +17,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::oracle::{
-    assert_fsck_clean, debugfs_script, dq, e2fsck_index_dirs, mke2fs, mke2fs_version, KernelMount,
+    assert_fsck_clean, debugfs_script, dq, e2fsck_index_dirs, mke2fs_version, KernelMount,
 };
 use crate::snapshot::{host_snapshot, Snapshot, WalkOptions};
 use crate::tree::{
     self, apply_nodes, materialize, NodeKind, Plan, Profile, Time, TreeParams, GENERATOR_VERSION,
 };
-use crate::util::{cache_dir, fnv64, page_size, FileLock};
+use crate::util::{cache_dir, fnv64, page_size, run_ok, FileLock};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageSpec {
@@ -144,6 +145,23 @@ impl ImageSpec {
         // would not be the image's content.
         p.trailing_holes = !self.features.split(',').any(|f| f == "inline_data");
         p
+    }
+
+    /// `mke2fs -F -q` making this spec's filesystem with `inodes` inodes
+    /// (the caller adds the rest: `-d`, the image, its size).
+    pub fn mke2fs(&self, inodes: u64) -> Command {
+        let mut c = Command::new("mke2fs");
+        c.args(["-F", "-q", "-t", self.fs_type]);
+        if !self.features.is_empty() {
+            c.arg("-O").arg(self.features);
+        }
+        c.arg("-b").arg(self.block_size.to_string());
+        if let Some(cs) = self.cluster_size {
+            c.arg("-C").arg(cs.to_string());
+        }
+        c.arg("-I").arg(self.inode_size.to_string());
+        c.arg("-N").arg(inodes.to_string());
+        c
     }
 
     /// Whether the running kernel's ext4 can mount this block size.
@@ -351,23 +369,13 @@ fn build_into(spec: &ImageSpec, tree: &SourceTree, dir: &Path) {
     let plan = &tree.plan;
     let inodes = plan.inode_count() + 256;
 
-    let (bs, isz, n) = (
-        spec.block_size.to_string(),
-        spec.inode_size.to_string(),
-        inodes.to_string(),
-    );
-    let cs = spec.cluster_size.map(|c| c.to_string());
-    let mut args = vec!["-t", spec.fs_type];
-    if !spec.features.is_empty() {
-        args.extend(["-O", spec.features]);
-    }
-    args.extend(["-b", &bs]);
-    if let Some(cs) = &cs {
-        args.extend(["-C", cs]);
-    }
-    args.extend(["-I", &isz, "-N", &n]);
-    args.extend(["-E", "lazy_itable_init=0,lazy_journal_init=0"]);
-    mke2fs(&tmp, &args, Some(&tree.src), &format!("{}M", spec.size_mib));
+    let mut c = spec.mke2fs(inodes);
+    c.arg("-E").arg("lazy_itable_init=0,lazy_journal_init=0");
+    c.arg("-d")
+        .arg(&tree.src)
+        .arg(&tmp)
+        .arg(format!("{}M", spec.size_mib));
+    run_ok(&mut c);
 
     if spec.rehash_dirs {
         e2fsck_index_dirs(&tmp);
