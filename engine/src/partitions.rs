@@ -410,19 +410,21 @@ fn list(t: &Table) -> String {
     }
 }
 
-/// A size as `ls -h` would print it (binary units).
+/// A size in binary units, one decimal below 10 (no floats: `no_std`).
 pub fn human(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
     let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
+    while u + 1 < UNITS.len() && n >= 1024u64 << (10 * u) {
         u += 1;
     }
-    if u == 0 || v >= 10.0 || v.fract() == 0.0 {
-        format!("{} {}", v as u64, UNITS[u])
+    if u == 0 {
+        return format!("{n} B");
+    }
+    let tenths = (u128::from(n) * 10) >> (10 * u);
+    if tenths >= 100 || tenths % 10 == 0 {
+        format!("{} {}", tenths / 10, UNITS[u])
     } else {
-        format!("{v:.1} {}", UNITS[u])
+        format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[u])
     }
 }
 

@@ -69,11 +69,13 @@ fn run(opts: &Options) -> Result<(), String> {
         .map_err(|e| format!("sigprocmask: {e}"))?;
 
     // Descriptors leaked by whoever started us would stay usable after
-    // confinement; only the ones named on the command line are kept.
+    // confinement; only the ones named on the command line are kept, and
+    // the log file opened above.
     inherited::close_stray(
         &[&opts.source, &opts.mountpoint]
             .iter()
             .filter_map(|p| inherited::fd_number(p))
+            .chain(log::sink_fd())
             .collect::<Vec<_>>(),
     );
     // `ext4-fuse SOURCE /dev/fd/N`: a helper already mounted /dev/fuse

@@ -194,3 +194,43 @@ fn errors_panic_stops_at_the_first_damage() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// What the server logs reaches the user once it has detached from the
+/// terminal: with `-o logfile=`, the failed read of a damaged file names
+/// the inode in that file (stderr is /dev/null by then), for both servers.
+#[test]
+fn damage_reaches_the_log_file_after_detaching() {
+    if !require_e2fsprogs() || !require_fuse() {
+        return;
+    }
+    let dir = Scratch::new("logfile");
+    let img = image(dir.path());
+    debugfs_damage(&img, &["sif /bad block[0] 0x12345678".into()]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let _cleanup = Cleanup(mnt.clone());
+    let mut bad = Vec::new();
+    for (name, bin) in servers() {
+        let log = dir.path().join(format!("{name}.log"));
+        // No -f: the server detaches once mounted, and exits 0 then.
+        let st = Command::new(&bin)
+            .arg(&img)
+            .arg(&mnt)
+            .arg("-o")
+            .arg(format!("logfile={}", log.display()))
+            .status()
+            .unwrap();
+        assert!(st.success() && is_mounted(&mnt), "{name}: {st}");
+        let read = std::fs::read(mnt.join("bad"));
+        sh(&["umount", mnt.to_str().unwrap()]);
+        let mut text = String::new();
+        wait_until("the log line", || {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains(" on inode ")
+        });
+        if read.is_ok() || !text.contains("corrupt") {
+            bad.push(format!("{name}: read {read:?}, log {text:?}"));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
