@@ -50,4 +50,7 @@ pub use error::{Error, IoError, Object, Result};
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
 pub use volume::{DirEntry, OpenOptions, Volume, Whence, ROOT_INO};
 pub use writable::Cred;
+pub use write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+pub use write::orphan::OpenFiles;
+pub use write::xattr::{XATTR_CREATE, XATTR_REPLACE};
 pub use write::{SetAttr, SetTime};

@@ -710,16 +710,13 @@ impl<D: BlockDevice> Volume<D> {
         } else {
             self.dir_for_write(to_dir)?
         };
-        if let Some(d) = &dst {
-            if d.ino == src.ino {
-                return Ok(());
-            }
+        // The VFS's order of checks: flags, ancestry, the same inode,
+        // types, emptiness.
+        if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
+            return Err(Error::Exists);
         }
         if exchange && dst.is_none() {
             return Err(Error::NotFound);
-        }
-        if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
-            return Err(Error::Exists);
         }
         let mut sinode = self.inode_for_write(src.ino)?;
         let mut dinode = match &dst {
@@ -730,19 +727,6 @@ impl<D: BlockDevice> Volume<D> {
         let d_dir = dinode
             .as_ref()
             .is_some_and(|d| d.kind == Some(FileType::Directory));
-        if !exchange && dinode.is_some() {
-            if s_dir && !d_dir {
-                return Err(Error::NotDir);
-            }
-            if !s_dir && d_dir {
-                return Err(Error::IsDir);
-            }
-        }
-        for i in core::iter::once(&sinode).chain(dinode.iter()) {
-            if i.has_flag(flags::IMMUTABLE) || i.has_flag(flags::APPEND) {
-                return Err(Error::NotPermitted);
-            }
-        }
         if !same_dir {
             // The source must not become its own ancestor; the target
             // must not be an ancestor of the source.
@@ -757,6 +741,23 @@ impl<D: BlockDevice> Volume<D> {
                         Error::NotEmpty
                     });
                 }
+            }
+        }
+        if dst.as_ref().is_some_and(|d| d.ino == src.ino) {
+            return Ok(());
+        }
+
+        if !exchange && dinode.is_some() {
+            if s_dir && !d_dir {
+                return Err(Error::NotDir);
+            }
+            if !s_dir && d_dir {
+                return Err(Error::IsDir);
+            }
+        }
+        for i in core::iter::once(&sinode).chain(dinode.iter()) {
+            if i.has_flag(flags::IMMUTABLE) || i.has_flag(flags::APPEND) {
+                return Err(Error::NotPermitted);
             }
         }
         if !exchange && d_dir {
