@@ -48,7 +48,7 @@ pub use attr::{Attr, FileType, StatFs, Timestamp};
 pub use device::{BlockDevice, MemDevice};
 pub use error::{Error, IoError, Object, Result};
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
-pub use volume::{DirEntry, OpenOptions, Volume, Whence, ROOT_INO};
+pub use volume::{DirEntry, OpenOptions, Recovery, Volume, Whence, ROOT_INO};
 pub use writable::Cred;
 pub use write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 pub use write::orphan::OpenFiles;

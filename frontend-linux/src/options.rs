@@ -25,7 +25,9 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it\n  \
         user=NAME            user the server switches to once started (default nobody)\n  \
         nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
-        norecovery           mount although the journal needs recovery, showing the\n                       filesystem without its unreplayed changes (without it\n                       such a volume is refused: this version cannot replay)\n  \
+        norecovery           ignore a journal that needs recovery (as the kernel's\n                       norecovery): the filesystem without the journal's newest\n                       changes. Without it the journal is replayed in memory,\n                       the image itself left unchanged (and file data is then\n                       served without iomap)\n  \
+        journal_path=PATH    the external journal device of a filesystem whose journal\n                       is not in an inode (read to replay it)\n  \
+        replay_budget=N[k|m|g]  memory for the plan of a journal replayed in memory,\n                       32 bytes per logged block (default 32m)\n  \
         debug                log every request (implies -f)\n  \
         nosuid, nodev, noexec and their opposites, atime options, and fstab-only\n  \
         options (auto, noauto, user, nofail, _netdev, x-*) are accepted too."
