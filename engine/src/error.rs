@@ -68,6 +68,8 @@ pub mod errno {
     pub const EOPNOTSUPP: i32 = 95;
     pub const EUCLEAN: i32 = 117;
     pub const ENXIO: i32 = 6;
+    pub const ESTALE: i32 = 116;
+    pub const EMLINK: i32 = 31;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +124,19 @@ pub enum Error {
         feature: &'static str,
         why: &'static str,
     },
+    /// The inode was deleted (no links left, not held open): a stale
+    /// handle (ESTALE, as the kernel answers for a deleted inode number).
+    Stale,
+    /// The inode would pass the most links the filesystem keeps (EMLINK).
+    TooManyLinks,
+    /// Not allowed for this kind of object (EPERM): a hard link to a
+    /// directory, `user.` attributes on a device node.
+    NotPermitted,
+    /// Refused for this object (EACCES): a default ACL on a non-directory.
+    AccessDenied,
+    /// An extended attribute value larger than the 64 KiB the interface
+    /// allows (E2BIG).
+    ValueTooBig,
 }
 
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -155,6 +170,11 @@ impl Error {
             Error::NotEmpty => ENOTEMPTY,
             Error::FileTooBig => EFBIG,
             Error::NotWritable { .. } => EROFS,
+            Error::Stale => ESTALE,
+            Error::TooManyLinks => EMLINK,
+            Error::NotPermitted => EPERM,
+            Error::AccessDenied => EACCES,
+            Error::ValueTooBig => E2BIG,
         }
     }
 
@@ -209,6 +229,11 @@ impl fmt::Display for Error {
                 f,
                 "cannot open read-write: the filesystem uses {feature}, which this engine cannot write yet ({why}); open it read-only"
             ),
+            Error::Stale => write!(f, "stale file handle (the inode was deleted)"),
+            Error::TooManyLinks => write!(f, "too many links"),
+            Error::NotPermitted => write!(f, "operation not permitted"),
+            Error::AccessDenied => write!(f, "permission denied"),
+            Error::ValueTooBig => write!(f, "extended attribute value too large"),
         }
     }
 }

@@ -101,6 +101,8 @@ pub struct Inode {
     /// In-inode xattr area (`128 + extra_isize .. inode_size`); at most one
     /// block, since an inode record never exceeds the block size.
     ibody: alloc::vec::Vec<u8>,
+    /// `ibody` was replaced and is to be stored.
+    ibody_dirty: bool,
 }
 
 fn decode_time(base: U32, extra: Option<u32>) -> Timestamp {
@@ -176,13 +178,16 @@ impl Inode {
             block: [0; 60],
             csum_seed,
             ibody: alloc::vec::Vec::new(),
+            ibody_dirty: false,
         }
     }
 
     /// Write this inode's fields into its on-disk record `bytes`
     /// (`inode_size` long), then the checksum. With `fresh` the record is
     /// zeroed first (a newly allocated inode); otherwise fields this type
-    /// does not hold (in-inode xattrs, `i_version`, …) are kept.
+    /// does not hold (`i_version`, …) and `i_dtime` (the orphan list's)
+    /// are kept. The in-inode xattr area is written when
+    /// [`Inode::set_ibody`] replaced it, else kept.
     /// `i_blocks` follows the kernel's `huge_file` rules (and may set or
     /// clear `HUGE_FILE_FL` in `self.flags`); EFBIG when it cannot be
     /// stored. Timestamps' extra words and `i_crtime`/`i_projid` are
@@ -221,7 +226,13 @@ impl Inode {
         raw.generation = self.generation.into();
         raw.file_acl_lo = (self.file_acl as u32).into();
         raw.file_acl_high = ((self.file_acl >> 32) as u16).into();
-        raw.dtime = self.dtime.into();
+        // `i_dtime` is the orphan list's link while the inode is an orphan:
+        // only the orphan code changes it in place (under its lock), so a
+        // decoded copy written back never undoes a concurrent change to
+        // the list. A fresh record starts from the decoded value.
+        if fresh {
+            raw.dtime = self.dtime.into();
+        }
         let (a, ax) = encode_time(self.atime);
         let (c, cx) = encode_time(self.ctime);
         let (m, mx) = encode_time(self.mtime);
@@ -246,6 +257,18 @@ impl Inode {
             raw.projid = self.projid.into();
         }
         bytes[..n].copy_from_slice(&rec[..n]);
+        if self.ibody_dirty {
+            let at = GOOD_OLD_INODE_SIZE + self.extra_isize as usize;
+            let area = bytes
+                .get_mut(at..)
+                .filter(|a| a.len() == self.ibody.len())
+                .ok_or(Error::corrupt(
+                    Object::Inode(self.ino),
+                    "in-inode xattr area does not fit the record",
+                ))?;
+            area.copy_from_slice(&self.ibody);
+            self.ibody_dirty = false;
+        }
         if let Some((c, has_hi)) = expected_checksum(sb, self.ino, bytes) {
             bytes[CHECKSUM_LO..CHECKSUM_LO + 2].copy_from_slice(&(c as u16).to_le_bytes());
             if has_hi {
@@ -349,6 +372,7 @@ impl Inode {
             block: raw.block,
             csum_seed,
             ibody,
+            ibody_dirty: false,
         })
     }
 
@@ -359,6 +383,18 @@ impl Inode {
     /// The in-inode extended attribute area.
     pub fn ibody(&self) -> &[u8] {
         &self.ibody
+    }
+
+    /// Bytes of the in-inode xattr area of a record of `inode_size`.
+    pub fn ibody_len(&self, inode_size: usize) -> usize {
+        inode_size.saturating_sub(GOOD_OLD_INODE_SIZE + self.extra_isize as usize)
+    }
+
+    /// Replace the in-inode xattr area (exactly [`Inode::ibody_len`]
+    /// bytes); [`Inode::store`] writes it.
+    pub fn set_ibody(&mut self, area: alloc::vec::Vec<u8>) {
+        self.ibody = area;
+        self.ibody_dirty = true;
     }
 
     /// i_block as fifteen little-endian u32 words.

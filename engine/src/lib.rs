@@ -51,4 +51,7 @@ pub use error::{Error, IoError, Object, Result};
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
 pub use volume::{DirEntry, OpenOptions, Recovery, Volume, Whence, ROOT_INO};
 pub use writable::Cred;
+pub use write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+pub use write::orphan::OpenFiles;
+pub use write::xattr::{XATTR_CREATE, XATTR_REPLACE};
 pub use write::{SetAttr, SetTime};

@@ -240,6 +240,7 @@ pub struct Volume<D: BlockDevice> {
     commit_log: Box<dyn Commit<D>>,
     alloc: Allocator,
     ilocks: crate::write::InodeLocks,
+    orphans: crate::write::orphan::Orphans,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -379,11 +380,18 @@ impl<D: BlockDevice> Volume<D> {
             commit_log: Box::new(WriteHome),
             alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
             ilocks: crate::write::InodeLocks::new(),
+            orphans: Default::default(),
         };
         vol.counts = vol.count()?;
         if vol.rw {
             vol.read_only.store(false, Ordering::Release);
-            if let Err(e) = vol.mount_rw() {
+            // Orphans a crash left are cleaned up before anything else, as
+            // the kernel's mount does.
+            let r = vol
+                .orphan_setup()
+                .and_then(|_| vol.mount_rw())
+                .and_then(|_| vol.orphan_cleanup());
+            if let Err(e) = r {
                 vol.closed.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -444,6 +452,12 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub(crate) fn allocator(&self) -> &Allocator {
         &self.alloc
+    }
+    pub(crate) fn orphans(&self) -> &crate::write::orphan::Orphans {
+        &self.orphans
+    }
+    pub(crate) fn orphans_mut(&mut self) -> &mut crate::write::orphan::Orphans {
+        &mut self.orphans
     }
     pub(crate) fn mount_state(&self) -> u16 {
         self.mount_state
@@ -659,6 +673,11 @@ impl<D: BlockDevice> Volume<D> {
                 Object::Inode(ino),
                 "inode is not in use (deleted)",
             ));
+        }
+        // No links: deleted (ESTALE, as the kernel's iget answers), unless
+        // a frontend still holds it open and the engine keeps it.
+        if inode.links_count == 0 && !self.orphans().is_kept(ino) {
+            return Err(Error::Stale);
         }
         let Some(kind) = inode.kind else {
             return Err(Error::corrupt(

@@ -23,6 +23,10 @@ pub struct Cred {
     pub gid: u32,
     /// The caller holds `CAP_SYS_RESOURCE` (root usually does).
     pub cap_resource: bool,
+    /// The caller's umask, applied to a new object's mode only when its
+    /// directory has no default ACL (the kernel's `posix_acl_create`). A
+    /// frontend whose kernel already applied it passes 0.
+    pub umask: u16,
 }
 
 impl Cred {
@@ -31,6 +35,7 @@ impl Cred {
         uid: 0,
         gid: 0,
         cap_resource: true,
+        umask: 0,
     };
 
     /// An ordinary user.
@@ -39,6 +44,15 @@ impl Cred {
             uid,
             gid,
             cap_resource: false,
+            umask: 0,
+        }
+    }
+
+    /// The same caller with `umask`.
+    pub fn with_umask(self, umask: u16) -> Cred {
+        Cred {
+            umask: umask & 0o777,
+            ..self
         }
     }
 
@@ -72,11 +86,16 @@ pub const WRITABLE: &[Word] = &[
     Word::Compat(compat::DIR_PREALLOC),
     Word::Compat(compat::SPARSE_SUPER2),
     Word::Compat(compat::STABLE_INODES),
+    // Orphans go to the orphan file while it has room (else the list);
+    // a crash's are cleaned up at the next read-write open.
+    Word::Compat(compat::ORPHAN_FILE),
     Word::Incompat(incompat::FILETYPE),
     Word::Incompat(incompat::EXTENTS),
     Word::Incompat(incompat::BIT64),
     Word::Incompat(incompat::FLEX_BG),
     Word::Incompat(incompat::CSUM_SEED),
+    // Three-level hash trees and directories past 2 GiB (`i_size_high`).
+    Word::Incompat(incompat::LARGEDIR),
     Word::RoCompat(ro_compat::SPARSE_SUPER),
     Word::RoCompat(ro_compat::LARGE_FILE),
     Word::RoCompat(ro_compat::HUGE_FILE),
@@ -84,6 +103,7 @@ pub const WRITABLE: &[Word] = &[
     Word::RoCompat(ro_compat::DIR_NLINK),
     Word::RoCompat(ro_compat::EXTRA_ISIZE),
     Word::RoCompat(ro_compat::METADATA_CSUM),
+    Word::RoCompat(ro_compat::ORPHAN_PRESENT),
 ];
 
 /// Why a known feature still refuses a read-write open.
@@ -92,8 +112,6 @@ pub const REFUSED: &[(&str, &str)] = &[
         "needs_recovery",
         "the journal holds transactions to replay first",
     ),
-    ("orphan_file", "the orphan file is not kept yet"),
-    ("orphan_present", "orphaned inodes must be cleaned up first"),
     (
         "extent",
         "files without extents (block maps) are not written yet",
@@ -101,7 +119,6 @@ pub const REFUSED: &[(&str, &str)] = &[
     ("inline_data", "inline data is not written yet"),
     ("bigalloc", "cluster allocation is not written yet"),
     ("meta_bg", "meta_bg group layouts are not allocated in yet"),
-    ("large_dir", "three-level hash trees are not written yet"),
     ("quota", "quota usage would go stale"),
     ("project", "project quota usage would go stale"),
     (
@@ -158,9 +175,6 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     let unnamed = (c & !compat::KNOWN) | (i & !incompat::SUPPORTED) | (r & !ro_compat::KNOWN);
     if unnamed != 0 {
         return refuse("unknown feature bits");
-    }
-    if sb.last_orphan != 0 {
-        return refuse("orphan_present");
     }
     None
 }
@@ -226,6 +240,12 @@ impl<D: BlockDevice> Volume<D> {
             raw.mnt_count = raw.mnt_count.get().wrapping_add(1).into();
             set_time(&mut raw.mtime, &mut raw.mtime_hi, now);
             raw.state = (raw.state.get() & !STATE_VALID).into();
+            // The orphan file may hold orphans while mounted (cleared at
+            // a clean close), as the kernel marks it.
+            if raw.feature_compat.get() & compat::ORPHAN_FILE != 0 {
+                let r = raw.feature_ro_compat.get() | ro_compat::ORPHAN_PRESENT;
+                raw.feature_ro_compat = r.into();
+            }
         })?;
         self.commit()
     }
@@ -238,7 +258,9 @@ impl<D: BlockDevice> Volume<D> {
         let cluster_ratio = (self.sb().cluster_size / self.sb().block_size) as u64;
         let fb = fb * cluster_ratio;
         let bit64 = self.sb().has_incompat(incompat::BIT64);
+        let last_orphan = self.orphans().head();
         self.edit_super(|raw| {
+            raw.last_orphan = last_orphan.into();
             raw.free_blocks_count_lo = (fb as u32).into();
             if bit64 {
                 raw.free_blocks_count_hi = ((fb >> 32) as u32).into();
@@ -260,9 +282,16 @@ impl<D: BlockDevice> Volume<D> {
             let _ = self.block_cache().flush();
             return Err(e);
         }
+        let orphans_left = self.orphans_at_close()?;
         self.commit()?;
         let state = self.mount_state();
-        self.edit_super(|raw| raw.state = state.into())?;
+        self.edit_super(|raw| {
+            raw.state = state.into();
+            if !orphans_left {
+                let r = raw.feature_ro_compat.get() & !ro_compat::ORPHAN_PRESENT;
+                raw.feature_ro_compat = r.into();
+            }
+        })?;
         self.commit()?;
         self.block_cache().flush()?;
         self.went_read_only_quietly();

@@ -1,11 +1,12 @@
-//! The engine's write path (create, write, truncate, unlink, setattr)
+//! The engine's write path (files, the namespace, xattrs and ACLs)
 //! against e2fsck -fn, the kernel's ext4 and the engine's own reader: fixed
 //! sequences first, then random ones (proptest) on every profile of the
 //! feature matrix. See `ext4_tests::writes`.
 
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 use ext4_tests::writes::{
-    run_sequence, Op, EXT4_128, EXT4_1K, EXT4_DEFAULT, EXT4_NO_CSUM, EXT4_SMALL,
+    run_sequence, Op, EXT4_128, EXT4_1K, EXT4_DEFAULT, EXT4_HTREE_LEGACY, EXT4_HTREE_TEA,
+    EXT4_LARGE_DIR, EXT4_NO_CSUM, EXT4_ORPHAN_FILE, EXT4_SMALL, PROFILES,
 };
 
 fn basic_ops() -> Vec<Op> {
@@ -16,6 +17,7 @@ fn basic_ops() -> Vec<Op> {
             name: i,
             pad: (i * 7) as u8,
             mode: 0o644,
+            umask: false,
         });
     }
     for i in 0..40u16 {
@@ -41,23 +43,23 @@ fn basic_ops() -> Vec<Op> {
         size: 1 << 20,
     });
     ops.push(Op::Chmod {
-        file: 5,
+        node: 5,
         mode: 0o4755,
     });
     ops.push(Op::Chown {
-        file: 6,
+        node: 6,
         uid: 3,
         gid: 4,
     });
     ops.push(Op::Utimes {
-        file: 7,
+        node: 7,
         atime: -5,
         mtime: 2_000_000_000,
         nsec: 999_999_999,
     });
     ops.push(Op::Commit);
     for i in 0..10u16 {
-        ops.push(Op::Unlink { file: i * 3 });
+        ops.push(Op::Unlink { entry: i * 3 });
     }
     ops
 }
@@ -68,8 +70,8 @@ fn fixed_sequence_on_every_profile() {
         return;
     }
     let kernel = require_kernel_ext4();
-    for p in [EXT4_DEFAULT, EXT4_1K, EXT4_NO_CSUM, EXT4_128, EXT4_SMALL] {
-        if let Err(e) = run_sequence(&p, &basic_ops(), kernel) {
+    for p in PROFILES {
+        if let Err(e) = run_sequence(p, &basic_ops(), kernel) {
             panic!("{}: {e}", p.name);
         }
     }
@@ -79,22 +81,52 @@ fn fixed_sequence_on_every_profile() {
 
 use proptest::prelude::*;
 
-fn op() -> impl Strategy<Value = Op> {
+fn file_op() -> impl Strategy<Value = Op> {
     let len = prop_oneof![8 => 0u32..20_000, 2 => 0u32..(2 << 20)];
     let off = prop_oneof![8 => 0u32..(1 << 20), 1 => 0u32..(64 << 20)];
     prop_oneof![
-        4 => (0u8..3, 0u16..64, any::<u8>(), 0u16..0o10000)
-            .prop_map(|(dir, name, pad, mode)| Op::Create { dir, name, pad, mode }),
+        4 => (0u8..6, 0u16..64, any::<u8>(), 0u16..0o10000, any::<bool>())
+            .prop_map(|(dir, name, pad, mode, umask)| Op::Create { dir, name, pad, mode, umask }),
         5 => (any::<u16>(), off, len, any::<u8>())
             .prop_map(|(file, off, len, seed)| Op::Write { file, off, len, seed }),
         1 => (any::<u16>(), 0u32..(3 << 20)).prop_map(|(file, size)| Op::Truncate { file, size }),
-        1 => any::<u16>().prop_map(|file| Op::Unlink { file }),
-        1 => (any::<u16>(), 0u16..0o10000).prop_map(|(file, mode)| Op::Chmod { file, mode }),
-        1 => (any::<u16>(), 0u16..100, 0u16..100).prop_map(|(file, uid, gid)| Op::Chown { file, uid, gid }),
+        1 => (any::<u16>(), 0u16..0o10000).prop_map(|(node, mode)| Op::Chmod { node, mode }),
+        1 => (any::<u16>(), 0u16..100, 0u16..100).prop_map(|(node, uid, gid)| Op::Chown { node, uid, gid }),
         1 => (any::<u16>(), any::<i32>(), any::<i32>(), 0u32..1_000_000_000)
-            .prop_map(|(file, atime, mtime, nsec)| Op::Utimes { file, atime, mtime, nsec }),
+            .prop_map(|(node, atime, mtime, nsec)| Op::Utimes { node, atime, mtime, nsec }),
         1 => Just(Op::Commit),
     ]
+}
+
+fn namespace_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u8..6, 0u16..24, 0u16..0o10000, any::<bool>())
+            .prop_map(|(dir, name, mode, umask)| Op::Mkdir { dir, name, mode, umask }),
+        2 => (0u8..6, 0u16..64, any::<u8>(), any::<u16>(), any::<u32>())
+            .prop_map(|(dir, name, kind, major, minor)| Op::Mknod { dir, name, kind, major, minor }),
+        2 => (0u8..6, 0u16..64, any::<u16>(), any::<u8>())
+            .prop_map(|(dir, name, len, seed)| Op::Symlink { dir, name, len, seed }),
+        2 => (any::<u16>(), 0u8..6, 0u16..64).prop_map(|(node, dir, name)| Op::Link { node, dir, name }),
+        2 => any::<u16>().prop_map(|entry| Op::Unlink { entry }),
+        2 => any::<u16>().prop_map(|entry| Op::Rmdir { entry }),
+        4 => (any::<u16>(), 0u8..6, 0u16..24, 0u8..3)
+            .prop_map(|(entry, dir, name, flags)| Op::Rename { entry, dir, name, flags }),
+        1 => (0u8..6, 0u16..400, any::<u8>()).prop_map(|(dir, count, prefix)| Op::Many { dir, count, prefix }),
+        1 => (0u8..6, any::<u8>()).prop_map(|(dir, step)| Op::Prune { dir, step }),
+    ]
+}
+
+fn xattr_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<u16>(), any::<u8>(), any::<u8>(), any::<u16>(), any::<u8>(), any::<u8>())
+            .prop_map(|(node, ns, name, len, seed, flags)| Op::SetXattr { node, ns, name, len, seed, flags }),
+        2 => (any::<u16>(), any::<u8>(), any::<u8>()).prop_map(|(node, ns, name)| Op::RemoveXattr { node, ns, name }),
+        2 => (any::<u16>(), any::<bool>(), any::<u8>()).prop_map(|(node, default, seed)| Op::SetAcl { node, default, seed }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![3 => file_op(), 4 => namespace_op(), 2 => xattr_op()]
 }
 
 /// Cases per profile: `EXT4_WRITE_CASES` (the soak script raises it).
@@ -130,6 +162,22 @@ proptest! {
 
     #[test]
     fn random_ext4_small(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_SMALL, &ops)?; }
+
+    #[test]
+    fn random_ext4_large_dir(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_LARGE_DIR, &ops)?; }
+
+    #[test]
+    fn random_ext4_orphan_file(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_ORPHAN_FILE, &ops)?; }
+
+    #[test]
+    fn random_htree_tea(ops in prop::collection::vec(prop_oneof![1 => op(), 1 => namespace_op()], 1..50)) {
+        random(&EXT4_HTREE_TEA, &ops)?;
+    }
+
+    #[test]
+    fn random_htree_legacy(ops in prop::collection::vec(prop_oneof![1 => op(), 1 => namespace_op()], 1..50)) {
+        random(&EXT4_HTREE_LEGACY, &ops)?;
+    }
 }
 
 // ------------------------------------------------------------ full, failing
@@ -142,8 +190,9 @@ use ext4_engine::error::IoError;
 use ext4_engine::volume::Volume;
 use ext4_engine::{Cred, Error, InodeNo};
 use ext4_tests::oracle::{tempfile_path, KernelMount};
+use ext4_tests::writes::model::name_of;
 use ext4_tests::writes::{
-    apply, check_engine, check_fsck, check_kernel, image, open_rw, rw_options, Model,
+    apply, check_engine, check_fsck, check_kernel, clock, image, open_rw, rw_options, Model,
 };
 
 /// Fill the small filesystem until ENOSPC as an ordinary user (the root
@@ -162,23 +211,30 @@ fn fill_until_enospc() {
     let mut k = 0u16;
     let chunk = vec![0x5au8; 256 << 10];
     let mut full = false;
+    let mut step = 0;
+    let mut tick = || {
+        step += 1;
+        step
+    };
+    let mut last = 0;
     while !full {
-        apply(
-            &vol,
-            &mut m,
-            &Op::Create {
-                dir: (k % 3) as u8,
-                name: k,
-                pad: 0,
-                mode: 0o600,
-            },
-        )
-        .unwrap();
-        let f = m.files.last().unwrap().clone();
-        match vol.write(InodeNo(f.ino), 0, &chunk, &user) {
+        let op = Op::Create {
+            dir: (k % 3) as u8,
+            name: k,
+            pad: 0,
+            mode: 0o600,
+            umask: false,
+        };
+        let d = m.dir_at((k % 3) as u8);
+        apply(&vol, &mut m, &op, tick()).unwrap();
+        last = m.dirs[&d][&name_of(k, 0)];
+        clock::set(tick());
+        match vol.write(InodeNo(last), 0, &chunk, &user) {
             Ok(n) => {
-                let fm = m.files.last_mut().unwrap();
-                fm.data = chunk[..n].to_vec();
+                *m.data_mut(last) = chunk[..n].to_vec();
+                let node = m.nodes.get_mut(&last).unwrap();
+                node.mtime = clock::now();
+                node.ctime = clock::now();
                 full = n < chunk.len();
             }
             Err(Error::NoSpace) => full = true,
@@ -193,19 +249,19 @@ fn fill_until_enospc() {
         vol.statfs().blocks_free >= reserve,
         "the root reserve was kept back"
     );
-    let f = m.files.last().unwrap().clone();
+    clock::set(tick());
+    let len = m.data_mut(last).len();
     let got = vol
-        .write(InodeNo(f.ino), f.data.len() as u64, &chunk, &Cred::ROOT)
+        .write(InodeNo(last), len as u64, &chunk, &Cred::ROOT)
         .unwrap();
     assert!(got > 0, "root may use the reserve");
-    m.files
-        .last_mut()
-        .unwrap()
-        .data
-        .extend_from_slice(&chunk[..got]);
+    m.data_mut(last).extend_from_slice(&chunk[..got]);
+    let node = m.nodes.get_mut(&last).unwrap();
+    node.mtime = clock::now();
+    node.ctime = clock::now();
     // Free a few files and write again.
     for _ in 0..3 {
-        apply(&vol, &mut m, &Op::Unlink { file: 1 }).unwrap();
+        apply(&vol, &mut m, &Op::Unlink { entry: 1 }, tick()).unwrap();
     }
     apply(
         &vol,
@@ -216,6 +272,7 @@ fn fill_until_enospc() {
             len: 100_000,
             seed: 3,
         },
+        tick(),
     )
     .unwrap();
     vol.close().unwrap();
@@ -276,7 +333,9 @@ fn failing_device_loses_nothing_committed() {
     });
     let vol = Volume::open(dev.clone(), &rw_options()).unwrap();
     let mut m = Model::load(&vol);
+    let mut step = 0;
     for i in 0..10u16 {
+        step += 1;
         apply(
             &vol,
             &mut m,
@@ -285,9 +344,12 @@ fn failing_device_loses_nothing_committed() {
                 name: i,
                 pad: 3,
                 mode: 0o640,
+                umask: false,
             },
+            step,
         )
         .unwrap();
+        step += 1;
         apply(
             &vol,
             &mut m,
@@ -297,6 +359,7 @@ fn failing_device_loses_nothing_committed() {
                 len: 30_000,
                 seed: i as u8,
             },
+            step,
         )
         .unwrap();
     }
@@ -310,11 +373,13 @@ fn failing_device_loses_nothing_committed() {
             name: 99,
             pad: 0,
             mode: 0o600,
+            umask: false,
         },
+        step + 1,
     )
     .unwrap();
     dev.fail.store(true, Ordering::SeqCst);
-    let ino = m.files.last().unwrap().ino;
+    let ino = m.dirs[&m.dir_at(2)][&name_of(99, 0)];
     let e = vol
         .write(InodeNo(ino), 0, &[1u8; 5000], &Cred::ROOT)
         .unwrap_err();
@@ -474,6 +539,7 @@ fn deep_extent_trees() {
         name: 1,
         pad: 0,
         mode: 0o644,
+        umask: false,
     }];
     // The file is number 1 (the seed file is 0). Blocks 2k, k in a
     // scrambled order, then some odd blocks that merge neighbours.
@@ -508,10 +574,10 @@ fn deep_extent_trees() {
     {
         let (vol, _dev) = open_rw(image(&EXT4_1K), &rw_options());
         let mut m = Model::load(&vol);
-        for op in &ops[..mid] {
-            apply(&vol, &mut m, op).unwrap();
+        for (k, op) in ops[..mid].iter().enumerate() {
+            apply(&vol, &mut m, op, k as u64 + 1).unwrap();
         }
-        let ino = m.files[1].ino;
+        let ino = m.files()[1];
         let depth = vol.extent_depth(&vol.inode(ino).unwrap()).unwrap();
         assert_eq!(depth, 2, "900 extents in 1 KiB blocks make a depth-2 tree");
         vol.close().unwrap();
@@ -682,6 +748,8 @@ fn placement() {
         name: "ext4-noflex",
         mkfs: &["-t", "ext4", "-b", "1024", "-O", "^flex_bg"],
         size_mib: 32,
+        tune: &[],
+        debugfs: &[],
     };
     let (vol, dev) = open_rw(image(&p), &rw_options());
     let ipg = vol.sb().inodes_per_group;

@@ -21,8 +21,10 @@ pub enum Slot {
     /// Inside existing block `lblk` (at `pblk`): the entry at `offset` is
     /// empty (`inode` 0) and long enough, or has room after its name.
     At { lblk: u32, pblk: u64, offset: usize },
-    /// The directory needs one more block at its end.
+    /// The directory needs one more block at its end (linear).
     NewBlock,
+    /// The hash-tree leaf the name belongs to is full: it must be split.
+    Split,
 }
 
 /// An entry found by name.
@@ -41,7 +43,7 @@ pub fn rec_len(name_len: usize) -> usize {
     (HEADER_LEN + name_len + 3) & !3
 }
 
-fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
+pub(crate) fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
     if bs >= 65536 && len == bs {
         // 64 KiB blocks store a whole-block record as 65535 (or 0).
         return 65535;
@@ -49,7 +51,15 @@ fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
     len as u16
 }
 
-fn put_entry(b: &mut [u8], off: usize, ino: u32, rec: usize, name: &[u8], ft: u8, bs: usize) {
+pub(crate) fn put_entry(
+    b: &mut [u8],
+    off: usize,
+    ino: u32,
+    rec: usize,
+    name: &[u8],
+    ft: u8,
+    bs: usize,
+) {
     b[off..off + 4].copy_from_slice(&ino.to_le_bytes());
     b[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(rec, bs).to_le_bytes());
     b[off + 6] = name.len() as u8;
@@ -82,7 +92,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Bytes of a leaf block that hold entries.
-    fn leaf_area(&self) -> usize {
+    pub(crate) fn leaf_area(&self) -> usize {
         let bs = self.sb().block_size as usize;
         if self.sb().metadata_csum() {
             bs - TAIL_LEN
@@ -92,7 +102,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Check a leaf before changing it: checksum and entries.
-    fn scan_leaf<R>(
+    pub(crate) fn scan_leaf<R>(
         &self,
         dir: &Inode,
         lblk: u32,
@@ -124,7 +134,7 @@ impl<D: BlockDevice> Volume<D> {
         })?
     }
 
-    fn dir_blocks(&self, dir: &Inode) -> u32 {
+    pub(crate) fn dir_blocks(&self, dir: &Inode) -> u32 {
         dir.size.div_ceil(self.sb().block_size as u64) as u32
     }
 
@@ -194,10 +204,7 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         if self.indexed(dir) {
-            return Err(Error::Unsupported {
-                what:
-                    "adding a name to a full hash-tree leaf (leaf splits are not implemented yet)",
-            });
+            return Ok(Slot::Split);
         }
         Ok(Slot::NewBlock)
     }

@@ -5,11 +5,20 @@
 //!
 //! - [`extent`]: extent tree insert and tail removal.
 //! - [`dir`]: directory entry room, insert, remove.
-//! - here: inode records, inode locks, and the operations `create`,
-//!   `unlink`, `write`, `truncate`, `setattr`.
+//! - [`htree`]: hash-tree directories (indexing, splits, lookups).
+//! - [`namespace`]: create, mknod, mkdir, symlink, link, unlink, rmdir,
+//!   rename.
+//! - [`orphan`]: the orphan list and file, release of unlinked inodes.
+//! - [`xattr`]: extended attribute and ACL writes.
+//! - here: inode records, inode locks, and the operations `write`,
+//!   `truncate`, `setattr`.
 
 pub mod dir;
 pub mod extent;
+pub mod htree;
+pub mod namespace;
+pub mod orphan;
+pub mod xattr;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -32,6 +41,9 @@ use dir::Slot;
 /// inode-number order, before any handle (docs/transactions.md).
 pub(crate) struct InodeLocks {
     shards: Vec<spin::Mutex<()>>,
+    /// Taken (before any inode lock) by renames between two directories,
+    /// so that the ancestry a rename checks cannot change meanwhile.
+    rename: spin::Mutex<()>,
 }
 
 const INODE_LOCKS: usize = 64;
@@ -40,7 +52,13 @@ impl InodeLocks {
     pub(crate) fn new() -> InodeLocks {
         InodeLocks {
             shards: (0..INODE_LOCKS).map(|_| spin::Mutex::new(())).collect(),
+            rename: spin::Mutex::new(()),
         }
+    }
+
+    /// The lock of renames between directories.
+    pub(crate) fn rename_lock(&self) -> spin::MutexGuard<'_, ()> {
+        self.rename.lock()
     }
 
     fn slot(ino: InodeNo) -> usize {
@@ -113,12 +131,6 @@ const WRITE_CHUNK_BLOCKS: u32 = extent::MAX_LEN;
 /// Bytes of file data the engine's write path writes to the device at once.
 const DATA_IO_BYTES: usize = 1 << 20;
 const S_IFMT: u16 = 0xF000;
-const S_IFREG: u16 = 0x8000;
-const S_ISGID: u16 = 0o2000;
-
-/// Flags a new file inherits from its directory (a subset of the kernel's
-/// `EXT4_FL_INHERITED` that this writer honours).
-const INHERITED: u32 = flags::SECRM | flags::SYNC | flags::NODUMP | flags::NOATIME;
 
 fn valid_name(name: &[u8]) -> Result<()> {
     if name.len() > 255 {
@@ -226,159 +238,28 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
-    /// Credits of adding one name to `dir` (a new block included).
-    fn add_name_credits(&self, dir: &Inode) -> Result<usize> {
-        Ok(2 + 1 + extent::insert_credits(self.extent_depth(dir)?) + INODE_CREDITS + 1)
-    }
-
-    /// Create regular file `name` in directory `parent` with permission
-    /// bits `mode & 07777`, owned by `cred` (group from a set-group-ID
-    /// directory, as the kernel). Returns its attributes. EEXIST when the
-    /// name exists; ENOSPC leaves everything as it was.
-    pub fn create(&self, parent: InodeNo, name: &[u8], mode: u16, cred: &Cred) -> Result<Attr> {
-        valid_name(name)?;
-        let _locks = self.inode_locks().lock(&[parent]);
-        let mut dir = self.dir_for_write(parent)?;
-        match self.lookup_ino(parent.0, name) {
-            Ok(_) => return Err(Error::Exists),
-            Err(Error::NotFound) => {}
-            Err(e) => return Err(e),
-        }
-        let slot = self.find_slot(&dir, name)?;
-        let credits =
-            crate::allocator::INODE_ALLOC_CREDITS + INODE_CREDITS + self.add_name_credits(&dir)?;
-        let mut h = self.begin(credits)?;
-        let slot = match slot {
-            Slot::NewBlock => self.grow_dir(&mut h, &mut dir, cred)?,
-            s => s,
-        };
-        let ino = match self.alloc_inode(&mut h, parent, false) {
-            Ok(i) => i,
-            Err(e) => {
-                // A block added above stays: an empty leaf is consistent.
-                self.finish_dir(&mut h, &mut dir)?;
-                return Err(e);
-            }
-        };
-        let now = self.now();
-        let gid = if dir.mode & S_ISGID != 0 {
-            dir.gid
-        } else {
-            cred.gid
-        };
-        let gen = self.allocator().next_generation();
-        let mut inode = Inode::new(
-            self.sb(),
-            ino.0,
-            S_IFREG | (mode & 0o7777),
-            cred.uid,
-            gid,
-            now,
-            gen,
-            flags::EXTENTS | (dir.flags & INHERITED),
-        );
-        extent::empty_root(&mut inode.block);
-        let r = self
-            .write_inode(&mut h, &mut inode, true)
-            .and_then(|_| self.place_entry(&mut h, &dir, slot, name, ino, FileType::Regular))
-            .and_then(|_| {
-                dir.mtime = now;
-                dir.ctime = now;
-                self.finish_dir(&mut h, &mut dir)
-            });
-        if let Err(e) = r {
-            return Err(h.abort(e));
-        }
-        drop(h);
-        self.getattr(ino.0)
-    }
-
-    fn finish_dir(&self, h: &mut Handle<'_, D>, dir: &mut Inode) -> Result<()> {
-        self.write_inode(h, dir, false)
-    }
-
-    /// Remove the name `name` (not a directory) from `parent`. The inode
-    /// loses a link; at zero it is freed ([`Volume::last_link_gone`]).
-    pub fn unlink(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
-        if name == b"." || name == b".." {
-            return Err(Error::InvalidArgument);
-        }
-        valid_name(name)?;
-        // One scan of the directory finds the entry and its inode; the
-        // child's lock is added without waiting out of order.
-        let locks = self.inode_locks();
-        let mut guards = locks.lock(&[parent]);
-        let mut dir = self.dir_for_write(parent)?;
-        let mut at = self.find_entry(&dir, name)?.ok_or(Error::NotFound)?;
-        if !locks.try_add(&mut guards, &[parent], at.ino) {
-            drop(guards);
-            guards = locks.lock(&[parent, at.ino]);
-            dir = self.dir_for_write(parent)?;
-            let again = self.find_entry(&dir, name)?.ok_or(Error::NotFound)?;
-            if again.ino != at.ino {
-                // Replaced meanwhile: the caller may retry.
-                return Err(Error::NotFound);
-            }
-            at = again;
-        }
-        let _guards = guards;
-        let child = at.ino;
-        let mut inode = self.inode_for_write(child)?;
-        if inode.kind == Some(FileType::Directory) {
-            return Err(Error::IsDir);
-        }
-        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
-            return Err(Error::Unsupported {
-                what: "unlinking immutable or append-only files",
-            });
-        }
-        let now = self.now();
-        {
-            let mut h = self.begin(1 + 2 * INODE_CREDITS)?;
-            let r = self.remove_entry(&mut h, &dir, &at).and_then(|_| {
-                dir.mtime = now;
-                dir.ctime = now;
-                self.write_inode(&mut h, &mut dir, false)?;
-                inode.links_count = inode.links_count.saturating_sub(1);
-                inode.ctime = now;
-                self.write_inode(&mut h, &mut inode, false)
-            });
-            if let Err(e) = r {
-                return Err(h.abort(e));
-            }
-        }
-        if inode.links_count == 0 && !self.last_link_gone(child) {
-            self.free_inode_now(&mut inode)?;
-        }
-        Ok(())
-    }
-
-    /// Hook: the last name of `ino` is gone. Returns whether something
-    /// still holds the inode open (then it must stay, on the orphan list,
-    /// until released: issue 16's orphan work plugs in here). Nothing
-    /// tracks open files yet, so the inode is freed at once.
-    pub fn last_link_gone(&self, ino: InodeNo) -> bool {
-        let _ = ino;
-        false
-    }
-
     /// Free an inode with no links: its blocks (from the end, a handle per
-    /// extent), its xattr block reference, then the inode itself (`dtime`
-    /// set, as the kernel leaves a deleted record).
+    /// extent; the inode is on the orphan list meanwhile, so a crash
+    /// cannot leak them), its xattr block reference, then the inode itself
+    /// (off the orphan list, `dtime` set, as the kernel leaves a deleted
+    /// record).
     pub fn free_inode_now(&self, inode: &mut Inode) -> Result<()> {
         self.truncate_blocks(inode, 0)?;
-        let credits = 2 + 2 + 1 + INODE_CREDITS;
+        let credits = 2 + 2 + 1 + INODE_CREDITS + orphan::ORPHAN_CREDITS;
         let mut h = self.begin(credits)?;
         let r = (|| {
             if inode.file_acl != 0 {
                 self.drop_xattr_block(&mut h, inode)?;
             }
+            let ino = InodeNo(inode.ino);
+            self.orphan_del(&mut h, ino)?;
             inode.dtime = self.now().sec as u32;
+            self.patch_dtime(&mut h, ino, inode.dtime)?;
             inode.size = 0;
             inode.links_count = 0;
             self.write_inode(&mut h, inode, false)?;
             let dir = inode.kind == Some(FileType::Directory);
-            self.free_inode(&mut h, InodeNo(inode.ino), dir)
+            self.free_inode(&mut h, ino, dir)
         })();
         if let Err(e) = r {
             return Err(h.abort(e));
@@ -389,7 +270,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Drop `inode`'s reference to its xattr block: freed with the last
     /// reference, else its refcount lowered (and its checksum redone).
-    fn drop_xattr_block(&self, h: &mut Handle<'_, D>, inode: &mut Inode) -> Result<()> {
+    pub(crate) fn drop_xattr_block(&self, h: &mut Handle<'_, D>, inode: &mut Inode) -> Result<()> {
         let blk = inode.file_acl;
         if !self.blocks_in_fs(blk, 1) {
             return Err(Error::corrupt(
@@ -666,10 +547,42 @@ impl<D: BlockDevice> Volume<D> {
                     self.device().write_at(pblk * bs + size % bs, &zeros)?;
                 }
             }
-            let from = size.div_ceil(bs);
-            self.truncate_blocks(inode, from.min(u32::MAX as u64) as u32)?;
+            let from = size.div_ceil(bs).min(u32::MAX as u64) as u32;
+            return self.truncate_down(inode, size, from);
         }
         inode.size = size;
+        Ok(())
+    }
+
+    /// Shrink `inode` to `size`, freeing its blocks from `from` on, as the
+    /// kernel does it crash-safe: the new size and the inode on the
+    /// orphan list first (a crash mid-way is finished by the next
+    /// read-write open), then a handle per extent, then off the list.
+    fn truncate_down(&self, inode: &mut Inode, size: u64, from: u32) -> Result<()> {
+        let ino = InodeNo(inode.ino);
+        let mapped = self
+            .last_extent(inode)?
+            .is_some_and(|e| e.end() > from as u64);
+        // An unlinked inode is an orphan already (and stays one).
+        let orphan = mapped && inode.links_count > 0 && !self.is_orphan(ino);
+        if orphan {
+            let mut h = self.begin(orphan::ORPHAN_CREDITS + INODE_CREDITS)?;
+            inode.size = size;
+            let r = self
+                .orphan_add(&mut h, ino)
+                .and_then(|_| self.write_inode(&mut h, inode, false));
+            if let Err(e) = r {
+                return Err(h.abort(e));
+            }
+        }
+        inode.size = size;
+        self.truncate_blocks(inode, from)?;
+        if orphan {
+            let mut h = self.begin(orphan::ORPHAN_CREDITS)?;
+            if let Err(e) = self.orphan_del(&mut h, ino) {
+                return Err(h.abort(e));
+            }
+        }
         Ok(())
     }
 
@@ -693,9 +606,16 @@ impl<D: BlockDevice> Volume<D> {
                 inode.ctime = now;
             }
         }
-        let mut h = self.begin(INODE_CREDITS)?;
+        let mut h = self.begin(INODE_CREDITS + 2 + crate::allocator::ALLOC_CREDITS)?;
         if let Some(m) = set.mode {
             inode.mode = (inode.mode & S_IFMT) | (m & 0o7777);
+            // The access ACL follows the new permission bits.
+            if let Err(e) = self.chmod_acl(&mut h, &mut inode, &Cred::ROOT) {
+                if e == Error::NoSpace {
+                    return Err(e);
+                }
+                return Err(h.abort(e));
+            }
         }
         if let Some(u) = set.uid {
             inode.uid = u;
