@@ -68,6 +68,8 @@ pub mod errno {
     pub const EOPNOTSUPP: i32 = 95;
     pub const EUCLEAN: i32 = 117;
     pub const ENXIO: i32 = 6;
+    pub const ENODEV: i32 = 19;
+    pub const ESPIPE: i32 = 29;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +116,13 @@ pub enum Error {
     NotEmpty,
     /// The file would pass the largest size the filesystem allows.
     FileTooBig,
+    /// The operation is not permitted on this file (immutable, append-only).
+    NotPermitted,
+    /// The operation makes no sense on a pipe (ESPIPE).
+    IllegalSeek,
+    /// The operation needs a regular file (ENODEV, as `fallocate` on a
+    /// device node).
+    NoDevice,
     /// A read-write open refused: the filesystem uses `feature`, which the
     /// engine cannot yet keep consistent (`why`).
     NotWritable {
@@ -151,6 +160,9 @@ impl Error {
             Error::Exists => EEXIST,
             Error::NotEmpty => ENOTEMPTY,
             Error::FileTooBig => EFBIG,
+            Error::NotPermitted => EPERM,
+            Error::IllegalSeek => ESPIPE,
+            Error::NoDevice => ENODEV,
             Error::NotWritable { .. } => EROFS,
         }
     }
@@ -195,6 +207,9 @@ impl fmt::Display for Error {
             Error::Exists => write!(f, "file exists"),
             Error::NotEmpty => write!(f, "directory not empty"),
             Error::FileTooBig => write!(f, "file too large for this filesystem"),
+            Error::NotPermitted => write!(f, "operation not permitted on this file"),
+            Error::IllegalSeek => write!(f, "illegal seek (a pipe)"),
+            Error::NoDevice => write!(f, "not a regular file"),
             Error::NotWritable { feature, why } => write!(
                 f,
                 "cannot open read-write: the filesystem uses {feature}, which this engine cannot write yet ({why}); open it read-only"

@@ -163,6 +163,9 @@ pub struct Volume<D: BlockDevice> {
     commit_log: Box<dyn Commit<D>>,
     alloc: Allocator,
     ilocks: crate::write::InodeLocks,
+    /// `ro_compat` features the write path turned on (`large_file`), for
+    /// the superblock at the next commit.
+    added_ro_compat: core::sync::atomic::AtomicU32,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -232,6 +235,7 @@ impl<D: BlockDevice> Volume<D> {
             commit_log: Box::new(WriteHome),
             alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
             ilocks: crate::write::InodeLocks::new(),
+            added_ro_compat: core::sync::atomic::AtomicU32::new(0),
         };
         vol.counts = vol.count()?;
         if vol.rw {
@@ -297,6 +301,9 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub(crate) fn allocator(&self) -> &Allocator {
         &self.alloc
+    }
+    pub(crate) fn added_ro_compat(&self) -> &core::sync::atomic::AtomicU32 {
+        &self.added_ro_compat
     }
     pub(crate) fn mount_state(&self) -> u16 {
         self.mount_state

@@ -703,13 +703,13 @@ fn placement() {
     let inode = vol.inode(a.ino).unwrap();
     let e = vol.last_extent(&inode).unwrap().unwrap();
     assert_eq!(
-        (e.lblk, e.len),
+        (e.lblk.0, e.len),
         (0, 1024),
         "1 MiB written in 64 KiB pieces is one extent"
     );
     let bpg = vol.sb().blocks_per_group as u64;
     assert_eq!(
-        (e.pblk - vol.sb().first_data_block as u64) / bpg,
+        (e.pblk.0 - vol.sb().first_data_block as u64) / bpg,
         group(a.ino) as u64,
         "data starts in the inode's group"
     );
@@ -747,7 +747,8 @@ fn freed_blocks_stay_busy_until_commit() {
         .last_extent(&vol.inode(b.ino).unwrap())
         .unwrap()
         .unwrap();
-    let overlap = new.pblk < old.pblk + old.len as u64 && old.pblk < new.pblk + new.len as u64;
+    let overlap =
+        new.pblk.0 < old.pblk.0 + old.len as u64 && old.pblk.0 < new.pblk.0 + new.len as u64;
     assert!(
         !overlap,
         "b got blocks a freed in the same transaction: {old:?} {new:?}"
