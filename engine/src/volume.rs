@@ -166,6 +166,8 @@ pub struct Volume<D: BlockDevice> {
     /// `ro_compat` features the write path turned on (`large_file`), for
     /// the superblock at the next commit.
     added_ro_compat: core::sync::atomic::AtomicU32,
+    /// New files that may still become inline (`inline_data`).
+    fresh: crate::write::inline::FreshInodes,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -236,6 +238,7 @@ impl<D: BlockDevice> Volume<D> {
             alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
             ilocks: crate::write::InodeLocks::new(),
             added_ro_compat: core::sync::atomic::AtomicU32::new(0),
+            fresh: crate::write::inline::FreshInodes::new(),
         };
         vol.counts = vol.count()?;
         if vol.rw {
@@ -304,6 +307,9 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub(crate) fn added_ro_compat(&self) -> &core::sync::atomic::AtomicU32 {
         &self.added_ro_compat
+    }
+    pub(crate) fn fresh_inodes(&self) -> &crate::write::inline::FreshInodes {
+        &self.fresh
     }
     pub(crate) fn mount_state(&self) -> u16 {
         self.mount_state

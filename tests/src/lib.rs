@@ -14,6 +14,7 @@ pub mod rng;
 pub mod snapshot;
 pub mod tree;
 pub mod util;
+pub mod write_model;
 pub mod writes;
 
 use std::path::Path;

@@ -1,10 +1,12 @@
 //! The engine's write path against the real thing: images made by
 //! `mke2fs` (per profile of the feature matrix), loaded into a
 //! [`MemDevice`]; random operation sequences applied through the engine
-//! and to a model of the tree (names, modes, owners, sizes, contents, link
-//! counts, explicitly set times); then the image must pass `e2fsck -fn`,
-//! and the kernel's ext4 (a read-only loop mount) and the engine reopened
-//! read-only must both show exactly the model.
+//! and to a model of the tree ([`crate::write_model`]: names, modes,
+//! owners, sizes, contents, link counts, explicitly set times, which
+//! blocks are holes, written or unwritten); then the image must pass
+//! `e2fsck -fn`, and the kernel's ext4 (a read-only loop mount: contents,
+//! sizes, FIEMAP, `st_blocks` against `debugfs`' `i_blocks`) and the
+//! engine reopened read-only must both show exactly the model.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -13,12 +15,18 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ext4_engine::attr::Timestamp;
-use ext4_engine::device::{BlockDevice, MemDevice};
+use ext4_engine::blockmap::Run;
+use ext4_engine::device::MemDevice;
 use ext4_engine::volume::{OpenOptions, Volume};
-use ext4_engine::{Cred, Error, InodeNo, SetAttr, SetTime};
 
-use crate::oracle::{e2fsck_check, tempfile_path, KernelMount};
+use crate::kwimage::{kernel_fiemap, FIEMAP_EXTENT_DATA_INLINE, FIEMAP_EXTENT_UNWRITTEN};
+use crate::oracle::{debugfs_script, e2fsck_check, parse_stat, tempfile_path, KernelMount};
 use crate::util::{cache_dir, run_ok};
+
+pub use crate::write_model::{
+    apply, bytes_of, falloc_expect, fixed_now, seed_contents, FileModel, Geometry, Model, Op, St,
+    DIRS, FALLOC_MODES, SEED_FILE,
+};
 
 /// Write an image to `path` as a sparse file (all-zero 64 KiB pieces
 /// skipped): images are mostly empty, and the oracles read files.
@@ -81,16 +89,66 @@ pub const EXT4_SMALL: Profile = Profile {
     size_mib: 4,
 };
 
-pub const PROFILES: &[Profile] = &[EXT4_DEFAULT, EXT4_1K, EXT4_NO_CSUM, EXT4_128, EXT4_SMALL];
+/// ext2: block-mapped files, no journal; 1 KiB blocks, so double and
+/// triple indirect blocks come early (256 pointers a block).
+pub const EXT2: Profile = Profile {
+    name: "ext2",
+    mkfs: &["-t", "ext2", "-b", "1024"],
+    size_mib: 32,
+};
+/// ext3's defaults: block-mapped files and a journal (kept empty).
+pub const EXT3: Profile = Profile {
+    name: "ext3",
+    mkfs: &["-t", "ext3", "-b", "4096", "-g", "8192"],
+    size_mib: 64,
+};
+/// ext4 without extents: block maps with `metadata_csum`, `flex_bg`,
+/// `huge_file`.
+pub const EXT4_NO_EXTENT: Profile = Profile {
+    name: "ext4-noextent",
+    mkfs: &["-t", "ext4", "-O", "^extent,^64bit", "-b", "4096", "-g", "8192"],
+    size_mib: 64,
+};
+/// Inline data (256-byte inodes: up to 128 bytes in the inode).
+pub const EXT4_INLINE: Profile = Profile {
+    name: "ext4-inline",
+    mkfs: &["-t", "ext4", "-O", "inline_data", "-b", "4096", "-g", "8192"],
+    size_mib: 64,
+};
+/// 16 KiB clusters of 1 KiB blocks, 1024 clusters a group (`-g` counts
+/// clusters under bigalloc).
+pub const EXT4_BIGALLOC_16K: Profile = Profile {
+    name: "ext4-bigalloc16k",
+    mkfs: &["-t", "ext4", "-O", "bigalloc", "-b", "1024", "-C", "16384", "-g", "1024"],
+    size_mib: 64,
+};
+/// 64 KiB clusters of 4 KiB blocks, 256 clusters a group.
+pub const EXT4_BIGALLOC_64K: Profile = Profile {
+    name: "ext4-bigalloc64k",
+    mkfs: &["-t", "ext4", "-O", "bigalloc", "-b", "4096", "-C", "65536", "-g", "256"],
+    size_mib: 128,
+};
+/// meta_bg: 64 groups of 1024 1 KiB blocks, descriptors in each meta group.
+pub const EXT4_META_BG: Profile = Profile {
+    name: "ext4-meta_bg",
+    mkfs: &["-t", "ext4", "-O", "meta_bg,^resize_inode", "-b", "1024", "-g", "1024"],
+    size_mib: 64,
+};
 
-/// The directories every image starts with (besides the root).
-pub const DIRS: &[&str] = &["", "d1", "d2"];
-/// A file every image starts with, and its contents.
-pub const SEED_FILE: &str = "seed";
-
-pub fn seed_contents() -> Vec<u8> {
-    (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect()
-}
+pub const PROFILES: &[Profile] = &[
+    EXT4_DEFAULT,
+    EXT4_1K,
+    EXT4_NO_CSUM,
+    EXT4_128,
+    EXT4_SMALL,
+    EXT2,
+    EXT3,
+    EXT4_NO_EXTENT,
+    EXT4_INLINE,
+    EXT4_BIGALLOC_16K,
+    EXT4_BIGALLOC_64K,
+    EXT4_META_BG,
+];
 
 /// The image of `p`, made once per process by `mke2fs -d` from a small
 /// source tree (the directories of [`DIRS`] and [`SEED_FILE`]).
@@ -122,14 +180,6 @@ pub fn image(p: &Profile) -> Vec<u8> {
     bytes
 }
 
-/// A fixed clock (nanoseconds included), so the model knows every time.
-pub fn fixed_now() -> Timestamp {
-    Timestamp {
-        sec: 1_700_000_000,
-        nsec: 123_456_789,
-    }
-}
-
 pub fn rw_options() -> OpenOptions {
     OpenOptions {
         read_only: false,
@@ -145,250 +195,6 @@ pub fn open_rw(bytes: Vec<u8>, opts: &OpenOptions) -> (MemVolume, Arc<MemDevice>
     let dev = Arc::new(MemDevice::from_vec(bytes));
     let vol = Volume::open(dev.clone(), opts).expect("open read-write");
     (vol, dev)
-}
-
-/// A file of the model.
-#[derive(Clone, Debug)]
-pub struct FileModel {
-    pub dir: usize,
-    pub name: Vec<u8>,
-    pub ino: u32,
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub data: Vec<u8>,
-    pub atime: Option<Timestamp>,
-    pub mtime: Option<Timestamp>,
-}
-
-/// What the tree must look like.
-#[derive(Clone, Debug, Default)]
-pub struct Model {
-    /// Inode numbers of [`DIRS`].
-    pub dirs: Vec<u32>,
-    pub files: Vec<FileModel>,
-}
-
-impl Model {
-    /// The starting tree of [`image`], as the engine finds it.
-    pub fn load<D: BlockDevice>(vol: &Volume<D>) -> Model {
-        let mut dirs = Vec::new();
-        for d in DIRS {
-            let ino = if d.is_empty() {
-                2
-            } else {
-                vol.lookup_ino(2, d.as_bytes()).expect("starting directory")
-            };
-            dirs.push(ino);
-        }
-        let ino = vol.lookup_ino(2, SEED_FILE.as_bytes()).unwrap();
-        let a = vol.getattr(ino).unwrap();
-        let files = vec![FileModel {
-            dir: 0,
-            name: SEED_FILE.as_bytes().to_vec(),
-            ino,
-            mode: (a.mode & 0o7777) as u16,
-            uid: a.uid,
-            gid: a.gid,
-            data: seed_contents(),
-            atime: None,
-            mtime: None,
-        }];
-        Model { dirs, files }
-    }
-}
-
-/// One step of a random sequence. Indices are taken modulo what exists.
-#[derive(Clone, Debug)]
-pub enum Op {
-    Create {
-        dir: u8,
-        name: u16,
-        pad: u8,
-        mode: u16,
-    },
-    Write {
-        file: u16,
-        off: u32,
-        len: u32,
-        seed: u8,
-    },
-    Truncate {
-        file: u16,
-        size: u32,
-    },
-    Unlink {
-        file: u16,
-    },
-    Chmod {
-        file: u16,
-        mode: u16,
-    },
-    Chown {
-        file: u16,
-        uid: u16,
-        gid: u16,
-    },
-    Utimes {
-        file: u16,
-        atime: i32,
-        mtime: i32,
-        nsec: u32,
-    },
-    Commit,
-}
-
-pub fn bytes_of(seed: u8, off: u32, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            (seed as u32)
-                .wrapping_mul(31)
-                .wrapping_add((off as usize + i) as u32 * 13) as u8
-                | 1
-        })
-        .collect()
-}
-
-fn name_of(name: u16, pad: u8) -> Vec<u8> {
-    let mut n = format!("f{name}");
-    while n.len() < pad as usize % 200 + 1 {
-        n.push('x');
-    }
-    n.into_bytes()
-}
-
-/// Apply `op` to the engine and the model. Outcomes the model cannot
-/// predict exactly (ENOSPC on a full filesystem, a full hash-tree leaf)
-/// are accepted when the engine reports them and the model stays as the
-/// engine says.
-pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<(), String> {
-    let cred = Cred::ROOT;
-    let pick = |f: u16| (!m.files.is_empty()).then(|| f as usize % m.files.len());
-    match *op {
-        Op::Create {
-            dir,
-            name,
-            pad,
-            mode,
-        } => {
-            let d = dir as usize % m.dirs.len();
-            let name = name_of(name, pad);
-            let mode = mode & 0o7777;
-            let exists = m.files.iter().any(|f| f.dir == d && f.name == name)
-                || (d == 0 && DIRS.iter().any(|x| x.as_bytes() == name.as_slice()));
-            match vol.create(InodeNo(m.dirs[d]), &name, mode, &cred) {
-                Ok(a) => {
-                    if exists {
-                        return Err(format!("create {name:?}: succeeded over an existing name"));
-                    }
-                    m.files.push(FileModel {
-                        dir: d,
-                        name,
-                        ino: a.ino,
-                        mode,
-                        uid: 0,
-                        gid: 0,
-                        data: Vec::new(),
-                        atime: Some(fixed_now()),
-                        mtime: Some(fixed_now()),
-                    });
-                }
-                Err(Error::Exists) if exists => {}
-                Err(Error::NoSpace) | Err(Error::Unsupported { .. }) if !exists => {}
-                Err(e) => return Err(format!("create {name:?}: {e}")),
-            }
-        }
-        Op::Write {
-            file,
-            off,
-            len,
-            seed,
-        } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let data = bytes_of(seed, off, len as usize);
-            let f = &mut m.files[i];
-            let n = match vol.write(InodeNo(f.ino), off as u64, &data, &cred) {
-                Ok(n) => n,
-                Err(Error::NoSpace) => 0,
-                Err(e) => return Err(format!("write {:?} at {off}+{len}: {e}", f.name)),
-            };
-            if n > 0 {
-                let end = off as usize + n;
-                if f.data.len() < end {
-                    f.data.resize(end, 0);
-                }
-                f.data[off as usize..end].copy_from_slice(&data[..n]);
-                f.mtime = Some(fixed_now());
-            } else if n < data.len() && !data.is_empty() {
-                // Nothing written (full): nothing changed.
-            }
-        }
-        Op::Truncate { file, size } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            vol.truncate(InodeNo(f.ino), size as u64)
-                .map_err(|e| format!("truncate {:?} to {size}: {e}", f.name))?;
-            if size as usize != f.data.len() {
-                f.mtime = Some(fixed_now());
-            }
-            f.data.resize(size as usize, 0);
-        }
-        Op::Unlink { file } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = m.files.remove(i);
-            vol.unlink(InodeNo(m.dirs[f.dir]), &f.name)
-                .map_err(|e| format!("unlink {:?}: {e}", f.name))?;
-        }
-        Op::Chmod { file, mode } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            let set = SetAttr {
-                mode: Some(mode & 0o7777),
-                ..SetAttr::default()
-            };
-            vol.setattr(InodeNo(f.ino), &set)
-                .map_err(|e| format!("chmod {:?}: {e}", f.name))?;
-            f.mode = mode & 0o7777;
-        }
-        Op::Chown { file, uid, gid } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            let (uid, gid) = (uid as u32 * 1000 + 7, gid as u32 * 999 + 70000);
-            let set = SetAttr {
-                uid: Some(uid),
-                gid: Some(gid),
-                ..SetAttr::default()
-            };
-            vol.setattr(InodeNo(f.ino), &set)
-                .map_err(|e| format!("chown {:?}: {e}", f.name))?;
-            f.uid = uid;
-            f.gid = gid;
-        }
-        Op::Utimes {
-            file,
-            atime,
-            mtime,
-            nsec,
-        } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            let t = |s: i32| Timestamp {
-                sec: s as i64,
-                nsec: nsec % 1_000_000_000,
-            };
-            let set = SetAttr {
-                atime: Some(SetTime::At(t(atime))),
-                mtime: Some(SetTime::At(t(mtime))),
-                ..SetAttr::default()
-            };
-            vol.setattr(InodeNo(f.ino), &set)
-                .map_err(|e| format!("utimes {:?}: {e}", f.name))?;
-            f.atime = Some(t(atime));
-            f.mtime = Some(t(mtime));
-        }
-        Op::Commit => vol.commit().map_err(|e| format!("commit: {e}"))?,
-    }
-    Ok(())
 }
 
 /// Whether a listed name of directory `d` is the model's business (not
@@ -483,6 +289,65 @@ pub fn check_engine(bytes: Vec<u8>, m: &Model) -> Result<(), String> {
                 f.name
             ));
         }
+        if !m.geo.inline {
+            let inode = vol
+                .inode(f.ino)
+                .map_err(|e| format!("engine inode {:?}: {e}", f.name))?;
+            let limit = state_limit(f, m.geo.bs);
+            let mut runs = Vec::new();
+            let mut l = 0u64;
+            while l < limit {
+                let r = vol
+                    .map_block(&inode, l)
+                    .map_err(|e| format!("engine map {:?} block {l}: {e}", f.name))?;
+                match r {
+                    Run::Mapped { len, unwritten, .. } => runs.push((
+                        l,
+                        len,
+                        if unwritten { St::Unwritten } else { St::Data },
+                    )),
+                    Run::Hole { .. } => {}
+                }
+                l += r.len().max(1);
+            }
+            check_states("engine", f, &runs)?;
+        }
+    }
+    Ok(())
+}
+
+/// How far block states are compared: the model's blocks and the size.
+fn state_limit(f: &FileModel, bs: u64) -> u64 {
+    (f.blocks.len() as u64)
+        .max((f.data.len() as u64).div_ceil(bs))
+        .min(1 << 22)
+}
+
+/// `runs` (first block, blocks, state; holes left out) agree with the
+/// model's block states.
+fn check_states(who: &str, f: &FileModel, runs: &[(u64, u64, St)]) -> Result<(), String> {
+    // Past the model's blocks everything must be a hole.
+    let end = runs
+        .iter()
+        .map(|r| r.0 + r.1)
+        .max()
+        .unwrap_or(0)
+        .max(f.blocks.len() as u64)
+        .min(1 << 22);
+    let mut got = vec![St::Hole; end as usize];
+    for &(start, len, st) in runs {
+        for b in start..(start + len).min(end) {
+            got[b as usize] = st;
+        }
+    }
+    for (b, &g) in got.iter().enumerate() {
+        let want = f.st(b as u64);
+        if !want.admits(g) {
+            return Err(format!(
+                "{who}: {:?} block {b} is {g:?}, the model says {want:?}",
+                String::from_utf8_lossy(&f.name)
+            ));
+        }
     }
     Ok(())
 }
@@ -500,14 +365,12 @@ pub fn check_fsck(img: &Path) -> Result<(), String> {
 pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
     let mnt = KernelMount::ro(img).map_err(|e| format!("kernel mount: {e}"))?;
     let root = mnt.path().to_path_buf();
-    let large = {
-        let vol = Volume::open(
-            MemDevice::from_vec(std::fs::read(img).map_err(|e| e.to_string())?),
-            &OpenOptions::default(),
-        )
-        .map_err(|e| e.to_string())?;
-        vol.sb().inode_size > 128
-    };
+    let vol = Volume::open(
+        MemDevice::from_vec(std::fs::read(img).map_err(|e| e.to_string())?),
+        &OpenOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let large = vol.sb().inode_size > 128;
     for (d, dir) in DIRS.iter().enumerate() {
         let p = root.join(dir);
         let mut names: Vec<Vec<u8>> = std::fs::read_dir(&p)
@@ -595,8 +458,55 @@ pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
                 f.data.len()
             ));
         }
+        // st_blocks as the engine reports it.
+        let ea = vol
+            .getattr(f.ino)
+            .map_err(|e| format!("engine getattr {:?}: {e}", f.name))?;
+        if md.blocks() != ea.blocks {
+            return Err(format!(
+                "kernel: {:?} st_blocks {}, engine {}",
+                String::from_utf8_lossy(&f.name),
+                md.blocks(),
+                ea.blocks
+            ));
+        }
+        // Holes, written and unwritten blocks as the model says.
+        let file = std::fs::File::open(&p).map_err(|e| format!("open {p:?}: {e}"))?;
+        let exts = kernel_fiemap(&file)?;
+        if !exts.iter().any(|e| e.fe_flags & FIEMAP_EXTENT_DATA_INLINE != 0) && !m.geo.inline {
+            let bs = m.geo.bs;
+            let runs: Vec<(u64, u64, St)> = exts
+                .iter()
+                .map(|e| {
+                    let st = if e.fe_flags & FIEMAP_EXTENT_UNWRITTEN != 0 {
+                        St::Unwritten
+                    } else {
+                        St::Data
+                    };
+                    (e.fe_logical / bs, e.fe_length.div_ceil(bs), st)
+                })
+                .collect();
+            check_states("kernel", f, &runs)?;
+        }
     }
     mnt.unmount().map_err(|e| format!("unmount: {e}"))?;
+    // i_blocks as e2fsprogs reads it.
+    let reqs: Vec<String> = m.files.iter().map(|f| format!("stat <{}>", f.ino)).collect();
+    let outs = debugfs_script(img, &reqs, false)?;
+    for (f, out) in m.files.iter().zip(&outs) {
+        let st = parse_stat(out)?;
+        let raw = vol
+            .inode(f.ino)
+            .map_err(|e| format!("engine inode {:?}: {e}", f.name))?
+            .blocks_512;
+        if st.blockcount != raw {
+            return Err(format!(
+                "debugfs: {:?} Blockcount {}, engine i_blocks {raw}",
+                String::from_utf8_lossy(&f.name),
+                st.blockcount
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 use ext4_tests::writes::{
-    run_sequence, Op, EXT4_128, EXT4_1K, EXT4_DEFAULT, EXT4_NO_CSUM, EXT4_SMALL,
+    run_sequence, Op, EXT2, EXT3, EXT4_128, EXT4_1K, EXT4_BIGALLOC_16K, EXT4_BIGALLOC_64K,
+    EXT4_DEFAULT, EXT4_INLINE, EXT4_META_BG, EXT4_NO_CSUM, EXT4_NO_EXTENT, EXT4_SMALL, PROFILES,
 };
 
 fn basic_ops() -> Vec<Op> {
@@ -56,6 +57,16 @@ fn basic_ops() -> Vec<Op> {
         nsec: 999_999_999,
     });
     ops.push(Op::Commit);
+    // fallocate in every mode the sequences use, on files 8..20.
+    for (k, i) in (8..20u16).enumerate() {
+        ops.push(Op::Fallocate {
+            file: i,
+            mode: k as u8,
+            off: 1000 + k as u32 * 7000,
+            len: 70_000,
+            aligned: k % 2 == 0,
+        });
+    }
     for i in 0..10u16 {
         ops.push(Op::Unlink { file: i * 3 });
     }
@@ -68,8 +79,8 @@ fn fixed_sequence_on_every_profile() {
         return;
     }
     let kernel = require_kernel_ext4();
-    for p in [EXT4_DEFAULT, EXT4_1K, EXT4_NO_CSUM, EXT4_128, EXT4_SMALL] {
-        if let Err(e) = run_sequence(&p, &basic_ops(), kernel) {
+    for p in PROFILES {
+        if let Err(e) = run_sequence(p, &basic_ops(), kernel) {
             panic!("{}: {e}", p.name);
         }
     }
@@ -83,7 +94,7 @@ fn op() -> impl Strategy<Value = Op> {
     let len = prop_oneof![8 => 0u32..20_000, 2 => 0u32..(2 << 20)];
     let off = prop_oneof![8 => 0u32..(1 << 20), 1 => 0u32..(64 << 20)];
     prop_oneof![
-        4 => (0u8..3, 0u16..64, any::<u8>(), 0u16..0o10000)
+        2 => (0u8..3, 0u16..64, any::<u8>(), 0u16..0o10000)
             .prop_map(|(dir, name, pad, mode)| Op::Create { dir, name, pad, mode }),
         5 => (any::<u16>(), off, len, any::<u8>())
             .prop_map(|(file, off, len, seed)| Op::Write { file, off, len, seed }),
@@ -93,6 +104,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), 0u16..100, 0u16..100).prop_map(|(file, uid, gid)| Op::Chown { file, uid, gid }),
         1 => (any::<u16>(), any::<i32>(), any::<i32>(), 0u32..1_000_000_000)
             .prop_map(|(file, atime, mtime, nsec)| Op::Utimes { file, atime, mtime, nsec }),
+        4 => (
+            any::<u16>(),
+            any::<u8>(),
+            prop_oneof![4 => 0u32..(64 << 10), 2 => 0u32..(1 << 20), 1 => 0u32..(4 << 20)],
+            prop_oneof![4 => 1u32..(64 << 10), 2 => 1u32..(1 << 20), 1 => 0u32..(8 << 20)],
+            any::<bool>(),
+        )
+            .prop_map(|(file, mode, off, len, aligned)| Op::Fallocate { file, mode, off, len, aligned }),
         1 => Just(Op::Commit),
     ]
 }
@@ -130,6 +149,27 @@ proptest! {
 
     #[test]
     fn random_ext4_small(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_SMALL, &ops)?; }
+
+    #[test]
+    fn random_ext2(ops in prop::collection::vec(op(), 1..50)) { random(&EXT2, &ops)?; }
+
+    #[test]
+    fn random_ext3(ops in prop::collection::vec(op(), 1..50)) { random(&EXT3, &ops)?; }
+
+    #[test]
+    fn random_ext4_noextent(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_NO_EXTENT, &ops)?; }
+
+    #[test]
+    fn random_ext4_inline(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_INLINE, &ops)?; }
+
+    #[test]
+    fn random_ext4_bigalloc16k(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_BIGALLOC_16K, &ops)?; }
+
+    #[test]
+    fn random_ext4_bigalloc64k(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_BIGALLOC_64K, &ops)?; }
+
+    #[test]
+    fn random_ext4_meta_bg(ops in prop::collection::vec(op(), 1..50)) { random(&EXT4_META_BG, &ops)?; }
 }
 
 // ------------------------------------------------------------ full, failing

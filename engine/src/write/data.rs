@@ -140,7 +140,7 @@ impl<D: BlockDevice> Volume<D> {
         let lblk = pos / bs;
         let last = (pos + data.len() as u64 - 1) / bs;
         let want = (last - lblk + 1).min(hole).min(WRITE_CHUNK_BLOCKS);
-        let credits = self.map_credits(inode)? + self.unmap_credits(inode)?;
+        let credits = self.map_credits(inode)? + self.undo_map_credits(inode)?;
         let mut h = self.begin(credits)?;
         let (start, got) = self.map_hole(&mut h, inode, lblk, want, false, cred)?;
         let within = (pos % bs) as usize;

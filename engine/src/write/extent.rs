@@ -51,9 +51,9 @@ pub fn remove_credits(depth: u16) -> usize {
 }
 
 /// Credits of any one step of the range operations here: a split (an
-/// insert) or a removal, whichever is larger, and a merge's removal.
+/// insert) and a merge's or a removal's deletion.
 pub fn step_credits(depth: u16) -> usize {
-    insert_credits(depth) + 2 * remove_credits(depth)
+    insert_credits(depth) + remove_credits(depth)
 }
 
 /// The longest extent in `unwritten` state.

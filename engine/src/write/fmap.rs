@@ -41,6 +41,16 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
+    /// Credits of unmapping, in the same handle, a run just mapped by
+    /// [`Volume::map_hole`] (a removal without a split).
+    pub(crate) fn undo_map_credits(&self, inode: &Inode) -> Result<usize> {
+        if inode.has_flag(flags::EXTENTS) {
+            Ok(extent::remove_credits(self.extent_depth(inode)?) + INODE_CREDITS)
+        } else {
+            Ok(indirect::UNDO_ALLOC_CREDITS + INODE_CREDITS)
+        }
+    }
+
     /// Where new data for logical block `l` of extent-mapped `inode` should
     /// go (the kernel's `ext4_ext_find_goal`): continuing the extent at or
     /// before it as if the file were contiguous, or before the first one,
@@ -130,6 +140,14 @@ impl<D: BlockDevice> Volume<D> {
         let (start, n, fresh) = match self.implied_cluster(inode, l)? {
             Some((p, room)) => (p, want.min(room), None),
             None => {
+                // The hole may end inside a logical cluster that maps
+                // blocks after it: that cluster is not ours to allocate
+                // (its blocks go where its mapped blocks are).
+                let mut want = want;
+                let last_cluster = (l + want - 1) / r * r;
+                if r > 1 && last_cluster > l / r * r && self.mapped_in(inode, last_cluster, last_cluster + r)? {
+                    want = last_cluster - l;
+                }
                 let goal = self.extent_goal(inode, l)?;
                 let off = l % r;
                 let clusters = (off + want).div_ceil(r).min(u32::MAX as u64) as u32;

@@ -33,6 +33,9 @@ pub const ALLOC_STEP_CREDITS: usize = 4 * 4 + 4 + 1;
 /// Credits of one removal step: the freed runs, the table and up to three
 /// ancestors freed with their allocation, and the inode.
 pub const REMOVE_STEP_CREDITS: usize = RUNS_PER_STEP * 4 + 4 * 3 + 1;
+/// Credits of undoing one [`Volume::ind_alloc`] in the same handle: one
+/// run in one table, and the tables it emptied.
+pub const UNDO_ALLOC_CREDITS: usize = 4 + 4 * 3 + 1;
 
 fn regular(inode: &Inode) -> bool {
     inode.kind == Some(crate::attr::FileType::Regular)

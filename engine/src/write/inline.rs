@@ -23,6 +23,49 @@ use super::ibody;
 
 /// Bytes of inline data in `i_block`.
 const IN_BLOCK: usize = 60;
+/// How many freshly created inodes are remembered as "may become inline"
+/// (the kernel keeps that state in its in-memory inode; an inode that
+/// falls out of this set simply stays block-mapped).
+const FRESH: usize = 1024;
+
+/// Regular files created by this volume that have not been written to
+/// blocks yet (the kernel's `EXT4_STATE_MAY_INLINE_DATA`): only these may
+/// become inline, as only new inodes do in the kernel.
+pub(crate) struct FreshInodes {
+    ring: spin::Mutex<heapless::Deque<u32, FRESH>>,
+}
+
+impl FreshInodes {
+    pub(crate) fn new() -> FreshInodes {
+        FreshInodes {
+            ring: spin::Mutex::new(heapless::Deque::new()),
+        }
+    }
+
+    pub(crate) fn add(&self, ino: u32) {
+        let mut r = self.ring.lock();
+        if r.is_full() {
+            r.pop_front();
+        }
+        let _ = r.push_back(ino);
+    }
+
+    fn contains(&self, ino: u32) -> bool {
+        self.ring.lock().iter().any(|&i| i == ino)
+    }
+
+    pub(crate) fn forget(&self, ino: u32) {
+        let mut r = self.ring.lock();
+        let n = r.len();
+        for _ in 0..n {
+            if let Some(i) = r.pop_front() {
+                if i != ino {
+                    let _ = r.push_back(i);
+                }
+            }
+        }
+    }
+}
 /// `system.` name index and the inline-data attribute's name.
 const SYSTEM_INDEX: u8 = 7;
 const DATA_NAME: &[u8] = b"data";
@@ -52,12 +95,14 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Whether `inode`, not inline, may become inline on its next write:
-    /// a regular file of an `inline_data` filesystem that maps no block
-    /// (what the kernel's freshly created inodes are).
+    /// a regular file of an `inline_data` filesystem created by this
+    /// volume and never written to blocks, that maps no block (the
+    /// kernel's freshly created inodes).
     pub(crate) fn may_inline(&self, inode: &Inode) -> Result<bool> {
         if !self.sb().has_incompat(incompat::INLINE_DATA)
             || inode.has_flag(flags::INLINE_DATA)
             || inode.kind != Some(crate::attr::FileType::Regular)
+            || !self.fresh_inodes().contains(inode.ino)
         {
             return Ok(false);
         }
@@ -133,6 +178,8 @@ impl<D: BlockDevice> Volume<D> {
             if inline {
                 self.convert_inline(inode, cred)?;
             }
+            // Written to blocks now: never inline again (as the kernel).
+            self.fresh_inodes().forget(inode.ino);
             return Ok(None);
         }
         let mut bytes = if inline {
@@ -168,6 +215,7 @@ impl<D: BlockDevice> Volume<D> {
     /// first block holding the bytes, zero-padded. Nothing changes on
     /// ENOSPC.
     pub(crate) fn convert_inline(&self, inode: &mut Inode, cred: &Cred) -> Result<()> {
+        self.fresh_inodes().forget(inode.ino);
         if !inode.has_flag(flags::INLINE_DATA) {
             return Ok(());
         }
@@ -184,7 +232,7 @@ impl<D: BlockDevice> Volume<D> {
         } else {
             next.block = [0; 60];
         }
-        let credits = self.map_credits(&next)? + INODE_CREDITS;
+        let credits = self.map_credits(&next)? + self.undo_map_credits(&next)?;
         let mut h = self.begin(credits)?;
         if !bytes.is_empty() {
             let bs = self.sb().block_size as usize;

@@ -98,6 +98,8 @@ impl<D: BlockDevice> Volume<D> {
                 return Ok(WriteMap::Inline);
             }
         }
+        // Written to blocks from now on: never inline (as the kernel).
+        self.fresh_inodes().forget(ino.0);
         let bs = self.sb().block_size as u64;
         let (first, last) = (pos / bs, end.div_ceil(bs));
         let extents = inode.has_flag(flags::EXTENTS);
@@ -118,7 +120,8 @@ impl<D: BlockDevice> Volume<D> {
                 },
                 Run::Hole { len } => {
                     let want = len.min(last - l);
-                    let mut h = self.begin(self.map_credits(&inode)?)?;
+                    let credits = self.map_credits(&inode)? + self.undo_map_credits(&inode)?;
+                    let mut h = self.begin(credits)?;
                     let (pblk, n) = match self.map_hole(&mut h, &mut inode, l, want, extents, cred)
                     {
                         Ok(x) => x,

@@ -290,6 +290,9 @@ impl<D: BlockDevice> Volume<D> {
             return Err(h.abort(e));
         }
         drop(h);
+        if self.sb().has_incompat(incompat::INLINE_DATA) {
+            self.fresh_inodes().add(ino.0);
+        }
         self.getattr(ino.0)
     }
 
@@ -366,6 +369,7 @@ impl<D: BlockDevice> Volume<D> {
     /// extent), its xattr block reference, then the inode itself (`dtime`
     /// set, as the kernel leaves a deleted record).
     pub fn free_inode_now(&self, inode: &mut Inode) -> Result<()> {
+        self.fresh_inodes().forget(inode.ino);
         self.unmap_range(inode, 0, FileBlock::COUNT, &Cred::ROOT)?;
         let credits = 2 + 2 + 1 + INODE_CREDITS;
         let mut h = self.begin(credits)?;
