@@ -360,10 +360,17 @@ fn falloc_apply(f: &mut FileModel, geo: &Geometry, mode: u32, off: u64, len: u64
 /// After an outcome the model cannot predict (ENOSPC part-way): take the
 /// file's size and bytes from the engine, and forget the states of blocks
 /// `from..to`.
-fn resync<D: BlockDevice>(vol: &Volume<D>, f: &mut FileModel, from: u64, to: u64) -> Result<(), String> {
+fn resync<D: BlockDevice>(
+    vol: &Volume<D>,
+    f: &mut FileModel,
+    from: u64,
+    to: u64,
+) -> Result<(), String> {
     let a = vol.getattr(f.ino).map_err(|e| format!("getattr: {e}"))?;
     let mut buf = vec![0u8; a.size as usize];
-    let n = vol.read(f.ino, 0, &mut buf).map_err(|e| format!("read: {e}"))?;
+    let n = vol
+        .read(f.ino, 0, &mut buf)
+        .map_err(|e| format!("read: {e}"))?;
     buf.truncate(n);
     f.data = buf;
     f.map(from, to, |_| St::Any);
@@ -549,8 +556,17 @@ pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<
                     resync(vol, f, from, to.max(f.blocks.len() as u64))?;
                 }
                 Err(e) if e.errno() == want => {}
-                Ok(()) => return Err(format!("{what}: succeeded, the kernel answers errno {want}")),
-                Err(e) => return Err(format!("{what}: {e} (errno {}), the kernel answers errno {want}", e.errno())),
+                Ok(()) => {
+                    return Err(format!(
+                        "{what}: succeeded, the kernel answers errno {want}"
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{what}: {e} (errno {}), the kernel answers errno {want}",
+                        e.errno()
+                    ))
+                }
             }
             if times {
                 f.mtime = Some(fixed_now());

@@ -106,32 +106,63 @@ pub const EXT3: Profile = Profile {
 /// `huge_file`.
 pub const EXT4_NO_EXTENT: Profile = Profile {
     name: "ext4-noextent",
-    mkfs: &["-t", "ext4", "-O", "^extent,^64bit", "-b", "4096", "-g", "8192"],
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "^extent,^64bit",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+    ],
     size_mib: 64,
 };
 /// Inline data (256-byte inodes: up to 128 bytes in the inode).
 pub const EXT4_INLINE: Profile = Profile {
     name: "ext4-inline",
-    mkfs: &["-t", "ext4", "-O", "inline_data", "-b", "4096", "-g", "8192"],
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "inline_data",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+    ],
     size_mib: 64,
 };
 /// 16 KiB clusters of 1 KiB blocks, 1024 clusters a group (`-g` counts
 /// clusters under bigalloc).
 pub const EXT4_BIGALLOC_16K: Profile = Profile {
     name: "ext4-bigalloc16k",
-    mkfs: &["-t", "ext4", "-O", "bigalloc", "-b", "1024", "-C", "16384", "-g", "1024"],
+    mkfs: &[
+        "-t", "ext4", "-O", "bigalloc", "-b", "1024", "-C", "16384", "-g", "1024",
+    ],
     size_mib: 64,
 };
 /// 64 KiB clusters of 4 KiB blocks, 256 clusters a group.
 pub const EXT4_BIGALLOC_64K: Profile = Profile {
     name: "ext4-bigalloc64k",
-    mkfs: &["-t", "ext4", "-O", "bigalloc", "-b", "4096", "-C", "65536", "-g", "256"],
+    mkfs: &[
+        "-t", "ext4", "-O", "bigalloc", "-b", "4096", "-C", "65536", "-g", "256",
+    ],
     size_mib: 128,
 };
 /// meta_bg: 64 groups of 1024 1 KiB blocks, descriptors in each meta group.
 pub const EXT4_META_BG: Profile = Profile {
     name: "ext4-meta_bg",
-    mkfs: &["-t", "ext4", "-O", "meta_bg,^resize_inode", "-b", "1024", "-g", "1024"],
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "meta_bg,^resize_inode",
+        "-b",
+        "1024",
+        "-g",
+        "1024",
+    ],
     size_mib: 64,
 };
 
@@ -301,11 +332,9 @@ pub fn check_engine(bytes: Vec<u8>, m: &Model) -> Result<(), String> {
                     .map_block(&inode, l)
                     .map_err(|e| format!("engine map {:?} block {l}: {e}", f.name))?;
                 match r {
-                    Run::Mapped { len, unwritten, .. } => runs.push((
-                        l,
-                        len,
-                        if unwritten { St::Unwritten } else { St::Data },
-                    )),
+                    Run::Mapped { len, unwritten, .. } => {
+                        runs.push((l, len, if unwritten { St::Unwritten } else { St::Data }))
+                    }
                     Run::Hole { .. } => {}
                 }
                 l += r.len().max(1);
@@ -473,7 +502,11 @@ pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
         // Holes, written and unwritten blocks as the model says.
         let file = std::fs::File::open(&p).map_err(|e| format!("open {p:?}: {e}"))?;
         let exts = kernel_fiemap(&file)?;
-        if !exts.iter().any(|e| e.fe_flags & FIEMAP_EXTENT_DATA_INLINE != 0) && !m.geo.inline {
+        if !exts
+            .iter()
+            .any(|e| e.fe_flags & FIEMAP_EXTENT_DATA_INLINE != 0)
+            && !m.geo.inline
+        {
             let bs = m.geo.bs;
             let runs: Vec<(u64, u64, St)> = exts
                 .iter()
@@ -491,7 +524,11 @@ pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
     }
     mnt.unmount().map_err(|e| format!("unmount: {e}"))?;
     // i_blocks as e2fsprogs reads it.
-    let reqs: Vec<String> = m.files.iter().map(|f| format!("stat <{}>", f.ino)).collect();
+    let reqs: Vec<String> = m
+        .files
+        .iter()
+        .map(|f| format!("stat <{}>", f.ino))
+        .collect();
     let outs = debugfs_script(img, &reqs, false)?;
     for (f, out) in m.files.iter().zip(&outs) {
         let st = parse_stat(out)?;

@@ -21,8 +21,8 @@ use ext4_tests::kwimage::{kernel_fiemap, FIEMAP_EXTENT_DATA_INLINE};
 use ext4_tests::oracle::{tempfile_path, KernelMount};
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 use ext4_tests::writes::{
-    bytes_of, check_fsck, image, open_rw, rw_options, write_sparse, MemVolume, Profile,
-    EXT2, EXT3, EXT4_1K, EXT4_BIGALLOC_16K, EXT4_DEFAULT, EXT4_INLINE, EXT4_NO_EXTENT,
+    bytes_of, check_fsck, image, open_rw, rw_options, write_sparse, MemVolume, Profile, EXT2, EXT3,
+    EXT4_1K, EXT4_BIGALLOC_16K, EXT4_DEFAULT, EXT4_INLINE, EXT4_NO_EXTENT,
 };
 use proptest::prelude::*;
 
@@ -31,9 +31,22 @@ const FILES: usize = 3;
 
 #[derive(Clone, Debug)]
 enum FOp {
-    Write { file: u8, off: u32, len: u32, seed: u8 },
-    Truncate { file: u8, size: u32 },
-    Fallocate { file: u8, mode: u32, off: u32, len: u32 },
+    Write {
+        file: u8,
+        off: u32,
+        len: u32,
+        seed: u8,
+    },
+    Truncate {
+        file: u8,
+        size: u32,
+    },
+    Fallocate {
+        file: u8,
+        mode: u32,
+        off: u32,
+        len: u32,
+    },
 }
 
 /// Outcome of one call: bytes written (or 0), or an errno.
@@ -70,11 +83,13 @@ impl Kernel {
                 seed,
             } => {
                 let data = bytes_of(seed, off, len as usize);
-                self.open(file)
-                    .write_at(&data, off as u64)
-                    .map_err(errno)
+                self.open(file).write_at(&data, off as u64).map_err(errno)
             }
-            FOp::Truncate { file, size } => self.open(file).set_len(size as u64).map(|_| 0).map_err(errno),
+            FOp::Truncate { file, size } => self
+                .open(file)
+                .set_len(size as u64)
+                .map(|_| 0)
+                .map_err(errno),
             FOp::Fallocate {
                 file,
                 mode,
@@ -83,9 +98,8 @@ impl Kernel {
             } => {
                 let f = self.open(file);
                 // SAFETY: a plain syscall on an open descriptor.
-                let r = unsafe {
-                    libc::fallocate(f.as_raw_fd(), mode as i32, off as i64, len as i64)
-                };
+                let r =
+                    unsafe { libc::fallocate(f.as_raw_fd(), mode as i32, off as i64, len as i64) };
                 if r == 0 {
                     Ok(0)
                 } else {
@@ -105,7 +119,12 @@ fn engine_apply(vol: &MemVolume, inos: &[u32], op: &FOp) -> Outcome {
             off,
             len,
             seed,
-        } => vol.write(ino(file), off as u64, &bytes_of(seed, off, len as usize), &cred),
+        } => vol.write(
+            ino(file),
+            off as u64,
+            &bytes_of(seed, off, len as usize),
+            &cred,
+        ),
         FOp::Truncate { file, size } => vol.truncate(ino(file), size as u64).map(|_| 0),
         FOp::Fallocate {
             file,
@@ -225,8 +244,9 @@ fn run(p: &Profile, ops: &[FOp]) -> Result<(), String> {
             }
             let (km, em) = (trim(km), trim(em));
             if km != em {
-                let at = (0..km.len().max(em.len()))
-                    .find(|&b| km.get(b).copied().unwrap_or(false) != em.get(b).copied().unwrap_or(false));
+                let at = (0..km.len().max(em.len())).find(|&b| {
+                    km.get(b).copied().unwrap_or(false) != em.get(b).copied().unwrap_or(false)
+                });
                 result = Err(format!(
                     "{}: mapped blocks differ first at block {at:?} (kernel {} blocks, engine {})",
                     name(i),
@@ -392,4 +412,123 @@ fn fallocate_errnos_as_the_kernel() {
         }
     }
     let _ = OsStr::from_bytes(b"");
+}
+
+/// Writes and truncates at the edges of the largest file size (extent and
+/// block-mapped files, with and without `huge_file`), and past 2 GiB on a
+/// filesystem without `large_file` (the engine sets the feature, as the
+/// kernel does): outcomes, sizes, bytes and features as the kernel's.
+#[test]
+fn size_limits_as_the_kernel() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let profiles = [
+        Profile {
+            name: "limits-ext4",
+            mkfs: &["-t", "ext4", "-b", "4096"],
+            size_mib: 32,
+        },
+        Profile {
+            name: "limits-ext4-1k-nohuge",
+            mkfs: &["-t", "ext4", "-b", "1024", "-O", "^huge_file"],
+            size_mib: 32,
+        },
+        Profile {
+            name: "limits-ext3",
+            mkfs: &["-t", "ext3", "-b", "4096"],
+            size_mib: 32,
+        },
+        Profile {
+            name: "limits-ext2-1k-nolarge",
+            mkfs: &["-t", "ext2", "-b", "1024", "-O", "^large_file"],
+            size_mib: 32,
+        },
+    ];
+    for p in profiles {
+        let bytes = image(&p);
+        let kimg = tempfile_path(&format!("limits-k-{}", p.name)).with_extension("img");
+        write_sparse(&kimg, &bytes).unwrap();
+        let mnt = KernelMount::mount(&kimg, false, "").unwrap();
+        let (vol, dev) = open_rw(bytes, &rw_options());
+        let extents = vol
+            .sb()
+            .has_incompat(ext4_engine::features::incompat::EXTENTS);
+        let max = vol.sb().max_file_size(extents);
+        let cred = Cred::ROOT;
+        let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(-1);
+        let mut steps: Vec<(u64, usize, bool)> = vec![
+            // (offset, length, truncate instead of write)
+            (3 << 30, 10, false),
+            (max - 1, 1, false),
+            (max, 1, false),
+            (max - 10, 100, false),
+            (max + 1, 0, true),
+            (max, 0, true),
+            (1 << 40, 1, false),
+            (5 << 20, 0, true),
+        ];
+        steps.retain(|s| s.0 < u64::MAX / 2);
+        for (k, &(off, len, trunc)) in steps.iter().enumerate() {
+            let path = mnt.path().join(format!("limit-{k}"));
+            let f = FsOpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            let a = vol
+                .create(InodeNo(2), format!("limit-{k}").as_bytes(), 0o644, &cred)
+                .unwrap();
+            let data = vec![0x5au8; len];
+            let (want, got) = if trunc {
+                (
+                    f.set_len(off).map(|_| 0).map_err(errno),
+                    vol.truncate(InodeNo(a.ino), off)
+                        .map(|_| 0)
+                        .map_err(|e| e.errno()),
+                )
+            } else {
+                (
+                    f.write_at(&data, off).map_err(errno),
+                    vol.write(InodeNo(a.ino), off, &data, &cred)
+                        .map_err(|e| e.errno()),
+                )
+            };
+            assert_eq!(
+                want, got,
+                "{}: step {k} ({off}, {len}, truncate {trunc}): kernel {want:?}, engine {got:?}",
+                p.name
+            );
+            let ks = f.metadata().unwrap().len();
+            let es = vol.getattr(a.ino).unwrap().size;
+            assert_eq!(ks, es, "{}: step {k}: sizes", p.name);
+        }
+        mnt.unmount().unwrap();
+        vol.close().unwrap();
+        drop(vol);
+        let eimg = tempfile_path(&format!("limits-e-{}", p.name)).with_extension("img");
+        write_sparse(&eimg, &dev.snapshot()).unwrap();
+        check_fsck(&kimg).unwrap();
+        check_fsck(&eimg).unwrap();
+        let ro_compat = |img: &Path| {
+            ext4_tests::open_engine(img).unwrap().sb().ro_compat
+                & ext4_engine::features::ro_compat::LARGE_FILE
+        };
+        assert_eq!(
+            ro_compat(&kimg),
+            ro_compat(&eimg),
+            "{}: large_file as the kernel left it",
+            p.name
+        );
+        assert_ne!(
+            ro_compat(&eimg),
+            0,
+            "{}: a file past 2 GiB sets large_file",
+            p.name
+        );
+        let _ = std::fs::remove_file(&kimg);
+        let _ = std::fs::remove_file(&eimg);
+    }
 }

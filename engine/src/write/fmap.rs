@@ -145,7 +145,10 @@ impl<D: BlockDevice> Volume<D> {
                 // (its blocks go where its mapped blocks are).
                 let mut want = want;
                 let last_cluster = (l + want - 1) / r * r;
-                if r > 1 && last_cluster > l / r * r && self.mapped_in(inode, last_cluster, last_cluster + r)? {
+                if r > 1
+                    && last_cluster > l / r * r
+                    && self.mapped_in(inode, last_cluster, last_cluster + r)?
+                {
                     want = last_cluster - l;
                 }
                 let goal = self.extent_goal(inode, l)?;
