@@ -30,7 +30,7 @@ rustup toolchain list 2>/dev/null | grep -q '^nightly' ||
 cargo +nightly fuzz --version >/dev/null 2>&1 ||
     fail "cargo-fuzz is not installed (scripts/install-test-deps.sh installs it)"
 
-targets=(open inode blockmap dir inline xattr symlink walk)
+targets=(open inode blockmap dir inline xattr symlink walk journal)
 t0=$(date +%s)
 # A scratch corpus from the seeds only: libFuzzer adds what it finds to its
 # corpus directory, which must not carry over between runs.

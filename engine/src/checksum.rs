@@ -1,5 +1,6 @@
-//! The two checksums ext4 uses: crc32c (`metadata_csum`) and crc16
-//! (`gdt_csum`/`uninit_bg` group descriptors).
+//! The checksums ext4 uses: crc32c (`metadata_csum`, jbd2 checksum v2/v3),
+//! crc16 (`gdt_csum`/`uninit_bg` group descriptors) and the big-endian
+//! crc32 of jbd2's checksum v1.
 //!
 //! ext4 stores the raw crc32c register: seeded, reflected, with no final
 //! inversion (the kernel's `crc32c(seed, ...)`).
@@ -31,8 +32,22 @@ const CRC16_RAW: Algorithm<u16> = Algorithm {
     residue: 0,
 };
 
+/// crc32 (poly 0x04c11db7) not reflected, initial value 0, no final xor:
+/// the kernel's `crc32_be` register.
+const CRC32_BE_RAW: Algorithm<u32> = Algorithm {
+    width: 32,
+    poly: 0x04c1_1db7,
+    init: 0,
+    refin: false,
+    refout: false,
+    xorout: 0,
+    check: 0,
+    residue: 0,
+};
+
 static CRC32C: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC32C_RAW);
 static CRC16: Crc<u16, Table<1>> = Crc::<u16, Table<1>>::new(&CRC16_RAW);
+static CRC32_BE: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC32_BE_RAW);
 
 /// `crc32c(seed, data)` as the kernel computes it for ext4.
 pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
@@ -46,6 +61,13 @@ pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
 /// `crc16(seed, data)` as e2fsprogs computes it for group descriptors.
 pub fn crc16(seed: u16, data: &[u8]) -> u16 {
     let mut d = CRC16.digest_with_initial(seed.reverse_bits());
+    d.update(data);
+    d.finalize()
+}
+
+/// `crc32_be(seed, data)` as the kernel's jbd2 computes checksum v1.
+pub fn crc32_be(seed: u32, data: &[u8]) -> u32 {
+    let mut d = CRC32_BE.digest_with_initial(seed);
     d.update(data);
     d.finalize()
 }
@@ -65,6 +87,13 @@ mod tests {
         let whole = crc32c(0x1234_5678, b"hello world");
         let part = crc32c(crc32c(0x1234_5678, b"hello "), b"world");
         assert_eq!(whole, part);
+    }
+
+    #[test]
+    fn crc32_be_matches_the_mpeg2_check_value() {
+        // CRC-32/MPEG-2 (init !0, not reflected, no final xor): 0x0376e6e7.
+        assert_eq!(crc32_be(!0, b"123456789"), 0x0376_e6e7);
+        assert_eq!(crc32_be(crc32_be(!0, b"1234"), b"56789"), 0x0376_e6e7);
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub enum Error {
     NoSuchOffset,
     /// The image is not an ext2/3/4 filesystem at all.
     NotExt4,
+    /// The journal cannot be replayed (or the journal policy refuses to).
+    Journal(crate::journal::JournalError),
     /// No free blocks or inodes (for this caller).
     NoSpace,
     /// The name already exists.
@@ -156,6 +158,7 @@ impl Error {
             Error::ReadOnly => EROFS,
             Error::NotExt4 => EINVAL,
             Error::NoSuchOffset => ENXIO,
+            Error::Journal(j) => j.errno(),
             Error::NoSpace => ENOSPC,
             Error::Exists => EEXIST,
             Error::NotEmpty => ENOTEMPTY,
@@ -170,6 +173,12 @@ impl Error {
     /// Whether this error means the on-disk data is damaged.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corrupt { .. } | Error::Checksum { .. })
+    }
+}
+
+impl From<crate::journal::JournalError> for Error {
+    fn from(e: crate::journal::JournalError) -> Self {
+        Error::Journal(e)
     }
 }
 
@@ -203,6 +212,7 @@ impl fmt::Display for Error {
             Error::ReadOnly => write!(f, "read-only filesystem"),
             Error::NoSuchOffset => write!(f, "no data or hole past this offset"),
             Error::NotExt4 => write!(f, "not an ext2/ext3/ext4 filesystem (bad superblock magic)"),
+            Error::Journal(j) => j.fmt(f),
             Error::NoSpace => write!(f, "no space left on the filesystem"),
             Error::Exists => write!(f, "file exists"),
             Error::NotEmpty => write!(f, "directory not empty"),

@@ -59,7 +59,7 @@ impl<D: BlockDevice> Volume<D> {
                 } => {
                     // One device read for the whole contiguous piece.
                     let at = pblk * bs + within;
-                    self.device().read_at(at, dst)?;
+                    self.read_device(at, dst)?;
                 }
                 _ => dst.fill(0),
             }

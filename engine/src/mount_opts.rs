@@ -5,12 +5,13 @@
 //! only it knows come back to it (`Ok(Some(..))`), and it refuses what it
 //! does not know either, so a typo never mounts silently with defaults.
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::device::BlockDevice;
-use crate::volume::{OpenOptions, Volume, Warning};
+use crate::volume::{OpenOptions, Recovery, Volume};
 
 /// A refused option, as the one line to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,8 +72,20 @@ pub struct MountOptions {
     pub gid: Option<u32>,
     /// Metadata cache budget in bytes.
     pub cache_size: Option<usize>,
-    /// Mount although the journal needs recovery (it is not replayed).
+    /// Budget of the name indexes of big unindexed directories, in bytes
+    /// (0: scan them).
+    pub name_index_size: Option<usize>,
+    /// Ignore a journal that needs recovery, as the kernel's
+    /// `norecovery`: the filesystem as the device holds it, without the
+    /// journal's newest changes. Without it the journal is replayed in
+    /// memory (the image is not written).
     pub norecovery: bool,
+    /// The external journal device, for a filesystem whose journal is not
+    /// in an inode (the kernel's `journal_path=`).
+    pub journal_path: Option<String>,
+    /// Budget of the replay plan (`replay_budget=`); see
+    /// [`OpenOptions::replay_budget`].
+    pub replay_budget: Option<usize>,
     /// Log every request; implies foreground.
     pub debug: bool,
     pub vfs_flags: Vec<VfsFlag>,
@@ -82,7 +95,17 @@ pub struct MountOptions {
 pub const MIN_CACHE_SIZE: usize = 64 << 10;
 
 /// Options with a value; the rest of the common ones are flags.
-const VALUED: &[&str] = &["fsname", "subtype", "uid", "gid", "cache_size"];
+const VALUED: &[&str] = &[
+    "fsname",
+    "subtype",
+    "uid",
+    "gid",
+    "cache_size",
+    "journal_path",
+    "journal_dev",
+    "replay_budget",
+    "name_index_size",
+];
 
 /// Accepted and ignored: meaningless on a read-only mount, or read only by
 /// mount(8) and fstab tools.
@@ -139,6 +162,25 @@ impl MountOptions {
                 "subtype" => self.subtype = Some(nonempty(name, v)?),
                 "uid" => self.uid = Some(number(name, v)?),
                 "gid" => self.gid = Some(number(name, v)?),
+                "journal_path" => self.journal_path = Some(nonempty(name, v)?),
+                "journal_dev" => {
+                    return refuse(alloc::format!(
+                        "mount option journal_dev={v}: a device number cannot be opened from \
+                         user space; give the journal device's path with journal_path=PATH"
+                    ))
+                }
+                "replay_budget" => {
+                    let n = parse_size(v).map_err(|e| {
+                        OptionError(alloc::format!("mount option replay_budget={v}: {e}"))
+                    })?;
+                    self.replay_budget = Some(n);
+                }
+                "name_index_size" => {
+                    let n = parse_size(v).map_err(|e| {
+                        OptionError(alloc::format!("mount option name_index_size={v}: {e}"))
+                    })?;
+                    self.name_index_size = Some(n);
+                }
                 _ => {
                     let n = parse_size(v).map_err(|e| {
                         OptionError(alloc::format!("mount option cache_size={v}: {e}"))
@@ -213,9 +255,15 @@ impl MountOptions {
     }
 
     /// Open `dev` for a mount with these options: read-only, with the
-    /// `cache_size` budget, and refused when [`Self::journal_policy`] says
-    /// so. `Err` is the one line to print.
-    pub fn open_volume<D: BlockDevice>(&self, dev: D) -> Result<Volume<D>, String> {
+    /// `cache_size` budget, a journal that needs recovery replayed in
+    /// memory unless `norecovery` (then ignored), its external device
+    /// opened by `open_journal` from `journal_path=`. `Err` is the one
+    /// line to print.
+    pub fn open_volume<D: BlockDevice>(
+        &self,
+        dev: D,
+        open_journal: impl FnOnce(&str) -> Result<Box<dyn BlockDevice>, String>,
+    ) -> Result<Volume<D>, String> {
         let mut o = OpenOptions {
             read_only: true,
             ..OpenOptions::default()
@@ -223,32 +271,25 @@ impl MountOptions {
         if let Some(n) = self.cache_size {
             o.cache_bytes = n;
         }
-        let vol = Volume::open(dev, &o).map_err(|e| e.to_string())?;
-        self.journal_policy(vol.warnings()).map_err(|e| e.0)?;
-        Ok(vol)
-    }
-
-    /// The open warnings still worth a log line once the volume is
-    /// mounted (the journal one was decided by [`Self::journal_policy`]).
-    pub fn warnings_to_log<'a>(&self, w: &'a [Warning]) -> impl Iterator<Item = &'a Warning> {
-        w.iter().filter(|w| **w != Warning::NeedsRecovery)
-    }
-
-    /// Whether a volume opened with these `warnings` may be mounted. The
-    /// engine cannot replay a journal yet, so a journal that needs recovery
-    /// is refused unless `norecovery` asks for the unreplayed state (the
-    /// kernel's ext4 would replay it; showing stale files silently would
-    /// be worse than refusing).
-    pub fn journal_policy(&self, warnings: &[Warning]) -> Result<(), OptionError> {
-        if !self.norecovery && warnings.contains(&Warning::NeedsRecovery) {
-            return refuse(
-                "the journal needs recovery, which this version cannot replay: replay it with \
-                 `e2fsck -E journal_only`, or mount with -o norecovery to see the filesystem \
-                 without the unreplayed changes"
-                    .to_string(),
-            );
+        if let Some(n) = self.replay_budget {
+            o.replay_budget = n;
         }
-        Ok(())
+        if let Some(n) = self.name_index_size {
+            o.name_index_bytes = n;
+        }
+        if self.norecovery {
+            o.recovery = Recovery::Skip;
+        }
+        let journal = match &self.journal_path {
+            Some(p) => Some(open_journal(p).map_err(|e| alloc::format!("journal_path={p}: {e}"))?),
+            None => None,
+        };
+        Volume::open_with_journal(dev, journal, &o).map_err(|e| match e {
+            crate::Error::Journal(j) if !self.norecovery => alloc::format!(
+                "{j} (mount with -o norecovery to see the filesystem without the journal's changes)"
+            ),
+            e => e.to_string(),
+        })
     }
 }
 
@@ -322,7 +363,7 @@ mod tests {
     #[test]
     fn common_options() {
         let (o, rest) = parse(
-            "ro,allow_other,uid=1000,gid=50,cache_size=8m,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
+            "ro,allow_other,uid=1000,gid=50,cache_size=8m,name_index_size=0,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
         )
         .unwrap();
         assert!(o.allow_other && !o.default_permissions && !o.debug);
@@ -347,6 +388,7 @@ mod tests {
         assert!(e("nosuid=1").contains("takes no value"));
         assert!(e("cache_size=lots").contains("cache_size=lots"));
         assert!(e("cache_size=1k").contains("minimum"));
+        assert!(e("name_index_size=x").contains("name_index_size=x"));
         assert!(e("fsname=").contains("non-empty"));
     }
 
@@ -362,12 +404,14 @@ mod tests {
     }
 
     #[test]
-    fn journal_needing_recovery_is_refused_unless_norecovery() {
-        let w = [Warning::NotClean, Warning::NeedsRecovery];
-        let (o, _) = parse("ro").unwrap();
-        assert!(o.journal_policy(&w).unwrap_err().0.contains("norecovery"));
-        assert!(o.journal_policy(&w[..1]).is_ok());
-        let (o, _) = parse("norecovery").unwrap();
-        assert!(o.journal_policy(&w).is_ok());
+    fn journal_options() {
+        let (o, _) = parse("journal_path=/dev/sdb1,replay_budget=64m,norecovery").unwrap();
+        assert_eq!(o.journal_path.as_deref(), Some("/dev/sdb1"));
+        assert_eq!(o.replay_budget, Some(64 << 20));
+        assert!(o.norecovery);
+        let e = |l: &str| parse(l).unwrap_err().0;
+        assert!(e("journal_dev=2065").contains("journal_path="));
+        assert!(e("journal_path=").contains("non-empty"));
+        assert!(e("replay_budget=lots").contains("replay_budget=lots"));
     }
 }

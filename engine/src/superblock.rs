@@ -166,6 +166,8 @@ pub struct Superblock {
     pub max_mnt_count: i16,
     pub journal_inum: u32,
     pub journal_uuid: [u8; 16],
+    /// Device number of an external journal (`s_journal_dev`).
+    pub journal_dev: u32,
     pub last_orphan: u32,
     /// Quota files: user, group, project (0: none).
     pub quota_inums: [u32; 3],
@@ -343,6 +345,7 @@ impl Superblock {
             max_mnt_count: raw.max_mnt_count.get() as i16,
             journal_inum: raw.journal_inum.get(),
             journal_uuid: raw.journal_uuid,
+            journal_dev: raw.journal_dev.get(),
             last_orphan: raw.last_orphan.get(),
             quota_inums: [
                 raw.usr_quota_inum.get(),

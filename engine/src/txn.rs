@@ -10,21 +10,20 @@
 
 use alloc::vec::Vec;
 
-use crate::block_cache::BlockCache;
 use crate::device::BlockDevice;
 use crate::error::{Error, IoError, Result};
 use crate::numbers::PhysBlock;
-use crate::volume::Volume;
+use crate::volume::{Volume, VolumeCache};
 
 /// How a committing transaction's blocks become durable: the seam the
 /// journal plugs into. `blocks` are the transaction's metadata blocks,
-/// sorted; their bytes are read with [`BlockCache::with_txn_block`], and
-/// each must be let go of with [`BlockCache::txn_written`] (written home)
-/// or [`BlockCache::txn_release`] (logged; checkpoint writes it later).
+/// sorted; their bytes are read with [`crate::block_cache::BlockCache::with_txn_block`], and
+/// each must be let go of with [`crate::block_cache::BlockCache::txn_written`] (written home)
+/// or [`crate::block_cache::BlockCache::txn_release`] (logged; checkpoint writes it later).
 /// File data written straight to the device before the commit must be
 /// durable before any of these blocks is (ordered mode).
 pub trait Commit<D: BlockDevice>: Send + Sync {
-    fn commit(&self, cache: &BlockCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError>;
+    fn commit(&self, cache: &VolumeCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError>;
 }
 
 /// Commit without a journal: flush the data written so far, write every
@@ -33,7 +32,7 @@ pub trait Commit<D: BlockDevice>: Send + Sync {
 pub struct WriteHome;
 
 impl<D: BlockDevice> Commit<D> for WriteHome {
-    fn commit(&self, cache: &BlockCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError> {
+    fn commit(&self, cache: &VolumeCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError> {
         // Ordered mode: data blocks the new metadata points at first.
         cache.device().flush()?;
         let mut result = Ok(());

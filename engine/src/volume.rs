@@ -14,17 +14,26 @@ use crate::allocator::Allocator;
 use crate::attr::{Attr, FileType, StatFs, Timestamp};
 use crate::block_cache::{BlockCache, CacheStats, Mark};
 use crate::device::BlockDevice;
-use crate::error::{Error, Object, Result};
+use crate::error::{Error, IoError, Object, Result};
 use crate::features::{compat, incompat};
 use crate::group_desc::{self, GroupDesc};
 use crate::inode::{self, Inode};
 use crate::inode_cache::{InodeCache, InodeCacheStats};
+use crate::journal::overlay::{Overlaid, Overlay};
+use crate::journal::{self, ReplayStats};
 use crate::mapping_cache::MappingCache;
+use crate::name_index::{NameIndexStats, NameIndexes};
+use crate::numbers::PhysBlock;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use crate::txn::{Commit, Txns, WriteHome};
 
 /// Root directory inode.
 pub const ROOT_INO: u32 = 2;
+
+/// A volume's block cache: over its device through the journal replay
+/// overlay (empty unless the journal was replayed in memory, which makes
+/// the volume read-only).
+pub type VolumeCache<D> = BlockCache<Overlaid<D>>;
 
 /// Settings fixed when a volume is opened.
 #[derive(Clone, Debug)]
@@ -37,15 +46,49 @@ pub struct OpenOptions {
     /// recently used inodes skip the checksum and decode). A volume's
     /// caches hold at most the sum of the three budgets.
     pub inode_cache_bytes: usize,
+    /// Byte budget of the name indexes of big directories without a hash
+    /// tree ([`crate::name_index`]); 0 scans them for every lookup.
+    pub name_index_bytes: usize,
     /// Treat checksum mismatches as valid (for salvaging damaged images).
     pub ignore_checksums: bool,
     /// Open read-only even if the device is writable. `false` opens
     /// read-write, or fails naming what prevents it
     /// ([`crate::writable::refusal`]).
     pub read_only: bool,
+    /// What to do with a journal that needs recovery.
+    pub recovery: Recovery,
+    /// Byte budget of the replay plan of a journal that needs recovery
+    /// (32 bytes per logged block); a journal needing more is refused,
+    /// naming the options that raise it.
+    pub replay_budget: usize,
     /// The clock for timestamps the engine sets (create, write, setattr
     /// with "now", mount and write times in the superblock).
     pub now: fn() -> Timestamp,
+}
+
+/// What [`Volume::open`] does with a journal that needs recovery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Replay it as the kernel does at mount: onto the device when opened
+    /// read-write, in memory (the image untouched) when read-only. Damage
+    /// that makes the kernel refuse the mount makes the open fail.
+    #[default]
+    Replay,
+    /// Ignore it (the kernel's `norecovery`): the volume reads as the
+    /// device holds it, without the journal's newest changes.
+    Skip,
+}
+
+/// The default [`OpenOptions::replay_budget`]: a journal of a million
+/// logged blocks (4 GiB of 4 KiB blocks).
+pub const DEFAULT_REPLAY_BUDGET: usize = 32 << 20;
+
+/// How the journal was recovered when the volume was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replay {
+    pub stats: ReplayStats,
+    /// In memory (the image untouched) rather than onto the device.
+    pub in_memory: bool,
 }
 
 /// The system clock where there is one; the epoch otherwise (a `no_std`
@@ -70,8 +113,12 @@ impl Default for OpenOptions {
             mapping_cache_bytes: 16 << 20,
             // About 11,000 inodes of 256 bytes.
             inode_cache_bytes: 4 << 20,
+            // About 1,000,000 entries (names of ~20 bytes) at once.
+            name_index_bytes: 8 << 20,
             ignore_checksums: false,
             read_only: true,
+            recovery: Recovery::Replay,
+            replay_budget: DEFAULT_REPLAY_BUDGET,
             now: system_now,
         }
     }
@@ -98,8 +145,11 @@ pub enum Whence {
 /// Something worth telling the user about the volume as a whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warning {
-    /// The journal holds transactions not yet applied; they are not replayed.
+    /// The journal holds transactions not yet applied, and recovery was
+    /// skipped (`norecovery`): the newest changes are missing.
     NeedsRecovery,
+    /// The journal needed recovery and was replayed.
+    Replayed(Replay),
     /// The superblock checksum is wrong (and checksums are ignored).
     SuperblockChecksum,
     /// `ro_compat` has bits this engine does not know.
@@ -113,13 +163,36 @@ pub enum Warning {
 impl core::fmt::Display for Warning {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Warning::NeedsRecovery => write!(f, "the journal needs recovery, which is not done yet: opened read-only, the newest changes may be missing"),
+            Warning::NeedsRecovery => write!(f, "the journal needs recovery and norecovery was given: the journal is ignored, so the newest changes are missing (and the rest may be inconsistent)"),
+            Warning::Replayed(r) if r.stats.transactions == 0 => write!(
+                f,
+                "the journal was marked as needing recovery but holds no committed transaction: nothing to replay"
+            ),
+            Warning::Replayed(r) => write!(
+                f,
+                "the journal needed recovery: replayed {} transaction{} ({} blocks) {}",
+                r.stats.transactions,
+                if r.stats.transactions == 1 { "" } else { "s" },
+                r.stats.blocks,
+                if r.in_memory { "in memory; the image itself is unchanged" } else { "onto the device" }
+            ),
             Warning::SuperblockChecksum => write!(f, "the superblock checksum does not match (ignored)"),
             Warning::UnknownRoCompat(b) => write!(f, "unknown read-only-compatible features {b:#x}: opened read-only"),
             Warning::NotClean => write!(f, "the filesystem was not cleanly unmounted or has errors recorded; run e2fsck"),
             Warning::Casefold => write!(f, "case-insensitive directories are looked up case-sensitively"),
         }
     }
+}
+
+/// Read and parse the superblock of `dev`.
+fn read_superblock(dev: &impl BlockDevice) -> Result<Superblock> {
+    let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
+    if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+        return Err(Error::NotExt4);
+    }
+    dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
+    let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
+    Superblock::parse(&raw, &bytes, dev.size())
 }
 
 /// Counters summed from the group descriptors at open (as the kernel's
@@ -142,9 +215,12 @@ pub struct Volume<D: BlockDevice> {
     /// Whether `reports` may hold something: frontends ask after every
     /// request, and reports are rare, so the usual answer is one load.
     reports_waiting: AtomicBool,
-    cache: BlockCache<D>,
+    /// Over the device through the replay overlay (when the journal was
+    /// replayed in memory), so every read sees the recovered filesystem.
+    cache: VolumeCache<D>,
     mapcache: MappingCache,
     icache: InodeCache,
+    names: NameIndexes,
     opts: OpenOptions,
     /// Refuses writes: opened read-only, or turned so by an abort.
     read_only: AtomicBool,
@@ -159,6 +235,7 @@ pub struct Volume<D: BlockDevice> {
     abort_reason: spin::Mutex<Option<Error>>,
     warnings: Vec<Warning>,
     counts: Counts,
+    replay: Option<Replay>,
     txns: Txns,
     commit_log: Box<dyn Commit<D>>,
     alloc: Allocator,
@@ -171,14 +248,77 @@ pub struct Volume<D: BlockDevice> {
 }
 
 impl<D: BlockDevice> Volume<D> {
+    /// Open the filesystem on `dev`. A journal that needs recovery is
+    /// replayed as [`OpenOptions::recovery`] says.
     pub fn open(dev: D, opts: &OpenOptions) -> Result<Self> {
-        let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
-        if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
-            return Err(Error::NotExt4);
+        Self::open_with_journal(dev, None, opts)
+    }
+
+    /// [`Volume::open`] for a filesystem whose journal is on the external
+    /// device `journal` (the kernel's `journal_path=`); it is read only
+    /// when the journal needs recovery.
+    pub fn open_with_journal(
+        dev: D,
+        journal: Option<Box<dyn BlockDevice>>,
+        opts: &OpenOptions,
+    ) -> Result<Self> {
+        let sb = read_superblock(&dev)?;
+        if !sb.needs_recovery() || opts.recovery == Recovery::Skip {
+            return Self::assemble(Overlaid::new(dev, None), opts, None);
         }
-        dev.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
-        let raw = RawSuperblock::read_from_bytes(&bytes).map_err(|_| Error::NotExt4)?;
-        let sb = Superblock::parse(&raw, &bytes, dev.size())?;
+        if !opts.read_only && !dev.read_only() {
+            // As the kernel at a read-write mount.
+            let stats = journal::recover(
+                &dev,
+                journal.as_deref(),
+                journal::Policy::Kernel,
+                opts.replay_budget,
+            )?
+            .map(|r| r.stats)
+            .unwrap_or_default();
+            let replay = Replay {
+                stats,
+                in_memory: false,
+            };
+            return Self::assemble(Overlaid::new(dev, None), opts, Some(replay));
+        }
+        let plan = {
+            let small = OpenOptions {
+                cache_bytes: 256 << 10,
+                mapping_cache_bytes: 64 << 10,
+                inode_cache_bytes: 16 << 10,
+                recovery: Recovery::Skip,
+                ..opts.clone()
+            };
+            let raw = Volume::assemble(Overlaid::new(&dev, None), &small, None)?;
+            journal::replay::make_plan(&raw, journal.as_deref(), opts.replay_budget)?
+        };
+        if let Some(p) = plan.problem() {
+            return Err(p.into());
+        }
+        let replay = Replay {
+            stats: plan.stats,
+            in_memory: true,
+        };
+        let overlay = Overlay::new(sb.block_size, plan.blocks, journal);
+        let vol = Self::assemble(Overlaid::new(dev, Some(overlay)), opts, Some(replay))?;
+        if vol.sb.block_size != sb.block_size {
+            return Err(Error::corrupt(
+                Object::Superblock,
+                "the journal's copy of the superblock has another block size",
+            ));
+        }
+        Ok(vol)
+    }
+
+    /// Build the volume on `dev` (through the overlay, if any): read and
+    /// check the superblock, set up the caches, count.
+    pub(crate) fn assemble(
+        dev: Overlaid<D>,
+        opts: &OpenOptions,
+        replay: Option<Replay>,
+    ) -> Result<Self> {
+        let mut sb = read_superblock(&dev)?;
         let sb_state = sb.state;
         let sb_uuid = sb.uuid;
         let opts_seed = {
@@ -197,6 +337,11 @@ impl<D: BlockDevice> Volume<D> {
         let unknown_ro = sb.ro_compat & !crate::features::ro_compat::KNOWN;
         if unknown_ro != 0 {
             warnings.push(Warning::UnknownRoCompat(unknown_ro));
+        }
+        if let Some(r) = replay {
+            // The logged copy of the superblock still says so.
+            sb.incompat &= !incompat::RECOVER;
+            warnings.push(Warning::Replayed(r));
         }
         if sb.needs_recovery() {
             warnings.push(Warning::NeedsRecovery);
@@ -225,6 +370,7 @@ impl<D: BlockDevice> Volume<D> {
             cache,
             mapcache: MappingCache::new(opts.mapping_cache_bytes),
             icache,
+            names: NameIndexes::new(opts.name_index_bytes),
             opts: opts.clone(),
             read_only: AtomicBool::new(true),
             rw: !opts.read_only,
@@ -233,6 +379,7 @@ impl<D: BlockDevice> Volume<D> {
             abort_reason: spin::Mutex::new(None),
             warnings,
             counts: Counts::default(),
+            replay,
             txns,
             commit_log: Box::new(WriteHome),
             alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
@@ -293,7 +440,7 @@ impl<D: BlockDevice> Volume<D> {
     pub fn set_commit(&mut self, c: Box<dyn Commit<D>>) {
         self.commit_log = c;
     }
-    pub(crate) fn block_cache(&self) -> &BlockCache<D> {
+    pub(crate) fn block_cache(&self) -> &VolumeCache<D> {
         &self.cache
     }
     pub(crate) fn counts(&self) -> &Counts {
@@ -321,8 +468,35 @@ impl<D: BlockDevice> Volume<D> {
     pub fn now(&self) -> Timestamp {
         (self.opts.now)()
     }
+    /// The device as it is on disk. A journal replayed in memory is not
+    /// in it: read through [`Volume::read_device`] to see what the volume
+    /// sees, and ask [`Volume::replayed_in`] before reading file data
+    /// from the device any other way.
     pub fn device(&self) -> &D {
-        self.cache.device()
+        self.cache.device().inner()
+    }
+    /// Read `buf.len()` bytes of the device at byte `offset` as the volume
+    /// sees them: blocks replayed in memory read as their logged copies.
+    pub fn read_device(&self, offset: u64, buf: &mut [u8]) -> core::result::Result<(), IoError> {
+        self.cache.device().read_at(offset, buf)
+    }
+    /// How the journal was recovered at open, if it needed recovery and
+    /// was replayed.
+    pub fn replay(&self) -> Option<&Replay> {
+        self.replay.as_ref()
+    }
+    /// Whether any of `count` blocks from `first` reads from the journal
+    /// replayed in memory rather than from the device (a reader that goes
+    /// to the device itself must then go through the volume).
+    pub fn replayed_in(&self, first: PhysBlock, count: u64) -> bool {
+        self.cache
+            .device()
+            .overlay()
+            .is_some_and(|o| o.covers(first, count))
+    }
+    /// Blocks replayed in memory (0 when nothing is).
+    pub fn replayed_blocks(&self) -> usize {
+        self.cache.device().overlay().map_or(0, |o| o.len())
     }
     /// The extent mapping cache (what the kernel may mirror under iomap).
     pub fn mapcache(&self) -> &MappingCache {
@@ -334,10 +508,21 @@ impl<D: BlockDevice> Volume<D> {
     pub fn inode_cache_stats(&self) -> InodeCacheStats {
         self.icache.stats()
     }
+    pub fn name_index_stats(&self) -> NameIndexStats {
+        self.names.stats()
+    }
+    /// The name indexes of big directories; whoever changes a directory's
+    /// entries calls [`NameIndexes::forget`] on it.
+    pub fn name_indexes(&self) -> &NameIndexes {
+        &self.names
+    }
     /// Forget the cached decoded copy of inode `ino`: whoever changes an
     /// inode record calls this once the change is in the block cache.
     pub fn invalidate_inode(&self, ino: u32) {
         self.icache.invalidate(ino);
+        // A directory that grew, shrank, was deleted or whose number was
+        // reused: its name index no longer describes it.
+        self.names.forget(ino);
     }
     pub fn options(&self) -> &OpenOptions {
         &self.opts

@@ -8,9 +8,15 @@
 //! parallel do not see each other) measures the peak heap of open + walk +
 //! check over what was allocated before the image was opened (the image
 //! itself, held by the `MemDevice`). That peak must stay within the cache
-//! budgets (`CACHE_BYTES` + `MAPPING_CACHE_BYTES` + `INODE_CACHE_BYTES`)
-//! plus `FIXED_BYTES`.
+//! budgets (`CACHE_BYTES` + `MAPPING_CACHE_BYTES` + `INODE_CACHE_BYTES` +
+//! `NAME_INDEX_BYTES`) plus the replay budget of a journal that needs
+//! recovery (`REPLAY_BUDGET`) plus `FIXED_BYTES`.
 
+#[path = "../../fuzz/src/jmutate.rs"]
+mod jmutate;
+#[path = "../../fuzz/src/mutate.rs"]
+#[allow(dead_code)]
+mod mutate;
 #[path = "../../fuzz/src/walk.rs"]
 #[allow(dead_code)]
 mod walk;
@@ -22,7 +28,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ext4_engine::{Error, MemDevice, Object, Volume, Whence, ROOT_INO};
-use walk::{options, Limits, Stats, CACHE_BYTES, INODE_CACHE_BYTES, MAPPING_CACHE_BYTES};
+use walk::{
+    options, Limits, Stats, CACHE_BYTES, INODE_CACHE_BYTES, MAPPING_CACHE_BYTES, NAME_INDEX_BYTES,
+    REPLAY_BUDGET,
+};
 
 // ---------------------------------------------------------------------------
 // Counting allocator
@@ -173,9 +182,15 @@ fn bounded_run(name: &str, img: &[u8], lim: &Limits) -> Run {
         let peak = heap_peak().saturating_sub(base);
         run.peak_over_image = run.peak_over_image.max(peak);
         assert!(
-            peak <= CACHE_BYTES + MAPPING_CACHE_BYTES + INODE_CACHE_BYTES + FIXED_BYTES,
+            peak <= CACHE_BYTES
+                + MAPPING_CACHE_BYTES
+                + INODE_CACHE_BYTES
+                + NAME_INDEX_BYTES
+                + REPLAY_BUDGET
+                + FIXED_BYTES,
             "{name}: peak heap {peak} bytes over the image exceeds the budgets \
-             ({CACHE_BYTES} + {MAPPING_CACHE_BYTES} + {INODE_CACHE_BYTES}) + {FIXED_BYTES}"
+             ({CACHE_BYTES} + {MAPPING_CACHE_BYTES} + {INODE_CACHE_BYTES} + \
+             {NAME_INDEX_BYTES} + {REPLAY_BUDGET}) + {FIXED_BYTES}"
         );
     }
     run.elapsed = start.elapsed();
@@ -503,4 +518,80 @@ fn inline_file_iomap_past_eof_covers_the_position_and_fast_symlink_stops_at_nul(
         kernel_check(&w, pos, bs, v.maxbytes(), true).unwrap();
     }
     assert_eq!(v.readlink(path_ino(&v, "/link")).unwrap(), b"ab");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile journals
+
+/// The journal fuzz target's seeds (small images the kernel left needing
+/// recovery), each damaged in many ways by the journal mutator (headers,
+/// tags past the block, revoke counts, wrapped sequences, cycles, the
+/// journal superblock; checksums put right half the time): opening
+/// (which replays in memory), walking and `recover` under both policies
+/// stay within the heap and time bounds and never panic.
+#[test]
+fn hostile_journals_stay_within_bounds() {
+    use ext4_engine::journal::{self, Policy};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/journal");
+    let mut seeds: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    seeds.sort();
+    assert!(
+        seeds.len() >= 3,
+        "journal seeds missing from {}",
+        dir.display()
+    );
+    let lim = Limits {
+        read_bytes: 4096,
+        check: false,
+        ..Limits::default()
+    };
+    let (mut opened, mut refused, mut total) = (0, 0, 0);
+    for seed in &seeds {
+        let img = load(seed);
+        assert!(
+            jmutate::geometry(&img).is_some(),
+            "{}: no journal found",
+            seed.display()
+        );
+        for i in 0..150u64 {
+            let mut bad = img.clone();
+            jmutate::mutate_journal(&mut bad, i * 7919 + 1);
+            let name = format!("{} mutation {i}", seed.display());
+            let run = bounded_run(&name, &bad, &lim);
+            total += 1;
+            if run.opened[0] {
+                opened += 1;
+            } else {
+                refused += 1;
+            }
+            for policy in [Policy::Kernel, Policy::E2fsck] {
+                let base = heap_mark();
+                let t = Instant::now();
+                let dev = MemDevice::from_vec(bad.clone());
+                let r = journal::recover(&dev, None, policy, walk::REPLAY_BUDGET);
+                let _ = format!("{r:?}");
+                let peak = heap_peak().saturating_sub(base);
+                assert!(
+                    peak <= bad.len() + walk::REPLAY_BUDGET + FIXED_BYTES,
+                    "{name}: recover peaked at {peak} bytes"
+                );
+                assert!(
+                    t.elapsed() <= TIME_BOUND,
+                    "{name}: recover took {:?}",
+                    t.elapsed()
+                );
+            }
+        }
+    }
+    eprintln!("hostile journals: {total} mutations, {opened} opened, {refused} refused");
+    // The mutations must leave some logs replayable and break others, or
+    // they exercise only one side.
+    assert!(
+        opened > total / 10 && refused > total / 10,
+        "{opened} opened, {refused} refused"
+    );
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
+use ext4_engine::BlockDevice;
 use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
 use ext4_fuse_bsd::options::MountOpts;
 use ext4_fuse_bsd::{mount_config, server_pushes_symlinks, sys};
@@ -29,7 +30,9 @@ struct Cli {
     /// Directory to mount on
     mountpoint: PathBuf,
     /// Mount options, comma-separated: ro, allow_other, default_permissions,
-    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g], norecovery, debug,
+    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g],
+    /// name_index_size=N[k|m|g], norecovery, journal_path=,
+    /// replay_budget=N[k|m|g], debug,
     /// push_symlinks_in, intr, max_read=, private, noprivate, neglect_shares,
     /// nosuid, nodev, noexec, noatime (and their positive forms)
     #[arg(short = 'o', value_name = "OPTIONS")]
@@ -114,11 +117,16 @@ fn main() -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
-    let vol = match opts.common.open_volume(dev) {
+    let journal = |p: &str| -> Result<Box<dyn BlockDevice>, String> {
+        sys::open_device(Path::new(p))
+            .map(|d| Box::new(d) as Box<dyn BlockDevice>)
+            .map_err(|e| e.to_string())
+    };
+    let vol = match opts.common.open_volume(dev, journal) {
         Ok(v) => v,
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
-    for w in opts.common.warnings_to_log(vol.warnings()) {
+    for w in vol.warnings() {
         log::warn!("{}: {w}", cli.source.display());
     }
 

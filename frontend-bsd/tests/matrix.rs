@@ -52,3 +52,14 @@ fn kernel_written_images() {
         compare_kernel_written(Path::new(BIN), false);
     }
 }
+
+/// Images the kernel left needing recovery read as the kernel reads them
+/// after its replay (the journal replayed in memory); norecovery shows
+/// them without it.
+#[test]
+fn images_needing_recovery() {
+    if !(require_e2fsprogs() && require_kernel_ext4() && require_fuse()) {
+        return;
+    }
+    ext4_tests::fuse::compare_crash_images(Path::new(BIN), false);
+}

@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use ext4_engine::blockmap::{Run, MAX_LBLK};
 use ext4_engine::inode::{flags as iflags, Inode};
-use ext4_engine::{Attr, BlockDevice, FileType, Timestamp, ROOT_INO};
+use ext4_engine::{Attr, BlockDevice, FileType, PhysBlock, Timestamp, ROOT_INO};
 use indicatif::{HumanBytes, ProgressBar};
 
 use crate::cat::CHUNK;
@@ -931,9 +931,14 @@ impl Ctx<'_> {
                 .is_some_and(|e| e <= self.image_size)
         });
         let small = to - from < KERNEL_COPY_MIN;
+        // Blocks of a journal replayed in memory (file data under
+        // data=journal) are not in the image: the engine reads them.
+        let replayed = self
+            .vol
+            .replayed_in(PhysBlock(pblk), (to - from).div_ceil(self.bs));
         let (Some(src), false) = (
             src,
-            small || self.copy_mode.load(Ordering::Relaxed) == READ_WRITE,
+            small || replayed || self.copy_mode.load(Ordering::Relaxed) == READ_WRITE,
         ) else {
             return self.copy_read(w, file, inode, from, to);
         };

@@ -1,4 +1,5 @@
-//! `info`: the superblock as `dumpe2fs -h` shows it, plus the engine's warnings.
+//! `info`: the superblock as `dumpe2fs -h` shows it, the journal's state,
+//! plus the engine's warnings.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use serde_json::{json, Map, Value};
 use zerocopy::FromBytes;
 
 use crate::util::{ctime, uuid};
-use crate::{out_err, CmdResult, Vol};
+use crate::{out_err, Cli, CmdResult, Vol};
 
 /// Text lines and JSON fields built side by side so they cannot drift.
 struct Fields {
@@ -68,7 +69,7 @@ fn default_mount_opts(v: u32) -> Vec<&'static str> {
     out
 }
 
-pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
+pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
     let sb = vol.sb();
     let mut raw_bytes = vec![0u8; SUPERBLOCK_SIZE];
     let raw = vol
@@ -412,6 +413,7 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
             f.add("Mount options", mo.clone(), "mount_options", json!(mo));
         }
     }
+    journal(vol, cli, &mut f);
     let warnings: Vec<String> = vol.warnings().iter().map(|w| w.to_string()).collect();
     f.json.insert("warnings".into(), json!(warnings));
 
@@ -429,4 +431,108 @@ pub fn run(vol: &Vol, json_out: bool) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The journal's superblock, as `dumpe2fs -h` prints it, and its state:
+/// whether it needs recovery and what recovery did for this view.
+fn journal(vol: &Vol, cli: &Cli, f: &mut Fields) {
+    if !vol.sb().has_compat(compat::HAS_JOURNAL) {
+        return;
+    }
+    // An external journal that cannot be opened shows as unreadable.
+    let ext = crate::open_journal(cli, false).unwrap_or_default();
+    let j = match vol.journal_info(ext.as_ref().map(|d| d as &dyn BlockDevice)) {
+        Ok(Some(j)) => j,
+        Ok(None) => return,
+        Err(e) => {
+            let msg = e.to_string();
+            f.add(
+                "Journal state",
+                format!("cannot be read: {msg}"),
+                "journal",
+                json!({"error": msg}),
+            );
+            return;
+        }
+    };
+    let feats = j.feature_names();
+    let mut lines: Vec<(&str, String)> = vec![
+        (
+            "Journal location",
+            if j.external {
+                "external device".into()
+            } else {
+                format!("inode {}", vol.sb().journal_inum)
+            },
+        ),
+        (
+            "Journal features",
+            if feats.is_empty() {
+                "(none)".into()
+            } else {
+                feats.join(" ")
+            },
+        ),
+        (
+            "Total journal size",
+            format!("{}k", j.blocks as u64 * j.block_size as u64 / 1024),
+        ),
+        ("Total journal blocks", j.blocks.to_string()),
+        ("Journal first block", j.first.to_string()),
+        ("Journal sequence", format!("{:#010x}", j.sequence)),
+        ("Journal start", j.start.to_string()),
+    ];
+    if let Some(n) = j.fast_commit_blocks {
+        lines.push(("Journal fast commit blocks", n.to_string()));
+    }
+    if let Some(c) = j.checksum {
+        lines.push(("Journal checksum type", "crc32c".into()));
+        lines.push(("Journal checksum", format!("{c:#010x}")));
+    }
+    if j.errno != 0 {
+        lines.push(("Journal errno", j.errno.to_string()));
+    }
+    let state = match (&j.replay, j.needs_recovery) {
+        (Some(r), _) => {
+            let what = crate::util::replay_text(&r.stats);
+            if r.in_memory {
+                format!("needs recovery: {what}; replayed in memory for this view, the image is unchanged (`recover` writes it)")
+            } else {
+                format!("recovered at open: {what}")
+            }
+        }
+        (None, true) => {
+            "needs recovery, ignored (--norecovery): this view lacks the journal's newest changes"
+                .into()
+        }
+        (None, false) => "clean (nothing to replay)".into(),
+    };
+    lines.push(("Journal state", state));
+    for (l, v) in lines {
+        f.lines.push((l.to_string(), v));
+    }
+    let replay = j.replay.map(|r| {
+        let mut v = crate::util::replay_json(&r.stats);
+        v["in_memory"] = json!(r.in_memory);
+        v
+    });
+    f.json.insert(
+        "journal".into(),
+        json!({
+            "location": if j.external { "external" } else { "inode" },
+            "inode": (!j.external).then_some(vol.sb().journal_inum),
+            "features": feats,
+            "feature_bits": {"compat": j.compat, "incompat": j.incompat, "ro_compat": j.ro_compat},
+            "block_size": j.block_size,
+            "blocks": j.blocks,
+            "first": j.first,
+            "sequence": j.sequence,
+            "start": j.start,
+            "errno": j.errno,
+            "checksum": j.checksum,
+            "fast_commit_blocks": j.fast_commit_blocks,
+            "needs_recovery": j.needs_recovery,
+            "replay": replay,
+        }),
+    );
 }

@@ -10,6 +10,7 @@ mod extract;
 mod info;
 mod list;
 mod map;
+mod recover;
 mod stat;
 mod util;
 
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ext4_engine::file_device::FileDevice;
-use ext4_engine::{Error, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{BlockDevice, Error, OpenOptions, Recovery, Volume, ROOT_INO};
 
 pub type Vol = Volume<FileDevice>;
 
@@ -29,6 +30,11 @@ const AFTER_HELP: &str = "\
 Paths inside the image are absolute or relative to its root and are resolved
 like debugfs does: no symbolic link is followed, not even in the middle of a
 path (ls and stat show a link itself; cat refuses one).
+
+An image whose journal needs recovery (a disk of a machine that crashed or
+lost power) reads as recovered: the journal is replayed in memory, the image
+itself is not written. --norecovery shows it as the device holds it instead;
+`recover` replays the journal into the image.
 
 Exit status: 0 success, 1 problems found or a path not found, 2 the image
 cannot be opened or the command line is wrong.
@@ -39,7 +45,8 @@ Examples:
   ext4-image disk.img cat /etc/hostname
   ext4-image disk.img extract / ./rootfs
   ext4-image disk.img map --physical /var/log/syslog
-  ext4-image --ignore-checksums disk.img check --data";
+  ext4-image --ignore-checksums disk.img check --data
+  ext4-image crashed.img recover";
 
 #[derive(Parser)]
 #[command(
@@ -48,7 +55,7 @@ Examples:
     about = "Inspect, extract and check ext2/ext3/ext4 images without mounting them",
     after_help = AFTER_HELP
 )]
-struct Cli {
+pub struct Cli {
     /// Byte budget of the metadata block cache (suffixes k, m, g); the
     /// extent mapping cache gets half as much.
     #[arg(long, global = true, value_name = "SIZE", value_parser = util::parse_size)]
@@ -56,8 +63,21 @@ struct Cli {
     /// Accept metadata whose checksum does not match (to salvage damaged images).
     #[arg(long, global = true)]
     ignore_checksums: bool,
+    /// Ignore a journal that needs recovery (like the kernel's norecovery):
+    /// show the filesystem as the device holds it, without the journal's
+    /// newest changes. Without it the journal is replayed in memory.
+    #[arg(long, global = true)]
+    norecovery: bool,
+    /// Memory for the plan of a journal replayed in memory or by `recover`
+    /// (32 bytes per logged block; suffixes k, m, g; default 32m).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = util::parse_size)]
+    replay_budget: Option<u64>,
+    /// The external journal device of a filesystem whose journal is not in
+    /// an inode (the kernel's journal_path=).
+    #[arg(long, global = true, value_name = "PATH")]
+    journal: Option<PathBuf>,
     /// The image file or block device.
-    image: PathBuf,
+    pub image: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -149,6 +169,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay the journal into the image (like `e2fsck -E journal_only`):
+    /// the logged blocks written home, the journal emptied,
+    /// needs_recovery cleared. The image is written: work on a copy if the
+    /// original matters. Damage in the journal is handled as e2fsck does:
+    /// what is intact is replayed and the filesystem is marked for a full
+    /// check (exit 1; run e2fsck -f). Exit 0: recovered, or nothing to do.
+    ///
+    /// Example: ext4-image crashed.img recover
+    Recover {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show where a file's bytes live on the device: the answers the
     /// kernel gets from FUSE_IOMAP_BEGIN, or (--physical) the extents as
     /// `filefrag -v` prints them. Works on directories too.
@@ -212,7 +244,35 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
         opts.cache_bytes = size;
         opts.mapping_cache_bytes = size / 2;
     }
-    Volume::open(dev, &opts).map_err(|e| match e {
+    if let Some(size) = cli.replay_budget {
+        opts.replay_budget = usize::try_from(size).unwrap_or(usize::MAX);
+    }
+    if cli.norecovery {
+        opts.recovery = Recovery::Skip;
+    }
+    let journal = open_journal(cli, false)?.map(|d| Box::new(d) as Box<dyn BlockDevice>);
+    Volume::open_with_journal(dev, journal, &opts).map_err(|e| open_error(cli, e))
+}
+
+/// The external journal device of `--journal`, if given.
+pub fn open_journal(cli: &Cli, write: bool) -> Result<Option<FileDevice>, Fail> {
+    let Some(p) = &cli.journal else {
+        return Ok(None);
+    };
+    FileDevice::open(p, !write).map(Some).map_err(|e| {
+        Fail::Open(format!(
+            "cannot open the journal {}: {}",
+            p.display(),
+            io_msg(&e)
+        ))
+    })
+}
+
+/// The message for an image that cannot be opened.
+pub fn open_error(cli: &Cli, e: Error) -> Fail {
+    let img = cli.image.display();
+    let cannot = |why: String| Fail::Open(format!("cannot open {img}: {why}"));
+    match e {
         Error::NotExt4 => Fail::Open(format!(
             "{img} is not an ext2/ext3/ext4 filesystem (bad superblock magic)"
         )),
@@ -222,8 +282,11 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
         )),
         Error::Checksum { .. } => cannot(format!("{e} (use --ignore-checksums to open it anyway)")),
         Error::Io(io) => cannot(io_msg(&std::io::Error::from_raw_os_error(io.errno))),
+        Error::Journal(j) => cannot(format!(
+            "{j} (--norecovery shows the filesystem without the journal's changes)"
+        )),
         e => cannot(e.to_string()),
-    })
+    }
 }
 
 /// An image path as the user wrote it, as bytes.
@@ -289,6 +352,9 @@ pub fn drain_reports(vol: &Vol, context: &str) -> u64 {
 }
 
 fn run(cli: &Cli) -> CmdResult {
+    if let Cmd::Recover { json } = cli.cmd {
+        return recover::run(cli, json);
+    }
     let vol = open(cli)?;
     if !matches!(cli.cmd, Cmd::Info { .. }) {
         for w in vol.warnings() {
@@ -296,7 +362,7 @@ fn run(cli: &Cli) -> CmdResult {
         }
     }
     match &cli.cmd {
-        Cmd::Info { json } => info::run(&vol, *json),
+        Cmd::Info { json } => info::run(&vol, cli, *json),
         Cmd::Ls {
             long,
             recursive,
@@ -334,6 +400,8 @@ fn run(cli: &Cli) -> CmdResult {
             };
             map::run(&vol, &paths, &opts)
         }
+        // Opens the image itself, read-write (run before `open` above).
+        Cmd::Recover { json } => recover::run(cli, *json),
     }
 }
 

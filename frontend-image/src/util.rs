@@ -220,6 +220,41 @@ pub fn error_json(e: &ext4_engine::Error) -> Value {
     }
 }
 
+/// What a journal replay did, in words.
+pub fn replay_text(s: &ext4_engine::journal::ReplayStats) -> String {
+    format!(
+        "{} transaction{} ({}..{}): {} blocks replayed from {} logged, {} copies revoked{}",
+        s.transactions,
+        if s.transactions == 1 { "" } else { "s" },
+        s.first_tid,
+        s.end_tid,
+        s.blocks,
+        s.logged,
+        s.revoked,
+        if s.wrapped {
+            ", the log wrapping around"
+        } else {
+            ""
+        }
+    )
+}
+
+/// What a journal replay did, for `--json` (`info`'s `journal.replay`,
+/// `recover`).
+pub fn replay_json(s: &ext4_engine::journal::ReplayStats) -> serde_json::Value {
+    serde_json::json!({
+        "transactions": s.transactions,
+        "first_transaction": s.first_tid,
+        "end_transaction": s.end_tid,
+        "logged_blocks": s.logged,
+        "replayed_blocks": s.blocks,
+        "revoke_records": s.revoke_records,
+        "revoked_copies": s.revoked,
+        "wrapped": s.wrapped,
+        "log_blocks": s.log_blocks,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use std::path::Path;
 use ext4_engine::file_device::FileDevice;
 use ext4_engine::mount_opts::MountOptions;
 use ext4_engine::volume::Volume;
+use ext4_engine::BlockDevice;
 use nix::sys::stat::{fstat, major, minor, SFlag};
 
 use crate::channel::DevFuse;
@@ -119,12 +120,19 @@ pub fn open_volume(
     }
     let dev = FileDevice::from_file(file, true).map_err(|e| format!("{name}: {}", io_msg(&e)))?;
     let volume = common
-        .open_volume(dev)
+        .open_volume(dev, journal_device)
         .map_err(|e| format!("{name}: {e}"))?;
-    for w in common.warnings_to_log(volume.warnings()) {
+    for w in volume.warnings() {
         log::error(format_args!("{name}: warning: {w}"));
     }
     Ok(volume)
+}
+
+/// The external journal device of `journal_path=`, read-only (it is only
+/// read, to replay it in memory).
+fn journal_device(path: &str) -> Result<Box<dyn BlockDevice>, String> {
+    let dev = FileDevice::open(Path::new(path), true).map_err(|e| io_msg(&e))?;
+    Ok(Box::new(dev))
 }
 
 /// The already-mounted `/dev/fuse` descriptor `/dev/fd/N`, checked.

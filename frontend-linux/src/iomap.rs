@@ -282,6 +282,26 @@ fn decline(mode: IomapMode, why: &str, expected: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The iomap mode for a volume whose journal was replayed in memory
+/// (`replayed` blocks read from the log, not from the device): off, since
+/// under iomap the kernel reads file data from the device itself and would
+/// miss a replayed block holding file data (data=journal). `Err` when
+/// `-o iomap=on` asks for it anyway.
+pub fn mode_after_replay(mode: IomapMode, replayed: usize) -> Result<IomapMode, String> {
+    if replayed == 0 || mode == IomapMode::Off {
+        return Ok(mode);
+    }
+    decline(
+        mode,
+        &format!(
+            "the journal was replayed in memory ({replayed} blocks the device does not hold), \
+             and under iomap the kernel would read file data from the device"
+        ),
+        true,
+    )?;
+    Ok(IomapMode::Off)
+}
+
 /// Before the mount: probe the kernel and open the device it would do I/O
 /// on. `Ok(None)`: use the plain data path (the reason is logged);
 /// `Err`: `-o iomap=on` cannot be honoured (one line, nothing left
@@ -393,6 +413,16 @@ pub fn activate<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_journal_replayed_in_memory_turns_iomap_off() {
+        use IomapMode::*;
+        assert_eq!(mode_after_replay(Auto, 0), Ok(Auto));
+        assert_eq!(mode_after_replay(On, 0), Ok(On));
+        assert_eq!(mode_after_replay(Auto, 3), Ok(Off));
+        assert_eq!(mode_after_replay(Off, 3), Ok(Off));
+        assert!(mode_after_replay(On, 3).unwrap_err().contains("iomap=on"));
+    }
 
     #[test]
     fn ioctl_numbers() {

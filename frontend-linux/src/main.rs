@@ -165,8 +165,15 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
+    let iomap_mode = match iomap::mode_after_replay(opts.iomap, volume.replayed_blocks()) {
+        Ok(m) => m,
+        Err(e) => {
+            undo(&mounted);
+            return Err(e);
+        }
+    };
     let iomap_prep = match iomap::prepare(
-        opts.iomap,
+        iomap_mode,
         fuse.fd(),
         &opts.source,
         inherited_source,
@@ -208,6 +215,7 @@ fn run(opts: &Options) -> Result<(), String> {
         uid: opts.common.uid,
         gid: opts.common.gid,
         iomap: iomap_prep.is_some(),
+        readdirplus: opts.readdirplus,
         ..Config::default()
     };
     if let Some(p) = &iomap_prep {

@@ -80,3 +80,22 @@ fn kernel_written_images() {
         compare_kernel_written(Path::new(BIN), true);
     }
 }
+
+/// Images the kernel left needing recovery read as the kernel reads them
+/// after its replay (the journal replayed in memory); norecovery shows
+/// them without it; iomap is refused for them.
+#[test]
+fn images_needing_recovery() {
+    if !(require_e2fsprogs() && require_kernel_ext4() && require_fuse()) {
+        return;
+    }
+    ext4_tests::fuse::compare_crash_images(Path::new(BIN), true);
+    let img = ext4_tests::crash::crash_image(ext4_tests::crash::crash_spec("data-journal-4k"));
+    match ext4_tests::fuse::FuseServer::mount(Path::new(BIN), &img.path, "iomap=on") {
+        Ok(f) => {
+            let _ = f.unmount();
+            panic!("iomap=on mounted an image whose journal is replayed in memory");
+        }
+        Err(e) => assert!(e.contains("replayed in memory"), "{e}"),
+    }
+}

@@ -2,6 +2,7 @@
 //! and without checksum enforcement), the structure-aware mutator, and the
 //! bounded whole-volume walk (also used by `engine/tests/hostile.rs`).
 
+pub mod jmutate;
 pub mod mutate;
 pub mod walk;
 
@@ -69,6 +70,20 @@ pub fn mutate_image(
         return size;
     }
     mutate::mutate(&mut data[..size], seed, focus)
+}
+
+/// The journal target's mutator: journal-aware damage
+/// ([`jmutate::mutate_journal`]) most of the time, libFuzzer's own byte
+/// mutations on a small window otherwise (or when no journal is found).
+pub fn mutate_journal_image(data: &mut [u8], size: usize, max_size: usize, seed: u32) -> usize {
+    if size < 4096 {
+        return libfuzzer_sys::fuzzer_mutate(data, size, max_size);
+    }
+    let mut rng = mutate::Rng::new(seed as u64 ^ 0x10_6a11);
+    if rng.below(8) != 0 && jmutate::mutate_journal(&mut data[..size], seed as u64) {
+        return size;
+    }
+    mutate_image(data, size, max_size, seed, &[(mutate::Kind::Super, 1)])
 }
 
 #[macro_export]

@@ -40,11 +40,11 @@ pub struct Region {
     pub block: u64,
 }
 
-fn le16(d: &[u8], o: usize) -> u64 {
+pub fn le16(d: &[u8], o: usize) -> u64 {
     d.get(o..o + 2)
         .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as u64)
 }
-fn le32(d: &[u8], o: usize) -> u64 {
+pub fn le32(d: &[u8], o: usize) -> u64 {
     d.get(o..o + 4)
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
 }
@@ -240,7 +240,7 @@ fn looks_like_dir(b: &[u8]) -> bool {
     while pos + 8 <= b.len() {
         let rec = le16(b, pos + 4) as usize;
         let nl = b[pos + 6] as usize;
-        if rec < 8 || rec % 4 != 0 || 8 + nl > rec || (le32(b, pos) != 0 && nl == 0) {
+        if rec < 8 || !rec.is_multiple_of(4) || 8 + nl > rec || (le32(b, pos) != 0 && nl == 0) {
             return false;
         }
         pos += rec;

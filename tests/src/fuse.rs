@@ -247,6 +247,86 @@ pub fn compare_kernel_written(bin: &Path, statx: bool) {
     report.finish();
 }
 
+/// Crash images (left needing recovery by the kernel, [`crate::crash`])
+/// mounted with `bin` as they are: the journal replayed in memory must
+/// read as the kernel reads them after its own replay (file data from the
+/// journal under data=journal included). With `-o norecovery` the server
+/// must mount them and show them without the replay.
+pub fn compare_crash_images(bin: &Path, statx: bool) {
+    use crate::crash::{crash_image, crash_spec, kernel_replayed};
+    let mut report = Report::new(&format!(
+        "{} vs the kernel's ext4 on images needing recovery",
+        bin.display()
+    ));
+    let fields = fuse_fields(statx);
+    for name in ["data-journal-4k", "csum-32bit-1k"] {
+        let spec = crash_spec(name);
+        let img = crash_image(spec);
+        let kernel = kernel_replayed(spec);
+        compare_with_kernel(bin, name, &kernel.path, &img.path, "", &fields, &mut report);
+        match FuseServer::mount(bin, &img.path, "norecovery") {
+            Ok(f) => {
+                // The last fsynced files are in the journal only.
+                let late = f.path().join("last-synced/f7");
+                if late.exists() {
+                    report.fail(
+                        &format!("{name}: norecovery"),
+                        "shows a file the journal alone holds",
+                    );
+                }
+                if let Err(e) = f.unmount() {
+                    report.fail(&format!("{name}: norecovery unmount"), &e);
+                }
+            }
+            Err(e) => report.fail(&format!("{name}: norecovery mount"), &e),
+        }
+    }
+    // A journal on an external device: refused without it, naming the
+    // option; with journal_path= the files only the journal holds read as
+    // the kernel's replay has them.
+    let spec = crash_spec("external-4k");
+    let img = crash_image(spec);
+    let kernel = kernel_replayed(spec);
+    match FuseServer::mount(bin, &img.path, "") {
+        Ok(f) => {
+            let _ = f.unmount();
+            report.fail("external journal", "mounted without its journal device");
+        }
+        Err(e) if !e.contains("journal_path=") => report.fail(
+            "external journal",
+            &format!("refused without naming journal_path=: {e}"),
+        ),
+        Err(_) => {}
+    }
+    let journal = img.journal.as_ref().expect("an external journal");
+    match FuseServer::mount(
+        bin,
+        &img.path,
+        &format!("journal_path={}", journal.display()),
+    ) {
+        Ok(f) => {
+            for p in ["last-synced/f7", "starts-with-jbd2-magic", "links/slow"] {
+                let got = std::fs::read(f.path().join(p)).or_else(|_| {
+                    std::fs::read_link(f.path().join(p))
+                        .map(|t| t.into_os_string().into_encoded_bytes())
+                });
+                let want = crate::oracle::debugfs_dump(&kernel.path, &format!("/{p}"));
+                if want.is_err() || got.as_ref().ok() != want.as_ref().ok() {
+                    report.fail(
+                        &format!("external journal: /{p}"),
+                        "differs from the kernel's replay",
+                    );
+                }
+            }
+            if let Err(e) = f.unmount() {
+                report.fail("external journal: unmount", &e);
+            }
+        }
+        Err(e) => report.fail("external journal: journal_path= mount", &e),
+    }
+    report.finish();
+}
+
 /// Mount `img` with the kernel's ext4 and with `bin` (on `source`: the
 /// image file itself or a block device holding it) side by side and add
 /// every difference of a whole-tree walk (stat fields, contents, xattrs,

@@ -13,13 +13,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use ext4_engine::mapping_cache::{MapType, Mapping, NULL_ADDR};
 
 use crate::oracle::{assert_fsck_clean, mke2fs_version, KernelMount};
 use crate::rng::Rng;
-use crate::util::{cache_dir, fnv64, run_ok, FileLock};
+use crate::util::{cached_build, fnv64, run_ok};
 
 // ------------------------------------------------------------ FS_IOC_FIEMAP
 
@@ -471,31 +470,13 @@ pub fn kw_image(plan: &KwPlan) -> PathBuf {
         )
         .as_bytes(),
     );
-    let cache = cache_dir();
-    let name = format!("iomap-kw-{}", plan.block_size);
-    let dir = cache.join(format!("{name}-{key:016x}"));
-    let path = dir.join("image.img");
-    let _lock = FileLock::acquire(&cache.join(format!(".lock-{name}"))).expect("lock");
-    if dir.join("DONE").exists() {
-        return path;
-    }
-    for e in fs::read_dir(&cache).into_iter().flatten().flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("{name}-"))
-        {
-            let _ = fs::remove_dir_all(e.path());
-        }
-    }
-    fs::create_dir_all(&dir).unwrap();
-    let t = Instant::now();
-    let tmp = dir.join("image.tmp");
-    kw_mkfs(&tmp, plan.block_size, "", plan.size);
-    kw_fragment(&tmp, plan);
-    kw_workload(&tmp);
-    assert_fsck_clean(&tmp);
-    fs::rename(&tmp, &path).unwrap();
-    fs::write(dir.join("DONE"), "").unwrap();
-    eprintln!("built {} in {:.1?}", path.display(), t.elapsed());
-    path
+    let dir = cached_build(&format!("iomap-kw-{}", plan.block_size), key, |dir| {
+        let tmp = dir.join("image.tmp");
+        kw_mkfs(&tmp, plan.block_size, "", plan.size);
+        kw_fragment(&tmp, plan);
+        kw_workload(&tmp);
+        assert_fsck_clean(&tmp);
+        fs::rename(&tmp, dir.join("image.img")).unwrap();
+    });
+    dir.join("image.img")
 }

@@ -6,8 +6,10 @@
 //! kernel's ext4 ([`fuse`]).
 
 pub mod checks;
+pub mod crash;
 pub mod fuse;
 pub mod image;
+pub mod jbuild;
 pub mod kwimage;
 pub mod oracle;
 pub mod rng;

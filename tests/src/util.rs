@@ -27,6 +27,32 @@ pub fn cache_dir() -> PathBuf {
     d
 }
 
+/// The cache directory of `name` for `key` (what the build depends on),
+/// built by `build` once: under a lock, so parallel tests and processes
+/// wait for one build, and with the directories of older keys removed.
+pub fn cached_build(name: &str, key: u64, build: impl FnOnce(&Path)) -> PathBuf {
+    let cache = cache_dir();
+    let dir = cache.join(format!("{name}-{key:016x}"));
+    let _lock = FileLock::acquire(&cache.join(format!(".lock-{name}"))).expect("lock");
+    if dir.join("DONE").exists() {
+        return dir;
+    }
+    for e in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{name}-"))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = std::time::Instant::now();
+    build(&dir);
+    std::fs::write(dir.join("DONE"), "").unwrap();
+    eprintln!("built {} in {:.1?}", dir.display(), t.elapsed());
+    dir
+}
+
 /// An exclusive `flock` on a file, held until drop. flock locks belong to
 /// the open file description, so two threads of one process exclude each
 /// other as well as two processes do.
@@ -92,6 +118,30 @@ pub fn run_ok(cmd: &mut Command) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The e2fsprogs test images (`*.img.gz`, with `MANIFEST.tsv`):
+/// `$EXT4_CORPUS`, else `../shared/corpus/e2fsprogs` beside the checkout.
+pub fn corpus_dir() -> PathBuf {
+    std::env::var_os("EXT4_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs")
+        })
+}
+
+/// A binary of the workspace built beside the running test:
+/// `target/<profile>/deps/<test>` -> `target/<profile>/<name>`.
+pub fn built_binary(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built: `cargo test --workspace` builds it, or `cargo build -p {package}`",
+        p.display()
+    );
+    p
 }
 
 /// Whether an executable is on `PATH` (or in the sbin directories, which

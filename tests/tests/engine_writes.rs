@@ -619,14 +619,18 @@ fn contracts() {
         ) => assert!(e.to_string().contains("quota")),
         other => panic!("quota volume opened read-write: {other:?}"),
     }
-    // A journal that needs recovery refuses, naming it.
+    // A journal that needs recovery is replayed onto the device first, as
+    // the kernel does at a read-write mount (here the flag alone: nothing
+    // to replay); with norecovery it refuses, naming it.
     std::fs::write(&img, &bytes).unwrap();
     ext4_tests::oracle::debugfs_script(&img, &["feature needs_recovery".to_string()], true)
         .unwrap();
-    let r = Volume::open(
-        MemDevice::from_vec(std::fs::read(&img).unwrap()),
-        &rw_options(),
-    );
+    let dirty = std::fs::read(&img).unwrap();
+    let skip = OpenOptions {
+        recovery: ext4_engine::Recovery::Skip,
+        ..rw_options()
+    };
+    let r = Volume::open(MemDevice::from_vec(dirty.clone()), &skip);
     assert!(
         matches!(
             r.err(),
@@ -635,8 +639,16 @@ fn contracts() {
                 ..
             })
         ),
-        "a journal needing recovery refuses a read-write open"
+        "norecovery on a journal needing recovery refuses a read-write open"
     );
+    let (v, dev) = open_rw(dirty, &rw_options());
+    assert!(
+        v.replay().is_some_and(|r| !r.in_memory) && !v.read_only(),
+        "a journal needing recovery is replayed by a read-write open"
+    );
+    drop(v);
+    let after = Volume::open(MemDevice::from_vec(dev.snapshot()), &OpenOptions::default()).unwrap();
+    assert!(!after.sb().needs_recovery() && after.replay().is_none());
     let _ = std::fs::remove_file(&img);
 
     let (vol, dev) = open_rw(bytes, &rw_options());

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use ext4_tests::fuse::FuseServer;
 use ext4_tests::oracle::{sweep_dead_processes, tempfile_path};
 use ext4_tests::snapshot::{host_snapshot, Kind, WalkOptions};
-use ext4_tests::util::{have_tool, require_fuse, skip};
+use ext4_tests::util::{built_binary as bin, corpus_dir, have_tool, require_fuse, skip};
 
 /// Metadata cache budget given to every program (the smallest the servers
 /// accept is 64 KiB; 1 MiB keeps the corpus fast).
@@ -79,14 +79,6 @@ struct Input {
     name: String,
     /// `.gz` (gunzipped on use) or raw.
     path: PathBuf,
-}
-
-fn corpus_dir() -> PathBuf {
-    std::env::var_os("EXT4_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs")
-        })
 }
 
 fn regressions_dir() -> PathBuf {
@@ -153,20 +145,6 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// A binary built beside this test: `target/<profile>/deps/<test>` ->
-/// `target/<profile>/<name>`.
-fn bin(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is not built: `cargo test --workspace` builds it, or `cargo build -p {package}`",
-        p.display()
-    );
-    p
 }
 
 /// Run every input through `one`, print one line per input, and fail at

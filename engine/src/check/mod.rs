@@ -293,7 +293,7 @@ impl<D: BlockDevice> Volume<D> {
             let n = per_chunk.min(used - first);
             let buf = &mut chunk[..n as usize * isz];
             let at = gd.inode_table * bs + first as u64 * isz as u64;
-            if let Err(e) = self.device().read_at(at, buf) {
+            if let Err(e) = self.read_device(at, buf) {
                 sink.put(Error::Io(e));
                 cx.t.lose_claims();
                 cx.t.lose_dirs();
@@ -1165,7 +1165,7 @@ impl<D: BlockDevice> Volume<D> {
                 while done < len {
                     let n = chunk.min(len - done);
                     let dst = &mut buf[..(n * bs) as usize];
-                    if let Err(e) = self.device().read_at((pblk + done) * bs, dst) {
+                    if let Err(e) = self.read_device((pblk + done) * bs, dst) {
                         sink.put(Error::Io(e));
                         return read * bs;
                     }

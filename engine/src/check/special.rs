@@ -12,7 +12,7 @@ use crate::blockmap::Run;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
-use crate::journal::{self, JournalSuperblock};
+use crate::journal::format::{self as journal, JournalSuperblock};
 use crate::mmp::{self, RawMmp};
 use crate::volume::Volume;
 
