@@ -205,19 +205,19 @@ impl<D: BlockDevice> Volume<D> {
             for i in 0..node.entries {
                 let e = node.extent(i);
                 self.check_extent(&e, obj)?;
-                if (e.lblk as u64) < pos || e.end() > leaf.hi {
+                if e.lblk.get() < pos || e.end() > leaf.hi {
                     return Err(Error::corrupt(
                         obj,
                         "extents overlap or leave their parent's range",
                     ));
                 }
-                if (e.lblk as u64) > pos {
+                if e.lblk.get() > pos {
                     runs.push(Run::Hole {
-                        len: e.lblk as u64 - pos,
+                        len: e.lblk.get() - pos,
                     });
                 }
                 runs.push(Run::Mapped {
-                    pblk: e.pblk,
+                    pblk: e.pblk.0,
                     len: e.len as u64,
                     unwritten: e.unwritten,
                 });
@@ -326,9 +326,9 @@ impl<D: BlockDevice> Volume<D> {
                     return Err(Error::corrupt(obj, "extents overlap"));
                 }
                 if (lblk as u64) < e.end() {
-                    let skip = (lblk - e.lblk) as u64;
+                    let skip = (lblk - e.lblk.0) as u64;
                     Ok(Run::Mapped {
-                        pblk: e.pblk + skip,
+                        pblk: e.pblk.0 + skip,
                         len: e.len as u64 - skip,
                         unwritten: e.unwritten,
                     })
@@ -351,7 +351,7 @@ impl<D: BlockDevice> Volume<D> {
                 "extent runs past the largest logical block",
             ));
         }
-        if !self.blocks_in_fs(e.pblk, e.len as u64) {
+        if !self.blocks_in_fs(e.pblk.0, e.len as u64) {
             return Err(Error::corrupt(obj, "extent points outside the filesystem"));
         }
         Ok(())

@@ -70,6 +70,8 @@ pub mod errno {
     pub const ENXIO: i32 = 6;
     pub const ESTALE: i32 = 116;
     pub const EMLINK: i32 = 31;
+    pub const ENODEV: i32 = 19;
+    pub const ESPIPE: i32 = 29;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +120,11 @@ pub enum Error {
     NotEmpty,
     /// The file would pass the largest size the filesystem allows.
     FileTooBig,
+    /// The operation makes no sense on a pipe (ESPIPE).
+    IllegalSeek,
+    /// The operation needs a regular file (ENODEV, as `fallocate` on a
+    /// device node).
+    NoDevice,
     /// A read-write open refused: the filesystem uses `feature`, which the
     /// engine cannot yet keep consistent (`why`).
     NotWritable {
@@ -129,8 +136,9 @@ pub enum Error {
     Stale,
     /// The inode would pass the most links the filesystem keeps (EMLINK).
     TooManyLinks,
-    /// Not allowed for this kind of object (EPERM): a hard link to a
-    /// directory, `user.` attributes on a device node.
+    /// Not permitted (EPERM): on this file (immutable, append-only), or
+    /// for this kind of object (a hard link to a directory, `user.`
+    /// attributes on a device node).
     NotPermitted,
     /// Refused for this object (EACCES): a default ACL on a non-directory.
     AccessDenied,
@@ -169,6 +177,8 @@ impl Error {
             Error::Exists => EEXIST,
             Error::NotEmpty => ENOTEMPTY,
             Error::FileTooBig => EFBIG,
+            Error::IllegalSeek => ESPIPE,
+            Error::NoDevice => ENODEV,
             Error::NotWritable { .. } => EROFS,
             Error::Stale => ESTALE,
             Error::TooManyLinks => EMLINK,
@@ -225,6 +235,8 @@ impl fmt::Display for Error {
             Error::Exists => write!(f, "file exists"),
             Error::NotEmpty => write!(f, "directory not empty"),
             Error::FileTooBig => write!(f, "file too large for this filesystem"),
+            Error::IllegalSeek => write!(f, "illegal seek (a pipe)"),
+            Error::NoDevice => write!(f, "not a regular file"),
             Error::NotWritable { feature, why } => write!(
                 f,
                 "cannot open read-write: the filesystem uses {feature}, which this engine cannot write yet ({why}); open it read-only"

@@ -6,6 +6,7 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 
 use crate::checksum::crc32c;
 use crate::error::{Error, Object, Result};
+use crate::numbers::{FileBlock, PhysBlock};
 
 pub const MAGIC: u16 = 0xF30A;
 /// The kernel builds at most 5 levels and refuses to read deeper trees;
@@ -46,15 +47,16 @@ pub struct RawExtent {
 /// A leaf extent, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
-    pub lblk: u32,
+    pub lblk: FileBlock,
     pub len: u32,
-    pub pblk: u64,
+    pub pblk: PhysBlock,
     pub unwritten: bool,
 }
 
 impl Extent {
+    /// The first logical block after the extent (up to `FileBlock::COUNT`).
     pub fn end(&self) -> u64 {
-        self.lblk as u64 + self.len as u64
+        self.lblk.get() + self.len as u64
     }
 }
 
@@ -119,9 +121,9 @@ impl<'a> Node<'a> {
             (raw_len, false)
         };
         Extent {
-            lblk: r.block.get(),
+            lblk: FileBlock(r.block.get()),
             len: len as u32,
-            pblk: r.start_lo.get() as u64 | (r.start_hi.get() as u64) << 32,
+            pblk: PhysBlock(r.start_lo.get() as u64 | (r.start_hi.get() as u64) << 32),
             unwritten,
         }
     }
@@ -213,9 +215,9 @@ mod tests {
         assert_eq!(
             n.extent(1),
             Extent {
-                lblk: 100,
+                lblk: FileBlock(100),
                 len: 1,
-                pblk: 900,
+                pblk: PhysBlock(900),
                 unwritten: true
             }
         );

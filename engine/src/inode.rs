@@ -101,7 +101,7 @@ pub struct Inode {
     /// In-inode xattr area (`128 + extra_isize .. inode_size`); at most one
     /// block, since an inode record never exceeds the block size.
     ibody: alloc::vec::Vec<u8>,
-    /// `ibody` was replaced and is to be stored.
+    /// `ibody` was replaced ([`Inode::set_ibody`]): [`Inode::store`] writes it.
     ibody_dirty: bool,
 }
 
@@ -196,6 +196,14 @@ impl Inode {
         if bytes.len() < GOOD_OLD_INODE_SIZE {
             return Err(Error::corrupt(Object::Inode(self.ino), "short record"));
         }
+        if self.ibody_dirty
+            && GOOD_OLD_INODE_SIZE + self.extra_isize as usize + self.ibody.len() != bytes.len()
+        {
+            return Err(Error::corrupt(
+                Object::Inode(self.ino),
+                "in-inode xattr area does not fit the record",
+            ));
+        }
         // i_blocks first: it may change the flags.
         let (blocks_lo, blocks_hi) = self.encode_blocks(sb)?;
         if fresh {
@@ -257,16 +265,9 @@ impl Inode {
             raw.projid = self.projid.into();
         }
         bytes[..n].copy_from_slice(&rec[..n]);
-        if self.ibody_dirty {
+        if self.ibody_dirty && large {
             let at = GOOD_OLD_INODE_SIZE + self.extra_isize as usize;
-            let area = bytes
-                .get_mut(at..)
-                .filter(|a| a.len() == self.ibody.len())
-                .ok_or(Error::corrupt(
-                    Object::Inode(self.ino),
-                    "in-inode xattr area does not fit the record",
-                ))?;
-            area.copy_from_slice(&self.ibody);
+            bytes[at..].copy_from_slice(&self.ibody);
             self.ibody_dirty = false;
         }
         if let Some((c, has_hi)) = expected_checksum(sb, self.ino, bytes) {
@@ -385,16 +386,17 @@ impl Inode {
         &self.ibody
     }
 
-    /// Bytes of the in-inode xattr area of a record of `inode_size`.
-    pub fn ibody_len(&self, inode_size: usize) -> usize {
-        inode_size.saturating_sub(GOOD_OLD_INODE_SIZE + self.extra_isize as usize)
+    /// Replace the in-inode extended attribute area (same length, as built
+    /// by the xattr region writer); the next [`Inode::store`] writes it.
+    pub fn set_ibody(&mut self, region: alloc::vec::Vec<u8>) {
+        self.ibody = region;
+        self.ibody_dirty = true;
     }
 
-    /// Replace the in-inode xattr area (exactly [`Inode::ibody_len`]
-    /// bytes); [`Inode::store`] writes it.
-    pub fn set_ibody(&mut self, area: alloc::vec::Vec<u8>) {
-        self.ibody = area;
-        self.ibody_dirty = true;
+    /// Bytes the in-inode extended attribute area has in a record of
+    /// `inode_size` bytes (0 for 128-byte records).
+    pub fn ibody_len(&self, inode_size: usize) -> usize {
+        inode_size.saturating_sub(GOOD_OLD_INODE_SIZE + self.extra_isize as usize)
     }
 
     /// i_block as fifteen little-endian u32 words.

@@ -5,6 +5,7 @@
 //! it.
 
 use core::fmt;
+use core::ops::Add;
 
 /// An inode number as on disk (1-based; 0 is never an inode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -30,12 +31,38 @@ impl PhysBlock {
     pub fn checked_add(self, n: u64) -> Option<PhysBlock> {
         self.0.checked_add(n).map(PhysBlock)
     }
+
+    /// The block's first byte on the device, `None` past `u64`.
+    pub fn byte_offset(self, block_size: u32) -> Option<u64> {
+        self.0.checked_mul(block_size as u64)
+    }
+}
+
+/// The block `n` blocks further on (a block within a run).
+impl Add<u64> for PhysBlock {
+    type Output = PhysBlock;
+    fn add(self, n: u64) -> PhysBlock {
+        PhysBlock(self.0 + n)
+    }
 }
 
 impl FileBlock {
+    /// How many logical blocks a file can address (`0..COUNT`).
+    pub const COUNT: u64 = 1 << 32;
+
+    /// Logical block `n`, `None` past the last one.
+    pub fn at(n: u64) -> Option<FileBlock> {
+        u32::try_from(n).ok().map(FileBlock)
+    }
+
+    /// The number widened, for arithmetic in blocks or bytes.
+    pub fn get(self) -> u64 {
+        self.0 as u64
+    }
+
     /// `self + n`, `None` past the last 32-bit logical block.
     pub fn checked_add(self, n: u64) -> Option<FileBlock> {
-        u32::try_from(self.0 as u64 + n).ok().map(FileBlock)
+        FileBlock::at(self.get() + n)
     }
 }
 
@@ -68,5 +95,12 @@ mod tests {
         assert_eq!(FileBlock(u32::MAX).checked_add(1), None);
         assert_eq!(PhysBlock(u64::MAX).checked_add(1), None);
         assert_eq!(PhysBlock(7).checked_add(3), Some(PhysBlock(10)));
+        assert_eq!(FileBlock::at(FileBlock::COUNT), None);
+        assert_eq!(
+            FileBlock::at(FileBlock::COUNT - 1),
+            Some(FileBlock(u32::MAX))
+        );
+        assert_eq!(PhysBlock(3).byte_offset(4096), Some(12288));
+        assert_eq!(PhysBlock(u64::MAX).byte_offset(1024), None);
     }
 }

@@ -241,6 +241,11 @@ pub struct Volume<D: BlockDevice> {
     alloc: Allocator,
     ilocks: crate::write::InodeLocks,
     orphans: crate::write::orphan::Orphans,
+    /// `ro_compat` features the write path turned on (`large_file`), for
+    /// the superblock at the next commit.
+    added_ro_compat: core::sync::atomic::AtomicU32,
+    /// New files that may still become inline (`inline_data`).
+    fresh: crate::write::inline::FreshInodes,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -381,6 +386,8 @@ impl<D: BlockDevice> Volume<D> {
             alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
             ilocks: crate::write::InodeLocks::new(),
             orphans: Default::default(),
+            added_ro_compat: core::sync::atomic::AtomicU32::new(0),
+            fresh: crate::write::inline::FreshInodes::new(),
         };
         vol.counts = vol.count()?;
         if vol.rw {
@@ -458,6 +465,12 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub(crate) fn orphans_mut(&mut self) -> &mut crate::write::orphan::Orphans {
         &mut self.orphans
+    }
+    pub(crate) fn added_ro_compat(&self) -> &core::sync::atomic::AtomicU32 {
+        &self.added_ro_compat
+    }
+    pub(crate) fn fresh_inodes(&self) -> &crate::write::inline::FreshInodes {
+        &self.fresh
     }
     pub(crate) fn mount_state(&self) -> u16 {
         self.mount_state
@@ -688,19 +701,25 @@ impl<D: BlockDevice> Volume<D> {
         self.check_block_root(inode, kind)
     }
 
+    /// Whether `i_block` of `inode` (of type `kind`) holds a block map
+    /// (extent root or block pointers): not inline data, device numbers or
+    /// a fast symlink's target.
+    pub(crate) fn has_block_map(&self, inode: &Inode, kind: FileType) -> bool {
+        if inode.has_flag(crate::inode::flags::INLINE_DATA) {
+            return false;
+        }
+        match kind {
+            FileType::Regular | FileType::Directory => true,
+            FileType::Symlink => !self.is_fast_symlink(inode),
+            _ => false,
+        }
+    }
+
     /// Check the start of the block map held in `i_block`, as the kernel
     /// does when it loads an inode: a damaged root fails every operation on
     /// the inode, `stat` included.
     fn check_block_root(&self, inode: &Inode, kind: FileType) -> Result<()> {
-        if inode.has_flag(crate::inode::flags::INLINE_DATA) {
-            return Ok(());
-        }
-        let mapped = match kind {
-            FileType::Regular | FileType::Directory => true,
-            FileType::Symlink => !self.is_fast_symlink(inode),
-            _ => false,
-        };
-        if !mapped {
+        if !self.has_block_map(inode, kind) {
             return Ok(());
         }
         if inode.has_flag(crate::inode::flags::EXTENTS) {

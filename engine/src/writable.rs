@@ -91,6 +91,8 @@ pub const WRITABLE: &[Word] = &[
     Word::Compat(compat::ORPHAN_FILE),
     Word::Incompat(incompat::FILETYPE),
     Word::Incompat(incompat::EXTENTS),
+    Word::Incompat(incompat::META_BG),
+    Word::Incompat(incompat::INLINE_DATA),
     Word::Incompat(incompat::BIT64),
     Word::Incompat(incompat::FLEX_BG),
     Word::Incompat(incompat::CSUM_SEED),
@@ -104,6 +106,8 @@ pub const WRITABLE: &[Word] = &[
     Word::RoCompat(ro_compat::EXTRA_ISIZE),
     Word::RoCompat(ro_compat::METADATA_CSUM),
     Word::RoCompat(ro_compat::ORPHAN_PRESENT),
+    // Only with extents and whole-cluster groups (see [`refusal`]).
+    Word::RoCompat(ro_compat::BIGALLOC),
 ];
 
 /// Why a known feature still refuses a read-write open.
@@ -113,12 +117,9 @@ pub const REFUSED: &[(&str, &str)] = &[
         "the journal holds transactions to replay first",
     ),
     (
-        "extent",
-        "files without extents (block maps) are not written yet",
+        "bigalloc",
+        "clusters without extents, or groups that are not whole clusters, are not written",
     ),
-    ("inline_data", "inline data is not written yet"),
-    ("bigalloc", "cluster allocation is not written yet"),
-    ("meta_bg", "meta_bg group layouts are not allocated in yet"),
     ("quota", "quota usage would go stale"),
     ("project", "project quota usage would go stale"),
     (
@@ -164,9 +165,6 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     if sb.needs_recovery() {
         return refuse("needs_recovery");
     }
-    if !sb.has_incompat(incompat::EXTENTS) {
-        return refuse("extent");
-    }
     let (c, i, r) = allowed(sb);
     // Bits nobody named yet are "unknown" to `names`.
     if let Some(name) = crate::features::names(c, i & !incompat::RECOVER, r).first() {
@@ -175,6 +173,14 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     let unnamed = (c & !compat::KNOWN) | (i & !incompat::SUPPORTED) | (r & !ro_compat::KNOWN);
     if unnamed != 0 {
         return refuse("unknown feature bits");
+    }
+    if sb.has_ro_compat(ro_compat::BIGALLOC) {
+        let ratio = sb.cluster_size / sb.block_size;
+        if !sb.has_incompat(incompat::EXTENTS)
+            || sb.clusters_per_group as u64 * ratio as u64 != sb.blocks_per_group as u64
+        {
+            return refuse("bigalloc");
+        }
     }
     None
 }
@@ -250,8 +256,21 @@ impl<D: BlockDevice> Volume<D> {
         self.commit()
     }
 
+    /// Whether `ro_compat` feature `f` is on: in the superblock as opened,
+    /// or turned on since by the write path.
+    pub fn has_ro_compat_now(&self, f: u32) -> bool {
+        self.sb().has_ro_compat(f) || self.added_ro_compat().load(Ordering::Acquire) & f != 0
+    }
+
+    /// Turn `ro_compat` feature `f` on: the superblock gets it with the
+    /// next commit (which also holds the change that needed it).
+    pub(crate) fn add_ro_compat(&self, f: u32) {
+        self.added_ro_compat().fetch_or(f, Ordering::AcqRel);
+    }
+
     /// Write the free counters into the superblock (at each commit; the
-    /// kernel writes them when it writes the superblock).
+    /// kernel writes them when it writes the superblock), with any feature
+    /// the write path turned on.
     pub(crate) fn write_super_counts(&self) -> Result<()> {
         let fb = self.counts().free_blocks.load(Ordering::Acquire);
         let fi = self.counts().free_inodes.load(Ordering::Acquire);
@@ -259,8 +278,12 @@ impl<D: BlockDevice> Volume<D> {
         let fb = fb * cluster_ratio;
         let bit64 = self.sb().has_incompat(incompat::BIT64);
         let last_orphan = self.orphans().head();
+        let added = self.added_ro_compat().load(Ordering::Acquire);
         self.edit_super(|raw| {
             raw.last_orphan = last_orphan.into();
+            if added != 0 {
+                raw.feature_ro_compat = (raw.feature_ro_compat.get() | added).into();
+            }
             raw.free_blocks_count_lo = (fb as u32).into();
             if bit64 {
                 raw.free_blocks_count_hi = ((fb >> 32) as u32).into();
@@ -335,11 +358,31 @@ mod tests {
                 ..
             })
         ));
-        let ext2 = sb_with(0, incompat::FILETYPE, 0);
+        // ext2 and ext3 (block maps), inline data and meta_bg write too.
+        let ext2 = sb_with(0, incompat::FILETYPE, ro_compat::SPARSE_SUPER);
+        assert!(refusal(&ext2).is_none());
+        let ext3 = sb_with(compat::HAS_JOURNAL, incompat::FILETYPE, 0);
+        assert!(refusal(&ext3).is_none());
+        let inline = sb_with(
+            0,
+            incompat::EXTENTS | incompat::INLINE_DATA | incompat::META_BG,
+            0,
+        );
+        assert!(refusal(&inline).is_none());
+        // bigalloc needs extents.
+        let clusters = {
+            let mut raw = crate::superblock::small_raw();
+            raw.feature_incompat = incompat::FILETYPE.into();
+            raw.feature_ro_compat = ro_compat::BIGALLOC.into();
+            raw.log_cluster_size = 4u32.into();
+            raw.clusters_per_group = 512u32.into();
+            let b = raw.as_bytes().to_vec();
+            Superblock::parse(&raw, &b, 1 << 30).unwrap()
+        };
         assert!(matches!(
-            refusal(&ext2),
+            refusal(&clusters),
             Some(Error::NotWritable {
-                feature: "extent",
+                feature: "bigalloc",
                 ..
             })
         ));

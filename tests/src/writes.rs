@@ -3,23 +3,27 @@
 //! [`MemDevice`]; random operation sequences applied through the engine
 //! and to a model of the tree ([`model`]: names, types, modes, owners,
 //! times, sizes, contents, link counts, symlink targets, device numbers,
-//! xattrs and ACLs); then the image must pass `e2fsck -fn`, and the
-//! kernel's ext4 (a read-only loop mount, walked with statx and
-//! llistxattr) and the engine reopened read-only must both show exactly
-//! the model.
+//! xattrs and ACLs, and per file which blocks are holes, written or
+//! unwritten); then the image must pass `e2fsck -fn`, and the kernel's
+//! ext4 (a read-only loop mount, walked with statx and llistxattr; FIEMAP
+//! and `st_blocks` against `debugfs`' `i_blocks`) and the engine reopened
+//! read-only must both show exactly the model.
 
 pub mod model;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ext4_engine::attr::Timestamp;
+use ext4_engine::blockmap::Run;
 use ext4_engine::device::MemDevice;
 use ext4_engine::volume::{OpenOptions, Volume};
 
-use crate::oracle::{e2fsck_check, tempfile_path, KernelMount};
+use crate::kwimage::{kernel_fiemap, FIEMAP_EXTENT_DATA_INLINE, FIEMAP_EXTENT_UNWRITTEN};
+use crate::oracle::{debugfs_script, e2fsck_check, parse_stat, tempfile_path, KernelMount};
 use crate::snapshot::{
     diff, engine_snapshot, format_diffs, host_snapshot, Compare, Difference, Entry, Field, Kind,
     Snapshot, WalkOptions,
@@ -155,6 +159,97 @@ pub const EXT4_HTREE_LEGACY: Profile = Profile {
     debugfs: &["ssv flags 2"],
 };
 
+/// ext2: block-mapped files, no journal; 1 KiB blocks, so double and
+/// triple indirect blocks come early (256 pointers a block).
+pub const EXT2: Profile = Profile {
+    name: "ext2",
+    mkfs: &["-t", "ext2", "-b", "1024"],
+    size_mib: 32,
+    tune: &[],
+    debugfs: &[],
+};
+/// ext3's defaults: block-mapped files and a journal.
+pub const EXT3: Profile = Profile {
+    name: "ext3",
+    mkfs: &["-t", "ext3", "-b", "4096", "-g", "8192"],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// ext4 without extents: block maps with `metadata_csum`, `flex_bg`,
+/// `huge_file`.
+pub const EXT4_NO_EXTENT: Profile = Profile {
+    name: "ext4-noextent",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "^extent,^64bit",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// Inline data (256-byte inodes: up to 128 bytes in the inode).
+pub const EXT4_INLINE: Profile = Profile {
+    name: "ext4-inline",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "inline_data",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// 16 KiB clusters of 1 KiB blocks, 1024 clusters a group (`-g` counts
+/// clusters under bigalloc).
+pub const EXT4_BIGALLOC_16K: Profile = Profile {
+    name: "ext4-bigalloc16k",
+    mkfs: &[
+        "-t", "ext4", "-O", "bigalloc", "-b", "1024", "-C", "16384", "-g", "1024",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// 64 KiB clusters of 4 KiB blocks, 256 clusters a group.
+pub const EXT4_BIGALLOC_64K: Profile = Profile {
+    name: "ext4-bigalloc64k",
+    mkfs: &[
+        "-t", "ext4", "-O", "bigalloc", "-b", "4096", "-C", "65536", "-g", "256",
+    ],
+    size_mib: 128,
+    tune: &[],
+    debugfs: &[],
+};
+/// meta_bg: 64 groups of 1024 1 KiB blocks, descriptors in each meta group.
+pub const EXT4_META_BG: Profile = Profile {
+    name: "ext4-meta_bg",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "meta_bg,^resize_inode",
+        "-b",
+        "1024",
+        "-g",
+        "1024",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+
 pub const PROFILES: &[Profile] = &[
     EXT4_DEFAULT,
     EXT4_1K,
@@ -165,16 +260,16 @@ pub const PROFILES: &[Profile] = &[
     EXT4_ORPHAN_FILE,
     EXT4_HTREE_TEA,
     EXT4_HTREE_LEGACY,
+    EXT2,
+    EXT3,
+    EXT4_NO_EXTENT,
+    EXT4_INLINE,
+    EXT4_BIGALLOC_16K,
+    EXT4_BIGALLOC_64K,
+    EXT4_META_BG,
 ];
 
-/// The directories every image starts with (besides the root).
-pub const DIRS: &[&str] = &["", "d1", "d2"];
-/// A file every image starts with, and its contents.
-pub const SEED_FILE: &str = "seed";
-
-pub fn seed_contents() -> Vec<u8> {
-    (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect()
-}
+pub use model::{seed_contents, DIRS, SEED_FILE};
 
 /// The image of `p`, made once per process by `mke2fs -d` from a small
 /// source tree (the directories of [`DIRS`] and [`SEED_FILE`]).
@@ -265,7 +360,9 @@ pub fn open_rw(bytes: Vec<u8>, opts: &OpenOptions) -> (MemVolume, Arc<MemDevice>
     (vol, dev)
 }
 
-pub use model::{apply, bytes_of, Body, Model, Op};
+pub use model::{
+    apply, bytes_of, falloc_expect, Body, Geometry, Model, Node, Op, St, FALLOC_MODES,
+};
 
 /// Stored as the inode keeps it: 128-byte inodes have whole seconds in
 /// 32 bits.
@@ -404,7 +501,81 @@ pub fn check_engine(bytes: Vec<u8>, m: &Model) -> Result<(), String> {
     if !d.is_empty() {
         return Err(format_diffs("engine (reopened) vs model", &d, 20));
     }
+    if m.geo.inline {
+        // Which files are inline is the kernel's choice as much as ours.
+        return Ok(());
+    }
+    for ino in m.files() {
+        let n = &m.nodes[&ino];
+        let inode = vol
+            .inode(ino)
+            .map_err(|e| format!("engine inode {ino}: {e}"))?;
+        let mut runs = Vec::new();
+        let mut l = 0u64;
+        while l < state_limit(n, m.geo.bs) {
+            let r = vol
+                .map_block(&inode, l)
+                .map_err(|e| format!("engine map {ino} block {l}: {e}"))?;
+            if let Run::Mapped { len, unwritten, .. } = r {
+                let st = if unwritten { St::Unwritten } else { St::Data };
+                runs.push((l, len, st));
+            }
+            l += r.len().max(1);
+        }
+        check_states("engine", ino, n, &runs)?;
+    }
     Ok(())
+}
+
+/// How far block states are compared: the model's blocks and the size.
+fn state_limit(n: &Node, bs: u64) -> u64 {
+    (n.blocks.len() as u64)
+        .max(n.size().div_ceil(bs))
+        .min(1 << 22)
+}
+
+/// `runs` (first block, blocks, state; holes left out) of file `ino`
+/// agree with the model's block states.
+fn check_states(who: &str, ino: u32, n: &Node, runs: &[(u64, u64, St)]) -> Result<(), String> {
+    // Past the model's blocks everything must be a hole.
+    let end = runs
+        .iter()
+        .map(|r| r.0 + r.1)
+        .max()
+        .unwrap_or(0)
+        .max(n.blocks.len() as u64)
+        .min(1 << 22);
+    let mut got = vec![St::Hole; end as usize];
+    for &(start, len, st) in runs {
+        for b in start..(start + len).min(end) {
+            got[b as usize] = st;
+        }
+    }
+    for (b, &g) in got.iter().enumerate() {
+        let want = n.st(b as u64);
+        if !want.admits(g) {
+            return Err(format!(
+                "{who}: inode {ino} block {b} is {g:?}, the model says {want:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One path of every inode of the model.
+fn model_paths(m: &Model) -> BTreeMap<u32, PathBuf> {
+    let mut out = BTreeMap::new();
+    let mut queue = vec![(PathBuf::new(), model::ROOT)];
+    out.insert(model::ROOT, PathBuf::new());
+    while let Some((path, d)) = queue.pop() {
+        for (name, &child) in &m.dirs[&d] {
+            let p = path.join(std::ffi::OsStr::from_bytes(name));
+            if out.insert(child, p.clone()).is_none() && m.nodes[&child].is_dir() {
+                queue.push((p, child));
+            }
+        }
+    }
+    out
 }
 
 /// `e2fsck -fn` exits 0 on the image file.
@@ -448,9 +619,82 @@ pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
             });
         }
     }
+    let states = kernel_states(mnt.path(), m);
     mnt.unmount().map_err(|e| format!("unmount: {e}"))?;
     if !d.is_empty() {
         return Err(format_diffs("kernel vs model", &d, 20));
+    }
+    states?;
+    // st_blocks of every path as the engine counts it.
+    let vol = crate::open_engine(img)?;
+    let blocks = Compare {
+        fields: &[Field::Blocks],
+        ignore_dir_size: false,
+        ignore_paths: &[],
+    };
+    let d = diff(&got, &engine_snapshot(&vol, WALK), &blocks);
+    if !d.is_empty() {
+        return Err(format_diffs("kernel vs engine (st_blocks)", &d, 20));
+    }
+    check_i_blocks(img, m, &vol)
+}
+
+/// Holes, written and unwritten blocks of every file as the kernel's
+/// mount shows them (FIEMAP) are what the model says.
+fn kernel_states(root: &Path, m: &Model) -> Result<(), String> {
+    for (ino, rel) in model_paths(m) {
+        let p = root.join(&rel);
+        let n = &m.nodes[&ino];
+        if !matches!(n.body, Body::File(_)) || m.geo.inline {
+            continue;
+        }
+        let file = std::fs::File::open(&p).map_err(|e| format!("open {p:?}: {e}"))?;
+        let exts = kernel_fiemap(&file)?;
+        if exts
+            .iter()
+            .any(|e| e.fe_flags & FIEMAP_EXTENT_DATA_INLINE != 0)
+        {
+            continue;
+        }
+        let bs = m.geo.bs;
+        let runs: Vec<(u64, u64, St)> = exts
+            .iter()
+            .map(|e| {
+                let st = if e.fe_flags & FIEMAP_EXTENT_UNWRITTEN != 0 {
+                    St::Unwritten
+                } else {
+                    St::Data
+                };
+                (e.fe_logical / bs, e.fe_length.div_ceil(bs), st)
+            })
+            .collect();
+        check_states("kernel", ino, n, &runs)?;
+    }
+    Ok(())
+}
+
+/// Every inode's `i_blocks` as e2fsprogs reads it (`debugfs stat`)
+/// equals the engine's.
+fn check_i_blocks<D: ext4_engine::device::BlockDevice>(
+    img: &Path,
+    m: &Model,
+    vol: &Volume<D>,
+) -> Result<(), String> {
+    let inos: Vec<u32> = m.nodes.keys().copied().collect();
+    let reqs: Vec<String> = inos.iter().map(|i| format!("stat <{i}>")).collect();
+    let outs = debugfs_script(img, &reqs, false)?;
+    for (&ino, out) in inos.iter().zip(&outs) {
+        let st = parse_stat(out)?;
+        let raw = vol
+            .inode(ino)
+            .map_err(|e| format!("engine inode {ino}: {e}"))?
+            .blocks_512;
+        if st.blockcount != raw {
+            return Err(format!(
+                "debugfs: inode {ino} Blockcount {}, engine i_blocks {raw}",
+                st.blockcount
+            ));
+        }
     }
     Ok(())
 }

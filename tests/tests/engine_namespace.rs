@@ -49,6 +49,29 @@ impl Drop for Scratch {
     }
 }
 
+/// The kernel's read-only mounts of `kimg` and `eimg` show the same
+/// `fields` on every path (directory sizes too when `fields` has them).
+fn same_to_the_kernel(kimg: &Path, eimg: &Path, fields: &[Field], what: &str) {
+    let walk = WalkOptions {
+        content: true,
+        data_map: false,
+        ioctls: fields.contains(&Field::Flags),
+    };
+    let snap = |img: &Path| {
+        let m = KernelMount::ro(img).unwrap();
+        let s = host_snapshot(m.path(), walk);
+        m.unmount().unwrap();
+        s
+    };
+    let cmp = Compare {
+        fields,
+        ignore_dir_size: !fields.contains(&Field::Size),
+        ignore_paths: &[],
+    };
+    let d = diff(&snap(kimg), &snap(eimg), &cmp);
+    assert!(d.is_empty(), "{}", format_diffs(what, &d, 30));
+}
+
 fn errno_of(r: std::io::Result<()>) -> i32 {
     r.err().map_or(0, |e| e.raw_os_error().unwrap_or(-1))
 }
@@ -197,7 +220,7 @@ fn device_numbers_as_the_kernel() {
     check_fsck(&eimg.0).unwrap();
     let k = ext4_tests::open_engine(&kimg.0).unwrap();
     let e = ext4_tests::open_engine(&eimg.0).unwrap();
-    for i in 0..devs.len() {
+    for (i, dev_no) in devs.iter().enumerate() {
         for kind in ["c", "b"] {
             let name = format!("{kind}{i}");
             let kb = k
@@ -209,8 +232,7 @@ fn device_numbers_as_the_kernel() {
             assert_eq!(
                 &eb[0x28..0x64],
                 &kb[0x28..0x64],
-                "{name} {:?}: i_block",
-                devs[i]
+                "{name} {dev_no:?}: i_block"
             );
             assert_eq!(&eb[0x20..0x24], &kb[0x20..0x24], "{name}: i_flags");
         }
@@ -336,33 +358,17 @@ fn rename_as_the_kernel() {
     assert_eq!(eres, kres, "answers differ:\n{}", named.join("\n"));
     let eimg = Scratch::new("rename-engine", &dev.snapshot());
     check_fsck(&eimg.0).unwrap();
-    let walk = WalkOptions {
-        content: true,
-        data_map: false,
-        ioctls: false,
-    };
-    let km = KernelMount::ro(&kimg.0).unwrap();
-    let ks = host_snapshot(km.path(), walk);
-    km.unmount().unwrap();
-    let em = KernelMount::ro(&eimg.0).unwrap();
-    let es = host_snapshot(em.path(), walk);
-    em.unmount().unwrap();
-    let cmp = Compare {
-        fields: &[
+    same_to_the_kernel(
+        &kimg.0,
+        &eimg.0,
+        &[
             Field::Kind,
             Field::Mode,
             Field::Nlink,
             Field::Link,
             Field::Content,
         ],
-        ignore_dir_size: true,
-        ignore_paths: &[],
-    };
-    let d = diff(&ks, &es, &cmp);
-    assert!(
-        d.is_empty(),
-        "{}",
-        format_diffs("kernel's renames vs ours", &d, 30)
+        "kernel's renames vs ours",
     );
 }
 
@@ -495,7 +501,7 @@ fn deep_hash_trees() {
                 Err(Error::NoSpace) if !large_dir => break,
                 Err(e) => panic!("link {count}: {e}"),
             }
-            if large_dir && count % 512 == 0 && levels(&vol) == 2 {
+            if large_dir && count.is_multiple_of(512) && levels(&vol) == 2 {
                 break;
             }
             assert!(count < 200_000, "the tree never grew");
@@ -524,7 +530,7 @@ fn deep_hash_trees() {
         for i in (0..count).step_by(3) {
             vol.unlink(d, &name(i)).unwrap();
         }
-        let gone = |i: u32| i % 3 == 0;
+        let gone = |i: u32| i.is_multiple_of(3);
         let moved = |i: u32| !gone(i) && i % 7 == 1;
         let renamed = |i: u32| !gone(i) && !moved(i) && i % 11 == 2;
         for i in (0..count).filter(|&i| moved(i)) {
@@ -747,4 +753,130 @@ fn deleted_inodes_read_as_gone() {
         Err(Error::Corrupt { .. })
     ));
     let _ = std::fs::remove_file(&img);
+}
+
+/// Inline-data directories, changed the same way by the kernel and by
+/// the engine: after every name added, the directory's size and block
+/// count are the kernel's (60 bytes in `i_block`, then `system.data`
+/// grown to the room the body has — less an xattr set there first —
+/// then a block of its own); an inline directory moved to another
+/// parent (its ".." in `i_block`), names renamed into and out of inline
+/// directories, an empty inline directory removed. The trees agree, the
+/// kernel reads ours, e2fsck is clean on both.
+#[test]
+fn inline_directories_as_the_kernel() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let base = fresh(4096, "inline_data", "16M", &["-I", "256"]);
+    let names: Vec<String> = (0..14).map(|i| format!("n-{i:02}")).collect();
+    let small = [7u8; 8];
+    // The kernel's side.
+    let kimg = Scratch::new("inline-dir-kernel", &base);
+    let mut ksizes = Vec::new();
+    {
+        let m = KernelMount::mount(&kimg.0, false, "").unwrap();
+        let r = m.path();
+        let a = r.join("a");
+        std::fs::create_dir(&a).unwrap();
+        let set = |p: &Path, v: &[u8]| {
+            let (p, n) = (cpath(p), CString::new("user.x").unwrap());
+            // SAFETY: valid strings and buffer.
+            let rc =
+                unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+            assert_eq!(rc, 0, "kernel setxattr");
+        };
+        set(&a, &small);
+        let size = |p: &Path| {
+            let md = std::fs::metadata(p).unwrap();
+            (md.len(), md.blocks())
+        };
+        ksizes.push(size(&a));
+        for n in &names {
+            std::fs::write(a.join(n), b"").unwrap();
+            ksizes.push(size(&a));
+        }
+        std::fs::create_dir_all(r.join("b/c")).unwrap();
+        std::fs::create_dir(r.join("d")).unwrap();
+        std::fs::write(r.join("b/f"), b"").unwrap();
+        std::fs::rename(r.join("b/c"), r.join("d/c")).unwrap();
+        std::fs::rename(r.join("a/n-00"), r.join("b/m")).unwrap();
+        std::fs::rename(r.join("b/f"), r.join("d/f2")).unwrap();
+        std::fs::remove_file(r.join("b/m")).unwrap();
+        std::fs::create_dir(r.join("d/e")).unwrap();
+        std::fs::remove_dir(r.join("d/e")).unwrap();
+        for d in ["b", "d", "d/c"] {
+            ksizes.push(size(&r.join(d)));
+        }
+        m.unmount().unwrap();
+    }
+    // The engine's.
+    let (vol, dev) = open_rw(base, &rw_options());
+    let c = Cred::ROOT;
+    let root = InodeNo::ROOT;
+    let dir_size = |v: &Volume<std::sync::Arc<MemDevice>>, i: InodeNo| {
+        let at = v.getattr(i.0).unwrap();
+        (at.size, at.blocks)
+    };
+    let a = InodeNo(vol.mkdir(root, b"a", 0o755, &c).unwrap().ino);
+    vol.setxattr(a, b"user.x", &small, 0, &c).unwrap();
+    let mut esizes = vec![dir_size(&vol, a)];
+    for n in &names {
+        vol.create(a, n.as_bytes(), 0o644, &c).unwrap();
+        esizes.push(dir_size(&vol, a));
+    }
+    let b = InodeNo(vol.mkdir(root, b"b", 0o755, &c).unwrap().ino);
+    vol.mkdir(b, b"c", 0o755, &c).unwrap();
+    let d = InodeNo(vol.mkdir(root, b"d", 0o755, &c).unwrap().ino);
+    vol.create(b, b"f", 0o644, &c).unwrap();
+    vol.rename(b, b"c", d, b"c", 0, &c).unwrap();
+    vol.rename(a, b"n-00", b, b"m", 0, &c).unwrap();
+    vol.rename(b, b"f", d, b"f2", 0, &c).unwrap();
+    vol.unlink(b, b"m").unwrap();
+    vol.mkdir(d, b"e", 0o755, &c).unwrap();
+    vol.rmdir(d, b"e").unwrap();
+    let dc = InodeNo(vol.lookup_ino(d.0, b"c").unwrap());
+    for i in [b, d, dc] {
+        esizes.push(dir_size(&vol, i));
+    }
+    vol.close().unwrap();
+    drop(vol);
+    assert_eq!(esizes, ksizes, "(size, blocks) of the directories");
+    assert!(
+        ksizes[0] == (60, 0) && ksizes.last().unwrap().1 == 0,
+        "the kernel made inline directories: {ksizes:?}"
+    );
+    assert!(
+        ksizes.iter().any(|&(s, b)| s > 60 && b == 0),
+        "system.data grew: {ksizes:?}"
+    );
+    assert!(
+        ksizes[..=names.len()].iter().any(|&(_, b)| b > 0),
+        "a directory moved into a block: {ksizes:?}"
+    );
+    let eimg = Scratch::new("inline-dir-engine", &dev.snapshot());
+    check_fsck(&eimg.0).unwrap();
+    check_fsck(&kimg.0).unwrap();
+    same_to_the_kernel(
+        &kimg.0,
+        &eimg.0,
+        &[
+            Field::Kind,
+            Field::Mode,
+            Field::Nlink,
+            Field::Size,
+            Field::Blocks,
+            Field::Flags,
+            Field::Xattrs,
+            Field::Content,
+        ],
+        "the kernel's inline directories vs ours",
+    );
+    // ".." of the moved inline directory.
+    let e = ext4_tests::open_engine(&eimg.0).unwrap();
+    let dc = e.lookup_ino(e.lookup_ino(2, b"d").unwrap(), b"c").unwrap();
+    assert_eq!(
+        e.lookup_ino(dc, b"..").unwrap(),
+        e.lookup_ino(2, b"d").unwrap()
+    );
 }

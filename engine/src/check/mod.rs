@@ -680,7 +680,7 @@ impl<D: BlockDevice> Volume<D> {
                     sink.put(Error::corrupt(obj, "extent runs past its parent's range"));
                     return;
                 }
-                cl.blocks(e.pblk, e.len as u64);
+                cl.blocks(e.pblk.0, e.len as u64);
                 cl.mapped(e.end() - 1, !e.unwritten);
                 prev_end = e.end();
             } else {

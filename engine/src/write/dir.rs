@@ -21,7 +21,11 @@ pub enum Slot {
     /// Inside existing block `lblk` (at `pblk`): the entry at `offset` is
     /// empty (`inode` 0) and long enough, or has room after its name.
     At { lblk: u32, pblk: u64, offset: usize },
-    /// The directory needs one more block at its end (linear).
+    /// In an inline-data directory, the entry at `offset` of its areas
+    /// (see [`super::inline_dir`]).
+    Inline { offset: usize },
+    /// The directory needs one more block at its end (linear), or an
+    /// inline-data directory more room.
     NewBlock,
     /// The hash-tree leaf the name belongs to is full: it must be split.
     Split,
@@ -36,6 +40,9 @@ pub struct Found {
     /// The entry before it in the same block, if any.
     pub prev: Option<usize>,
     pub ino: InodeNo,
+    /// In an inline-data directory (`offset` and `prev` in its areas;
+    /// `lblk` and `pblk` unused).
+    pub inline: bool,
 }
 
 /// Bytes an entry with a name of `len` needs.
@@ -145,15 +152,13 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Find room for an entry named `name` in `dir`, changing nothing.
     pub fn find_slot(&self, dir: &Inode, name: &[u8]) -> Result<Slot> {
-        if dir.has_flag(flags::INLINE_DATA) {
-            return Err(Error::Unsupported {
-                what: "adding names to inline-data directories",
-            });
-        }
         if dir.has_flag(flags::ENCRYPT) || dir.has_flag(flags::CASEFOLD) {
             return Err(Error::Unsupported {
                 what: "adding names to encrypted or case-insensitive directories",
             });
+        }
+        if dir.has_flag(flags::INLINE_DATA) {
+            return self.inline_slot(dir, name);
         }
         let need = rec_len(name.len());
         let (lo, hi) = if self.indexed(dir) {
@@ -224,21 +229,25 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
-    /// Put the entry `name -> ino` at `slot` (an [`Slot::At`] from
-    /// [`Volume::find_slot`] on the same, still locked, directory). One
-    /// credit.
+    /// Put the entry `name -> ino` at `slot` (an [`Slot::At`] or
+    /// [`Slot::Inline`] from [`Volume::find_slot`] on the same, still
+    /// locked, directory; an inline directory changes in `dir`, which the
+    /// caller writes). One credit.
     pub fn place_entry(
         &self,
         h: &mut Handle<'_, D>,
-        dir: &Inode,
+        dir: &mut Inode,
         slot: Slot,
         name: &[u8],
         ino: InodeNo,
         kind: FileType,
     ) -> Result<()> {
-        let Slot::At { lblk, pblk, offset } = slot else {
-            return Err(Error::InvalidArgument);
+        let (lblk, pblk, offset) = match slot {
+            Slot::At { lblk, pblk, offset } => (lblk, pblk, offset),
+            Slot::Inline { offset } => return self.inline_place(dir, offset, name, ino, kind),
+            _ => return Err(Error::InvalidArgument),
         };
+        let dir = &*dir;
         let bs = self.sb().block_size as usize;
         let ft = if self.sb().has_incompat(incompat::FILETYPE) {
             dirent_type(kind)
@@ -280,9 +289,7 @@ impl<D: BlockDevice> Volume<D> {
     /// Find the entry `name` in `dir` (where it is, and the entry before).
     pub fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<Found>> {
         if dir.has_flag(flags::INLINE_DATA) {
-            return Err(Error::Unsupported {
-                what: "removing names from inline-data directories",
-            });
+            return self.inline_find(dir, name);
         }
         // The leaf the name hashes to first; colliding or damaged trees
         // fall back to every block (found the same either way).
@@ -315,6 +322,7 @@ impl<D: BlockDevice> Volume<D> {
                         offset: e.offset,
                         prev,
                         ino: InodeNo(e.inode),
+                        inline: false,
                     })
                 })?;
                 if f.is_some() {
@@ -327,8 +335,12 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Remove the entry `at` (from [`Volume::find_entry`] on the same,
     /// still locked, directory): merged into the entry before it, or
-    /// emptied when first in its block. One credit.
-    pub fn remove_entry(&self, h: &mut Handle<'_, D>, dir: &Inode, at: &Found) -> Result<()> {
+    /// emptied when first in its block (an inline directory changes in
+    /// `dir`, which the caller writes). One credit.
+    pub fn remove_entry(&self, h: &mut Handle<'_, D>, dir: &mut Inode, at: &Found) -> Result<()> {
+        if at.inline {
+            return self.inline_remove(dir, at);
+        }
         let bs = self.sb().block_size as usize;
         let ok = h.modify(PhysBlock(at.pblk), |b| {
             let o = at.offset;

@@ -16,13 +16,11 @@ use alloc::vec::Vec;
 
 use heapless::Vec as HVec;
 
-use crate::allocator::ALLOC_CREDITS;
 use crate::checksum::crc32c;
 use crate::device::BlockDevice;
 use crate::dir::Entries;
 use crate::dx_hash::{dx_hash, HashVersion};
 use crate::error::{Error, Object, Result};
-use crate::extent::Extent;
 use crate::features::{compat, incompat};
 use crate::htree::{
     entry_block, entry_hash, le16, MAX_LEVELS, NODE_ENTRIES_OFFSET, ROOT_INFO_OFFSET,
@@ -35,7 +33,6 @@ use crate::volume::Volume;
 use crate::writable::Cred;
 
 use super::dir::{put_entry, rec_len, rec_len_to_disk, Found, Slot};
-use super::extent::insert_credits;
 
 /// Entries of the root start after ".", ".." and the root info.
 const ROOT_ENTRIES: usize = ROOT_INFO_OFFSET + 8;
@@ -221,6 +218,7 @@ impl<D: BlockDevice> Volume<D> {
                     offset: e.offset,
                     prev,
                     ino: InodeNo(e.inode),
+                    inline: false,
                 })
             })?;
             if f.is_some() {
@@ -290,7 +288,10 @@ impl<D: BlockDevice> Volume<D> {
     pub(crate) fn make_room(&self, dir: &mut Inode, name: &[u8], cred: &Cred) -> Result<Slot> {
         for _ in 0..MAX_ROOM_STEPS {
             match self.find_slot(dir, name)? {
-                s @ Slot::At { .. } => return Ok(s),
+                s @ (Slot::At { .. } | Slot::Inline { .. }) => return Ok(s),
+                Slot::NewBlock if dir.has_flag(flags::INLINE_DATA) => {
+                    self.grow_inline(dir, cred)?;
+                }
                 Slot::NewBlock => {
                     let one = self.dir_blocks(dir) == 1;
                     if !(one
@@ -308,8 +309,8 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Credits of a room-making step that adds `blocks` blocks.
     fn room_credits(&self, dir: &Inode, blocks: usize) -> Result<usize> {
-        let per = ALLOC_CREDITS + 1 + insert_credits(self.extent_depth(dir)? + 1);
-        Ok(blocks * per + 4 + 1)
+        let per = self.map_credits(dir)? + 1;
+        Ok(blocks * per + self.undo_map_credits(dir)? + 4 + 1)
     }
 
     /// Run one step in its own handle; the directory inode is written at
@@ -338,6 +339,18 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
+    /// A full inline-data directory gets more room: a bigger
+    /// `system.data` while its body has room, else a block of its own.
+    fn grow_inline(&self, dir: &mut Inode, cred: &Cred) -> Result<()> {
+        let credits = self.grow_inline_credits(dir)?;
+        self.room_step(dir, credits, |h, dir| {
+            if !self.grow_inline_dir(dir)? {
+                self.inline_dir_to_block(h, dir, cred)?;
+            }
+            Ok(true)
+        })
+    }
+
     /// A linear directory gets one more (empty) block.
     fn grow_linear(&self, dir: &mut Inode, cred: &Cred) -> Result<()> {
         let credits = self.room_credits(dir, 1)?;
@@ -347,9 +360,9 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
-    /// Allocate `n` blocks and map them at the end of `dir` (size and
-    /// block count follow). ENOSPC changes nothing. Returns (logical,
-    /// physical) of each.
+    /// Allocate `n` blocks and map them at the end of `dir`, like file
+    /// data (extent or block map, clusters); size and block count follow.
+    /// ENOSPC changes nothing. Returns (logical, physical) of each.
     fn append_blocks(
         &self,
         h: &mut Handle<'_, D>,
@@ -362,47 +375,23 @@ impl<D: BlockDevice> Volume<D> {
         if first + n as u64 > u32::MAX as u64 {
             return Err(Error::NoSpace);
         }
-        let first = first as u32;
-        let goal = match first.checked_sub(1).map(|l| self.map_block(dir, l as u64)) {
-            Some(Ok(crate::blockmap::Run::Mapped { pblk, .. })) => PhysBlock(pblk + 1),
-            _ => self.inode_goal(InodeNo(dir.ino), false),
-        };
         let mut got: HVec<(u32, u64), 2> = HVec::new();
-        for k in 0..n {
-            let g = got.last().map_or(goal, |&(_, p)| PhysBlock(p + 1));
-            match self.alloc_blocks(h, g, 1, cred, true) {
+        for k in 0..n as u64 {
+            match self.map_hole(h, dir, first + k, 1, false, cred) {
                 Ok((b, _)) => {
-                    let _ = got.push((first + k as u32, b.0));
+                    let _ = got.push(((first + k) as u32, b.0));
                 }
                 Err(e) => {
-                    for &(_, p) in &got {
-                        self.free_blocks(h, PhysBlock(p), 1)?;
+                    if k > 0 {
+                        // The block mapped before goes again (it ends
+                        // the map: one removal without a split).
+                        self.unmap_step(h, dir, first, first + k, cred)?;
                     }
                     return Err(e);
                 }
             }
         }
-        for (k, &(lblk, pblk)) in got.iter().enumerate() {
-            let ext = Extent {
-                lblk,
-                len: 1,
-                pblk,
-                unwritten: false,
-            };
-            if let Err(e) = self.insert_extent(h, dir, ext, cred) {
-                if k > 0 {
-                    self.remove_last_extent(h, dir, first)?;
-                }
-                for &(_, p) in &got[k..] {
-                    self.free_blocks(h, PhysBlock(p), 1)?;
-                }
-                self.mapping_changed(dir.ino);
-                return Err(e);
-            }
-            dir.blocks_512 += bs / 512;
-        }
-        dir.size = (first as u64 + n as u64) * bs;
-        self.mapping_changed(dir.ino);
+        dir.size = (first + n as u64) * bs;
         Ok(got)
     }
 
@@ -698,9 +687,16 @@ impl<D: BlockDevice> Volume<D> {
     pub(crate) fn set_dotdot(
         &self,
         h: &mut Handle<'_, D>,
-        dir: &Inode,
+        dir: &mut Inode,
         parent: InodeNo,
     ) -> Result<()> {
+        if dir.has_flag(flags::INLINE_DATA) {
+            // The parent's number leads `i_block`; the caller writes it.
+            dir.block[0..4].copy_from_slice(&parent.0.to_le_bytes());
+            self.dir_changed(dir.ino);
+            return Ok(());
+        }
+        let dir = &*dir;
         let pblk = self.dir_pblk(dir, 0)?;
         let obj = Object::DirBlock {
             dir: dir.ino,
@@ -741,9 +737,7 @@ impl<D: BlockDevice> Volume<D> {
     /// blocks count as not empty (the kernel refuses to remove them).
     pub(crate) fn dir_is_empty(&self, dir: &Inode) -> Result<bool> {
         if dir.has_flag(flags::INLINE_DATA) {
-            return Err(Error::Unsupported {
-                what: "removing inline-data directories",
-            });
+            return self.inline_is_empty(dir);
         }
         let dx = self.is_dx(dir);
         for lblk in 0..self.dir_blocks(dir) {

@@ -1,40 +1,60 @@
-//! Write operations on extent-mapped files and their directories, each
-//! following docs/transactions.md: lock the inodes, read and check, begin a
-//! handle, allocate (undone logically if a later step fails), change in
-//! place, end the handle.
+//! Write operations, each following docs/transactions.md: lock the
+//! inodes, read and check, begin a handle, allocate (undone logically if a
+//! later step fails), change in place, end the handle.
 //!
-//! - [`extent`]: extent tree insert and tail removal.
+//! - [`extent`]: extent tree edits (insert, split, delete, range removal,
+//!   written/unwritten state, shifts).
+//! - [`indirect`]: the ext2/3 block map's edits.
+//! - [`fmap`]: a file's map whatever its kind: allocating for a hole
+//!   (goal, clusters), unmapping a range.
+//! - [`data`]: the engine's own data path (`write`, zeroing partial blocks).
+//! - [`inline`]: inline data (in `i_block` and the in-inode xattr region);
+//!   [`inline_dir`]: inline-data directories.
+//! - [`resize`]: truncation and range removal in steps.
+//! - [`fallocate`]: `fallocate(2)`'s modes.
+//! - [`map_write`]: what a FUSE iomap server calls (map for a write,
+//!   `IOEND` conversion and on-disk size).
 //! - [`dir`]: directory entry room, insert, remove.
 //! - [`htree`]: hash-tree directories (indexing, splits, lookups).
 //! - [`namespace`]: create, mknod, mkdir, symlink, link, unlink, rmdir,
 //!   rename.
 //! - [`orphan`]: the orphan list and file, release of unlinked inodes.
-//! - [`xattr`]: extended attribute and ACL writes.
-//! - here: inode records, inode locks, and the operations `write`,
-//!   `truncate`, `setattr`.
+//! - [`xattr`]: extended attribute and ACL writes (the in-inode region
+//!   inline data's `system.data` lives in too).
+//! - here: inode records, inode locks, freeing an inode, and the
+//!   operations `truncate`, `setattr`.
 
+pub mod data;
 pub mod dir;
 pub mod extent;
+pub mod fallocate;
+pub mod fmap;
 pub mod htree;
+pub mod indirect;
+pub mod inline;
+pub mod inline_dir;
+pub mod map_write;
 pub mod namespace;
 pub mod orphan;
+pub mod resize;
 pub mod xattr;
 
-use alloc::vec;
+pub use fallocate::falloc;
+pub use map_write::{WriteMap, WriteRun, MAX_WRITE_RUNS};
+pub use resize::Edges;
+
 use alloc::vec::Vec;
 
 use crate::attr::{Attr, FileType, Timestamp};
-use crate::blockmap::Run;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
-use crate::extent::Extent;
-use crate::features::ro_compat;
 use crate::inode::{flags, Inode};
-use crate::numbers::{InodeNo, PhysBlock};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
 use crate::writable::Cred;
 use dir::Slot;
+use fmap::INODE_CREDITS;
 
 /// Inode locks: a fixed set of mutexes an inode number hashes to (two
 /// inodes may share one). Operations take the inodes they change in
@@ -124,12 +144,6 @@ pub struct SetAttr {
     pub ctime: Option<Timestamp>,
 }
 
-/// Credits of writing one inode record.
-const INODE_CREDITS: usize = 1;
-/// Most blocks one handle of `write` allocates (an extent's length).
-const WRITE_CHUNK_BLOCKS: u32 = extent::MAX_LEN;
-/// Bytes of file data the engine's write path writes to the device at once.
-const DATA_IO_BYTES: usize = 1 << 20;
 const S_IFMT: u16 = 0xF000;
 
 fn valid_name(name: &[u8]) -> Result<()> {
@@ -171,16 +185,6 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     fn writable_file(&self, inode: &Inode) -> Result<()> {
-        if inode.has_flag(flags::INLINE_DATA) {
-            return Err(Error::Unsupported {
-                what: "writing inline-data files",
-            });
-        }
-        if !inode.has_flag(flags::EXTENTS) {
-            return Err(Error::Unsupported {
-                what: "writing block-mapped (non-extent) files",
-            });
-        }
         if inode.has_flag(flags::ENCRYPT) || inode.has_flag(flags::VERITY) {
             return Err(Error::Unsupported {
                 what: "writing encrypted or verity files",
@@ -190,6 +194,12 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::Unsupported {
                 what: "writing immutable or append-only files",
             });
+        }
+        if inode.has_flag(flags::INLINE_DATA) && inode.has_flag(flags::EXTENTS) {
+            return Err(Error::corrupt(
+                Object::Inode(inode.ino),
+                "inode has both inline data and extents",
+            ));
         }
         Ok(())
     }
@@ -206,33 +216,18 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Add a block to the end of directory `dir` (a fresh empty leaf),
-    /// mapped by its extent tree: allocate, fill, insert; ENOSPC changes
-    /// nothing. Credits: allocation, the block, an extent insert.
+    /// mapped like file data (extent or block map, clusters): allocate,
+    /// map, fill; ENOSPC changes nothing. Credits: a map step, the block.
     fn grow_dir(&self, h: &mut Handle<'_, D>, dir: &mut Inode, cred: &Cred) -> Result<Slot> {
         let bs = self.sb().block_size as u64;
-        let lblk = dir.size.div_ceil(bs) as u32;
-        let goal = match lblk.checked_sub(1).map(|l| self.map_block(dir, l as u64)) {
-            Some(Ok(Run::Mapped { pblk, .. })) => PhysBlock(pblk + 1),
-            _ => self.inode_goal(InodeNo(dir.ino), false),
-        };
-        let (b, _) = self.alloc_blocks(h, goal, 1, cred, false)?;
-        let ext = Extent {
-            lblk,
-            len: 1,
-            pblk: b.0,
-            unwritten: false,
-        };
-        if let Err(e) = self.insert_extent(h, dir, ext, cred) {
-            self.free_blocks(h, b, 1)?;
-            return Err(e);
-        }
+        let lblk = dir.size.div_ceil(bs);
+        let l = FileBlock::at(lblk).ok_or(Error::FileTooBig)?;
+        let (b, _) = self.map_hole(h, dir, lblk, 1, false, cred)?;
         let d = &*dir;
         h.create(b, |x| self.init_dir_block(d, x))?;
-        dir.size = (lblk as u64 + 1) * bs;
-        dir.blocks_512 += bs / 512;
-        self.mapping_changed(dir.ino);
+        dir.size = (lblk + 1) * bs;
         Ok(Slot::At {
-            lblk,
+            lblk: l.0,
             pblk: b.0,
             offset: 0,
         })
@@ -244,7 +239,8 @@ impl<D: BlockDevice> Volume<D> {
     /// (off the orphan list, `dtime` set, as the kernel leaves a deleted
     /// record).
     pub fn free_inode_now(&self, inode: &mut Inode) -> Result<()> {
-        self.truncate_blocks(inode, 0)?;
+        self.fresh_inodes().forget(inode.ino);
+        self.unmap_range(inode, 0, FileBlock::COUNT, &Cred::ROOT)?;
         let credits = 2 + 2 + 1 + INODE_CREDITS + orphan::ORPHAN_CREDITS;
         let mut h = self.begin(credits)?;
         let r = (|| {
@@ -296,212 +292,7 @@ impl<D: BlockDevice> Volume<D> {
         inode.file_acl = 0;
         inode.blocks_512 = inode
             .blocks_512
-            .saturating_sub(self.sb().block_size as u64 / 512);
-        Ok(())
-    }
-
-    /// Remove every block mapped at or past logical block `from`, one
-    /// extent per handle, from the end (each step leaves a consistent,
-    /// shorter file), writing the inode after each.
-    fn truncate_blocks(&self, inode: &mut Inode, from: u32) -> Result<()> {
-        if inode.has_flag(flags::INLINE_DATA) || !inode.has_flag(flags::EXTENTS) {
-            let mapped = inode.blocks_512 != 0 && !inode.has_flag(flags::INLINE_DATA);
-            if mapped && inode.file_acl == 0 {
-                return Err(Error::Unsupported {
-                    what: "freeing the blocks of block-mapped (non-extent) files",
-                });
-            }
-            return Ok(());
-        }
-        loop {
-            let credits = extent::remove_credits(self.extent_depth(inode)?) + INODE_CREDITS;
-            let mut h = self.begin(credits)?;
-            match self.remove_last_extent(&mut h, inode, from) {
-                Ok(false) => return Ok(()),
-                Ok(true) => {}
-                Err(e) => return Err(h.abort(e)),
-            }
-            self.mapping_changed(inode.ino);
-            if let Err(e) = self.write_inode(&mut h, inode, false) {
-                return Err(h.abort(e));
-            }
-        }
-    }
-
-    /// Write `data` at `offset` of regular file `ino` (the engine's own
-    /// data path): holes get blocks allocated goal-directed (after the
-    /// file's previous block) and written whole, zero-filled around the
-    /// data; data goes straight to the device, bypassing the block cache,
-    /// before the extents that point at it are committed (ordered mode).
-    /// Extends the size; sets mtime and ctime. Returns the bytes written:
-    /// all of them, or an error (ENOSPC may come after a prefix was
-    /// written; then the size covers exactly that prefix and the count
-    /// is returned).
-    pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8], cred: &Cred) -> Result<usize> {
-        let _locks = self.inode_locks().lock(&[ino]);
-        let mut inode = self.inode_for_write(ino)?;
-        match inode.kind {
-            Some(FileType::Regular) => {}
-            Some(FileType::Directory) => return Err(Error::IsDir),
-            _ => return Err(Error::InvalidArgument),
-        }
-        self.writable_file(&inode)?;
-        let end = offset
-            .checked_add(data.len() as u64)
-            .ok_or(Error::FileTooBig)?;
-        if end > self.sb().max_file_size(true) {
-            return Err(Error::FileTooBig);
-        }
-        if end > i32::MAX as u64 && !self.sb().has_ro_compat(ro_compat::LARGE_FILE) {
-            return Err(Error::FileTooBig);
-        }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let bs = self.sb().block_size as u64;
-        let mut done = 0usize;
-        while done < data.len() {
-            let pos = offset + done as u64;
-            let lblk = pos / bs;
-            let run = self.map_block(&inode, lblk)?;
-            let r = match run {
-                Run::Mapped {
-                    unwritten: true, ..
-                } => Err(Error::Unsupported {
-                    what: "writing into unwritten (preallocated) extents",
-                }),
-                Run::Mapped { pblk, len, .. } => {
-                    let room = (len * bs - pos % bs) as usize;
-                    let n = room.min(data.len() - done);
-                    self.overwrite(&inode, pblk * bs + pos % bs, &data[done..done + n])
-                        .map(|_| n)
-                }
-                Run::Hole { len } => self.write_hole(&mut inode, pos, len, &data[done..], cred),
-            };
-            match r {
-                Ok(n) => done += n,
-                Err(Error::NoSpace) if done > 0 => break,
-                Err(e) => {
-                    if done > 0 {
-                        self.touch_written(&mut inode, offset + done as u64)?;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        self.touch_written(&mut inode, offset + done as u64)?;
-        Ok(done)
-    }
-
-    /// After a write that ended at byte `end`: size (if extended), mtime
-    /// and ctime, in one handle.
-    fn touch_written(&self, inode: &mut Inode, end: u64) -> Result<()> {
-        let now = self.now();
-        let mut h = self.begin(INODE_CREDITS)?;
-        inode.size = inode.size.max(end);
-        inode.mtime = now;
-        inode.ctime = now;
-        if let Err(e) = self.write_inode(&mut h, inode, false) {
-            return Err(h.abort(e));
-        }
-        Ok(())
-    }
-
-    /// Overwrite bytes of blocks the file already owns, in place.
-    fn overwrite(&self, inode: &Inode, at: u64, bytes: &[u8]) -> Result<()> {
-        let _ = inode;
-        for (k, piece) in bytes.chunks(DATA_IO_BYTES).enumerate() {
-            self.device()
-                .write_at(at + (k * DATA_IO_BYTES) as u64, piece)?;
-        }
-        Ok(())
-    }
-
-    /// Fill (part of) a hole of `hole` blocks at byte `pos` with the start
-    /// of `data`: one handle allocates a run, the data is written to it
-    /// (whole blocks), the extent is inserted and the size raised over
-    /// what was written. Returns the bytes consumed.
-    fn write_hole(
-        &self,
-        inode: &mut Inode,
-        pos: u64,
-        hole: u64,
-        data: &[u8],
-        cred: &Cred,
-    ) -> Result<usize> {
-        let bs = self.sb().block_size as u64;
-        let lblk = pos / bs;
-        let last = (pos + data.len() as u64 - 1) / bs;
-        let want = (last - lblk + 1).min(hole).min(WRITE_CHUNK_BLOCKS as u64) as u32;
-        let credits = 2 + extent::insert_credits(self.extent_depth(inode)?) + INODE_CREDITS;
-        let mut h = self.begin(credits)?;
-        let goal = match lblk.checked_sub(1).map(|l| self.map_block(inode, l)) {
-            Some(Ok(Run::Mapped { pblk, .. })) => PhysBlock(pblk + 1),
-            _ => match self.last_extent(inode)? {
-                Some(e) if e.lblk as u64 <= lblk => PhysBlock(e.pblk + (lblk - e.lblk as u64)),
-                _ => self.inode_goal(InodeNo(inode.ino), true),
-            },
-        };
-        let (start, got) = self.alloc_blocks(&mut h, goal, want, cred, false)?;
-        // The bytes of the allocated blocks: data, zeros around it.
-        let within = (pos % bs) as usize;
-        let span = got as usize * bs as usize;
-        let n = (span - within).min(data.len());
-        if let Err(e) = self.write_new_blocks(start, within, &data[..n], span) {
-            self.free_blocks(&mut h, start, got as u64)?;
-            return Err(e);
-        }
-        let ext = Extent {
-            lblk: lblk as u32,
-            len: got,
-            pblk: start.0,
-            unwritten: false,
-        };
-        if let Err(e) = self.insert_extent(&mut h, inode, ext, cred) {
-            self.free_blocks(&mut h, start, got as u64)?;
-            return Err(e);
-        }
-        self.mapping_changed(inode.ino);
-        inode.blocks_512 += got as u64 * (bs / 512);
-        inode.size = inode.size.max(pos + n as u64);
-        if let Err(e) = self.write_inode(&mut h, inode, false) {
-            return Err(h.abort(e));
-        }
-        Ok(n)
-    }
-
-    /// Write `data` at byte `within` of the `span` bytes starting at block
-    /// `start`, zeros elsewhere, in pieces of at most [`DATA_IO_BYTES`].
-    fn write_new_blocks(
-        &self,
-        start: PhysBlock,
-        within: usize,
-        data: &[u8],
-        span: usize,
-    ) -> Result<()> {
-        let bs = self.sb().block_size as u64;
-        let base = start.0 * bs;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut at = 0usize;
-        while at < span {
-            let len = DATA_IO_BYTES.min(span - at);
-            let (lo, hi) = (within, within + data.len());
-            if at >= lo && at + len <= hi {
-                // Entirely data: no copy.
-                self.device()
-                    .write_at(base + at as u64, &data[at - lo..at - lo + len])?;
-            } else {
-                buf.clear();
-                buf.resize(len, 0);
-                let s = lo.max(at);
-                let e = hi.min(at + len);
-                if s < e {
-                    buf[s - at..e - at].copy_from_slice(&data[s - lo..e - lo]);
-                }
-                self.device().write_at(base + at as u64, &buf)?;
-            }
-            at += len;
-        }
+            .saturating_sub(self.sb().cluster_size as u64 / 512);
         Ok(())
     }
 
@@ -519,71 +310,14 @@ impl<D: BlockDevice> Volume<D> {
         .map(|_| ())
     }
 
-    fn truncate_locked(&self, inode: &mut Inode, size: u64) -> Result<()> {
+    fn truncate_locked(&self, inode: &mut Inode, size: u64, edges: Edges) -> Result<()> {
         match inode.kind {
             Some(FileType::Regular) => {}
             Some(FileType::Directory) => return Err(Error::IsDir),
             _ => return Err(Error::InvalidArgument),
         }
         self.writable_file(inode)?;
-        if size > self.sb().max_file_size(true) {
-            return Err(Error::FileTooBig);
-        }
-        if size > i32::MAX as u64 && !self.sb().has_ro_compat(ro_compat::LARGE_FILE) {
-            return Err(Error::FileTooBig);
-        }
-        let bs = self.sb().block_size as u64;
-        if size < inode.size {
-            // Zero the tail of the new last block, so a later extension
-            // reads zeros there (the kernel's `ext4_block_truncate_page`).
-            if !size.is_multiple_of(bs) {
-                if let Run::Mapped {
-                    pblk,
-                    unwritten: false,
-                    ..
-                } = self.map_block(inode, size / bs)?
-                {
-                    let zeros = vec![0u8; (bs - size % bs) as usize];
-                    self.device().write_at(pblk * bs + size % bs, &zeros)?;
-                }
-            }
-            let from = size.div_ceil(bs).min(u32::MAX as u64) as u32;
-            return self.truncate_down(inode, size, from);
-        }
-        inode.size = size;
-        Ok(())
-    }
-
-    /// Shrink `inode` to `size`, freeing its blocks from `from` on, as the
-    /// kernel does it crash-safe: the new size and the inode on the
-    /// orphan list first (a crash mid-way is finished by the next
-    /// read-write open), then a handle per extent, then off the list.
-    fn truncate_down(&self, inode: &mut Inode, size: u64, from: u32) -> Result<()> {
-        let ino = InodeNo(inode.ino);
-        let mapped = self
-            .last_extent(inode)?
-            .is_some_and(|e| e.end() > from as u64);
-        // An unlinked inode is an orphan already (and stays one).
-        let orphan = mapped && inode.links_count > 0 && !self.is_orphan(ino);
-        if orphan {
-            let mut h = self.begin(orphan::ORPHAN_CREDITS + INODE_CREDITS)?;
-            inode.size = size;
-            let r = self
-                .orphan_add(&mut h, ino)
-                .and_then(|_| self.write_inode(&mut h, inode, false));
-            if let Err(e) = r {
-                return Err(h.abort(e));
-            }
-        }
-        inode.size = size;
-        self.truncate_blocks(inode, from)?;
-        if orphan {
-            let mut h = self.begin(orphan::ORPHAN_CREDITS)?;
-            if let Err(e) = self.orphan_del(&mut h, ino) {
-                return Err(h.abort(e));
-            }
-        }
-        Ok(())
+        self.resize(inode, size, edges, &Cred::ROOT)
     }
 
     /// Change attributes of `ino` (`chmod`, `chown`, `truncate`, `utimens`)
@@ -592,6 +326,17 @@ impl<D: BlockDevice> Volume<D> {
     /// (unless given). Permission checks are the caller's. Returns the
     /// new attributes.
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+        self.setattr_with(ino, set, Edges::Engine)
+    }
+
+    /// [`Volume::setattr`] changing metadata only: a truncate down leaves
+    /// the tail of the new last block to the caller (under FUSE iomap the
+    /// kernel zeroed it before it asked).
+    pub fn setattr_metadata(&self, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+        self.setattr_with(ino, set, Edges::Kernel)
+    }
+
+    fn setattr_with(&self, ino: InodeNo, set: &SetAttr, edges: Edges) -> Result<Attr> {
         let _locks = self.inode_locks().lock(&[ino]);
         let mut inode = self.inode_for_write(ino)?;
         let now = self.now();
@@ -601,7 +346,7 @@ impl<D: BlockDevice> Volume<D> {
         };
         if let Some(size) = set.size {
             if size != inode.size {
-                self.truncate_locked(&mut inode, size)?;
+                self.truncate_locked(&mut inode, size, edges)?;
                 inode.mtime = now;
                 inode.ctime = now;
             }

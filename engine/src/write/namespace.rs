@@ -17,7 +17,6 @@ use crate::allocator::{ALLOC_CREDITS, INODE_ALLOC_CREDITS};
 use crate::attr::{Attr, FileType};
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
-use crate::extent::Extent;
 use crate::features::{incompat, ro_compat};
 use crate::inode::{flags, Inode};
 use crate::numbers::{InodeNo, PhysBlock};
@@ -25,11 +24,14 @@ use crate::txn::Handle;
 use crate::volume::Volume;
 use crate::writable::Cred;
 
-use super::dir::{dirent_type, put_entry, Found, Slot};
-use super::extent::{empty_root, insert_credits};
+use super::dir::{put_entry, Found, Slot};
+use super::extent::empty_root;
+use super::inline_dir::{new_inline_dir_block, MIN_INLINE_DIR};
 use super::orphan::ORPHAN_CREDITS;
+use super::xattr::ibody_set;
 use super::xattr::Xattr;
 use super::{valid_name, INODE_CREDITS};
+use crate::inline::{DATA_NAME, SYSTEM_INDEX};
 
 pub const S_IFMT: u16 = 0xF000;
 pub const S_IFSOCK: u16 = 0xC000;
@@ -245,58 +247,65 @@ impl<D: BlockDevice> Volume<D> {
             cred.gid
         };
         let slot = self.make_room(&mut dir, name, cred)?;
-        let extents = self.sb().has_incompat(incompat::EXTENTS);
         let fast_symlink = matches!(body, Body::Symlink(t) if t.len() < 60);
-        // Blocks of its own: a directory's first, a slow symlink's target.
-        let needs_block = is_dir || matches!(body, Body::Symlink(_)) && !fast_symlink;
-        if needs_block && !extents {
-            return Err(Error::Unsupported {
-                what: "directories and long symlinks on filesystems without extents",
-            });
-        }
         let now = self.now();
-        let mut inode = Inode::new(
-            self.sb(),
-            0,
-            mode,
-            cred.uid,
-            gid,
-            now,
-            0,
-            inherited(dir.flags, mode),
-        );
-        let body_len = inode.ibody_len(self.sb().inode_size as usize);
+        let flags = inherited(dir.flags, mode);
+        let body_len = Inode::new(self.sb(), 0, mode, 0, 0, now, 0, flags)
+            .ibody_len(self.sb().inode_size as usize);
         let xattr_block = self.new_xattrs_need_block(&acls, body_len)?;
+        // A new directory is inline while its body has room (`inline_data`).
+        let inline_dir = is_dir && self.inline_dir_fits(&acls, body_len)?;
+        // Blocks of its own: a directory's first, a slow symlink's target.
+        let needs_block =
+            is_dir && !inline_dir || matches!(body, Body::Symlink(_)) && !fast_symlink;
+        // The new inode's map is empty: a first block maps without a tree
+        // block (an extent in the root, or a direct pointer).
         let credits = INODE_ALLOC_CREDITS
             + INODE_CREDITS
-            + 2 * (ALLOC_CREDITS + 1)
-            + insert_credits(0)
+            + ALLOC_CREDITS
+            + 1
+            + ALLOC_CREDITS
             + 1
             + 2 * INODE_CREDITS;
         let mut h = self.begin(credits)?;
         let ino = self.alloc_inode(&mut h, parent, is_dir)?;
-        let mut blocks: heapless::Vec<PhysBlock, 2> = heapless::Vec::new();
-        let want = needs_block as usize + xattr_block as usize;
-        for _ in 0..want {
-            let goal = match blocks.last() {
-                Some(b) => PhysBlock(b.0 + 1),
-                None => self.inode_goal(ino, false),
-            };
-            match self.alloc_blocks(&mut h, goal, 1, cred, false) {
-                Ok((b, _)) => {
-                    let _ = blocks.push(b);
-                }
+        // Number and generation decide the checksum seed.
+        let gen = self.allocator().next_generation();
+        let mut inode = Inode::new(self.sb(), ino.0, mode, cred.uid, gid, now, gen, flags);
+        // Extent-mapped files, directories and slow symlinks where the
+        // filesystem has extents (the kernel's `ext4_new_inode`; a fast
+        // symlink's target takes `i_block`), block-mapped otherwise.
+        let mapped = needs_block || matches!(body, Body::Regular);
+        if mapped && self.sb().has_incompat(incompat::EXTENTS) {
+            inode.flags |= flags::EXTENTS;
+            empty_root(&mut inode.block);
+        }
+        let data_block = if needs_block {
+            match self.map_hole(&mut h, &mut inode, 0, 1, false, cred) {
+                Ok((b, _)) => Some(b),
                 Err(e) => {
-                    for b in &blocks {
-                        self.free_blocks(&mut h, *b, 1)?;
+                    self.free_inode(&mut h, ino, is_dir)?;
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let xblock = if xattr_block {
+            let goal = data_block.map_or(self.inode_goal(ino, false), |b| PhysBlock(b.0 + 1));
+            match self.alloc_blocks(&mut h, goal, 1, cred, false) {
+                Ok((b, _)) => Some(b),
+                Err(e) => {
+                    if let Some(b) = data_block {
+                        self.free_blocks(&mut h, b, 1)?;
                     }
                     self.free_inode(&mut h, ino, is_dir)?;
                     return Err(e);
                 }
             }
-        }
-        let data_block = needs_block.then(|| blocks[0]);
-        let xblock = xattr_block.then(|| blocks[want - 1]);
+        } else {
+            None
+        };
         let r = self.fill_node(
             &mut h, &mut inode, ino, body, &dir, data_block, xblock, &acls,
         );
@@ -305,7 +314,7 @@ impl<D: BlockDevice> Volume<D> {
             .and_then(|_| {
                 self.place_entry(
                     &mut h,
-                    &dir,
+                    &mut dir,
                     slot,
                     name,
                     ino,
@@ -324,12 +333,16 @@ impl<D: BlockDevice> Volume<D> {
             return Err(h.abort(e));
         }
         drop(h);
+        if matches!(body, Body::Regular) && self.sb().has_incompat(incompat::INLINE_DATA) {
+            // A new file may become inline on its first write.
+            self.fresh_inodes().add(ino.0);
+        }
         self.getattr(ino.0)
     }
 
-    /// Fill new inode `inode` (number `ino`) for `body`: its number and
-    /// generation, block map or `i_block` contents, its first block, its
-    /// inherited attributes.
+    /// Fill new inode `inode` (number `ino`, its map set up, its first
+    /// block `data_block` mapped when it needs one) for `body`: `i_block`
+    /// contents or the first block's, its inherited attributes.
     #[allow(clippy::too_many_arguments)]
     fn fill_node(
         &self,
@@ -342,48 +355,35 @@ impl<D: BlockDevice> Volume<D> {
         xblock: Option<PhysBlock>,
         acls: &[Xattr],
     ) -> Result<()> {
-        let gen = self.allocator().next_generation();
-        // Number and generation decide the checksum seed.
-        *inode = Inode::new(
-            self.sb(),
-            ino.0,
-            inode.mode,
-            inode.uid,
-            inode.gid,
-            inode.mtime,
-            gen,
-            inode.flags,
-        );
-        let extents = self.sb().has_incompat(incompat::EXTENTS);
         let bs = self.sb().block_size as u64;
         match body {
-            Body::Regular => {
-                if extents {
-                    inode.flags |= flags::EXTENTS;
-                    empty_root(&mut inode.block);
-                }
-            }
+            Body::Regular | Body::Special => {}
             Body::Device(major, minor) => store_rdev(&mut inode.block, major, minor),
-            Body::Special => {}
             Body::Symlink(t) if t.len() < 60 => {
                 inode.block[..t.len()].copy_from_slice(t);
                 inode.size = t.len() as u64;
             }
             Body::Symlink(t) => {
                 let b = data_block.ok_or(Error::InvalidArgument)?;
-                self.map_first_block(h, inode, b)?;
                 h.create(b, |x| x[..t.len()].copy_from_slice(t))?;
                 inode.size = t.len() as u64;
             }
+            Body::Dir if data_block.is_none() => {
+                inode.flags |= flags::INLINE_DATA;
+                inode.block = new_inline_dir_block(InodeNo(dir.ino));
+                inode.size = MIN_INLINE_DIR;
+                inode.links_count = 2;
+                self.place_new_xattrs(h, inode, acls, xblock)?;
+                let region = self.ibody_region(inode);
+                let region = ibody_set(&region, ino.0, SYSTEM_INDEX, DATA_NAME, Some(&[]))?
+                    .ok_or(Error::NoSpace)?;
+                inode.set_ibody(region);
+                return Ok(());
+            }
             Body::Dir => {
                 let b = data_block.ok_or(Error::InvalidArgument)?;
-                self.map_first_block(h, inode, b)?;
                 let me = inode.clone();
-                let ft = if self.sb().has_incompat(incompat::FILETYPE) {
-                    dirent_type(FileType::Directory)
-                } else {
-                    0
-                };
+                let ft = self.dirent_ft(FileType::Directory);
                 let area = self.leaf_area();
                 h.create(b, |x| {
                     self.init_dir_block(&me, x);
@@ -397,27 +397,6 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         self.place_new_xattrs(h, inode, acls, xblock)
-    }
-
-    /// Map block `b` as logical block 0 of new inode `inode` (its extent
-    /// root was empty).
-    fn map_first_block(
-        &self,
-        h: &mut Handle<'_, D>,
-        inode: &mut Inode,
-        b: PhysBlock,
-    ) -> Result<()> {
-        inode.flags |= flags::EXTENTS;
-        empty_root(&mut inode.block);
-        let ext = Extent {
-            lblk: 0,
-            len: 1,
-            pblk: b.0,
-            unwritten: false,
-        };
-        self.insert_extent(h, inode, ext, &Cred::ROOT)?;
-        inode.blocks_512 += self.sb().block_size as u64 / 512;
-        Ok(())
     }
 
     /// Make `name` in `parent` a new link to `ino` (not a directory:
@@ -446,7 +425,7 @@ impl<D: BlockDevice> Volume<D> {
         let mut h = self.begin(1 + 2 * INODE_CREDITS)?;
         let kind = inode.kind.unwrap_or(FileType::Regular);
         let r = self
-            .place_entry(&mut h, &dir, slot, name, ino, kind)
+            .place_entry(&mut h, &mut dir, slot, name, ino, kind)
             .and_then(|_| {
                 inode.links_count += 1;
                 inode.ctime = now;
@@ -510,7 +489,7 @@ impl<D: BlockDevice> Volume<D> {
         let now = self.now();
         {
             let mut h = self.begin(1 + 2 * INODE_CREDITS + ORPHAN_CREDITS)?;
-            let r = self.remove_entry(&mut h, &dir, &at).and_then(|_| {
+            let r = self.remove_entry(&mut h, &mut dir, &at).and_then(|_| {
                 dir.mtime = now;
                 dir.ctime = now;
                 self.write_inode(&mut h, &mut dir, false)?;
@@ -561,7 +540,7 @@ impl<D: BlockDevice> Volume<D> {
         let now = self.now();
         {
             let mut h = self.begin(1 + 2 * INODE_CREDITS + ORPHAN_CREDITS)?;
-            let r = self.remove_entry(&mut h, &dir, &at).and_then(|_| {
+            let r = self.remove_entry(&mut h, &mut dir, &at).and_then(|_| {
                 dir.mtime = now;
                 dir.ctime = now;
                 self.dec_count(&mut dir);
@@ -587,16 +566,16 @@ impl<D: BlockDevice> Volume<D> {
     fn set_entry(
         &self,
         h: &mut Handle<'_, D>,
-        dir: &Inode,
+        dir: &mut Inode,
         at: &Found,
         ino: InodeNo,
         kind: FileType,
     ) -> Result<()> {
-        let ft = if self.sb().has_incompat(incompat::FILETYPE) {
-            dirent_type(kind)
-        } else {
-            0
-        };
+        if at.inline {
+            return self.inline_set(dir, at, ino, kind);
+        }
+        let dir = &*dir;
+        let ft = self.dirent_ft(kind);
         let o = at.offset;
         let ok = h.modify(PhysBlock(at.pblk), |b| {
             let cur = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -795,27 +774,32 @@ impl<D: BlockDevice> Volume<D> {
         let credits = 4 + 4 * INODE_CREDITS + ORPHAN_CREDITS + 2;
         let mut h = self.begin(credits)?;
         let r = (|| -> Result<()> {
+            // The new name first, then the old one; in one directory the
+            // second change starts from the first (an inline directory
+            // changes in the decoded inode).
+            match (&dst, exchange) {
+                (Some(d), _) => self.set_entry(&mut h, &mut nd, d, src.ino, skind)?,
+                (None, _) => {
+                    let slot = slot.unwrap_or(Slot::NewBlock);
+                    self.place_entry(&mut h, &mut nd, slot, to_name, src.ino, skind)?;
+                }
+            }
+            if same_dir {
+                od.clone_from(&nd);
+            }
+            let s = self.entry_of(&od, from_name)?.ok_or(Error::NotFound)?;
             match (&dst, exchange) {
                 (Some(d), true) => {
                     let dk = dinode
                         .as_ref()
                         .and_then(|i| i.kind)
                         .unwrap_or(FileType::Regular);
-                    self.set_entry(&mut h, &nd, d, src.ino, skind)?;
-                    let s = self.entry_of(&od, from_name)?.ok_or(Error::NotFound)?;
-                    self.set_entry(&mut h, &od, &s, d.ino, dk)?;
+                    self.set_entry(&mut h, &mut od, &s, d.ino, dk)?;
                 }
-                (Some(d), false) => {
-                    self.set_entry(&mut h, &nd, d, src.ino, skind)?;
-                    let s = self.entry_of(&od, from_name)?.ok_or(Error::NotFound)?;
-                    self.remove_entry(&mut h, &od, &s)?;
-                }
-                (None, _) => {
-                    let slot = slot.unwrap_or(Slot::NewBlock);
-                    self.place_entry(&mut h, &nd, slot, to_name, src.ino, skind)?;
-                    let s = self.entry_of(&od, from_name)?.ok_or(Error::NotFound)?;
-                    self.remove_entry(&mut h, &od, &s)?;
-                }
+                _ => self.remove_entry(&mut h, &mut od, &s)?,
+            }
+            if same_dir {
+                nd.clone_from(&od);
             }
             sinode.ctime = now;
             od.mtime = now;
@@ -827,7 +811,7 @@ impl<D: BlockDevice> Volume<D> {
                 di.ctime = now;
                 if !same_dir {
                     if s_dir {
-                        self.set_dotdot(&mut h, &sinode, to_dir)?;
+                        self.set_dotdot(&mut h, &mut sinode, to_dir)?;
                     }
                     if d_dir {
                         self.set_dotdot(&mut h, di, from_dir)?;
@@ -844,7 +828,7 @@ impl<D: BlockDevice> Volume<D> {
                 }
             } else {
                 if s_dir {
-                    self.set_dotdot(&mut h, &sinode, to_dir)?;
+                    self.set_dotdot(&mut h, &mut sinode, to_dir)?;
                     if same_dir {
                         self.dec_count(&mut nd);
                     } else {

@@ -28,9 +28,10 @@ use crate::error::{Error, Object, Result};
 use crate::features::{compat, ro_compat};
 use crate::group_desc::BG_INODE_UNINIT;
 use crate::inode::{self, Inode};
-use crate::numbers::{InodeNo, PhysBlock};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
+use crate::writable::Cred;
 
 /// Magic of an orphan file block's tail.
 pub const ORPHAN_BLOCK_MAGIC: u32 = 0x0b10_ca04;
@@ -458,9 +459,8 @@ impl<D: BlockDevice> Volume<D> {
         if inode.links_count == 0 {
             return self.free_inode_now(&mut inode);
         }
-        let bs = sb.block_size as u64;
-        let from = inode.size.div_ceil(bs).min(u32::MAX as u64) as u32;
-        self.truncate_blocks(&mut inode, from)?;
+        let from = inode.size.div_ceil(sb.block_size as u64);
+        self.unmap_range(&mut inode, from, FileBlock::COUNT, &Cred::ROOT)?;
         let mut h = self.begin(ORPHAN_CREDITS + 1)?;
         let r = self
             .orphan_del(&mut h, ino)

@@ -115,6 +115,89 @@ fn encode_ibody(list: &[Xattr], len: usize) -> Option<Vec<u8>> {
     Some(r)
 }
 
+/// The attributes of an in-inode region `region` of inode `ino`, for a
+/// change (values in `ea_inode`s are refused).
+fn ibody_list(region: &[u8], ino: u32) -> Result<Vec<Xattr>> {
+    if region.is_empty() {
+        return Ok(Vec::new());
+    }
+    xattr::parse_ibody(region, ino)?
+        .iter()
+        .map(resolve)
+        .collect()
+}
+
+/// An attribute as found, its value owned (values in `ea_inode`s are
+/// refused: the feature is not written).
+fn resolve(e: &xattr::XattrEntry<'_>) -> Result<Xattr> {
+    match e.value {
+        XattrValue::Inline(v) => Ok(Xattr {
+            index: e.index,
+            name: e.name.to_vec(),
+            value: v.to_vec(),
+        }),
+        XattrValue::EaInode { .. } => Err(Error::Unsupported {
+            what: "changing the attributes of an inode with values in EA inodes",
+        }),
+    }
+}
+
+/// The largest value attribute `index`+`name` could have in in-inode
+/// region `region` (the room the other entries leave, its own entry
+/// included), as the kernel's `get_max_inline_xattr_value_size` counts
+/// it. 0 when even the entry does not fit. (Inline data's `system.data`.)
+pub(crate) fn ibody_room(region: &[u8], ino: u32, index: u8, name: &[u8]) -> Result<usize> {
+    let mut list = ibody_list(region, ino)?;
+    list.retain(|x| !(x.index == index && x.name == name));
+    let need = 4 + needs(&list) + entry_len(name.len());
+    Ok(region.len().saturating_sub(need) & !3)
+}
+
+/// The value of attribute `index`+`name` in in-inode region `region`.
+pub(crate) fn ibody_get(
+    region: &[u8],
+    ino: u32,
+    index: u8,
+    name: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    Ok(ibody_list(region, ino)?
+        .into_iter()
+        .find(|x| x.index == index && x.name == name)
+        .map(|x| x.value))
+}
+
+/// In-inode region `region` with attribute `index`+`name` set to `value`
+/// (`None`: removed), every other entry kept in place. `None` when it
+/// does not fit (the caller's region is unchanged).
+pub(crate) fn ibody_set(
+    region: &[u8],
+    ino: u32,
+    index: u8,
+    name: &[u8],
+    value: Option<&[u8]>,
+) -> Result<Option<Vec<u8>>> {
+    let mut list = ibody_list(region, ino)?;
+    let at = list.iter().position(|x| x.index == index && x.name == name);
+    match (at, value) {
+        (Some(i), None) => {
+            list.remove(i);
+        }
+        (None, None) => return Ok(Some(region.to_vec())),
+        (at, Some(v)) => {
+            let x = Xattr {
+                index,
+                name: name.to_vec(),
+                value: v.to_vec(),
+            };
+            match at {
+                Some(i) => list[i] = x,
+                None => list.push(x),
+            }
+        }
+    }
+    Ok(encode_ibody(&list, region.len()))
+}
+
 /// An xattr block of `bs` bytes at `blk` holding `list` (sorted), with
 /// `refcount`, the hashes and the checksum.
 fn encode_block(list: &[Xattr], bs: usize, blk: u64, refcount: u32, csum: Option<u32>) -> Vec<u8> {
@@ -174,28 +257,12 @@ impl<D: BlockDevice> Volume<D> {
     /// `ea_inode`s are refused).
     pub(crate) fn xattrs_for_write(&self, inode: &Inode) -> Result<Found> {
         let obj = Object::Inode(inode.ino);
-        let resolve = |e: &xattr::XattrEntry<'_>| -> Result<Xattr> {
-            match e.value {
-                XattrValue::Inline(v) => Ok(Xattr {
-                    index: e.index,
-                    name: e.name.to_vec(),
-                    value: v.to_vec(),
-                }),
-                XattrValue::EaInode { .. } => Err(Error::Unsupported {
-                    what: "changing the attributes of an inode with values in EA inodes",
-                }),
-            }
-        };
         let mut f = Found {
             ibody: Vec::new(),
             block: Vec::new(),
             refcount: 0,
         };
-        if !inode.ibody().is_empty() {
-            for e in xattr::parse_ibody(inode.ibody(), inode.ino)? {
-                f.ibody.push(resolve(&e)?);
-            }
-        }
+        f.ibody = ibody_list(inode.ibody(), inode.ino)?;
         if inode.file_acl != 0 {
             let blk = inode.file_acl;
             if !self.blocks_in_fs(blk, 1) {
@@ -471,7 +538,8 @@ impl<D: BlockDevice> Volume<D> {
                     self.drop_xattr_block(h, inode)?;
                 }
                 inode.file_acl = b.0;
-                inode.blocks_512 += bs as u64 / 512;
+                // A whole cluster under `bigalloc`, as the kernel counts it.
+                inode.blocks_512 += self.sb().cluster_size as u64 / 512;
             }
             None => {
                 let blk = inode.file_acl;
@@ -576,6 +644,27 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::NoSpace);
         }
         Ok(true)
+    }
+
+    /// Whether a new directory with inherited attributes `list` and an
+    /// in-inode area of `body_len` bytes can be inline (`inline_data`):
+    /// an empty `system.data` fits beside what goes into its body (the
+    /// kernel's `ext4_try_create_inline_dir`, after the ACLs).
+    pub(crate) fn inline_dir_fits(&self, list: &[Xattr], body_len: usize) -> Result<bool> {
+        if body_len == 0
+            || !self
+                .sb()
+                .has_incompat(crate::features::incompat::INLINE_DATA)
+        {
+            return Ok(false);
+        }
+        let region = (!list.is_empty())
+            .then(|| encode_ibody(list, body_len))
+            .flatten()
+            .unwrap_or_else(|| vec![0u8; body_len]);
+        let data = crate::inline::DATA_NAME;
+        let system = crate::inline::SYSTEM_INDEX;
+        Ok(ibody_set(&region, 0, system, data, Some(&[]))?.is_some())
     }
 
     /// `chmod` keeps the access ACL in step (`posix_acl_chmod`): called
@@ -714,5 +803,33 @@ mod tests {
         let long = [b"user.".as_slice(), &[b'a'; 251]].concat();
         assert_eq!(parse_name(&long), Err(Error::Range));
         assert!(parse_name(&long[..255]).is_ok());
+    }
+
+    #[test]
+    fn ibody_set_get_remove_round_trip() {
+        let region = vec![0u8; 96];
+        // 96 - magic 4 - entry 20 - terminator 4 = 68, as the kernel's
+        // 128-byte inline limit in 256-byte inodes says.
+        assert_eq!(ibody_room(&region, 12, 7, b"data").unwrap(), 68);
+        let r = ibody_set(&region, 12, 7, b"data", Some(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ibody_get(&r, 12, 7, b"data").unwrap(), Some(vec![]));
+        let r = ibody_set(&r, 12, 1, b"x", Some(b"hello")).unwrap().unwrap();
+        let r = ibody_set(&r, 12, 7, b"data", Some(&[9u8; 30]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ibody_get(&r, 12, 7, b"data").unwrap(), Some(vec![9u8; 30]));
+        assert_eq!(ibody_get(&r, 12, 1, b"x").unwrap(), Some(b"hello".to_vec()));
+        // The reader accepts what was written.
+        assert_eq!(xattr::parse_ibody(&r, 12).unwrap().len(), 2);
+        assert!(ibody_set(&r, 12, 7, b"data", Some(&[1u8; 60]))
+            .unwrap()
+            .is_none());
+        let r = ibody_set(&r, 12, 7, b"data", None).unwrap().unwrap();
+        assert_eq!(ibody_get(&r, 12, 7, b"data").unwrap(), None);
+        assert_eq!(ibody_get(&r, 12, 1, b"x").unwrap(), Some(b"hello".to_vec()));
+        let r = ibody_set(&r, 12, 1, b"x", None).unwrap().unwrap();
+        assert_eq!(r, vec![0u8; 96], "no attributes: no magic either");
     }
 }

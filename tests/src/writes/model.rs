@@ -1,20 +1,72 @@
 //! The model of a tree the write tests change: every inode (type, mode,
 //! owner, times, contents, symlink target, device number, xattrs incl.
-//! ACLs) and every directory's names; link counts follow from the names.
+//! ACLs; for files, what each block should be: hole, written, unwritten)
+//! and every directory's names; link counts follow from the names.
 //! [`Op`]s are applied to the engine and to the model, the model
 //! predicting each outcome, errors included, the way the kernel's ext4
-//! answers (rename's order of checks is the VFS's).
+//! answers (rename's order of checks is the VFS's; `fallocate`'s errnos
+//! are checked against the running kernel by `tests/tests/engine_file_ops.rs`).
 
 use std::collections::BTreeMap;
 
 use ext4_engine::attr::{FileType, Timestamp};
 use ext4_engine::device::BlockDevice;
+use ext4_engine::error::errno;
 use ext4_engine::volume::Volume;
+use ext4_engine::write::falloc;
 use ext4_engine::write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 use ext4_engine::write::xattr::{XATTR_CREATE, XATTR_REPLACE};
 use ext4_engine::{Cred, Error, InodeNo, SetAttr, SetTime};
 
 use super::clock;
+
+/// The directories every image starts with (besides the root).
+pub const DIRS: &[&str] = &["", "d1", "d2"];
+/// A file every image starts with, and its contents.
+pub const SEED_FILE: &str = "seed";
+
+pub fn seed_contents() -> Vec<u8> {
+    (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// What a block of a file should be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum St {
+    Hole,
+    /// Written (FIEMAP without `UNWRITTEN`).
+    Data,
+    /// Allocated, reading as zeros (FIEMAP `UNWRITTEN`).
+    Unwritten,
+    /// Allocated, written or unwritten (the kernel and the engine may
+    /// differ, e.g. the partial edge blocks of a zero range).
+    Alloc,
+    /// Not known (after ENOSPC).
+    Any,
+}
+
+impl St {
+    /// Whether `got` (hole, data or unwritten) agrees with this.
+    pub fn admits(self, got: St) -> bool {
+        match self {
+            St::Any => true,
+            St::Alloc => got != St::Hole,
+            s => s == got,
+        }
+    }
+}
+
+/// What the model needs to know of the filesystem.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Geometry {
+    pub bs: u64,
+    pub cluster: u64,
+    /// New files are extent-mapped.
+    pub extents: bool,
+    /// `inline_data`: small files live in their inode (no blocks).
+    pub inline: bool,
+    /// The largest size (`s_maxbytes`, extent files).
+    pub max_size: u64,
+}
 
 /// What an inode holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,9 +94,62 @@ pub struct Node {
     pub crtime: Option<Timestamp>,
     /// Full names to values; ACLs in the xattr (`getfattr`) format.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Regular files: block states by logical block (past the end:
+    /// holes).
+    pub blocks: Vec<St>,
+    /// Regular files mapped by indirect blocks (no unwritten state, no
+    /// fallocate but punch).
+    pub blockmapped: bool,
 }
 
 impl Node {
+    pub fn st(&self, b: u64) -> St {
+        self.blocks.get(b as usize).copied().unwrap_or(St::Hole)
+    }
+
+    /// Set blocks `from..to` with `f(old)`.
+    fn map_states(&mut self, from: u64, to: u64, f: impl Fn(St) -> St) {
+        if to > self.blocks.len() as u64 {
+            self.blocks.resize(to as usize, St::Hole);
+        }
+        for b in from..to {
+            let s = &mut self.blocks[b as usize];
+            *s = f(*s);
+        }
+    }
+
+    fn set_states(&mut self, from: u64, to: u64, st: St) {
+        self.map_states(from, to, |_| st);
+    }
+
+    /// Bytes `from..to` of this file were written (outside [`apply`]):
+    /// their blocks (of `bs` bytes) hold data.
+    pub fn note_written(&mut self, from: u64, to: u64, bs: u64) {
+        if to > from {
+            self.set_states(from / bs, to.div_ceil(bs), St::Data);
+        }
+    }
+
+    /// A regular file's bytes.
+    pub fn data(&self) -> &[u8] {
+        match &self.body {
+            Body::File(d) => d,
+            _ => &[],
+        }
+    }
+
+    fn data_mut(&mut self) -> &mut Vec<u8> {
+        match &mut self.body {
+            Body::File(d) => d,
+            _ => panic!("not a file"),
+        }
+    }
+
+    /// A regular file's size.
+    pub fn size(&self) -> u64 {
+        self.data().len() as u64
+    }
+
     pub fn is_dir(&self) -> bool {
         self.body == Body::Dir
     }
@@ -72,6 +177,7 @@ pub struct Model {
     /// 256-byte (or larger) inodes: birth times exist.
     pub large_inodes: bool,
     pub block_size: u32,
+    pub geo: Geometry,
 }
 
 pub const ROOT: u32 = 2;
@@ -81,9 +187,18 @@ const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
 impl Model {
     /// The tree as the engine finds it (a walk from the root).
     pub fn load<D: BlockDevice>(vol: &Volume<D>) -> Model {
+        let sb = vol.sb();
+        let geo = Geometry {
+            bs: sb.block_size as u64,
+            cluster: sb.cluster_size as u64,
+            extents: sb.has_incompat(ext4_engine::features::incompat::EXTENTS),
+            inline: sb.has_incompat(ext4_engine::features::incompat::INLINE_DATA),
+            max_size: sb.max_file_size(true),
+        };
         let mut m = Model {
-            large_inodes: vol.sb().inode_size > 128,
-            block_size: vol.sb().block_size,
+            large_inodes: sb.inode_size > 128,
+            block_size: sb.block_size,
+            geo,
             ..Model::default()
         };
         let mut queue = vec![ROOT];
@@ -133,6 +248,11 @@ impl Model {
             let v = vol.getxattr(ino, &n).unwrap();
             xattrs.insert(n, v);
         }
+        // `mke2fs -d` writes every block of the starting files.
+        let blocks = match a.kind {
+            FileType::Regular => vec![St::Data; a.size.div_ceil(self.geo.bs) as usize],
+            _ => Vec::new(),
+        };
         self.nodes.insert(
             ino,
             Node {
@@ -145,6 +265,8 @@ impl Model {
                 ctime: a.ctime,
                 crtime: a.crtime,
                 xattrs,
+                blocks,
+                blockmapped: !self.geo.extents,
             },
         );
     }
@@ -198,10 +320,7 @@ impl Model {
     }
 
     pub fn data_mut(&mut self, ino: u32) -> &mut Vec<u8> {
-        match &mut self.nodes.get_mut(&ino).unwrap().body {
-            Body::File(d) => d,
-            _ => panic!("not a file"),
-        }
+        self.nodes.get_mut(&ino).unwrap().data_mut()
     }
 
     /// Whether `anc` is `dir` or above it.
@@ -270,6 +389,8 @@ impl Model {
             ctime: now,
             crtime: self.large_inodes.then_some(now),
             xattrs,
+            blocks: Vec::new(),
+            blockmapped: !self.geo.extents,
         }
     }
 }
@@ -466,7 +587,167 @@ pub enum Op {
         dir: u8,
         step: u8,
     },
+    /// `fallocate` with `FALLOC_MODES[mode % len]`; `aligned` rounds the
+    /// offset and length down to the cluster (collapse and insert need it).
+    Fallocate {
+        file: u16,
+        mode: u8,
+        off: u32,
+        len: u32,
+        aligned: bool,
+    },
     Commit,
+}
+
+/// `fallocate` modes a random sequence picks from: the supported ones
+/// mostly, and some the kernel refuses.
+pub const FALLOC_MODES: &[u32] = &[
+    0,
+    falloc::KEEP_SIZE,
+    falloc::PUNCH_HOLE | falloc::KEEP_SIZE,
+    falloc::PUNCH_HOLE | falloc::KEEP_SIZE,
+    falloc::ZERO_RANGE,
+    falloc::ZERO_RANGE | falloc::KEEP_SIZE,
+    falloc::COLLAPSE_RANGE,
+    falloc::INSERT_RANGE,
+    falloc::PUNCH_HOLE,
+    falloc::COLLAPSE_RANGE | falloc::KEEP_SIZE,
+    falloc::UNSHARE_RANGE | falloc::KEEP_SIZE,
+];
+
+/// The errno the kernel answers `fallocate(mode, off, len)` on file `f`
+/// with, and whether the times change (every mode that passes the VFS's
+/// checks sets mtime and ctime, even when ext4 then refuses it).
+pub fn falloc_expect(f: &Node, geo: &Geometry, mode: u32, off: u64, len: u64) -> (i32, bool) {
+    use falloc::*;
+    if len == 0 || off > i64::MAX as u64 || len > i64::MAX as u64 {
+        return (errno::EINVAL, false);
+    }
+    if mode & !KNOWN != 0 {
+        return (errno::EOPNOTSUPP, false);
+    }
+    let keep = mode & KEEP_SIZE != 0;
+    let op = mode & !KEEP_SIZE;
+    let ok_combo = match op {
+        0 | UNSHARE_RANGE | ZERO_RANGE => true,
+        PUNCH_HOLE => keep,
+        COLLAPSE_RANGE | INSERT_RANGE | WRITE_ZEROES => !keep,
+        _ => false,
+    };
+    if !ok_combo {
+        return (errno::EOPNOTSUPP, false);
+    }
+    if off + len > geo.max_size {
+        return (errno::EFBIG, false);
+    }
+    if op == UNSHARE_RANGE || op == WRITE_ZEROES {
+        return (errno::EOPNOTSUPP, false);
+    }
+    let size = f.size();
+    if f.blockmapped && op != PUNCH_HOLE {
+        return (errno::EOPNOTSUPP, true);
+    }
+    let aligned = (off | len).is_multiple_of(geo.cluster);
+    match op {
+        COLLAPSE_RANGE if !aligned || off + len >= size => (errno::EINVAL, true),
+        INSERT_RANGE if !aligned => (errno::EINVAL, true),
+        INSERT_RANGE if len > geo.max_size - size => (errno::EFBIG, true),
+        INSERT_RANGE if off >= size => (errno::EINVAL, true),
+        _ => (0, true),
+    }
+}
+
+/// Apply a successful `fallocate` to file `f`, as the kernel's ext4 does.
+fn falloc_apply(f: &mut Node, geo: &Geometry, mode: u32, off: u64, len: u64) {
+    use falloc::*;
+    let bs = geo.bs;
+    let keep = mode & KEEP_SIZE != 0;
+    let op = mode & !KEEP_SIZE;
+    let end = off + len;
+    let size = f.size();
+    let grow = |f: &mut Node| {
+        if !keep && end > f.size() {
+            f.data_mut().resize(end as usize, 0);
+        }
+    };
+    match op {
+        0 => {
+            f.map_states(off / bs, end.div_ceil(bs), |s| match s {
+                St::Hole => St::Unwritten,
+                s => s,
+            });
+            grow(f);
+        }
+        PUNCH_HOLE => {
+            if off >= size {
+                return;
+            }
+            let end = end.min(size.div_ceil(4096) * 4096);
+            let zero_to = end.min(size) as usize;
+            f.data_mut()[off as usize..zero_to].fill(0);
+            let (first, stop) = (off.div_ceil(bs), end / bs);
+            if first < stop {
+                f.set_states(first, stop, St::Hole);
+            }
+        }
+        ZERO_RANGE => {
+            let zero_to = end.min(size) as usize;
+            if (off as usize) < zero_to {
+                f.data_mut()[off as usize..zero_to].fill(0);
+            }
+            let (first, stop) = (off.div_ceil(bs), end / bs);
+            // Partial edge blocks: allocated, and the kernel may write
+            // them while zeroing.
+            f.map_states(off / bs, end.div_ceil(bs), |s| match s {
+                St::Hole | St::Unwritten => St::Alloc,
+                s => s,
+            });
+            if first < stop {
+                f.set_states(first, stop, St::Unwritten);
+            }
+            grow(f);
+        }
+        COLLAPSE_RANGE => {
+            f.data_mut().drain(off as usize..end as usize);
+            let (a, b) = ((off / bs) as usize, (end / bs) as usize);
+            if f.blocks.len() > a {
+                let b = b.min(f.blocks.len());
+                f.blocks.drain(a..b);
+            }
+        }
+        INSERT_RANGE => {
+            let at = off as usize;
+            f.data_mut()
+                .splice(at..at, std::iter::repeat_n(0u8, len as usize));
+            let a = (off / bs) as usize;
+            if f.blocks.len() > a {
+                let n = (len / bs) as usize;
+                f.blocks.splice(a..a, std::iter::repeat_n(St::Hole, n));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// After an outcome the model cannot predict (ENOSPC part-way): take file
+/// `ino`'s size and bytes from the engine, and forget the states of
+/// blocks `from..to`.
+fn resync<D: BlockDevice>(
+    vol: &Volume<D>,
+    f: &mut Node,
+    ino: u32,
+    from: u64,
+    to: u64,
+) -> Result<(), String> {
+    let a = vol.getattr(ino).map_err(|e| format!("getattr: {e}"))?;
+    let mut buf = vec![0u8; a.size as usize];
+    let n = vol
+        .read(ino, 0, &mut buf)
+        .map_err(|e| format!("read: {e}"))?;
+    buf.truncate(n);
+    *f.data_mut() = buf;
+    f.map_states(from, to, |_| St::Any);
+    Ok(())
 }
 
 pub fn bytes_of(seed: u8, off: u32, len: usize) -> Vec<u8> {
@@ -783,38 +1064,108 @@ pub fn apply<D: BlockDevice>(
             let Some(ino) = pick(&m.files(), file) else {
                 return Ok(());
             };
+            let bs = m.geo.bs;
             let data = bytes_of(seed, off, len as usize);
+            let f = m.nodes.get_mut(&ino).unwrap();
             let n = match vol.write(InodeNo(ino), off as u64, &data, &cred) {
                 Ok(n) => n,
-                Err(Error::NoSpace) => 0,
+                Err(Error::NoSpace) => {
+                    // Nothing was written, or inline data moved out: the
+                    // engine says what is there now.
+                    let size = f.size();
+                    resync(vol, f, ino, 0, size.div_ceil(bs))?;
+                    0
+                }
                 Err(e) => return Err(format!("write {ino} at {off}+{len}: {e}")),
             };
             if n > 0 {
-                let d = m.data_mut(ino);
                 let end = off as usize + n;
+                let d = f.data_mut();
                 if d.len() < end {
                     d.resize(end, 0);
                 }
                 d[off as usize..end].copy_from_slice(&data[..n]);
-                let node = m.nodes.get_mut(&ino).unwrap();
-                node.mtime = now;
-                node.ctime = now;
+                f.set_states(off as u64 / bs, (end as u64).div_ceil(bs), St::Data);
+                f.mtime = now;
+                f.ctime = now;
             }
         }
         Op::Truncate { file, size } => {
             let Some(ino) = pick(&m.files(), file) else {
                 return Ok(());
             };
-            vol.truncate(InodeNo(ino), size as u64)
-                .map_err(|e| format!("truncate {ino} to {size}: {e}"))?;
-            let d = m.data_mut(ino);
-            let changed = d.len() != size as usize;
-            d.resize(size as usize, 0);
-            let node = m.nodes.get_mut(&ino).unwrap();
-            if changed {
-                node.mtime = now;
+            let bs = m.geo.bs;
+            let f = m.nodes.get_mut(&ino).unwrap();
+            match vol.truncate(InodeNo(ino), size as u64) {
+                Ok(()) => {}
+                Err(Error::NoSpace) => {
+                    // Inline data that had to move into a block.
+                    let old = f.size();
+                    resync(vol, f, ino, 0, old.div_ceil(bs))?;
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("truncate {ino} to {size}: {e}")),
             }
-            node.ctime = now;
+            let changed = f.size() != size as u64;
+            if (size as u64) < f.size() {
+                let from = (size as u64).div_ceil(bs);
+                let to = f.blocks.len() as u64;
+                if from < to {
+                    f.set_states(from, to, St::Hole);
+                }
+            }
+            f.data_mut().resize(size as usize, 0);
+            if changed {
+                f.mtime = now;
+            }
+            f.ctime = now;
+        }
+        Op::Fallocate {
+            file,
+            mode,
+            off,
+            len,
+            aligned,
+        } => {
+            let Some(ino) = pick(&m.files(), file) else {
+                return Ok(());
+            };
+            let geo = m.geo;
+            let bs = geo.bs;
+            let mode = FALLOC_MODES[mode as usize % FALLOC_MODES.len()];
+            let (mut off, mut len) = (off as u64, len as u64);
+            if aligned {
+                off = off / geo.cluster * geo.cluster;
+                len = len / geo.cluster * geo.cluster;
+            }
+            let f = m.nodes.get_mut(&ino).unwrap();
+            let (want, times) = falloc_expect(f, &geo, mode, off, len);
+            let r = vol.fallocate(InodeNo(ino), mode, off, len, &cred);
+            let what = format!("fallocate {ino} mode {mode:#x} {off}+{len}");
+            match r {
+                Ok(()) if want == 0 => falloc_apply(f, &geo, mode, off, len),
+                Err(Error::NoSpace) if want == 0 => {
+                    let to = (off + len).max(f.size()).div_ceil(bs);
+                    let from = (off / bs).min(f.size() / bs);
+                    resync(vol, f, ino, from, to.max(f.blocks.len() as u64))?;
+                }
+                Err(e) if e.errno() == want => {}
+                Ok(()) => {
+                    return Err(format!(
+                        "{what}: succeeded, the kernel answers errno {want}"
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{what}: {e} (errno {}), the kernel answers errno {want}",
+                        e.errno()
+                    ))
+                }
+            }
+            if times {
+                f.mtime = now;
+                f.ctime = now;
+            }
         }
         Op::Chmod { node, mode } => {
             let targets: Vec<u32> = m
