@@ -373,6 +373,9 @@ impl<D: BlockDevice> Volume<D> {
             self.txns().add_busy(b, n);
             b += n;
         }
+        // Revoke records for what the journal's live log holds of them,
+        // decided before their buffers go.
+        self.commit_log().forget(self.block_cache(), start.0, len);
         self.block_cache().invalidate_range(start.0, len);
         Ok(())
     }

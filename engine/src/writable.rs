@@ -62,9 +62,10 @@ pub enum Word {
 /// other bit refuses a read-write open with the reason from [`REFUSED`].
 /// Extend this table as the write path learns a feature.
 pub const WRITABLE: &[Word] = &[
-    // The journal is kept empty and clean; writes are not journaled yet
-    // (issue "Journal…"), so a crash mid-commit needs e2fsck.
+    // Every transaction goes through the journal (journal::writer).
     Word::Compat(compat::HAS_JOURNAL),
+    // Never written: full commits only, the area left as it is but for
+    // a stale head (journal::writer).
     Word::Compat(compat::FAST_COMMIT),
     Word::Compat(compat::EXT_ATTR),
     Word::Compat(compat::RESIZE_INODE),
@@ -121,6 +122,11 @@ pub const REFUSED: &[(&str, &str)] = &[
         "blocks shared between files cannot be written",
     ),
     ("snapshot", "snapshots are not supported"),
+    (
+        "external journal",
+        "a journal on another device is replayed (journal_path=) but not written; \
+         open read-only, or move the journal into the filesystem with tune2fs",
+    ),
 ];
 
 fn allowed(sb: &Superblock) -> (u32, u32, u32) {
@@ -161,6 +167,9 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     }
     if sb.last_orphan != 0 {
         return refuse("orphan_present");
+    }
+    if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum == 0 {
+        return refuse("external journal");
     }
     None
 }
@@ -215,9 +224,11 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// What the kernel's ext4 does to the superblock at a read-write mount
-    /// (`ext4_setup_super`): one more mount, the mount time, and — as no
-    /// journal covers our writes yet — "not clean" until a clean close.
-    pub(crate) fn mount_rw(&self) -> Result<()> {
+    /// (`ext4_setup_super`): one more mount, the mount time, and
+    /// `needs_recovery` while the journal is in use — or, without a
+    /// journal, "not clean" until a clean close (e2fsck then checks a
+    /// crashed image, as it does the kernel's no-journal mounts).
+    pub(crate) fn mount_rw(&self, journaled: bool) -> Result<()> {
         let now = self.now().sec;
         self.edit_super(|raw| {
             if raw.max_mnt_count.get() == 0 {
@@ -225,7 +236,11 @@ impl<D: BlockDevice> Volume<D> {
             }
             raw.mnt_count = raw.mnt_count.get().wrapping_add(1).into();
             set_time(&mut raw.mtime, &mut raw.mtime_hi, now);
-            raw.state = (raw.state.get() & !STATE_VALID).into();
+            if journaled {
+                raw.feature_incompat = (raw.feature_incompat.get() | incompat::RECOVER).into();
+            } else {
+                raw.state = (raw.state.get() & !STATE_VALID).into();
+            }
         })?;
         self.commit()
     }
@@ -247,9 +262,9 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
-    /// Close a read-write volume cleanly: commit, restore the superblock's
-    /// state as found at open (clean, unless it had errors), flush the
-    /// device. Afterwards the volume is read-only. Reports the error that
+    /// Close a read-write volume cleanly: commit, checkpoint and empty the
+    /// journal, clear `needs_recovery`, restore the superblock's state as
+    /// found at open (clean, unless it had errors), flush the device. Afterwards the volume is read-only. Reports the error that
     /// turned the volume read-only earlier, if one did (then only what was
     /// committed before it is on the device). Read-only volumes: nothing.
     pub fn close(&self) -> Result<()> {
@@ -261,8 +276,18 @@ impl<D: BlockDevice> Volume<D> {
             return Err(e);
         }
         self.commit()?;
+        // The journal checkpointed and marked empty; from here on commits
+        // write home, as the kernel writes the superblock at unmount.
+        if let Err(e) = self.commit_log().close(self.block_cache()) {
+            let e = Error::Io(e);
+            self.abort(e.clone());
+            return Err(e);
+        }
         let state = self.mount_state();
-        self.edit_super(|raw| raw.state = state.into())?;
+        self.edit_super(|raw| {
+            raw.state = state.into();
+            raw.feature_incompat = (raw.feature_incompat.get() & !incompat::RECOVER).into();
+        })?;
         self.commit()?;
         self.block_cache().flush()?;
         self.went_read_only_quietly();
@@ -281,6 +306,7 @@ mod tests {
         raw.feature_incompat = i.into();
         raw.feature_ro_compat = r.into();
         raw.desc_size = 64u16.into();
+        raw.journal_inum = 8.into();
         let b = raw.as_bytes().to_vec();
         Superblock::parse(&raw, &b, 1 << 30).unwrap()
     }
@@ -316,5 +342,18 @@ mod tests {
         ));
         let unknown = sb_with(0, incompat::EXTENTS, 1 << 30);
         assert!(refusal(&unknown).is_some());
+        let mut raw = crate::superblock::small_raw();
+        raw.feature_compat = compat::HAS_JOURNAL.into();
+        raw.feature_incompat = incompat::EXTENTS.into();
+        raw.desc_size = 64u16.into();
+        let b = raw.as_bytes().to_vec();
+        let external = Superblock::parse(&raw, &b, 1 << 30).unwrap();
+        assert!(matches!(
+            refusal(&external),
+            Some(Error::NotWritable {
+                feature: "external journal",
+                ..
+            })
+        ));
     }
 }

@@ -393,7 +393,7 @@ pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<
 
 /// Whether a listed name of directory `d` is the model's business (not
 /// `.`, `..`, `lost+found` or a starting directory).
-fn modelled(d: usize, n: &[u8]) -> bool {
+pub fn modelled(d: usize, n: &[u8]) -> bool {
     n != b"."
         && n != b".."
         && n != b"lost+found"
@@ -414,7 +414,7 @@ fn model_names(m: &Model, d: usize) -> Vec<Vec<u8>> {
 
 /// Whether the image has 256-byte (or larger) inodes: times keep
 /// nanoseconds and the epoch bits only there.
-fn stored(t: Timestamp, large: bool) -> Timestamp {
+pub fn stored(t: Timestamp, large: bool) -> Timestamp {
     if large {
         t
     } else {
