@@ -4,6 +4,11 @@
 #                       1 GiB big.bin, and an ext4 image of it; sets $out,
 #                       $tree, $img. Both are kept under bench/out/ (not
 #                       committed; delete them to rebuild).
+#   real_image          build (once) a copy of this machine's /usr/share and
+#                       Python standard library plus a 1 GiB big.bin, and an
+#                       ext4 image of it; sets $out, $tree, $img, $entries. A
+#                       real tree has big linear directories (man1: ~18,000
+#                       entries), which mke2fs -d writes without an index.
 #   cold                sync and drop the page, dentry and inode caches
 #                       (when root; $can_drop says whether it can).
 #   median X...         the median of the numbers given.
@@ -62,6 +67,45 @@ EOF
     fi
     echo "building $img ..." >&2
     mke2fs -F -q -t ext4 -O metadata_csum,64bit -L bench -d "$tree" "$img" 4G
+}
+
+# The sources of the real tree, when present.
+REAL_SOURCES="/usr/share /usr/lib/python3"
+
+real_image() {
+    tree=$out/tree-real
+    img=$out/bench-real.img
+    mkdir -p "$out"
+    if [ ! -f "$tree/.done" ]; then
+        rm -rf "$tree"
+        mkdir -p "$tree"
+        local s
+        for s in $REAL_SOURCES /usr/lib/python3.*; do
+            [ -d "$s" ] || continue
+            echo "copying $s into $tree ..." >&2
+            mkdir -p "$tree$(dirname "$s")"
+            cp -a "$s" "$tree$(dirname "$s")/"
+        done
+        echo "writing $tree/big.bin ..." >&2
+        python3 - "$tree/big.bin" <<'EOF2'
+import os, sys
+with open(sys.argv[1], "wb") as f:
+    block = os.urandom(1 << 20)
+    for i in range(1024):
+        f.write(block[i:] + block[:i])
+EOF2
+        touch "$tree/.done"
+    fi
+    entries=$(find "$tree" | wc -l)
+    if [ ! -f "$img" ]; then
+        echo "building $img (mke2fs -d is slow on big directories: a minute or two) ..." >&2
+        mke2fs -F -q -t ext4 -O metadata_csum,64bit -L bench-real -d "$tree" "$img" 4G
+    fi
+}
+
+# The biggest directory under $1: "ENTRIES PATH".
+largest_dir() {
+    find "$1" -mindepth 1 -printf '%h\n' | sort | uniq -c | sort -n | tail -1
 }
 
 can_drop=0

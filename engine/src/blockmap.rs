@@ -13,6 +13,11 @@ use crate::volume::Volume;
 /// Logical blocks addressable by a file: ext4 logical block numbers are u32.
 pub const MAX_LBLK: u64 = 1 << 32;
 
+/// High word of an extent tree block's check [`Mark`](crate::block_cache::Mark)
+/// tag (the low word is the inode's checksum seed); directory blocks use
+/// other high words, so a block reused as another kind is checked again.
+const EXTENT_MARK: u64 = 0x200;
+
 /// Where `find_leaf` ended: a leaf node (in `i_block` when `block` is
 /// None) covering logical blocks `lo..hi`.
 struct Leaf {
@@ -146,12 +151,17 @@ impl<D: BlockDevice> Volume<D> {
         f: impl FnOnce(&Node<'_>) -> Result<R>,
     ) -> Result<R> {
         let seed = inode.csum_seed;
-        self.cache_read_with(blk, |bytes| {
-            if self.sb().metadata_csum() && self.check_csums() && !extent::checksum_ok(bytes, seed)
-            {
-                return Err(Error::Checksum {
-                    object: Object::Block(blk),
-                });
+        // Verified once per cached copy: every lookup in a big directory
+        // maps its blocks through this node.
+        let tag = EXTENT_MARK << 32 | seed as u64;
+        self.cache_read_marked(blk, |bytes, mark| {
+            if self.sb().metadata_csum() && self.check_csums() && !mark.is(tag) {
+                if !extent::checksum_ok(bytes, seed) {
+                    return Err(Error::Checksum {
+                        object: Object::Block(blk),
+                    });
+                }
+                mark.set(tag);
             }
             let node = Node::parse(bytes, Some(depth), Object::Block(blk))?;
             f(&node)

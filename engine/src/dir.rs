@@ -229,6 +229,28 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
+    /// The entries of block `lblk` of `dir` as a scan sees them: `None` for
+    /// an interior node of a hash tree (`dx`), the whole block for its root
+    /// (the index hides in the ".." record), otherwise the leaf's entry
+    /// area after its checksum passed (once per cached copy).
+    pub(crate) fn scan_area<'b>(
+        &self,
+        dir: &Inode,
+        dx: bool,
+        block: &'b [u8],
+        lblk: u64,
+        mark: &Mark,
+    ) -> Result<Option<&'b [u8]>> {
+        if dx && lblk == 0 {
+            return Ok(Some(block));
+        }
+        if dx && is_dx_node(block, lblk) {
+            return Ok(None);
+        }
+        self.check_leaf_once(dir, block, lblk, mark)?;
+        Ok(Some(entry_area(block)))
+    }
+
     /// List directory `dir` from `cookie` (0 = start). `f` returns `false`
     /// to stop; the entry it refused is not consumed. A damaged block is
     /// reported through [`Volume::report`] and skipped, as the kernel does.
@@ -267,20 +289,12 @@ impl<D: BlockDevice> Volume<D> {
             for i in 0..len {
                 let l = lblk + i;
                 let stop = self.cache_read_marked(pblk + i, |block, mark| -> Result<bool> {
-                    if dx && is_dx_node(block, l) && l != 0 {
+                    let Some(area) = self.scan_area(&inode, dx, block, l, mark)? else {
                         return Ok(false);
-                    }
-                    if !(dx && l == 0) {
-                        self.check_leaf_once(&inode, block, l, mark)?;
-                    }
+                    };
                     let obj = Object::DirBlock {
                         dir,
                         lblk: l as u32,
-                    };
-                    let area = if dx && l == 0 {
-                        block
-                    } else {
-                        entry_area(block)
                     };
                     for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
                         let e = e?;
@@ -336,7 +350,13 @@ impl<D: BlockDevice> Volume<D> {
             return self.inline_lookup(&inode, name);
         }
         let dot = name == b"." || name == b"..";
-        if self.is_dx(&inode) && !dot && !inode.has_flag(flags::CASEFOLD) {
+        // A hash tree that was found damaged or full of colliding names
+        // has a name index instead (built by the scan that followed).
+        if self.is_dx(&inode)
+            && !dot
+            && !inode.has_flag(flags::CASEFOLD)
+            && !self.name_indexes().has_index(inode.ino)
+        {
             match self.dx_lookup(&inode, name) {
                 Ok(found) => return found.ok_or(Error::NotFound),
                 // A damaged tree: fall back to a linear scan, as the kernel does.
@@ -344,10 +364,12 @@ impl<D: BlockDevice> Volume<D> {
                 Err(e) => return Err(e),
             }
         }
-        let bs = self.sb().block_size as u64;
-        let nblocks = if dot { 1 } else { inode.size.div_ceil(bs) };
-        self.linear_lookup(&inode, name, 0, nblocks)?
-            .ok_or(Error::NotFound)
+        let found = if dot {
+            self.linear_lookup(&inode, name, 0, 1)?
+        } else {
+            self.scan_lookup(&inode, name)?
+        };
+        found.ok_or(Error::NotFound)
     }
 
     /// Search logical blocks `from..to` of `dir` for `name`.
@@ -358,6 +380,17 @@ impl<D: BlockDevice> Volume<D> {
         from: u64,
         to: u64,
     ) -> Result<Option<u32>> {
+        Ok(self.linear_find(dir, name, from, to)?.map(|(ino, _)| ino))
+    }
+
+    /// [`Volume::linear_lookup`], also saying which block held the name.
+    pub(crate) fn linear_find(
+        &self,
+        dir: &Inode,
+        name: &[u8],
+        from: u64,
+        to: u64,
+    ) -> Result<Option<(u32, u64)>> {
         let dx = self.is_dx(dir);
         let fold = dir.has_flag(flags::CASEFOLD);
         let mut lblk = from;
@@ -373,16 +406,8 @@ impl<D: BlockDevice> Volume<D> {
                 let l = lblk + i;
                 let found =
                     self.cache_read_marked(pblk + i, |block, mark| -> Result<Option<u32>> {
-                        if dx && is_dx_node(block, l) && l != 0 {
+                        let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
                             return Ok(None);
-                        }
-                        if !(dx && l == 0) {
-                            self.check_leaf_once(dir, block, l, mark)?;
-                        }
-                        let area = if dx && l == 0 {
-                            block
-                        } else {
-                            entry_area(block)
                         };
                         let obj = Object::DirBlock {
                             dir: dir.ino,
@@ -397,7 +422,7 @@ impl<D: BlockDevice> Volume<D> {
                         Ok(None)
                     });
                 match found {
-                    Ok(Ok(Some(ino))) => return Ok(Some(ino)),
+                    Ok(Ok(Some(ino))) => return Ok(Some((ino, l))),
                     Ok(Ok(None)) => {}
                     // A bad block hides only its own entries.
                     Ok(Err(e)) | Err(e) => self.report(e),

@@ -22,6 +22,9 @@ const ROOT_INFO_OFFSET: usize = 24;
 const NODE_ENTRIES_OFFSET: usize = 8;
 /// The kernel allows 2 levels (3 with `large_dir`): indirect levels < this.
 const MAX_LEVELS: usize = 3;
+/// Leaves of one hash-collision run a lookup reads before it turns to the
+/// directory's name index ([`crate::name_index`]).
+pub const COLLISION_LEAVES: usize = 4;
 
 /// Where a lookup stands in one index node.
 #[derive(Clone, Copy)]
@@ -306,8 +309,16 @@ impl<D: BlockDevice> Volume<D> {
         }
         let nblocks = dir.size.div_ceil(self.sb().block_size as u64);
         // Names whose hashes collide may continue into following leaves;
-        // each step moves to a later index entry, so this ends.
+        // each step moves to a later index entry, so this ends. A run
+        // longer than a few leaves (hostile names, or a weak hash) would
+        // make every lookup in it a scan of the run: past that, the
+        // directory gets a name index, which later lookups use directly.
+        let mut leaves = 0;
         loop {
+            leaves += 1;
+            if leaves > COLLISION_LEAVES {
+                return self.scan_lookup(dir, name);
+            }
             if child as u64 >= nblocks {
                 return Err(Error::corrupt(
                     obj,

@@ -36,6 +36,7 @@ pub mod journal;
 pub mod mapping_cache;
 pub mod mmp;
 pub mod mount_opts;
+pub mod name_index;
 pub mod numbers;
 pub mod superblock;
 pub mod txn;

@@ -72,6 +72,9 @@ pub struct MountOptions {
     pub gid: Option<u32>,
     /// Metadata cache budget in bytes.
     pub cache_size: Option<usize>,
+    /// Budget of the name indexes of big unindexed directories, in bytes
+    /// (0: scan them).
+    pub name_index_size: Option<usize>,
     /// Ignore a journal that needs recovery, as the kernel's
     /// `norecovery`: the filesystem as the device holds it, without the
     /// journal's newest changes. Without it the journal is replayed in
@@ -101,6 +104,7 @@ const VALUED: &[&str] = &[
     "journal_path",
     "journal_dev",
     "replay_budget",
+    "name_index_size",
 ];
 
 /// Accepted and ignored: meaningless on a read-only mount, or read only by
@@ -170,6 +174,12 @@ impl MountOptions {
                         OptionError(alloc::format!("mount option replay_budget={v}: {e}"))
                     })?;
                     self.replay_budget = Some(n);
+                }
+                "name_index_size" => {
+                    let n = parse_size(v).map_err(|e| {
+                        OptionError(alloc::format!("mount option name_index_size={v}: {e}"))
+                    })?;
+                    self.name_index_size = Some(n);
                 }
                 _ => {
                     let n = parse_size(v).map_err(|e| {
@@ -264,6 +274,9 @@ impl MountOptions {
         if let Some(n) = self.replay_budget {
             o.replay_budget = n;
         }
+        if let Some(n) = self.name_index_size {
+            o.name_index_bytes = n;
+        }
         if self.norecovery {
             o.recovery = Recovery::Skip;
         }
@@ -350,7 +363,7 @@ mod tests {
     #[test]
     fn common_options() {
         let (o, rest) = parse(
-            "ro,allow_other,uid=1000,gid=50,cache_size=8m,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
+            "ro,allow_other,uid=1000,gid=50,cache_size=8m,name_index_size=0,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
         )
         .unwrap();
         assert!(o.allow_other && !o.default_permissions && !o.debug);
@@ -375,6 +388,7 @@ mod tests {
         assert!(e("nosuid=1").contains("takes no value"));
         assert!(e("cache_size=lots").contains("cache_size=lots"));
         assert!(e("cache_size=1k").contains("minimum"));
+        assert!(e("name_index_size=x").contains("name_index_size=x"));
         assert!(e("fsname=").contains("non-empty"));
     }
 

@@ -22,6 +22,7 @@ use crate::inode_cache::{InodeCache, InodeCacheStats};
 use crate::journal::overlay::{Overlaid, Overlay};
 use crate::journal::{self, ReplayStats};
 use crate::mapping_cache::MappingCache;
+use crate::name_index::{NameIndexStats, NameIndexes};
 use crate::numbers::PhysBlock;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use crate::txn::{Commit, Txns, WriteHome};
@@ -45,6 +46,9 @@ pub struct OpenOptions {
     /// recently used inodes skip the checksum and decode). A volume's
     /// caches hold at most the sum of the three budgets.
     pub inode_cache_bytes: usize,
+    /// Byte budget of the name indexes of big directories without a hash
+    /// tree ([`crate::name_index`]); 0 scans them for every lookup.
+    pub name_index_bytes: usize,
     /// Treat checksum mismatches as valid (for salvaging damaged images).
     pub ignore_checksums: bool,
     /// Open read-only even if the device is writable. `false` opens
@@ -121,6 +125,8 @@ impl Default for OpenOptions {
             mapping_cache_bytes: 16 << 20,
             // About 11,000 inodes of 256 bytes.
             inode_cache_bytes: 4 << 20,
+            // About 1,000,000 entries (names of ~20 bytes) at once.
+            name_index_bytes: 8 << 20,
             ignore_checksums: false,
             read_only: true,
             recovery: Recovery::Replay,
@@ -228,6 +234,7 @@ pub struct Volume<D: BlockDevice> {
     cache: VolumeCache<D>,
     mapcache: MappingCache,
     icache: InodeCache,
+    names: NameIndexes,
     opts: OpenOptions,
     /// Refuses writes: opened read-only, or turned so by an abort.
     read_only: AtomicBool,
@@ -372,6 +379,7 @@ impl<D: BlockDevice> Volume<D> {
             cache,
             mapcache: MappingCache::new(opts.mapping_cache_bytes),
             icache,
+            names: NameIndexes::new(opts.name_index_bytes),
             opts: opts.clone(),
             read_only: AtomicBool::new(true),
             rw: !opts.read_only,
@@ -521,10 +529,21 @@ impl<D: BlockDevice> Volume<D> {
     pub fn inode_cache_stats(&self) -> InodeCacheStats {
         self.icache.stats()
     }
+    pub fn name_index_stats(&self) -> NameIndexStats {
+        self.names.stats()
+    }
+    /// The name indexes of big directories; whoever changes a directory's
+    /// entries calls [`NameIndexes::forget`] on it.
+    pub fn name_indexes(&self) -> &NameIndexes {
+        &self.names
+    }
     /// Forget the cached decoded copy of inode `ino`: whoever changes an
     /// inode record calls this once the change is in the block cache.
     pub fn invalidate_inode(&self, ino: u32) {
         self.icache.invalidate(ino);
+        // A directory that grew, shrank, was deleted or whose number was
+        // reused: its name index no longer describes it.
+        self.names.forget(ino);
     }
     pub fn options(&self) -> &OpenOptions {
         &self.opts

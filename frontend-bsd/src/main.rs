@@ -30,8 +30,9 @@ struct Cli {
     /// Directory to mount on
     mountpoint: PathBuf,
     /// Mount options, comma-separated: ro, allow_other, default_permissions,
-    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g], norecovery,
-    /// journal_path=, replay_budget=N[k|m|g], debug,
+    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g],
+    /// name_index_size=N[k|m|g], norecovery, journal_path=,
+    /// replay_budget=N[k|m|g], debug,
     /// push_symlinks_in, intr, max_read=, private, noprivate, neglect_shares,
     /// nosuid, nodev, noexec, noatime (and their positive forms)
     #[arg(short = 'o', value_name = "OPTIONS")]

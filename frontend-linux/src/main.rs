@@ -215,6 +215,7 @@ fn run(opts: &Options) -> Result<(), String> {
         uid: opts.common.uid,
         gid: opts.common.gid,
         iomap: iomap_prep.is_some(),
+        readdirplus: opts.readdirplus,
         ..Config::default()
     };
     if let Some(p) = &iomap_prep {

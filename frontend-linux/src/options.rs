@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::iomap::IomapMode;
+use crate::session::ReaddirPlus;
 use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 
 #[derive(Parser, Debug)]
@@ -20,9 +21,11 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         fsname=NAME          source name shown in /proc/mounts\n  \
         uid=N, gid=N         report every file as owned by this uid / gid\n  \
         cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
+        name_index_size=N[k|m|g]  memory for name indexes of big directories that\n                       have no hash tree (default 8m; 0: scan them per lookup)\n  \
         threads=N            FUSE worker threads\n  \
         spin=USEC            one worker polls this long for the next request before\n                       sleeping (default 50; 0: never), which spares a client\n                       waiting on it the wake-up of an idle CPU\n  \
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it\n  \
+        readdirplus=auto|on|off  listings carry each entry's attributes: auto (the\n                       default) lets the kernel choose per listing chunk; on:\n                       always; off: never (a LOOKUP per entry used)\n  \
         user=NAME            user the server switches to once started (default nobody)\n  \
         nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
         norecovery           ignore a journal that needs recovery (as the kernel's\n                       norecovery): the filesystem without the journal's newest\n                       changes. Without it the journal is replayed in memory,\n                       the image itself left unchanged (and file data is then\n                       served without iomap)\n  \
@@ -67,6 +70,8 @@ pub struct Options {
     /// `spin=`: microseconds a worker polls for the next request before
     /// sleeping (0: never; `None`: [`DEFAULT_SPIN_US`]).
     pub spin_us: Option<u64>,
+    /// `readdirplus=`: listings with attributes.
+    pub readdirplus: ReaddirPlus,
 }
 
 /// Default `spin=`: long enough to cover a client's turnaround between two
@@ -155,6 +160,18 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
                 OptionError(format!("mount option iomap={v}: must be auto, on or off"))
             })?;
         }
+        ("readdirplus", Some(v)) => {
+            o.readdirplus = ReaddirPlus::parse(v).ok_or_else(|| {
+                OptionError(format!(
+                    "mount option readdirplus={v}: must be auto, on or off"
+                ))
+            })?;
+        }
+        ("readdirplus", None) => {
+            return Err(OptionError(
+                "mount option readdirplus needs a value (readdirplus=auto|on|off)".into(),
+            ))
+        }
         ("iomap", None) => {
             return Err(OptionError(
                 "mount option iomap needs a value (iomap=auto|on|off)".into(),
@@ -220,6 +237,11 @@ mod tests {
         assert!(e(&["a", "b", "-o", "threads=0"]).contains("1..256"));
         assert!(e(&["a", "b", "-o", "threads"]).contains("needs a value"));
         assert!(e(&["a", "b", "-o", "iomap=maybe"]).contains("auto, on or off"));
+        assert!(e(&["a", "b", "-o", "readdirplus=some"]).contains("auto, on or off"));
+        assert_eq!(
+            p(&["a", "b", "-o", "readdirplus=on"]).unwrap().readdirplus,
+            ReaddirPlus::On
+        );
         assert!(e(&["a", "b", "-o", "iomap"]).contains("needs a value"));
         assert!(e(&["a", "b", "-o", "spin"]).contains("needs a value"));
         assert!(e(&["a", "b", "-o", "spin=20000"]).contains("0..10000"));

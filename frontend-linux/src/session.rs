@@ -67,6 +67,33 @@ pub struct Config {
     /// Count requests and the server's CPU time per opcode
     /// ([`Session::request_stats`]).
     pub measure: bool,
+    /// When the kernel asks for directory listings with attributes.
+    pub readdirplus: ReaddirPlus,
+}
+
+/// `-o readdirplus=`: which listings carry each entry's attributes
+/// (`READDIRPLUS`), saving the kernel a `LOOKUP` per entry it then uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReaddirPlus {
+    /// The kernel's adaptive mode: the first chunk of a listing, and the
+    /// next ones only after an entry was looked up or stat'ed since.
+    #[default]
+    Auto,
+    /// Every listing.
+    On,
+    /// None: a `LOOKUP` per entry the client uses.
+    Off,
+}
+
+impl ReaddirPlus {
+    pub fn parse(v: &str) -> Option<ReaddirPlus> {
+        match v {
+            "auto" => Some(ReaddirPlus::Auto),
+            "on" | "1" | "yes" => Some(ReaddirPlus::On),
+            "off" | "0" | "no" => Some(ReaddirPlus::Off),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -84,6 +111,7 @@ impl Default for Config {
             iomap_open_push: 8,
             iomap_sid: String::from("ext4-fuse"),
             measure: false,
+            readdirplus: ReaddirPlus::Auto,
         }
     }
 }
@@ -93,14 +121,17 @@ impl Config {
     pub fn wanted_flags(&self) -> u64 {
         let mut want = flag::ASYNC_READ
             | flag::PARALLEL_DIROPS
-            | flag::DO_READDIRPLUS
-            | flag::READDIRPLUS_AUTO
             | flag::CACHE_SYMLINKS
             | flag::MAX_PAGES
             | flag::ASYNC_DIO
             | flag::NO_OPEN_SUPPORT
             | flag::NO_OPENDIR_SUPPORT
             | flag::INIT_EXT;
+        want |= match self.readdirplus {
+            ReaddirPlus::Auto => flag::DO_READDIRPLUS | flag::READDIRPLUS_AUTO,
+            ReaddirPlus::On => flag::DO_READDIRPLUS,
+            ReaddirPlus::Off => 0,
+        };
         if self.posix_acl {
             want |= flag::POSIX_ACL;
         }

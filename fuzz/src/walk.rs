@@ -29,6 +29,7 @@ use ext4_engine::{BlockDevice, Error, FileType, OpenOptions, Volume, ROOT_INO};
 pub const CACHE_BYTES: usize = 1 << 20;
 pub const MAPPING_CACHE_BYTES: usize = 1 << 20;
 pub const INODE_CACHE_BYTES: usize = 1 << 20;
+pub const NAME_INDEX_BYTES: usize = 1 << 20;
 /// The replay plan of a journal that needs recovery.
 pub const REPLAY_BUDGET: usize = 1 << 20;
 
@@ -39,6 +40,7 @@ pub fn options(ignore_checksums: bool) -> OpenOptions {
         cache_bytes: CACHE_BYTES,
         mapping_cache_bytes: MAPPING_CACHE_BYTES,
         inode_cache_bytes: INODE_CACHE_BYTES,
+        name_index_bytes: NAME_INDEX_BYTES,
         ignore_checksums,
         read_only: true,
         replay_budget: REPLAY_BUDGET,

@@ -145,6 +145,23 @@ impl ImageSpec {
         p
     }
 
+    /// `mke2fs -F -q` making this spec's filesystem with `inodes` inodes
+    /// (the caller adds the rest: `-d`, the image, its size).
+    pub fn mke2fs(&self, inodes: u64) -> Command {
+        let mut c = Command::new("mke2fs");
+        c.args(["-F", "-q", "-t", self.fs_type]);
+        if !self.features.is_empty() {
+            c.arg("-O").arg(self.features);
+        }
+        c.arg("-b").arg(self.block_size.to_string());
+        if let Some(cs) = self.cluster_size {
+            c.arg("-C").arg(cs.to_string());
+        }
+        c.arg("-I").arg(self.inode_size.to_string());
+        c.arg("-N").arg(inodes.to_string());
+        c
+    }
+
     /// Whether the running kernel's ext4 can mount this block size.
     pub fn kernel_mountable(&self) -> bool {
         self.block_size <= page_size()
@@ -350,17 +367,7 @@ fn build_into(spec: &ImageSpec, tree: &SourceTree, dir: &Path) {
     let plan = &tree.plan;
     let inodes = plan.inode_count() + 256;
 
-    let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q", "-t", spec.fs_type]);
-    if !spec.features.is_empty() {
-        c.arg("-O").arg(spec.features);
-    }
-    c.arg("-b").arg(spec.block_size.to_string());
-    if let Some(cs) = spec.cluster_size {
-        c.arg("-C").arg(cs.to_string());
-    }
-    c.arg("-I").arg(spec.inode_size.to_string());
-    c.arg("-N").arg(inodes.to_string());
+    let mut c = spec.mke2fs(inodes);
     c.arg("-E").arg("lazy_itable_init=0,lazy_journal_init=0");
     c.arg("-d")
         .arg(&tree.src)

@@ -354,10 +354,10 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    /// Hook: directory `dir`'s entries changed. Whatever caches names per
-    /// directory (the name index of branch `lookup`) must update or drop
-    /// its copy here.
+    /// Directory `dir`'s entries changed: its name index (if it has one)
+    /// describes the old bytes and is dropped; the next lookup that needs
+    /// one builds it again.
     pub(crate) fn dir_changed(&self, dir: u32) {
-        let _ = dir;
+        self.name_indexes().forget(dir);
     }
 }

@@ -1,5 +1,10 @@
 //! What the image-based engine tests share: whether an e2fsprogs tool is
-//! installed, and building an image from a source tree with `mke2fs -d`.
+//! installed, building an image from a source tree with `mke2fs -d`,
+//! indexing its directories with `e2fsck -D`, and where a file's blocks are
+//! (`debugfs blocks`).
+
+// Each test uses only some of it.
+#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
@@ -25,4 +30,30 @@ pub fn mke2fs(args: &[&str], src: &Path, img: &Path, size: &str) {
         "mke2fs: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `e2fsck -fyD`: mke2fs -d writes linear directories, this indexes them.
+pub fn index_dirs(img: &Path) {
+    let out = Command::new("e2fsck")
+        .args(["-f", "-y", "-D"])
+        .arg(img)
+        .output()
+        .expect("e2fsck");
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "e2fsck -D: {out:?}"
+    );
+}
+
+/// The physical blocks of `path`, in logical order (`debugfs blocks`).
+pub fn blocks(img: &Path, path: &str) -> Vec<u64> {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("blocks {path}")])
+        .arg(img)
+        .output()
+        .expect("debugfs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect()
 }

@@ -309,6 +309,24 @@ fn init_grants_what_was_offered_and_wanted() {
 }
 
 #[test]
+fn readdirplus_modes_ask_for_their_flags() {
+    let want = |readdirplus| {
+        Config {
+            readdirplus,
+            ..Config::default()
+        }
+        .wanted_flags()
+            & (flag::DO_READDIRPLUS | flag::READDIRPLUS_AUTO)
+    };
+    assert_eq!(
+        want(ReaddirPlus::Auto),
+        flag::DO_READDIRPLUS | flag::READDIRPLUS_AUTO
+    );
+    assert_eq!(want(ReaddirPlus::On), flag::DO_READDIRPLUS);
+    assert_eq!(want(ReaddirPlus::Off), 0);
+}
+
+#[test]
 fn init_never_grants_unoffered_flags() {
     // A 7.31 kernel: 16-byte init_in style offer without MAX_PAGES or INIT_EXT.
     let cfg = Config::default();
