@@ -439,6 +439,10 @@ impl<D: BlockDevice> Volume<D> {
             self.txns().add_busy(b, n << bits);
             b += n << bits;
         }
+        // Revoke records for what the journal's live log holds of them
+        // (whole clusters), decided before their buffers go.
+        self.commit_log()
+            .forget(self.block_cache(), start, end - start);
         self.block_cache().invalidate_range(start, end - start);
         Ok(())
     }

@@ -64,7 +64,19 @@ pub struct OpenOptions {
     /// The clock for timestamps the engine sets (create, write, setattr
     /// with "now", mount and write times in the superblock).
     pub now: fn() -> Timestamp,
+    /// Byte budget of the journal writer's log buffer, where a committing
+    /// transaction's blocks are copied while the next one changes them:
+    /// with a journal, a transaction holds at most this much (and at most
+    /// a quarter of the journal); it commits early rather than grow.
+    pub journal_buffer_bytes: usize,
+    /// Seconds a transaction may stay uncommitted before
+    /// [`Volume::commit_if_due`] commits it (the kernel's `commit=`,
+    /// default 5).
+    pub commit_interval: u32,
 }
+
+/// The default [`OpenOptions::commit_interval`], as the kernel's.
+pub const DEFAULT_COMMIT_INTERVAL: u32 = 5;
 
 /// What [`Volume::open`] does with a journal that needs recovery.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,6 +132,8 @@ impl Default for OpenOptions {
             recovery: Recovery::Replay,
             replay_budget: DEFAULT_REPLAY_BUDGET,
             now: system_now,
+            journal_buffer_bytes: journal::writer::DEFAULT_BUFFER_BYTES,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -392,13 +406,35 @@ impl<D: BlockDevice> Volume<D> {
         vol.counts = vol.count()?;
         if vol.rw {
             vol.read_only.store(false, Ordering::Release);
-            // Orphans a crash left are cleaned up before anything else, as
+            // The journal is found and checked before the mount writes
+            // anything; the mount itself goes home directly (as the
+            // kernel's superblock writes do), everything after it through
+            // the journal — the cleanup of orphans a crash left first, as
             // the kernel's mount does.
+            let journal = if vol.sb.has_compat(compat::HAS_JOURNAL) {
+                match journal::writer::JournalWriter::open(&vol, opts.journal_buffer_bytes) {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        vol.closed.store(true, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+            } else {
+                None
+            };
             let r = vol
                 .orphan_setup()
-                .and_then(|_| vol.mount_rw())
-                .and_then(|_| vol.orphan_cleanup());
+                .and_then(|_| vol.mount_rw(journal.is_some()));
             if let Err(e) = r {
+                vol.closed.store(true, Ordering::Release);
+                return Err(e);
+            }
+            if let Some(j) = journal {
+                // The superblock joins every commit beside the credits.
+                vol.txns.cap_limit(j.max_blocks() - 1);
+                vol.commit_log = Box::new(j);
+            }
+            if let Err(e) = vol.orphan_cleanup() {
                 vol.closed.store(true, Ordering::Release);
                 return Err(e);
             }

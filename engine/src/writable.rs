@@ -76,9 +76,10 @@ pub enum Word {
 /// other bit refuses a read-write open with the reason from [`REFUSED`].
 /// Extend this table as the write path learns a feature.
 pub const WRITABLE: &[Word] = &[
-    // The journal is kept empty and clean; writes are not journaled yet
-    // (issue "Journal…"), so a crash mid-commit needs e2fsck.
+    // Every transaction goes through the journal (journal::writer).
     Word::Compat(compat::HAS_JOURNAL),
+    // Never written: full commits only, the area left as it is but for
+    // a stale head (journal::writer).
     Word::Compat(compat::FAST_COMMIT),
     Word::Compat(compat::EXT_ATTR),
     Word::Compat(compat::RESIZE_INODE),
@@ -139,6 +140,11 @@ pub const REFUSED: &[(&str, &str)] = &[
         "blocks shared between files cannot be written",
     ),
     ("snapshot", "snapshots are not supported"),
+    (
+        "external journal",
+        "a journal on another device is replayed (journal_path=) but not written; \
+         open read-only, or move the journal into the filesystem with tune2fs",
+    ),
 ];
 
 fn allowed(sb: &Superblock) -> (u32, u32, u32) {
@@ -181,6 +187,9 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
         {
             return refuse("bigalloc");
         }
+    }
+    if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum == 0 {
+        return refuse("external journal");
     }
     None
 }
@@ -235,9 +244,11 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// What the kernel's ext4 does to the superblock at a read-write mount
-    /// (`ext4_setup_super`): one more mount, the mount time, and — as no
-    /// journal covers our writes yet — "not clean" until a clean close.
-    pub(crate) fn mount_rw(&self) -> Result<()> {
+    /// (`ext4_setup_super`): one more mount, the mount time, and
+    /// `needs_recovery` while the journal is in use — or, without a
+    /// journal, "not clean" until a clean close (e2fsck then checks a
+    /// crashed image, as it does the kernel's no-journal mounts).
+    pub(crate) fn mount_rw(&self, journaled: bool) -> Result<()> {
         let now = self.now().sec;
         self.edit_super(|raw| {
             if raw.max_mnt_count.get() == 0 {
@@ -245,7 +256,11 @@ impl<D: BlockDevice> Volume<D> {
             }
             raw.mnt_count = raw.mnt_count.get().wrapping_add(1).into();
             set_time(&mut raw.mtime, &mut raw.mtime_hi, now);
-            raw.state = (raw.state.get() & !STATE_VALID).into();
+            if journaled {
+                raw.feature_incompat = (raw.feature_incompat.get() | incompat::RECOVER).into();
+            } else {
+                raw.state = (raw.state.get() & !STATE_VALID).into();
+            }
             // The orphan file may hold orphans while mounted (cleared at
             // a clean close), as the kernel marks it.
             if raw.feature_compat.get() & compat::ORPHAN_FILE != 0 {
@@ -292,9 +307,9 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
-    /// Close a read-write volume cleanly: commit, restore the superblock's
-    /// state as found at open (clean, unless it had errors), flush the
-    /// device. Afterwards the volume is read-only. Reports the error that
+    /// Close a read-write volume cleanly: commit, checkpoint and empty the
+    /// journal, clear `needs_recovery`, restore the superblock's state as
+    /// found at open (clean, unless it had errors), flush the device. Afterwards the volume is read-only. Reports the error that
     /// turned the volume read-only earlier, if one did (then only what was
     /// committed before it is on the device). Read-only volumes: nothing.
     pub fn close(&self) -> Result<()> {
@@ -307,6 +322,13 @@ impl<D: BlockDevice> Volume<D> {
         }
         let orphans_left = self.orphans_at_close()?;
         self.commit()?;
+        // The journal checkpointed and marked empty; from here on commits
+        // write home, as the kernel writes the superblock at unmount.
+        if let Err(e) = self.commit_log().close(self.block_cache()) {
+            let e = Error::Io(e);
+            self.abort(e.clone());
+            return Err(e);
+        }
         let state = self.mount_state();
         self.edit_super(|raw| {
             raw.state = state.into();
@@ -314,6 +336,7 @@ impl<D: BlockDevice> Volume<D> {
                 let r = raw.feature_ro_compat.get() & !ro_compat::ORPHAN_PRESENT;
                 raw.feature_ro_compat = r.into();
             }
+            raw.feature_incompat = (raw.feature_incompat.get() & !incompat::RECOVER).into();
         })?;
         self.commit()?;
         self.block_cache().flush()?;
@@ -333,6 +356,7 @@ mod tests {
         raw.feature_incompat = i.into();
         raw.feature_ro_compat = r.into();
         raw.desc_size = 64u16.into();
+        raw.journal_inum = 8.into();
         let b = raw.as_bytes().to_vec();
         Superblock::parse(&raw, &b, 1 << 30).unwrap()
     }
@@ -388,5 +412,18 @@ mod tests {
         ));
         let unknown = sb_with(0, incompat::EXTENTS, 1 << 30);
         assert!(refusal(&unknown).is_some());
+        let mut raw = crate::superblock::small_raw();
+        raw.feature_compat = compat::HAS_JOURNAL.into();
+        raw.feature_incompat = incompat::EXTENTS.into();
+        raw.desc_size = 64u16.into();
+        let b = raw.as_bytes().to_vec();
+        let external = Superblock::parse(&raw, &b, 1 << 30).unwrap();
+        assert!(matches!(
+            refusal(&external),
+            Some(Error::NotWritable {
+                feature: "external journal",
+                ..
+            })
+        ));
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod checks;
 pub mod crash;
+pub mod crash_writes;
+pub mod crashdev;
 pub mod fuse;
 pub mod image;
 pub mod jbuild;

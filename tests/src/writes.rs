@@ -10,6 +10,7 @@
 //! read-only must both show exactly the model.
 
 pub mod model;
+pub mod strategy;
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
@@ -366,7 +367,7 @@ pub use model::{
 
 /// Stored as the inode keeps it: 128-byte inodes have whole seconds in
 /// 32 bits.
-fn stored(t: Timestamp, large: bool) -> Time {
+pub fn stored(t: Timestamp, large: bool) -> Time {
     if large {
         Time {
             sec: t.sec,

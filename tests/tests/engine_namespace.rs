@@ -482,9 +482,10 @@ fn deep_hash_trees() {
             .collect();
         let name = |i: u32| format!("{i:07}-{}", "n".repeat(247)).into_bytes();
         let mut count = 0u32;
-        // The root's `indirect_levels`, as committed.
+        // The root's `indirect_levels`, as committed and written home.
         let levels = |v: &Volume<std::sync::Arc<MemDevice>>| -> u8 {
             v.commit().unwrap();
+            v.checkpoint().unwrap();
             let inode = v.inode(d.0).unwrap();
             let ext4_engine::blockmap::Run::Mapped { pblk, .. } = v.map_block(&inode, 0).unwrap()
             else {
@@ -507,7 +508,8 @@ fn deep_hash_trees() {
             assert!(count < 200_000, "the tree never grew");
         }
         assert_eq!(levels(&vol) as u32, if large_dir { 2 } else { 1 });
-        vol.commit().unwrap();
+        vol.close().unwrap();
+        drop(vol);
         let img = Scratch::new("deep-htree", &dev.snapshot());
         check_fsck(&img.0).unwrap();
         assert_eq!(htree_levels(&img.0, "deep"), if large_dir { 2 } else { 1 });
@@ -526,6 +528,7 @@ fn deep_hash_trees() {
             m.unmount().unwrap();
         }
         // A third go; some move to another directory; new ones come.
+        let (vol, dev) = open_rw(dev.snapshot(), &rw_options());
         let other = InodeNo(vol.mkdir(InodeNo::ROOT, b"other", 0o755, &c).unwrap().ino);
         for i in (0..count).step_by(3) {
             vol.unlink(d, &name(i)).unwrap();

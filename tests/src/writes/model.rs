@@ -271,6 +271,25 @@ impl Model {
         );
     }
 
+    /// Every path below the root (`/a`, `/a/b`; a file with several
+    /// links has several) and the inode it names.
+    pub fn paths(&self) -> BTreeMap<Vec<u8>, u32> {
+        let mut out = BTreeMap::new();
+        let mut queue = vec![(Vec::new(), ROOT)];
+        while let Some((path, d)) = queue.pop() {
+            for (name, &child) in &self.dirs[&d] {
+                let mut p = path.clone();
+                p.push(b'/');
+                p.extend_from_slice(name);
+                if self.nodes[&child].is_dir() {
+                    queue.push((p.clone(), child));
+                }
+                out.insert(p, child);
+            }
+        }
+        out
+    }
+
     /// Link count of `ino` as ext4 keeps it.
     pub fn nlink(&self, ino: u32) -> u64 {
         if self.nodes[&ino].is_dir() {
