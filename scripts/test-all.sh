@@ -9,6 +9,9 @@ export PATH=$PATH:/usr/sbin:/sbin
 bash scripts/install-test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The engine stays no_std + alloc: it must build for a target without std.
+rustup target add x86_64-unknown-none
+cargo build -p ext4-engine --target x86_64-unknown-none
 # A fixed number of executions of every fuzz target from its seeds.
 bash scripts/fuzz-smoke.sh
 # This command runs as root with /dev/fuse and loop devices (as CI does):

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ext4_engine::block_cache::BlockCache;
+use ext4_engine::test_support::BlockCache;
 use ext4_engine::{BlockDevice, IoError};
 
 const BS: u32 = 4096;

@@ -21,7 +21,7 @@ mod common;
 
 use common::FileDev;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ext4_engine::{OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{InodeNo, OpenOptions, Volume};
 
 const ENTRIES: usize = 100_000;
 const FIRST: usize = 1_000;
@@ -91,9 +91,9 @@ fn images() -> Option<(PathBuf, PathBuf)> {
     Some((htree, linear))
 }
 
-fn open(img: &Path, opts: &OpenOptions) -> (Volume<FileDev>, u32) {
+fn open(img: &Path, opts: &OpenOptions) -> (Volume<FileDev>, InodeNo) {
     let vol = common::open(img, opts);
-    let big = vol.lookup_ino(ROOT_INO, b"big").expect("lookup /big");
+    let big = vol.lookup_ino(InodeNo::ROOT, b"big").expect("lookup /big");
     (vol, big)
 }
 
@@ -105,14 +105,14 @@ fn order() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn pass(vol: &Volume<FileDev>, dir: u32, names: &[Vec<u8>]) {
+fn pass(vol: &Volume<FileDev>, dir: InodeNo, names: &[Vec<u8>]) {
     for n in names {
         black_box(vol.lookup_ino(dir, n).expect("lookup"));
     }
 }
 
 /// Median time per lookup over 5 passes (after one warm-up pass).
-fn per_lookup(vol: &Volume<FileDev>, dir: u32, names: &[Vec<u8>]) -> Duration {
+fn per_lookup(vol: &Volume<FileDev>, dir: InodeNo, names: &[Vec<u8>]) -> Duration {
     pass(vol, dir, names);
     let mut v: Vec<Duration> = (0..5)
         .map(|_| {

@@ -17,7 +17,7 @@ mod common;
 
 use common::{iomap_walk, FileDev};
 use criterion::{criterion_group, criterion_main, Criterion};
-use ext4_engine::{OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{InodeNo, OpenOptions, Volume};
 
 const DEV: u32 = 1;
 /// Walks stop here (the old per-pointer-block answers ran to ~1M).
@@ -45,17 +45,17 @@ fn open(img: &Path) -> Volume<FileDev> {
     common::open(img, &OpenOptions::default())
 }
 
-fn ino(vol: &Volume<FileDev>, name: &str) -> (u32, u64) {
-    let a = vol.lookup(ROOT_INO, name.as_bytes()).expect("lookup");
+fn ino(vol: &Volume<FileDev>, name: &str) -> (InodeNo, u64) {
+    let a = vol.lookup(InodeNo::ROOT, name.as_bytes()).expect("lookup");
     (a.ino, a.size)
 }
 
 /// `iomap_begin` from `from` to maxbytes; the number of answers.
-fn past_eof(vol: &Volume<FileDev>, ino: u32, from: u64) -> u64 {
+fn past_eof(vol: &Volume<FileDev>, ino: InodeNo, from: u64) -> u64 {
     iomap_walk(vol, ino, from, vol.maxbytes(), MAX_ANSWERS)
 }
 
-fn whole(vol: &Volume<FileDev>, ino: u32) -> u64 {
+fn whole(vol: &Volume<FileDev>, ino: InodeNo) -> u64 {
     let mut n = 0;
     vol.mappings(ino, DEV, &mut |_| {
         n += 1;

@@ -16,7 +16,7 @@ mod common;
 
 use common::FileDev;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ext4_engine::{OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{InodeNo, OpenOptions, Volume};
 
 const DIRS: usize = 20;
 const FILES: usize = 200;
@@ -42,11 +42,14 @@ fn image() -> PathBuf {
 }
 
 /// (directory inode, file names) of every directory.
-fn names(vol: &Volume<FileDev>) -> Vec<(u32, Vec<Vec<u8>>)> {
+fn names(vol: &Volume<FileDev>) -> Vec<(InodeNo, Vec<Vec<u8>>)> {
     (0..DIRS)
         .map(|d| {
             let (dn, _) = name_of(d, 0);
-            let dino = vol.lookup(ROOT_INO, dn.as_bytes()).expect("lookup dir").ino;
+            let dino = vol
+                .lookup(InodeNo::ROOT, dn.as_bytes())
+                .expect("lookup dir")
+                .ino;
             let files = (0..FILES).map(|f| name_of(d, f).1.into_bytes()).collect();
             (dino, files)
         })
@@ -55,7 +58,7 @@ fn names(vol: &Volume<FileDev>) -> Vec<(u32, Vec<Vec<u8>>)> {
 
 /// One pass over every file: lookup (which stats the child) then getattr,
 /// as a kernel without readdirplus asks. Returns the calls made.
-fn pass(vol: &Volume<FileDev>, names: &[(u32, Vec<Vec<u8>>)]) -> u64 {
+fn pass(vol: &Volume<FileDev>, names: &[(InodeNo, Vec<Vec<u8>>)]) -> u64 {
     let mut n = 0;
     for (dino, files) in names {
         for f in files {
@@ -68,7 +71,7 @@ fn pass(vol: &Volume<FileDev>, names: &[(u32, Vec<Vec<u8>>)]) -> u64 {
 }
 
 /// `getattr` alone on every file (inode numbers looked up beforehand).
-fn getattrs(vol: &Volume<FileDev>, inos: &[u32]) -> Duration {
+fn getattrs(vol: &Volume<FileDev>, inos: &[InodeNo]) -> Duration {
     let mut v: Vec<Duration> = (0..7)
         .map(|_| {
             let t = Instant::now();
@@ -82,7 +85,7 @@ fn getattrs(vol: &Volume<FileDev>, inos: &[u32]) -> Duration {
     v[3]
 }
 
-fn per_pair(vol: &Volume<FileDev>, names: &[(u32, Vec<Vec<u8>>)], threads: usize) -> Duration {
+fn per_pair(vol: &Volume<FileDev>, names: &[(InodeNo, Vec<Vec<u8>>)], threads: usize) -> Duration {
     let mut v: Vec<Duration> = (0..7)
         .map(|_| {
             let t = Instant::now();
@@ -111,8 +114,8 @@ fn variants() -> Vec<(&'static str, OpenOptions)> {
         (
             "one set (misses)",
             OpenOptions {
-                inode_cache_bytes: ext4_engine::inode_cache::InodeCache::entry_bytes(256)
-                    * ext4_engine::inode_cache::WAYS,
+                inode_cache_bytes: ext4_engine::test_support::InodeCache::entry_bytes(256)
+                    * ext4_engine::test_support::INODE_CACHE_WAYS,
                 ..OpenOptions::default()
             },
         ),
@@ -126,7 +129,7 @@ fn bench(c: &mut Criterion) {
         let vol = common::open(&img, &opts);
         let names = names(&vol);
         pass(&vol, &names);
-        let inos: Vec<u32> = names
+        let inos: Vec<InodeNo> = names
             .iter()
             .flat_map(|(d, fs)| fs.iter().map(|f| vol.lookup(*d, f).expect("lookup").ino))
             .collect();

@@ -19,7 +19,7 @@ mod common;
 
 use common::{iomap_walk, randoms, FileDev};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ext4_engine::{OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{InodeNo, OpenOptions, Volume};
 
 const EXTENTS: u64 = 10_000;
 const BS: u64 = 4096;
@@ -61,17 +61,17 @@ fn open(img: &Path, budget: usize) -> Volume<FileDev> {
 }
 
 /// The file's inode and size.
-fn target(vol: &Volume<FileDev>) -> (u32, u64) {
-    let a = vol.lookup(ROOT_INO, b"frag").expect("lookup /frag");
+fn target(vol: &Volume<FileDev>) -> (InodeNo, u64) {
+    let a = vol.lookup(InodeNo::ROOT, b"frag").expect("lookup /frag");
     (a.ino, a.size)
 }
 
 /// A FIEMAP-style walk by `iomap_begin`; returns the number of calls.
-fn walk(vol: &Volume<FileDev>, ino: u32, size: u64) -> u64 {
+fn walk(vol: &Volume<FileDev>, ino: InodeNo, size: u64) -> u64 {
     iomap_walk(vol, ino, 0, size, u64::MAX)
 }
 
-fn probe(vol: &Volume<FileDev>, ino: u32, positions: &[u64]) {
+fn probe(vol: &Volume<FileDev>, ino: InodeNo, positions: &[u64]) {
     for &p in positions {
         black_box(vol.iomap_begin(ino, p, BS, 0, DEV).expect("iomap_begin"));
     }

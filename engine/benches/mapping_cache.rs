@@ -12,6 +12,7 @@ use common::randoms;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ext4_engine::mapping_cache::model::ModelFork;
 use ext4_engine::mapping_cache::{Fork, ForkTree, MapType, Mapping, MappingCache};
+use ext4_engine::InodeNo;
 
 const SIZES: [u64; 3] = [1, 1_000, 1_000_000];
 
@@ -51,7 +52,7 @@ fn lookups(c: &mut Criterion) {
         let offs = randoms(1 << 16, n * 8192, 0x1234_5678);
         let cache = MappingCache::new(usize::MAX);
         for i in 0..n {
-            cache.add(7, Fork::Read, rec(i, 0)).unwrap();
+            cache.add(InodeNo(7), Fork::Read, rec(i, 0)).unwrap();
         }
         let mut k = 0;
         g.bench_with_input(BenchmarkId::new("fork_tree", n), &n, |b, _| {
@@ -69,7 +70,7 @@ fn lookups(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("mapping_cache", n), &n, |b, _| {
             b.iter(|| {
                 k = (k + 1) & 0xffff;
-                black_box(cache.lookup(7, Fork::Read, black_box(offs[k])))
+                black_box(cache.lookup(InodeNo(7), Fork::Read, black_box(offs[k])))
             })
         });
     }
@@ -83,7 +84,7 @@ fn upserts(c: &mut Criterion) {
         let idx = randoms(1 << 16, n, 0x8765_4321);
         let cache = MappingCache::new(usize::MAX);
         for i in 0..n {
-            cache.add(7, Fork::Read, rec(i, 0)).unwrap();
+            cache.add(InodeNo(7), Fork::Read, rec(i, 0)).unwrap();
         }
         // Each upsert replaces one record with a moved copy (new address).
         let mut k = 0u64;
@@ -103,11 +104,11 @@ fn upserts(c: &mut Criterion) {
             b.iter(|| {
                 k += 1;
                 cache
-                    .upsert(7, Fork::Read, rec(idx[(k & 0xffff) as usize], k))
+                    .upsert(InodeNo(7), Fork::Read, rec(idx[(k & 0xffff) as usize], k))
                     .unwrap()
             })
         });
-        assert!(t.check().is_ok() && t.len() as u64 == n && m.map.len() as u64 == n);
+        assert!(t.check_invariants().is_ok() && t.len() as u64 == n && m.map.len() as u64 == n);
     }
     g.finish();
 }

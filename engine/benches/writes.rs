@@ -14,8 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ext4_engine::device::MemDevice;
-use ext4_engine::{Cred, InodeNo, OpenOptions, Volume};
+use ext4_engine::{Cred, InodeNo, MemDevice, OpenOptions, Volume};
 
 const FILES: usize = 100_000;
 const BIG: usize = 1 << 30;
@@ -70,7 +69,7 @@ fn ours(dir: &Path) -> [Duration; 3] {
         .ino;
     let t = Instant::now();
     for k in 0..BIG / PIECE {
-        vol.write(InodeNo(big), (k * PIECE) as u64, &piece, &cred)
+        vol.write(big, (k * PIECE) as u64, &piece, &cred)
             .expect("write");
     }
     vol.commit().expect("commit");
@@ -124,8 +123,8 @@ fn parallel(dir: &Path) -> [(Duration, f64); 2] {
     for (k, threads) in [1usize, 2].into_iter().enumerate() {
         let vol = Volume::open(Arc::new(MemDevice::from_vec(bytes.clone())), &opts).expect("open");
         let dirs = [
-            InodeNo(vol.lookup_ino(2, b"a").expect("a")),
-            InodeNo(vol.lookup_ino(2, b"b").expect("b")),
+            vol.lookup_ino(InodeNo::ROOT, b"a").expect("a"),
+            vol.lookup_ino(InodeNo::ROOT, b"b").expect("b"),
         ];
         let t = Instant::now();
         let c = cpu_seconds();

@@ -19,6 +19,7 @@ use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{Error, Object, Result};
+use crate::numbers::InodeNo;
 
 /// `a_version` of ext4's on-disk ACL.
 pub const DISK_VERSION: u32 = 1;
@@ -76,7 +77,7 @@ fn has_id(tag: u16) -> Option<bool> {
 /// a short or unknown-version header, a size that is not "up to four short
 /// entries, or four short plus whole long ones", a truncated entry, an unknown
 /// tag.
-pub fn disk_to_xattr(disk: &[u8], ino: u32) -> Result<Vec<u8>> {
+pub fn disk_to_xattr(disk: &[u8], ino: InodeNo) -> Result<Vec<u8>> {
     let obj = Object::Inode(ino);
     if disk.is_empty() {
         return Ok(Vec::new());
@@ -171,6 +172,24 @@ pub fn xattr_to_disk(xattr: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The entries of an ACL in the xattr form as (tag, permission bits, id),
+/// for permission checks; `InvalidArgument` when it does not parse or is
+/// not one the kernel accepts ([`is_valid`]).
+pub fn xattr_entries(xattr: &[u8]) -> Result<Vec<(u16, u16, u32)>> {
+    let (hdr, rest) = RawHeader::ref_from_prefix(xattr).map_err(|_| Error::InvalidArgument)?;
+    if hdr.a_version.get() != XATTR_VERSION {
+        return Err(Error::InvalidArgument);
+    }
+    let entries = <[RawEntry]>::ref_from_bytes(rest).map_err(|_| Error::InvalidArgument)?;
+    if !entries.is_empty() && !is_valid(entries) {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(entries
+        .iter()
+        .map(|e| (e.e_tag.get(), e.e_perm.get(), e.e_id.get()))
+        .collect())
+}
+
 /// The kernel's rule for an ACL it accepts from a caller: permissions within
 /// rwx, entries in the order USER_OBJ, USER*, GROUP_OBJ, GROUP*, MASK, OTHER,
 /// with exactly one of each owner-like entry, and MASK present exactly when
@@ -222,7 +241,7 @@ pub struct AclEntry {
 }
 
 /// The entries of an on-disk ACL of inode `ino` (empty: no ACL).
-pub fn parse_disk(disk: &[u8], ino: u32) -> Result<Vec<AclEntry>> {
+pub fn parse_disk(disk: &[u8], ino: InodeNo) -> Result<Vec<AclEntry>> {
     let x = disk_to_xattr(disk, ino)?;
     let body = x.get(HEADER_LEN..).unwrap_or(&[]);
     let entries = <[RawEntry]>::ref_from_bytes(body)
@@ -387,7 +406,7 @@ mod tests {
             long(ACL_OTHER, 4, u32::MAX),
         ]
         .concat();
-        assert_eq!(disk_to_xattr(&sample_disk(), 1).unwrap(), want);
+        assert_eq!(disk_to_xattr(&sample_disk(), InodeNo(1)).unwrap(), want);
         assert_eq!(xattr_to_disk(&want).unwrap(), sample_disk());
         // Minimal ACL: three short entries.
         let min = [
@@ -397,19 +416,22 @@ mod tests {
             short(0x20, 4),
         ]
         .concat();
-        let x = disk_to_xattr(&min, 1).unwrap();
+        let x = disk_to_xattr(&min, InodeNo(1)).unwrap();
         assert_eq!(x.len(), 4 + 3 * 8);
         assert_eq!(xattr_to_disk(&x).unwrap(), min);
         // No entries: no ACL.
-        assert_eq!(disk_to_xattr(&1u32.to_le_bytes(), 1).unwrap(), vec![]);
-        assert_eq!(disk_to_xattr(&[], 1).unwrap(), vec![]);
+        assert_eq!(
+            disk_to_xattr(&1u32.to_le_bytes(), InodeNo(1)).unwrap(),
+            vec![]
+        );
+        assert_eq!(disk_to_xattr(&[], InodeNo(1)).unwrap(), vec![]);
         assert_eq!(xattr_to_disk(&2u32.to_le_bytes()).unwrap(), vec![]);
     }
 
     fn what(r: Result<Vec<u8>>) -> &'static str {
         match r {
             Err(Error::Corrupt {
-                object: Object::Inode(42),
+                object: Object::Inode(InodeNo(42)),
                 what,
             }) => what,
             other => panic!("expected Corrupt for inode 42, got {other:?}"),
@@ -420,17 +442,20 @@ mod tests {
     fn rejects_bad_disk_acls() {
         let good = sample_disk();
         assert_eq!(
-            what(disk_to_xattr(&good[..3], 42)),
+            what(disk_to_xattr(&good[..3], InodeNo(42))),
             "ACL shorter than its header"
         );
         let mut v2 = good.clone();
         v2[0] = 2;
-        assert_eq!(what(disk_to_xattr(&v2, 42)), "ACL version");
-        assert_eq!(what(disk_to_xattr(&good[..good.len() - 1], 42)), "ACL size");
-        assert_eq!(what(disk_to_xattr(&good[..6], 42)), "ACL size");
+        assert_eq!(what(disk_to_xattr(&v2, InodeNo(42))), "ACL version");
+        assert_eq!(
+            what(disk_to_xattr(&good[..good.len() - 1], InodeNo(42))),
+            "ACL size"
+        );
+        assert_eq!(what(disk_to_xattr(&good[..6], InodeNo(42))), "ACL size");
         let mut tag = good.clone();
         tag[4] = 0x40;
-        assert_eq!(what(disk_to_xattr(&tag, 42)), "ACL entry tag");
+        assert_eq!(what(disk_to_xattr(&tag, InodeNo(42))), "ACL entry tag");
         // Size rule satisfied, but a long tag where only 4 bytes remain.
         let trunc = [
             1u32.to_le_bytes().to_vec(),
@@ -440,12 +465,15 @@ mod tests {
             short(ACL_USER, 4),
         ]
         .concat();
-        assert_eq!(what(disk_to_xattr(&trunc, 42)), "ACL entry truncated");
+        assert_eq!(
+            what(disk_to_xattr(&trunc, InodeNo(42))),
+            "ACL entry truncated"
+        );
     }
 
     #[test]
     fn validates_caller_acls() {
-        let x = disk_to_xattr(&sample_disk(), 1).unwrap();
+        let x = disk_to_xattr(&sample_disk(), InodeNo(1)).unwrap();
         let entries = <[RawEntry]>::ref_from_bytes(&x[4..]).unwrap();
         assert!(is_valid(entries));
         // Named entries without a mask.
@@ -491,7 +519,7 @@ mod tests {
             } else {
                 buf.len()
             };
-            match disk_to_xattr(&buf[..cut], 42) {
+            match disk_to_xattr(&buf[..cut], InodeNo(42)) {
                 Ok(x) => {
                     assert!(x.is_empty() || (x.len() - 4) % 8 == 0);
                     let _ = xattr_to_disk(&x);

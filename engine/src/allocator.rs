@@ -19,11 +19,11 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::check::layout;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::{incompat, ro_compat};
 use crate::group_desc::{bitmap_checksum, GroupDesc, BG_BLOCK_UNINIT, BG_INODE_UNINIT};
+use crate::layout;
 use crate::numbers::{InodeNo, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
@@ -31,7 +31,9 @@ use crate::writable::Cred;
 
 /// Credits an allocation or free of one run inside one group may use:
 /// its bitmap block and its descriptor block (the superblock joins at
-/// commit outside the handles).
+/// commit outside the handles). Callers budget with it; nothing in the
+/// engine reads it yet.
+#[allow(dead_code)]
 pub const ALLOC_CREDITS: usize = 2;
 /// Credits of an inode allocation: inode bitmap, descriptor, and the block
 /// bitmap of a `BLOCK_UNINIT` group (initialised with it, as the kernel).
@@ -219,7 +221,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         let map = self.uninit_block_bitmap(g)?;
         let sb = self.sb();
-        h.create(PhysBlock(gd.block_bitmap), |b| b.copy_from_slice(&map))?;
+        h.create(gd.block_bitmap, |b| b.copy_from_slice(&map))?;
         let csum = bitmap_checksum(sb, &map, sb.clusters_per_group);
         self.modify_gd(h, g, |d| {
             d.flags &= !BG_BLOCK_UNINIT;
@@ -368,7 +370,7 @@ impl<D: BlockDevice> Volume<D> {
     ) -> Result<()> {
         let sb = self.sb();
         let gd = self.group_desc(g)?;
-        let bad = h.modify(PhysBlock(gd.block_bitmap), |b| {
+        let bad = h.modify(gd.block_bitmap, |b| {
             // Every bit must be in the state we expect: anything else is a
             // damaged bitmap, and nothing is changed.
             if (at..at + len).any(|i| test_bit(b, i) == on) {
@@ -413,9 +415,9 @@ impl<D: BlockDevice> Volume<D> {
         if len == 0 {
             return Ok(());
         }
-        if !self.blocks_in_fs(start.0, len) {
+        if !self.blocks_in_fs(start, len) {
             return Err(Error::corrupt(
-                Object::Block(start.0),
+                Object::Block(start),
                 "freeing blocks outside the filesystem",
             ));
         }
@@ -526,13 +528,13 @@ impl<D: BlockDevice> Volume<D> {
         let ipg = sb.inodes_per_group;
         let bs = sb.block_size;
         let csum = if was_uninit {
-            h.create(PhysBlock(gd.inode_bitmap), |b| {
+            h.create(gd.inode_bitmap, |b| {
                 set_bits(b, ipg, bs * 8, true);
                 set_bits(b, idx, idx + 1, true);
                 bitmap_checksum(sb, b, ipg)
             })?
         } else {
-            h.modify(PhysBlock(gd.inode_bitmap), |b| {
+            h.modify(gd.inode_bitmap, |b| {
                 set_bits(b, idx, idx + 1, true);
                 bitmap_checksum(sb, b, ipg)
             })?
@@ -564,7 +566,7 @@ impl<D: BlockDevice> Volume<D> {
         let sb = self.sb();
         if ino.0 < sb.first_ino || ino.0 > sb.inodes_count {
             return Err(Error::corrupt(
-                Object::Inode(ino.0),
+                Object::Inode(ino),
                 "freeing a reserved or out-of-range inode",
             ));
         }
@@ -572,7 +574,7 @@ impl<D: BlockDevice> Volume<D> {
         let g = (ino.0 - 1) / sb.inodes_per_group;
         let idx = (ino.0 - 1) % sb.inodes_per_group;
         let gd = self.group_desc(g)?;
-        let csum = h.modify(PhysBlock(gd.inode_bitmap), |b| {
+        let csum = h.modify(gd.inode_bitmap, |b| {
             if !test_bit(b, idx) {
                 return None;
             }
@@ -581,7 +583,7 @@ impl<D: BlockDevice> Volume<D> {
         })?;
         let Some(csum) = csum else {
             return Err(Error::corrupt(
-                Object::Inode(ino.0),
+                Object::Inode(ino),
                 "freeing an inode the inode bitmap marks free",
             ));
         };

@@ -1,5 +1,7 @@
 //! What the engine tells frontends about an inode, in OS-neutral terms.
 
+use crate::numbers::InodeNo;
+
 /// Seconds since the epoch (may be negative or past 2038) plus nanoseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp {
@@ -77,7 +79,7 @@ impl FileType {
 /// The attributes of an inode, as `stat`/`statx` report them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attr {
-    pub ino: u32,
+    pub ino: InodeNo,
     pub kind: FileType,
     /// Full `st_mode`: type bits and permission bits.
     pub mode: u32,

@@ -8,10 +8,11 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::extent::{self, Extent, Node};
 use crate::inode::{flags, Inode};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::volume::Volume;
 
 /// Logical blocks addressable by a file: ext4 logical block numbers are u32.
-pub const MAX_LBLK: u64 = 1 << 32;
+const MAX_LBLK: u64 = FileBlock::COUNT;
 
 /// High word of an extent tree block's check [`Mark`](crate::block_cache::Mark)
 /// tag (the low word is the inode's checksum seed); directory blocks use
@@ -21,7 +22,7 @@ const EXTENT_MARK: u64 = 0x200;
 /// Where `find_leaf` ended: a leaf node (in `i_block` when `block` is
 /// None) covering logical blocks `lo..hi`.
 struct Leaf {
-    block: Option<u64>,
+    block: Option<PhysBlock>,
     lo: u64,
     hi: u64,
 }
@@ -31,7 +32,7 @@ struct Leaf {
 pub enum Run {
     /// `len` blocks starting at `pblk` (unwritten ones read as zeros).
     Mapped {
-        pblk: u64,
+        pblk: PhysBlock,
         len: u64,
         unwritten: bool,
     },
@@ -52,10 +53,7 @@ impl Run {
 
 impl<D: BlockDevice> Volume<D> {
     /// The run of blocks that starts at logical block `lblk` of `inode`.
-    pub fn map_block(&self, inode: &Inode, lblk: u64) -> Result<Run> {
-        if lblk >= MAX_LBLK {
-            return Ok(Run::Hole { len: 1 });
-        }
+    pub fn map_block(&self, inode: &Inode, lblk: FileBlock) -> Result<Run> {
         if inode.has_flag(flags::INLINE_DATA) {
             return Err(Error::corrupt(
                 Object::Inode(inode.ino),
@@ -63,18 +61,30 @@ impl<D: BlockDevice> Volume<D> {
             ));
         }
         if inode.has_flag(flags::EXTENTS) {
-            self.map_extent(inode, lblk as u32)
+            self.map_extent(inode, lblk.0)
         } else {
-            self.map_indirect(inode, lblk as u32)
+            self.map_indirect(inode, lblk.0)
+        }
+    }
+
+    /// [`Volume::map_block`] for a block number computed from a byte
+    /// offset: past the last logical block, a file is a hole.
+    pub(crate) fn map_block_at(&self, inode: &Inode, lblk: u64) -> Result<Run> {
+        match FileBlock::at(lblk) {
+            Some(l) => self.map_block(inode, l),
+            None => Ok(Run::Hole { len: 1 }),
         }
     }
 
     /// Whether `len` blocks at `pblk` lie inside the filesystem's data area.
-    pub(crate) fn blocks_in_fs(&self, pblk: u64, len: u64) -> bool {
+    pub(crate) fn blocks_in_fs(&self, pblk: PhysBlock, len: u64) -> bool {
         let sb = self.sb();
-        pblk >= sb.first_data_block as u64
-            && pblk != 0
-            && pblk.checked_add(len).is_some_and(|e| e <= sb.blocks_count)
+        pblk.0 >= sb.first_data_block as u64
+            && pblk.0 != 0
+            && pblk
+                .0
+                .checked_add(len)
+                .is_some_and(|e| e <= sb.blocks_count)
     }
 
     fn map_extent(&self, inode: &Inode, lblk: u32) -> Result<Run> {
@@ -118,7 +128,7 @@ impl<D: BlockDevice> Volume<D> {
                 Ok((
                     self.search_node(node, lblk, &mut h, ino)?,
                     h,
-                    node.key(0) as u64,
+                    node.key(0).get(),
                 ))
             })?;
             match step {
@@ -146,7 +156,7 @@ impl<D: BlockDevice> Volume<D> {
     fn with_node<R>(
         &self,
         inode: &Inode,
-        blk: u64,
+        blk: PhysBlock,
         depth: u16,
         f: impl FnOnce(&Node<'_>) -> Result<R>,
     ) -> Result<R> {
@@ -188,14 +198,14 @@ impl<D: BlockDevice> Volume<D> {
     /// covers `lblk`, from the start of that leaf's range to its end, holes
     /// included: what a mapping cache loads on a miss, one leaf at a time.
     /// Returns the first logical block of the first run.
-    pub fn map_leaf(&self, inode: &Inode, lblk: u64) -> Result<(u64, Vec<Run>)> {
-        if lblk >= MAX_LBLK || inode.has_flag(flags::INLINE_DATA) {
+    pub fn map_leaf(&self, inode: &Inode, lblk: FileBlock) -> Result<(FileBlock, Vec<Run>)> {
+        if inode.has_flag(flags::INLINE_DATA) {
             return Ok((lblk, alloc::vec![self.map_block(inode, lblk)?]));
         }
         if !inode.has_flag(flags::EXTENTS) {
             return self.indirect_leaf(inode, lblk);
         }
-        let leaf = match self.find_leaf(inode, lblk as u32)? {
+        let leaf = match self.find_leaf(inode, lblk.0)? {
             Err(hole) => return Ok((lblk, alloc::vec![hole])),
             Ok(l) => l,
         };
@@ -217,7 +227,7 @@ impl<D: BlockDevice> Volume<D> {
                     });
                 }
                 runs.push(Run::Mapped {
-                    pblk: e.pblk.0,
+                    pblk: e.pblk,
                     len: e.len as u64,
                     unwritten: e.unwritten,
                 });
@@ -226,13 +236,15 @@ impl<D: BlockDevice> Volume<D> {
             if pos < leaf.hi {
                 runs.push(Run::Hole { len: leaf.hi - pos });
             }
-            Ok((leaf.lo, runs))
+            // `lo` is a key read from the tree or 0: below 2^32.
+            Ok((FileBlock(leaf.lo as u32), runs))
         })
     }
 
     /// The runs of the pointer table (i_block's direct slots, or one
     /// indirect block) that holds `lblk`'s pointer.
-    fn indirect_leaf(&self, inode: &Inode, lblk: u64) -> Result<(u64, Vec<Run>)> {
+    fn indirect_leaf(&self, inode: &Inode, lblk: FileBlock) -> Result<(FileBlock, Vec<Run>)> {
+        let lblk = lblk.get();
         let p = (self.sb().block_size / 4) as u64;
         let (start, end) = if lblk < 12 {
             (0, 12)
@@ -247,7 +259,7 @@ impl<D: BlockDevice> Volume<D> {
         // pointers above it): it is kept whole, so a missing subtree is one
         // cached mapping, and it ends the table.
         while pos < end.min(MAX_LBLK) {
-            let r = self.map_block(inode, pos)?;
+            let r = self.map_block_at(inode, pos)?;
             let r = match r {
                 Run::Mapped {
                     pblk,
@@ -263,14 +275,15 @@ impl<D: BlockDevice> Volume<D> {
             runs.push(r);
             pos += r.len();
         }
-        Ok((start, runs))
+        // `start` is at most `lblk`, which is below 2^32.
+        Ok((FileBlock(start as u32), runs))
     }
 
     fn first_key(&self, node: &Node<'_>) -> u64 {
         if node.entries == 0 {
             MAX_LBLK
         } else {
-            node.key(0) as u64
+            node.key(0).get()
         }
     }
 
@@ -281,17 +294,17 @@ impl<D: BlockDevice> Volume<D> {
         node: &Node<'_>,
         lblk: u32,
         limit: &mut u64,
-        ino: u32,
-    ) -> Result<Option<(u64, u64)>> {
+        ino: InodeNo,
+    ) -> Result<Option<(PhysBlock, u64)>> {
         if node.depth == 0 {
             return Ok(None);
         }
-        let Some(i) = node.search(lblk) else {
+        let Some(i) = node.search(FileBlock(lblk)) else {
             return Ok(None);
         };
         if i + 1 < node.entries {
-            let next = node.key(i + 1) as u64;
-            if next <= node.key(i) as u64 {
+            let next = node.key(i + 1).get();
+            if next <= node.key(i).get() {
                 return Err(Error::corrupt(
                     Object::Inode(ino),
                     "extent index entries are not in order",
@@ -299,18 +312,18 @@ impl<D: BlockDevice> Volume<D> {
             }
             *limit = (*limit).min(next);
         }
-        let (_, child) = node.index(i);
+        let (key, child) = node.index(i);
         if !self.blocks_in_fs(child, 1) {
             return Err(Error::corrupt(
                 Object::Inode(ino),
                 "extent index points outside the filesystem",
             ));
         }
-        Ok(Some((child, node.key(i) as u64)))
+        Ok(Some((child, key.get())))
     }
 
     fn leaf_run(&self, node: &Node<'_>, lblk: u32, limit: u64, obj: Object) -> Result<Run> {
-        match node.search(lblk) {
+        match node.search(FileBlock(lblk)) {
             None => Ok(Run::Hole {
                 len: limit.min(self.first_key(node)) - lblk as u64,
             }),
@@ -318,7 +331,7 @@ impl<D: BlockDevice> Volume<D> {
                 let e = node.extent(i);
                 self.check_extent(&e, obj)?;
                 let next = if i + 1 < node.entries {
-                    node.key(i + 1) as u64
+                    node.key(i + 1).get()
                 } else {
                     limit
                 };
@@ -328,7 +341,7 @@ impl<D: BlockDevice> Volume<D> {
                 if (lblk as u64) < e.end() {
                     let skip = (lblk - e.lblk.0) as u64;
                     Ok(Run::Mapped {
-                        pblk: e.pblk.0 + skip,
+                        pblk: PhysBlock(e.pblk.0 + skip),
                         len: e.len as u64 - skip,
                         unwritten: e.unwritten,
                     })
@@ -351,7 +364,7 @@ impl<D: BlockDevice> Volume<D> {
                 "extent runs past the largest logical block",
             ));
         }
-        if !self.blocks_in_fs(e.pblk.0, e.len as u64) {
+        if !self.blocks_in_fs(e.pblk, e.len as u64) {
             return Err(Error::corrupt(obj, "extent points outside the filesystem"));
         }
         Ok(())
@@ -392,10 +405,10 @@ impl<D: BlockDevice> Volume<D> {
         }
         // The pointers followed so far: (table: None for i_block, index,
         // blocks under that pointer).
-        let mut path = [(None, 0usize, 0u64); 4];
+        let mut path: [(Option<PhysBlock>, usize, u64); 4] = [(None, 0, 0); 4];
         let mut depth = 0;
         let mut span = top_span(slot, p);
-        let mut ptr = inode.block_word(slot) as u64;
+        let mut ptr = PhysBlock(inode.block_word(slot) as u64);
         let mut table = None;
         let mut idx = slot;
         loop {
@@ -404,7 +417,7 @@ impl<D: BlockDevice> Volume<D> {
             path[depth] = (table, idx, span);
             depth += 1;
             let obj = table.map_or(Object::Inode(ino), Object::Block);
-            if ptr == 0 {
+            if ptr.0 == 0 {
                 let len = span - rel + self.zeros_after(inode, &path[..depth], p)?;
                 return Ok(Run::Hole {
                     len: len.min(to_end),
@@ -434,7 +447,7 @@ impl<D: BlockDevice> Volume<D> {
                 };
             }
             // Depth is at most 4: the spans shrink by `p` each step.
-            ptr = self.cache_read_with(b, |bytes| word(bytes, ci) as u64)?;
+            ptr = PhysBlock(self.cache_read_with(b, |bytes| word(bytes, ci) as u64)?);
             table = Some(b);
             idx = ci;
             rel %= child_span;
@@ -448,7 +461,7 @@ impl<D: BlockDevice> Volume<D> {
     fn zeros_after(
         &self,
         inode: &Inode,
-        path: &[(Option<u64>, usize, u64)],
+        path: &[(Option<PhysBlock>, usize, u64)],
         p: u64,
     ) -> Result<u64> {
         let mut total = 0u64;
@@ -498,14 +511,14 @@ impl<D: BlockDevice> Volume<D> {
         while idx + len < n && ptr(idx + len) as u64 == first + len as u64 {
             len += 1;
         }
-        if !self.blocks_in_fs(first, len as u64) {
+        if !self.blocks_in_fs(PhysBlock(first), len as u64) {
             return Err(Error::corrupt(
                 obj,
                 "block pointer points outside the filesystem",
             ));
         }
         Ok(Run::Mapped {
-            pblk: first,
+            pblk: PhysBlock(first),
             len: len as u64,
             unwritten: false,
         })

@@ -12,6 +12,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat};
 use crate::inode::{flags, Inode};
+use crate::numbers::{FileBlock, InodeNo};
 use crate::volume::{DirEntry, Volume};
 
 /// `struct ext4_dir_entry_2` without the name.
@@ -49,6 +50,8 @@ pub fn rec_len_from_disk(v: u16, block_size: usize) -> usize {
 pub struct Entry<'a> {
     pub offset: usize,
     pub rec_len: usize,
+    /// The inode named (0: an unused record), checked against the
+    /// filesystem's inode count.
     pub inode: u32,
     pub name: &'a [u8],
     pub file_type: u8,
@@ -89,34 +92,16 @@ impl<'a> Iterator for Entries<'a> {
             }
             return None;
         }
-        let fail = |s: &mut Self, what| {
-            s.done = true;
-            Some(Err(Error::corrupt(s.obj, what)))
-        };
+        if let Err(what) = check_entry(self.block, self.pos, self.inodes_count) {
+            self.done = true;
+            return Some(Err(Error::corrupt(self.obj, what)));
+        }
         let Ok((h, _)) = RawDirent::read_from_prefix(&self.block[self.pos..]) else {
-            return fail(self, "directory entry truncated");
+            return None;
         };
         let rec_len = rec_len_from_disk(h.rec_len.get(), self.block.len().max(1024));
         let name_len = h.name_len as usize;
-        if rec_len < 12 && !(rec_len == 8 && name_len == 0 && self.pos + 8 == self.block.len()) {
-            return fail(self, "directory entry record length is too small");
-        }
-        if !rec_len.is_multiple_of(4) {
-            return fail(self, "directory entry record length is not a multiple of 4");
-        }
-        if HEADER_LEN + name_len > rec_len {
-            return fail(self, "directory entry name is longer than its record");
-        }
-        if self.pos + rec_len > self.block.len() {
-            return fail(self, "directory entry runs past the end of the block");
-        }
         let inode = h.inode.get();
-        if inode > self.inodes_count {
-            return fail(
-                self,
-                "directory entry refers to an inode number out of range",
-            );
-        }
         let offset = self.pos;
         self.pos += rec_len;
         let name = &self.block[offset + HEADER_LEN..offset + HEADER_LEN + name_len];
@@ -128,6 +113,37 @@ impl<'a> Iterator for Entries<'a> {
             file_type: h.file_type,
         }))
     }
+}
+
+/// What is wrong with the entry at `pos` of `block`, if anything: the
+/// checks of the kernel's `ext4_check_dir_entry` (record length, name
+/// length, bounds, inode number).
+fn check_entry(
+    block: &[u8],
+    pos: usize,
+    inodes_count: u32,
+) -> core::result::Result<(), &'static str> {
+    let Ok((h, _)) = RawDirent::read_from_prefix(&block[pos..]) else {
+        return Err("directory entry truncated");
+    };
+    let rec_len = rec_len_from_disk(h.rec_len.get(), block.len().max(1024));
+    let name_len = h.name_len as usize;
+    if rec_len < 12 && !(rec_len == 8 && name_len == 0 && pos + 8 == block.len()) {
+        return Err("directory entry record length is too small");
+    }
+    if !rec_len.is_multiple_of(4) {
+        return Err("directory entry record length is not a multiple of 4");
+    }
+    if HEADER_LEN + name_len > rec_len {
+        return Err("directory entry name is longer than its record");
+    }
+    if pos + rec_len > block.len() {
+        return Err("directory entry runs past the end of the block");
+    }
+    if h.inode.get() > inodes_count {
+        return Err("directory entry refers to an inode number out of range");
+    }
+    Ok(())
 }
 
 /// Whether `block` ends with the checksum tail entry.
@@ -185,7 +201,16 @@ impl<D: BlockDevice> Volume<D> {
         self.sb().has_compat(compat::DIR_INDEX) && dir.has_flag(flags::INDEX)
     }
 
-    pub(crate) fn dir_inode(&self, ino: u32) -> Result<alloc::sync::Arc<Inode>> {
+    /// Whether the kernel's ext4 lists `dir` through its hash tree code
+    /// (`is_dx_dir`: with `dir_index`, an indexed directory or one of a
+    /// single block), which fails the listing on a block whose checksum is
+    /// wrong where the linear listing skips it.
+    fn kernel_lists_as_htree(&self, dir: &Inode) -> bool {
+        self.sb().has_compat(compat::DIR_INDEX)
+            && (dir.has_flag(flags::INDEX) || dir.size == self.sb().block_size as u64)
+    }
+
+    pub(crate) fn dir_inode(&self, ino: InodeNo) -> Result<alloc::sync::Arc<Inode>> {
         let inode = self.live_inode(ino)?;
         if inode.kind != Some(FileType::Directory) {
             return Err(Error::NotDir);
@@ -194,16 +219,13 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Check a leaf block's checksum, as the kernel does before using it.
-    pub(crate) fn check_leaf(&self, dir: &Inode, block: &[u8], lblk: u64) -> Result<()> {
+    pub(crate) fn check_leaf(&self, dir: &Inode, block: &[u8], lblk: FileBlock) -> Result<()> {
         if self.sb().metadata_csum()
             && self.check_csums()
             && !leaf_checksum_ok(block, dir.csum_seed)
         {
             return Err(Error::Checksum {
-                object: Object::DirBlock {
-                    dir: dir.ino,
-                    lblk: lblk as u32,
-                },
+                object: Object::DirBlock { dir: dir.ino, lblk },
             });
         }
         Ok(())
@@ -216,7 +238,7 @@ impl<D: BlockDevice> Volume<D> {
         &self,
         dir: &Inode,
         block: &[u8],
-        lblk: u64,
+        lblk: FileBlock,
         mark: &Mark,
     ) -> Result<()> {
         // The seed decides the result; the high bit keeps the tag nonzero.
@@ -247,16 +269,19 @@ impl<D: BlockDevice> Volume<D> {
         if dx && is_dx_node(block, lblk) {
             return Ok(None);
         }
-        self.check_leaf_once(dir, block, lblk, mark)?;
+        // Directory sizes are checked below 2^32 blocks before any scan.
+        self.check_leaf_once(dir, block, FileBlock(lblk as u32), mark)?;
         Ok(Some(entry_area(block)))
     }
 
     /// List directory `dir` from `cookie` (0 = start). `f` returns `false`
     /// to stop; the entry it refused is not consumed. A damaged block is
-    /// reported through [`Volume::report`] and skipped, as the kernel does.
+    /// reported through [`Volume::report`] and skipped, except that with
+    /// [`crate::OnDamage::AsKernel`] a block failing its checksum fails the
+    /// listing where the kernel's does (see `kernel_lists_as_htree`).
     pub fn readdir(
         &self,
-        dir: u32,
+        dir: InodeNo,
         cookie: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> Result<()> {
@@ -269,8 +294,9 @@ impl<D: BlockDevice> Volume<D> {
         let mut lblk = cookie / bs;
         let mut start = (cookie % bs) as usize;
         let dx = self.is_dx(&inode);
+        let fail_on_checksum = self.fails_as_kernel() && self.kernel_lists_as_htree(&inode);
         while lblk < nblocks {
-            let run = match self.map_block(&inode, lblk) {
+            let run = match self.map_block_at(&inode, lblk) {
                 Ok(r) => r,
                 Err(e) => {
                     // Without a map there is no way to find further blocks.
@@ -288,14 +314,13 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
+                // Below `nblocks`, which the loop keeps under 2^32 blocks.
+                let fl = FileBlock(l as u32);
                 let stop = self.cache_read_marked(pblk + i, |block, mark| -> Result<bool> {
                     let Some(area) = self.scan_area(&inode, dx, block, l, mark)? else {
                         return Ok(false);
                     };
-                    let obj = Object::DirBlock {
-                        dir,
-                        lblk: l as u32,
-                    };
+                    let obj = Object::DirBlock { dir, lblk: fl };
                     for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
                         let e = e?;
                         if e.offset < start || e.inode == 0 {
@@ -308,7 +333,7 @@ impl<D: BlockDevice> Volume<D> {
                             l * bs + next_off as u64
                         };
                         let de = DirEntry {
-                            ino: e.inode,
+                            ino: InodeNo(e.inode),
                             name: e.name,
                             kind: self.dirent_kind(e.file_type),
                             next,
@@ -322,6 +347,7 @@ impl<D: BlockDevice> Volume<D> {
                 match stop {
                     Ok(Ok(true)) => return Ok(()),
                     Ok(Ok(false)) => {}
+                    Ok(Err(e @ Error::Checksum { .. })) if fail_on_checksum => return Err(e),
                     Ok(Err(e)) | Err(e) => self.report(e),
                 }
                 start = 0;
@@ -332,7 +358,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Look `name` up in directory `dir`; returns the child's attributes.
-    pub fn lookup(&self, dir: u32, name: &[u8]) -> Result<Attr> {
+    pub fn lookup(&self, dir: InodeNo, name: &[u8]) -> Result<Attr> {
         let ino = self.lookup_ino(dir, name)?;
         match self.getattr(ino) {
             // A name for a deleted inode is a damaged directory, as the
@@ -346,7 +372,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Look `name` up in directory `dir`; returns the child's inode number.
-    pub fn lookup_ino(&self, dir: u32, name: &[u8]) -> Result<u32> {
+    pub fn lookup_ino(&self, dir: InodeNo, name: &[u8]) -> Result<InodeNo> {
         if name.len() > 255 {
             return Err(Error::NameTooLong);
         }
@@ -367,6 +393,9 @@ impl<D: BlockDevice> Volume<D> {
         {
             match self.dx_lookup(&inode, name) {
                 Ok(found) => return found.ok_or(Error::NotFound),
+                // A block failing its checksum fails the lookup in the
+                // kernel (only a malformed index sends it to a linear scan).
+                Err(e @ Error::Checksum { .. }) if self.fails_as_kernel() => return Err(e),
                 // A damaged tree: fall back to a linear scan, as the kernel does.
                 Err(e) if e.is_corruption() => self.report(e),
                 Err(e) => return Err(e),
@@ -380,14 +409,18 @@ impl<D: BlockDevice> Volume<D> {
         found.ok_or(Error::NotFound)
     }
 
-    /// Search logical blocks `from..to` of `dir` for `name`.
+    /// Search logical blocks `from..to` of `dir` for `name`. Damage the
+    /// search passes over is reported (see [`search_block`]); a block failing
+    /// its checksum, or a damaged entry bearing the name, is reported and
+    /// skipped, or with [`crate::OnDamage::AsKernel`] fails the search, as
+    /// the kernel's does.
     pub(crate) fn linear_lookup(
         &self,
         dir: &Inode,
         name: &[u8],
         from: u64,
         to: u64,
-    ) -> Result<Option<u32>> {
+    ) -> Result<Option<InodeNo>> {
         Ok(self.linear_find(dir, name, from, to)?.map(|(ino, _)| ino))
     }
 
@@ -398,12 +431,12 @@ impl<D: BlockDevice> Volume<D> {
         name: &[u8],
         from: u64,
         to: u64,
-    ) -> Result<Option<(u32, u64)>> {
+    ) -> Result<Option<(InodeNo, u64)>> {
         let dx = self.is_dx(dir);
         let fold = dir.has_flag(flags::CASEFOLD);
         let mut lblk = from;
         while lblk < to {
-            let (pblk, len) = match self.map_block(dir, lblk)? {
+            let (pblk, len) = match self.map_block_at(dir, lblk)? {
                 Run::Hole { len } => {
                     lblk += len;
                     continue;
@@ -412,26 +445,27 @@ impl<D: BlockDevice> Volume<D> {
             };
             for i in 0..len {
                 let l = lblk + i;
-                let found =
-                    self.cache_read_marked(pblk + i, |block, mark| -> Result<Option<u32>> {
-                        let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
-                            return Ok(None);
-                        };
-                        let obj = Object::DirBlock {
-                            dir: dir.ino,
-                            lblk: l as u32,
-                        };
-                        for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
-                            let e = e?;
-                            if e.inode != 0 && names_equal(e.name, name, fold) {
-                                return Ok(Some(e.inode));
-                            }
-                        }
-                        Ok(None)
-                    });
+                let fl = FileBlock(l as u32);
+                let found = self.cache_read_marked(pblk + i, |block, mark| -> Result<Searched> {
+                    let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
+                        return Ok((None, None));
+                    };
+                    let obj = Object::DirBlock {
+                        dir: dir.ino,
+                        lblk: fl,
+                    };
+                    search_block(area, name, fold, self.sb().inodes_count, obj)
+                });
                 match found {
-                    Ok(Ok(Some(ino))) => return Ok(Some((ino, l))),
-                    Ok(Ok(None)) => {}
+                    Ok(Ok((ino, passed))) => {
+                        if let Some(e) = passed {
+                            self.report(e);
+                        }
+                        if let Some(ino) = ino {
+                            return Ok(Some((ino, l)));
+                        }
+                    }
+                    Ok(Err(e)) if e.is_corruption() && self.fails_as_kernel() => return Err(e),
                     // A bad block hides only its own entries.
                     Ok(Err(e)) | Err(e) => self.report(e),
                 }
@@ -440,6 +474,55 @@ impl<D: BlockDevice> Volume<D> {
         }
         Ok(None)
     }
+}
+
+/// What a search of one block found: the entry's inode, and the first
+/// damage passed over on the way (to report; it did not stop the search).
+pub(crate) type Searched = (Option<InodeNo>, Option<Error>);
+
+/// Find `name` in one block's entries (or an inline-data area) the way the
+/// kernel's lookup does: entries are stepped over by their record lengths
+/// and only the entry whose name matches must be sound, so a damaged entry
+/// elsewhere hides no name (it is returned, to report). A damaged matching
+/// entry, or a zero record length the walk cannot pass, is an error.
+pub(crate) fn search_block(
+    area: &[u8],
+    name: &[u8],
+    fold: bool,
+    inodes_count: u32,
+    obj: Object,
+) -> Result<Searched> {
+    let mut passed = None;
+    let mut pos = 0;
+    while pos + HEADER_LEN < area.len() {
+        let problem = check_entry(area, pos, inodes_count).err();
+        let inode = u32::from_le_bytes([area[pos], area[pos + 1], area[pos + 2], area[pos + 3]]);
+        let end = pos + HEADER_LEN + area[pos + 6] as usize;
+        if inode != 0 && end <= area.len() && names_equal(&area[pos + HEADER_LEN..end], name, fold)
+        {
+            return match problem {
+                Some(what) => Err(Error::corrupt(obj, what)),
+                None => Ok((Some(InodeNo(inode)), passed)),
+            };
+        }
+        if let (Some(what), None) = (problem, &passed) {
+            passed = Some(Error::corrupt(obj, what));
+        }
+        let rec_len = rec_len_from_disk(
+            u16::from_le_bytes([area[pos + 4], area[pos + 5]]),
+            area.len().max(1024),
+        );
+        if rec_len == 0 {
+            return Err(Error::corrupt(obj, "directory entry record length is zero"));
+        }
+        pos += rec_len;
+    }
+    if pos < area.len() && passed.is_none() {
+        passed = check_entry(area, pos, inodes_count)
+            .err()
+            .map(|what| Error::corrupt(obj, what));
+    }
+    Ok((None, passed))
 }
 
 /// Name comparison; case-insensitive directories compare ASCII letters
@@ -473,9 +556,40 @@ mod tests {
         b[8] = b'a';
         b[12..16].copy_from_slice(&6u32.to_le_bytes());
         b[16..18].copy_from_slice(&100u16.to_le_bytes()); // runs past the block
-        let v: alloc::vec::Vec<_> = Entries::new(&b, 0, 100, Object::Inode(2)).collect();
+        let v: alloc::vec::Vec<_> = Entries::new(&b, 0, 100, Object::Inode(InodeNo(2))).collect();
         assert_eq!(v.len(), 2);
         assert!(v[0].is_ok());
         assert!(v[1].is_err());
+    }
+
+    /// One entry: inode, record length, name.
+    fn put(b: &mut [u8], at: usize, ino: u32, rec_len: u16, name: &[u8]) {
+        b[at..at + 4].copy_from_slice(&ino.to_le_bytes());
+        b[at + 4..at + 6].copy_from_slice(&rec_len.to_le_bytes());
+        b[at + 6] = name.len() as u8;
+        b[at + 8..at + 8 + name.len()].copy_from_slice(name);
+    }
+
+    #[test]
+    fn search_block_checks_only_the_entry_it_returns() {
+        let obj = Object::Inode(InodeNo(2));
+        let mut b = [0u8; 64];
+        put(&mut b, 0, 999, 12, b"a"); // inode out of range
+        put(&mut b, 12, 7, 52, b"b");
+        let (found, passed) = search_block(&b, b"b", false, 100, obj).unwrap();
+        assert_eq!(found, Some(InodeNo(7)));
+        assert!(passed.is_some_and(|e| e.is_corruption()));
+        assert!(search_block(&b, b"a", false, 100, obj).is_err());
+        let (found, passed) = search_block(&b, b"c", false, 100, obj).unwrap();
+        assert!(found.is_none() && passed.is_some());
+        // A zero record length cannot be stepped over.
+        put(&mut b, 12, 7, 0, b"b");
+        assert!(search_block(&b, b"c", false, 100, obj).is_err());
+        put(&mut b, 0, 5, 12, b"a");
+        put(&mut b, 12, 7, 52, b"b");
+        assert_eq!(
+            search_block(&b, b"c", false, 100, obj).unwrap(),
+            (None, None)
+        );
     }
 }

@@ -256,26 +256,12 @@ fn half_md4(buf: &mut [u32; 4], x: &[u32; 8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::process::Command;
+    use ext4_tests::oracle::debugfs_raw_script;
+    use ext4_tests::rng::Rng;
+    use ext4_tests::util::require_e2fsprogs;
     use std::string::String;
     use std::vec::Vec;
-    use std::{eprintln, format, vec};
-
-    /// splitmix64: a deterministic generator so failures reproduce.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use std::{format, vec};
 
     /// Bytes debugfs's command parser passes through untouched: no NUL, no
     /// whitespace, no quotes or backslashes; no leading '-' (getopt).
@@ -319,18 +305,17 @@ mod tests {
     /// one debugfs run, and compares with ours.
     #[test]
     fn matches_debugfs_dx_hash() {
-        if Command::new("debugfs").arg("-V").output().is_err() {
-            eprintln!("!!!!! debugfs not found: dx_hash oracle test SKIPPED !!!!!");
+        if !require_e2fsprogs() {
             return;
         }
-        let mut rng = Rng(0x005e_ed0f_d1c7);
+        let mut rng = Rng::new(0x005e_ed0f_d1c7);
         let mut seeds = vec![[0u32; 4], [1, 0, 0, 0]];
         for _ in 0..3 {
             seeds.push([
-                rng.next() as u32,
-                rng.next() as u32,
-                rng.next() as u32,
-                rng.next() as u32,
+                rng.next_u64() as u32,
+                rng.next_u64() as u32,
+                rng.next_u64() as u32,
+                rng.next_u64() as u32,
             ]);
         }
         let mut names: Vec<Vec<u8>> = (1..=255).map(|len| random_name(&mut rng, len)).collect();
@@ -354,22 +339,8 @@ mod tests {
                 }
             }
         }
-        let dir = std::env::temp_dir().join(format!("dx_hash_oracle_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cmdfile = dir.join("cmds");
-        std::fs::File::create(&cmdfile)
-            .unwrap()
-            .write_all(&cmds)
-            .unwrap();
-        let out = Command::new("debugfs")
-            .arg("-f")
-            .arg(&cmdfile)
-            .output()
-            .unwrap();
-        std::fs::remove_dir_all(&dir).ok();
-
-        let got: Vec<&[u8]> = out
-            .stdout
+        let stdout = debugfs_raw_script(&cmds);
+        let got: Vec<&[u8]> = stdout
             .split(|&b| b == b'\n')
             .filter(|l| l.starts_with(b"Hash of "))
             .collect();

@@ -3,17 +3,19 @@
 
 use core::fmt;
 
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
+
 /// The on-disk object an error concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Object {
     Superblock,
     GroupDesc(u32),
-    Inode(u32),
-    Block(u64),
+    Inode(InodeNo),
+    Block(PhysBlock),
     /// A directory entry inside directory inode `dir`, in its logical block `lblk`.
     DirBlock {
-        dir: u32,
-        lblk: u32,
+        dir: InodeNo,
+        lblk: FileBlock,
     },
     Device,
 }
@@ -64,11 +66,12 @@ pub mod errno {
     pub const ENOTEMPTY: i32 = 39;
     pub const ELOOP: i32 = 40;
     pub const ENODATA: i32 = 61;
+    pub const EBADMSG: i32 = 74;
     pub const EOVERFLOW: i32 = 75;
     pub const EOPNOTSUPP: i32 = 95;
+    pub const ESTALE: i32 = 116;
     pub const EUCLEAN: i32 = 117;
     pub const ENXIO: i32 = 6;
-    pub const ESTALE: i32 = 116;
     pub const EMLINK: i32 = 31;
     pub const ENODEV: i32 = 19;
     pub const ESPIPE: i32 = 29;
@@ -96,6 +99,12 @@ pub enum Error {
         bits: u32,
     },
     NotFound,
+    /// The caller may not do this (EACCES).
+    PermissionDenied,
+    /// Only a privileged caller may do this, or the inode forbids it
+    /// (immutable, append-only), or this kind of object (a hard link to a
+    /// directory, `user.` attributes on a device node): EPERM.
+    NotPermitted,
     NotDir,
     IsDir,
     NotSymlink,
@@ -104,6 +113,9 @@ pub enum Error {
     NoData,
     /// The caller's buffer is too small.
     Range,
+    /// More than the interface can pass at all (E2BIG): an extended
+    /// attribute value over 64 KiB.
+    TooBig,
     InvalidArgument,
     ReadOnly,
     /// SEEK_DATA/SEEK_HOLE found nothing at or after the offset (ENXIO).
@@ -136,15 +148,6 @@ pub enum Error {
     Stale,
     /// The inode would pass the most links the filesystem keeps (EMLINK).
     TooManyLinks,
-    /// Not permitted (EPERM): on this file (immutable, append-only), or
-    /// for this kind of object (a hard link to a directory, `user.`
-    /// attributes on a device node).
-    NotPermitted,
-    /// Refused for this object (EACCES): a default ACL on a non-directory.
-    AccessDenied,
-    /// An extended attribute value larger than the 64 KiB the interface
-    /// allows (E2BIG).
-    ValueTooBig,
 }
 
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -154,12 +157,18 @@ impl Error {
         Error::Corrupt { object, what }
     }
 
-    /// The errno a frontend should answer with.
+    /// The errno the kernel's ext4 answers with for this error (Linux
+    /// numbering): `EBADMSG` for a checksum (its `EFSBADCRC`), `EUCLEAN`
+    /// for corruption (`EFSCORRUPTED`). What a particular request makes of
+    /// it is [`crate::policy::errno_for`].
     pub fn errno(&self) -> i32 {
         use errno::*;
         match self {
             Error::Io(e) => e.errno,
-            Error::Corrupt { .. } | Error::Checksum { .. } => EUCLEAN,
+            Error::Corrupt { .. } => EUCLEAN,
+            Error::Checksum { .. } => EBADMSG,
+            Error::PermissionDenied => EACCES,
+            Error::NotPermitted => EPERM,
             Error::Unsupported { .. } | Error::UnknownIncompat { .. } => EOPNOTSUPP,
             Error::NotFound => ENOENT,
             Error::NotDir => ENOTDIR,
@@ -168,6 +177,7 @@ impl Error {
             Error::NameTooLong => ENAMETOOLONG,
             Error::NoData => ENODATA,
             Error::Range => ERANGE,
+            Error::TooBig => E2BIG,
             Error::InvalidArgument => EINVAL,
             Error::ReadOnly => EROFS,
             Error::NotExt4 => EINVAL,
@@ -182,9 +192,6 @@ impl Error {
             Error::NotWritable { .. } => EROFS,
             Error::Stale => ESTALE,
             Error::TooManyLinks => EMLINK,
-            Error::NotPermitted => EPERM,
-            Error::AccessDenied => EACCES,
-            Error::ValueTooBig => E2BIG,
         }
     }
 
@@ -220,12 +227,15 @@ impl fmt::Display for Error {
                 )
             }
             Error::NotFound => write!(f, "no such file or directory"),
+            Error::PermissionDenied => write!(f, "permission denied"),
+            Error::NotPermitted => write!(f, "operation not permitted"),
             Error::NotDir => write!(f, "not a directory"),
             Error::IsDir => write!(f, "is a directory"),
             Error::NotSymlink => write!(f, "not a symbolic link"),
             Error::NameTooLong => write!(f, "file name too long"),
             Error::NoData => write!(f, "no such extended attribute"),
             Error::Range => write!(f, "buffer too small"),
+            Error::TooBig => write!(f, "argument list too long (an extended attribute value over 64 KiB)"),
             Error::InvalidArgument => write!(f, "invalid argument"),
             Error::ReadOnly => write!(f, "read-only filesystem"),
             Error::NoSuchOffset => write!(f, "no data or hole past this offset"),
@@ -243,9 +253,6 @@ impl fmt::Display for Error {
             ),
             Error::Stale => write!(f, "stale file handle (the inode was deleted)"),
             Error::TooManyLinks => write!(f, "too many links"),
-            Error::NotPermitted => write!(f, "operation not permitted"),
-            Error::AccessDenied => write!(f, "permission denied"),
-            Error::ValueTooBig => write!(f, "extended attribute value too large"),
         }
     }
 }

@@ -102,12 +102,14 @@ impl<'a> Node<'a> {
         })
     }
 
-    pub fn index(&self, i: usize) -> (u32, u64) {
+    /// Index entry `i`: the first logical block it covers and the tree
+    /// block below it.
+    pub fn index(&self, i: usize) -> (FileBlock, PhysBlock) {
         let r = RawIndex::read_from_bytes(&self.body[i * 12..i * 12 + 12])
             .unwrap_or_else(|_| RawIndex::new_zeroed());
         (
-            r.block.get(),
-            r.leaf_lo.get() as u64 | (r.leaf_hi.get() as u64) << 32,
+            FileBlock(r.block.get()),
+            PhysBlock(r.leaf_lo.get() as u64 | (r.leaf_hi.get() as u64) << 32),
         )
     }
 
@@ -131,7 +133,8 @@ impl<'a> Node<'a> {
     /// Index of the last entry whose first logical block is <= `lblk`
     /// (entries are sorted by logical block), or None if `lblk` precedes
     /// them all.
-    pub fn search(&self, lblk: u32) -> Option<usize> {
+    pub fn search(&self, lblk: FileBlock) -> Option<usize> {
+        let lblk = lblk.0;
         let key = |i: usize| {
             u32::from_le_bytes([
                 self.body[i * 12],
@@ -153,13 +156,13 @@ impl<'a> Node<'a> {
     }
 
     /// The first logical block of entry `i`.
-    pub fn key(&self, i: usize) -> u32 {
-        u32::from_le_bytes([
+    pub fn key(&self, i: usize) -> FileBlock {
+        FileBlock(u32::from_le_bytes([
             self.body[i * 12],
             self.body[i * 12 + 1],
             self.body[i * 12 + 2],
             self.body[i * 12 + 3],
-        ])
+        ]))
     }
 }
 
@@ -207,11 +210,12 @@ mod tests {
         b[24..28].copy_from_slice(&100u32.to_le_bytes());
         b[28..30].copy_from_slice(&32769u16.to_le_bytes());
         b[32..36].copy_from_slice(&900u32.to_le_bytes());
-        let n = Node::parse(&b, None, Object::Inode(12)).unwrap();
-        assert_eq!(n.search(9), None);
-        assert_eq!(n.search(10), Some(0));
-        assert_eq!(n.search(99), Some(0));
-        assert_eq!(n.search(100), Some(1));
+        let obj = Object::Inode(crate::numbers::InodeNo(12));
+        let n = Node::parse(&b, None, obj).unwrap();
+        assert_eq!(n.search(FileBlock(9)), None);
+        assert_eq!(n.search(FileBlock(10)), Some(0));
+        assert_eq!(n.search(FileBlock(99)), Some(0));
+        assert_eq!(n.search(FileBlock(100)), Some(1));
         assert_eq!(
             n.extent(1),
             Extent {
@@ -223,6 +227,6 @@ mod tests {
         );
         // max 5 entries would not fit in 60 bytes
         b[4..6].copy_from_slice(&5u16.to_le_bytes());
-        assert!(Node::parse(&b, None, Object::Inode(12)).is_err());
+        assert!(Node::parse(&b, None, obj).is_err());
     }
 }

@@ -13,6 +13,7 @@ use crate::dx_hash::{dx_hash, HashVersion};
 use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inode::Inode;
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::superblock::FLAG_UNSIGNED_HASH;
 use crate::volume::Volume;
 
@@ -63,11 +64,14 @@ pub(crate) fn entry_hash(b: &[u8], entries: usize, i: usize) -> u32 {
 
 impl<D: BlockDevice> Volume<D> {
     /// Map one logical block of a directory to its physical block.
-    pub(crate) fn dir_pblk(&self, dir: &Inode, lblk: u32) -> Result<u64> {
-        match self.map_block(dir, lblk as u64)? {
+    pub(crate) fn dir_pblk(&self, dir: &Inode, lblk: u32) -> Result<PhysBlock> {
+        match self.map_block(dir, FileBlock(lblk))? {
             Run::Mapped { pblk, .. } => Ok(pblk),
             Run::Hole { .. } => Err(Error::corrupt(
-                Object::DirBlock { dir: dir.ino, lblk },
+                Object::DirBlock {
+                    dir: dir.ino,
+                    lblk: FileBlock(lblk),
+                },
                 "hash tree points at a hole",
             )),
         }
@@ -153,7 +157,10 @@ impl<D: BlockDevice> Volume<D> {
         root: bool,
         hash: u32,
     ) -> Result<(Frame, u32, Option<u8>)> {
-        let obj = Object::DirBlock { dir: dir.ino, lblk };
+        let obj = Object::DirBlock {
+            dir: dir.ino,
+            lblk: FileBlock(lblk),
+        };
         let pblk = self.dir_pblk(dir, lblk)?;
         self.cache_read_marked(pblk, |b, mark| -> Result<(Frame, u32, Option<u8>)> {
             let (entries, count, levels) = self.dx_header(dir, b, root, obj, Some(mark))?;
@@ -188,7 +195,7 @@ impl<D: BlockDevice> Volume<D> {
             .ok_or(Error::corrupt(
                 Object::DirBlock {
                     dir: dir.ino,
-                    lblk: 0,
+                    lblk: FileBlock(0),
                 },
                 "hash tree uses an unknown hash",
             ))
@@ -220,7 +227,10 @@ impl<D: BlockDevice> Volume<D> {
                 ));
             }
             let root = root_levels.is_none();
-            let obj = Object::DirBlock { dir: dir.ino, lblk };
+            let obj = Object::DirBlock {
+                dir: dir.ino,
+                lblk: FileBlock(lblk),
+            };
             let pblk = self.dir_pblk(dir, lblk)?;
             let kids = self.cache_read_with(pblk, |b| -> Result<(Vec<Child>, u8)> {
                 let (entries, count, levels) = self.dx_header(dir, b, root, obj, None)?;
@@ -279,10 +289,10 @@ impl<D: BlockDevice> Volume<D> {
     /// Look `name` up through the hash tree: `Ok(None)` when it is not
     /// there, `Err(Corrupt)` when the tree is damaged (the caller falls
     /// back to a linear scan).
-    pub(crate) fn dx_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<u32>> {
+    pub(crate) fn dx_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<InodeNo>> {
         let obj = Object::DirBlock {
             dir: dir.ino,
-            lblk: 0,
+            lblk: FileBlock(0),
         };
         let version = self.dx_hash_version(dir)?;
         let (hash, _minor) = dx_hash(name, version, self.sb().hash_seed);
@@ -351,7 +361,7 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::corrupt(
                 Object::DirBlock {
                     dir: dir.ino,
-                    lblk: 0,
+                    lblk: FileBlock(0),
                 },
                 "hash tree is deeper than the filesystem allows",
             ));

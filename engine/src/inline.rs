@@ -4,9 +4,10 @@
 use alloc::vec::Vec;
 
 use crate::device::BlockDevice;
-use crate::dir::{names_equal, Entries};
+use crate::dir::{search_block, Entries};
 use crate::error::{Error, Object, Result};
 use crate::inode::{flags, Inode};
+use crate::numbers::InodeNo;
 use crate::volume::{DirEntry, Volume};
 use crate::xattr::{self, XattrValue};
 
@@ -57,8 +58,8 @@ impl<D: BlockDevice> Volume<D> {
 
     /// The directory areas of an inline directory: parent inode number,
     /// then entries in i_block[4..60] and in `system.data`.
-    pub(crate) fn inline_dir(&self, inode: &Inode) -> Result<(u32, Vec<u8>, Vec<u8>)> {
-        let parent = inode.block_word(0);
+    pub(crate) fn inline_dir(&self, inode: &Inode) -> Result<(InodeNo, Vec<u8>, Vec<u8>)> {
+        let parent = InodeNo(inode.block_word(0));
         Ok((parent, inode.block[4..].to_vec(), self.inline_tail(inode)?))
     }
 
@@ -106,7 +107,7 @@ impl<D: BlockDevice> Volume<D> {
                 }
                 let next = COOKIE_BASE + (base + e.offset + e.rec_len) as u64;
                 let de = DirEntry {
-                    ino: e.inode,
+                    ino: InodeNo(e.inode),
                     name: e.name,
                     kind: self.dirent_kind(e.file_type),
                     next,
@@ -119,7 +120,7 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    pub(crate) fn inline_lookup(&self, inode: &Inode, name: &[u8]) -> Result<u32> {
+    pub(crate) fn inline_lookup(&self, inode: &Inode, name: &[u8]) -> Result<InodeNo> {
         let (parent, head, tail) = self.inline_dir(inode)?;
         if name == b"." {
             return Ok(inode.ino);
@@ -130,11 +131,12 @@ impl<D: BlockDevice> Volume<D> {
         let fold = inode.has_flag(flags::CASEFOLD);
         let obj = Object::Inode(inode.ino);
         for area in [&head[..], &tail[..]] {
-            for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
-                let e = e?;
-                if e.inode != 0 && names_equal(e.name, name, fold) {
-                    return Ok(e.inode);
-                }
+            let (found, passed) = search_block(area, name, fold, self.sb().inodes_count, obj)?;
+            if let Some(e) = passed {
+                self.report(e);
+            }
+            if let Some(ino) = found {
+                return Ok(ino);
             }
         }
         Err(Error::NotFound)

@@ -7,6 +7,7 @@ use crate::attr::{Attr, FileType, Timestamp};
 use crate::checksum::crc32c;
 use crate::error::{Error, Object, Result};
 use crate::features::{incompat, ro_compat};
+use crate::numbers::InodeNo;
 use crate::superblock::Superblock;
 
 /// `struct ext4_inode`, through `i_projid` (160 bytes). Larger inode
@@ -75,7 +76,7 @@ pub mod flags {
 /// extended attribute area kept for the mapping and xattr code.
 #[derive(Clone, Debug)]
 pub struct Inode {
-    pub ino: u32,
+    pub ino: InodeNo,
     pub mode: u16,
     pub kind: Option<FileType>,
     pub uid: u32,
@@ -135,7 +136,7 @@ impl Inode {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         sb: &Superblock,
-        ino: u32,
+        ino: InodeNo,
         mode: u16,
         uid: u32,
         gid: u32,
@@ -153,7 +154,7 @@ impl Inode {
         } else {
             0
         };
-        let mut csum_seed = crc32c(sb.csum_seed, &ino.to_le_bytes());
+        let mut csum_seed = crc32c(sb.csum_seed, &ino.0.to_le_bytes());
         csum_seed = crc32c(csum_seed, &generation.to_le_bytes());
         let fits = extra_isize as usize + GOOD_OLD_INODE_SIZE >= 0x98;
         Inode {
@@ -305,7 +306,7 @@ impl Inode {
     /// Decode `bytes` (the whole on-disk record, `inode_size` long).
     /// Checks only what makes the record unusable; the checksum is checked
     /// separately with [`checksum_ok`].
-    pub fn parse(sb: &Superblock, ino: u32, bytes: &[u8]) -> Result<Inode> {
+    pub fn parse(sb: &Superblock, ino: InodeNo, bytes: &[u8]) -> Result<Inode> {
         let bad = |what| Err(Error::corrupt(Object::Inode(ino), what));
         let mut rec = [0u8; 160];
         let n = bytes.len().min(160);
@@ -344,7 +345,7 @@ impl Inode {
                 0
             };
         let gen = raw.generation.get();
-        let mut csum_seed = crc32c(sb.csum_seed, &ino.to_le_bytes());
+        let mut csum_seed = crc32c(sb.csum_seed, &ino.0.to_le_bytes());
         csum_seed = crc32c(csum_seed, &gen.to_le_bytes());
         let ibody = if large {
             bytes[GOOD_OLD_INODE_SIZE + extra_isize as usize..].to_vec()
@@ -458,7 +459,7 @@ impl Inode {
 
 /// Whether the on-disk record `bytes` of inode `ino` carries a valid
 /// checksum. Filesystems without `metadata_csum` always pass.
-pub fn checksum_ok(sb: &Superblock, ino: u32, bytes: &[u8]) -> bool {
+pub fn checksum_ok(sb: &Superblock, ino: InodeNo, bytes: &[u8]) -> bool {
     match expected_checksum(sb, ino, bytes) {
         None => true,
         Some((c, has_hi)) => {
@@ -474,12 +475,12 @@ pub fn checksum_ok(sb: &Superblock, ino: u32, bytes: &[u8]) -> bool {
 }
 
 /// The checksum the record should carry and whether it has the high half.
-pub fn expected_checksum(sb: &Superblock, ino: u32, bytes: &[u8]) -> Option<(u32, bool)> {
+pub fn expected_checksum(sb: &Superblock, ino: InodeNo, bytes: &[u8]) -> Option<(u32, bool)> {
     if !sb.metadata_csum() || bytes.len() < GOOD_OLD_INODE_SIZE {
         return None;
     }
     let gen = &bytes[0x64..0x68];
-    let mut c = crc32c(sb.csum_seed, &ino.to_le_bytes());
+    let mut c = crc32c(sb.csum_seed, &ino.0.to_le_bytes());
     c = crc32c(c, gen);
     c = crc32c(c, &bytes[..CHECKSUM_LO]);
     c = crc32c(c, &[0, 0]);
@@ -530,7 +531,7 @@ mod tests {
         let t = |sec, nsec| Timestamp { sec, nsec };
         let mut i = Inode::new(
             &sb,
-            12,
+            InodeNo(12),
             0o100644,
             70000,
             80000,
@@ -547,8 +548,8 @@ mod tests {
         i.file_acl = 5;
         let mut rec = [0xAAu8; 256];
         i.store(&sb, &mut rec, true).unwrap();
-        assert!(checksum_ok(&sb, 12, &rec));
-        let back = Inode::parse(&sb, 12, &rec).unwrap();
+        assert!(checksum_ok(&sb, InodeNo(12), &rec));
+        let back = Inode::parse(&sb, InodeNo(12), &rec).unwrap();
         assert_eq!((back.mode, back.uid, back.gid), (0o100644, 70000, 80000));
         assert_eq!((back.size, back.links_count), (i.size, 3));
         assert_eq!(back.blocks_512, 1 << 40);
@@ -565,11 +566,14 @@ mod tests {
         i.blocks_512 = 1 << 48;
         i.store(&sb, &mut rec, false).unwrap();
         assert!(i.has_flag(flags::HUGE_FILE));
-        assert_eq!(Inode::parse(&sb, 12, &rec).unwrap().blocks_512, 1 << 48);
+        assert_eq!(
+            Inode::parse(&sb, InodeNo(12), &rec).unwrap().blocks_512,
+            1 << 48
+        );
         i.blocks_512 = 8;
         i.store(&sb, &mut rec, false).unwrap();
         assert!(!i.has_flag(flags::HUGE_FILE));
-        assert_eq!(Inode::parse(&sb, 12, &rec).unwrap().blocks_512, 8);
+        assert_eq!(Inode::parse(&sb, InodeNo(12), &rec).unwrap().blocks_512, 8);
     }
 
     #[test]

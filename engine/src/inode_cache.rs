@@ -5,7 +5,7 @@
 //! Only inodes that were read, checksum-verified (unless the volume ignores
 //! checksums, which is fixed at open) and decoded without error are kept:
 //! a damaged inode is read from disk every time and fails the same way every
-//! time. `check` never reads through this cache.
+//! time. `fsck` never reads through this cache.
 //!
 //! Shape: a set-associative table of [`WAYS`] entries per set, the set
 //! chosen by a hash of the inode number, each set behind its own spin lock
@@ -30,6 +30,7 @@ use core::mem::size_of;
 
 use crate::error::Result;
 use crate::inode::Inode;
+use crate::numbers::InodeNo;
 
 /// Entries per set.
 pub const WAYS: usize = 8;
@@ -158,7 +159,8 @@ impl InodeCache {
     }
 
     /// The cached inode `ino`, if any.
-    pub fn get(&self, ino: u32) -> Option<Arc<Inode>> {
+    pub fn get(&self, ino: InodeNo) -> Option<Arc<Inode>> {
+        let ino = ino.0;
         let mut s = self.set(ino)?.0.lock();
         match s.find(ino).filter(|_| ino != 0) {
             Some(w) => {
@@ -177,9 +179,10 @@ impl InodeCache {
     /// succeeds (errors are returned and not remembered).
     pub fn get_or_load(
         &self,
-        ino: u32,
+        ino: InodeNo,
         load: impl FnOnce() -> Result<Inode>,
     ) -> Result<Arc<Inode>> {
+        let ino = ino.0;
         let Some(set) = self.set(ino).filter(|_| ino != 0) else {
             return load().map(Arc::new);
         };
@@ -221,7 +224,8 @@ impl InodeCache {
 
     /// Forget inode `ino` (its record changed or is about to), and make
     /// loads of its set that started earlier not insert their result.
-    pub fn invalidate(&self, ino: u32) {
+    pub fn invalidate(&self, ino: InodeNo) {
+        let ino = ino.0;
         let Some(set) = self.set(ino) else { return };
         let old = {
             let mut s = set.0.lock();
@@ -287,7 +291,7 @@ mod tests {
         rec[0..2].copy_from_slice(&0o100644u16.to_le_bytes());
         rec[4..8].copy_from_slice(&(size as u32).to_le_bytes());
         rec[0x80..0x82].copy_from_slice(&32u16.to_le_bytes());
-        Inode::parse(&sb, ino, &rec).unwrap()
+        Inode::parse(&sb, InodeNo(ino), &rec).unwrap()
     }
 
     #[test]
@@ -300,17 +304,17 @@ mod tests {
             Ok(inode(ino, ino as u64 * 10))
         };
         for _ in 0..3 {
-            assert_eq!(c.get_or_load(5, || load(5)).unwrap().size, 50);
+            assert_eq!(c.get_or_load(InodeNo(5), || load(5)).unwrap().size, 50);
         }
         assert_eq!(loads.load(Ordering::Relaxed), 1);
-        let bad = || Err(Error::corrupt(Object::Inode(9), "bad"));
+        let bad = || Err(Error::corrupt(Object::Inode(InodeNo(9)), "bad"));
         for _ in 0..3 {
-            assert!(c.get_or_load(9, bad).is_err());
+            assert!(c.get_or_load(InodeNo(9), bad).is_err());
         }
-        assert!(c.get(9).is_none());
-        c.invalidate(5);
-        assert!(c.get(5).is_none());
-        assert_eq!(c.get_or_load(5, || load(5)).unwrap().size, 50);
+        assert!(c.get(InodeNo(9)).is_none());
+        c.invalidate(InodeNo(5));
+        assert!(c.get(InodeNo(5)).is_none());
+        assert_eq!(c.get_or_load(InodeNo(5), || load(5)).unwrap().size, 50);
         assert_eq!(loads.load(Ordering::Relaxed), 2);
         let st = c.stats();
         assert_eq!(st.entries, 1);
@@ -326,34 +330,40 @@ mod tests {
         for ino in 1..=(cap as u32 * 20) {
             // Inode 1 is touched between every insertion: second chance
             // keeps it.
-            c.get_or_load(1, || Ok(inode(1, 1))).unwrap();
-            c.get_or_load(ino, || Ok(inode(ino, 0))).unwrap();
+            c.get_or_load(InodeNo(1), || Ok(inode(1, 1))).unwrap();
+            c.get_or_load(InodeNo(ino), || Ok(inode(ino, 0))).unwrap();
             assert!(c.stats().entries <= cap);
         }
-        assert!(c.get(1).is_some());
+        assert!(c.get(InodeNo(1)).is_some());
     }
 
     #[test]
     fn invalidate_during_load_is_not_overtaken() {
         let c = InodeCache::new(1 << 20, 256);
-        let r = c.get_or_load(7, || {
+        let r = c.get_or_load(InodeNo(7), || {
             // A writer lands its change and invalidates while this reader
             // is reading the old record.
-            c.invalidate(7);
+            c.invalidate(InodeNo(7));
             Ok(inode(7, 1))
         });
         assert_eq!(r.unwrap().size, 1);
-        assert!(c.get(7).is_none(), "stale copy inserted after invalidate");
+        assert!(
+            c.get(InodeNo(7)).is_none(),
+            "stale copy inserted after invalidate"
+        );
     }
 
     #[test]
     fn zero_budget_and_inode_zero() {
         let c = InodeCache::new(0, 256);
         assert_eq!(c.capacity(), 0);
-        assert_eq!(c.get_or_load(3, || Ok(inode(3, 4))).unwrap().size, 4);
-        assert!(c.get(3).is_none());
+        assert_eq!(
+            c.get_or_load(InodeNo(3), || Ok(inode(3, 4))).unwrap().size,
+            4
+        );
+        assert!(c.get(InodeNo(3)).is_none());
         let c = InodeCache::new(1 << 20, 256);
-        c.get_or_load(0, || Ok(inode(0, 4))).unwrap();
+        c.get_or_load(InodeNo(0), || Ok(inode(0, 4))).unwrap();
         assert_eq!(c.stats().entries, 0);
     }
 
@@ -368,12 +378,12 @@ mod tests {
                     for i in 0..2000u32 {
                         let ino = 1 + (i * 7 + t) % 500;
                         let got = c
-                            .get_or_load(ino, || {
+                            .get_or_load(InodeNo(ino), || {
                                 loads.fetch_add(1, Ordering::Relaxed);
                                 Ok(inode(ino, ino as u64))
                             })
                             .unwrap();
-                        assert_eq!((got.ino, got.size), (ino, ino as u64));
+                        assert_eq!((got.ino, got.size), (InodeNo(ino), ino as u64));
                     }
                 });
             }

@@ -10,6 +10,7 @@ use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inode::{flags, Inode};
 use crate::mapping_cache::{Fork, Lookup, MapType, Mapping, DEV_NULL, NULL_ADDR};
+use crate::numbers::{FileBlock, InodeNo};
 use crate::volume::Volume;
 
 /// Operation flags of `FUSE_IOMAP_BEGIN` (`opflags`).
@@ -94,7 +95,7 @@ impl<D: BlockDevice> Volume<D> {
     /// device cookie to put in mapped answers.
     pub fn iomap_begin(
         &self,
-        ino: u32,
+        ino: InodeNo,
         pos: u64,
         count: u64,
         opflags: u32,
@@ -155,7 +156,7 @@ impl<D: BlockDevice> Volume<D> {
                 what: "iomap of encrypted files",
             });
         }
-        let ino = inode.ino as u64;
+        let ino = inode.ino;
         let m = match self.mapcache().lookup(ino, Fork::Read, pos) {
             Lookup::Hit(m, _) => m,
             _ => {
@@ -172,16 +173,19 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Load the runs of the on-disk leaf holding logical block `lblk`.
     fn fill_mappings(&self, inode: &Inode, lblk: u64) -> Result<()> {
-        let (start, runs) = self.map_leaf(inode, lblk)?;
+        let (start, runs) = match FileBlock::at(lblk) {
+            Some(l) => self.map_leaf(inode, l)?,
+            None => (FileBlock(0), alloc::vec![]),
+        };
         let bs = self.sb().block_size as u64;
-        let mut l = start;
+        let mut l = start.get();
         for run in runs {
             let m = run_mapping(run, l, bs);
             l += run.len();
             if m.length == 0 {
                 continue;
             }
-            self.mapcache().upsert(inode.ino as u64, Fork::Read, m)?;
+            self.mapcache().upsert(inode.ino, Fork::Read, m)?;
         }
         Ok(())
     }
@@ -189,7 +193,7 @@ impl<D: BlockDevice> Volume<D> {
     fn mapping_from_disk(&self, inode: &Inode, pos: u64) -> Result<Mapping> {
         let bs = self.sb().block_size as u64;
         let lblk = pos / bs;
-        let run = self.map_block(inode, lblk)?;
+        let run = self.map_block_at(inode, lblk)?;
         let m = run_mapping(run, lblk, bs);
         if m.length == 0 {
             return Err(Error::corrupt(Object::Inode(inode.ino), "empty mapping"));
@@ -199,7 +203,12 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Every read mapping of a file in order, as `FIEMAP` would walk it,
     /// from offset 0 to the end of the last block of the file.
-    pub fn mappings(&self, ino: u32, dev: u32, f: &mut dyn FnMut(&Mapping) -> bool) -> Result<()> {
+    pub fn mappings(
+        &self,
+        ino: InodeNo,
+        dev: u32,
+        f: &mut dyn FnMut(&Mapping) -> bool,
+    ) -> Result<()> {
         let attr = self.getattr(ino)?;
         let bs = self.sb().block_size as u64;
         let eof = attr.size.div_ceil(bs).saturating_mul(bs);
@@ -217,25 +226,26 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Forget the cached mappings of an inode (the frontend's kernel
     /// invalidation goes with it).
-    pub fn forget_mappings(&self, ino: u32) {
-        self.mapcache().forget_inode(ino as u64);
+    pub fn forget_mappings(&self, ino: InodeNo) {
+        self.mapcache().forget_inode(ino);
     }
 }
 
 /// A run starting at logical block `lblk` as a mapping record (no device
-/// cookie yet: the cache keeps one form whatever the frontend's device).
+/// cookie yet: the cache keeps one form whatever the frontend's device):
+/// where block numbers become the protocol's byte offsets.
 fn run_mapping(run: Run, lblk: u64, bs: u64) -> Mapping {
     let (kind, addr) = match run {
         Run::Mapped {
             pblk,
             unwritten: false,
             ..
-        } => (MapType::Mapped, pblk * bs),
+        } => (MapType::Mapped, pblk.0 * bs),
         Run::Mapped {
             pblk,
             unwritten: true,
             ..
-        } => (MapType::Unwritten, pblk * bs),
+        } => (MapType::Unwritten, pblk.0 * bs),
         Run::Hole { .. } => (MapType::Hole, NULL_ADDR),
     };
     Mapping {
@@ -281,9 +291,9 @@ fn with_dev(m: Mapping, dev: u32) -> Mapping {
     }
 }
 
-/// The kernel's checks on one mapping of a `begin` reply
-/// (`iomap-protocol.md`, "What the kernel checks"). `write` says which
-/// half of the reply this is.
+/// The kernel's checks on one mapping of a `begin` reply ("What the kernel
+/// checks" in the protocol notes `docs/iomap.md` points to). `write` says
+/// which half of the reply this is.
 pub fn kernel_check(
     m: &Mapping,
     pos: u64,

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::device::BlockDevice;
-use crate::volume::{OpenOptions, Recovery, Volume};
+use crate::volume::{OnDamage, OpenOptions, Recovery, Volume};
 
 /// A refused option, as the one line to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +63,6 @@ impl VfsFlag {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MountOptions {
     pub allow_other: bool,
-    pub default_permissions: bool,
     /// Source name shown in the mount table.
     pub fsname: Option<String>,
     pub subtype: Option<String>,
@@ -88,6 +87,9 @@ pub struct MountOptions {
     pub replay_budget: Option<usize>,
     /// Log every request; implies foreground.
     pub debug: bool,
+    /// Append log lines to this file instead of stderr or syslog (for
+    /// machines with neither a terminal nor a log daemon).
+    pub logfile: Option<String>,
     pub vfs_flags: Vec<VfsFlag>,
 }
 
@@ -104,6 +106,7 @@ const VALUED: &[&str] = &[
     "journal_path",
     "journal_dev",
     "replay_budget",
+    "logfile",
     "name_index_size",
 ];
 
@@ -160,6 +163,7 @@ impl MountOptions {
             match name {
                 "fsname" => self.fsname = Some(nonempty(name, v)?),
                 "subtype" => self.subtype = Some(nonempty(name, v)?),
+                "logfile" => self.logfile = Some(nonempty(name, v)?),
                 "uid" => self.uid = Some(number(name, v)?),
                 "gid" => self.gid = Some(number(name, v)?),
                 "journal_path" => self.journal_path = Some(nonempty(name, v)?),
@@ -205,7 +209,14 @@ impl MountOptions {
                     .to_string(),
             ),
             "allow_other" => flag(&mut self.allow_other),
-            "default_permissions" => flag(&mut self.default_permissions),
+            // Permissions are always checked: both servers mount with
+            // `default_permissions` (and accept POSIX ACLs where the
+            // kernel offers them), so the kernel checks every request,
+            // with or without this option.
+            "default_permissions" => {
+                let mut always = true;
+                flag(&mut always)
+            }
             "norecovery" | "noload" => flag(&mut self.norecovery),
             "debug" => flag(&mut self.debug),
             _ if VfsFlag::from_name(name).is_some() => {
@@ -255,10 +266,10 @@ impl MountOptions {
     }
 
     /// Open `dev` for a mount with these options: read-only, with the
-    /// `cache_size` budget, a journal that needs recovery replayed in
-    /// memory unless `norecovery` (then ignored), its external device
-    /// opened by `open_journal` from `journal_path=`. `Err` is the one
-    /// line to print.
+    /// `cache_size` budget, failing on damage as the kernel does, a
+    /// journal that needs recovery replayed in memory unless `norecovery`
+    /// (then ignored), its external device opened by `open_journal` from
+    /// `journal_path=`. `Err` is the one line to print.
     pub fn open_volume<D: BlockDevice>(
         &self,
         dev: D,
@@ -266,6 +277,8 @@ impl MountOptions {
     ) -> Result<Volume<D>, String> {
         let mut o = OpenOptions {
             read_only: true,
+            // A mounted filesystem answers as the kernel's ext4 does.
+            on_damage: OnDamage::AsKernel,
             ..OpenOptions::default()
         };
         if let Some(n) = self.cache_size {
@@ -366,7 +379,7 @@ mod tests {
             "ro,allow_other,uid=1000,gid=50,cache_size=8m,name_index_size=0,fsname=my\\,disk,noexec,suid,threads=4,x-systemd.automount,relatime",
         )
         .unwrap();
-        assert!(o.allow_other && !o.default_permissions && !o.debug);
+        assert!(o.allow_other && !o.debug);
         assert_eq!(
             (o.uid, o.gid, o.cache_size),
             (Some(1000), Some(50), Some(8 << 20))

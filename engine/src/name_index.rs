@@ -58,6 +58,7 @@ use crate::device::BlockDevice;
 use crate::dir::{names_equal, Entries};
 use crate::error::{Error, Object, Result};
 use crate::inode::{flags, Inode};
+use crate::numbers::{FileBlock, InodeNo};
 use crate::volume::Volume;
 
 /// Smaller directories are always scanned (a few hundred entries at most):
@@ -72,7 +73,7 @@ pub const CALM_LOOKUPS: u32 = 64;
 
 /// What one directory's slot costs beyond its keys: the map entry (twice,
 /// for the map's spare capacity) and the shared index's header.
-const SLOT_CHARGE: usize = 2 * size_of::<(u32, Slot)>() + size_of::<Names>() + 32;
+const SLOT_CHARGE: usize = 2 * size_of::<(InodeNo, Slot)>() + size_of::<Names>() + 32;
 
 /// The index of one directory: `hash << 32 | position / 4`, sorted, so the
 /// entries of one hash are adjacent and in directory order (a damaged
@@ -126,7 +127,7 @@ struct Slot {
 }
 
 struct Table {
-    slots: HashMap<u32, Slot>,
+    slots: HashMap<InodeNo, Slot>,
     /// Sum of the slots' charges.
     charged: usize,
 }
@@ -200,7 +201,7 @@ impl NameIndexes {
     /// until [`CALM_LOOKUPS`] lookups pass without another change.
     /// Inodes never looked up in (files, small directories) have nothing
     /// to drop and get nothing.
-    pub fn forget(&self, ino: u32) {
+    pub fn forget(&self, ino: InodeNo) {
         {
             let mut t = self.table.write();
             let Some(s) = t.slots.remove(&ino) else {
@@ -237,7 +238,7 @@ impl NameIndexes {
     }
 
     /// Whether directory `ino` has an index now.
-    pub fn has_index(&self, ino: u32) -> bool {
+    pub fn has_index(&self, ino: InodeNo) -> bool {
         let t = self.table.read();
         matches!(
             t.slots.get(&ino),
@@ -271,7 +272,7 @@ impl NameIndexes {
 
     /// Decide how to look a name up in directory `ino`, whose index could
     /// need up to `bound` bytes (`None`: it cannot be indexed).
-    pub(crate) fn plan(&self, ino: u32, bound: Option<usize>) -> Plan {
+    pub(crate) fn plan(&self, ino: InodeNo, bound: Option<usize>) -> Plan {
         {
             let t = self.table.read();
             if let Some(s) = t.slots.get(&ino) {
@@ -314,7 +315,7 @@ impl NameIndexes {
     /// Add a slot for `ino` charged `charge` bytes, evicting the least
     /// recently used slots (never a build under way) to make room. False
     /// when it cannot fit, or `ino` already has a slot.
-    fn insert(&self, ino: u32, state: State, charge: usize) -> bool {
+    fn insert(&self, ino: InodeNo, state: State, charge: usize) -> bool {
         if charge > self.budget {
             return false;
         }
@@ -352,7 +353,7 @@ impl NameIndexes {
 
     /// End the build of `ino` begun under `generation`; the reservation
     /// is given back, all of it or what the outcome does not keep.
-    fn finish(&self, ino: u32, generation: u64, outcome: Outcome) {
+    fn finish(&self, ino: InodeNo, generation: u64, outcome: Outcome) {
         let mut t = self.table.write();
         let Some(s) = t.slots.get_mut(&ino) else {
             return;
@@ -384,7 +385,7 @@ impl NameIndexes {
     }
 
     /// Remember that a scan of `ino` found a name in block `lblk`.
-    fn set_cursor(&self, ino: u32, lblk: u64) {
+    fn set_cursor(&self, ino: InodeNo, lblk: u64) {
         let t = self.table.read();
         if let Some(Slot {
             state: State::Cursor(c, _),
@@ -417,7 +418,7 @@ impl<D: BlockDevice> Volume<D> {
     /// Look `name` up in a directory that has no hash tree to use:
     /// through its name index when it is big enough to have one, else by
     /// a scan from the block of the last hit.
-    pub(crate) fn scan_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<u32>> {
+    pub(crate) fn scan_lookup(&self, dir: &Inode, name: &[u8]) -> Result<Option<InodeNo>> {
         let bs = self.sb().block_size as u64;
         let nblocks = dir.size.div_ceil(bs);
         if dir.size < MIN_BYTES {
@@ -457,7 +458,7 @@ impl<D: BlockDevice> Volume<D> {
         name: &[u8],
         from: u64,
         nblocks: u64,
-    ) -> Result<Option<u32>> {
+    ) -> Result<Option<InodeNo>> {
         let from = if from < nblocks { from } else { 0 };
         let hit = match self.linear_find(dir, name, from, nblocks)? {
             Some(h) => Some(h),
@@ -469,9 +470,9 @@ impl<D: BlockDevice> Volume<D> {
         }))
     }
 
-    /// Read every block of `dir` once and index its names. A damaged
-    /// block is reported and left out, as a scan skips it; a block map
-    /// that cannot be read fails the build.
+    /// Read every block of `dir` once and index its names. Any damage
+    /// fails the build (the caller then scans, and never indexes the
+    /// directory again until it changes).
     fn build_names(&self, dir: &Inode, nblocks: u64, cap: usize) -> Result<Names> {
         let dx = self.is_dx(dir);
         let fold = dir.has_flag(flags::CASEFOLD);
@@ -482,7 +483,7 @@ impl<D: BlockDevice> Volume<D> {
             .map_err(|_| Error::corrupt(Object::Inode(dir.ino), "directory too big to index"))?;
         let mut lblk = 0;
         while lblk < nblocks {
-            let (pblk, len) = match self.map_block(dir, lblk)? {
+            let (pblk, len) = match self.map_block_at(dir, lblk)? {
                 Run::Hole { len } => {
                     lblk += len;
                     continue;
@@ -497,7 +498,7 @@ impl<D: BlockDevice> Volume<D> {
                     };
                     let obj = Object::DirBlock {
                         dir: dir.ino,
-                        lblk: l as u32,
+                        lblk: FileBlock(l as u32),
                     };
                     for e in Entries::new(area, 0, self.sb().inodes_count, obj) {
                         let e = e?;
@@ -515,13 +516,11 @@ impl<D: BlockDevice> Volume<D> {
                     }
                     Ok(())
                 });
-                match r.and_then(|r| r) {
-                    Ok(()) => {}
-                    // A bad block hides only its own entries (the ones
-                    // before the damage in it stay, as in a scan).
-                    Err(e) if e.is_corruption() => self.report(e),
-                    Err(e) => return Err(e),
-                }
+                // Damage ends the build: the directory is scanned instead,
+                // so the one damage policy of a scan (`search_block`:
+                // report and skip, or fail as the kernel does) decides
+                // every lookup in it.
+                r.and_then(|r| r)?;
             }
             lblk += len;
         }
@@ -532,7 +531,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Look `name` up through `dir`'s index: read the entry at each
     /// position whose hash matches and compare.
-    fn index_lookup(&self, dir: &Inode, names: &Names, name: &[u8]) -> Result<Option<u32>> {
+    fn index_lookup(&self, dir: &Inode, names: &Names, name: &[u8]) -> Result<Option<InodeNo>> {
         let dx = self.is_dx(dir);
         let fold = dir.has_flag(flags::CASEFOLD);
         let bs = self.sb().block_size as u64;
@@ -540,21 +539,21 @@ impl<D: BlockDevice> Volume<D> {
         for pos in names.positions(h) {
             let byte = pos as u64 * 4;
             let (l, off) = (byte / bs, (byte % bs) as usize);
-            let pblk = match self.map_block(dir, l)? {
+            let pblk = match self.map_block_at(dir, l)? {
                 Run::Mapped { pblk, .. } => pblk,
                 Run::Hole { .. } => continue,
             };
-            let found = self.cache_read_marked(pblk, |block, mark| -> Result<Option<u32>> {
+            let found = self.cache_read_marked(pblk, |block, mark| -> Result<Option<InodeNo>> {
                 let Some(area) = self.scan_area(dir, dx, block, l, mark)? else {
                     return Ok(None);
                 };
                 let obj = Object::DirBlock {
                     dir: dir.ino,
-                    lblk: l as u32,
+                    lblk: FileBlock(l as u32),
                 };
                 match Entries::new(area, off, self.sb().inodes_count, obj).next() {
                     Some(Ok(e)) if e.inode != 0 && names_equal(e.name, name, fold) => {
-                        Ok(Some(e.inode))
+                        Ok(Some(InodeNo(e.inode)))
                     }
                     Some(Err(e)) => Err(e),
                     _ => Ok(None),
@@ -601,7 +600,7 @@ mod tests {
         assert_eq!(bound_bytes(u64::MAX, 4096), None);
     }
 
-    fn ready(ix: &NameIndexes, ino: u32, charge: usize) -> bool {
+    fn ready(ix: &NameIndexes, ino: InodeNo, charge: usize) -> bool {
         let Plan::Build(g) = ix.plan(ino, Some(charge - SLOT_CHARGE)) else {
             return false;
         };
@@ -616,66 +615,82 @@ mod tests {
     fn budget_holds_and_least_recently_used_goes_first() {
         let unit = SLOT_CHARGE + 800;
         let ix = NameIndexes::new(3 * unit);
-        assert!(ready(&ix, 10, unit));
-        assert!(ready(&ix, 11, unit));
-        assert!(ready(&ix, 12, unit));
+        assert!(ready(&ix, InodeNo(10), unit));
+        assert!(ready(&ix, InodeNo(11), unit));
+        assert!(ready(&ix, InodeNo(12), unit));
         assert_eq!(ix.stats().bytes, 3 * unit);
         // Use 10 again: 11 is now the oldest.
-        assert!(matches!(ix.plan(10, Some(800)), Plan::Index(_)));
-        assert!(ready(&ix, 13, unit));
+        assert!(matches!(ix.plan(InodeNo(10), Some(800)), Plan::Index(_)));
+        assert!(ready(&ix, InodeNo(13), unit));
         let st = ix.stats();
         assert_eq!((st.indexes, st.bytes, st.evictions), (3, 3 * unit, 1));
-        assert!(ix.has_index(10) && !ix.has_index(11) && ix.has_index(13));
+        assert!(
+            ix.has_index(InodeNo(10)) && !ix.has_index(InodeNo(11)) && ix.has_index(InodeNo(13))
+        );
         // Too big for the whole budget: never built, scanned with a cursor.
-        assert!(matches!(ix.plan(14, Some(3 * unit)), Plan::Scan(0)));
-        ix.set_cursor(14, 5);
-        assert!(matches!(ix.plan(14, Some(3 * unit)), Plan::Scan(5)));
+        assert!(matches!(
+            ix.plan(InodeNo(14), Some(3 * unit)),
+            Plan::Scan(0)
+        ));
+        ix.set_cursor(InodeNo(14), 5);
+        assert!(matches!(
+            ix.plan(InodeNo(14), Some(3 * unit)),
+            Plan::Scan(5)
+        ));
         assert!(ix.stats().bytes <= 3 * unit);
     }
 
     #[test]
     fn a_build_overtaken_by_a_change_is_not_kept() {
         let ix = NameIndexes::new(1 << 20);
-        let Plan::Build(g) = ix.plan(5, Some(64)) else {
+        let Plan::Build(g) = ix.plan(InodeNo(5), Some(64)) else {
             panic!("no build")
         };
         // Meanwhile: another lookup scans; the directory changes.
-        assert!(matches!(ix.plan(5, Some(64)), Plan::Scan(0)));
-        ix.forget(5);
+        assert!(matches!(ix.plan(InodeNo(5), Some(64)), Plan::Scan(0)));
+        ix.forget(InodeNo(5));
         // Scanned while it may still be changing, then indexed again.
         for _ in 1..CALM_LOOKUPS {
-            assert!(matches!(ix.plan(5, Some(64)), Plan::Scan(0)));
+            assert!(matches!(ix.plan(InodeNo(5), Some(64)), Plan::Scan(0)));
         }
-        let Plan::Build(g2) = ix.plan(5, Some(64)) else {
+        let Plan::Build(g2) = ix.plan(InodeNo(5), Some(64)) else {
             panic!("no second build")
         };
-        ix.finish(5, g, Outcome::Built(Arc::new(Names { keys: Vec::new() })));
-        assert!(!ix.has_index(5), "a stale build was kept");
-        ix.finish(5, g2, Outcome::Built(Arc::new(Names { keys: Vec::new() })));
-        assert!(ix.has_index(5));
-        ix.forget(5);
-        assert!(!ix.has_index(5));
+        ix.finish(
+            InodeNo(5),
+            g,
+            Outcome::Built(Arc::new(Names { keys: Vec::new() })),
+        );
+        assert!(!ix.has_index(InodeNo(5)), "a stale build was kept");
+        ix.finish(
+            InodeNo(5),
+            g2,
+            Outcome::Built(Arc::new(Names { keys: Vec::new() })),
+        );
+        assert!(ix.has_index(InodeNo(5)));
+        ix.forget(InodeNo(5));
+        assert!(!ix.has_index(InodeNo(5)));
         assert_eq!(ix.stats().bytes, SLOT_CHARGE);
     }
 
     #[test]
     fn a_failed_build_leaves_a_cursor_and_gives_the_reservation_back() {
         let ix = NameIndexes::new(1 << 20);
-        let Plan::Build(g) = ix.plan(5, Some(100_000)) else {
+        let Plan::Build(g) = ix.plan(InodeNo(5), Some(100_000)) else {
             panic!("no build")
         };
         assert_eq!(ix.stats().bytes, 100_000 + SLOT_CHARGE);
-        ix.finish(5, g, Outcome::Damaged);
+        ix.finish(InodeNo(5), g, Outcome::Damaged);
         assert_eq!(ix.stats().bytes, SLOT_CHARGE);
-        assert!(matches!(ix.plan(5, Some(100_000)), Plan::Scan(0)));
+        assert!(matches!(ix.plan(InodeNo(5), Some(100_000)), Plan::Scan(0)));
     }
 
     #[test]
     fn no_budget_no_slots() {
         let ix = NameIndexes::new(0);
-        assert!(matches!(ix.plan(5, Some(8)), Plan::Scan(0)));
-        ix.set_cursor(5, 3);
-        assert!(matches!(ix.plan(5, Some(8)), Plan::Scan(0)));
+        assert!(matches!(ix.plan(InodeNo(5), Some(8)), Plan::Scan(0)));
+        ix.set_cursor(InodeNo(5), 3);
+        assert!(matches!(ix.plan(InodeNo(5), Some(8)), Plan::Scan(0)));
         assert_eq!(ix.stats().bytes, 0);
     }
 

@@ -122,6 +122,7 @@ pub struct RawSuperblock {
 }
 
 /// `s_flags` bits.
+#[allow(dead_code)] // the engine only asks for the unsigned flag
 pub const FLAG_SIGNED_HASH: u32 = 0x1;
 pub const FLAG_UNSIGNED_HASH: u32 = 0x2;
 

@@ -422,7 +422,7 @@ impl<'v, D: BlockDevice> Handle<'v, D> {
     ) -> Result<R> {
         if b.0 >= self.vol.sb().blocks_count {
             return Err(Error::corrupt(
-                crate::error::Object::Block(b.0),
+                crate::error::Object::Block(b),
                 "block number is past the end of the filesystem",
             ));
         }

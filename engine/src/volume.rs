@@ -23,12 +23,9 @@ use crate::journal::overlay::{Overlaid, Overlay};
 use crate::journal::{self, ReplayStats};
 use crate::mapping_cache::MappingCache;
 use crate::name_index::{NameIndexStats, NameIndexes};
-use crate::numbers::PhysBlock;
+use crate::numbers::{InodeNo, PhysBlock};
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use crate::txn::{Commit, Txns, WriteHome};
-
-/// Root directory inode.
-pub const ROOT_INO: u32 = 2;
 
 /// A volume's block cache: over its device through the journal replay
 /// overlay (empty unless the journal was replayed in memory, which makes
@@ -55,6 +52,8 @@ pub struct OpenOptions {
     /// read-write, or fails naming what prevents it
     /// ([`crate::writable::refusal`]).
     pub read_only: bool,
+    /// What a request does with a damaged block it could do without.
+    pub on_damage: OnDamage,
     /// What to do with a journal that needs recovery.
     pub recovery: Recovery,
     /// Byte budget of the replay plan of a journal that needs recovery
@@ -77,6 +76,26 @@ pub struct OpenOptions {
 
 /// The default [`OpenOptions::commit_interval`], as the kernel's.
 pub const DEFAULT_COMMIT_INTERVAL: u32 = 5;
+
+/// What a request does with a damaged block it could do without (a block
+/// of a directory being listed or searched). Either way, what is skipped
+/// is reported ([`Volume::take_reports`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnDamage {
+    /// Skip it and go on: the salvage view (`ext4-image`).
+    #[default]
+    Skip,
+    /// Fail where the kernel's ext4 fails, skip where it skips (the FUSE
+    /// servers): a listing of a directory the kernel reads as a hash tree
+    /// (indexed, or one block long, on a `dir_index` filesystem) fails on
+    /// a block whose checksum is wrong, a linear one skips it; a lookup
+    /// fails on a block it reads whose checksum is wrong and on a damaged
+    /// entry bearing the name (not on other damaged entries it passes
+    /// over), and a hash tree whose index
+    /// is malformed (not merely failing its checksum) is searched
+    /// linearly, as the kernel does.
+    AsKernel,
+}
 
 /// What [`Volume::open`] does with a journal that needs recovery.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,6 +148,7 @@ impl Default for OpenOptions {
             name_index_bytes: 8 << 20,
             ignore_checksums: false,
             read_only: true,
+            on_damage: OnDamage::Skip,
             recovery: Recovery::Replay,
             replay_budget: DEFAULT_REPLAY_BUDGET,
             now: system_now,
@@ -141,7 +161,7 @@ impl Default for OpenOptions {
 /// One entry handed out by [`Volume::readdir`].
 #[derive(Clone, Copy, Debug)]
 pub struct DirEntry<'a> {
-    pub ino: u32,
+    pub ino: InodeNo,
     pub name: &'a [u8],
     /// From the entry's `file_type` byte; `None` when the filesystem has no
     /// `filetype` feature (ask `getattr`).
@@ -445,6 +465,16 @@ impl<D: BlockDevice> Volume<D> {
     pub fn sb(&self) -> &Superblock {
         &self.sb
     }
+    /// The on-disk superblock as the volume sees it now (through the block
+    /// cache and a journal replayed in memory): every field, for `info`.
+    pub fn raw_superblock(&self) -> Result<RawSuperblock> {
+        let bs = self.sb.block_size as u64;
+        let off = (SUPERBLOCK_OFFSET % bs) as usize;
+        self.cache_read_with(PhysBlock(SUPERBLOCK_OFFSET / bs), |b| {
+            RawSuperblock::read_from_bytes(&b[off..off + SUPERBLOCK_SIZE])
+                .map_err(|_| Error::NotExt4)
+        })?
+    }
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }
@@ -568,7 +598,7 @@ impl<D: BlockDevice> Volume<D> {
     }
     /// Forget the cached decoded copy of inode `ino`: whoever changes an
     /// inode record calls this once the change is in the block cache.
-    pub fn invalidate_inode(&self, ino: u32) {
+    pub fn invalidate_inode(&self, ino: InodeNo) {
         self.icache.invalidate(ino);
         // A directory that grew, shrank, was deleted or whose number was
         // reused: its name index no longer describes it.
@@ -607,24 +637,34 @@ impl<D: BlockDevice> Volume<D> {
         !self.opts.ignore_checksums
     }
 
+    /// Whether requests fail on damage as the kernel does
+    /// ([`OnDamage::AsKernel`]).
+    pub(crate) fn fails_as_kernel(&self) -> bool {
+        self.opts.on_damage == OnDamage::AsKernel
+    }
+
     /// Run `f` on metadata block `blk` through the block cache.
-    pub(crate) fn cache_read_with<R>(&self, blk: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+    pub(crate) fn cache_read_with<R>(
+        &self,
+        blk: PhysBlock,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         self.cache_read_marked(blk, |b, _| f(b))
     }
 
     /// [`Volume::cache_read_with`], with the buffer's check [`Mark`].
     pub(crate) fn cache_read_marked<R>(
         &self,
-        blk: u64,
+        blk: PhysBlock,
         f: impl FnOnce(&[u8], &Mark) -> R,
     ) -> Result<R> {
-        if blk >= self.sb.blocks_count {
+        if blk.0 >= self.sb.blocks_count {
             return Err(Error::corrupt(
                 Object::Block(blk),
                 "block number is past the end of the filesystem",
             ));
         }
-        Ok(self.cache.read_marked(blk, f)?)
+        Ok(self.cache.read_marked(blk.0, f)?)
     }
 
     /// Read and check group descriptor `g`. Only a `metadata_csum`
@@ -651,7 +691,7 @@ impl<D: BlockDevice> Volume<D> {
             ));
         }
         let dpb = self.sb.descs_per_block();
-        let blk = self.sb.desc_block(g / dpb);
+        let blk = PhysBlock(self.sb.desc_block(g / dpb));
         let off = ((g % dpb) * self.sb.desc_size) as usize;
         let size = self.sb.desc_size as usize;
         self.cache_read_with(blk, |b| {
@@ -664,15 +704,15 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Where inode `ino`'s record lives: (block, byte offset in block).
-    pub fn inode_location(&self, ino: u32) -> Result<(u64, usize)> {
-        if ino == 0 || ino > self.sb.inodes_count {
+    pub fn inode_location(&self, ino: InodeNo) -> Result<(PhysBlock, usize)> {
+        if ino.0 == 0 || ino.0 > self.sb.inodes_count {
             return Err(Error::corrupt(
                 Object::Inode(ino),
                 "inode number out of range",
             ));
         }
-        let g = (ino - 1) / self.sb.inodes_per_group;
-        let idx = ((ino - 1) % self.sb.inodes_per_group) as u64;
+        let g = (ino.0 - 1) / self.sb.inodes_per_group;
+        let idx = ((ino.0 - 1) % self.sb.inodes_per_group) as u64;
         let gd = self.group_desc(g)?;
         let byte = idx * self.sb.inode_size as u64;
         let bs = self.sb.block_size as u64;
@@ -680,15 +720,15 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// The raw on-disk record of inode `ino`.
-    pub fn inode_bytes(&self, ino: u32) -> Result<Vec<u8>> {
+    pub fn inode_bytes(&self, ino: InodeNo) -> Result<Vec<u8>> {
         let (blk, off) = self.inode_location(ino)?;
         let size = self.sb.inode_size as usize;
         self.cache_read_with(blk, |b| b[off..off + size].to_vec())
     }
 
     /// Read, check and decode inode `ino`, from the block cache (never
-    /// from the inode cache: `check` verifies what is on disk).
-    pub fn inode(&self, ino: u32) -> Result<Inode> {
+    /// from the inode cache: `fsck` verifies what is on disk).
+    pub fn inode(&self, ino: InodeNo) -> Result<Inode> {
         let (blk, off) = self.inode_location(ino)?;
         let size = self.sb.inode_size as usize;
         self.cache_read_with(blk, |b| {
@@ -706,7 +746,7 @@ impl<D: BlockDevice> Volume<D> {
     /// in use. Through the inode cache, which keeps only inodes that passed
     /// [`Volume::check_live`], so a hit needs no checks and a damaged inode
     /// fails the same way on every request.
-    pub(crate) fn live_inode(&self, ino: u32) -> Result<Arc<Inode>> {
+    pub(crate) fn live_inode(&self, ino: InodeNo) -> Result<Arc<Inode>> {
         self.icache.get_or_load(ino, || {
             let inode = self.inode(ino)?;
             self.check_live(&inode)?;
@@ -763,8 +803,8 @@ impl<D: BlockDevice> Volume<D> {
             return Ok(());
         }
         for i in 0..15 {
-            let b = inode.block_word(i) as u64;
-            if b != 0 && !self.blocks_in_fs(b, 1) {
+            let b = PhysBlock(inode.block_word(i) as u64);
+            if b.0 != 0 && !self.blocks_in_fs(b, 1) {
                 return Err(Error::corrupt(
                     Object::Inode(inode.ino),
                     "block pointer in i_block points outside the filesystem",
@@ -774,7 +814,7 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    pub fn getattr(&self, ino: u32) -> Result<Attr> {
+    pub fn getattr(&self, ino: InodeNo) -> Result<Attr> {
         self.live_inode(ino)?.attr(&self.sb)
     }
 
@@ -823,7 +863,7 @@ impl<D: BlockDevice> Volume<D> {
         if sb.overhead_clusters != 0 {
             overhead_clusters = sb.overhead_clusters as u64;
         } else if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum != 0 {
-            if let Ok(j) = self.inode(sb.journal_inum) {
+            if let Ok(j) = self.inode(InodeNo(sb.journal_inum)) {
                 overhead_clusters += (j.size >> (sb.log_block_size + 10)).div_ceil(cluster_ratio);
             }
         }

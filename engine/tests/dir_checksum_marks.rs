@@ -6,15 +6,15 @@
 //! small block cache the same lookups must see the damage. Block numbers
 //! come from `debugfs blocks`.
 //!
-//! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs); skipped without them.
+//! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-mod common;
-
-use common::{blocks, have};
-use ext4_engine::{BlockDevice, Error, MemDevice, Object, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::{
+    BlockDevice, Error, FileBlock, InodeNo, MemDevice, Object, OpenOptions, PhysBlock, Volume,
+};
+use ext4_tests::oracle::{debugfs, debugfs_blocks, e2fsck_index_dirs, mke2fs};
+use ext4_tests::util::require_e2fsprogs;
 
 const FILES: usize = 300;
 const BS: u64 = 4096;
@@ -36,14 +36,20 @@ fn image(dir: &Path) -> PathBuf {
             std::fs::write(src.join(d).join(name(f)), b"").unwrap();
         }
     }
-    common::mke2fs(
-        &["-t", "ext4", "-b", "4096", "-O", "metadata_csum"],
-        &src,
+    mke2fs(
         &img,
+        &["-t", "ext4", "-b", "4096", "-O", "metadata_csum"],
+        Some(&src),
         "16M",
     );
-    common::index_dirs(&img);
+    // mke2fs -d writes linear directories; e2fsck -D indexes them.
+    e2fsck_index_dirs(&img);
     img
+}
+
+/// The physical blocks of `path`, in logical order.
+fn blocks(img: &Path, path: &str) -> Vec<u64> {
+    debugfs_blocks(img, path).unwrap()
 }
 
 /// A volume with a 16-buffer block cache and no inode cache, so lookups
@@ -67,7 +73,7 @@ fn flip(v: &Volume<MemDevice>, at: u64) {
 
 /// Look up every file of `b` (and getattr it) a few times: enough distinct
 /// blocks, each used repeatedly, to push `a`'s blocks out of the cache.
-fn churn(v: &Volume<MemDevice>, b: u32) {
+fn churn(v: &Volume<MemDevice>, b: InodeNo) {
     for _ in 0..20 {
         for f in 0..FILES {
             v.lookup(b, name(f).as_bytes()).unwrap();
@@ -75,17 +81,16 @@ fn churn(v: &Volume<MemDevice>, b: u32) {
     }
 }
 
-fn setup(name: &str) -> Option<(PathBuf, Volume<MemDevice>, u32, u32)> {
-    if !have("mke2fs") || !have("debugfs") || !have("e2fsck") {
-        eprintln!("skipped: e2fsprogs not installed");
+fn setup(name: &str) -> Option<(PathBuf, Volume<MemDevice>, InodeNo, InodeNo)> {
+    if !require_e2fsprogs() {
         return None;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let img = image(&dir);
     let v = open(&img);
-    let a = v.lookup_ino(ROOT_INO, b"a").unwrap();
-    let b = v.lookup_ino(ROOT_INO, b"b").unwrap();
+    let a = v.lookup_ino(InodeNo::ROOT, b"a").unwrap();
+    let b = v.lookup_ino(InodeNo::ROOT, b"b").unwrap();
     Some((img, v, a, b))
 }
 
@@ -113,7 +118,7 @@ fn damaged_leaf_checksums_are_seen_after_eviction() {
     }
     // Still cached: the bytes checked are the ones kept.
     v.lookup(a, name(0).as_bytes()).unwrap();
-    let b = v.lookup_ino(ROOT_INO, b"b").unwrap();
+    let b = v.lookup_ino(InodeNo::ROOT, b"b").unwrap();
     churn(&v, b);
     let misses = v.cache_stats().misses;
     for f in probe {
@@ -129,7 +134,7 @@ fn damaged_leaf_checksums_are_seen_after_eviction() {
         e,
         Error::Checksum {
             object: Object::DirBlock { lblk, .. }
-        } if *lblk > 0
+        } if lblk.0 > 0
     )));
 }
 
@@ -160,7 +165,10 @@ fn damaged_root_checksum_is_seen_after_eviction() {
         reports.iter().any(|e| matches!(
             e,
             Error::Checksum {
-                object: Object::DirBlock { lblk: 0, .. }
+                object: Object::DirBlock {
+                    lblk: FileBlock(0),
+                    ..
+                }
             }
         )),
         "{reports:?}"
@@ -175,8 +183,7 @@ fn damaged_root_checksum_is_seen_after_eviction() {
 /// the directory fails on it (its blocks are mapped through that node).
 #[test]
 fn damaged_extent_block_checksum_is_seen_after_eviction() {
-    if !have("mke2fs") || !have("debugfs") {
-        eprintln!("skipped: e2fsprogs not installed");
+    if !require_e2fsprogs() {
         return;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dir-marks-extent");
@@ -191,18 +198,13 @@ fn damaged_extent_block_checksum_is_seen_after_eviction() {
     for f in 0..FILES {
         std::fs::write(src.join("b").join(name(f)), b"").unwrap();
     }
-    common::mke2fs(
-        &["-t", "ext4", "-b", "4096", "-O", "metadata_csum"],
-        &src,
+    mke2fs(
         &img,
+        &["-t", "ext4", "-b", "4096", "-O", "metadata_csum"],
+        Some(&src),
         "32M",
     );
-    let out = Command::new("debugfs")
-        .args(["-R", "stat /a"])
-        .arg(&img)
-        .output()
-        .expect("debugfs");
-    let stat = String::from_utf8_lossy(&out.stdout);
+    let stat = debugfs(&img, "stat /a").unwrap();
     let Some(at) = stat.find("(ETB0):") else {
         panic!("/a has no extent tree block:\n{stat}");
     };
@@ -213,8 +215,8 @@ fn damaged_extent_block_checksum_is_seen_after_eviction() {
         .parse()
         .unwrap();
     let v = open(&img);
-    let a = v.lookup_ino(ROOT_INO, b"a").unwrap();
-    let b = v.lookup_ino(ROOT_INO, b"b").unwrap();
+    let a = v.lookup_ino(InodeNo::ROOT, b"a").unwrap();
+    let b = v.lookup_ino(InodeNo::ROOT, b"b").unwrap();
     for _ in 0..2 {
         v.lookup(a, name(1).as_bytes()).unwrap();
     }
@@ -228,7 +230,7 @@ fn damaged_extent_block_checksum_is_seen_after_eviction() {
     churn(&v, b);
     let r = v.lookup(a, name(1).as_bytes());
     assert!(
-        matches!(r, Err(Error::Checksum { object: Object::Block(blk) }) if blk == etb),
+        matches!(r, Err(Error::Checksum { object: Object::Block(blk) }) if blk == PhysBlock(etb)),
         "{r:?}"
     );
 }

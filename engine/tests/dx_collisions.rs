@@ -8,16 +8,14 @@
 //! the engine's `dx_hash` (checked by the first lookup finding the name
 //! only through the run). Block reads are counted through the block cache.
 //!
-//! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs); skipped without them.
+//! Needs `mke2fs`, `e2fsck` and `debugfs` (e2fsprogs).
 
 use std::path::PathBuf;
 
-mod common;
-
-use common::have;
-use ext4_engine::dx_hash::{dx_hash, HashVersion};
-use ext4_engine::superblock::FLAG_UNSIGNED_HASH;
-use ext4_engine::{BlockDevice, MemDevice, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::test_support::{dx_hash, HashVersion, FLAG_UNSIGNED_HASH};
+use ext4_engine::{BlockDevice, InodeNo, MemDevice, OpenOptions, Volume};
+use ext4_tests::oracle::{debugfs_blocks, e2fsck_index_dirs, mke2fs};
+use ext4_tests::util::require_e2fsprogs;
 
 const FILES: usize = 1000;
 const BS: u64 = 1024;
@@ -28,8 +26,7 @@ fn name(f: usize) -> String {
 
 #[test]
 fn long_collision_runs_turn_to_the_name_index() {
-    if !have("mke2fs") || !have("debugfs") || !have("e2fsck") {
-        eprintln!("skipped: e2fsprogs not installed");
+    if !require_e2fsprogs() {
         return;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dx-collisions");
@@ -41,14 +38,14 @@ fn long_collision_runs_turn_to_the_name_index() {
         std::fs::write(src.join("d").join(name(f)), b"").unwrap();
     }
     // No metadata_csum: the rewritten root keeps no checksum to fix.
-    common::mke2fs(
-        &["-t", "ext4", "-b", "1024", "-O", "^metadata_csum"],
-        &src,
+    mke2fs(
         &img,
+        &["-t", "ext4", "-b", "1024", "-O", "^metadata_csum"],
+        Some(&src),
         "32M",
     );
-    common::index_dirs(&img);
-    let root = common::blocks(&img, "/d")[0];
+    e2fsck_index_dirs(&img);
+    let root = debugfs_blocks(&img, "/d").unwrap()[0];
 
     let dev = MemDevice::from_vec(std::fs::read(&img).unwrap());
     let mut blk = vec![0u8; BS as usize];
@@ -85,7 +82,7 @@ fn long_collision_runs_turn_to_the_name_index() {
     dev.write_at(root * BS, &blk).unwrap();
 
     let v = Volume::open(dev, &OpenOptions::default()).unwrap();
-    let d = v.lookup_ino(ROOT_INO, b"d").unwrap();
+    let d = v.lookup_ino(InodeNo::ROOT, b"d").unwrap();
     let blocks = v.getattr(d).unwrap().size / BS;
     let reads = |v: &Volume<MemDevice>| {
         let s = v.cache_stats();

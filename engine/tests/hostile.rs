@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ext4_engine::{Error, MemDevice, Object, Volume, Whence, ROOT_INO};
+use ext4_engine::{Error, FileBlock, InodeNo, MemDevice, Object, Volume, Whence};
 use walk::{
     options, Limits, Stats, CACHE_BYTES, INODE_CACHE_BYTES, MAPPING_CACHE_BYTES, NAME_INDEX_BYTES,
     REPLAY_BUDGET,
@@ -134,8 +134,8 @@ fn open(img: Vec<u8>) -> Volume<MemDevice> {
 }
 
 /// Resolve an absolute path without following symlinks.
-fn path_ino(v: &Volume<MemDevice>, path: &str) -> u32 {
-    let mut ino = ROOT_INO;
+fn path_ino(v: &Volume<MemDevice>, path: &str) -> InodeNo {
+    let mut ino = InodeNo::ROOT;
     for c in path.split('/').filter(|c| !c.is_empty()) {
         ino = v
             .lookup_ino(ino, c.as_bytes())
@@ -144,7 +144,7 @@ fn path_ino(v: &Volume<MemDevice>, path: &str) -> u32 {
     ino
 }
 
-fn read_all(v: &Volume<MemDevice>, ino: u32) -> Result<Vec<u8>, Error> {
+fn read_all(v: &Volume<MemDevice>, ino: InodeNo) -> Result<Vec<u8>, Error> {
     let size = v.getattr(ino)?.size as usize;
     let mut buf = vec![0u8; size];
     let n = v.read(ino, 0, &mut buf)?;
@@ -207,11 +207,10 @@ fn bounded_run(name: &str, img: &[u8], lim: &Limits) -> Run {
 
 #[test]
 fn corpus_images_walk_within_heap_and_time_bounds() {
-    let dir = Path::new("/work/shared/corpus/e2fsprogs");
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        eprintln!("SKIP: no e2fsprogs corpus at {}", dir.display());
+    let Some(dir) = ext4_tests::util::corpus_dir() else {
         return;
     };
+    let rd = std::fs::read_dir(&dir).expect("read the corpus directory");
     let mut paths: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".img.gz"))
@@ -296,7 +295,7 @@ fn indirect_block_pointing_at_itself_is_bounded() {
     let big = path_ino(&v, "/big");
     let t = Instant::now();
     let mut problems = Vec::new();
-    v.check(&Default::default(), &mut |_| {}, &mut |e| {
+    v.fsck(&Default::default(), &mut |_| {}, &mut |e| {
         problems.push(e.clone())
     });
     assert!(
@@ -431,7 +430,7 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
     for img in ["htree_loop.img.gz", "htree_levels.img.gz"] {
         let v = open(regression(img));
         let mut names = Vec::new();
-        v.readdir(ROOT_INO, 0, &mut |e| {
+        v.readdir(InodeNo::ROOT, 0, &mut |e| {
             names.push(e.name.to_vec());
             true
         })
@@ -440,12 +439,12 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
         let t = Instant::now();
         let mut found = 0;
         for n in names.iter().filter(|n| n.starts_with(b"n")) {
-            match v.lookup_ino(ROOT_INO, n) {
+            match v.lookup_ino(InodeNo::ROOT, n) {
                 Ok(_) => found += 1,
                 Err(e) => assert_eq!(e, Error::NotFound, "{img}"),
             }
         }
-        assert!(v.lookup_ino(ROOT_INO, b"absent").is_err());
+        assert!(v.lookup_ino(InodeNo::ROOT, b"absent").is_err());
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "{img}: {:?}",
@@ -461,8 +460,8 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
                     e,
                     Error::Corrupt {
                         object: Object::DirBlock {
-                            dir: ROOT_INO,
-                            lblk: 0
+                            dir: InodeNo::ROOT,
+                            lblk: FileBlock(0)
                         },
                         ..
                     }
@@ -477,7 +476,7 @@ fn hash_tree_lies_are_bounded_and_detected_ones_fall_back_to_linear_lookups() {
             assert!(found > 0 && found < 700, "{img}: found {found}");
         }
         let mut problems = 0;
-        v.check(&Default::default(), &mut |_| {}, &mut |_| problems += 1);
+        v.fsck(&Default::default(), &mut |_| {}, &mut |_| problems += 1);
     }
 }
 
@@ -492,7 +491,10 @@ fn a_garbage_directory_block_hides_only_its_own_entries() {
         reports.iter().any(|e| matches!(
             e,
             Error::Corrupt {
-                object: Object::DirBlock { dir, lblk: 0 },
+                object: Object::DirBlock {
+                    dir,
+                    lblk: FileBlock(0)
+                },
                 ..
             } if *dir == b
         )),

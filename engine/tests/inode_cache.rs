@@ -5,18 +5,16 @@
 //! mode and link count, which `getattr` must return whether it hits the
 //! cache or reads the disk.
 //!
-//! Needs `mke2fs` and `debugfs` (e2fsprogs); skipped without them.
+//! Needs `mke2fs` and `debugfs` (e2fsprogs).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-mod common;
-
-use common::have;
-use ext4_engine::inode_cache::InodeCache;
-use ext4_engine::{MemDevice, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::test_support::InodeCache;
+use ext4_engine::{InodeNo, MemDevice, OpenOptions, Volume};
+use ext4_tests::oracle::{self, mke2fs};
+use ext4_tests::util::require_e2fsprogs;
 
 struct Counting;
 
@@ -71,10 +69,10 @@ fn image(dir: &Path, inode_size: u32) -> PathBuf {
         }
     }
     let isz = inode_size.to_string();
-    common::mke2fs(
-        &["-t", "ext4", "-b", "4096", "-N", "4096", "-I", &isz],
-        &src,
+    mke2fs(
         &img,
+        &["-t", "ext4", "-b", "4096", "-N", "4096", "-I", &isz],
+        Some(&src),
         "32M",
     );
     let _ = std::fs::remove_dir_all(&src);
@@ -90,11 +88,11 @@ fn open(img: &Path, inode_cache_bytes: usize) -> Volume<MemDevice> {
 }
 
 /// Every file's inode number, by lookup.
-fn all_inos(v: &Volume<MemDevice>) -> Vec<(String, u32)> {
+fn all_inos(v: &Volume<MemDevice>) -> Vec<(String, InodeNo)> {
     let mut out = Vec::new();
     for d in 0..DIRS {
         let dn = format!("d{d}");
-        let dino = v.lookup_ino(ROOT_INO, dn.as_bytes()).unwrap();
+        let dino = v.lookup_ino(InodeNo::ROOT, dn.as_bytes()).unwrap();
         out.push((format!("/{dn}"), dino));
         for f in 0..FILES {
             let name = format!("f{f}");
@@ -109,8 +107,7 @@ fn all_inos(v: &Volume<MemDevice>) -> Vec<(String, u32)> {
 
 #[test]
 fn heap_held_stays_within_the_budget_and_uses_it() {
-    if !have("mke2fs") {
-        eprintln!("skipped: mke2fs not found");
+    if !require_e2fsprogs() {
         return;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inode-cache-heap");
@@ -161,35 +158,15 @@ fn heap_held_stays_within_the_budget_and_uses_it() {
     }
 }
 
-/// `debugfs -R "stat <ino>"` fields.
-fn debugfs_stat(img: &Path, ino: u32) -> (u64, u16, u16) {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("stat <{ino}>"))
-        .arg(img)
-        .output()
-        .expect("debugfs");
-    let s = String::from_utf8_lossy(&out.stdout);
-    let field = |key: &str| -> String {
-        let i = s.find(key).unwrap_or_else(|| panic!("no {key} in {s}"));
-        s[i + key.len()..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let mode = u16::from_str_radix(field("Mode:").trim_start_matches('0'), 8).unwrap_or(0);
-    (
-        field("Size:").parse().unwrap(),
-        mode,
-        field("Links:").parse().unwrap(),
-    )
+/// `debugfs stat <ino>`: size, permission bits, link count.
+fn debugfs_stat(img: &Path, ino: InodeNo) -> (u64, u16, u16) {
+    let st = oracle::debugfs_stat(img, &format!("<{ino}>")).unwrap();
+    (st.size, st.perm as u16, st.links as u16)
 }
 
 #[test]
 fn hits_and_misses_agree_with_debugfs() {
-    if !have("mke2fs") || !have("debugfs") {
-        eprintln!("skipped: e2fsprogs not found");
+    if !require_e2fsprogs() {
         return;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inode-cache-debugfs");
@@ -228,8 +205,7 @@ fn hits_and_misses_agree_with_debugfs() {
 /// neighbours in the same inode-table block stay readable.
 #[test]
 fn damaged_inode_fails_the_same_way_every_time() {
-    if !have("mke2fs") {
-        eprintln!("skipped: mke2fs not found");
+    if !require_e2fsprogs() {
         return;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inode-cache-damage");
@@ -243,7 +219,7 @@ fn damaged_inode_fails_the_same_way_every_time() {
     drop(v);
     let mut bytes = std::fs::read(&img).unwrap();
     // i_size_lo: the record's checksum no longer matches.
-    bytes[blk as usize * bs + off + 4] ^= 0x40;
+    bytes[blk.0 as usize * bs + off + 4] ^= 0x40;
     let v = Volume::open(MemDevice::from_vec(bytes), &OpenOptions::default()).unwrap();
     let first = v.getattr(victim).map(|a| a.size).unwrap_err().to_string();
     assert!(first.contains("checksum"), "{victim_path}: {first}");

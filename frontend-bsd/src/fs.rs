@@ -2,10 +2,11 @@
 //! only what FreeBSD's fusefs speaks (plain READDIR, no READDIRPLUS, no
 //! passthrough, no notifications, LSEEK only from protocol 7.24 on).
 //!
-//! Node ids are ext4 inode numbers, except that FUSE's root id 1 stands for
-//! ext4's root inode 2. A hard-linked file is one node. There is no node
-//! table: the volume is read-only, so an inode number stays valid, and
-//! FORGET has nothing to release.
+//! Node ids are ext4 inode numbers ([`ext4_fuse_common::nodes`]); there is
+//! no node table: the volume is read-only, so an inode number stays valid,
+//! and FORGET has nothing to release. What to answer (permissions, open
+//! flags, xattr namespaces and sizes, cache timeouts, errnos) is the
+//! engine's request policy, shared with `ext4-fuse`.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -13,14 +14,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ext4_engine::attr::{Attr, FileType as Kind, Timestamp};
-use ext4_engine::{BlockDevice, Error, Volume, Whence, ROOT_INO};
+use ext4_engine::policy::{self, Caller, ShownIds, XattrReply};
+use ext4_engine::{Attr, FileType as Kind, Timestamp};
+use ext4_engine::{BlockDevice, Error, InodeNo, Volume, Whence};
+use ext4_fuse_common::{log, nodes};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use log::{debug, warn};
 
 use crate::sys;
 
@@ -42,32 +44,20 @@ const READDIR_BATCH: usize = 64 << 10;
 const LSEEK_MINOR: u32 = 24;
 
 /// What the frontend adds to the engine's answers.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct FsConfig {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     /// Prefix for absolute symlink targets (`push_symlinks_in` where the
     /// kernel does not do it itself).
     pub symlink_prefix: Option<Vec<u8>>,
-    /// How long the kernel may cache entries and attributes.
-    pub ttl: Duration,
-}
-
-impl Default for FsConfig {
-    fn default() -> Self {
-        FsConfig {
-            uid: None,
-            gid: None,
-            symlink_prefix: None,
-            // Nothing changes under a read-only mount.
-            ttl: Duration::from_secs(86400),
-        }
-    }
 }
 
 pub struct Ext4Fs<D: BlockDevice + 'static> {
     vol: Volume<D>,
     cfg: FsConfig,
+    /// How long the kernel may cache entries and attributes.
+    ttl: Duration,
     /// The protocol minor both sides agreed on (0 before INIT).
     minor: AtomicU32,
     /// The kernel offered FUSE_NO_OPEN_SUPPORT / FUSE_NO_OPENDIR_SUPPORT
@@ -84,6 +74,7 @@ pub const SERVER_MINOR: u32 = 40;
 impl<D: BlockDevice + 'static> Ext4Fs<D> {
     pub fn new(vol: Volume<D>, cfg: FsConfig) -> Self {
         Ext4Fs {
+            ttl: policy::timeouts(vol.read_only()).attr,
             vol,
             cfg,
             minor: AtomicU32::new(0),
@@ -102,31 +93,35 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
     }
 
     /// FUSE node id -> ext4 inode number.
-    fn ino(&self, node: INodeNo) -> Result<u32, Errno> {
-        match node.0 {
-            1 => Ok(ROOT_INO),
-            n => u32::try_from(n).map_err(|_| Errno::ENOENT),
-        }
+    fn ino(&self, node: INodeNo) -> Result<InodeNo, Errno> {
+        nodes::nodeid_to_ino(node.0).map_err(|e| Errno::from_i32(sys::from_linux_errno(e)))
     }
 
     /// Turn an engine error into the reply errno, logging damage.
-    fn fail(&self, what: &str, ino: u32, e: &Error) -> Errno {
-        if e.is_corruption() || matches!(e, Error::Io(_)) {
-            warn!("{what} inode {ino}: {e}");
-        } else {
-            debug!("{what} inode {ino}: {e}");
-        }
-        Errno::from_i32(sys::host_errno(e))
+    fn fail(&self, what: &str, ino: InodeNo, e: &Error) -> Errno {
+        self.fail_as(policy::Request::Other, what, ino, e)
+    }
+
+    fn fail_as(&self, r: policy::Request, what: &str, ino: InodeNo, e: &Error) -> Errno {
+        log::failure(what, ino, e);
+        Errno::from_i32(sys::host_errno(r, e))
     }
 
     /// Log damage the engine worked around while answering.
     fn drain(&self) {
-        for e in self.vol.take_reports() {
-            warn!("damage skipped: {e}");
+        log::skipped(self.vol.take_reports());
+    }
+
+    /// The owner and group callers are shown (`uid=`, `gid=`).
+    fn shown(&self) -> ShownIds {
+        ShownIds {
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
         }
     }
 
     fn file_attr(&self, a: &Attr, node: u64) -> FileAttr {
+        let a = &self.shown().apply(*a);
         let perm = (a.mode & 0o7777) as u16;
         let rdev = match a.kind {
             Kind::CharDevice | Kind::BlockDevice => sys::fuse_rdev(a.rdev_major, a.rdev_minor),
@@ -143,8 +138,8 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
             kind: file_type(a.kind),
             perm,
             nlink: a.nlink,
-            uid: self.cfg.uid.unwrap_or(a.uid),
-            gid: self.cfg.gid.unwrap_or(a.gid),
+            uid: a.uid,
+            gid: a.gid,
             rdev,
             blksize: a.blksize,
             flags: 0,
@@ -156,29 +151,17 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
         let a = self
             .vol
             .lookup(dir, name.as_bytes())
-            .map_err(|e| self.fail("lookup in", dir, &e))?;
-        let node = match a.ino {
-            // The root is known to the kernel by FUSE's id 1 (and `fuser`
-            // reports a node's id as its st_ino in an entry reply).
-            ROOT_INO => 1,
-            // Id 1 is the root's: an entry naming inode 1 (the bad-blocks
-            // inode) would alias it.
-            1 => {
-                warn!("directory inode {dir} names reserved inode 1");
-                return Err(Errno::from_i32(sys::host_errno(&Error::corrupt(
-                    ext4_engine::Object::Inode(dir),
-                    "entry names reserved inode 1",
-                ))));
-            }
-            n => n as u64,
-        };
+            .map_err(|e| self.fail("lookup", dir, &e))?;
+        // The root is known to the kernel by FUSE's id 1 (and `fuser`
+        // reports a node's id as its st_ino in an entry reply).
+        let node = nodes::ino_to_nodeid(a.ino).map_err(|e| self.fail("lookup", dir, &e))?;
         Ok((self.file_attr(&a, node), a.generation))
     }
 
     /// Read into `buf` (grown to the request, never shrunk); the count.
     fn read_inner(
         &self,
-        ino: u32,
+        ino: InodeNo,
         offset: u64,
         size: u32,
         buf: &mut Vec<u8>,
@@ -189,10 +172,10 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
         }
         self.vol
             .read(ino, offset, &mut buf[..n])
-            .map_err(|e| self.fail("read", ino, &e))
+            .map_err(|e| self.fail_as(policy::Request::Read, "read", ino, &e))
     }
 
-    fn readlink_inner(&self, ino: u32) -> Result<Vec<u8>, Errno> {
+    fn readlink_inner(&self, ino: InodeNo) -> Result<Vec<u8>, Errno> {
         let mut t = self
             .vol
             .readlink(ino)
@@ -229,18 +212,21 @@ fn file_type(k: Kind) -> FileType {
     }
 }
 
-/// Answer a getxattr/listxattr: the size when asked for it, ERANGE when
-/// the caller's buffer is too small.
+/// Answer a getxattr/listxattr by the policy's size protocol.
 fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
-    if size == 0 {
-        match u32::try_from(data.len()) {
-            Ok(n) => reply.size(n),
-            Err(_) => reply.error(Errno::ERANGE),
-        }
-    } else if data.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(data);
+    match policy::xattr_reply(data, size) {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(d),
+        Err(e) => reply.error(Errno::from_i32(sys::host_errno(policy::Request::Other, &e))),
+    }
+}
+
+/// The caller of a request, as FUSE describes it (no supplementary groups).
+fn caller(req: &Request) -> Caller<'static> {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        groups: &[],
     }
 }
 
@@ -250,6 +236,11 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         let minor = v.1.min(SERVER_MINOR);
         self.minor.store(minor, Ordering::Relaxed);
         let offered = config.capabilities();
+        // The kernel enforces POSIX ACLs too where it can (Linux); FreeBSD
+        // never offers it, and checks mode bits (default_permissions).
+        if offered.contains(InitFlags::FUSE_POSIX_ACL) {
+            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+        }
         self.no_open.store(
             offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT),
             Ordering::Relaxed,
@@ -261,12 +252,12 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         // No capability is added to fuser's defaults (async read, big
         // writes, max pages), all of which FreeBSD either knows or never
         // offers; the reply only ever echoes flags the kernel offered.
-        debug!(
+        log::debug(format_args!(
             "INIT: kernel protocol {}.{}, capabilities {:?}; using minor {minor}",
             v.0,
             v.1,
             config.capabilities()
-        );
+        ));
         Ok(())
     }
 
@@ -275,7 +266,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         self.drain();
         match r {
             Ok((attr, generation)) => {
-                reply.entry(&self.cfg.ttl, &attr, Generation(u64::from(generation)))
+                reply.entry(&self.ttl, &attr, Generation(u64::from(generation)))
             }
             Err(e) => reply.error(e),
         }
@@ -290,7 +281,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         self.drain();
         match r {
             // st_ino is the ext4 inode number, the root's included.
-            Ok(a) => reply.attr(&self.cfg.ttl, &self.file_attr(&a, u64::from(a.ino))),
+            Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a, u64::from(a.ino.0))),
             Err(e) => reply.error(self.fail("getattr", ino, &e)),
         }
     }
@@ -305,8 +296,9 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
     }
 
     fn open(&self, _req: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-            return reply.error(Errno::EROFS);
+        // The kernel sends OPEN for regular files only.
+        if let Err(e) = policy::check_open(flags.0 as u32, Kind::Regular, self.vol.read_only()) {
+            return reply.error(Errno::from_i32(sys::host_errno(policy::Request::Other, &e)));
         }
         let _ = node;
         // A read-only mount needs nothing per open file: where the kernel
@@ -367,7 +359,10 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, node: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = policy::check_open(flags.0 as u32, Kind::Directory, self.vol.read_only()) {
+            return reply.error(Errno::from_i32(sys::host_errno(policy::Request::Other, &e)));
+        }
         let r = self.ino(node).and_then(|ino| {
             self.vol
                 .getattr(ino)
@@ -404,7 +399,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         // for the entry after it, so a listing resumes exactly where the
         // kernel's buffer filled up.
         // Names go end to end in one buffer; each entry keeps its length.
-        let mut batch: Vec<(u32, usize, Option<Kind>, u64)> = Vec::new();
+        let mut batch: Vec<(InodeNo, usize, Option<Kind>, u64)> = Vec::new();
         let mut names: Vec<u8> = Vec::new();
         let mut bytes = 0usize;
         let r = self.vol.readdir(ino, offset, &mut |e| {
@@ -435,7 +430,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
                     .unwrap_or(Kind::Regular),
             };
             let name = OsStr::from_bytes(name);
-            if reply.add(INodeNo(u64::from(child)), next, file_type(kind), name) {
+            if reply.add(INodeNo(u64::from(child.0)), next, file_type(kind), name) {
                 break;
             }
         }
@@ -469,12 +464,13 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         );
     }
 
-    fn getxattr(&self, _req: &Request, node: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, node: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let ino = match self.ino(node) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        let r = self.vol.getxattr(ino, name.as_bytes());
+        let r = policy::check_getxattr(name.as_bytes(), &caller(req))
+            .and_then(|()| self.vol.getxattr(ino, name.as_bytes()));
         self.drain();
         match r {
             Ok(v) => reply_xattr(reply, size, &v),
@@ -482,7 +478,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         }
     }
 
-    fn listxattr(&self, _req: &Request, node: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, node: INodeNo, size: u32, reply: ReplyXattr) {
         let ino = match self.ino(node) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
@@ -490,25 +486,24 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         let r = self.vol.listxattr(ino);
         self.drain();
         match r {
-            Ok(names) => {
-                let mut list = Vec::new();
-                for n in names {
-                    list.extend_from_slice(&n);
-                    list.push(0);
-                }
-                reply_xattr(reply, size, &list)
-            }
+            Ok(names) => reply_xattr(reply, size, &policy::xattr_list(&names, &caller(req))),
             Err(e) => reply.error(self.fail("listxattr", ino, &e)),
         }
     }
 
-    fn access(&self, _req: &Request, _node: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        // Permission bits are the kernel's business (default_permissions);
-        // what this server knows is that nothing is writable.
-        if mask.contains(AccessFlags::W_OK) {
-            reply.error(Errno::EROFS);
-        } else {
-            reply.ok();
+    fn access(&self, req: &Request, node: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Only asked by a kernel that does not check itself (the mount
+        // always asks it to); the groups known are the caller's primary.
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self
+            .vol
+            .access(ino, &caller(req), mask.bits() as u32, self.shown())
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("access", ino, &e)),
         }
     }
 

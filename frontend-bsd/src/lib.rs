@@ -30,9 +30,12 @@ pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
     if let Some(s) = &c.subtype {
         mo.push(MountOption::Subtype(s.clone()));
     }
-    if c.default_permissions {
-        mo.push(MountOption::DefaultPermissions);
-    }
+    // Always, whatever the options say: the kernel checks permissions for
+    // every caller (FreeBSD's fusefs honours it too). Without it nothing
+    // would: FUSE requests carry no supplementary groups, and a server
+    // answering ACCESS alone leaves reads of 0600 files open to anyone
+    // allow_other admits.
+    mo.push(MountOption::DefaultPermissions);
     if let Some(n) = o.max_read {
         // Both Linux's fuse and FreeBSD's mount_fusefs take max_read=.
         mo.push(MountOption::CUSTOM(format!("max_read={n}")));

@@ -3,17 +3,16 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use ext4_engine::BlockDevice;
 use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
 use ext4_fuse_bsd::options::MountOpts;
 use ext4_fuse_bsd::{mount_config, server_pushes_symlinks, sys};
+use ext4_fuse_common::{daemon, log};
 use fuser::Session;
 
 const NAME: &str = "ext4-fuse-bsd";
@@ -29,9 +28,11 @@ struct Cli {
     source: PathBuf,
     /// Directory to mount on
     mountpoint: PathBuf,
-    /// Mount options, comma-separated: ro, allow_other, default_permissions,
-    /// fsname=, subtype=, uid=, gid=, cache_size=N[k|m|g],
-    /// name_index_size=N[k|m|g], norecovery, journal_path=,
+    /// Mount options, comma-separated: ro, allow_other, default_permissions
+    /// (always on: permissions are checked for every user), fsname=,
+    /// subtype=, uid=, gid=, cache_size=N[k|m|g], name_index_size=N[k|m|g],
+    /// logfile=PATH (log lines go there instead of stderr or syslog),
+    /// norecovery, journal_path=,
     /// replay_budget=N[k|m|g], debug,
     /// push_symlinks_in, intr, max_read=, private, noprivate, neglect_shares,
     /// nosuid, nodev, noexec, noatime (and their positive forms)
@@ -43,45 +44,6 @@ struct Cli {
     /// Debug output (same as -o debug; implies -f)
     #[arg(short = 'd')]
     debug: bool,
-}
-
-/// Log to stderr, or to syslog once daemonized.
-struct Logger {
-    level: log::LevelFilter,
-}
-
-static SYSLOG: AtomicBool = AtomicBool::new(false);
-
-impl log::Log for Logger {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        // fuser's own warnings (an unmount it retries after us, its notes on
-        // unimplemented calls) are noise unless debugging.
-        if self.level < log::LevelFilter::Debug && m.target().starts_with("fuser") {
-            return m.level() <= log::Level::Error;
-        }
-        m.level() <= self.level
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if !self.enabled(r.metadata()) {
-            return;
-        }
-        let msg = format!("{}", r.args());
-        if SYSLOG.load(Ordering::Relaxed) {
-            let prio = match r.level() {
-                log::Level::Error => libc::LOG_ERR,
-                log::Level::Warn => libc::LOG_WARNING,
-                log::Level::Info => libc::LOG_INFO,
-                _ => libc::LOG_DEBUG,
-            };
-            if let Ok(c) = CString::new(msg.replace('\0', "?")) {
-                // SAFETY: both strings are NUL-terminated and outlive the call.
-                unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
-            }
-        } else {
-            let _ = writeln!(std::io::stderr(), "{NAME}: {msg}");
-        }
-    }
-    fn flush(&self) {}
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -99,13 +61,13 @@ fn main() -> ExitCode {
     }
     opts.common.debug |= cli.debug;
     let foreground = cli.foreground || opts.common.debug;
-    let level = if opts.common.debug {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Warn
-    };
-    if log::set_boxed_logger(Box::new(Logger { level })).is_ok() {
-        log::set_max_level(level);
+    log::init(NAME);
+    log::set_debug(opts.common.debug);
+    log::install_facade();
+    if let Some(f) = &opts.common.logfile {
+        if let Err(e) = log::use_file(Path::new(f)) {
+            return fail(format!("logfile={f}: {e}"));
+        }
     }
 
     let mountpoint = match cli.mountpoint.canonicalize() {
@@ -127,7 +89,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
     for w in vol.warnings() {
-        log::warn!("{}: {w}", cli.source.display());
+        log::warn(format_args!("{}: {w}", cli.source.display()));
     }
 
     let cfg = FsConfig {
@@ -135,7 +97,6 @@ fn main() -> ExitCode {
         gid: opts.common.gid,
         symlink_prefix: server_pushes_symlinks(&opts)
             .then(|| mountpoint.as_os_str().as_bytes().to_vec()),
-        ..FsConfig::default()
     };
     let fs = Ext4Fs::new(vol, cfg);
     let config = mount_config(&opts, &cli.source);
@@ -145,9 +106,8 @@ fn main() -> ExitCode {
     let report = if foreground {
         None
     } else {
-        match daemonize() {
-            Ok(Some(fd)) => Some(fd),
-            Ok(None) => unreachable!("the parent exits inside daemonize"),
+        match daemon::daemonize() {
+            Ok(fd) => Some(fd),
             Err(e) => return fail(format!("cannot fork: {e}")),
         }
     };
@@ -169,9 +129,12 @@ fn main() -> ExitCode {
             let mut sig: libc::c_int = 0;
             // SAFETY: sigs and sig are valid for the call.
             while unsafe { libc::sigwait(&sigs, &mut sig) } != 0 {}
-            log::info!("signal {sig}: unmounting {}", mp.display());
+            log::info(format_args!("signal {sig}: unmounting {}", mp.display()));
             if let Err(e) = unmounter.unmount() {
-                log::warn!("unmount {}: {e}; detaching lazily", mp.display());
+                log::warn(format_args!(
+                    "unmount {}: {e}; detaching lazily",
+                    mp.display()
+                ));
                 lazy_unmount(&mp);
             }
         });
@@ -180,8 +143,7 @@ fn main() -> ExitCode {
     }
 
     if let Some(fd) = report {
-        detach_stdio();
-        SYSLOG.store(true, Ordering::Relaxed);
+        daemon::detach_stdio();
         // The parent exits 0 on this byte.
         let mut f = std::fs::File::from(fd);
         let _ = f.write_all(&[0]);
@@ -189,7 +151,7 @@ fn main() -> ExitCode {
     match session.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("session ended: {e}");
+            log::error(format_args!("session ended: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -204,52 +166,6 @@ fn signal_set() -> libc::sigset_t {
             libc::sigaddset(&mut s, sig);
         }
         s
-    }
-}
-
-/// Fork. The parent waits for one byte on a pipe (the child mounted) and
-/// exits 0, or exits 1 if the pipe closes first. The child becomes a
-/// session leader and gets the pipe's write end.
-fn daemonize() -> std::io::Result<Option<OwnedFd>> {
-    let mut p = [0 as libc::c_int; 2];
-    // SAFETY: p has room for two descriptors.
-    if unsafe { libc::pipe(p.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe() returned two fresh descriptors we now own.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
-    // SAFETY: no other thread exists yet, so the child may run Rust code.
-    match unsafe { libc::fork() } {
-        -1 => Err(std::io::Error::last_os_error()),
-        0 => {
-            drop(rd);
-            // SAFETY: plain syscall.
-            unsafe { libc::setsid() };
-            Ok(Some(wr))
-        }
-        _ => {
-            drop(wr);
-            let mut f = std::fs::File::from(rd);
-            let mut b = [1u8];
-            let ok = matches!(std::io::Read::read(&mut f, &mut b), Ok(1)) && b[0] == 0;
-            std::process::exit(if ok { 0 } else { 1 });
-        }
-    }
-}
-
-/// Point stdin/stdout/stderr at /dev/null and leave the working directory.
-fn detach_stdio() {
-    let _ = std::env::set_current_dir("/");
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
     }
 }
 
@@ -271,10 +187,10 @@ fn lazy_unmount(mp: &Path) {
         -1
     };
     if r != 0 {
-        log::error!(
+        log::error(format_args!(
             "cannot unmount {}: {}",
             mp.display(),
             std::io::Error::last_os_error()
-        );
+        ));
     }
 }

@@ -7,9 +7,9 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use ext4_engine::error::IoError;
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::{BlockDevice, Error};
+use ext4_engine::FileDevice;
+use ext4_engine::IoError;
+use ext4_engine::{policy, BlockDevice, Error};
 
 /// The device the server reads: a file or disk, with reads widened to
 /// whole sectors where the OS demands it.
@@ -139,12 +139,13 @@ fn disk_size(file: &File) -> io::Result<u64> {
     f.seek(SeekFrom::End(0))
 }
 
-/// The errno to answer the kernel with, in this host's numbering. The
-/// engine speaks Linux numbers; device errors already carry the host's.
-pub fn host_errno(e: &Error) -> i32 {
+/// The errno `request` answers the kernel with for `e` (the engine's
+/// policy), in this host's numbering. The engine speaks Linux numbers;
+/// device errors already carry the host's.
+pub fn host_errno(request: policy::Request, e: &Error) -> i32 {
     match e {
         Error::Io(io) => io.errno,
-        _ => from_linux_errno(e.errno()),
+        _ => from_linux_errno(policy::errno_for(request, e)),
     }
 }
 
@@ -155,7 +156,7 @@ pub fn from_linux_errno(n: i32) -> i32 {
 
 #[cfg(not(target_os = "linux"))]
 pub fn from_linux_errno(n: i32) -> i32 {
-    use ext4_engine::error::errno as lx;
+    use ext4_engine::errno as lx;
     match n {
         lx::ENAMETOOLONG => libc::ENAMETOOLONG,
         lx::ENOSYS => libc::ENOSYS,
@@ -165,6 +166,8 @@ pub fn from_linux_errno(n: i32) -> i32 {
         lx::EOVERFLOW => libc::EOVERFLOW,
         lx::EOPNOTSUPP => libc::EOPNOTSUPP,
         lx::EUCLEAN => CORRUPT,
+        lx::EBADMSG => libc::EBADMSG,
+        lx::ESTALE => libc::ESTALE,
         // The numbers below 35 agree on every Unix.
         n if n < 35 => n,
         _ => libc::EIO,
@@ -266,11 +269,12 @@ mod tests {
 
     #[test]
     fn errno_of_missing_xattr() {
+        let other = policy::Request::Other;
         #[cfg(target_os = "linux")]
-        assert_eq!(host_errno(&Error::NoData), libc::ENODATA);
+        assert_eq!(host_errno(other, &Error::NoData), libc::ENODATA);
         #[cfg(target_os = "freebsd")]
-        assert_eq!(host_errno(&Error::NoData), libc::ENOATTR);
-        assert_eq!(host_errno(&Error::NotFound), libc::ENOENT);
-        assert_eq!(host_errno(&Error::NameTooLong), libc::ENAMETOOLONG);
+        assert_eq!(host_errno(other, &Error::NoData), libc::ENOATTR);
+        assert_eq!(host_errno(other, &Error::NotFound), libc::ENOENT);
+        assert_eq!(host_errno(other, &Error::NameTooLong), libc::ENAMETOOLONG);
     }
 }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use ext4_tests::fuse::{compare_with_kernel, fuse_fields, is_mounted, FuseServer};
 use ext4_tests::image::{build_image, matrix_spec};
-use ext4_tests::oracle::{debugfs_dump, KernelMount, LoopDevice};
+use ext4_tests::oracle::{debugfs_dump, debugfs_w, KernelMount, LoopDevice};
 use ext4_tests::snapshot::{diff, host_snapshot, Compare, Report, WalkOptions};
-use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4, run_ok};
+use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse-bsd");
 
@@ -113,11 +113,7 @@ fn clear_refusals() {
     // replayed, so the volume mounts; so it does under norecovery.
     let dirty = w.path().join("dirty.img");
     std::fs::copy(&img, &dirty).unwrap();
-    run_ok(
-        Command::new("debugfs")
-            .args(["-w", "-R", "feature needs_recovery"])
-            .arg(&dirty),
-    );
+    debugfs_w(&dirty, "feature needs_recovery").unwrap();
     for opts in ["", "norecovery"] {
         let f = mount(&dirty, opts);
         assert_eq!(

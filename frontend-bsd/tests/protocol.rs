@@ -228,7 +228,7 @@ impl Kernel {
         body.extend_from_slice(&freebsd_offer(minor).to_le_bytes());
         send(&ours, &message(INIT, 1, 0, &body));
 
-        let dev = ext4_engine::file_device::FileDevice::open(img, true).unwrap();
+        let dev = ext4_engine::FileDevice::open(img, true).unwrap();
         let vol = Volume::open(dev, &OpenOptions::default()).unwrap();
         let fs = Ext4Fs::new(vol, FsConfig::default());
         let server = std::thread::spawn(move || {

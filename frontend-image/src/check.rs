@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use ext4_engine::check::{CheckOptions, CheckSummary, Checker, DEFAULT_MEMORY};
+use ext4_engine::fsck::{CheckOptions, CheckSummary, Checker, DEFAULT_MEMORY};
 use ext4_engine::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;

@@ -5,10 +5,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use ext4_engine::features::{compat, incompat, ro_compat};
-use ext4_engine::superblock::{RawSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
-use ext4_engine::BlockDevice;
+use ext4_engine::{BlockDevice, RawSuperblock, Superblock};
 use serde_json::{json, Map, Value};
-use zerocopy::FromBytes;
 
 use crate::util::{ctime, uuid};
 use crate::{out_err, Cli, CmdResult, Vol};
@@ -69,18 +67,8 @@ fn default_mount_opts(v: u32) -> Vec<&'static str> {
     out
 }
 
-pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
-    let sb = vol.sb();
-    let mut raw_bytes = vec![0u8; SUPERBLOCK_SIZE];
-    let raw = vol
-        .device()
-        .read_at(SUPERBLOCK_OFFSET, &mut raw_bytes)
-        .ok()
-        .and_then(|_| RawSuperblock::read_from_bytes(&raw_bytes).ok());
-    let mut f = Fields {
-        lines: Vec::new(),
-        json: Map::new(),
-    };
+/// Name, UUID, revision, features, flags, state, error policy, creator.
+fn identity(f: &mut Fields, sb: &Superblock) {
     let label = String::from_utf8_lossy(sb.label()).into_owned();
     f.add(
         "Filesystem volume name",
@@ -186,6 +174,10 @@ pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
         _ => "(unknown os)",
     };
     f.add("Filesystem OS type", os, "os_type", json!(os));
+}
+
+/// Inode and block counts, sizes and the group layout.
+fn counts(f: &mut Fields, sb: &Superblock) {
     f.num("Inode count", "inode_count", sb.inodes_count);
     f.num("Block count", "block_count", sb.blocks_count);
     f.num(
@@ -251,6 +243,10 @@ pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
     if sb.has_incompat(incompat::META_BG) {
         f.num("First meta block group", "first_meta_bg", sb.first_meta_bg);
     }
+}
+
+/// Times, mount count and check interval, lifetime writes.
+fn times(f: &mut Fields, sb: &Superblock, r: &RawSuperblock) {
     f.time("Filesystem created", "created", sb.mkfs_time, true);
     f.time("Last mount time", "last_mount_time", sb.mtime, true);
     f.time("Last write time", "last_write_time", sb.wtime, false);
@@ -262,32 +258,34 @@ pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
         json!(sb.max_mnt_count),
     );
     f.time("Last checked", "last_checked", sb.lastcheck, false);
-    if let Some(r) = &raw {
-        let ci = r.checkinterval.get();
-        f.add(
-            "Check interval",
-            if ci == 0 {
-                "0 (<none>)".to_string()
-            } else {
-                format!("{ci} seconds")
-            },
-            "check_interval",
-            json!(ci),
-        );
-        let kb = r.kbytes_written.get();
-        if kb != 0 {
-            let text = if kb < 8192 {
-                format!("{kb} kB")
-            } else if kb < 8192 << 10 {
-                format!("{} MB", kb.div_ceil(1024))
-            } else if kb < 8192 << 20 {
-                format!("{} GB", kb.div_ceil(1 << 20))
-            } else {
-                format!("{} TB", kb.div_ceil(1 << 30))
-            };
-            f.add("Lifetime writes", text, "lifetime_writes_kb", json!(kb));
-        }
+    let ci = r.checkinterval.get();
+    f.add(
+        "Check interval",
+        if ci == 0 {
+            "0 (<none>)".to_string()
+        } else {
+            format!("{ci} seconds")
+        },
+        "check_interval",
+        json!(ci),
+    );
+    let kb = r.kbytes_written.get();
+    if kb != 0 {
+        let text = if kb < 8192 {
+            format!("{kb} kB")
+        } else if kb < 8192 << 10 {
+            format!("{} MB", kb.div_ceil(1024))
+        } else if kb < 8192 << 20 {
+            format!("{} GB", kb.div_ceil(1 << 20))
+        } else {
+            format!("{} TB", kb.div_ceil(1 << 30))
+        };
+        f.add("Lifetime writes", text, "lifetime_writes_kb", json!(kb));
     }
+}
+
+/// Reserved blocks' owner, inode size and extra fields, journal and orphans.
+fn inodes(f: &mut Fields, sb: &Superblock) {
     f.num("Reserved blocks uid", "reserved_blocks_uid", sb.def_resuid);
     f.num("Reserved blocks gid", "reserved_blocks_gid", sb.def_resgid);
     f.num("First inode", "first_inode", sb.first_ino);
@@ -318,6 +316,10 @@ pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
     if sb.last_orphan != 0 {
         f.num("First orphan inode", "first_orphan_inode", sb.last_orphan);
     }
+}
+
+/// Directory hashing, the character encoding, checksums.
+fn hashes(f: &mut Fields, sb: &Superblock) {
     let hash = match sb.def_hash_version {
         0 => "legacy",
         1 => "half_md4",
@@ -378,41 +380,60 @@ pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
             json!(sb.checksum_ok),
         );
     }
-    if let Some(r) = &raw {
-        let n = r.error_count.get();
-        if n != 0 {
-            f.num("FS Error count", "error_count", n);
-            let t = r.first_error_time.get() as i64 | (r.first_error_time_hi as i64) << 32;
-            f.time("First error time", "first_error_time", t, true);
-            f.add(
-                "First error function",
-                cstr(&r.first_error_func),
-                "first_error_function",
-                json!(cstr(&r.first_error_func)),
-            );
-            f.num(
-                "First error line #",
-                "first_error_line",
-                r.first_error_line.get(),
-            );
-            f.num(
-                "First error inode #",
-                "first_error_inode",
-                r.first_error_ino.get(),
-            );
-            f.num(
-                "First error block #",
-                "first_error_block",
-                r.first_error_block.get(),
-            );
-            let t = r.last_error_time.get() as i64 | (r.last_error_time_hi as i64) << 32;
-            f.time("Last error time", "last_error_time", t, true);
-        }
-        let mo = cstr(&r.mount_opts);
-        if !mo.is_empty() {
-            f.add("Mount options", mo.clone(), "mount_options", json!(mo));
-        }
+}
+
+/// The first and last recorded errors, and default mount options.
+fn errors(f: &mut Fields, r: &RawSuperblock) {
+    let n = r.error_count.get();
+    if n != 0 {
+        f.num("FS Error count", "error_count", n);
+        let t = r.first_error_time.get() as i64 | (r.first_error_time_hi as i64) << 32;
+        f.time("First error time", "first_error_time", t, true);
+        f.add(
+            "First error function",
+            cstr(&r.first_error_func),
+            "first_error_function",
+            json!(cstr(&r.first_error_func)),
+        );
+        f.num(
+            "First error line #",
+            "first_error_line",
+            r.first_error_line.get(),
+        );
+        f.num(
+            "First error inode #",
+            "first_error_inode",
+            r.first_error_ino.get(),
+        );
+        f.num(
+            "First error block #",
+            "first_error_block",
+            r.first_error_block.get(),
+        );
+        let t = r.last_error_time.get() as i64 | (r.last_error_time_hi as i64) << 32;
+        f.time("Last error time", "last_error_time", t, true);
     }
+    let mo = cstr(&r.mount_opts);
+    if !mo.is_empty() {
+        f.add("Mount options", mo.clone(), "mount_options", json!(mo));
+    }
+}
+
+pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
+    let sb = vol.sb();
+    let r = &vol
+        .raw_superblock()
+        .map_err(|e| crate::Fail::Problem(format!("cannot read the superblock: {e}")))?;
+    let mut f = Fields {
+        lines: Vec::new(),
+        json: Map::new(),
+    };
+    identity(&mut f, sb);
+    counts(&mut f, sb);
+    times(&mut f, sb, r);
+    inodes(&mut f, sb);
+    hashes(&mut f, sb);
+    errors(&mut f, r);
     journal(vol, cli, &mut f);
     let warnings: Vec<String> = vol.warnings().iter().map(|w| w.to_string()).collect();
     f.json.insert("warnings".into(), json!(warnings));

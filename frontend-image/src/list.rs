@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::process::ExitCode;
 
-use ext4_engine::{Attr, Error, FileType};
+use ext4_engine::{Attr, Error, FileType, InodeNo};
 use serde_json::json;
 
 use crate::util::{kind_name, mode_string, short_time, ts_json};
@@ -12,7 +12,7 @@ use crate::{drain_reports, out_err, resolve, show, warn, CmdResult, Fail, Vol};
 
 /// A directory entry copied out of the engine's callback.
 pub struct Ent {
-    pub ino: u32,
+    pub ino: InodeNo,
     pub name: Vec<u8>,
 }
 
@@ -25,7 +25,7 @@ const BATCH: usize = 256;
 /// `f` returning `Err` stops the walk with that error.
 pub fn for_each_child<E>(
     vol: &Vol,
-    dir: u32,
+    dir: InodeNo,
     mut f: impl FnMut(Ent) -> Result<(), E>,
 ) -> Result<Result<(), E>, Error> {
     let mut cookie = 0u64;
@@ -102,7 +102,7 @@ impl<W: Write> Lister<'_, W> {
             let mut v = json!({
                 "path": show(&path),
                 "name": show(name),
-                "ino": attr.ino,
+                "ino": attr.ino.0,
                 "type": kind_name(attr.kind),
                 "mode": attr.mode,
                 "nlink": attr.nlink,
@@ -156,7 +156,7 @@ impl<W: Write> Lister<'_, W> {
     }
 
     /// List one directory; returns its subdirectories (for -R).
-    fn dir(&mut self, path: &[u8], ino: u32) -> Result<Vec<(Vec<u8>, u32)>, Fail> {
+    fn dir(&mut self, path: &[u8], ino: InodeNo) -> Result<Vec<(Vec<u8>, InodeNo)>, Fail> {
         let mut subdirs = Vec::new();
         let vol = self.vol;
         match for_each_child(vol, ino, |e| self.one(path, e, &mut subdirs)) {
@@ -171,7 +171,12 @@ impl<W: Write> Lister<'_, W> {
         Ok(subdirs)
     }
 
-    fn one(&mut self, path: &[u8], e: Ent, subdirs: &mut Vec<(Vec<u8>, u32)>) -> Result<(), Fail> {
+    fn one(
+        &mut self,
+        path: &[u8],
+        e: Ent,
+        subdirs: &mut Vec<(Vec<u8>, InodeNo)>,
+    ) -> Result<(), Fail> {
         let dot = e.name == b"." || e.name == b"..";
         if dot && !self.o.all {
             return Ok(());

@@ -21,8 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::{BlockDevice, Error, OpenOptions, Recovery, Volume, ROOT_INO};
+use ext4_engine::{BlockDevice, Error, FileDevice, InodeNo, OpenOptions, Recovery, Volume};
 
 pub type Vol = Volume<FileDevice>;
 
@@ -299,8 +298,8 @@ pub fn show(b: &[u8]) -> String {
 }
 
 /// Resolve `path` from the root without following symlinks.
-pub fn resolve(vol: &Vol, path: &[u8]) -> Result<u32, Fail> {
-    let mut ino = ROOT_INO;
+pub fn resolve(vol: &Vol, path: &[u8]) -> Result<InodeNo, Fail> {
+    let mut ino = InodeNo::ROOT;
     let mut walked: Vec<u8> = Vec::new();
     for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
         let parent = if walked.is_empty() {

@@ -10,12 +10,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use ext4_engine::blockmap::{Run, MAX_LBLK};
 use ext4_engine::features::incompat;
-use ext4_engine::inode::{flags, Inode};
 use ext4_engine::iomap::{kernel_check, mflags, op};
 use ext4_engine::mapping_cache::{MapType, Mapping, DEV_NULL, NULL_ADDR};
-use ext4_engine::FileType;
+use ext4_engine::Run;
+use ext4_engine::{inode_flags as flags, Inode};
+use ext4_engine::{FileBlock, FileType, InodeNo};
 use serde_json::json;
 
 use crate::util::kind_name;
@@ -90,7 +90,7 @@ struct Answer {
 
 /// Everything `map` learned about one file.
 struct Walk {
-    ino: u32,
+    ino: InodeNo,
     kind: FileType,
     size: u64,
     /// The inode has `EXTENTS_FL` (filefrag's test for an "ext2" file).
@@ -186,7 +186,7 @@ fn flag_names(f: u16) -> Vec<String> {
 
 /// Walk a regular file or a directory. `Err` when `ino` is neither or
 /// cannot be read at all.
-fn walk(vol: &Vol, ino: u32) -> Result<Walk, String> {
+fn walk(vol: &Vol, ino: InodeNo) -> Result<Walk, String> {
     let inode = vol.inode(ino).map_err(|e| e.to_string())?;
     let kind = match inode.kind {
         Some(k @ (FileType::Regular | FileType::Directory)) => k,
@@ -203,7 +203,8 @@ fn walk(vol: &Vol, ino: u32) -> Result<Walk, String> {
     let inline_addr = if inline {
         let (blk, off) = vol.inode_location(ino).map_err(|e| e.to_string())?;
         Some(
-            blk.saturating_mul(bs)
+            blk.0
+                .saturating_mul(bs)
                 .saturating_add(off as u64 + I_BLOCK_OFFSET),
         )
     } else {
@@ -323,7 +324,7 @@ fn walk_inline_dir(vol: &Vol, w: &mut Walk) {
 fn walk_block_map(vol: &Vol, inode: &Inode, w: &mut Walk) {
     let bs = vol.sb().block_size as u64;
     let eof = w.size.div_ceil(bs).saturating_mul(bs);
-    let end = (vol.maxbytes() / bs).min(MAX_LBLK);
+    let end = (vol.maxbytes() / bs).min(FileBlock::COUNT);
     let start = w.answers.len();
     let mut lblk = 0;
     while lblk < end {
@@ -331,7 +332,7 @@ fn walk_block_map(vol: &Vol, inode: &Inode, w: &mut Walk) {
             w.error = Some(format!("stopped after {MAX_ANSWERS} answers"));
             return;
         }
-        let run = match vol.map_block(inode, lblk) {
+        let run = match vol.map_block(inode, FileBlock(lblk as u32)) {
             Ok(r) => r,
             Err(e) => {
                 w.error = Some(format!("at block {lblk}: {e}"));
@@ -352,7 +353,7 @@ fn walk_block_map(vol: &Vol, inode: &Inode, w: &mut Walk) {
                 } else {
                     MapType::Mapped
                 };
-                (kind, pblk.saturating_mul(bs), DEV)
+                (kind, pblk.0.saturating_mul(bs), DEV)
             }
             Run::Hole { .. } => {
                 // A hole ends at EOF, as iomap's do.
@@ -673,7 +674,7 @@ fn json_rows(name: &str, w: &Walk) -> Vec<serde_json::Value> {
             let source = if a.block_map { "block_map" } else { "iomap" };
             json!({
                 "path": name,
-                "ino": w.ino,
+                "ino": w.ino.0,
                 "source": source,
                 "pos": a.pos,
                 "offset": m.offset,

@@ -5,10 +5,8 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::journal::{self, Policy};
-use ext4_engine::volume::DEFAULT_REPLAY_BUDGET;
-use ext4_engine::BlockDevice;
+use ext4_engine::{BlockDevice, FileDevice, DEFAULT_REPLAY_BUDGET};
 use serde_json::json;
 
 use crate::{io_msg, open_error, open_journal, out_err, Cli, CmdResult, Fail};

@@ -3,9 +3,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use ext4_engine::blockmap::Run;
-use ext4_engine::inode::{flags, Inode};
-use ext4_engine::{FileType, Timestamp};
+use ext4_engine::Run;
+use ext4_engine::{inode_flags as flags, Inode};
+use ext4_engine::{FileBlock, FileType, PhysBlock, Timestamp};
 use serde_json::{json, Value};
 
 use crate::util::{ctime, flag_names, kind_name, mode_string, ts_json};
@@ -20,7 +20,7 @@ const MAX_STEPS: u64 = 1 << 22;
 struct Mapped {
     lblk: u64,
     len: u64,
-    pblk: u64,
+    pblk: PhysBlock,
     unwritten: bool,
 }
 
@@ -82,7 +82,12 @@ fn mapping(vol: &Vol, inode: &Inode) -> Mapping {
             m.truncated = true;
             break;
         }
-        match vol.map_block(inode, lblk) {
+        // Past the last logical block a file is a hole.
+        let run = match FileBlock::at(lblk) {
+            Some(l) => vol.map_block(inode, l),
+            None => Ok(Run::Hole { len: 1 }),
+        };
+        match run {
             Ok(Run::Hole { len }) => {
                 m.holes += 1;
                 lblk += len.max(1);
@@ -173,12 +178,12 @@ pub fn run(vol: &Vol, path: &[u8], json_out: bool) -> CmdResult {
             .first
             .iter()
             .map(
-                |r| json!({"lblk": r.lblk, "len": r.len, "pblk": r.pblk, "unwritten": r.unwritten}),
+                |r| json!({"lblk": r.lblk, "len": r.len, "pblk": r.pblk.0, "unwritten": r.unwritten}),
             )
             .collect();
         let v = json!({
             "path": p,
-            "ino": ino,
+            "ino": ino.0,
             "type": kind_name(attr.kind),
             "mode": attr.mode,
             "permissions": attr.mode & 0o7777,
@@ -286,7 +291,7 @@ pub fn run(vol: &Vol, path: &[u8], json_out: bool) -> CmdResult {
                     let pr = if r.len == 1 {
                         format!("{}", r.pblk)
                     } else {
-                        format!("{}-{}", r.pblk, r.pblk + r.len - 1)
+                        format!("{}-{}", r.pblk, r.pblk.0 + r.len - 1)
                     };
                     let u = if r.unwritten { " [uninit]" } else { "" };
                     s += &format!("  ({lr}):{pr}{u}\n");

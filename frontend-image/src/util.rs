@@ -200,10 +200,10 @@ pub fn error_json(e: &ext4_engine::Error) -> Value {
     let obj = |o: &Object| match *o {
         Object::Superblock => json!({"type": "superblock"}),
         Object::GroupDesc(g) => json!({"type": "group", "group": g}),
-        Object::Inode(i) => json!({"type": "inode", "inode": i}),
-        Object::Block(b) => json!({"type": "block", "block": b}),
+        Object::Inode(i) => json!({"type": "inode", "inode": i.0}),
+        Object::Block(b) => json!({"type": "block", "block": b.0}),
         Object::DirBlock { dir, lblk } => {
-            json!({"type": "dir_block", "inode": dir, "lblk": lblk})
+            json!({"type": "dir_block", "inode": dir.0, "lblk": lblk.0})
         }
         Object::Device => json!({"type": "device"}),
     };

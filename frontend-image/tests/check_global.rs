@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::cmd;
-use ext4_tests::oracle::e2fsck_check;
+use ext4_tests::oracle::{self, debugfs_damage, e2fsck_check, e2fsck_index_dirs, mke2fs};
+use ext4_tests::util::corpus_dir;
 
-use ext4_engine::check::{CheckOptions, Checker, DEFAULT_MEMORY};
-use ext4_engine::file_device::FileDevice;
+use ext4_engine::fsck::{CheckOptions, Checker, DEFAULT_MEMORY};
+use ext4_engine::FileDevice;
 use ext4_engine::{OpenOptions, Volume};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");
@@ -52,16 +53,12 @@ fn make_tree() -> PathBuf {
 /// Build `name` with `mke2fs -d` (1 KiB blocks, several groups).
 fn build(name: &str, args: &[&str]) -> PathBuf {
     let img = scratch().join(name);
-    let o = cmd("mke2fs")
-        .args(["-q", "-F", "-b", "1024", "-N", "256"])
-        .args(args)
-        .arg("-d")
-        .arg(tree())
-        .arg(&img)
-        .arg("40M")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "mke2fs: {}", out(&o));
+    mke2fs(
+        &img,
+        &[&["-b", "1024", "-N", "256"], args].concat(),
+        Some(&tree()),
+        "40M",
+    );
     assert_eq!(e2fsck(&img), 0, "{name} is clean to begin with");
     img
 }
@@ -71,21 +68,12 @@ fn e2fsck(img: &Path) -> i32 {
 }
 
 fn debugfs(img: &Path, req: &str) -> String {
-    out(&cmd("debugfs").args(["-R", req]).arg(img).output().unwrap())
+    oracle::debugfs(img, req).unwrap()
 }
 
 /// Run requests with `debugfs -w`.
 fn damage(img: &Path, reqs: &[String]) {
-    let f = img.with_extension("cmds");
-    fs::write(&f, reqs.join("\n") + "\n").unwrap();
-    let o = cmd("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&f)
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "debugfs: {}", out(&o));
+    debugfs_damage(img, reqs);
 }
 
 fn ino(img: &Path, path: &str) -> u32 {
@@ -476,13 +464,12 @@ fn agree(base: &Path, name: &str, how: impl FnOnce(&Path), flagged: Option<(&str
 fn special_objects_and_directory_blocks_agree_with_e2fsck() {
     // Empty: `mke2fs -d` leaves the quota usage at zero, which e2fsck flags.
     let base = scratch().join("special.img");
-    let o = cmd("mke2fs")
-        .args(["-q", "-F", "-b", "1024", "-t", "ext4", "-O", "quota"])
-        .arg(&base)
-        .arg("40M")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "mke2fs: {}", out(&o));
+    mke2fs(
+        &base,
+        &["-b", "1024", "-t", "ext4", "-O", "quota"],
+        None,
+        "40M",
+    );
     assert_eq!(e2fsck(&base), 0, "special.img is clean to begin with");
     let ssv = |req: &'static str| move |img: &Path| damage(img, &[req.to_string()]);
     agree(
@@ -553,16 +540,8 @@ fn special_objects_and_directory_blocks_agree_with_e2fsck() {
         fs::write(many.join(format!("d/a_longer_name_{i}")), b"").unwrap();
     }
     let hashed = scratch().join("hashed.img");
-    let o = cmd("mke2fs")
-        .args(["-q", "-F", "-b", "1024", "-t", "ext4", "-d"])
-        .arg(&many)
-        .arg(&hashed)
-        .arg("40M")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "mke2fs: {}", out(&o));
-    let o = cmd("e2fsck").arg("-fyD").arg(&hashed).output().unwrap();
-    assert!(o.status.code().unwrap_or(8) < 4, "e2fsck -fyD: {}", out(&o));
+    mke2fs(&hashed, &["-b", "1024", "-t", "ext4"], Some(&many), "40M");
+    e2fsck_index_dirs(&hashed);
     assert!(debugfs(&hashed, "htree /d").contains("Root node dump"));
     assert_eq!(check(&hashed).0, 0, "{}", check(&hashed).1);
     agree(
@@ -613,11 +592,9 @@ fn special_objects_and_directory_blocks_agree_with_e2fsck() {
 /// e2fsck names.
 #[test]
 fn corpus_damage_is_named() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs");
-    if !corpus.join("MANIFEST.tsv").exists() {
-        eprintln!("corpus not found at {}; skipped", corpus.display());
+    let Some(corpus) = corpus_dir() else {
         return;
-    }
+    };
     let img = scratch().join("corpus-named.img");
     for (file, what) in [
         ("m_mmp_bad_magic", "MMP block has a bad magic number"),
@@ -661,11 +638,10 @@ fn corpus_damage_is_named() {
 /// the others check flags.
 #[test]
 fn corpus_clean_stays_clean() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs");
-    let Ok(manifest) = fs::read_to_string(corpus.join("MANIFEST.tsv")) else {
-        eprintln!("corpus not found at {}; skipped", corpus.display());
+    let Some(corpus) = corpus_dir() else {
         return;
     };
+    let manifest = fs::read_to_string(corpus.join("MANIFEST.tsv")).unwrap();
     let img = scratch().join("corpus.img");
     let (mut flagged, mut damaged, mut false_pos) = (0, 0, Vec::new());
     for line in manifest.lines().skip(1) {

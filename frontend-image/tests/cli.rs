@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::cmd;
+use ext4_tests::oracle::{self, e2fsck_check, mke2fs};
+use ext4_tests::util::corpus_dir;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");
@@ -53,21 +55,21 @@ fn run_ok(prog: &str, args: &[&str]) -> Output {
     ok(o, &format!("{prog} {args:?}"))
 }
 
-/// `mke2fs -F -q -t ext4 EXTRA... -d SRC IMG SIZE`.
+/// `mke2fs -t ext4 EXTRA... -d SRC IMG SIZE`.
 fn mkfs_ext4(src: &Path, img: &Path, extra: &[&str], size: &str) {
-    let mut args = vec!["-F", "-q", "-t", "ext4"];
-    args.extend_from_slice(extra);
-    args.extend(["-d", src.to_str().unwrap(), img.to_str().unwrap(), size]);
-    run_ok("mke2fs", &args);
+    mke2fs(img, &[&["-t", "ext4"], extra].concat(), Some(src), size);
 }
 
 fn debugfs(img: &Path, req: &str) -> String {
-    let o = cmd("debugfs")
-        .args(["-R", req])
-        .arg(img)
-        .output()
-        .expect("debugfs");
-    stdout(&o)
+    oracle::debugfs(img, req).unwrap()
+}
+
+fn debugfs_w(img: &Path, req: &str) {
+    oracle::debugfs_w(img, req).unwrap();
+}
+
+fn e2fsck(img: &Path) -> (i32, String) {
+    e2fsck_check(img)
 }
 
 fn scratch() -> &'static Path {
@@ -270,22 +272,9 @@ fn fixture() -> &'static Fixture {
         let mut images = Vec::new();
         for (name, opts, extra_times) in specs {
             let path = scratch().join(format!("{name}.img"));
-            let mut args: Vec<&str> = vec!["-F", "-q"];
-            args.extend_from_slice(opts);
-            let p = path.to_str().unwrap();
-            let s = src.to_str().unwrap();
-            args.extend_from_slice(&["-L", name, "-d", s, p, "64M"]);
-            run_ok("mke2fs", &args);
+            mke2fs(&path, &[opts, &["-L", name]].concat(), Some(&src), "64M");
             // mke2fs -d drops nanoseconds: put some in with debugfs.
-            run_ok(
-                "debugfs",
-                &[
-                    "-w",
-                    "-R",
-                    &format!("sif /hello.txt mtime_extra {:#x}", NS << 2),
-                    p,
-                ],
-            );
+            debugfs_w(&path, &format!("sif /hello.txt mtime_extra {:#x}", NS << 2));
             images.push(Image {
                 name,
                 path,
@@ -403,28 +392,20 @@ fn info_matches_dumpe2fs() {
 
 /// debugfs `ls -l` lines: name -> (ino, mode, uid, gid, size).
 fn debugfs_ls(img: &Path, dir: &str) -> BTreeMap<String, (u64, u64, u64, u64, String)> {
-    let mut m = BTreeMap::new();
-    for line in debugfs(img, &format!("ls -l {dir}")).lines() {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        if t.len() < 9 {
-            continue;
-        }
-        let ino = t[0].parse().unwrap();
-        let mode = u64::from_str_radix(t[1], 8).unwrap();
-        // Size column, then date and time; the name is the rest.
-        let name = t[8..].join(" ");
-        m.insert(
-            name,
-            (
-                ino,
-                mode,
-                t[3].parse().unwrap(),
-                t[4].parse().unwrap(),
-                t[5].to_string(),
-            ),
-        );
-    }
-    m
+    oracle::debugfs_ls(img, dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let v = (
+                e.ino,
+                e.mode as u64,
+                e.uid as u64,
+                e.gid as u64,
+                e.size.to_string(),
+            );
+            (String::from_utf8_lossy(&e.name).into_owned(), v)
+        })
+        .collect()
 }
 
 #[test]
@@ -950,14 +931,8 @@ fn extract_as_unprivileged_user() {
 fn check_agrees_with_e2fsck() {
     let fx = fixture();
     for img in &fx.images {
-        let e = cmd("e2fsck").arg("-fn").arg(&img.path).output().unwrap();
-        assert_eq!(
-            e.status.code(),
-            Some(0),
-            "{}: e2fsck: {}",
-            img.name,
-            stdout(&e)
-        );
+        let (code, text) = e2fsck(&img.path);
+        assert_eq!(code, 0, "{}: e2fsck: {text}", img.name);
         let o = tool(&img.path, &["check", "--data"]);
         assert_eq!(
             o.status.code(),
@@ -1002,8 +977,7 @@ fn check_agrees_with_e2fsck() {
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
     drop(f);
-    let e = cmd("e2fsck").arg("-fn").arg(&bad).output().unwrap();
-    assert_ne!(e.status.code(), Some(0), "e2fsck should see the damage");
+    assert_ne!(e2fsck(&bad).0, 0, "e2fsck should see the damage");
     let o = tool(&bad, &["check"]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(
@@ -1235,9 +1209,11 @@ fn run_limited(mut c: Command, limit: Duration) -> Option<Output> {
 
 #[test]
 fn corpus_no_panics_no_hangs() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs");
+    let Some(corpus) = corpus_dir() else {
+        return;
+    };
     let Ok(manifest) = fs::read_to_string(corpus.join("MANIFEST.tsv")) else {
-        eprintln!("corpus not found at {}; skipped", corpus.display());
+        eprintln!("no MANIFEST.tsv in {}; skipped", corpus.display());
         return;
     };
     let work = fresh_dir("corpus");
@@ -1446,7 +1422,6 @@ fn extract_parallel_equals_serial_and_rdump() {
         set_mtime(&src.join(d), 1_600_000_000 + k as i64 * 1000);
     }
     let img = base.join("p.img");
-    let p = img.to_str().unwrap();
     mkfs_ext4(
         &src,
         &img,
@@ -1455,7 +1430,7 @@ fn extract_parallel_equals_serial_and_rdump() {
     );
     // Blocks 16..=255 of /prealloc become unwritten; put old data under
     // some of them, which must not come out.
-    run_ok("debugfs", &["-w", "-R", "fallocate /prealloc 16 255", p]);
+    debugfs_w(&img, "fallocate /prealloc 16 255");
     let img_file = fs::OpenOptions::new().write(true).open(&img).unwrap();
     for lblk in [16, 100, 255] {
         let out = debugfs(&img, &format!("bmap /prealloc {lblk}"));
@@ -1627,15 +1602,9 @@ fn extract_big_sparse_files_and_modes() {
     }
     let img = base.join("bigsparse.img");
     mkfs_ext4(&src, &img, &["-b", "4096"], "160M");
-    let p = img.to_str().unwrap();
-    run_ok(
-        "debugfs",
-        &[
-            "-w",
-            "-R",
-            &format!("fallocate /big {} {}", 17 * 256, 26 * 256 - 1),
-            p,
-        ],
+    debugfs_w(
+        &img,
+        &format!("fallocate /big {} {}", 17 * 256, 26 * 256 - 1),
     );
     // Old data under the unwritten extent, which must not come out.
     let img_file = fs::OpenOptions::new().write(true).open(&img).unwrap();
@@ -1756,11 +1725,10 @@ fn check_flags_entries_their_inodes_contradict() {
             .nth(1)
             .unwrap()
             .to_string();
-        for r in reqs.lines() {
-            run_ok("debugfs", &["-w", "-R", r, bad.to_str().unwrap()]);
-        }
-        let e = cmd("e2fsck").arg("-fn").arg(&bad).output().unwrap();
-        assert_eq!(e.status.code(), Some(4), "{name}: e2fsck: {}", stdout(&e));
+        let reqs: Vec<String> = reqs.lines().map(String::from).collect();
+        oracle::debugfs_damage(&bad, &reqs);
+        let (code, text) = e2fsck(&bad);
+        assert_eq!(code, 4, "{name}: e2fsck: {text}");
         let o = tool(&bad, &["check"]);
         let text = stdout(&o);
         assert_eq!(o.status.code(), Some(1), "{name}: {text}");

@@ -27,16 +27,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::iomap::kernel_check;
 use ext4_engine::mapping_cache::{MapType, Mapping, DEV_NULL, NULL_ADDR};
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileDevice;
+use ext4_engine::{OpenOptions, Volume};
 use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::kwimage::{
     engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, segs_differ, KW_1K, KW_4K,
 };
-use ext4_tests::oracle::{tempfile_path, KernelMount};
-use ext4_tests::util::{have_tool, require_e2fsprogs, require_kernel_ext4, skip};
+use ext4_tests::oracle::{debugfs_damage, mke2fs, tempfile_path, KernelMount};
+use ext4_tests::util::{corpus_dir, have_tool, require_e2fsprogs, require_kernel_ext4, skip};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");
@@ -479,13 +479,7 @@ fn contiguous_extents() {
     }
     let img = tempfile_path("map-contiguous").with_extension("img");
     let _rm = RemoveOnDrop(img.clone());
-    let mkfs = Command::new("mke2fs")
-        .args(["-F", "-q", "-t", "ext4", "-b", "4096"])
-        .arg(&img)
-        .arg("1G")
-        .output()
-        .unwrap();
-    assert!(mkfs.status.success(), "mke2fs: {}", stderr(&mkfs));
+    mke2fs(&img, &["-t", "ext4", "-b", "4096"], None, "1G");
     let m = KernelMount::mount(&img, false, "").expect("mount rw");
     let sh = |args: &[&str]| {
         let o = Command::new("fallocate")
@@ -518,31 +512,14 @@ fn block_map_past_eof() {
     fs::create_dir_all(&src).unwrap();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     fs::write(src.join("f"), &data).unwrap();
-    let mkfs = Command::new("mke2fs")
-        .args([
-            "-F",
-            "-q",
-            "-t",
-            "ext4",
-            "-O",
-            "^extent,^64bit",
-            "-b",
-            "1024",
-            "-d",
-        ])
-        .arg(&src)
-        .arg(&img)
-        .arg("64M")
-        .output()
-        .unwrap();
+    mke2fs(
+        &img,
+        &["-t", "ext4", "-O", "^extent,^64bit", "-b", "1024"],
+        Some(&src),
+        "64M",
+    );
     let _ = fs::remove_dir_all(&src);
-    assert!(mkfs.status.success(), "mke2fs: {}", stderr(&mkfs));
-    let o = Command::new("debugfs")
-        .args(["-w", "-R", "sif /f size 1000"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "debugfs: {}", stderr(&o));
+    debugfs_damage(&img, &["sif /f size 1000".into()]);
     check_image("block map past EOF", &img);
 }
 
@@ -647,14 +624,10 @@ fn open_like_the_tool(img: &Path) -> Option<Volume<FileDevice>> {
 
 #[test]
 fn corpus_never_panics_and_follows_kernel_rules() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs");
-    let Ok(manifest) = fs::read_to_string(corpus.join("MANIFEST.tsv")) else {
-        eprintln!(
-            "\n*** SKIPPED: corpus not found at {} ***\n",
-            corpus.display()
-        );
+    let Some(corpus) = corpus_dir() else {
         return;
     };
+    let manifest = fs::read_to_string(corpus.join("MANIFEST.tsv")).unwrap();
     let work =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("map-{}", std::process::id()));
     fs::create_dir_all(&work).unwrap();

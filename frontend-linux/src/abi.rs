@@ -14,7 +14,7 @@ pub const KERNEL_VERSION: u32 = 7;
 /// brought `FUSE_STATX`.
 pub const KERNEL_MINOR_VERSION: u32 = 40;
 /// The minor version of the experimental iomap series
-/// (`shared/docs/iomap-protocol.md`): answered only when `FUSE_IOMAP` is
+/// (`docs/iomap.md`): answered only when `FUSE_IOMAP` is
 /// granted, since a kernel offering it speaks that protocol.
 pub const IOMAP_MINOR_VERSION: u32 = 99;
 /// Oldest minor we accept: 7.12 fixed the sizes of entry/attr replies that
@@ -151,7 +151,7 @@ pub mod init_flags {
     pub const ALLOW_IDMAP: u64 = 1 << 40;
     pub const OVER_IO_URING: u64 = 1 << 41;
     pub const REQUEST_TIMEOUT: u64 = 1 << 42;
-    /// The experimental iomap series (see shared/docs/iomap-protocol.md).
+    /// The experimental iomap series (see docs/iomap.md).
     pub const IOMAP: u64 = 1 << 43;
 }
 

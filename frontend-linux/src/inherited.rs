@@ -11,10 +11,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::mount_opts::MountOptions;
-use ext4_engine::volume::Volume;
-use ext4_engine::BlockDevice;
+use ext4_engine::{BlockDevice, FileDevice, Volume};
 use nix::sys::stat::{fstat, major, minor, SFlag};
 
 use crate::channel::DevFuse;

@@ -7,11 +7,14 @@ pub mod abi;
 pub mod backend;
 pub mod channel;
 pub mod inherited;
-pub mod iomap;
-pub mod log;
+pub mod iomap_setup;
 pub mod loopdev;
 pub mod mount;
 pub mod options;
 pub mod sandbox;
 pub mod session;
 pub mod watcher;
+
+/// Log lines (stderr, syslog once detached, or `-o logfile=`), shared with
+/// `ext4-fuse-bsd`.
+pub use ext4_fuse_common::log;

@@ -2,24 +2,26 @@
 //! block device read-only through FUSE.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::Volume;
+use ext4_engine::FileDevice;
+use ext4_engine::Volume;
 use ext4_fuse::channel::{Channel, DevFuse};
 use ext4_fuse::inherited::{self, io_msg};
-use ext4_fuse::iomap;
+use ext4_fuse::iomap_setup;
 use ext4_fuse::log;
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options::{self, Options};
 use ext4_fuse::sandbox;
 use ext4_fuse::session::{Config, Session};
 use ext4_fuse::watcher;
+use ext4_fuse_common::daemon;
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
+    log::init("ext4-fuse");
     let opts = match options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) if options::is_help(&e) => {
@@ -60,46 +62,11 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
     inherited::open_volume(file, &src, &opts.common)
 }
 
-/// Fork; the parent waits until the child says the mount is serving (one
-/// zero byte on the pipe) and exits with the matching status.
-fn daemonize() -> Result<OwnedFd, String> {
-    let (r, w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: still single-threaded (workers and the signal thread start later).
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        nix::unistd::ForkResult::Parent { .. } => {
-            drop(w);
-            let mut b = [1u8; 1];
-            let ok = matches!(nix::unistd::read(r.as_raw_fd(), &mut b), Ok(1)) && b[0] == 0;
-            std::process::exit(if ok { 0 } else { 1 });
-        }
-        nix::unistd::ForkResult::Child => {
-            drop(r);
-            let _ = nix::unistd::setsid();
-            Ok(w)
-        }
-    }
-}
-
-/// Detach from the terminal once the mount is up: cwd to /, stdio to
-/// /dev/null, logs to syslog.
-fn detach_stdio() {
-    // Do not keep the directory we were started from busy.
-    let _ = std::env::set_current_dir("/");
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        for fd in 0..3 {
-            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
-        }
-    }
-    log::use_syslog();
-}
-
 fn run(opts: &Options) -> Result<(), String> {
     log::set_debug(opts.debug());
+    if let Some(f) = &opts.common.logfile {
+        log::use_file(std::path::Path::new(f)).map_err(|e| format!("logfile={f}: {e}"))?;
+    }
     // Signals go to one thread that unmounts; block them before anything
     // else so a Ctrl-C during startup cannot leave a dead mount behind.
     let mut signals = SigSet::empty();
@@ -165,14 +132,14 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
-    let iomap_mode = match iomap::mode_after_replay(opts.iomap, volume.replayed_blocks()) {
+    let iomap_mode = match iomap_setup::mode_after_replay(opts.iomap, volume.replayed_blocks()) {
         Ok(m) => m,
         Err(e) => {
             undo(&mounted);
             return Err(e);
         }
     };
-    let iomap_prep = match iomap::prepare(
+    let iomap_prep = match iomap_setup::prepare(
         iomap_mode,
         fuse.fd(),
         &opts.source,
@@ -202,11 +169,11 @@ fn run(opts: &Options) -> Result<(), String> {
     let ready = if opts.foreground {
         None
     } else {
-        match daemonize() {
+        match daemon::daemonize() {
             Ok(w) => Some(w),
             Err(e) => {
                 undo(&mounted);
-                return Err(e);
+                return Err(format!("fork: {e}"));
             }
         }
     };
@@ -227,7 +194,7 @@ fn run(opts: &Options) -> Result<(), String> {
         return Err(format!("FUSE_INIT failed: {e}"));
     }
     // Kept until the session ends: dropping it detaches a loop device.
-    let _iomap = match iomap::activate(iomap_prep, &session, &fuse) {
+    let _iomap = match iomap_setup::activate(iomap_prep, &session, &fuse) {
         Ok(a) => a,
         Err(e) => {
             undo(&mounted);
@@ -282,7 +249,7 @@ fn run(opts: &Options) -> Result<(), String> {
     channels.push(fuse as Arc<dyn Channel>);
 
     if ready.is_some() {
-        detach_stdio();
+        daemon::detach_stdio();
     }
     // A confined server cannot unmount; a privileged watcher does it for a
     // mount this process made (see watcher.rs).

@@ -22,7 +22,6 @@ pub struct MountSpec {
     /// Absolute path of the mount point.
     pub mountpoint: PathBuf,
     pub allow_other: bool,
-    pub default_permissions: bool,
     pub nosuid: bool,
     pub nodev: bool,
     pub noexec: bool,
@@ -39,7 +38,6 @@ impl MountSpec {
             fsname,
             mountpoint,
             allow_other: common.allow_other,
-            default_permissions: common.default_permissions,
             nosuid: common.nosuid(),
             nodev: common.nodev(),
             noexec: common.noexec(),
@@ -179,9 +177,9 @@ fn mount_direct(spec: &MountSpec) -> io::Result<(DevFuse, Mounted)> {
     if spec.allow_other {
         data.push_str(",allow_other");
     }
-    if spec.default_permissions {
-        data.push_str(",default_permissions");
-    }
+    // Always: the kernel checks permissions (and ACLs, with FUSE_POSIX_ACL)
+    // for every caller, whatever the options say.
+    data.push_str(",default_permissions");
     nix::mount::mount(
         Some(spec.fsname.as_str()),
         &spec.mountpoint,
@@ -208,9 +206,7 @@ fn mount_fusermount(spec: &MountSpec) -> io::Result<(DevFuse, Mounted)> {
     if spec.allow_other {
         opts.push("allow_other".into());
     }
-    if spec.default_permissions {
-        opts.push("default_permissions".into());
-    }
+    opts.push("default_permissions".into());
 
     let (ours, theirs) = UnixStream::pair()?;
     // fusermount3 inherits its end; the process is still single-threaded

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::iomap::IomapMode;
+use crate::iomap_setup::IomapMode;
 use crate::session::ReaddirPlus;
 use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 
@@ -17,7 +17,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
     after_help = "Mount options (-o, comma-separated):\n  \
         ro                   read-only (the only mode for now; rw is refused)\n  \
         allow_other          let other users access the mount\n  \
-        default_permissions  let the kernel check permissions (and POSIX ACLs)\n  \
+        default_permissions  accepted: permissions (and POSIX ACLs) are always\n                       checked, by the kernel, for every user\n  \
         fsname=NAME          source name shown in /proc/mounts\n  \
         uid=N, gid=N         report every file as owned by this uid / gid\n  \
         cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
@@ -31,6 +31,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         norecovery           ignore a journal that needs recovery (as the kernel's\n                       norecovery): the filesystem without the journal's newest\n                       changes. Without it the journal is replayed in memory,\n                       the image itself left unchanged (and file data is then\n                       served without iomap)\n  \
         journal_path=PATH    the external journal device of a filesystem whose journal\n                       is not in an inode (read to replay it)\n  \
         replay_budget=N[k|m|g]  memory for the plan of a journal replayed in memory,\n                       32 bytes per logged block (default 32m)\n  \
+        logfile=PATH         append log lines (damage found, failures) to PATH instead\n                       of stderr, or syslog once detached\n  \
         debug                log every request (implies -f)\n  \
         nosuid, nodev, noexec and their opposites, atime options, and fstab-only\n  \
         options (auto, noauto, user, nofail, _netdev, x-*) are accepted too."

@@ -461,7 +461,7 @@ pub fn set_extra_log_fd(fd: i32) {
 }
 
 fn install_sigsys_handler() -> Result<(), String> {
-    if let Some(fd) = log::syslog_fd() {
+    if let Some(fd) = log::sink_fd() {
         set_extra_log_fd(fd);
     }
     // SAFETY: a zeroed sigaction is valid; the handler only calls

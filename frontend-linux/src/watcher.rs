@@ -30,7 +30,7 @@ pub fn spawn(mounted: &Mounted) -> Result<OwnedFd, String> {
             drop(w);
             // Above all the /dev/fuse descriptors: held here, they would
             // keep the connection alive after the server died.
-            let keep: Vec<RawFd> = [Some(r.as_raw_fd()), log::syslog_fd()]
+            let keep: Vec<RawFd> = [Some(r.as_raw_fd()), log::sink_fd()]
                 .into_iter()
                 .flatten()
                 .collect();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ext4_fuse::iomap::PROBE_OVERRIDE_ENV;
+use ext4_fuse::iomap_setup::PROBE_OVERRIDE_ENV;
 use ext4_fuse::loopdev::devices_backed_by;
 use ext4_tests::fuse::is_mounted;
 use ext4_tests::image::{build_image, matrix_spec};
@@ -86,7 +86,7 @@ fn fallback_on_a_kernel_without_iomap() {
     if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
         return;
     }
-    if ext4_fuse::iomap::kernel_supports_iomap() {
+    if ext4_fuse::iomap_setup::kernel_supports_iomap() {
         eprintln!("this kernel has FUSE iomap: the fallback test does not apply");
         return;
     }

@@ -21,7 +21,7 @@ use std::time::Instant;
 use ext4_engine::iomap::op;
 use ext4_engine::mapping_cache::{MapType, Mapping};
 use ext4_fuse::abi::{self, opcode};
-use ext4_fuse::iomap::{self as fiomap, BackingDevice, IomapMode};
+use ext4_fuse::iomap_setup::{self as fiomap, BackingDevice, IomapMode};
 use ext4_fuse::loopdev::devices_backed_by;
 use ext4_fuse::session::{Config, Session};
 use ext4_tests::image::{build_image, matrix_spec};
@@ -562,7 +562,7 @@ fn syncfs_freeze_shutdown() {
     assert_eq!(m.call(opcode::UNFREEZE_FS, 0, &[]).0, 0);
     assert!(m.read_buffered(&node, 0, 4096, 0).is_ok());
     assert_eq!(m.call(opcode::SHUTDOWN_FS, 0, &[0u8; 8]).0, 0);
-    m.cache.forget_inode(node.nodeid);
+    m.cache.forget_inode(kmodel::node_key(node.nodeid));
     assert_eq!(m.read_buffered(&node, 0, 4096, 0), Err(libc::EIO));
     assert_eq!(m.lookup_path("files").err(), Some(libc::EIO));
     assert_eq!(m.call(opcode::STATFS, 1, &[]).0, libc::EIO);

@@ -7,18 +7,13 @@ use std::path::Path;
 use std::process::Command;
 
 use ext4_tests::fuse::FuseServer;
-use ext4_tests::oracle::KernelMount;
-use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4, run_ok};
+use ext4_tests::oracle::{self, KernelMount};
+use ext4_tests::util::{require_e2fsprogs, require_fuse, require_kernel_ext4};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ext4-fuse");
 
 fn mke2fs(img: &Path, src: Option<&Path>) {
-    let mut c = Command::new("mke2fs");
-    c.args(["-q", "-F", "-t", "ext4"]);
-    if let Some(src) = src {
-        c.arg("-d").arg(src);
-    }
-    run_ok(c.arg(img).arg("8M"));
+    oracle::mke2fs(img, &["-t", "ext4"], src, "8M");
 }
 
 /// One line on stderr and a failing status for the usual mistakes; none of
@@ -86,11 +81,7 @@ fn corrupt_inode_fails_alone() {
     let img = dir.path().join("disk.img");
     mke2fs(&img, Some(&src));
     // Overwrite the extent header's magic in i_block.
-    run_ok(
-        Command::new("debugfs")
-            .args(["-w", "-R", "sif /bad block[0] 0x12345678"])
-            .arg(&img),
-    );
+    oracle::debugfs_damage(&img, &["sif /bad block[0] 0x12345678".into()]);
 
     let kernel = KernelMount::ro(&img).unwrap();
     let fuse = FuseServer::mount(Path::new(BIN), &img, "").unwrap();

@@ -2,9 +2,8 @@
 //! logical range, reads, SEEK_DATA/SEEK_HOLE, iomap answers (checked
 //! against the kernel's rules) and whole-file mappings.
 #![no_main]
-use ext4_engine::blockmap::MAX_LBLK;
-use ext4_engine::extent::Node;
-use ext4_engine::{FileType, Object};
+use ext4_engine::test_support::ExtentNode as Node;
+use ext4_engine::{FileBlock, FileType, Object, PhysBlock};
 use ext4_fuzz::mutate::Kind;
 use ext4_fuzz::walk::{self, Limits, Stats};
 use libfuzzer_sys::fuzz_target;
@@ -21,12 +20,12 @@ fuzz_target!(|data: &[u8]| {
     // the extent magic.
     for chunk in data.chunks(1024) {
         if chunk.len() >= 12 && chunk[0] == 0x0a && chunk[1] == 0xf3 {
-            if let Ok(n) = Node::parse(chunk, None, Object::Block(0)) {
+            if let Ok(n) = Node::parse(chunk, None, Object::Block(PhysBlock(0))) {
                 for i in 0..n.entries {
                     let _ = (n.extent(i), n.index(i), n.key(i));
                 }
-                let _ = n.search(0);
-                let _ = n.search(u32::MAX);
+                let _ = n.search(FileBlock(0));
+                let _ = n.search(FileBlock(u32::MAX));
             }
         }
     }
@@ -49,10 +48,10 @@ fuzz_target!(|data: &[u8]| {
             // Walk the map run by run, at most 512 runs.
             let mut lblk = 0u64;
             for _ in 0..512 {
-                if lblk >= MAX_LBLK {
+                let Some(l) = FileBlock::at(lblk) else {
                     break;
-                }
-                match v.map_block(&inode, lblk) {
+                };
+                match v.map_block(&inode, l) {
                     Ok(r) => {
                         assert!(r.len() > 0, "map_block returned an empty run");
                         lblk += r.len();
@@ -60,17 +59,17 @@ fuzz_target!(|data: &[u8]| {
                     Err(_) => break,
                 }
             }
-            for l in [0, 1, 12, 13, 268, 269, 65548, MAX_LBLK - 1] {
+            for l in [0, 1, 12, 13, 268, 269, 65548, u32::MAX].map(FileBlock) {
                 if let Ok((start, runs)) = v.map_leaf(&inode, l) {
                     let total: u64 = runs.iter().map(|r| r.len()).sum();
                     assert!(
-                        start <= l && l < start + total.max(1),
+                        start <= l && l.get() < start.get() + total.max(1),
                         "map_leaf misses its block"
                     );
                 }
             }
             if a.kind == FileType::Regular {
-                walk::resolve(v, 2, b"x", &lim, &mut st);
+                walk::resolve(v, ext4_engine::InodeNo::ROOT, b"x", &lim, &mut st);
             }
         }
         // Reads, seeks and mappings per file through the walk's helpers.

@@ -2,9 +2,10 @@
 //! linear and hash-tree lookups (present and absent names, colliding
 //! hashes), and the dx hash itself.
 #![no_main]
-use ext4_engine::dir::{self, Entries};
-use ext4_engine::dx_hash::{dx_hash, HashVersion};
-use ext4_engine::{FileType, Object};
+use ext4_engine::test_support::{
+    dx_hash, entry_area, is_dx_node, leaf_checksum_ok, Entries, HashVersion,
+};
+use ext4_engine::{FileType, Object, PhysBlock};
 use ext4_fuzz::mutate::Kind;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,13 +19,13 @@ ext4_fuzz::image_mutator!(&[
 fuzz_target!(|data: &[u8]| {
     for bs in [1024usize, 4096] {
         for chunk in data.chunks(bs).take(512) {
-            for e in Entries::new(dir::entry_area(chunk), 0, u32::MAX, Object::Block(0)) {
+            for e in Entries::new(entry_area(chunk), 0, u32::MAX, Object::Block(PhysBlock(0))) {
                 if e.is_err() {
                     break;
                 }
             }
-            let _ = dir::leaf_checksum_ok(chunk, 0);
-            let _ = dir::is_dx_node(chunk, 1);
+            let _ = leaf_checksum_ok(chunk, 0);
+            let _ = is_dx_node(chunk, 1);
         }
     }
     if let Some(name) = data.get(1100..1100 + 40) {

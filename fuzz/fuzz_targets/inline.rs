@@ -1,7 +1,7 @@
 //! inline_data: reads of inline files, listing and lookups in inline
 //! directories (entries in i_block and in system.data), iomap answers.
 #![no_main]
-use ext4_engine::inode::flags;
+use ext4_engine::inode_flags as flags;
 use ext4_engine::iomap::op;
 use ext4_engine::FileType;
 use ext4_fuzz::mutate::Kind;

@@ -2,7 +2,8 @@
 //! open-time counters, feature handling; and the pure superblock parser on
 //! the raw bytes against device sizes around the image's.
 #![no_main]
-use ext4_engine::superblock::{RawSuperblock, Superblock, SUPERBLOCK_SIZE};
+use ext4_engine::test_support::SUPERBLOCK_SIZE;
+use ext4_engine::{RawSuperblock, Superblock};
 use ext4_fuzz::mutate::Kind;
 use libfuzzer_sys::fuzz_target;
 use zerocopy::FromBytes;
@@ -38,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         for g in 0..v.sb().group_count.min(4096) {
             let _ = v.group_desc(g);
         }
-        let _ = v.getattr(2);
-        let _ = v.lookup_ino(2, b"lost+found");
+        let _ = v.getattr(ext4_engine::InodeNo::ROOT);
+        let _ = v.lookup_ino(ext4_engine::InodeNo::ROOT, b"lost+found");
     });
 });

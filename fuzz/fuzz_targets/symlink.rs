@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
             b"abs_link",
             b"l",
         ] {
-            walk::resolve(v, 2, p, &lim, &mut st);
+            walk::resolve(v, ext4_engine::InodeNo::ROOT, p, &lim, &mut st);
         }
     });
 });

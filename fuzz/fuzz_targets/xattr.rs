@@ -2,7 +2,8 @@
 //! translation of every value, and listxattr/getxattr through the volume
 //! (xattr blocks, EA inodes).
 #![no_main]
-use ext4_engine::{acl, xattr};
+use ext4_engine::test_support::{self as xattr, disk_to_xattr, xattr_to_disk};
+use ext4_engine::{InodeNo, PhysBlock};
 use ext4_fuzz::mutate::Kind;
 use libfuzzer_sys::fuzz_target;
 
@@ -11,7 +12,7 @@ ext4_fuzz::image_mutator!(&[(Kind::Xattr, 40), (Kind::IBody, 40), (Kind::InodeTa
 fn values(entries: &[xattr::XattrEntry<'_>]) {
     for e in entries {
         if let xattr::XattrValue::Inline(v) = e.value {
-            let _ = acl::disk_to_xattr(v, 1);
+            let _ = disk_to_xattr(v, InodeNo(1));
         }
         let _ = xattr::full_name(e.index, e.name);
     }
@@ -20,27 +21,27 @@ fn values(entries: &[xattr::XattrEntry<'_>]) {
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4096 {
         // Small inputs: the parsers alone.
-        if let Ok(e) = xattr::parse_block(data, 1) {
+        if let Ok(e) = xattr::parse_block(data, PhysBlock(1)) {
             values(&e);
         }
-        if let Ok(e) = xattr::parse_ibody(data, 1) {
+        if let Ok(e) = xattr::parse_ibody(data, InodeNo(1)) {
             values(&e);
         }
-        let _ = acl::disk_to_xattr(data, 1);
-        if let Ok(x) = acl::disk_to_xattr(data, 1) {
+        let _ = disk_to_xattr(data, InodeNo(1));
+        if let Ok(x) = disk_to_xattr(data, InodeNo(1)) {
             if !x.is_empty() {
                 // What we translate out must translate back.
-                acl::xattr_to_disk(&x).ok();
+                xattr_to_disk(&x).ok();
             }
         }
         return;
     }
     for chunk in data.chunks(1024).take(1024) {
         if chunk[..4] == 0xEA02_0000u32.to_le_bytes() {
-            if let Ok(e) = xattr::parse_block(chunk, 1) {
+            if let Ok(e) = xattr::parse_block(chunk, PhysBlock(1)) {
                 values(&e);
             }
-            let _ = xattr::verify_block_checksum(chunk, 1, 0);
+            let _ = xattr::verify_block_checksum(chunk, PhysBlock(1), 0);
         }
     }
     ext4_fuzz::both(data, |v| {

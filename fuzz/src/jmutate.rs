@@ -7,8 +7,9 @@
 //! format helpers), so that checksum-enabled logs are not all stopped by
 //! their first checksum. The image keeps its size.
 
-use ext4_engine::journal::format::{
-    self, blocktype, feature, tag_flag, JournalSuperblock, HEADER_SIZE, REVOKE_HEADER_SIZE,
+use ext4_engine::test_support::journal_format::{
+    self as format, blocktype, feature, tag_flag, JournalSuperblock, HEADER_SIZE,
+    REVOKE_HEADER_SIZE,
 };
 use zerocopy::FromBytes;
 
@@ -93,47 +94,47 @@ pub fn mutate_journal(d: &mut [u8], seed: u64) -> bool {
     };
     let fmt = jsb.log_format();
     let start = (jsb.start.get() as usize).max(1);
-    let rounds = 1 + rng.below(3);
+    let rounds = 1 + rng.index(3);
     for _ in 0..rounds {
         // A live block near the start of the log (most of the action),
         // or anywhere in the journal.
-        let n = if rng.below(4) == 0 {
-            rng.below(g.blocks)
+        let n = if rng.index(4) == 0 {
+            rng.index(g.blocks)
         } else {
-            (start + rng.below(64)) % g.blocks
+            (start + rng.index(64)) % g.blocks
         };
         let o = g.base + n * bs;
         let pick = |rng: &mut Rng| -> u32 {
-            if rng.below(2) == 0 {
-                INTERESTING[rng.below(INTERESTING.len())]
+            if rng.index(2) == 0 {
+                INTERESTING[rng.index(INTERESTING.len())]
             } else {
-                rng.next() as u32
+                rng.next_u64() as u32
             }
         };
-        match rng.below(10) {
+        match rng.index(10) {
             // The journal superblock.
             0 | 1 => {
-                let field = [0x0C, 0x10, 0x14, 0x18, 0x1C, 0x20, 0x24, 0x28, 0x54][rng.below(9)];
+                let field = [0x0C, 0x10, 0x14, 0x18, 0x1C, 0x20, 0x24, 0x28, 0x54][rng.index(9)];
                 let v = match field {
                     // Sequence: near the log's, or wrapping.
                     0x18 => jsb
                         .sequence
                         .get()
-                        .wrapping_add(rng.below(5) as u32)
+                        .wrapping_add(rng.index(5) as u32)
                         .wrapping_sub(2),
-                    0x1C => (rng.below(g.blocks + 3)) as u32,
-                    0x28 => jsb.feature_incompat.get() ^ (1 << rng.below(6)),
+                    0x1C => (rng.index(g.blocks + 3)) as u32,
+                    0x28 => jsb.feature_incompat.get() ^ (1 << rng.index(6)),
                     _ => pick(&mut rng),
                 };
                 put_be32(d, g.base + field, v);
             }
             // A header: magic, block type, sequence.
             2 => {
-                let f = [0, 4, 8][rng.below(3)];
+                let f = [0, 4, 8][rng.index(3)];
                 let v = match f {
-                    4 => 1 + rng.below(6) as u32,
+                    4 => 1 + rng.index(6) as u32,
                     8 => be32(d, o + 8)
-                        .wrapping_add(rng.below(3) as u32)
+                        .wrapping_add(rng.index(3) as u32)
                         .wrapping_sub(1),
                     _ => pick(&mut rng),
                 };
@@ -146,13 +147,13 @@ pub fn mutate_journal(d: &mut [u8], seed: u64) -> bool {
                     continue;
                 }
                 let tb = fmt.tag_bytes();
-                let t = o + HEADER_SIZE + rng.below(8) * tb;
-                match rng.below(4) {
+                let t = o + HEADER_SIZE + rng.index(8) * tb;
+                match rng.index(4) {
                     0 => {
                         let flags = tag_flag::LAST_TAG | tag_flag::SAME_UUID | tag_flag::ESCAPE;
                         if let Some(b) = d.get_mut(t + 6..t + 8) {
                             let f =
-                                u16::from_be_bytes([b[0], b[1]]) ^ (flags & (1 << rng.below(4)));
+                                u16::from_be_bytes([b[0], b[1]]) ^ (flags & (1 << rng.index(4)));
                             b.copy_from_slice(&f.to_be_bytes());
                         }
                     }
@@ -175,10 +176,10 @@ pub fn mutate_journal(d: &mut [u8], seed: u64) -> bool {
                 if be32(d, o + 4) != blocktype::REVOKE {
                     continue;
                 }
-                if rng.below(2) == 0 {
+                if rng.index(2) == 0 {
                     put_be32(d, o + 12, pick(&mut rng));
                 } else {
-                    put_be32(d, o + REVOKE_HEADER_SIZE + 4 * rng.below(8), pick(&mut rng));
+                    put_be32(d, o + REVOKE_HEADER_SIZE + 4 * rng.index(8), pick(&mut rng));
                 }
             }
             // A commit block: its checksum fields and time.
@@ -186,15 +187,15 @@ pub fn mutate_journal(d: &mut [u8], seed: u64) -> bool {
                 if be32(d, o + 4) != blocktype::COMMIT {
                     continue;
                 }
-                match rng.below(3) {
-                    0 => d[o + 12] = rng.below(5) as u8,
+                match rng.index(3) {
+                    0 => d[o + 12] = rng.index(5) as u8,
                     1 => put_be32(d, o + 16, pick(&mut rng)),
                     _ => put_be32(d, o + 52, pick(&mut rng)),
                 }
             }
             // A block copied over another: a log that repeats itself.
             7 => {
-                let m = (start + rng.below(64)) % g.blocks;
+                let m = (start + rng.index(64)) % g.blocks;
                 let src = g.base + m * bs;
                 if m != n && m != 0 && n != 0 {
                     d.copy_within(src..src + bs, o);
@@ -202,14 +203,14 @@ pub fn mutate_journal(d: &mut [u8], seed: u64) -> bool {
             }
             // Bits flipped anywhere in the block.
             _ => {
-                for _ in 0..1 + rng.below(4) {
-                    let i = o + rng.below(bs);
-                    d[i] ^= 1 << rng.below(8);
+                for _ in 0..1 + rng.index(4) {
+                    let i = o + rng.index(bs);
+                    d[i] ^= 1 << rng.index(8);
                 }
             }
         }
         // Put the checksums right again, half the time.
-        if rng.below(2) == 0 && fmt.csum_v2_or_v3() && n != 0 {
+        if rng.index(2) == 0 && fmt.csum_v2_or_v3() && n != 0 {
             let blk = &mut d[o..o + bs];
             match be32(blk, 4) {
                 blocktype::DESCRIPTOR | blocktype::REVOKE => fmt.set_tail(blk),
@@ -219,7 +220,7 @@ pub fn mutate_journal(d: &mut [u8], seed: u64) -> bool {
         }
     }
     // The journal superblock's own checksum, half the time.
-    if rng.below(2) == 0 {
+    if rng.index(2) == 0 {
         if let Ok(mut j) = JournalSuperblock::read_from_bytes(&d[g.base..g.base + format::SIZE]) {
             if j.incompat() & (feature::INCOMPAT_CSUM_V2 | feature::INCOMPAT_CSUM_V3) != 0 {
                 j.checksum = 0.into();

@@ -6,7 +6,7 @@ pub mod jmutate;
 pub mod mutate;
 pub mod walk;
 
-use ext4_engine::{MemDevice, Volume};
+use ext4_engine::{InodeNo, MemDevice, Volume};
 
 use walk::options;
 
@@ -38,8 +38,8 @@ pub fn both(data: &[u8], mut f: impl FnMut(&Volume<MemDevice>)) {
 }
 
 /// Inode numbers worth visiting one by one (bounded).
-pub fn inode_numbers(vol: &Volume<MemDevice>) -> core::ops::RangeInclusive<u32> {
-    1..=vol.sb().inodes_count.min(1024)
+pub fn inode_numbers(vol: &Volume<MemDevice>) -> impl Iterator<Item = InodeNo> {
+    (1..=vol.sb().inodes_count.min(1024)).map(InodeNo)
 }
 
 /// The custom mutator: mostly structure-aware damage to metadata, sometimes
@@ -57,12 +57,12 @@ pub fn mutate_image(
         return libfuzzer_sys::fuzzer_mutate(data, size, max_size);
     }
     let mut rng = mutate::Rng::new(seed as u64 ^ 0xabcdef);
-    if rng.below(8) == 0 {
+    if rng.index(8) == 0 {
         let regs = mutate::regions(&data[..size]);
-        let r = regs[rng.below(regs.len())];
+        let r = regs[rng.index(regs.len())];
         let w = 64.min(r.len).min(size.saturating_sub(r.start));
         if w > 0 {
-            let off = r.start + rng.below(r.len.min(size - r.start) - w + 1);
+            let off = r.start + rng.index(r.len.min(size - r.start) - w + 1);
             let mut win = data[off..off + w].to_vec();
             let n = libfuzzer_sys::fuzzer_mutate(&mut win, w, w);
             data[off..off + n.min(w)].copy_from_slice(&win[..n.min(w)]);

@@ -49,27 +49,8 @@ pub fn le32(d: &[u8], o: usize) -> u64 {
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
 }
 
-/// Small splitmix64 generator seeded by libFuzzer's seed.
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+/// The project's generator, seeded by libFuzzer's seed.
+pub use ext4_tests::rng::Rng;
 
 /// Find the metadata regions of `d`. Never fails: a damaged image just
 /// yields fewer regions (the superblock area is always one).
@@ -274,7 +255,7 @@ pub fn mutate(data: &mut [u8], seed: u32, focus: Focus) -> usize {
         return 0;
     }
     let regs = regions(data);
-    let rounds = 1 + rng.below(3) + if rng.below(8) == 0 { rng.below(8) } else { 0 };
+    let rounds = 1 + rng.index(3) + if rng.index(8) == 0 { rng.index(8) } else { 0 };
     for _ in 0..rounds {
         let r = pick(&regs, focus, &mut rng);
         mutate_region(data, &r, &regs, &mut rng);
@@ -286,7 +267,7 @@ fn pick(regs: &[Region], focus: Focus, rng: &mut Rng) -> Region {
     // Weight each region by its kind's focus weight (1 for unfocused kinds).
     let w = |k: Kind| focus.iter().find(|(f, _)| *f == k).map_or(1, |(_, w)| *w) as u64;
     let total: u64 = regs.iter().map(|r| w(r.kind)).sum();
-    let mut x = rng.next() % total.max(1);
+    let mut x = rng.next_u64() % total.max(1);
     for r in regs {
         let rw = w(r.kind);
         if x < rw {
@@ -315,37 +296,37 @@ fn mutate_region(data: &mut [u8], r: &Region, all: &[Region], rng: &mut Rng) {
     }
     let base = r.start;
     // Header fields matter most: bias positions toward the region's start.
-    let at = if rng.below(2) == 0 {
-        base + rng.below(len.min(64))
+    let at = if rng.index(2) == 0 {
+        base + rng.index(len.min(64))
     } else {
-        base + rng.below(len)
+        base + rng.index(len)
     };
     let at4 = at & !3;
     let at2 = at & !1;
-    match rng.below(10) {
-        0 => data[at] ^= 1 << rng.below(8),
-        1 => data[at] = rng.next() as u8,
-        2 => put32(data, at4, INTERESTING32[rng.below(INTERESTING32.len())]),
+    match rng.index(10) {
+        0 => data[at] ^= 1 << rng.index(8),
+        1 => data[at] = rng.next_u64() as u8,
+        2 => put32(data, at4, INTERESTING32[rng.index(INTERESTING32.len())]),
         3 => put16(
             data,
             at2,
-            INTERESTING32[rng.below(INTERESTING32.len())] as u16,
+            INTERESTING32[rng.index(INTERESTING32.len())] as u16,
         ),
         4 => {
             // Point a word at another metadata block (or this one): trees
             // that point at themselves, indirect blocks aimed at metadata.
-            let t = all[rng.below(all.len())];
-            let v = if rng.below(4) == 0 { r.block } else { t.block };
+            let t = all[rng.index(all.len())];
+            let v = if rng.index(4) == 0 { r.block } else { t.block };
             put32(data, at4, v as u32);
         }
         5 => {
             // An inode number of a small, likely-directory inode (the root,
             // lost+found, the first files): makes directory cycles.
-            put32(data, at4, [2u32, 11, 12, 13, 14, 15][rng.below(6)]);
+            put32(data, at4, [2u32, 11, 12, 13, 14, 15][rng.index(6)]);
         }
         6 => {
             // Add or subtract a little: off-by-one lengths and counts.
-            let d = [1i32, -1, 4, -4, 8, 12, -12, 0x100][rng.below(8)];
+            let d = [1i32, -1, 4, -4, 8, 12, -12, 0x100][rng.index(8)];
             let v = (data[at2] as u16 | (data.get(at2 + 1).copied().unwrap_or(0) as u16) << 8)
                 .wrapping_add(d as u16);
             put16(data, at2, v);
@@ -354,24 +335,24 @@ fn mutate_region(data: &mut [u8], r: &Region, all: &[Region], rng: &mut Rng) {
             // Copy a chunk from another region of the same kind (mixes
             // valid-looking structure into new places).
             let same: Vec<&Region> = all.iter().filter(|x| x.kind == r.kind).collect();
-            let src = same[rng.below(same.len())];
-            let n = (4 << rng.below(5)).min(len).min(src.len);
-            let so = src.start + rng.below(src.len - n + 1);
-            let dof = base + rng.below(len - n + 1);
+            let src = same[rng.index(same.len())];
+            let n = (4 << rng.index(5)).min(len).min(src.len);
+            let so = src.start + rng.index(src.len - n + 1);
+            let dof = base + rng.index(len - n + 1);
             if so + n <= data.len() && dof + n <= data.len() {
                 data.copy_within(so..so + n, dof);
             }
         }
         8 => {
             // Zero or fill a short span.
-            let n = (1 + rng.below(16)).min(base + len - at);
-            let v = if rng.below(2) == 0 { 0 } else { 0xff };
+            let n = (1 + rng.index(16)).min(base + len - at);
+            let v = if rng.index(2) == 0 { 0 } else { 0xff };
             data[at..at + n].fill(v);
         }
         _ => {
             // Swap two words of the region (reorders keys and entries).
-            let a = base + (rng.below(len) & !3);
-            let b = base + (rng.below(len) & !3);
+            let a = base + (rng.index(len) & !3);
+            let b = base + (rng.index(len) & !3);
             if a + 4 <= data.len() && b + 4 <= data.len() {
                 let (x, y) = (le32(data, a) as u32, le32(data, b) as u32);
                 put32(data, a, y);

@@ -19,10 +19,10 @@
 use std::collections::HashSet;
 use std::vec::Vec;
 
-use ext4_engine::check::CheckOptions;
+use ext4_engine::fsck::CheckOptions;
 use ext4_engine::iomap::{kernel_check, op};
-use ext4_engine::volume::Whence;
-use ext4_engine::{BlockDevice, Error, FileType, OpenOptions, Volume, ROOT_INO};
+use ext4_engine::Whence;
+use ext4_engine::{BlockDevice, Error, FileType, InodeNo, OpenOptions, Volume};
 
 /// Small cache budgets: hostile images must not grow memory past them
 /// (`engine/tests/hostile.rs` bounds the heap by their sum).
@@ -115,14 +115,14 @@ pub fn walk<D: BlockDevice>(vol: &Volume<D>, lim: &Limits) -> Stats {
     for w in vol.warnings() {
         let _ = std::format!("{w}");
     }
-    let mut visited: HashSet<u32> = HashSet::new();
+    let mut visited: HashSet<InodeNo> = HashSet::new();
     // Explicit stack: (directory inode, depth).
-    let mut stack = vec![(ROOT_INO, 0usize)];
-    visited.insert(ROOT_INO);
-    visit_inode(vol, ROOT_INO, lim, &mut st);
+    let mut stack = vec![(InodeNo::ROOT, 0usize)];
+    visited.insert(InodeNo::ROOT);
+    visit_inode(vol, InodeNo::ROOT, lim, &mut st);
     while let Some((dir, depth)) = stack.pop() {
         st.dirs += 1;
-        let mut names: Vec<(Vec<u8>, u32, Option<FileType>)> = Vec::new();
+        let mut names: Vec<(Vec<u8>, InodeNo, Option<FileType>)> = Vec::new();
         let budget = lim.max_entries.saturating_sub(st.entries);
         let mut last_cookie = 0u64;
         let r = vol.readdir(dir, 0, &mut |e| {
@@ -204,7 +204,7 @@ pub fn walk<D: BlockDevice>(vol: &Volume<D>, lim: &Limits) -> Stats {
     }
     // Inodes no directory reaches (orphans, EA inodes, reserved ones).
     let sb_inodes = vol.sb().inodes_count.min(4096);
-    for ino in 1..=sb_inodes {
+    for ino in (1..=sb_inodes).map(InodeNo) {
         if !visited.contains(&ino) {
             if let Ok(a) = vol.getattr(ino) {
                 if a.kind != FileType::Directory {
@@ -218,7 +218,7 @@ pub fn walk<D: BlockDevice>(vol: &Volume<D>, lim: &Limits) -> Stats {
             data: lim.check_data,
         };
         let mut problems = 0u64;
-        let sum = vol.check(&opts, &mut |_| {}, &mut |e| {
+        let sum = vol.fsck(&opts, &mut |_| {}, &mut |e| {
             problems += 1;
             let _ = std::format!("{e}");
         });
@@ -233,7 +233,7 @@ pub fn walk<D: BlockDevice>(vol: &Volume<D>, lim: &Limits) -> Stats {
 }
 
 /// Everything about one inode except its directory entries.
-fn visit_inode<D: BlockDevice>(vol: &Volume<D>, ino: u32, lim: &Limits, st: &mut Stats) {
+fn visit_inode<D: BlockDevice>(vol: &Volume<D>, ino: InodeNo, lim: &Limits, st: &mut Stats) {
     let attr = match vol.getattr(ino) {
         Ok(a) => a,
         Err(e) => return note(st, &e),
@@ -265,7 +265,7 @@ fn visit_inode<D: BlockDevice>(vol: &Volume<D>, ino: u32, lim: &Limits, st: &mut
     }
 }
 
-fn xattrs<D: BlockDevice>(vol: &Volume<D>, ino: u32, st: &mut Stats) {
+fn xattrs<D: BlockDevice>(vol: &Volume<D>, ino: InodeNo, st: &mut Stats) {
     match vol.listxattr(ino) {
         Ok(names) => {
             for n in names {
@@ -291,7 +291,13 @@ fn xattrs<D: BlockDevice>(vol: &Volume<D>, ino: u32, st: &mut Stats) {
     }
 }
 
-fn read_file<D: BlockDevice>(vol: &Volume<D>, ino: u32, size: u64, lim: &Limits, st: &mut Stats) {
+fn read_file<D: BlockDevice>(
+    vol: &Volume<D>,
+    ino: InodeNo,
+    size: u64,
+    lim: &Limits,
+    st: &mut Stats,
+) {
     st.files_read += 1;
     let bs = vol.sb().block_size as u64;
     let mut buf = vec![0u8; lim.read_bytes.max(1)];
@@ -319,7 +325,7 @@ fn read_file<D: BlockDevice>(vol: &Volume<D>, ino: u32, size: u64, lim: &Limits,
     }
 }
 
-fn seeks<D: BlockDevice>(vol: &Volume<D>, ino: u32, size: u64, st: &mut Stats) {
+fn seeks<D: BlockDevice>(vol: &Volume<D>, ino: InodeNo, size: u64, st: &mut Stats) {
     for off in [0, 1, size / 2, size.saturating_sub(1), size, u64::MAX] {
         for w in [Whence::Data, Whence::Hole] {
             match vol.seek(ino, off, w) {
@@ -331,7 +337,13 @@ fn seeks<D: BlockDevice>(vol: &Volume<D>, ino: u32, size: u64, st: &mut Stats) {
     }
 }
 
-fn mappings<D: BlockDevice>(vol: &Volume<D>, ino: u32, size: u64, lim: &Limits, st: &mut Stats) {
+fn mappings<D: BlockDevice>(
+    vol: &Volume<D>,
+    ino: InodeNo,
+    size: u64,
+    lim: &Limits,
+    st: &mut Stats,
+) {
     let bs = vol.sb().block_size as u64;
     let maxbytes = vol.maxbytes();
     let mut n = 0usize;
@@ -383,7 +395,7 @@ fn mappings<D: BlockDevice>(vol: &Volume<D>, ino: u32, size: u64, lim: &Limits, 
 /// holding the link, absolute ones from the root.
 pub fn resolve<D: BlockDevice>(
     vol: &Volume<D>,
-    dir: u32,
+    dir: InodeNo,
     name: &[u8],
     lim: &Limits,
     st: &mut Stats,
@@ -419,7 +431,7 @@ pub fn resolve<D: BlockDevice>(
                     Err(e) => return note(st, &e),
                 };
                 if target.first() == Some(&b'/') {
-                    cur = ROOT_INO;
+                    cur = InodeNo::ROOT;
                 }
                 for c in target.split(|&b| b == b'/').rev() {
                     pending.push(c.to_vec());

@@ -10,9 +10,10 @@
 //!
 //! - a file fsynced and not touched since is exactly as fsynced;
 //! - a file touched since (or created) is, field by field and byte by
-//!   byte, what one of its states since holds: a byte is a byte some such
-//!   state has at that offset, or zero past the end of one (never stale
-//!   data of a freed block); its size lies between those states' sizes;
+//!   byte, what one of its inode's states since holds (under any name): a
+//!   byte is a byte some such state has at that offset, or zero past the
+//!   end of one (never stale data of a freed block); its size lies
+//!   between those states' sizes;
 //! - no path appears that no such state has, and every path all of them
 //!   have is there (the whole tree: directories, links, symlinks, device
 //!   nodes, with their type, owner, mode, link count and mtime).
@@ -22,9 +23,9 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use ext4_engine::attr::FileType;
-use ext4_engine::device::{BlockDevice, MemDevice};
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileType;
+use ext4_engine::{BlockDevice, InodeNo, MemDevice};
+use ext4_engine::{OpenOptions, Volume};
 
 use crate::crashdev::{CrashDevice, CrashPoint, Keep};
 use crate::oracle::{e2fsck_check, tempfile_path, KernelMount};
@@ -134,7 +135,7 @@ impl Run {
 /// What a reader of the recovered image shows of one path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
-    pub ino: u32,
+    pub ino: InodeNo,
     pub kind: FileType,
     pub mode: u16,
     pub uid: u32,
@@ -160,7 +161,7 @@ impl<D: BlockDevice> EngineView<D> {
         Ok(EngineView(vol))
     }
 
-    fn seen(&self, ino: u32) -> Result<Seen, String> {
+    fn seen(&self, ino: InodeNo) -> Result<Seen, String> {
         let v = &self.0;
         let a = v.getattr(ino).map_err(|e| format!("getattr: {e}"))?;
         let data = match a.kind {
@@ -192,7 +193,7 @@ impl<D: BlockDevice> EngineView<D> {
 impl<D: BlockDevice> View for EngineView<D> {
     fn walk(&self) -> Result<Vec<(Vec<u8>, Seen)>, String> {
         let mut out = Vec::new();
-        let mut queue = vec![(Vec::new(), 2u32)];
+        let mut queue = vec![(Vec::new(), InodeNo::ROOT)];
         while let Some((path, dir)) = queue.pop() {
             let mut names = Vec::new();
             self.0
@@ -268,7 +269,7 @@ impl View for MountView<'_> {
                 out.push((
                     p,
                     Seen {
-                        ino: md.ino() as u32,
+                        ino: InodeNo(md.ino() as u32),
                         kind,
                         mode: (md.mode() & 0o7777) as u16,
                         uid: md.uid(),
@@ -290,19 +291,34 @@ impl View for MountView<'_> {
 /// Whether what `view` shows is allowed by `states` (see the module's
 /// doc). `large`: inodes keep nanoseconds and the epoch bits.
 pub fn check_view(view: &dyn View, states: &[Model], large: bool) -> Result<(), String> {
-    let paths: Vec<BTreeMap<Vec<u8>, u32>> = states.iter().map(|m| m.paths()).collect();
+    let paths: Vec<BTreeMap<Vec<u8>, InodeNo>> = states.iter().map(|m| m.paths()).collect();
     let seen = view.walk()?;
     for (p, seen) in &seen {
         let shown = String::from_utf8_lossy(p);
-        // (inode, node, link count) of the path in each state that has it.
-        let versions: Vec<_> = states
-            .iter()
-            .zip(&paths)
-            .filter_map(|(m, ps)| ps.get(p).map(|&i| (i, &m.nodes[&i], m.nlink(i))))
-            .collect();
-        if versions.is_empty() {
+        // The path must name the inode it names in some state; what the
+        // inode holds is judged against every state of that inode, under
+        // whatever name (a rename and a truncate both lost by the crash
+        // leave the old name over the truncate's zeroed tail, as the
+        // kernel's ordered-mode writeback can).
+        let named: Vec<InodeNo> = paths.iter().filter_map(|ps| ps.get(p).copied()).collect();
+        if named.is_empty() {
             return Err(format!("{shown}: a path no state since the last fsync has"));
         }
+        if !named.contains(&seen.ino) {
+            return Err(format!(
+                "{shown}: names inode {:?}, which no state since the last fsync has there ({named:?})",
+                seen.ino
+            ));
+        }
+        // (inode, node, link count) of the inode in each state that has it.
+        let versions: Vec<_> = states
+            .iter()
+            .filter_map(|m| {
+                m.nodes
+                    .get(&seen.ino)
+                    .map(|n| (seen.ino, n, m.nlink(seen.ino)))
+            })
+            .collect();
         let bad = |what: &str| {
             Err(format!(
                 "{shown}: {what} is none of its states' (seen {:?}, {} bytes; states {:?})",
@@ -314,9 +330,6 @@ pub fn check_view(view: &dyn View, states: &[Model], large: bool) -> Result<(), 
                     .collect::<Vec<_>>()
             ))
         };
-        if !versions.iter().any(|v| v.0 == seen.ino) {
-            return bad("the inode number");
-        }
         if !versions.iter().any(|v| v.1.kind() == seen.kind) {
             return bad("the type");
         }

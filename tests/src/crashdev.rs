@@ -10,8 +10,8 @@
 
 use std::sync::Mutex;
 
-use ext4_engine::device::BlockDevice;
-use ext4_engine::error::IoError;
+use ext4_engine::BlockDevice;
+use ext4_engine::IoError;
 
 use crate::rng::Rng;
 

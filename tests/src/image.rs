@@ -20,12 +20,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::oracle::{assert_fsck_clean, debugfs_script, dq, mke2fs_version, KernelMount};
+use crate::oracle::{
+    assert_fsck_clean, debugfs_script, dq, e2fsck_index_dirs, mke2fs_version, KernelMount,
+};
 use crate::snapshot::{host_snapshot, Snapshot, WalkOptions};
 use crate::tree::{
     self, apply_nodes, materialize, NodeKind, Plan, Profile, Time, TreeParams, GENERATOR_VERSION,
 };
-use crate::util::{cache_dir, describe, fnv64, page_size, run, run_ok, FileLock};
+use crate::util::{cache_dir, fnv64, page_size, run_ok, FileLock};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageSpec {
@@ -376,17 +378,7 @@ fn build_into(spec: &ImageSpec, tree: &SourceTree, dir: &Path) {
     run_ok(&mut c);
 
     if spec.rehash_dirs {
-        let mut c = Command::new("e2fsck");
-        c.arg("-fyD").arg(&tmp);
-        let out = run(&mut c);
-        // 0: nothing to do, 1: directories rebuilt.
-        let code = out.status.code().unwrap_or(-1);
-        assert!(
-            code == 0 || code == 1,
-            "`{}` exited {code}: {}",
-            describe(&c),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        e2fsck_index_dirs(&tmp);
     }
 
     let late: Vec<_> = plan.nodes.iter().filter(|n| n.late).collect();

@@ -1,5 +1,5 @@
 //! Journals written by the tests, with the engine's on-disk format
-//! ([`ext4_engine::journal::format`]), into an image made by mke2fs: the
+//! ([`ext4_engine::test_support::journal_format`]), into an image made by mke2fs: the
 //! cases the kernel of this machine does not write — checksums v1 and v2,
 //! transaction ids wrapping past 2^32, async commit, damaged commit and
 //! revoke blocks, descriptors without a last tag. What each case means is
@@ -10,9 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ext4_engine::journal::format::{
-    self, blocktype, feature, tag_flag, CommitHeader, Header, JournalSuperblock, LogFormat,
-    RevokeHeader, HEADER_SIZE, REVOKE_HEADER_SIZE, TAG_UUID_SIZE,
+use ext4_engine::test_support::journal_format::{
+    self as format, blocktype, feature, tag_flag, CommitHeader, Header, JournalSuperblock,
+    LogFormat, RevokeHeader, HEADER_SIZE, REVOKE_HEADER_SIZE, TAG_UUID_SIZE,
 };
 use ext4_engine::PhysBlock;
 use zerocopy::{FromBytes, IntoBytes};

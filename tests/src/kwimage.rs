@@ -12,13 +12,12 @@ use std::fs::{self, File, OpenOptions as FsOpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ext4_engine::mapping_cache::{MapType, Mapping, NULL_ADDR};
 
-use crate::oracle::{assert_fsck_clean, mke2fs_version, KernelMount};
+use crate::oracle::{assert_fsck_clean, mke2fs, mke2fs_version, KernelMount};
 use crate::rng::Rng;
-use crate::util::{cached_build, fnv64, run_ok};
+use crate::util::{cached_build, fnv64};
 
 // ------------------------------------------------------------ FS_IOC_FIEMAP
 
@@ -323,16 +322,13 @@ pub const KW_1K: KwPlan = KwPlan {
 /// its inode tables and journal written out now so that no lazy init runs
 /// while the kernel writes the workload.
 pub fn kw_mkfs(img: &Path, block_size: u32, features: &str, size: &str) {
-    let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q", "-t", "ext4", "-b", &block_size.to_string()]);
+    let bs = block_size.to_string();
+    let mut args = vec!["-t", "ext4", "-b", &bs];
     if !features.is_empty() {
-        c.arg("-O").arg(features);
+        args.extend(["-O", features]);
     }
-    run_ok(
-        c.args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
-            .arg(img)
-            .arg(size),
-    );
+    args.extend(["-E", "lazy_itable_init=0,lazy_journal_init=0"]);
+    mke2fs(img, &args, None, size);
 }
 
 /// Interleaved appends with delayed allocation off and the stream

@@ -3,12 +3,15 @@
 //! ([`image`]), outside oracles ([`oracle`]: debugfs, e2fsck, kernel
 //! mounts), and comparable snapshots of a tree as the host or the engine
 //! sees it ([`snapshot`]), and our FUSE servers mounted beside the
-//! kernel's ext4 ([`fuse`]).
+//! kernel's ext4 ([`fuse`]), and one operation run as any caller against
+//! any mount ([`caller`]).
 
+pub mod caller;
 pub mod checks;
 pub mod crash;
 pub mod crash_writes;
 pub mod crashdev;
+pub mod damage;
 pub mod fuse;
 pub mod image;
 pub mod jbuild;
@@ -22,8 +25,8 @@ pub mod writes;
 
 use std::path::Path;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileDevice;
+use ext4_engine::{OpenOptions, Volume};
 
 /// Open an image read-only through the engine.
 pub fn open_engine(img: &Path) -> Result<Volume<FileDevice>, String> {

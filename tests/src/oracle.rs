@@ -13,8 +13,10 @@ use crate::util::{describe, run, run_ok, target_dir};
 
 fn debugfs_cmd(img: &Path, write: bool) -> Command {
     let mut c = Command::new("debugfs");
-    // No pager, whatever the environment says.
-    c.env("DEBUGFS_PAGER", "__none__").env("PAGER", "__none__");
+    // No pager, whatever the environment says; times in UTC.
+    c.env("DEBUGFS_PAGER", "__none__")
+        .env("PAGER", "__none__")
+        .env("TZ", "UTC");
     if write {
         c.arg("-w");
     }
@@ -31,7 +33,17 @@ pub fn dq(path: &str) -> String {
 /// Run one debugfs request; returns stdout. debugfs reports failures on
 /// stderr with exit code 0, so any stderr line but its banner is an error.
 pub fn debugfs(img: &Path, request: &str) -> Result<String, String> {
-    let mut c = debugfs_cmd(img, false);
+    debugfs_request(img, request, false)
+}
+
+/// [`debugfs`] with the image opened for writing (`-w`), for requests that
+/// change it (`sif`, `ssv`, `write`, `ea_set`, ...).
+pub fn debugfs_w(img: &Path, request: &str) -> Result<String, String> {
+    debugfs_request(img, request, true)
+}
+
+fn debugfs_request(img: &Path, request: &str, write: bool) -> Result<String, String> {
+    let mut c = debugfs_cmd(img, write);
     c.arg("-R").arg(request);
     let out = run(&mut c);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -94,6 +106,37 @@ pub fn debugfs_script(img: &Path, requests: &[String], write: bool) -> Result<Ve
     Ok(outputs)
 }
 
+/// Run a debugfs script that needs no image (`dx_hash`, say); returns
+/// stdout as bytes (it may echo names that are not UTF-8).
+pub fn debugfs_raw_script(script: &[u8]) -> Vec<u8> {
+    let path = tempfile_path("debugfs-raw-script");
+    std::fs::write(&path, script).expect("write the debugfs script");
+    let mut c = Command::new("debugfs");
+    c.env("DEBUGFS_PAGER", "__none__").env("PAGER", "__none__");
+    c.arg("-f").arg(&path);
+    let out = run(&mut c);
+    let _ = std::fs::remove_file(&path);
+    out.stdout
+}
+
+/// Damage an image with `debugfs -w` requests (one process). debugfs
+/// complains on stderr about the damage it is asked to make (a bad MMP
+/// magic on close, say), so only its exit status counts here.
+pub fn debugfs_damage(img: &Path, requests: &[String]) {
+    let script = tempfile_path("debugfs-damage");
+    std::fs::write(&script, requests.join("\n") + "\n").expect("write the debugfs script");
+    let mut c = debugfs_cmd(img, true);
+    c.arg("-f").arg(&script);
+    let out = run(&mut c);
+    let _ = std::fs::remove_file(&script);
+    assert!(
+        out.status.success(),
+        "`{}`: {}",
+        describe(&c),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh, unique path under the target directory's scratch area.
@@ -105,6 +148,28 @@ pub fn tempfile_path(stem: &str) -> PathBuf {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ))
+}
+
+/// A scratch directory under [`tempfile_path`], created now and removed
+/// with everything in it when dropped (also when the test fails).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(stem: &str) -> Scratch {
+        let p = tempfile_path(stem);
+        std::fs::create_dir_all(&p).expect("create scratch dir");
+        Scratch(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `debugfs stat`, parsed.
@@ -358,6 +423,17 @@ pub fn debugfs_extent_count(img: &Path, path: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// `mke2fs -F -q ARGS [-d SRC] IMG SIZE`, which must succeed (it panics
+/// with mke2fs' own words otherwise).
+pub fn mke2fs(img: &Path, args: &[&str], src: Option<&Path>, size: &str) {
+    let mut c = Command::new("mke2fs");
+    c.args(["-F", "-q"]).args(args);
+    if let Some(src) = src {
+        c.arg("-d").arg(src);
+    }
+    run_ok(c.arg(img).arg(size));
+}
+
 /// `e2fsck -fn`: exit code and output.
 pub fn e2fsck_check(img: &Path) -> (i32, String) {
     let mut c = Command::new("e2fsck");
@@ -369,6 +445,33 @@ pub fn e2fsck_check(img: &Path) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// `e2fsck -fyD`: rebuild every directory as a hash tree (mke2fs -d
+/// writes linear ones). Panics unless it exits 0 (nothing to do) or 1
+/// (directories rebuilt).
+pub fn e2fsck_index_dirs(img: &Path) {
+    let mut c = Command::new("e2fsck");
+    c.arg("-fyD").arg(img);
+    let out = run(&mut c);
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        code == 0 || code == 1,
+        "`{}` exited {code}: {}",
+        describe(&c),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The physical blocks of `path`, in logical order (`debugfs blocks`).
+pub fn debugfs_blocks(img: &Path, path: &str) -> Result<Vec<u64>, String> {
+    let out = debugfs(img, &format!("blocks {}", dq(path)))?;
+    out.split_whitespace()
+        .map(|w| {
+            w.parse()
+                .map_err(|_| format!("debugfs blocks {path}: {w:?}"))
+        })
+        .collect()
 }
 
 /// Panic unless `e2fsck -fn` finds the image clean.

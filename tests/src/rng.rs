@@ -1,6 +1,8 @@
-//! A tiny deterministic PRNG (SplitMix64). The tree generator must produce
-//! byte-identical trees on every run so cached images stay valid; an own
-//! generator keeps that independent of any crate's version changes.
+//! The project's one deterministic PRNG (SplitMix64), for every test,
+//! benchmark and fuzz mutator that wants repeatable randomness. The tree
+//! generator must produce byte-identical trees on every run so cached
+//! images stay valid; an own generator keeps that independent of any
+//! crate's version changes.
 
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -22,6 +24,16 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0);
         self.next_u64() % n
+    }
+
+    /// Uniform in `0..n`, and 0 for an empty range (an index into a slice
+    /// that may be empty).
+    pub fn index(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            self.below(n as u64) as usize
+        }
     }
 
     /// Uniform in `lo..=hi`.

@@ -1,6 +1,6 @@
 //! Comparable pictures of a directory tree: one walked on the host (a kernel
 //! mount or the generated source tree) with lstat/statx/llistxattr/lseek,
-//! one walked through the engine's `Volume` API from `ROOT_INO`; and a diff
+//! one walked through the engine's `Volume` API from `InodeNo::ROOT`; and a diff
 //! that says path, field, expected, got.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -13,9 +13,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ext4_engine::attr::{Attr, FileType};
-use ext4_engine::volume::{Volume, Whence, ROOT_INO};
+use ext4_engine::InodeNo;
+use ext4_engine::{Attr, FileType};
 use ext4_engine::{BlockDevice, Error};
+use ext4_engine::{Volume, Whence};
 
 use crate::tree::{open_noatime, Time};
 use crate::util::{fnv64, ContentHasher, CHUNK};
@@ -777,14 +778,14 @@ pub const FULL_READ_LIMIT: u64 = 64 << 20;
 const READ_SIZES: &[usize] = &[65536, 1, 4095, 131_079, 1 << 20, 3000, 512];
 
 pub struct DirListing {
-    pub entries: Vec<(Vec<u8>, u32, Option<FileType>)>,
+    pub entries: Vec<(Vec<u8>, InodeNo, Option<FileType>)>,
 }
 
 /// List a directory through `readdir`, resuming from cookies in batches the
 /// way a FUSE server does; bounded against cookies that never advance.
 pub fn engine_list_dir<D: BlockDevice>(
     vol: &Volume<D>,
-    dir: u32,
+    dir: InodeNo,
     batch: usize,
 ) -> Result<DirListing, String> {
     let mut entries = Vec::new();
@@ -815,7 +816,7 @@ pub fn engine_list_dir<D: BlockDevice>(
     }
 }
 
-fn engine_xattrs<D: BlockDevice>(vol: &Volume<D>, ino: u32) -> Result<Xattrs, String> {
+fn engine_xattrs<D: BlockDevice>(vol: &Volume<D>, ino: InodeNo) -> Result<Xattrs, String> {
     let names = vol.listxattr(ino).map_err(|e| format!("listxattr: {e}"))?;
     let mut out = Xattrs::new();
     for n in names {
@@ -833,7 +834,7 @@ fn engine_xattrs<D: BlockDevice>(vol: &Volume<D>, ino: u32) -> Result<Xattrs, St
 /// error here because callers stay within the size).
 fn engine_read_exact<D: BlockDevice>(
     vol: &Volume<D>,
-    ino: u32,
+    ino: InodeNo,
     off: u64,
     buf: &mut [u8],
 ) -> Result<(), String> {
@@ -864,7 +865,7 @@ fn engine_read_exact<D: BlockDevice>(
 /// checks the EOF contract: reads at and past the size return 0.
 fn engine_content_full<D: BlockDevice>(
     vol: &Volume<D>,
-    ino: u32,
+    ino: InodeNo,
     size: u64,
 ) -> Result<u64, String> {
     let mut h = ContentHasher::new();
@@ -927,7 +928,7 @@ fn engine_content_full<D: BlockDevice>(
 /// Data ranges through `Volume::seek`.
 pub fn engine_data_map<D: BlockDevice>(
     vol: &Volume<D>,
-    ino: u32,
+    ino: InodeNo,
     size: u64,
 ) -> Result<Vec<(u64, u64)>, String> {
     let mut map = Vec::new();
@@ -960,7 +961,7 @@ pub fn engine_data_map<D: BlockDevice>(
     }
 }
 
-fn engine_content<D: BlockDevice>(vol: &Volume<D>, ino: u32, size: u64) -> Result<u64, String> {
+fn engine_content<D: BlockDevice>(vol: &Volume<D>, ino: InodeNo, size: u64) -> Result<u64, String> {
     if size <= FULL_READ_LIMIT {
         return engine_content_full(vol, ino, size);
     }
@@ -980,11 +981,11 @@ fn entry_from_attr<D: BlockDevice>(
     vol: &Volume<D>,
     a: &Attr,
     opts: WalkOptions,
-    cache: &mut HashMap<u32, FileFacts>,
+    cache: &mut HashMap<InodeNo, FileFacts>,
     errors: &mut Vec<String>,
     path: &str,
 ) -> Entry {
-    let t = |x: ext4_engine::attr::Timestamp| Time {
+    let t = |x: ext4_engine::Timestamp| Time {
         sec: x.sec,
         nsec: x.nsec,
     };
@@ -1019,7 +1020,7 @@ fn entry_from_attr<D: BlockDevice>(
         ctime: t(a.ctime),
         btime: a.crtime.map(t),
         rdev: (a.rdev_major, a.rdev_minor),
-        ino: a.ino as u64,
+        ino: a.ino.0 as u64,
         generation: (opts.ioctls && file_or_dir).then_some(a.generation),
         flags: (opts.ioctls && file_or_dir).then_some(a.flags),
         link: None,
@@ -1062,17 +1063,17 @@ fn entry_from_attr<D: BlockDevice>(
     e
 }
 
-/// Walk the volume from `ROOT_INO` via readdir/lookup/getattr/read/
+/// Walk the volume from `InodeNo::ROOT` via readdir/lookup/getattr/read/
 /// readlink/listxattr/getxattr/seek. Inconsistencies between calls (lookup
 /// vs readdir vs getattr, batched vs one-shot listings, `.`/`..`) are
 /// recorded in `errors`.
 pub fn engine_snapshot<D: BlockDevice>(vol: &Volume<D>, opts: WalkOptions) -> Snapshot {
     let mut snap = Snapshot::default();
     let mut cache = HashMap::new();
-    let root = match vol.getattr(ROOT_INO) {
+    let root = match vol.getattr(InodeNo::ROOT) {
         Ok(a) => a,
         Err(e) => {
-            snap.errors.push(format!("getattr(ROOT_INO): {e}"));
+            snap.errors.push(format!("getattr(InodeNo::ROOT): {e}"));
             return snap;
         }
     };
@@ -1081,9 +1082,9 @@ pub fn engine_snapshot<D: BlockDevice>(vol: &Volume<D>, opts: WalkOptions) -> Sn
         snap.errors.push(format!("root inode is a {:?}", root.kind));
     }
     snap.entries.insert(b"/".to_vec(), root_entry);
-    let mut visited_dirs = std::collections::HashSet::from([ROOT_INO]);
-    let mut queue: VecDeque<(Vec<u8>, u32, u32)> =
-        VecDeque::from([(b"/".to_vec(), ROOT_INO, ROOT_INO)]);
+    let mut visited_dirs = std::collections::HashSet::from([InodeNo::ROOT]);
+    let mut queue: VecDeque<(Vec<u8>, InodeNo, InodeNo)> =
+        VecDeque::from([(b"/".to_vec(), InodeNo::ROOT, InodeNo::ROOT)]);
     while let Some((path, dir, parent)) = queue.pop_front() {
         let spath = String::from_utf8_lossy(&path).into_owned();
         let listing = match engine_list_dir(vol, dir, READDIR_BATCH) {
@@ -1201,7 +1202,7 @@ pub fn engine_snapshot<D: BlockDevice>(vol: &Volume<D>, opts: WalkOptions) -> Sn
 
 /// Walk a path from the root by `lookup`, component by component.
 pub fn engine_resolve<D: BlockDevice>(vol: &Volume<D>, path: &str) -> Result<Attr, Error> {
-    let mut a = vol.getattr(ROOT_INO)?;
+    let mut a = vol.getattr(InodeNo::ROOT)?;
     for comp in path.split('/').filter(|c| !c.is_empty()) {
         a = vol.lookup(a.ino, comp.as_bytes())?;
     }
@@ -1211,7 +1212,7 @@ pub fn engine_resolve<D: BlockDevice>(vol: &Volume<D>, path: &str) -> Result<Att
 /// All bytes of a file through the engine (for files small enough).
 pub fn engine_read_all<D: BlockDevice>(
     vol: &Volume<D>,
-    ino: u32,
+    ino: InodeNo,
     size: u64,
 ) -> Result<Vec<u8>, String> {
     let mut v = vec![0u8; usize::try_from(size).map_err(|_| "too large")?];
@@ -1223,7 +1224,7 @@ pub fn engine_read_all<D: BlockDevice>(
 /// from `expected` (for reports).
 pub fn first_difference<D: BlockDevice>(
     vol: &Volume<D>,
-    ino: u32,
+    ino: InodeNo,
     expected: &[u8],
 ) -> Option<(u64, String)> {
     match engine_read_all(vol, ino, expected.len() as u64) {

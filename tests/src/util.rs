@@ -20,6 +20,26 @@ pub fn target_dir() -> PathBuf {
     d.canonicalize().unwrap_or(d)
 }
 
+/// The e2fsprogs corpus of corrupt and unusual images
+/// (`shared/corpus/e2fsprogs`, with its `MANIFEST.tsv`): `EXT4_CORPUS`
+/// if set, else `shared/` beside the repository (as CI clones it) or
+/// beside the directory holding it (a git worktree one level deeper).
+/// `None`, after a loud [`skip`], when it is nowhere.
+pub fn corpus_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("EXT4_CORPUS") {
+        return Some(PathBuf::from(d));
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for up in ["..", "../.."] {
+        let d = workspace.join(up).join("shared/corpus/e2fsprogs");
+        if d.join("MANIFEST.tsv").is_file() {
+            return Some(d.canonicalize().unwrap_or(d));
+        }
+    }
+    skip("the e2fsprogs corpus (shared/corpus/e2fsprogs beside the repository) is missing; set EXT4_CORPUS");
+    None
+}
+
 /// Where built trees and images are cached between tests and runs.
 pub fn cache_dir() -> PathBuf {
     let d = target_dir().join("ext4-test-images");
@@ -118,16 +138,6 @@ pub fn run_ok(cmd: &mut Command) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The e2fsprogs test images (`*.img.gz`, with `MANIFEST.tsv`):
-/// `$EXT4_CORPUS`, else `../shared/corpus/e2fsprogs` beside the checkout.
-pub fn corpus_dir() -> PathBuf {
-    std::env::var_os("EXT4_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/e2fsprogs")
-        })
 }
 
 /// A binary of the workspace built beside the running test:

@@ -18,10 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ext4_engine::attr::Timestamp;
-use ext4_engine::blockmap::Run;
-use ext4_engine::device::MemDevice;
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::{InodeNo, MemDevice, OpenOptions, Run, Timestamp, Volume};
 
 use crate::kwimage::{kernel_fiemap, FIEMAP_EXTENT_DATA_INLINE, FIEMAP_EXTENT_UNWRITTEN};
 use crate::oracle::{debugfs_script, e2fsck_check, parse_stat, tempfile_path, KernelMount};
@@ -314,7 +311,7 @@ pub fn image(p: &Profile) -> Vec<u8> {
 pub mod clock {
     use std::cell::Cell;
 
-    use ext4_engine::attr::Timestamp;
+    use ext4_engine::Timestamp;
 
     thread_local! {
         static STEP: Cell<u64> = const { Cell::new(0) };
@@ -405,7 +402,7 @@ pub fn model_snapshot(m: &Model) -> Snapshot {
     snap
 }
 
-fn model_entry(m: &Model, ino: u32) -> Entry {
+fn model_entry(m: &Model, ino: InodeNo) -> Entry {
     let n = &m.nodes[&ino];
     let large = m.large_inodes;
     let (kind, ftype, size, rdev, link, content) = match &n.body {
@@ -451,7 +448,7 @@ fn model_entry(m: &Model, ino: u32) -> Entry {
         ctime: stored(n.ctime, large),
         btime: n.crtime.map(|t| stored(t, large)),
         rdev,
-        ino: ino as u64,
+        ino: ino.0 as u64,
         generation: None,
         flags: None,
         link,
@@ -515,7 +512,7 @@ pub fn check_engine(bytes: Vec<u8>, m: &Model) -> Result<(), String> {
         let mut l = 0u64;
         while l < state_limit(n, m.geo.bs) {
             let r = vol
-                .map_block(&inode, l)
+                .map_block(&inode, ext4_engine::FileBlock(l as u32))
                 .map_err(|e| format!("engine map {ino} block {l}: {e}"))?;
             if let Run::Mapped { len, unwritten, .. } = r {
                 let st = if unwritten { St::Unwritten } else { St::Data };
@@ -537,7 +534,7 @@ fn state_limit(n: &Node, bs: u64) -> u64 {
 
 /// `runs` (first block, blocks, state; holes left out) of file `ino`
 /// agree with the model's block states.
-fn check_states(who: &str, ino: u32, n: &Node, runs: &[(u64, u64, St)]) -> Result<(), String> {
+fn check_states(who: &str, ino: InodeNo, n: &Node, runs: &[(u64, u64, St)]) -> Result<(), String> {
     // Past the model's blocks everything must be a hole.
     let end = runs
         .iter()
@@ -564,7 +561,7 @@ fn check_states(who: &str, ino: u32, n: &Node, runs: &[(u64, u64, St)]) -> Resul
 }
 
 /// One path of every inode of the model.
-fn model_paths(m: &Model) -> BTreeMap<u32, PathBuf> {
+fn model_paths(m: &Model) -> BTreeMap<InodeNo, PathBuf> {
     let mut out = BTreeMap::new();
     let mut queue = vec![(PathBuf::new(), model::ROOT)];
     out.insert(model::ROOT, PathBuf::new());
@@ -605,7 +602,7 @@ pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
             .to_string();
         let host = mnt.path().join(&rel).join("..");
         let parent = std::fs::symlink_metadata(&host).map(|x| x.ino());
-        let want = m.parent.get(&(e.ino as u32)).map(|&x| x as u64);
+        let want = m.parent.get(&InodeNo(e.ino as u32)).map(|&x| x.0 as u64);
         let ok = if rel.is_empty() {
             true
         } else {
@@ -676,12 +673,12 @@ fn kernel_states(root: &Path, m: &Model) -> Result<(), String> {
 
 /// Every inode's `i_blocks` as e2fsprogs reads it (`debugfs stat`)
 /// equals the engine's.
-fn check_i_blocks<D: ext4_engine::device::BlockDevice>(
+fn check_i_blocks<D: ext4_engine::BlockDevice>(
     img: &Path,
     m: &Model,
     vol: &Volume<D>,
 ) -> Result<(), String> {
-    let inos: Vec<u32> = m.nodes.keys().copied().collect();
+    let inos: Vec<InodeNo> = m.nodes.keys().copied().collect();
     let reqs: Vec<String> = inos.iter().map(|i| format!("stat <{i}>")).collect();
     let outs = debugfs_script(img, &reqs, false)?;
     for (&ino, out) in inos.iter().zip(&outs) {

@@ -2,51 +2,35 @@
 //! size says 8 TiB but which debugfs shows owning one block is read as one
 //! block, not 8 TiB of holes.
 
-use std::process::Command;
-
-use ext4_engine::check::CheckOptions;
-use ext4_engine::file_device::FileDevice;
+use ext4_engine::fsck::CheckOptions;
+use ext4_engine::FileDevice;
 use ext4_engine::{OpenOptions, Volume};
+use ext4_tests::oracle::{debugfs_damage, debugfs_stat, debugfs_w, mke2fs};
+use ext4_tests::util::require_e2fsprogs;
 
 #[test]
 fn check_data_reads_runs_not_claimed_size() {
+    if !require_e2fsprogs() {
+        return;
+    }
     let tmp = std::env::temp_dir().join(format!("ext4-check-bounds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     let img = tmp.join("img");
     let src = tmp.join("f");
     std::fs::write(&src, b"hello").unwrap();
-    let ok = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-b", "1024", "-O", "huge_file"])
-        .arg(&img)
-        .arg("32M")
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let run = |cmd: String| {
-        let out = Command::new("debugfs")
-            .args(["-w", "-R", &cmd])
-            .arg(&img)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "debugfs {cmd} failed");
-    };
-    run(format!("write {} f", src.display()));
-    run("sif /f size 8796093022208".to_string());
+    mke2fs(
+        &img,
+        &["-t", "ext4", "-b", "1024", "-O", "huge_file"],
+        None,
+        "32M",
+    );
+    debugfs_w(&img, &format!("write {} f", src.display())).unwrap();
+    debugfs_damage(&img, &["sif /f size 8796093022208".into()]);
     // The oracle: debugfs counts the blocks the file owns.
-    let stat = Command::new("debugfs")
-        .args(["-R", "stat /f"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    let stat = String::from_utf8_lossy(&stat.stdout);
-    assert!(stat.contains("Size: 8796093022208"), "{stat}");
-    let blockcount: u64 = stat
-        .split("Blockcount: ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .expect("debugfs prints a block count");
+    let stat = debugfs_stat(&img, "/f").unwrap();
+    assert_eq!(stat.size, 8796093022208, "{stat:?}");
+    let blockcount = stat.blockcount;
 
     let vol = Volume::open(
         FileDevice::open(&img, true).unwrap(),
@@ -54,7 +38,7 @@ fn check_data_reads_runs_not_claimed_size() {
     )
     .unwrap();
     let mut problems = Vec::new();
-    let sum = vol.check(&CheckOptions { data: true }, &mut |_| {}, &mut |e| {
+    let sum = vol.fsck(&CheckOptions { data: true }, &mut |_| {}, &mut |e| {
         problems.push(e.to_string())
     });
     assert!(problems.is_empty(), "{problems:?}");

@@ -13,10 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ext4_engine::blockmap::Run;
-use ext4_engine::inode::flags;
-use ext4_engine::write::falloc;
-use ext4_engine::{Cred, Error, InodeNo};
+use ext4_engine::{falloc, inode_flags, Cred, Error, FileBlock, InodeNo, Run};
 use ext4_tests::kwimage::{kernel_fiemap, FIEMAP_EXTENT_DATA_INLINE};
 use ext4_tests::oracle::{tempfile_path, KernelMount};
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
@@ -110,9 +107,9 @@ impl Kernel {
     }
 }
 
-fn engine_apply(vol: &MemVolume, inos: &[u32], op: &FOp) -> Outcome {
+fn engine_apply(vol: &MemVolume, inos: &[InodeNo], op: &FOp) -> Outcome {
     let cred = Cred::ROOT;
-    let ino = |i: u8| InodeNo(inos[i as usize % FILES]);
+    let ino = |i: u8| inos[i as usize % FILES];
     let r = match *op {
         FOp::Write {
             file,
@@ -158,16 +155,18 @@ fn kernel_mapped(path: &Path, bs: u64) -> Result<(Vec<bool>, bool), String> {
     Ok((map, inline))
 }
 
-fn engine_mapped(vol: &MemVolume, ino: u32) -> Result<(Vec<bool>, bool), String> {
+fn engine_mapped(vol: &MemVolume, ino: InodeNo) -> Result<(Vec<bool>, bool), String> {
     let inode = vol.inode(ino).map_err(|e| e.to_string())?;
-    if inode.has_flag(flags::INLINE_DATA) {
+    if inode.has_flag(inode_flags::INLINE_DATA) {
         return Ok((Vec::new(), true));
     }
     let mut map = Vec::new();
     let mut l = 0u64;
     // Far enough for every range the operations touch.
     while l < 1 << 16 {
-        let r = vol.map_block(&inode, l).map_err(|e| e.to_string())?;
+        let r = vol
+            .map_block(&inode, FileBlock(l as u32))
+            .map_err(|e| e.to_string())?;
         if let Run::Mapped { len, .. } = r {
             let b = (l + len) as usize;
             if map.len() < b {
@@ -493,15 +492,12 @@ fn size_limits_as_the_kernel() {
             let (want, got) = if trunc {
                 (
                     f.set_len(off).map(|_| 0).map_err(errno),
-                    vol.truncate(InodeNo(a.ino), off)
-                        .map(|_| 0)
-                        .map_err(|e| e.errno()),
+                    vol.truncate(a.ino, off).map(|_| 0).map_err(|e| e.errno()),
                 )
             } else {
                 (
                     f.write_at(&data, off).map_err(errno),
-                    vol.write(InodeNo(a.ino), off, &data, &cred)
-                        .map_err(|e| e.errno()),
+                    vol.write(a.ino, off, &data, &cred).map_err(|e| e.errno()),
                 )
             };
             assert_eq!(

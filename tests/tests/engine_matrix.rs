@@ -10,8 +10,9 @@
 
 use std::panic::AssertUnwindSafe;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::Volume;
+use ext4_engine::FileDevice;
+use ext4_engine::InodeNo;
+use ext4_engine::Volume;
 use ext4_tests::checks::{debugfs_compare, sample, FlagsView};
 use ext4_tests::image::{build_image, matrix_spec, BuiltImage};
 use ext4_tests::open_engine;
@@ -168,7 +169,7 @@ fn check_engine(name: &str) {
                 continue;
             }
             if let Ok(want) = std::fs::read(m.path().join(dif.path.trim_start_matches('/'))) {
-                if let Some((off, what)) = first_difference(&vol, e.ino as u32, &want) {
+                if let Some((off, what)) = first_difference(&vol, InodeNo(e.ino as u32), &want) {
                     dif.got
                         .push_str(&format!(" (first difference at offset {off}: {what})"));
                 }
@@ -178,8 +179,9 @@ fn check_engine(name: &str) {
     }
 
     let s = sample(&img.tree.plan);
-    let read =
-        |_: &str, e: &ext4_tests::snapshot::Entry| engine_read_all(&vol, e.ino as u32, e.size);
+    let read = |_: &str, e: &ext4_tests::snapshot::Entry| {
+        engine_read_all(&vol, InodeNo(e.ino as u32), e.size)
+    };
     let (diffs, checks) = debugfs_compare(&img.path, &esnap, &s, FlagsView::Raw, &read);
     report.section("engine vs debugfs (stat, ls -l, dump)", diffs, checks);
 

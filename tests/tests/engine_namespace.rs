@@ -9,10 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use ext4_engine::device::MemDevice;
-use ext4_engine::inode::flags;
-use ext4_engine::volume::{OpenOptions, Volume};
-use ext4_engine::{Cred, Error, InodeNo, RENAME_EXCHANGE, RENAME_NOREPLACE};
+use ext4_engine::{
+    inode_flags, Cred, Error, FileBlock, InodeNo, MemDevice, OpenOptions, Volume, RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+};
 use ext4_tests::kwimage::kw_mkfs;
 use ext4_tests::oracle::{debugfs, tempfile_path, KernelMount};
 use ext4_tests::snapshot::{diff, format_diffs, host_snapshot, Compare, Field, WalkOptions};
@@ -133,11 +133,15 @@ fn symlinks_fast_and_slow_as_the_kernel() {
                 continue;
             }
             let name = format!("l{l}");
-            let ki = k.inode(k.lookup_ino(2, name.as_bytes()).unwrap()).unwrap();
-            let ei = e.inode(e.lookup_ino(2, name.as_bytes()).unwrap()).unwrap();
+            let ki = k
+                .inode(k.lookup_ino(InodeNo::ROOT, name.as_bytes()).unwrap())
+                .unwrap();
+            let ei = e
+                .inode(e.lookup_ino(InodeNo::ROOT, name.as_bytes()).unwrap())
+                .unwrap();
             assert_eq!(
-                (ei.has_flag(flags::EXTENTS), ei.blocks_512, ei.size),
-                (ki.has_flag(flags::EXTENTS), ki.blocks_512, ki.size),
+                (ei.has_flag(inode_flags::EXTENTS), ei.blocks_512, ei.size),
+                (ki.has_flag(inode_flags::EXTENTS), ki.blocks_512, ki.size),
                 "block size {bs}, target length {l}: (extents, blocks, size) as the kernel's"
             );
             assert_eq!(e.readlink(ei.ino).unwrap(), vec![b't'; l]);
@@ -224,10 +228,10 @@ fn device_numbers_as_the_kernel() {
         for kind in ["c", "b"] {
             let name = format!("{kind}{i}");
             let kb = k
-                .inode_bytes(k.lookup_ino(2, name.as_bytes()).unwrap())
+                .inode_bytes(k.lookup_ino(InodeNo::ROOT, name.as_bytes()).unwrap())
                 .unwrap();
             let eb = e
-                .inode_bytes(e.lookup_ino(2, name.as_bytes()).unwrap())
+                .inode_bytes(e.lookup_ino(InodeNo::ROOT, name.as_bytes()).unwrap())
                 .unwrap();
             assert_eq!(
                 &eb[0x28..0x64],
@@ -318,25 +322,25 @@ fn rename_as_the_kernel() {
     let (vol, dev) = open_rw(base, &rw_options());
     let c = Cred::ROOT;
     let root = InodeNo::ROOT;
-    let a = InodeNo(vol.mkdir(root, b"a", 0o755, &c).unwrap().ino);
-    let b = InodeNo(vol.mkdir(a, b"b", 0o755, &c).unwrap().ino);
+    let a = vol.mkdir(root, b"a", 0o755, &c).unwrap().ino;
+    let b = vol.mkdir(a, b"b", 0o755, &c).unwrap().ino;
     vol.mkdir(b, b"c", 0o755, &c).unwrap();
     vol.mkdir(root, b"e", 0o755, &c).unwrap();
-    let n = InodeNo(vol.mkdir(root, b"n", 0o755, &c).unwrap().ino);
+    let n = vol.mkdir(root, b"n", 0o755, &c).unwrap().ino;
     let x = vol.create(n, b"x", 0o644, &c).unwrap();
-    vol.write(InodeNo(x.ino), 0, b"x", &c).unwrap();
+    vol.write(x.ino, 0, b"x", &c).unwrap();
     let f = vol.create(a, b"f", 0o644, &c).unwrap();
-    vol.write(InodeNo(f.ino), 0, b"f", &c).unwrap();
+    vol.write(f.ino, 0, b"f", &c).unwrap();
     let g = vol.create(root, b"g", 0o644, &c).unwrap();
-    vol.write(InodeNo(g.ino), 0, b"g", &c).unwrap();
-    vol.link(InodeNo(g.ino), root, b"h", &c).unwrap();
+    vol.write(g.ino, 0, b"g", &c).unwrap();
+    vol.link(g.ino, root, b"h", &c).unwrap();
     vol.symlink(root, b"s", b"target", &c).unwrap();
     // Resolve a path by lookups: (parent, last name).
     let split = |p: &str| -> Result<(InodeNo, Vec<u8>), Error> {
         let mut dir = InodeNo::ROOT;
         let parts: Vec<&str> = p.split('/').collect();
         for comp in &parts[..parts.len() - 1] {
-            dir = InodeNo(vol.lookup_ino(dir.0, comp.as_bytes())?);
+            dir = vol.lookup_ino(dir, comp.as_bytes())?;
         }
         Ok((dir, parts[parts.len() - 1].as_bytes().to_vec()))
     };
@@ -406,21 +410,21 @@ fn link_limits_as_the_kernel() {
     }
     let (vol, dev) = open_rw(base, &rw_options());
     let c = Cred::ROOT;
-    let l = InodeNo(vol.mkdir(InodeNo::ROOT, b"l", 0o755, &c).unwrap().ino);
-    let f = InodeNo(vol.create(l, b"f", 0o644, &c).unwrap().ino);
+    let l = vol.mkdir(InodeNo::ROOT, b"l", 0o755, &c).unwrap().ino;
+    let f = vol.create(l, b"f", 0o644, &c).unwrap().ino;
     for i in 1..65_000 {
         vol.link(f, l, format!("{i}").as_bytes(), &c).unwrap();
     }
     let e_emlink = vol.link(f, l, b"over", &c).err().map_or(0, |e| e.errno());
-    let d = InodeNo(vol.mkdir(InodeNo::ROOT, b"d", 0o755, &c).unwrap().ino);
+    let d = vol.mkdir(InodeNo::ROOT, b"d", 0o755, &c).unwrap().ino;
     for i in 0..SUBDIRS {
         vol.mkdir(d, format!("{i}").as_bytes(), 0o755, &c).unwrap();
     }
-    let e_nlink = vol.getattr(d.0).unwrap().nlink as u64;
+    let e_nlink = vol.getattr(d).unwrap().nlink as u64;
     for i in 0..5 {
         vol.rmdir(d, format!("{i}").as_bytes()).unwrap();
     }
-    let e_after = vol.getattr(d.0).unwrap().nlink as u64;
+    let e_after = vol.getattr(d).unwrap().nlink as u64;
     vol.close().unwrap();
     drop(vol);
     assert_eq!(e_emlink, k_emlink, "the 65,001st link");
@@ -470,14 +474,12 @@ fn deep_hash_trees() {
         let features = if large_dir { "large_dir" } else { "" };
         let (vol, dev) = open_rw(fresh(1024, features, "64M", &["-N", "2048"]), &rw_options());
         let c = Cred::ROOT;
-        let d = InodeNo(vol.mkdir(InodeNo::ROOT, b"deep", 0o755, &c).unwrap().ino);
+        let d = vol.mkdir(InodeNo::ROOT, b"deep", 0o755, &c).unwrap().ino;
         let files: Vec<InodeNo> = (0..4)
             .map(|i| {
-                InodeNo(
-                    vol.create(InodeNo::ROOT, format!("f{i}").as_bytes(), 0o644, &c)
-                        .unwrap()
-                        .ino,
-                )
+                vol.create(InodeNo::ROOT, format!("f{i}").as_bytes(), 0o644, &c)
+                    .unwrap()
+                    .ino
             })
             .collect();
         let name = |i: u32| format!("{i:07}-{}", "n".repeat(247)).into_bytes();
@@ -486,13 +488,13 @@ fn deep_hash_trees() {
         let levels = |v: &Volume<std::sync::Arc<MemDevice>>| -> u8 {
             v.commit().unwrap();
             v.checkpoint().unwrap();
-            let inode = v.inode(d.0).unwrap();
-            let ext4_engine::blockmap::Run::Mapped { pblk, .. } = v.map_block(&inode, 0).unwrap()
+            let inode = v.inode(d).unwrap();
+            let ext4_engine::Run::Mapped { pblk, .. } = v.map_block(&inode, FileBlock(0)).unwrap()
             else {
                 panic!("no block 0");
             };
             let mut b = [0u8; 1];
-            ext4_engine::BlockDevice::read_at(v.device().as_ref(), pblk * 1024 + 24 + 6, &mut b)
+            ext4_engine::BlockDevice::read_at(v.device().as_ref(), pblk.0 * 1024 + 24 + 6, &mut b)
                 .unwrap();
             b[0]
         };
@@ -529,7 +531,7 @@ fn deep_hash_trees() {
         }
         // A third go; some move to another directory; new ones come.
         let (vol, dev) = open_rw(dev.snapshot(), &rw_options());
-        let other = InodeNo(vol.mkdir(InodeNo::ROOT, b"other", 0o755, &c).unwrap().ino);
+        let other = vol.mkdir(InodeNo::ROOT, b"other", 0o755, &c).unwrap().ino;
         for i in (0..count).step_by(3) {
             vol.unlink(d, &name(i)).unwrap();
         }
@@ -556,7 +558,7 @@ fn deep_hash_trees() {
         check_fsck(&img.0).unwrap();
         let e = ext4_tests::open_engine(&img.0).unwrap();
         let mut want = 0;
-        e.readdir(d.0, 0, &mut |_| {
+        e.readdir(d, 0, &mut |_| {
             want += 1;
             true
         })
@@ -607,8 +609,8 @@ fn kernel_hash_tree_both_ways() {
     );
     let (vol, dev) = open_rw(std::fs::read(&img).unwrap(), &rw_options());
     let c = Cred::ROOT;
-    let big = InodeNo(vol.lookup_ino(2, b"big").unwrap());
-    let side = InodeNo(vol.lookup_ino(2, b"side").unwrap());
+    let big = vol.lookup_ino(InodeNo::ROOT, b"big").unwrap();
+    let side = vol.lookup_ino(InodeNo::ROOT, b"side").unwrap();
     let kname = |i: usize| format!("kernel-{i:05}-{}", "p".repeat(i % 50)).into_bytes();
     for i in (0..12_000).step_by(3) {
         vol.unlink(big, &kname(i)).unwrap();
@@ -686,7 +688,7 @@ fn damaged_hash_tree_refuses_cleanly() {
     }
     let (vol, dev) = open_rw(fresh(1024, "", "16M", &[]), &rw_options());
     let c = Cred::ROOT;
-    let d = InodeNo(vol.mkdir(InodeNo::ROOT, b"h", 0o755, &c).unwrap().ino);
+    let d = vol.mkdir(InodeNo::ROOT, b"h", 0o755, &c).unwrap().ino;
     for i in 0..600 {
         vol.create(d, format!("name-{i:04}").as_bytes(), 0o644, &c)
             .unwrap();
@@ -697,13 +699,13 @@ fn damaged_hash_tree_refuses_cleanly() {
     // Block 0 of the directory is its hash-tree root: damage an entry's
     // hash (its checksum no longer matches).
     let probe = Volume::open(MemDevice::from_vec(bytes.clone()), &OpenOptions::default()).unwrap();
-    let inode = probe.inode(d.0).unwrap();
-    assert!(inode.has_flag(flags::INDEX));
-    let pblk = match probe.map_block(&inode, 0).unwrap() {
-        ext4_engine::blockmap::Run::Mapped { pblk, .. } => pblk,
+    let inode = probe.inode(d).unwrap();
+    assert!(inode.has_flag(inode_flags::INDEX));
+    let pblk = match probe.map_block(&inode, FileBlock(0)).unwrap() {
+        ext4_engine::Run::Mapped { pblk, .. } => pblk,
         _ => panic!("no block 0"),
     };
-    bytes[pblk as usize * 1024 + 32 + 8] ^= 0x40;
+    bytes[pblk.0 as usize * 1024 + 32 + 8] ^= 0x40;
     drop(probe);
     let (vol, dev) = open_rw(bytes, &rw_options());
     let before = dev.snapshot();
@@ -720,7 +722,7 @@ fn damaged_hash_tree_refuses_cleanly() {
     // Elsewhere, all is well.
     vol.create(InodeNo::ROOT, b"elsewhere", 0o644, &c).unwrap();
     assert!(
-        vol.lookup_ino(d.0, b"name-0007").is_ok(),
+        vol.lookup_ino(d, b"name-0007").is_ok(),
         "lookups fall back to a scan"
     );
     vol.close().unwrap();
@@ -749,10 +751,10 @@ fn deleted_inodes_read_as_gone() {
     let _ = std::fs::remove_file(&src);
     w.unwrap();
     let vol = ext4_tests::open_engine(&img).unwrap();
-    let ino = vol.lookup_ino(2, b"victim").unwrap();
+    let ino = vol.lookup_ino(InodeNo::ROOT, b"victim").unwrap();
     assert_eq!(vol.getattr(ino), Err(Error::Stale));
     assert!(matches!(
-        vol.lookup(2, b"victim"),
+        vol.lookup(InodeNo::ROOT, b"victim"),
         Err(Error::Corrupt { .. })
     ));
     let _ = std::fs::remove_file(&img);
@@ -818,19 +820,19 @@ fn inline_directories_as_the_kernel() {
     let c = Cred::ROOT;
     let root = InodeNo::ROOT;
     let dir_size = |v: &Volume<std::sync::Arc<MemDevice>>, i: InodeNo| {
-        let at = v.getattr(i.0).unwrap();
+        let at = v.getattr(i).unwrap();
         (at.size, at.blocks)
     };
-    let a = InodeNo(vol.mkdir(root, b"a", 0o755, &c).unwrap().ino);
+    let a = vol.mkdir(root, b"a", 0o755, &c).unwrap().ino;
     vol.setxattr(a, b"user.x", &small, 0, &c).unwrap();
     let mut esizes = vec![dir_size(&vol, a)];
     for n in &names {
         vol.create(a, n.as_bytes(), 0o644, &c).unwrap();
         esizes.push(dir_size(&vol, a));
     }
-    let b = InodeNo(vol.mkdir(root, b"b", 0o755, &c).unwrap().ino);
+    let b = vol.mkdir(root, b"b", 0o755, &c).unwrap().ino;
     vol.mkdir(b, b"c", 0o755, &c).unwrap();
-    let d = InodeNo(vol.mkdir(root, b"d", 0o755, &c).unwrap().ino);
+    let d = vol.mkdir(root, b"d", 0o755, &c).unwrap().ino;
     vol.create(b, b"f", 0o644, &c).unwrap();
     vol.rename(b, b"c", d, b"c", 0, &c).unwrap();
     vol.rename(a, b"n-00", b, b"m", 0, &c).unwrap();
@@ -838,7 +840,7 @@ fn inline_directories_as_the_kernel() {
     vol.unlink(b, b"m").unwrap();
     vol.mkdir(d, b"e", 0o755, &c).unwrap();
     vol.rmdir(d, b"e").unwrap();
-    let dc = InodeNo(vol.lookup_ino(d.0, b"c").unwrap());
+    let dc = vol.lookup_ino(d, b"c").unwrap();
     for i in [b, d, dc] {
         esizes.push(dir_size(&vol, i));
     }
@@ -877,9 +879,11 @@ fn inline_directories_as_the_kernel() {
     );
     // ".." of the moved inline directory.
     let e = ext4_tests::open_engine(&eimg.0).unwrap();
-    let dc = e.lookup_ino(e.lookup_ino(2, b"d").unwrap(), b"c").unwrap();
+    let dc = e
+        .lookup_ino(e.lookup_ino(InodeNo::ROOT, b"d").unwrap(), b"c")
+        .unwrap();
     assert_eq!(
         e.lookup_ino(dc, b"..").unwrap(),
-        e.lookup_ino(2, b"d").unwrap()
+        e.lookup_ino(InodeNo::ROOT, b"d").unwrap()
     );
 }

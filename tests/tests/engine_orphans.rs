@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use ext4_engine::device::{BlockDevice, MemDevice};
-use ext4_engine::error::IoError;
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::IoError;
+use ext4_engine::{BlockDevice, MemDevice};
 use ext4_engine::{Cred, Error, InodeNo, OpenFiles};
+use ext4_engine::{OpenOptions, Volume};
 use ext4_tests::oracle::{tempfile_path, KernelMount};
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 use ext4_tests::writes::{
@@ -57,11 +57,11 @@ fn e2fsck_on(bytes: &[u8], args: &[&str]) -> (i32, String) {
 /// unlike `e2fsck -E journal_only`, leaves the orphans alone).
 fn journal_replayed(bytes: &[u8]) -> Vec<u8> {
     let dev = MemDevice::from_vec(bytes.to_vec());
-    ext4_engine::journal::replay::recover(
+    ext4_engine::journal::recover(
         &dev,
         None,
-        ext4_engine::journal::replay::Policy::Kernel,
-        ext4_engine::volume::DEFAULT_REPLAY_BUDGET,
+        ext4_engine::journal::Policy::Kernel,
+        ext4_engine::DEFAULT_REPLAY_BUDGET,
     )
     .unwrap()
     .expect("the crash left a journal to replay");
@@ -138,15 +138,10 @@ fn unlink_while_held(p: &Profile) {
             .unwrap();
         // Several extents: interleaved writes.
         for k in 0..8u64 {
-            vol.write(
-                InodeNo(a.ino),
-                k * 300_000,
-                &vec![i as u8 + 1; 70_000],
-                &Cred::ROOT,
-            )
-            .unwrap();
+            vol.write(a.ino, k * 300_000, &vec![i as u8 + 1; 70_000], &Cred::ROOT)
+                .unwrap();
         }
-        files.push(InodeNo(a.ino));
+        files.push(a.ino);
     }
     let linked = vol.create(root, b"stays", 0o644, &Cred::ROOT).unwrap();
     for &f in &files {
@@ -156,14 +151,17 @@ fn unlink_while_held(p: &Profile) {
         vol.unlink(root, format!("open-{i}").as_bytes()).unwrap();
     }
     // Held: still there by number, with no links.
-    let a = vol.getattr(files[0].0).unwrap();
+    let a = vol.getattr(files[0]).unwrap();
     assert_eq!(a.nlink, 0);
     let mut buf = vec![0u8; 10];
-    assert_eq!(vol.read(files[0].0, 300_000, &mut buf).unwrap(), 10);
+    assert_eq!(vol.read(files[0], 300_000, &mut buf).unwrap(), 10);
     assert_eq!(buf, vec![1u8; 10]);
     vol.write(files[1], 0, b"still writable", &Cred::ROOT)
         .unwrap();
-    assert!(matches!(vol.lookup_ino(2, b"open-0"), Err(Error::NotFound)));
+    assert!(matches!(
+        vol.lookup_ino(InodeNo::ROOT, b"open-0"),
+        Err(Error::NotFound)
+    ));
     // Not held: gone at once (ESTALE by number, as the kernel answers).
     vol.unlink(root, b"stays").unwrap();
     assert_eq!(vol.getattr(linked.ino), Err(Error::Stale));
@@ -185,11 +183,7 @@ fn unlink_while_held(p: &Profile) {
     {
         let (v2, d2) = open_rw(crashed.clone(), &rw_options());
         for &f in &files {
-            assert_eq!(
-                v2.getattr(f.0),
-                Err(Error::Stale),
-                "orphan {f} freed at open"
-            );
+            assert_eq!(v2.getattr(f), Err(Error::Stale), "orphan {f} freed at open");
         }
         v2.close().unwrap();
         drop(v2);
@@ -227,7 +221,7 @@ fn unlink_while_held(p: &Profile) {
 
     // Released: freed now; a clean close leaves no orphan behind.
     vol.release(files[0]).unwrap();
-    assert_eq!(vol.getattr(files[0].0), Err(Error::Stale));
+    assert_eq!(vol.getattr(files[0]), Err(Error::Stale));
     vol.release(files[1]).unwrap();
     // files[2] is still held at close: the close frees it (the kernel
     // evicts every inode at unmount).
@@ -283,7 +277,7 @@ fn rmdir_while_held() {
     let root = InodeNo::ROOT;
     let before = free_counts(&vol);
     let d = vol.mkdir(root, b"cwd", 0o755, &Cred::ROOT).unwrap();
-    held.0.lock().unwrap().insert(InodeNo(d.ino));
+    held.0.lock().unwrap().insert(d.ino);
     vol.rmdir(root, b"cwd").unwrap();
     let a = vol.getattr(d.ino).unwrap();
     assert_eq!(
@@ -292,16 +286,16 @@ fn rmdir_while_held() {
         "a removed directory is empty and unlinked"
     );
     assert!(matches!(
-        vol.create(InodeNo(d.ino), b"x", 0o644, &Cred::ROOT),
+        vol.create(d.ino, b"x", 0o644, &Cred::ROOT),
         Err(Error::NotFound)
     ));
     vol.commit().unwrap();
     let crashed = dev.snapshot();
-    assert_eq!(fsck_clears(&crashed), vec![d.ino]);
+    assert_eq!(fsck_clears(&crashed), vec![d.ino.0]);
     let (v2, _) = open_rw(crashed, &rw_options());
     assert_eq!(free_counts(&v2), before);
     v2.close().unwrap();
-    vol.release(InodeNo(d.ino)).unwrap();
+    vol.release(d.ino).unwrap();
     assert_eq!(free_counts(&vol), before);
     vol.close().unwrap();
 }
@@ -356,13 +350,13 @@ fn truncate_is_crash_safe() {
     let a = vol
         .create(InodeNo::ROOT, b"big", 0o644, &Cred::ROOT)
         .unwrap();
-    let ino = InodeNo(a.ino);
+    let ino = a.ino;
     // 9,000 one-block extents (every other block): some 110 leaves.
     for k in 0..9000u64 {
         vol.write(ino, k * 2048, &[7u8; 1024], &Cred::ROOT).unwrap();
     }
     vol.commit().unwrap();
-    let whole = vol.getattr(ino.0).unwrap();
+    let whole = vol.getattr(ino).unwrap();
     let first = dev.copies.lock().unwrap().len();
     vol.truncate(ino, 5000).unwrap();
     vol.commit().unwrap();
@@ -386,13 +380,13 @@ fn truncate_is_crash_safe() {
         );
         let ro = Volume::open(MemDevice::from_vec(bytes.clone()), &OpenOptions::default()).unwrap();
         let orphan = ro.sb().last_orphan == ino.0;
-        let size = ro.getattr(ino.0).unwrap().size;
+        let size = ro.getattr(ino).unwrap().size;
         if orphan {
             mid_orphans += 1;
             assert_eq!(size, 5000, "the new size is set first");
         }
         let (v2, d2) = open_rw(bytes, &rw_options());
-        let got = v2.getattr(ino.0).unwrap();
+        let got = v2.getattr(ino).unwrap();
         // Before the truncate's first commit: the whole old file; else the
         // new size with the blocks past it freed (by the open, if the
         // crash came mid-way).
@@ -440,7 +434,7 @@ fn kernel_crash_orphans_cleaned_at_open() {
             let p = m.path().join("held");
             std::fs::write(&p, vec![5u8; 3 << 20]).unwrap();
             let f = std::fs::File::open(&p).unwrap();
-            ino = std::os::unix::fs::MetadataExt::ino(&f.metadata().unwrap()) as u32;
+            ino = InodeNo(std::os::unix::fs::MetadataExt::ino(&f.metadata().unwrap()) as u32);
             std::fs::remove_file(&p).unwrap();
             Command::new("sync").status().unwrap();
             crashed = std::fs::read(&img).unwrap();

@@ -11,10 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::volume::{OpenOptions, Volume, Whence};
-use ext4_engine::write::falloc;
+use ext4_engine::falloc;
+use ext4_engine::FileDevice;
 use ext4_engine::{Cred, InodeNo};
+use ext4_engine::{OpenOptions, Volume, Whence};
 use ext4_tests::oracle::{tempfile_path, KernelMount};
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4, run_ok};
 use ext4_tests::writes::{check_fsck, fixed_now};
@@ -109,7 +109,7 @@ fn big_files_stay_within_the_budgets() {
         within(&format!("{kind}: open"), used);
         let extents = kind == "ext4";
         let a = vol.create(InodeNo(2), b"huge", 0o644, &cred).unwrap();
-        let huge = InodeNo(a.ino);
+        let huge = a.ino;
         if extents {
             let (r, used) = peak_of(|| vol.fallocate(huge, 0, 0, 10 << 30, &cred));
             r.unwrap();
@@ -149,7 +149,7 @@ fn big_files_stay_within_the_budgets() {
         }
         // A byte at 1 TiB.
         let b = vol.create(InodeNo(2), b"sparse", 0o644, &cred).unwrap();
-        let sparse = InodeNo(b.ino);
+        let sparse = b.ino;
         let (r, used) = peak_of(|| vol.write(sparse, (1 << 40) - 1, b"!", &cred));
         assert_eq!(r.unwrap(), 1);
         within(&format!("{kind}: a byte at 1 TiB"), used);

@@ -170,10 +170,7 @@ proptest! {
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ext4_engine::device::{BlockDevice, MemDevice};
-use ext4_engine::error::IoError;
-use ext4_engine::volume::Volume;
-use ext4_engine::{Cred, Error, InodeNo};
+use ext4_engine::{BlockDevice, Cred, Error, InodeNo, IoError, MemDevice, Volume};
 use ext4_tests::oracle::{tempfile_path, KernelMount};
 use ext4_tests::writes::model::name_of;
 use ext4_tests::writes::{
@@ -201,7 +198,7 @@ fn fill_until_enospc() {
         step += 1;
         step
     };
-    let mut last = 0;
+    let mut last = InodeNo::ROOT;
     while !full {
         let op = Op::Create {
             dir: (k % 3) as u8,
@@ -214,7 +211,7 @@ fn fill_until_enospc() {
         apply(&vol, &mut m, &op, tick()).unwrap();
         last = m.dirs[&d][&name_of(k, 0)];
         clock::set(tick());
-        match vol.write(InodeNo(last), 0, &chunk, &user) {
+        match vol.write(last, 0, &chunk, &user) {
             Ok(n) => {
                 *m.data_mut(last) = chunk[..n].to_vec();
                 let bs = m.geo.bs;
@@ -238,9 +235,7 @@ fn fill_until_enospc() {
     );
     clock::set(tick());
     let len = m.data_mut(last).len();
-    let got = vol
-        .write(InodeNo(last), len as u64, &chunk, &Cred::ROOT)
-        .unwrap();
+    let got = vol.write(last, len as u64, &chunk, &Cred::ROOT).unwrap();
     assert!(got > 0, "root may use the reserve");
     m.data_mut(last).extend_from_slice(&chunk[..got]);
     let bs = m.geo.bs;
@@ -369,9 +364,7 @@ fn failing_device_loses_nothing_committed() {
     .unwrap();
     dev.fail.store(true, Ordering::SeqCst);
     let ino = m.dirs[&m.dir_at(2)][&name_of(99, 0)];
-    let e = vol
-        .write(InodeNo(ino), 0, &[1u8; 5000], &Cred::ROOT)
-        .unwrap_err();
+    let e = vol.write(ino, 0, &[1u8; 5000], &Cred::ROOT).unwrap_err();
     assert!(
         matches!(e, Error::Io(_)),
         "a failed data write is reported: {e}"
@@ -432,38 +425,37 @@ fn both_directions_with_the_kernel() {
     // The engine changes it.
     let bytes = std::fs::read(&img).unwrap();
     let (vol, dev) = open_rw(bytes, &rw_options());
-    let h = vol.lookup_ino(2, b"h").unwrap();
+    let h = vol.lookup_ino(InodeNo::ROOT, b"h").unwrap();
     assert!(
         vol.inode(h)
             .unwrap()
-            .has_flag(ext4_engine::inode::flags::INDEX),
+            .has_flag(ext4_engine::inode_flags::INDEX),
         "the kernel indexed h"
     );
     let cred = Cred::ROOT;
     for i in 0..50 {
         let a = vol
-            .create(InodeNo(h), format!("ours-{i}").as_bytes(), 0o644, &cred)
+            .create(h, format!("ours-{i}").as_bytes(), 0o644, &cred)
             .unwrap_or_else(|e| panic!("create in a hash-tree directory: {e}"));
-        vol.write(InodeNo(a.ino), 0, &vec![i as u8 + 1; 3000], &cred)
+        vol.write(a.ino, 0, &vec![i as u8 + 1; 3000], &cred)
             .unwrap();
     }
     for i in (0..400).step_by(7) {
-        vol.unlink(InodeNo(h), format!("kernel-file-{i:04}").as_bytes())
+        vol.unlink(h, format!("kernel-file-{i:04}").as_bytes())
             .unwrap();
     }
-    let big = vol.lookup_ino(2, b"big").unwrap();
-    vol.truncate(InodeNo(big), 1_234_567).unwrap();
-    vol.write(InodeNo(big), 3 << 20, b"appended by the engine", &cred)
+    let big = vol.lookup_ino(InodeNo::ROOT, b"big").unwrap();
+    vol.truncate(big, 1_234_567).unwrap();
+    vol.write(big, 3 << 20, b"appended by the engine", &cred)
         .unwrap();
-    let small = vol.lookup_ino(2, b"small").unwrap();
+    let small = vol.lookup_ino(InodeNo::ROOT, b"small").unwrap();
     vol.unlink(InodeNo(2), b"small").unwrap();
     let _ = small;
     for i in 0..30 {
         let a = vol
             .create(InodeNo(2), format!("root-{i}").as_bytes(), 0o600, &cred)
             .unwrap();
-        vol.write(InodeNo(a.ino), (i * 4096) as u64, b"x", &cred)
-            .unwrap();
+        vol.write(a.ino, (i * 4096) as u64, b"x", &cred).unwrap();
     }
     vol.close().unwrap();
     drop(vol);
@@ -586,7 +578,7 @@ fn contracts() {
     if !require_e2fsprogs() {
         return;
     }
-    use ext4_engine::volume::OpenOptions;
+    use ext4_engine::OpenOptions;
     let bytes = image(&EXT4_DEFAULT);
     // A read-only device refuses a read-write open.
     let ro = Volume::open(
@@ -710,14 +702,16 @@ fn contracts() {
     assert!(matches!(vol.unlink(root, b"lost+found"), Err(Error::IsDir)));
     assert_eq!(vol.statfs().inodes_free, before.inodes_free - 1);
     assert_eq!(vol.sb().block_size, 4096);
-    vol.write(InodeNo(a.ino), 0, &[1u8; 40960], &Cred::ROOT)
-        .unwrap();
+    vol.write(a.ino, 0, &[1u8; 40960], &Cred::ROOT).unwrap();
     assert_eq!(vol.statfs().blocks_free, before.blocks_free - 10);
     assert_eq!(vol.getattr(a.ino).unwrap().blocks, 80);
     vol.unlink(root, b"x").unwrap();
     assert_eq!(vol.statfs().inodes_free, before.inodes_free);
     assert_eq!(vol.statfs().blocks_free, before.blocks_free);
-    assert!(matches!(vol.lookup_ino(2, b"x"), Err(Error::NotFound)));
+    assert!(matches!(
+        vol.lookup_ino(InodeNo::ROOT, b"x"),
+        Err(Error::NotFound)
+    ));
     let dead = vol.inode(a.ino).unwrap();
     assert_eq!((dead.links_count, dead.size, dead.blocks_512), (0, 0, 0));
     assert_ne!(
@@ -755,20 +749,20 @@ fn placement() {
     };
     let (vol, dev) = open_rw(image(&p), &rw_options());
     let ipg = vol.sb().inodes_per_group;
-    let group = |ino: u32| (ino - 1) / ipg;
-    let d1 = vol.lookup_ino(2, b"d1").unwrap();
+    let group = |ino: InodeNo| (ino.0 - 1) / ipg;
+    let d1 = vol.lookup_ino(InodeNo::ROOT, b"d1").unwrap();
     assert!(vol.sb().group_count >= 4);
     {
         let mut h = vol.begin(16).unwrap();
         let top = vol.alloc_inode(&mut h, InodeNo(2), true).unwrap();
         assert_ne!(
-            group(top.0),
-            group(2),
+            group(top),
+            group(InodeNo::ROOT),
             "a top-level directory goes to a group with fewer directories"
         );
-        let file = vol.alloc_inode(&mut h, InodeNo(d1), false).unwrap();
+        let file = vol.alloc_inode(&mut h, d1, false).unwrap();
         assert_eq!(
-            group(file.0),
+            group(file),
             group(d1),
             "a file goes to its directory's group"
         );
@@ -776,10 +770,10 @@ fn placement() {
         vol.free_inode(&mut h, top, true).unwrap();
         vol.free_inode(&mut h, file, false).unwrap();
     }
-    let a = vol.create(InodeNo(d1), b"seq", 0o644, &Cred::ROOT).unwrap();
+    let a = vol.create(d1, b"seq", 0o644, &Cred::ROOT).unwrap();
     let piece = vec![7u8; 64 << 10];
     for k in 0..16u64 {
-        vol.write(InodeNo(a.ino), k * piece.len() as u64, &piece, &Cred::ROOT)
+        vol.write(a.ino, k * piece.len() as u64, &piece, &Cred::ROOT)
             .unwrap();
     }
     let inode = vol.inode(a.ino).unwrap();
@@ -813,7 +807,7 @@ fn freed_blocks_stay_busy_until_commit() {
     let (vol, _dev) = open_rw(image(&EXT4_1K), &rw_options());
     let root = InodeNo(2);
     let a = vol.create(root, b"a", 0o644, &Cred::ROOT).unwrap();
-    vol.write(InodeNo(a.ino), 0, &vec![1u8; 64 << 10], &Cred::ROOT)
+    vol.write(a.ino, 0, &vec![1u8; 64 << 10], &Cred::ROOT)
         .unwrap();
     vol.commit().unwrap();
     let old = vol
@@ -823,7 +817,7 @@ fn freed_blocks_stay_busy_until_commit() {
     vol.unlink(root, b"a").unwrap();
     let b = vol.create(root, b"b", 0o644, &Cred::ROOT).unwrap();
     // Same goal as a's: its group's first free blocks are a's old ones.
-    vol.write(InodeNo(b.ino), 0, &vec![2u8; 64 << 10], &Cred::ROOT)
+    vol.write(b.ino, 0, &vec![2u8; 64 << 10], &Cred::ROOT)
         .unwrap();
     let new = vol
         .last_extent(&vol.inode(b.ino).unwrap())
@@ -837,7 +831,7 @@ fn freed_blocks_stay_busy_until_commit() {
     );
     vol.commit().unwrap();
     let c = vol.create(root, b"c", 0o644, &Cred::ROOT).unwrap();
-    vol.write(InodeNo(c.ino), 0, &vec![3u8; 64 << 10], &Cred::ROOT)
+    vol.write(c.ino, 0, &vec![3u8; 64 << 10], &Cred::ROOT)
         .unwrap();
     let reused = vol
         .last_extent(&vol.inode(c.ino).unwrap())
@@ -864,7 +858,7 @@ fn both_directions_every_feature() {
     if !require_e2fsprogs() || !require_kernel_ext4() {
         return;
     }
-    use ext4_engine::write::falloc;
+    use ext4_engine::falloc;
     use ext4_tests::snapshot::{
         diff, engine_snapshot, format_diffs, host_snapshot, Compare, WalkOptions, ALL_FIELDS,
     };
@@ -914,23 +908,23 @@ fn both_directions_every_feature() {
         check_fsck(&img).unwrap_or_else(|e| panic!("{}: kernel-written: {e}", p.name));
         let (vol, dev) = open_rw(std::fs::read(&img).unwrap(), &rw_options());
         let cred = Cred::ROOT;
-        let h = InodeNo(vol.lookup_ino(2, b"h").unwrap());
+        let h = vol.lookup_ino(InodeNo::ROOT, b"h").unwrap();
         for i in 0..40 {
             let a = vol
                 .create(h, format!("ours-{i}").as_bytes(), 0o644, &cred)
                 .unwrap_or_else(|e| panic!("{}: create in h: {e}", p.name));
-            vol.write(InodeNo(a.ino), 0, &vec![i as u8 + 1; 50 * i], &cred)
+            vol.write(a.ino, 0, &vec![i as u8 + 1; 50 * i], &cred)
                 .unwrap();
         }
         for i in (0..300).step_by(7) {
             vol.unlink(h, format!("kernel-file-{i:04}").as_bytes())
                 .unwrap();
         }
-        let ino = |n: &[u8]| InodeNo(vol.lookup_ino(2, n).unwrap());
+        let ino = |n: &[u8]| vol.lookup_ino(InodeNo::ROOT, n).unwrap();
         // Inline files grow in place and out of the inode.
-        let k3 = InodeNo(vol.lookup_ino(h.0, b"kernel-file-0003").unwrap());
+        let k3 = vol.lookup_ino(h, b"kernel-file-0003").unwrap();
         vol.write(k3, 25, &[9u8; 70], &cred).unwrap();
-        let k5 = InodeNo(vol.lookup_ino(h.0, b"kernel-file-0005").unwrap());
+        let k5 = vol.lookup_ino(h, b"kernel-file-0005").unwrap();
         vol.write(k5, 40, &[8u8; 300], &cred).unwrap();
         let big = ino(b"big");
         vol.truncate(big, 1_234_567).unwrap();
@@ -970,13 +964,8 @@ fn both_directions_every_feature() {
             let a = vol
                 .create(InodeNo(2), format!("root-{i}").as_bytes(), 0o600, &cred)
                 .unwrap();
-            vol.write(
-                InodeNo(a.ino),
-                (i * 4096) as u64,
-                &vec![3u8; i * 999 + 1],
-                &cred,
-            )
-            .unwrap();
+            vol.write(a.ino, (i * 4096) as u64, &vec![3u8; i * 999 + 1], &cred)
+                .unwrap();
         }
         vol.close().unwrap();
         drop(vol);

@@ -103,13 +103,10 @@ fn inputs() -> Vec<Input> {
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     };
-    let corpus = list(&corpus_dir(), &|n| n.ends_with(".img.gz"));
-    if corpus.is_empty() {
-        skip(&format!(
-            "no e2fsprogs corpus at {}: regression inputs only",
-            corpus_dir().display()
-        ));
-    }
+    let corpus = match corpus_dir() {
+        Some(dir) => list(&dir, &|n| n.ends_with(".img.gz")),
+        None => Vec::new(),
+    };
     let regressions = list(&regressions_dir(), &|n| !n.ends_with(".sh"));
     assert!(
         regressions.len() >= 10,

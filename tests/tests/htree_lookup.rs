@@ -3,50 +3,23 @@
 //! mke2fs put there and nothing else.
 
 use std::path::Path;
-use std::process::Command;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::{OpenOptions, Volume, ROOT_INO};
-
-/// Unmounts when dropped, so a failing test leaves no mount behind.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use ext4_engine::FileDevice;
+use ext4_engine::{InodeNo, OpenOptions, Volume};
+use ext4_tests::oracle::{debugfs, mke2fs, KernelMount};
+use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 
 /// An empty image filled by the kernel's ext4 (mke2fs -d is slow for big
 /// directories), so the hash tree is the kernel's own.
-fn build(dir: &Path, img: &Path, entries: usize, extra: &str) {
-    let mut cmd = Command::new("mke2fs");
-    cmd.args([
-        "-q",
-        "-F",
-        "-t",
-        "ext4",
-        "-b",
-        "1024",
-        "-N",
-        &(entries + 64).to_string(),
-    ]);
+fn build(img: &Path, entries: usize, extra: &str) {
+    let n = (entries + 64).to_string();
+    let mut args = vec!["-t", "ext4", "-b", "1024", "-N", &n];
     if !extra.is_empty() {
-        cmd.args(["-O", extra]);
+        args.extend(["-O", extra]);
     }
-    let ok = cmd.arg(img).arg("128M").status().expect("mke2fs runs");
-    assert!(ok.success(), "mke2fs failed");
-    let mnt = dir.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let ok = Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(img)
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "mounting the image with the kernel failed");
-    let guard = Mounted(mnt.clone());
-    let big = mnt.join("big");
+    mke2fs(img, &args, None, "128M");
+    let m = KernelMount::mount(img, false, "").expect("mount rw");
+    let big = m.path().join("big");
     std::fs::create_dir(&big).unwrap();
     for i in 0..entries {
         // Long names make many leaf blocks, and a two-level tree.
@@ -56,10 +29,13 @@ fn build(dir: &Path, img: &Path, entries: usize, extra: &str) {
         )
         .unwrap();
     }
-    drop(guard);
+    m.unmount().expect("unmount");
 }
 
 fn check(extra: &str, entries: usize) {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
     let tmp = std::env::temp_dir().join(format!(
         "ext4-htree-{}-{}",
         std::process::id(),
@@ -68,15 +44,10 @@ fn check(extra: &str, entries: usize) {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     let img = tmp.join("img");
-    build(&tmp, &img, entries, extra);
+    build(&img, entries, extra);
 
     // The oracle: debugfs says the directory is indexed and how deep.
-    let out = Command::new("debugfs")
-        .args(["-R", "htree_dump /big"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    let dump = String::from_utf8_lossy(&out.stdout);
+    let dump = debugfs(&img, "htree_dump /big").unwrap();
     assert!(
         dump.contains("Indirect levels: 1"),
         "expected a two-level hash tree, debugfs says:\n{}",
@@ -88,7 +59,7 @@ fn check(extra: &str, entries: usize) {
         &OpenOptions::default(),
     )
     .unwrap();
-    let big = vol.lookup_ino(ROOT_INO, b"big").unwrap();
+    let big = vol.lookup_ino(InodeNo::ROOT, b"big").unwrap();
     let size = vol.getattr(big).unwrap().size;
     let dir_blocks = size / 1024;
     assert!(

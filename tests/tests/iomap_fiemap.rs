@@ -30,17 +30,19 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::mapping_cache::{MapType, Mapping, DEV_NULL};
-use ext4_engine::volume::{OpenOptions, Volume};
-use ext4_engine::{Error, FileType};
+use ext4_engine::FileDevice;
+use ext4_engine::{Error, FileType, InodeNo};
+use ext4_engine::{OpenOptions, Volume};
 use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::kwimage::{
     clip, engine_segs, kernel_fiemap, kernel_segs, kw_image, merge, random_bytes, segs_differ,
     write_at, KwPlan, KW_1K, KW_4K,
 };
-use ext4_tests::oracle::{debugfs_extent_count, debugfs_extent_depth, tempfile_path, KernelMount};
+use ext4_tests::oracle::{
+    debugfs_extent_count, debugfs_extent_depth, mke2fs, tempfile_path, KernelMount,
+};
 use ext4_tests::rng::Rng;
 use ext4_tests::snapshot::engine_resolve;
 use ext4_tests::util::{fnv64, page_size, require_e2fsprogs, require_kernel_ext4, run, run_ok};
@@ -128,7 +130,7 @@ impl<'a> Checker<'a> {
 
     /// The engine's whole-file walk, checked for the rules and for tiling
     /// `0..eof` without gaps.
-    fn walk(&mut self, name: &str, ino: u32, eof: u64) -> Option<Vec<Mapping>> {
+    fn walk(&mut self, name: &str, ino: InodeNo, eof: u64) -> Option<Vec<Mapping>> {
         let mut maps: Vec<Mapping> = Vec::new();
         let mut problems = Vec::new();
         let (bs, maxbytes) = (self.bs, self.maxbytes);
@@ -166,7 +168,7 @@ impl<'a> Checker<'a> {
     }
 
     /// `iomap_begin` from `from` up to `limit` (for what lies past EOF).
-    fn walk_range(&mut self, name: &str, ino: u32, from: u64, limit: u64) -> Vec<Mapping> {
+    fn walk_range(&mut self, name: &str, ino: InodeNo, from: u64, limit: u64) -> Vec<Mapping> {
         let mut out = Vec::new();
         let mut pos = from;
         while pos < limit && out.len() < MAX_MAPPINGS {
@@ -189,7 +191,7 @@ impl<'a> Checker<'a> {
     }
 
     /// Check one regular file: `ino` in the image, `oracle` outside.
-    fn file(&mut self, name: &str, ino: u32, oracle: &Oracle) {
+    fn file(&mut self, name: &str, ino: InodeNo, oracle: &Oracle) {
         self.stats.files += 1;
         let attr = match self.vol.getattr(ino) {
             Ok(a) => a,
@@ -264,7 +266,7 @@ impl<'a> Checker<'a> {
 
     /// Bytes at every mapped address equal the outside reading; holes and
     /// unwritten ranges read as zeros (sampled when large).
-    fn bytes(&mut self, name: &str, ino: u32, f: &File, size: u64, maps: &[Mapping]) {
+    fn bytes(&mut self, name: &str, ino: InodeNo, f: &File, size: u64, maps: &[Mapping]) {
         const CH: u64 = 1 << 20;
         for m in maps {
             let end = (m.offset + m.length).min(size);
@@ -336,7 +338,7 @@ impl<'a> Checker<'a> {
             }
         }
         let total: u64 = runs.iter().map(|r| r.1 - r.0).sum();
-        let mut rng = Rng::new(size ^ ino as u64);
+        let mut rng = Rng::new(size ^ ino.0 as u64);
         for (a, b) in runs {
             let mut spots = Vec::new();
             if total <= 16 * CH {
@@ -373,9 +375,9 @@ impl<'a> Checker<'a> {
 
     /// Random `iomap_begin` calls: the rules, agreement with the walk
     /// (`all` tiles `0..` its end), refused writes.
-    fn probe(&mut self, name: &str, ino: u32, eof: u64, inline: bool, all: &[Mapping]) {
+    fn probe(&mut self, name: &str, ino: InodeNo, eof: u64, inline: bool, all: &[Mapping]) {
         let bs = self.bs;
-        let mut rng = Rng::new(ino as u64 ^ fnv64(name.as_bytes()));
+        let mut rng = Rng::new(ino.0 as u64 ^ fnv64(name.as_bytes()));
         let covered = all.last().map_or(0, |m| m.offset + m.length);
         let n = if eof == 0 { 4 } else { self.probes };
         let flag_sets = [
@@ -530,7 +532,7 @@ fn check_mounted(img: &Path, title: &str, probes: usize) {
     let t = Instant::now();
     for (path, ino) in regular_files(m.path()) {
         // The kernel's inode numbers are the ext4 ones.
-        let ino = u32::try_from(ino).expect("ext4 inode number");
+        let ino = InodeNo(u32::try_from(ino).expect("ext4 inode number"));
         let host = m.path().join(path.trim_start_matches('/'));
         let t1 = Instant::now();
         c.file(&path, ino, &Oracle::Kernel(host));
@@ -607,7 +609,7 @@ fn inline_past_eof_answers_cover_pos() {
     let mut bad = Vec::new();
     let mut inline = 0;
     for (path, ino) in regular_files(m.path()) {
-        let ino = ino as u32;
+        let ino = InodeNo(ino as u32);
         let a = vol.getattr(ino).unwrap();
         if a.flags & EXT4_INLINE_DATA_FL == 0 {
             continue;
@@ -683,7 +685,7 @@ fn testbed_detects_wrong_mappings() {
         let f = File::open(m.path().join(path)).unwrap();
         let eof = f.metadata().unwrap().len().div_ceil(bs) * bs;
         let k = merge(&clip(&kernel_segs(&kernel_fiemap(&f).unwrap(), bs), 0, eof));
-        let ino = f.metadata().unwrap().ino() as u32;
+        let ino = InodeNo(f.metadata().unwrap().ino() as u32);
         let mut maps = Vec::new();
         vol.mappings(ino, DEV, &mut |x| {
             maps.push(*x);
@@ -723,7 +725,7 @@ fn testbed_detects_wrong_mappings() {
     // And the byte check notices an address off by one block.
     let mut c = Checker::new(&vol, &img);
     let host = m.path().join("frag/f1");
-    c.bytes("f1", 0, &File::open(&host).unwrap(), eof, &maps);
+    c.bytes("f1", InodeNo(0), &File::open(&host).unwrap(), eof, &maps);
     assert_eq!(c.errs.len(), 1, "{:?}", c.errs);
 }
 
@@ -750,12 +752,7 @@ fn sparse_indirect(bs: u32) {
     }
     let img = tempfile_path(&format!("sparse-indirect-{bs}"));
     let _ = fs::remove_file(&img);
-    run_ok(
-        Command::new("mke2fs")
-            .args(["-F", "-q", "-t", "ext3", "-b", &bs.to_string()])
-            .arg(&img)
-            .arg("64M"),
-    );
+    mke2fs(&img, &["-t", "ext3", "-b", &bs.to_string()], None, "64M");
     let m = KernelMount::mount(&img, false, "").expect("mount rw");
     let root = m.path().to_path_buf();
     let mut rng = Rng::new(bs as u64);
@@ -798,7 +795,7 @@ fn sparse_indirect(bs: u32) {
     for name in ["sparse", "late", "one", "edges"] {
         let host = m.path().join(name);
         let f = File::open(&host).unwrap();
-        let ino = u32::try_from(f.metadata().unwrap().ino()).unwrap();
+        let ino = InodeNo(u32::try_from(f.metadata().unwrap().ino()).unwrap());
         let attr = vol.getattr(ino).unwrap();
         assert_eq!(attr.flags & 0x80000, 0, "{name}: uses extents");
         // FIEMAP comparison, bytes, probes, past-EOF answers: the shared
@@ -928,13 +925,12 @@ fn iomap_config_vs_kernel() {
             }
         }
         let _rm = Rm(img.clone());
-        let mut c = Command::new("mke2fs");
-        c.args(["-F", "-q", "-t", fs_type, "-b", &bs.to_string()])
-            .args(["-I", &isize.to_string()]);
+        let (b, i) = (bs.to_string(), isize.to_string());
+        let mut args = vec!["-t", fs_type, "-b", &b, "-I", &i];
         if !features.is_empty() {
-            c.arg("-O").arg(features);
+            args.extend(["-O", features]);
         }
-        run_ok(c.arg(&img).arg("64M"));
+        mke2fs(&img, &args, None, "64M");
         let vol = ext4_tests::open_engine(&img).unwrap();
         let cfg = vol.iomap_config();
         let dump_bs: u32 = dumpe2fs_field(&img, "Block size").parse().unwrap();
@@ -1029,7 +1025,6 @@ fn iomap_config_vs_kernel() {
 
 // ------------------------------------------------------------------ corpus
 
-const CORPUS: &str = "/work/shared/corpus/e2fsprogs";
 const CORPUS_MAPPINGS_PER_FILE: usize = 100_000;
 const CORPUS_IMAGE_SECONDS: u64 = 20;
 
@@ -1053,7 +1048,7 @@ fn corpus_walk(img: &Path) -> (Vec<String>, usize) {
     let maxbytes = vol.maxbytes();
     let deadline = Instant::now() + Duration::from_secs(CORPUS_IMAGE_SECONDS / 2);
     let inodes = vol.sb().inodes_count.min(200_000);
-    for ino in 1..=inodes {
+    for ino in (1..=inodes).map(InodeNo) {
         if Instant::now() > deadline {
             break;
         }
@@ -1072,7 +1067,7 @@ fn corpus_walk(img: &Path) -> (Vec<String>, usize) {
             n < CORPUS_MAPPINGS_PER_FILE && Instant::now() < deadline
         });
         answers += n;
-        let mut rng = Rng::new(ino as u64);
+        let mut rng = Rng::new(ino.0 as u64);
         let eof = a.size.div_ceil(bs) * bs;
         for i in 0..8 {
             let pos = match i {
@@ -1102,26 +1097,18 @@ fn corpus_walk(img: &Path) -> (Vec<String>, usize) {
 /// kernel's rules.
 #[test]
 fn corpus_never_breaks_the_rules() {
-    let dir = Path::new(CORPUS);
-    let Ok(rd) = fs::read_dir(dir) else {
-        ext4_tests::util::skip(&format!("no corpus at {CORPUS}"));
+    let Some(dir) = ext4_tests::util::corpus_dir() else {
         return;
     };
+    let rd = fs::read_dir(&dir).expect("read the corpus directory");
     let mut imgs: Vec<PathBuf> = rd
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().ends_with(".img.gz"))
         .collect();
     imgs.sort();
-    let tmp = tempfile_path("iomap-corpus");
-    fs::create_dir_all(&tmp).unwrap();
-    struct RmDir(PathBuf);
-    impl Drop for RmDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-    let _rm = RmDir(tmp.clone());
+    let scratch = ext4_tests::oracle::Scratch::new("iomap-corpus");
+    let tmp = scratch.path();
     let mut failures = Vec::new();
     let mut total = 0usize;
     let t = Instant::now();
@@ -1184,7 +1171,7 @@ fn tiny_cache_budget_10k_extents() {
     let host = m.path().join("frag/f0");
     let f = File::open(&host).unwrap();
     let md = f.metadata().unwrap();
-    let ino = md.ino() as u32;
+    let ino = InodeNo(md.ino() as u32);
     let kexts = kernel_fiemap(&f).unwrap();
     assert!(
         kexts.len() >= 10_000,

@@ -20,11 +20,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ext4_engine::file_device::FileDevice;
-use ext4_engine::journal::format::feature;
 use ext4_engine::journal::{self, Policy};
-use ext4_engine::volume::{OpenOptions, Recovery, Volume};
-use ext4_engine::BlockDevice;
+use ext4_engine::test_support::journal_format::feature;
+use ext4_engine::{
+    BlockDevice, FileBlock, FileDevice, InodeNo, OpenOptions, Recovery, Run, Volume,
+};
 use ext4_tests::crash::{crash_image, crash_spec, logdump_escapes, CrashImage, Workload};
 use ext4_tests::jbuild::{base_image, file_blocks, Commit, JournalWriter, Transaction};
 use ext4_tests::oracle::{e2fsck_check, tempfile_path, KernelMount, LoopDevice};
@@ -234,7 +234,9 @@ fn check(name: &str) {
         // Some file data must come from the journal, or data=journal is
         // not exercised: a data block of some file is replayed.
         let data_replayed = ours.entries.values().any(|e| {
-            e.kind == Kind::File && e.size > 0 && data_blocks_replayed(&vol, e.ino as u32, bs)
+            e.kind == Kind::File
+                && e.size > 0
+                && data_blocks_replayed(&vol, InodeNo(e.ino as u32), bs)
         });
         if !data_replayed {
             report.fail(
@@ -478,18 +480,18 @@ fn compare_with_e2fsck(report: &mut Report, e: &CrashImage, ours: &Snapshot, all
 }
 
 /// Whether any block of inode `ino`'s data is replayed in memory.
-fn data_blocks_replayed(vol: &Volume<FileDevice>, ino: u32, bs: u64) -> bool {
+fn data_blocks_replayed(vol: &Volume<FileDevice>, ino: InodeNo, bs: u64) -> bool {
     let Ok(inode) = vol.inode(ino) else {
         return false;
     };
     let blocks = inode.size.div_ceil(bs);
     let mut l = 0;
     while l < blocks {
-        let Ok(run) = vol.map_block(&inode, l) else {
+        let Ok(run) = vol.map_block(&inode, FileBlock(l as u32)) else {
             return false;
         };
-        if let ext4_engine::blockmap::Run::Mapped { pblk, len, .. } = run {
-            if vol.replayed_in(ext4_engine::PhysBlock(pblk), len) {
+        if let Run::Mapped { pblk, len, .. } = run {
+            if vol.replayed_in(pblk, len) {
                 return true;
             }
         }
@@ -685,7 +687,9 @@ fn e2fsprogs_journal_images() {
     if !require_e2fsprogs() || !require_kernel_ext4() {
         return;
     }
-    let dir = ext4_tests::util::corpus_dir();
+    let Some(dir) = ext4_tests::util::corpus_dir() else {
+        return;
+    };
     let manifest = fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap_or_default();
     let mut names: Vec<String> = fs::read_dir(&dir)
         .into_iter()

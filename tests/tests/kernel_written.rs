@@ -215,8 +215,9 @@ fn compare(img: &Path, name: &str, sample: Sample) {
         ignore_paths: &[],
     };
     report.section("engine vs kernel", diff(&k, &e, &cmp), k.entries.len());
-    let read =
-        |_: &str, x: &ext4_tests::snapshot::Entry| engine_read_all(&vol, x.ino as u32, x.size);
+    let read = |_: &str, x: &ext4_tests::snapshot::Entry| {
+        engine_read_all(&vol, ext4_engine::InodeNo(x.ino as u32), x.size)
+    };
     let (diffs, checks) = debugfs_compare(img, &e, &sample, FlagsView::Raw, &read);
     report.section("engine vs debugfs", diffs, checks);
     drop(m);

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ext4_engine::iomap::op;
 use ext4_engine::{BlockDevice, IoError, OpenOptions, Volume};
@@ -63,20 +62,7 @@ pub fn cached_image(name: &str, args: &[&str], size: &str, fill: impl FnOnce(&Pa
     // Built under another name and renamed: an interrupted build leaves
     // no image that looks finished.
     let tmp = dir.join("image.tmp");
-    let out = Command::new("mke2fs")
-        .args(["-F", "-q"])
-        .args(args)
-        .arg("-d")
-        .arg(&src)
-        .arg(&tmp)
-        .arg(size)
-        .output()
-        .expect("run mke2fs (e2fsprogs needed)");
-    assert!(
-        out.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ext4_tests::oracle::mke2fs(&tmp, args, Some(&src), size);
     std::fs::rename(&tmp, &img).expect("rename image");
     let _ = std::fs::remove_dir_all(&src);
     img
@@ -104,7 +90,13 @@ pub fn randoms(n: usize, below: u64, mut s: u64) -> Vec<u64> {
 
 /// A FIEMAP-style walk by `iomap_begin` (REPORT) from `from` up to `end`,
 /// at most `max` calls; returns the number of calls made.
-pub fn iomap_walk(vol: &Volume<FileDev>, ino: u32, from: u64, end: u64, max: u64) -> u64 {
+pub fn iomap_walk(
+    vol: &Volume<FileDev>,
+    ino: ext4_engine::InodeNo,
+    from: u64,
+    end: u64,
+    max: u64,
+) -> u64 {
     let (mut pos, mut n) = (from, 0);
     while pos < end && n < max {
         let (m, _) = vol

@@ -18,7 +18,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::features::{compat, incompat, ro_compat};
 use crate::inode::{flags, Inode};
-use crate::numbers::PhysBlock;
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::superblock::{RawSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 use crate::volume::Volume;
 
@@ -98,7 +98,7 @@ impl<'a, D: BlockDevice> Log<'a, D> {
                     "the journal is in an inode of the filesystem, not on an external device",
                 );
             }
-            let inode = vol.inode(ino)?;
+            let inode = vol.inode(InodeNo(ino))?;
             if inode.links_count == 0 {
                 return bad("the journal inode is deleted (link count 0)");
             }
@@ -219,15 +219,15 @@ impl<'a, D: BlockDevice> Log<'a, D> {
                 if n32 >= lo && n32 - lo < len {
                     p + (n32 - lo) as u64
                 } else {
-                    match vol.map_block(inode, n) {
+                    match vol.map_block(inode, FileBlock(n32)) {
                         Ok(Run::Mapped {
                             pblk,
                             len,
                             unwritten: false,
                         }) => {
                             let len = len.min(u32::MAX as u64) as u32;
-                            self.run.set((n32, pblk, len));
-                            pblk
+                            self.run.set((n32, pblk.0, len));
+                            pblk.0
                         }
                         // A hole or an unwritten extent: the kernel's bmap
                         // finds no block there.
@@ -301,6 +301,7 @@ impl<'a, D: BlockDevice> Log<'a, D> {
     }
 
     /// The device block of log block `n`, for messages.
+    #[allow(dead_code)]
     pub fn physical(&self, n: u64) -> Option<PhysBlock> {
         self.location(n)
             .ok()

@@ -19,26 +19,26 @@
 //!   transactions commit (with [`ring`], where the log blocks are, and
 //!   [`live`], what the live log holds).
 
-pub mod fast_commit;
+mod fast_commit;
+#[doc(hidden)]
 pub mod format;
-pub mod info;
-pub mod live;
-pub mod log;
-pub mod overlay;
-pub mod replay;
-pub mod ring;
-pub mod scan;
-pub mod writer;
+mod info;
+mod live;
+pub(crate) mod log;
+pub(crate) mod overlay;
+pub(crate) mod replay;
+mod ring;
+mod scan;
+pub(crate) mod writer;
 
 use core::fmt;
 
 use crate::error::IoError;
 use crate::numbers::PhysBlock;
 
-pub use format::JournalSuperblock;
-pub use overlay::Overlaid;
+pub use info::JournalInfo;
 pub use replay::{recover, Policy, Recovered};
-pub use scan::{Plan, ReplayStats};
+pub use scan::ReplayStats;
 
 /// Why the journal cannot be replayed (or read). Log block numbers are
 /// counted from the journal's start, as `debugfs logdump` prints them.

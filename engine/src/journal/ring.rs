@@ -104,11 +104,6 @@ impl Ring {
         self.locate(0).0
     }
 
-    /// Device block of log position `n`.
-    pub fn device_block(&self, n: u32) -> u64 {
-        self.locate(n).0
-    }
-
     /// Write `data` (whole blocks) to the log from position `at` on,
     /// wrapping at the ring's end, one device request per contiguous piece.
     pub fn write(&self, dev: &dyn BlockDevice, at: u32, data: &[u8]) -> Result<(), IoError> {
@@ -184,7 +179,7 @@ mod tests {
             10,
         );
         assert_eq!(r.superblock(), 10);
-        assert_eq!(r.device_block(7), 31);
+        assert_eq!(r.locate(7).0, 31);
         let dev = MemDevice::new(64 << 10);
         let data: Vec<u8> = (0..5u8).flat_map(|k| [k + 1; 1024]).collect();
         // Positions 8, 9, then 1, 2, 3.

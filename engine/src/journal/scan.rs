@@ -116,6 +116,7 @@ pub struct Plan {
     /// (`j_failed_commit`): replay stopped before it.
     pub failed_commit: Option<u32>,
     /// `s_sequence` as found.
+    #[allow(dead_code)]
     pub sequence: u32,
 }
 
@@ -136,6 +137,7 @@ impl Plan {
 
     /// Whether the kernel's ext4 would mount after this recovery: no
     /// error and no corrupt transaction.
+    #[allow(dead_code)]
     pub fn clean(&self) -> bool {
         self.error.is_none() && self.failed_commit.is_none()
     }

@@ -9,13 +9,14 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use hashbrown::HashMap;
 use spin::RwLock;
 
-use super::inode_cache::InodeCache;
+use super::inode_mappings::InodeMappings;
 use super::record::{BadRecord, MapType, Mapping};
 use super::{Fork, Lookup};
 use crate::error::{Error, Object};
+use crate::numbers::InodeNo;
 
 struct Entry {
-    cache: InodeCache,
+    cache: InodeMappings,
     /// Last use. Lookups store into it under the shared lock.
     stamp: AtomicU64,
     /// The stamp under which the entry sits in the LRU index.
@@ -27,13 +28,13 @@ struct Entry {
 /// Budget charge of an inode besides its forks: its hash table slot (with
 /// load-factor slack) and its LRU index entry (with B-tree node slack).
 pub const INODE_OVERHEAD: usize =
-    2 * core::mem::size_of::<(u64, Entry)>() + 3 * core::mem::size_of::<(u64, u64)>();
+    2 * core::mem::size_of::<(InodeNo, Entry)>() + 3 * core::mem::size_of::<(u64, InodeNo)>();
 
 struct State {
-    inodes: HashMap<u64, Entry>,
+    inodes: HashMap<InodeNo, Entry>,
     /// (stamp, ino), oldest first. Lookups cannot reorder it under a shared
     /// lock, so it is lazy: eviction re-files an entry whose stamp moved.
-    lru: BTreeSet<(u64, u64)>,
+    lru: BTreeSet<(u64, InodeNo)>,
     /// Use clock. Changes take two ticks (their own odd stamp, then an even
     /// one lookups share), so a lookup always ranks after earlier changes.
     tick: u64,
@@ -52,15 +53,15 @@ pub struct MappingCache {
     budget: usize,
 }
 
-fn corrupt(ino: u64, e: BadRecord) -> Error {
+fn corrupt(ino: InodeNo, e: BadRecord) -> Error {
     Error::Corrupt {
-        object: Object::Inode(u32::try_from(ino).unwrap_or(u32::MAX)),
+        object: Object::Inode(ino),
         what: e.0,
     }
 }
 
 impl State {
-    fn drop_entry(&mut self, ino: u64) {
+    fn drop_entry(&mut self, ino: InodeNo) {
         if let Some(e) = self.inodes.remove(&ino) {
             self.lru.remove(&(e.indexed, ino));
             self.used -= e.bytes;
@@ -121,7 +122,7 @@ impl MappingCache {
     /// The mapping covering `off`, or a miss naming the next mapping. An
     /// inode that is not cached misses in both forks (never `NoFork`: its
     /// write fork may have been dropped, not known absent).
-    pub fn lookup(&self, ino: u64, fork: Fork, off: u64) -> Lookup {
+    pub fn lookup(&self, ino: InodeNo, fork: Fork, off: u64) -> Lookup {
         let st = self.state.read();
         match st.inodes.get(&ino) {
             None => Lookup::Miss { next: None },
@@ -135,19 +136,24 @@ impl MappingCache {
     }
 
     /// The inode's counter, if it is cached: compare with a `Hit` cookie.
-    pub fn seq(&self, ino: u64) -> Option<u64> {
+    pub fn seq(&self, ino: InodeNo) -> Option<u64> {
         self.state.read().inodes.get(&ino).map(|e| e.cache.seq())
     }
 
     /// Runs `f` on an inode's cache under the shared lock (for walks such as
     /// SEEK_DATA or FIEMAP over the cached mappings).
-    pub fn with_inode<R>(&self, ino: u64, f: impl FnOnce(&InodeCache) -> R) -> Option<R> {
+    pub fn with_inode<R>(&self, ino: InodeNo, f: impl FnOnce(&InodeMappings) -> R) -> Option<R> {
         let st = self.state.read();
         st.inodes.get(&ino).map(|e| f(&e.cache))
     }
 
     /// Runs one change under the exclusive lock, then settles the budget.
-    fn change<R>(&self, ino: u64, create: bool, f: impl FnOnce(&mut InodeCache) -> R) -> Option<R> {
+    fn change<R>(
+        &self,
+        ino: InodeNo,
+        create: bool,
+        f: impl FnOnce(&mut InodeMappings) -> R,
+    ) -> Option<R> {
         let mut st = self.state.write();
         let st = &mut *st;
         st.tick += 1;
@@ -161,7 +167,7 @@ impl MappingCache {
             None if create && INODE_OVERHEAD <= self.budget => {
                 st.used += INODE_OVERHEAD;
                 st.inodes.entry(ino).or_insert(Entry {
-                    cache: InodeCache::with_seq(st.seq_floor),
+                    cache: InodeMappings::with_seq(st.seq_floor),
                     stamp: AtomicU64::new(stamp),
                     indexed: stamp,
                     bytes: INODE_OVERHEAD,
@@ -203,7 +209,7 @@ impl MappingCache {
 
     /// Adds a mapping into a hole of the fork (overlap: `Error::Corrupt`,
     /// nothing changed). May silently not cache it when over budget.
-    pub fn add(&self, ino: u64, fork: Fork, rec: Mapping) -> Result<(), Error> {
+    pub fn add(&self, ino: InodeNo, fork: Fork, rec: Mapping) -> Result<(), Error> {
         let create = Self::precheck(fork, &rec).map_err(|e| corrupt(ino, e))?;
         self.change(ino, create, |c| c.add(fork, rec))
             .unwrap_or(Ok(()))
@@ -211,12 +217,12 @@ impl MappingCache {
     }
 
     /// Forgets a file range of one fork.
-    pub fn remove(&self, ino: u64, fork: Fork, off: u64, len: u64) {
+    pub fn remove(&self, ino: InodeNo, fork: Fork, off: u64, len: u64) {
         self.change(ino, false, |c| c.remove(fork, off, len));
     }
 
     /// Replaces whatever the fork holds over `rec`'s range with `rec`.
-    pub fn upsert(&self, ino: u64, fork: Fork, rec: Mapping) -> Result<(), Error> {
+    pub fn upsert(&self, ino: InodeNo, fork: Fork, rec: Mapping) -> Result<(), Error> {
         let create = Self::precheck(fork, &rec).map_err(|e| corrupt(ino, e))?;
         self.change(ino, create, |c| c.upsert(fork, rec))
             .unwrap_or(Ok(()))
@@ -224,7 +230,7 @@ impl MappingCache {
     }
 
     /// Drops everything cached for an inode (evicted, deleted, reloaded).
-    pub fn forget_inode(&self, ino: u64) {
+    pub fn forget_inode(&self, ino: InodeNo) {
         self.state.write().drop_entry(ino);
     }
 
@@ -232,18 +238,20 @@ impl MappingCache {
     /// abort: the cached mappings may describe discarded changes).
     pub fn forget_all(&self) {
         let mut st = self.state.write();
-        let inos: alloc::vec::Vec<u64> = st.inodes.keys().copied().collect();
+        let inos: alloc::vec::Vec<InodeNo> = st.inodes.keys().copied().collect();
         for ino in inos {
             st.drop_entry(ino);
         }
     }
 
     /// Verifies every fork and the budget bookkeeping.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), String> {
         let st = self.state.read();
         let mut sum = 0;
         for (ino, e) in &st.inodes {
-            e.cache.check().map_err(|m| format!("inode {ino}: {m}"))?;
+            e.cache
+                .check_invariants()
+                .map_err(|m| format!("inode {ino}: {m}"))?;
             if e.bytes != INODE_OVERHEAD + e.cache.memory_bytes() {
                 return Err(format!(
                     "inode {ino}: charged {} bytes, holds {}",

@@ -6,23 +6,23 @@
 //!
 //! - [`record`]: the 32-byte [`Mapping`] record and the merge rules.
 //! - [`btree`]: [`ForkTree`], one fork's records in a B+tree.
-//! - [`inode_cache`]: [`InodeCache`], two forks and a sequence counter.
+//! - [`inode_mappings`]: [`InodeMappings`], two forks and a sequence counter.
 //! - [`cache`]: [`MappingCache`], all inodes under a byte budget, LRU.
 
-pub mod btree;
-pub mod cache;
-pub mod inode_cache;
+mod btree;
+mod cache;
+mod inode_mappings;
 #[doc(hidden)]
 pub mod model;
-pub mod record;
+mod record;
 
 #[cfg(test)]
 mod tests;
 
 pub use btree::{Cursor, Find, ForkTree, Iter, Shape};
-pub use cache::MappingCache;
-pub use inode_cache::InodeCache;
-pub use record::{BadRecord, MapType, Mapping, DEV_NULL, MAX_LENGTH, NULL_ADDR};
+pub use cache::{MappingCache, INODE_OVERHEAD};
+pub use inode_mappings::InodeMappings;
+pub use record::{BadRecord, MapType, Mapping, DEV_NULL, MAX_LENGTH, NULL_ADDR, OFFSET_LIMIT};
 
 /// Which of an inode's two mapping forks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

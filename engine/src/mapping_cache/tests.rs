@@ -1,6 +1,6 @@
 //! Tests: the B+tree against a plain `BTreeMap` model with the same merge
 //! rules (exact records) and against a per-block array (what each block
-//! maps to, independent of any merge rule); `check()` after every change.
+//! maps to, independent of any merge rule); `check_invariants()` after every change.
 
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -10,21 +10,8 @@ use proptest::prelude::*;
 use super::model::ModelFork;
 use super::*;
 use crate::error::Error;
-
-/// Tiny deterministic generator for the long randomized runs.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::numbers::InodeNo;
+use ext4_tests::rng::Rng;
 
 /// Record generator parameters: block size and how many blocks exist.
 #[derive(Clone, Copy, Debug)]
@@ -200,7 +187,7 @@ fn block_apply(d: Dom, bm: &mut BlockMap, op: Op) -> bool {
     }
 }
 
-/// Applies `op` to tree and model, compares everything, runs `check()`.
+/// Applies `op` to tree and model, compares everything, runs `check_invariants()`.
 fn step(
     d: Dom,
     t: &mut ForkTree,
@@ -235,7 +222,7 @@ fn step(
             assert_eq!(t.find(off), want, "lookup {off}");
         }
     }
-    if let Err(e) = t.check() {
+    if let Err(e) = t.check_invariants() {
         panic!("check after {op:?}: {e}");
     }
     assert_eq!(t.len(), model.map.len(), "after {op:?}");
@@ -296,7 +283,7 @@ proptest! {
     }
 }
 
-/// A few million random operations against both models, `check()` after each.
+/// A few million random operations against both models, `check_invariants()` after each.
 #[test]
 fn long_randomized_run() {
     let configs: [(Dom, u64, u64); 4] = [
@@ -323,7 +310,7 @@ fn long_randomized_run() {
     ];
     let mut total = 0;
     for (d, seed, n) in configs {
-        let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
+        let mut r = Rng::new(0x9e37_79b9_7f4a_7c15 ^ seed);
         let mut t = ForkTree::new();
         let mut model = ModelFork::new();
         let mut bm = BlockMap::new();
@@ -352,7 +339,7 @@ fn large_forks_shape_and_memory() {
     for i in 0..n {
         seq.add(mk(i)).unwrap();
     }
-    seq.check().unwrap();
+    seq.check_invariants().unwrap();
     let s = seq.shape();
     // Appends spill into new leaves: every leaf but the last is full.
     assert_eq!(s.leaves as u64, n.div_ceil(7));
@@ -361,7 +348,7 @@ fn large_forks_shape_and_memory() {
     assert!(per <= 64.0, "sequential {per} bytes/record");
 
     let mut order: Vec<u64> = (0..n).collect();
-    let mut r = Rng(7);
+    let mut r = Rng::new(7);
     for i in (1..order.len()).rev() {
         order.swap(i, r.below(i as u64 + 1) as usize);
     }
@@ -369,7 +356,7 @@ fn large_forks_shape_and_memory() {
     for &i in &order {
         rnd.add(mk(i)).unwrap();
     }
-    rnd.check().unwrap();
+    rnd.check_invariants().unwrap();
     let per = rnd.memory_bytes() as f64 / n as f64;
     std::println!("random: {per:.1} bytes/record, {:?}", rnd.shape());
     assert!(per <= 64.0, "random {per} bytes/record");
@@ -380,7 +367,7 @@ fn large_forks_shape_and_memory() {
     for (k, &i) in order.iter().enumerate() {
         rnd.remove(i * 8192, 4096);
         if k % 997 == 0 || rnd.len() < 40 {
-            rnd.check().unwrap();
+            rnd.check_invariants().unwrap();
             // Compaction keeps the arena near what is in use.
             assert!(
                 rnd.memory_bytes() <= 128 * rnd.len() + 16 * 1024,
@@ -419,10 +406,10 @@ fn merges_and_their_limit() {
         t.iter().collect::<Vec<_>>(),
         [m(0, half + 4096, 0), m(half + 4096, half, half + 4096)]
     );
-    t.check().unwrap();
+    t.check_invariants().unwrap();
     // Trimming the front of the left record makes the pair fit: merged.
     t.remove(0, 8192);
-    t.check().unwrap();
+    t.check_invariants().unwrap();
     assert_eq!(
         t.iter().collect::<Vec<_>>(),
         [m(8192, 2 * half - 4096, 8192)]
@@ -481,7 +468,7 @@ fn merges_and_their_limit() {
 fn bad_records_are_errors_not_panics() {
     let c = MappingCache::new(1 << 20);
     let ok = mapped(0, 4096, 0);
-    c.add(5, Fork::Read, ok).unwrap();
+    c.add(InodeNo(5), Fork::Read, ok).unwrap();
     for bad in [
         Mapping { offset: 0, ..ok }, // overlap
         Mapping {
@@ -510,12 +497,12 @@ fn bad_records_are_errors_not_panics() {
             ..ok
         }, // read fork
     ] {
-        let e = c.add(5, Fork::Read, bad).unwrap_err();
+        let e = c.add(InodeNo(5), Fork::Read, bad).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{bad:?}: {e:?}");
-        let e = c.upsert(5, Fork::Read, bad);
+        let e = c.upsert(InodeNo(5), Fork::Read, bad);
         assert!(e.is_ok() || matches!(e, Err(Error::Corrupt { .. })));
     }
-    c.check().unwrap();
+    c.check_invariants().unwrap();
 }
 
 #[test]
@@ -531,37 +518,50 @@ fn write_fork_absent_and_pure_overwrite() {
         dev: 0,
     };
     // Not cached at all: a miss in both forks, never NoFork.
-    assert_eq!(c.lookup(9, Fork::Write, 0), Lookup::Miss { next: None });
-    c.upsert(9, Fork::Write, po).unwrap();
-    assert_eq!(c.seq(9), None, "pure overwrite must not create anything");
-    c.add(9, Fork::Read, rd).unwrap();
-    let s = c.seq(9).unwrap();
-    assert_eq!(c.lookup(9, Fork::Read, 4096), Lookup::Hit(rd, s));
-    assert_eq!(c.lookup(9, Fork::Write, 4096), Lookup::NoFork);
-    c.upsert(9, Fork::Write, po).unwrap();
-    assert_eq!(c.lookup(9, Fork::Write, 4096), Lookup::NoFork);
-    assert_eq!(c.seq(9), Some(s), "a no-op changes nothing");
-    let cow = mapped(8192, 4096, 1 << 40);
-    c.upsert(9, Fork::Write, cow).unwrap();
-    assert!(c.seq(9).unwrap() > s);
-    assert!(matches!(c.lookup(9, Fork::Write, 8192), Lookup::Hit(m, _) if m == cow));
     assert_eq!(
-        c.lookup(9, Fork::Write, 0),
+        c.lookup(InodeNo(9), Fork::Write, 0),
+        Lookup::Miss { next: None }
+    );
+    c.upsert(InodeNo(9), Fork::Write, po).unwrap();
+    assert_eq!(
+        c.seq(InodeNo(9)),
+        None,
+        "pure overwrite must not create anything"
+    );
+    c.add(InodeNo(9), Fork::Read, rd).unwrap();
+    let s = c.seq(InodeNo(9)).unwrap();
+    assert_eq!(c.lookup(InodeNo(9), Fork::Read, 4096), Lookup::Hit(rd, s));
+    assert_eq!(c.lookup(InodeNo(9), Fork::Write, 4096), Lookup::NoFork);
+    c.upsert(InodeNo(9), Fork::Write, po).unwrap();
+    assert_eq!(c.lookup(InodeNo(9), Fork::Write, 4096), Lookup::NoFork);
+    assert_eq!(c.seq(InodeNo(9)), Some(s), "a no-op changes nothing");
+    let cow = mapped(8192, 4096, 1 << 40);
+    c.upsert(InodeNo(9), Fork::Write, cow).unwrap();
+    assert!(c.seq(InodeNo(9)).unwrap() > s);
+    assert!(matches!(c.lookup(InodeNo(9), Fork::Write, 8192), Lookup::Hit(m, _) if m == cow));
+    assert_eq!(
+        c.lookup(InodeNo(9), Fork::Write, 0),
         Lookup::Miss { next: Some(cow) }
     );
     // Once present, a pure overwrite is stored like any mapping.
-    c.upsert(9, Fork::Write, Mapping { length: 4096, ..po })
+    c.upsert(InodeNo(9), Fork::Write, Mapping { length: 4096, ..po })
         .unwrap();
     assert!(
-        matches!(c.lookup(9, Fork::Write, 0), Lookup::Hit(m, _) if m.kind == MapType::PureOverwrite)
+        matches!(c.lookup(InodeNo(9), Fork::Write, 0), Lookup::Hit(m, _) if m.kind == MapType::PureOverwrite)
     );
     // Emptying the write fork leaves it present: a miss, not NoFork.
-    c.remove(9, Fork::Write, 0, u64::MAX);
-    assert_eq!(c.lookup(9, Fork::Write, 8192), Lookup::Miss { next: None });
-    c.forget_inode(9);
-    assert_eq!(c.lookup(9, Fork::Read, 0), Lookup::Miss { next: None });
-    assert_eq!(c.seq(9), None);
-    c.check().unwrap();
+    c.remove(InodeNo(9), Fork::Write, 0, u64::MAX);
+    assert_eq!(
+        c.lookup(InodeNo(9), Fork::Write, 8192),
+        Lookup::Miss { next: None }
+    );
+    c.forget_inode(InodeNo(9));
+    assert_eq!(
+        c.lookup(InodeNo(9), Fork::Read, 0),
+        Lookup::Miss { next: None }
+    );
+    assert_eq!(c.seq(InodeNo(9)), None);
+    c.check_invariants().unwrap();
 }
 
 /// Model of one inode's two forks for the cache-level tests.
@@ -571,8 +571,8 @@ struct InodeModel {
     write: Option<ModelFork>,
 }
 
-fn random_cache_op(r: &mut Rng, d: Dom) -> (u64, Fork, Op) {
-    let ino = 1 + r.below(3);
+fn random_cache_op(r: &mut Rng, d: Dom) -> (InodeNo, Fork, Op) {
+    let ino = InodeNo(1 + r.below(3) as u32);
     let fork = if r.below(2) == 0 {
         Fork::Read
     } else {
@@ -606,9 +606,9 @@ fn seq_bumped_on_every_change() {
         max_len: 8,
     };
     let c = MappingCache::new(usize::MAX);
-    let mut models: BTreeMap<u64, InodeModel> = BTreeMap::new();
-    let mut last_seq: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut r = Rng(42);
+    let mut models: BTreeMap<InodeNo, InodeModel> = BTreeMap::new();
+    let mut last_seq: BTreeMap<InodeNo, u64> = BTreeMap::new();
+    let mut r = Rng::new(42);
     let mut fast_paths = 0;
     for _ in 0..200_000 {
         let (ino, fork, op) = random_cache_op(&mut r, d);
@@ -719,7 +719,7 @@ fn seq_bumped_on_every_change() {
                 last_seq.insert(ino, s);
             }
         }
-        c.check().unwrap();
+        c.check_invariants().unwrap();
     }
     assert!(
         fast_paths > 100,
@@ -736,8 +736,8 @@ fn inode_seq_moves_iff_content_changes() {
         blocks: 40,
         max_len: 8,
     };
-    let mut ic = InodeCache::new();
-    let mut r = Rng(99);
+    let mut ic = InodeMappings::new();
+    let mut r = Rng::new(99);
     for _ in 0..100_000 {
         let (_, fork, op) = random_cache_op(&mut r, d);
         let before: (Vec<Mapping>, Option<Vec<Mapping>>) = (
@@ -751,7 +751,7 @@ fn inode_seq_moves_iff_content_changes() {
             Op::Remove(o, l) => drop(ic.remove(fork, o, l)),
             Op::Lookup(_) => {}
         }
-        ic.check().unwrap();
+        ic.check_invariants().unwrap();
         let after: (Vec<Mapping>, Option<Vec<Mapping>>) = (
             ic.fork(Fork::Read).unwrap().iter().collect(),
             ic.fork(Fork::Write).map(|w| w.iter().collect()),
@@ -769,7 +769,7 @@ fn inode_seq_moves_iff_content_changes() {
 
 #[test]
 fn free_everything_bumps_seq() {
-    let mut ic = InodeCache::new();
+    let mut ic = InodeMappings::new();
     let m = mapped(0, 4096, 0);
     for i in 0..20u64 {
         ic.add(
@@ -796,9 +796,9 @@ fn free_everything_bumps_seq() {
 fn budget_is_never_exceeded() {
     let budget = 48 << 10;
     let c = MappingCache::new(budget);
-    let mut r = Rng(5);
+    let mut r = Rng::new(5);
     for i in 0..200_000u64 {
-        let ino = 1 + r.below(if i % 1000 < 500 { 20 } else { 400 });
+        let ino = InodeNo(1 + r.below(if i % 1000 < 500 { 20 } else { 400 }) as u32);
         let b = r.below(5000);
         let m = mapped(b * 8192, 4096 * (1 + r.below(2)), b * 8192);
         match r.below(10) {
@@ -813,24 +813,27 @@ fn budget_is_never_exceeded() {
             c.memory_bytes()
         );
         if i % 1000 == 0 {
-            c.check().unwrap();
+            c.check_invariants().unwrap();
         }
     }
-    c.check().unwrap();
+    c.check_invariants().unwrap();
     // One file with far more extents than fit: it is simply not (fully)
     // cached, and nothing fails.
     let c = MappingCache::new(16 << 10);
     for i in 0..100_000u64 {
         let m = mapped(i * 8192, 4096, i * 8192);
-        c.add(77, Fork::Read, m).unwrap();
+        c.add(InodeNo(77), Fork::Read, m).unwrap();
         assert!(c.memory_bytes() <= 16 << 10);
     }
-    c.check().unwrap();
+    c.check_invariants().unwrap();
     // Too small for even one inode: nothing is cached, nothing fails.
     let c = MappingCache::new(10);
-    c.add(1, Fork::Read, mapped(0, 4096, 0)).unwrap();
+    c.add(InodeNo(1), Fork::Read, mapped(0, 4096, 0)).unwrap();
     assert_eq!(c.memory_bytes(), 0);
-    assert_eq!(c.lookup(1, Fork::Read, 0), Lookup::Miss { next: None });
+    assert_eq!(
+        c.lookup(InodeNo(1), Fork::Read, 0),
+        Lookup::Miss { next: None }
+    );
 }
 
 #[test]
@@ -839,35 +842,42 @@ fn least_recently_used_inode_goes_first() {
     // Size the budget from what three 20-record inodes take.
     let probe = MappingCache::new(usize::MAX);
     for i in 0..20 {
-        probe.add(1, Fork::Read, m(i)).unwrap();
+        probe.add(InodeNo(1), Fork::Read, m(i)).unwrap();
     }
     let one = probe.memory_bytes();
     let c = MappingCache::new(3 * one + one / 2);
     for ino in 1..=3 {
         for i in 0..20 {
-            c.add(ino, Fork::Read, m(i)).unwrap();
+            c.add(InodeNo(ino), Fork::Read, m(i)).unwrap();
         }
     }
     assert_eq!(c.cached_inodes(), 3);
     // Use inode 1 (a lookup only), then make room for inode 4: 2 goes.
-    assert!(matches!(c.lookup(1, Fork::Read, 0), Lookup::Hit(..)));
+    assert!(matches!(
+        c.lookup(InodeNo(1), Fork::Read, 0),
+        Lookup::Hit(..)
+    ));
     for i in 0..20 {
-        c.add(4, Fork::Read, m(i)).unwrap();
+        c.add(InodeNo(4), Fork::Read, m(i)).unwrap();
     }
-    assert_eq!(c.seq(2), None, "least recently used inode evicted");
-    assert!(c.seq(1).is_some() && c.seq(3).is_some() && c.seq(4).is_some());
+    assert_eq!(c.seq(InodeNo(2)), None, "least recently used inode evicted");
+    assert!(
+        c.seq(InodeNo(1)).is_some() && c.seq(InodeNo(3)).is_some() && c.seq(InodeNo(4)).is_some()
+    );
     // Now 3 is the oldest.
     for i in 0..20 {
-        c.add(5, Fork::Read, m(i)).unwrap();
+        c.add(InodeNo(5), Fork::Read, m(i)).unwrap();
     }
-    assert_eq!(c.seq(3), None);
-    assert!(c.seq(1).is_some() && c.seq(4).is_some() && c.seq(5).is_some());
-    c.check().unwrap();
+    assert_eq!(c.seq(InodeNo(3)), None);
+    assert!(
+        c.seq(InodeNo(1)).is_some() && c.seq(InodeNo(4)).is_some() && c.seq(InodeNo(5)).is_some()
+    );
+    c.check_invariants().unwrap();
     // A re-created inode never reuses a counter value of its past.
-    let old = c.seq(1).unwrap();
-    c.forget_inode(1);
-    c.add(1, Fork::Read, m(0)).unwrap();
-    assert!(c.seq(1).unwrap() > old);
+    let old = c.seq(InodeNo(1)).unwrap();
+    c.forget_inode(InodeNo(1));
+    c.add(InodeNo(1), Fork::Read, m(0)).unwrap();
+    assert!(c.seq(InodeNo(1)).unwrap() > old);
 }
 
 #[test]
@@ -878,9 +888,9 @@ fn concurrent_lookups_and_changes() {
         for t in 0..2u64 {
             let c = Arc::clone(&c);
             s.spawn(move || {
-                let mut r = Rng(t + 11);
+                let mut r = Rng::new(t + 11);
                 for _ in 0..100_000 {
-                    let ino = 1 + r.below(8);
+                    let ino = InodeNo(1 + r.below(8) as u32);
                     if let Lookup::Hit(m, cookie) = c.lookup(ino, Fork::Read, r.below(1000) * 4096)
                     {
                         assert!(m.length > 0);
@@ -891,28 +901,29 @@ fn concurrent_lookups_and_changes() {
         }
         let c = Arc::clone(&c);
         s.spawn(move || {
-            let mut r = Rng(3);
+            let mut r = Rng::new(3);
             for _ in 0..50_000 {
                 let b = r.below(1000);
                 let m = mapped(b * 4096, 4096, b * 4096 + (r.below(2) << 30));
-                c.upsert(1 + r.below(8), Fork::Read, m).unwrap();
+                c.upsert(InodeNo(1 + r.below(8) as u32), Fork::Read, m)
+                    .unwrap();
             }
         });
     });
-    c.check().unwrap();
+    c.check_invariants().unwrap();
 }
 
 #[test]
 fn small_per_inode_cost() {
     std::println!(
-        "ForkTree {} B, InodeCache {} B, per-inode charge {} B",
+        "ForkTree {} B, InodeMappings {} B, per-inode charge {} B",
         core::mem::size_of::<ForkTree>(),
-        core::mem::size_of::<InodeCache>(),
+        core::mem::size_of::<InodeMappings>(),
         cache::INODE_OVERHEAD
     );
     assert!(core::mem::size_of::<ForkTree>() <= 40);
     let c = MappingCache::new(usize::MAX);
-    c.add(3, Fork::Read, mapped(0, 4096, 0)).unwrap();
+    c.add(InodeNo(3), Fork::Read, mapped(0, 4096, 0)).unwrap();
     assert_eq!(c.memory_bytes(), cache::INODE_OVERHEAD + 32);
 }
 

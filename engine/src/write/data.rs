@@ -67,7 +67,7 @@ impl<D: BlockDevice> Volume<D> {
             let pos = offset + done as u64;
             let lblk = pos / bs;
             let rest = &data[done..];
-            let r = match self.map_block(&inode, lblk)? {
+            let r = match self.map_block_at(&inode, lblk)? {
                 Run::Mapped {
                     pblk,
                     len,
@@ -75,14 +75,14 @@ impl<D: BlockDevice> Volume<D> {
                 } => {
                     let room = (len * bs - pos % bs) as usize;
                     let n = room.min(rest.len());
-                    self.write_device(pblk * bs + pos % bs, &rest[..n])
+                    self.write_device(pblk.0 * bs + pos % bs, &rest[..n])
                         .map(|_| n)
                 }
                 Run::Mapped {
                     pblk,
                     len,
                     unwritten: true,
-                } => self.write_unwritten(&mut inode, pos, PhysBlock(pblk), len, rest, cred),
+                } => self.write_unwritten(&mut inode, pos, pblk, len, rest, cred),
                 Run::Hole { len } => self.write_hole(&mut inode, pos, len, rest, cred),
             };
             match r {
@@ -323,7 +323,7 @@ impl<D: BlockDevice> Volume<D> {
         let mut pos = from;
         while pos < to {
             let lblk = pos / bs;
-            let run = self.map_block(inode, lblk)?;
+            let run = self.map_block_at(inode, lblk)?;
             let run_end = ((lblk + run.len().max(1)) * bs).min(to);
             if let Run::Mapped {
                 pblk,
@@ -331,7 +331,7 @@ impl<D: BlockDevice> Volume<D> {
                 ..
             } = run
             {
-                self.write_zeros(pblk * bs + pos % bs, run_end - pos)?;
+                self.write_zeros(pblk.0 * bs + pos % bs, run_end - pos)?;
             }
             pos = run_end;
         }

@@ -11,7 +11,7 @@ use crate::dir::{has_tail, rec_len_from_disk, Entries, HEADER_LEN, TAIL_LEN};
 use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inode::{flags, Inode};
-use crate::numbers::{InodeNo, PhysBlock};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
 
@@ -20,7 +20,11 @@ use crate::volume::Volume;
 pub enum Slot {
     /// Inside existing block `lblk` (at `pblk`): the entry at `offset` is
     /// empty (`inode` 0) and long enough, or has room after its name.
-    At { lblk: u32, pblk: u64, offset: usize },
+    At {
+        lblk: FileBlock,
+        pblk: PhysBlock,
+        offset: usize,
+    },
     /// In an inline-data directory, the entry at `offset` of its areas
     /// (see [`super::inline_dir`]).
     Inline { offset: usize },
@@ -34,8 +38,8 @@ pub enum Slot {
 /// An entry found by name.
 #[derive(Clone, Copy, Debug)]
 pub struct Found {
-    pub lblk: u32,
-    pub pblk: u64,
+    pub lblk: FileBlock,
+    pub pblk: PhysBlock,
     pub offset: usize,
     /// The entry before it in the same block, if any.
     pub prev: Option<usize>,
@@ -112,14 +116,14 @@ impl<D: BlockDevice> Volume<D> {
     pub(crate) fn scan_leaf<R>(
         &self,
         dir: &Inode,
-        lblk: u32,
-        pblk: u64,
+        lblk: FileBlock,
+        pblk: PhysBlock,
         f: impl FnMut(&crate::dir::Entry<'_>, Option<usize>) -> Option<R>,
     ) -> Result<Option<R>> {
         let mut f = f;
         // Checked once per cached copy (the mark), as reads do.
         self.cache_read_marked(pblk, |b, mark| -> Result<Option<R>> {
-            self.check_leaf_once(dir, b, lblk as u64, mark)?;
+            self.check_leaf_once(dir, b, lblk, mark)?;
             let obj = Object::DirBlock { dir: dir.ino, lblk };
             let area = if self.sb().metadata_csum() {
                 if !has_tail(b) {
@@ -167,7 +171,7 @@ impl<D: BlockDevice> Volume<D> {
                 return Err(Error::corrupt(
                     Object::DirBlock {
                         dir: dir.ino,
-                        lblk: 0,
+                        lblk: FileBlock(0),
                     },
                     "hash tree points past the end of the directory",
                 ));
@@ -182,8 +186,8 @@ impl<D: BlockDevice> Volume<D> {
             .checked_sub(1)
             .into_iter()
             .chain(lo..hi.saturating_sub(1));
-        for lblk in order {
-            let pblk = match self.map_block(dir, lblk as u64)? {
+        for lblk in order.map(FileBlock) {
+            let pblk = match self.map_block(dir, lblk)? {
                 Run::Mapped {
                     pblk,
                     unwritten: false,
@@ -255,7 +259,7 @@ impl<D: BlockDevice> Volume<D> {
             0
         };
         let need = rec_len(name.len());
-        let ok = h.modify(PhysBlock(pblk), |b| {
+        let ok = h.modify(pblk, |b| {
             let cur_ino =
                 u32::from_le_bytes([b[offset], b[offset + 1], b[offset + 2], b[offset + 3]]);
             let rec = rec_len_from_disk(u16::from_le_bytes([b[offset + 4], b[offset + 5]]), bs);
@@ -303,14 +307,14 @@ impl<D: BlockDevice> Volume<D> {
         }
         let _ = ranges.push((0, self.dir_blocks(dir)));
         for (lo, hi) in ranges {
-            for lblk in lo..hi {
-                let pblk = match self.map_block(dir, lblk as u64)? {
+            for lblk in (lo..hi).map(FileBlock) {
+                let pblk = match self.map_block(dir, lblk)? {
                     Run::Mapped { pblk, .. } => pblk,
                     Run::Hole { .. } => continue,
                 };
                 if self.indexed(dir) {
                     let node =
-                        self.cache_read_with(pblk, |b| crate::dir::is_dx_node(b, lblk as u64))?;
+                        self.cache_read_with(pblk, |b| crate::dir::is_dx_node(b, lblk.get()))?;
                     if node {
                         continue;
                     }
@@ -342,7 +346,7 @@ impl<D: BlockDevice> Volume<D> {
             return self.inline_remove(dir, at);
         }
         let bs = self.sb().block_size as usize;
-        let ok = h.modify(PhysBlock(at.pblk), |b| {
+        let ok = h.modify(at.pblk, |b| {
             let o = at.offset;
             let ino = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
             if ino != at.ino.0 {
@@ -376,7 +380,7 @@ impl<D: BlockDevice> Volume<D> {
     /// Directory `dir`'s entries changed: its name index (if it has one)
     /// describes the old bytes and is dropped; the next lookup that needs
     /// one builds it again.
-    pub(crate) fn dir_changed(&self, dir: u32) {
+    pub(crate) fn dir_changed(&self, dir: InodeNo) {
         self.name_indexes().forget(dir);
     }
 }

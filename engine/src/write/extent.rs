@@ -147,8 +147,8 @@ fn decode_extent(e: &[u8; 12]) -> Extent {
         unwritten,
     }
 }
-fn index_child(e: &[u8; 12]) -> u64 {
-    le32(e, 4) as u64 | (le16(e, 8) as u64) << 32
+fn index_child(e: &[u8; 12]) -> PhysBlock {
+    PhysBlock(le32(e, 4) as u64 | (le16(e, 8) as u64) << 32)
 }
 
 /// Whether `b` continues `a` logically and physically, in the same state,
@@ -180,7 +180,7 @@ fn piece(e: &Extent, from: u64, to: u64, unwritten: bool) -> Extent {
 #[derive(Clone, Copy, Debug)]
 enum At {
     Root,
-    Block(u64),
+    Block(PhysBlock),
 }
 
 /// One step of a root-to-leaf path: the node, and the entry followed
@@ -241,7 +241,7 @@ impl<D: BlockDevice> Volume<D> {
     fn read_node<R>(
         &self,
         inode: &Inode,
-        blk: u64,
+        blk: PhysBlock,
         d: u16,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
@@ -365,7 +365,7 @@ impl<D: BlockDevice> Volume<D> {
             At::Root => Ok(f(&mut inode.block)),
             At::Block(blk) => {
                 let ino = &*inode;
-                h.modify(PhysBlock(blk), |b| {
+                h.modify(blk, |b| {
                     let r = f(b);
                     self.seal(ino, b);
                     r
@@ -616,7 +616,7 @@ impl<D: BlockDevice> Volume<D> {
                     break;
                 }
                 At::Block(blk) if left == 0 => {
-                    self.free_blocks(h, PhysBlock(blk), 1)?;
+                    self.free_blocks(h, blk, 1)?;
                     inode.blocks_512 = inode.blocks_512.saturating_sub(self.node_units());
                     lvl -= 1;
                 }
@@ -652,7 +652,7 @@ impl<D: BlockDevice> Volume<D> {
             for (i, e) in moved.iter().enumerate() {
                 put(root, i, e);
             }
-            self.free_blocks(h, PhysBlock(child), 1)?;
+            self.free_blocks(h, child, 1)?;
             inode.blocks_512 = inode.blocks_512.saturating_sub(self.node_units());
         }
     }
@@ -853,7 +853,7 @@ impl<D: BlockDevice> Volume<D> {
         let mut l = from;
         let to = to.min(FileBlock::COUNT);
         while l < to {
-            match self.map_block(inode, l)? {
+            match self.map_block_at(inode, l)? {
                 crate::blockmap::Run::Mapped { .. } => return Ok(true),
                 crate::blockmap::Run::Hole { len } => l += len.max(1),
             }
@@ -884,7 +884,7 @@ impl<D: BlockDevice> Volume<D> {
             Some(e) if e.end() > from => e,
             _ => {
                 // A hole at `from`: skip to what follows it.
-                let len = self.map_block(inode, from)?.len().max(1);
+                let len = self.map_block_at(inode, from)?.len().max(1);
                 return Ok(if from + len < to {
                     Progress::At(from + len)
                 } else {

@@ -173,7 +173,7 @@ impl<D: BlockDevice> Volume<D> {
         let to = to.min(FileBlock::COUNT);
         let mut l = from;
         while l < to {
-            let hole = match self.map_block(inode, l)? {
+            let hole = match self.map_block_at(inode, l)? {
                 Run::Mapped { len, .. } => {
                     l += len;
                     continue;

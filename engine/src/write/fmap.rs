@@ -10,7 +10,7 @@ use crate::device::BlockDevice;
 use crate::error::Result;
 use crate::extent::Extent;
 use crate::inode::{flags, Inode};
-use crate::numbers::{FileBlock, InodeNo, PhysBlock};
+use crate::numbers::{FileBlock, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
 use crate::writable::Cred;
@@ -64,7 +64,7 @@ impl<D: BlockDevice> Volume<D> {
             Some(e) if e.lblk.get() <= l => PhysBlock(e.pblk.0 + (l - e.lblk.get())),
             Some(e) => PhysBlock(e.pblk.0.saturating_sub(e.lblk.get() - l)),
             None => self.inode_goal(
-                InodeNo(inode.ino),
+                inode.ino,
                 inode.kind == Some(crate::attr::FileType::Regular),
             ),
         })
@@ -72,7 +72,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// The file's first extent.
     fn first_extent(&self, inode: &Inode) -> Result<Option<Extent>> {
-        match self.map_block(inode, 0)? {
+        match self.map_block(inode, FileBlock(0))? {
             Run::Mapped {
                 pblk,
                 len,
@@ -80,7 +80,7 @@ impl<D: BlockDevice> Volume<D> {
             } => Ok(Some(Extent {
                 lblk: FileBlock(0),
                 len: len as u32,
-                pblk: PhysBlock(pblk),
+                pblk,
                 unwritten,
             })),
             Run::Hole { len } if len < FileBlock::COUNT => {
@@ -103,9 +103,9 @@ impl<D: BlockDevice> Volume<D> {
         let c0 = l / r * r;
         let mut at = c0;
         while at < c0 + r {
-            match self.map_block(inode, at)? {
+            match self.map_block_at(inode, at)? {
                 Run::Mapped { pblk, .. } => {
-                    let base = pblk - (at - c0);
+                    let base = pblk.0 - (at - c0);
                     return Ok(Some((PhysBlock(base + (l - c0)), c0 + r - l)));
                 }
                 Run::Hole { len } => at += len.max(1),

@@ -26,7 +26,7 @@ use crate::htree::{
     entry_block, entry_hash, le16, MAX_LEVELS, NODE_ENTRIES_OFFSET, ROOT_INFO_OFFSET,
 };
 use crate::inode::{flags, Inode};
-use crate::numbers::{InodeNo, PhysBlock};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::superblock::FLAG_UNSIGNED_HASH;
 use crate::txn::Handle;
 use crate::volume::Volume;
@@ -44,7 +44,7 @@ const MAX_ROOM_STEPS: usize = 16;
 #[derive(Clone, Copy, Debug)]
 struct Node {
     lblk: u32,
-    pblk: u64,
+    pblk: PhysBlock,
     /// Offset of the node's count/limit header (its entry array).
     entries: usize,
     count: usize,
@@ -151,7 +151,10 @@ impl<D: BlockDevice> Volume<D> {
         let mut levels = 0usize;
         loop {
             let root = nodes.is_empty();
-            let obj = Object::DirBlock { dir: dir.ino, lblk };
+            let obj = Object::DirBlock {
+                dir: dir.ino,
+                lblk: FileBlock(lblk),
+            };
             let pblk = self.dir_pblk(dir, lblk)?;
             let (entries, count, lv, at, child) =
                 self.cache_read_marked(pblk, |b, mark| -> Result<_> {
@@ -211,9 +214,9 @@ impl<D: BlockDevice> Volume<D> {
         // Each step moves to a later index entry: bounded by the blocks.
         for _ in 0..nblocks {
             let pblk = self.dir_pblk(dir, leaf)?;
-            let f = self.scan_leaf(dir, leaf, pblk, |e, prev| {
+            let f = self.scan_leaf(dir, FileBlock(leaf), pblk, |e, prev| {
                 (e.inode != 0 && e.name == name).then_some(Found {
-                    lblk: leaf,
+                    lblk: FileBlock(leaf),
                     pblk,
                     offset: e.offset,
                     prev,
@@ -242,7 +245,7 @@ impl<D: BlockDevice> Volume<D> {
             for j in k + 1..path.nodes.len() {
                 let obj = Object::DirBlock {
                     dir: dir.ino,
-                    lblk: child,
+                    lblk: FileBlock(child),
                 };
                 if child == 0 || child >= nblocks {
                     return Err(Error::corrupt(
@@ -269,7 +272,7 @@ impl<D: BlockDevice> Volume<D> {
                 return Err(Error::corrupt(
                     Object::DirBlock {
                         dir: dir.ino,
-                        lblk: n.lblk,
+                        lblk: FileBlock(n.lblk),
                     },
                     "hash tree entry points outside the directory",
                 ));
@@ -434,7 +437,10 @@ impl<D: BlockDevice> Volume<D> {
     ) -> Result<Vec<Live>> {
         let version = self.dx_hash_version_for(dir)?;
         let area = self.leaf_area().min(block.len());
-        let obj = Object::DirBlock { dir: dir.ino, lblk };
+        let obj = Object::DirBlock {
+            dir: dir.ino,
+            lblk: FileBlock(lblk),
+        };
         let mut out = Vec::new();
         for e in Entries::new(&block[..area], from, self.sb().inodes_count, obj) {
             let e = e?;
@@ -480,9 +486,9 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Leaf bytes of `lblk` at `pblk`, checked.
-    fn leaf_bytes(&self, dir: &Inode, lblk: u32, pblk: u64) -> Result<Vec<u8>> {
+    fn leaf_bytes(&self, dir: &Inode, lblk: u32, pblk: PhysBlock) -> Result<Vec<u8>> {
         self.cache_read_marked(pblk, |b, mark| -> Result<Vec<u8>> {
-            self.check_leaf_once(dir, b, lblk as u64, mark)?;
+            self.check_leaf_once(dir, b, FileBlock(lblk), mark)?;
             Ok(b.to_vec())
         })?
     }
@@ -504,7 +510,7 @@ impl<D: BlockDevice> Volume<D> {
         let area = self.leaf_area();
         let obj = Object::DirBlock {
             dir: dir.ino,
-            lblk: 0,
+            lblk: FileBlock(0),
         };
         let mut it = Entries::new(&block[..area], 0, self.sb().inodes_count, obj);
         let (Some(Ok(dot)), Some(Ok(dotdot))) = (it.next(), it.next()) else {
@@ -530,7 +536,7 @@ impl<D: BlockDevice> Volume<D> {
         let leaf1 = self.build_leaf(dir, &block, &keep);
         let leaf2 = self.build_leaf(dir, &block, &moved);
         let mut root = vec![0u8; bs];
-        put_entry(&mut root, 0, dir.ino, 12, b".", dot_ft, bs);
+        put_entry(&mut root, 0, dir.ino.0, 12, b".", dot_ft, bs);
         put_entry(&mut root, 12, dotdot_ino, bs - 12, b"..", dotdot_ft, bs);
         root[ROOT_INFO_OFFSET + 4] = def.to_disk();
         root[ROOT_INFO_OFFSET + 5] = 8;
@@ -550,7 +556,7 @@ impl<D: BlockDevice> Volume<D> {
             }
             h.create(PhysBlock(b1.1), |x| x.copy_from_slice(&leaf1))?;
             h.create(PhysBlock(b2.1), |x| x.copy_from_slice(&leaf2))?;
-            h.modify(PhysBlock(pblk0), |x| x.copy_from_slice(&root))?;
+            h.modify(pblk0, |x| x.copy_from_slice(&root))?;
             dir.flags |= flags::INDEX;
             Ok(true)
         })?;
@@ -608,7 +614,7 @@ impl<D: BlockDevice> Volume<D> {
                 set16(b, e + 2, root.count as u16);
                 self.seal_dx(&d, b, e);
             })?;
-            h.modify(PhysBlock(root.pblk), |b| {
+            h.modify(root.pblk, |b| {
                 set16(b, root.entries + 2, 1);
                 set32(b, root.entries + 4, nl);
                 b[ROOT_INFO_OFFSET + 6] += 1;
@@ -641,11 +647,11 @@ impl<D: BlockDevice> Volume<D> {
                 set16(b, e + 2, icount2 as u16);
                 self.seal_dx(&d, b, e);
             })?;
-            h.modify(PhysBlock(node.pblk), |b| {
+            h.modify(node.pblk, |b| {
                 set16(b, node.entries + 2, icount1 as u16);
                 self.seal_dx(&d, b, node.entries);
             })?;
-            h.modify(PhysBlock(parent.pblk), |b| {
+            h.modify(parent.pblk, |b| {
                 dx_insert(b, parent.entries, parent.at, hash2, nl);
                 self.seal_dx(&d, b, parent.entries);
             })?;
@@ -673,8 +679,8 @@ impl<D: BlockDevice> Volume<D> {
             let (nl, np) = got[0];
             let d = dir.clone();
             h.create(PhysBlock(np), |b| b.copy_from_slice(&new))?;
-            h.modify(PhysBlock(pblk), |b| b.copy_from_slice(&old))?;
-            h.modify(PhysBlock(parent.pblk), |b| {
+            h.modify(pblk, |b| b.copy_from_slice(&old))?;
+            h.modify(parent.pblk, |b| {
                 dx_insert(b, parent.entries, parent.at, hash2, nl);
                 self.seal_dx(&d, b, parent.entries);
             })?;
@@ -700,13 +706,13 @@ impl<D: BlockDevice> Volume<D> {
         let pblk = self.dir_pblk(dir, 0)?;
         let obj = Object::DirBlock {
             dir: dir.ino,
-            lblk: 0,
+            lblk: FileBlock(0),
         };
         let dx = self.is_dx(dir);
         // Checked before the change: "." then "..".
         let ok = self.cache_read_marked(pblk, |b, mark| -> Result<bool> {
             if !dx {
-                self.check_leaf_once(dir, b, 0, mark)?;
+                self.check_leaf_once(dir, b, FileBlock(0), mark)?;
             }
             let area = if dx { b } else { crate::dir::entry_area(b) };
             let mut it = Entries::new(area, 0, self.sb().inodes_count, obj);
@@ -721,7 +727,7 @@ impl<D: BlockDevice> Volume<D> {
                 "directory block 0 does not start with \".\" and \"..\"",
             ));
         }
-        h.modify(PhysBlock(pblk), |b| {
+        h.modify(pblk, |b| {
             set32(b, 12, parent.0);
             if dx {
                 self.seal_dx(dir, b, ROOT_ENTRIES);
@@ -741,7 +747,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         let dx = self.is_dx(dir);
         for lblk in 0..self.dir_blocks(dir) {
-            let pblk = match self.map_block(dir, lblk as u64)? {
+            let pblk = match self.map_block(dir, FileBlock(lblk))? {
                 crate::blockmap::Run::Mapped { pblk, .. } => pblk,
                 crate::blockmap::Run::Hole { .. } => continue,
             };
@@ -752,7 +758,7 @@ impl<D: BlockDevice> Volume<D> {
                     continue;
                 }
             }
-            let other = self.scan_leaf(dir, lblk, pblk, |e, _| {
+            let other = self.scan_leaf(dir, FileBlock(lblk), pblk, |e, _| {
                 (e.inode != 0 && e.name != b"." && e.name != b"..").then_some(())
             })?;
             if other.is_some() {

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::inode::Inode;
-use crate::numbers::{InodeNo, PhysBlock};
+use crate::numbers::PhysBlock;
 use crate::txn::Handle;
 use crate::volume::Volume;
 use crate::writable::Cred;
@@ -124,7 +124,7 @@ impl<D: BlockDevice> Volume<D> {
         if v == 0 {
             return Ok(None);
         }
-        if !self.blocks_in_fs(v as u64, 1) {
+        if !self.blocks_in_fs(PhysBlock(v as u64), 1) {
             return Err(Error::corrupt(
                 obj,
                 "indirect block pointer points outside the filesystem",
@@ -146,8 +146,8 @@ impl<D: BlockDevice> Volume<D> {
             *slot = Some(t);
             if k + 1 < route.levels {
                 let i = route.idx[k];
-                ptr = self.cache_read_with(t, |b| word(b, i))?;
-                obj = Object::Block(t);
+                ptr = self.cache_read_with(PhysBlock(t), |b| word(b, i))?;
+                obj = Object::Block(PhysBlock(t));
             }
         }
         Ok(Walk { route, tables })
@@ -171,8 +171,9 @@ impl<D: BlockDevice> Volume<D> {
             } else {
                 let t = w.tables[r.levels - 1].unwrap_or(0);
                 let i = r.idx[r.levels - 1];
-                let v = self
-                    .cache_read_with(t, |b| (0..i).rev().map(|j| word(b, j)).find(|&v| v != 0))?;
+                let v = self.cache_read_with(PhysBlock(t), |b| {
+                    (0..i).rev().map(|j| word(b, j)).find(|&v| v != 0)
+                })?;
                 (v, Some(t))
             };
             if let Some(v) = prev {
@@ -181,7 +182,7 @@ impl<D: BlockDevice> Volume<D> {
             if let Some(t) = table {
                 return Ok(PhysBlock(t));
             }
-            return Ok(self.inode_goal(InodeNo(inode.ino), regular(inode)));
+            return Ok(self.inode_goal(inode.ino, regular(inode)));
         }
         // Tables are missing: the deepest existing one, or the pointers
         // before the route's slot in `i_block`.
@@ -194,7 +195,7 @@ impl<D: BlockDevice> Volume<D> {
             .find(|&v| v != 0);
         Ok(match prev {
             Some(v) => PhysBlock(v as u64),
-            None => self.inode_goal(InodeNo(inode.ino), regular(inode)),
+            None => self.inode_goal(inode.ino, regular(inode)),
         })
     }
 
@@ -331,7 +332,7 @@ impl<D: BlockDevice> Volume<D> {
         let hi = ((to.min(base + span) - base - 1) / unit) as usize;
         let lo = (from.saturating_sub(base) / unit) as usize;
         let ptrs: Vec<u32> =
-            self.cache_read_with(t, |b| (lo..=hi).map(|i| word(b, i)).collect())?;
+            self.cache_read_with(PhysBlock(t), |b| (lo..=hi).map(|i| word(b, i)).collect())?;
         for (k, &v) in ptrs.iter().enumerate().rev() {
             if v == 0 {
                 continue;
@@ -341,7 +342,7 @@ impl<D: BlockDevice> Volume<D> {
             if unit == 1 {
                 return Ok(Some(start));
             }
-            let child = self.table_ptr(v, Object::Block(t))?.unwrap_or(0);
+            let child = self.table_ptr(v, Object::Block(PhysBlock(t)))?.unwrap_or(0);
             if let Some(l) = self.table_last(child, start, unit, from, to)? {
                 return Ok(Some(l));
             }
@@ -383,12 +384,12 @@ impl<D: BlockDevice> Volume<D> {
                 Ok(inode.block_word(i))
             } else {
                 let t = w.tables[r.levels - 1].unwrap_or(0);
-                self.cache_read_with(t, |b| word(b, i))
+                self.cache_read_with(PhysBlock(t), |b| word(b, i))
             }
         };
         let obj = match r.levels {
             0 => Object::Inode(inode.ino),
-            n => Object::Block(w.tables[n - 1].unwrap_or(0)),
+            n => Object::Block(PhysBlock(w.tables[n - 1].unwrap_or(0))),
         };
         let mut runs: Vec<(u64, u64)> = Vec::with_capacity(RUNS_PER_STEP);
         let mut stop = lo_i;
@@ -399,7 +400,7 @@ impl<D: BlockDevice> Volume<D> {
             if v == 0 {
                 continue;
             }
-            if !self.blocks_in_fs(v, 1) {
+            if !self.blocks_in_fs(PhysBlock(v), 1) {
                 return Err(Error::corrupt(
                     obj,
                     "block pointer points outside the filesystem",
@@ -435,7 +436,8 @@ impl<D: BlockDevice> Volume<D> {
         // Tables left empty go, from the deepest up.
         for k in (0..r.levels).rev() {
             let t = w.tables[k].unwrap_or(0);
-            let empty = self.cache_read_with(t, |b| (0..b.len() / 4).all(|i| word(b, i) == 0))?;
+            let empty =
+                self.cache_read_with(PhysBlock(t), |b| (0..b.len() / 4).all(|i| word(b, i) == 0))?;
             if !empty {
                 break;
             }

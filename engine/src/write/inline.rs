@@ -16,6 +16,7 @@ use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inline::{DATA_NAME, SYSTEM_INDEX};
 use crate::inode::{flags, Inode};
+use crate::numbers::InodeNo;
 use crate::volume::Volume;
 use crate::writable::Cred;
 
@@ -33,7 +34,7 @@ const FRESH: usize = 1024;
 /// blocks yet (the kernel's `EXT4_STATE_MAY_INLINE_DATA`): only these may
 /// become inline, as only new inodes do in the kernel.
 pub(crate) struct FreshInodes {
-    ring: spin::Mutex<heapless::Deque<u32, FRESH>>,
+    ring: spin::Mutex<heapless::Deque<InodeNo, FRESH>>,
 }
 
 impl FreshInodes {
@@ -43,7 +44,7 @@ impl FreshInodes {
         }
     }
 
-    pub(crate) fn add(&self, ino: u32) {
+    pub(crate) fn add(&self, ino: InodeNo) {
         let mut r = self.ring.lock();
         if r.is_full() {
             r.pop_front();
@@ -51,11 +52,11 @@ impl FreshInodes {
         let _ = r.push_back(ino);
     }
 
-    fn contains(&self, ino: u32) -> bool {
+    fn contains(&self, ino: InodeNo) -> bool {
         self.ring.lock().iter().any(|&i| i == ino)
     }
 
-    pub(crate) fn forget(&self, ino: u32) {
+    pub(crate) fn forget(&self, ino: InodeNo) {
         let mut r = self.ring.lock();
         let n = r.len();
         for _ in 0..n {

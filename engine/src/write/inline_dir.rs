@@ -22,7 +22,7 @@ use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inline::{DATA_NAME, SYSTEM_INDEX};
 use crate::inode::{flags, Inode};
-use crate::numbers::InodeNo;
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
 use crate::writable::Cred;
@@ -105,8 +105,8 @@ impl<D: BlockDevice> Volume<D> {
         let bytes = self.inline_dir_bytes(dir)?;
         self.scan_inline(dir, &bytes, |at, e, prev| {
             (e.inode != 0 && e.name == name).then_some(Found {
-                lblk: 0,
-                pblk: 0,
+                lblk: FileBlock(0),
+                pblk: PhysBlock(0),
                 offset: at,
                 prev,
                 ino: InodeNo(e.inode),
@@ -311,8 +311,8 @@ impl<D: BlockDevice> Volume<D> {
         let ino = next.ino;
         h.create(b, |x| {
             self.init_dir_block(&me, x);
-            put_entry(x, 0, ino, 12, b".", ft, bs);
-            put_entry(x, 12, parent, 12, b"..", ft, bs);
+            put_entry(x, 0, ino.0, 12, b".", ft, bs);
+            put_entry(x, 12, parent.0, 12, b"..", ft, bs);
             x[24..24 + bytes.len()].copy_from_slice(&bytes);
             // The last entry reaches the end of the leaf.
             let mut at = 12;

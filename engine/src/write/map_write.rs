@@ -99,14 +99,14 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         // Written to blocks from now on: never inline (as the kernel).
-        self.fresh_inodes().forget(ino.0);
+        self.fresh_inodes().forget(ino);
         let bs = self.sb().block_size as u64;
         let (first, last) = (pos / bs, end.div_ceil(bs));
         let extents = inode.has_flag(flags::EXTENTS);
         let mut runs: Vec<WriteRun> = Vec::new();
         let mut l = first;
         while l < last && runs.len() < MAX_WRITE_RUNS {
-            let run = match self.map_block(&inode, l)? {
+            let run = match self.map_block_at(&inode, l)? {
                 Run::Mapped {
                     pblk,
                     len,
@@ -114,7 +114,7 @@ impl<D: BlockDevice> Volume<D> {
                 } => WriteRun {
                     lblk: FileBlock(l as u32),
                     len: len.min(last - l) as u32,
-                    pblk: PhysBlock(pblk),
+                    pblk,
                     unwritten,
                     new: false,
                 },

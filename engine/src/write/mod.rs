@@ -166,22 +166,20 @@ impl<D: BlockDevice> Volume<D> {
         let (blk, off) = self.inode_location(inode.ino)?;
         let size = self.sb().inode_size as usize;
         let sb = self.sb();
-        h.modify(PhysBlock(blk), |b| {
-            inode.store(sb, &mut b[off..off + size], fresh)
-        })??;
+        h.modify(blk, |b| inode.store(sb, &mut b[off..off + size], fresh))??;
         self.invalidate_inode(inode.ino);
         Ok(())
     }
 
     /// The mappings of `ino` changed: the mapping cache drops them.
-    fn mapping_changed(&self, ino: u32) {
-        self.mapcache().forget_inode(ino as u64);
+    fn mapping_changed(&self, ino: InodeNo) {
+        self.mapcache().forget_inode(ino);
     }
 
     /// The inode to change: read and checked from the block cache (the
     /// caller holds its lock, so it stays current until written).
     fn inode_for_write(&self, ino: InodeNo) -> Result<Inode> {
-        Ok((*self.live_inode(ino.0)?).clone())
+        Ok((*self.live_inode(ino)?).clone())
     }
 
     fn writable_file(&self, inode: &Inode) -> Result<()> {
@@ -227,8 +225,8 @@ impl<D: BlockDevice> Volume<D> {
         h.create(b, |x| self.init_dir_block(d, x))?;
         dir.size = (lblk + 1) * bs;
         Ok(Slot::At {
-            lblk: l.0,
-            pblk: b.0,
+            lblk: l,
+            pblk: b,
             offset: 0,
         })
     }
@@ -247,7 +245,7 @@ impl<D: BlockDevice> Volume<D> {
             if inode.file_acl != 0 {
                 self.drop_xattr_block(&mut h, inode)?;
             }
-            let ino = InodeNo(inode.ino);
+            let ino = inode.ino;
             self.orphan_del(&mut h, ino)?;
             inode.dtime = self.now().sec as u32;
             self.patch_dtime(&mut h, ino, inode.dtime)?;
@@ -267,7 +265,7 @@ impl<D: BlockDevice> Volume<D> {
     /// Drop `inode`'s reference to its xattr block: freed with the last
     /// reference, else its refcount lowered (and its checksum redone).
     pub(crate) fn drop_xattr_block(&self, h: &mut Handle<'_, D>, inode: &mut Inode) -> Result<()> {
-        let blk = inode.file_acl;
+        let blk = PhysBlock(inode.file_acl);
         if !self.blocks_in_fs(blk, 1) {
             return Err(Error::corrupt(
                 Object::Inode(inode.ino),
@@ -276,11 +274,11 @@ impl<D: BlockDevice> Volume<D> {
         }
         let refs = self.cache_read_with(blk, |b| u32::from_le_bytes([b[4], b[5], b[6], b[7]]))?;
         if refs <= 1 {
-            self.free_blocks(h, PhysBlock(blk), 1)?;
+            self.free_blocks(h, blk, 1)?;
         } else {
             let seed = self.sb().csum_seed;
             let csum = self.sb().metadata_csum();
-            h.modify(PhysBlock(blk), |b| {
+            h.modify(blk, |b| {
                 b[4..8].copy_from_slice(&(refs - 1).to_le_bytes());
                 if csum {
                     if let Some(c) = crate::xattr::block_checksum(b, blk, seed) {

@@ -250,7 +250,7 @@ impl<D: BlockDevice> Volume<D> {
         let fast_symlink = matches!(body, Body::Symlink(t) if t.len() < 60);
         let now = self.now();
         let flags = inherited(dir.flags, mode);
-        let body_len = Inode::new(self.sb(), 0, mode, 0, 0, now, 0, flags)
+        let body_len = Inode::new(self.sb(), InodeNo(0), mode, 0, 0, now, 0, flags)
             .ibody_len(self.sb().inode_size as usize);
         let xattr_block = self.new_xattrs_need_block(&acls, body_len)?;
         // A new directory is inline while its body has room (`inline_data`).
@@ -271,7 +271,7 @@ impl<D: BlockDevice> Volume<D> {
         let ino = self.alloc_inode(&mut h, parent, is_dir)?;
         // Number and generation decide the checksum seed.
         let gen = self.allocator().next_generation();
-        let mut inode = Inode::new(self.sb(), ino.0, mode, cred.uid, gid, now, gen, flags);
+        let mut inode = Inode::new(self.sb(), ino, mode, cred.uid, gid, now, gen, flags);
         // Extent-mapped files, directories and slow symlinks where the
         // filesystem has extents (the kernel's `ext4_new_inode`; a fast
         // symlink's target takes `i_block`), block-mapped otherwise.
@@ -335,9 +335,9 @@ impl<D: BlockDevice> Volume<D> {
         drop(h);
         if matches!(body, Body::Regular) && self.sb().has_incompat(incompat::INLINE_DATA) {
             // A new file may become inline on its first write.
-            self.fresh_inodes().add(ino.0);
+            self.fresh_inodes().add(ino);
         }
-        self.getattr(ino.0)
+        self.getattr(ino)
     }
 
     /// Fill new inode `inode` (number `ino`, its map set up, its first
@@ -370,12 +370,12 @@ impl<D: BlockDevice> Volume<D> {
             }
             Body::Dir if data_block.is_none() => {
                 inode.flags |= flags::INLINE_DATA;
-                inode.block = new_inline_dir_block(InodeNo(dir.ino));
+                inode.block = new_inline_dir_block(dir.ino);
                 inode.size = MIN_INLINE_DIR;
                 inode.links_count = 2;
                 self.place_new_xattrs(h, inode, acls, xblock)?;
                 let region = self.ibody_region(inode);
-                let region = ibody_set(&region, ino.0, SYSTEM_INDEX, DATA_NAME, Some(&[]))?
+                let region = ibody_set(&region, ino, SYSTEM_INDEX, DATA_NAME, Some(&[]))?
                     .ok_or(Error::NoSpace)?;
                 inode.set_ibody(region);
                 return Ok(());
@@ -389,7 +389,7 @@ impl<D: BlockDevice> Volume<D> {
                     self.init_dir_block(&me, x);
                     let bsz = x.len();
                     put_entry(x, 0, ino.0, 12, b".", ft, bsz);
-                    put_entry(x, 12, dir.ino, area - 12, b"..", ft, bsz);
+                    put_entry(x, 12, dir.ino.0, area - 12, b"..", ft, bsz);
                     self.seal_leaf(&me, x);
                 })?;
                 inode.size = bs;
@@ -577,7 +577,7 @@ impl<D: BlockDevice> Volume<D> {
         let dir = &*dir;
         let ft = self.dirent_ft(kind);
         let o = at.offset;
-        let ok = h.modify(PhysBlock(at.pblk), |b| {
+        let ok = h.modify(at.pblk, |b| {
             let cur = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
             if cur != at.ino.0 {
                 return false;
@@ -610,14 +610,14 @@ impl<D: BlockDevice> Volume<D> {
             if dir == InodeNo::ROOT {
                 return Ok(false);
             }
-            let up = InodeNo(self.lookup_ino(dir.0, b"..")?);
+            let up = self.lookup_ino(dir, b"..")?;
             if up == dir {
                 return Ok(false);
             }
             dir = up;
         }
         Err(Error::corrupt(
-            Object::Inode(dir.0),
+            Object::Inode(dir),
             "\"..\" entries form a loop or a chain too long to be a tree",
         ))
     }
@@ -846,7 +846,7 @@ impl<D: BlockDevice> Volume<D> {
                         self.dec_count(di);
                     }
                     if di.links_count == 0 {
-                        self.orphan_add(&mut h, InodeNo(di.ino))?;
+                        self.orphan_add(&mut h, di.ino)?;
                     }
                 }
             }
@@ -867,7 +867,7 @@ impl<D: BlockDevice> Volume<D> {
         drop(h);
         guards.clear();
         if let Some(mut di) = dinode.filter(|d| d.links_count == 0 && !exchange) {
-            let ino = InodeNo(di.ino);
+            let ino = di.ino;
             if !self.last_link_gone(ino) {
                 let _locks = self.inode_locks().lock(&[ino]);
                 self.free_inode_now(&mut di)?;

@@ -85,8 +85,8 @@ pub(crate) struct Orphans {
 
 impl Orphans {
     /// Whether `ino` is an orphan kept for a frontend that holds it.
-    pub(crate) fn is_kept(&self, ino: u32) -> bool {
-        self.state.lock().kept.contains(&InodeNo(ino))
+    pub(crate) fn is_kept(&self, ino: InodeNo) -> bool {
+        self.state.lock().kept.contains(&ino)
     }
 
     /// `s_last_orphan` as the running transaction leaves it.
@@ -138,7 +138,7 @@ impl<D: BlockDevice> Volume<D> {
             st.kept.swap_remove(i);
         }
         let _locks = self.inode_locks().lock(&[ino]);
-        let mut inode = self.inode(ino.0)?;
+        let mut inode = self.inode(ino)?;
         if inode.links_count != 0 {
             return Ok(());
         }
@@ -154,26 +154,26 @@ impl<D: BlockDevice> Volume<D> {
     /// Set `i_dtime` of `ino` in place (the orphan list's link, or the
     /// deletion time), with the record's checksum. One credit.
     pub(crate) fn patch_dtime(&self, h: &mut Handle<'_, D>, ino: InodeNo, v: u32) -> Result<()> {
-        let (blk, off) = self.inode_location(ino.0)?;
+        let (blk, off) = self.inode_location(ino)?;
         let size = self.sb().inode_size as usize;
         let sb = self.sb();
-        h.modify(PhysBlock(blk), |b| {
+        h.modify(blk, |b| {
             let rec = &mut b[off..off + size];
             rec[DTIME..DTIME + 4].copy_from_slice(&v.to_le_bytes());
-            if let Some((c, hi)) = inode::expected_checksum(sb, ino.0, rec) {
+            if let Some((c, hi)) = inode::expected_checksum(sb, ino, rec) {
                 rec[0x7C..0x7E].copy_from_slice(&(c as u16).to_le_bytes());
                 if hi {
                     rec[0x82..0x84].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
                 }
             }
         })?;
-        self.invalidate_inode(ino.0);
+        self.invalidate_inode(ino);
         Ok(())
     }
 
     /// `i_dtime` of `ino` as the block cache has it.
     fn dtime_of(&self, ino: InodeNo) -> Result<u32> {
-        let (blk, off) = self.inode_location(ino.0)?;
+        let (blk, off) = self.inode_location(ino)?;
         self.cache_read_with(blk, |b| le32(b, off + DTIME))
     }
 
@@ -255,8 +255,8 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Physical block of orphan file block `b`.
-    fn orphan_block(&self, f: &OrphanFile, b: u32) -> Result<u64> {
-        match self.map_block(&f.inode, b as u64)? {
+    fn orphan_block(&self, f: &OrphanFile, b: u32) -> Result<PhysBlock> {
+        match self.map_block(&f.inode, FileBlock(b))? {
             Run::Mapped {
                 pblk,
                 unwritten: false,
@@ -282,10 +282,10 @@ impl<D: BlockDevice> Volume<D> {
         let csum = self.sb().metadata_csum();
         let seed = f.inode.csum_seed;
         let n = f.per_block as usize * 4;
-        h.modify(PhysBlock(pblk), |x| {
+        h.modify(pblk, |x| {
             x[j * 4..j * 4 + 4].copy_from_slice(&v.to_le_bytes());
             if csum {
-                let c = orphan_block_checksum(seed, pblk, &x[..n]);
+                let c = orphan_block_checksum(seed, pblk.0, &x[..n]);
                 let t = x.len() - 4;
                 x[t..].copy_from_slice(&c.to_le_bytes());
             }
@@ -312,9 +312,9 @@ impl<D: BlockDevice> Volume<D> {
 
     fn find_orphan_file(&self) -> Result<OrphanFile> {
         let sb = self.sb();
-        let ino = sb.orphan_file_inum;
+        let ino = InodeNo(sb.orphan_file_inum);
         let bad = |what| Error::corrupt(Object::Inode(ino), what);
-        if ino == 0 || ino > sb.inodes_count {
+        if ino.0 == 0 || ino.0 > sb.inodes_count {
             return Err(bad("orphan file inode number out of range"));
         }
         let inode = self.inode(ino)?;
@@ -339,7 +339,8 @@ impl<D: BlockDevice> Volume<D> {
                         "orphan file block has a bad magic",
                     ));
                 }
-                if csum && le32(x, t + 4) != orphan_block_checksum(f.inode.csum_seed, pblk, &x[..n])
+                if csum
+                    && le32(x, t + 4) != orphan_block_checksum(f.inode.csum_seed, pblk.0, &x[..n])
                 {
                     return Err(Error::Checksum {
                         object: Object::Block(pblk),
@@ -438,21 +439,21 @@ impl<D: BlockDevice> Volume<D> {
         let sb = self.sb();
         if ino.0 < sb.first_ino || ino.0 > sb.inodes_count {
             return Err(Error::corrupt(
-                Object::Inode(ino.0),
+                Object::Inode(ino),
                 "orphan list names a reserved or out-of-range inode",
             ));
         }
         if !self.inode_in_use(ino)? {
             return Err(Error::corrupt(
-                Object::Inode(ino.0),
+                Object::Inode(ino),
                 "orphan list names an inode that is not in use",
             ));
         }
         let _locks = self.inode_locks().lock(&[ino]);
-        let mut inode = self.inode(ino.0)?;
+        let mut inode = self.inode(ino)?;
         if inode.kind.is_none() {
             return Err(Error::corrupt(
-                Object::Inode(ino.0),
+                Object::Inode(ino),
                 "orphan has no file type",
             ));
         }
@@ -478,7 +479,7 @@ impl<D: BlockDevice> Volume<D> {
             let next = self.orphans().state.lock().kept.pop();
             let Some(ino) = next else { break };
             let _locks = self.inode_locks().lock(&[ino]);
-            let mut inode = self.inode(ino.0)?;
+            let mut inode = self.inode(ino)?;
             if inode.links_count == 0 {
                 self.free_inode_now(&mut inode)?;
             }

@@ -7,7 +7,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Result};
 use crate::features::ro_compat;
 use crate::inode::{flags, Inode};
-use crate::numbers::{FileBlock, InodeNo};
+use crate::numbers::FileBlock;
 use crate::volume::Volume;
 use crate::writable::Cred;
 
@@ -99,7 +99,7 @@ impl<D: BlockDevice> Volume<D> {
     /// then the steps of [`Volume::unmap_range`], then off the list.
     fn truncate_down(&self, inode: &mut Inode, size: u64, cred: &Cred) -> Result<()> {
         let from = size.div_ceil(self.sb().block_size as u64);
-        let ino = InodeNo(inode.ino);
+        let ino = inode.ino;
         // An unlinked inode is an orphan already (and stays one).
         let orphan = inode.links_count > 0
             && !self.is_orphan(ino)

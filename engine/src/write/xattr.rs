@@ -117,7 +117,7 @@ fn encode_ibody(list: &[Xattr], len: usize) -> Option<Vec<u8>> {
 
 /// The attributes of an in-inode region `region` of inode `ino`, for a
 /// change (values in `ea_inode`s are refused).
-fn ibody_list(region: &[u8], ino: u32) -> Result<Vec<Xattr>> {
+fn ibody_list(region: &[u8], ino: InodeNo) -> Result<Vec<Xattr>> {
     if region.is_empty() {
         return Ok(Vec::new());
     }
@@ -146,7 +146,7 @@ fn resolve(e: &xattr::XattrEntry<'_>) -> Result<Xattr> {
 /// region `region` (the room the other entries leave, its own entry
 /// included), as the kernel's `get_max_inline_xattr_value_size` counts
 /// it. 0 when even the entry does not fit. (Inline data's `system.data`.)
-pub(crate) fn ibody_room(region: &[u8], ino: u32, index: u8, name: &[u8]) -> Result<usize> {
+pub(crate) fn ibody_room(region: &[u8], ino: InodeNo, index: u8, name: &[u8]) -> Result<usize> {
     let mut list = ibody_list(region, ino)?;
     list.retain(|x| !(x.index == index && x.name == name));
     let need = 4 + needs(&list) + entry_len(name.len());
@@ -156,7 +156,7 @@ pub(crate) fn ibody_room(region: &[u8], ino: u32, index: u8, name: &[u8]) -> Res
 /// The value of attribute `index`+`name` in in-inode region `region`.
 pub(crate) fn ibody_get(
     region: &[u8],
-    ino: u32,
+    ino: InodeNo,
     index: u8,
     name: &[u8],
 ) -> Result<Option<Vec<u8>>> {
@@ -171,7 +171,7 @@ pub(crate) fn ibody_get(
 /// does not fit (the caller's region is unchanged).
 pub(crate) fn ibody_set(
     region: &[u8],
-    ino: u32,
+    ino: InodeNo,
     index: u8,
     name: &[u8],
     value: Option<&[u8]>,
@@ -209,7 +209,7 @@ fn encode_block(list: &[Xattr], bs: usize, blk: u64, refcount: u32, csum: Option
     let h = xattr::block_hash(list.iter().map(|x| xattr::entry_hash(&x.name, &x.value)));
     b[12..16].copy_from_slice(&h.to_le_bytes());
     if let Some(seed) = csum {
-        if let Some(c) = xattr::block_checksum(&b, blk, seed) {
+        if let Some(c) = xattr::block_checksum(&b, PhysBlock(blk), seed) {
             b[16..20].copy_from_slice(&c.to_le_bytes());
         }
     }
@@ -256,36 +256,18 @@ impl<D: BlockDevice> Volume<D> {
     /// The attributes of `inode`, checked, for a change (values in
     /// `ea_inode`s are refused).
     pub(crate) fn xattrs_for_write(&self, inode: &Inode) -> Result<Found> {
-        let obj = Object::Inode(inode.ino);
         let mut f = Found {
-            ibody: Vec::new(),
+            ibody: ibody_list(inode.ibody(), inode.ino)?,
             block: Vec::new(),
             refcount: 0,
         };
-        f.ibody = ibody_list(inode.ibody(), inode.ino)?;
-        if inode.file_acl != 0 {
-            let blk = inode.file_acl;
-            if !self.blocks_in_fs(blk, 1) {
-                return Err(Error::corrupt(
-                    obj,
-                    "xattr block lies outside the filesystem",
-                ));
+        self.with_xattr_block(inode, |b, blk| {
+            f.refcount = xattr::block_header(b, blk)?.h_refcount.get();
+            for e in xattr::parse_block(b, blk)? {
+                f.block.push(resolve(&e)?);
             }
-            let seed = self.sb().csum_seed;
-            let check = self.sb().metadata_csum() && self.check_csums();
-            self.cache_read_with(blk, |b| -> Result<()> {
-                if check && !xattr::verify_block_checksum(b, blk, seed) {
-                    return Err(Error::Checksum {
-                        object: Object::Block(blk),
-                    });
-                }
-                f.refcount = xattr::block_header(b, blk)?.h_refcount.get();
-                for e in xattr::parse_block(b, blk)? {
-                    f.block.push(resolve(&e)?);
-                }
-                Ok(())
-            })??;
-        }
+            Ok(())
+        })?;
         Ok(f)
     }
 
@@ -310,7 +292,7 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::InvalidArgument);
         }
         if value.len() > VALUE_MAX {
-            return Err(Error::ValueTooBig);
+            return Err(Error::TooBig);
         }
         let (index, suffix) = parse_name(name)?;
         let _locks = self.inode_locks().lock(&[ino]);
@@ -353,7 +335,7 @@ impl<D: BlockDevice> Volume<D> {
                     what: "POSIX ACLs on symbolic links",
                 })
             }
-            ACL_DEFAULT if set && kind != Some(FileType::Directory) => Err(Error::AccessDenied),
+            ACL_DEFAULT if set && kind != Some(FileType::Directory) => Err(Error::PermissionDenied),
             _ => Ok(()),
         }
     }
@@ -485,7 +467,7 @@ impl<D: BlockDevice> Volume<D> {
         // Allocation first: a new block when none is ours alone.
         let new_block =
             if block_changed && !block.is_empty() && (inode.file_acl == 0 || cur.refcount > 1) {
-                let goal = self.inode_goal(InodeNo(inode.ino), false);
+                let goal = self.inode_goal(inode.ino, false);
                 Some(self.alloc_blocks(&mut h, goal, 1, cred, false)?.0)
             } else {
                 None
@@ -664,7 +646,7 @@ impl<D: BlockDevice> Volume<D> {
             .unwrap_or_else(|| vec![0u8; body_len]);
         let data = crate::inline::DATA_NAME;
         let system = crate::inline::SYSTEM_INDEX;
-        Ok(ibody_set(&region, 0, system, data, Some(&[]))?.is_some())
+        Ok(ibody_set(&region, InodeNo(0), system, data, Some(&[]))?.is_some())
     }
 
     /// `chmod` keeps the access ACL in step (`posix_acl_chmod`): called
@@ -712,7 +694,7 @@ impl<D: BlockDevice> Volume<D> {
         }
         if block != cur.block {
             let new = if cur.refcount > 1 {
-                let goal = self.inode_goal(InodeNo(inode.ino), false);
+                let goal = self.inode_goal(inode.ino, false);
                 Some(self.alloc_blocks(h, goal, 1, cred, false)?.0)
             } else {
                 None
@@ -743,7 +725,7 @@ mod tests {
             x(6, "selinux", b"label\0"),
         ];
         let body = encode_ibody(&list, 96).unwrap();
-        let back = xattr::parse_ibody(&body, 12).unwrap();
+        let back = xattr::parse_ibody(&body, InodeNo(12)).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[0].value, XattrValue::Inline(b"hello"));
         assert_eq!(back[0].hash, 0);
@@ -752,8 +734,8 @@ mod tests {
         let mut sorted = list.clone();
         sorted.sort_by(block_order);
         let blk = encode_block(&sorted, 1024, 77, 1, Some(0x1234));
-        assert!(xattr::verify_block_checksum(&blk, 77, 0x1234));
-        let es = xattr::parse_block(&blk, 77).unwrap();
+        assert!(xattr::verify_block_checksum(&blk, PhysBlock(77), 0x1234));
+        let es = xattr::parse_block(&blk, PhysBlock(77)).unwrap();
         assert_eq!(es.len(), 3);
         for e in &es {
             let XattrValue::Inline(v) = e.value else {
@@ -761,7 +743,7 @@ mod tests {
             };
             assert_eq!(e.hash, xattr::entry_hash(e.name, v));
         }
-        let hdr = xattr::block_header(&blk, 77).unwrap();
+        let hdr = xattr::block_header(&blk, PhysBlock(77)).unwrap();
         assert_eq!(
             hdr.h_hash.get(),
             xattr::block_hash(es.iter().map(|e| e.hash))
@@ -810,26 +792,42 @@ mod tests {
         let region = vec![0u8; 96];
         // 96 - magic 4 - entry 20 - terminator 4 = 68, as the kernel's
         // 128-byte inline limit in 256-byte inodes says.
-        assert_eq!(ibody_room(&region, 12, 7, b"data").unwrap(), 68);
-        let r = ibody_set(&region, 12, 7, b"data", Some(&[]))
+        assert_eq!(ibody_room(&region, InodeNo(12), 7, b"data").unwrap(), 68);
+        let r = ibody_set(&region, InodeNo(12), 7, b"data", Some(&[]))
             .unwrap()
             .unwrap();
-        assert_eq!(ibody_get(&r, 12, 7, b"data").unwrap(), Some(vec![]));
-        let r = ibody_set(&r, 12, 1, b"x", Some(b"hello")).unwrap().unwrap();
-        let r = ibody_set(&r, 12, 7, b"data", Some(&[9u8; 30]))
+        assert_eq!(
+            ibody_get(&r, InodeNo(12), 7, b"data").unwrap(),
+            Some(vec![])
+        );
+        let r = ibody_set(&r, InodeNo(12), 1, b"x", Some(b"hello"))
             .unwrap()
             .unwrap();
-        assert_eq!(ibody_get(&r, 12, 7, b"data").unwrap(), Some(vec![9u8; 30]));
-        assert_eq!(ibody_get(&r, 12, 1, b"x").unwrap(), Some(b"hello".to_vec()));
+        let r = ibody_set(&r, InodeNo(12), 7, b"data", Some(&[9u8; 30]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ibody_get(&r, InodeNo(12), 7, b"data").unwrap(),
+            Some(vec![9u8; 30])
+        );
+        assert_eq!(
+            ibody_get(&r, InodeNo(12), 1, b"x").unwrap(),
+            Some(b"hello".to_vec())
+        );
         // The reader accepts what was written.
-        assert_eq!(xattr::parse_ibody(&r, 12).unwrap().len(), 2);
-        assert!(ibody_set(&r, 12, 7, b"data", Some(&[1u8; 60]))
+        assert_eq!(xattr::parse_ibody(&r, InodeNo(12)).unwrap().len(), 2);
+        assert!(ibody_set(&r, InodeNo(12), 7, b"data", Some(&[1u8; 60]))
             .unwrap()
             .is_none());
-        let r = ibody_set(&r, 12, 7, b"data", None).unwrap().unwrap();
-        assert_eq!(ibody_get(&r, 12, 7, b"data").unwrap(), None);
-        assert_eq!(ibody_get(&r, 12, 1, b"x").unwrap(), Some(b"hello".to_vec()));
-        let r = ibody_set(&r, 12, 1, b"x", None).unwrap().unwrap();
+        let r = ibody_set(&r, InodeNo(12), 7, b"data", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ibody_get(&r, InodeNo(12), 7, b"data").unwrap(), None);
+        assert_eq!(
+            ibody_get(&r, InodeNo(12), 1, b"x").unwrap(),
+            Some(b"hello".to_vec())
+        );
+        let r = ibody_set(&r, InodeNo(12), 1, b"x", None).unwrap().unwrap();
         assert_eq!(r, vec![0u8; 96], "no attributes: no magic either");
     }
 }

@@ -12,18 +12,8 @@ use std::os::unix::fs::{symlink, DirEntryExt, FileTypeExt, MetadataExt, Permissi
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use ext4_tests::oracle::{debugfs_script, mke2fs};
+use ext4_tests::tree::{set_times, set_xattr, Time};
 
 /// Known bytes for file `seed`.
 pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
@@ -32,50 +22,10 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: valid strings and buffer for the call.
-    let r = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "setxattr {name} on {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
-fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
-    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-    let ts = [
-        libc::timespec {
-            tv_sec: atime.0,
-            tv_nsec: atime.1,
-        },
-        libc::timespec {
-            tv_sec: mtime.0,
-            tv_nsec: mtime.1,
-        },
-    ];
-    // SAFETY: valid path and two timespecs.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(r, 0, "utimensat {}", p.display());
+/// `set_times` with (seconds, nanoseconds) pairs.
+fn times(p: &Path, atime: (i64, u32), mtime: (i64, u32)) {
+    let t = |(sec, nsec)| Time { sec, nsec };
+    set_times(p, t(atime), t(mtime)).unwrap();
 }
 
 fn mknod(p: &Path, mode: u32, major: u32, minor: u32) {
@@ -130,13 +80,13 @@ fn make_tree(root: &Path) {
     fs::hard_link(&hl, root.join("hard/sub/c")).unwrap();
     // Xattrs: small ones in the inode, a big one that needs a block.
     let xf = w("xattr/file", b"xattrs here");
-    set_xattr(&xf, "user.small", b"v");
-    set_xattr(&xf, "user.empty", b"");
-    set_xattr(&xf, "user.big", &pattern(700, 3));
-    set_xattr(&xf, "trusted.t", b"trusted value");
+    set_xattr(&xf, "user.small", b"v").unwrap();
+    set_xattr(&xf, "user.empty", b"").unwrap();
+    set_xattr(&xf, "user.big", &pattern(700, 3)).unwrap();
+    set_xattr(&xf, "trusted.t", b"trusted value").unwrap();
     let xd = root.join("xattr/dir");
     fs::create_dir_all(&xd).unwrap();
-    set_xattr(&xd, "user.on-a-dir", b"dir value");
+    set_xattr(&xd, "user.on-a-dir", b"dir value").unwrap();
     let acl = w("xattr/acl", b"acl");
     let _ = Command::new("setfacl")
         .args(["-m", "u:1234:r,g:5678:rw"])
@@ -183,15 +133,15 @@ fn make_tree(root: &Path) {
     let m = w("modes/owned", b"owned");
     chown(&m, 1234, 5678);
     let t = w("times/ns", b"t");
-    set_times(
+    times(
         &t,
         (1_600_000_000, 123_456_789),
         (1_234_567_890, 987_654_321),
     );
     let t = w("times/after2038", b"t");
-    set_times(&t, (4_102_444_800, 5), (2_500_000_000, 999_999_999));
+    times(&t, (4_102_444_800, 5), (2_500_000_000, 999_999_999));
     let t = w("times/before1970", b"t");
-    set_times(&t, (-86_400, 0), (-1_000_000, 250_000_000));
+    times(&t, (-86_400, 0), (-1_000_000, 250_000_000));
     fs::set_permissions(root.join("special"), fs::Permissions::from_mode(0o1777)).unwrap();
 }
 
@@ -209,10 +159,12 @@ pub fn source_tree(dir: &Path) -> PathBuf {
 /// Build an image of the source tree in `dir`.
 pub fn make_image(dir: &Path) -> PathBuf {
     let img = dir.join("ext4.img");
-    let mut c = Command::new("mke2fs");
-    c.args(["-F", "-q", "-t", "ext4", "-b", "4096"]);
-    c.arg("-d").arg(source_tree(dir)).arg(&img).arg("64M");
-    run(&mut c);
+    mke2fs(
+        &img,
+        &["-t", "ext4", "-b", "4096"],
+        Some(&source_tree(dir)),
+        "64M",
+    );
     // mke2fs -d keeps whole seconds only: write nanoseconds and epoch bits
     // (bits 0-1 of the *_extra fields) so both readers decode them.
     let extra = |ns: u32, epoch: u32| format!("{:#x}", (ns << 2) | epoch);
@@ -227,13 +179,7 @@ pub fn make_image(dir: &Path) -> PathBuf {
         format!("sif /times/after2038 mtime_extra {}", extra(999_999_999, 1)),
         format!("sif /times/after2038 atime_extra {}", extra(5, 1)),
     ];
-    let script = dir.join("ext4.debugfs");
-    fs::write(&script, cmds.join("\n")).unwrap();
-    run(Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(&img));
+    debugfs_script(&img, &cmds, true).unwrap();
     img
 }
 

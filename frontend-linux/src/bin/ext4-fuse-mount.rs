@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use ext4_fuse::inherited::{self, io_msg};
-use ext4_fuse::iomap::{self, BackingDevice, IomapMode};
+use ext4_fuse::iomap_setup::{self, BackingDevice, IomapMode};
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options;
 use ext4_fuse::sandbox;
@@ -172,7 +172,7 @@ fn run(args: Args) -> Result<(), String> {
     // does file I/O on a block device: an image file gets a loop device
     // (attached here, as only root can), which the server is handed
     // instead of the file. Autoclear detaches it once the server is gone.
-    let keep_rawio = opts.iomap != IomapMode::Off && iomap::kernel_supports_iomap();
+    let keep_rawio = opts.iomap != IomapMode::Off && iomap_setup::kernel_supports_iomap();
     if args.fake {
         return Ok(());
     }

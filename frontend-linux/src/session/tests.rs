@@ -1,10 +1,12 @@
 //! The session driven over a `SOCK_SEQPACKET` pair, the way the kernel
 //! drives `/dev/fuse`: one message per request, one per reply.
 
+use super::test_kernel::TestKernel;
 use super::*;
+use crate::abi::{self, fopen, init_flags as flag};
 use crate::channel::SeqPacket;
-use ext4_engine::attr::{StatFs, Timestamp};
-use ext4_engine::volume::DirEntry;
+use ext4_engine::DirEntry;
+use ext4_engine::{Attr, FileType, Object, StatFs, Timestamp, Whence};
 use std::collections::HashMap;
 
 /// A tiny tree: / (2) holds a.txt (12), hard (12 again), sub/ (13),
@@ -18,7 +20,7 @@ struct Fake {
 
 fn attr(ino: u32, kind: FileType, size: u64) -> Attr {
     Attr {
-        ino,
+        ino: InodeNo(ino),
         kind,
         mode: kind.mode_bits() | 0o644,
         nlink: if ino == 12 { 2 } else { 1 },
@@ -78,34 +80,40 @@ impl Fake {
 }
 
 impl Backend for Fake {
-    fn getattr(&self, ino: u32) -> ext4_engine::Result<Attr> {
+    fn getattr(&self, ino: InodeNo) -> ext4_engine::Result<Attr> {
+        let ino = ino.0;
         match ino {
             1 => Ok(attr(1, FileType::Regular, 0)),
             2 | 13 => Ok(attr(ino, FileType::Directory, 4096)),
             12 => Ok(attr(12, FileType::Regular, DATA.len() as u64)),
             14 => Ok(attr(14, FileType::Symlink, 5)),
-            15 => Err(Error::corrupt(Object::Inode(15), "bad extent header")),
+            15 => Err(Error::corrupt(
+                Object::Inode(InodeNo(15)),
+                "bad extent header",
+            )),
             _ => Err(Error::NotFound),
         }
     }
-    fn lookup(&self, dir: u32, name: &[u8]) -> ext4_engine::Result<Attr> {
+    fn lookup(&self, dir: InodeNo, name: &[u8]) -> ext4_engine::Result<Attr> {
+        let dir = dir.0;
         let entries = self.dirs.get(&dir).ok_or(Error::NotDir)?;
         let &(_, ino, _) = entries
             .iter()
             .find(|(n, _, _)| *n == name)
             .ok_or(Error::NotFound)?;
-        self.getattr(ino)
+        self.getattr(InodeNo(ino))
     }
     fn readdir(
         &self,
-        dir: u32,
+        dir: InodeNo,
         cookie: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> ext4_engine::Result<()> {
+        let dir = dir.0;
         let entries = self.dirs.get(&dir).ok_or(Error::NotDir)?;
         for (i, (name, ino, kind)) in entries.iter().enumerate().skip(cookie as usize) {
             if !f(&DirEntry {
-                ino: *ino,
+                ino: InodeNo(*ino),
                 name,
                 kind: Some(*kind),
                 next: i as u64 + 1,
@@ -115,7 +123,8 @@ impl Backend for Fake {
         }
         Ok(())
     }
-    fn read(&self, ino: u32, offset: u64, buf: &mut [u8]) -> ext4_engine::Result<usize> {
+    fn read(&self, ino: InodeNo, offset: u64, buf: &mut [u8]) -> ext4_engine::Result<usize> {
+        let ino = ino.0;
         if ino != 12 {
             return Err(Error::IsDir);
         }
@@ -124,20 +133,40 @@ impl Backend for Fake {
         buf[..n].copy_from_slice(&DATA[start..start + n]);
         Ok(n)
     }
-    fn readlink(&self, ino: u32) -> ext4_engine::Result<Vec<u8>> {
+    fn readlink(&self, ino: InodeNo) -> ext4_engine::Result<Vec<u8>> {
+        let ino = ino.0;
         if ino == 14 {
             Ok(b"a.txt".to_vec())
         } else {
             Err(Error::NotSymlink)
         }
     }
-    fn getxattr(&self, ino: u32, name: &[u8]) -> ext4_engine::Result<Vec<u8>> {
+    fn getxattr(&self, ino: InodeNo, name: &[u8]) -> ext4_engine::Result<Vec<u8>> {
+        let ino = ino.0;
         match (ino, name) {
             (12, b"user.color") => Ok(b"blue".to_vec()),
             _ => Err(Error::NoData),
         }
     }
-    fn listxattr(&self, ino: u32) -> ext4_engine::Result<Vec<Vec<u8>>> {
+    fn access(
+        &self,
+        ino: InodeNo,
+        caller: &policy::Caller,
+        mask: u32,
+        ids: policy::ShownIds,
+    ) -> ext4_engine::Result<()> {
+        // The fake's inodes have no ACLs.
+        policy::access_with(
+            self.getattr(ino),
+            Err(Error::NoData),
+            caller,
+            mask,
+            true,
+            ids,
+        )
+    }
+    fn listxattr(&self, ino: InodeNo) -> ext4_engine::Result<Vec<Vec<u8>>> {
+        let ino = ino.0;
         if ino == 12 {
             Ok(vec![b"user.color".to_vec(), b"trusted.x".to_vec()])
         } else {
@@ -156,7 +185,8 @@ impl Backend for Fake {
             fsid: 0,
         }
     }
-    fn seek(&self, ino: u32, offset: u64, whence: Whence) -> ext4_engine::Result<u64> {
+    fn seek(&self, ino: InodeNo, offset: u64, whence: Whence) -> ext4_engine::Result<u64> {
+        let ino = ino.0;
         if ino != 12 || offset >= DATA.len() as u64 {
             return Err(Error::NoSuchOffset);
         }
@@ -167,60 +197,33 @@ impl Backend for Fake {
     }
 }
 
-/// The kernel's side of the pair, plus the server thread.
+/// The kernel's side of the pair, plus the session it serves.
 struct Kernel {
-    ch: SeqPacket,
-    server: Option<std::thread::JoinHandle<io::Result<()>>>,
+    k: TestKernel,
     session: Arc<Session<Fake>>,
-    unique: u64,
 }
 
 impl Kernel {
     fn start(config: Config) -> Kernel {
-        let (k, s) = SeqPacket::pair().unwrap();
         let session = Arc::new(Session::new(Fake::new(), config));
-        let sess = session.clone();
-        let server = std::thread::spawn(move || {
-            // Two workers sharing the socket, like cloned /dev/fuse fds.
-            let other = s.worker()?;
-            let chans: Vec<Arc<dyn Channel>> = vec![Arc::new(s), other];
-            sess.run(&chans)
-        });
         Kernel {
-            ch: k,
-            server: Some(server),
+            k: TestKernel::start(session.clone(), 1000, 100),
             session,
-            unique: 0,
         }
     }
 
     fn send_raw(&self, bytes: &[u8]) {
-        self.ch.send(&[IoSlice::new(bytes)]).unwrap();
+        self.k.send_raw(bytes);
     }
 
     fn request(&mut self, op: u32, nodeid: u64, body: &[u8]) -> u64 {
-        self.unique += 2;
-        let msg = InHeader {
-            opcode: op,
-            unique: self.unique,
-            nodeid,
-            uid: 1000,
-            gid: 100,
-            pid: 1,
-            ..Default::default()
-        }
-        .frame(body);
-        self.send_raw(&msg);
-        self.unique
+        self.k.request(op, nodeid, body)
     }
 
     fn reply(&self) -> (OutHeader, Vec<u8>) {
-        let mut buf = vec![0u8; IN_BUF_SIZE];
-        let n = self.ch.receive(&mut buf).unwrap();
-        assert!(n >= OUT_HEADER && n <= buf.len(), "reply of {n} bytes");
-        let (h, rest) = OutHeader::read_from_prefix(&buf[..n]).unwrap();
+        let (h, body, n) = self.k.receive();
         assert_eq!(h.len as usize, n, "reply header length");
-        (h, rest.to_vec())
+        (h, body)
     }
 
     /// Send a request and return (errno, payload) of its reply.
@@ -247,20 +250,6 @@ impl Kernel {
         let (err, out) = self.call(opcode::INIT, 0, init.as_bytes());
         assert_eq!(err, 0);
         abi::InitOut::read_from_bytes(&out).unwrap()
-    }
-}
-
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        self.ch.shutdown();
-        if let Some(s) = self.server.take() {
-            // A panic in the server must fail the test, not vanish.
-            if !std::thread::panicking() {
-                s.join()
-                    .expect("server thread panicked")
-                    .expect("server returned an error");
-            }
-        }
     }
 }
 
@@ -551,14 +540,7 @@ fn no_reply_opcodes() {
 
 #[test]
 fn node_ids_are_inode_numbers_with_root_swapped() {
-    assert_eq!(nodeid_to_ino(1), Ok(2));
-    assert_eq!(nodeid_to_ino(2), Err(ESTALE));
-    assert_eq!(nodeid_to_ino(12), Ok(12));
-    assert_eq!(nodeid_to_ino(1 << 40), Err(ESTALE));
-    assert_eq!(ino_to_nodeid(2).unwrap(), 1);
-    assert_eq!(ino_to_nodeid(12).unwrap(), 12);
-    assert!(ino_to_nodeid(1).unwrap_err().is_corruption());
-
+    // The mapping itself is tested in ext4_fuse_common::nodes.
     let mut k = Kernel::start(Config::default());
     k.init();
     let (err, p) = k.call(opcode::LOOKUP, 1, &name("a.txt"));

@@ -1,5 +1,5 @@
 //! A stand-in for the kernel's side of FUSE iomap
-//! (`shared/docs/iomap-protocol.md`). It drives the real session loop over a
+//! (`docs/iomap.md`). It drives the real session loop over a
 //! `SOCK_SEQPACKET` pair the way the kernel drives `/dev/fuse`: `FUSE_INIT`
 //! offering `FUSE_IOMAP`, `IOMAP_CONFIG`, lookups, opens, `IOMAP_BEGIN` for
 //! buffered, faulting, direct and report operations; it keeps the kernel's
@@ -16,18 +16,18 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ext4_engine::file_device::FileDevice;
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache};
-use ext4_engine::volume::{OpenOptions, Volume};
+use ext4_engine::FileDevice;
+use ext4_engine::InodeNo;
+use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse::abi::{self, attr_flags, init_flags, notify_code, opcode, InHeader, OutHeader};
-use ext4_fuse::channel::{Channel, SeqPacket};
-use ext4_fuse::session::{Config, Session, IN_BUF_SIZE};
+use ext4_fuse::session::test_kernel::TestKernel;
+use ext4_fuse::session::{Config, Session};
 use zerocopy::{FromBytes, IntoBytes};
 
 pub type Server = Session<Volume<FileDevice>>;
@@ -59,10 +59,8 @@ pub struct Node {
 }
 
 pub struct Model {
-    ch: SeqPacket,
-    server: Option<std::thread::JoinHandle<io::Result<()>>>,
+    k: TestKernel,
     pub session: Arc<Server>,
-    unique: u64,
     /// The block device (or image) the answered addresses point into.
     pub dev_file: File,
     pub dev_size: u64,
@@ -83,6 +81,12 @@ pub struct Model {
     pub reply_wait: std::time::Duration,
 }
 
+/// The mapping cache key of a FUSE node: node ids of regular files are
+/// their inode numbers.
+pub fn node_key(nodeid: u64) -> InodeNo {
+    InodeNo(u32::try_from(nodeid).expect("node ids are 32-bit inode numbers"))
+}
+
 pub fn open_volume(img: &std::path::Path) -> Volume<FileDevice> {
     let dev = FileDevice::open(img, true).unwrap();
     Volume::open(dev, &OpenOptions::default()).unwrap()
@@ -95,21 +99,12 @@ impl Model {
     pub fn start(img: &std::path::Path, dev_path: &std::path::Path, mut cfg: Config) -> Model {
         cfg.iomap = true;
         cfg.measure = true;
-        let (k, s) = SeqPacket::pair().unwrap();
         let session = Arc::new(Session::new(open_volume(img), cfg));
-        let sess = session.clone();
-        let server = std::thread::spawn(move || {
-            let other = s.worker()?;
-            let chans: Vec<Arc<dyn Channel>> = vec![Arc::new(s), other];
-            sess.run(&chans)
-        });
         let dev_file = File::open(dev_path).unwrap();
         let dev_size = device_size(&dev_file);
         let mut m = Model {
-            ch: k,
-            server: Some(server),
+            k: TestKernel::start(session.clone(), 0, 0),
             session,
-            unique: 0,
             dev_file,
             dev_size,
             dev_cookie: 1,
@@ -148,44 +143,26 @@ impl Model {
     }
 
     pub fn send_raw(&self, bytes: &[u8]) {
-        self.ch.send(&[IoSlice::new(bytes)]).unwrap();
+        self.k.send_raw(bytes);
     }
 
     /// Send a request; returns its unique.
     pub fn request(&mut self, op: u32, nodeid: u64, body: &[u8]) -> u64 {
-        self.unique += 2;
         *self.counters.requests.entry(op).or_default() += 1;
-        let msg = InHeader {
-            opcode: op,
-            unique: self.unique,
-            nodeid,
-            uid: 0,
-            gid: 0,
-            pid: 1,
-            ..Default::default()
-        }
-        .frame(body);
-        self.send_raw(&msg);
-        self.unique
+        self.k.request(op, nodeid, body)
     }
 
     /// The reply to `unique`, applying every notification that comes
     /// before it (the kernel applies them as the server writes them).
     pub fn reply(&mut self, unique: u64) -> (i32, Vec<u8>) {
         let t = Instant::now();
-        let mut buf = vec![0u8; IN_BUF_SIZE];
         loop {
-            let n = self.ch.receive(&mut buf).unwrap();
-            if n < OUT_HEADER || n > buf.len() {
-                panic!("message of {n} bytes from the server");
-            }
-            let (h, rest) = OutHeader::read_from_prefix(&buf[..n]).unwrap();
+            let (h, rest, n) = self.k.receive();
             if h.len as usize != n {
                 self.violation(format!("header says {} bytes, message has {n}", h.len));
             }
             if h.unique == 0 {
-                let body = rest.to_vec();
-                self.notification(h.error, &body);
+                self.notification(h.error, &rest);
                 continue;
             }
             if h.unique != unique {
@@ -203,7 +180,7 @@ impl Model {
                 ));
             }
             self.reply_wait += t.elapsed();
-            return (-h.error, rest.to_vec());
+            return (-h.error, rest);
         }
     }
 
@@ -257,11 +234,11 @@ impl Model {
                 }
                 self.check_device_range(&read, "upsert");
                 self.upserted.push((up.nodeid, read));
-                if let Err(e) = self.cache.upsert(up.nodeid, Fork::Read, read) {
+                if let Err(e) = self.cache.upsert(node_key(up.nodeid), Fork::Read, read) {
                     self.violation(format!("upsert rejected by the cache: {e}"));
                 }
                 if write.kind != MapType::PureOverwrite && write.length != 0 {
-                    let _ = self.cache.upsert(up.nodeid, Fork::Write, write);
+                    let _ = self.cache.upsert(node_key(up.nodeid), Fork::Write, write);
                 }
             }
             notify_code::IOMAP_INVAL_MAPPINGS => {
@@ -275,14 +252,14 @@ impl Model {
                         continue;
                     }
                     if r.offset == 0 && r.length == abi::IOMAP_INVAL_TO_EOF && fork == Fork::Read {
-                        self.cache.forget_inode(inv.nodeid);
+                        self.cache.forget_inode(node_key(inv.nodeid));
                     } else {
                         let len = if r.length == abi::IOMAP_INVAL_TO_EOF {
                             u64::MAX - r.offset
                         } else {
                             r.length
                         };
-                        self.cache.remove(inv.nodeid, fork, r.offset, len);
+                        self.cache.remove(node_key(inv.nodeid), fork, r.offset, len);
                     }
                 }
             }
@@ -350,7 +327,7 @@ impl Model {
     /// Attribute rules: regular files carry IOMAP + EXCLUSIVE and the
     /// inode's S/i/a flags; nothing else carries any flag.
     fn check_attr(&mut self, attr: &abi::Attr) {
-        let ino = attr.ino as u32;
+        let ino = InodeNo(attr.ino as u32);
         let Ok(a) = self.oracle.getattr(ino) else {
             self.violation(format!("attr for inode {ino} the engine cannot read"));
             return;
@@ -524,14 +501,14 @@ impl Model {
         count: u64,
         opflags: u32,
     ) -> Result<Mapping, i32> {
-        if let Lookup::Hit(m, _) = self.cache.lookup(node.nodeid, Fork::Read, pos) {
+        if let Lookup::Hit(m, _) = self.cache.lookup(node_key(node.nodeid), Fork::Read, pos) {
             self.counters.cache_hits += 1;
             return Ok(m);
         }
         let (read, _) = self.begin(node, pos, count, opflags)?;
         if read.kind == MapType::RetryCache {
             self.counters.retry_cache += 1;
-            return match self.cache.lookup(node.nodeid, Fork::Read, pos) {
+            return match self.cache.lookup(node_key(node.nodeid), Fork::Read, pos) {
                 Lookup::Hit(m, _) => Ok(m),
                 _ => {
                     self.violation(format!(
@@ -546,7 +523,7 @@ impl Model {
             read.kind,
             MapType::Mapped | MapType::Unwritten | MapType::Hole
         ) {
-            if let Err(e) = self.cache.upsert(node.nodeid, Fork::Read, read) {
+            if let Err(e) = self.cache.upsert(node_key(node.nodeid), Fork::Read, read) {
                 self.violation(format!("caching {read:?}: {e}"));
             }
         }
@@ -709,26 +686,8 @@ impl Model {
     }
 
     /// End the connection and join the server (its panic fails the test).
-    pub fn finish(mut self) {
-        self.ch.shutdown();
-        if let Some(s) = self.server.take() {
-            s.join()
-                .expect("server thread panicked")
-                .expect("server returned an error");
-        }
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        self.ch.shutdown();
-        if let Some(s) = self.server.take() {
-            if !std::thread::panicking() {
-                s.join()
-                    .expect("server thread panicked")
-                    .expect("server returned an error");
-            }
-        }
+    pub fn finish(self) {
+        self.k.finish();
     }
 }
 

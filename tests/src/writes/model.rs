@@ -9,14 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use ext4_engine::attr::{FileType, Timestamp};
-use ext4_engine::device::BlockDevice;
-use ext4_engine::error::errno;
-use ext4_engine::volume::Volume;
-use ext4_engine::write::falloc;
-use ext4_engine::write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
-use ext4_engine::write::xattr::{XATTR_CREATE, XATTR_REPLACE};
+use ext4_engine::errno;
+use ext4_engine::falloc;
+use ext4_engine::BlockDevice;
+use ext4_engine::Volume;
 use ext4_engine::{Cred, Error, InodeNo, SetAttr, SetTime};
+use ext4_engine::{FileType, Timestamp};
+use ext4_engine::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+use ext4_engine::{XATTR_CREATE, XATTR_REPLACE};
 
 use super::clock;
 
@@ -169,18 +169,18 @@ impl Node {
 /// What the tree must look like.
 #[derive(Clone, Debug, Default)]
 pub struct Model {
-    pub nodes: BTreeMap<u32, Node>,
+    pub nodes: BTreeMap<InodeNo, Node>,
     /// Each directory's names (without "." and "..").
-    pub dirs: BTreeMap<u32, BTreeMap<Vec<u8>, u32>>,
+    pub dirs: BTreeMap<InodeNo, BTreeMap<Vec<u8>, InodeNo>>,
     /// Each directory's parent (the root's is itself).
-    pub parent: BTreeMap<u32, u32>,
+    pub parent: BTreeMap<InodeNo, InodeNo>,
     /// 256-byte (or larger) inodes: birth times exist.
     pub large_inodes: bool,
     pub block_size: u32,
     pub geo: Geometry,
 }
 
-pub const ROOT: u32 = 2;
+pub const ROOT: InodeNo = InodeNo::ROOT;
 const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
 
@@ -228,7 +228,7 @@ impl Model {
         m
     }
 
-    fn load_node<D: BlockDevice>(&mut self, vol: &Volume<D>, ino: u32) {
+    fn load_node<D: BlockDevice>(&mut self, vol: &Volume<D>, ino: InodeNo) {
         let a = vol.getattr(ino).expect("getattr of the starting tree");
         let body = match a.kind {
             FileType::Regular => {
@@ -273,7 +273,7 @@ impl Model {
 
     /// Every path below the root (`/a`, `/a/b`; a file with several
     /// links has several) and the inode it names.
-    pub fn paths(&self) -> BTreeMap<Vec<u8>, u32> {
+    pub fn paths(&self) -> BTreeMap<Vec<u8>, InodeNo> {
         let mut out = BTreeMap::new();
         let mut queue = vec![(Vec::new(), ROOT)];
         while let Some((path, d)) = queue.pop() {
@@ -291,7 +291,7 @@ impl Model {
     }
 
     /// Link count of `ino` as ext4 keeps it.
-    pub fn nlink(&self, ino: u32) -> u64 {
+    pub fn nlink(&self, ino: InodeNo) -> u64 {
         if self.nodes[&ino].is_dir() {
             let subdirs = self.dirs[&ino]
                 .values()
@@ -308,18 +308,18 @@ impl Model {
     }
 
     /// The directory an op's `dir` index picks.
-    pub fn dir_at(&self, i: u8) -> u32 {
+    pub fn dir_at(&self, i: u8) -> InodeNo {
         let d = self.dir_list();
         d[i as usize % d.len()]
     }
 
     /// Directories, in inode order.
-    pub fn dir_list(&self) -> Vec<u32> {
+    pub fn dir_list(&self) -> Vec<InodeNo> {
         self.dirs.keys().copied().collect()
     }
 
     /// Every (directory, name, inode), in order.
-    pub fn entries(&self) -> Vec<(u32, Vec<u8>, u32)> {
+    pub fn entries(&self) -> Vec<(InodeNo, Vec<u8>, InodeNo)> {
         let mut v = Vec::new();
         for (&d, names) in &self.dirs {
             for (n, &i) in names {
@@ -330,7 +330,7 @@ impl Model {
     }
 
     /// Regular files, in inode order.
-    pub fn files(&self) -> Vec<u32> {
+    pub fn files(&self) -> Vec<InodeNo> {
         self.nodes
             .iter()
             .filter(|(_, n)| matches!(n.body, Body::File(_)))
@@ -338,12 +338,12 @@ impl Model {
             .collect()
     }
 
-    pub fn data_mut(&mut self, ino: u32) -> &mut Vec<u8> {
+    pub fn data_mut(&mut self, ino: InodeNo) -> &mut Vec<u8> {
         self.nodes.get_mut(&ino).unwrap().data_mut()
     }
 
     /// Whether `anc` is `dir` or above it.
-    fn is_ancestor(&self, anc: u32, mut dir: u32) -> bool {
+    fn is_ancestor(&self, anc: InodeNo, mut dir: InodeNo) -> bool {
         loop {
             if dir == anc {
                 return true;
@@ -355,13 +355,13 @@ impl Model {
         }
     }
 
-    fn touch_dir(&mut self, d: u32, now: Timestamp) {
+    fn touch_dir(&mut self, d: InodeNo, now: Timestamp) {
         let n = self.nodes.get_mut(&d).unwrap();
         n.mtime = now;
         n.ctime = now;
     }
 
-    fn remove_name(&mut self, d: u32, name: &[u8]) {
+    fn remove_name(&mut self, d: InodeNo, name: &[u8]) {
         let ino = self.dirs.get_mut(&d).unwrap().remove(name).unwrap();
         let still = self.dirs.values().any(|x| x.values().any(|&i| i == ino));
         if !still {
@@ -373,7 +373,7 @@ impl Model {
 
     /// A new node in `d` from `mode` (type and permission bits) and the
     /// directory's default ACL, as the kernel's `posix_acl_create`.
-    fn new_node(&self, d: u32, body: Body, mode: u16, umask: u16, now: Timestamp) -> Node {
+    fn new_node(&self, d: InodeNo, body: Body, mode: u16, umask: u16, now: Timestamp) -> Node {
         let parent = &self.nodes[&d];
         let sgid = parent.mode & 0o2000 != 0;
         let is_dir = body == Body::Dir;
@@ -754,7 +754,7 @@ fn falloc_apply(f: &mut Node, geo: &Geometry, mode: u32, off: u64, len: u64) {
 fn resync<D: BlockDevice>(
     vol: &Volume<D>,
     f: &mut Node,
-    ino: u32,
+    ino: InodeNo,
     from: u64,
     to: u64,
 ) -> Result<(), String> {
@@ -799,7 +799,7 @@ fn pick<T: Clone>(v: &[T], i: u16) -> Option<T> {
 
 /// Whether an entry may be the target of destructive operations
 /// (e2fsck wants `lost+found` in the root).
-fn protected(d: u32, name: &[u8]) -> bool {
+fn protected(d: InodeNo, name: &[u8]) -> bool {
     d == ROOT && name == b"lost+found"
 }
 
@@ -849,7 +849,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.create(InodeNo(d), &name, mode & 0o7777, &cred.with_umask(umask));
+            let r = vol.create(d, &name, mode & 0o7777, &cred.with_umask(umask));
             if let Some(a) = expect(&format!("create {name:?}"), r, want)? {
                 let n = m.new_node(d, Body::File(Vec::new()), mode, umask, now);
                 m.nodes.insert(a.ino, n);
@@ -871,7 +871,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.mkdir(InodeNo(d), &name, mode & 0o7777, &cred.with_umask(umask));
+            let r = vol.mkdir(d, &name, mode & 0o7777, &cred.with_umask(umask));
             if let Some(a) = expect(&format!("mkdir {name:?}"), r, want)? {
                 let n = m.new_node(d, Body::Dir, mode & 0o1777, umask, now);
                 m.nodes.insert(a.ino, n);
@@ -902,7 +902,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.mknod(InodeNo(d), &name, mode, (major, minor), &cred);
+            let r = vol.mknod(d, &name, mode, (major, minor), &cred);
             if let Some(a) = expect(&format!("mknod {name:?}"), r, want)? {
                 let n = m.new_node(d, body, mode, 0, now);
                 m.nodes.insert(a.ino, n);
@@ -925,7 +925,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.symlink(InodeNo(d), &name, &target, &cred);
+            let r = vol.symlink(d, &name, &target, &cred);
             if let Some(a) = expect(&format!("symlink {name:?}"), r, want)? {
                 let n = m.new_node(d, Body::Symlink(target), 0o777, 0, now);
                 m.nodes.insert(a.ino, n);
@@ -934,7 +934,7 @@ pub fn apply<D: BlockDevice>(
             }
         }
         Op::Link { node, dir, name } => {
-            let targets: Vec<u32> = m
+            let targets: Vec<InodeNo> = m
                 .nodes
                 .iter()
                 .filter(|(_, n)| !n.is_dir())
@@ -950,7 +950,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.link(InodeNo(ino), InodeNo(d), &name, &cred);
+            let r = vol.link(ino, d, &name, &cred);
             if expect(&format!("link {name:?}"), r, want)?.is_some() {
                 m.dirs.get_mut(&d).unwrap().insert(name, ino);
                 m.touch_dir(d, now);
@@ -966,7 +966,7 @@ pub fn apply<D: BlockDevice>(
             let Some((d, name, ino)) = pick(&es, entry) else {
                 return Ok(());
             };
-            vol.unlink(InodeNo(d), &name)
+            vol.unlink(d, &name)
                 .map_err(|e| format!("unlink {name:?}: {e}"))?;
             m.remove_name(d, &name);
             m.touch_dir(d, now);
@@ -988,7 +988,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Err(Error::NotEmpty)
             };
-            let r = vol.rmdir(InodeNo(d), &name);
+            let r = vol.rmdir(d, &name);
             if expect(&format!("rmdir {name:?}"), r, want)?.is_some() {
                 m.remove_name(d, &name);
                 m.touch_dir(d, now);
@@ -1042,7 +1042,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.rename(InodeNo(d1), &n1, InodeNo(d2), &n2, flags, &cred);
+            let r = vol.rename(d1, &n1, d2, &n2, flags, &cred);
             let what = format!("rename {n1:?} -> {n2:?} flags {flags}");
             if expect(&what, r, want)?.is_some() && dst != Some(src) {
                 if exchange {
@@ -1086,7 +1086,7 @@ pub fn apply<D: BlockDevice>(
             let bs = m.geo.bs;
             let data = bytes_of(seed, off, len as usize);
             let f = m.nodes.get_mut(&ino).unwrap();
-            let n = match vol.write(InodeNo(ino), off as u64, &data, &cred) {
+            let n = match vol.write(ino, off as u64, &data, &cred) {
                 Ok(n) => n,
                 Err(Error::NoSpace) => {
                     // Nothing was written, or inline data moved out: the
@@ -1115,7 +1115,7 @@ pub fn apply<D: BlockDevice>(
             };
             let bs = m.geo.bs;
             let f = m.nodes.get_mut(&ino).unwrap();
-            match vol.truncate(InodeNo(ino), size as u64) {
+            match vol.truncate(ino, size as u64) {
                 Ok(()) => {}
                 Err(Error::NoSpace) => {
                     // Inline data that had to move into a block.
@@ -1159,7 +1159,7 @@ pub fn apply<D: BlockDevice>(
             }
             let f = m.nodes.get_mut(&ino).unwrap();
             let (want, times) = falloc_expect(f, &geo, mode, off, len);
-            let r = vol.fallocate(InodeNo(ino), mode, off, len, &cred);
+            let r = vol.fallocate(ino, mode, off, len, &cred);
             let what = format!("fallocate {ino} mode {mode:#x} {off}+{len}");
             match r {
                 Ok(()) if want == 0 => falloc_apply(f, &geo, mode, off, len),
@@ -1187,7 +1187,7 @@ pub fn apply<D: BlockDevice>(
             }
         }
         Op::Chmod { node, mode } => {
-            let targets: Vec<u32> = m
+            let targets: Vec<InodeNo> = m
                 .nodes
                 .iter()
                 .filter(|(_, n)| !matches!(n.body, Body::Symlink(_)))
@@ -1201,7 +1201,7 @@ pub fn apply<D: BlockDevice>(
                 mode: Some(mode),
                 ..SetAttr::default()
             };
-            vol.setattr(InodeNo(ino), &set)
+            vol.setattr(ino, &set)
                 .map_err(|e| format!("chmod {ino}: {e}"))?;
             let n = m.nodes.get_mut(&ino).unwrap();
             n.mode = mode;
@@ -1224,7 +1224,7 @@ pub fn apply<D: BlockDevice>(
             }
         }
         Op::Chown { node, uid, gid } => {
-            let all: Vec<u32> = m.nodes.keys().copied().collect();
+            let all: Vec<InodeNo> = m.nodes.keys().copied().collect();
             let Some(ino) = pick(&all, node) else {
                 return Ok(());
             };
@@ -1234,7 +1234,7 @@ pub fn apply<D: BlockDevice>(
                 gid: Some(gid),
                 ..SetAttr::default()
             };
-            vol.setattr(InodeNo(ino), &set)
+            vol.setattr(ino, &set)
                 .map_err(|e| format!("chown {ino}: {e}"))?;
             let n = m.nodes.get_mut(&ino).unwrap();
             n.uid = uid;
@@ -1247,7 +1247,7 @@ pub fn apply<D: BlockDevice>(
             mtime,
             nsec,
         } => {
-            let all: Vec<u32> = m.nodes.keys().copied().collect();
+            let all: Vec<InodeNo> = m.nodes.keys().copied().collect();
             let Some(ino) = pick(&all, node) else {
                 return Ok(());
             };
@@ -1260,7 +1260,7 @@ pub fn apply<D: BlockDevice>(
                 mtime: Some(SetTime::At(t(mtime))),
                 ..SetAttr::default()
             };
-            vol.setattr(InodeNo(ino), &set)
+            vol.setattr(ino, &set)
                 .map_err(|e| format!("utimes {ino}: {e}"))?;
             let n = m.nodes.get_mut(&ino).unwrap();
             n.atime = t(atime);
@@ -1275,7 +1275,7 @@ pub fn apply<D: BlockDevice>(
             seed,
             flags,
         } => {
-            let all: Vec<u32> = m.nodes.keys().copied().collect();
+            let all: Vec<InodeNo> = m.nodes.keys().copied().collect();
             let Some(ino) = pick(&all, node) else {
                 return Ok(());
             };
@@ -1299,7 +1299,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.setxattr(InodeNo(ino), &name, &value, flags, &cred);
+            let r = vol.setxattr(ino, &name, &value, flags, &cred);
             if expect(&format!("setxattr {name:?} ({len} bytes)"), r, want)?.is_some() {
                 let n = m.nodes.get_mut(&ino).unwrap();
                 if n.xattrs.get(&name) != Some(&value) {
@@ -1309,7 +1309,7 @@ pub fn apply<D: BlockDevice>(
             }
         }
         Op::RemoveXattr { node, ns, name } => {
-            let all: Vec<u32> = m.nodes.keys().copied().collect();
+            let all: Vec<InodeNo> = m.nodes.keys().copied().collect();
             let Some(ino) = pick(&all, node) else {
                 return Ok(());
             };
@@ -1324,7 +1324,7 @@ pub fn apply<D: BlockDevice>(
             } else {
                 Ok(())
             };
-            let r = vol.removexattr(InodeNo(ino), &name);
+            let r = vol.removexattr(ino, &name);
             if expect(&format!("removexattr {name:?}"), r, want)?.is_some() {
                 let n = m.nodes.get_mut(&ino).unwrap();
                 n.xattrs.remove(&name);
@@ -1336,7 +1336,7 @@ pub fn apply<D: BlockDevice>(
             default,
             seed,
         } => {
-            let all: Vec<u32> = m.nodes.keys().copied().collect();
+            let all: Vec<InodeNo> = m.nodes.keys().copied().collect();
             let Some(ino) = pick(&all, node) else {
                 return Ok(());
             };
@@ -1347,11 +1347,11 @@ pub fn apply<D: BlockDevice>(
             let want = if matches!(n.body, Body::Symlink(_)) {
                 Err(Error::Unsupported { what: "" })
             } else if default && !n.is_dir() {
-                Err(Error::AccessDenied)
+                Err(Error::PermissionDenied)
             } else {
                 Ok(())
             };
-            let r = vol.setxattr(InodeNo(ino), name, &value, 0, &cred);
+            let r = vol.setxattr(ino, name, &value, 0, &cred);
             if expect(&format!("set ACL {name:?} {acl:?}"), r, want)?.is_some() {
                 let n = m.nodes.get_mut(&ino).unwrap();
                 let old = n.xattrs.get(name).cloned();
@@ -1385,7 +1385,7 @@ pub fn apply<D: BlockDevice>(
                 if m.dirs[&d].contains_key(&name) {
                     continue;
                 }
-                match vol.create(InodeNo(d), &name, 0o600, &cred) {
+                match vol.create(d, &name, 0o600, &cred) {
                     Ok(a) => {
                         let n = m.new_node(d, Body::File(Vec::new()), 0o600, 0, now);
                         m.nodes.insert(a.ino, n);
@@ -1400,13 +1400,13 @@ pub fn apply<D: BlockDevice>(
         Op::Prune { dir, step } => {
             let d = pick_dir(dir);
             let step = step as usize % 4 + 2;
-            let names: Vec<(Vec<u8>, u32)> =
+            let names: Vec<(Vec<u8>, InodeNo)> =
                 m.dirs[&d].iter().map(|(n, &i)| (n.clone(), i)).collect();
             for (k, (name, ino)) in names.into_iter().enumerate() {
                 if k % step != 0 || m.nodes[&ino].is_dir() {
                     continue;
                 }
-                vol.unlink(InodeNo(d), &name)
+                vol.unlink(d, &name)
                     .map_err(|e| format!("prune {name:?}: {e}"))?;
                 m.remove_name(d, &name);
                 m.touch_dir(d, now);

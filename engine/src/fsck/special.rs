@@ -7,13 +7,14 @@
 
 use zerocopy::FromBytes;
 
-use super::Sink;
+use super::ProblemSink;
 use crate::blockmap::Run;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
 use crate::journal::format::{self as journal, JournalSuperblock};
 use crate::mmp::{self, RawMmp};
+use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::volume::Volume;
 
 /// Inode numbers `e2fsck` refuses as quota files: the reserved ones that
@@ -21,7 +22,7 @@ use crate::volume::Volume;
 const NOT_QUOTA: [u32; 8] = [1, 2, 5, 6, 7, 8, 9, 10];
 
 impl<D: BlockDevice> Volume<D> {
-    pub(super) fn check_special(&self, sink: &mut Sink<'_>) {
+    pub(super) fn check_special(&self, sink: &mut ProblemSink<'_>) {
         let sb = self.sb();
         let quota = sb.has_ro_compat(ro_compat::QUOTA);
         for (inum, which) in sb.quota_inums.into_iter().zip([
@@ -46,7 +47,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// `orphan_present` says the orphan file lists inodes; e2fsck calls
     /// the flag wrong when the file is empty (or missing).
-    fn check_orphans_present(&self, ino: u32, sink: &mut Sink<'_>) {
+    fn check_orphans_present(&self, ino: u32, sink: &mut ProblemSink<'_>) {
         let sb = self.sb();
         if !sb.has_compat(compat::ORPHAN_FILE) || ino == 0 {
             return sink.put(Error::corrupt(
@@ -55,7 +56,7 @@ impl<D: BlockDevice> Volume<D> {
             ));
         }
         // A broken orphan file inode is reported by the inode walk.
-        let Ok(inode) = self.inode(ino) else {
+        let Ok(inode) = self.inode(InodeNo(ino)) else {
             return;
         };
         let bs = sb.block_size as u64;
@@ -63,7 +64,7 @@ impl<D: BlockDevice> Volume<D> {
         let slots = (bs as usize - 8) / 4;
         let nblocks = (inode.size / bs).min(sb.blocks_count);
         for lblk in 0..nblocks {
-            let Ok(Run::Mapped { pblk, .. }) = self.map_block(&inode, lblk) else {
+            let Ok(Run::Mapped { pblk, .. }) = self.map_block_at(&inode, lblk) else {
                 return;
             };
             let listed = self.cache_read_with(pblk, |b| {
@@ -81,8 +82,9 @@ impl<D: BlockDevice> Volume<D> {
         ));
     }
 
-    fn check_mmp(&self, blk: u64, sink: &mut Sink<'_>) {
-        if !self.blocks_in_fs(blk, 1) || blk == 0 {
+    fn check_mmp(&self, blk: u64, sink: &mut ProblemSink<'_>) {
+        let blk = PhysBlock(blk);
+        if !self.blocks_in_fs(blk, 1) || blk.0 == 0 {
             return sink.put(Error::corrupt(
                 Object::Superblock,
                 "MMP block number lies outside the filesystem",
@@ -115,14 +117,14 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// The rules `e2fsck` applies when it loads an internal journal.
-    fn check_journal_sb(&self, ino: u32, sink: &mut Sink<'_>) {
-        let obj = Object::Inode(ino);
+    fn check_journal_sb(&self, ino: u32, sink: &mut ProblemSink<'_>) {
+        let obj = Object::Inode(InodeNo(ino));
         // A broken journal inode is reported by the inode walk.
-        let Ok(inode) = self.inode(ino) else {
+        let Ok(inode) = self.inode(InodeNo(ino)) else {
             return;
         };
         let bs = self.sb().block_size as u64;
-        let Ok(Run::Mapped { pblk, .. }) = self.map_block(&inode, 0) else {
+        let Ok(Run::Mapped { pblk, .. }) = self.map_block(&inode, FileBlock(0)) else {
             return;
         };
         let r = self.cache_read_with(pblk, |b| -> Option<&'static str> {

@@ -16,21 +16,22 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use super::layout::{self, block_of, clusters_of, group_clusters, super_ranges, table_ranges};
-use super::tally::{f, Bits, Clusters, Dups, Inodes, Owner, Tally, INODE_COST};
-use super::{CheckOptions, CheckSummary, Sink};
+use super::tally::{flag, Bits, Clusters, Dups, Inodes, Owner, Tally, INODE_COST};
+use super::{CheckOptions, CheckSummary, ProblemSink, ROOT_INO};
 use crate::device::BlockDevice;
 use crate::error::{Error, Object};
 use crate::features::{compat, incompat, ro_compat};
 use crate::inode::{flags, Inode};
+use crate::layout::{self, block_of, clusters_of, group_clusters, super_ranges, table_ranges};
+use crate::numbers::{InodeNo, PhysBlock};
 use crate::superblock::Superblock;
-use crate::volume::{Volume, ROOT_INO};
+use crate::volume::Volume;
 
 /// Default byte budget of the global checks' state (one window holds
 /// about 4 million inodes and 1 TiB of 4 KiB blocks).
 pub const DEFAULT_MEMORY: usize = 64 << 20;
 
-const R: Ordering = Ordering::Relaxed;
+const RELAXED: Ordering = Ordering::Relaxed;
 
 /// Per group, at most this many blocks or inodes are named for each kind
 /// of bitmap difference; a summary line stands for the rest.
@@ -40,8 +41,8 @@ const LIST: u32 = 8;
 const LINK_MAX: u16 = 65000;
 
 /// The walk's context: where it records what it finds.
-pub(super) struct Ctx<'t> {
-    pub t: &'t Tally,
+pub(super) struct WalkState<'t> {
+    pub tally: &'t Tally,
     pub first: bool,
     /// Inodes that no directory names (journal, quota, orphan file).
     hidden: [u32; 5],
@@ -55,29 +56,29 @@ pub(super) struct Ctx<'t> {
     pub prealloc_dir_blocks: u64,
 }
 
-impl Ctx<'_> {
+impl WalkState<'_> {
     pub(super) fn hidden(&self, ino: u32, inode_flags: u32) -> bool {
         (ino < self.sb.first_ino && ino != ROOT_INO)
             || self.hidden.contains(&ino)
             || (self.ea_inode && inode_flags & flags::EA_INODE != 0)
     }
 
-    pub(super) fn claimer(&self, ino: u32) -> Claimer<'_> {
-        self.claimer_in(ino, self.t.clusters.as_ref(), self.owners)
+    pub(super) fn claims(&self, ino: u32) -> BlockClaims<'_> {
+        self.claims_in(ino, self.tally.clusters.as_ref(), self.owners)
     }
 
     /// A claimer that claims nothing (the walk only checks).
-    pub(super) fn claimer_none(&self) -> Claimer<'_> {
-        self.claimer_in(0, None, None)
+    pub(super) fn no_claims(&self) -> BlockClaims<'_> {
+        self.claims_in(0, None, None)
     }
 
-    fn claimer_in<'a>(
+    fn claims_in<'a>(
         &'a self,
         ino: u32,
         c: Option<&'a Clusters>,
         owners: Option<&'a [u64]>,
-    ) -> Claimer<'a> {
-        Claimer {
+    ) -> BlockClaims<'a> {
+        BlockClaims {
             ino,
             list: self.dups,
             owners,
@@ -97,7 +98,7 @@ impl Ctx<'_> {
 }
 
 /// Claims one inode's blocks, noting those something else claimed first.
-pub(super) struct Claimer<'t> {
+pub(super) struct BlockClaims<'t> {
     ino: u32,
     list: &'t Dups,
     owners: Option<&'t [u64]>,
@@ -118,9 +119,10 @@ pub(super) struct Claimer<'t> {
     first_dup: Option<u64>,
 }
 
-impl Claimer<'_> {
-    pub(super) fn blocks(&mut self, start: u64, len: u64) {
-        let Some((mut a, mut b)) = clusters_of(self.sb, start, start.saturating_add(len)) else {
+impl BlockClaims<'_> {
+    pub(super) fn blocks(&mut self, start: PhysBlock, len: u64) {
+        let Some((mut a, mut b)) = clusters_of(self.sb, start.0, start.0.saturating_add(len))
+        else {
             return;
         };
         if self.bigalloc {
@@ -170,10 +172,10 @@ impl Claimer<'_> {
         }
     }
 
-    pub(super) fn xattr(&mut self, blk: u64) {
+    pub(super) fn xattr(&mut self, blk: PhysBlock) {
         // Every inode sharing an xattr block is charged for it.
         self.count += 1;
-        let Some(x) = layout::cluster_of(self.sb, blk) else {
+        let Some(x) = layout::cluster_of(self.sb, blk.0) else {
             return;
         };
         self.own(x, x + 1);
@@ -196,16 +198,16 @@ impl Claimer<'_> {
     }
 
     /// Report the inode's multiply-claimed blocks, if any.
-    pub(super) fn finish(self, ino: u32, sink: &mut Sink<'_>) {
+    pub(super) fn finish(self, ino: u32, sink: &mut ProblemSink<'_>) {
         if self.dups > 0 {
             sink.put(Error::corrupt(
-                Object::Inode(ino),
+                Object::Inode(InodeNo(ino)),
                 "maps blocks that another inode or filesystem metadata also claims",
             ));
         }
         if let Some(b) = self.first_dup {
             sink.put(Error::corrupt(
-                Object::Block(b),
+                Object::Block(PhysBlock(b)),
                 "claimed more than once (the first such block of the inode above)",
             ));
         }
@@ -333,8 +335,8 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         let mut t = Tally::empty();
         // Flags learnt so far carry over: a walk that lost something in
         // pass 0 loses it again.
-        t.claims_incomplete = self.tally.claims_incomplete.load(R).into();
-        t.dirs_incomplete = self.tally.dirs_incomplete.load(R).into();
+        t.claims_incomplete = self.tally.claims_incomplete.load(RELAXED).into();
+        t.dirs_incomplete = self.tally.dirs_incomplete.load(RELAXED).into();
         drop(core::mem::replace(&mut self.tally, Tally::empty()));
         t.inodes = iw.map(|(a, b)| {
             let ipg = sb.inodes_per_group;
@@ -350,7 +352,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         });
         self.tally = t;
         let first = self.pass == 0;
-        let mut sink = Sink { problem, count: 0 };
+        let mut sink = ProblemSink { problem, count: 0 };
         if first && !sb.checksum_ok {
             sink.put(Error::Checksum {
                 object: Object::Superblock,
@@ -400,19 +402,20 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
     }
 
     /// Report every owner of each multiply-claimed block.
-    fn report_owners(&self, sink: &mut Sink<'_>) {
+    fn report_owners(&self, sink: &mut ProblemSink<'_>) {
         let sb = self.vol.sb();
         let owners = self.dups.owners();
         for &c in self.owners.iter().flatten() {
             sink.put(Error::corrupt(
-                Object::Block(block_of(sb, c)),
+                Object::Block(PhysBlock(block_of(sb, c))),
                 "claimed by more than one owner (they follow)",
             ));
             for &(_, o) in owners.iter().filter(|x| x.0 == c) {
                 sink.put(match o {
-                    Owner::Inode(i) => {
-                        Error::corrupt(Object::Inode(i), "claims the multiply-claimed block above")
-                    }
+                    Owner::Inode(i) => Error::corrupt(
+                        Object::Inode(InodeNo(i)),
+                        "claims the multiply-claimed block above",
+                    ),
                     Owner::Meta(g) => Error::corrupt(
                         Object::GroupDesc(g),
                         "metadata of this group claims the multiply-claimed block above",
@@ -426,9 +429,9 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
     /// gather what the global checks need. Only the first pass reports.
     pub fn check_group(&self, g: u32, problem: &mut dyn FnMut(&Error)) -> CheckSummary {
         let first = self.pass == 0;
-        let cx = self.ctx(first);
+        let walk = self.walk_state(first);
         let mut mute = |_: &Error| {};
-        let mut sink = Sink {
+        let mut sink = ProblemSink {
             problem: if first { problem } else { &mut mute },
             count: 0,
         };
@@ -440,7 +443,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             data: self.opts.data && first,
         };
         self.vol
-            .check_group_inner(g, &opts, &mut sink, &mut sum, &cx);
+            .check_group_inner(g, &opts, &mut sink, &mut sum, &walk);
         if !first {
             return CheckSummary::default();
         }
@@ -448,10 +451,10 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         sum
     }
 
-    fn ctx(&self, first: bool) -> Ctx<'_> {
+    fn walk_state(&self, first: bool) -> WalkState<'_> {
         let sb = self.vol.sb();
-        Ctx {
-            t: &self.tally,
+        WalkState {
+            tally: &self.tally,
             first,
             hidden: self.hidden,
             ea_inode: sb.has_incompat(incompat::EA_INODE),
@@ -467,7 +470,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
     /// groups in the cluster window, link counts and directory structure
     /// of the inodes in the inode window.
     pub fn end_pass(&mut self, problem: &mut dyn FnMut(&Error)) -> CheckSummary {
-        let mut sink = Sink { problem, count: 0 };
+        let mut sink = ProblemSink { problem, count: 0 };
         if self.owners.is_some() {
             self.report_owners(&mut sink);
             return CheckSummary {
@@ -492,7 +495,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
 
     /// Claim every group's superblock, descriptor, bitmap and inode table
     /// blocks (those inside the window).
-    fn mark_metadata(&self, c: &Clusters, sink: &mut Sink<'_>, report: bool) {
+    fn mark_metadata(&self, c: &Clusters, sink: &mut ProblemSink<'_>, report: bool) {
         let sb = self.vol.sb();
         // Under bigalloc metadata blocks share clusters.
         let overlaps_matter = sb.cluster_size == sb.block_size && report;
@@ -530,7 +533,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
 
     /// Pass 5 for one group: the on-disk block bitmap against what is
     /// claimed, and the descriptor's free count against both.
-    fn compare_group_blocks(&self, g: u32, c: &Clusters, sink: &mut Sink<'_>) {
+    fn compare_group_blocks(&self, g: u32, c: &Clusters, sink: &mut ProblemSink<'_>) {
         let sb = self.vol.sb();
         let Ok((gd, _)) = self.vol.group_desc_unchecked(g) else {
             return;
@@ -564,7 +567,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             }
         };
         let bit = |i: usize| disk.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0);
-        let complete = !self.tally.claims_incomplete.load(R);
+        let complete = !self.tally.claims_incomplete.load(RELAXED);
         let (mut plus, mut minus, mut used, mut shared) = (0u32, 0u32, 0u64, 0u32);
         let mut k = c0;
         while k < c1 {
@@ -592,7 +595,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 shared += 1;
                 if shared <= LIST {
                     sink.put(Error::corrupt(
-                        Object::Block(blk),
+                        Object::Block(PhysBlock(blk)),
                         "an extended-attribute block also claimed as data or metadata",
                     ));
                 }
@@ -601,7 +604,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 plus += 1;
                 if plus <= LIST {
                     sink.put(Error::corrupt(
-                        Object::Block(blk),
+                        Object::Block(PhysBlock(blk)),
                         "in use but marked free in the block bitmap",
                     ));
                 }
@@ -609,7 +612,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 minus += 1;
                 if minus <= LIST {
                     sink.put(Error::corrupt(
-                        Object::Block(blk),
+                        Object::Block(PhysBlock(blk)),
                         "marked in use in the block bitmap but nothing uses it",
                     ));
                 }
@@ -644,85 +647,85 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
     /// Passes 2 to 4 for the inodes of the window: link counts against
     /// entries, and each directory linked once, from the directory its
     /// `..` names, on a chain that reaches the root.
-    fn compare_inodes(&self, t: &Inodes, sink: &mut Sink<'_>) {
+    fn compare_inodes(&self, t: &Inodes, sink: &mut ProblemSink<'_>) {
         let sb = self.vol.sb();
-        let dirs_ok = !self.tally.dirs_incomplete.load(R);
+        let dirs_ok = !self.tally.dirs_incomplete.load(RELAXED);
         let whole = t.first == 1 && t.n == sb.inodes_count;
         if let Some(i) = t.idx(ROOT_INO) {
-            if t.flags[i].load(R) & (f::USED | f::BAD) == 0 {
+            if t.flags[i].load(RELAXED) & (flag::USED | flag::BAD) == 0 {
                 sink.put(Error::corrupt(
-                    Object::Inode(ROOT_INO),
+                    Object::Inode(InodeNo::ROOT),
                     "root directory is not in use",
                 ));
             }
         }
         for i in 0..t.n as usize {
             let ino = t.first + i as u32;
-            let fl = t.flags[i].load(R);
-            let refs = t.refs[i].load(R);
-            if fl & f::BAD != 0 {
+            let fl = t.flags[i].load(RELAXED);
+            let refs = t.refs[i].load(RELAXED);
+            if fl & flag::BAD != 0 {
                 continue;
             }
-            if fl & f::USED == 0 {
-                if refs > 0 && fl & f::MARKED != 0 && dirs_ok {
+            if fl & flag::USED == 0 {
+                if refs > 0 && fl & flag::MARKED != 0 && dirs_ok {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "named by a directory entry but its link count is 0",
                     ));
                 }
                 continue;
             }
-            if !dirs_ok || fl & f::HIDDEN != 0 {
+            if !dirs_ok || fl & flag::HIDDEN != 0 {
                 continue;
             }
-            let links = t.links[i].load(R);
-            if fl & f::DIR == 0 {
+            let links = t.links[i].load(RELAXED);
+            if fl & flag::DIR == 0 {
                 if refs == 0 {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "in use but no directory entry names it (unattached)",
                     ));
                 } else if links != refs {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "link count does not match the directory entries naming it",
                     ));
                 }
                 continue;
             }
-            let dotdot = t.dotdot[i].load(R);
+            let dotdot = t.dotdot[i].load(RELAXED);
             if ino == ROOT_INO {
                 if dotdot != ROOT_INO {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "root directory's '..' does not name the root",
                     ));
                 }
             } else {
-                let parent = t.parent[i].load(R);
+                let parent = t.parent[i].load(RELAXED);
                 if parent == 0 {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "directory is not linked from any directory (unconnected)",
                     ));
                     continue;
                 }
-                if fl & f::MULTI != 0 {
+                if fl & flag::MULTI != 0 {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "directory is linked from more than one directory entry",
                     ));
                 }
                 if dotdot != parent {
                     sink.put(Error::corrupt(
-                        Object::Inode(ino),
+                        Object::Inode(InodeNo(ino)),
                         "directory's '..' does not name the directory that links it",
                     ));
                 }
                 if whole {
                     if let Some(x) = self.reach(t, ino) {
                         sink.put(Error::corrupt(
-                            Object::Inode(x),
+                            Object::Inode(InodeNo(x)),
                             "directory is in a loop of directories not reachable from the root",
                         ));
                     }
@@ -732,7 +735,7 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             let want = if refs > LINK_MAX { 1 } else { refs };
             if links != want {
                 sink.put(Error::corrupt(
-                    Object::Inode(ino),
+                    Object::Inode(InodeNo(ino)),
                     "directory link count does not match its '.', '..' and subdirectory entries",
                 ));
             }
@@ -744,16 +747,16 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
     /// is found (chains ending in an unconnected directory are reported
     /// there).
     fn reach(&self, t: &Inodes, ino: u32) -> Option<u32> {
-        const GREY: u8 = f::REACHED | f::LOST;
-        let get = |x: u32| t.idx(x).map_or(0, |i| t.flags[i].load(R));
+        const GREY: u8 = flag::REACHED | flag::LOST;
+        let get = |x: u32| t.idx(x).map_or(0, |i| t.flags[i].load(RELAXED));
         let mut cur = ino;
         let mut looped = None;
         let ok = loop {
             let fl = get(cur);
-            if cur == ROOT_INO || fl & GREY == f::REACHED {
+            if cur == ROOT_INO || fl & GREY == flag::REACHED {
                 break true;
             }
-            if fl & GREY == f::LOST {
+            if fl & GREY == flag::LOST {
                 break false;
             }
             if fl & GREY == GREY {
@@ -761,9 +764,9 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
                 break false;
             }
             let Some(i) = t.idx(cur) else { break false };
-            t.flags[i].fetch_or(GREY, R);
-            let p = t.parent[i].load(R);
-            if p == 0 || get(p) & f::DIR == 0 {
+            t.flags[i].fetch_or(GREY, RELAXED);
+            let p = t.parent[i].load(RELAXED);
+            if p == 0 || get(p) & flag::DIR == 0 {
                 break false;
             }
             cur = p;
@@ -772,12 +775,12 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
         // it is grey, so this stops where the first walk stopped.
         let mut cur = ino;
         while let Some(i) = t.idx(cur) {
-            if t.flags[i].load(R) & GREY != GREY || cur == ROOT_INO {
+            if t.flags[i].load(RELAXED) & GREY != GREY || cur == ROOT_INO {
                 break;
             }
-            let clear = if ok { f::LOST } else { f::REACHED };
-            t.flags[i].fetch_and(!clear, R);
-            cur = t.parent[i].load(R);
+            let clear = if ok { flag::LOST } else { flag::REACHED };
+            t.flags[i].fetch_and(!clear, RELAXED);
+            cur = t.parent[i].load(RELAXED);
         }
         looped
     }
@@ -788,6 +791,6 @@ impl<D: BlockDevice> Volume<D> {
     /// block is its own, the blocks under it are the reserved descriptor
     /// blocks (already claimed as metadata).
     pub(super) fn is_resize_inode(&self, inode: &Inode) -> bool {
-        inode.ino == 7 && self.sb().has_compat(compat::RESIZE_INODE)
+        inode.ino == InodeNo(7) && self.sb().has_compat(compat::RESIZE_INODE)
     }
 }

@@ -62,9 +62,9 @@ pub(super) fn itable_blocks(sb: &Superblock) -> u64 {
 /// Ranges of group `g`'s own bitmaps and inode table.
 pub(crate) fn table_ranges(sb: &Superblock, gd: &GroupDesc) -> [(u64, u64); 3] {
     [
-        (gd.block_bitmap, gd.block_bitmap + 1),
-        (gd.inode_bitmap, gd.inode_bitmap + 1),
-        (gd.inode_table, gd.inode_table + itable_blocks(sb)),
+        (gd.block_bitmap.0, gd.block_bitmap.0 + 1),
+        (gd.inode_bitmap.0, gd.inode_bitmap.0 + 1),
+        (gd.inode_table.0, gd.inode_table.0 + itable_blocks(sb)),
     ]
 }
 

@@ -1,8 +1,8 @@
-//! The iomap data path's set-up (`shared/docs/iomap-protocol.md`): probing
+//! The iomap data path's set-up (`docs/iomap.md`): probing
 //! the kernel, the block device the kernel will do file I/O on (the source
 //! itself, or a loop device over an image file), registering it with the
 //! FUSE connection, and the `-o iomap=` policy. The per-request side lives
-//! in the session (`session/iomap.rs`).
+//! in the session (`session/mappings.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;

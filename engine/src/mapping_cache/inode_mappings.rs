@@ -11,23 +11,23 @@ use super::{Fork, Lookup};
 /// The two forks of one inode. A missing write fork means "all writes are
 /// pure overwrites" (lookups answer [`Lookup::NoFork`]).
 #[derive(Clone, Default)]
-pub struct InodeCache {
+pub struct InodeMappings {
     read: ForkTree,
     write: Option<ForkTree>,
     seq: u64,
 }
 
-impl InodeCache {
-    pub fn new() -> InodeCache {
-        InodeCache::default()
+impl InodeMappings {
+    pub fn new() -> InodeMappings {
+        InodeMappings::default()
     }
 
     /// A cache whose counter starts at `seq` (so that a re-created inode
     /// never hands out a cookie an earlier incarnation already used).
-    pub fn with_seq(seq: u64) -> InodeCache {
-        InodeCache {
+    pub fn with_seq(seq: u64) -> InodeMappings {
+        InodeMappings {
             seq,
-            ..InodeCache::default()
+            ..InodeMappings::default()
         }
     }
 
@@ -126,10 +126,13 @@ impl InodeCache {
         Ok(())
     }
 
-    pub fn check(&self) -> Result<(), String> {
-        self.read.check().map_err(|e| format!("read fork: {e}"))?;
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.read
+            .check_invariants()
+            .map_err(|e| format!("read fork: {e}"))?;
         if let Some(w) = &self.write {
-            w.check().map_err(|e| format!("write fork: {e}"))?;
+            w.check_invariants()
+                .map_err(|e| format!("write fork: {e}"))?;
         }
         if self.read.iter().any(|m| m.kind == MapType::PureOverwrite) {
             return Err(String::from("read fork holds a pure-overwrite mapping"));

@@ -10,7 +10,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-const R: Ordering = Ordering::Relaxed;
+const RELAXED: Ordering = Ordering::Relaxed;
 
 /// A bitmap over `base..base + len` (cluster or inode numbers).
 pub(super) struct Bits {
@@ -36,7 +36,7 @@ impl Bits {
             return false;
         }
         let k = i - self.base;
-        self.words[(k / 64) as usize].load(R) & (1 << (k % 64)) != 0
+        self.words[(k / 64) as usize].load(RELAXED) & (1 << (k % 64)) != 0
     }
 
     /// The 64 bits from `i`, when `i` starts a word of the window.
@@ -45,7 +45,7 @@ impl Bits {
         if k % 64 != 0 {
             return None;
         }
-        Some(self.words.get((k / 64) as usize)?.load(R))
+        Some(self.words.get((k / 64) as usize)?.load(RELAXED))
     }
 
     /// Set `a..b` (clipped to the window). Returns how many of those bits
@@ -64,7 +64,7 @@ impl Bits {
             } else {
                 ((1u64 << n) - 1) << bit
             };
-            let prev = self.words[(off / 64) as usize].fetch_or(mask, R);
+            let prev = self.words[(off / 64) as usize].fetch_or(mask, RELAXED);
             let both = prev & mask;
             if both != 0 {
                 dups += both.count_ones() as u64;
@@ -79,7 +79,7 @@ impl Bits {
 }
 
 /// Inode flags kept per inode of the window.
-pub(super) mod f {
+pub(super) mod flag {
     /// In use as `e2fsck` counts it: reserved, or a nonzero link count.
     pub const USED: u8 = 1;
     pub const DIR: u8 = 2;
@@ -146,14 +146,14 @@ impl Inodes {
 
     #[cfg(test)]
     fn flags(&self, ino: u32) -> u8 {
-        self.idx(ino).map_or(0, |i| self.flags[i].load(R))
+        self.idx(ino).map_or(0, |i| self.flags[i].load(RELAXED))
     }
 
     /// Record a scanned inode.
     pub(super) fn found(&self, ino: u32, links: u16, fl: u8) {
         if let Some(i) = self.idx(ino) {
-            self.links[i].store(links, R);
-            self.flags[i].fetch_or(fl, R);
+            self.links[i].store(links, RELAXED);
+            self.flags[i].fetch_or(fl, RELAXED);
         }
     }
 
@@ -162,13 +162,17 @@ impl Inodes {
     pub(super) fn entry(&self, dir: u32, ino: u32, which: u8) {
         if which == 1 {
             if let Some(d) = self.idx(dir) {
-                self.dotdot[d].store(ino, R);
+                self.dotdot[d].store(ino, RELAXED);
             }
         }
         let Some(i) = self.idx(ino) else { return };
-        let _ = self.refs[i].fetch_update(R, R, |v| v.checked_add(1));
-        if which == 2 && self.parent[i].compare_exchange(0, dir, R, R).is_err() {
-            self.flags[i].fetch_or(f::MULTI, R);
+        let _ = self.refs[i].fetch_update(RELAXED, RELAXED, |v| v.checked_add(1));
+        if which == 2
+            && self.parent[i]
+                .compare_exchange(0, dir, RELAXED, RELAXED)
+                .is_err()
+        {
+            self.flags[i].fetch_or(flag::MULTI, RELAXED);
         }
     }
 }
@@ -264,10 +268,10 @@ impl Tally {
         }
     }
     pub(super) fn lose_claims(&self) {
-        self.claims_incomplete.store(true, R);
+        self.claims_incomplete.store(true, RELAXED);
     }
     pub(super) fn lose_dirs(&self) {
-        self.dirs_incomplete.store(true, R);
+        self.dirs_incomplete.store(true, RELAXED);
     }
 }
 
@@ -298,10 +302,10 @@ mod tests {
         t.entry(13, 12, 1);
         t.entry(14, 13, 2);
         t.entry(12, 99, 2);
-        assert_eq!(t.refs[2].load(R), 3);
-        assert_eq!(t.parent[2].load(R), 12);
-        assert_eq!(t.dotdot[2].load(R), 12);
-        assert!(t.flags(13) & f::MULTI != 0);
+        assert_eq!(t.refs[2].load(RELAXED), 3);
+        assert_eq!(t.parent[2].load(RELAXED), 12);
+        assert_eq!(t.dotdot[2].load(RELAXED), 12);
+        assert!(t.flags(13) & flag::MULTI != 0);
         assert_eq!(t.flags(99), 0);
     }
 }

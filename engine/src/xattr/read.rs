@@ -4,13 +4,14 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::format::{self as xattr, XattrValue};
 use crate::acl;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::incompat;
 use crate::inode::{flags, Inode};
+use crate::numbers::{InodeNo, PhysBlock};
 use crate::volume::Volume;
-use crate::xattr::{self, XattrValue};
 
 /// Index of `system.` names; `system.data` (inline data) is never listed.
 const SYSTEM_INDEX: u8 = 7;
@@ -18,7 +19,7 @@ const ACL_ACCESS: u8 = 2;
 const ACL_DEFAULT: u8 = 3;
 
 /// One attribute with its value resolved.
-struct Attr {
+struct Resolved {
     index: u8,
     name: Vec<u8>,
     value: Vec<u8>,
@@ -27,7 +28,12 @@ struct Attr {
 impl<D: BlockDevice> Volume<D> {
     /// The extended attributes of `inode` (only `want` if given), with
     /// values resolved when `values` is set.
-    fn xattrs(&self, inode: &Inode, want: Option<(u8, &[u8])>, values: bool) -> Result<Vec<Attr>> {
+    fn xattrs(
+        &self,
+        inode: &Inode,
+        want: Option<(u8, &[u8])>,
+        values: bool,
+    ) -> Result<Vec<Resolved>> {
         let mut out = Vec::new();
         let mut add = |index: u8, name: &[u8], value: &XattrValue<'_>| -> Result<()> {
             if let Some((wi, wn)) = want {
@@ -40,7 +46,7 @@ impl<D: BlockDevice> Volume<D> {
                 XattrValue::Inline(v) => v.to_vec(),
                 XattrValue::EaInode { ino, size } => self.ea_inode_value(inode.ino, ino, size)?,
             };
-            out.push(Attr {
+            out.push(Resolved {
                 index,
                 name: name.to_vec(),
                 value,
@@ -52,40 +58,54 @@ impl<D: BlockDevice> Volume<D> {
                 add(e.index, e.name, &e.value)?;
             }
         }
-        if inode.file_acl != 0 {
-            let blk = inode.file_acl;
-            if !self.blocks_in_fs(blk, 1) {
-                return Err(Error::corrupt(
-                    Object::Inode(inode.ino),
-                    "xattr block lies outside the filesystem",
-                ));
+        self.with_xattr_block(inode, |b, blk| {
+            for e in xattr::parse_block(b, blk)? {
+                add(e.index, e.name, &e.value)?;
             }
-            let seed = self.sb().csum_seed;
-            let check = self.sb().metadata_csum() && self.check_csums();
-            self.cache_read_with(blk, |b| -> Result<()> {
-                if check && !xattr::verify_block_checksum(b, blk, seed) {
-                    return Err(Error::Checksum {
-                        object: Object::Block(blk),
-                    });
-                }
-                for e in xattr::parse_block(b, blk)? {
-                    add(e.index, e.name, &e.value)?;
-                }
-                Ok(())
-            })??;
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
+    /// Call `f` with the xattr block of `inode` (if it has one), checked:
+    /// inside the filesystem, its checksum (unless checksums are ignored).
+    pub(crate) fn with_xattr_block<R>(
+        &self,
+        inode: &Inode,
+        f: impl FnOnce(&[u8], PhysBlock) -> Result<R>,
+    ) -> Result<Option<R>> {
+        if inode.file_acl == 0 {
+            return Ok(None);
+        }
+        let blk = PhysBlock(inode.file_acl);
+        if !self.blocks_in_fs(blk, 1) {
+            return Err(Error::corrupt(
+                Object::Inode(inode.ino),
+                "xattr block lies outside the filesystem",
+            ));
+        }
+        let seed = self.sb().csum_seed;
+        let check = self.sb().metadata_csum() && self.check_csums();
+        self.cache_read_with(blk, |b| -> Result<R> {
+            if check && !xattr::verify_block_checksum(b, blk, seed) {
+                return Err(Error::Checksum {
+                    object: Object::Block(blk),
+                });
+            }
+            f(b, blk)
+        })?
+        .map(Some)
+    }
+
     /// The value stored in EA inode `ea_ino` for an attribute of `owner`.
-    fn ea_inode_value(&self, owner: u32, ea_ino: u32, size: u32) -> Result<Vec<u8>> {
+    fn ea_inode_value(&self, owner: InodeNo, ea_ino: InodeNo, size: u32) -> Result<Vec<u8>> {
         let bad = |what| Error::corrupt(Object::Inode(owner), what);
         if !self.sb().has_incompat(incompat::EA_INODE) {
             return Err(bad(
                 "xattr value in an EA inode without the ea_inode feature",
             ));
         }
-        if ea_ino == owner || ea_ino < self.sb().first_ino {
+        if ea_ino == owner || ea_ino.0 < self.sb().first_ino {
             return Err(bad("xattr value refers to an invalid EA inode"));
         }
         let ea = self.live_inode(ea_ino)?;
@@ -109,7 +129,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Full name, e.g. `user.foo`, `security.selinux`, `system.posix_acl_access`.
     /// POSIX ACLs come back in the Linux xattr format.
-    pub fn getxattr(&self, ino: u32, name: &[u8]) -> Result<Vec<u8>> {
+    pub fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
         let inode = self.live_inode(ino)?;
         let Some((index, suffix)) = xattr::split_name(name) else {
             return Err(Error::NoData);
@@ -132,7 +152,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Full names of all attributes.
-    pub fn listxattr(&self, ino: u32) -> Result<Vec<Vec<u8>>> {
+    pub fn listxattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
         let inode = self.live_inode(ino)?;
         let mut names = Vec::new();
         for a in self.xattrs(&inode, None, false)? {

@@ -1,4 +1,4 @@
-//! The iomap opcodes (`shared/docs/iomap-protocol.md`): the kernel asks
+//! The iomap opcodes (`docs/iomap.md`): the kernel asks
 //! where file bytes live and does the I/O itself. Answers come from the
 //! engine (`Volume::iomap_begin`, `iomap_config`), are checked against the
 //! kernel's rules (`ext4_engine::iomap::kernel_check`) before they leave,
@@ -16,11 +16,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use ext4_engine::attr::{Attr, FileType};
-use ext4_engine::error::errno;
-use ext4_engine::inode::flags as iflags;
+use ext4_engine::errno;
+use ext4_engine::inode_flags as iflags;
 use ext4_engine::iomap::{kernel_check, op, IomapConfig};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache, NULL_ADDR};
+use ext4_engine::{policy, InodeNo};
+use ext4_engine::{Attr, FileType};
 use zerocopy::IntoBytes;
 
 use super::{notify, ReplyBuf, Request, Session};
@@ -164,14 +165,14 @@ impl<B: Backend> Session<B> {
 
     /// Whether a READ of this inode is one the server must not serve: the
     /// kernel reads iomap files itself, except inline data.
-    pub(super) fn read_is_iomap_violation(&self, ino: u32) -> Result<bool, i32> {
+    pub(super) fn read_is_iomap_violation(&self, ino: InodeNo) -> Result<bool, i32> {
         if !self.iomap_active() {
             return Ok(false);
         }
         let a = self
             .backend
             .getattr(ino)
-            .map_err(|e| self.fail("read", ino, e))?;
+            .map_err(|e| self.fail_as(policy::Request::Read, "read", ino, e))?;
         Ok(a.kind == FileType::Regular && a.flags & iflags::INLINE_DATA == 0)
     }
 
@@ -233,9 +234,9 @@ impl<B: Backend> Session<B> {
 
     /// The inode a request names, checked against the `attr_ino` the
     /// kernel sends with it (the `ino` this server put in `fuse_attr`).
-    fn iomap_ino(req: &Request<'_>, attr_ino: u64) -> Result<u32, i32> {
+    fn iomap_ino(req: &Request<'_>, attr_ino: u64) -> Result<InodeNo, i32> {
         let ino = req.ino()?;
-        if attr_ino != ino as u64 {
+        if attr_ino != u64::from(ino.0) {
             return Err(errno::EINVAL);
         }
         Ok(ino)
@@ -289,7 +290,7 @@ impl<B: Backend> Session<B> {
         if reply.0.kind != MapType::RetryCache && cacheable {
             // The kernel caches what it is answered: so does the mirror.
             if let Some(m) = self.iomap.mirror.get() {
-                let _ = m.upsert(ino as u64, Fork::Read, read);
+                let _ = m.upsert(ino, Fork::Read, read);
             }
         }
         out.push(
@@ -303,7 +304,7 @@ impl<B: Backend> Session<B> {
     }
 
     /// Refuse to send an answer the kernel would reject as corruption.
-    fn check_answer(&self, ino: u32, m: &Mapping, pos: u64, write: bool) -> Result<(), i32> {
+    fn check_answer(&self, ino: InodeNo, m: &Mapping, pos: u64, write: bool) -> Result<(), i32> {
         let cfg = match self.iomap.config.get() {
             Some(c) => *c,
             None => self.backend.iomap_config().ok_or(errno::EIO)?,
@@ -318,14 +319,14 @@ impl<B: Backend> Session<B> {
 
     /// Open of an iomap file: push its first mappings into the kernel's
     /// cache, unless the mirror says they are there already.
-    pub(super) fn push_on_open(&self, ch: &dyn Channel, ino: u32) {
+    pub(super) fn push_on_open(&self, ch: &dyn Channel, ino: InodeNo) {
         if !self.iomap_active() || self.config.iomap_open_push == 0 {
             return;
         }
         let Some(mirror) = self.iomap.mirror.get() else {
             return;
         };
-        if matches!(mirror.lookup(ino as u64, Fork::Read, 0), Lookup::Hit(..)) {
+        if matches!(mirror.lookup(ino, Fork::Read, 0), Lookup::Hit(..)) {
             return;
         }
         let Ok(a) = self.backend.getattr(ino) else {
@@ -353,7 +354,7 @@ impl<B: Backend> Session<B> {
     fn push_from(
         &self,
         ch: &dyn Channel,
-        ino: u32,
+        ino: InodeNo,
         first: Mapping,
         limit: usize,
     ) -> Option<(u64, u64)> {
@@ -369,13 +370,15 @@ impl<B: Backend> Session<B> {
         if first.offset >= eof {
             return None;
         }
-        let key = ino as u64;
+        let key = ino;
+        // Regular files only: their node id is the inode number.
+        let id = u64::from(ino.0);
         // Half the budget per inode: the kernel drops an inode that alone
         // exceeds its budget, and evicts others (older) before this one.
         let share = mirror.budget_bytes() / 2;
         let inode_bytes = |m: &MappingCache| {
             m.with_inode(key, |c| c.memory_bytes())
-                .map_or(0, |b| b + ext4_engine::mapping_cache::cache::INODE_OVERHEAD)
+                .map_or(0, |b| b + ext4_engine::mapping_cache::INODE_OVERHEAD)
         };
         if inode_bytes(mirror) + NODE_BYTES > share {
             return None;
@@ -384,8 +387,8 @@ impl<B: Backend> Session<B> {
             // The mirror knows nothing of this inode; the kernel might
             // still hold an older, larger set: start it from empty too.
             let inval = abi::IomapInvalMappingsOut {
-                nodeid: key,
-                attr_ino: key,
+                nodeid: id,
+                attr_ino: id,
                 read: abi::FuseRange {
                     offset: 0,
                     length: abi::IOMAP_INVAL_TO_EOF,
@@ -407,8 +410,8 @@ impl<B: Backend> Session<B> {
                 ..m
             };
             let up = abi::IomapUpsertMappingsOut {
-                nodeid: key,
-                attr_ino: key,
+                nodeid: id,
+                attr_ino: id,
                 read: io(&m),
                 write: io(&write),
             };
