@@ -232,6 +232,125 @@ pub fn is_valid(entries: &[RawEntry]) -> bool {
     state == Next::Done
 }
 
+/// One ACL entry, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AclEntry {
+    pub tag: u16,
+    pub perm: u16,
+    pub id: u32,
+}
+
+/// The entries of an on-disk ACL of inode `ino` (empty: no ACL).
+pub fn parse_disk(disk: &[u8], ino: InodeNo) -> Result<Vec<AclEntry>> {
+    let x = disk_to_xattr(disk, ino)?;
+    let body = x.get(HEADER_LEN..).unwrap_or(&[]);
+    let entries = <[RawEntry]>::ref_from_bytes(body)
+        .map_err(|_| Error::corrupt(Object::Inode(ino), "ACL size"))?;
+    Ok(entries
+        .iter()
+        .map(|e| AclEntry {
+            tag: e.e_tag.get(),
+            perm: e.e_perm.get(),
+            id: e.e_id.get(),
+        })
+        .collect())
+}
+
+/// The on-disk form of `acl` (which the caller built from a valid ACL).
+pub fn to_disk(acl: &[AclEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + acl.len() * LONG_LEN);
+    out.extend_from_slice(&DISK_VERSION.to_le_bytes());
+    for e in acl {
+        out.extend_from_slice(&e.tag.to_le_bytes());
+        out.extend_from_slice(&e.perm.to_le_bytes());
+        if has_id(e.tag) == Some(true) {
+            out.extend_from_slice(&e.id.to_le_bytes());
+        }
+    }
+    out
+}
+
+const S_IRWXO: u16 = 0o7;
+const S_IRWXG: u16 = 0o70;
+const S_IRWXU: u16 = 0o700;
+
+/// A new object's ACL from its directory's default ACL, and its mode
+/// (the kernel's `posix_acl_create_masq`): the requested permission bits
+/// and the ACL's owner, group (or mask) and other entries each limit the
+/// other. Returns whether the ACL says more than the mode (then it is
+/// stored as the access ACL).
+pub fn create_masq(acl: &mut [AclEntry], mode: &mut u16) -> bool {
+    let mut m = *mode;
+    let mut not_equiv = false;
+    let (mut group_obj, mut mask_obj) = (None, None);
+    for (i, e) in acl.iter_mut().enumerate() {
+        match e.tag {
+            ACL_USER_OBJ => {
+                e.perm &= (m >> 6) | !S_IRWXO;
+                m &= (e.perm << 6) | !S_IRWXU;
+            }
+            ACL_USER | ACL_GROUP => not_equiv = true,
+            ACL_GROUP_OBJ => group_obj = Some(i),
+            ACL_OTHER => {
+                e.perm &= m | !S_IRWXO;
+                m &= e.perm | !S_IRWXO;
+            }
+            ACL_MASK => {
+                mask_obj = Some(i);
+                not_equiv = true;
+            }
+            _ => {}
+        }
+    }
+    if let Some(i) = mask_obj.or(group_obj) {
+        let e = &mut acl[i];
+        e.perm &= (m >> 3) | !S_IRWXO;
+        m &= (e.perm << 3) | !S_IRWXG;
+    }
+    *mode = (*mode & !0o777) | (m & 0o777);
+    not_equiv
+}
+
+/// `chmod` of an object with access ACL `acl` (the kernel's
+/// `__posix_acl_chmod`): the owner and other entries take the mode's
+/// bits, the mask (or without one the owning group) the group bits.
+pub fn chmod(acl: &mut [AclEntry], mode: u16) {
+    let mut target = None;
+    for (i, e) in acl.iter_mut().enumerate() {
+        match e.tag {
+            ACL_USER_OBJ => e.perm = (mode & S_IRWXU) >> 6,
+            ACL_OTHER => e.perm = mode & S_IRWXO,
+            ACL_MASK => target = Some(i),
+            ACL_GROUP_OBJ if target.is_none() => target = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(i) = target {
+        acl[i].perm = (mode & S_IRWXG) >> 3;
+    }
+}
+
+/// The permission bits `acl` stands for, and whether it says more than
+/// they can (named entries or a mask): the kernel's
+/// `posix_acl_equiv_mode`. An ACL that says no more is not stored.
+pub fn equiv_mode(acl: &[AclEntry]) -> (u16, bool) {
+    let mut mode = 0u16;
+    let mut not_equiv = false;
+    for e in acl {
+        match e.tag {
+            ACL_USER_OBJ => mode |= (e.perm & S_IRWXO) << 6,
+            ACL_GROUP_OBJ => mode |= (e.perm & S_IRWXO) << 3,
+            ACL_OTHER => mode |= e.perm & S_IRWXO,
+            ACL_MASK => {
+                mode = (mode & !S_IRWXG) | ((e.perm & S_IRWXO) << 3);
+                not_equiv = true;
+            }
+            _ => not_equiv = true,
+        }
+    }
+    (mode, not_equiv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,11 +116,22 @@ impl<D: BlockDevice> Volume<D> {
         ((b.saturating_sub(sb.first_data_block as u64)) / sb.blocks_per_group as u64) as u32
     }
 
-    /// Blocks in group `g` (the last group may be shorter).
-    fn blocks_in_group(&self, g: u32) -> u32 {
+    /// Blocks per cluster (1 without `bigalloc`).
+    pub(crate) fn cluster_ratio(&self) -> u64 {
         let sb = self.sb();
-        let first = sb.group_first_block(g);
-        (sb.blocks_count - first).min(sb.blocks_per_group as u64) as u32
+        (sb.cluster_size / sb.block_size) as u64
+    }
+
+    fn cluster_bits(&self) -> u32 {
+        self.cluster_ratio().trailing_zeros()
+    }
+
+    /// Clusters in group `g` (the last group may be shorter): the bits of
+    /// its block bitmap that describe the filesystem.
+    fn clusters_in_group(&self, g: u32) -> u32 {
+        let sb = self.sb();
+        let total = (sb.blocks_count - sb.first_data_block as u64).div_ceil(self.cluster_ratio());
+        (total - g as u64 * sb.clusters_per_group as u64).min(sb.clusters_per_group as u64) as u32
     }
 
     fn flex_size(&self) -> u32 {
@@ -159,19 +170,24 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// The block bitmap group `g` would have on disk if it were
-    /// initialised now (for a `BLOCK_UNINIT` group): its own and its flex
-    /// group's metadata inside it, and the padding past its last block.
+    /// initialised now (for a `BLOCK_UNINIT` group): the clusters of its
+    /// own and its flex group's metadata (superblock backup, descriptor
+    /// blocks wherever `meta_bg` puts them, bitmaps, inode tables), and
+    /// the padding past its last cluster.
     fn uninit_block_bitmap(&self, g: u32) -> Result<Vec<u8>> {
         let sb = self.sb();
         let bs = sb.block_size as usize;
         let mut map = vec![0u8; bs];
         let first = sb.group_first_block(g);
-        let n = self.blocks_in_group(g) as u64;
+        let n = self.clusters_in_group(g) as u64;
+        let bits = self.cluster_bits();
+        let end = first + (n << bits);
         let mut mark = |s: u64, e: u64| {
             let s = s.max(first);
-            let e = e.min(first + n);
+            let e = e.min(end);
             if s < e {
-                set_bits(&mut map, (s - first) as u32, (e - first) as u32, true);
+                let (a, b) = ((s - first) >> bits, (e - 1 - first) >> bits);
+                set_bits(&mut map, a as u32, b as u32 + 1, true);
             }
         };
         for (s, e) in layout::super_ranges(sb, g) {
@@ -213,26 +229,30 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
-    /// How many of `want` blocks the caller may take now: free blocks less
-    /// the root reserve (unless `cred` may use it) and the kernel's extent
-    /// reserve (unless the blocks are for metadata of a tree that must
-    /// grow). 0 means ENOSPC.
+    /// How many of `want` clusters the caller may take now: free clusters
+    /// less the root reserve (unless `cred` may use it) and the kernel's
+    /// extent reserve (2% of the clusters, at most 4096, unless the
+    /// clusters are for metadata of a tree that must grow). 0 means ENOSPC.
     fn grantable(&self, want: u64, cred: &Cred, metadata: bool) -> u64 {
         let sb = self.sb();
         let free = self.counts().free_blocks.load(Ordering::Acquire);
+        let bits = self.cluster_bits();
         let mut keep = 0;
         if !cred.may_use_reserved(sb) {
-            keep += sb.r_blocks_count;
+            keep += sb.r_blocks_count >> bits;
         }
         if !metadata && sb.has_incompat(incompat::EXTENTS) {
-            keep += (sb.blocks_count / 50).min(4096);
+            keep += ((sb.blocks_count >> bits) / 50).min(4096);
         }
         free.saturating_sub(keep).min(want)
     }
 
     /// Allocate up to `want` contiguous blocks, first fit from `goal`:
     /// returns the first block and how many (at least 1), or ENOSPC with
-    /// nothing changed. Two credits of `h` per call.
+    /// nothing changed. Two credits of `h` per call. Under `bigalloc` whole
+    /// clusters are allocated: the run starts at a cluster's first block
+    /// and its length is a multiple of the cluster (the caller owns all of
+    /// it; file data goes through [`Volume::alloc_clusters`] instead).
     pub fn alloc_blocks(
         &self,
         h: &mut Handle<'_, D>,
@@ -241,71 +261,106 @@ impl<D: BlockDevice> Volume<D> {
         cred: &Cred,
         metadata: bool,
     ) -> Result<(PhysBlock, u32)> {
+        let r = self.cluster_ratio();
+        let clusters = (want.max(1) as u64).div_ceil(r) as u32;
+        let (start, n) = self.alloc_clusters(h, goal, clusters, cred, metadata, u64::MAX)?;
+        Ok((start, (n as u64 * r).min(u32::MAX as u64) as u32))
+    }
+
+    /// Allocate up to `want` contiguous clusters (blocks without
+    /// `bigalloc`), first fit from the cluster of `goal`, below block
+    /// `limit` (block-mapped files address 32-bit blocks only): returns
+    /// the first block of the first cluster and how many clusters (at
+    /// least 1), or ENOSPC with nothing changed. Two credits of `h`.
+    pub fn alloc_clusters(
+        &self,
+        h: &mut Handle<'_, D>,
+        goal: PhysBlock,
+        want: u32,
+        cred: &Cred,
+        metadata: bool,
+        limit: u64,
+    ) -> Result<(PhysBlock, u32)> {
         let sb = self.sb();
         let _g = self.allocator().lock.lock();
         let want = self.grantable(want.max(1) as u64, cred, metadata) as u32;
         if want == 0 {
             return Err(ENOSPC);
         }
-        let goal = goal
-            .0
-            .clamp(sb.first_data_block as u64, sb.blocks_count - 1);
-        let g0 = self.group_of_block(goal);
-        for k in 0..=sb.group_count {
-            let g = (g0 + k) % sb.group_count;
+        let top = sb.blocks_count.min(limit);
+        if top <= sb.first_data_block as u64 {
+            return Err(ENOSPC);
+        }
+        let goal = goal.0.clamp(sb.first_data_block as u64, top - 1);
+        let bits = self.cluster_bits();
+        let groups = (self.group_of_block(top - 1) + 1).min(sb.group_count);
+        let g0 = self.group_of_block(goal).min(groups - 1);
+        for k in 0..=groups {
+            let g = (g0 + k) % groups;
             let gd = self.group_desc(g)?;
             if gd.free_blocks == 0 {
                 continue;
             }
             let first = sb.group_first_block(g);
-            let n = self.blocks_in_group(g);
+            let mut n = self.clusters_in_group(g);
+            if first + ((n as u64) << bits) > top {
+                n = ((top - first) >> bits) as u32;
+            }
             // The goal's own group first from the goal, the rest (and the
             // goal group again, last) from their start.
-            let from = if k == 0 { (goal - first) as u32 } else { 0 };
+            let from = if k == 0 {
+                ((goal.saturating_sub(first)) >> bits) as u32
+            } else {
+                0
+            };
             let map = self.block_bitmap(g, &gd)?;
             let Some((at, len)) = self.find_run(&map, first, from, n, want) else {
                 continue;
             };
             self.init_block_bitmap(h, g, &gd)?;
-            self.mark_blocks(h, g, at, len, true)?;
-            let start = first + at as u64;
+            self.mark_clusters(h, g, at, len, true)?;
+            let start = first + ((at as u64) << bits);
             // Never read from the device again: a stale cached copy of a
             // block freed earlier must not shadow what is written now.
-            self.block_cache().invalidate_range(start, len as u64);
+            self.block_cache()
+                .invalidate_range(start, (len as u64) << bits);
             return Ok((PhysBlock(start), len));
         }
         Err(ENOSPC)
     }
 
-    /// First free run in `map` (group starting at block `first`, `n`
-    /// blocks) at or after bit `from`, skipping busy blocks: `(bit, len)`.
+    /// First free run of clusters in `map` (group starting at block
+    /// `first`, `n` clusters) at or after cluster `from`, skipping busy
+    /// blocks: `(cluster index, len)`.
     fn find_run(&self, map: &[u8], first: u64, from: u32, n: u32, want: u32) -> Option<(u32, u32)> {
+        let bits = self.cluster_bits();
+        let abs = |c: u32| first + ((c as u64) << bits);
         let mut i = from;
         while i < n {
             let at = find_zero(map, i, n)?;
             let len = zero_run(map, at, want, n);
-            let abs = first + at as u64;
-            match self.txns().busy_until(abs, len as u64) {
+            match self.txns().busy_until(abs(at), (len as u64) << bits) {
                 None => return Some((at, len)),
                 Some(end) => {
-                    // Keep the part before the first busy block, if any.
+                    // Keep the part before the first busy cluster, if any.
                     let mut ok = 0;
-                    while ok < len && self.txns().busy_until(abs + ok as u64, 1).is_none() {
+                    while ok < len && self.txns().busy_until(abs(at + ok), 1 << bits).is_none() {
                         ok += 1;
                     }
                     if ok > 0 {
                         return Some((at, ok));
                     }
-                    i = ((end - first) as u32).max(at + 1);
+                    let next = (end.saturating_sub(first) >> bits) as u32;
+                    i = next.max(at + 1);
                 }
             }
         }
         None
     }
 
-    /// Set (`on`) or clear bits `at..at+len` of group `g`'s block bitmap
-    /// and move the descriptor's and the volume's free counts.
-    fn mark_blocks(
+    /// Set (`on`) or clear bits `at..at+len` (clusters) of group `g`'s
+    /// block bitmap and move the descriptor's and the volume's free counts.
+    fn mark_clusters(
         &self,
         h: &mut Handle<'_, D>,
         g: u32,
@@ -351,31 +406,46 @@ impl<D: BlockDevice> Volume<D> {
         Ok(())
     }
 
-    /// Free `len` blocks at `start` (they may span groups): bitmap bits,
-    /// counts, busy until the running transaction commits, and dropped
-    /// from the block cache. [`ALLOC_CREDITS`] per group spanned.
+    /// Free `len` blocks at `start` (they may span groups; under
+    /// `bigalloc` the clusters holding them): bitmap bits, counts, busy
+    /// until the running transaction commits, and dropped from the block
+    /// cache. [`ALLOC_CREDITS`] per group spanned.
     pub fn free_blocks(&self, h: &mut Handle<'_, D>, start: PhysBlock, len: u64) -> Result<()> {
         let sb = self.sb();
+        if len == 0 {
+            return Ok(());
+        }
         if !self.blocks_in_fs(start, len) {
             return Err(Error::corrupt(
                 Object::Block(start),
                 "freeing blocks outside the filesystem",
             ));
         }
+        let bits = self.cluster_bits();
+        let fdb = sb.first_data_block as u64;
+        // Whole clusters: from the one holding `start` to the one holding
+        // the last block.
+        let last = start.0 + len - 1;
+        let start = fdb + ((start.0 - fdb) >> bits << bits);
+        let end = (fdb + ((((last - fdb) >> bits) + 1) << bits)).min(sb.blocks_count);
         let _g = self.allocator().lock.lock();
-        let mut b = start.0;
-        let end = start.0 + len;
+        let mut b = start;
         while b < end {
             let g = self.group_of_block(b);
             let first = sb.group_first_block(g);
-            let n = (end - b).min(first + self.blocks_in_group(g) as u64 - b);
+            let group_end = first + ((self.clusters_in_group(g) as u64) << bits);
+            let n = (end.min(group_end) - b).div_ceil(1 << bits);
             let gd = self.group_desc(g)?;
             self.init_block_bitmap(h, g, &gd)?;
-            self.mark_blocks(h, g, (b - first) as u32, n as u32, false)?;
-            self.txns().add_busy(b, n);
-            b += n;
+            self.mark_clusters(h, g, ((b - first) >> bits) as u32, n as u32, false)?;
+            self.txns().add_busy(b, n << bits);
+            b += n << bits;
         }
-        self.block_cache().invalidate_range(start.0, len);
+        // Revoke records for what the journal's live log holds of them
+        // (whole clusters), decided before their buffers go.
+        self.commit_log()
+            .forget(self.block_cache(), start, end - start);
+        self.block_cache().invalidate_range(start, end - start);
         Ok(())
     }
 

@@ -71,9 +71,16 @@ const DIRTY: u64 = 2;
 /// written back by eviction or `flush`, until [`BlockCache::txn_written`] or
 /// [`BlockCache::txn_release`] lets go of it (docs/transactions.md).
 const TXN: u64 = 4;
-const FLAGS: u64 = UPTODATE | DIRTY | TXN;
+/// Frozen into the log by a committing transaction whose commit block is
+/// not durable yet ([`BlockCache::txn_freeze`]): never evicted or written
+/// home until [`BlockCache::txn_logged`]. The next transaction may change
+/// the buffer meanwhile (it then holds `TXN` too).
+const LOGGED: u64 = 8;
+/// Held back from write-back and eviction.
+const PINNED: u64 = TXN | LOGGED;
+const FLAGS: u64 = UPTODATE | DIRTY | TXN | LOGGED;
 /// One step of the generation kept in the state word above the flags.
-const GEN_ONE: u64 = 8;
+const GEN_ONE: u64 = 16;
 /// How often a transaction change retries when every buffer of its shard
 /// is in use by a reader at that moment.
 const MODIFY_TRIES: usize = 64;
@@ -620,6 +627,60 @@ impl<D: BlockDevice> BlockCache<D> {
         };
     }
 
+    /// Journal commit, first step (no handle open): hand `f` the bytes of
+    /// `block` if the transaction holds it, and move it from the running
+    /// transaction to the committing one (`LOGGED`): still never written
+    /// home or evicted, but the next transaction may change it, which the
+    /// copy `f` took does not see. `None` when the transaction no longer
+    /// holds it (freed and invalidated since it was changed).
+    pub fn txn_freeze<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let (sh, _) = self.shard(block);
+        let pin = self.pin_txn(&sh, block)?;
+        let d = pin.buf.data.read();
+        let gen = pin.gen;
+        let s = pin.buf.state.load(Ordering::Acquire);
+        if s & !FLAGS != gen || s & TXN == 0 {
+            return None;
+        }
+        let r = f(&d);
+        // Under the data lock: no change can slip in between the copy and
+        // the flag (changes take the write lock).
+        let _ = pin
+            .buf
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & !FLAGS == gen).then_some((s & !TXN) | LOGGED)
+            });
+        Some(r)
+    }
+
+    /// Journal commit, last step: the commit block of the transaction that
+    /// froze `block` is durable, so its buffer may be written home
+    /// (checkpoint) like any dirty buffer, unless the next transaction
+    /// holds it now.
+    pub fn txn_logged(&self, block: u64) {
+        let (sh, _) = self.shard(block);
+        let ix = sh.index.lock();
+        let Some(i) = ix.find(block) else { return };
+        let b = &sh.bufs[i as usize];
+        let _ = b
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s & LOGGED != 0).then_some(s & !LOGGED)
+            });
+    }
+
+    /// Whether `block` is cached with contents not yet written home (dirty,
+    /// held by a transaction, or frozen into the log): the checkpoint asks
+    /// this after writing back.
+    pub fn is_dirty(&self, block: u64) -> bool {
+        let (sh, _) = self.shard(block);
+        let ix = sh.index.lock();
+        ix.find(block).is_some_and(|i| {
+            sh.bufs[i as usize].state.load(Ordering::Acquire) & (DIRTY | PINNED) != 0
+        })
+    }
+
     /// Number of buffers pinned to the running transaction.
     pub fn txn_count(&self) -> usize {
         let mut n = 0;
@@ -782,7 +843,7 @@ impl<D: BlockDevice> BlockCache<D> {
             // A dirty buffer whose write-back failed must keep its data.
             let st = b.state.load(Ordering::Acquire);
             b.refs.load(Ordering::Acquire) == 0
-                && st & TXN == 0
+                && st & PINNED == 0
                 && (st & DIRTY == 0 || b.err.load(Ordering::Relaxed) == 0)
         });
         let Some(i) = pick else {
@@ -910,7 +971,7 @@ impl<D: BlockDevice> BlockCache<D> {
         let b = pin.buf;
         let d = b.data.read();
         let s = b.state.load(Ordering::Acquire);
-        if s & !FLAGS != pin.gen || s & DIRTY == 0 || s & TXN != 0 {
+        if s & !FLAGS != pin.gen || s & DIRTY == 0 || s & PINNED != 0 {
             return Ok(());
         }
         let block = b.block.load(Ordering::Relaxed);
@@ -936,7 +997,7 @@ impl<D: BlockDevice> BlockCache<D> {
         let ix = sh.index.lock();
         let block = ix.block_of(i)?;
         let s = b.state.load(Ordering::Acquire);
-        if !(first..end).contains(&block) || s & DIRTY == 0 || s & TXN != 0 {
+        if !(first..end).contains(&block) || s & DIRTY == 0 || s & PINNED != 0 {
             return None;
         }
         b.refs.fetch_add(1, Ordering::Acquire);

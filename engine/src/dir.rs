@@ -360,7 +360,15 @@ impl<D: BlockDevice> Volume<D> {
     /// Look `name` up in directory `dir`; returns the child's attributes.
     pub fn lookup(&self, dir: InodeNo, name: &[u8]) -> Result<Attr> {
         let ino = self.lookup_ino(dir, name)?;
-        self.getattr(ino)
+        match self.getattr(ino) {
+            // A name for a deleted inode is a damaged directory, as the
+            // kernel's lookup says ("deleted inode referenced").
+            Err(Error::Stale) => Err(Error::corrupt(
+                Object::Inode(dir),
+                "directory entry refers to a deleted inode",
+            )),
+            r => r,
+        }
     }
 
     /// Look `name` up in directory `dir`; returns the child's inode number.

@@ -72,6 +72,9 @@ pub mod errno {
     pub const ESTALE: i32 = 116;
     pub const EUCLEAN: i32 = 117;
     pub const ENXIO: i32 = 6;
+    pub const EMLINK: i32 = 31;
+    pub const ENODEV: i32 = 19;
+    pub const ESPIPE: i32 = 29;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,7 +102,8 @@ pub enum Error {
     /// The caller may not do this (EACCES).
     PermissionDenied,
     /// Only a privileged caller may do this, or the inode forbids it
-    /// (immutable, append-only): EPERM.
+    /// (immutable, append-only), or this kind of object (a hard link to a
+    /// directory, `user.` attributes on a device node): EPERM.
     NotPermitted,
     NotDir,
     IsDir,
@@ -109,7 +113,8 @@ pub enum Error {
     NoData,
     /// The caller's buffer is too small.
     Range,
-    /// More than the interface can pass at all (E2BIG).
+    /// More than the interface can pass at all (E2BIG): an extended
+    /// attribute value over 64 KiB.
     TooBig,
     InvalidArgument,
     ReadOnly,
@@ -127,12 +132,22 @@ pub enum Error {
     NotEmpty,
     /// The file would pass the largest size the filesystem allows.
     FileTooBig,
+    /// The operation makes no sense on a pipe (ESPIPE).
+    IllegalSeek,
+    /// The operation needs a regular file (ENODEV, as `fallocate` on a
+    /// device node).
+    NoDevice,
     /// A read-write open refused: the filesystem uses `feature`, which the
     /// engine cannot yet keep consistent (`why`).
     NotWritable {
         feature: &'static str,
         why: &'static str,
     },
+    /// The inode was deleted (no links left, not held open): a stale
+    /// handle (ESTALE, as the kernel answers for a deleted inode number).
+    Stale,
+    /// The inode would pass the most links the filesystem keeps (EMLINK).
+    TooManyLinks,
 }
 
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -172,7 +187,11 @@ impl Error {
             Error::Exists => EEXIST,
             Error::NotEmpty => ENOTEMPTY,
             Error::FileTooBig => EFBIG,
+            Error::IllegalSeek => ESPIPE,
+            Error::NoDevice => ENODEV,
             Error::NotWritable { .. } => EROFS,
+            Error::Stale => ESTALE,
+            Error::TooManyLinks => EMLINK,
         }
     }
 
@@ -216,7 +235,7 @@ impl fmt::Display for Error {
             Error::NameTooLong => write!(f, "file name too long"),
             Error::NoData => write!(f, "no such extended attribute"),
             Error::Range => write!(f, "buffer too small"),
-            Error::TooBig => write!(f, "argument list too long"),
+            Error::TooBig => write!(f, "argument list too long (an extended attribute value over 64 KiB)"),
             Error::InvalidArgument => write!(f, "invalid argument"),
             Error::ReadOnly => write!(f, "read-only filesystem"),
             Error::NoSuchOffset => write!(f, "no data or hole past this offset"),
@@ -226,10 +245,14 @@ impl fmt::Display for Error {
             Error::Exists => write!(f, "file exists"),
             Error::NotEmpty => write!(f, "directory not empty"),
             Error::FileTooBig => write!(f, "file too large for this filesystem"),
+            Error::IllegalSeek => write!(f, "illegal seek (a pipe)"),
+            Error::NoDevice => write!(f, "not a regular file"),
             Error::NotWritable { feature, why } => write!(
                 f,
                 "cannot open read-write: the filesystem uses {feature}, which this engine cannot write yet ({why}); open it read-only"
             ),
+            Error::Stale => write!(f, "stale file handle (the inode was deleted)"),
+            Error::TooManyLinks => write!(f, "too many links"),
         }
     }
 }

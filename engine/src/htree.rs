@@ -18,11 +18,11 @@ use crate::superblock::FLAG_UNSIGNED_HASH;
 use crate::volume::Volume;
 
 /// Root info starts after the "." (12 bytes) and ".." (12 bytes) entries.
-const ROOT_INFO_OFFSET: usize = 24;
+pub(crate) const ROOT_INFO_OFFSET: usize = 24;
 /// Interior nodes start with an empty 8-byte entry header.
-const NODE_ENTRIES_OFFSET: usize = 8;
+pub(crate) const NODE_ENTRIES_OFFSET: usize = 8;
 /// The kernel allows 2 levels (3 with `large_dir`): indirect levels < this.
-const MAX_LEVELS: usize = 3;
+pub(crate) const MAX_LEVELS: usize = 3;
 /// Leaves of one hash-collision run a lookup reads before it turns to the
 /// directory's name index ([`crate::name_index`]).
 pub const COLLISION_LEAVES: usize = 4;
@@ -39,22 +39,22 @@ struct Frame {
     entries: usize,
 }
 
-fn le32(b: &[u8], off: usize) -> u32 {
+pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
-fn le16(b: &[u8], off: usize) -> u16 {
+pub(crate) fn le16(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
 
 /// Block number field of a dx entry: the kernel uses the low 28 bits.
-fn entry_block(b: &[u8], entries: usize, i: usize) -> u32 {
+pub(crate) fn entry_block(b: &[u8], entries: usize, i: usize) -> u32 {
     le32(b, entries + i * 8 + 4) & 0x0fff_ffff
 }
 /// A child of an index node: its block and the lowest and highest hash
 /// its index entry allows.
 type Child = (u32, u32, u32);
 
-fn entry_hash(b: &[u8], entries: usize, i: usize) -> u32 {
+pub(crate) fn entry_hash(b: &[u8], entries: usize, i: usize) -> u32 {
     if i == 0 {
         0
     } else {
@@ -96,7 +96,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// The number of entries a dx node of this kind may hold.
-    fn dx_limit(&self, entries: usize) -> usize {
+    pub(crate) fn dx_limit(&self, entries: usize) -> usize {
         let bs = self.sb().block_size as usize;
         let tail = if self.sb().metadata_csum() { 8 } else { 0 };
         (bs - entries - tail) / 8
@@ -105,7 +105,7 @@ impl<D: BlockDevice> Volume<D> {
     /// Check an index node's header: returns (offset of the entry array,
     /// entry count, indirect levels for the root). With a `mark`, the
     /// checksum is verified once per cached copy of the block.
-    fn dx_header(
+    pub(crate) fn dx_header(
         &self,
         dir: &Inode,
         b: &[u8],

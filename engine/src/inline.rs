@@ -12,8 +12,8 @@ use crate::volume::{DirEntry, Volume};
 use crate::xattr::{self, XattrValue};
 
 /// `system.` name index and the name of the inline-data attribute.
-const SYSTEM_INDEX: u8 = 7;
-const DATA_NAME: &[u8] = b"data";
+pub(crate) const SYSTEM_INDEX: u8 = 7;
+pub(crate) const DATA_NAME: &[u8] = b"data";
 /// Directory cookies: 1 after ".", 2 after "..", then 3 + byte offset.
 const COOKIE_BASE: u64 = 3;
 
@@ -58,7 +58,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// The directory areas of an inline directory: parent inode number,
     /// then entries in i_block[4..60] and in `system.data`.
-    fn inline_dir(&self, inode: &Inode) -> Result<(InodeNo, Vec<u8>, Vec<u8>)> {
+    pub(crate) fn inline_dir(&self, inode: &Inode) -> Result<(InodeNo, Vec<u8>, Vec<u8>)> {
         let parent = InodeNo(inode.block_word(0));
         Ok((parent, inode.block[4..].to_vec(), self.inline_tail(inode)?))
     }

@@ -102,6 +102,8 @@ pub struct Inode {
     /// In-inode xattr area (`128 + extra_isize .. inode_size`); at most one
     /// block, since an inode record never exceeds the block size.
     ibody: alloc::vec::Vec<u8>,
+    /// `ibody` was replaced ([`Inode::set_ibody`]): [`Inode::store`] writes it.
+    ibody_dirty: bool,
 }
 
 fn decode_time(base: U32, extra: Option<u32>) -> Timestamp {
@@ -177,13 +179,16 @@ impl Inode {
             block: [0; 60],
             csum_seed,
             ibody: alloc::vec::Vec::new(),
+            ibody_dirty: false,
         }
     }
 
     /// Write this inode's fields into its on-disk record `bytes`
     /// (`inode_size` long), then the checksum. With `fresh` the record is
     /// zeroed first (a newly allocated inode); otherwise fields this type
-    /// does not hold (in-inode xattrs, `i_version`, …) are kept.
+    /// does not hold (`i_version`, …) and `i_dtime` (the orphan list's)
+    /// are kept. The in-inode xattr area is written when
+    /// [`Inode::set_ibody`] replaced it, else kept.
     /// `i_blocks` follows the kernel's `huge_file` rules (and may set or
     /// clear `HUGE_FILE_FL` in `self.flags`); EFBIG when it cannot be
     /// stored. Timestamps' extra words and `i_crtime`/`i_projid` are
@@ -191,6 +196,14 @@ impl Inode {
     pub fn store(&mut self, sb: &Superblock, bytes: &mut [u8], fresh: bool) -> Result<()> {
         if bytes.len() < GOOD_OLD_INODE_SIZE {
             return Err(Error::corrupt(Object::Inode(self.ino), "short record"));
+        }
+        if self.ibody_dirty
+            && GOOD_OLD_INODE_SIZE + self.extra_isize as usize + self.ibody.len() != bytes.len()
+        {
+            return Err(Error::corrupt(
+                Object::Inode(self.ino),
+                "in-inode xattr area does not fit the record",
+            ));
         }
         // i_blocks first: it may change the flags.
         let (blocks_lo, blocks_hi) = self.encode_blocks(sb)?;
@@ -222,7 +235,13 @@ impl Inode {
         raw.generation = self.generation.into();
         raw.file_acl_lo = (self.file_acl as u32).into();
         raw.file_acl_high = ((self.file_acl >> 32) as u16).into();
-        raw.dtime = self.dtime.into();
+        // `i_dtime` is the orphan list's link while the inode is an orphan:
+        // only the orphan code changes it in place (under its lock), so a
+        // decoded copy written back never undoes a concurrent change to
+        // the list. A fresh record starts from the decoded value.
+        if fresh {
+            raw.dtime = self.dtime.into();
+        }
         let (a, ax) = encode_time(self.atime);
         let (c, cx) = encode_time(self.ctime);
         let (m, mx) = encode_time(self.mtime);
@@ -247,6 +266,11 @@ impl Inode {
             raw.projid = self.projid.into();
         }
         bytes[..n].copy_from_slice(&rec[..n]);
+        if self.ibody_dirty && large {
+            let at = GOOD_OLD_INODE_SIZE + self.extra_isize as usize;
+            bytes[at..].copy_from_slice(&self.ibody);
+            self.ibody_dirty = false;
+        }
         if let Some((c, has_hi)) = expected_checksum(sb, self.ino, bytes) {
             bytes[CHECKSUM_LO..CHECKSUM_LO + 2].copy_from_slice(&(c as u16).to_le_bytes());
             if has_hi {
@@ -350,6 +374,7 @@ impl Inode {
             block: raw.block,
             csum_seed,
             ibody,
+            ibody_dirty: false,
         })
     }
 
@@ -360,6 +385,19 @@ impl Inode {
     /// The in-inode extended attribute area.
     pub fn ibody(&self) -> &[u8] {
         &self.ibody
+    }
+
+    /// Replace the in-inode extended attribute area (same length, as built
+    /// by the xattr region writer); the next [`Inode::store`] writes it.
+    pub fn set_ibody(&mut self, region: alloc::vec::Vec<u8>) {
+        self.ibody = region;
+        self.ibody_dirty = true;
+    }
+
+    /// Bytes the in-inode extended attribute area has in a record of
+    /// `inode_size` bytes (0 for 128-byte records).
+    pub fn ibody_len(&self, inode_size: usize) -> usize {
+        inode_size.saturating_sub(GOOD_OLD_INODE_SIZE + self.extra_isize as usize)
     }
 
     /// i_block as fifteen little-endian u32 words.

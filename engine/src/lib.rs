@@ -5,6 +5,9 @@
 //! The public API is what a frontend needs: the [`Volume`] and what its
 //! methods take and return; the decoded on-disk structures an inspection
 //! tool shows ([`Inode`], [`Superblock`], [`GroupDesc`], [`Run`]); the
+//! write operations' vocabulary ([`Cred`], [`SetAttr`], [`falloc`], the
+//! rename and xattr flags, [`OpenFiles`], the iomap write calls'
+//! [`WriteMap`]); the
 //! consistency check ([`fsck`]); the FUSE iomap vocabulary ([`iomap`],
 //! [`mapping_cache`]); the request policy every frontend applies
 //! ([`policy`]); and the mount options both FUSE frontends share
@@ -73,10 +76,14 @@ pub use inode_cache::InodeCacheStats;
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
 pub use superblock::{RawSuperblock, Superblock};
 pub use volume::{
-    DirEntry, OnDamage, OpenOptions, Recovery, Volume, Warning, Whence, DEFAULT_REPLAY_BUDGET,
+    DirEntry, OnDamage, OpenOptions, Recovery, Volume, Warning, Whence, DEFAULT_COMMIT_INTERVAL,
+    DEFAULT_REPLAY_BUDGET,
 };
 pub use writable::Cred;
-pub use write::{SetAttr, SetTime};
+pub use write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
+pub use write::orphan::OpenFiles;
+pub use write::xattr::{XATTR_CREATE, XATTR_REPLACE};
+pub use write::{falloc, Edges, SetAttr, SetTime, WriteMap, WriteRun, MAX_WRITE_RUNS};
 
 /// Internals that the fuzz targets, benchmarks and tests drive directly
 /// (the on-disk parsers, the caches on their own). Not an API: it changes

@@ -2,11 +2,12 @@
 //! [`Handle`] that joins the one running transaction with a bound on the
 //! metadata blocks it may change (its credits); the transaction commits as
 //! a whole, only while no handle is open, through the [`Commit`] seam
-//! (home writes today, the jbd2 writer next).
+//! (the jbd2 writer, or home writes without a journal).
 //!
 //! Memory: the running transaction's pinned buffers never exceed
-//! [`Txns::limit`] (a quarter of the block cache's buffers): a handle that
-//! would pass it waits for the open handles to end and commits first.
+//! [`Txns::limit`] (a quarter of the block cache's buffers, and with a
+//! journal what one transaction may take of it): a handle that would pass
+//! it waits for the open handles to end and commits first.
 
 use alloc::vec::Vec;
 
@@ -16,23 +17,76 @@ use crate::numbers::PhysBlock;
 use crate::volume::{Volume, VolumeCache};
 
 /// How a committing transaction's blocks become durable: the seam the
-/// journal plugs into. `blocks` are the transaction's metadata blocks,
-/// sorted; their bytes are read with [`crate::block_cache::BlockCache::with_txn_block`], and
-/// each must be let go of with [`crate::block_cache::BlockCache::txn_written`] (written home)
-/// or [`crate::block_cache::BlockCache::txn_release`] (logged; checkpoint writes it later).
-/// File data written straight to the device before the commit must be
-/// durable before any of these blocks is (ordered mode).
+/// journal plugs into ([`crate::journal::writer::JournalWriter`]), with
+/// [`WriteHome`] where there is no journal.
+///
+/// `commit` gets the transaction's metadata blocks, sorted, while no
+/// handle is open; their bytes are read with
+/// [`crate::block_cache::BlockCache::with_txn_block`] or
+/// [`crate::block_cache::BlockCache::txn_freeze`], and each is let go of
+/// with [`crate::block_cache::BlockCache::txn_written`] (written home) or
+/// `txn_freeze` then [`crate::block_cache::BlockCache::txn_logged`]
+/// (logged; checkpoint writes it home later). `release` lets the next
+/// transaction begin: call it as soon as the buffers may change again
+/// (after frozen copies are taken); the caller calls it on return if the
+/// implementation did not. File data written straight to the device
+/// before the commit must be durable before any of these blocks is
+/// (ordered mode). `commit` returns once the transaction is durable, and
+/// with an empty `blocks` once every earlier commit is.
 pub trait Commit<D: BlockDevice>: Send + Sync {
-    fn commit(&self, cache: &VolumeCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError>;
+    fn commit(
+        &self,
+        cache: &VolumeCache<D>,
+        blocks: &[PhysBlock],
+        release: &mut dyn FnMut(),
+    ) -> Result<(), IoError>;
+
+    /// Blocks `start..start+len` are being freed by the running
+    /// transaction, before their buffers are dropped (a journal writes
+    /// revoke records for the ones its live log holds).
+    fn forget(&self, _cache: &VolumeCache<D>, _start: u64, _len: u64) {}
+
+    /// Most metadata blocks one transaction may change (a journal takes a
+    /// quarter of its log at most).
+    fn limit(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Write home what committed transactions changed and give their log
+    /// space back. Safe to call from any thread at any time.
+    fn checkpoint(&self, _cache: &VolumeCache<D>) -> Result<(), IoError> {
+        Ok(())
+    }
+
+    /// At a clean close, after the last commit: everything home and the
+    /// journal marked empty; later commits write their blocks home.
+    fn close(&self, _cache: &VolumeCache<D>) -> Result<(), IoError> {
+        Ok(())
+    }
+
+    /// Whether commits go through a journal (then the superblock says
+    /// `needs_recovery` while the volume is mounted).
+    fn journaled(&self) -> bool {
+        false
+    }
 }
 
 /// Commit without a journal: flush the data written so far, write every
 /// block home, flush again. A crash in between can leave a half-written
 /// transaction (what `e2fsck` repairs); the journal removes that window.
+/// New handles wait until the blocks are home.
 pub struct WriteHome;
 
 impl<D: BlockDevice> Commit<D> for WriteHome {
-    fn commit(&self, cache: &VolumeCache<D>, blocks: &[PhysBlock]) -> Result<(), IoError> {
+    fn commit(
+        &self,
+        cache: &VolumeCache<D>,
+        blocks: &[PhysBlock],
+        _release: &mut dyn FnMut(),
+    ) -> Result<(), IoError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
         // Ordered mode: data blocks the new metadata points at first.
         cache.device().flush()?;
         let mut result = Ok(());
@@ -66,6 +120,12 @@ struct State {
     committing: bool,
     /// The running transaction was aborted: the volume is read-only.
     aborted: bool,
+    /// Number of the running transaction (counted from 0 at open): the
+    /// busy extents it freed carry it.
+    seq: u64,
+    /// When the running transaction changed its first block (seconds of
+    /// [`crate::volume::OpenOptions::now`]), for the `commit=` interval.
+    started: Option<i64>,
 }
 
 /// Transactions of one volume.
@@ -73,9 +133,12 @@ pub(crate) struct Txns {
     state: spin::Mutex<State>,
     /// Most blocks one transaction may pin.
     limit: usize,
-    /// Blocks freed by the running transaction, as `(start, len)`: not
-    /// handed out again until it has committed (the kernel's busy extents).
-    busy: spin::Mutex<Vec<(u64, u64)>>,
+    /// Blocks freed by transactions not yet durable, as `(start, len,
+    /// transaction)`: not handed out again until their transaction has
+    /// committed (the kernel's busy extents). Bounded by what one
+    /// transaction frees (a journal's commit runs while the next one
+    /// frees).
+    busy: spin::Mutex<Vec<(u64, u64, u64)>>,
 }
 
 impl Txns {
@@ -94,25 +157,38 @@ impl Txns {
         self.limit
     }
 
+    /// Lower the limit (to the journal's).
+    pub(crate) fn cap_limit(&mut self, n: usize) {
+        self.limit = self.limit.min(n);
+    }
+
     /// Whether `start..start+len` overlaps a block freed by the running
     /// transaction; returns the end of the overlapping busy range.
     pub(crate) fn busy_until(&self, start: u64, len: u64) -> Option<u64> {
         let busy = self.busy.lock();
         busy.iter()
-            .filter(|&&(s, l)| s < start + len && start < s + l)
-            .map(|&(s, l)| s + l)
+            .filter(|&&(s, l, _)| s < start + len && start < s + l)
+            .map(|&(s, l, _)| s + l)
             .max()
     }
 
     pub(crate) fn add_busy(&self, start: u64, len: u64) {
+        // A handle is open: the running transaction cannot change.
+        let seq = self.state.lock().seq;
         let mut busy = self.busy.lock();
         if let Some(last) = busy.last_mut() {
-            if last.0 + last.1 == start {
+            if last.0 + last.1 == start && last.2 == seq {
                 last.1 += len;
                 return;
             }
         }
-        busy.push((start, len));
+        busy.push((start, len, seq));
+    }
+
+    /// Transaction `seq` (and every one before) is durable: its freed
+    /// blocks may be handed out again.
+    fn commit_done(&self, seq: u64) {
+        self.busy.lock().retain(|&(_, _, s)| s > seq);
     }
 }
 
@@ -135,7 +211,7 @@ impl<D: BlockDevice> Volume<D> {
         let t = self.txns();
         if credits > t.limit() {
             return Err(Error::Unsupported {
-                what: "an operation needs more metadata blocks than the block cache budget allows in one transaction (raise cache_bytes)",
+                what: "an operation needs more metadata blocks than one transaction may hold (raise cache_bytes, or give the filesystem a larger journal)",
             });
         }
         loop {
@@ -189,7 +265,10 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
-    /// The commit itself, with `committing` set by the caller.
+    /// The commit itself, with `committing` set by the caller: once the
+    /// open handles end, the superblock's counters join the transaction,
+    /// and the [`Commit`] seam makes it durable, letting the next
+    /// transaction begin as early as it can.
     fn commit_locked(&self) -> Result<()> {
         let t = self.txns();
         // Wait for the open handles to end.
@@ -202,33 +281,96 @@ impl<D: BlockDevice> Volume<D> {
             core::hint::spin_loop();
         }
         let nothing = t.state.lock().blocks.is_empty();
-        let r = if nothing {
-            Ok(())
-        } else {
-            self.commit_blocks()
-        };
-        let mut st = t.state.lock();
-        st.committing = false;
-        if r.is_err() {
-            st.aborted = true;
-        }
-        drop(st);
-        if let Err(e) = &r {
-            self.went_read_only(e.clone());
-        }
-        r
-    }
-
-    fn commit_blocks(&self) -> Result<()> {
-        let t = self.txns();
         // The superblock's counters join the transaction (no handle is
         // open, so this is the last change).
-        self.write_super_counts()?;
-        let mut blocks = core::mem::take(&mut t.state.lock().blocks);
-        blocks.sort_unstable();
-        let r = self.commit_log().commit(self.block_cache(), &blocks);
-        t.busy.lock().clear();
-        r.map_err(Error::Io)
+        let mut r = if nothing {
+            Ok(())
+        } else {
+            self.write_super_counts()
+        };
+        let (blocks, seq) = {
+            let mut st = t.state.lock();
+            let mut blocks = core::mem::take(&mut st.blocks);
+            blocks.sort_unstable();
+            let seq = st.seq;
+            if !blocks.is_empty() {
+                st.seq += 1;
+            }
+            (blocks, seq)
+        };
+        let release = |t: &Txns| {
+            let mut st = t.state.lock();
+            if st.committing {
+                st.committing = false;
+                st.started = None;
+            }
+        };
+        if r.is_ok() {
+            r = self
+                .commit_log()
+                .commit(self.block_cache(), &blocks, &mut || release(t))
+                .map_err(Error::Io);
+        }
+        release(t);
+        match r {
+            Ok(()) => {
+                if !blocks.is_empty() {
+                    t.commit_done(seq);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The failed transaction's buffers hold changes that never
+                // became durable; what the next one changed meanwhile goes
+                // too.
+                for b in &blocks {
+                    self.block_cache().invalidate_range(b.0, 1);
+                }
+                self.abort(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Commit if the running transaction's first change is at least
+    /// `secs` seconds old (by [`crate::volume::OpenOptions::now`]): the
+    /// kernel's `commit=` interval, for a frontend to call from a timer
+    /// (every second or so). Returns whether it committed.
+    pub fn commit_if_older(&self, secs: u64) -> Result<bool> {
+        let started = self.txns().state.lock().started;
+        let Some(at) = started else {
+            return Ok(false);
+        };
+        if self.now().sec.saturating_sub(at) < secs as i64 {
+            return Ok(false);
+        }
+        self.commit()?;
+        Ok(true)
+    }
+
+    /// [`Volume::commit_if_older`] with the interval the volume was
+    /// opened with ([`crate::volume::OpenOptions::commit_interval`]).
+    pub fn commit_if_due(&self) -> Result<bool> {
+        self.commit_if_older(self.options().commit_interval as u64)
+    }
+
+    /// Checkpoint the journal: write home what committed transactions
+    /// changed and free their log space (nothing without a journal). The
+    /// committing thread does this itself when the log passes half full;
+    /// a frontend may call it from a background thread to keep that off
+    /// the write path. Handles and commits go on meanwhile. A failure
+    /// aborts, as a failed commit does.
+    pub fn checkpoint(&self) -> Result<()> {
+        if self.read_only() {
+            return Ok(());
+        }
+        self.commit_log()
+            .checkpoint(self.block_cache())
+            .map_err(|e| {
+                let e = Error::Io(e);
+                self.abort(e.clone());
+                e
+            })
     }
 
     /// Abort the running transaction: its changed blocks are discarded,
@@ -310,6 +452,9 @@ impl<D: BlockDevice> Drop for Handle<'_, D> {
         st.handles -= 1;
         st.reserved -= self.credits;
         if !st.aborted {
+            if st.started.is_none() && !self.pinned.is_empty() {
+                st.started = Some(self.vol.now().sec);
+            }
             st.blocks.append(&mut self.pinned);
             return;
         }

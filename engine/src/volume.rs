@@ -67,7 +67,19 @@ pub struct OpenOptions {
     /// The clock for timestamps the engine sets (create, write, setattr
     /// with "now", mount and write times in the superblock).
     pub now: fn() -> Timestamp,
+    /// Byte budget of the journal writer's log buffer, where a committing
+    /// transaction's blocks are copied while the next one changes them:
+    /// with a journal, a transaction holds at most this much (and at most
+    /// a quarter of the journal); it commits early rather than grow.
+    pub journal_buffer_bytes: usize,
+    /// Seconds a transaction may stay uncommitted before
+    /// [`Volume::commit_if_due`] commits it (the kernel's `commit=`,
+    /// default 5).
+    pub commit_interval: u32,
 }
+
+/// The default [`OpenOptions::commit_interval`], as the kernel's.
+pub const DEFAULT_COMMIT_INTERVAL: u32 = 5;
 
 /// What a request does with a damaged block it could do without (a block
 /// of a directory being listed or searched). Either way, what is skipped
@@ -145,6 +157,8 @@ impl Default for OpenOptions {
             replay_budget: DEFAULT_REPLAY_BUDGET,
             minixdf: false,
             now: system_now,
+            journal_buffer_bytes: journal::writer::DEFAULT_BUFFER_BYTES,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -265,6 +279,12 @@ pub struct Volume<D: BlockDevice> {
     commit_log: Box<dyn Commit<D>>,
     alloc: Allocator,
     ilocks: crate::write::InodeLocks,
+    orphans: crate::write::orphan::Orphans,
+    /// `ro_compat` features the write path turned on (`large_file`), for
+    /// the superblock at the next commit.
+    added_ro_compat: core::sync::atomic::AtomicU32,
+    /// New files that may still become inline (`inline_data`).
+    fresh: crate::write::inline::FreshInodes,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -404,11 +424,42 @@ impl<D: BlockDevice> Volume<D> {
             commit_log: Box::new(WriteHome),
             alloc: Allocator::new(crate::checksum::crc32c(opts_seed, &sb_uuid)),
             ilocks: crate::write::InodeLocks::new(),
+            orphans: Default::default(),
+            added_ro_compat: core::sync::atomic::AtomicU32::new(0),
+            fresh: crate::write::inline::FreshInodes::new(),
         };
         vol.counts = vol.count()?;
         if vol.rw {
             vol.read_only.store(false, Ordering::Release);
-            if let Err(e) = vol.mount_rw() {
+            // The journal is found and checked before the mount writes
+            // anything; the mount itself goes home directly (as the
+            // kernel's superblock writes do), everything after it through
+            // the journal — the cleanup of orphans a crash left first, as
+            // the kernel's mount does.
+            let journal = if vol.sb.has_compat(compat::HAS_JOURNAL) {
+                match journal::writer::JournalWriter::open(&vol, opts.journal_buffer_bytes) {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        vol.closed.store(true, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+            } else {
+                None
+            };
+            let r = vol
+                .orphan_setup()
+                .and_then(|_| vol.mount_rw(journal.is_some()));
+            if let Err(e) = r {
+                vol.closed.store(true, Ordering::Release);
+                return Err(e);
+            }
+            if let Some(j) = journal {
+                // The superblock joins every commit beside the credits.
+                vol.txns.cap_limit(j.max_blocks() - 1);
+                vol.commit_log = Box::new(j);
+            }
+            if let Err(e) = vol.orphan_cleanup() {
                 vol.closed.store(true, Ordering::Release);
                 return Err(e);
             }
@@ -479,6 +530,18 @@ impl<D: BlockDevice> Volume<D> {
     }
     pub(crate) fn allocator(&self) -> &Allocator {
         &self.alloc
+    }
+    pub(crate) fn orphans(&self) -> &crate::write::orphan::Orphans {
+        &self.orphans
+    }
+    pub(crate) fn orphans_mut(&mut self) -> &mut crate::write::orphan::Orphans {
+        &mut self.orphans
+    }
+    pub(crate) fn added_ro_compat(&self) -> &core::sync::atomic::AtomicU32 {
+        &self.added_ro_compat
+    }
+    pub(crate) fn fresh_inodes(&self) -> &crate::write::inline::FreshInodes {
+        &self.fresh
     }
     pub(crate) fn mount_state(&self) -> u16 {
         self.mount_state
@@ -705,6 +768,11 @@ impl<D: BlockDevice> Volume<D> {
                 "inode is not in use (deleted)",
             ));
         }
+        // No links: deleted (ESTALE, as the kernel's iget answers), unless
+        // a frontend still holds it open and the engine keeps it.
+        if inode.links_count == 0 && !self.orphans().is_kept(ino) {
+            return Err(Error::Stale);
+        }
         let Some(kind) = inode.kind else {
             return Err(Error::corrupt(
                 Object::Inode(ino),
@@ -714,19 +782,25 @@ impl<D: BlockDevice> Volume<D> {
         self.check_block_root(inode, kind)
     }
 
+    /// Whether `i_block` of `inode` (of type `kind`) holds a block map
+    /// (extent root or block pointers): not inline data, device numbers or
+    /// a fast symlink's target.
+    pub(crate) fn has_block_map(&self, inode: &Inode, kind: FileType) -> bool {
+        if inode.has_flag(crate::inode::flags::INLINE_DATA) {
+            return false;
+        }
+        match kind {
+            FileType::Regular | FileType::Directory => true,
+            FileType::Symlink => !self.is_fast_symlink(inode),
+            _ => false,
+        }
+    }
+
     /// Check the start of the block map held in `i_block`, as the kernel
     /// does when it loads an inode: a damaged root fails every operation on
     /// the inode, `stat` included.
     fn check_block_root(&self, inode: &Inode, kind: FileType) -> Result<()> {
-        if inode.has_flag(crate::inode::flags::INLINE_DATA) {
-            return Ok(());
-        }
-        let mapped = match kind {
-            FileType::Regular | FileType::Directory => true,
-            FileType::Symlink => !self.is_fast_symlink(inode),
-            _ => false,
-        };
-        if !mapped {
+        if !self.has_block_map(inode, kind) {
             return Ok(());
         }
         if inode.has_flag(crate::inode::flags::EXTENTS) {

@@ -23,6 +23,10 @@ pub struct Cred {
     pub gid: u32,
     /// The caller holds `CAP_SYS_RESOURCE` (root usually does).
     pub cap_resource: bool,
+    /// The caller's umask, applied to a new object's mode only when its
+    /// directory has no default ACL (the kernel's `posix_acl_create`). A
+    /// frontend whose kernel already applied it passes 0.
+    pub umask: u16,
 }
 
 impl Cred {
@@ -31,6 +35,7 @@ impl Cred {
         uid: 0,
         gid: 0,
         cap_resource: true,
+        umask: 0,
     };
 
     /// An ordinary user.
@@ -39,6 +44,15 @@ impl Cred {
             uid,
             gid,
             cap_resource: false,
+            umask: 0,
+        }
+    }
+
+    /// The same caller with `umask`.
+    pub fn with_umask(self, umask: u16) -> Cred {
+        Cred {
+            umask: umask & 0o777,
+            ..self
         }
     }
 
@@ -62,9 +76,10 @@ pub enum Word {
 /// other bit refuses a read-write open with the reason from [`REFUSED`].
 /// Extend this table as the write path learns a feature.
 pub const WRITABLE: &[Word] = &[
-    // The journal is kept empty and clean; writes are not journaled yet
-    // (issue "Journal…"), so a crash mid-commit needs e2fsck.
+    // Every transaction goes through the journal (journal::writer).
     Word::Compat(compat::HAS_JOURNAL),
+    // Never written: full commits only, the area left as it is but for
+    // a stale head (journal::writer).
     Word::Compat(compat::FAST_COMMIT),
     Word::Compat(compat::EXT_ATTR),
     Word::Compat(compat::RESIZE_INODE),
@@ -72,11 +87,18 @@ pub const WRITABLE: &[Word] = &[
     Word::Compat(compat::DIR_PREALLOC),
     Word::Compat(compat::SPARSE_SUPER2),
     Word::Compat(compat::STABLE_INODES),
+    // Orphans go to the orphan file while it has room (else the list);
+    // a crash's are cleaned up at the next read-write open.
+    Word::Compat(compat::ORPHAN_FILE),
     Word::Incompat(incompat::FILETYPE),
     Word::Incompat(incompat::EXTENTS),
+    Word::Incompat(incompat::META_BG),
+    Word::Incompat(incompat::INLINE_DATA),
     Word::Incompat(incompat::BIT64),
     Word::Incompat(incompat::FLEX_BG),
     Word::Incompat(incompat::CSUM_SEED),
+    // Three-level hash trees and directories past 2 GiB (`i_size_high`).
+    Word::Incompat(incompat::LARGEDIR),
     Word::RoCompat(ro_compat::SPARSE_SUPER),
     Word::RoCompat(ro_compat::LARGE_FILE),
     Word::RoCompat(ro_compat::HUGE_FILE),
@@ -84,6 +106,9 @@ pub const WRITABLE: &[Word] = &[
     Word::RoCompat(ro_compat::DIR_NLINK),
     Word::RoCompat(ro_compat::EXTRA_ISIZE),
     Word::RoCompat(ro_compat::METADATA_CSUM),
+    Word::RoCompat(ro_compat::ORPHAN_PRESENT),
+    // Only with extents and whole-cluster groups (see [`refusal`]).
+    Word::RoCompat(ro_compat::BIGALLOC),
 ];
 
 /// Why a known feature still refuses a read-write open.
@@ -92,16 +117,10 @@ pub const REFUSED: &[(&str, &str)] = &[
         "needs_recovery",
         "the journal holds transactions to replay first",
     ),
-    ("orphan_file", "the orphan file is not kept yet"),
-    ("orphan_present", "orphaned inodes must be cleaned up first"),
     (
-        "extent",
-        "files without extents (block maps) are not written yet",
+        "bigalloc",
+        "clusters without extents, or groups that are not whole clusters, are not written",
     ),
-    ("inline_data", "inline data is not written yet"),
-    ("bigalloc", "cluster allocation is not written yet"),
-    ("meta_bg", "meta_bg group layouts are not allocated in yet"),
-    ("large_dir", "three-level hash trees are not written yet"),
     ("quota", "quota usage would go stale"),
     ("project", "project quota usage would go stale"),
     (
@@ -121,6 +140,11 @@ pub const REFUSED: &[(&str, &str)] = &[
         "blocks shared between files cannot be written",
     ),
     ("snapshot", "snapshots are not supported"),
+    (
+        "external journal",
+        "a journal on another device is replayed (journal_path=) but not written; \
+         open read-only, or move the journal into the filesystem with tune2fs",
+    ),
 ];
 
 fn allowed(sb: &Superblock) -> (u32, u32, u32) {
@@ -147,9 +171,6 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     if sb.needs_recovery() {
         return refuse("needs_recovery");
     }
-    if !sb.has_incompat(incompat::EXTENTS) {
-        return refuse("extent");
-    }
     let (c, i, r) = allowed(sb);
     // Bits nobody named yet are "unknown" to `names`.
     if let Some(name) = crate::features::names(c, i & !incompat::RECOVER, r).first() {
@@ -159,8 +180,16 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     if unnamed != 0 {
         return refuse("unknown feature bits");
     }
-    if sb.last_orphan != 0 {
-        return refuse("orphan_present");
+    if sb.has_ro_compat(ro_compat::BIGALLOC) {
+        let ratio = sb.cluster_size / sb.block_size;
+        if !sb.has_incompat(incompat::EXTENTS)
+            || sb.clusters_per_group as u64 * ratio as u64 != sb.blocks_per_group as u64
+        {
+            return refuse("bigalloc");
+        }
+    }
+    if sb.has_compat(compat::HAS_JOURNAL) && sb.journal_inum == 0 {
+        return refuse("external journal");
     }
     None
 }
@@ -215,9 +244,11 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// What the kernel's ext4 does to the superblock at a read-write mount
-    /// (`ext4_setup_super`): one more mount, the mount time, and — as no
-    /// journal covers our writes yet — "not clean" until a clean close.
-    pub(crate) fn mount_rw(&self) -> Result<()> {
+    /// (`ext4_setup_super`): one more mount, the mount time, and
+    /// `needs_recovery` while the journal is in use — or, without a
+    /// journal, "not clean" until a clean close (e2fsck then checks a
+    /// crashed image, as it does the kernel's no-journal mounts).
+    pub(crate) fn mount_rw(&self, journaled: bool) -> Result<()> {
         let now = self.now().sec;
         self.edit_super(|raw| {
             if raw.max_mnt_count.get() == 0 {
@@ -225,20 +256,49 @@ impl<D: BlockDevice> Volume<D> {
             }
             raw.mnt_count = raw.mnt_count.get().wrapping_add(1).into();
             set_time(&mut raw.mtime, &mut raw.mtime_hi, now);
-            raw.state = (raw.state.get() & !STATE_VALID).into();
+            if journaled {
+                raw.feature_incompat = (raw.feature_incompat.get() | incompat::RECOVER).into();
+            } else {
+                raw.state = (raw.state.get() & !STATE_VALID).into();
+            }
+            // The orphan file may hold orphans while mounted (cleared at
+            // a clean close), as the kernel marks it.
+            if raw.feature_compat.get() & compat::ORPHAN_FILE != 0 {
+                let r = raw.feature_ro_compat.get() | ro_compat::ORPHAN_PRESENT;
+                raw.feature_ro_compat = r.into();
+            }
         })?;
         self.commit()
     }
 
+    /// Whether `ro_compat` feature `f` is on: in the superblock as opened,
+    /// or turned on since by the write path.
+    pub fn has_ro_compat_now(&self, f: u32) -> bool {
+        self.sb().has_ro_compat(f) || self.added_ro_compat().load(Ordering::Acquire) & f != 0
+    }
+
+    /// Turn `ro_compat` feature `f` on: the superblock gets it with the
+    /// next commit (which also holds the change that needed it).
+    pub(crate) fn add_ro_compat(&self, f: u32) {
+        self.added_ro_compat().fetch_or(f, Ordering::AcqRel);
+    }
+
     /// Write the free counters into the superblock (at each commit; the
-    /// kernel writes them when it writes the superblock).
+    /// kernel writes them when it writes the superblock), with any feature
+    /// the write path turned on.
     pub(crate) fn write_super_counts(&self) -> Result<()> {
         let fb = self.counts().free_blocks.load(Ordering::Acquire);
         let fi = self.counts().free_inodes.load(Ordering::Acquire);
         let cluster_ratio = (self.sb().cluster_size / self.sb().block_size) as u64;
         let fb = fb * cluster_ratio;
         let bit64 = self.sb().has_incompat(incompat::BIT64);
+        let last_orphan = self.orphans().head();
+        let added = self.added_ro_compat().load(Ordering::Acquire);
         self.edit_super(|raw| {
+            raw.last_orphan = last_orphan.into();
+            if added != 0 {
+                raw.feature_ro_compat = (raw.feature_ro_compat.get() | added).into();
+            }
             raw.free_blocks_count_lo = (fb as u32).into();
             if bit64 {
                 raw.free_blocks_count_hi = ((fb >> 32) as u32).into();
@@ -247,9 +307,9 @@ impl<D: BlockDevice> Volume<D> {
         })
     }
 
-    /// Close a read-write volume cleanly: commit, restore the superblock's
-    /// state as found at open (clean, unless it had errors), flush the
-    /// device. Afterwards the volume is read-only. Reports the error that
+    /// Close a read-write volume cleanly: commit, checkpoint and empty the
+    /// journal, clear `needs_recovery`, restore the superblock's state as
+    /// found at open (clean, unless it had errors), flush the device. Afterwards the volume is read-only. Reports the error that
     /// turned the volume read-only earlier, if one did (then only what was
     /// committed before it is on the device). Read-only volumes: nothing.
     pub fn close(&self) -> Result<()> {
@@ -260,9 +320,24 @@ impl<D: BlockDevice> Volume<D> {
             let _ = self.block_cache().flush();
             return Err(e);
         }
+        let orphans_left = self.orphans_at_close()?;
         self.commit()?;
+        // The journal checkpointed and marked empty; from here on commits
+        // write home, as the kernel writes the superblock at unmount.
+        if let Err(e) = self.commit_log().close(self.block_cache()) {
+            let e = Error::Io(e);
+            self.abort(e.clone());
+            return Err(e);
+        }
         let state = self.mount_state();
-        self.edit_super(|raw| raw.state = state.into())?;
+        self.edit_super(|raw| {
+            raw.state = state.into();
+            if !orphans_left {
+                let r = raw.feature_ro_compat.get() & !ro_compat::ORPHAN_PRESENT;
+                raw.feature_ro_compat = r.into();
+            }
+            raw.feature_incompat = (raw.feature_incompat.get() & !incompat::RECOVER).into();
+        })?;
         self.commit()?;
         self.block_cache().flush()?;
         self.went_read_only_quietly();
@@ -281,6 +356,7 @@ mod tests {
         raw.feature_incompat = i.into();
         raw.feature_ro_compat = r.into();
         raw.desc_size = 64u16.into();
+        raw.journal_inum = 8.into();
         let b = raw.as_bytes().to_vec();
         Superblock::parse(&raw, &b, 1 << 30).unwrap()
     }
@@ -306,15 +382,48 @@ mod tests {
                 ..
             })
         ));
-        let ext2 = sb_with(0, incompat::FILETYPE, 0);
+        // ext2 and ext3 (block maps), inline data and meta_bg write too.
+        let ext2 = sb_with(0, incompat::FILETYPE, ro_compat::SPARSE_SUPER);
+        assert!(refusal(&ext2).is_none());
+        let ext3 = sb_with(compat::HAS_JOURNAL, incompat::FILETYPE, 0);
+        assert!(refusal(&ext3).is_none());
+        let inline = sb_with(
+            0,
+            incompat::EXTENTS | incompat::INLINE_DATA | incompat::META_BG,
+            0,
+        );
+        assert!(refusal(&inline).is_none());
+        // bigalloc needs extents.
+        let clusters = {
+            let mut raw = crate::superblock::small_raw();
+            raw.feature_incompat = incompat::FILETYPE.into();
+            raw.feature_ro_compat = ro_compat::BIGALLOC.into();
+            raw.log_cluster_size = 4u32.into();
+            raw.clusters_per_group = 512u32.into();
+            let b = raw.as_bytes().to_vec();
+            Superblock::parse(&raw, &b, 1 << 30).unwrap()
+        };
         assert!(matches!(
-            refusal(&ext2),
+            refusal(&clusters),
             Some(Error::NotWritable {
-                feature: "extent",
+                feature: "bigalloc",
                 ..
             })
         ));
         let unknown = sb_with(0, incompat::EXTENTS, 1 << 30);
         assert!(refusal(&unknown).is_some());
+        let mut raw = crate::superblock::small_raw();
+        raw.feature_compat = compat::HAS_JOURNAL.into();
+        raw.feature_incompat = incompat::EXTENTS.into();
+        raw.desc_size = 64u16.into();
+        let b = raw.as_bytes().to_vec();
+        let external = Superblock::parse(&raw, &b, 1 << 30).unwrap();
+        assert!(matches!(
+            refusal(&external),
+            Some(Error::NotWritable {
+                feature: "external journal",
+                ..
+            })
+        ));
     }
 }

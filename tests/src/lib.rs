@@ -9,6 +9,8 @@
 pub mod caller;
 pub mod checks;
 pub mod crash;
+pub mod crash_writes;
+pub mod crashdev;
 pub mod damage;
 pub mod fuse;
 pub mod image;

@@ -1,22 +1,34 @@
 //! The engine's write path against the real thing: images made by
 //! `mke2fs` (per profile of the feature matrix), loaded into a
 //! [`MemDevice`]; random operation sequences applied through the engine
-//! and to a model of the tree (names, modes, owners, sizes, contents, link
-//! counts, explicitly set times); then the image must pass `e2fsck -fn`,
-//! and the kernel's ext4 (a read-only loop mount) and the engine reopened
+//! and to a model of the tree ([`model`]: names, types, modes, owners,
+//! times, sizes, contents, link counts, symlink targets, device numbers,
+//! xattrs and ACLs, and per file which blocks are holes, written or
+//! unwritten); then the image must pass `e2fsck -fn`, and the kernel's
+//! ext4 (a read-only loop mount, walked with statx and llistxattr; FIEMAP
+//! and `st_blocks` against `debugfs`' `i_blocks`) and the engine reopened
 //! read-only must both show exactly the model.
 
+pub mod model;
+pub mod strategy;
+
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ext4_engine::{BlockDevice, MemDevice, OpenOptions, Timestamp, Volume};
-use ext4_engine::{Cred, Error, InodeNo, SetAttr, SetTime};
+use ext4_engine::{InodeNo, MemDevice, OpenOptions, Run, Timestamp, Volume};
 
-use crate::oracle::{e2fsck_check, tempfile_path, KernelMount};
+use crate::kwimage::{kernel_fiemap, FIEMAP_EXTENT_DATA_INLINE, FIEMAP_EXTENT_UNWRITTEN};
+use crate::oracle::{debugfs_script, e2fsck_check, parse_stat, tempfile_path, KernelMount};
+use crate::snapshot::{
+    diff, engine_snapshot, format_diffs, host_snapshot, Compare, Difference, Entry, Field, Kind,
+    Snapshot, WalkOptions,
+};
+use crate::tree::Time;
 use crate::util::{cache_dir, run_ok};
+use crate::util::{ContentHasher, CHUNK};
 
 /// Write an image to `path` as a sparse file (all-zero 64 KiB pieces
 /// skipped): images are mostly empty, and the oracles read files.
@@ -41,17 +53,26 @@ pub struct Profile {
     /// `mke2fs` arguments after `-F -q` (features, block and inode size).
     pub mkfs: &'static [&'static str],
     pub size_mib: u32,
+    /// `tune2fs` arguments applied after `mke2fs` (e.g. `-E hash_alg=`).
+    pub tune: &'static [&'static str],
+    /// `debugfs -w` requests applied last (e.g. `ssv flags 2`: names
+    /// hash unsigned).
+    pub debugfs: &'static [&'static str],
 }
 
 pub const EXT4_DEFAULT: Profile = Profile {
     name: "ext4",
     mkfs: &["-t", "ext4", "-b", "4096", "-g", "8192"],
     size_mib: 128,
+    tune: &[],
+    debugfs: &[],
 };
 pub const EXT4_1K: Profile = Profile {
     name: "ext4-1k",
     mkfs: &["-t", "ext4", "-b", "1024"],
     size_mib: 32,
+    tune: &[],
+    debugfs: &[],
 };
 pub const EXT4_NO_CSUM: Profile = Profile {
     name: "ext4-uninit_bg",
@@ -66,29 +87,187 @@ pub const EXT4_NO_CSUM: Profile = Profile {
         "^metadata_csum,uninit_bg",
     ],
     size_mib: 32,
+    tune: &[],
+    debugfs: &[],
 };
 pub const EXT4_128: Profile = Profile {
     name: "ext4-128-inodes",
     mkfs: &["-t", "ext4", "-b", "4096", "-g", "8192", "-I", "128"],
     size_mib: 32,
+    tune: &[],
+    debugfs: &[],
 };
 /// Small enough to fill: 4 MiB, 1 KiB blocks, few inodes.
 pub const EXT4_SMALL: Profile = Profile {
     name: "ext4-small",
     mkfs: &["-t", "ext4", "-b", "1024", "-N", "128"],
     size_mib: 4,
+    tune: &[],
+    debugfs: &[],
 };
 
-pub const PROFILES: &[Profile] = &[EXT4_DEFAULT, EXT4_1K, EXT4_NO_CSUM, EXT4_128, EXT4_SMALL];
+/// Three-level hash trees (`large_dir`), 1 KiB blocks: deep trees soon.
+pub const EXT4_LARGE_DIR: Profile = Profile {
+    name: "ext4-large_dir",
+    mkfs: &["-t", "ext4", "-b", "1024", "-O", "large_dir"],
+    size_mib: 32,
+    tune: &[],
+    debugfs: &[],
+};
+/// Orphans in the orphan file (`orphan_file`).
+pub const EXT4_ORPHAN_FILE: Profile = Profile {
+    name: "ext4-orphan_file",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+        "-O",
+        "orphan_file",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// Many names per directory with the TEA hash (hash-tree splits).
+pub const EXT4_HTREE_TEA: Profile = Profile {
+    name: "ext4-htree-tea",
+    mkfs: &["-t", "ext4", "-b", "1024", "-N", "16384"],
+    size_mib: 48,
+    tune: &["-E", "hash_alg=tea"],
+    debugfs: &[],
+};
+/// The legacy hash, unsigned (`s_flags`), no checksums.
+pub const EXT4_HTREE_LEGACY: Profile = Profile {
+    name: "ext4-htree-legacy",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-b",
+        "1024",
+        "-O",
+        "^metadata_csum",
+        "-N",
+        "16384",
+    ],
+    size_mib: 48,
+    tune: &["-E", "hash_alg=legacy"],
+    debugfs: &["ssv flags 2"],
+};
 
-/// The directories every image starts with (besides the root).
-pub const DIRS: &[&str] = &["", "d1", "d2"];
-/// A file every image starts with, and its contents.
-pub const SEED_FILE: &str = "seed";
+/// ext2: block-mapped files, no journal; 1 KiB blocks, so double and
+/// triple indirect blocks come early (256 pointers a block).
+pub const EXT2: Profile = Profile {
+    name: "ext2",
+    mkfs: &["-t", "ext2", "-b", "1024"],
+    size_mib: 32,
+    tune: &[],
+    debugfs: &[],
+};
+/// ext3's defaults: block-mapped files and a journal.
+pub const EXT3: Profile = Profile {
+    name: "ext3",
+    mkfs: &["-t", "ext3", "-b", "4096", "-g", "8192"],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// ext4 without extents: block maps with `metadata_csum`, `flex_bg`,
+/// `huge_file`.
+pub const EXT4_NO_EXTENT: Profile = Profile {
+    name: "ext4-noextent",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "^extent,^64bit",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// Inline data (256-byte inodes: up to 128 bytes in the inode).
+pub const EXT4_INLINE: Profile = Profile {
+    name: "ext4-inline",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "inline_data",
+        "-b",
+        "4096",
+        "-g",
+        "8192",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// 16 KiB clusters of 1 KiB blocks, 1024 clusters a group (`-g` counts
+/// clusters under bigalloc).
+pub const EXT4_BIGALLOC_16K: Profile = Profile {
+    name: "ext4-bigalloc16k",
+    mkfs: &[
+        "-t", "ext4", "-O", "bigalloc", "-b", "1024", "-C", "16384", "-g", "1024",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
+/// 64 KiB clusters of 4 KiB blocks, 256 clusters a group.
+pub const EXT4_BIGALLOC_64K: Profile = Profile {
+    name: "ext4-bigalloc64k",
+    mkfs: &[
+        "-t", "ext4", "-O", "bigalloc", "-b", "4096", "-C", "65536", "-g", "256",
+    ],
+    size_mib: 128,
+    tune: &[],
+    debugfs: &[],
+};
+/// meta_bg: 64 groups of 1024 1 KiB blocks, descriptors in each meta group.
+pub const EXT4_META_BG: Profile = Profile {
+    name: "ext4-meta_bg",
+    mkfs: &[
+        "-t",
+        "ext4",
+        "-O",
+        "meta_bg,^resize_inode",
+        "-b",
+        "1024",
+        "-g",
+        "1024",
+    ],
+    size_mib: 64,
+    tune: &[],
+    debugfs: &[],
+};
 
-pub fn seed_contents() -> Vec<u8> {
-    (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect()
-}
+pub const PROFILES: &[Profile] = &[
+    EXT4_DEFAULT,
+    EXT4_1K,
+    EXT4_NO_CSUM,
+    EXT4_128,
+    EXT4_SMALL,
+    EXT4_LARGE_DIR,
+    EXT4_ORPHAN_FILE,
+    EXT4_HTREE_TEA,
+    EXT4_HTREE_LEGACY,
+    EXT2,
+    EXT3,
+    EXT4_NO_EXTENT,
+    EXT4_INLINE,
+    EXT4_BIGALLOC_16K,
+    EXT4_BIGALLOC_64K,
+    EXT4_META_BG,
+];
+
+pub use model::{seed_contents, DIRS, SEED_FILE};
 
 /// The image of `p`, made once per process by `mke2fs -d` from a small
 /// source tree (the directories of [`DIRS`] and [`SEED_FILE`]).
@@ -113,6 +292,13 @@ pub fn image(p: &Profile) -> Vec<u8> {
         .arg(&img)
         .arg(format!("{}M", p.size_mib));
     run_ok(&mut c);
+    if !p.tune.is_empty() {
+        run_ok(Command::new("tune2fs").args(p.tune).arg(&img));
+    }
+    if !p.debugfs.is_empty() {
+        let reqs: Vec<String> = p.debugfs.iter().map(|r| r.to_string()).collect();
+        crate::oracle::debugfs_script(&img, &reqs, true).unwrap();
+    }
     let bytes = std::fs::read(&img).unwrap();
     let _ = std::fs::remove_file(&img);
     let _ = std::fs::remove_dir_all(&src);
@@ -120,12 +306,39 @@ pub fn image(p: &Profile) -> Vec<u8> {
     bytes
 }
 
-/// A fixed clock (nanoseconds included), so the model knows every time.
-pub fn fixed_now() -> Timestamp {
-    Timestamp {
-        sec: 1_700_000_000,
-        nsec: 123_456_789,
+/// The engine's clock in these tests: a tick set by the test before each
+/// operation (per thread), so the model knows every time the engine sets.
+pub mod clock {
+    use std::cell::Cell;
+
+    use ext4_engine::Timestamp;
+
+    thread_local! {
+        static STEP: Cell<u64> = const { Cell::new(0) };
     }
+
+    /// The time of tick `step` (nanoseconds included).
+    pub fn at(step: u64) -> Timestamp {
+        Timestamp {
+            sec: 1_700_000_000 + step as i64,
+            nsec: ((123_456_789 + step * 1_000_003) % 1_000_000_000) as u32,
+        }
+    }
+
+    /// Let the engine's clock (in this thread) read tick `step`.
+    pub fn set(step: u64) {
+        STEP.with(|s| s.set(step));
+    }
+
+    pub fn now() -> Timestamp {
+        at(STEP.with(|s| s.get()))
+    }
+}
+
+/// The engine's clock of the tests ([`clock`]): tick 0 unless a test set
+/// another.
+pub fn fixed_now() -> Timestamp {
+    clock::now()
 }
 
 pub fn rw_options() -> OpenOptions {
@@ -145,345 +358,222 @@ pub fn open_rw(bytes: Vec<u8>, opts: &OpenOptions) -> (MemVolume, Arc<MemDevice>
     (vol, dev)
 }
 
-/// A file of the model.
-#[derive(Clone, Debug)]
-pub struct FileModel {
-    pub dir: usize,
-    pub name: Vec<u8>,
-    pub ino: InodeNo,
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub data: Vec<u8>,
-    pub atime: Option<Timestamp>,
-    pub mtime: Option<Timestamp>,
-}
+pub use model::{
+    apply, bytes_of, falloc_expect, Body, Geometry, Model, Node, Op, St, FALLOC_MODES,
+};
 
-/// What the tree must look like.
-#[derive(Clone, Debug, Default)]
-pub struct Model {
-    /// Inode numbers of [`DIRS`].
-    pub dirs: Vec<InodeNo>,
-    pub files: Vec<FileModel>,
-}
-
-impl Model {
-    /// The starting tree of [`image`], as the engine finds it.
-    pub fn load<D: BlockDevice>(vol: &Volume<D>) -> Model {
-        let mut dirs = Vec::new();
-        for d in DIRS {
-            let ino = if d.is_empty() {
-                InodeNo::ROOT
-            } else {
-                vol.lookup_ino(InodeNo::ROOT, d.as_bytes())
-                    .expect("starting directory")
-            };
-            dirs.push(ino);
-        }
-        let ino = vol.lookup_ino(InodeNo::ROOT, SEED_FILE.as_bytes()).unwrap();
-        let a = vol.getattr(ino).unwrap();
-        let files = vec![FileModel {
-            dir: 0,
-            name: SEED_FILE.as_bytes().to_vec(),
-            ino,
-            mode: (a.mode & 0o7777) as u16,
-            uid: a.uid,
-            gid: a.gid,
-            data: seed_contents(),
-            atime: None,
-            mtime: None,
-        }];
-        Model { dirs, files }
-    }
-}
-
-/// One step of a random sequence. Indices are taken modulo what exists.
-#[derive(Clone, Debug)]
-pub enum Op {
-    Create {
-        dir: u8,
-        name: u16,
-        pad: u8,
-        mode: u16,
-    },
-    Write {
-        file: u16,
-        off: u32,
-        len: u32,
-        seed: u8,
-    },
-    Truncate {
-        file: u16,
-        size: u32,
-    },
-    Unlink {
-        file: u16,
-    },
-    Chmod {
-        file: u16,
-        mode: u16,
-    },
-    Chown {
-        file: u16,
-        uid: u16,
-        gid: u16,
-    },
-    Utimes {
-        file: u16,
-        atime: i32,
-        mtime: i32,
-        nsec: u32,
-    },
-    Commit,
-}
-
-pub fn bytes_of(seed: u8, off: u32, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            (seed as u32)
-                .wrapping_mul(31)
-                .wrapping_add((off as usize + i) as u32 * 13) as u8
-                | 1
-        })
-        .collect()
-}
-
-fn name_of(name: u16, pad: u8) -> Vec<u8> {
-    let mut n = format!("f{name}");
-    while n.len() < pad as usize % 200 + 1 {
-        n.push('x');
-    }
-    n.into_bytes()
-}
-
-/// Apply `op` to the engine and the model. Outcomes the model cannot
-/// predict exactly (ENOSPC on a full filesystem, a full hash-tree leaf)
-/// are accepted when the engine reports them and the model stays as the
-/// engine says.
-pub fn apply<D: BlockDevice>(vol: &Volume<D>, m: &mut Model, op: &Op) -> Result<(), String> {
-    let cred = Cred::ROOT;
-    let pick = |f: u16| (!m.files.is_empty()).then(|| f as usize % m.files.len());
-    match *op {
-        Op::Create {
-            dir,
-            name,
-            pad,
-            mode,
-        } => {
-            let d = dir as usize % m.dirs.len();
-            let name = name_of(name, pad);
-            let mode = mode & 0o7777;
-            let exists = m.files.iter().any(|f| f.dir == d && f.name == name)
-                || (d == 0 && DIRS.iter().any(|x| x.as_bytes() == name.as_slice()));
-            match vol.create(m.dirs[d], &name, mode, &cred) {
-                Ok(a) => {
-                    if exists {
-                        return Err(format!("create {name:?}: succeeded over an existing name"));
-                    }
-                    m.files.push(FileModel {
-                        dir: d,
-                        name,
-                        ino: a.ino,
-                        mode,
-                        uid: 0,
-                        gid: 0,
-                        data: Vec::new(),
-                        atime: Some(fixed_now()),
-                        mtime: Some(fixed_now()),
-                    });
-                }
-                Err(Error::Exists) if exists => {}
-                Err(Error::NoSpace) | Err(Error::Unsupported { .. }) if !exists => {}
-                Err(e) => return Err(format!("create {name:?}: {e}")),
-            }
-        }
-        Op::Write {
-            file,
-            off,
-            len,
-            seed,
-        } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let data = bytes_of(seed, off, len as usize);
-            let f = &mut m.files[i];
-            let n = match vol.write(f.ino, off as u64, &data, &cred) {
-                Ok(n) => n,
-                Err(Error::NoSpace) => 0,
-                Err(e) => return Err(format!("write {:?} at {off}+{len}: {e}", f.name)),
-            };
-            if n > 0 {
-                let end = off as usize + n;
-                if f.data.len() < end {
-                    f.data.resize(end, 0);
-                }
-                f.data[off as usize..end].copy_from_slice(&data[..n]);
-                f.mtime = Some(fixed_now());
-            } else if n < data.len() && !data.is_empty() {
-                // Nothing written (full): nothing changed.
-            }
-        }
-        Op::Truncate { file, size } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            vol.truncate(f.ino, size as u64)
-                .map_err(|e| format!("truncate {:?} to {size}: {e}", f.name))?;
-            if size as usize != f.data.len() {
-                f.mtime = Some(fixed_now());
-            }
-            f.data.resize(size as usize, 0);
-        }
-        Op::Unlink { file } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = m.files.remove(i);
-            vol.unlink(m.dirs[f.dir], &f.name)
-                .map_err(|e| format!("unlink {:?}: {e}", f.name))?;
-        }
-        Op::Chmod { file, mode } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            let set = SetAttr {
-                mode: Some(mode & 0o7777),
-                ..SetAttr::default()
-            };
-            vol.setattr(f.ino, &set)
-                .map_err(|e| format!("chmod {:?}: {e}", f.name))?;
-            f.mode = mode & 0o7777;
-        }
-        Op::Chown { file, uid, gid } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            let (uid, gid) = (uid as u32 * 1000 + 7, gid as u32 * 999 + 70000);
-            let set = SetAttr {
-                uid: Some(uid),
-                gid: Some(gid),
-                ..SetAttr::default()
-            };
-            vol.setattr(f.ino, &set)
-                .map_err(|e| format!("chown {:?}: {e}", f.name))?;
-            f.uid = uid;
-            f.gid = gid;
-        }
-        Op::Utimes {
-            file,
-            atime,
-            mtime,
-            nsec,
-        } => {
-            let Some(i) = pick(file) else { return Ok(()) };
-            let f = &mut m.files[i];
-            let t = |s: i32| Timestamp {
-                sec: s as i64,
-                nsec: nsec % 1_000_000_000,
-            };
-            let set = SetAttr {
-                atime: Some(SetTime::At(t(atime))),
-                mtime: Some(SetTime::At(t(mtime))),
-                ..SetAttr::default()
-            };
-            vol.setattr(f.ino, &set)
-                .map_err(|e| format!("utimes {:?}: {e}", f.name))?;
-            f.atime = Some(t(atime));
-            f.mtime = Some(t(mtime));
-        }
-        Op::Commit => vol.commit().map_err(|e| format!("commit: {e}"))?,
-    }
-    Ok(())
-}
-
-/// Whether a listed name of directory `d` is the model's business (not
-/// `.`, `..`, `lost+found` or a starting directory).
-fn modelled(d: usize, n: &[u8]) -> bool {
-    n != b"."
-        && n != b".."
-        && n != b"lost+found"
-        && !(d == 0 && DIRS.iter().any(|x| !x.is_empty() && x.as_bytes() == n))
-}
-
-/// The names the model has in directory `d`, sorted.
-fn model_names(m: &Model, d: usize) -> Vec<Vec<u8>> {
-    let mut want: Vec<Vec<u8>> = m
-        .files
-        .iter()
-        .filter(|f| f.dir == d)
-        .map(|f| f.name.clone())
-        .collect();
-    want.sort();
-    want
-}
-
-/// Whether the image has 256-byte (or larger) inodes: times keep
-/// nanoseconds and the epoch bits only there.
-fn stored(t: Timestamp, large: bool) -> Timestamp {
+/// Stored as the inode keeps it: 128-byte inodes have whole seconds in
+/// 32 bits.
+pub fn stored(t: Timestamp, large: bool) -> Time {
     if large {
-        t
+        Time {
+            sec: t.sec,
+            nsec: t.nsec,
+        }
     } else {
-        Timestamp {
+        Time {
             sec: t.sec as i32 as i64,
             nsec: 0,
         }
     }
 }
 
+/// What the model says every path looks like, as a [`Snapshot`].
+pub fn model_snapshot(m: &Model) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let mut queue = vec![(b"/".to_vec(), model::ROOT)];
+    while let Some((path, ino)) = queue.pop() {
+        snap.entries.insert(path.clone(), model_entry(m, ino));
+        if let Some(names) = m.dirs.get(&ino) {
+            for (name, &child) in names {
+                let mut p = path.clone();
+                if p != b"/" {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(name);
+                if m.nodes[&child].is_dir() {
+                    queue.push((p, child));
+                } else {
+                    snap.entries.insert(p, model_entry(m, child));
+                }
+            }
+        }
+    }
+    snap
+}
+
+fn model_entry(m: &Model, ino: InodeNo) -> Entry {
+    let n = &m.nodes[&ino];
+    let large = m.large_inodes;
+    let (kind, ftype, size, rdev, link, content) = match &n.body {
+        Body::File(d) => {
+            let mut h = ContentHasher::new();
+            for (i, c) in d.chunks(CHUNK).enumerate() {
+                h.chunk(i as u64, c);
+            }
+            (
+                Kind::File,
+                0o100000,
+                d.len() as u64,
+                (0, 0),
+                None,
+                Some(Ok(h.finish(d.len() as u64))),
+            )
+        }
+        Body::Dir => (Kind::Dir, 0o040000, 0, (0, 0), None, None),
+        Body::Symlink(t) => (
+            Kind::Symlink,
+            0o120000,
+            t.len() as u64,
+            (0, 0),
+            Some(Ok(t.clone())),
+            None,
+        ),
+        Body::Char(a, b) => (Kind::Char, 0o020000, 0, (*a, *b), None, None),
+        Body::Block(a, b) => (Kind::Block, 0o060000, 0, (*a, *b), None, None),
+        Body::Fifo => (Kind::Fifo, 0o010000, 0, (0, 0), None, None),
+        Body::Socket => (Kind::Socket, 0o140000, 0, (0, 0), None, None),
+    };
+    Entry {
+        kind,
+        mode: ftype | n.mode as u32,
+        nlink: m.nlink(ino),
+        uid: n.uid,
+        gid: n.gid,
+        size,
+        blocks: 0,
+        blksize: 0,
+        atime: stored(n.atime, large),
+        mtime: stored(n.mtime, large),
+        ctime: stored(n.ctime, large),
+        btime: n.crtime.map(|t| stored(t, large)),
+        rdev,
+        ino: ino.0 as u64,
+        generation: None,
+        flags: None,
+        link,
+        xattrs: Ok(n.xattrs.clone()),
+        content,
+        data_map: None,
+    }
+}
+
+/// What the model knows of every path (directory sizes are layout).
+pub const MODEL_FIELDS: &[Field] = &[
+    Field::Kind,
+    Field::Mode,
+    Field::Nlink,
+    Field::Uid,
+    Field::Gid,
+    Field::Size,
+    Field::Atime,
+    Field::Mtime,
+    Field::Ctime,
+    Field::Btime,
+    Field::Rdev,
+    Field::Ino,
+    Field::Link,
+    Field::Xattrs,
+    Field::Content,
+];
+
+const MODEL_COMPARE: Compare<'static> = Compare {
+    fields: MODEL_FIELDS,
+    ignore_dir_size: true,
+    ignore_paths: &[],
+};
+
+const WALK: WalkOptions = WalkOptions {
+    content: true,
+    data_map: false,
+    ioctls: false,
+};
+
 /// The engine's view (a fresh read-only open of the same bytes) equals
-/// the model.
+/// the model, ".." of every directory included.
 pub fn check_engine(bytes: Vec<u8>, m: &Model) -> Result<(), String> {
     let vol = Volume::open(MemDevice::from_vec(bytes), &OpenOptions::default())
         .map_err(|e| format!("reopen: {e}"))?;
-    let large = vol.sb().inode_size > 128;
-    for (d, &dino) in m.dirs.iter().enumerate() {
-        let mut names = Vec::new();
-        vol.readdir(dino, 0, &mut |e| {
-            names.push(e.name.to_vec());
-            true
-        })
-        .map_err(|e| format!("readdir {}: {e}", DIRS[d]))?;
-        names.retain(|n| modelled(d, n));
-        names.sort();
-        let want = model_names(m, d);
-        if names != want {
-            return Err(format!(
-                "engine: directory {:?} lists {} names, model {}",
-                DIRS[d],
-                names.len(),
-                want.len()
-            ));
+    let got = engine_snapshot(&vol, WALK);
+    let d = diff(&model_snapshot(m), &got, &MODEL_COMPARE);
+    if !d.is_empty() {
+        return Err(format_diffs("engine (reopened) vs model", &d, 20));
+    }
+    if m.geo.inline {
+        // Which files are inline is the kernel's choice as much as ours.
+        return Ok(());
+    }
+    for ino in m.files() {
+        let n = &m.nodes[&ino];
+        let inode = vol
+            .inode(ino)
+            .map_err(|e| format!("engine inode {ino}: {e}"))?;
+        let mut runs = Vec::new();
+        let mut l = 0u64;
+        while l < state_limit(n, m.geo.bs) {
+            let r = vol
+                .map_block(&inode, ext4_engine::FileBlock(l as u32))
+                .map_err(|e| format!("engine map {ino} block {l}: {e}"))?;
+            if let Run::Mapped { len, unwritten, .. } = r {
+                let st = if unwritten { St::Unwritten } else { St::Data };
+                runs.push((l, len, st));
+            }
+            l += r.len().max(1);
+        }
+        check_states("engine", ino, n, &runs)?;
+    }
+    Ok(())
+}
+
+/// How far block states are compared: the model's blocks and the size.
+fn state_limit(n: &Node, bs: u64) -> u64 {
+    (n.blocks.len() as u64)
+        .max(n.size().div_ceil(bs))
+        .min(1 << 22)
+}
+
+/// `runs` (first block, blocks, state; holes left out) of file `ino`
+/// agree with the model's block states.
+fn check_states(who: &str, ino: InodeNo, n: &Node, runs: &[(u64, u64, St)]) -> Result<(), String> {
+    // Past the model's blocks everything must be a hole.
+    let end = runs
+        .iter()
+        .map(|r| r.0 + r.1)
+        .max()
+        .unwrap_or(0)
+        .max(n.blocks.len() as u64)
+        .min(1 << 22);
+    let mut got = vec![St::Hole; end as usize];
+    for &(start, len, st) in runs {
+        for b in start..(start + len).min(end) {
+            got[b as usize] = st;
         }
     }
-    for f in &m.files {
-        let a = vol
-            .getattr(f.ino)
-            .map_err(|e| format!("engine getattr {:?}: {e}", f.name))?;
-        if (a.mode & 0o7777) as u16 != f.mode
-            || a.uid != f.uid
-            || a.gid != f.gid
-            || a.size != f.data.len() as u64
-            || a.nlink != 1
-        {
+    for (b, &g) in got.iter().enumerate() {
+        let want = n.st(b as u64);
+        if !want.admits(g) {
             return Err(format!(
-                "engine: {:?} attributes {a:?} differ from the model",
-                f.name
-            ));
-        }
-        if let Some(t) = f.mtime {
-            if a.mtime != stored(t, large) {
-                return Err(format!(
-                    "engine: {:?} mtime {:?}, model {:?}",
-                    f.name, a.mtime, t
-                ));
-            }
-        }
-        let mut buf = vec![0u8; f.data.len()];
-        let n = vol
-            .read(f.ino, 0, &mut buf)
-            .map_err(|e| format!("engine read {:?}: {e}", f.name))?;
-        if n != f.data.len() || buf != f.data {
-            return Err(format!(
-                "engine: {:?} contents differ from the model",
-                f.name
+                "{who}: inode {ino} block {b} is {g:?}, the model says {want:?}"
             ));
         }
     }
     Ok(())
+}
+
+/// One path of every inode of the model.
+fn model_paths(m: &Model) -> BTreeMap<InodeNo, PathBuf> {
+    let mut out = BTreeMap::new();
+    let mut queue = vec![(PathBuf::new(), model::ROOT)];
+    out.insert(model::ROOT, PathBuf::new());
+    while let Some((path, d)) = queue.pop() {
+        for (name, &child) in &m.dirs[&d] {
+            let p = path.join(std::ffi::OsStr::from_bytes(name));
+            if out.insert(child, p.clone()).is_none() && m.nodes[&child].is_dir() {
+                queue.push((p, child));
+            }
+        }
+    }
+    out
 }
 
 /// `e2fsck -fn` exits 0 on the image file.
@@ -495,133 +585,147 @@ pub fn check_fsck(img: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The kernel's read-only mount of the image shows the model.
+/// The kernel's read-only mount of the image shows the model: every
+/// path (statx, llistxattr/getxattr, contents, symlink targets), and
+/// every directory's ".." names its parent.
 pub fn check_kernel(img: &Path, m: &Model) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let mnt = KernelMount::ro(img).map_err(|e| format!("kernel mount: {e}"))?;
-    let root = mnt.path().to_path_buf();
-    let large = {
-        let vol = Volume::open(
-            MemDevice::from_vec(std::fs::read(img).map_err(|e| e.to_string())?),
-            &OpenOptions::default(),
-        )
-        .map_err(|e| e.to_string())?;
-        vol.sb().inode_size > 128
-    };
-    for (d, dir) in DIRS.iter().enumerate() {
-        let p = root.join(dir);
-        let mut names: Vec<Vec<u8>> = std::fs::read_dir(&p)
-            .map_err(|e| format!("kernel readdir {dir:?}: {e}"))?
-            .map(|e| {
-                use std::os::unix::ffi::OsStrExt;
-                e.unwrap().file_name().as_bytes().to_vec()
-            })
-            .filter(|n| modelled(d, n))
-            .collect();
-        names.sort();
-        let want = model_names(m, d);
-        if names != want {
-            return Err(format!(
-                "kernel: directory {dir:?} lists {:?}, model {:?}",
-                names
-                    .iter()
-                    .map(|n| String::from_utf8_lossy(n).into_owned())
-                    .collect::<Vec<_>>(),
-                want.iter()
-                    .map(|n| String::from_utf8_lossy(n).into_owned())
-                    .collect::<Vec<_>>()
-            ));
+    let got = host_snapshot(mnt.path(), WALK);
+    let mut d = diff(&model_snapshot(m), &got, &MODEL_COMPARE);
+    for (p, e) in &got.entries {
+        if e.kind != Kind::Dir {
+            continue;
+        }
+        let rel = String::from_utf8_lossy(p)
+            .trim_start_matches('/')
+            .to_string();
+        let host = mnt.path().join(&rel).join("..");
+        let parent = std::fs::symlink_metadata(&host).map(|x| x.ino());
+        let want = m.parent.get(&InodeNo(e.ino as u32)).map(|&x| x.0 as u64);
+        let ok = if rel.is_empty() {
+            true
+        } else {
+            parent.as_ref().ok() == want.as_ref()
+        };
+        if !ok {
+            d.push(Difference {
+                path: String::from_utf8_lossy(p).into_owned(),
+                field: "..".into(),
+                expected: format!("{want:?}"),
+                got: format!("{parent:?}"),
+            });
         }
     }
-    for f in &m.files {
-        use std::os::unix::ffi::OsStrExt;
-        let p: PathBuf = root
-            .join(DIRS[f.dir])
-            .join(std::ffi::OsStr::from_bytes(&f.name));
-        let md = std::fs::symlink_metadata(&p).map_err(|e| format!("kernel stat {p:?}: {e}"))?;
-        let got = (
-            md.mode() & 0o7777,
-            md.uid(),
-            md.gid(),
-            md.len(),
-            md.nlink(),
-            md.ino(),
-        );
-        let want = (
-            f.mode as u32,
-            f.uid,
-            f.gid,
-            f.data.len() as u64,
-            1,
-            f.ino.0 as u64,
-        );
-        if got != want {
-            return Err(format!(
-                "kernel: {:?} (mode, uid, gid, size, nlink, ino) {got:?}, model {want:?}",
-                String::from_utf8_lossy(&f.name)
-            ));
-        }
-        if let Some(t) = f.mtime {
-            let t = stored(t, large);
-            if (md.mtime(), md.mtime_nsec() as u32) != (t.sec, t.nsec) {
-                return Err(format!(
-                    "kernel: {:?} mtime {}.{}, model {:?}",
-                    f.name,
-                    md.mtime(),
-                    md.mtime_nsec(),
-                    t
-                ));
-            }
-        }
-        if let Some(t) = f.atime {
-            let t = stored(t, large);
-            if (md.atime(), md.atime_nsec() as u32) != (t.sec, t.nsec) {
-                return Err(format!(
-                    "kernel: {:?} atime {}.{}, model {:?}",
-                    f.name,
-                    md.atime(),
-                    md.atime_nsec(),
-                    t
-                ));
-            }
-        }
-        let data = std::fs::read(&p).map_err(|e| format!("kernel read {p:?}: {e}"))?;
-        if data != f.data {
-            let at = data.iter().zip(&f.data).position(|(a, b)| a != b);
-            return Err(format!(
-                "kernel: {:?} contents differ (len {} vs {}, first difference at {at:?})",
-                f.name,
-                data.len(),
-                f.data.len()
-            ));
-        }
-    }
+    let states = kernel_states(mnt.path(), m);
     mnt.unmount().map_err(|e| format!("unmount: {e}"))?;
+    if !d.is_empty() {
+        return Err(format_diffs("kernel vs model", &d, 20));
+    }
+    states?;
+    // st_blocks of every path as the engine counts it.
+    let vol = crate::open_engine(img)?;
+    let blocks = Compare {
+        fields: &[Field::Blocks],
+        ignore_dir_size: false,
+        ignore_paths: &[],
+    };
+    let d = diff(&got, &engine_snapshot(&vol, WALK), &blocks);
+    if !d.is_empty() {
+        return Err(format_diffs("kernel vs engine (st_blocks)", &d, 20));
+    }
+    check_i_blocks(img, m, &vol)
+}
+
+/// Holes, written and unwritten blocks of every file as the kernel's
+/// mount shows them (FIEMAP) are what the model says.
+fn kernel_states(root: &Path, m: &Model) -> Result<(), String> {
+    for (ino, rel) in model_paths(m) {
+        let p = root.join(&rel);
+        let n = &m.nodes[&ino];
+        if !matches!(n.body, Body::File(_)) || m.geo.inline {
+            continue;
+        }
+        let file = std::fs::File::open(&p).map_err(|e| format!("open {p:?}: {e}"))?;
+        let exts = kernel_fiemap(&file)?;
+        if exts
+            .iter()
+            .any(|e| e.fe_flags & FIEMAP_EXTENT_DATA_INLINE != 0)
+        {
+            continue;
+        }
+        let bs = m.geo.bs;
+        let runs: Vec<(u64, u64, St)> = exts
+            .iter()
+            .map(|e| {
+                let st = if e.fe_flags & FIEMAP_EXTENT_UNWRITTEN != 0 {
+                    St::Unwritten
+                } else {
+                    St::Data
+                };
+                (e.fe_logical / bs, e.fe_length.div_ceil(bs), st)
+            })
+            .collect();
+        check_states("kernel", ino, n, &runs)?;
+    }
+    Ok(())
+}
+
+/// Every inode's `i_blocks` as e2fsprogs reads it (`debugfs stat`)
+/// equals the engine's.
+fn check_i_blocks<D: ext4_engine::BlockDevice>(
+    img: &Path,
+    m: &Model,
+    vol: &Volume<D>,
+) -> Result<(), String> {
+    let inos: Vec<InodeNo> = m.nodes.keys().copied().collect();
+    let reqs: Vec<String> = inos.iter().map(|i| format!("stat <{i}>")).collect();
+    let outs = debugfs_script(img, &reqs, false)?;
+    for (&ino, out) in inos.iter().zip(&outs) {
+        let st = parse_stat(out)?;
+        let raw = vol
+            .inode(ino)
+            .map_err(|e| format!("engine inode {ino}: {e}"))?
+            .blocks_512;
+        if st.blockcount != raw {
+            return Err(format!(
+                "debugfs: inode {ino} Blockcount {}, engine i_blocks {raw}",
+                st.blockcount
+            ));
+        }
+    }
     Ok(())
 }
 
 /// Run `ops` on a fresh image of `p`, close, and check the result with
 /// every oracle (`kernel`: also the kernel's mount).
 pub fn run_sequence(p: &Profile, ops: &[Op], kernel: bool) -> Result<(), String> {
+    clock::set(0);
     let (vol, dev) = open_rw(image(p), &rw_options());
     let mut m = Model::load(&vol);
     for (k, op) in ops.iter().enumerate() {
-        apply(&vol, &mut m, op).map_err(|e| format!("step {k} {op:?}: {e}"))?;
+        apply(&vol, &mut m, op, k as u64 + 1).map_err(|e| format!("step {k} {op:?}: {e}"))?;
     }
+    clock::set(ops.len() as u64 + 1);
     vol.close().map_err(|e| format!("close: {e}"))?;
     drop(vol);
-    let bytes = dev.snapshot();
-    check_engine(bytes.clone(), &m)?;
+    check_image(p, dev.snapshot(), &m, kernel)
+}
+
+/// Check image `bytes` against the model with every oracle; a failing
+/// image is kept for a look.
+pub fn check_image(p: &Profile, bytes: Vec<u8>, m: &Model, kernel: bool) -> Result<(), String> {
+    check_engine(bytes.clone(), m)?;
     let img = tempfile_path(&format!("writes-{}", p.name)).with_extension("img");
     write_sparse(&img, &bytes).map_err(|e| e.to_string())?;
     let r = check_fsck(&img).and_then(|_| {
         if kernel {
-            check_kernel(&img, &m)
+            check_kernel(&img, m)
         } else {
             Ok(())
         }
     });
     if r.is_err() {
-        // Keep the image for a look.
         let keep = cache_dir().join(format!("failed-writes-{}.img", p.name));
         let _ = std::fs::rename(&img, &keep);
         return r.map_err(|e| format!("{e}\n(image kept at {})", keep.display()));

@@ -1,6 +1,7 @@
-//! The jbd2 journal: its on-disk format, and recovery — replaying the
+//! The jbd2 journal: its on-disk format, recovery — replaying the
 //! transactions a crash left in the log, as the kernel's jbd2 does at
-//! mount and `e2fsck` does before a check.
+//! mount and `e2fsck` does before a check — and the writer that logs a
+//! read-write volume's transactions.
 //!
 //! - [`format`]: the on-disk structures and their checksums (shared with
 //!   the journal writer);
@@ -13,16 +14,22 @@
 //! - [`replay`]: the plan written to the device, then the journal marked
 //!   empty and `needs_recovery` cleared (read-write opens, `recover`);
 //! - [`fast_commit`]: whether the fast-commit area holds commits to
-//!   replay (they are not replayed; see there).
+//!   replay (they are not replayed; see there);
+//! - [`writer`]: the journal writer, how a read-write volume's
+//!   transactions commit (with [`ring`], where the log blocks are, and
+//!   [`live`], what the live log holds).
 
 mod fast_commit;
 #[doc(hidden)]
 pub mod format;
 mod info;
+mod live;
 pub(crate) mod log;
 pub(crate) mod overlay;
 pub(crate) mod replay;
+mod ring;
 mod scan;
+pub(crate) mod writer;
 
 use core::fmt;
 

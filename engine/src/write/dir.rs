@@ -25,8 +25,14 @@ pub enum Slot {
         pblk: PhysBlock,
         offset: usize,
     },
-    /// The directory needs one more block at its end.
+    /// In an inline-data directory, the entry at `offset` of its areas
+    /// (see [`super::inline_dir`]).
+    Inline { offset: usize },
+    /// The directory needs one more block at its end (linear), or an
+    /// inline-data directory more room.
     NewBlock,
+    /// The hash-tree leaf the name belongs to is full: it must be split.
+    Split,
 }
 
 /// An entry found by name.
@@ -38,6 +44,9 @@ pub struct Found {
     /// The entry before it in the same block, if any.
     pub prev: Option<usize>,
     pub ino: InodeNo,
+    /// In an inline-data directory (`offset` and `prev` in its areas;
+    /// `lblk` and `pblk` unused).
+    pub inline: bool,
 }
 
 /// Bytes an entry with a name of `len` needs.
@@ -45,7 +54,7 @@ pub fn rec_len(name_len: usize) -> usize {
     (HEADER_LEN + name_len + 3) & !3
 }
 
-fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
+pub(crate) fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
     if bs >= 65536 && len == bs {
         // 64 KiB blocks store a whole-block record as 65535 (or 0).
         return 65535;
@@ -53,7 +62,15 @@ fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
     len as u16
 }
 
-fn put_entry(b: &mut [u8], off: usize, ino: u32, rec: usize, name: &[u8], ft: u8, bs: usize) {
+pub(crate) fn put_entry(
+    b: &mut [u8],
+    off: usize,
+    ino: u32,
+    rec: usize,
+    name: &[u8],
+    ft: u8,
+    bs: usize,
+) {
     b[off..off + 4].copy_from_slice(&ino.to_le_bytes());
     b[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(rec, bs).to_le_bytes());
     b[off + 6] = name.len() as u8;
@@ -86,7 +103,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Bytes of a leaf block that hold entries.
-    fn leaf_area(&self) -> usize {
+    pub(crate) fn leaf_area(&self) -> usize {
         let bs = self.sb().block_size as usize;
         if self.sb().metadata_csum() {
             bs - TAIL_LEN
@@ -96,7 +113,7 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Check a leaf before changing it: checksum and entries.
-    fn scan_leaf<R>(
+    pub(crate) fn scan_leaf<R>(
         &self,
         dir: &Inode,
         lblk: FileBlock,
@@ -128,7 +145,7 @@ impl<D: BlockDevice> Volume<D> {
         })?
     }
 
-    fn dir_blocks(&self, dir: &Inode) -> u32 {
+    pub(crate) fn dir_blocks(&self, dir: &Inode) -> u32 {
         dir.size.div_ceil(self.sb().block_size as u64) as u32
     }
 
@@ -139,15 +156,13 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Find room for an entry named `name` in `dir`, changing nothing.
     pub fn find_slot(&self, dir: &Inode, name: &[u8]) -> Result<Slot> {
-        if dir.has_flag(flags::INLINE_DATA) {
-            return Err(Error::Unsupported {
-                what: "adding names to inline-data directories",
-            });
-        }
         if dir.has_flag(flags::ENCRYPT) || dir.has_flag(flags::CASEFOLD) {
             return Err(Error::Unsupported {
                 what: "adding names to encrypted or case-insensitive directories",
             });
+        }
+        if dir.has_flag(flags::INLINE_DATA) {
+            return self.inline_slot(dir, name);
         }
         let need = rec_len(name.len());
         let (lo, hi) = if self.indexed(dir) {
@@ -198,10 +213,7 @@ impl<D: BlockDevice> Volume<D> {
             }
         }
         if self.indexed(dir) {
-            return Err(Error::Unsupported {
-                what:
-                    "adding a name to a full hash-tree leaf (leaf splits are not implemented yet)",
-            });
+            return Ok(Slot::Split);
         }
         Ok(Slot::NewBlock)
     }
@@ -221,21 +233,25 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
-    /// Put the entry `name -> ino` at `slot` (an [`Slot::At`] from
-    /// [`Volume::find_slot`] on the same, still locked, directory). One
-    /// credit.
+    /// Put the entry `name -> ino` at `slot` (an [`Slot::At`] or
+    /// [`Slot::Inline`] from [`Volume::find_slot`] on the same, still
+    /// locked, directory; an inline directory changes in `dir`, which the
+    /// caller writes). One credit.
     pub fn place_entry(
         &self,
         h: &mut Handle<'_, D>,
-        dir: &Inode,
+        dir: &mut Inode,
         slot: Slot,
         name: &[u8],
         ino: InodeNo,
         kind: FileType,
     ) -> Result<()> {
-        let Slot::At { lblk, pblk, offset } = slot else {
-            return Err(Error::InvalidArgument);
+        let (lblk, pblk, offset) = match slot {
+            Slot::At { lblk, pblk, offset } => (lblk, pblk, offset),
+            Slot::Inline { offset } => return self.inline_place(dir, offset, name, ino, kind),
+            _ => return Err(Error::InvalidArgument),
         };
+        let dir = &*dir;
         let bs = self.sb().block_size as usize;
         let ft = if self.sb().has_incompat(incompat::FILETYPE) {
             dirent_type(kind)
@@ -277,9 +293,7 @@ impl<D: BlockDevice> Volume<D> {
     /// Find the entry `name` in `dir` (where it is, and the entry before).
     pub fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<Found>> {
         if dir.has_flag(flags::INLINE_DATA) {
-            return Err(Error::Unsupported {
-                what: "removing names from inline-data directories",
-            });
+            return self.inline_find(dir, name);
         }
         // The leaf the name hashes to first; colliding or damaged trees
         // fall back to every block (found the same either way).
@@ -312,6 +326,7 @@ impl<D: BlockDevice> Volume<D> {
                         offset: e.offset,
                         prev,
                         ino: InodeNo(e.inode),
+                        inline: false,
                     })
                 })?;
                 if f.is_some() {
@@ -324,8 +339,12 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Remove the entry `at` (from [`Volume::find_entry`] on the same,
     /// still locked, directory): merged into the entry before it, or
-    /// emptied when first in its block. One credit.
-    pub fn remove_entry(&self, h: &mut Handle<'_, D>, dir: &Inode, at: &Found) -> Result<()> {
+    /// emptied when first in its block (an inline directory changes in
+    /// `dir`, which the caller writes). One credit.
+    pub fn remove_entry(&self, h: &mut Handle<'_, D>, dir: &mut Inode, at: &Found) -> Result<()> {
+        if at.inline {
+            return self.inline_remove(dir, at);
+        }
         let bs = self.sb().block_size as usize;
         let ok = h.modify(at.pblk, |b| {
             let o = at.offset;

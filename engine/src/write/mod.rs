@@ -1,37 +1,69 @@
-//! Write operations on extent-mapped files and their directories, each
-//! following docs/transactions.md: lock the inodes, read and check, begin a
-//! handle, allocate (undone logically if a later step fails), change in
-//! place, end the handle.
+//! Write operations, each following docs/transactions.md: lock the
+//! inodes, read and check, begin a handle, allocate (undone logically if a
+//! later step fails), change in place, end the handle.
 //!
-//! - [`extent`]: extent tree insert and tail removal.
+//! - [`extent`]: extent tree edits (insert, split, delete, range removal,
+//!   written/unwritten state, shifts).
+//! - [`indirect`]: the ext2/3 block map's edits.
+//! - [`fmap`]: a file's map whatever its kind: allocating for a hole
+//!   (goal, clusters), unmapping a range.
+//! - [`data`]: the engine's own data path (`write`, zeroing partial blocks).
+//! - [`inline`]: inline data (in `i_block` and the in-inode xattr region);
+//!   [`inline_dir`]: inline-data directories.
+//! - [`resize`]: truncation and range removal in steps.
+//! - [`fallocate`]: `fallocate(2)`'s modes.
+//! - [`map_write`]: what a FUSE iomap server calls (map for a write,
+//!   `IOEND` conversion and on-disk size).
 //! - [`dir`]: directory entry room, insert, remove.
-//! - here: inode records, inode locks, and the operations `create`,
-//!   `unlink`, `write`, `truncate`, `setattr`.
+//! - [`htree`]: hash-tree directories (indexing, splits, lookups).
+//! - [`namespace`]: create, mknod, mkdir, symlink, link, unlink, rmdir,
+//!   rename.
+//! - [`orphan`]: the orphan list and file, release of unlinked inodes.
+//! - [`xattr`]: extended attribute and ACL writes (the in-inode region
+//!   inline data's `system.data` lives in too).
+//! - here: inode records, inode locks, freeing an inode, and the
+//!   operations `truncate`, `setattr`.
 
+pub mod data;
 pub mod dir;
 pub mod extent;
+pub mod fallocate;
+pub mod fmap;
+pub mod htree;
+pub mod indirect;
+pub mod inline;
+pub mod inline_dir;
+pub mod map_write;
+pub mod namespace;
+pub mod orphan;
+pub mod resize;
+pub mod xattr;
 
-use alloc::vec;
+pub use fallocate::falloc;
+pub use map_write::{WriteMap, WriteRun, MAX_WRITE_RUNS};
+pub use resize::Edges;
+
 use alloc::vec::Vec;
 
 use crate::attr::{Attr, FileType, Timestamp};
-use crate::blockmap::Run;
 use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
-use crate::extent::Extent;
-use crate::features::ro_compat;
 use crate::inode::{flags, Inode};
 use crate::numbers::{FileBlock, InodeNo, PhysBlock};
 use crate::txn::Handle;
 use crate::volume::Volume;
 use crate::writable::Cred;
 use dir::Slot;
+use fmap::INODE_CREDITS;
 
 /// Inode locks: a fixed set of mutexes an inode number hashes to (two
 /// inodes may share one). Operations take the inodes they change in
 /// inode-number order, before any handle (docs/transactions.md).
 pub(crate) struct InodeLocks {
     shards: Vec<spin::Mutex<()>>,
+    /// Taken (before any inode lock) by renames between two directories,
+    /// so that the ancestry a rename checks cannot change meanwhile.
+    rename: spin::Mutex<()>,
 }
 
 const INODE_LOCKS: usize = 64;
@@ -40,7 +72,13 @@ impl InodeLocks {
     pub(crate) fn new() -> InodeLocks {
         InodeLocks {
             shards: (0..INODE_LOCKS).map(|_| spin::Mutex::new(())).collect(),
+            rename: spin::Mutex::new(()),
         }
+    }
+
+    /// The lock of renames between directories.
+    pub(crate) fn rename_lock(&self) -> spin::MutexGuard<'_, ()> {
+        self.rename.lock()
     }
 
     fn slot(ino: InodeNo) -> usize {
@@ -106,19 +144,7 @@ pub struct SetAttr {
     pub ctime: Option<Timestamp>,
 }
 
-/// Credits of writing one inode record.
-const INODE_CREDITS: usize = 1;
-/// Most blocks one handle of `write` allocates (an extent's length).
-const WRITE_CHUNK_BLOCKS: u32 = extent::MAX_LEN;
-/// Bytes of file data the engine's write path writes to the device at once.
-const DATA_IO_BYTES: usize = 1 << 20;
 const S_IFMT: u16 = 0xF000;
-const S_IFREG: u16 = 0x8000;
-const S_ISGID: u16 = 0o2000;
-
-/// Flags a new file inherits from its directory (a subset of the kernel's
-/// `EXT4_FL_INHERITED` that this writer honours).
-const INHERITED: u32 = flags::SECRM | flags::SYNC | flags::NODUMP | flags::NOATIME;
 
 fn valid_name(name: &[u8]) -> Result<()> {
     if name.len() > 255 {
@@ -157,16 +183,6 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     fn writable_file(&self, inode: &Inode) -> Result<()> {
-        if inode.has_flag(flags::INLINE_DATA) {
-            return Err(Error::Unsupported {
-                what: "writing inline-data files",
-            });
-        }
-        if !inode.has_flag(flags::EXTENTS) {
-            return Err(Error::Unsupported {
-                what: "writing block-mapped (non-extent) files",
-            });
-        }
         if inode.has_flag(flags::ENCRYPT) || inode.has_flag(flags::VERITY) {
             return Err(Error::Unsupported {
                 what: "writing encrypted or verity files",
@@ -176,6 +192,12 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::Unsupported {
                 what: "writing immutable or append-only files",
             });
+        }
+        if inode.has_flag(flags::INLINE_DATA) && inode.has_flag(flags::EXTENTS) {
+            return Err(Error::corrupt(
+                Object::Inode(inode.ino),
+                "inode has both inline data and extents",
+            ));
         }
         Ok(())
     }
@@ -192,195 +214,46 @@ impl<D: BlockDevice> Volume<D> {
     }
 
     /// Add a block to the end of directory `dir` (a fresh empty leaf),
-    /// mapped by its extent tree: allocate, fill, insert; ENOSPC changes
-    /// nothing. Credits: allocation, the block, an extent insert.
+    /// mapped like file data (extent or block map, clusters): allocate,
+    /// map, fill; ENOSPC changes nothing. Credits: a map step, the block.
     fn grow_dir(&self, h: &mut Handle<'_, D>, dir: &mut Inode, cred: &Cred) -> Result<Slot> {
         let bs = self.sb().block_size as u64;
-        let lblk = FileBlock(dir.size.div_ceil(bs) as u32);
-        let goal = match lblk
-            .0
-            .checked_sub(1)
-            .map(|l| self.map_block(dir, FileBlock(l)))
-        {
-            Some(Ok(Run::Mapped { pblk, .. })) => pblk + 1,
-            _ => self.inode_goal(dir.ino, false),
-        };
-        let (b, _) = self.alloc_blocks(h, goal, 1, cred, false)?;
-        let ext = Extent {
-            lblk,
-            len: 1,
-            pblk: b,
-            unwritten: false,
-        };
-        if let Err(e) = self.insert_extent(h, dir, ext, cred) {
-            self.free_blocks(h, b, 1)?;
-            return Err(e);
-        }
+        let lblk = dir.size.div_ceil(bs);
+        let l = FileBlock::at(lblk).ok_or(Error::FileTooBig)?;
+        let (b, _) = self.map_hole(h, dir, lblk, 1, false, cred)?;
         let d = &*dir;
         h.create(b, |x| self.init_dir_block(d, x))?;
-        dir.size = (lblk.0 as u64 + 1) * bs;
-        dir.blocks_512 += bs / 512;
-        self.mapping_changed(dir.ino);
+        dir.size = (lblk + 1) * bs;
         Ok(Slot::At {
-            lblk,
+            lblk: l,
             pblk: b,
             offset: 0,
         })
     }
 
-    /// Credits of adding one name to `dir` (a new block included).
-    fn add_name_credits(&self, dir: &Inode) -> Result<usize> {
-        Ok(2 + 1 + extent::insert_credits(self.extent_depth(dir)?) + INODE_CREDITS + 1)
-    }
-
-    /// Create regular file `name` in directory `parent` with permission
-    /// bits `mode & 07777`, owned by `cred` (group from a set-group-ID
-    /// directory, as the kernel). Returns its attributes. EEXIST when the
-    /// name exists; ENOSPC leaves everything as it was.
-    pub fn create(&self, parent: InodeNo, name: &[u8], mode: u16, cred: &Cred) -> Result<Attr> {
-        valid_name(name)?;
-        let _locks = self.inode_locks().lock(&[parent]);
-        let mut dir = self.dir_for_write(parent)?;
-        match self.lookup_ino(parent, name) {
-            Ok(_) => return Err(Error::Exists),
-            Err(Error::NotFound) => {}
-            Err(e) => return Err(e),
-        }
-        let slot = self.find_slot(&dir, name)?;
-        let credits =
-            crate::allocator::INODE_ALLOC_CREDITS + INODE_CREDITS + self.add_name_credits(&dir)?;
-        let mut h = self.begin(credits)?;
-        let slot = match slot {
-            Slot::NewBlock => self.grow_dir(&mut h, &mut dir, cred)?,
-            s => s,
-        };
-        let ino = match self.alloc_inode(&mut h, parent, false) {
-            Ok(i) => i,
-            Err(e) => {
-                // A block added above stays: an empty leaf is consistent.
-                self.finish_dir(&mut h, &mut dir)?;
-                return Err(e);
-            }
-        };
-        let now = self.now();
-        let gid = if dir.mode & S_ISGID != 0 {
-            dir.gid
-        } else {
-            cred.gid
-        };
-        let gen = self.allocator().next_generation();
-        let mut inode = Inode::new(
-            self.sb(),
-            ino,
-            S_IFREG | (mode & 0o7777),
-            cred.uid,
-            gid,
-            now,
-            gen,
-            flags::EXTENTS | (dir.flags & INHERITED),
-        );
-        extent::empty_root(&mut inode.block);
-        let r = self
-            .write_inode(&mut h, &mut inode, true)
-            .and_then(|_| self.place_entry(&mut h, &dir, slot, name, ino, FileType::Regular))
-            .and_then(|_| {
-                dir.mtime = now;
-                dir.ctime = now;
-                self.finish_dir(&mut h, &mut dir)
-            });
-        if let Err(e) = r {
-            return Err(h.abort(e));
-        }
-        drop(h);
-        self.getattr(ino)
-    }
-
-    fn finish_dir(&self, h: &mut Handle<'_, D>, dir: &mut Inode) -> Result<()> {
-        self.write_inode(h, dir, false)
-    }
-
-    /// Remove the name `name` (not a directory) from `parent`. The inode
-    /// loses a link; at zero it is freed ([`Volume::last_link_gone`]).
-    pub fn unlink(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
-        if name == b"." || name == b".." {
-            return Err(Error::InvalidArgument);
-        }
-        valid_name(name)?;
-        // One scan of the directory finds the entry and its inode; the
-        // child's lock is added without waiting out of order.
-        let locks = self.inode_locks();
-        let mut guards = locks.lock(&[parent]);
-        let mut dir = self.dir_for_write(parent)?;
-        let mut at = self.find_entry(&dir, name)?.ok_or(Error::NotFound)?;
-        if !locks.try_add(&mut guards, &[parent], at.ino) {
-            drop(guards);
-            guards = locks.lock(&[parent, at.ino]);
-            dir = self.dir_for_write(parent)?;
-            let again = self.find_entry(&dir, name)?.ok_or(Error::NotFound)?;
-            if again.ino != at.ino {
-                // Replaced meanwhile: the caller may retry.
-                return Err(Error::NotFound);
-            }
-            at = again;
-        }
-        let _guards = guards;
-        let child = at.ino;
-        let mut inode = self.inode_for_write(child)?;
-        if inode.kind == Some(FileType::Directory) {
-            return Err(Error::IsDir);
-        }
-        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
-            return Err(Error::Unsupported {
-                what: "unlinking immutable or append-only files",
-            });
-        }
-        let now = self.now();
-        {
-            let mut h = self.begin(1 + 2 * INODE_CREDITS)?;
-            let r = self.remove_entry(&mut h, &dir, &at).and_then(|_| {
-                dir.mtime = now;
-                dir.ctime = now;
-                self.write_inode(&mut h, &mut dir, false)?;
-                inode.links_count = inode.links_count.saturating_sub(1);
-                inode.ctime = now;
-                self.write_inode(&mut h, &mut inode, false)
-            });
-            if let Err(e) = r {
-                return Err(h.abort(e));
-            }
-        }
-        if inode.links_count == 0 && !self.last_link_gone(child) {
-            self.free_inode_now(&mut inode)?;
-        }
-        Ok(())
-    }
-
-    /// Hook: the last name of `ino` is gone. Returns whether something
-    /// still holds the inode open (then it must stay, on the orphan list,
-    /// until released: issue 16's orphan work plugs in here). Nothing
-    /// tracks open files yet, so the inode is freed at once.
-    pub fn last_link_gone(&self, ino: InodeNo) -> bool {
-        let _ = ino;
-        false
-    }
-
     /// Free an inode with no links: its blocks (from the end, a handle per
-    /// extent), its xattr block reference, then the inode itself (`dtime`
-    /// set, as the kernel leaves a deleted record).
+    /// extent; the inode is on the orphan list meanwhile, so a crash
+    /// cannot leak them), its xattr block reference, then the inode itself
+    /// (off the orphan list, `dtime` set, as the kernel leaves a deleted
+    /// record).
     pub fn free_inode_now(&self, inode: &mut Inode) -> Result<()> {
-        self.truncate_blocks(inode, FileBlock(0))?;
-        let credits = 2 + 2 + 1 + INODE_CREDITS;
+        self.fresh_inodes().forget(inode.ino);
+        self.unmap_range(inode, 0, FileBlock::COUNT, &Cred::ROOT)?;
+        let credits = 2 + 2 + 1 + INODE_CREDITS + orphan::ORPHAN_CREDITS;
         let mut h = self.begin(credits)?;
         let r = (|| {
             if inode.file_acl != 0 {
                 self.drop_xattr_block(&mut h, inode)?;
             }
+            let ino = inode.ino;
+            self.orphan_del(&mut h, ino)?;
             inode.dtime = self.now().sec as u32;
+            self.patch_dtime(&mut h, ino, inode.dtime)?;
             inode.size = 0;
             inode.links_count = 0;
             self.write_inode(&mut h, inode, false)?;
             let dir = inode.kind == Some(FileType::Directory);
-            self.free_inode(&mut h, inode.ino, dir)
+            self.free_inode(&mut h, ino, dir)
         })();
         if let Err(e) = r {
             return Err(h.abort(e));
@@ -391,7 +264,7 @@ impl<D: BlockDevice> Volume<D> {
 
     /// Drop `inode`'s reference to its xattr block: freed with the last
     /// reference, else its refcount lowered (and its checksum redone).
-    fn drop_xattr_block(&self, h: &mut Handle<'_, D>, inode: &mut Inode) -> Result<()> {
+    pub(crate) fn drop_xattr_block(&self, h: &mut Handle<'_, D>, inode: &mut Inode) -> Result<()> {
         let blk = PhysBlock(inode.file_acl);
         if !self.blocks_in_fs(blk, 1) {
             return Err(Error::corrupt(
@@ -417,214 +290,7 @@ impl<D: BlockDevice> Volume<D> {
         inode.file_acl = 0;
         inode.blocks_512 = inode
             .blocks_512
-            .saturating_sub(self.sb().block_size as u64 / 512);
-        Ok(())
-    }
-
-    /// Remove every block mapped at or past logical block `from`, one
-    /// extent per handle, from the end (each step leaves a consistent,
-    /// shorter file), writing the inode after each.
-    fn truncate_blocks(&self, inode: &mut Inode, from: FileBlock) -> Result<()> {
-        if inode.has_flag(flags::INLINE_DATA) || !inode.has_flag(flags::EXTENTS) {
-            let mapped = inode.blocks_512 != 0 && !inode.has_flag(flags::INLINE_DATA);
-            if mapped && inode.file_acl == 0 {
-                return Err(Error::Unsupported {
-                    what: "freeing the blocks of block-mapped (non-extent) files",
-                });
-            }
-            return Ok(());
-        }
-        loop {
-            let credits = extent::remove_credits(self.extent_depth(inode)?) + INODE_CREDITS;
-            let mut h = self.begin(credits)?;
-            match self.remove_last_extent(&mut h, inode, from) {
-                Ok(false) => return Ok(()),
-                Ok(true) => {}
-                Err(e) => return Err(h.abort(e)),
-            }
-            self.mapping_changed(inode.ino);
-            if let Err(e) = self.write_inode(&mut h, inode, false) {
-                return Err(h.abort(e));
-            }
-        }
-    }
-
-    /// Write `data` at `offset` of regular file `ino` (the engine's own
-    /// data path): holes get blocks allocated goal-directed (after the
-    /// file's previous block) and written whole, zero-filled around the
-    /// data; data goes straight to the device, bypassing the block cache,
-    /// before the extents that point at it are committed (ordered mode).
-    /// Extends the size; sets mtime and ctime. Returns the bytes written:
-    /// all of them, or an error (ENOSPC may come after a prefix was
-    /// written; then the size covers exactly that prefix and the count
-    /// is returned).
-    pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8], cred: &Cred) -> Result<usize> {
-        let _locks = self.inode_locks().lock(&[ino]);
-        let mut inode = self.inode_for_write(ino)?;
-        match inode.kind {
-            Some(FileType::Regular) => {}
-            Some(FileType::Directory) => return Err(Error::IsDir),
-            _ => return Err(Error::InvalidArgument),
-        }
-        self.writable_file(&inode)?;
-        let end = offset
-            .checked_add(data.len() as u64)
-            .ok_or(Error::FileTooBig)?;
-        if end > self.sb().max_file_size(true) {
-            return Err(Error::FileTooBig);
-        }
-        if end > i32::MAX as u64 && !self.sb().has_ro_compat(ro_compat::LARGE_FILE) {
-            return Err(Error::FileTooBig);
-        }
-        if data.is_empty() {
-            return Ok(0);
-        }
-        let bs = self.sb().block_size as u64;
-        let mut done = 0usize;
-        while done < data.len() {
-            let pos = offset + done as u64;
-            let run = self.map_block(&inode, FileBlock((pos / bs) as u32))?;
-            let r = match run {
-                Run::Mapped {
-                    unwritten: true, ..
-                } => Err(Error::Unsupported {
-                    what: "writing into unwritten (preallocated) extents",
-                }),
-                Run::Mapped { pblk, len, .. } => {
-                    let room = (len * bs - pos % bs) as usize;
-                    let n = room.min(data.len() - done);
-                    self.overwrite(&inode, pblk.0 * bs + pos % bs, &data[done..done + n])
-                        .map(|_| n)
-                }
-                Run::Hole { len } => self.write_hole(&mut inode, pos, len, &data[done..], cred),
-            };
-            match r {
-                Ok(n) => done += n,
-                Err(Error::NoSpace) if done > 0 => break,
-                Err(e) => {
-                    if done > 0 {
-                        self.touch_written(&mut inode, offset + done as u64)?;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        self.touch_written(&mut inode, offset + done as u64)?;
-        Ok(done)
-    }
-
-    /// After a write that ended at byte `end`: size (if extended), mtime
-    /// and ctime, in one handle.
-    fn touch_written(&self, inode: &mut Inode, end: u64) -> Result<()> {
-        let now = self.now();
-        let mut h = self.begin(INODE_CREDITS)?;
-        inode.size = inode.size.max(end);
-        inode.mtime = now;
-        inode.ctime = now;
-        if let Err(e) = self.write_inode(&mut h, inode, false) {
-            return Err(h.abort(e));
-        }
-        Ok(())
-    }
-
-    /// Overwrite bytes of blocks the file already owns, in place.
-    fn overwrite(&self, inode: &Inode, at: u64, bytes: &[u8]) -> Result<()> {
-        let _ = inode;
-        for (k, piece) in bytes.chunks(DATA_IO_BYTES).enumerate() {
-            self.device()
-                .write_at(at + (k * DATA_IO_BYTES) as u64, piece)?;
-        }
-        Ok(())
-    }
-
-    /// Fill (part of) a hole of `hole` blocks at byte `pos` with the start
-    /// of `data`: one handle allocates a run, the data is written to it
-    /// (whole blocks), the extent is inserted and the size raised over
-    /// what was written. Returns the bytes consumed.
-    fn write_hole(
-        &self,
-        inode: &mut Inode,
-        pos: u64,
-        hole: u64,
-        data: &[u8],
-        cred: &Cred,
-    ) -> Result<usize> {
-        let bs = self.sb().block_size as u64;
-        let lblk = pos / bs;
-        let last = (pos + data.len() as u64 - 1) / bs;
-        let want = (last - lblk + 1).min(hole).min(WRITE_CHUNK_BLOCKS as u64) as u32;
-        let credits = 2 + extent::insert_credits(self.extent_depth(inode)?) + INODE_CREDITS;
-        let mut h = self.begin(credits)?;
-        let goal = match lblk
-            .checked_sub(1)
-            .map(|l| self.map_block(inode, FileBlock(l as u32)))
-        {
-            Some(Ok(Run::Mapped { pblk, .. })) => pblk + 1,
-            _ => match self.last_extent(inode)? {
-                Some(e) if e.lblk.get() <= lblk => e.pblk + (lblk - e.lblk.get()),
-                _ => self.inode_goal(inode.ino, true),
-            },
-        };
-        let (start, got) = self.alloc_blocks(&mut h, goal, want, cred, false)?;
-        // The bytes of the allocated blocks: data, zeros around it.
-        let within = (pos % bs) as usize;
-        let span = got as usize * bs as usize;
-        let n = (span - within).min(data.len());
-        if let Err(e) = self.write_new_blocks(start, within, &data[..n], span) {
-            self.free_blocks(&mut h, start, got as u64)?;
-            return Err(e);
-        }
-        let ext = Extent {
-            lblk: FileBlock(lblk as u32),
-            len: got,
-            pblk: start,
-            unwritten: false,
-        };
-        if let Err(e) = self.insert_extent(&mut h, inode, ext, cred) {
-            self.free_blocks(&mut h, start, got as u64)?;
-            return Err(e);
-        }
-        self.mapping_changed(inode.ino);
-        inode.blocks_512 += got as u64 * (bs / 512);
-        inode.size = inode.size.max(pos + n as u64);
-        if let Err(e) = self.write_inode(&mut h, inode, false) {
-            return Err(h.abort(e));
-        }
-        Ok(n)
-    }
-
-    /// Write `data` at byte `within` of the `span` bytes starting at block
-    /// `start`, zeros elsewhere, in pieces of at most [`DATA_IO_BYTES`].
-    fn write_new_blocks(
-        &self,
-        start: PhysBlock,
-        within: usize,
-        data: &[u8],
-        span: usize,
-    ) -> Result<()> {
-        let bs = self.sb().block_size as u64;
-        let base = start.0 * bs;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut at = 0usize;
-        while at < span {
-            let len = DATA_IO_BYTES.min(span - at);
-            let (lo, hi) = (within, within + data.len());
-            if at >= lo && at + len <= hi {
-                // Entirely data: no copy.
-                self.device()
-                    .write_at(base + at as u64, &data[at - lo..at - lo + len])?;
-            } else {
-                buf.clear();
-                buf.resize(len, 0);
-                let s = lo.max(at);
-                let e = hi.min(at + len);
-                if s < e {
-                    buf[s - at..e - at].copy_from_slice(&data[s - lo..e - lo]);
-                }
-                self.device().write_at(base + at as u64, &buf)?;
-            }
-            at += len;
-        }
+            .saturating_sub(self.sb().cluster_size as u64 / 512);
         Ok(())
     }
 
@@ -642,39 +308,14 @@ impl<D: BlockDevice> Volume<D> {
         .map(|_| ())
     }
 
-    fn truncate_locked(&self, inode: &mut Inode, size: u64) -> Result<()> {
+    fn truncate_locked(&self, inode: &mut Inode, size: u64, edges: Edges) -> Result<()> {
         match inode.kind {
             Some(FileType::Regular) => {}
             Some(FileType::Directory) => return Err(Error::IsDir),
             _ => return Err(Error::InvalidArgument),
         }
         self.writable_file(inode)?;
-        if size > self.sb().max_file_size(true) {
-            return Err(Error::FileTooBig);
-        }
-        if size > i32::MAX as u64 && !self.sb().has_ro_compat(ro_compat::LARGE_FILE) {
-            return Err(Error::FileTooBig);
-        }
-        let bs = self.sb().block_size as u64;
-        if size < inode.size {
-            // Zero the tail of the new last block, so a later extension
-            // reads zeros there (the kernel's `ext4_block_truncate_page`).
-            if !size.is_multiple_of(bs) {
-                if let Run::Mapped {
-                    pblk,
-                    unwritten: false,
-                    ..
-                } = self.map_block(inode, FileBlock((size / bs) as u32))?
-                {
-                    let zeros = vec![0u8; (bs - size % bs) as usize];
-                    self.device().write_at(pblk.0 * bs + size % bs, &zeros)?;
-                }
-            }
-            let from = size.div_ceil(bs);
-            self.truncate_blocks(inode, FileBlock(from.min(u32::MAX as u64) as u32))?;
-        }
-        inode.size = size;
-        Ok(())
+        self.resize(inode, size, edges, &Cred::ROOT)
     }
 
     /// Change attributes of `ino` (`chmod`, `chown`, `truncate`, `utimens`)
@@ -683,6 +324,17 @@ impl<D: BlockDevice> Volume<D> {
     /// (unless given). Permission checks are the caller's. Returns the
     /// new attributes.
     pub fn setattr(&self, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+        self.setattr_with(ino, set, Edges::Engine)
+    }
+
+    /// [`Volume::setattr`] changing metadata only: a truncate down leaves
+    /// the tail of the new last block to the caller (under FUSE iomap the
+    /// kernel zeroed it before it asked).
+    pub fn setattr_metadata(&self, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+        self.setattr_with(ino, set, Edges::Kernel)
+    }
+
+    fn setattr_with(&self, ino: InodeNo, set: &SetAttr, edges: Edges) -> Result<Attr> {
         let _locks = self.inode_locks().lock(&[ino]);
         let mut inode = self.inode_for_write(ino)?;
         let now = self.now();
@@ -692,14 +344,21 @@ impl<D: BlockDevice> Volume<D> {
         };
         if let Some(size) = set.size {
             if size != inode.size {
-                self.truncate_locked(&mut inode, size)?;
+                self.truncate_locked(&mut inode, size, edges)?;
                 inode.mtime = now;
                 inode.ctime = now;
             }
         }
-        let mut h = self.begin(INODE_CREDITS)?;
+        let mut h = self.begin(INODE_CREDITS + 2 + crate::allocator::ALLOC_CREDITS)?;
         if let Some(m) = set.mode {
             inode.mode = (inode.mode & S_IFMT) | (m & 0o7777);
+            // The access ACL follows the new permission bits.
+            if let Err(e) = self.chmod_acl(&mut h, &mut inode, &Cred::ROOT) {
+                if e == Error::NoSpace {
+                    return Err(e);
+                }
+                return Err(h.abort(e));
+            }
         }
         if let Some(u) = set.uid {
             inode.uid = u;

@@ -58,29 +58,43 @@ impl<D: BlockDevice> Volume<D> {
                 add(e.index, e.name, &e.value)?;
             }
         }
-        if inode.file_acl != 0 {
-            let blk = PhysBlock(inode.file_acl);
-            if !self.blocks_in_fs(blk, 1) {
-                return Err(Error::corrupt(
-                    Object::Inode(inode.ino),
-                    "xattr block lies outside the filesystem",
-                ));
+        self.with_xattr_block(inode, |b, blk| {
+            for e in xattr::parse_block(b, blk)? {
+                add(e.index, e.name, &e.value)?;
             }
-            let seed = self.sb().csum_seed;
-            let check = self.sb().metadata_csum() && self.check_csums();
-            self.cache_read_with(blk, |b| -> Result<()> {
-                if check && !xattr::verify_block_checksum(b, blk, seed) {
-                    return Err(Error::Checksum {
-                        object: Object::Block(blk),
-                    });
-                }
-                for e in xattr::parse_block(b, blk)? {
-                    add(e.index, e.name, &e.value)?;
-                }
-                Ok(())
-            })??;
-        }
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// Call `f` with the xattr block of `inode` (if it has one), checked:
+    /// inside the filesystem, its checksum (unless checksums are ignored).
+    pub(crate) fn with_xattr_block<R>(
+        &self,
+        inode: &Inode,
+        f: impl FnOnce(&[u8], PhysBlock) -> Result<R>,
+    ) -> Result<Option<R>> {
+        if inode.file_acl == 0 {
+            return Ok(None);
+        }
+        let blk = PhysBlock(inode.file_acl);
+        if !self.blocks_in_fs(blk, 1) {
+            return Err(Error::corrupt(
+                Object::Inode(inode.ino),
+                "xattr block lies outside the filesystem",
+            ));
+        }
+        let seed = self.sb().csum_seed;
+        let check = self.sb().metadata_csum() && self.check_csums();
+        self.cache_read_with(blk, |b| -> Result<R> {
+            if check && !xattr::verify_block_checksum(b, blk, seed) {
+                return Err(Error::Checksum {
+                    object: Object::Block(blk),
+                });
+            }
+            f(b, blk)
+        })?
+        .map(Some)
     }
 
     /// The value stored in EA inode `ea_ino` for an attribute of `owner`.
