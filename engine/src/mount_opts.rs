@@ -91,7 +91,50 @@ pub struct MountOptions {
     /// machines with neither a terminal nor a log daemon).
     pub logfile: Option<String>,
     pub vfs_flags: Vec<VfsFlag>,
+    /// `ro`: never write. Read-write is the default, as with fuse2fs and
+    /// mount(8); a volume that cannot be written mounts read-only anyway
+    /// ([`MountOptions::open_volume`] says why).
+    pub read_only: bool,
+    /// `sync`: every change is durable before its request is answered.
+    pub sync: bool,
+    /// `dirsync`: changes to directories are durable before their
+    /// request is answered.
+    pub dirsync: bool,
+    /// `commit=N`: commit what is pending every N seconds (the kernel's
+    /// default 5; 0 means the default).
+    pub commit_secs: Option<u32>,
+    /// `errors=`: what a write that finds the filesystem damaged does
+    /// (default: the superblock's `s_errors`, as the kernel).
+    pub errors: Option<OnError>,
 }
+
+/// `errors=`: what happens when a request finds the filesystem damaged
+/// while it is mounted read-write (the kernel's `ext4_error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Report the error to the caller and go on.
+    Continue,
+    /// Stop writing: the mount turns read-only.
+    RemountRo,
+    /// Stop the server (the kernel panics; a FUSE server exits, and the
+    /// mount fails every request with ENOTCONN).
+    Panic,
+}
+
+impl OnError {
+    /// The superblock's `s_errors` (1 continue, 2 remount-ro, 3 panic;
+    /// anything else is the kernel's default, continue).
+    pub fn from_superblock(s_errors: u16) -> OnError {
+        match s_errors {
+            2 => OnError::RemountRo,
+            3 => OnError::Panic,
+            _ => OnError::Continue,
+        }
+    }
+}
+
+/// The kernel's default commit interval (`JBD2_DEFAULT_MAX_COMMIT_AGE`).
+pub const DEFAULT_COMMIT_SECS: u32 = 5;
 
 /// The smallest `cache_size=` accepted: below it every lookup would miss.
 pub const MIN_CACHE_SIZE: usize = 64 << 10;
@@ -108,10 +151,12 @@ const VALUED: &[&str] = &[
     "replay_budget",
     "logfile",
     "name_index_size",
+    "commit",
+    "errors",
 ];
 
-/// Accepted and ignored: meaningless on a read-only mount, or read only by
-/// mount(8) and fstab tools.
+/// Accepted and ignored: read only by mount(8) and fstab tools, or
+/// choices the kernel's FUSE makes for the server (atime updates).
 const IGNORED: &[&str] = &[
     "relatime",
     "norelatime",
@@ -121,8 +166,6 @@ const IGNORED: &[&str] = &[
     "nodiratime",
     "lazytime",
     "nolazytime",
-    "async",
-    "sync",
     "auto",
     "noauto",
     "user",
@@ -179,6 +222,22 @@ impl MountOptions {
                     })?;
                     self.replay_budget = Some(n);
                 }
+                "commit" => {
+                    let n: u32 = number(name, v)?;
+                    self.commit_secs = Some(if n == 0 { DEFAULT_COMMIT_SECS } else { n });
+                }
+                "errors" => {
+                    self.errors = Some(match v {
+                        "continue" => OnError::Continue,
+                        "remount-ro" => OnError::RemountRo,
+                        "panic" => OnError::Panic,
+                        _ => {
+                            return refuse(alloc::format!(
+                                "mount option errors={v}: use errors=continue, errors=remount-ro or errors=panic"
+                            ))
+                        }
+                    });
+                }
                 "name_index_size" => {
                     let n = parse_size(v).map_err(|e| {
                         OptionError(alloc::format!("mount option name_index_size={v}: {e}"))
@@ -200,14 +259,21 @@ impl MountOptions {
             return Ok(None);
         }
         match name {
-            "ro" => {
-                let mut ro = false;
-                flag(&mut ro)
+            "ro" => flag(&mut self.read_only),
+            "rw" => {
+                let mut rw = false;
+                flag(&mut rw)?;
+                self.read_only = false;
+                Ok(None)
             }
-            "rw" => refuse(
-                "read-write mounts are not supported yet (this version mounts read-only): use -o ro"
-                    .to_string(),
-            ),
+            "sync" => flag(&mut self.sync),
+            "async" => {
+                let mut seen = false;
+                flag(&mut seen)?;
+                self.sync = false;
+                Ok(None)
+            }
+            "dirsync" => flag(&mut self.dirsync),
             "allow_other" => flag(&mut self.allow_other),
             // Permissions are always checked: both servers mount with
             // `default_permissions` (and accept POSIX ACLs where the
@@ -225,9 +291,7 @@ impl MountOptions {
                 self.vfs_flags.extend(VfsFlag::from_name(name));
                 Ok(None)
             }
-            _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {
-                Ok(None)
-            }
+            _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => Ok(None),
             _ => Ok(Some((name, value))),
         }
     }
@@ -265,18 +329,25 @@ impl MountOptions {
         self.last(VfsFlag::NoAtime, VfsFlag::Atime, false)
     }
 
-    /// Open `dev` for a mount with these options: read-only, with the
+    /// Open `dev` for a mount with these options: read-write unless `ro`
+    /// or `norecovery` (the kernel allows it only read-only), with the
     /// `cache_size` budget, failing on damage as the kernel does, a
-    /// journal that needs recovery replayed in memory unless `norecovery`
-    /// (then ignored), its external device opened by `open_journal` from
-    /// `journal_path=`. `Err` is the one line to print.
+    /// journal that needs recovery replayed (onto the device read-write,
+    /// in memory read-only) unless `norecovery` (then ignored), its
+    /// external device opened by `open_journal` from `journal_path=`. A
+    /// device without write access or a feature the engine cannot write
+    /// mounts read-only, saying why ([`Opened::read_only_because`]), as
+    /// the kernel mounts write-protected media. `Err` is the one line to
+    /// print.
     pub fn open_volume<D: BlockDevice>(
         &self,
         dev: D,
         open_journal: impl FnOnce(&str) -> Result<Box<dyn BlockDevice>, String>,
-    ) -> Result<Volume<D>, String> {
+    ) -> Result<Opened<D>, String> {
+        let read_only_because = self.read_only_because(&dev)?;
+        let read_only = self.read_only || read_only_because.is_some();
         let mut o = OpenOptions {
-            read_only: true,
+            read_only,
             // A mounted filesystem answers as the kernel's ext4 does.
             on_damage: OnDamage::AsKernel,
             ..OpenOptions::default()
@@ -297,13 +368,56 @@ impl MountOptions {
             Some(p) => Some(open_journal(p).map_err(|e| alloc::format!("journal_path={p}: {e}"))?),
             None => None,
         };
-        Volume::open_with_journal(dev, journal, &o).map_err(|e| match e {
+        let volume = Volume::open_with_journal(dev, journal, &o).map_err(|e| match e {
             crate::Error::Journal(j) if !self.norecovery => alloc::format!(
                 "{j} (mount with -o norecovery to see the filesystem without the journal's changes)"
             ),
+            crate::Error::Unsupported { what } if !read_only => alloc::format!(
+                "{what} (a read-write mount needs cache_size= of at least 256 blocks; or mount with -o ro)"
+            ),
             e => e.to_string(),
+        })?;
+        Ok(Opened {
+            volume,
+            read_only_because,
         })
     }
+
+    /// Why a mount of `dev` that these options want read-write must be
+    /// read-only (`None`: it can be written, or `ro` was asked for).
+    pub fn read_only_because<D: BlockDevice>(&self, dev: &D) -> Result<Option<String>, String> {
+        if self.read_only {
+            return Ok(None);
+        }
+        if self.norecovery {
+            return Ok(Some(String::from(
+                "norecovery: the journal is not replayed, so nothing may be written",
+            )));
+        }
+        Ok(crate::writable::device_refusal(dev)
+            .map_err(|e| e.to_string())?
+            .map(|e| match e {
+                crate::Error::ReadOnly => {
+                    String::from("the device or image cannot be opened for writing")
+                }
+                e => e.to_string(),
+            }))
+    }
+
+    /// The `errors=` behaviour for `vol`: the option, else the
+    /// superblock's, as the kernel decides.
+    pub fn on_error<D: BlockDevice>(&self, vol: &Volume<D>) -> OnError {
+        self.errors
+            .unwrap_or_else(|| OnError::from_superblock(vol.sb().errors))
+    }
+}
+
+/// A volume opened for a mount.
+pub struct Opened<D: BlockDevice> {
+    pub volume: Volume<D>,
+    /// Why a mount that was to be read-write is read-only (one line for
+    /// the user), if it is.
+    pub read_only_because: Option<String>,
 }
 
 /// Split an `-o` list on commas, honouring `\,` escapes as libfuse does.
@@ -389,12 +503,23 @@ mod tests {
         assert_eq!(rest, vec!["threads".to_string()]);
         let (o, _) = parse("nosuid,suid,nosuid,noload,debug,noatime").unwrap();
         assert!(o.nosuid() && o.norecovery && o.debug && o.noatime());
+        assert!(!o.read_only && !o.sync);
+        let (o, _) = parse("ro,sync,dirsync,commit=30,errors=remount-ro").unwrap();
+        assert!(o.read_only && o.sync && o.dirsync);
+        assert_eq!(
+            (o.commit_secs, o.errors),
+            (Some(30), Some(OnError::RemountRo))
+        );
+        let (o, _) = parse("ro,rw,sync,async,commit=0").unwrap();
+        assert!(!o.read_only && !o.sync);
+        assert_eq!(o.commit_secs, Some(DEFAULT_COMMIT_SECS));
     }
 
     #[test]
     fn refusals_name_the_option() {
         let e = |l: &str| parse(l).unwrap_err().0;
-        assert!(e("rw").contains("read-write mounts are not supported"));
+        assert!(e("errors=sometimes").contains("errors=continue"));
+        assert!(e("commit=soon").contains("not a number"));
         assert!(e("uid=bob").contains("uid=bob: not a number"));
         assert!(e("uid").contains("needs a value"));
         assert!(e("ro=1").contains("takes no value"));

@@ -1,5 +1,6 @@
 //! `ext4-fuse-bsd SOURCE MOUNTPOINT [-o opts] [-f]`: mount an ext2/3/4
-//! image or disk read-only through FUSE (FreeBSD's fusefs, or Linux).
+//! image or disk through FUSE (FreeBSD's fusefs, or Linux), read-write
+//! unless `-o ro`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -8,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use ext4_engine::policy::ShownIds;
 use ext4_engine::BlockDevice;
 use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
 use ext4_fuse_bsd::options::MountOpts;
 use ext4_fuse_bsd::{mount_config, server_pushes_symlinks, sys};
+use ext4_fuse_common::fs::{Durability, Fs};
 use ext4_fuse_common::{daemon, log};
 use fuser::Session;
 
@@ -21,14 +24,18 @@ const NAME: &str = "ext4-fuse-bsd";
 #[command(
     name = NAME,
     version,
-    about = "Mount an ext2/ext3/ext4 filesystem read-only through FUSE (FreeBSD fusefs or Linux)"
+    about = "Mount an ext2/ext3/ext4 filesystem through FUSE (FreeBSD fusefs or Linux), read-write unless -o ro"
 )]
 struct Cli {
     /// Image file or disk device (e.g. /dev/ada0p2, /dev/md0, disk.img)
     source: PathBuf,
     /// Directory to mount on
     mountpoint: PathBuf,
-    /// Mount options, comma-separated: ro, allow_other, default_permissions
+    /// Mount options, comma-separated: ro (read-write is the default; a
+    /// filesystem or device that cannot be written mounts read-only with a
+    /// warning), rw, sync, async, dirsync, commit=SECONDS (default 5),
+    /// errors=continue|remount-ro|panic (default: the superblock's),
+    /// allow_other, default_permissions
     /// (always on: permissions are checked for every user), fsname=,
     /// subtype=, uid=, gid=, cache_size=N[k|m|g], name_index_size=N[k|m|g],
     /// logfile=PATH (log lines go there instead of stderr or syslog),
@@ -75,17 +82,25 @@ fn main() -> ExitCode {
         Ok(p) => return fail(format!("{}: not a directory", p.display())),
         Err(e) => return fail(format!("{}: {e}", cli.mountpoint.display())),
     };
-    let dev = match sys::open_device(&cli.source) {
+    let dev = match sys::open_device(&cli.source, opts.common.read_only) {
         Ok(d) => d,
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
     let journal = |p: &str| -> Result<Box<dyn BlockDevice>, String> {
-        sys::open_device(Path::new(p))
+        sys::open_device(Path::new(p), true)
             .map(|d| Box::new(d) as Box<dyn BlockDevice>)
             .map_err(|e| e.to_string())
     };
     let vol = match opts.common.open_volume(dev, journal) {
-        Ok(v) => v,
+        Ok(o) => {
+            if let Some(why) = &o.read_only_because {
+                log::warn(format_args!(
+                    "{}: mounted read-only: {why}",
+                    cli.source.display()
+                ));
+            }
+            o.volume
+        }
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
     for w in vol.warnings() {
@@ -98,8 +113,18 @@ fn main() -> ExitCode {
         symlink_prefix: server_pushes_symlinks(&opts)
             .then(|| mountpoint.as_os_str().as_bytes().to_vec()),
     };
-    let fs = Ext4Fs::new(vol, cfg);
-    let config = mount_config(&opts, &cli.source);
+    let read_only = vol.read_only();
+    let durability = Durability::from_options(&opts.common, &vol);
+    let shown = ShownIds {
+        uid: opts.common.uid,
+        gid: opts.common.gid,
+    };
+    let served = Fs::new(vol, durability, shown);
+    if let Err(e) = served.start_committer() {
+        return fail(format!("cannot start the commit thread: {e}"));
+    }
+    let fs = Ext4Fs::new(served, cfg);
+    let config = mount_config(&opts, &cli.source, read_only);
 
     // Daemonize before any thread exists; the parent waits for the child
     // to report the mount, so the exit status says whether it worked.

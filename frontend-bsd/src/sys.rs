@@ -15,19 +15,53 @@ use ext4_engine::{policy, BlockDevice, Error};
 /// whole sectors where the OS demands it.
 pub type Device = Aligned<FileDevice>;
 
-/// Open an image file or a disk device read-only.
-pub fn open_device(path: &Path) -> io::Result<Device> {
-    let file = File::open(path)?;
+/// Open an image file or a disk device: read-write unless `read_only`,
+/// falling back to read-only where writing is not allowed (a
+/// write-protected disk, a read-only file or file system), as mount(8)
+/// does for write-protected media.
+pub fn open_device(path: &Path, read_only: bool) -> io::Result<Device> {
+    let (file, read_only) = open_file(path, read_only)?;
     let ft = file.metadata()?.file_type();
     if ft.is_block_device() || ft.is_char_device() {
         let size = disk_size(&file)?;
         let sector = sector_size(&file)?;
         return Ok(Aligned::new(
-            FileDevice::with_size(file, size, true),
+            FileDevice::with_size(file, size, read_only),
             sector,
         ));
     }
-    Ok(Aligned::new(FileDevice::from_file(file, true)?, 1))
+    Ok(Aligned::new(FileDevice::from_file(file, read_only)?, 1))
+}
+
+fn open_file(path: &Path, read_only: bool) -> io::Result<(File, bool)> {
+    if !read_only {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, false)),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((File::open(path)?, true))
+}
+
+/// `open(2)` flags in Linux numbering (the engine's policy speaks it).
+pub fn linux_open_flags(host: i32) -> u32 {
+    let h = host as u32;
+    let mut f = h & libc::O_ACCMODE as u32;
+    for (host, linux) in [(libc::O_TRUNC, 0o1000), (libc::O_APPEND, 0o2000)] {
+        if h & host as u32 != 0 {
+            f |= linux;
+        }
+    }
+    f
 }
 
 /// Reads widened to whole `sector`s: FreeBSD's disk devices have no
@@ -68,7 +102,20 @@ impl<D: BlockDevice> BlockDevice for Aligned<D> {
         Ok(())
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.inner.write_at(offset, buf)
+        let s = self.sector;
+        let len = buf.len() as u64;
+        if s == 1 || (offset.is_multiple_of(s) && len.is_multiple_of(s)) {
+            return self.inner.write_at(offset, buf);
+        }
+        // Read the whole sectors around it, change, write them back.
+        let start = offset - offset % s;
+        let end = offset.checked_add(len).ok_or(IoError::EIO)?;
+        let wide_end = end.div_ceil(s).saturating_mul(s);
+        let mut tmp = vec![0u8; usize::try_from(wide_end - start).map_err(|_| IoError::EIO)?];
+        self.inner.read_at(start, &mut tmp)?;
+        let at = (offset - start) as usize;
+        tmp[at..at + buf.len()].copy_from_slice(buf);
+        self.inner.write_at(start, &tmp)
     }
     fn flush(&self) -> Result<(), IoError> {
         self.inner.flush()

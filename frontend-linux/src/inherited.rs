@@ -100,7 +100,9 @@ pub fn io_msg(e: &io::Error) -> String {
 }
 
 /// Open the volume on an already-open image or device; `name` prefixes
-/// every message. Applies the journal policy and logs engine warnings.
+/// every message. Read-write when the descriptor allows writing and the
+/// options and the filesystem do (else read-only, with one warning line
+/// saying why); applies the journal policy and logs engine warnings.
 pub fn open_volume(
     file: File,
     name: &str,
@@ -116,14 +118,64 @@ pub fn open_volume(
     if kind != SFlag::S_IFREG && kind != SFlag::S_IFBLK {
         return Err(format!("{name}: not an image file or block device"));
     }
-    let dev = FileDevice::from_file(file, true).map_err(|e| format!("{name}: {}", io_msg(&e)))?;
-    let volume = common
+    let writable = !common.read_only && opened_for_writing(&file);
+    let dev =
+        FileDevice::from_file(file, !writable).map_err(|e| format!("{name}: {}", io_msg(&e)))?;
+    let opened = common
         .open_volume(dev, journal_device)
         .map_err(|e| format!("{name}: {e}"))?;
+    if let Some(why) = &opened.read_only_because {
+        log::warn(format_args!("{name}: mounted read-only: {why}"));
+    }
+    let volume = opened.volume;
     for w in volume.warnings() {
         log::error(format_args!("{name}: warning: {w}"));
     }
     Ok(volume)
+}
+
+/// Whether `file` was opened for writing (`O_RDWR`).
+pub fn opened_for_writing(file: &File) -> bool {
+    nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .is_ok_and(|fl| fl & libc::O_ACCMODE == libc::O_RDWR)
+}
+
+/// Whether a mount of the open image or device `file` with `common` will
+/// be read-only (asked for, or it cannot be written; the server says why).
+pub fn mounts_read_only(file: &File, common: &MountOptions) -> bool {
+    if common.read_only || !opened_for_writing(file) {
+        return true;
+    }
+    let Ok(clone) = file.try_clone() else {
+        return true;
+    };
+    match FileDevice::from_file(clone, false) {
+        Ok(dev) => !matches!(common.read_only_because(&dev), Ok(None)),
+        Err(_) => true,
+    }
+}
+
+/// Open the image or device at `path` for a mount: read-write unless
+/// `read_only`, falling back to read-only where writing is not allowed
+/// (a write-protected device, a read-only file or file system), as
+/// mount(8) falls back for write-protected media.
+pub fn open_source(path: &Path, read_only: bool) -> io::Result<File> {
+    if !read_only {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Ok(f) => return Ok(f),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    File::open(path)
 }
 
 /// The external journal device of `journal_path=`, read-only (it is only

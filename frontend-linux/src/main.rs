@@ -1,11 +1,12 @@
 //! `ext4-fuse SOURCE MOUNTPOINT [-o opts] [-f] [-d]`: mount an ext4 image or
-//! block device read-only through FUSE.
+//! block device through FUSE (read-write unless `-o ro`).
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use ext4_engine::policy::ShownIds;
 use ext4_engine::FileDevice;
 use ext4_engine::Volume;
 use ext4_fuse::channel::{Channel, DevFuse};
@@ -18,6 +19,7 @@ use ext4_fuse::sandbox;
 use ext4_fuse::session::{Config, Session};
 use ext4_fuse::watcher;
 use ext4_fuse_common::daemon;
+use ext4_fuse_common::fs::{Durability, Fs};
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
@@ -58,7 +60,8 @@ fn default_threads() -> usize {
 
 fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
     let src = opts.source.display().to_string();
-    let file = std::fs::File::open(&opts.source).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
+    let file = inherited::open_source(&opts.source, opts.common.read_only)
+        .map_err(|e| format!("{src}: {}", io_msg(&e)))?;
     inherited::open_volume(file, &src, &opts.common)
 }
 
@@ -120,7 +123,7 @@ fn run(opts: &Options) -> Result<(), String> {
                 .fsname
                 .clone()
                 .unwrap_or_else(|| mount::default_fsname(&opts.source));
-            let spec = MountSpec::new(&opts.common, fsname, mountpoint);
+            let spec = MountSpec::new(&opts.common, fsname, mountpoint, volume.read_only());
             let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
             (volume, fuse, Some(mounted), None)
         }
@@ -132,7 +135,9 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
-    let iomap_mode = match iomap_setup::mode_after_replay(opts.iomap, volume.replayed_blocks()) {
+    let iomap_mode = match iomap_setup::mode_after_replay(opts.iomap, volume.replayed_blocks())
+        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only()))
+    {
         Ok(m) => m,
         Err(e) => {
             undo(&mounted);
@@ -188,7 +193,13 @@ fn run(opts: &Options) -> Result<(), String> {
     if let Some(p) = &iomap_prep {
         config.iomap_sid = p.sid();
     }
-    let session = Session::new(volume, config);
+    config.timeout = ext4_engine::policy::timeouts(volume.read_only()).attr;
+    let durability = Durability::from_options(&opts.common, &volume);
+    let shown = ShownIds {
+        uid: opts.common.uid,
+        gid: opts.common.gid,
+    };
+    let session = Arc::new(Session::new(Fs::new(volume, durability, shown), config));
     if let Err(e) = session.wait_init(&fuse) {
         undo(&mounted);
         return Err(format!("FUSE_INIT failed: {e}"));
@@ -284,10 +295,15 @@ fn run(opts: &Options) -> Result<(), String> {
     } else {
         mounted.clone()
     };
+    let served = session.clone();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || on_signal(signals, signal_mount))
+        .spawn(move || on_signal(signals, signal_mount, served.backend()))
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    session
+        .backend()
+        .start_committer()
+        .map_err(|e| format!("cannot start the commit thread: {e}"))?;
     if let Some(what) = std::env::var_os(sandbox::PROBE_ENV) {
         sandbox::run_test_probe(&what.to_string_lossy());
     }
@@ -295,6 +311,8 @@ fn run(opts: &Options) -> Result<(), String> {
     let result = session
         .run(&channels)
         .map_err(|e| format!("reading /dev/fuse: {e}"));
+    // Unmounted (or the connection ended): leave the image clean.
+    close(session.backend());
     // The connection ended because the mount went away: nothing to undo.
     if let (Some(w), Ok(())) = (&watch, &result) {
         watcher::keep(w);
@@ -302,24 +320,38 @@ fn run(opts: &Options) -> Result<(), String> {
     result
 }
 
-fn on_signal(signals: SigSet, mounted: Option<Mounted>) {
+/// Close the volume cleanly, saying so if that fails.
+fn close(fs: &Fs<FileDevice>) {
+    if let Err(e) = fs.close() {
+        log::error(format_args!(
+            "closing the filesystem: {e}; run e2fsck on it before the next mount"
+        ));
+    }
+}
+
+fn on_signal(signals: SigSet, mounted: Option<Mounted>, fs: &Fs<FileDevice>) {
     if let Ok(sig) = signals.wait() {
         let Some(mounted) = mounted else {
-            log::debug(format_args!("{sig}: exiting"));
+            // Confined, or on a helper's mount: whoever made the mount
+            // takes it down once we are gone.
+            log::debug(format_args!("{sig}: closing and exiting"));
+            close(fs);
             std::process::exit(0);
         };
         log::debug(format_args!(
             "{sig}: unmounting {}",
             mounted.mountpoint().display()
         ));
+        // Once unmounted, the connection ends and the serving loop closes
+        // the volume.
         if let Err(e) = mounted.unmount() {
             log::error(format_args!(
                 "unmounting {}: {e}",
                 mounted.mountpoint().display()
             ));
+            close(fs);
             std::process::exit(1);
         }
-        std::process::exit(0);
     }
 }
 

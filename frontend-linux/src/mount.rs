@@ -25,14 +25,17 @@ pub struct MountSpec {
     pub nosuid: bool,
     pub nodev: bool,
     pub noexec: bool,
+    pub read_only: bool,
 }
 
 impl MountSpec {
-    /// The mount `-o` options ask for, under `fsname`.
+    /// The mount `-o` options ask for, under `fsname`; `read_only` when
+    /// the volume is (asked for, or found unwritable).
     pub fn new(
         common: &ext4_engine::mount_opts::MountOptions,
         fsname: String,
         mountpoint: PathBuf,
+        read_only: bool,
     ) -> MountSpec {
         MountSpec {
             fsname,
@@ -41,6 +44,7 @@ impl MountSpec {
             nosuid: common.nosuid(),
             nodev: common.nodev(),
             noexec: common.noexec(),
+            read_only,
         }
     }
 }
@@ -133,7 +137,10 @@ fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
 
 fn flags(spec: &MountSpec) -> nix::mount::MsFlags {
     use nix::mount::MsFlags;
-    let mut f = MsFlags::MS_RDONLY;
+    let mut f = MsFlags::empty();
+    if spec.read_only {
+        f |= MsFlags::MS_RDONLY;
+    }
     if spec.nosuid {
         f |= MsFlags::MS_NOSUID;
     }
@@ -197,7 +204,7 @@ fn escape(s: &str) -> String {
 }
 
 fn mount_fusermount(spec: &MountSpec) -> io::Result<(DevFuse, Mounted)> {
-    let mut opts = vec!["ro".to_string()];
+    let mut opts = vec![if spec.read_only { "ro" } else { "rw" }.to_string()];
     opts.push(if spec.nosuid { "nosuid" } else { "suid" }.into());
     opts.push(if spec.nodev { "nodev" } else { "dev" }.into());
     opts.push(if spec.noexec { "noexec" } else { "exec" }.into());

@@ -13,9 +13,12 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 #[command(
     name = "ext4-fuse",
     version,
-    about = "Mount an ext2/ext3/ext4 filesystem (image file or block device) read-only through FUSE",
+    about = "Mount an ext2/ext3/ext4 filesystem (image file or block device) through FUSE, read-write unless -o ro",
     after_help = "Mount options (-o, comma-separated):\n  \
-        ro                   read-only (the only mode for now; rw is refused)\n  \
+        ro, rw               read-only, or read-write (the default, as with fuse2fs and\n                       mount(8)); a filesystem with a feature that cannot be\n                       written, or a device without write access, mounts\n                       read-only with a warning\n  \
+        sync, dirsync        every change (sync) or every directory change (dirsync)\n                       is on disk before the call returns\n  \
+        commit=SECONDS       commit pending changes at least this often (default 5)\n  \
+        errors=continue|remount-ro|panic  what a write that finds the filesystem\n                       damaged does (default: the superblock's setting)\n  \
         allow_other          let other users access the mount\n  \
         default_permissions  accepted: permissions (and POSIX ACLs) are always\n                       checked, by the kernel, for every user\n  \
         fsname=NAME          source name shown in /proc/mounts\n  \
@@ -28,7 +31,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         readdirplus=auto|on|off  listings carry each entry's attributes: auto (the\n                       default) lets the kernel choose per listing chunk; on:\n                       always; off: never (a LOOKUP per entry used)\n  \
         user=NAME            user the server switches to once started (default nobody)\n  \
         nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
-        norecovery           ignore a journal that needs recovery (as the kernel's\n                       norecovery): the filesystem without the journal's newest\n                       changes. Without it the journal is replayed in memory,\n                       the image itself left unchanged (and file data is then\n                       served without iomap)\n  \
+        norecovery           ignore a journal that needs recovery (as the kernel's\n                       norecovery): the filesystem without the journal's newest\n                       changes; forces read-only. Without it the journal is\n                       replayed: onto the image read-write, in memory with ro\n                       (the image unchanged; file data then served without iomap)\n  \
         journal_path=PATH    the external journal device of a filesystem whose journal\n                       is not in an inode (read to replay it)\n  \
         replay_budget=N[k|m|g]  memory for the plan of a journal replayed in memory,\n                       32 bytes per logged block (default 32m)\n  \
         logfile=PATH         append log lines (damage found, failures) to PATH instead\n                       of stderr, or syslog once detached\n  \
@@ -233,7 +236,7 @@ mod tests {
     #[test]
     fn errors_are_clear() {
         let e = |a: &[&str]| p(a).unwrap_err();
-        assert!(e(&["a", "b", "-o", "rw"]).contains("read-write mounts are not supported"));
+        assert!(e(&["a", "b", "-o", "errors=maybe"]).contains("errors=continue"));
         assert!(e(&["a", "b", "-o", "frobnicate"]).contains("unknown mount option 'frobnicate'"));
         assert!(e(&["a", "b", "-o", "threads=0"]).contains("1..256"));
         assert!(e(&["a", "b", "-o", "threads"]).contains("needs a value"));
