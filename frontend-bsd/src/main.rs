@@ -120,9 +120,6 @@ fn main() -> ExitCode {
         gid: opts.common.gid,
     };
     let served = Fs::new(vol, durability, shown);
-    if let Err(e) = served.start_committer() {
-        return fail(format!("cannot start the commit thread: {e}"));
-    }
     let fs = Ext4Fs::new(served, cfg);
     let config = mount_config(&opts, &cli.source, read_only);
 
@@ -142,6 +139,11 @@ fn main() -> ExitCode {
     // SAFETY: sigs is a valid, initialised set.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
 
+    // After the signal mask: a thread started before it would take the
+    // signals' default actions.
+    if let Err(e) = fs.served().start_committer() {
+        return fail(format!("cannot start the commit thread: {e}"));
+    }
     let mut session = match Session::new(fs, &mountpoint, &config) {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot mount on {}: {e}", mountpoint.display())),

@@ -268,6 +268,19 @@ impl<D: BlockDevice + 'static> Fs<D> {
         Ok(r)
     }
 
+    /// The kernel's `ext4_should_retry_alloc`: blocks freed by the running
+    /// transaction are only reused once it has committed, so an
+    /// allocation that finds no room commits and tries once more.
+    fn retry_on_full<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {
+        match op() {
+            Err(Error::NoSpace) => {
+                self.vol.commit()?;
+                op()
+            }
+            r => r,
+        }
+    }
+
     /// `errors=`: damage found by a request while mounted read-write.
     fn on_error(&self, e: Error) -> Error {
         if !matches!(e, Error::Corrupt { .. } | Error::Checksum { .. }) || self.vol.read_only() {
@@ -360,10 +373,8 @@ impl<D: BlockDevice + 'static> Fs<D> {
         let ro = self.vol.read_only();
         self.with_subject(parent, |d| policy::check_dir_change(d, false, ro))?;
         let mode = (mode & !umask & 0o7777) as u16;
-        let r = self
-            .vol
-            .create(parent, name, mode, &policy::cred(caller))
-            .map(|a| self.ids.apply(a));
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.create(parent, name, mode, &cred));
         let a = self.changed(r, true)?;
         self.entry(&a);
         if open_flags.is_some() {
@@ -403,8 +414,32 @@ impl<D: BlockDevice + 'static> Fs<D> {
     pub fn write(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
         let ro = self.vol.read_only();
         self.with_subject(ino, |s| policy::check_change(s, ro))?;
-        let r = self.vol.write(ino, offset, data, &policy::cred(caller));
+        let r = self.write_all(caller, ino, offset, data);
         self.changed(r, false)
+    }
+
+    /// Write `data` at `offset` of `ino`, committing once to reuse what the
+    /// running transaction freed when the volume is full: the count written
+    /// (short, or ENOSPC, only when it stays full).
+    fn write_all(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
+        let cred = policy::cred(caller);
+        let first = self.vol.write(ino, offset, data, &cred);
+        let done = match first {
+            Ok(n) if n == data.len() => return Ok(n),
+            Ok(n) => n,
+            Err(Error::NoSpace) => 0,
+            Err(e) => return Err(e),
+        };
+        // Full (short because full): the rest once more after a commit.
+        let rest = self.vol.commit().and_then(|()| {
+            self.vol
+                .write(ino, offset + done as u64, &data[done..], &cred)
+        });
+        match rest {
+            Ok(n) => Ok(done + n),
+            Err(_) if done > 0 => Ok(done),
+            Err(e) => Err(e),
+        }
     }
 
     /// `COPY_FILE_RANGE`: `len` bytes of `from` at `from_off` to `to` at
@@ -427,9 +462,7 @@ impl<D: BlockDevice + 'static> Fs<D> {
             if n == 0 {
                 break;
             }
-            let r = self
-                .vol
-                .write(to, to_off + done, &buf[..n], &policy::cred(caller));
+            let r = self.write_all(caller, to, to_off + done, &buf[..n]);
             let w = self.changed(r, false)?;
             done += w as u64;
             if w < n {
