@@ -85,15 +85,20 @@ fn mke2fs(spec: &ImageSpec, src: &Path, img: &Path, inodes: u64) {
     run_ok(&mut c);
 }
 
-/// `e2fsck -fyD`: 0 or 1 (directories rebuilt) is success.
+/// `e2fsck -fyD`: rebuild (and, with dir_index, index) every directory.
 fn rehash(img: &Path) {
+    e2fsck(img, "-fyD");
+}
+
+/// `e2fsck FLAGS IMG`: 0 or 1 (something fixed or rebuilt) is success.
+fn e2fsck(img: &Path, flags: &str) {
     let mut c = Command::new("e2fsck");
-    c.arg("-fyD").arg(img);
+    c.arg(flags).arg(img);
     let out = run(&mut c);
     let code = out.status.code().unwrap_or(-1);
     assert!(
         code == 0 || code == 1,
-        "e2fsck -fyD exited {code}: {}",
+        "e2fsck {flags} exited {code}: {}",
         String::from_utf8_lossy(&out.stdout)
     );
 }
@@ -159,6 +164,10 @@ fn build(spec: &ImageSpec) -> PathBuf {
             }
             m.unmount().expect("unmount");
         }
+        // tune2fs changes dir_index only on a filesystem checked since its
+        // last mount; rehash's check counted only while the mount fell in
+        // the same second, so the build failed on a loaded machine.
+        e2fsck(&tmp, "-fy");
         tune2fs(&tmp, "^dir_index");
         rehash(&tmp);
         tune2fs(&tmp, "dir_index");
