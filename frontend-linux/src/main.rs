@@ -188,6 +188,7 @@ fn run(opts: &Options) -> Result<(), String> {
         gid: opts.common.gid,
         iomap: iomap_prep.is_some(),
         readdirplus: opts.readdirplus,
+        writeback_cache: opts.writeback_cache && !volume.read_only(),
         ..Config::default()
     };
     if let Some(p) = &iomap_prep {

@@ -346,9 +346,10 @@ impl<D: BlockDevice + 'static> Fs<D> {
         let a = self.vol.getattr(ino)?;
         policy::check_open(flags, a.kind, a.flags, self.vol.read_only())?;
         self.nodes.opened(ino);
-        Ok(Opened {
-            keep_cache: self.vol.read_only(),
-        })
+        // Every change reaches the image through this mount, and the
+        // kernel drops the pages a server-side change replaces (truncate,
+        // copy_file_range, fallocate): its cache stays valid across opens.
+        Ok(Opened { keep_cache: true })
     }
 
     /// `RELEASE` of an open file of `ino`.
