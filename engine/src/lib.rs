@@ -56,6 +56,7 @@ pub mod journal;
 pub mod mapping_cache;
 pub mod mount_opts;
 pub mod name_index;
+pub mod partitions;
 pub mod policy;
 
 pub use attr::{Attr, FileType, StatFs, Timestamp};

@@ -7,9 +7,11 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use ext4_engine::mount_opts::MountOptions;
 use ext4_engine::FileDevice;
 use ext4_engine::IoError;
 use ext4_engine::{policy, BlockDevice, Error};
+use ext4_fuse_common::os::{check_source, io_msg};
 
 /// The device the server reads: a file or disk, with reads widened to
 /// whole sectors where the OS demands it.
@@ -18,19 +20,25 @@ pub type Device = Aligned<FileDevice>;
 /// Open an image file or a disk device: read-write unless `read_only`,
 /// falling back to read-only where writing is not allowed (a
 /// write-protected disk, a read-only file or file system), as mount(8)
-/// does for write-protected media.
-pub fn open_device(path: &Path, read_only: bool) -> io::Result<Device> {
-    let (file, read_only) = open_file(path, read_only)?;
-    let ft = file.metadata()?.file_type();
+/// does for write-protected media. `Err` is what is wrong, in the OS's
+/// words.
+pub fn open_device(path: &Path, read_only: bool) -> Result<Device, String> {
+    let msg = |e: io::Error| io_msg(&e);
+    let (file, read_only) = open_file(path, read_only).map_err(msg)?;
+    check_source(&file)?;
+    let ft = file.metadata().map_err(msg)?.file_type();
     if ft.is_block_device() || ft.is_char_device() {
-        let size = disk_size(&file)?;
-        let sector = sector_size(&file)?;
+        let size = disk_size(&file).map_err(msg)?;
+        let sector = sector_size(&file).map_err(msg)?;
         return Ok(Aligned::new(
             FileDevice::with_size(file, size, read_only),
             sector,
         ));
     }
-    Ok(Aligned::new(FileDevice::from_file(file, read_only)?, 1))
+    Ok(Aligned::new(
+        FileDevice::from_file(file, read_only).map_err(msg)?,
+        1,
+    ))
 }
 
 fn open_file(path: &Path, read_only: bool) -> io::Result<(File, bool)> {
@@ -50,6 +58,19 @@ fn open_file(path: &Path, read_only: bool) -> io::Result<(File, bool)> {
         }
     }
     Ok((File::open(path)?, true))
+}
+
+/// The device the filesystem is on: all of `path`, or the part `offset=`
+/// or `partition=` name; read-write unless `ro` (or not writable).
+pub fn open_source(path: &Path, common: &MountOptions) -> Result<Device, String> {
+    let dev = open_device(path, common.read_only)?;
+    match common.locate(&dev)? {
+        Some((start, len)) => Ok(Aligned {
+            inner: dev.inner.window(start, len).map_err(|e| io_msg(&e))?,
+            sector: dev.sector,
+        }),
+        None => Ok(dev),
+    }
 }
 
 /// `open(2)` flags in Linux numbering (the engine's policy speaks it).

@@ -43,7 +43,7 @@ fn clear_errors() {
         (&[img, "/"], "busy"),
         (
             &[img, mnt, "-o", "errors=sometimes"],
-            "use errors=continue, errors=remount-ro or errors=panic",
+            "must be continue, remount-ro or panic",
         ),
         (
             &[img, mnt, "-o", "nonsense"],

@@ -12,14 +12,14 @@
 //!   flush the device ([`Fs::sync`]); `-o sync` does so after every change,
 //!   `-o dirsync` after every change to a directory; `commit=N` commits
 //!   what is pending every N seconds ([`Fs::start_committer`]).
-//! - Damage found by a write follows `errors=` ([`OnError`]).
+//! - Damage found by a write follows `errors=` ([`OnErrors`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use ext4_engine::mount_opts::{MountOptions, OnError, DEFAULT_COMMIT_SECS};
+use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
 use ext4_engine::policy::{self, Caller, ShownIds, Subject};
 use ext4_engine::{Attr, BlockDevice, Error, FileType, InodeNo, Result, SetAttr, StatFs, Volume};
 
@@ -35,7 +35,7 @@ pub struct Durability {
     /// `commit=N`: most seconds a change waits for its commit.
     pub commit_every: Duration,
     /// `errors=`.
-    pub on_error: OnError,
+    pub on_error: OnErrors,
 }
 
 impl Durability {
@@ -58,7 +58,7 @@ impl Default for Durability {
             sync: false,
             dirsync: false,
             commit_every: Duration::from_secs(u64::from(DEFAULT_COMMIT_SECS)),
-            on_error: OnError::Continue,
+            on_error: OnErrors::Continue,
         }
     }
 }
@@ -169,19 +169,62 @@ pub struct Fs<D: BlockDevice> {
     nodes: Arc<Nodes>,
     durability: Durability,
     ids: ShownIds,
+    closer: Closer<D>,
+}
+
+/// Closes the volume once, from whichever thread gets there first (the
+/// end of the session, `DESTROY`, a signal), and stops the periodic
+/// commit.
+pub struct Closer<D: BlockDevice> {
+    vol: Arc<Volume<D>>,
     stop: Arc<Stop>,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
+}
+
+impl<D: BlockDevice> Clone for Closer<D> {
+    fn clone(&self) -> Self {
+        Closer {
+            vol: self.vol.clone(),
+            stop: self.stop.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+impl<D: BlockDevice> Closer<D> {
+    /// Close the volume cleanly (commit, mark the filesystem clean,
+    /// flush). Once; later calls do nothing.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop_committer();
+        self.vol.close()
+    }
+
+    fn stop_committer(&self) {
+        *self.stop.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.stop.wake.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 impl<D: BlockDevice + 'static> Fs<D> {
     pub fn new(vol: Volume<D>, durability: Durability, ids: ShownIds) -> Fs<D> {
+        let vol = Arc::new(vol);
         Fs {
-            vol: Arc::new(vol),
+            closer: Closer {
+                vol: vol.clone(),
+                stop: Arc::default(),
+                closed: Arc::default(),
+            },
+            vol,
             nodes: Arc::new(Nodes::default()),
             durability,
             ids,
-            stop: Arc::default(),
-            closed: AtomicBool::new(false),
         }
     }
 
@@ -208,7 +251,7 @@ impl<D: BlockDevice + 'static> Fs<D> {
             return Ok(());
         }
         let vol = self.vol.clone();
-        let stop = self.stop.clone();
+        let stop = self.closer.stop.clone();
         let every = self.durability.commit_every;
         std::thread::Builder::new()
             .name("commit".into())
@@ -235,12 +278,12 @@ impl<D: BlockDevice + 'static> Fs<D> {
     /// Close the volume cleanly (unmount, `DESTROY`, a signal): commit,
     /// mark the filesystem clean, flush. Once; later calls do nothing.
     pub fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        *self.stop.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.stop.wake.notify_all();
-        self.vol.close()
+        self.closer.close()
+    }
+
+    /// What closes the volume from another thread (a signal's).
+    pub fn closer(&self) -> Closer<D> {
+        self.closer.clone()
     }
 
     /// Make everything acknowledged so far durable: commit the running
@@ -250,7 +293,7 @@ impl<D: BlockDevice + 'static> Fs<D> {
         if self.vol.read_only() {
             return match self.vol.abort_reason() {
                 // Writes were acknowledged that will never reach the disk.
-                Some(e) if !self.closed.load(Ordering::Acquire) => Err(e),
+                Some(e) if !self.closer.is_closed() => Err(e),
                 _ => Ok(()),
             };
         }
@@ -287,14 +330,14 @@ impl<D: BlockDevice + 'static> Fs<D> {
             return e;
         }
         match self.durability.on_error {
-            OnError::Continue => {}
-            OnError::RemountRo => {
+            OnErrors::Continue => {}
+            OnErrors::RemountRo => {
                 log::error(format_args!(
                     "errors=remount-ro: the filesystem is damaged ({e}); no more writes"
                 ));
                 self.vol.stop_writing(e.clone());
             }
-            OnError::Panic => {
+            OnErrors::Panic => {
                 log::error(format_args!(
                     "errors=panic: the filesystem is damaged ({e}); stopping the server"
                 ));
@@ -488,8 +531,7 @@ impl<D: BlockDevice + 'static> Fs<D> {
 
 impl<D: BlockDevice> Drop for Fs<D> {
     fn drop(&mut self) {
-        *self.stop.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.stop.wake.notify_all();
+        self.closer.stop_committer();
     }
 }
 

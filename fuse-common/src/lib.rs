@@ -7,6 +7,12 @@
 //!   detached, or a file named with `-o logfile=`), and the lines for a
 //!   failed request and for damage the engine skipped;
 //! - [`daemon`]: going to the background once the mount is up;
+//! - [`mount`] (Linux): mounting, the busy mount point check, and
+//!   unmounting only our own mount; [`watcher`]: no dead mount after the
+//!   server ended, however it ended;
+//! - [`cli`]: the command-line conventions of every mount program (exit
+//!   codes, one-line usage errors);
+//! - [`os`]: the OS's words for an error, closing leaked descriptors;
 //! - [`fs`]: the volume as a server serves it — the kernel's references
 //!   to nodes, durability options, and every write request through the
 //!   engine's request policy.
@@ -15,7 +21,13 @@
 //! namespaces and sizes, cache timeouts, errnos) is the engine's
 //! [`ext4_engine::policy`].
 
+pub mod cli;
 pub mod daemon;
 pub mod fs;
 pub mod log;
+#[cfg(target_os = "linux")]
+pub mod mount;
 pub mod nodes;
+pub mod os;
+#[cfg(target_os = "linux")]
+pub mod watcher;
