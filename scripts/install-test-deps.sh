@@ -33,3 +33,16 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --version 0.13.2 --locked --quiet ||
     { echo "install-test-deps: cannot install cargo-fuzz (needed by scripts/fuzz-smoke.sh)" >&2; exit 1; }
 fi
+# fsx drives random operations on the read-write mounts
+# (tests/tests/rw_mounts.rs, scripts/soak-fsx.sh); pjdfstest is the POSIX
+# suite the read-write mounts are held to.
+if ! command -v fsx >/dev/null 2>&1; then
+  echo "installing: fsx"
+  cargo install fsx --version 0.3.2 --locked --quiet ||
+    { echo "install-test-deps: cannot install fsx (needed by tests/tests/rw_mounts.rs)" >&2; exit 1; }
+fi
+if ! command -v pjdfstest >/dev/null 2>&1; then
+  echo "installing: pjdfstest"
+  cargo install pjdfstest --locked --quiet ||
+    { echo "install-test-deps: cannot install pjdfstest" >&2; exit 1; }
+fi

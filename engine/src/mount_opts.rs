@@ -56,10 +56,12 @@ impl VfsFlag {
     }
 }
 
-/// `errors=`: what to do when damage is found. A read-only mount has
-/// nothing to remount, so `continue` and `remount-ro` both go on (the
-/// damaged object fails alone); `panic` stops the server at the first
-/// damage, as fuse2fs' `errors=panic` does (it dumps core).
+/// `errors=`: what to do when damage is found (the kernel's
+/// `ext4_error`). `continue`: the damaged object fails alone; `remount-ro`:
+/// a read-write mount stops writing (a read-only one goes on); `panic`:
+/// the server stops at the first damage, as fuse2fs' `errors=panic` does
+/// (the kernel panics). Without the option, the superblock's `s_errors`
+/// decides ([`MountOptions::on_error`]), as with the kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnErrors {
     #[default]
@@ -67,6 +69,21 @@ pub enum OnErrors {
     RemountRo,
     Panic,
 }
+
+impl OnErrors {
+    /// The superblock's `s_errors` (1 continue, 2 remount-ro, 3 panic;
+    /// anything else is the kernel's default, continue).
+    pub fn from_superblock(s_errors: u16) -> OnErrors {
+        match s_errors {
+            2 => OnErrors::RemountRo,
+            3 => OnErrors::Panic,
+            _ => OnErrors::Continue,
+        }
+    }
+}
+
+/// The kernel's default commit interval (`JBD2_DEFAULT_MAX_COMMIT_AGE`).
+pub const DEFAULT_COMMIT_SECS: u32 = 5;
 
 /// What the common options say.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,7 +97,8 @@ pub struct MountOptions {
     /// rights to every file (files are shown as theirs, unless `uid=`/
     /// `gid=` say otherwise); set-uid and devices stay off.
     pub fakeroot: bool,
-    pub errors: OnErrors,
+    /// `errors=` as given (see [`MountOptions::on_error`]).
+    pub errors: Option<OnErrors>,
     /// `statfs` without subtracting the metadata overhead (`minixdf`).
     pub minixdf: bool,
     /// Largest read request the kernel may send (`max_read=`).
@@ -118,13 +136,33 @@ pub struct MountOptions {
     /// machines with neither a terminal nor a log daemon).
     pub logfile: Option<String>,
     pub vfs_flags: Vec<VfsFlag>,
+    /// `ro`: never write. Read-write is the default, as with fuse2fs and
+    /// mount(8); a volume that cannot be written mounts read-only anyway
+    /// ([`MountOptions::open_volume`] says why).
+    pub read_only: bool,
+    /// `sync`: every change is durable before its request is answered.
+    pub sync: bool,
+    /// `dirsync`: changes to directories are durable before their
+    /// request is answered.
+    pub dirsync: bool,
+    /// `commit=N`: commit what is pending every N seconds (the kernel's
+    /// default 5; 0 means the default).
+    pub commit_secs: Option<u32>,
 }
 
 /// `--help`'s list of the options every FUSE frontend takes; each adds
 /// its own after it.
 pub const HELP: &str = "\
 Mount options (-o, comma-separated), in the style of mount(8) and fuse2fs:
-  ro                   read-only (the only mode for now; rw is refused)
+  ro, rw               read-only, or read-write (the default, as with fuse2fs
+                       and mount(8)); a filesystem with a feature that cannot
+                       be written, or a device without write access, mounts
+                       read-only with a warning
+  sync, async          every change is on disk before the call returns (sync),
+                       or once committed (async, the default)
+  dirsync              every change to a directory is on disk before the call
+                       returns
+  commit=SECONDS       commit pending changes at least this often (default 5)
   allow_other          let other users use the mount
   default_permissions  accepted: permissions (and POSIX ACLs) are always
                        checked, by the kernel, for every user
@@ -140,8 +178,9 @@ Mount options (-o, comma-separated), in the style of mount(8) and fuse2fs:
                        list of its ext2/3/4 partitions)
   norecovery, noload   ignore a journal that needs recovery (as the kernel's
                        norecovery): the filesystem without the journal's newest
-                       changes. Without it the journal is replayed in memory,
-                       the image itself left unchanged
+                       changes; forces read-only. Without it the journal is
+                       replayed: onto the image read-write, in memory with ro
+                       (the image itself left unchanged)
   journal_path=PATH    the external journal device of a filesystem whose
                        journal is not in an inode (read to replay it)
   replay_budget=N[k|m|g]  memory for the plan of a journal replayed in memory,
@@ -149,9 +188,9 @@ Mount options (-o, comma-separated), in the style of mount(8) and fuse2fs:
   logfile=PATH         append log lines (damage found, failures) to PATH
                        instead of stderr, or syslog once detached
   errors=continue|remount-ro|panic  on damage: go on, the damaged object
-                       failing alone (continue, remount-ro: the mount is
-                       read-only already), or stop the server (panic, as
-                       fuse2fs: the mount goes away)
+                       failing alone (continue), stop writing (remount-ro),
+                       or stop the server (panic, as fuse2fs: the mount goes
+                       away); default: the superblock's setting
   max_read=N[k|m]      largest read the kernel may ask for (at least 4k)
   minixdf, bsddf       statfs counts all blocks (minixdf, as the kernel's
                        option) or leaves out metadata overhead (bsddf, default)
@@ -168,7 +207,7 @@ Mount options (-o, comma-separated), in the style of mount(8) and fuse2fs:
   debug                log every request (implies -f)
   Accepted with no effect: the fstab options (auto, noauto, user, users,
   nofail, _netdev, defaults, x-*, comment=), relatime and the other atime
-  options, sync, async, and fuse2fs/libfuse habits whose effect is always on:
+  options, and fuse2fs/libfuse habits whose effect is always on:
   kernel_cache (the page cache is kept), auto_unmount (no dead mount is left
   when the server ends), nonempty (any directory can be mounted on),
   no_default_opts (there are no libfuse defaults to drop).
@@ -193,6 +232,7 @@ const VALUED: &[&str] = &[
     "offset",
     "partition",
     "name_index_size",
+    "commit",
 ];
 
 /// Accepted and ignored: meaningless on a read-only mount, or read only by
@@ -206,8 +246,6 @@ const IGNORED: &[&str] = &[
     "nodiratime",
     "lazytime",
     "nolazytime",
-    "async",
-    "sync",
     "auto",
     "noauto",
     "user",
@@ -274,7 +312,7 @@ impl MountOptions {
                     ))
                 }
                 "errors" => {
-                    self.errors = match v {
+                    self.errors = Some(match v {
                         "continue" => OnErrors::Continue,
                         "remount-ro" => OnErrors::RemountRo,
                         "panic" => OnErrors::Panic,
@@ -283,7 +321,11 @@ impl MountOptions {
                                 "mount option errors={v}: must be continue, remount-ro or panic"
                             ))
                         }
-                    }
+                    })
+                }
+                "commit" => {
+                    let n: u32 = number(name, v)?;
+                    self.commit_secs = Some(if n == 0 { DEFAULT_COMMIT_SECS } else { n });
                 }
                 "max_read" => {
                     let n = parse_size(v)?;
@@ -336,14 +378,21 @@ impl MountOptions {
             return Ok(None);
         }
         match name {
-            "ro" => {
-                let mut ro = false;
-                flag(&mut ro)
+            "ro" => flag(&mut self.read_only),
+            "rw" => {
+                let mut rw = false;
+                flag(&mut rw)?;
+                self.read_only = false;
+                Ok(None)
             }
-            "rw" => refuse(
-                "read-write mounts are not supported yet (this version mounts read-only): use -o ro"
-                    .to_string(),
-            ),
+            "sync" => flag(&mut self.sync),
+            "async" => {
+                let mut seen = false;
+                flag(&mut seen)?;
+                self.sync = false;
+                Ok(None)
+            }
+            "dirsync" => flag(&mut self.dirsync),
             "allow_other" => flag(&mut self.allow_other),
             "kernel" => flag(&mut self.kernel),
             "fakeroot" => flag(&mut self.fakeroot),
@@ -376,9 +425,7 @@ impl MountOptions {
                 self.vfs_flags.extend(VfsFlag::from_name(name));
                 Ok(None)
             }
-            _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => {
-                Ok(None)
-            }
+            _ if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" => Ok(None),
             _ => Ok(Some((name, value))),
         }
     }
@@ -443,18 +490,25 @@ impl MountOptions {
         })
     }
 
-    /// Open `dev` for a mount with these options: read-only, with the
+    /// Open `dev` for a mount with these options: read-write unless `ro`
+    /// or `norecovery` (the kernel allows it only read-only), with the
     /// `cache_size` budget, failing on damage as the kernel does, a
-    /// journal that needs recovery replayed in memory unless `norecovery`
-    /// (then ignored), its external device opened by `open_journal` from
-    /// `journal_path=`. `Err` is the one line to print.
+    /// journal that needs recovery replayed (onto the device read-write,
+    /// in memory read-only) unless `norecovery` (then ignored), its
+    /// external device opened by `open_journal` from `journal_path=`. A
+    /// device without write access or a feature the engine cannot write
+    /// mounts read-only, saying why ([`Opened::read_only_because`]), as
+    /// the kernel mounts write-protected media. `Err` is the one line to
+    /// print.
     pub fn open_volume<D: BlockDevice>(
         &self,
         dev: D,
         open_journal: impl FnOnce(&str) -> Result<Box<dyn BlockDevice>, String>,
-    ) -> Result<Volume<D>, String> {
+    ) -> Result<Opened<D>, String> {
+        let read_only_because = self.read_only_because(&dev)?;
+        let read_only = self.read_only || read_only_because.is_some();
         let mut o = OpenOptions {
-            read_only: true,
+            read_only,
             // A mounted filesystem answers as the kernel's ext4 does.
             on_damage: OnDamage::AsKernel,
             ..OpenOptions::default()
@@ -476,13 +530,56 @@ impl MountOptions {
             Some(p) => Some(open_journal(p).map_err(|e| alloc::format!("journal_path={p}: {e}"))?),
             None => None,
         };
-        Volume::open_with_journal(dev, journal, &o).map_err(|e| match e {
+        let volume = Volume::open_with_journal(dev, journal, &o).map_err(|e| match e {
             crate::Error::Journal(j) if !self.norecovery => alloc::format!(
                 "{j} (mount with -o norecovery to see the filesystem without the journal's changes)"
             ),
+            crate::Error::Unsupported { what } if !read_only => alloc::format!(
+                "{what} (a read-write mount needs cache_size= of at least 256 blocks; or mount with -o ro)"
+            ),
             e => e.to_string(),
+        })?;
+        Ok(Opened {
+            volume,
+            read_only_because,
         })
     }
+
+    /// Why a mount of `dev` that these options want read-write must be
+    /// read-only (`None`: it can be written, or `ro` was asked for).
+    pub fn read_only_because<D: BlockDevice>(&self, dev: &D) -> Result<Option<String>, String> {
+        if self.read_only {
+            return Ok(None);
+        }
+        if self.norecovery {
+            return Ok(Some(String::from(
+                "norecovery: the journal is not replayed, so nothing may be written",
+            )));
+        }
+        Ok(crate::writable::device_refusal(dev)
+            .map_err(|e| e.to_string())?
+            .map(|e| match e {
+                crate::Error::ReadOnly => {
+                    String::from("the device or image cannot be opened for writing")
+                }
+                e => e.to_string(),
+            }))
+    }
+
+    /// The `errors=` behaviour for `vol`: the option, else the
+    /// superblock's, as the kernel decides.
+    pub fn on_error<D: BlockDevice>(&self, vol: &Volume<D>) -> OnErrors {
+        self.errors
+            .unwrap_or_else(|| OnErrors::from_superblock(vol.sb().errors))
+    }
+}
+
+/// A volume opened for a mount.
+pub struct Opened<D: BlockDevice> {
+    pub volume: Volume<D>,
+    /// Why a mount that was to be read-write is read-only (one line for
+    /// the user), if it is.
+    pub read_only_because: Option<String>,
 }
 
 /// Split an `-o` list on commas, honouring `\,` escapes as libfuse does.
@@ -577,12 +674,22 @@ mod tests {
         assert!(o.nosuid() && o.nodev());
         let (o, _) = parse("nosuid,suid,nosuid,noload,debug,noatime").unwrap();
         assert!(o.nosuid() && o.norecovery && o.debug && o.noatime());
+        assert!(!o.read_only && !o.sync);
+        let (o, _) = parse("ro,sync,dirsync,commit=30,errors=remount-ro").unwrap();
+        assert!(o.read_only && o.sync && o.dirsync);
+        assert_eq!(
+            (o.commit_secs, o.errors),
+            (Some(30), Some(OnErrors::RemountRo))
+        );
+        let (o, _) = parse("ro,rw,sync,async,commit=0").unwrap();
+        assert!(!o.read_only && !o.sync);
+        assert_eq!(o.commit_secs, Some(DEFAULT_COMMIT_SECS));
     }
 
     #[test]
     fn refusals_name_the_option() {
         let e = |l: &str| parse(l).unwrap_err().0;
-        assert!(e("rw").contains("read-write mounts are not supported"));
+        assert!(e("commit=soon").contains("not a number"));
         assert!(e("uid=bob").contains("uid=bob: not a number"));
         assert!(e("uid").contains("needs a value"));
         assert!(e("ro=1").contains("takes no value"));
@@ -601,7 +708,7 @@ mod tests {
         .unwrap();
         assert!(rest.is_empty(), "{rest:?}");
         assert!(o.fakeroot && o.minixdf);
-        assert_eq!(o.errors, OnErrors::Panic);
+        assert_eq!(o.errors, Some(OnErrors::Panic));
         assert_eq!(
             (o.max_read, o.offset, o.partition),
             (Some(65536), Some(1 << 20), Some(2))
@@ -609,7 +716,7 @@ mod tests {
         assert_eq!(o.shown_ids((1000, 100)), (Some(1000), Some(100)));
         let (o, _) = parse("fakeroot,uid=5,minixdf,bsddf,errors=remount-ro").unwrap();
         assert_eq!(o.shown_ids((1000, 100)), (Some(5), Some(100)));
-        assert!(!o.minixdf && o.errors == OnErrors::RemountRo);
+        assert!(!o.minixdf && o.errors == Some(OnErrors::RemountRo));
         let e = |l: &str| parse(l).unwrap_err().0;
         assert!(e("errors=explode").contains("continue, remount-ro or panic"));
         assert!(e("max_read=12").contains("4k..4g"));

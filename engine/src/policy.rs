@@ -12,6 +12,11 @@
 //! - [`xattr_visible`], [`check_getxattr`], [`xattr_list`]: `trusted.*` is
 //!   only a privileged caller's; [`xattr_reply`]: the size-0 probe and
 //!   `ERANGE` protocol of `getxattr`/`listxattr`.
+//! - write requests: [`cred`] (who creates, and whether the reserved
+//!   blocks are theirs), [`check_change`] (an inode's contents or
+//!   attributes), [`check_dir_change`] (a directory's entries),
+//!   [`check_delete`] (the sticky bit, and what may not lose a name),
+//!   [`check_setattr`] (who may change which attribute);
 //! - [`timeouts`]: how long a kernel may cache entries and attributes.
 //! - [`errno_for`]: the errno a request answers with for an engine error
 //!   (a damaged object gives `EBADMSG` or `EUCLEAN` as the kernel does; a
@@ -36,6 +41,8 @@ use crate::error::{Error, Result};
 use crate::inode::flags;
 use crate::numbers::InodeNo;
 use crate::volume::Volume;
+use crate::writable::Cred;
+use crate::write::{SetAttr, SetTime};
 
 /// Who makes a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,19 +250,157 @@ impl<D: BlockDevice> Volume<D> {
 }
 
 /// `open(2)` flags (Linux numbering) a volume refuses for an inode of
-/// `kind` before any permission check: writing a directory (`EISDIR`), and
-/// on a read-only volume any write or `O_TRUNC` of a regular file
-/// (`EROFS`), as the kernel's VFS refuses them on a read-only mount.
-pub fn check_open(open_flags: u32, kind: FileType, read_only: bool) -> Result<()> {
+/// `kind` with ext4 inode flags `iflags` before any permission check:
+/// writing a directory (`EISDIR`); on a read-only volume any write or
+/// `O_TRUNC` of a regular file (`EROFS`), as the kernel's VFS refuses them
+/// on a read-only mount; writing or truncating an immutable file, and
+/// writing an append-only one but with `O_APPEND` or truncating it
+/// (`EPERM`, the VFS's `may_open`).
+pub fn check_open(open_flags: u32, kind: FileType, iflags: u32, read_only: bool) -> Result<()> {
     const O_ACCMODE: u32 = 0o3;
     const O_TRUNC: u32 = 0o1000;
+    const O_APPEND: u32 = 0o2000;
     let writes = open_flags & O_ACCMODE != 0;
     if kind == FileType::Directory && writes {
         return Err(Error::IsDir);
     }
     let file = matches!(kind, FileType::Regular | FileType::Directory);
-    if read_only && file && (writes || (open_flags & O_TRUNC != 0 && kind == FileType::Regular)) {
+    let trunc = open_flags & O_TRUNC != 0 && kind == FileType::Regular;
+    if read_only && file && (writes || trunc) {
         return Err(Error::ReadOnly);
+    }
+    if iflags & flags::IMMUTABLE != 0 && (writes || trunc) {
+        return Err(Error::NotPermitted);
+    }
+    if iflags & flags::APPEND != 0 && ((writes && open_flags & O_APPEND == 0) || trunc) {
+        return Err(Error::NotPermitted);
+    }
+    Ok(())
+}
+
+/// The engine's view of a request's caller: the owner of what it
+/// creates, and whether it may use the root-reserved blocks (root holds
+/// `CAP_SYS_RESOURCE`).
+pub fn cred(caller: &Caller) -> Cred {
+    Cred {
+        uid: caller.uid,
+        gid: caller.gid,
+        cap_resource: caller.is_root(),
+    }
+}
+
+/// May the contents of `s` change (write, truncate, allocate)? `EROFS` on
+/// a read-only volume, `EPERM` for an immutable inode. (An append-only
+/// file is only ever opened for appending, which [`check_open`] sees.)
+pub fn check_change(s: &Subject, read_only: bool) -> Result<()> {
+    if read_only {
+        return Err(Error::ReadOnly);
+    }
+    if s.flags & flags::IMMUTABLE != 0 {
+        return Err(Error::NotPermitted);
+    }
+    Ok(())
+}
+
+/// May entries of directory `dir` be added (`removing` false) or removed?
+/// `EROFS` on a read-only volume; `EPERM` in an immutable directory, and
+/// for removals in an append-only one (the kernel's `may_delete`; the
+/// permission bits are the kernel's to check, with every group of the
+/// caller).
+pub fn check_dir_change(dir: &Subject, removing: bool, read_only: bool) -> Result<()> {
+    check_change(dir, read_only)?;
+    if removing && dir.flags & flags::APPEND != 0 {
+        return Err(Error::NotPermitted);
+    }
+    Ok(())
+}
+
+/// May `caller` remove (unlink, rmdir, rename away or over) `victim` from
+/// `dir`? [`check_dir_change`], then `EPERM` for an immutable or
+/// append-only victim, and in a sticky directory for anyone but root, the
+/// directory's owner and the victim's owner (`check_sticky`).
+pub fn check_delete(
+    caller: &Caller,
+    dir: &Subject,
+    victim: &Subject,
+    read_only: bool,
+) -> Result<()> {
+    check_dir_change(dir, true, read_only)?;
+    if victim.flags & (flags::IMMUTABLE | flags::APPEND) != 0 {
+        return Err(Error::NotPermitted);
+    }
+    const S_ISVTX: u32 = 0o1000;
+    if dir.mode & S_ISVTX != 0
+        && !caller.is_root()
+        && caller.uid != dir.uid
+        && caller.uid != victim.uid
+    {
+        return Err(Error::NotPermitted);
+    }
+    Ok(())
+}
+
+/// May `caller` change the attributes `set` asks of `s`? The kernel's
+/// rules (`notify_change`, `setattr_prepare`), as far as a caller's uid
+/// decides them:
+///
+/// - `EROFS` on a read-only volume;
+/// - an immutable inode changes nothing, an append-only one neither its
+///   mode, owner, size nor explicit times (`EPERM`);
+/// - only root gives a file away (`uid`), only the owner or root changes
+///   its group, mode or sets explicit times (`EPERM`) — but anyone may
+///   clear the set-user-ID and set-group-ID bits, which is what the
+///   kernel asks on behalf of a writer or of `chown` (`file_remove_privs`);
+/// - times set to now are the kernel's to allow (the owner, or whoever may
+///   write the file).
+///
+/// Group membership (`chgrp` to a group the owner is in, keeping
+/// set-group-ID on `chmod`) needs the caller's supplementary groups,
+/// which FUSE requests do not carry: the kernel decides it
+/// (`default_permissions` is always on).
+pub fn check_setattr(caller: &Caller, s: &Subject, set: &SetAttr, read_only: bool) -> Result<()> {
+    let times_now =
+        matches!(set.atime, Some(SetTime::Now)) || matches!(set.mtime, Some(SetTime::Now));
+    let times_set =
+        matches!(set.atime, Some(SetTime::At(_))) || matches!(set.mtime, Some(SetTime::At(_)));
+    let anything = set.mode.is_some()
+        || set.uid.is_some()
+        || set.gid.is_some()
+        || set.size.is_some()
+        || times_now
+        || times_set
+        || set.ctime.is_some();
+    if !anything {
+        return Ok(());
+    }
+    if read_only {
+        return Err(Error::ReadOnly);
+    }
+    const SETID: u32 = 0o6000;
+    let old = s.mode & 0o7777;
+    let only_drops_setid = set.mode.is_some_and(|m| {
+        let m = u32::from(m) & 0o7777;
+        m & !SETID == old & !SETID && m & SETID & !old == 0
+    });
+    let owner_attrs = (set.mode.is_some() && !only_drops_setid)
+        || set.uid.is_some_and(|u| u != s.uid)
+        || set.gid.is_some_and(|g| g != s.gid)
+        || times_set;
+    if s.flags & flags::IMMUTABLE != 0 {
+        return Err(Error::NotPermitted);
+    }
+    if s.flags & flags::APPEND != 0 && (owner_attrs || set.size.is_some()) {
+        return Err(Error::NotPermitted);
+    }
+    if caller.is_root() {
+        return Ok(());
+    }
+    if set.uid.is_some_and(|u| u != s.uid) {
+        return Err(Error::NotPermitted);
+    }
+    let owner = caller.uid == s.uid;
+    if !owner && owner_attrs {
+        return Err(Error::NotPermitted);
     }
     Ok(())
 }
@@ -476,16 +621,96 @@ mod tests {
     #[test]
     fn open_flags_on_a_read_only_volume() {
         let (ro, rw) = (true, false);
-        assert_eq!(check_open(0, FileType::Regular, ro), Ok(()));
-        assert_eq!(check_open(1, FileType::Regular, ro), Err(Error::ReadOnly));
-        assert_eq!(check_open(2, FileType::Regular, ro), Err(Error::ReadOnly));
+        let reg = FileType::Regular;
+        assert_eq!(check_open(0, reg, 0, ro), Ok(()));
+        assert_eq!(check_open(1, reg, 0, ro), Err(Error::ReadOnly));
+        assert_eq!(check_open(2, reg, 0, ro), Err(Error::ReadOnly));
+        assert_eq!(check_open(0o1000, reg, 0, ro), Err(Error::ReadOnly));
+        assert_eq!(check_open(0o1000, reg, 0, rw), Ok(()));
+        assert_eq!(check_open(1, FileType::Directory, 0, rw), Err(Error::IsDir));
+        assert_eq!(check_open(0o1000, FileType::Fifo, 0, ro), Ok(()));
+        // Immutable: no writing; append-only: appending only.
+        let (imm, app) = (flags::IMMUTABLE, flags::APPEND);
+        assert_eq!(check_open(0, reg, imm, rw), Ok(()));
+        assert_eq!(check_open(1, reg, imm, rw), Err(Error::NotPermitted));
+        assert_eq!(check_open(1, reg, app, rw), Err(Error::NotPermitted));
+        assert_eq!(check_open(1 | 0o2000, reg, app, rw), Ok(()));
+        assert_eq!(check_open(0o1000, reg, app, rw), Err(Error::NotPermitted));
+    }
+
+    #[test]
+    fn who_may_change_what() {
+        let s = subject(10, 20, 0o4755, None);
+        let owner = caller(10, 20, &[]);
+        let other = caller(11, 20, &[]);
+        let root = caller(0, 0, &[]);
+        let set = |f: fn(&mut SetAttr)| {
+            let mut a = SetAttr::default();
+            f(&mut a);
+            a
+        };
+        let chmod = set(|a| a.mode = Some(0o700));
+        let give = set(|a| a.uid = Some(11));
+        let chgrp = set(|a| a.gid = Some(30));
+        let utimes = set(|a| a.mtime = Some(SetTime::At(crate::Timestamp { sec: 1, nsec: 0 })));
+        let touch = set(|a| a.mtime = Some(SetTime::Now));
+        let kill_suid = set(|a| a.mode = Some(0o755));
+        for (req, owner_ok) in [
+            (&chmod, true),
+            (&give, false),
+            (&chgrp, true),
+            (&utimes, true),
+        ] {
+            let want = if owner_ok {
+                Ok(())
+            } else {
+                Err(Error::NotPermitted)
+            };
+            assert_eq!(check_setattr(&owner, &s, req, false), want, "{req:?}");
+            assert_eq!(
+                check_setattr(&other, &s, req, false),
+                Err(Error::NotPermitted)
+            );
+            assert_eq!(check_setattr(&root, &s, req, false), Ok(()));
+            assert_eq!(check_setattr(&root, &s, req, true), Err(Error::ReadOnly));
+        }
+        // What the kernel asks for any writer.
+        assert_eq!(check_setattr(&other, &s, &kill_suid, false), Ok(()));
+        assert_eq!(check_setattr(&other, &s, &touch, false), Ok(()));
+        let mut imm = s;
+        imm.flags = flags::IMMUTABLE;
         assert_eq!(
-            check_open(0o1000, FileType::Regular, ro),
-            Err(Error::ReadOnly)
+            check_setattr(&root, &imm, &touch, false),
+            Err(Error::NotPermitted)
         );
-        assert_eq!(check_open(0o1000, FileType::Regular, rw), Ok(()));
-        assert_eq!(check_open(1, FileType::Directory, rw), Err(Error::IsDir));
-        assert_eq!(check_open(0o1000, FileType::Fifo, ro), Ok(()));
+        let mut app = s;
+        app.flags = flags::APPEND;
+        assert_eq!(
+            check_setattr(&root, &app, &chmod, false),
+            Err(Error::NotPermitted)
+        );
+        assert_eq!(check_setattr(&root, &app, &touch, false), Ok(()));
+        assert_eq!(check_setattr(&owner, &s, &SetAttr::default(), true), Ok(()));
+    }
+
+    #[test]
+    fn sticky_directories_and_flags() {
+        let mut dir = subject(10, 20, 0o1777, None);
+        dir.kind = FileType::Directory;
+        let victim = subject(11, 20, 0o644, None);
+        let ok = |uid| check_delete(&caller(uid, 99, &[]), &dir, &victim, false);
+        assert_eq!(ok(10), Ok(()));
+        assert_eq!(ok(11), Ok(()));
+        assert_eq!(ok(0), Ok(()));
+        assert_eq!(ok(12), Err(Error::NotPermitted));
+        let mut app = dir;
+        app.flags = flags::APPEND;
+        assert_eq!(check_dir_change(&app, false, false), Ok(()));
+        assert_eq!(
+            check_dir_change(&app, true, false),
+            Err(Error::NotPermitted)
+        );
+        assert_eq!(check_dir_change(&dir, false, true), Err(Error::ReadOnly));
     }
 
     #[test]

@@ -390,6 +390,17 @@ impl<D: BlockDevice> Volume<D> {
         self.went_read_only(why);
     }
 
+    /// Stop writing after damage was found (the kernel's
+    /// `errors=remount-ro` and `errors=panic`): the running transaction
+    /// is discarded as in an abort, and the volume turns read-only,
+    /// reporting `why` ([`Volume::abort_reason`]). What was committed
+    /// before stays.
+    pub fn stop_writing(&self, why: Error) {
+        if self.is_rw_mounted() && !self.read_only() {
+            self.abort(why);
+        }
+    }
+
     /// Add a block pinned outside any handle (the superblock at commit).
     pub(crate) fn txn_add(&self, b: PhysBlock) {
         self.txns().state.lock().blocks.push(b);

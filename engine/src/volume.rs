@@ -224,7 +224,7 @@ impl core::fmt::Display for Warning {
 }
 
 /// Read and parse the superblock of `dev`.
-fn read_superblock(dev: &impl BlockDevice) -> Result<Superblock> {
+pub(crate) fn read_superblock(dev: &impl BlockDevice) -> Result<Superblock> {
     let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
     if dev.size() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
         return Err(Error::NotExt4);

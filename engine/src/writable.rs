@@ -194,6 +194,19 @@ pub fn refusal(sb: &Superblock) -> Option<Error> {
     None
 }
 
+/// Why a volume on `dev` cannot be opened read-write, or `None` when it
+/// can: a device opened without write access ([`Error::ReadOnly`]), or a
+/// feature [`refusal`] names. A journal that needs recovery is no reason:
+/// a read-write open replays it first.
+pub fn device_refusal<D: BlockDevice>(dev: &D) -> Result<Option<Error>> {
+    if dev.read_only() {
+        return Ok(Some(Error::ReadOnly));
+    }
+    let mut sb = crate::volume::read_superblock(dev)?;
+    sb.incompat &= !incompat::RECOVER;
+    Ok(refusal(&sb))
+}
+
 /// What a read-write open requires of the device and the features.
 pub(crate) fn check_writable<D: BlockDevice>(sb: &Superblock, dev: &D) -> Result<()> {
     if dev.read_only() {

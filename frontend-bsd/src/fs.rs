@@ -2,11 +2,12 @@
 //! only what FreeBSD's fusefs speaks (plain READDIR, no READDIRPLUS, no
 //! passthrough, no notifications, LSEEK only from protocol 7.24 on).
 //!
-//! Node ids are ext4 inode numbers ([`ext4_fuse_common::nodes`]); there is
-//! no node table: the volume is read-only, so an inode number stays valid,
-//! and FORGET has nothing to release. What to answer (permissions, open
-//! flags, xattr namespaces and sizes, cache timeouts, errnos) is the
-//! engine's request policy, shared with `ext4-fuse`.
+//! Node ids are ext4 inode numbers ([`ext4_fuse_common::nodes`]); the
+//! kernel's references to them (lookups, open files) are counted by
+//! [`ext4_fuse_common::fs::Fs`], which also does every write request,
+//! shared with `ext4-fuse`. What to answer (permissions, open flags, xattr
+//! namespaces and sizes, cache timeouts, errnos) is the engine's request
+//! policy.
 
 use std::cell::RefCell;
 use std::ffi::OsStr;
@@ -15,13 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ext4_engine::policy::{self, Caller, ShownIds, XattrReply};
-use ext4_engine::{Attr, FileType as Kind, Timestamp};
+use ext4_engine::{Attr, FileType as Kind, SetAttr, SetTime, Timestamp};
 use ext4_engine::{BlockDevice, Error, InodeNo, Volume, Whence};
+use ext4_fuse_common::fs::Fs;
 use ext4_fuse_common::{log, nodes};
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::sys;
@@ -54,7 +57,7 @@ pub struct FsConfig {
 }
 
 pub struct Ext4Fs<D: BlockDevice + 'static> {
-    vol: Volume<D>,
+    fs: Fs<D>,
     cfg: FsConfig,
     /// How long the kernel may cache entries and attributes.
     ttl: Duration,
@@ -72,10 +75,10 @@ pub struct Ext4Fs<D: BlockDevice + 'static> {
 pub const SERVER_MINOR: u32 = 40;
 
 impl<D: BlockDevice + 'static> Ext4Fs<D> {
-    pub fn new(vol: Volume<D>, cfg: FsConfig) -> Self {
+    pub fn new(fs: Fs<D>, cfg: FsConfig) -> Self {
         Ext4Fs {
-            ttl: policy::timeouts(vol.read_only()).attr,
-            vol,
+            ttl: policy::timeouts(fs.read_only()).attr,
+            fs,
             cfg,
             minor: AtomicU32::new(0),
             no_open: AtomicBool::new(false),
@@ -84,7 +87,12 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
     }
 
     pub fn volume(&self) -> &Volume<D> {
-        &self.vol
+        self.fs.volume()
+    }
+
+    /// The volume with what the mount keeps beside it.
+    pub fn served(&self) -> &Fs<D> {
+        &self.fs
     }
 
     /// The negotiated protocol minor.
@@ -109,7 +117,7 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
 
     /// Log damage the engine worked around while answering.
     fn drain(&self) {
-        log::skipped(self.vol.take_reports());
+        log::skipped(self.volume().take_reports());
     }
 
     /// The owner and group callers are shown (`uid=`, `gid=`).
@@ -149,13 +157,44 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
     fn lookup_inner(&self, parent: INodeNo, name: &OsStr) -> Result<(FileAttr, u32), Errno> {
         let dir = self.ino(parent)?;
         let a = self
-            .vol
+            .volume()
             .lookup(dir, name.as_bytes())
             .map_err(|e| self.fail("lookup", dir, &e))?;
         // The root is known to the kernel by FUSE's id 1 (and `fuser`
         // reports a node's id as its st_ino in an entry reply).
         let node = nodes::ino_to_nodeid(a.ino).map_err(|e| self.fail("lookup", dir, &e))?;
+        self.fs.entry(&a);
         Ok((self.file_attr(&a, node), a.generation))
+    }
+
+    /// An entry reply for a node just made (`a`), which the kernel holds.
+    fn reply_entry(&self, reply: ReplyEntry, what: &str, dir: InodeNo, r: Result<Attr, Error>) {
+        match r.and_then(|a| nodes::ino_to_nodeid(a.ino).map(|n| (a, n))) {
+            Ok((a, node)) => reply.entry(
+                &self.ttl,
+                &self.file_attr(&a, node),
+                Generation(u64::from(a.generation)),
+            ),
+            Err(e) => reply.error(self.fail(what, dir, &e)),
+        }
+    }
+
+    /// Answer a request that changes nothing it returns.
+    fn reply_done(&self, reply: ReplyEmpty, what: &str, ino: InodeNo, r: Result<(), Error>) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail(what, ino, &e)),
+        }
+    }
+
+    /// A write request the engine does not serve yet: `EROFS` on a
+    /// read-only mount, else `EOPNOTSUPP`.
+    fn not_yet(&self) -> Errno {
+        if self.fs.read_only() {
+            Errno::EROFS
+        } else {
+            Errno::EOPNOTSUPP
+        }
     }
 
     /// Read into `buf` (grown to the request, never shrunk); the count.
@@ -170,14 +209,14 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
         if buf.len() < n {
             buf.resize(n, 0);
         }
-        self.vol
+        self.volume()
             .read(ino, offset, &mut buf[..n])
             .map_err(|e| self.fail_as(policy::Request::Read, "read", ino, &e))
     }
 
     fn readlink_inner(&self, ino: InodeNo) -> Result<Vec<u8>, Errno> {
         let mut t = self
-            .vol
+            .volume()
             .readlink(ino)
             .map_err(|e| self.fail("readlink", ino, &e))?;
         if let Some(p) = &self.cfg.symlink_prefix {
@@ -188,6 +227,33 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
             }
         }
         Ok(t)
+    }
+}
+
+/// A FUSE time to set, in the engine's terms.
+fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(timestamp(t)),
+    }
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        },
+        Err(e) => {
+            // Before 1970: whole seconds down, nanoseconds up.
+            let d = e.duration();
+            let (mut sec, mut nsec) = (-(d.as_secs() as i64), d.subsec_nanos());
+            if nsec > 0 {
+                sec -= 1;
+                nsec = 1_000_000_000 - nsec;
+            }
+            Timestamp { sec, nsec }
+        }
     }
 }
 
@@ -277,7 +343,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        let r = self.vol.getattr(ino);
+        let r = self.volume().getattr(ino);
         self.drain();
         match r {
             // st_ino is the ext4 inode number, the root's included.
@@ -296,20 +362,30 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
     }
 
     fn open(&self, _req: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let flags = sys::linux_open_flags(flags.0);
         // The kernel sends OPEN for regular files only.
-        if let Err(e) = policy::check_open(flags.0 as u32, Kind::Regular, self.vol.read_only()) {
-            return reply.error(Errno::from_i32(sys::host_errno(policy::Request::Other, &e)));
+        if self.fs.read_only() {
+            if let Err(e) = policy::check_open(flags, Kind::Regular, 0, true) {
+                return reply.error(Errno::from_i32(sys::host_errno(policy::Request::Other, &e)));
+            }
+            // A read-only mount needs nothing per open file: where the
+            // kernel can do without OPEN, one ENOSYS saves two requests
+            // per open() from now on (OPEN and RELEASE).
+            if self.no_open.load(Ordering::Relaxed) {
+                return reply.error(Errno::ENOSYS);
+            }
         }
-        let _ = node;
-        // A read-only mount needs nothing per open file: where the kernel
-        // can do without OPEN, one ENOSYS saves two requests per open()
-        // from now on (OPEN and RELEASE). Write opens were refused above,
-        // and later ones are the read-only mount's to refuse.
-        if self.no_open.load(Ordering::Relaxed) {
-            return reply.error(Errno::ENOSYS);
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        // Every change goes through this mount: the kernel's cache of a
+        // file stays valid across opens.
+        match self.fs.open(ino, flags) {
+            Ok(o) if o.keep_cache => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(self.fail("open", ino, &e)),
         }
-        // Contents never change under us: let the kernel keep its cache.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
@@ -343,28 +419,31 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever dirty. ENOSYS makes Linux and FreeBSD stop
-        // sending FLUSH, a synchronous round trip in every close().
+        // Nothing waits in the server for a close(): writes reach the
+        // engine as they come. ENOSYS makes Linux and FreeBSD stop sending
+        // FLUSH, a synchronous round trip in every close().
         reply.error(Errno::ENOSYS);
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _node: INodeNo,
+        node: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // One transaction covers the volume: any sync commits everything.
+        self.reply_done(reply, "fsync", InodeNo(node.0 as u32), self.fs.sync());
     }
 
     fn opendir(&self, _req: &Request, node: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if let Err(e) = policy::check_open(flags.0 as u32, Kind::Directory, self.vol.read_only()) {
+        let flags = sys::linux_open_flags(flags.0);
+        if let Err(e) = policy::check_open(flags, Kind::Directory, 0, self.fs.read_only()) {
             return reply.error(Errno::from_i32(sys::host_errno(policy::Request::Other, &e)));
         }
         let r = self.ino(node).and_then(|ino| {
-            self.vol
+            self.volume()
                 .getattr(ino)
                 .map_err(|e| self.fail("opendir", ino, &e))
         });
@@ -402,7 +481,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         let mut batch: Vec<(InodeNo, usize, Option<Kind>, u64)> = Vec::new();
         let mut names: Vec<u8> = Vec::new();
         let mut bytes = 0usize;
-        let r = self.vol.readdir(ino, offset, &mut |e| {
+        let r = self.volume().readdir(ino, offset, &mut |e| {
             if bytes >= READDIR_BATCH {
                 return false;
             }
@@ -424,7 +503,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
                 // No `filetype` feature: ask the inode (a damaged one is
                 // still listed; looking it up reports the damage).
                 None => self
-                    .vol
+                    .volume()
                     .getattr(child)
                     .map(|a| a.kind)
                     .unwrap_or(Kind::Regular),
@@ -441,16 +520,16 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _node: INodeNo,
+        node: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        self.reply_done(reply, "fsyncdir", InodeNo(node.0 as u32), self.fs.sync());
     }
 
     fn statfs(&self, _req: &Request, _node: INodeNo, reply: ReplyStatfs) {
-        let s = self.vol.statfs();
+        let s = self.fs.statfs();
         // FreeBSD takes f_bsize from frsize, Linux takes both: the same value.
         reply.statfs(
             s.blocks,
@@ -470,7 +549,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Err(e) => return reply.error(e),
         };
         let r = policy::check_getxattr(name.as_bytes(), &caller(req))
-            .and_then(|()| self.vol.getxattr(ino, name.as_bytes()));
+            .and_then(|()| self.volume().getxattr(ino, name.as_bytes()));
         self.drain();
         match r {
             Ok(v) => reply_xattr(reply, size, &v),
@@ -483,7 +562,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        let r = self.vol.listxattr(ino);
+        let r = self.volume().listxattr(ino);
         self.drain();
         match r {
             Ok(names) => reply_xattr(reply, size, &policy::xattr_list(&names, &caller(req))),
@@ -499,7 +578,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Err(e) => return reply.error(e),
         };
         match self
-            .vol
+            .volume()
             .access(ino, &caller(req), mask.bits() as u32, self.shown())
         {
             Ok(()) => reply.ok(),
@@ -533,7 +612,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             libc::SEEK_HOLE => Whence::Hole,
             _ => return reply.error(Errno::EINVAL),
         };
-        let r = self.vol.seek(ino, off, w);
+        let r = self.volume().seek(ino, off, w);
         self.drain();
         match r {
             Ok(o) => match i64::try_from(o) {
@@ -542,5 +621,243 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             },
             Err(e) => reply.error(self.fail("lseek", ino, &e)),
         }
+    }
+
+    fn destroy(&mut self) {
+        // The unmount: leave the image clean.
+        if let Err(e) = self.fs.close() {
+            log::error(format_args!(
+                "closing the filesystem: {e}; run e2fsck on it before the next mount"
+            ));
+        }
+    }
+
+    fn forget(&self, _req: &Request, node: INodeNo, nlookup: u64) {
+        if let Ok(ino) = self.ino(node) {
+            self.fs.forget(ino, nlookup);
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Ok(ino) = self.ino(node) {
+            self.fs.release(ino);
+        }
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let dir = match self.ino(parent) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let flags = sys::linux_open_flags(flags);
+        let r = self
+            .fs
+            .create(&caller(req), dir, name.as_bytes(), mode, umask, Some(flags))
+            .and_then(|a| nodes::ino_to_nodeid(a.ino).map(|n| (a, n)));
+        match r {
+            Ok((a, node)) => reply.created(
+                &self.ttl,
+                &self.file_attr(&a, node),
+                Generation(u64::from(a.generation)),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(self.fail("create", dir, &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let dir = match self.ino(parent) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        // The same numbers on FreeBSD and Linux (mode_t's width differs).
+        const S_IFMT: u32 = 0o170000;
+        const S_IFREG: u32 = 0o100000;
+        if mode & S_IFMT != S_IFREG {
+            // Special files come with the engine's namespace operations.
+            return reply.error(self.not_yet());
+        }
+        let r = self
+            .fs
+            .create(&caller(req), dir, name.as_bytes(), mode, umask, None);
+        self.reply_entry(reply, "mknod", dir, r);
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let dir = match self.ino(parent) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.fs.unlink(&caller(req), dir, name.as_bytes());
+        self.reply_done(reply, "unlink", dir, r);
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        node: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        if flags.is_some() {
+            // chflags(2): the inode flags are not written yet.
+            return reply.error(self.not_yet());
+        }
+        let set = SetAttr {
+            mode: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(timestamp),
+        };
+        match self.fs.setattr(&caller(req), ino, &set) {
+            Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a, u64::from(a.ino.0))),
+            Err(e) => reply.error(self.fail("setattr", ino, &e)),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        match self.fs.write(&caller(req), ino, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(self.fail("write", ino, &e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        node_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        node_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let (from, to) = match (self.ino(node_in), self.ino(node_out)) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let r = self
+            .fs
+            .copy_file_range(&caller(req), (from, offset_in), (to, offset_out), len);
+        match r {
+            Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
+            Err(e) => reply.error(self.fail("copy_file_range", to, &e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.not_yet());
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.not_yet());
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.not_yet());
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.not_yet());
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _node: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.not_yet());
     }
 }

@@ -1,4 +1,4 @@
-//! `ext4-fuse-bsd`: a read-only ext4 FUSE server for FreeBSD's fusefs (and
+//! `ext4-fuse-bsd`: an ext4 FUSE server for FreeBSD's fusefs (and
 //! Linux), on the `fuser` crate. The binary is a thin wrapper around
 //! [`mount_config`] and [`fs::Ext4Fs`]; tests drive `Ext4Fs` directly over
 //! a socket standing in for the kernel.
@@ -19,11 +19,15 @@ use crate::options::MountOpts;
 pub const SUBTYPE: &str = "ext4-fuse-bsd";
 
 /// The `fuser` session settings for these options. `source` names the
-/// mount when no `fsname=` is given.
-pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
+/// mount when no `fsname=` is given; `read_only` when the volume is.
+pub fn mount_config(o: &MountOpts, source: &Path, read_only: bool) -> Config {
     let c = &o.common;
     let mut mo = vec![
-        MountOption::RO,
+        if read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
         MountOption::FSName(
             c.fsname
                 .clone()

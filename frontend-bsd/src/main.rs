@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use ext4_engine::policy::ShownIds;
 use ext4_engine::BlockDevice;
 use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
 use ext4_fuse_bsd::options::MountOpts;
 use ext4_fuse_bsd::{mount_config, server_pushes_symlinks, sys};
+use ext4_fuse_common::fs::{Closer, Durability, Fs};
 use ext4_fuse_common::{cli, daemon, log};
 use fuser::Session;
 
@@ -20,7 +22,7 @@ const NAME: &str = "ext4-fuse-bsd";
 #[command(
     name = NAME,
     version,
-    about = "Mount an ext2/ext3/ext4 filesystem read-only through FUSE (FreeBSD fusefs or Linux)",
+    about = "Mount an ext2/ext3/ext4 filesystem through FUSE (FreeBSD fusefs or Linux), read-write unless -o ro",
     after_help = concat!(
         "  push_symlinks_in     prefix absolute symlink targets with the mount point\n",
         "  intr                 let signals interrupt waiting requests (FreeBSD)\n",
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
     let foreground = cli.foreground || opts.common.debug;
     log::init(NAME);
     log::set_debug(opts.common.debug);
-    log::stop_on_damage(opts.common.errors == ext4_engine::mount_opts::OnErrors::Panic);
+    log::stop_on_damage(opts.common.errors == Some(ext4_engine::mount_opts::OnErrors::Panic));
     log::install_facade();
     if let Some(f) = &opts.common.logfile {
         if let Err(e) = log::use_file(Path::new(f)) {
@@ -82,10 +84,18 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
     let journal = |p: &str| -> Result<Box<dyn BlockDevice>, String> {
-        sys::open_device(Path::new(p)).map(|d| Box::new(d) as Box<dyn BlockDevice>)
+        sys::open_device(Path::new(p), true).map(|d| Box::new(d) as Box<dyn BlockDevice>)
     };
     let vol = match opts.common.open_volume(dev, journal) {
-        Ok(v) => v,
+        Ok(o) => {
+            if let Some(why) = &o.read_only_because {
+                log::warn(format_args!(
+                    "{}: mounted read-only: {why}",
+                    cli.source.display()
+                ));
+            }
+            o.volume
+        }
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
     for w in vol.warnings() {
@@ -101,8 +111,10 @@ fn main() -> ExitCode {
         symlink_prefix: server_pushes_symlinks(&opts)
             .then(|| mountpoint.as_os_str().as_bytes().to_vec()),
     };
-    let fs = Ext4Fs::new(vol, cfg);
-    let config = mount_config(&opts, &cli.source);
+    let read_only = vol.read_only();
+    let durability = Durability::from_options(&opts.common, &vol);
+    let fs = Ext4Fs::new(Fs::new(vol, durability, ShownIds { uid, gid }), cfg);
+    let config = mount_config(&opts, &cli.source, read_only);
 
     // Daemonize before any thread exists; the parent waits for the child
     // to report the mount, so the exit status says whether it worked.
@@ -171,6 +183,26 @@ fn wait_signal(sigs: &libc::sigset_t) -> libc::c_int {
     sig
 }
 
+/// Start the periodic commit (after the signal mask: a thread started
+/// before it would take the signals' default actions); what closes the
+/// volume from another thread.
+fn start_committing(fs: &Ext4Fs<sys::Device>) -> Result<Closer<sys::Device>, String> {
+    fs.served()
+        .start_committer()
+        .map_err(|e| format!("cannot start the commit thread: {e}"))?;
+    Ok(fs.served().closer())
+}
+
+/// Close the volume cleanly, saying so if that fails.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn close(c: &Closer<sys::Device>) {
+    if let Err(e) = c.close() {
+        log::error(format_args!(
+            "closing the filesystem: {e}; run e2fsck on it before the next mount"
+        ));
+    }
+}
+
 fn ready(report: Option<std::os::fd::OwnedFd>) {
     if let Some(fd) = report {
         daemon::detach_stdio();
@@ -198,8 +230,15 @@ fn serve(
         .fsname
         .clone()
         .unwrap_or_else(|| os::default_fsname(source));
-    let spec = mount::MountSpec::new(c, fsname, mountpoint.to_path_buf(), ext4_fuse_bsd::SUBTYPE);
+    let spec = mount::MountSpec::new(
+        c,
+        fsname,
+        mountpoint.to_path_buf(),
+        ext4_fuse_bsd::SUBTYPE,
+        fs.volume().read_only(),
+    );
     let sigs = block_signals();
+    let closer = start_committing(&fs)?;
     // Forked while single-threaded and before mount(2): no moment is left
     // when a killed server would leave its mount behind.
     let watch = watcher::spawn(&mount::Mounted::expected(&spec))?;
@@ -214,8 +253,10 @@ fn serve(
         .name("signals".into())
         .spawn(move || {
             let sig = wait_signal(&sigs);
-            // Exiting is the unmount: the watcher takes the mount down.
+            // Exiting is the unmount: the watcher takes the mount down,
+            // once the volume is closed cleanly.
             log::info(format_args!("signal {sig}: unmounting {}", mp.display()));
+            close(&closer);
             std::process::exit(0);
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
@@ -238,6 +279,8 @@ fn serve(
     report: Option<std::os::fd::OwnedFd>,
 ) -> Result<std::io::Result<()>, String> {
     let sigs = block_signals();
+    // The unmount ends the session, whose end (DESTROY) closes the volume.
+    let _ = start_committing(&fs)?;
     let mut session = Session::new(fs, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();

@@ -79,7 +79,10 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert!(parse("rw").unwrap_err().0.contains("read-only"));
+        assert!(parse("errors=never")
+            .unwrap_err()
+            .0
+            .contains("continue, remount-ro or panic"));
         assert!(parse("bogus").unwrap_err().0.contains("unknown"));
         assert!(parse("threads=2").unwrap_err().0.contains("unknown"));
         assert!(parse("intr=1").unwrap_err().0.contains("no value"));

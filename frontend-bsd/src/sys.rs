@@ -17,31 +17,53 @@ use ext4_fuse_common::os::{check_source, io_msg};
 /// whole sectors where the OS demands it.
 pub type Device = Aligned<FileDevice>;
 
-/// Open an image file or a disk device read-only; `Err` is what is
-/// wrong, in the OS's words.
-pub fn open_device(path: &Path) -> Result<Device, String> {
+/// Open an image file or a disk device: read-write unless `read_only`,
+/// falling back to read-only where writing is not allowed (a
+/// write-protected disk, a read-only file or file system), as mount(8)
+/// does for write-protected media. `Err` is what is wrong, in the OS's
+/// words.
+pub fn open_device(path: &Path, read_only: bool) -> Result<Device, String> {
     let msg = |e: io::Error| io_msg(&e);
-    let file = File::open(path).map_err(msg)?;
+    let (file, read_only) = open_file(path, read_only).map_err(msg)?;
     check_source(&file)?;
     let ft = file.metadata().map_err(msg)?.file_type();
     if ft.is_block_device() || ft.is_char_device() {
         let size = disk_size(&file).map_err(msg)?;
         let sector = sector_size(&file).map_err(msg)?;
         return Ok(Aligned::new(
-            FileDevice::with_size(file, size, true),
+            FileDevice::with_size(file, size, read_only),
             sector,
         ));
     }
     Ok(Aligned::new(
-        FileDevice::from_file(file, true).map_err(msg)?,
+        FileDevice::from_file(file, read_only).map_err(msg)?,
         1,
     ))
 }
 
+fn open_file(path: &Path, read_only: bool) -> io::Result<(File, bool)> {
+    if !read_only {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, false)),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((File::open(path)?, true))
+}
+
 /// The device the filesystem is on: all of `path`, or the part `offset=`
-/// or `partition=` name.
+/// or `partition=` name; read-write unless `ro` (or not writable).
 pub fn open_source(path: &Path, common: &MountOptions) -> Result<Device, String> {
-    let dev = open_device(path)?;
+    let dev = open_device(path, common.read_only)?;
     match common.locate(&dev)? {
         Some((start, len)) => Ok(Aligned {
             inner: dev.inner.window(start, len).map_err(|e| io_msg(&e))?,
@@ -49,6 +71,18 @@ pub fn open_source(path: &Path, common: &MountOptions) -> Result<Device, String>
         }),
         None => Ok(dev),
     }
+}
+
+/// `open(2)` flags in Linux numbering (the engine's policy speaks it).
+pub fn linux_open_flags(host: i32) -> u32 {
+    let h = host as u32;
+    let mut f = h & libc::O_ACCMODE as u32;
+    for (host, linux) in [(libc::O_TRUNC, 0o1000), (libc::O_APPEND, 0o2000)] {
+        if h & host as u32 != 0 {
+            f |= linux;
+        }
+    }
+    f
 }
 
 /// Reads widened to whole `sector`s: FreeBSD's disk devices have no
@@ -89,7 +123,20 @@ impl<D: BlockDevice> BlockDevice for Aligned<D> {
         Ok(())
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        self.inner.write_at(offset, buf)
+        let s = self.sector;
+        let len = buf.len() as u64;
+        if s == 1 || (offset.is_multiple_of(s) && len.is_multiple_of(s)) {
+            return self.inner.write_at(offset, buf);
+        }
+        // Read the whole sectors around it, change, write them back.
+        let start = offset - offset % s;
+        let end = offset.checked_add(len).ok_or(IoError::EIO)?;
+        let wide_end = end.div_ceil(s).saturating_mul(s);
+        let mut tmp = vec![0u8; usize::try_from(wide_end - start).map_err(|_| IoError::EIO)?];
+        self.inner.read_at(start, &mut tmp)?;
+        let at = (offset - start) as usize;
+        tmp[at..at + buf.len()].copy_from_slice(buf);
+        self.inner.write_at(start, &tmp)
     }
     fn flush(&self) -> Result<(), IoError> {
         self.inner.flush()

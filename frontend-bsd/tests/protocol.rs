@@ -230,7 +230,8 @@ impl Kernel {
 
         let dev = ext4_engine::FileDevice::open(img, true).unwrap();
         let vol = Volume::open(dev, &OpenOptions::default()).unwrap();
-        let fs = Ext4Fs::new(vol, FsConfig::default());
+        let served = ext4_fuse_common::fs::Fs::new(vol, Default::default(), Default::default());
+        let fs = Ext4Fs::new(served, FsConfig::default());
         let server = std::thread::spawn(move || {
             let s = Session::from_fd(fs, theirs, SessionACL::All, fuser::Config::default())?;
             s.run()

@@ -1,18 +1,21 @@
-//! What the FUSE session needs from a filesystem. `Volume` is the real one;
-//! the trait exists so the session's protocol handling can be tested with a
-//! small in-memory tree, independently of the engine.
+//! What the FUSE session needs from a filesystem. `Fs` (the volume with
+//! what a mount keeps beside it, shared with `ext4-fuse-bsd`) is the real
+//! one; the trait exists so the session's protocol handling can be tested
+//! with a small in-memory tree, independently of the engine. The write
+//! requests default to `EROFS`: a read-only backend needs none of them.
 
 use ext4_engine::iomap::IomapConfig;
 use ext4_engine::mapping_cache::Mapping;
-use ext4_engine::policy::{Caller, ShownIds};
-use ext4_engine::{Attr, StatFs};
+use ext4_engine::policy::{self, Caller, ShownIds};
+use ext4_engine::{Attr, FileType, SetAttr, StatFs};
 use ext4_engine::{BlockDevice, Error, InodeNo, Result};
-use ext4_engine::{DirEntry, Volume, Whence};
+use ext4_engine::{DirEntry, Whence};
+use ext4_fuse_common::fs::Fs;
 
 pub trait Backend: Send + Sync {
     fn getattr(&self, ino: InodeNo) -> Result<Attr>;
     fn lookup(&self, dir: InodeNo, name: &[u8]) -> Result<Attr>;
-    /// As [`Volume::readdir`]: `f` returns `false` to stop, and the entry it
+    /// As [`ext4_engine::Volume::readdir`]: `f` returns `false` to stop, and the entry it
     /// refused is not consumed.
     fn readdir(
         &self,
@@ -31,7 +34,7 @@ pub trait Backend: Send + Sync {
     fn take_reports(&self) -> Vec<Error> {
         Vec::new()
     }
-    /// As [`Volume::iomap_begin`]: the read and write mappings covering
+    /// As [`ext4_engine::Volume::iomap_begin`]: the read and write mappings covering
     /// `pos`. A backend without iomap answers `Unsupported`.
     fn iomap_begin(
         &self,
@@ -47,20 +50,72 @@ pub trait Backend: Send + Sync {
     fn read_only(&self) -> bool {
         true
     }
-    /// As [`Volume::access`]: may `caller` access `ino` as `mask` asks.
+    /// As [`ext4_engine::Volume::access`]: may `caller` access `ino` as `mask` asks.
     fn access(&self, ino: InodeNo, caller: &Caller, mask: u32, ids: ShownIds) -> Result<()>;
-    /// As [`Volume::iomap_config`]; `None` without iomap.
+    /// As [`ext4_engine::Volume::iomap_config`]; `None` without iomap.
     fn iomap_config(&self) -> Option<IomapConfig> {
         None
     }
+
+    // Node lifetime and the write requests: see `ext4_fuse_common::fs`.
+
+    /// An entry reply naming `a` goes to the kernel.
+    fn entry(&self, _a: &Attr) {}
+    /// `FORGET`: `n` references to `ino` dropped.
+    fn forget(&self, _ino: InodeNo, _n: u64) {}
+    /// `OPEN` with `flags`: whether the kernel may keep its page cache.
+    fn open(&self, ino: InodeNo, flags: u32) -> Result<bool> {
+        let _ = ino;
+        policy::check_open(flags, FileType::Regular, 0, self.read_only())?;
+        Ok(true)
+    }
+    fn release(&self, _ino: InodeNo) {}
+    fn create(
+        &self,
+        _caller: &Caller,
+        _parent: InodeNo,
+        _name: &[u8],
+        _mode: u32,
+        _umask: u32,
+        _open_flags: Option<u32>,
+    ) -> Result<Attr> {
+        Err(Error::ReadOnly)
+    }
+    fn unlink(&self, _caller: &Caller, _parent: InodeNo, _name: &[u8]) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+    fn setattr(&self, _caller: &Caller, _ino: InodeNo, _set: &SetAttr) -> Result<Attr> {
+        Err(Error::ReadOnly)
+    }
+    fn write(&self, _caller: &Caller, _ino: InodeNo, _offset: u64, _data: &[u8]) -> Result<usize> {
+        Err(Error::ReadOnly)
+    }
+    fn copy_file_range(
+        &self,
+        _caller: &Caller,
+        _from: (InodeNo, u64),
+        _to: (InodeNo, u64),
+        _len: u64,
+    ) -> Result<u64> {
+        Err(Error::ReadOnly)
+    }
+    /// `FSYNC`, `FSYNCDIR`, `SYNCFS`: everything acknowledged is durable.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Unmount or `DESTROY`: close the volume cleanly.
+    fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
-impl<D: BlockDevice> Backend for Volume<D> {
+/// The read requests go to the volume; the rest through [`Fs`].
+impl<D: BlockDevice + 'static> Backend for Fs<D> {
     fn getattr(&self, ino: InodeNo) -> Result<Attr> {
-        Volume::getattr(self, ino)
+        self.volume().getattr(ino)
     }
     fn lookup(&self, dir: InodeNo, name: &[u8]) -> Result<Attr> {
-        Volume::lookup(self, dir, name)
+        self.volume().lookup(dir, name)
     }
     fn readdir(
         &self,
@@ -68,28 +123,28 @@ impl<D: BlockDevice> Backend for Volume<D> {
         cookie: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> Result<()> {
-        Volume::readdir(self, dir, cookie, f)
+        self.volume().readdir(dir, cookie, f)
     }
     fn read(&self, ino: InodeNo, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        Volume::read(self, ino, offset, buf)
+        self.volume().read(ino, offset, buf)
     }
     fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
-        Volume::readlink(self, ino)
+        self.volume().readlink(ino)
     }
     fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
-        Volume::getxattr(self, ino, name)
+        self.volume().getxattr(ino, name)
     }
     fn listxattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
-        Volume::listxattr(self, ino)
+        self.volume().listxattr(ino)
     }
     fn statfs(&self) -> StatFs {
-        Volume::statfs(self)
+        Fs::statfs(self)
     }
     fn seek(&self, ino: InodeNo, offset: u64, whence: Whence) -> Result<u64> {
-        Volume::seek(self, ino, offset, whence)
+        self.volume().seek(ino, offset, whence)
     }
     fn take_reports(&self) -> Vec<Error> {
-        Volume::take_reports(self)
+        self.volume().take_reports()
     }
     fn iomap_begin(
         &self,
@@ -99,15 +154,62 @@ impl<D: BlockDevice> Backend for Volume<D> {
         opflags: u32,
         dev: u32,
     ) -> Result<(Mapping, Mapping)> {
-        Volume::iomap_begin(self, ino, pos, count, opflags, dev)
+        self.volume().iomap_begin(ino, pos, count, opflags, dev)
     }
     fn iomap_config(&self) -> Option<IomapConfig> {
-        Some(Volume::iomap_config(self))
+        Some(self.volume().iomap_config())
     }
     fn read_only(&self) -> bool {
-        Volume::read_only(self)
+        Fs::read_only(self)
     }
     fn access(&self, ino: InodeNo, caller: &Caller, mask: u32, ids: ShownIds) -> Result<()> {
-        Volume::access(self, ino, caller, mask, ids)
+        self.volume().access(ino, caller, mask, ids)
+    }
+    fn entry(&self, a: &Attr) {
+        Fs::entry(self, a)
+    }
+    fn forget(&self, ino: InodeNo, n: u64) {
+        Fs::forget(self, ino, n)
+    }
+    fn open(&self, ino: InodeNo, flags: u32) -> Result<bool> {
+        Fs::open(self, ino, flags).map(|o| o.keep_cache)
+    }
+    fn release(&self, ino: InodeNo) {
+        Fs::release(self, ino)
+    }
+    fn create(
+        &self,
+        caller: &Caller,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        open_flags: Option<u32>,
+    ) -> Result<Attr> {
+        Fs::create(self, caller, parent, name, mode, umask, open_flags)
+    }
+    fn unlink(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
+        Fs::unlink(self, caller, parent, name)
+    }
+    fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+        Fs::setattr(self, caller, ino, set)
+    }
+    fn write(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
+        Fs::write(self, caller, ino, offset, data)
+    }
+    fn copy_file_range(
+        &self,
+        caller: &Caller,
+        from: (InodeNo, u64),
+        to: (InodeNo, u64),
+        len: u64,
+    ) -> Result<u64> {
+        Fs::copy_file_range(self, caller, from, to, len)
+    }
+    fn sync(&self) -> Result<()> {
+        Fs::sync(self)
+    }
+    fn close(&self) -> Result<()> {
+        Fs::close(self)
     }
 }

@@ -76,27 +76,87 @@ pub fn check_fuse(fd: BorrowedFd<'_>, name: &str) -> Result<(), String> {
 }
 
 /// Open the volume on an already-open image or device; `name` prefixes
-/// every message. Applies the journal policy and logs engine warnings.
+/// every message. Read-write when the descriptor allows writing and the
+/// options and the filesystem do (else read-only, with one warning line
+/// saying why); applies the journal policy and logs engine warnings.
 pub fn open_volume(
     file: File,
     name: &str,
     common: &MountOptions,
 ) -> Result<Volume<FileDevice>, String> {
     ext4_fuse_common::os::check_source(&file).map_err(|e| format!("{name}: {e}"))?;
-    let dev = FileDevice::from_file(file, true).map_err(|e| format!("{name}: {}", io_msg(&e)))?;
+    let writable = !common.read_only && opened_for_writing(&file);
+    let dev =
+        FileDevice::from_file(file, !writable).map_err(|e| format!("{name}: {}", io_msg(&e)))?;
     let dev = match common.locate(&dev).map_err(|e| format!("{name}: {e}"))? {
         Some((start, len)) => dev
             .window(start, len)
             .map_err(|e| format!("{name}: {}", io_msg(&e)))?,
         None => dev,
     };
-    let volume = common
+    let opened = common
         .open_volume(dev, journal_device)
         .map_err(|e| format!("{name}: {e}"))?;
+    if let Some(why) = &opened.read_only_because {
+        log::warn(format_args!("{name}: mounted read-only: {why}"));
+    }
+    let volume = opened.volume;
     for w in volume.warnings() {
         log::error(format_args!("{name}: warning: {w}"));
     }
     Ok(volume)
+}
+
+/// Whether `file` was opened for writing (`O_RDWR`).
+pub fn opened_for_writing(file: &File) -> bool {
+    nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .is_ok_and(|fl| fl & libc::O_ACCMODE == libc::O_RDWR)
+}
+
+/// Whether a mount of the open image or device `file` with `common` will
+/// be read-only (asked for, or it cannot be written; the server says why).
+pub fn mounts_read_only(file: &File, common: &MountOptions) -> bool {
+    if common.read_only || !opened_for_writing(file) {
+        return true;
+    }
+    let Ok(clone) = file.try_clone() else {
+        return true;
+    };
+    let Ok(dev) = FileDevice::from_file(clone, false) else {
+        return true;
+    };
+    let dev = match common.locate(&dev) {
+        Ok(Some((start, len))) => match dev.window(start, len) {
+            Ok(d) => d,
+            Err(_) => return true,
+        },
+        Ok(None) => dev,
+        Err(_) => return true,
+    };
+    !matches!(common.read_only_because(&dev), Ok(None))
+}
+
+/// Open the image or device at `path` for a mount: read-write unless
+/// `read_only`, falling back to read-only where writing is not allowed
+/// (a write-protected device, a read-only file or file system), as
+/// mount(8) falls back for write-protected media.
+pub fn open_source(path: &Path, read_only: bool) -> std::io::Result<File> {
+    if !read_only {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            Ok(f) => return Ok(f),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    File::open(path)
 }
 
 /// The external journal device of `journal_path=`, read-only (it is only

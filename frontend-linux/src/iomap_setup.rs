@@ -302,6 +302,22 @@ pub fn mode_after_replay(mode: IomapMode, replayed: usize) -> Result<IomapMode, 
     Ok(IomapMode::Off)
 }
 
+/// The iomap mode for a read-write volume: off, since the iomap write
+/// path (allocation at `IOMAP_BEGIN`, conversion at `IOMAP_IOEND`) is not
+/// served yet and the kernel would write file data behind the engine's
+/// back. `Err` when `-o iomap=on` asks for it anyway.
+pub fn mode_for_writes(mode: IomapMode, read_only: bool) -> Result<IomapMode, String> {
+    if read_only || mode == IomapMode::Off {
+        return Ok(mode);
+    }
+    decline(
+        mode,
+        "the mount is read-write, and writes are not served through iomap yet (mount with -o ro for iomap)",
+        true,
+    )?;
+    Ok(IomapMode::Off)
+}
+
 /// Before the mount: probe the kernel and open the device it would do I/O
 /// on. `Ok(None)`: use the plain data path (the reason is logged);
 /// `Err`: `-o iomap=on` cannot be honoured (one line, nothing left

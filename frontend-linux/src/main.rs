@@ -1,11 +1,12 @@
 //! `ext4-fuse SOURCE MOUNTPOINT [-o opts] [-f] [-d]`: mount an ext4 image or
-//! block device read-only through FUSE.
+//! block device through FUSE (read-write unless `-o ro`).
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use ext4_engine::policy::ShownIds;
 use ext4_engine::FileDevice;
 use ext4_engine::Volume;
 use ext4_fuse::channel::{Channel, DevFuse};
@@ -17,6 +18,7 @@ use ext4_fuse::options::{self, Options};
 use ext4_fuse::sandbox;
 use ext4_fuse::session::{Config, Session};
 use ext4_fuse::watcher;
+use ext4_fuse_common::fs::{Durability, Fs};
 use ext4_fuse_common::{cli, daemon, os};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -48,13 +50,14 @@ fn default_threads() -> usize {
 
 fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
     let src = opts.source.display().to_string();
-    let file = std::fs::File::open(&opts.source).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
+    let file = inherited::open_source(&opts.source, opts.common.read_only)
+        .map_err(|e| format!("{src}: {}", io_msg(&e)))?;
     inherited::open_volume(file, &src, &opts.common)
 }
 
 fn run(opts: &Options) -> Result<(), String> {
     log::set_debug(opts.debug());
-    log::stop_on_damage(opts.common.errors == ext4_engine::mount_opts::OnErrors::Panic);
+    log::stop_on_damage(opts.common.errors == Some(ext4_engine::mount_opts::OnErrors::Panic));
     if let Some(f) = &opts.common.logfile {
         log::use_file(std::path::Path::new(f)).map_err(|e| format!("logfile={f}: {e}"))?;
     }
@@ -106,14 +109,22 @@ fn run(opts: &Options) -> Result<(), String> {
             (volume, fuse, None, dup)
         }
         None => {
-            let volume = open_volume(opts)?;
+            // The mount point first: a read-write open already counts as a
+            // mount of the filesystem.
             let mountpoint = mount::check_mountpoint(&opts.mountpoint)?;
+            let volume = open_volume(opts)?;
             let fsname = opts
                 .common
                 .fsname
                 .clone()
                 .unwrap_or_else(|| os::default_fsname(&opts.source));
-            let spec = MountSpec::new(&opts.common, fsname, mountpoint, ext4_fuse::SUBTYPE);
+            let spec = MountSpec::new(
+                &opts.common,
+                fsname,
+                mountpoint,
+                ext4_fuse::SUBTYPE,
+                volume.read_only(),
+            );
             // Whatever ends this process from here on (a failure, a
             // signal, a denied call once confined, SIGKILL), a watcher
             // forked now, while single-threaded and before mount(2), takes
@@ -139,7 +150,9 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
-    let iomap_mode = match iomap_setup::mode_after_replay(opts.iomap, volume.replayed_blocks()) {
+    let iomap_mode = match iomap_setup::mode_after_replay(opts.iomap, volume.replayed_blocks())
+        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only()))
+    {
         Ok(m) => m,
         Err(e) => {
             undo(&mounted);
@@ -194,12 +207,16 @@ fn run(opts: &Options) -> Result<(), String> {
         gid,
         iomap: iomap_prep.is_some(),
         readdirplus: opts.readdirplus,
+        writeback_cache: opts.writeback_cache && !volume.read_only(),
         ..Config::default()
     };
     if let Some(p) = &iomap_prep {
         config.iomap_sid = p.sid();
     }
-    let session = Session::new(volume, config);
+    config.timeout = ext4_engine::policy::timeouts(volume.read_only()).attr;
+    let durability = Durability::from_options(&opts.common, &volume);
+    let shown = ShownIds { uid, gid };
+    let session = Arc::new(Session::new(Fs::new(volume, durability, shown), config));
     if let Err(e) = session.wait_init(&fuse) {
         undo(&mounted);
         return Err(format!("FUSE_INIT failed: {e}"));
@@ -275,10 +292,15 @@ fn run(opts: &Options) -> Result<(), String> {
         let _ = std::fs::File::from(w).write_all(&[0]);
     }
 
+    let served = session.clone();
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || on_signal(signals))
+        .spawn(move || on_signal(signals, served.backend()))
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    session
+        .backend()
+        .start_committer()
+        .map_err(|e| format!("cannot start the commit thread: {e}"))?;
     if let Some(what) = std::env::var_os(sandbox::PROBE_ENV) {
         sandbox::run_test_probe(&what.to_string_lossy());
     }
@@ -286,6 +308,8 @@ fn run(opts: &Options) -> Result<(), String> {
     let result = session
         .run(&channels)
         .map_err(|e| format!("reading /dev/fuse: {e}"));
+    // Unmounted (or the connection ended): leave the image clean.
+    close(session.backend());
     // The connection ended because the mount went away: nothing to undo.
     if let (Some(w), Ok(())) = (&watch, &result) {
         w.keep();
@@ -293,11 +317,21 @@ fn run(opts: &Options) -> Result<(), String> {
     result
 }
 
-/// A signal ends the server; a mount it made is taken down by its
-/// watcher, one made by a helper by the helper.
-fn on_signal(signals: SigSet) {
+/// Close the volume cleanly, saying so if that fails.
+fn close(fs: &Fs<FileDevice>) {
+    if let Err(e) = fs.close() {
+        log::error(format_args!(
+            "closing the filesystem: {e}; run e2fsck on it before the next mount"
+        ));
+    }
+}
+
+/// A signal ends the server, the volume closed cleanly first; a mount it
+/// made is taken down by its watcher, one made by a helper by the helper.
+fn on_signal(signals: SigSet, fs: &Fs<FileDevice>) {
     if let Ok(sig) = signals.wait() {
-        log::debug(format_args!("{sig}: exiting"));
+        log::debug(format_args!("{sig}: closing the filesystem and exiting"));
+        close(fs);
         std::process::exit(0);
     }
 }

@@ -13,10 +13,11 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 #[command(
     name = "ext4-fuse",
     version,
-    about = "Mount an ext2/ext3/ext4 filesystem (image file or block device) read-only through FUSE",
+    about = "Mount an ext2/ext3/ext4 filesystem (image file or block device) through FUSE, read-write unless -o ro",
     after_help = "  threads=N            FUSE worker threads (default: 2 per CPU, 4..16)\n  \
         spin=USEC            one worker polls this long for the next request before\n                       sleeping (default 50; 0: never), which spares a client\n                       waiting on it the wake-up of an idle CPU\n  \
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it. Off\n                       with offset=/partition= and for a replayed journal\n  \
+        writeback_cache      the kernel gathers writes in its page cache and sends\n                       them later (off by default: random writes were slower)\n  \
         readdirplus=auto|on|off  listings carry each entry's attributes: auto (the\n                       default) lets the kernel choose per listing chunk; on:\n                       always; off: never (a LOOKUP per entry used)\n  \
         setuid=NAME          user the server switches to once started (default\n                       nobody; mount.fuse3's option of the same name)\n  \
         nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n\n\
@@ -60,6 +61,9 @@ pub struct Options {
     pub spin_us: Option<u64>,
     /// `readdirplus=`: listings with attributes.
     pub readdirplus: ReaddirPlus,
+    /// `writeback_cache`: let the kernel gather writes in its page cache
+    /// (`FUSE_WRITEBACK_CACHE`); off by default (see session/config.rs).
+    pub writeback_cache: bool,
 }
 
 /// Default `spin=`: long enough to cover a client's turnaround between two
@@ -133,6 +137,7 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
             o.threads = Some(n);
         }
         ("nosandbox", None) => o.nosandbox = true,
+        ("writeback_cache", None) => o.writeback_cache = true,
         // Not `user=`: mount(8) takes that for its own option.
         ("setuid", Some(v)) if !v.is_empty() => o.user = Some(v.to_string()),
         ("setuid", _) => {
@@ -229,7 +234,7 @@ mod tests {
     #[test]
     fn errors_are_clear() {
         let e = |a: &[&str]| p(a).unwrap_err();
-        assert!(e(&["a", "b", "-o", "rw"]).contains("read-write mounts are not supported"));
+        assert!(e(&["a", "b", "-o", "errors=maybe"]).contains("continue, remount-ro or panic"));
         assert!(e(&["a", "b", "-o", "frobnicate"]).contains("unknown mount option 'frobnicate'"));
         assert!(e(&["a", "b", "-o", "threads=0"]).contains("1..256"));
         assert!(e(&["a", "b", "-o", "threads"]).contains("needs a value"));

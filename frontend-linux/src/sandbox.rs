@@ -231,6 +231,11 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_writev,
     libc::SYS_pread64,
     libc::SYS_preadv,
+    // Writing the image (a read-write mount) and making it durable.
+    libc::SYS_pwrite64,
+    libc::SYS_pwritev,
+    libc::SYS_fdatasync,
+    libc::SYS_fsync,
     libc::SYS_lseek,
     libc::SYS_close,
     // Locks, the allocator, thread stacks.

@@ -5,8 +5,8 @@
 //! Adding an opcode is one arm in [`Session::dispatch`] and one handler
 //! method in the room for what it touches: `entries.rs` (lookup, readdir),
 //! `attrs.rs` (getattr, statx, statfs, access), `files.rs` (open, read,
-//! readlink, lseek), `xattrs.rs`, `mappings.rs` (the iomap opcodes); write
-//! operations get a room of their own. `FUSE_INIT` flags (both words) are
+//! readlink, lseek), `xattrs.rs`, `mappings.rs` (the iomap opcodes),
+//! `writes.rs` (the write requests, node lifetime, sync). `FUSE_INIT` flags (both words) are
 //! negotiated from one 64-bit "wanted" set ([`Config::wanted_flags`],
 //! [`negotiate`] in `init.rs`); the reply buffer is `reply.rs`, the
 //! per-opcode counters `stats.rs`.
@@ -76,6 +76,24 @@ fn opcode_name(op: u32) -> &'static str {
         opcode::LOOKUP => "LOOKUP",
         opcode::FORGET => "FORGET",
         opcode::GETATTR => "GETATTR",
+        opcode::SETATTR => "SETATTR",
+        opcode::SYMLINK => "SYMLINK",
+        opcode::MKNOD => "MKNOD",
+        opcode::MKDIR => "MKDIR",
+        opcode::UNLINK => "UNLINK",
+        opcode::RMDIR => "RMDIR",
+        opcode::RENAME => "RENAME",
+        opcode::RENAME2 => "RENAME2",
+        opcode::LINK => "LINK",
+        opcode::WRITE => "WRITE",
+        opcode::CREATE => "CREATE",
+        opcode::TMPFILE => "TMPFILE",
+        opcode::SETXATTR => "SETXATTR",
+        opcode::REMOVEXATTR => "REMOVEXATTR",
+        opcode::FALLOCATE => "FALLOCATE",
+        opcode::COPY_FILE_RANGE => "COPY_FILE_RANGE",
+        opcode::FSYNC => "FSYNC",
+        opcode::FSYNCDIR => "FSYNCDIR",
         opcode::READLINK => "READLINK",
         opcode::OPEN => "OPEN",
         opcode::READ => "READ",
@@ -277,7 +295,10 @@ impl<B: Backend> Session<B> {
         Some(match req.header.opcode {
             opcode::INIT => self.do_init(req, out),
             opcode::LOOKUP => self.logged(self.do_lookup(req, out)),
-            opcode::FORGET | opcode::BATCH_FORGET => return None, // node ids are inode numbers: nothing to drop
+            opcode::FORGET | opcode::BATCH_FORGET => {
+                self.do_forget(req);
+                return None;
+            }
             opcode::INTERRUPT | opcode::NOTIFY_REPLY => return None,
             opcode::GETATTR => self.do_getattr(req, out),
             opcode::STATX => self.do_statx(req, out),
@@ -287,34 +308,55 @@ impl<B: Backend> Session<B> {
             opcode::READ => self.do_read(req, out),
             opcode::READDIR => self.logged(self.do_readdir(req, out, false)),
             opcode::READDIRPLUS => self.logged(self.do_readdir(req, out, true)),
-            // Nothing to flush on a read-only mount: ENOSYS tells the kernel
-            // to stop sending FLUSH, a blocking round trip in every close().
+            // Nothing waits in the server for a close(): writes reach the
+            // engine as they come. ENOSYS tells the kernel to stop sending
+            // FLUSH, a blocking round trip in every close().
             opcode::FLUSH => Err(errno::ENOSYS),
-            opcode::RELEASE | opcode::RELEASEDIR | opcode::FSYNC | opcode::FSYNCDIR => Ok(()),
+            opcode::RELEASE | opcode::RELEASEDIR => self.do_release(req),
+            opcode::FSYNC | opcode::FSYNCDIR | opcode::SYNCFS => self.do_fsync(req),
             opcode::GETXATTR => self.do_getxattr(req, out),
             opcode::LISTXATTR => self.do_listxattr(req, out),
             opcode::STATFS => self.do_statfs(out),
             opcode::ACCESS => self.do_access(req),
             opcode::LSEEK => self.do_lseek(req, out),
-            opcode::DESTROY => Ok(()),
-            // Nothing is ever dirty on a read-only mount.
-            opcode::SYNCFS => Ok(()),
-            opcode::SETATTR
-            | opcode::SYMLINK
-            | opcode::MKNOD
+            opcode::DESTROY => {
+                // The unmount: nothing more will come; leave the image clean.
+                self.backend
+                    .close()
+                    .map_err(|e| self.fail("unmount", InodeNo::ROOT, e))
+            }
+            opcode::CREATE => self.do_create(req, out),
+            opcode::MKNOD => self.do_mknod(req, out),
+            opcode::UNLINK => self.do_unlink(req),
+            opcode::SETATTR => self.do_setattr(req, out),
+            opcode::WRITE => self.do_write(req, out),
+            opcode::COPY_FILE_RANGE => self.do_copy_file_range(req, out),
+            // Not yet served by the engine: the namespace operations, xattr
+            // writes, fallocate and O_TMPFILE.
+            opcode::SYMLINK
             | opcode::MKDIR
-            | opcode::UNLINK
             | opcode::RMDIR
             | opcode::RENAME
             | opcode::RENAME2
             | opcode::LINK
-            | opcode::WRITE
-            | opcode::CREATE
             | opcode::TMPFILE
             | opcode::SETXATTR
             | opcode::REMOVEXATTR
             | opcode::FALLOCATE
-            | opcode::COPY_FILE_RANGE => Err(errno::EROFS),
+                if !self.backend.read_only() =>
+            {
+                Err(errno::EOPNOTSUPP)
+            }
+            opcode::SYMLINK
+            | opcode::MKDIR
+            | opcode::RMDIR
+            | opcode::RENAME
+            | opcode::RENAME2
+            | opcode::LINK
+            | opcode::TMPFILE
+            | opcode::SETXATTR
+            | opcode::REMOVEXATTR
+            | opcode::FALLOCATE => Err(errno::EROFS),
             _ => Err(errno::ENOSYS),
         })
     }
@@ -409,6 +451,7 @@ mod init;
 mod mappings;
 mod reply;
 mod stats;
+mod writes;
 mod xattrs;
 
 pub use config::{Config, ReaddirPlus};

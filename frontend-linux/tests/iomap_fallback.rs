@@ -46,7 +46,7 @@ fn run(img: &Path, mnt: &Path, opts: &str, assume: bool) -> (bool, Vec<u8>, Opti
     let mut cmd = Command::new(BIN);
     cmd.arg(img)
         .arg(mnt)
-        .args(["-f", "-d", "-o", opts])
+        .args(["-f", "-d", "-o", "ro", "-o", opts])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).unwrap());

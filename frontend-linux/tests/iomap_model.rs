@@ -581,7 +581,7 @@ fn no_iomap_without_the_kernel_offer() {
     }
     let img = small_image();
     let session = Session::new(
-        kmodel::open_volume(&img),
+        kmodel::served(&img),
         Config {
             iomap: true,
             ..Config::default()
@@ -671,7 +671,7 @@ fn loop_device_life_cycle() {
             .expect("prepared");
         assert_eq!(devices_backed_by(&img).len(), 1);
         let session = Session::new(
-            kmodel::open_volume(&img),
+            kmodel::served(&img),
             Config {
                 iomap: true,
                 ..Config::default()

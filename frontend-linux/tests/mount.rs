@@ -42,8 +42,8 @@ fn clear_errors() {
         (&[junk, mnt], "not an ext2/ext3/ext4 filesystem"),
         (&[img, "/"], "busy"),
         (
-            &[img, mnt, "-o", "rw"],
-            "read-write mounts are not supported",
+            &[img, mnt, "-o", "errors=sometimes"],
+            "must be continue, remount-ro or panic",
         ),
         (
             &[img, mnt, "-o", "nonsense"],

@@ -249,7 +249,7 @@ fn probe(tag: &str, what: &str, opts: &str) -> (Option<i32>, String, bool) {
     let mut child = Command::new(HELPER)
         .arg(&img.path)
         .arg(dir.mnt())
-        .args(["-f", "-o", opts])
+        .args(["-f", "-o", "ro", "-o", opts])
         .env("EXT4_FUSE_TEST_PROBE", what)
         .stdin(Stdio::null())
         .stderr(File::create(&log).unwrap())
@@ -331,7 +331,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 fn run_inherited(source: &File, mountpoint: &File) -> (bool, String) {
     let (s, m) = (source.as_raw_fd(), mountpoint.as_raw_fd());
     let mut cmd = Command::new(SERVER);
-    cmd.args(["/dev/fd/3", "/dev/fd/4", "-f"]);
+    cmd.args(["/dev/fd/3", "/dev/fd/4", "-f", "-o", "ro"]);
     // SAFETY: dup2 is async-signal-safe; the descriptors are open.
     unsafe {
         cmd.pre_exec(move || {

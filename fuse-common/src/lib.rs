@@ -12,7 +12,10 @@
 //!   server ended, however it ended;
 //! - [`cli`]: the command-line conventions of every mount program (exit
 //!   codes, one-line usage errors);
-//! - [`os`]: the OS's words for an error, closing leaked descriptors.
+//! - [`os`]: the OS's words for an error, closing leaked descriptors;
+//! - [`fs`]: the volume as a server serves it — the kernel's references
+//!   to nodes, durability options, and every write request through the
+//!   engine's request policy.
 //!
 //! What both decide about a request (permissions, open flags, xattr
 //! namespaces and sizes, cache timeouts, errnos) is the engine's
@@ -20,6 +23,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod fs;
 pub mod log;
 #[cfg(target_os = "linux")]
 pub mod mount;

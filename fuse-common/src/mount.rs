@@ -39,16 +39,19 @@ pub struct MountSpec {
     pub noexec: bool,
     pub noatime: bool,
     pub max_read: Option<u32>,
+    pub read_only: bool,
 }
 
 impl MountSpec {
     /// The mount `-o` options ask for, under `fsname`; `subtype` unless
-    /// `subtype=` names another.
+    /// `subtype=` names another; `read_only` when the volume is (asked
+    /// for, or found unwritable).
     pub fn new(
         common: &MountOptions,
         fsname: String,
         mountpoint: PathBuf,
         subtype: &str,
+        read_only: bool,
     ) -> MountSpec {
         MountSpec {
             fsname,
@@ -60,6 +63,7 @@ impl MountSpec {
             noexec: common.noexec(),
             noatime: common.noatime(),
             max_read: common.max_read,
+            read_only,
         }
     }
 
@@ -235,7 +239,11 @@ fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
 
 fn flags(spec: &MountSpec) -> nix::mount::MsFlags {
     use nix::mount::MsFlags;
-    let mut f = MsFlags::MS_RDONLY;
+    let mut f = if spec.read_only {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
     for (on, flag) in [
         (spec.nosuid, MsFlags::MS_NOSUID),
         (spec.nodev, MsFlags::MS_NODEV),
@@ -311,7 +319,7 @@ fn escape(s: &str) -> String {
 }
 
 fn mount_fusermount(spec: &MountSpec) -> io::Result<File> {
-    let mut opts = vec!["ro".to_string()];
+    let mut opts = vec![if spec.read_only { "ro" } else { "rw" }.to_string()];
     opts.push(if spec.nosuid { "nosuid" } else { "suid" }.into());
     opts.push(if spec.nodev { "nodev" } else { "dev" }.into());
     opts.push(if spec.noexec { "noexec" } else { "exec" }.into());

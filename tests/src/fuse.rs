@@ -47,9 +47,22 @@ pub fn is_mounted(dir: &Path) -> bool {
 }
 
 impl FuseServer {
-    /// Run `bin SOURCE MNT -f [-o opts]` and wait for the mount. `Err`
-    /// carries the server's own words when it refused or died.
+    /// Run `bin SOURCE MNT -f -o ro[,opts]` and wait for the mount: a
+    /// read-only mount, as the tests of reading want (the images they
+    /// share stay untouched). `Err` carries the server's own words when
+    /// it refused or died.
     pub fn mount(bin: &Path, source: &Path, opts: &str) -> Result<FuseServer, String> {
+        let ro = if opts.is_empty() {
+            "ro".to_string()
+        } else {
+            format!("ro,{opts}")
+        };
+        Self::mount_rw(bin, source, &ro)
+    }
+
+    /// Run `bin SOURCE MNT -f [-o opts]` (read-write unless `opts` say
+    /// `ro`) and wait for the mount.
+    pub fn mount_rw(bin: &Path, source: &Path, opts: &str) -> Result<FuseServer, String> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let base = target_dir()
             .join("ext4-test-mnt")

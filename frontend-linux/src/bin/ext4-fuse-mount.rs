@@ -15,12 +15,12 @@
 //! `-t TYPE` are accepted.
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use ext4_engine::mount_opts::MountOptions;
 use ext4_fuse::inherited::{self, io_msg};
 use ext4_fuse::iomap_setup::{self, BackingDevice, IomapMode};
 use ext4_fuse::mount::{self, MountSpec, Mounted};
@@ -171,20 +171,27 @@ fn run(args: Args) -> Result<(), String> {
         .ok_or_else(|| format!("no such user: {user_name} (see -o setuid=)"))?;
 
     let src = args.source.display().to_string();
-    let source = File::open(&args.source).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
-    // Refuse a non-ext source before anything is mounted.
+    let source = inherited::open_source(&args.source, opts.common.read_only)
+        .map_err(|e| format!("{src}: {}", io_msg(&e)))?;
+    // Refuse a non-ext source before anything is mounted (read-only: the
+    // check must not count as a mount of the filesystem).
     let clone = source
         .try_clone()
         .map_err(|e| format!("{src}: {}", io_msg(&e)))?;
-    let block_size = inherited::open_volume(clone, &src, &opts.common)?
-        .sb()
-        .block_size;
+    let check = MountOptions {
+        read_only: true,
+        ..opts.common.clone()
+    };
+    let block_size = inherited::open_volume(clone, &src, &check)?.sb().block_size;
     let mountpoint = mount::check_mountpoint(&args.mountpoint)?;
     // The kernel offers iomap only to a server holding CAP_SYS_RAWIO, and
     // does file I/O on a block device: an image file gets a loop device
     // (attached here, as only root can), which the server is handed
     // instead of the file. Autoclear detaches it once the server is gone.
-    let keep_rawio = opts.iomap != IomapMode::Off && iomap_setup::kernel_supports_iomap();
+    let read_only = inherited::mounts_read_only(&source, &opts.common);
+    // Writes are not served through iomap yet (see iomap_setup).
+    let keep_rawio =
+        read_only && opts.iomap != IomapMode::Off && iomap_setup::kernel_supports_iomap();
     if args.fake {
         return Ok(());
     }
@@ -209,7 +216,13 @@ fn run(args: Args) -> Result<(), String> {
         .fsname
         .clone()
         .unwrap_or_else(|| os::default_fsname(&args.source));
-    let spec = MountSpec::new(&opts.common, fsname.clone(), mountpoint, ext4_fuse::SUBTYPE);
+    let spec = MountSpec::new(
+        &opts.common,
+        fsname.clone(),
+        mountpoint,
+        ext4_fuse::SUBTYPE,
+        read_only,
+    );
     let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
 
     let mut cmd = Command::new(server_path());

@@ -38,28 +38,39 @@ impl<B: Backend> Session<B> {
         } else {
             FileType::Regular
         };
-        policy::check_open(args.flags, kind, self.backend.read_only()).map_err(|e| e.errno())?;
+        if dir || self.backend.read_only() {
+            policy::check_open(args.flags, kind, 0, self.backend.read_only())
+                .map_err(|e| e.errno())?;
+        }
         // A read-only mount keeps no per-open state. When the kernel can do
         // without OPEN/OPENDIR, ENOSYS makes it stop sending them (and the
         // RELEASEs), keeping its caches as KEEP_CACHE/CACHE_DIR would; a
         // tree read then costs no request per file. Not for iomap files,
-        // whose open is when their first mappings are pushed.
+        // whose open is when their first mappings are pushed, nor for the
+        // files of a writable mount, whose opens the policy checks
+        // (append-only and immutable files).
         let no_open = if dir {
             flag::NO_OPENDIR_SUPPORT
         } else {
             flag::NO_OPEN_SUPPORT
         };
         let offered = self.negotiated().is_some_and(|n| n.flags & no_open != 0);
-        if offered && (dir || !self.iomap_active()) {
+        if offered && (dir || (!self.iomap_active() && self.backend.read_only())) {
             return Err(errno::ENOSYS);
         }
-        // Nothing can change a read-only mount behind the kernel's back, so
-        // its page cache (and directory cache) stay valid across opens.
-        let open_flags = if dir {
-            fopen::KEEP_CACHE | fopen::CACHE_DIR
+        // Every change reaches the image through this mount, so the
+        // kernel's page cache (and directory cache) stay valid across opens.
+        let keep = if dir {
+            true
         } else {
-            fopen::KEEP_CACHE
+            self.backend
+                .open(ino, args.flags)
+                .map_err(|e| self.fail("open", ino, e))?
         };
+        let mut open_flags = if keep { fopen::KEEP_CACHE } else { 0 };
+        if dir {
+            open_flags |= fopen::CACHE_DIR;
+        }
         if !dir {
             self.push_on_open(ch, ino);
         }

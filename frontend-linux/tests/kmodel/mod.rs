@@ -28,9 +28,10 @@ use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse::abi::{self, attr_flags, init_flags, notify_code, opcode, InHeader, OutHeader};
 use ext4_fuse::session::test_kernel::TestKernel;
 use ext4_fuse::session::{Config, Session};
+use ext4_fuse_common::fs::{Durability, Fs};
 use zerocopy::{FromBytes, IntoBytes};
 
-pub type Server = Session<Volume<FileDevice>>;
+pub type Server = Session<Fs<FileDevice>>;
 
 const IN_HEADER: usize = core::mem::size_of::<InHeader>();
 const OUT_HEADER: usize = core::mem::size_of::<OutHeader>();
@@ -87,6 +88,11 @@ pub fn node_key(nodeid: u64) -> InodeNo {
     InodeNo(u32::try_from(nodeid).expect("node ids are 32-bit inode numbers"))
 }
 
+/// A server's view of `img` (read-only, as these models serve it).
+pub fn served(img: &std::path::Path) -> Fs<FileDevice> {
+    Fs::new(open_volume(img), Durability::default(), Default::default())
+}
+
 pub fn open_volume(img: &std::path::Path) -> Volume<FileDevice> {
     let dev = FileDevice::open(img, true).unwrap();
     Volume::open(dev, &OpenOptions::default()).unwrap()
@@ -99,7 +105,7 @@ impl Model {
     pub fn start(img: &std::path::Path, dev_path: &std::path::Path, mut cfg: Config) -> Model {
         cfg.iomap = true;
         cfg.measure = true;
-        let session = Arc::new(Session::new(open_volume(img), cfg));
+        let session = Arc::new(Session::new(served(img), cfg));
         let dev_file = File::open(dev_path).unwrap();
         let dev_size = device_size(&dev_file);
         let mut m = Model {

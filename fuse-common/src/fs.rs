@@ -1,0 +1,557 @@
+//! The volume as both FUSE servers serve it: what a mount keeps besides
+//! the engine's `Volume` (the kernel's references to nodes, open files,
+//! the durability options) and every write request, through the engine's
+//! request policy, written once. Each server only decodes its wire format
+//! and calls these.
+//!
+//! - Node lifetime: the kernel holds a node from each entry reply until it
+//!   forgets it (`FORGET`/`BATCH_FORGET`), and an open file until its
+//!   `RELEASE`. [`Nodes`] counts both, so that an inode whose last name
+//!   goes while it is held is known to be held.
+//! - Durability: `fsync`, `fdatasync`, `syncfs` and unmount commit and
+//!   flush the device ([`Fs::sync`]); `-o sync` does so after every change,
+//!   `-o dirsync` after every change to a directory; `commit=N` commits
+//!   what is pending every N seconds ([`Fs::start_committer`]).
+//! - Damage found by a write follows `errors=` ([`OnErrors`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
+use ext4_engine::policy::{self, Caller, ShownIds, Subject};
+use ext4_engine::{Attr, BlockDevice, Error, FileType, InodeNo, Result, SetAttr, StatFs, Volume};
+
+use crate::log;
+
+/// What a mount does about durability and errors, from its options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Durability {
+    /// `-o sync`: commit after every change.
+    pub sync: bool,
+    /// `-o dirsync`: commit after every change to a directory.
+    pub dirsync: bool,
+    /// `commit=N`: most seconds a change waits for its commit.
+    pub commit_every: Duration,
+    /// `errors=`.
+    pub on_error: OnErrors,
+}
+
+impl Durability {
+    /// From the mount options, `errors=` defaulting to the superblock's.
+    pub fn from_options<D: BlockDevice>(o: &MountOptions, vol: &Volume<D>) -> Durability {
+        Durability {
+            sync: o.sync,
+            dirsync: o.dirsync,
+            commit_every: Duration::from_secs(u64::from(
+                o.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS),
+            )),
+            on_error: o.on_error(vol),
+        }
+    }
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            sync: false,
+            dirsync: false,
+            commit_every: Duration::from_secs(u64::from(DEFAULT_COMMIT_SECS)),
+            on_error: OnErrors::Continue,
+        }
+    }
+}
+
+/// How many references the kernel holds to one inode.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    /// Entry replies not yet forgotten (the kernel's `nlookup`).
+    lookups: u64,
+    /// Open files not yet released.
+    opens: u64,
+}
+
+const NODE_SHARDS: usize = 16;
+
+/// The kernel's references to inodes: lookups and open files. Bounded by
+/// what the kernel keeps (its inode cache), not by the image.
+#[derive(Default)]
+pub struct Nodes {
+    shards: [Mutex<HashMap<InodeNo, Held>>; NODE_SHARDS],
+}
+
+impl Nodes {
+    fn shard(&self, ino: InodeNo) -> std::sync::MutexGuard<'_, HashMap<InodeNo, Held>> {
+        let i = (ino.0 as usize).wrapping_mul(0x9E37_79B9) >> 8;
+        // A poisoned shard still holds consistent counts (plain integers).
+        self.shards[i % NODE_SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An entry reply naming `ino` is on its way to the kernel.
+    pub fn looked_up(&self, ino: InodeNo) {
+        self.shard(ino).entry(ino).or_default().lookups += 1;
+    }
+
+    /// The kernel forgot `n` lookups of `ino`; `true` when nothing holds
+    /// it any more.
+    pub fn forget(&self, ino: InodeNo, n: u64) -> bool {
+        let mut s = self.shard(ino);
+        let Some(h) = s.get_mut(&ino) else {
+            return false;
+        };
+        h.lookups = h.lookups.saturating_sub(n);
+        let gone = h.lookups == 0 && h.opens == 0;
+        if gone {
+            s.remove(&ino);
+        }
+        gone
+    }
+
+    pub fn opened(&self, ino: InodeNo) {
+        self.shard(ino).entry(ino).or_default().opens += 1;
+    }
+
+    /// An open file of `ino` was released; `true` when nothing holds it
+    /// any more.
+    pub fn released(&self, ino: InodeNo) -> bool {
+        let mut s = self.shard(ino);
+        let Some(h) = s.get_mut(&ino) else {
+            return false;
+        };
+        h.opens = h.opens.saturating_sub(1);
+        let gone = h.lookups == 0 && h.opens == 0;
+        if gone {
+            s.remove(&ino);
+        }
+        gone
+    }
+
+    /// Whether the kernel holds `ino` (a node it may still send requests
+    /// for, or an open file).
+    pub fn is_held(&self, ino: InodeNo) -> bool {
+        self.shard(ino)
+            .get(&ino)
+            .is_some_and(|h| h.lookups > 0 || h.opens > 0)
+    }
+
+    /// (lookups, opens) of `ino`, for tests.
+    pub fn counts(&self, ino: InodeNo) -> (u64, u64) {
+        self.shard(ino)
+            .get(&ino)
+            .map_or((0, 0), |h| (h.lookups, h.opens))
+    }
+}
+
+/// What the kernel may keep of a file it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Keep the page cache from earlier opens (`FOPEN_KEEP_CACHE`): only
+    /// where nothing but the kernel's own writes can change the file.
+    pub keep_cache: bool,
+}
+
+/// Most bytes `copy_file_range` moves per engine call.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// The periodic committer's stop signal.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The volume a FUSE server serves, with what the mount keeps beside it.
+pub struct Fs<D: BlockDevice> {
+    vol: Arc<Volume<D>>,
+    nodes: Arc<Nodes>,
+    durability: Durability,
+    ids: ShownIds,
+    closer: Closer<D>,
+}
+
+/// Closes the volume once, from whichever thread gets there first (the
+/// end of the session, `DESTROY`, a signal), and stops the periodic
+/// commit.
+pub struct Closer<D: BlockDevice> {
+    vol: Arc<Volume<D>>,
+    stop: Arc<Stop>,
+    closed: Arc<AtomicBool>,
+}
+
+impl<D: BlockDevice> Clone for Closer<D> {
+    fn clone(&self) -> Self {
+        Closer {
+            vol: self.vol.clone(),
+            stop: self.stop.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+impl<D: BlockDevice> Closer<D> {
+    /// Close the volume cleanly (commit, mark the filesystem clean,
+    /// flush). Once; later calls do nothing.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop_committer();
+        self.vol.close()
+    }
+
+    fn stop_committer(&self) {
+        *self.stop.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.stop.wake.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<D: BlockDevice + 'static> Fs<D> {
+    pub fn new(vol: Volume<D>, durability: Durability, ids: ShownIds) -> Fs<D> {
+        let vol = Arc::new(vol);
+        Fs {
+            closer: Closer {
+                vol: vol.clone(),
+                stop: Arc::default(),
+                closed: Arc::default(),
+            },
+            vol,
+            nodes: Arc::new(Nodes::default()),
+            durability,
+            ids,
+        }
+    }
+
+    pub fn volume(&self) -> &Volume<D> {
+        &self.vol
+    }
+
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.vol.read_only()
+    }
+
+    /// Commit what is pending every `commit=` seconds, in a thread of its
+    /// own, until [`Fs::close`] (a read-write volume only).
+    pub fn start_committer(&self) -> std::io::Result<()> {
+        if self.vol.read_only() {
+            return Ok(());
+        }
+        let vol = self.vol.clone();
+        let stop = self.closer.stop.clone();
+        let every = self.durability.commit_every;
+        std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || loop {
+                let stopped = stop.stopped.lock().unwrap_or_else(|p| p.into_inner());
+                let (stopped, _) = stop
+                    .wake
+                    .wait_timeout(stopped, every)
+                    .unwrap_or_else(|p| p.into_inner());
+                if *stopped || vol.read_only() {
+                    return;
+                }
+                drop(stopped);
+                if let Err(e) = vol.commit() {
+                    log::error(format_args!(
+                        "periodic commit failed, the volume is read-only now: {e}"
+                    ));
+                    return;
+                }
+            })
+            .map(|_| ())
+    }
+
+    /// Close the volume cleanly (unmount, `DESTROY`, a signal): commit,
+    /// mark the filesystem clean, flush. Once; later calls do nothing.
+    pub fn close(&self) -> Result<()> {
+        self.closer.close()
+    }
+
+    /// What closes the volume from another thread (a signal's).
+    pub fn closer(&self) -> Closer<D> {
+        self.closer.clone()
+    }
+
+    /// Make everything acknowledged so far durable: commit the running
+    /// transaction and flush the device (file data written in place is
+    /// in no transaction).
+    pub fn sync(&self) -> Result<()> {
+        if self.vol.read_only() {
+            return match self.vol.abort_reason() {
+                // Writes were acknowledged that will never reach the disk.
+                Some(e) if !self.closer.is_closed() => Err(e),
+                _ => Ok(()),
+            };
+        }
+        self.vol.commit()?;
+        self.vol.device().flush().map_err(Error::Io)
+    }
+
+    /// After a change: `-o sync` (or `dirsync` for a directory change)
+    /// makes it durable before the answer.
+    fn changed<T>(&self, r: Result<T>, dir: bool) -> Result<T> {
+        let r = r.map_err(|e| self.on_error(e))?;
+        if self.durability.sync || (dir && self.durability.dirsync) {
+            self.sync()?;
+        }
+        Ok(r)
+    }
+
+    /// The kernel's `ext4_should_retry_alloc`: blocks freed by the running
+    /// transaction are only reused once it has committed, so an
+    /// allocation that finds no room commits and tries once more.
+    fn retry_on_full<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {
+        match op() {
+            Err(Error::NoSpace) => {
+                self.vol.commit()?;
+                op()
+            }
+            r => r,
+        }
+    }
+
+    /// `errors=`: damage found by a request while mounted read-write.
+    fn on_error(&self, e: Error) -> Error {
+        if !matches!(e, Error::Corrupt { .. } | Error::Checksum { .. }) || self.vol.read_only() {
+            return e;
+        }
+        match self.durability.on_error {
+            OnErrors::Continue => {}
+            OnErrors::RemountRo => {
+                log::error(format_args!(
+                    "errors=remount-ro: the filesystem is damaged ({e}); no more writes"
+                ));
+                self.vol.stop_writing(e.clone());
+            }
+            OnErrors::Panic => {
+                log::error(format_args!(
+                    "errors=panic: the filesystem is damaged ({e}); stopping the server"
+                ));
+                self.vol.stop_writing(e.clone());
+                std::process::exit(1);
+            }
+        }
+        e
+    }
+
+    /// The attributes and access ACL of `ino` as the policy sees them.
+    fn subject_of(&self, ino: InodeNo) -> Result<(Attr, Option<Vec<u8>>)> {
+        let a = self.ids.apply(self.vol.getattr(ino)?);
+        let acl = match self.vol.getxattr(ino, b"system.posix_acl_access") {
+            Ok(v) => Some(v),
+            Err(Error::NoData) => None,
+            Err(e) => return Err(e),
+        };
+        Ok((a, acl))
+    }
+
+    fn with_subject<T>(&self, ino: InodeNo, f: impl FnOnce(&Subject) -> Result<T>) -> Result<T> {
+        let (a, acl) = self.subject_of(ino)?;
+        f(&Subject::new(&a, acl.as_deref()))
+    }
+
+    /// An entry reply naming `a` goes to the kernel: it holds the node now.
+    pub fn entry(&self, a: &Attr) {
+        self.nodes.looked_up(a.ino);
+    }
+
+    /// `FORGET`: the kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: InodeNo, n: u64) {
+        if self.nodes.forget(ino, n) {
+            self.unheld(ino);
+        }
+    }
+
+    /// Nothing of the kernel's holds `ino` any more.
+    fn unheld(&self, _ino: InodeNo) {
+        // An inode whose last name went while it was held is freed here
+        // once the engine keeps such orphans (it frees them at unlink
+        // until then).
+    }
+
+    /// `OPEN` of `ino` with `flags` (Linux numbering): the policy's open
+    /// checks; the file is held until its `RELEASE`.
+    pub fn open(&self, ino: InodeNo, flags: u32) -> Result<Opened> {
+        let a = self.vol.getattr(ino)?;
+        policy::check_open(flags, a.kind, a.flags, self.vol.read_only())?;
+        self.nodes.opened(ino);
+        // Every change reaches the image through this mount, and the
+        // kernel drops the pages a server-side change replaces (truncate,
+        // copy_file_range, fallocate): its cache stays valid across opens.
+        Ok(Opened { keep_cache: true })
+    }
+
+    /// `RELEASE` of an open file of `ino`.
+    pub fn release(&self, ino: InodeNo) {
+        if self.nodes.released(ino) {
+            self.unheld(ino);
+        }
+    }
+
+    /// `CREATE` (with `open_flags`, opening it) or `MKNOD` of a regular
+    /// file: `mode` less `umask` (the kernel leaves the umask to a server
+    /// that takes POSIX ACLs).
+    pub fn create(
+        &self,
+        caller: &Caller,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        open_flags: Option<u32>,
+    ) -> Result<Attr> {
+        let ro = self.vol.read_only();
+        self.with_subject(parent, |d| policy::check_dir_change(d, false, ro))?;
+        let mode = (mode & !umask & 0o7777) as u16;
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.create(parent, name, mode, &cred));
+        let a = self.changed(r, true)?;
+        self.entry(&a);
+        if open_flags.is_some() {
+            self.nodes.opened(a.ino);
+        }
+        Ok(a)
+    }
+
+    /// `UNLINK` of `name` in `parent`.
+    pub fn unlink(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
+        let ro = self.vol.read_only();
+        let victim = self.vol.lookup(parent, name)?;
+        if victim.kind == FileType::Directory {
+            return Err(Error::IsDir);
+        }
+        self.with_subject(parent, |d| {
+            self.with_subject(victim.ino, |v| policy::check_delete(caller, d, v, ro))
+        })?;
+        let r = self.vol.unlink(parent, name);
+        self.changed(r, true)
+    }
+
+    /// `SETATTR`: the policy's rules for who may change what, then the
+    /// change (a size change truncates or extends).
+    pub fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+        let ro = self.vol.read_only();
+        self.with_subject(ino, |s| policy::check_setattr(caller, s, set, ro))?;
+        let r = if *set == SetAttr::default() {
+            self.vol.getattr(ino)
+        } else {
+            self.vol.setattr(ino, set)
+        };
+        self.changed(r, false).map(|a| self.ids.apply(a))
+    }
+
+    /// `WRITE` of `data` at `offset`: the count written.
+    pub fn write(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
+        let ro = self.vol.read_only();
+        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+        let r = self.write_all(caller, ino, offset, data);
+        self.changed(r, false)
+    }
+
+    /// Write `data` at `offset` of `ino`, committing once to reuse what the
+    /// running transaction freed when the volume is full: the count written
+    /// (short, or ENOSPC, only when it stays full).
+    fn write_all(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
+        let cred = policy::cred(caller);
+        let first = self.vol.write(ino, offset, data, &cred);
+        let done = match first {
+            Ok(n) if n == data.len() => return Ok(n),
+            Ok(n) => n,
+            Err(Error::NoSpace) => 0,
+            Err(e) => return Err(e),
+        };
+        // Full (short because full): the rest once more after a commit.
+        let rest = self.vol.commit().and_then(|()| {
+            self.vol
+                .write(ino, offset + done as u64, &data[done..], &cred)
+        });
+        match rest {
+            Ok(n) => Ok(done + n),
+            Err(_) if done > 0 => Ok(done),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `COPY_FILE_RANGE`: `len` bytes of `from` at `from_off` to `to` at
+    /// `to_off`, through the engine in bounded pieces; the count copied
+    /// (short at the source's end).
+    pub fn copy_file_range(
+        &self,
+        caller: &Caller,
+        (from, from_off): (InodeNo, u64),
+        (to, to_off): (InodeNo, u64),
+        len: u64,
+    ) -> Result<u64> {
+        let ro = self.vol.read_only();
+        self.with_subject(to, |s| policy::check_change(s, ro))?;
+        let mut buf = vec![0u8; COPY_CHUNK.min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let want = ((len - done) as usize).min(buf.len());
+            let n = self.vol.read(from, from_off + done, &mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            let r = self.write_all(caller, to, to_off + done, &buf[..n]);
+            let w = self.changed(r, false)?;
+            done += w as u64;
+            if w < n {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// `FSYNC`/`FSYNCDIR`/`SYNCFS`: everything acknowledged is durable
+    /// (the engine has one transaction for the whole volume, so a file's
+    /// sync is the volume's).
+    pub fn fsync(&self) -> Result<()> {
+        self.sync()
+    }
+
+    /// `STATFS`, with the counts as they are now.
+    pub fn statfs(&self) -> StatFs {
+        self.vol.statfs()
+    }
+}
+
+impl<D: BlockDevice> Drop for Fs<D> {
+    fn drop(&mut self) {
+        self.closer.stop_committer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_count_lookups_and_opens() {
+        let n = Nodes::default();
+        let i = InodeNo(12);
+        n.looked_up(i);
+        n.looked_up(i);
+        n.opened(i);
+        assert_eq!(n.counts(i), (2, 1));
+        assert!(!n.forget(i, 2));
+        assert!(n.is_held(i));
+        assert!(n.released(i));
+        assert!(!n.is_held(i));
+        // Forgetting what was never looked up is harmless.
+        assert!(!n.forget(InodeNo(13), 5));
+    }
+}

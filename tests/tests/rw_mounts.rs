@@ -1,0 +1,424 @@
+//! Read-write mounts of both FUSE servers against the real thing:
+//!
+//! - the mount's mode: read-write by default, `-o ro`, read-only with one
+//!   warning line for a feature the engine cannot write and for
+//!   `norecovery`; a clean close on unmount and on SIGTERM (`e2fsck -fn`
+//!   exit 0, the superblock's state clean, the kernel reads what was
+//!   written);
+//! - interop: the same operations through each server and through the
+//!   kernel's ext4 on a loop mount of the same fresh image give the same
+//!   tree as the kernel then reads it (names, kinds, modes, owners, sizes,
+//!   contents, link counts, explicitly set times), and `e2fsck -fn` passes;
+//! - a full disk: ENOSPC reaches the writer, nothing is corrupt, deleting
+//!   frees the space;
+//! - fsx (`tests/data/fsx-rw.toml`): 100,000 random operations on each
+//!   server, then `e2fsck -fn` (the long run: `scripts/soak-fsx.sh`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ext4_tests::fuse::FuseServer;
+use ext4_tests::oracle::{e2fsck_check, mke2fs, KernelMount, Scratch};
+use ext4_tests::snapshot::{diff, format_diffs, host_snapshot, Compare, Field, WalkOptions};
+use ext4_tests::util::{
+    built_binary, have_tool, require_e2fsprogs, require_fuse, require_kernel_ext4, run,
+};
+
+fn servers() -> [(&'static str, PathBuf); 2] {
+    [
+        ("ext4-fuse", built_binary("ext4-fuse", "ext4-fuse")),
+        (
+            "ext4-fuse-bsd",
+            built_binary("ext4-fuse-bsd", "ext4-fuse-bsd"),
+        ),
+    ]
+}
+
+fn ready() -> bool {
+    require_e2fsprogs() && require_kernel_ext4() && require_fuse()
+}
+
+/// A fresh ext4 image of `size` in `dir`.
+fn fresh(dir: &Path, name: &str, size: &str, extra: &[&str]) -> PathBuf {
+    let img = dir.join(name);
+    let mut args = vec!["-t", "ext4", "-b", "4096"];
+    args.extend_from_slice(extra);
+    mke2fs(&img, &args, None, size);
+    img
+}
+
+fn assert_clean(img: &Path, what: &str) {
+    let (code, out) = e2fsck_check(img);
+    assert_eq!(code, 0, "{what}: e2fsck -fn:\n{out}");
+}
+
+/// `s_state` as dumpe2fs reports it.
+fn fs_state(img: &Path) -> String {
+    let out = run(Command::new("dumpe2fs").arg("-h").arg(img));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem state:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// The mount options of mount point `dir` ("rw,nosuid,...").
+fn mount_options(dir: &Path) -> String {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = dir.canonicalize().unwrap();
+    info.lines()
+        .find(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
+        .and_then(|l| l.split(' ').nth(5))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn read_write_by_default_read_only_when_asked_or_unwritable() {
+    if !ready() {
+        return;
+    }
+    let dir = Scratch::new("rw-modes");
+    for (name, bin) in servers() {
+        // Default: read-write; the unmount leaves the image clean, and the
+        // kernel reads what was written.
+        let img = fresh(dir.path(), &format!("{name}.img"), "32M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+        assert!(mount_options(s.path()).starts_with("rw"), "{name}");
+        fs::write(s.path().join("hello"), b"written through FUSE\n").unwrap();
+        let (st, err) = s.unmount().unwrap();
+        assert!(st.success(), "{name}: {st} {err}");
+        assert!(err.trim().is_empty(), "{name}: stderr {err:?}");
+        assert_clean(&img, name);
+        assert_eq!(fs_state(&img), "clean", "{name}");
+        let k = KernelMount::ro(&img).unwrap();
+        assert_eq!(
+            fs::read(k.path().join("hello")).unwrap(),
+            b"written through FUSE\n"
+        );
+        k.unmount().unwrap();
+
+        // -o ro: nothing may be written.
+        let s = FuseServer::mount(&bin, &img, "").unwrap();
+        assert!(mount_options(s.path()).starts_with("ro"), "{name}");
+        let e = fs::write(s.path().join("no"), b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{name}");
+        s.unmount().unwrap();
+
+        // SIGTERM: the server closes the volume before it goes.
+        let mut s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+        let mut f = File::create(s.path().join("late")).unwrap();
+        f.write_all(&[7u8; 10000]).unwrap();
+        drop(f);
+        let pid = s.pid().unwrap();
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let st = s.wait_exit().expect("server exits on SIGTERM");
+        assert!(st.success(), "{name}: {st}: {}", s.stderr());
+        drop(s);
+        assert_clean(&img, &format!("{name} after SIGTERM"));
+        assert_eq!(fs_state(&img), "clean", "{name} after SIGTERM");
+        let k = KernelMount::ro(&img).unwrap();
+        assert_eq!(fs::read(k.path().join("late")).unwrap(), vec![7u8; 10000]);
+        k.unmount().unwrap();
+
+        // A feature the engine cannot write, and norecovery: read-only,
+        // said in one line.
+        let quota = fresh(
+            dir.path(),
+            &format!("{name}-quota.img"),
+            "32M",
+            &["-O", "quota"],
+        );
+        for (img, opts, why) in [(&quota, "", "quota"), (&img, "norecovery", "norecovery")] {
+            let s = FuseServer::mount_rw(&bin, img, opts).unwrap();
+            assert!(mount_options(s.path()).starts_with("ro"), "{name} {why}");
+            let e = fs::write(s.path().join("no"), b"x").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{name} {why}");
+            let (_, err) = s.unmount().unwrap();
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 1, "{name} {why}: {err:?}");
+            assert!(
+                lines[0].contains("mounted read-only") && lines[0].contains(why),
+                "{name}: {err:?}"
+            );
+        }
+        assert_clean(&quota, name);
+    }
+}
+
+/// Set atime and mtime of `p` to exact times (seconds, nanoseconds).
+fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+/// The same operations, whoever serves `root`: files created with modes
+/// and owners, written sparsely and at offsets, extended and shortened,
+/// copied with copy_file_range, hard-unlinked, and given exact times.
+fn operations(root: &Path) {
+    let p = |n: &str| root.join(n);
+    let mut data = Vec::new();
+    for i in 0..300_000u32 {
+        data.push((i.wrapping_mul(2_654_435_761) >> 13) as u8);
+    }
+    fs::write(p("plain"), &data[..12345]).unwrap();
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(p("sparse"))
+        .unwrap();
+    f.write_all_at(&data[..5000], 1 << 20).unwrap();
+    f.write_all_at(b"start", 0).unwrap();
+    f.set_len(3 << 20).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(p("shrunk"))
+        .unwrap();
+    f.write_all(&data).unwrap();
+    f.set_len(70_001).unwrap();
+    drop(f);
+    // Overwrite in the middle, then append.
+    let f = OpenOptions::new().write(true).open(p("plain")).unwrap();
+    f.write_all_at(b"MIDDLE", 6000).unwrap();
+    drop(f);
+    let mut f = OpenOptions::new().append(true).open(p("plain")).unwrap();
+    f.write_all(b"appended").unwrap();
+    drop(f);
+    // copy_file_range between files.
+    let src = File::open(p("shrunk")).unwrap();
+    let dst = File::create(p("copied")).unwrap();
+    let (mut off_in, mut off_out) = (1000i64, 10i64);
+    let n = unsafe {
+        libc::copy_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(&src),
+            &mut off_in,
+            std::os::fd::AsRawFd::as_raw_fd(&dst),
+            &mut off_out,
+            50_000,
+            0,
+        )
+    };
+    assert_eq!(
+        n,
+        50_000,
+        "copy_file_range: {}",
+        std::io::Error::last_os_error()
+    );
+    drop((src, dst));
+    // Modes, owners, and a file that goes away.
+    fs::write(p("gone"), b"soon deleted").unwrap();
+    fs::remove_file(p("gone")).unwrap();
+    for (name, mode, uid, gid) in [("plain", 0o640, 1000, 100), ("copied", 0o4755, 0, 50)] {
+        fs::set_permissions(p(name), fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(p(name), Some(uid), Some(gid)).unwrap();
+    }
+    fs::write(p("empty"), b"").unwrap();
+    fs::set_permissions(p("empty"), fs::Permissions::from_mode(0o1600)).unwrap();
+    // Exact times last (every change before sets them to now).
+    for (i, name) in ["plain", "sparse", "shrunk", "copied", "empty"]
+        .iter()
+        .enumerate()
+    {
+        let i = i as i64;
+        set_times(
+            &p(name),
+            (1_000_000_000 + i, 123_456_789),
+            (1_500_000_000 - i, 987_654_321),
+        );
+    }
+    set_times(&p("lost+found"), (1_600_000_000, 3), (1_600_000_000, 4));
+    set_times(root, (1_600_000_000, 1), (1_600_000_000, 2));
+}
+
+#[test]
+fn interop_with_the_kernel() {
+    if !ready() {
+        return;
+    }
+    let dir = Scratch::new("rw-interop");
+    let kernel_img = fresh(dir.path(), "kernel.img", "64M", &[]);
+    let k = KernelMount::mount(&kernel_img, false, "").unwrap();
+    operations(k.path());
+    k.unmount().unwrap();
+    assert_clean(&kernel_img, "the kernel's");
+    let fields = [
+        Field::Kind,
+        Field::Mode,
+        Field::Nlink,
+        Field::Uid,
+        Field::Gid,
+        Field::Size,
+        Field::Atime,
+        Field::Mtime,
+        Field::Content,
+        Field::DataMap,
+        Field::Link,
+        Field::Xattrs,
+    ];
+    let cmp = Compare {
+        fields: &fields,
+        ignore_dir_size: false,
+        ignore_paths: &[],
+    };
+    let opts = WalkOptions {
+        ioctls: false,
+        ..WalkOptions::default()
+    };
+    let k = KernelMount::ro(&kernel_img).unwrap();
+    let want = host_snapshot(k.path(), opts);
+    k.unmount().unwrap();
+    for (name, bin) in servers() {
+        let img = fresh(dir.path(), &format!("{name}.img"), "64M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, "allow_other").unwrap();
+        operations(s.path());
+        let (st, err) = s.unmount().unwrap();
+        assert!(st.success(), "{name}: {err}");
+        assert_clean(&img, name);
+        let k = KernelMount::ro(&img).unwrap();
+        let got = host_snapshot(k.path(), opts);
+        k.unmount().unwrap();
+        let d = diff(&want, &got, &cmp);
+        assert!(
+            d.is_empty(),
+            "{}",
+            format_diffs(&format!("{name}'s tree against the kernel's"), &d, 40)
+        );
+    }
+}
+
+/// Write until ENOSPC through `root`; the bytes written.
+fn fill(root: &Path) -> u64 {
+    let mut f = File::create(root.join("fill")).unwrap();
+    let chunk = vec![0xa5u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(n) => total += n as u64,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return total;
+            }
+        }
+    }
+}
+
+#[test]
+fn full_disk() {
+    if !ready() {
+        return;
+    }
+    let dir = Scratch::new("rw-full");
+    for (name, bin) in servers() {
+        let img = fresh(dir.path(), &format!("{name}.img"), "16M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+        let written = fill(s.path());
+        assert!(
+            written > 8 << 20,
+            "{name}: only {written} bytes before ENOSPC"
+        );
+        // ENOSPC for root too once the reserve is gone.
+        let e = fs::write(s.path().join("more"), vec![1u8; 1 << 20]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{name}: {e}");
+        let (st, err) = s.unmount().unwrap();
+        assert!(st.success(), "{name}: {err}");
+        assert_clean(&img, &format!("{name} full"));
+        // What was acknowledged is there; deleting frees the space.
+        let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+        let len = fs::metadata(s.path().join("fill")).unwrap().len();
+        assert_eq!(len, written, "{name}");
+        let before = ext4_tests::fuse::statvfs(s.path());
+        fs::remove_file(s.path().join("fill")).unwrap();
+        let _ = fs::remove_file(s.path().join("more"));
+        let after = ext4_tests::fuse::statvfs(s.path());
+        // [bsize, frsize, blocks, bfree, bavail, files, ffree, namemax]
+        assert!(
+            (after[3] - before[3]) * after[1] >= written,
+            "{name}: {before:?} -> {after:?}"
+        );
+        fs::write(s.path().join("again"), vec![3u8; 4 << 20]).unwrap();
+        s.unmount().unwrap();
+        assert_clean(&img, &format!("{name} after deleting"));
+    }
+}
+
+/// fsx's random operations on one file of each server.
+pub fn fsx_run(bin: &Path, dir: &Path, ops: u64, seed: u64) -> Result<(), String> {
+    let img = fresh(dir, "fsx.img", "128M", &[]);
+    let s = FuseServer::mount_rw(bin, &img, "")?;
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fsx-rw.toml");
+    let out = run(Command::new("fsx")
+        .arg("-N")
+        .arg(ops.to_string())
+        .arg("-S")
+        .arg(seed.to_string())
+        .arg("-f")
+        .arg(&conf)
+        .arg("-P")
+        .arg(dir)
+        .arg(s.path().join("fsx.file")));
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    s.unmount()?;
+    if !out.status.success() {
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        return Err(format!(
+            "fsx failed ({}):\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    let (code, fsck) = e2fsck_check(&img);
+    if code != 0 {
+        return Err(format!("e2fsck -fn after fsx: {fsck}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn fsx_100k_operations() {
+    if !ready() {
+        return;
+    }
+    if !have_tool("fsx") {
+        ext4_tests::util::skip("`fsx` not found (cargo install fsx --locked)");
+        return;
+    }
+    // Both servers at once: the machine has cores to spare for two.
+    let results: Vec<(String, Result<(), String>)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = servers()
+            .into_iter()
+            .map(|(name, bin)| {
+                sc.spawn(move || {
+                    let dir = Scratch::new(&format!("fsx-{name}"));
+                    (name.to_string(), fsx_run(&bin, dir.path(), 100_000, 18))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (name, r) in results {
+        if let Err(e) = r {
+            panic!("{name}: {e}");
+        }
+    }
+}
