@@ -343,7 +343,10 @@ macro_rules! image_tests {
     )*};
 }
 
+// Every matrix image the kernel can mount (ext4-64k's blocks are larger
+// than a page).
 image_tests! {
+    ext2 => "ext2",
     ext2_1k_128 => "ext2-1k-128",
     ext3 => "ext3",
     ext4 => "ext4",
@@ -352,6 +355,7 @@ image_tests! {
     ext4_bigalloc => "ext4-bigalloc",
     ext4_noextent => "ext4-noextent",
     ext4_1k => "ext4-1k",
+    ext4_largedir => "ext4-largedir",
 }
 
 /// A subtree, and a single file, as `tar -C` of the kernel's mount names
