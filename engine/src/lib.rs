@@ -54,6 +54,7 @@ pub mod fsck;
 pub mod iomap;
 pub mod journal;
 pub mod mapping_cache;
+pub mod mkfs;
 pub mod mount_opts;
 pub mod name_index;
 pub mod policy;

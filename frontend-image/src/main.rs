@@ -10,6 +10,7 @@ mod extract;
 mod info;
 mod list;
 mod map;
+mod mkfs;
 mod recover;
 mod stat;
 mod tar_export;
@@ -49,7 +50,8 @@ Examples:
   ext4-image crashed.img recover
   ext4-image tar disk.img /etc > etc.tar
 
-`ext4-image tar IMAGE [PATH]` is the same as `ext4-image IMAGE tar [PATH]`.";
+`ext4-image tar IMAGE [PATH]` is the same as `ext4-image IMAGE tar [PATH]`,
+and `ext4-image mkfs IMAGE SIZE` as `ext4-image IMAGE mkfs SIZE`.";
 
 #[derive(Parser)]
 #[command(
@@ -196,6 +198,45 @@ enum Cmd {
     Tar {
         #[arg(default_value = "/")]
         path: OsString,
+    },
+    /// Make a new, empty filesystem in IMAGE (created, or emptied), laid out
+    /// as mke2fs lays it out with the same options. So far ext2 only, with
+    /// mke2fs's default features but the resize inode (the filesystem can
+    /// still grow offline with resize2fs, not online).
+    ///
+    /// Times: --timestamp, else $SOURCE_DATE_EPOCH, else now. With -U the
+    /// directory hash seed follows from the UUID: the same options give a
+    /// byte-identical image on every run.
+    ///
+    /// Example: ext4-image mkfs disk.img 1g -t ext2 -L data
+    Mkfs {
+        /// Size of the image: bytes, or with a suffix k, m, g.
+        #[arg(value_parser = util::parse_size)]
+        size: u64,
+        /// Filesystem type (only ext2 so far).
+        #[arg(short = 't', default_value = "ext2")]
+        fs_type: String,
+        /// Block size in bytes (default: 1024 below 512 MiB, else 4096, as mke2fs.conf says).
+        #[arg(short = 'b', value_parser = ["1024", "2048", "4096", "8192", "16384", "32768", "65536"])]
+        block_size: Option<String>,
+        /// Volume label (at most 16 bytes).
+        #[arg(short = 'L')]
+        label: Option<String>,
+        /// Filesystem UUID (default: random).
+        #[arg(short = 'U')]
+        uuid: Option<String>,
+        /// Number of inodes wanted (rounded up to fill inode table blocks).
+        #[arg(short = 'N')]
+        inodes: Option<u64>,
+        /// Inode size in bytes (default 256).
+        #[arg(short = 'I', value_parser = ["128", "256", "512", "1024"])]
+        inode_size: Option<String>,
+        /// Seconds since the epoch for every time the filesystem records.
+        #[arg(long, allow_hyphen_values = true)]
+        timestamp: Option<i64>,
+        /// Print nothing on success.
+        #[arg(short = 'q')]
+        quiet: bool,
     },
     /// Show where a file's bytes live on the device: the answers the
     /// kernel gets from FUSE_IOMAP_BEGIN, or (--physical) the extents as
@@ -371,6 +412,31 @@ fn run(cli: &Cli) -> CmdResult {
     if let Cmd::Recover { json } = cli.cmd {
         return recover::run(cli, json);
     }
+    if let Cmd::Mkfs {
+        size,
+        fs_type,
+        block_size,
+        label,
+        uuid,
+        inodes,
+        inode_size,
+        timestamp,
+        quiet,
+    } = &cli.cmd
+    {
+        return mkfs::run(&mkfs::Args {
+            image: &cli.image,
+            size: *size,
+            fs_type,
+            block_size: block_size.as_deref().and_then(|b| b.parse().ok()),
+            label: label.as_deref(),
+            uuid: uuid.as_deref(),
+            inodes: *inodes,
+            inode_size: inode_size.as_deref().and_then(|b| b.parse().ok()),
+            timestamp: *timestamp,
+            quiet: *quiet,
+        });
+    }
     let vol = open(cli)?;
     if !matches!(cli.cmd, Cmd::Info { .. }) {
         for w in vol.warnings() {
@@ -417,15 +483,17 @@ fn run(cli: &Cli) -> CmdResult {
             map::run(&vol, &paths, &opts)
         }
         Cmd::Tar { path } => tar_export::run(&vol, path_bytes(path)),
+        // Makes the image (run before `open` above).
+        Cmd::Mkfs { .. } => unreachable!("mkfs runs before the image is opened"),
         // Opens the image itself, read-write (run before `open` above).
         Cmd::Recover { json } => recover::run(cli, *json),
     }
 }
 
-/// The command line with `ext4-image tar IMAGE ...` turned into the
-/// `ext4-image IMAGE tar ...` form the parser knows.
+/// The command line with `ext4-image tar|mkfs IMAGE ...` turned into the
+/// `ext4-image IMAGE tar|mkfs ...` form the parser knows.
 fn command_first(mut args: Vec<OsString>) -> Vec<OsString> {
-    if args.len() > 2 && args[1] == "tar" {
+    if args.len() > 2 && (args[1] == "tar" || args[1] == "mkfs") {
         args.swap(1, 2);
     }
     args

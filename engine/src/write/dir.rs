@@ -53,7 +53,15 @@ fn rec_len_to_disk(len: usize, bs: usize) -> u16 {
     len as u16
 }
 
-fn put_entry(b: &mut [u8], off: usize, ino: u32, rec: usize, name: &[u8], ft: u8, bs: usize) {
+pub(crate) fn put_entry(
+    b: &mut [u8],
+    off: usize,
+    ino: u32,
+    rec: usize,
+    name: &[u8],
+    ft: u8,
+    bs: usize,
+) {
     b[off..off + 4].copy_from_slice(&ino.to_le_bytes());
     b[off + 4..off + 6].copy_from_slice(&rec_len_to_disk(rec, bs).to_le_bytes());
     b[off + 6] = name.len() as u8;
