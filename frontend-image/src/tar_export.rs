@@ -138,6 +138,12 @@ impl<'v, W: Write> Export<'v, W> {
         if attr.kind == FileType::Directory && name.last() != Some(&b'/') {
             name.push(b'/');
         }
+        if attr.kind == FileType::Socket {
+            // As GNU tar: sockets are not archived (nor become the target
+            // of a later name's link).
+            warn(format_args!("{}: socket ignored", show(path)));
+            return Ok(());
+        }
         // Hard links: the second and later names point at the first.
         if attr.kind != FileType::Directory && attr.nlink > 1 {
             if let Some(first) = self.links.get(&attr.ino) {
@@ -173,11 +179,8 @@ impl<'v, W: Write> Export<'v, W> {
                 set_device(&mut header, &mut pax, attr);
             }
             FileType::Fifo => header.set_entry_type(EntryType::Fifo),
-            FileType::Socket => {
-                // As GNU tar: sockets are not archived.
-                warn(format_args!("{}: socket ignored", show(path)));
-                return Ok(());
-            }
+            // Left out before anything else (below).
+            FileType::Socket => return Ok(()),
             FileType::Regular => {
                 header.set_entry_type(EntryType::Regular);
                 let c = self.contents(path, attr);
