@@ -10,6 +10,8 @@ use crate::error::{errno, IoError};
 
 pub struct FileDevice {
     file: File,
+    /// Where the device starts in the file (`offset=`, a partition).
+    base: u64,
     size: u64,
     read_only: bool,
 }
@@ -39,13 +41,36 @@ impl FileDevice {
     pub fn with_size(file: File, size: u64, read_only: bool) -> Self {
         FileDevice {
             file,
+            base: 0,
             size,
             read_only,
         }
     }
 
+    /// The `len` bytes from byte `start` of this device, as a device of
+    /// their own (a partition, or `offset=`). `Err` when they do not fit.
+    pub fn window(self, start: u64, len: u64) -> io::Result<Self> {
+        match start.checked_add(len) {
+            Some(end) if end <= self.size => Ok(FileDevice {
+                base: self.base + start,
+                size: len,
+                ..self
+            }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the range lies past the end of the device",
+            )),
+        }
+    }
+
+    /// The open file; device byte `x` is its byte `x + base()`.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Where the device starts in [`FileDevice::file`].
+    pub fn base(&self) -> u64 {
+        self.base
     }
 }
 
@@ -55,7 +80,9 @@ impl BlockDevice for FileDevice {
         if end > self.size {
             return Err(IoError::EIO);
         }
-        self.file.read_exact_at(buf, offset).map_err(io_err)
+        self.file
+            .read_exact_at(buf, self.base + offset)
+            .map_err(io_err)
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         if self.read_only {
@@ -69,7 +96,9 @@ impl BlockDevice for FileDevice {
                 errno: errno::ENOSPC,
             });
         }
-        self.file.write_all_at(buf, offset).map_err(io_err)
+        self.file
+            .write_all_at(buf, self.base + offset)
+            .map_err(io_err)
     }
     fn flush(&self) -> Result<(), IoError> {
         if self.read_only {

@@ -57,6 +57,7 @@ pub mod mapping_cache;
 pub mod mkfs;
 pub mod mount_opts;
 pub mod name_index;
+pub mod partitions;
 pub mod policy;
 
 /// POSIX ACLs in their xattr form (`system.posix_acl_*`), decoded.

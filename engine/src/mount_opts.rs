@@ -30,12 +30,11 @@ fn refuse<T>(msg: String) -> Result<T, OptionError> {
     Err(OptionError(msg))
 }
 
-/// Generic VFS flags, kept in the order given (the last one wins).
+/// Generic VFS flags, kept in the order given (the last one wins). There
+/// is no `Suid` or `Dev`: see [`MountOptions::nosuid`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VfsFlag {
-    Dev,
     NoDev,
-    Suid,
     NoSuid,
     Exec,
     NoExec,
@@ -46,9 +45,7 @@ pub enum VfsFlag {
 impl VfsFlag {
     fn from_name(s: &str) -> Option<VfsFlag> {
         Some(match s {
-            "dev" => VfsFlag::Dev,
             "nodev" => VfsFlag::NoDev,
-            "suid" => VfsFlag::Suid,
             "nosuid" => VfsFlag::NoSuid,
             "exec" => VfsFlag::Exec,
             "noexec" => VfsFlag::NoExec,
@@ -59,10 +56,40 @@ impl VfsFlag {
     }
 }
 
+/// `errors=`: what to do when damage is found. A read-only mount has
+/// nothing to remount, so `continue` and `remount-ro` both go on (the
+/// damaged object fails alone); `panic` stops the server at the first
+/// damage, as fuse2fs' `errors=panic` does (it dumps core).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnErrors {
+    #[default]
+    Continue,
+    RemountRo,
+    Panic,
+}
+
 /// What the common options say.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MountOptions {
+    /// `allow_other` as given; see [`MountOptions::allow_other`].
     pub allow_other: bool,
+    /// fuse2fs' `kernel`: act as the kernel's ext4 would — every user
+    /// admitted, set-uid bits and device nodes live.
+    pub kernel: bool,
+    /// fuse2fs' `fakeroot`: the user running the server gets an owner's
+    /// rights to every file (files are shown as theirs, unless `uid=`/
+    /// `gid=` say otherwise); set-uid and devices stay off.
+    pub fakeroot: bool,
+    pub errors: OnErrors,
+    /// `statfs` without subtracting the metadata overhead (`minixdf`).
+    pub minixdf: bool,
+    /// Largest read request the kernel may send (`max_read=`).
+    pub max_read: Option<u32>,
+    /// Where the filesystem starts in SOURCE (`offset=BYTES`).
+    pub offset: Option<u64>,
+    /// The partition of a whole-disk image holding the filesystem
+    /// (`partition=N`, numbered as the partition table numbers them).
+    pub partition: Option<u32>,
     /// Source name shown in the mount table.
     pub fsname: Option<String>,
     pub subtype: Option<String>,
@@ -93,6 +120,60 @@ pub struct MountOptions {
     pub vfs_flags: Vec<VfsFlag>,
 }
 
+/// `--help`'s list of the options every FUSE frontend takes; each adds
+/// its own after it.
+pub const HELP: &str = "\
+Mount options (-o, comma-separated), in the style of mount(8) and fuse2fs:
+  ro                   read-only (the only mode for now; rw is refused)
+  allow_other          let other users use the mount
+  default_permissions  accepted: permissions (and POSIX ACLs) are always
+                       checked, by the kernel, for every user
+  fsname=NAME          source shown in /proc/mounts (default: SOURCE made absolute)
+  subtype=NAME         the mount's type is fuse.NAME (default: the program's name)
+  uid=N, gid=N         report every file as owned by this uid / gid
+  cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)
+  name_index_size=N[k|m|g]  memory for name indexes of big directories that
+                       have no hash tree (default 8m; 0: scan them per lookup)
+  offset=BYTES         the filesystem starts this far into SOURCE
+  partition=N          the filesystem is partition N of a whole-disk image
+                       (MBR or GPT; without it such an image is refused with a
+                       list of its ext2/3/4 partitions)
+  norecovery, noload   ignore a journal that needs recovery (as the kernel's
+                       norecovery): the filesystem without the journal's newest
+                       changes. Without it the journal is replayed in memory,
+                       the image itself left unchanged
+  journal_path=PATH    the external journal device of a filesystem whose
+                       journal is not in an inode (read to replay it)
+  replay_budget=N[k|m|g]  memory for the plan of a journal replayed in memory,
+                       32 bytes per logged block (default 32m)
+  logfile=PATH         append log lines (damage found, failures) to PATH
+                       instead of stderr, or syslog once detached
+  errors=continue|remount-ro|panic  on damage: go on, the damaged object
+                       failing alone (continue, remount-ro: the mount is
+                       read-only already), or stop the server (panic, as
+                       fuse2fs: the mount goes away)
+  max_read=N[k|m]      largest read the kernel may ask for (at least 4k)
+  minixdf, bsddf       statfs counts all blocks (minixdf, as the kernel's
+                       option) or leaves out metadata overhead (bsddf, default)
+  kernel               as fuse2fs: act as the kernel would, allow_other with
+                       set-uid files and device nodes working (trusted images)
+  fakeroot             as fuse2fs, for images of files owned by others: every
+                       file is shown as owned by the user running the server
+                       (unless uid=/gid= say otherwise); never suid or dev
+  nosuid, nodev        always on unless kernel is given: the image is untrusted.
+                       suid and dev are accepted but do nothing: mount(8) and
+                       mount.fuse3 add them to every helper's options by
+                       themselves, so they never say what was asked
+  noexec, exec, noatime, atime  mount flags
+  debug                log every request (implies -f)
+  Accepted with no effect: the fstab options (auto, noauto, user, users,
+  nofail, _netdev, defaults, x-*, comment=), relatime and the other atime
+  options, sync, async, and fuse2fs/libfuse habits whose effect is always on:
+  kernel_cache (the page cache is kept), auto_unmount (no dead mount is left
+  when the server ends), nonempty (any directory can be mounted on),
+  no_default_opts (there are no libfuse defaults to drop).
+";
+
 /// The smallest `cache_size=` accepted: below it every lookup would miss.
 pub const MIN_CACHE_SIZE: usize = 64 << 10;
 
@@ -107,6 +188,10 @@ const VALUED: &[&str] = &[
     "journal_dev",
     "replay_budget",
     "logfile",
+    "errors",
+    "max_read",
+    "offset",
+    "partition",
     "name_index_size",
 ];
 
@@ -134,6 +219,21 @@ const IGNORED: &[&str] = &[
     "nofail",
     "defaults",
     "loop",
+    // fuse2fs and libfuse habits whose effect is always ours: the page
+    // cache is kept (kernel_cache), nothing is left mounted by a dead
+    // server (auto_unmount), fuse3 mounts over non-empty directories
+    // (nonempty), and there are no libfuse defaults to drop
+    // (no_default_opts).
+    "kernel_cache",
+    "auto_unmount",
+    "nonempty",
+    "no_default_opts",
+    // Set-uid bits and device nodes stay off unless `kernel` asks: mount(8)
+    // drops `suid`/`dev` from what the administrator wrote (they are its
+    // defaults) and, like mount.fuse3, adds them to a helper's options by
+    // itself, so in an option list they never say what anyone wanted.
+    "suid",
+    "dev",
 ];
 
 impl MountOptions {
@@ -173,6 +273,42 @@ impl MountOptions {
                          user space; give the journal device's path with journal_path=PATH"
                     ))
                 }
+                "errors" => {
+                    self.errors = match v {
+                        "continue" => OnErrors::Continue,
+                        "remount-ro" => OnErrors::RemountRo,
+                        "panic" => OnErrors::Panic,
+                        _ => {
+                            return refuse(alloc::format!(
+                                "mount option errors={v}: must be continue, remount-ro or panic"
+                            ))
+                        }
+                    }
+                }
+                "max_read" => {
+                    let n = parse_size(v)?;
+                    let n = u32::try_from(n)
+                        .ok()
+                        .filter(|&n| n >= 4096)
+                        .ok_or_else(|| {
+                            OptionError(alloc::format!("mount option max_read={v}: must be 4k..4g"))
+                        })?;
+                    self.max_read = Some(n);
+                }
+                "offset" => {
+                    let n = parse_size(v)
+                        .map_err(|e| OptionError(alloc::format!("mount option offset={v}: {e}")))?;
+                    self.offset = Some(n as u64);
+                }
+                "partition" => {
+                    let n: u32 = number(name, v)?;
+                    if n == 0 {
+                        return refuse(
+                            "mount option partition=0: partitions are numbered from 1".to_string(),
+                        );
+                    }
+                    self.partition = Some(n);
+                }
                 "replay_budget" => {
                     let n = parse_size(v).map_err(|e| {
                         OptionError(alloc::format!("mount option replay_budget={v}: {e}"))
@@ -209,6 +345,21 @@ impl MountOptions {
                     .to_string(),
             ),
             "allow_other" => flag(&mut self.allow_other),
+            "kernel" => flag(&mut self.kernel),
+            "fakeroot" => flag(&mut self.fakeroot),
+            "minixdf" => flag(&mut self.minixdf),
+            "bsddf" => {
+                let mut bsd = true;
+                flag(&mut bsd)?;
+                self.minixdf = false;
+                Ok(None)
+            }
+            "user" if value.is_some() => refuse(
+                "mount option user=NAME: mount(8) reads it as its own 'user' option (that user \
+                 may then unmount, and mount(8) turns suid and dev on); name the user the \
+                 server runs as with setuid=NAME"
+                    .to_string(),
+            ),
             // Permissions are always checked: both servers mount with
             // `default_permissions` (and accept POSIX ACLs where the
             // kernel offers them), so the kernel checks every request,
@@ -232,6 +383,22 @@ impl MountOptions {
         }
     }
 
+    /// Whether users other than the one mounting are admitted
+    /// (`allow_other`, or fuse2fs' `kernel`).
+    pub fn allow_other(&self) -> bool {
+        self.allow_other || self.kernel
+    }
+
+    /// The owner and group every file is shown with, if any (`uid=`,
+    /// `gid=`, or `fakeroot`'s: the user running the server, `me`).
+    pub fn shown_ids(&self, me: (u32, u32)) -> (Option<u32>, Option<u32>) {
+        if self.fakeroot {
+            (self.uid.or(Some(me.0)), self.gid.or(Some(me.1)))
+        } else {
+            (self.uid, self.gid)
+        }
+    }
+
     /// The last of `a`/`b` given wins; `default` when neither was.
     fn last(&self, on: VfsFlag, off: VfsFlag, default: bool) -> bool {
         self.vfs_flags
@@ -249,20 +416,31 @@ impl MountOptions {
             .unwrap_or(default)
     }
 
-    /// Set-uid bits are ignored unless `suid` is given: the image is
-    /// untrusted (libfuse's default for user mounts, applied to all).
+    /// Set-uid bits are ignored unless `kernel` is given (and no later
+    /// `nosuid`): the image is untrusted (libfuse's default for user
+    /// mounts, applied to all). A plain `suid` does not count; see
+    /// [`IGNORED`].
     pub fn nosuid(&self) -> bool {
-        self.last(VfsFlag::NoSuid, VfsFlag::Suid, true)
+        !self.kernel || self.fakeroot || self.vfs_flags.contains(&VfsFlag::NoSuid)
     }
-    /// Device nodes are inert unless `dev` is given, for the same reason.
+    /// Device nodes are inert unless `kernel` is given, for the same reason.
     pub fn nodev(&self) -> bool {
-        self.last(VfsFlag::NoDev, VfsFlag::Dev, true)
+        !self.kernel || self.fakeroot || self.vfs_flags.contains(&VfsFlag::NoDev)
     }
     pub fn noexec(&self) -> bool {
         self.last(VfsFlag::NoExec, VfsFlag::Exec, false)
     }
     pub fn noatime(&self) -> bool {
         self.last(VfsFlag::NoAtime, VfsFlag::Atime, false)
+    }
+
+    /// Where in `dev` the filesystem lies (`offset=`, `partition=`, or all
+    /// of it); on a whole-disk image without either, the error lists the
+    /// partitions holding ext2/3/4. See [`crate::partitions::locate`].
+    pub fn locate<D: BlockDevice + ?Sized>(&self, dev: &D) -> Result<Option<(u64, u64)>, String> {
+        crate::partitions::locate(dev, self.offset, self.partition, |s| {
+            alloc::format!("-o {s}={}", if s == "offset" { "BYTES" } else { "N" })
+        })
     }
 
     /// Open `dev` for a mount with these options: read-only, with the
@@ -293,6 +471,7 @@ impl MountOptions {
         if self.norecovery {
             o.recovery = Recovery::Skip;
         }
+        o.minixdf = self.minixdf;
         let journal = match &self.journal_path {
             Some(p) => Some(open_journal(p).map_err(|e| alloc::format!("journal_path={p}: {e}"))?),
             None => None,
@@ -385,8 +564,17 @@ mod tests {
             (Some(1000), Some(50), Some(8 << 20))
         );
         assert_eq!(o.fsname.as_deref(), Some("my,disk"));
-        assert!(o.noexec() && !o.nosuid() && o.nodev() && !o.noatime());
+        // `suid` in a list is mount(8)'s or mount.fuse3's, never honoured.
+        assert!(o.noexec() && o.nosuid() && o.nodev() && !o.noatime());
         assert_eq!(rest, vec!["threads".to_string()]);
+        let (o, _) = parse("ro,dev,suid").unwrap();
+        assert!(o.nosuid() && o.nodev() && !o.allow_other());
+        let (o, _) = parse("kernel").unwrap();
+        assert!(!o.nosuid() && !o.nodev() && o.allow_other());
+        let (o, _) = parse("kernel,nodev").unwrap();
+        assert!(!o.nosuid() && o.nodev());
+        let (o, _) = parse("kernel,fakeroot").unwrap();
+        assert!(o.nosuid() && o.nodev());
         let (o, _) = parse("nosuid,suid,nosuid,noload,debug,noatime").unwrap();
         assert!(o.nosuid() && o.norecovery && o.debug && o.noatime());
     }
@@ -403,6 +591,32 @@ mod tests {
         assert!(e("cache_size=1k").contains("minimum"));
         assert!(e("name_index_size=x").contains("name_index_size=x"));
         assert!(e("fsname=").contains("non-empty"));
+    }
+
+    #[test]
+    fn fuse2fs_options() {
+        let (o, rest) = parse(
+            "fakeroot,errors=panic,minixdf,no_default_opts,auto_unmount,kernel_cache,max_read=64k,nonempty,offset=1048576,partition=2",
+        )
+        .unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        assert!(o.fakeroot && o.minixdf);
+        assert_eq!(o.errors, OnErrors::Panic);
+        assert_eq!(
+            (o.max_read, o.offset, o.partition),
+            (Some(65536), Some(1 << 20), Some(2))
+        );
+        assert_eq!(o.shown_ids((1000, 100)), (Some(1000), Some(100)));
+        let (o, _) = parse("fakeroot,uid=5,minixdf,bsddf,errors=remount-ro").unwrap();
+        assert_eq!(o.shown_ids((1000, 100)), (Some(5), Some(100)));
+        assert!(!o.minixdf && o.errors == OnErrors::RemountRo);
+        let e = |l: &str| parse(l).unwrap_err().0;
+        assert!(e("errors=explode").contains("continue, remount-ro or panic"));
+        assert!(e("max_read=12").contains("4k..4g"));
+        assert!(e("partition=0").contains("from 1"));
+        assert!(e("offset=x").contains("offset=x"));
+        assert!(e("user=nobody").contains("setuid=NAME"));
+        assert!(parse("user,users,nouser").is_ok());
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct OpenOptions {
     /// (32 bytes per logged block); a journal needing more is refused,
     /// naming the options that raise it.
     pub replay_budget: usize,
+    /// `statfs` counts every block of the filesystem as its size, as the
+    /// kernel's `minixdf` mount option does, instead of leaving out the
+    /// metadata overhead (`bsddf`, the default).
+    pub minixdf: bool,
     /// The clock for timestamps the engine sets (create, write, setattr
     /// with "now", mount and write times in the superblock).
     pub now: fn() -> Timestamp,
@@ -139,6 +143,7 @@ impl Default for OpenOptions {
             on_damage: OnDamage::Skip,
             recovery: Recovery::Replay,
             replay_budget: DEFAULT_REPLAY_BUDGET,
+            minixdf: false,
             now: system_now,
         }
     }
@@ -760,7 +765,11 @@ impl<D: BlockDevice> Volume<D> {
             |i: usize| u64::from_le_bytes(sb.uuid[i..i + 8].try_into().unwrap_or([0; 8]));
         StatFs {
             block_size: sb.block_size,
-            blocks: sb.blocks_count.saturating_sub(c.overhead_blocks),
+            blocks: if self.opts.minixdf {
+                sb.blocks_count
+            } else {
+                sb.blocks_count.saturating_sub(c.overhead_blocks)
+            },
             blocks_free: free,
             blocks_available: free.saturating_sub(sb.r_blocks_count + resv),
             inodes: sb.inodes_count as u64,

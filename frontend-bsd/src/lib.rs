@@ -15,6 +15,9 @@ use ext4_engine::mount_opts::VfsFlag;
 
 use crate::options::MountOpts;
 
+/// The mount's type is `fuse.ext4-fuse-bsd` unless `subtype=` names another.
+pub const SUBTYPE: &str = "ext4-fuse-bsd";
+
 /// The `fuser` session settings for these options. `source` names the
 /// mount when no `fsname=` is given.
 pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
@@ -24,19 +27,17 @@ pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
         MountOption::FSName(
             c.fsname
                 .clone()
-                .unwrap_or_else(|| source.display().to_string()),
+                .unwrap_or_else(|| ext4_fuse_common::os::default_fsname(source)),
         ),
+        MountOption::Subtype(c.subtype.clone().unwrap_or_else(|| SUBTYPE.into())),
     ];
-    if let Some(s) = &c.subtype {
-        mo.push(MountOption::Subtype(s.clone()));
-    }
     // Always, whatever the options say: the kernel checks permissions for
     // every caller (FreeBSD's fusefs honours it too). Without it nothing
     // would: FUSE requests carry no supplementary groups, and a server
     // answering ACCESS alone leaves reads of 0600 files open to anyone
     // allow_other admits.
     mo.push(MountOption::DefaultPermissions);
-    if let Some(n) = o.max_read {
+    if let Some(n) = c.max_read {
         // Both Linux's fuse and FreeBSD's mount_fusefs take max_read=.
         mo.push(MountOption::CUSTOM(format!("max_read={n}")));
     }
@@ -48,11 +49,15 @@ pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
     if c.nodev() {
         mo.push(MountOption::NoDev);
     }
+    if !c.nosuid() {
+        mo.push(MountOption::Suid);
+    }
+    if !c.nodev() {
+        mo.push(MountOption::Dev);
+    }
     for f in &c.vfs_flags {
         mo.push(match f {
-            VfsFlag::Dev => MountOption::Dev,
             VfsFlag::NoDev => MountOption::NoDev,
-            VfsFlag::Suid => MountOption::Suid,
             VfsFlag::NoSuid => MountOption::NoSuid,
             VfsFlag::Exec => MountOption::Exec,
             VfsFlag::NoExec => MountOption::NoExec,
@@ -76,7 +81,7 @@ pub fn mount_config(o: &MountOpts, source: &Path) -> Config {
     }
     let mut cfg = Config::default();
     cfg.mount_options = mo;
-    cfg.acl = if c.allow_other {
+    cfg.acl = if c.allow_other() {
         SessionACL::All
     } else {
         SessionACL::Owner

@@ -1,7 +1,6 @@
 //! `ext4-fuse-bsd SOURCE MOUNTPOINT [-o opts] [-f]`: mount an ext2/3/4
 //! image or disk read-only through FUSE (FreeBSD's fusefs, or Linux).
 
-use std::ffi::CString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +11,7 @@ use ext4_engine::BlockDevice;
 use ext4_fuse_bsd::fs::{Ext4Fs, FsConfig};
 use ext4_fuse_bsd::options::MountOpts;
 use ext4_fuse_bsd::{mount_config, server_pushes_symlinks, sys};
-use ext4_fuse_common::{daemon, log};
+use ext4_fuse_common::{cli, daemon, log};
 use fuser::Session;
 
 const NAME: &str = "ext4-fuse-bsd";
@@ -21,21 +20,21 @@ const NAME: &str = "ext4-fuse-bsd";
 #[command(
     name = NAME,
     version,
-    about = "Mount an ext2/ext3/ext4 filesystem read-only through FUSE (FreeBSD fusefs or Linux)"
+    about = "Mount an ext2/ext3/ext4 filesystem read-only through FUSE (FreeBSD fusefs or Linux)",
+    after_help = concat!(
+        "  push_symlinks_in     prefix absolute symlink targets with the mount point\n",
+        "  intr                 let signals interrupt waiting requests (FreeBSD)\n",
+        "  private, noprivate, neglect_shares  FreeBSD mount_fusefs options\n",
+        "\nExit status: 0 mounted (and, with -f, unmounted cleanly), 1 mounting or\n",
+        "serving failed, 2 a bad argument or option."
+    )
 )]
 struct Cli {
     /// Image file or disk device (e.g. /dev/ada0p2, /dev/md0, disk.img)
     source: PathBuf,
-    /// Directory to mount on
+    /// Directory to mount on (an existing directory nothing is mounted on)
     mountpoint: PathBuf,
-    /// Mount options, comma-separated: ro, allow_other, default_permissions
-    /// (always on: permissions are checked for every user), fsname=,
-    /// subtype=, uid=, gid=, cache_size=N[k|m|g], name_index_size=N[k|m|g],
-    /// logfile=PATH (log lines go there instead of stderr or syslog),
-    /// norecovery, journal_path=,
-    /// replay_budget=N[k|m|g], debug,
-    /// push_symlinks_in, intr, max_read=, private, noprivate, neglect_shares,
-    /// nosuid, nodev, noexec, noatime (and their positive forms)
+    /// Mount options, comma-separated (listed below)
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground
@@ -47,22 +46,26 @@ struct Cli {
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "{NAME}: {msg}");
-    ExitCode::FAILURE
+    cli::failure(NAME, &msg.to_string())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = std::env::args().skip(1);
+    let cli: Cli = match cli::parse_with_help(NAME, args, ext4_engine::mount_opts::HELP) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let mut opts = MountOpts::default();
     for o in &cli.options {
         if let Err(e) = opts.parse(o) {
-            return fail(e);
+            return cli::usage_error(NAME, &e.to_string());
         }
     }
     opts.common.debug |= cli.debug;
     let foreground = cli.foreground || opts.common.debug;
     log::init(NAME);
     log::set_debug(opts.common.debug);
+    log::stop_on_damage(opts.common.errors == ext4_engine::mount_opts::OnErrors::Panic);
     log::install_facade();
     if let Some(f) = &opts.common.logfile {
         if let Err(e) = log::use_file(Path::new(f)) {
@@ -70,19 +73,16 @@ fn main() -> ExitCode {
         }
     }
 
-    let mountpoint = match cli.mountpoint.canonicalize() {
-        Ok(p) if p.is_dir() => p,
-        Ok(p) => return fail(format!("{}: not a directory", p.display())),
-        Err(e) => return fail(format!("{}: {e}", cli.mountpoint.display())),
+    let mountpoint = match checked_mountpoint(&cli.mountpoint) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
     };
-    let dev = match sys::open_device(&cli.source) {
+    let dev = match sys::open_source(&cli.source, &opts.common) {
         Ok(d) => d,
         Err(e) => return fail(format!("{}: {e}", cli.source.display())),
     };
     let journal = |p: &str| -> Result<Box<dyn BlockDevice>, String> {
-        sys::open_device(Path::new(p))
-            .map(|d| Box::new(d) as Box<dyn BlockDevice>)
-            .map_err(|e| e.to_string())
+        sys::open_device(Path::new(p)).map(|d| Box::new(d) as Box<dyn BlockDevice>)
     };
     let vol = match opts.common.open_volume(dev, journal) {
         Ok(v) => v,
@@ -92,9 +92,12 @@ fn main() -> ExitCode {
         log::warn(format_args!("{}: {w}", cli.source.display()));
     }
 
+    // SAFETY: getuid/getgid have no preconditions.
+    let me = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = opts.common.shown_ids(me);
     let cfg = FsConfig {
-        uid: opts.common.uid,
-        gid: opts.common.gid,
+        uid,
+        gid,
         symlink_prefix: server_pushes_symlinks(&opts)
             .then(|| mountpoint.as_os_str().as_bytes().to_vec()),
     };
@@ -112,43 +115,11 @@ fn main() -> ExitCode {
         }
     };
 
-    // Signals go to one waiting thread, which unmounts.
-    let sigs = signal_set();
-    // SAFETY: sigs is a valid, initialised set.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
-
-    let mut session = match Session::new(fs, &mountpoint, &config) {
+    let served = match serve(fs, &opts, &cli.source, &mountpoint, config, report) {
         Ok(s) => s,
-        Err(e) => return fail(format!("cannot mount on {}: {e}", mountpoint.display())),
+        Err(e) => return fail(e),
     };
-    let mut unmounter = session.unmount_callable();
-    let mp = mountpoint.clone();
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: sigs and sig are valid for the call.
-            while unsafe { libc::sigwait(&sigs, &mut sig) } != 0 {}
-            log::info(format_args!("signal {sig}: unmounting {}", mp.display()));
-            if let Err(e) = unmounter.unmount() {
-                log::warn(format_args!(
-                    "unmount {}: {e}; detaching lazily",
-                    mp.display()
-                ));
-                lazy_unmount(&mp);
-            }
-        });
-    if let Err(e) = spawned {
-        return fail(format!("cannot start the signal thread: {e}"));
-    }
-
-    if let Some(fd) = report {
-        daemon::detach_stdio();
-        // The parent exits 0 on this byte.
-        let mut f = std::fs::File::from(fd);
-        let _ = f.write_all(&[0]);
-    }
-    match session.run() {
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error(format_args!("session ended: {e}"));
@@ -157,40 +128,130 @@ fn main() -> ExitCode {
     }
 }
 
-fn signal_set() -> libc::sigset_t {
+/// The mount point made absolute, checked to be a directory nothing is
+/// mounted on (mounting over another mount would hide it).
+#[cfg(target_os = "linux")]
+fn checked_mountpoint(p: &Path) -> Result<PathBuf, String> {
+    ext4_fuse_common::mount::check_mountpoint(p)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn checked_mountpoint(p: &Path) -> Result<PathBuf, String> {
+    match p.canonicalize() {
+        Ok(p) if p.is_dir() => Ok(p),
+        Ok(p) => Err(format!("{}: not a directory", p.display())),
+        Err(e) => Err(format!(
+            "{}: {}",
+            p.display(),
+            ext4_fuse_common::os::io_msg(&e)
+        )),
+    }
+}
+
+/// Signals go to one waiting thread. Block them before any thread exists.
+fn block_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set before it is read.
-    unsafe {
+    let sigs = unsafe {
         let mut s: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut s);
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             libc::sigaddset(&mut s, sig);
         }
         s
+    };
+    // SAFETY: sigs is a valid, initialised set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut()) };
+    sigs
+}
+
+fn wait_signal(sigs: &libc::sigset_t) -> libc::c_int {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: sigs and sig are valid for the call.
+    while unsafe { libc::sigwait(sigs, &mut sig) } != 0 {}
+    sig
+}
+
+fn ready(report: Option<std::os::fd::OwnedFd>) {
+    if let Some(fd) = report {
+        daemon::detach_stdio();
+        // The parent exits 0 on this byte.
+        let _ = std::fs::File::from(fd).write_all(&[0]);
     }
 }
 
-/// Last resort when a clean unmount fails (busy): detach now, let the
-/// kernel finish with open files.
-fn lazy_unmount(mp: &Path) {
-    let Ok(c) = CString::new(mp.as_os_str().as_bytes()) else {
-        return;
-    };
-    #[cfg(target_os = "linux")]
-    // SAFETY: c is a valid path string.
-    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    #[cfg(target_os = "freebsd")]
-    // SAFETY: c is a valid path string.
-    let r = unsafe { libc::unmount(c.as_ptr(), libc::MNT_FORCE) };
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-    let r = {
-        let _ = c;
-        -1
-    };
-    if r != 0 {
-        log::error(format_args!(
-            "cannot unmount {}: {}",
-            mp.display(),
-            std::io::Error::last_os_error()
-        ));
+/// On Linux the mount is made by the shared code: refused on a busy mount
+/// point, watched so that a server ending any way (SIGKILL too) leaves no
+/// dead mount, and unmounted only while it is ours. `Err`: mounting
+/// failed; `Ok(Err)`: serving did.
+#[cfg(target_os = "linux")]
+fn serve(
+    fs: Ext4Fs<sys::Device>,
+    opts: &MountOpts,
+    source: &Path,
+    mountpoint: &Path,
+    config: fuser::Config,
+    report: Option<std::os::fd::OwnedFd>,
+) -> Result<std::io::Result<()>, String> {
+    use ext4_fuse_common::{mount, os, watcher};
+    let c = &opts.common;
+    let fsname = c
+        .fsname
+        .clone()
+        .unwrap_or_else(|| os::default_fsname(source));
+    let spec = mount::MountSpec::new(c, fsname, mountpoint.to_path_buf(), ext4_fuse_bsd::SUBTYPE);
+    let sigs = block_signals();
+    // Forked while single-threaded and before mount(2): no moment is left
+    // when a killed server would leave its mount behind.
+    let watch = watcher::spawn(&mount::Mounted::expected(&spec))?;
+    let (fuse, _mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
+    let acl = config.acl;
+    let session = Session::from_fd(fs, fuse.into(), acl, config).map_err(|e| {
+        // Dropping `watch` makes the watcher unmount.
+        format!("cannot mount on {}: {e}", mountpoint.display())
+    })?;
+    let mp = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = wait_signal(&sigs);
+            // Exiting is the unmount: the watcher takes the mount down.
+            log::info(format_args!("signal {sig}: unmounting {}", mp.display()));
+            std::process::exit(0);
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    ready(report);
+    let r = session.run();
+    // The kernel ended the session: the mount is gone already.
+    if r.is_ok() {
+        watch.keep();
     }
+    Ok(r)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn serve(
+    fs: Ext4Fs<sys::Device>,
+    _opts: &MountOpts,
+    _source: &Path,
+    mountpoint: &Path,
+    config: fuser::Config,
+    report: Option<std::os::fd::OwnedFd>,
+) -> Result<std::io::Result<()>, String> {
+    let sigs = block_signals();
+    let mut session = Session::new(fs, mountpoint, &config)
+        .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = wait_signal(&sigs);
+            log::info(format_args!("signal {sig}: unmounting {}", mp.display()));
+            if let Err(e) = unmounter.unmount() {
+                log::warn(format_args!("unmount {}: {e}", mp.display()));
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    ready(report);
+    Ok(session.run())
 }

@@ -2,7 +2,7 @@
 //! engine's `mount_opts`), plus the ones FreeBSD's `mount_fusefs` knows.
 //! Anything else is refused, so a typo never silently mounts with defaults.
 
-use ext4_engine::mount_opts::{parse_size, MountOptions, OptionError};
+use ext4_engine::mount_opts::{MountOptions, OptionError};
 
 /// Everything `-o` can say, after parsing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -12,8 +12,6 @@ pub struct MountOpts {
     pub push_symlinks_in: bool,
     /// Let signals interrupt requests waiting on the server (FreeBSD).
     pub intr: bool,
-    /// Largest read request the kernel may send.
-    pub max_read: Option<u32>,
     /// `mount_fusefs` options that only mean something on FreeBSD
     /// (`private`, `noprivate`, `neglect_shares`); ignored elsewhere.
     pub bsd_only: Vec<String>,
@@ -51,17 +49,6 @@ impl MountOpts {
                 flag(&mut seen)?;
                 self.bsd_only.push(name.to_string());
             }
-            "max_read" => {
-                let Some(v) = value else {
-                    return refuse("mount option max_read needs a value (max_read=...)".into());
-                };
-                let n = parse_size(v)?;
-                let n = u32::try_from(n)
-                    .ok()
-                    .filter(|&n| n >= 4096)
-                    .ok_or_else(|| OptionError(format!("max_read={v} must be 4k..4g")))?;
-                self.max_read = Some(n);
-            }
             _ => return refuse(format!("unknown mount option '{opt}'")),
         }
         Ok(())
@@ -86,7 +73,7 @@ mod tests {
         assert_eq!(o.common.fsname.as_deref(), Some("/dev/ada0p2"));
         let o = parse("push_symlinks_in,intr,max_read=64k,nosuid,private").unwrap();
         assert!(o.push_symlinks_in && o.intr);
-        assert_eq!(o.max_read, Some(65536));
+        assert_eq!(o.common.max_read, Some(65536));
         assert_eq!(o.bsd_only, vec!["private".to_string()]);
     }
 

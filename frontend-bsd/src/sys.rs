@@ -7,27 +7,48 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
+use ext4_engine::mount_opts::MountOptions;
 use ext4_engine::FileDevice;
 use ext4_engine::IoError;
 use ext4_engine::{policy, BlockDevice, Error};
+use ext4_fuse_common::os::{check_source, io_msg};
 
 /// The device the server reads: a file or disk, with reads widened to
 /// whole sectors where the OS demands it.
 pub type Device = Aligned<FileDevice>;
 
-/// Open an image file or a disk device read-only.
-pub fn open_device(path: &Path) -> io::Result<Device> {
-    let file = File::open(path)?;
-    let ft = file.metadata()?.file_type();
+/// Open an image file or a disk device read-only; `Err` is what is
+/// wrong, in the OS's words.
+pub fn open_device(path: &Path) -> Result<Device, String> {
+    let msg = |e: io::Error| io_msg(&e);
+    let file = File::open(path).map_err(msg)?;
+    check_source(&file)?;
+    let ft = file.metadata().map_err(msg)?.file_type();
     if ft.is_block_device() || ft.is_char_device() {
-        let size = disk_size(&file)?;
-        let sector = sector_size(&file)?;
+        let size = disk_size(&file).map_err(msg)?;
+        let sector = sector_size(&file).map_err(msg)?;
         return Ok(Aligned::new(
             FileDevice::with_size(file, size, true),
             sector,
         ));
     }
-    Ok(Aligned::new(FileDevice::from_file(file, true)?, 1))
+    Ok(Aligned::new(
+        FileDevice::from_file(file, true).map_err(msg)?,
+        1,
+    ))
+}
+
+/// The device the filesystem is on: all of `path`, or the part `offset=`
+/// or `partition=` name.
+pub fn open_source(path: &Path, common: &MountOptions) -> Result<Device, String> {
+    let dev = open_device(path)?;
+    match common.locate(&dev)? {
+        Some((start, len)) => Ok(Aligned {
+            inner: dev.inner.window(start, len).map_err(|e| io_msg(&e))?,
+            sector: dev.sector,
+        }),
+        None => Ok(dev),
+    }
 }
 
 /// Reads widened to whole `sector`s: FreeBSD's disk devices have no

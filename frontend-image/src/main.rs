@@ -81,6 +81,15 @@ pub struct Cli {
     /// an inode (the kernel's journal_path=).
     #[arg(long, global = true, value_name = "PATH")]
     journal: Option<PathBuf>,
+    /// The filesystem starts this many bytes into IMAGE (fuse2fs' and
+    /// mount's offset=; suffixes k, m, g).
+    #[arg(long, global = true, value_name = "BYTES", value_parser = util::parse_size)]
+    offset: Option<u64>,
+    /// The filesystem is partition N of a whole-disk image (MBR or GPT,
+    /// numbered as Linux numbers them). Without it such an image is refused
+    /// with the list of its ext2/3/4 partitions.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    partition: Option<u32>,
     /// The image file or block device.
     pub image: PathBuf,
     #[command(subcommand)]
@@ -290,7 +299,7 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
         Ok(_) => {}
         Err(e) => return Err(cannot(io_msg(&e))),
     }
-    let dev = FileDevice::open(&cli.image, true).map_err(|e| cannot(io_msg(&e)))?;
+    let dev = open_device(cli, false)?;
     let mut opts = OpenOptions {
         ignore_checksums: cli.ignore_checksums,
         read_only: true,
@@ -309,6 +318,22 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
     }
     let journal = open_journal(cli, false)?.map(|d| Box::new(d) as Box<dyn BlockDevice>);
     Volume::open_with_journal(dev, journal, &opts).map_err(|e| open_error(cli, e))
+}
+
+/// IMAGE, or the part of it `--offset`/`--partition` name, read-only
+/// unless `write`.
+pub fn open_device(cli: &Cli, write: bool) -> Result<FileDevice, Fail> {
+    let img = cli.image.display();
+    let cannot = |why: String| Fail::Open(format!("cannot open {img}: {why}"));
+    let dev = FileDevice::open(&cli.image, !write).map_err(|e| cannot(io_msg(&e)))?;
+    let at = ext4_engine::partitions::locate(&dev, cli.offset, cli.partition, |s| {
+        format!("--{s} {}", if s == "offset" { "BYTES" } else { "N" })
+    })
+    .map_err(cannot)?;
+    match at {
+        Some((start, len)) => dev.window(start, len).map_err(|e| cannot(io_msg(&e))),
+        None => Ok(dev),
+    }
 }
 
 /// The external journal device of `--journal`, if given.

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ext4_engine::journal::{self, Policy};
-use ext4_engine::{BlockDevice, FileDevice, DEFAULT_REPLAY_BUDGET};
+use ext4_engine::{BlockDevice, DEFAULT_REPLAY_BUDGET};
 use serde_json::json;
 
-use crate::{io_msg, open_error, open_journal, out_err, Cli, CmdResult, Fail};
+use crate::{open_error, open_journal, out_err, Cli, CmdResult, Fail};
 
 pub fn run(cli: &Cli, json_out: bool) -> CmdResult {
     let img = cli.image.display();
@@ -18,8 +18,7 @@ pub fn run(cli: &Cli, json_out: bool) -> CmdResult {
             "recover and --norecovery contradict each other".into(),
         ));
     }
-    let dev = FileDevice::open(&cli.image, false)
-        .map_err(|e| Fail::Open(format!("cannot open {img} for writing: {}", io_msg(&e))))?;
+    let dev = crate::open_device(cli, true)?;
     let jdev = open_journal(cli, true)?;
     let budget = cli.replay_budget.map_or(DEFAULT_REPLAY_BUDGET, |b| {
         usize::try_from(b).unwrap_or(usize::MAX)

@@ -7,7 +7,7 @@
 //! and the server agree on what is an acceptable source.
 
 use std::fs::File;
-use std::io;
+
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -51,22 +51,7 @@ pub fn take(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Close every descriptor above stderr but `keep`: whatever the caller
-/// leaked into this process (a socket, a directory) would otherwise stay
-/// usable by a confined server. Call first thing, single-threaded.
-pub fn close_stray(keep: &[RawFd]) {
-    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&f| f > 2).collect();
-    keep.sort_unstable();
-    let mut lo: RawFd = 3;
-    for k in keep.into_iter().chain([RawFd::MAX]) {
-        if lo < k {
-            // SAFETY: close_range takes plain numbers; nothing in this
-            // process opened those descriptors.
-            unsafe { libc::syscall(libc::SYS_close_range, lo as u32, (k - 1) as u32, 0u32) };
-        }
-        lo = k.saturating_add(1);
-    }
-}
+pub use ext4_fuse_common::os::{close_stray, io_msg};
 
 /// Whether `fd` is a `/dev/fuse` descriptor (a character device 10:229).
 pub fn check_fuse(fd: BorrowedFd<'_>, name: &str) -> Result<(), String> {
@@ -90,15 +75,6 @@ pub fn check_fuse(fd: BorrowedFd<'_>, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The OS message without Rust's " (os error N)" suffix.
-pub fn io_msg(e: &io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
 /// Open the volume on an already-open image or device; `name` prefixes
 /// every message. Applies the journal policy and logs engine warnings.
 pub fn open_volume(
@@ -106,17 +82,14 @@ pub fn open_volume(
     name: &str,
     common: &MountOptions,
 ) -> Result<Volume<FileDevice>, String> {
-    let st = fstat(file.as_fd().as_raw_fd()).map_err(|e| format!("{name}: {}", e.desc()))?;
-    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-    if kind == SFlag::S_IFDIR {
-        return Err(format!(
-            "{name}: is a directory, not an image file or block device"
-        ));
-    }
-    if kind != SFlag::S_IFREG && kind != SFlag::S_IFBLK {
-        return Err(format!("{name}: not an image file or block device"));
-    }
+    ext4_fuse_common::os::check_source(&file).map_err(|e| format!("{name}: {e}"))?;
     let dev = FileDevice::from_file(file, true).map_err(|e| format!("{name}: {}", io_msg(&e)))?;
+    let dev = match common.locate(&dev).map_err(|e| format!("{name}: {e}"))? {
+        Some((start, len)) => dev
+            .window(start, len)
+            .map_err(|e| format!("{name}: {}", io_msg(&e)))?,
+        None => dev,
+    };
     let volume = common
         .open_volume(dev, journal_device)
         .map_err(|e| format!("{name}: {e}"))?;

@@ -9,12 +9,17 @@ pub mod channel;
 pub mod inherited;
 pub mod iomap_setup;
 pub mod loopdev;
-pub mod mount;
 pub mod options;
 pub mod sandbox;
 pub mod session;
-pub mod watcher;
 
 /// Log lines (stderr, syslog once detached, or `-o logfile=`), shared with
 /// `ext4-fuse-bsd`.
 pub use ext4_fuse_common::log;
+
+/// Mounting and unmounting only our own mount, and the watcher that
+/// leaves no dead mount: shared with `ext4-fuse-bsd`.
+pub use ext4_fuse_common::{mount, watcher};
+
+/// The mount's type is `fuse.ext4-fuse` unless `subtype=` names another.
+pub const SUBTYPE: &str = "ext4-fuse";

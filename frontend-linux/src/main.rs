@@ -17,7 +17,7 @@ use ext4_fuse::options::{self, Options};
 use ext4_fuse::sandbox;
 use ext4_fuse::session::{Config, Session};
 use ext4_fuse::watcher;
-use ext4_fuse_common::daemon;
+use ext4_fuse_common::{cli, daemon, os};
 use nix::sys::signal::{SigSet, Signal};
 
 fn main() -> ExitCode {
@@ -28,23 +28,13 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            // clap's own message starts with "error: "; keep it to one line.
-            let msg = e.to_string();
-            let first = msg
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("ext4-fuse: {first}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return cli::usage_error("ext4-fuse", &cli::one_line(&e)),
     };
     match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             log::error(format_args!("{msg}"));
-            ExitCode::FAILURE
+            ExitCode::from(cli::EXIT_FAILURE)
         }
     }
 }
@@ -64,6 +54,7 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
 
 fn run(opts: &Options) -> Result<(), String> {
     log::set_debug(opts.debug());
+    log::stop_on_damage(opts.common.errors == ext4_engine::mount_opts::OnErrors::Panic);
     if let Some(f) = &opts.common.logfile {
         log::use_file(std::path::Path::new(f)).map_err(|e| format!("logfile={f}: {e}"))?;
     }
@@ -78,11 +69,13 @@ fn run(opts: &Options) -> Result<(), String> {
         .map_err(|e| format!("sigprocmask: {e}"))?;
 
     // Descriptors leaked by whoever started us would stay usable after
-    // confinement; only the ones named on the command line are kept.
+    // confinement; only the ones named on the command line are kept, and
+    // the log file opened above.
     inherited::close_stray(
         &[&opts.source, &opts.mountpoint]
             .iter()
             .filter_map(|p| inherited::fd_number(p))
+            .chain(log::sink_fd())
             .collect::<Vec<_>>(),
     );
     // `ext4-fuse SOURCE /dev/fd/N`: a helper already mounted /dev/fuse
@@ -119,11 +112,25 @@ fn run(opts: &Options) -> Result<(), String> {
                 .common
                 .fsname
                 .clone()
-                .unwrap_or_else(|| mount::default_fsname(&opts.source));
-            let spec = MountSpec::new(&opts.common, fsname, mountpoint);
+                .unwrap_or_else(|| os::default_fsname(&opts.source));
+            let spec = MountSpec::new(&opts.common, fsname, mountpoint, ext4_fuse::SUBTYPE);
+            // Whatever ends this process from here on (a failure, a
+            // signal, a denied call once confined, SIGKILL), a watcher
+            // forked now, while single-threaded and before mount(2), takes
+            // the mount down (see watcher.rs).
+            let watch = watcher::spawn(&Mounted::expected(&spec))?;
             let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
-            (volume, fuse, Some(mounted), None)
+            (
+                volume,
+                DevFuse::from_file(fuse),
+                Some((mounted, watch)),
+                None,
+            )
         }
+    };
+    let (mounted, watch) = match mounted {
+        Some((m, w)) => (Some(m), Some(w)),
+        None => (None, None),
     };
     let undo = |m: &Option<Mounted>| {
         if let Some(m) = m {
@@ -178,9 +185,13 @@ fn run(opts: &Options) -> Result<(), String> {
         }
     };
 
+    let (uid, gid) = opts.common.shown_ids((
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    ));
     let mut config = Config {
-        uid: opts.common.uid,
-        gid: opts.common.gid,
+        uid,
+        gid,
         iomap: iomap_prep.is_some(),
         readdirplus: opts.readdirplus,
         ..Config::default()
@@ -251,18 +262,6 @@ fn run(opts: &Options) -> Result<(), String> {
     if ready.is_some() {
         daemon::detach_stdio();
     }
-    // A confined server cannot unmount; a privileged watcher does it for a
-    // mount this process made (see watcher.rs).
-    let watch = match (&plan, &mounted) {
-        (Some(_), Some(m)) => match watcher::spawn(m) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                undo(&mounted);
-                return Err(e);
-            }
-        },
-        _ => None,
-    };
     if let Some(plan) = plan {
         if let Err(e) = sandbox::apply(plan) {
             // With a watcher, exiting is the unmount.
@@ -276,17 +275,9 @@ fn run(opts: &Options) -> Result<(), String> {
         let _ = std::fs::File::from(w).write_all(&[0]);
     }
 
-    // Who unmounts on a signal: this process when unconfined and it made
-    // the mount; otherwise exiting is enough (the watcher, or whoever
-    // made the mount, takes it from there).
-    let signal_mount = if watch.is_some() {
-        None
-    } else {
-        mounted.clone()
-    };
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || on_signal(signals, signal_mount))
+        .spawn(move || on_signal(signals))
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     if let Some(what) = std::env::var_os(sandbox::PROBE_ENV) {
         sandbox::run_test_probe(&what.to_string_lossy());
@@ -297,28 +288,16 @@ fn run(opts: &Options) -> Result<(), String> {
         .map_err(|e| format!("reading /dev/fuse: {e}"));
     // The connection ended because the mount went away: nothing to undo.
     if let (Some(w), Ok(())) = (&watch, &result) {
-        watcher::keep(w);
+        w.keep();
     }
     result
 }
 
-fn on_signal(signals: SigSet, mounted: Option<Mounted>) {
+/// A signal ends the server; a mount it made is taken down by its
+/// watcher, one made by a helper by the helper.
+fn on_signal(signals: SigSet) {
     if let Ok(sig) = signals.wait() {
-        let Some(mounted) = mounted else {
-            log::debug(format_args!("{sig}: exiting"));
-            std::process::exit(0);
-        };
-        log::debug(format_args!(
-            "{sig}: unmounting {}",
-            mounted.mountpoint().display()
-        ));
-        if let Err(e) = mounted.unmount() {
-            log::error(format_args!(
-                "unmounting {}: {e}",
-                mounted.mountpoint().display()
-            ));
-            std::process::exit(1);
-        }
+        log::debug(format_args!("{sig}: exiting"));
         std::process::exit(0);
     }
 }

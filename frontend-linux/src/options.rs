@@ -14,27 +14,14 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
     name = "ext4-fuse",
     version,
     about = "Mount an ext2/ext3/ext4 filesystem (image file or block device) read-only through FUSE",
-    after_help = "Mount options (-o, comma-separated):\n  \
-        ro                   read-only (the only mode for now; rw is refused)\n  \
-        allow_other          let other users access the mount\n  \
-        default_permissions  accepted: permissions (and POSIX ACLs) are always\n                       checked, by the kernel, for every user\n  \
-        fsname=NAME          source name shown in /proc/mounts\n  \
-        uid=N, gid=N         report every file as owned by this uid / gid\n  \
-        cache_size=N[k|m|g]  metadata cache budget (default 32m, at least 64k)\n  \
-        name_index_size=N[k|m|g]  memory for name indexes of big directories that\n                       have no hash tree (default 8m; 0: scan them per lookup)\n  \
-        threads=N            FUSE worker threads\n  \
+    after_help = "  threads=N            FUSE worker threads (default: 2 per CPU, 4..16)\n  \
         spin=USEC            one worker polls this long for the next request before\n                       sleeping (default 50; 0: never), which spares a client\n                       waiting on it the wake-up of an idle CPU\n  \
-        iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it\n  \
+        iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it. Off\n                       with offset=/partition= and for a replayed journal\n  \
         readdirplus=auto|on|off  listings carry each entry's attributes: auto (the\n                       default) lets the kernel choose per listing chunk; on:\n                       always; off: never (a LOOKUP per entry used)\n  \
-        user=NAME            user the server switches to once started (default nobody)\n  \
-        nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
-        norecovery           ignore a journal that needs recovery (as the kernel's\n                       norecovery): the filesystem without the journal's newest\n                       changes. Without it the journal is replayed in memory,\n                       the image itself left unchanged (and file data is then\n                       served without iomap)\n  \
-        journal_path=PATH    the external journal device of a filesystem whose journal\n                       is not in an inode (read to replay it)\n  \
-        replay_budget=N[k|m|g]  memory for the plan of a journal replayed in memory,\n                       32 bytes per logged block (default 32m)\n  \
-        logfile=PATH         append log lines (damage found, failures) to PATH instead\n                       of stderr, or syslog once detached\n  \
-        debug                log every request (implies -f)\n  \
-        nosuid, nodev, noexec and their opposites, atime options, and fstab-only\n  \
-        options (auto, noauto, user, nofail, _netdev, x-*) are accepted too."
+        setuid=NAME          user the server switches to once started (default\n                       nobody; mount.fuse3's option of the same name)\n  \
+        nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n\n\
+        Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mounting or\n\
+        serving failed, 2 a bad argument or option."
 )]
 struct Cli {
     /// Image file or block device holding the filesystem.
@@ -64,7 +51,7 @@ pub struct Options {
     pub threads: Option<usize>,
     /// `iomap=`: the kernel's iomap data path.
     pub iomap: IomapMode,
-    /// `user=`: who the server becomes once started (`None`: nobody).
+    /// `setuid=`: who the server becomes once started (`None`: nobody).
     pub user: Option<String>,
     /// `nosandbox`: skip the user switch, capability drop and seccomp.
     pub nosandbox: bool,
@@ -96,7 +83,11 @@ impl Options {
 /// the one line to print; clap's help/version come back as `Err` too, and
 /// [`is_help`] tells them apart.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, clap::Error> {
-    let cli = Cli::try_parse_from(std::iter::once("ext4-fuse".to_string()).chain(args))?;
+    let cli: Cli = ext4_fuse_common::cli::try_parse_with_help(
+        "ext4-fuse",
+        args,
+        ext4_engine::mount_opts::HELP,
+    )?;
     let mut o = Options {
         source: cli.source,
         mountpoint: cli.mountpoint,
@@ -111,28 +102,23 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Options, clap::E
         }
     }
     o.foreground = cli.foreground || o.common.debug;
+    // The kernel does iomap file I/O on a block device holding only the
+    // filesystem: not on a part of an image.
+    if o.common.offset.is_some() || o.common.partition.is_some() {
+        if o.iomap == IomapMode::On {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                "iomap=on cannot serve a filesystem inside a larger image (offset=, partition=)\n",
+            ));
+        }
+        o.iomap = IomapMode::Off;
+    }
     Ok(o)
 }
 
-pub fn is_help(e: &clap::Error) -> bool {
-    matches!(
-        e.kind(),
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-    )
-}
+pub use ext4_fuse_common::cli::is_help;
 
 fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
-    // `user=NAME` before the shared names: there a bare `user` is the
-    // fstab flag, accepted and ignored whatever follows it.
-    if let Some(name) = opt.strip_prefix("user=") {
-        if name.is_empty() {
-            return Err(OptionError(
-                "mount option user needs a value (user=NAME)".into(),
-            ));
-        }
-        o.user = Some(name.to_string());
-        return Ok(());
-    }
     let Some((name, value)) = o.common.apply(opt)? else {
         return Ok(());
     };
@@ -147,6 +133,13 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
             o.threads = Some(n);
         }
         ("nosandbox", None) => o.nosandbox = true,
+        // Not `user=`: mount(8) takes that for its own option.
+        ("setuid", Some(v)) if !v.is_empty() => o.user = Some(v.to_string()),
+        ("setuid", _) => {
+            return Err(OptionError(
+                "mount option setuid needs a value (setuid=NAME)".into(),
+            ))
+        }
         ("spin", Some(v)) => {
             let n: u64 = number(name, v)?;
             if n > 10_000 {
@@ -224,8 +217,11 @@ mod tests {
         let o = p(&["a", "b", "-o", "debug"]).unwrap();
         assert!(o.debug() && o.foreground);
 
-        let o = p(&["a", "b", "-o", "user=daemon,nosandbox,user"]).unwrap();
+        let o = p(&["a", "b", "-o", "setuid=daemon,nosandbox,user"]).unwrap();
         assert_eq!((o.user.as_deref(), o.nosandbox), (Some("daemon"), true));
+        assert!(p(&["a", "b", "-o", "user=daemon"])
+            .unwrap_err()
+            .contains("setuid=NAME"));
         let o = p(&["a", "b"]).unwrap();
         assert_eq!((o.user, o.nosandbox), (None, false));
     }
@@ -257,7 +253,12 @@ mod tests {
             p(&["a", "b", "-o", "iomap=off"]).unwrap().iomap,
             IomapMode::Off
         );
-        assert!(e(&["a", "b", "-o", "user="]).contains("needs a value"));
+        assert!(e(&["a", "b", "-o", "setuid="]).contains("needs a value"));
+        assert_eq!(
+            p(&["a", "b", "-o", "partition=2"]).unwrap().iomap,
+            IomapMode::Off
+        );
+        assert!(e(&["a", "b", "-o", "offset=1m,iomap=on"]).contains("iomap=on"));
         assert!(e(&["a", "b", "-o", "nosandbox=1"]).contains("unknown"));
         // FreeBSD-only names are not silently accepted here.
         assert!(e(&["a", "b", "-o", "push_symlinks_in"]).contains("unknown"));

@@ -23,12 +23,12 @@ use seccompiler::{
 
 use crate::log;
 
-/// The user the server runs as unless `-o user=` says otherwise.
+/// The user the server runs as unless `-o setuid=` says otherwise.
 pub const DEFAULT_USER: &str = "nobody";
 
 /// What [`prepare`] found; [`apply`] uses it without touching any file.
 pub struct Plan {
-    /// `None`: stay as we are (not root, and no `user=` asked).
+    /// `None`: stay as we are (not root, and no `setuid=` asked).
     target: Option<(String, Uid, Gid)>,
     keep_rawio: bool,
 }
@@ -39,7 +39,7 @@ pub fn prepare(user: Option<&str>, keep_rawio: bool) -> Result<Plan, String> {
     let name = user.unwrap_or(DEFAULT_USER);
     let found = User::from_name(name)
         .map_err(|e| format!("looking up user {name}: {e}"))?
-        .ok_or_else(|| format!("no such user: {name} (see -o user=)"))?;
+        .ok_or_else(|| format!("no such user: {name} (see -o setuid=)"))?;
     let privileged = Uid::effective().is_root() || has_cap(Capability::CAP_SETUID);
     let target = if Uid::current() == found.uid && Uid::effective() == found.uid {
         None

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use ext4_engine::{policy, Error, InodeNo};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
+static STOP_ON_DAMAGE: AtomicBool = AtomicBool::new(false);
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
 static SINK: OnceLock<Sink> = OnceLock::new();
 
@@ -40,6 +41,22 @@ fn program() -> &'static str {
 
 pub fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
+}
+
+/// `errors=panic`: after logging the first damage found, stop the server
+/// (abort, dumping core where the system keeps cores, as fuse2fs does).
+/// The mount then goes away with it (see `watcher`).
+pub fn stop_on_damage(on: bool) {
+    STOP_ON_DAMAGE.store(on, Ordering::Relaxed);
+}
+
+fn damage_found(e: &Error) {
+    if e.is_corruption() && STOP_ON_DAMAGE.load(Ordering::Relaxed) {
+        error(format_args!(
+            "errors=panic: stopping at the first damage found"
+        ));
+        std::process::abort();
+    }
 }
 
 pub fn debug_enabled() -> bool {
@@ -138,6 +155,7 @@ pub fn debug(args: fmt::Arguments<'_>) {
 pub fn failure(op: &str, ino: InodeNo, e: &Error) {
     if policy::worth_logging(e) {
         error(format_args!("{op} on inode {ino}: {e}"));
+        damage_found(e);
     } else {
         debug(format_args!("{op} on inode {ino}: {e}"));
     }
@@ -148,6 +166,7 @@ pub fn failure(op: &str, ino: InodeNo, e: &Error) {
 pub fn skipped(reports: Vec<Error>) {
     for e in reports {
         error(format_args!("damage skipped: {e}"));
+        damage_found(&e);
     }
 }
 

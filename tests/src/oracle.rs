@@ -493,10 +493,24 @@ pub struct LoopDevice {
 
 impl LoopDevice {
     pub fn attach(img: &Path, read_only: bool) -> io::Result<LoopDevice> {
+        Self::attach_range(img, None, read_only)
+    }
+
+    /// `losetup -o OFFSET --sizelimit LEN`: the `(offset, len)` bytes of
+    /// `img` (a partition of a disk image) as a device of their own.
+    pub fn attach_range(
+        img: &Path,
+        range: Option<(u64, u64)>,
+        read_only: bool,
+    ) -> io::Result<LoopDevice> {
         let mut c = Command::new("losetup");
         c.arg("-f").arg("--show");
         if read_only {
             c.arg("-r");
+        }
+        if let Some((off, len)) = range {
+            c.arg("-o").arg(off.to_string());
+            c.arg("--sizelimit").arg(len.to_string());
         }
         c.arg(img);
         let out = run(&mut c);

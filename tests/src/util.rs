@@ -198,6 +198,15 @@ pub fn require_e2fsprogs() -> bool {
     true
 }
 
+/// A tool present? Prints a skip line naming its package when not.
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    if have_tool(tool) {
+        return true;
+    }
+    skip(&format!("`{tool}` not found (install {package})"));
+    false
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

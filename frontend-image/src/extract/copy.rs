@@ -126,6 +126,7 @@ impl Extraction<'_> {
         ) else {
             return self.copy_read(w, file, ino, from, to);
         };
+        let src = src + self.image_base;
         let dst = file.as_raw_fd();
         let mut pos = from;
         while pos < to {

@@ -158,7 +158,9 @@ struct Extraction<'a> {
     vol: &'a Vol,
     jobs: usize,
     image: RawFd,
-    /// Bytes in the image (block device or file).
+    /// Where the filesystem starts in `image` (`--offset`, a partition).
+    image_base: u64,
+    /// Bytes in the filesystem's device (block device, file or window).
     image_size: u64,
     /// The directory all recorded hard-link paths are relative to.
     root: RawFd,
@@ -324,6 +326,7 @@ pub fn run(vol: &Vol, path: &[u8], dest: &Path, jobs: Option<usize>) -> CmdResul
         vol,
         jobs,
         image: vol.device().file().as_raw_fd(),
+        image_base: vol.device().base(),
         image_size: vol.device().size(),
         root: top.fd(),
         // SAFETY: geteuid has no preconditions.

@@ -2,7 +2,7 @@
 //! a mount. Run as root (also as `mount.fuse.ext4-fuse`, which mount(8)
 //! calls for `-t fuse.ext4-fuse`), it opens the source read-only, checks it
 //! holds an ext2/3/4 filesystem, opens /dev/fuse and mounts it, then starts
-//! `ext4-fuse /dev/fd/M /dev/fd/N` as the unprivileged user (`-o user=`,
+//! `ext4-fuse /dev/fd/M /dev/fd/N` as the unprivileged user (`-o setuid=`,
 //! default nobody) with no capabilities — or only CAP_SYS_RAWIO when the
 //! kernel offers iomap. The server then confines itself further.
 //!
@@ -26,6 +26,9 @@ use ext4_fuse::iomap_setup::{self, BackingDevice, IomapMode};
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options;
 use ext4_fuse::sandbox;
+use ext4_fuse_common::{cli, os};
+
+const NAME: &str = "ext4-fuse-mount";
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, User};
 
@@ -34,11 +37,22 @@ const USAGE: &str = "usage: ext4-fuse-mount SOURCE MOUNTPOINT [-o OPTIONS] [-f] 
 Mount an ext2/ext3/ext4 image or block device read-only through FUSE as
 root, and serve it with ext4-fuse running unprivileged and confined.
 Options are those of ext4-fuse (see ext4-fuse --help), including
-user=NAME (default nobody) and nosandbox.
-  -f  keep the server in the foreground; the helper waits for it
-  -d  debug: the server logs every request (implies -f)
+setuid=NAME (default nobody) and nosandbox.
+  -f             keep the server in the foreground; the helper waits for it
+  -d             debug: the server logs every request (implies -f)
+  -h, --help     this text
+  -V, --version  the version
 Installed as mount.fuse.ext4-fuse, mount(8)'s helper flags apply instead:
--f fakes the mount; -n, -s, -v and -t TYPE are accepted.";
+-f fakes the mount; -n, -s, -v and -t TYPE are accepted.
+
+Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mounting or
+serving failed, 2 a bad argument or option.";
+
+enum Parsed {
+    Run(Box<Args>),
+    Help,
+    Version,
+}
 
 struct Args {
     source: PathBuf,
@@ -47,9 +61,10 @@ struct Args {
     foreground: bool,
     debug: bool,
     fake: bool,
+    opts: options::Options,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
+fn parse_args() -> Result<Parsed, String> {
     let mut pos: Vec<OsString> = Vec::new();
     let mut a = Args {
         source: PathBuf::new(),
@@ -58,6 +73,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         foreground: false,
         debug: false,
         fake: false,
+        opts: options::Options::default(),
     };
     let mut it = std::env::args_os();
     // As mount.fuse.ext4-fuse, mount(8) passes -f for a fake mount.
@@ -71,7 +87,8 @@ fn parse_args() -> Result<Option<Args>, String> {
         .unwrap_or(false);
     while let Some(arg) = it.next() {
         match arg.to_str() {
-            Some("-h" | "--help") => return Ok(None),
+            Some("-h" | "--help") => return Ok(Parsed::Help),
+            Some("-V" | "--version") => return Ok(Parsed::Version),
             Some("-o") => {
                 let v = it.next().ok_or("-o needs a value")?;
                 a.options
@@ -97,28 +114,39 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     a.mountpoint = pos.pop().unwrap_or_default().into();
     a.source = pos.pop().unwrap_or_default().into();
-    Ok(Some(a))
+    // The same option checks as the server, before touching anything.
+    let mut cl = vec![
+        a.source.to_string_lossy().into_owned(),
+        a.mountpoint.to_string_lossy().into_owned(),
+    ];
+    for o in &a.options {
+        cl.push("-o".into());
+        cl.push(o.clone());
+    }
+    a.opts = options::parse(cl).map_err(|e| cli::one_line(&e))?;
+    Ok(Parsed::Run(Box::new(a)))
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+        Ok(Parsed::Run(a)) => *a,
+        Ok(Parsed::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
-            eprintln!("ext4-fuse-mount: {e}");
-            return ExitCode::from(2);
+        Ok(Parsed::Version) => {
+            println!("ext4-fuse-mount {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
         }
+        Err(e) => return cli::usage_error(NAME, &e),
     };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_empty() {
-                eprintln!("ext4-fuse-mount: {e}");
+                eprintln!("{NAME}: {e}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(cli::EXIT_FAILURE)
         }
     }
 }
@@ -133,30 +161,14 @@ fn server_path() -> PathBuf {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    // The same option checks as the server, before touching anything.
-    let mut cl = vec![
-        args.source.to_string_lossy().into_owned(),
-        args.mountpoint.to_string_lossy().into_owned(),
-    ];
-    for o in &args.options {
-        cl.push("-o".into());
-        cl.push(o.clone());
-    }
-    let opts = options::parse(cl).map_err(|e| {
-        e.to_string()
-            .lines()
-            .next()
-            .unwrap_or("invalid options")
-            .trim_start_matches("error: ")
-            .to_string()
-    })?;
+    let opts = &args.opts;
     if !nix::unistd::geteuid().is_root() {
         return Err("must run as root (ext4-fuse mounts as an ordinary user itself)".into());
     }
     let user_name = opts.user.as_deref().unwrap_or(sandbox::DEFAULT_USER);
     let user = User::from_name(user_name)
         .map_err(|e| format!("looking up user {user_name}: {e}"))?
-        .ok_or_else(|| format!("no such user: {user_name} (see -o user=)"))?;
+        .ok_or_else(|| format!("no such user: {user_name} (see -o setuid=)"))?;
 
     let src = args.source.display().to_string();
     let source = File::open(&args.source).map_err(|e| format!("{src}: {}", io_msg(&e)))?;
@@ -196,13 +208,13 @@ fn run(args: Args) -> Result<(), String> {
         .common
         .fsname
         .clone()
-        .unwrap_or_else(|| mount::default_fsname(&args.source));
-    let spec = MountSpec::new(&opts.common, fsname.clone(), mountpoint);
+        .unwrap_or_else(|| os::default_fsname(&args.source));
+    let spec = MountSpec::new(&opts.common, fsname.clone(), mountpoint, ext4_fuse::SUBTYPE);
     let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
 
     let mut cmd = Command::new(server_path());
     cmd.arg(format!("/dev/fd/{}", source.as_raw_fd()))
-        .arg(format!("/dev/fd/{}", fuse.fd().as_raw_fd()));
+        .arg(format!("/dev/fd/{}", fuse.as_raw_fd()));
     for o in &args.options {
         cmd.arg("-o").arg(o);
     }
@@ -223,7 +235,7 @@ fn run(args: Args) -> Result<(), String> {
             let e = start_server(
                 cmd,
                 source.as_fd(),
-                fuse.fd(),
+                fuse.as_fd(),
                 &user,
                 keep_rawio,
                 opts.nosandbox,
@@ -267,11 +279,10 @@ fn run(args: Args) -> Result<(), String> {
     }
 }
 
-/// Unmount unless someone already did (an `umount` racing a dying server).
+/// Unmount unless someone already did (an `umount` racing a dying
+/// server) or mounted something over it.
 fn undo(m: &Mounted) {
-    if mount::is_mountpoint(m.mountpoint()) {
-        let _ = m.unmount();
-    }
+    let _ = m.unmount();
 }
 
 /// In the child: hand both descriptors over, drop to the server's user and
