@@ -4,7 +4,7 @@ set -euo pipefail
 need=()
 for pair in mke2fs:e2fsprogs debugfs:e2fsprogs fusermount3:fuse3 fuse2fs:fuse2fs \
             getfattr:attr setfattr:attr getfacl:acl setfacl:acl fio:fio losetup:mount \
-            sfdisk:fdisk sgdisk:gdisk; do
+            sfdisk:fdisk sgdisk:gdisk tar:tar python3:python3; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

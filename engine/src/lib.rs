@@ -57,11 +57,17 @@ pub mod fsck;
 pub mod iomap;
 pub mod journal;
 pub mod mapping_cache;
+pub mod mkfs;
 pub mod mount_opts;
 pub mod name_index;
 pub mod partitions;
 pub mod policy;
 
+/// POSIX ACLs in their xattr form (`system.posix_acl_*`), decoded.
+pub use acl::{
+    xattr_entries as acl_entries, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER,
+    ACL_USER_OBJ,
+};
 pub use attr::{Attr, FileType, StatFs, Timestamp};
 pub use block_cache::CacheStats;
 pub use blockmap::Run;

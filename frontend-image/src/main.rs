@@ -10,8 +10,10 @@ mod extract;
 mod info;
 mod list;
 mod map;
+mod mkfs;
 mod recover;
 mod stat;
+mod tar_export;
 mod util;
 
 use std::ffi::OsString;
@@ -45,7 +47,11 @@ Examples:
   ext4-image disk.img extract / ./rootfs
   ext4-image disk.img map --physical /var/log/syslog
   ext4-image --ignore-checksums disk.img check --data
-  ext4-image crashed.img recover";
+  ext4-image crashed.img recover
+  ext4-image tar disk.img /etc > etc.tar
+
+`ext4-image tar IMAGE [PATH]` is the same as `ext4-image IMAGE tar [PATH]`,
+and `ext4-image mkfs IMAGE SIZE` as `ext4-image IMAGE mkfs SIZE`.";
 
 #[derive(Parser)]
 #[command(
@@ -188,6 +194,58 @@ enum Cmd {
     Recover {
         #[arg(long)]
         json: bool,
+    },
+    /// Write the tree at PATH (default: the root) to standard output as a
+    /// PAX tar stream, as GNU tar's `--format=posix --xattrs --acls -S`
+    /// writes it: owners, modes, nanosecond times, xattrs, POSIX ACLs,
+    /// device nodes, FIFOs, symlinks, hard links and sparse files (holes
+    /// from the image's block map, never read). Names start with `./` for
+    /// a directory. Sockets are left out, as GNU tar does. Restore as root
+    /// with: tar -x --xattrs --xattrs-include='*' --acls --numeric-owner -S
+    ///
+    /// Example: ext4-image tar disk.img / | tar -tvv --xattrs --acls
+    Tar {
+        #[arg(default_value = "/")]
+        path: OsString,
+    },
+    /// Make a new, empty filesystem in IMAGE (created, or emptied), laid out
+    /// as mke2fs lays it out with the same options. So far ext2 only, with
+    /// mke2fs's default features but the resize inode (the filesystem can
+    /// still grow offline with resize2fs, not online).
+    ///
+    /// Times: --timestamp, else $SOURCE_DATE_EPOCH, else now. With -U the
+    /// directory hash seed follows from the UUID: the same options give a
+    /// byte-identical image on every run.
+    ///
+    /// Example: ext4-image mkfs disk.img 1g -t ext2 -L data
+    Mkfs {
+        /// Size of the image: bytes, or with a suffix k, m, g.
+        #[arg(value_parser = util::parse_size)]
+        size: u64,
+        /// Filesystem type (only ext2 so far).
+        #[arg(short = 't', default_value = "ext2")]
+        fs_type: String,
+        /// Block size in bytes (default: 1024 below 512 MiB, else 4096, as mke2fs.conf says).
+        #[arg(short = 'b', value_parser = ["1024", "2048", "4096", "8192", "16384", "32768", "65536"])]
+        block_size: Option<String>,
+        /// Volume label (at most 16 bytes).
+        #[arg(short = 'L')]
+        label: Option<String>,
+        /// Filesystem UUID (default: random).
+        #[arg(short = 'U')]
+        uuid: Option<String>,
+        /// Number of inodes wanted (rounded up to fill inode table blocks).
+        #[arg(short = 'N')]
+        inodes: Option<u64>,
+        /// Inode size in bytes (default 256).
+        #[arg(short = 'I', value_parser = ["128", "256", "512", "1024"])]
+        inode_size: Option<String>,
+        /// Seconds since the epoch for every time the filesystem records.
+        #[arg(long, allow_hyphen_values = true)]
+        timestamp: Option<i64>,
+        /// Print nothing on success.
+        #[arg(short = 'q')]
+        quiet: bool,
     },
     /// Show where a file's bytes live on the device: the answers the
     /// kernel gets from FUSE_IOMAP_BEGIN, or (--physical) the extents as
@@ -379,6 +437,31 @@ fn run(cli: &Cli) -> CmdResult {
     if let Cmd::Recover { json } = cli.cmd {
         return recover::run(cli, json);
     }
+    if let Cmd::Mkfs {
+        size,
+        fs_type,
+        block_size,
+        label,
+        uuid,
+        inodes,
+        inode_size,
+        timestamp,
+        quiet,
+    } = &cli.cmd
+    {
+        return mkfs::run(&mkfs::Args {
+            image: &cli.image,
+            size: *size,
+            fs_type,
+            block_size: block_size.as_deref().and_then(|b| b.parse().ok()),
+            label: label.as_deref(),
+            uuid: uuid.as_deref(),
+            inodes: *inodes,
+            inode_size: inode_size.as_deref().and_then(|b| b.parse().ok()),
+            timestamp: *timestamp,
+            quiet: *quiet,
+        });
+    }
     let vol = open(cli)?;
     if !matches!(cli.cmd, Cmd::Info { .. }) {
         for w in vol.warnings() {
@@ -424,13 +507,25 @@ fn run(cli: &Cli) -> CmdResult {
             };
             map::run(&vol, &paths, &opts)
         }
+        Cmd::Tar { path } => tar_export::run(&vol, path_bytes(path)),
+        // Makes the image (run before `open` above).
+        Cmd::Mkfs { .. } => unreachable!("mkfs runs before the image is opened"),
         // Opens the image itself, read-write (run before `open` above).
         Cmd::Recover { json } => recover::run(cli, *json),
     }
 }
 
+/// The command line with `ext4-image tar|mkfs IMAGE ...` turned into the
+/// `ext4-image IMAGE tar|mkfs ...` form the parser knows.
+fn command_first(mut args: Vec<OsString>) -> Vec<OsString> {
+    if args.len() > 2 && (args[1] == "tar" || args[1] == "mkfs") {
+        args.swap(1, 2);
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(command_first(std::env::args_os().collect()));
     match run(&cli) {
         Ok(code) => {
             let _ = std::io::stdout().flush();

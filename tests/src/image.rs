@@ -27,7 +27,7 @@ use crate::snapshot::{host_snapshot, Snapshot, WalkOptions};
 use crate::tree::{
     self, apply_nodes, materialize, NodeKind, Plan, Profile, Time, TreeParams, GENERATOR_VERSION,
 };
-use crate::util::{cache_dir, fnv64, page_size, run_ok, FileLock};
+use crate::util::{cache_dir, fnv64, is_build_of, page_size, run_ok, FileLock};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageSpec {
@@ -344,7 +344,7 @@ pub fn build_image(spec: &ImageSpec) -> BuiltImage {
         if let Ok(rd) = std::fs::read_dir(&cache) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(&format!("img-{}-", spec.name)) && e.path() != dir {
+                if is_build_of(&n, &format!("img-{}", spec.name)) && e.path() != dir {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }

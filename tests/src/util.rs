@@ -47,6 +47,16 @@ pub fn cache_dir() -> PathBuf {
     d
 }
 
+/// Whether cache entry `entry` is `{name}-{16 hex digits}`: a build of
+/// `name` under some key, and not of a name `name` is a prefix of (building
+/// `ext4` must not remove `ext4-inline`'s image while a test uses it).
+pub fn is_build_of(entry: &str, name: &str) -> bool {
+    entry
+        .strip_prefix(name)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The cache directory of `name` for `key` (what the build depends on),
 /// built by `build` once: under a lock, so parallel tests and processes
 /// wait for one build, and with the directories of older keys removed.
@@ -58,10 +68,7 @@ pub fn cached_build(name: &str, key: u64, build: impl FnOnce(&Path)) -> PathBuf 
         return dir;
     }
     for e in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("{name}-"))
-        {
+        if is_build_of(&e.file_name().to_string_lossy(), name) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -342,5 +349,18 @@ impl ContentHasher {
         self.mix(size);
         self.mix(0x1234_5678);
         self.a ^ self.b.rotate_left(17)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_build_of;
+
+    #[test]
+    fn builds_of_a_name_not_of_longer_names() {
+        assert!(is_build_of("img-ext2-0123456789abcdef", "img-ext2"));
+        assert!(!is_build_of("img-ext2-1k-128-0123456789abcdef", "img-ext2"));
+        assert!(!is_build_of("img-ext4-inline-0123456789abcdef", "img-ext4"));
+        assert!(!is_build_of("img-ext2-partial", "img-ext2"));
     }
 }

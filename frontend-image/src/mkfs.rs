@@ -1,0 +1,167 @@
+//! `ext4-image mkfs IMAGE SIZE`: a new, empty filesystem in a file, laid
+//! out by the engine as mke2fs lays it out (`ext4_engine::mkfs`).
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use ext4_engine::mkfs::{mkfs, seed_from_uuid, MkfsOptions};
+use ext4_engine::{Error, FileDevice};
+
+use crate::{io_msg, CmdResult, Fail};
+
+pub struct Args<'a> {
+    pub image: &'a Path,
+    pub size: u64,
+    pub fs_type: &'a str,
+    pub block_size: Option<u32>,
+    pub label: Option<&'a str>,
+    pub uuid: Option<&'a str>,
+    pub inodes: Option<u64>,
+    pub inode_size: Option<u16>,
+    pub timestamp: Option<i64>,
+    pub quiet: bool,
+}
+
+pub fn run(a: &Args<'_>) -> CmdResult {
+    let bad = |m: String| Fail::Open(m);
+    if a.fs_type != "ext2" {
+        return Err(bad(format!(
+            "-t {}: only ext2 is laid out so far (ext3 and ext4 need the journal and \
+             flex_bg layouts, not written yet); use mke2fs for those",
+            a.fs_type
+        )));
+    }
+    let time = match a.timestamp {
+        Some(t) => t,
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => v.trim().parse().map_err(|_| {
+                bad(format!(
+                    "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+                ))
+            })?,
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        },
+    };
+    // A fixed UUID fixes the hash seed too (reproducible images).
+    let (uuid, hash_seed) = match a.uuid {
+        Some(u) => {
+            let uuid = parse_uuid(u).ok_or_else(|| {
+                bad(format!(
+                    "-U {u}: not a UUID (32 hex digits, dashes allowed)"
+                ))
+            })?;
+            (uuid, seed_from_uuid(&uuid))
+        }
+        None => (random_uuid()?, random_uuid()?),
+    };
+    let mut o = MkfsOptions::ext2(a.size, uuid, time);
+    o.hash_seed = hash_seed;
+    if let Some(bs) = a.block_size {
+        o.block_size = bs;
+    }
+    if let Some(n) = a.inode_size {
+        o.inode_size = n;
+    }
+    o.inodes = a.inodes;
+    if let Some(l) = a.label {
+        if l.len() > 16 {
+            return Err(bad(format!("-L {l}: a label is at most 16 bytes")));
+        }
+        o.label[..l.len()].copy_from_slice(l.as_bytes());
+    }
+    let img = a.image.display();
+    if let Ok(m) = std::fs::metadata(a.image) {
+        if !m.is_file() {
+            return Err(bad(format!(
+                "{img} is not a regular file (mkfs writes image files only)"
+            )));
+        }
+    }
+    // A fresh, sparse file: it reads as zeros, which the layout relies on.
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(a.image)
+        .map_err(|e| bad(format!("cannot create {img}: {}", io_msg(&e))))?;
+    f.set_len(a.size)
+        .map_err(|e| bad(format!("cannot size {img}: {}", io_msg(&e))))?;
+    drop(f);
+    let dev = FileDevice::open(a.image, false)
+        .map_err(|e| bad(format!("cannot open {img}: {}", io_msg(&e))))?;
+    let made = mkfs(&dev, &o).map_err(|e| {
+        let why = match e {
+            Error::NoSpace => "too small for the filesystem's tables (a bigger SIZE)".to_string(),
+            Error::InvalidArgument => {
+                "too many inodes for this size (fewer with -N, or a bigger SIZE)".to_string()
+            }
+            e => e.to_string(),
+        };
+        Fail::Problem(format!(
+            "cannot make a filesystem of {} bytes with {}-byte blocks and {}-byte inodes: {why}",
+            a.size, o.block_size, o.inode_size
+        ))
+    })?;
+    // As mke2fs, a last group too small for its tables is left out of
+    // the filesystem but not cut off the file.
+    let g = made.geometry;
+    if !a.quiet {
+        println!(
+            "{img}: ext2, {} blocks of {} bytes, {} inodes, {} groups; {} blocks and {} inodes free",
+            g.blocks_count,
+            g.block_size,
+            g.groups as u64 * g.inodes_per_group as u64,
+            g.groups,
+            made.free_blocks,
+            made.free_inodes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A random (version 4) UUID from the kernel's generator.
+fn random_uuid() -> Result<[u8; 16], Fail> {
+    let mut u = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut u))
+        .map_err(|e| Fail::Open(format!("cannot read /dev/urandom: {}", io_msg(&e))))?;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uuids() {
+        assert_eq!(
+            super::parse_uuid("01234567-89ab-cdef-0123-456789ABCDEF"),
+            Some([
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+                0xcd, 0xef
+            ])
+        );
+        assert_eq!(super::parse_uuid("0123"), None);
+        assert_eq!(
+            super::parse_uuid("g1234567-89ab-cdef-0123-456789abcdef"),
+            None
+        );
+    }
+}
