@@ -280,12 +280,24 @@ pub fn check_open(open_flags: u32, kind: FileType, iflags: u32, read_only: bool)
 
 /// The engine's view of a request's caller: the owner of what it
 /// creates, and whether it may use the root-reserved blocks (root holds
-/// `CAP_SYS_RESOURCE`).
+/// `CAP_SYS_RESOURCE`). No umask: requests that create carry their own
+/// ([`cred_creating`]).
 pub fn cred(caller: &Caller) -> Cred {
     Cred {
         uid: caller.uid,
         gid: caller.gid,
         cap_resource: caller.is_root(),
+        umask: 0,
+    }
+}
+
+/// [`cred`] for a request that creates with the caller's `umask`, which a
+/// kernel that takes POSIX ACLs leaves to the server: the engine applies
+/// it unless the directory has a default ACL.
+pub fn cred_creating(caller: &Caller, umask: u32) -> Cred {
+    Cred {
+        umask: (umask & 0o777) as u16,
+        ..cred(caller)
     }
 }
 

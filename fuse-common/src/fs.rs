@@ -403,8 +403,8 @@ impl<D: BlockDevice + 'static> Fs<D> {
     }
 
     /// `CREATE` (with `open_flags`, opening it) or `MKNOD` of a regular
-    /// file: `mode` less `umask` (the kernel leaves the umask to a server
-    /// that takes POSIX ACLs).
+    /// file: `mode` less `umask` unless `parent` has a default ACL (the
+    /// kernel leaves both to a server that takes POSIX ACLs).
     pub fn create(
         &self,
         caller: &Caller,
@@ -416,8 +416,8 @@ impl<D: BlockDevice + 'static> Fs<D> {
     ) -> Result<Attr> {
         let ro = self.vol.read_only();
         self.with_subject(parent, |d| policy::check_dir_change(d, false, ro))?;
-        let mode = (mode & !umask & 0o7777) as u16;
-        let cred = policy::cred(caller);
+        let mode = (mode & 0o7777) as u16;
+        let cred = policy::cred_creating(caller, umask);
         let r = self.retry_on_full(|| self.vol.create(parent, name, mode, &cred));
         let a = self.changed(r, true)?;
         self.entry(&a);
