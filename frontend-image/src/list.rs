@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ext4_engine::{Attr, Error, FileType, InodeNo};
 use serde_json::json;
 
-use crate::util::{kind_name, mode_string, short_time, ts_json};
+use crate::util::{human_size, kind_name, mode_string, short_time, ts_json};
 use crate::{drain_reports, out_err, resolve, show, warn, CmdResult, Fail, Vol};
 
 /// A directory entry copied out of the engine's callback.
@@ -59,6 +59,7 @@ pub fn for_each_child<E>(
 
 pub struct Opts {
     pub long: bool,
+    pub human: bool,
     pub recursive: bool,
     pub all: bool,
     pub inode: bool,
@@ -131,6 +132,7 @@ impl<W: Write> Lister<'_, W> {
                 FileType::CharDevice | FileType::BlockDevice => {
                     format!("{:>4}, {:>4}", attr.rdev_major, attr.rdev_minor)
                 }
+                _ if self.o.human => human_size(attr.size),
                 _ => attr.size.to_string(),
             };
             line.extend_from_slice(

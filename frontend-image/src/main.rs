@@ -103,11 +103,19 @@ enum Cmd {
     },
     /// List a directory (in on-disk order; "." and ".." only with -a).
     ///
-    /// Example: ext4-image disk.img ls -lR /etc
+    /// Example: ext4-image disk.img ls -lhR /etc
+    // -h is "human sizes", as in ls(1); only --help prints the help.
+    #[command(disable_help_flag = true)]
     Ls {
         /// Long format: mode, links, uid, gid, size, mtime, name, link target.
         #[arg(short = 'l')]
         long: bool,
+        /// With -l, sizes as ls -lh prints them (1K = 1024, rounded up: 2.9M).
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
         /// Recurse into subdirectories.
         #[arg(short = 'R')]
         recursive: bool,
@@ -389,16 +397,19 @@ fn run(cli: &Cli) -> CmdResult {
         Cmd::Info { json } => info::run(&vol, cli, *json),
         Cmd::Ls {
             long,
+            human,
             recursive,
             all,
             inode,
             json,
             path,
+            ..
         } => list::run(
             &vol,
             path_bytes(path),
             &list::Opts {
                 long: *long,
+                human: *human,
                 recursive: *recursive,
                 all: *all,
                 inode: *inode,

@@ -1,0 +1,88 @@
+//! The command line behaves as the classic tools it imitates: `ls -lh`
+//! compared with GNU `ls -lh` on the tree the image was made from.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use common::{cmd, scratch};
+use ext4_tests::oracle::mke2fs;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ext4-image");
+
+fn tool(img: &Path, args: &[&str]) -> Output {
+    cmd(BIN)
+        .arg(img)
+        .args(args)
+        .output()
+        .expect("run ext4-image")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// name -> size column of an `ls -l`-style listing (size is the 5th field,
+/// the name the last).
+fn sizes(listing: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = listing
+        .lines()
+        .filter(|l| !l.starts_with("total"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[f.len() - 1].to_string(), f[4].to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn ls_h_means_human_sizes_as_in_ls() {
+    let dir = scratch("ux").join("human");
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    // Around every rounding edge of ls -h: below 1K, exactly 1K, just
+    // above (rounds up), 9.9K/10K, and sparse files in M and G.
+    for n in [
+        0u64,
+        3,
+        1023,
+        1024,
+        1025,
+        10137,
+        10138,
+        10240,
+        10241,
+        1048575,
+        1048576,
+        3_000_000,
+        1_073_741_825,
+    ] {
+        let f = fs::File::create(src.join(format!("f{n}"))).unwrap();
+        f.set_len(n).unwrap();
+    }
+    let img = dir.join("h.img");
+    mke2fs(&img, &["-t", "ext4"], Some(&src), "8M");
+
+    let ours = tool(&img, &["ls", "-lh", "/"]);
+    assert!(ours.status.success(), "ls -lh: {}", text(&ours.stderr));
+    let ls = cmd("ls")
+        .args(["-lhn", "--time-style=+%s"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let want = sizes(&text(&ls.stdout));
+    let got: Vec<_> = sizes(&text(&ours.stdout))
+        .into_iter()
+        .filter(|(n, _)| n != "lost+found")
+        .collect();
+    assert_eq!(got, want, "ext4-image ls -lh vs ls -lh");
+
+    // --help is still the help.
+    let help = tool(&img, &["ls", "--help"]);
+    assert!(help.status.success());
+    assert!(text(&help.stdout).contains("Usage:"));
+}
