@@ -441,6 +441,14 @@ fn run(cli: &Cli) -> CmdResult {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`| head`) ends us quietly, as it ends ls
+    // and cat: Rust ignores SIGPIPE, and every writer would then have to
+    // turn EPIPE into a silent stop itself. Nothing here writes the image
+    // after writing to a pipe (`recover` prints once the replay is done).
+    // SAFETY: called before any thread starts; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => {

@@ -86,3 +86,59 @@ fn ls_h_means_human_sizes_as_in_ls() {
     assert!(help.status.success());
     assert!(text(&help.stdout).contains("Usage:"));
 }
+
+/// Run `c` with its standard output a pipe nobody reads any more.
+fn into_closed_pipe(mut c: std::process::Command) -> Output {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    let w = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    c.stdout(w).output().expect("run")
+}
+
+#[test]
+fn closed_pipe_ends_output_quietly_as_ls() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch("ux").join("pipe");
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("file{i}")), vec![b'x'; 100 * i]).unwrap();
+    }
+    let img = dir.join("p.img");
+    mke2fs(&img, &["-t", "ext4"], Some(&src), "8M");
+
+    // The oracle: what ls does when its reader has gone.
+    let mut ls = cmd("ls");
+    ls.arg("-lR").arg(&src);
+    let ls = into_closed_pipe(ls);
+    assert_eq!(
+        ls.status.signal(),
+        Some(libc::SIGPIPE),
+        "ls: {:?}",
+        ls.status
+    );
+    assert!(ls.stderr.is_empty());
+
+    for args in [
+        &["info"][..],
+        &["info", "--json"],
+        &["ls", "-lR", "/"],
+        &["ls", "--json", "/"],
+        &["stat", "--json", "/file49"],
+        &["cat", "/file49"],
+        &["map", "--json", "/file49"],
+        &["check", "--json"],
+        &["check"],
+    ] {
+        let mut c = cmd(BIN);
+        c.arg(&img).args(args);
+        let o = into_closed_pipe(c);
+        assert_eq!(
+            (o.status.signal(), text(&o.stderr)),
+            (ls.status.signal(), String::new()),
+            "ext4-image {args:?} into a closed pipe: {:?}",
+            o.status
+        );
+    }
+}
