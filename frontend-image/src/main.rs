@@ -228,8 +228,28 @@ pub enum Fail {
 
 pub type CmdResult = Result<ExitCode, Fail>;
 
+/// Set once a message about a checksum mismatch has been printed, so the
+/// run ends with the way past it (`--ignore-checksums`).
+static CHECKSUM_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn warn(msg: impl std::fmt::Display) {
+    let msg = msg.to_string();
+    // The engine's Error::Checksum, however it was wrapped on the way here.
+    if msg.contains("checksum does not match") && !msg.contains("--ignore-checksums") {
+        CHECKSUM_SEEN.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     eprintln!("ext4-image: {msg}");
+}
+
+/// The closing hint after checksum errors, for commands that read through
+/// the engine (`recover` replays the journal itself and has no such mode).
+fn checksum_hint(cli: &Cli) {
+    if CHECKSUM_SEEN.load(std::sync::atomic::Ordering::Relaxed)
+        && !cli.ignore_checksums
+        && !matches!(cli.cmd, Cmd::Recover { .. })
+    {
+        warn("metadata failed its checksum: --ignore-checksums reads it anyway (to salvage what it can; run e2fsck to repair)");
+    }
 }
 
 /// `io::Error` text without Rust's " (os error N)" suffix.
@@ -312,7 +332,9 @@ pub fn open_error(cli: &Cli, e: Error) -> Fail {
             "cannot open {img}: it uses incompatible features this tool cannot read: {}",
             util::incompat_list(bits)
         )),
-        Error::Checksum { .. } => cannot(format!("{e} (use --ignore-checksums to open it anyway)")),
+        Error::Checksum { .. } if !matches!(cli.cmd, Cmd::Recover { .. }) => {
+            cannot(format!("{e} (use --ignore-checksums to open it anyway)"))
+        }
         Error::Io(io) => cannot(io_msg(&std::io::Error::from_raw_os_error(io.errno))),
         Error::Journal(j) => cannot(format!(
             "{j} (--norecovery shows the filesystem without the journal's changes)"
@@ -450,7 +472,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    match run(&cli) {
+    let code = match run(&cli) {
         Ok(code) => {
             let _ = std::io::stdout().flush();
             code
@@ -464,7 +486,9 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Fail::Reported) => ExitCode::from(1),
-    }
+    };
+    checksum_hint(&cli);
+    code
 }
 
 /// Write to stdout, turning a closed pipe into a quiet stop.

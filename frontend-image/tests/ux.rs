@@ -142,3 +142,44 @@ fn closed_pipe_ends_output_quietly_as_ls() {
         );
     }
 }
+
+#[test]
+fn checksum_errors_suggest_ignore_checksums() {
+    let dir = scratch("ux").join("csum");
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"hello\n").unwrap();
+    let img = dir.join("c.img");
+    mke2fs(
+        &img,
+        &["-t", "ext4", "-O", "metadata_csum"],
+        Some(&src),
+        "8M",
+    );
+    ext4_tests::oracle::debugfs_w(&img, "sif /f checksum 0x1234").unwrap();
+    // The oracle says the damage is a checksum mismatch and nothing else.
+    let (rc, fsck) = ext4_tests::oracle::e2fsck_check(&img);
+    assert_eq!(rc, 4, "{fsck}");
+    assert!(fsck.contains("checksum does not match inode"), "{fsck}");
+
+    for args in [&["cat", "/f"][..], &["ls", "-l", "/"], &["stat", "/f"]] {
+        let o = tool(&img, args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("checksum does not match"), "{args:?}: {err}");
+        assert_eq!(
+            err.matches("--ignore-checksums").count(),
+            1,
+            "{args:?}: {err}"
+        );
+    }
+    // And the suggestion works.
+    let o = cmd(BIN)
+        .args(["--ignore-checksums"])
+        .arg(&img)
+        .args(["cat", "/f"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(o.stdout, b"hello\n");
+}
