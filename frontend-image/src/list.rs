@@ -135,9 +135,10 @@ impl<W: Write> Lister<'_, W> {
                 _ if self.o.human => human_size(attr.size),
                 _ => attr.size.to_string(),
             };
+            let acl = if has_acl(self.vol, attr) { "+" } else { " " };
             line.extend_from_slice(
                 format!(
-                    "{} {:>3} {:>5} {:>5} {:>10} {} ",
+                    "{}{acl}{:>3} {:>5} {:>5} {:>10} {} ",
                     mode_string(attr.kind, attr.mode),
                     attr.nlink,
                     attr.uid,
@@ -197,6 +198,19 @@ impl<W: Write> Lister<'_, W> {
             }
         }
     }
+}
+
+/// Whether `ls -l` marks the object with `+`: GNU ls does for an access ACL
+/// beyond the three entries the mode bits already say (owner, group,
+/// other), and for any default ACL. In the xattr form an ACL is a 4-byte
+/// header and 8 bytes per entry.
+fn has_acl(vol: &Vol, attr: &Attr) -> bool {
+    const BASE: usize = 4 + 3 * 8;
+    let access = vol.getxattr(attr.ino, b"system.posix_acl_access");
+    if access.is_ok_and(|v| v.len() > BASE) {
+        return true;
+    }
+    attr.kind == FileType::Directory && vol.getxattr(attr.ino, b"system.posix_acl_default").is_ok()
 }
 
 pub fn run(vol: &Vol, path: &[u8], o: &Opts) -> CmdResult {

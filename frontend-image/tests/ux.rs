@@ -183,3 +183,52 @@ fn checksum_errors_suggest_ignore_checksums() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(o.stdout, b"hello\n");
 }
+
+#[test]
+fn ls_l_marks_acls_with_plus_as_ls() {
+    let dir = scratch("ux").join("acl");
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("d-default")).unwrap();
+    fs::create_dir_all(src.join("d-plain")).unwrap();
+    for f in ["f-named-user", "f-named-group", "f-trivial", "f-plain"] {
+        fs::write(src.join(f), b"x").unwrap();
+    }
+    let setfacl = |args: &[&str], f: &str| {
+        let o = cmd("setfacl").args(args).arg(src.join(f)).output().unwrap();
+        assert!(
+            o.status.success(),
+            "setfacl {args:?} {f}: {}",
+            text(&o.stderr)
+        );
+    };
+    setfacl(&["-m", "u:1234:r"], "f-named-user");
+    setfacl(&["-m", "g:99:rw"], "f-named-group");
+    setfacl(&["-m", "u::rw"], "f-trivial");
+    setfacl(&["-d", "-m", "u:1234:rx"], "d-default");
+    let img = dir.join("a.img");
+    mke2fs(&img, &["-t", "ext4"], Some(&src), "8M");
+
+    // mode column (the first field) by name, ours against GNU ls -l.
+    let modes = |listing: &str| {
+        let mut v: Vec<(String, String)> = listing
+            .lines()
+            .filter(|l| !l.starts_with("total") && !l.ends_with("lost+found"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[f.len() - 1].to_string(), f[0].to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let ours = tool(&img, &["ls", "-l", "/"]);
+    assert!(ours.status.success(), "{}", text(&ours.stderr));
+    let ls = cmd("ls")
+        .args(["-ln", "--time-style=+%s"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let want = modes(&text(&ls.stdout));
+    assert!(want.iter().any(|(_, m)| m.ends_with('+')), "{want:?}");
+    assert_eq!(modes(&text(&ours.stdout)), want);
+}
