@@ -128,6 +128,7 @@ enum Cmd {
         /// Print a JSON array of entries (all attributes, whatever -l says).
         #[arg(long)]
         json: bool,
+        /// Directory (or file) inside the image.
         #[arg(default_value = "/")]
         path: OsString,
     },
@@ -136,19 +137,28 @@ enum Cmd {
     ///
     /// Example: ext4-image disk.img stat /bin/ls
     Stat {
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// File, directory or other object inside the image (a symbolic
+        /// link is shown itself).
         path: OsString,
     },
     /// Write a file's contents to standard output.
     ///
     /// Example: ext4-image disk.img cat /etc/passwd | head
-    Cat { path: OsString },
+    Cat {
+        /// Regular file inside the image.
+        path: OsString,
+    },
     /// Dump all extended attributes with hex values, like
     /// `getfattr -d -m - -e hex`.
     ///
     /// Example: ext4-image disk.img getfattr /usr/bin/ping
-    Getfattr { path: OsString },
+    Getfattr {
+        /// Object inside the image (a symbolic link's own attributes).
+        path: OsString,
+    },
     /// Copy a file or a tree out of the image.
     ///
     /// A directory's contents go into DEST (created if missing; it receives
@@ -165,7 +175,9 @@ enum Cmd {
         /// Worker threads (default: the number of CPUs).
         #[arg(long, short = 'j', value_parser = clap::value_parser!(u64).range(1..=extract::MAX_JOBS as u64))]
         jobs: Option<u64>,
+        /// What to copy: a directory's contents or one object, inside the image.
         path: OsString,
+        /// Where to put it on this machine.
         dest: PathBuf,
     },
     /// Check the whole filesystem's consistency, read-only, by e2fsck's
@@ -182,6 +194,7 @@ enum Cmd {
         /// Worker threads (default: the number of CPUs, at most 4).
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
+        /// Print the problems and the summary as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -194,6 +207,7 @@ enum Cmd {
     ///
     /// Example: ext4-image crashed.img recover
     Recover {
+        /// Print what was replayed as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -497,5 +511,25 @@ pub fn out_err(e: std::io::Error) -> Fail {
         Fail::Reported
     } else {
         Fail::Problem(format!("cannot write to standard output: {}", io_msg(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` explains every argument and option of every command.
+    #[test]
+    fn every_argument_has_help() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for c in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for a in c.get_arguments() {
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{} {}", c.get_name(), a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }
