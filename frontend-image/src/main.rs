@@ -423,7 +423,19 @@ fn run(cli: &Cli) -> CmdResult {
     if let Cmd::Recover { json } = cli.cmd {
         return recover::run(cli, json);
     }
-    let vol = open(cli)?;
+    let vol = match open(cli) {
+        Ok(v) => v,
+        Err(f) => {
+            // Like dumpe2fs, info still shows the superblock of an image
+            // cut short.
+            if let Cmd::Info { json } = cli.cmd {
+                if let Some(r) = info::truncated(cli, json) {
+                    return r;
+                }
+            }
+            return Err(f);
+        }
+    };
     if !matches!(cli.cmd, Cmd::Info { .. }) {
         for w in vol.warnings() {
             warn(format_args!("warning: {w}"));

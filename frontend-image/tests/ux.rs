@@ -232,3 +232,66 @@ fn ls_l_marks_acls_with_plus_as_ls() {
     assert!(want.iter().any(|(_, m)| m.ends_with('+')), "{want:?}");
     assert_eq!(modes(&text(&ours.stdout)), want);
 }
+
+/// `Label: value` lines as dumpe2fs -h prints them.
+fn labelled(out: &str) -> std::collections::BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn truncated_image_is_named_and_info_still_shows_the_superblock() {
+    let dir = scratch("ux").join("trunc");
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    let img = dir.join("t.img");
+    mke2fs(&img, &["-t", "ext4", "-b", "4096"], Some(&src), "16M");
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(10 << 20).unwrap();
+    drop(f);
+
+    let d = cmd("dumpe2fs").arg("-h").arg(&img).output().unwrap();
+    assert!(d.status.success(), "dumpe2fs -h: {}", text(&d.stderr));
+    let theirs = labelled(&text(&d.stdout));
+    let blocks: u64 = theirs["Block count"].parse().unwrap();
+    let bsize: u64 = theirs["Block size"].parse().unwrap();
+
+    let o = tool(&img, &["ls", "/"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stderr).trim_end(),
+        format!(
+            "ext4-image: cannot open {}: image is shorter than the filesystem ({} of {} bytes)",
+            img.display(),
+            10 << 20,
+            blocks * bsize
+        )
+    );
+
+    let o = tool(&img, &["info"]);
+    assert!(o.status.success(), "info: {}", text(&o.stderr));
+    let ours = labelled(&text(&o.stdout));
+    for label in [
+        "Filesystem UUID",
+        "Filesystem features",
+        "Block count",
+        "Free blocks",
+        "Inode count",
+        "Free inodes",
+        "Block size",
+        "Blocks per group",
+        "Filesystem created",
+        "Journal inode",
+    ] {
+        assert!(theirs.contains_key(label), "dumpe2fs -h has no {label}");
+        assert_eq!(ours.get(label), theirs.get(label), "{label}");
+    }
+    assert!(text(&o.stdout).contains("Warning: image is shorter than the filesystem"));
+    let o = tool(&img, &["info", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["warnings"].as_array().map(|w| w.len()), Some(1), "{v}");
+}
