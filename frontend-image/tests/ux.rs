@@ -295,3 +295,89 @@ fn truncated_image_is_named_and_info_still_shows_the_superblock() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["warnings"].as_array().map(|w| w.len()), Some(1), "{v}");
 }
+
+/// `ext4-image check` and `e2fsck -fn` on `img`: (our exit, e2fsck's exit,
+/// our output, e2fsck's).
+fn both_checks(img: &Path) -> (Option<i32>, i32, String, String) {
+    let ours = tool(img, &["check"]);
+    let (rc, fsck) = ext4_tests::oracle::e2fsck_check(img);
+    (ours.status.code(), rc, text(&ours.stdout), fsck)
+}
+
+/// A filesystem with the ea_inode feature whose /f keeps user.big in an EA
+/// inode, made by debugfs (whose ea_set leaves i_blocks without the EA
+/// inode's quota share; set so e2fsck passes). Returns the image, its
+/// block size and /f's inode location (block, offset).
+fn ea_inode_image(dir: &Path) -> (std::path::PathBuf, u64, u64, u64) {
+    fs::create_dir_all(dir).unwrap();
+    let img = dir.join("ea.img");
+    let val = dir.join("val");
+    fs::write(&val, vec![b'v'; 6000]).unwrap();
+    mke2fs(
+        &img,
+        &[
+            "-t",
+            "ext4",
+            "-O",
+            "ea_inode,^metadata_csum",
+            "-I",
+            "256",
+            "-b",
+            "4096",
+        ],
+        None,
+        "8M",
+    );
+    let dbg = |req: &str| ext4_tests::oracle::debugfs_w(&img, req).unwrap();
+    let small = dir.join("small");
+    fs::write(&small, b"hello\n").unwrap();
+    dbg(&format!("write {} f", small.display()));
+    dbg(&format!("ea_set -f {} f user.big", val.display()));
+    dbg("sif f blocks 16");
+    let imap = ext4_tests::oracle::debugfs(&img, "imap f").unwrap();
+    let at = imap.split("located at block ").nth(1).unwrap();
+    let (blk, off) = at.trim().split_once(", offset 0x").unwrap();
+    let off = u64::from_str_radix(off.trim(), 16).unwrap();
+    (img, 4096, blk.parse().unwrap(), off)
+}
+
+#[test]
+fn check_follows_e2fsck_on_ea_inode_references() {
+    use std::os::unix::fs::FileExt;
+    let dir = scratch("ux").join("ea");
+    let (base, bs, blk, off) = ea_inode_image(&dir);
+    let (ours, rc, out, fsck) = both_checks(&base);
+    assert_eq!((ours, rc), (Some(0), 0), "{out}\n{fsck}");
+
+    // The feature cleared: the reference stays, e2fsck passes it.
+    let nofeat = dir.join("nofeat.img");
+    fs::copy(&base, &nofeat).unwrap();
+    ext4_tests::oracle::debugfs_w(&nofeat, "feature -ea_inode").unwrap();
+    let (ours, rc, out, fsck) = both_checks(&nofeat);
+    assert_eq!(rc, 0, "e2fsck: {fsck}");
+    assert_eq!(ours, Some(0), "ours: {out}");
+
+    // The entry's value size patched to zero (and i_blocks to what e2fsck
+    // then counts: the file's own block).
+    let zero = dir.join("zero.img");
+    fs::copy(&base, &zero).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&zero)
+        .unwrap();
+    let at = blk * bs + off;
+    let mut ino = vec![0u8; 256];
+    f.read_exact_at(&mut ino, at).unwrap();
+    let ibody = 128 + u16::from_le_bytes([ino[128], ino[129]]) as usize;
+    assert_eq!(&ino[ibody..ibody + 4], &0xEA02_0000u32.to_le_bytes());
+    let e = ibody + 4;
+    assert_ne!(&ino[e + 4..e + 8], &[0; 4], "the entry names an EA inode");
+    ino[e + 8..e + 12].copy_from_slice(&0u32.to_le_bytes());
+    f.write_all_at(&ino, at).unwrap();
+    drop(f);
+    ext4_tests::oracle::debugfs_w(&zero, "sif f blocks 8").unwrap();
+    let (ours, rc, out, fsck) = both_checks(&zero);
+    assert_eq!(rc, 0, "e2fsck: {fsck}");
+    assert_eq!(ours, Some(0), "ours: {out}");
+}
