@@ -381,3 +381,83 @@ fn check_follows_e2fsck_on_ea_inode_references() {
     assert_eq!(rc, 0, "e2fsck: {fsck}");
     assert_eq!(ours, Some(0), "ours: {out}");
 }
+
+/// GNU/Hurd filesystems: e2fsck 1.47 applies the same file type rule to
+/// their directory entries as to Linux ones (pass2.c check_filetype has no
+/// creator-OS case), and so does check: clean where e2fsck -fn passes,
+/// flagged where it flags.
+#[test]
+fn check_agrees_with_e2fsck_on_hurd_filesystems() {
+    let dir = scratch("ux").join("hurd");
+    let src = dir.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("f", src.join("l")).unwrap();
+
+    // As the Hurd's mke2fs makes them (no filetype feature).
+    let native = dir.join("native.img");
+    mke2fs(&native, &["-o", "hurd"], Some(&src), "8M");
+    let (ours, rc, out, fsck) = both_checks(&native);
+    assert_eq!((ours, rc), (Some(0), 0), "{out}\n{fsck}");
+
+    // With the filetype feature, creator OS patched to Hurd (byte 72 of
+    // the superblock; no metadata_csum to keep its checksum out of it).
+    let typed = dir.join("typed.img");
+    mke2fs(
+        &typed,
+        &["-t", "ext4", "-b", "4096", "-O", "^metadata_csum"],
+        Some(&src),
+        "8M",
+    );
+    let f = fs::OpenOptions::new().write(true).open(&typed).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &1u32.to_le_bytes(), 1024 + 72).unwrap();
+    drop(f);
+    let info = text(
+        &cmd("dumpe2fs")
+            .arg("-h")
+            .arg(&typed)
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(info.contains("Filesystem OS type:       Hurd"), "{info}");
+    let (ours, rc, out, fsck) = both_checks(&typed);
+    assert_eq!((ours, rc), (Some(0), 0), "{out}\n{fsck}");
+
+    // An entry whose type contradicts its inode: both flag it.
+    let bad = dir.join("bad.img");
+    fs::copy(&typed, &bad).unwrap();
+    let blocks = ext4_tests::oracle::debugfs(&bad, "blocks /").unwrap();
+    let blk: u64 = blocks.split_whitespace().next().unwrap().parse().unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&bad)
+        .unwrap();
+    let bs = 4096u64;
+    let mut b = vec![0u8; bs as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, blk * bs).unwrap();
+    let mut p = 0;
+    let mut patched = false;
+    while p + 8 <= b.len() {
+        let rec = u16::from_le_bytes([b[p + 4], b[p + 5]]) as usize;
+        let nl = b[p + 6] as usize;
+        if &b[p + 8..p + 8 + nl] == b"f" {
+            assert_eq!(b[p + 7], 1, "f is a regular file");
+            b[p + 7] = 2;
+            patched = true;
+        }
+        if rec == 0 {
+            break;
+        }
+        p += rec;
+    }
+    assert!(patched);
+    std::os::unix::fs::FileExt::write_all_at(&f, &b, blk * bs).unwrap();
+    drop(f);
+    let (ours, rc, out, fsck) = both_checks(&bad);
+    assert_eq!(rc, 4, "{fsck}");
+    assert!(fsck.contains("incorrect filetype"), "{fsck}");
+    assert_eq!(ours, Some(1), "{out}");
+    assert!(out.contains("file type does not match"), "{out}");
+}
