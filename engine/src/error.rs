@@ -122,6 +122,13 @@ pub enum Error {
     NoSuchOffset,
     /// The image is not an ext2/3/4 filesystem at all.
     NotExt4,
+    /// The device is shorter than the filesystem its superblock describes
+    /// (a truncated image or a wrong partition size): `device` of
+    /// `filesystem` bytes.
+    Truncated {
+        device: u64,
+        filesystem: u64,
+    },
     /// The journal cannot be replayed (or the journal policy refuses to).
     Journal(crate::journal::JournalError),
     /// No free blocks or inodes (for this caller).
@@ -181,6 +188,8 @@ impl Error {
             Error::InvalidArgument => EINVAL,
             Error::ReadOnly => EROFS,
             Error::NotExt4 => EINVAL,
+            // The kernel's mount: "block count exceeds size of device".
+            Error::Truncated { .. } => EINVAL,
             Error::NoSuchOffset => ENXIO,
             Error::Journal(j) => j.errno(),
             Error::NoSpace => ENOSPC,
@@ -197,7 +206,10 @@ impl Error {
 
     /// Whether this error means the on-disk data is damaged.
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corrupt { .. } | Error::Checksum { .. })
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::Checksum { .. } | Error::Truncated { .. }
+        )
     }
 }
 
@@ -240,6 +252,10 @@ impl fmt::Display for Error {
             Error::ReadOnly => write!(f, "read-only filesystem"),
             Error::NoSuchOffset => write!(f, "no data or hole past this offset"),
             Error::NotExt4 => write!(f, "not an ext2/ext3/ext4 filesystem (bad superblock magic)"),
+            Error::Truncated { device, filesystem } => write!(
+                f,
+                "image is shorter than the filesystem ({device} of {filesystem} bytes)"
+            ),
             Error::Journal(j) => j.fmt(f),
             Error::NoSpace => write!(f, "no space left on the filesystem"),
             Error::Exists => write!(f, "file exists"),

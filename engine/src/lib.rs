@@ -80,7 +80,7 @@ pub use group_desc::GroupDesc;
 pub use inode::{flags as inode_flags, Inode};
 pub use inode_cache::InodeCacheStats;
 pub use numbers::{FileBlock, InodeNo, PhysBlock};
-pub use superblock::{RawSuperblock, Superblock};
+pub use superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE};
 pub use volume::{
     DirEntry, OnDamage, OpenOptions, Recovery, Volume, Warning, Whence, DEFAULT_COMMIT_INTERVAL,
     DEFAULT_REPLAY_BUDGET,

@@ -262,7 +262,13 @@ impl Superblock {
         // is a lie the image tells, and would turn into failed reads later.
         match blocks_count.checked_mul(block_size as u64) {
             Some(bytes) if bytes <= device_size => {}
-            _ => return bad("block count runs past the end of the device"),
+            Some(bytes) => {
+                return Err(Error::Truncated {
+                    device: device_size,
+                    filesystem: bytes,
+                })
+            }
+            None => return bad("block count times the block size overflows"),
         }
         let group_count64 =
             (blocks_count - first_data_block as u64).div_ceil(blocks_per_group as u64);

@@ -5,8 +5,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use ext4_engine::features::{compat, incompat, ro_compat};
-use ext4_engine::{BlockDevice, RawSuperblock, Superblock};
+use ext4_engine::{
+    BlockDevice, Error, RawSuperblock, Superblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE,
+};
 use serde_json::{json, Map, Value};
+use zerocopy::FromBytes;
 
 use crate::util::{ctime, uuid};
 use crate::{out_err, Cli, CmdResult, Vol};
@@ -420,10 +423,43 @@ fn errors(f: &mut Fields, r: &RawSuperblock) {
 }
 
 pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
-    let sb = vol.sb();
     let r = &vol
         .raw_superblock()
         .map_err(|e| crate::Fail::Problem(format!("cannot read the superblock: {e}")))?;
+    let mut f = superblock_fields(vol.sb(), r);
+    journal(vol, cli, &mut f);
+    let warnings: Vec<String> = vol.warnings().iter().map(|w| w.to_string()).collect();
+    print(f, &warnings, json_out)
+}
+
+/// `info` of an image shorter than its filesystem, which the engine will
+/// not open: the superblock is still shown, as `dumpe2fs -h` shows it,
+/// with the truncation as a warning. `None` when the image is not such a
+/// one (the caller reports why it could not be opened).
+pub fn truncated(cli: &Cli, json_out: bool) -> Option<CmdResult> {
+    let dev = crate::open_device(cli, false).ok()?;
+    let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
+    dev.read_at(SUPERBLOCK_OFFSET, &mut bytes).ok()?;
+    let raw = RawSuperblock::read_from_bytes(&bytes).ok()?;
+    let short = match Superblock::parse(&raw, &bytes, dev.size()) {
+        Err(e @ Error::Truncated { .. }) => e,
+        _ => return None,
+    };
+    // Parsed again as if the device were long enough, to show the rest.
+    let sb = Superblock::parse(&raw, &bytes, u64::MAX).ok()?;
+    let mut f = superblock_fields(&sb, &raw);
+    if sb.has_compat(compat::HAS_JOURNAL) {
+        f.add(
+            "Journal",
+            "not read (the image is truncated)",
+            "journal",
+            Value::Null,
+        );
+    }
+    Some(print(f, &[short.to_string()], json_out))
+}
+
+fn superblock_fields(sb: &Superblock, r: &RawSuperblock) -> Fields {
     let mut f = Fields {
         lines: Vec::new(),
         json: Map::new(),
@@ -434,10 +470,11 @@ pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
     inodes(&mut f, sb);
     hashes(&mut f, sb);
     errors(&mut f, r);
-    journal(vol, cli, &mut f);
-    let warnings: Vec<String> = vol.warnings().iter().map(|w| w.to_string()).collect();
-    f.json.insert("warnings".into(), json!(warnings));
+    f
+}
 
+fn print(mut f: Fields, warnings: &[String], json_out: bool) -> CmdResult {
+    f.json.insert("warnings".into(), json!(warnings));
     let mut out = std::io::stdout().lock();
     if json_out {
         serde_json::to_writer_pretty(&mut out, &Value::Object(f.json))
@@ -447,7 +484,7 @@ pub fn run(vol: &Vol, cli: &Cli, json_out: bool) -> CmdResult {
         for (l, v) in &f.lines {
             writeln!(out, "{:<26}{v}", format!("{l}:")).map_err(out_err)?;
         }
-        for w in &warnings {
+        for w in warnings {
             writeln!(out, "Warning: {w}").map_err(out_err)?;
         }
     }

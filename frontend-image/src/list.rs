@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ext4_engine::{Attr, Error, FileType, InodeNo};
 use serde_json::json;
 
-use crate::util::{kind_name, mode_string, short_time, ts_json};
+use crate::util::{human_size, kind_name, mode_string, short_time, ts_json};
 use crate::{drain_reports, out_err, resolve, show, warn, CmdResult, Fail, Vol};
 
 /// A directory entry copied out of the engine's callback.
@@ -59,6 +59,7 @@ pub fn for_each_child<E>(
 
 pub struct Opts {
     pub long: bool,
+    pub human: bool,
     pub recursive: bool,
     pub all: bool,
     pub inode: bool,
@@ -131,11 +132,13 @@ impl<W: Write> Lister<'_, W> {
                 FileType::CharDevice | FileType::BlockDevice => {
                     format!("{:>4}, {:>4}", attr.rdev_major, attr.rdev_minor)
                 }
+                _ if self.o.human => human_size(attr.size),
                 _ => attr.size.to_string(),
             };
+            let acl = if has_acl(self.vol, attr) { "+" } else { " " };
             line.extend_from_slice(
                 format!(
-                    "{} {:>3} {:>5} {:>5} {:>10} {} ",
+                    "{}{acl}{:>3} {:>5} {:>5} {:>10} {} ",
                     mode_string(attr.kind, attr.mode),
                     attr.nlink,
                     attr.uid,
@@ -195,6 +198,19 @@ impl<W: Write> Lister<'_, W> {
             }
         }
     }
+}
+
+/// Whether `ls -l` marks the object with `+`: GNU ls does for an access ACL
+/// beyond the three entries the mode bits already say (owner, group,
+/// other), and for any default ACL. In the xattr form an ACL is a 4-byte
+/// header and 8 bytes per entry.
+fn has_acl(vol: &Vol, attr: &Attr) -> bool {
+    const BASE: usize = 4 + 3 * 8;
+    let access = vol.getxattr(attr.ino, b"system.posix_acl_access");
+    if access.is_ok_and(|v| v.len() > BASE) {
+        return true;
+    }
+    attr.kind == FileType::Directory && vol.getxattr(attr.ino, b"system.posix_acl_default").is_ok()
 }
 
 pub fn run(vol: &Vol, path: &[u8], o: &Opts) -> CmdResult {

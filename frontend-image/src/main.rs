@@ -109,11 +109,19 @@ enum Cmd {
     },
     /// List a directory (in on-disk order; "." and ".." only with -a).
     ///
-    /// Example: ext4-image disk.img ls -lR /etc
+    /// Example: ext4-image disk.img ls -lhR /etc
+    // -h is "human sizes", as in ls(1); only --help prints the help.
+    #[command(disable_help_flag = true)]
     Ls {
         /// Long format: mode, links, uid, gid, size, mtime, name, link target.
         #[arg(short = 'l')]
         long: bool,
+        /// With -l, sizes as ls -lh prints them (1K = 1024, rounded up: 2.9M).
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
         /// Recurse into subdirectories.
         #[arg(short = 'R')]
         recursive: bool,
@@ -126,6 +134,7 @@ enum Cmd {
         /// Print a JSON array of entries (all attributes, whatever -l says).
         #[arg(long)]
         json: bool,
+        /// Directory (or file) inside the image.
         #[arg(default_value = "/")]
         path: OsString,
     },
@@ -134,19 +143,28 @@ enum Cmd {
     ///
     /// Example: ext4-image disk.img stat /bin/ls
     Stat {
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// File, directory or other object inside the image (a symbolic
+        /// link is shown itself).
         path: OsString,
     },
     /// Write a file's contents to standard output.
     ///
     /// Example: ext4-image disk.img cat /etc/passwd | head
-    Cat { path: OsString },
+    Cat {
+        /// Regular file inside the image.
+        path: OsString,
+    },
     /// Dump all extended attributes with hex values, like
     /// `getfattr -d -m - -e hex`.
     ///
     /// Example: ext4-image disk.img getfattr /usr/bin/ping
-    Getfattr { path: OsString },
+    Getfattr {
+        /// Object inside the image (a symbolic link's own attributes).
+        path: OsString,
+    },
     /// Copy a file or a tree out of the image.
     ///
     /// A directory's contents go into DEST (created if missing; it receives
@@ -163,7 +181,9 @@ enum Cmd {
         /// Worker threads (default: the number of CPUs).
         #[arg(long, short = 'j', value_parser = clap::value_parser!(u64).range(1..=extract::MAX_JOBS as u64))]
         jobs: Option<u64>,
+        /// What to copy: a directory's contents or one object, inside the image.
         path: OsString,
+        /// Where to put it on this machine.
         dest: PathBuf,
     },
     /// Check the whole filesystem's consistency, read-only, by e2fsck's
@@ -180,6 +200,7 @@ enum Cmd {
         /// Worker threads (default: the number of CPUs, at most 4).
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
+        /// Print the problems and the summary as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -192,6 +213,7 @@ enum Cmd {
     ///
     /// Example: ext4-image crashed.img recover
     Recover {
+        /// Print what was replayed as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -278,8 +300,28 @@ pub enum Fail {
 
 pub type CmdResult = Result<ExitCode, Fail>;
 
+/// Set once a message about a checksum mismatch has been printed, so the
+/// run ends with the way past it (`--ignore-checksums`).
+static CHECKSUM_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn warn(msg: impl std::fmt::Display) {
+    let msg = msg.to_string();
+    // The engine's Error::Checksum, however it was wrapped on the way here.
+    if msg.contains("checksum does not match") && !msg.contains("--ignore-checksums") {
+        CHECKSUM_SEEN.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     eprintln!("ext4-image: {msg}");
+}
+
+/// The closing hint after checksum errors, for commands that read through
+/// the engine (`recover` replays the journal itself and has no such mode).
+fn checksum_hint(cli: &Cli) {
+    if CHECKSUM_SEEN.load(std::sync::atomic::Ordering::Relaxed)
+        && !cli.ignore_checksums
+        && !matches!(cli.cmd, Cmd::Recover { .. })
+    {
+        warn("metadata failed its checksum: --ignore-checksums reads it anyway (to salvage what it can; run e2fsck to repair)");
+    }
 }
 
 /// `io::Error` text without Rust's " (os error N)" suffix.
@@ -362,7 +404,9 @@ pub fn open_error(cli: &Cli, e: Error) -> Fail {
             "cannot open {img}: it uses incompatible features this tool cannot read: {}",
             util::incompat_list(bits)
         )),
-        Error::Checksum { .. } => cannot(format!("{e} (use --ignore-checksums to open it anyway)")),
+        Error::Checksum { .. } if !matches!(cli.cmd, Cmd::Recover { .. }) => {
+            cannot(format!("{e} (use --ignore-checksums to open it anyway)"))
+        }
         Error::Io(io) => cannot(io_msg(&std::io::Error::from_raw_os_error(io.errno))),
         Error::Journal(j) => cannot(format!(
             "{j} (--norecovery shows the filesystem without the journal's changes)"
@@ -462,7 +506,19 @@ fn run(cli: &Cli) -> CmdResult {
             quiet: *quiet,
         });
     }
-    let vol = open(cli)?;
+    let vol = match open(cli) {
+        Ok(v) => v,
+        Err(f) => {
+            // Like dumpe2fs, info still shows the superblock of an image
+            // cut short.
+            if let Cmd::Info { json } = cli.cmd {
+                if let Some(r) = info::truncated(cli, json) {
+                    return r;
+                }
+            }
+            return Err(f);
+        }
+    };
     if !matches!(cli.cmd, Cmd::Info { .. }) {
         for w in vol.warnings() {
             warn(format_args!("warning: {w}"));
@@ -472,16 +528,19 @@ fn run(cli: &Cli) -> CmdResult {
         Cmd::Info { json } => info::run(&vol, cli, *json),
         Cmd::Ls {
             long,
+            human,
             recursive,
             all,
             inode,
             json,
             path,
+            ..
         } => list::run(
             &vol,
             path_bytes(path),
             &list::Opts {
                 long: *long,
+                human: *human,
                 recursive: *recursive,
                 all: *all,
                 inode: *inode,
@@ -525,8 +584,16 @@ fn command_first(mut args: Vec<OsString>) -> Vec<OsString> {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`| head`) ends us quietly, as it ends ls
+    // and cat: Rust ignores SIGPIPE, and every writer would then have to
+    // turn EPIPE into a silent stop itself. Nothing here writes the image
+    // after writing to a pipe (`recover` prints once the replay is done).
+    // SAFETY: called before any thread starts; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse_from(command_first(std::env::args_os().collect()));
-    match run(&cli) {
+    let code = match run(&cli) {
         Ok(code) => {
             let _ = std::io::stdout().flush();
             code
@@ -540,7 +607,9 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Fail::Reported) => ExitCode::from(1),
-    }
+    };
+    checksum_hint(&cli);
+    code
 }
 
 /// Write to stdout, turning a closed pipe into a quiet stop.
@@ -549,5 +618,25 @@ pub fn out_err(e: std::io::Error) -> Fail {
         Fail::Reported
     } else {
         Fail::Problem(format!("cannot write to standard output: {}", io_msg(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` explains every argument and option of every command.
+    #[test]
+    fn every_argument_has_help() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for c in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for a in c.get_arguments() {
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{} {}", c.get_name(), a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

@@ -255,6 +255,31 @@ pub fn replay_json(s: &ext4_engine::journal::ReplayStats) -> serde_json::Value {
     })
 }
 
+/// A size as `ls -lh` prints it: powers of 1024, rounded up, one decimal
+/// below 10 (`2.9M`, `12K`, `1023`).
+pub fn human_size(n: u64) -> String {
+    const UNITS: &[u8] = b"KMGTPE";
+    if n < 1024 {
+        return n.to_string();
+    }
+    let n = u128::from(n);
+    let mut unit = 0;
+    let mut div: u128 = 1024;
+    while n >= div * 1024 && unit + 1 < UNITS.len() {
+        div *= 1024;
+        unit += 1;
+    }
+    let tenths = n.saturating_mul(10).div_ceil(div);
+    if tenths < 100 {
+        return format!("{}.{}{}", tenths / 10, tenths % 10, UNITS[unit] as char);
+    }
+    let whole = n.div_ceil(div);
+    if whole >= 1024 && unit + 1 < UNITS.len() {
+        return format!("1.0{}", UNITS[unit + 1] as char);
+    }
+    format!("{whole}{}", UNITS[unit] as char)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

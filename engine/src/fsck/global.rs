@@ -46,7 +46,6 @@ pub(super) struct WalkState<'t> {
     pub first: bool,
     /// Inodes that no directory names (journal, quota, orphan file).
     hidden: [u32; 5],
-    ea_inode: bool,
     shared_blocks: bool,
     sb: &'t Superblock,
     dups: &'t Dups,
@@ -60,7 +59,9 @@ impl WalkState<'_> {
     pub(super) fn hidden(&self, ino: u32, inode_flags: u32) -> bool {
         (ino < self.sb.first_ino && ino != ROOT_INO)
             || self.hidden.contains(&ino)
-            || (self.ea_inode && inode_flags & flags::EA_INODE != 0)
+            // As e2fsck (pass 4, check_ea_inode), whether or not the
+            // filesystem has the ea_inode feature.
+            || inode_flags & flags::EA_INODE != 0
     }
 
     pub(super) fn claims(&self, ino: u32) -> BlockClaims<'_> {
@@ -457,7 +458,6 @@ impl<'v, D: BlockDevice> Checker<'v, D> {
             tally: &self.tally,
             first,
             hidden: self.hidden,
-            ea_inode: sb.has_incompat(incompat::EA_INODE),
             shared_blocks: sb.has_ro_compat(ro_compat::SHARED_BLOCKS),
             sb,
             dups: &self.dups,

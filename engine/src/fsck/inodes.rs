@@ -102,9 +102,11 @@ impl<D: BlockDevice> Volume<D> {
             walk.tally.lose_claims();
         } else if has_map || inode.file_acl != 0 || inode.has_flag(flags::INLINE_DATA) {
             // e2fsck counts what the inode maps, its xattr block included
-            // (with ea_inode also the value inodes' blocks: not checked).
+            // (with EA inodes also their blocks: not checked, whether or
+            // not the ea_inode feature is set, as e2fsck counts them).
             if !self.is_resize_inode(&inode)
                 && !sb.has_incompat(crate::features::incompat::EA_INODE)
+                && !self.refers_to_ea_inodes(&inode)
                 && inode.blocks_512 != claims.sectors()
             {
                 sink.put(Error::corrupt(
@@ -244,12 +246,8 @@ impl<D: BlockDevice> Volume<D> {
         {
             return;
         }
-        // listxattr parses both areas (and verifies the block checksum);
-        // reading each value checks EA inodes and ACLs too.
-        if let Some(names) = sink.res(self.listxattr(inode.ino)) {
-            for n in names {
-                sink.res(self.getxattr(inode.ino, &n));
-            }
-        }
+        // Both areas parsed (the block's checksum verified), inline values
+        // and ACLs decoded, EA inode references held to e2fsck's rules.
+        sink.res(self.check_xattr_values(inode));
     }
 }

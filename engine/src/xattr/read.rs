@@ -18,6 +18,18 @@ const SYSTEM_INDEX: u8 = 7;
 const ACL_ACCESS: u8 = 2;
 const ACL_DEFAULT: u8 = 3;
 
+/// What [`Volume::xattrs`] does with the values.
+#[derive(Clone, Copy, PartialEq)]
+enum Values {
+    /// Names only.
+    Skip,
+    /// Read them, EA inodes checked as the kernel checks them on access.
+    Read,
+    /// The offline check: inline values read, EA inode references held to
+    /// e2fsck's rules only (their values are not read).
+    Check,
+}
+
 /// One attribute with its value resolved.
 struct Resolved {
     index: u8,
@@ -32,7 +44,7 @@ impl<D: BlockDevice> Volume<D> {
         &self,
         inode: &Inode,
         want: Option<(u8, &[u8])>,
-        values: bool,
+        values: Values,
     ) -> Result<Vec<Resolved>> {
         let mut out = Vec::new();
         let mut add = |index: u8, name: &[u8], value: &XattrValue<'_>| -> Result<()> {
@@ -41,10 +53,16 @@ impl<D: BlockDevice> Volume<D> {
                     return Ok(());
                 }
             }
-            let value = match *value {
-                _ if !values => Vec::new(),
-                XattrValue::Inline(v) => v.to_vec(),
-                XattrValue::EaInode { ino, size } => self.ea_inode_value(inode.ino, ino, size)?,
+            let value = match (values, *value) {
+                (Values::Skip, _) => Vec::new(),
+                (_, XattrValue::Inline(v)) => v.to_vec(),
+                (Values::Read, XattrValue::EaInode { ino, size }) => {
+                    self.ea_inode_value(inode.ino, ino, size)?
+                }
+                (Values::Check, XattrValue::EaInode { ino, .. }) => {
+                    self.ea_inode_ref_e2fsck(inode.ino, ino)?;
+                    Vec::new()
+                }
             };
             out.push(Resolved {
                 index,
@@ -97,6 +115,50 @@ impl<D: BlockDevice> Volume<D> {
         .map(Some)
     }
 
+    /// e2fsck's rules for an entry whose value lives in EA inode `ea_ino`
+    /// (pass 1, check_large_ea_inode): a non-reserved inode number within
+    /// the filesystem, and an inode flagged EA_INODE. Unlike the kernel on
+    /// access, e2fsck asks neither for the ea_inode feature nor for a value
+    /// size equal to the inode's (nor a non-zero one).
+    fn ea_inode_ref_e2fsck(&self, owner: InodeNo, ea_ino: InodeNo) -> Result<()> {
+        let sb = self.sb();
+        if ea_ino.0 < sb.first_ino || ea_ino.0 > sb.inodes_count || ea_ino == owner {
+            return Err(Error::corrupt(
+                Object::Inode(owner),
+                "xattr value refers to an invalid EA inode",
+            ));
+        }
+        let ea = self.live_inode(ea_ino)?;
+        if !ea.has_flag(flags::EA_INODE) {
+            return Err(Error::corrupt(
+                Object::Inode(ea_ino),
+                "inode holding an xattr value lacks the EA_INODE flag",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether an in-inode xattr of `inode` keeps its value in an EA inode
+    /// (the offline check; an xattr block's entries are not looked at).
+    pub(crate) fn refers_to_ea_inodes(&self, inode: &Inode) -> bool {
+        xattr::parse_ibody(inode.ibody(), inode.ino).is_ok_and(|v| {
+            v.iter()
+                .any(|e| matches!(e.value, XattrValue::EaInode { .. }))
+        })
+    }
+
+    /// The offline check of `inode`'s xattrs: both areas parsed, inline
+    /// values (ACLs decoded) read, EA inode references held to e2fsck's
+    /// rules.
+    pub(crate) fn check_xattr_values(&self, inode: &Inode) -> Result<()> {
+        for a in self.xattrs(inode, None, Values::Check)? {
+            if a.index == ACL_ACCESS || a.index == ACL_DEFAULT {
+                acl::disk_to_xattr(&a.value, inode.ino)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The value stored in EA inode `ea_ino` for an attribute of `owner`.
     fn ea_inode_value(&self, owner: InodeNo, ea_ino: InodeNo, size: u32) -> Result<Vec<u8>> {
         let bad = |what| Error::corrupt(Object::Inode(owner), what);
@@ -137,7 +199,7 @@ impl<D: BlockDevice> Volume<D> {
         if index == SYSTEM_INDEX && suffix == b"data" {
             return Err(Error::NoData);
         }
-        let found = self.xattrs(&inode, Some((index, suffix)), true)?;
+        let found = self.xattrs(&inode, Some((index, suffix)), Values::Read)?;
         let a = found.into_iter().next().ok_or(Error::NoData)?;
         if a.index == ACL_ACCESS || a.index == ACL_DEFAULT {
             // An ACL with no entries is no ACL at all, as the kernel answers.
@@ -155,7 +217,7 @@ impl<D: BlockDevice> Volume<D> {
     pub fn listxattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
         let inode = self.live_inode(ino)?;
         let mut names = Vec::new();
-        for a in self.xattrs(&inode, None, false)? {
+        for a in self.xattrs(&inode, None, Values::Skip)? {
             if a.index == SYSTEM_INDEX && a.name == b"data" {
                 continue;
             }
