@@ -692,23 +692,21 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let dir = match self.ino(parent) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        // The same numbers on FreeBSD and Linux (mode_t's width differs).
-        const S_IFMT: u32 = 0o170000;
-        const S_IFREG: u32 = 0o100000;
-        if mode & S_IFMT != S_IFREG {
-            // Special files come with the engine's namespace operations.
-            return reply.error(self.not_yet());
-        }
-        let r = self
-            .fs
-            .create(&caller(req), dir, name.as_bytes(), mode, umask, None);
+        let r = self.fs.mknod(
+            &caller(req),
+            dir,
+            name.as_bytes(),
+            mode,
+            sys::rdev_parts(rdev),
+            umask,
+        );
         self.reply_entry(reply, "mknod", dir, r);
     }
 
@@ -812,52 +810,138 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
 
     fn mkdir(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.not_yet());
+        let dir = match self.ino(parent) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self
+            .fs
+            .mkdir(&caller(req), dir, name.as_bytes(), mode, umask);
+        self.reply_entry(reply, "mkdir", dir, r);
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.not_yet());
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let dir = match self.ino(parent) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.fs.rmdir(&caller(req), dir, name.as_bytes());
+        self.reply_done(reply, "rmdir", dir, r);
     }
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &std::path::Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(self.not_yet());
+        let dir = match self.ino(parent) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.fs.symlink(
+            &caller(req),
+            dir,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+        );
+        self.reply_entry(reply, "symlink", dir, r);
     }
 
     fn rename(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.not_yet());
+        let (from, to) = match (self.ino(parent), self.ino(newparent)) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let r = self.fs.rename(
+            &caller(req),
+            (from, name.as_bytes()),
+            (to, newname.as_bytes()),
+            flags.bits(),
+        );
+        self.reply_done(reply, "rename", from, r);
     }
 
     fn link(
         &self,
-        _req: &Request,
-        _node: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        req: &Request,
+        node: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(self.not_yet());
+        let (ino, dir) = match (self.ino(node), self.ino(newparent)) {
+            (Ok(i), Ok(d)) => (i, d),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let r = self.fs.link(&caller(req), ino, dir, newname.as_bytes());
+        self.reply_entry(reply, "link", dir, r);
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        node: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self
+            .fs
+            .setxattr(&caller(req), ino, name.as_bytes(), value, flags as u32);
+        self.reply_done(reply, "setxattr", ino, r);
+    }
+
+    fn removexattr(&self, _req: &Request, node: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self.fs.removexattr(ino, name.as_bytes());
+        self.reply_done(reply, "removexattr", ino, r);
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        node: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let ino = match self.ino(node) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let r = self
+            .fs
+            .fallocate(&caller(req), ino, mode as u32, offset, length);
+        self.reply_done(reply, "fallocate", ino, r);
     }
 }

@@ -259,6 +259,19 @@ pub fn fuse_rdev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
 }
 
+/// (major, minor) of the `rdev` of a `MKNOD` (Linux's `new_decode_dev`).
+#[cfg(not(target_os = "freebsd"))]
+pub fn rdev_parts(dev: u32) -> (u32, u32) {
+    ext4_fuse_common::os::linux_decode_dev(dev)
+}
+
+/// (major, minor) of the `rdev` of a `MKNOD`: the low half of FreeBSD's
+/// `makedev` (see [`fuse_rdev`]).
+#[cfg(target_os = "freebsd")]
+pub fn rdev_parts(dev: u32) -> (u32, u32) {
+    ((dev >> 8) & 0xff, dev & 0xffff_00ff)
+}
+
 /// FreeBSD copies `fuse_attr.rdev` into its 64-bit `dev_t` unchanged, so
 /// send the low half of its `makedev`. That is exact for majors below 256
 /// and minors without bits 8-15 (FreeBSD keeps those above bit 32).

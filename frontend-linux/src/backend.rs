@@ -84,6 +84,51 @@ pub trait Backend: Send + Sync {
     fn unlink(&self, _caller: &Caller, _parent: InodeNo, _name: &[u8]) -> Result<()> {
         Err(Error::ReadOnly)
     }
+    /// `MKNOD`, `MKDIR`, `SYMLINK`, `LINK`: the new node's attributes.
+    fn make(
+        &self,
+        _caller: &Caller,
+        _parent: InodeNo,
+        _name: &[u8],
+        _what: Make<'_>,
+    ) -> Result<Attr> {
+        Err(Error::ReadOnly)
+    }
+    fn rmdir(&self, _caller: &Caller, _parent: InodeNo, _name: &[u8]) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+    fn rename(
+        &self,
+        _caller: &Caller,
+        _from: (InodeNo, &[u8]),
+        _to: (InodeNo, &[u8]),
+        _flags: u32,
+    ) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+    fn setxattr(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _name: &[u8],
+        _value: &[u8],
+        _flags: u32,
+    ) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+    fn removexattr(&self, _ino: InodeNo, _name: &[u8]) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
+    fn fallocate(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _mode: u32,
+        _offset: u64,
+        _len: u64,
+    ) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
     fn setattr(&self, _caller: &Caller, _ino: InodeNo, _set: &SetAttr) -> Result<Attr> {
         Err(Error::ReadOnly)
     }
@@ -107,6 +152,26 @@ pub trait Backend: Send + Sync {
     fn close(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// What a `MKNOD`, `MKDIR`, `SYMLINK` or `LINK` makes.
+#[derive(Clone, Copy, Debug)]
+pub enum Make<'a> {
+    Node {
+        mode: u32,
+        rdev: (u32, u32),
+        umask: u32,
+    },
+    Dir {
+        mode: u32,
+        umask: u32,
+    },
+    Symlink {
+        target: &'a [u8],
+    },
+    Link {
+        ino: InodeNo,
+    },
 }
 
 /// The read requests go to the volume; the rest through [`Fs`].
@@ -190,6 +255,51 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     }
     fn unlink(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
         Fs::unlink(self, caller, parent, name)
+    }
+    fn make(&self, caller: &Caller, parent: InodeNo, name: &[u8], what: Make<'_>) -> Result<Attr> {
+        match what {
+            Make::Node { mode, rdev, umask } => {
+                Fs::mknod(self, caller, parent, name, mode, rdev, umask)
+            }
+            Make::Dir { mode, umask } => Fs::mkdir(self, caller, parent, name, mode, umask),
+            Make::Symlink { target } => Fs::symlink(self, caller, parent, name, target),
+            Make::Link { ino } => Fs::link(self, caller, ino, parent, name),
+        }
+    }
+    fn rmdir(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
+        Fs::rmdir(self, caller, parent, name)
+    }
+    fn rename(
+        &self,
+        caller: &Caller,
+        from: (InodeNo, &[u8]),
+        to: (InodeNo, &[u8]),
+        flags: u32,
+    ) -> Result<()> {
+        Fs::rename(self, caller, from, to, flags)
+    }
+    fn setxattr(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        Fs::setxattr(self, caller, ino, name, value, flags)
+    }
+    fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<()> {
+        Fs::removexattr(self, ino, name)
+    }
+    fn fallocate(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        mode: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        Fs::fallocate(self, caller, ino, mode, offset, len)
     }
     fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
         Fs::setattr(self, caller, ino, set)

@@ -327,36 +327,20 @@ impl<B: Backend> Session<B> {
             }
             opcode::CREATE => self.do_create(req, out),
             opcode::MKNOD => self.do_mknod(req, out),
+            opcode::MKDIR => self.do_mkdir(req, out),
+            opcode::SYMLINK => self.do_symlink(req, out),
+            opcode::LINK => self.do_link(req, out),
             opcode::UNLINK => self.do_unlink(req),
+            opcode::RMDIR => self.do_rmdir(req),
+            opcode::RENAME | opcode::RENAME2 => self.do_rename(req),
             opcode::SETATTR => self.do_setattr(req, out),
             opcode::WRITE => self.do_write(req, out),
             opcode::COPY_FILE_RANGE => self.do_copy_file_range(req, out),
-            // Not yet served by the engine: the namespace operations, xattr
-            // writes, fallocate and O_TMPFILE.
-            opcode::SYMLINK
-            | opcode::MKDIR
-            | opcode::RMDIR
-            | opcode::RENAME
-            | opcode::RENAME2
-            | opcode::LINK
-            | opcode::TMPFILE
-            | opcode::SETXATTR
-            | opcode::REMOVEXATTR
-            | opcode::FALLOCATE
-                if !self.backend.read_only() =>
-            {
-                Err(errno::EOPNOTSUPP)
-            }
-            opcode::SYMLINK
-            | opcode::MKDIR
-            | opcode::RMDIR
-            | opcode::RENAME
-            | opcode::RENAME2
-            | opcode::LINK
-            | opcode::TMPFILE
-            | opcode::SETXATTR
-            | opcode::REMOVEXATTR
-            | opcode::FALLOCATE => Err(errno::EROFS),
+            opcode::SETXATTR => self.do_setxattr(req),
+            opcode::REMOVEXATTR => self.do_removexattr(req),
+            opcode::FALLOCATE => self.do_fallocate(req),
+            // O_TMPFILE: not served yet (ENOSYS makes the kernel answer
+            // EOPNOTSUPP from then on, as for a filesystem without it).
             _ => Err(errno::ENOSYS),
         })
     }

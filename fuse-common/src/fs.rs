@@ -21,7 +21,10 @@ use std::time::Duration;
 
 use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
 use ext4_engine::policy::{self, Caller, ShownIds, Subject};
-use ext4_engine::{Attr, BlockDevice, Error, FileType, InodeNo, Result, SetAttr, StatFs, Volume};
+use ext4_engine::{
+    inode_flags, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result, SetAttr, StatFs,
+    Volume,
+};
 
 use crate::log;
 
@@ -145,6 +148,17 @@ impl Nodes {
     }
 }
 
+/// The engine asks, when an inode's last name goes, whether the kernel
+/// still holds it: then it stays (an orphan) until [`Fs::forget`] or
+/// [`Fs::release`] lets go of it.
+struct KernelHolds(Arc<Nodes>);
+
+impl OpenFiles for KernelHolds {
+    fn is_open(&self, ino: InodeNo) -> bool {
+        self.0.is_held(ino)
+    }
+}
+
 /// What the kernel may keep of a file it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
@@ -213,7 +227,9 @@ impl<D: BlockDevice> Closer<D> {
 }
 
 impl<D: BlockDevice + 'static> Fs<D> {
-    pub fn new(vol: Volume<D>, durability: Durability, ids: ShownIds) -> Fs<D> {
+    pub fn new(mut vol: Volume<D>, durability: Durability, ids: ShownIds) -> Fs<D> {
+        let nodes = Arc::new(Nodes::default());
+        vol.set_open_files(Box::new(KernelHolds(nodes.clone())));
         let vol = Arc::new(vol);
         Fs {
             closer: Closer {
@@ -222,7 +238,7 @@ impl<D: BlockDevice + 'static> Fs<D> {
                 closed: Arc::default(),
             },
             vol,
-            nodes: Arc::new(Nodes::default()),
+            nodes,
             durability,
             ids,
         }
@@ -377,10 +393,14 @@ impl<D: BlockDevice + 'static> Fs<D> {
     }
 
     /// Nothing of the kernel's holds `ino` any more.
-    fn unheld(&self, _ino: InodeNo) {
-        // An inode whose last name went while it was held is freed here
-        // once the engine keeps such orphans (it frees them at unlink
-        // until then).
+    fn unheld(&self, ino: InodeNo) {
+        // An inode whose last name went while it was held is freed now.
+        if self.vol.read_only() {
+            return;
+        }
+        if let Err(e) = self.vol.release(ino) {
+            log::failure("release", ino, &e);
+        }
     }
 
     /// `OPEN` of `ino` with `flags` (Linux numbering): the policy's open
@@ -429,16 +449,198 @@ impl<D: BlockDevice + 'static> Fs<D> {
 
     /// `UNLINK` of `name` in `parent`.
     pub fn unlink(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
-        let ro = self.vol.read_only();
-        let victim = self.vol.lookup(parent, name)?;
-        if victim.kind == FileType::Directory {
+        if self.check_removal(caller, parent, name)?.kind == FileType::Directory {
             return Err(Error::IsDir);
         }
+        let r = self.vol.unlink(parent, name);
+        self.changed(r, true)
+    }
+
+    /// The policy's checks before `name` leaves `parent` (unlink, rmdir,
+    /// rename away or over): its attributes.
+    fn check_removal(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<Attr> {
+        let ro = self.vol.read_only();
+        let victim = self.vol.lookup(parent, name)?;
         self.with_subject(parent, |d| {
             self.with_subject(victim.ino, |v| policy::check_delete(caller, d, v, ro))
         })?;
-        let r = self.vol.unlink(parent, name);
+        Ok(victim)
+    }
+
+    /// `MKNOD`: a regular file, device, FIFO or socket (`mode` with its
+    /// type bits; `rdev` as (major, minor)).
+    pub fn mknod(
+        &self,
+        caller: &Caller,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        rdev: (u32, u32),
+        umask: u32,
+    ) -> Result<Attr> {
+        self.make(
+            caller,
+            parent,
+            |cred| {
+                self.vol
+                    .mknod(parent, name, (mode & 0o177777) as u16, rdev, cred)
+            },
+            umask,
+        )
+    }
+
+    /// `MKDIR`.
+    pub fn mkdir(
+        &self,
+        caller: &Caller,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> Result<Attr> {
+        self.make(
+            caller,
+            parent,
+            |cred| self.vol.mkdir(parent, name, (mode & 0o7777) as u16, cred),
+            umask,
+        )
+    }
+
+    /// `SYMLINK`: `name` in `parent` pointing to `target`.
+    pub fn symlink(
+        &self,
+        caller: &Caller,
+        parent: InodeNo,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<Attr> {
+        self.make(
+            caller,
+            parent,
+            |cred| self.vol.symlink(parent, name, target, cred),
+            0,
+        )
+    }
+
+    /// A new node in `parent` by `op`, after the policy's checks.
+    fn make(
+        &self,
+        caller: &Caller,
+        parent: InodeNo,
+        op: impl Fn(&ext4_engine::Cred) -> Result<Attr>,
+        umask: u32,
+    ) -> Result<Attr> {
+        let ro = self.vol.read_only();
+        self.with_subject(parent, |d| policy::check_dir_change(d, false, ro))?;
+        let cred = policy::cred_creating(caller, umask);
+        let r = self.retry_on_full(|| op(&cred));
+        let a = self.changed(r, true)?;
+        self.entry(&a);
+        Ok(a)
+    }
+
+    /// `LINK`: a new name `name` in `parent` for `ino`.
+    pub fn link(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        parent: InodeNo,
+        name: &[u8],
+    ) -> Result<Attr> {
+        // The kernel's may_linkat: nothing immutable or append-only.
+        self.with_subject(ino, |s| {
+            if s.flags & (inode_flags::IMMUTABLE | inode_flags::APPEND) != 0 {
+                return Err(Error::NotPermitted);
+            }
+            Ok(())
+        })?;
+        self.make(
+            caller,
+            parent,
+            |cred| self.vol.link(ino, parent, name, cred),
+            0,
+        )
+    }
+
+    /// `RMDIR` of `name` in `parent`.
+    pub fn rmdir(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
+        self.check_removal(caller, parent, name)?;
+        let r = self.vol.rmdir(parent, name);
         self.changed(r, true)
+    }
+
+    /// `RENAME`/`RENAME2` (`flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+    pub fn rename(
+        &self,
+        caller: &Caller,
+        (from_dir, from): (InodeNo, &[u8]),
+        (to_dir, to): (InodeNo, &[u8]),
+        flags: u32,
+    ) -> Result<()> {
+        let ro = self.vol.read_only();
+        self.check_removal(caller, from_dir, from)?;
+        match self.check_removal(caller, to_dir, to) {
+            Ok(_) => {}
+            Err(Error::NotFound) => {
+                self.with_subject(to_dir, |d| policy::check_dir_change(d, false, ro))?
+            }
+            Err(e) => return Err(e),
+        }
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.rename(from_dir, from, to_dir, to, flags, &cred));
+        self.changed(r, true)
+    }
+
+    /// `SETXATTR` (`flags`: `XATTR_CREATE`, `XATTR_REPLACE`); POSIX ACLs
+    /// change the mode as the kernel's do.
+    pub fn setxattr(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.xattr_change(ino)?;
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.setxattr(ino, name, value, flags, &cred));
+        self.changed(r, false)
+    }
+
+    /// `REMOVEXATTR`.
+    pub fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<()> {
+        self.xattr_change(ino)?;
+        let r = self.vol.removexattr(ino, name);
+        self.changed(r, false)
+    }
+
+    /// The kernel's `xattr_permission` for a change: not on a read-only
+    /// volume, nor an immutable or append-only inode.
+    fn xattr_change(&self, ino: InodeNo) -> Result<()> {
+        let ro = self.vol.read_only();
+        self.with_subject(ino, |s| {
+            policy::check_change(s, ro)?;
+            if s.flags & inode_flags::APPEND != 0 {
+                return Err(Error::NotPermitted);
+            }
+            Ok(())
+        })
+    }
+
+    /// `FALLOCATE` with `mode` (`falloc::*`) over `len` bytes at `offset`.
+    pub fn fallocate(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        mode: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        let ro = self.vol.read_only();
+        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.fallocate(ino, mode, offset, len, &cred));
+        self.changed(r, false)
     }
 
     /// `SETATTR`: the policy's rules for who may change what, then the

@@ -55,3 +55,9 @@ pub fn default_fsname(source: &std::path::Path) -> String {
     let abs = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf());
     String::from_utf8_lossy(abs.as_os_str().as_bytes()).into_owned()
 }
+
+/// (major, minor) of a device number in Linux's 32-bit encoding, as the
+/// kernel sends it in `MKNOD` (`new_decode_dev`).
+pub fn linux_decode_dev(dev: u32) -> (u32, u32) {
+    ((dev & 0xfff00) >> 8, (dev & 0xff) | ((dev >> 12) & 0xfff00))
+}

@@ -6,7 +6,7 @@ use zerocopy::IntoBytes;
 
 use super::{ReplyBuf, Request, Session};
 use crate::abi::{self, fattr, fopen};
-use crate::backend::Backend;
+use crate::backend::{Backend, Make};
 use ext4_engine::{errno, Attr, InodeNo, SetAttr, SetTime, Timestamp};
 
 /// `fsync_flags` bit: only the data (`fdatasync`).
@@ -49,20 +49,113 @@ impl<B: Backend> Session<B> {
     }
 
     pub(super) fn do_mknod(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
-        let parent = req.ino()?;
         let args: abi::MknodIn = req.arg()?;
         let name = req.name_at(core::mem::size_of::<abi::MknodIn>())?;
-        const S_IFMT: u32 = 0o170000;
-        const S_IFREG: u32 = 0o100000;
-        if args.mode & S_IFMT != S_IFREG {
-            // Special files come with the engine's namespace operations.
-            return Err(errno::EOPNOTSUPP);
-        }
+        let what = Make::Node {
+            mode: args.mode,
+            rdev: ext4_fuse_common::os::linux_decode_dev(args.rdev),
+            umask: args.umask,
+        };
+        self.make(req, "mknod", name, what, out)
+    }
+
+    pub(super) fn do_mkdir(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
+        let args: abi::MkdirIn = req.arg()?;
+        let name = req.name_at(core::mem::size_of::<abi::MkdirIn>())?;
+        let what = Make::Dir {
+            mode: args.mode,
+            umask: args.umask,
+        };
+        self.make(req, "mkdir", name, what, out)
+    }
+
+    /// `SYMLINK`: the new name, then the target, each NUL-terminated.
+    pub(super) fn do_symlink(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
+        let name = req.name_at(0)?;
+        let target = req.name_at(name.len() + 1)?;
+        self.make(req, "symlink", name, Make::Symlink { target }, out)
+    }
+
+    pub(super) fn do_link(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
+        let args: abi::LinkIn = req.arg()?;
+        let name = req.name_at(core::mem::size_of::<abi::LinkIn>())?;
+        let ino = super::nodeid_to_ino(args.oldnodeid)?;
+        self.make(req, "link", name, Make::Link { ino }, out)
+    }
+
+    fn make(
+        &self,
+        req: &Request<'_>,
+        op: &str,
+        name: &[u8],
+        what: Make<'_>,
+        out: &mut ReplyBuf,
+    ) -> Result<(), i32> {
+        let parent = req.ino()?;
         let a = self
             .backend
-            .create(&req.caller(), parent, name, args.mode, args.umask, None)
-            .map_err(|e| self.fail("mknod", parent, e))?;
+            .make(&req.caller(), parent, name, what)
+            .map_err(|e| self.fail(op, parent, e))?;
         self.push_entry(out, &a)
+    }
+
+    pub(super) fn do_rmdir(&self, req: &Request<'_>) -> Result<(), i32> {
+        let parent = req.ino()?;
+        let name = req.name_at(0)?;
+        self.backend
+            .rmdir(&req.caller(), parent, name)
+            .map_err(|e| self.fail("rmdir", parent, e))
+    }
+
+    /// `RENAME` and `RENAME2`: the arguments, then both names.
+    pub(super) fn do_rename(&self, req: &Request<'_>) -> Result<(), i32> {
+        let from_dir = req.ino()?;
+        let (newdir, flags, at) = if req.header.opcode == abi::opcode::RENAME2 {
+            let a: abi::Rename2In = req.arg()?;
+            (a.newdir, a.flags, core::mem::size_of::<abi::Rename2In>())
+        } else {
+            let a: abi::RenameIn = req.arg()?;
+            (a.newdir, 0, core::mem::size_of::<abi::RenameIn>())
+        };
+        let from = req.name_at(at)?;
+        let to = req.name_at(at + from.len() + 1)?;
+        let to_dir = super::nodeid_to_ino(newdir)?;
+        self.backend
+            .rename(&req.caller(), (from_dir, from), (to_dir, to), flags)
+            .map_err(|e| self.fail("rename", from_dir, e))
+    }
+
+    /// `SETXATTR` (without `FUSE_SETXATTR_EXT`): size and flags, the
+    /// name, the value.
+    pub(super) fn do_setxattr(&self, req: &Request<'_>) -> Result<(), i32> {
+        let ino = req.ino()?;
+        let args: abi::SetxattrIn = req.arg()?;
+        let at = core::mem::size_of::<abi::SetxattrIn>();
+        let name = req.name_at(at)?;
+        let start = at + name.len() + 1;
+        let value = req
+            .body
+            .get(start..start + args.size as usize)
+            .ok_or(errno::EINVAL)?;
+        self.backend
+            .setxattr(&req.caller(), ino, name, value, args.flags)
+            .map_err(|e| self.fail("setxattr", ino, e))
+    }
+
+    pub(super) fn do_removexattr(&self, req: &Request<'_>) -> Result<(), i32> {
+        let ino = req.ino()?;
+        let name = req.name_at(0)?;
+        self.backend
+            .removexattr(ino, name)
+            .map_err(|e| self.fail("removexattr", ino, e))
+    }
+
+    pub(super) fn do_fallocate(&self, req: &Request<'_>) -> Result<(), i32> {
+        let ino = req.ino()?;
+        let a: abi::FallocateIn = req.arg()?;
+        self.backend
+            .fallocate(&req.caller(), ino, a.mode, a.offset, a.length)
+            .map_err(|e| self.fail("fallocate", ino, e))
     }
 
     pub(super) fn do_unlink(&self, req: &Request<'_>) -> Result<(), i32> {
