@@ -227,6 +227,8 @@ enum Cmd {
     ///
     /// Example: ext4-image tar disk.img / | tar -tvv --xattrs --acls
     Tar {
+        /// The directory (its whole tree) or file to archive; names in the
+        /// stream are relative to it.
         #[arg(default_value = "/")]
         path: OsString,
     },

@@ -31,7 +31,7 @@ use ext4_tests::image::{matrix_spec, ImageSpec};
 use ext4_tests::oracle::{assert_fsck_clean, debugfs_ls, mke2fs_version, KernelMount};
 use ext4_tests::rng::Rng;
 use ext4_tests::util::{
-    cache_dir, fnv64, require_e2fsprogs, require_kernel_ext4, run, run_ok, FileLock,
+    cache_dir, fnv64, is_build_of, require_e2fsprogs, require_kernel_ext4, run, run_ok, FileLock,
 };
 
 /// Entries the kernel-built directory gets (before removals).
@@ -124,14 +124,15 @@ fn build(spec: &ImageSpec) -> PathBuf {
     if dir.join("DONE").exists() {
         return img;
     }
-    // Older builds of this row are stale now.
-    let stale = format!("linear-{}-", spec.name);
+    // Older builds of this row are stale now (only this row's: "ext2" is
+    // a prefix of "ext2-1k-128", whose build may be running).
+    let row = format!("linear-{}", spec.name);
     for e in std::fs::read_dir(cache_dir())
         .into_iter()
         .flatten()
         .flatten()
     {
-        if e.file_name().to_string_lossy().starts_with(&stale) {
+        if is_build_of(&e.file_name().to_string_lossy(), &row) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
