@@ -43,6 +43,11 @@ if ! command -v fsx >/dev/null 2>&1; then
 fi
 if ! command -v pjdfstest >/dev/null 2>&1; then
   echo "installing: pjdfstest"
-  cargo install pjdfstest --locked --quiet ||
-    { echo "install-test-deps: cannot install pjdfstest" >&2; exit 1; }
+  cargo install pjdfstest --version 0.2.2 --locked --quiet ||
+    { echo "install-test-deps: cannot install pjdfstest (needed by tests/tests/pjdfstest.rs)" >&2; exit 1; }
+fi
+# pjdfstest's second dummy user (tests/data/pjdfstest.toml; the first is nobody).
+if ! id pjdtest >/dev/null 2>&1; then
+  echo "adding the user pjdtest (for pjdfstest)"
+  useradd --system --no-create-home --user-group --shell /usr/sbin/nologin pjdtest
 fi
