@@ -81,6 +81,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<Attr> {
         Err(Error::ReadOnly)
     }
+    /// `O_TMPFILE`: an open regular file with no name.
+    fn tmpfile(&self, _caller: &Caller, _parent: InodeNo, _mode: u32, _umask: u32) -> Result<Attr> {
+        Err(Error::ReadOnly)
+    }
     fn unlink(&self, _caller: &Caller, _parent: InodeNo, _name: &[u8]) -> Result<()> {
         Err(Error::ReadOnly)
     }
@@ -252,6 +256,9 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
         open_flags: Option<u32>,
     ) -> Result<Attr> {
         Fs::create(self, caller, parent, name, mode, umask, open_flags)
+    }
+    fn tmpfile(&self, caller: &Caller, parent: InodeNo, mode: u32, umask: u32) -> Result<Attr> {
+        Fs::tmpfile(self, caller, parent, mode, umask)
     }
     fn unlink(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
         Fs::unlink(self, caller, parent, name)

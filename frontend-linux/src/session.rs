@@ -339,8 +339,7 @@ impl<B: Backend> Session<B> {
             opcode::SETXATTR => self.do_setxattr(req),
             opcode::REMOVEXATTR => self.do_removexattr(req),
             opcode::FALLOCATE => self.do_fallocate(req),
-            // O_TMPFILE: not served yet (ENOSYS makes the kernel answer
-            // EOPNOTSUPP from then on, as for a filesystem without it).
+            opcode::TMPFILE => self.do_tmpfile(req, out),
             _ => Err(errno::ENOSYS),
         })
     }

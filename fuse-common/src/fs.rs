@@ -447,6 +447,21 @@ impl<D: BlockDevice + 'static> Fs<D> {
         Ok(a)
     }
 
+    /// `TMPFILE` (Linux `O_TMPFILE`): a regular file in `parent` with no
+    /// name, open (held until its `RELEASE` and `FORGET`; `LINK` may name
+    /// it meanwhile), made as [`Fs::create`] makes one.
+    pub fn tmpfile(&self, caller: &Caller, parent: InodeNo, mode: u32, umask: u32) -> Result<Attr> {
+        let mode = (mode & 0o7777) as u16;
+        let a = self.make(
+            caller,
+            parent,
+            |cred| self.vol.tmpfile(parent, mode, cred),
+            umask,
+        )?;
+        self.nodes.opened(a.ino);
+        Ok(a)
+    }
+
     /// `UNLINK` of `name` in `parent`.
     pub fn unlink(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
         if self.check_removal(caller, parent, name)?.kind == FileType::Directory {

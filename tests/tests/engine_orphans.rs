@@ -467,3 +467,58 @@ fn kernel_crash_orphans_cleaned_at_open() {
         );
     }
 }
+
+/// `O_TMPFILE` (`Volume::tmpfile`): an inode with no links, on the orphan
+/// list or in the orphan file from the start; a crash leaves it there for
+/// `e2fsck -fp` (which clears exactly it) and for the engine's next open
+/// (which frees it); `link` gives one a name and takes it off the list;
+/// released, the other is freed and every block and inode comes back.
+fn tmpfile_orphans(p: &Profile) {
+    let (vol, dev, _held) = open_held(image(p));
+    let root = InodeNo::ROOT;
+    let before = free_counts(&vol);
+    let unnamed = vol.tmpfile(root, 0o600, &Cred::ROOT).unwrap();
+    let named = vol.tmpfile(root, 0o640, &Cred::ROOT).unwrap();
+    assert_eq!((unnamed.nlink, named.nlink), (0, 0));
+    for a in [&unnamed, &named] {
+        vol.write(a.ino, 0, &vec![7u8; 300_000], &Cred::ROOT)
+            .unwrap();
+    }
+    vol.link(named.ino, root, b"named", &Cred::ROOT).unwrap();
+    assert_eq!(vol.getattr(named.ino).unwrap().nlink, 1);
+    vol.commit().unwrap();
+    let crashed = dev.snapshot();
+    assert_eq!(fsck_clears(&crashed), vec![unnamed.ino.0], "{}", p.name);
+    {
+        let (v2, d2) = open_rw(crashed, &rw_options());
+        assert_eq!(v2.getattr(unnamed.ino), Err(Error::Stale), "{}", p.name);
+        let mut buf = vec![0u8; 300_000];
+        assert_eq!(v2.read(named.ino, 0, &mut buf).unwrap(), 300_000);
+        assert!(buf.iter().all(|&b| b == 7));
+        v2.close().unwrap();
+        drop(v2);
+        let img = tempfile_path("tmpfile-reopened").with_extension("img");
+        write_sparse(&img, &d2.snapshot()).unwrap();
+        let r = check_fsck(&img);
+        let _ = std::fs::remove_file(&img);
+        r.unwrap();
+    }
+    vol.release(unnamed.ino).unwrap();
+    assert_eq!(vol.getattr(unnamed.ino), Err(Error::Stale));
+    vol.unlink(root, b"named").unwrap();
+    vol.close().unwrap();
+    drop(vol);
+    let v = Volume::open(MemDevice::from_vec(dev.snapshot()), &OpenOptions::default()).unwrap();
+    assert_eq!(free_counts(&v), before, "{}", p.name);
+    assert_eq!(v.sb().last_orphan, 0);
+}
+
+#[test]
+fn tmpfile_orphan_list_and_file() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    for p in [&EXT4_DEFAULT, &EXT4_ORPHAN_FILE] {
+        tmpfile_orphans(p);
+    }
+}

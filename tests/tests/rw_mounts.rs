@@ -434,3 +434,140 @@ fn fsx_100k_operations() {
         }
     }
 }
+
+/// `open(dir, O_TMPFILE | flags, 0640)`: the descriptor, or the errno.
+fn open_tmpfile(dir: &Path, flags: i32) -> Result<File, i32> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_TMPFILE | flags, 0o640) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Give the open file `f` the name `to`, as `linkat(AT_FDCWD,
+/// "/proc/self/fd/N", AT_FDCWD, to, AT_SYMLINK_FOLLOW)` does.
+fn link_open_file(f: &File, to: &Path) -> Result<(), i32> {
+    let from = format!("/proc/self/fd/{}\0", std::os::fd::AsRawFd::as_raw_fd(f));
+    let to = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap();
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr().cast(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap())
+    }
+}
+
+/// O_TMPFILE on `root`: what a program sees, one line per step.
+fn tmpfile_steps(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = Vec::new();
+    let names = |seen: &mut Vec<String>| {
+        let mut n: Vec<String> = fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        seen.push(format!("names {n:?}"));
+    };
+    // A file with no name, then named through /proc/self/fd.
+    let mut f = open_tmpfile(root, libc::O_RDWR).unwrap();
+    f.write_all(&[5u8; 14000]).unwrap();
+    let m = f.metadata().unwrap();
+    seen.push(format!(
+        "tmpfile nlink {} mode {:o} size {} blocks {}",
+        m.nlink(),
+        m.mode(),
+        m.size(),
+        m.blocks()
+    ));
+    names(&mut seen);
+    seen.push(format!(
+        "link {:?}",
+        link_open_file(&f, &root.join("named"))
+    ));
+    seen.push(format!("nlink {}", f.metadata().unwrap().nlink()));
+    drop(f);
+    seen.push(match fs::read(root.join("named")) {
+        Ok(b) => format!(
+            "named: {} bytes, all 5: {}",
+            b.len(),
+            b.iter().all(|&x| x == 5)
+        ),
+        Err(e) => format!("named: {e}"),
+    });
+    // O_EXCL: never linkable.
+    let f = open_tmpfile(root, libc::O_RDWR | libc::O_EXCL).unwrap();
+    seen.push(format!(
+        "excl link {:?}",
+        link_open_file(&f, &root.join("excl"))
+    ));
+    drop(f);
+    // Written and closed without a name: freed.
+    let mut f = open_tmpfile(root, libc::O_WRONLY).unwrap();
+    f.write_all(&[9u8; 100_000]).unwrap();
+    drop(f);
+    // Not for a directory that is not one.
+    seen.push(format!(
+        "on a file {:?}",
+        open_tmpfile(&root.join("named"), libc::O_RDWR).err()
+    ));
+    names(&mut seen);
+    seen
+}
+
+/// `Free blocks` and `Free inodes` as dumpe2fs counts them.
+fn free_counts(img: &Path) -> Vec<String> {
+    let out = run(Command::new("dumpe2fs").arg("-h").arg(img));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("Free blocks:") || l.starts_with("Free inodes:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// O_TMPFILE: ext4-fuse serves it as the kernel's ext4 does (the same
+/// steps seen the same way, the same image afterwards by e2fsck and
+/// dumpe2fs); FreeBSD's fusefs protocol has no TMPFILE, so
+/// ext4-fuse-bsd answers as a filesystem without it (EOPNOTSUPP) and
+/// keeps serving.
+#[test]
+fn tmpfile_as_the_kernel() {
+    if !ready() {
+        return;
+    }
+    let dir = Scratch::new("rw-tmpfile");
+    let kimg = fresh(dir.path(), "kernel.img", "32M", &[]);
+    let k = KernelMount::mount(&kimg, false, "").unwrap();
+    let want = tmpfile_steps(k.path());
+    k.unmount().unwrap();
+    assert_clean(&kimg, "kernel");
+    let [(name, bin), (bsd, bsd_bin)] = servers();
+    let img = fresh(dir.path(), "fuse.img", "32M", &[]);
+    let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+    let got = tmpfile_steps(s.path());
+    s.unmount().unwrap();
+    assert_eq!(got, want, "{name}: what a program sees, against the kernel");
+    assert_clean(&img, name);
+    assert_eq!(free_counts(&img), free_counts(&kimg), "{name}: free counts");
+
+    let img = fresh(dir.path(), "bsd.img", "32M", &[]);
+    let s = FuseServer::mount_rw(&bsd_bin, &img, "").unwrap();
+    assert_eq!(
+        open_tmpfile(s.path(), libc::O_RDWR).err(),
+        Some(libc::EOPNOTSUPP),
+        "{bsd}"
+    );
+    fs::write(s.path().join("after"), b"still serving").unwrap();
+    s.unmount().unwrap();
+    assert_clean(&img, bsd);
+}

@@ -162,7 +162,23 @@ impl<D: BlockDevice> Volume<D> {
     /// of a set-group-ID directory). EEXIST when the name exists; ENOSPC
     /// leaves the namespace as it was.
     pub fn create(&self, parent: InodeNo, name: &[u8], mode: u16, cred: &Cred) -> Result<Attr> {
-        self.make_node(parent, name, S_IFREG | (mode & 0o7777), Body::Regular, cred)
+        self.make_node(
+            parent,
+            Some(name),
+            S_IFREG | (mode & 0o7777),
+            Body::Regular,
+            cred,
+        )
+    }
+
+    /// `O_TMPFILE`: a regular file with no name, made as [`Volume::create`]
+    /// makes one in `parent` (mode, umask, default ACLs, group), with no
+    /// links, on the orphan list (the kernel's `ext4_tmpfile`). The
+    /// directory does not change. It lives until [`Volume::release`] (the
+    /// caller holds it, as a frontend holds an open file), or gets a name
+    /// by [`Volume::link`].
+    pub fn tmpfile(&self, parent: InodeNo, mode: u16, cred: &Cred) -> Result<Attr> {
+        self.make_node(parent, None, S_IFREG | (mode & 0o7777), Body::Regular, cred)
     }
 
     /// Create a special file (`S_IFCHR`, `S_IFBLK`, `S_IFIFO`,
@@ -187,7 +203,13 @@ impl<D: BlockDevice> Volume<D> {
             S_IFDIR => return Err(Error::NotPermitted),
             _ => return Err(Error::InvalidArgument),
         };
-        self.make_node(parent, name, (mode & S_IFMT) | (mode & 0o7777), body, cred)
+        self.make_node(
+            parent,
+            Some(name),
+            (mode & S_IFMT) | (mode & 0o7777),
+            body,
+            cred,
+        )
     }
 
     /// Create directory `name` in `parent` with `.` and `..`: permission
@@ -195,7 +217,13 @@ impl<D: BlockDevice> Volume<D> {
     /// umask and default ACLs as [`Volume::create`]. The parent gains a
     /// link (`dir_nlink` rules); EMLINK when it cannot.
     pub fn mkdir(&self, parent: InodeNo, name: &[u8], mode: u16, cred: &Cred) -> Result<Attr> {
-        self.make_node(parent, name, S_IFDIR | (mode & 0o1777), Body::Dir, cred)
+        self.make_node(
+            parent,
+            Some(name),
+            S_IFDIR | (mode & 0o1777),
+            Body::Dir,
+            cred,
+        )
     }
 
     /// Create symbolic link `name` in `parent` to `target`: in `i_block`
@@ -215,22 +243,34 @@ impl<D: BlockDevice> Volume<D> {
         if target.len() + 1 > self.sb().block_size as usize || target.len() > SYMLINK_MAX {
             return Err(Error::NameTooLong);
         }
-        self.make_node(parent, name, S_IFLNK | 0o777, Body::Symlink(target), cred)
+        self.make_node(
+            parent,
+            Some(name),
+            S_IFLNK | 0o777,
+            Body::Symlink(target),
+            cred,
+        )
     }
 
+    /// A new inode for `body` in `parent`, named `name` there; without a
+    /// name (`O_TMPFILE`), with no links and on the orphan list.
     fn make_node(
         &self,
         parent: InodeNo,
-        name: &[u8],
+        name: Option<&[u8]>,
         mode: u16,
         body: Body<'_>,
         cred: &Cred,
     ) -> Result<Attr> {
-        valid_name(name)?;
+        if let Some(name) = name {
+            valid_name(name)?;
+        }
         let _locks = self.inode_locks().lock(&[parent]);
         let mut dir = self.dir_for_write(parent)?;
-        if self.entry_of(&dir, name)?.is_some() {
-            return Err(Error::Exists);
+        if let Some(name) = name {
+            if self.entry_of(&dir, name)?.is_some() {
+                return Err(Error::Exists);
+            }
         }
         let is_dir = matches!(body, Body::Dir);
         if is_dir && self.dir_link_max(&dir) {
@@ -246,7 +286,10 @@ impl<D: BlockDevice> Volume<D> {
         } else {
             cred.gid
         };
-        let slot = self.make_room(&mut dir, name, cred)?;
+        let slot = match name {
+            Some(name) => Some((name, self.make_room(&mut dir, name, cred)?)),
+            None => None,
+        };
         let fast_symlink = matches!(body, Body::Symlink(t) if t.len() < 60);
         let now = self.now();
         let flags = inherited(dir.flags, mode);
@@ -266,7 +309,8 @@ impl<D: BlockDevice> Volume<D> {
             + 1
             + ALLOC_CREDITS
             + 1
-            + 2 * INODE_CREDITS;
+            + 2 * INODE_CREDITS
+            + ORPHAN_CREDITS;
         let mut h = self.begin(credits)?;
         let ino = self.alloc_inode(&mut h, parent, is_dir)?;
         // Number and generation decide the checksum seed.
@@ -309,6 +353,20 @@ impl<D: BlockDevice> Volume<D> {
         let r = self.fill_node(
             &mut h, &mut inode, ino, body, &dir, data_block, xblock, &acls,
         );
+        let Some((name, slot)) = slot else {
+            // No name: no link, an orphan until released or linked.
+            inode.links_count = 0;
+            let r = r
+                .and_then(|_| self.write_inode(&mut h, &mut inode, true))
+                .and_then(|_| self.orphan_add(&mut h, ino));
+            if let Err(e) = r {
+                return Err(h.abort(e));
+            }
+            drop(h);
+            self.keep_orphan(ino);
+            self.new_file_may_go_inline(ino);
+            return self.getattr(ino);
+        };
         let r = r
             .and_then(|_| self.write_inode(&mut h, &mut inode, true))
             .and_then(|_| {
@@ -333,11 +391,18 @@ impl<D: BlockDevice> Volume<D> {
             return Err(h.abort(e));
         }
         drop(h);
-        if matches!(body, Body::Regular) && self.sb().has_incompat(incompat::INLINE_DATA) {
-            // A new file may become inline on its first write.
-            self.fresh_inodes().add(ino);
+        if matches!(body, Body::Regular) {
+            self.new_file_may_go_inline(ino);
         }
         self.getattr(ino)
+    }
+
+    /// A new regular file may become inline on its first write
+    /// (`inline_data`).
+    fn new_file_may_go_inline(&self, ino: InodeNo) {
+        if self.sb().has_incompat(incompat::INLINE_DATA) {
+            self.fresh_inodes().add(ino);
+        }
     }
 
     /// Fill new inode `inode` (number `ino`, its map set up, its first
@@ -411,7 +476,10 @@ impl<D: BlockDevice> Volume<D> {
         if inode.kind == Some(FileType::Directory) {
             return Err(Error::NotPermitted);
         }
-        if inode.links_count == 0 {
+        // An inode with no links gets a name only while it is held: an
+        // O_TMPFILE file (the kernel's VFS decides which may be linked).
+        let orphan = inode.links_count == 0;
+        if orphan && !self.orphans().is_kept(ino) {
             return Err(Error::NotFound);
         }
         if inode.links_count >= LINK_MAX {
@@ -422,11 +490,14 @@ impl<D: BlockDevice> Volume<D> {
         }
         let slot = self.make_room(&mut dir, name, cred)?;
         let now = self.now();
-        let mut h = self.begin(1 + 2 * INODE_CREDITS)?;
+        let mut h = self.begin(1 + 2 * INODE_CREDITS + ORPHAN_CREDITS)?;
         let kind = inode.kind.unwrap_or(FileType::Regular);
         let r = self
             .place_entry(&mut h, &mut dir, slot, name, ino, kind)
             .and_then(|_| {
+                if orphan {
+                    self.orphan_del(&mut h, ino)?;
+                }
                 inode.links_count += 1;
                 inode.ctime = now;
                 self.write_inode(&mut h, &mut inode, false)
@@ -440,6 +511,9 @@ impl<D: BlockDevice> Volume<D> {
             return Err(h.abort(e));
         }
         drop(h);
+        if orphan {
+            self.unkeep_orphan(ino);
+        }
         inode.attr(self.sb())
     }
 

@@ -118,12 +118,24 @@ impl<D: BlockDevice> Volume<D> {
         let o = self.orphans();
         let held = o.open_files.as_ref().is_some_and(|f| f.is_open(ino));
         if held {
-            let mut st = o.state.lock();
-            if !st.kept.contains(&ino) {
-                st.kept.push(ino);
-            }
+            self.keep_orphan(ino);
         }
         held
+    }
+
+    /// Keep orphan `ino` until [`Volume::release`] (an `O_TMPFILE` file,
+    /// which its creator holds).
+    pub(crate) fn keep_orphan(&self, ino: InodeNo) {
+        let mut st = self.orphans().state.lock();
+        if !st.kept.contains(&ino) {
+            st.kept.push(ino);
+        }
+    }
+
+    /// Orphan `ino` got a name again ([`Volume::link`]): nothing to free
+    /// at its release.
+    pub(crate) fn unkeep_orphan(&self, ino: InodeNo) {
+        self.orphans().state.lock().kept.retain(|&k| k != ino);
     }
 
     /// A frontend holds `ino` no more (its last open file closed, its

@@ -37,14 +37,21 @@ impl<B: Backend> Session<B> {
             )
             .map_err(|e| self.fail("create", parent, e))?;
         self.push_entry(out, &a)?;
-        out.push(
-            abi::OpenOut {
-                fh: 0,
-                open_flags: fopen::KEEP_CACHE,
-                backing_id: 0,
-            }
-            .as_bytes(),
-        );
+        push_open(out);
+        Ok(())
+    }
+
+    /// `TMPFILE`: `CREATE`'s arguments (the name, "/", means nothing),
+    /// answered as `CREATE` is.
+    pub(super) fn do_tmpfile(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
+        let parent = req.ino()?;
+        let args: abi::CreateIn = req.arg()?;
+        let a = self
+            .backend
+            .tmpfile(&req.caller(), parent, args.mode, args.umask)
+            .map_err(|e| self.fail("tmpfile", parent, e))?;
+        self.push_entry(out, &a)?;
+        push_open(out);
         Ok(())
     }
 
@@ -283,6 +290,18 @@ impl<B: Backend> Session<B> {
             }
         }
     }
+}
+
+/// The open half of a `CREATE` or `TMPFILE` answer.
+fn push_open(out: &mut ReplyBuf) {
+    out.push(
+        abi::OpenOut {
+            fh: 0,
+            open_flags: fopen::KEEP_CACHE,
+            backing_id: 0,
+        }
+        .as_bytes(),
+    );
 }
 
 /// What a `SETATTR` asks for, in the engine's terms. The kernel sends
