@@ -86,6 +86,7 @@ pub use volume::{
     DEFAULT_REPLAY_BUDGET,
 };
 pub use writable::Cred;
+pub use write::chattr;
 pub use write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
 pub use write::orphan::OpenFiles;
 pub use write::xattr::{XATTR_CREATE, XATTR_REPLACE};

@@ -827,6 +827,54 @@ pub struct SetxattrIn {
     pub flags: u32,
 }
 
+/// `IOCTL`: the command and its argument; `in_size` bytes of input
+/// follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IoctlIn {
+    pub fh: u64,
+    pub flags: u32,
+    pub cmd: u32,
+    pub arg: u64,
+    pub in_size: u32,
+    pub out_size: u32,
+}
+
+/// The `IOCTL` answer; its output bytes follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct IoctlOut {
+    pub result: i32,
+    pub flags: u32,
+    pub in_iovs: u32,
+    pub out_iovs: u32,
+}
+
+/// The `chattr`/`lsattr` commands (both widths of their argument, as the
+/// kernel's FUSE passes 4 bytes either way).
+pub mod ioctl {
+    pub const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+    pub const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+    pub const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+    pub const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+    /// `struct fsxattr` in or out (28 bytes): what the kernel's FUSE
+    /// asks before it changes flags for `chattr`.
+    pub const FS_IOC_FSGETXATTR: u32 = 0x801C_581F;
+    pub const FS_IOC_FSSETXATTR: u32 = 0x401C_5820;
+}
+
+/// `struct fsxattr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Fsxattr {
+    pub xflags: u32,
+    pub extsize: u32,
+    pub nextents: u32,
+    pub projid: u32,
+    pub cowextsize: u32,
+    pub pad: [u8; 8],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct FallocateIn {
@@ -970,6 +1018,11 @@ mod tests {
         assert_eq!(size_of::<FsyncIn>(), 16);
         assert_eq!(size_of::<SetxattrIn>(), 8);
         assert_eq!(size_of::<FallocateIn>(), 32);
+        assert_eq!(size_of::<IoctlIn>(), 32);
+        assert_eq!(offset_of!(IoctlIn, in_size), 24);
+        assert_eq!(size_of::<IoctlOut>(), 16);
+        assert_eq!(size_of::<Fsxattr>(), 28);
+        assert_eq!(offset_of!(Fsxattr, projid), 12);
         assert_eq!(size_of::<CopyFileRangeIn>(), 56);
         assert_eq!(offset_of!(Kstatfs, bfree), 8);
         assert_eq!(offset_of!(Kstatfs, bavail), 16);

@@ -81,6 +81,16 @@ pub trait Backend: Send + Sync {
     ) -> Result<Attr> {
         Err(Error::ReadOnly)
     }
+    /// `FS_IOC_GETFLAGS`.
+    fn get_flags(&self, _ino: InodeNo) -> Result<u32> {
+        Err(Error::Unsupported {
+            what: "inode flags",
+        })
+    }
+    /// `FS_IOC_SETFLAGS`.
+    fn set_flags(&self, _ino: InodeNo, _flags: u32) -> Result<()> {
+        Err(Error::ReadOnly)
+    }
     /// `O_TMPFILE`: an open regular file with no name.
     fn tmpfile(&self, _caller: &Caller, _parent: InodeNo, _mode: u32, _umask: u32) -> Result<Attr> {
         Err(Error::ReadOnly)
@@ -259,6 +269,12 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     }
     fn tmpfile(&self, caller: &Caller, parent: InodeNo, mode: u32, umask: u32) -> Result<Attr> {
         Fs::tmpfile(self, caller, parent, mode, umask)
+    }
+    fn get_flags(&self, ino: InodeNo) -> Result<u32> {
+        Fs::get_flags(self, ino)
+    }
+    fn set_flags(&self, ino: InodeNo, flags: u32) -> Result<()> {
+        Fs::set_flags(self, ino, flags)
     }
     fn unlink(&self, caller: &Caller, parent: InodeNo, name: &[u8]) -> Result<()> {
         Fs::unlink(self, caller, parent, name)

@@ -340,6 +340,7 @@ impl<B: Backend> Session<B> {
             opcode::REMOVEXATTR => self.do_removexattr(req),
             opcode::FALLOCATE => self.do_fallocate(req),
             opcode::TMPFILE => self.do_tmpfile(req, out),
+            opcode::IOCTL => self.do_ioctl(req, out),
             _ => Err(errno::ENOSYS),
         })
     }

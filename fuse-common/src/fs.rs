@@ -642,6 +642,23 @@ impl<D: BlockDevice + 'static> Fs<D> {
         })
     }
 
+    /// `FS_IOC_GETFLAGS` (`lsattr`): the inode's user-visible flags.
+    pub fn get_flags(&self, ino: InodeNo) -> Result<u32> {
+        self.vol.get_flags(ino)
+    }
+
+    /// `FS_IOC_SETFLAGS` (`chattr`). Who may (the owner; for immutable and
+    /// append-only `CAP_LINUX_IMMUTABLE`) the kernel checked before it
+    /// asked, as for any filesystem; what the flags forbid afterwards is
+    /// the policy's.
+    pub fn set_flags(&self, ino: InodeNo, flags: u32) -> Result<()> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let r = self.vol.set_flags(ino, flags).map(|_| ());
+        self.changed(r, false)
+    }
+
     /// `FALLOCATE` with `mode` (`falloc::*`) over `len` bytes at `offset`.
     pub fn fallocate(
         &self,

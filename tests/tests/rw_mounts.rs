@@ -535,6 +535,29 @@ fn free_counts(img: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `steps` on the kernel's ext4 and on ext4-fuse (mounted with `opts`),
+/// each on a fresh image in `dir`: they must see the same, and both
+/// images pass `e2fsck -fn`. The two images (kernel's, ext4-fuse's).
+fn same_as_kernel<T: PartialEq + std::fmt::Debug>(
+    dir: &Path,
+    opts: &str,
+    steps: fn(&Path) -> T,
+) -> (PathBuf, PathBuf) {
+    let kimg = fresh(dir, "kernel.img", "32M", &[]);
+    let k = KernelMount::mount(&kimg, false, "").unwrap();
+    let want = steps(k.path());
+    k.unmount().unwrap();
+    assert_clean(&kimg, "kernel");
+    let [(name, bin), _] = servers();
+    let img = fresh(dir, "fuse.img", "32M", &[]);
+    let s = FuseServer::mount_rw(&bin, &img, opts).unwrap();
+    let got = steps(s.path());
+    s.unmount().unwrap();
+    assert_eq!(got, want, "{name}: what a program sees, against the kernel");
+    assert_clean(&img, name);
+    (kimg, img)
+}
+
 /// O_TMPFILE: ext4-fuse serves it as the kernel's ext4 does (the same
 /// steps seen the same way, the same image afterwards by e2fsck and
 /// dumpe2fs); FreeBSD's fusefs protocol has no TMPFILE, so
@@ -546,19 +569,9 @@ fn tmpfile_as_the_kernel() {
         return;
     }
     let dir = Scratch::new("rw-tmpfile");
-    let kimg = fresh(dir.path(), "kernel.img", "32M", &[]);
-    let k = KernelMount::mount(&kimg, false, "").unwrap();
-    let want = tmpfile_steps(k.path());
-    k.unmount().unwrap();
-    assert_clean(&kimg, "kernel");
-    let [(name, bin), (bsd, bsd_bin)] = servers();
-    let img = fresh(dir.path(), "fuse.img", "32M", &[]);
-    let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
-    let got = tmpfile_steps(s.path());
-    s.unmount().unwrap();
-    assert_eq!(got, want, "{name}: what a program sees, against the kernel");
-    assert_clean(&img, name);
-    assert_eq!(free_counts(&img), free_counts(&kimg), "{name}: free counts");
+    let (kimg, img) = same_as_kernel(dir.path(), "", tmpfile_steps);
+    assert_eq!(free_counts(&img), free_counts(&kimg), "free counts");
+    let [_, (bsd, bsd_bin)] = servers();
 
     let img = fresh(dir.path(), "bsd.img", "32M", &[]);
     let s = FuseServer::mount_rw(&bsd_bin, &img, "").unwrap();
@@ -568,6 +581,43 @@ fn tmpfile_as_the_kernel() {
         "{bsd}"
     );
     fs::write(s.path().join("after"), b"still serving").unwrap();
+    s.unmount().unwrap();
+    assert_clean(&img, bsd);
+}
+
+/// `tests/data/chattr-steps.sh` on the mount at `root`: its output, with
+/// the mount's path taken out.
+fn chattr_steps(root: &Path) -> String {
+    fs::set_permissions(root, fs::Permissions::from_mode(0o777)).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/chattr-steps.sh");
+    let out = run(Command::new("bash").arg(&script).arg(root));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.replace(root.to_str().unwrap(), "MNT")
+}
+
+/// chattr and lsattr (FS_IOC_GETFLAGS/SETFLAGS, and FS_IOC_FSGETXATTR
+/// that the kernel's FUSE asks first) on ext4-fuse as on the kernel's
+/// ext4: the same flags shown, the same refusals, and immutable and
+/// append-only files and directories refusing what the kernel refuses
+/// (writes, appends, truncation, unlink, rename, chmod, times, creation
+/// and removal of entries). ext4-fuse-bsd serves no IOCTL (FreeBSD's
+/// fusefs sends none): lsattr fails there as on a filesystem without
+/// flags.
+#[test]
+fn chattr_as_the_kernel() {
+    if !ready() || !have_tool("chattr") {
+        return;
+    }
+    let dir = Scratch::new("rw-chattr");
+    same_as_kernel(dir.path(), "allow_other", chattr_steps);
+    let [_, (bsd, bsd_bin)] = servers();
+
+    let img = fresh(dir.path(), "bsd.img", "32M", &[]);
+    let s = FuseServer::mount_rw(&bsd_bin, &img, "").unwrap();
+    fs::write(s.path().join("f"), b"x").unwrap();
+    let out = run(Command::new("lsattr").arg(s.path().join("f")));
+    assert!(!out.status.success(), "{bsd}: lsattr");
     s.unmount().unwrap();
     assert_clean(&img, bsd);
 }

@@ -48,6 +48,7 @@ impl<D: BlockDevice> Volume<D> {
             _ => return Err(Error::InvalidArgument),
         }
         self.writable_file(&inode)?;
+        self.appending_only(&inode, Some(offset))?;
         let max = self.max_size_of(&inode);
         if offset >= max {
             return Err(Error::FileTooBig);

@@ -82,6 +82,7 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::InvalidArgument);
         }
         self.writable_file(&inode)?;
+        self.appending_only(&inode, Some(pos))?;
         let max = self.max_size_of(&inode);
         if pos >= max {
             return Err(Error::FileTooBig);
@@ -178,6 +179,7 @@ impl<D: BlockDevice> Volume<D> {
             return Err(Error::InvalidArgument);
         }
         self.writable_file(&inode)?;
+        self.appending_only(&inode, new_size)?;
         if let Some(s) = new_size {
             if s > self.max_size_of(&inode) {
                 return Err(Error::FileTooBig);

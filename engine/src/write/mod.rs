@@ -24,6 +24,7 @@
 //! - here: inode records, inode locks, freeing an inode, and the
 //!   operations `truncate`, `setattr`.
 
+pub mod chattr;
 pub mod data;
 pub mod dir;
 pub mod extent;
@@ -182,16 +183,18 @@ impl<D: BlockDevice> Volume<D> {
         Ok((*self.live_inode(ino)?).clone())
     }
 
+    /// Whether the data of `inode` may change at all: not encrypted or
+    /// verity (EOPNOTSUPP), not immutable (EPERM, as the kernel's VFS
+    /// refuses it). An append-only file only grows: its callers check
+    /// that ([`Volume::appending_only`]).
     fn writable_file(&self, inode: &Inode) -> Result<()> {
         if inode.has_flag(flags::ENCRYPT) || inode.has_flag(flags::VERITY) {
             return Err(Error::Unsupported {
                 what: "writing encrypted or verity files",
             });
         }
-        if inode.has_flag(flags::IMMUTABLE) || inode.has_flag(flags::APPEND) {
-            return Err(Error::Unsupported {
-                what: "writing immutable or append-only files",
-            });
+        if inode.has_flag(flags::IMMUTABLE) {
+            return Err(Error::NotPermitted);
         }
         if inode.has_flag(flags::INLINE_DATA) && inode.has_flag(flags::EXTENTS) {
             return Err(Error::corrupt(
@@ -308,6 +311,15 @@ impl<D: BlockDevice> Volume<D> {
         .map(|_| ())
     }
 
+    /// EPERM for a change of append-only `inode`'s data other than
+    /// bytes added at its end from `offset` (`None`: not an append).
+    fn appending_only(&self, inode: &Inode, offset: Option<u64>) -> Result<()> {
+        if inode.has_flag(flags::APPEND) && offset.is_none_or(|o| o < inode.size) {
+            return Err(Error::NotPermitted);
+        }
+        Ok(())
+    }
+
     fn truncate_locked(&self, inode: &mut Inode, size: u64, edges: Edges) -> Result<()> {
         match inode.kind {
             Some(FileType::Regular) => {}
@@ -315,6 +327,7 @@ impl<D: BlockDevice> Volume<D> {
             _ => return Err(Error::InvalidArgument),
         }
         self.writable_file(inode)?;
+        self.appending_only(inode, None)?;
         self.resize(inode, size, edges, &Cred::ROOT)
     }
 

@@ -91,11 +91,15 @@ enum Body<'a> {
 
 /// The flags a new inode of `mode` inherits from `parent_flags`.
 fn inherited(parent_flags: u32, mode: u16) -> u32 {
-    let f = parent_flags & INHERITED;
+    mask_flags(mode, parent_flags & INHERITED)
+}
+
+/// What an inode of `mode` keeps of `flags` (`ext4_mask_flags`).
+pub(crate) fn mask_flags(mode: u16, flags: u32) -> u32 {
     match mode & S_IFMT {
-        S_IFDIR => f,
-        S_IFREG => f & REG_FLMASK,
-        _ => f & OTHER_FLMASK,
+        S_IFDIR => flags,
+        S_IFREG => flags & REG_FLMASK,
+        _ => flags & OTHER_FLMASK,
     }
 }
 

@@ -1,12 +1,12 @@
 //! Handlers of the requests about attributes: `GETATTR`, `STATX`,
-//! `STATFS`, `ACCESS`.
+//! `STATFS`, `ACCESS`, and `IOCTL`'s inode flags (`lsattr`, `chattr`).
 
 use zerocopy::IntoBytes;
 
 use super::{ReplyBuf, Request, Session};
 use crate::abi;
 use crate::backend::Backend;
-use ext4_engine::{policy, Attr};
+use ext4_engine::{chattr, errno, policy, Attr};
 
 impl<B: Backend> Session<B> {
     pub(super) fn fuse_attr(&self, a: &Attr) -> abi::Attr {
@@ -130,6 +130,73 @@ impl<B: Backend> Session<B> {
             .access(ino, &caller, args.mask, self.shown())
             .map_err(|e| self.fail("access", ino, e))
     }
+
+    /// `IOCTL`: `FS_IOC_GETFLAGS` and `FS_IOC_SETFLAGS` (what the kernel
+    /// sends for `lsattr` and `chattr`, with a 4-byte argument whatever
+    /// the command's declared width); any other command is `ENOTTY`, as
+    /// the kernel's ext4 answers one it does not know.
+    pub(super) fn do_ioctl(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
+        use abi::ioctl::*;
+        let ino = req.ino()?;
+        let args: abi::IoctlIn = req.arg()?;
+        let reply = |out: &mut ReplyBuf, data: &[u8]| {
+            out.push(abi::IoctlOut::default().as_bytes());
+            out.push(data);
+        };
+        match args.cmd {
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS => {
+                let f = self
+                    .backend
+                    .get_flags(ino)
+                    .map_err(|e| self.fail("getflags", ino, e))?;
+                reply(out, &f.to_le_bytes());
+                Ok(())
+            }
+            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS => {
+                let at = core::mem::size_of::<abi::IoctlIn>();
+                let v = req.body.get(at..at + 4).ok_or(errno::EINVAL)?;
+                let f = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                self.backend
+                    .set_flags(ino, f)
+                    .map_err(|e| self.fail("setflags", ino, e))?;
+                reply(out, &[]);
+                Ok(())
+            }
+            FS_IOC_FSGETXATTR => {
+                let f = self
+                    .backend
+                    .get_flags(ino)
+                    .map_err(|e| self.fail("fsgetxattr", ino, e))?;
+                let x = abi::Fsxattr {
+                    xflags: chattr::xflags_of(f),
+                    ..Default::default()
+                };
+                reply(out, x.as_bytes());
+                Ok(())
+            }
+            FS_IOC_FSSETXATTR => {
+                let at = core::mem::size_of::<abi::IoctlIn>();
+                let (x, _) = req
+                    .body
+                    .get(at..)
+                    .and_then(|b| <abi::Fsxattr as zerocopy::FromBytes>::read_from_prefix(b).ok())
+                    .ok_or(errno::EINVAL)?;
+                let r = self.backend.get_flags(ino).and_then(|old| {
+                    if x.projid != 0 {
+                        return Err(ext4_engine::Error::Unsupported {
+                            what: "project ids",
+                        });
+                    }
+                    self.backend
+                        .set_flags(ino, chattr::flags_with_xflags(old, x.xflags))
+                });
+                r.map_err(|e| self.fail("fssetxattr", ino, e))?;
+                reply(out, &[]);
+                Ok(())
+            }
+            _ => Err(ENOTTY),
+        }
+    }
 }
 
 /// `statx` attribute bits the kernel's ext4 reports, from ext4 inode flags.
@@ -154,3 +221,6 @@ const STATX_ATTRIBUTES_MASK: u64 = abi::statx::ATTR_COMPRESSED
     | abi::statx::ATTR_NODUMP
     | abi::statx::ATTR_ENCRYPTED
     | abi::statx::ATTR_VERITY;
+
+/// "Inappropriate ioctl for device".
+const ENOTTY: i32 = 25;
