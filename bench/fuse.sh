@@ -314,6 +314,12 @@ PY
     fsck_or_die "$c" "$t"
 }
 
+# Median VmHWM of a column's untar runs in MiB, or "-".
+rss_mib() {
+    [ -n "${RSS[$1]:-}" ] || { echo -; return; }
+    # shellcheck disable=SC2086
+    median ${RSS[$1]} | awk '{ printf "%d\n", $1 / 1024 }'
+}
 last() { echo "$1" | awk '{ print $NF }'; }
 has_test() { [[ ",$tests," == *",$1,"* ]]; }
 
@@ -396,9 +402,7 @@ measure_writes() {
         done
         if has_test untar; then
             printf '%-7s %9s %9s %9s %9s   (server peak RSS during the untar, MiB)\n' rss - \
-                "$(r=$(median ${RSS[ours]:-}); [ "$r" = - ] && echo - || echo $((${r%.*} / 1024)))" \
-                "$(r=$(median ${RSS[bsd]:-}); [ "$r" = - ] && echo - || echo $((${r%.*} / 1024)))" \
-                "$(r=$(median ${RSS[fuse2fs]:-}); [ "$r" = - ] && echo - || echo $((${r%.*} / 1024)))"
+                "$(rss_mib ours)" "$(rss_mib bsd)" "$(rss_mib fuse2fs)"
         fi
         echo
         echo "values: seconds (rand: IOPS); ratios: time ratios (rand: time per I/O, so fuse/k <= 1.25 is >= 0.8x the kernel's IOPS)"
