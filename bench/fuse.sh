@@ -13,6 +13,19 @@
 #   tar    tar cf - -C MNT . | wc -c                         (seconds)
 #   fio    4 KiB random reads of big.bin, psync, buffered,   (IOPS)
 #          fixed runtime, same offsets every run
+# The write tests (issue #18), each on a fresh empty 4 GiB image (mke2fs -t
+# ext4) per column, mounted read-write (kernel: mount -o loop; fuse2fs -o
+# rw), everything made durable (sync, then the unmount) inside the timing:
+#   untar  tar xf of the synth tree without big.bin (bench_tar), sync  (seconds)
+#          (also the server's peak RSS, VmHWM, at the end of the untar)
+#   seq    1 GiB sequential write (dd bs=1M conv=fsync), sync           (seconds)
+#   rand   fio 4 KiB random writes to a 256 MiB file, psync, buffered, (IOPS)
+#          -t seconds, end_fsync
+#   create 500 x (create a 4 KiB file + fsync), one directory          (seconds)
+#   rm     rm -rf of the untarred tree (cold: a fresh mount after      (seconds)
+#          sync + drop_caches), sync
+# Each image is checked with e2fsck -fn afterwards (outside the timing).
+#
 # Cold = a fresh mount (so no server keeps metadata from an earlier run)
 # followed by sync + drop_caches; warm = the same command again at once.
 # Each value is the median of the repetitions. Prints one table with the
@@ -36,10 +49,12 @@
 #     -i IMAGES   comma list of synth,real (default both)
 #     -n FILES    files in the synth tree (default 50000)
 #     -c COLUMNS  comma list of kernel,ours,bsd,fuse2fs (default all)
-#     -T TESTS    comma list of cat,find,tar,fio (default all)
+#     -T TESTS    comma list of cat,find,tar,fio (reads) and untar,seq,
+#                 rand,create,rm (writes) (default all)
 #     -r N        repetitions of the short tests, cat and find (default 3)
-#     -R N        repetitions of the long tests, tar and fio (default 1)
-#     -t SECONDS  fio runtime per run (default 10)
+#     -R N        repetitions of the long tests, tar and fio, and of
+#                 every write test (default 1)
+#     -t SECONDS  fio runtime per run, reads and writes (default 10)
 #     -B          do not build; use the binaries as they are
 #   Environment: EXT4_FUSE, EXT4_FUSE_BSD (binaries; default the release
 #   builds under $CARGO_TARGET_DIR or target/), OURS_OPTS, BSD_OPTS (extra
@@ -49,7 +64,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 
-files=50000 cols=kernel,ours,bsd,fuse2fs tests=cat,find,tar,fio images=synth,real
+files=50000 cols=kernel,ours,bsd,fuse2fs tests=cat,find,tar,fio,untar,seq,rand,create,rm images=synth,real
 reps_short=3 reps_long=1 fio_secs=10 build=1
 while getopts i:n:c:T:r:R:t:Bh o; do
     case $o in
@@ -66,6 +81,7 @@ while getopts i:n:c:T:r:R:t:Bh o; do
 done
 IFS=, read -r -a COLS <<<"$cols"
 IFS=, read -r -a TESTS <<<"$tests"
+RTESTS=() WTESTS=()
 IFS=, read -r -a IMAGES <<<"$images"
 for i in "${IMAGES[@]}"; do
     case $i in synth | real) ;; *) echo "unknown image $i" >&2; exit 2 ;; esac
@@ -74,7 +90,11 @@ for c in "${COLS[@]}"; do
     case $c in kernel | ours | bsd | fuse2fs) ;; *) echo "unknown column $c" >&2; exit 2 ;; esac
 done
 for t in "${TESTS[@]}"; do
-    case $t in cat | find | tar | fio) ;; *) echo "unknown test $t" >&2; exit 2 ;; esac
+    case $t in
+        cat | find | tar | fio) RTESTS+=("$t") ;;
+        untar | seq | rand | create | rm) WTESTS+=("$t") ;;
+        *) echo "unknown test $t" >&2; exit 2 ;;
+    esac
 done
 if [ "$(id -u)" != 0 ]; then
     echo "needs root (mount, drop_caches)" >&2
@@ -93,7 +113,7 @@ bsd_bin=${EXT4_FUSE_BSD:-$tgt/release/ext4-fuse-bsd}
 
 big=big.bin
 mnt=$(mktemp -d /tmp/fusebench.XXXXXX)
-server_pid=
+server_pid= wimg=
 server_log=$out/fuse-server.log
 : >"$server_log"
 
@@ -107,6 +127,7 @@ cleanup() {
         wait "$server_pid" 2>/dev/null || true
     fi
     rmdir "$mnt" 2>/dev/null || true
+    [ -z "${wimg:-}" ] || rm -f "$wimg"
     exit $rc
 }
 trap cleanup EXIT
@@ -117,14 +138,15 @@ die() {
     exit 1
 }
 
-do_mount() { # column
+do_mount() { # column [ro|rw]
+    local m=${2:-ro}
     case $1 in
-        kernel) mount -o loop,ro "$img" "$mnt" ;;
-        ours) "$ours_bin" "$img" "$mnt" -f -o ro${OURS_OPTS:+,$OURS_OPTS} >>"$server_log" 2>&1 &
+        kernel) mount -o loop,$m "$img" "$mnt" ;;
+        ours) "$ours_bin" "$img" "$mnt" -f -o $m${OURS_OPTS:+,$OURS_OPTS} >>"$server_log" 2>&1 &
             server_pid=$! ;;
-        bsd) "$bsd_bin" "$img" "$mnt" -f -o ro${BSD_OPTS:+,$BSD_OPTS} >>"$server_log" 2>&1 &
+        bsd) "$bsd_bin" "$img" "$mnt" -f -o $m${BSD_OPTS:+,$BSD_OPTS} >>"$server_log" 2>&1 &
             server_pid=$! ;;
-        fuse2fs) fuse2fs -f "$img" "$mnt" -o ro >>"$server_log" 2>&1 &
+        fuse2fs) fuse2fs -f "$img" "$mnt" -o $m >>"$server_log" 2>&1 &
             server_pid=$! ;;
     esac
     local i
@@ -214,6 +236,183 @@ run() {
         printf "%.2f %.2f\n", (y[1] - x[1]) / hz, (y[2] - x[2]) / hz }')
 }
 
+# verdict VALUE OP LIMIT: "ok" or "MISS" (or "" without a value).
+verdict() {
+    [ "$1" != - ] || { echo; return; }
+    awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+        ok = (op == "<=") ? (v <= l) : (v >= l); print ok ? "ok" : "MISS" }'
+}
+
+# ---- write tests ----------------------------------------------------------
+# wrun COLUMN TEST: one write test on a fresh image; sets W[col.test] (and
+# W[col.rm], RSS[col] for untar/rm, which share the untarred image).
+wrun() {
+    local c=$1 t=$2 t0 v
+    img=$wimg
+    : >"$img" # (mke2fs announces a file it creates)
+    mke2fs -F -q -t ext4 -L benchw "$img" 4G
+    do_mount "$c" rw
+    LOAD[$c]+="$(cut -d' ' -f1 /proc/loadavg) "
+    case $t in
+        untar | rm)
+            t0=$EPOCHREALTIME
+            tar xf "$tar" -C "$mnt" || die "$c: untar failed"
+            sync
+            if [ -n "$server_pid" ]; then
+                RSS[$c]+="$(awk '/^VmHWM/ { print $2 }' "/proc/$server_pid/status") "
+            fi
+            do_umount "$c"
+            v=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }')
+            has_test untar && W[$c.untar]+="$v "
+            if has_test rm; then
+                fsck_or_die "$c" untar
+                cold
+                do_mount "$c" rw
+                t0=$EPOCHREALTIME
+                rm -rf "${mnt:?}"/* || die "$c: rm -rf failed"
+                sync
+                do_umount "$c"
+                v=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }')
+                W[$c.rm]+="$v "
+                t=rm
+            else
+                t=untar
+            fi
+            ;;
+        seq)
+            t0=$EPOCHREALTIME
+            dd if=/dev/zero of="$mnt/seq" bs=1M count=1024 conv=fsync status=none || die "$c: dd failed"
+            sync
+            do_umount "$c"
+            W[$c.seq]+="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }') "
+            ;;
+        rand)
+            v=$(fio --name=randw --filename="$mnt/rand" --size=256M --rw=randwrite --bs=4k \
+                --ioengine=psync --direct=0 --time_based --runtime="$fio_secs" --end_fsync=1 \
+                --randseed=42 --output-format=json 2>"$out/fio.err" |
+                python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["jobs"][0]["write"]["iops"])') ||
+                die "$c: fio failed: $(cat "$out/fio.err")"
+            do_umount "$c"
+            W[$c.rand]+="$v "
+            ;;
+        create)
+            t0=$EPOCHREALTIME
+            python3 - "$mnt" <<'PY' || die "$c: create+fsync failed"
+import os, sys
+mnt, data = sys.argv[1], bytes(range(256)) * 16
+for i in range(500):
+    fd = os.open(os.path.join(mnt, "f%03d" % i), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, data)
+    os.fsync(fd)
+    os.close(fd)
+PY
+            sync
+            do_umount "$c"
+            W[$c.create]+="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }') "
+            ;;
+    esac
+    fsck_or_die "$c" "$t"
+}
+
+# Median VmHWM of a column's untar runs in MiB, or "-".
+rss_mib() {
+    [ -n "${RSS[$1]:-}" ] || { echo -; return; }
+    # shellcheck disable=SC2086
+    median ${RSS[$1]} | awk '{ printf "%d\n", $1 / 1024 }'
+}
+last() { echo "$1" | awk '{ print $NF }'; }
+has_test() { [[ ",$tests," == *",$1,"* ]]; }
+
+# e2fsck -fn after a run: our columns or the kernel's failing stops the
+# run; fuse2fs's damage is reported and counted.
+fsck_or_die() { # column test
+    if ! e2fsck -fn "$wimg" >"$out/e2fsck.log" 2>&1; then
+        echo "fuse.sh: $1/$2: e2fsck -fn found problems (see $out/e2fsck.log)" >&2
+        [ "$1" = fuse2fs ] || exit 1
+        FSCKBAD[$1]+="$2 "
+    fi
+}
+
+measure_writes() {
+    bench_tar "$files"
+    wimg=$(mktemp /tmp/fusebench-w.XXXXXX.img)
+    unset W RSS LOAD FSCKBAD
+    declare -gA W RSS LOAD FSCKBAD
+    local start_load end_load rep t c wt=()
+    start_load=$(load_avg)
+    # untar and rm share one run (rm removes what untar made).
+    for t in "${WTESTS[@]}"; do
+        case $t in
+            untar | rm) [[ " ${wt[*]} " == *" untar "* ]] || wt+=(untar) ;;
+            *) wt+=("$t") ;;
+        esac
+    done
+    for ((rep = 1; rep <= reps_long; rep++)); do
+        for t in "${wt[@]}"; do
+            for c in "${COLS[@]}"; do
+                wrun "$c" "$t"
+                echo "rep $rep write $t $c: $(last "${W[$c.$t]:-}")$([ "$t" != untar ] || ! has_test rm || echo " rm $(last "${W[$c.rm]:-}")") (load $(load_avg))" >&2
+            done
+        done
+    done
+    end_load=$(load_avg)
+    rm -f "$wimg"
+    wmed() { # col test
+        [ -n "${W[$1.$2]:-}" ] || { echo -; return; }
+        # shellcheck disable=SC2086
+        median ${W[$1.$2]}
+    }
+    # Time-like value (fio: seconds per I/O).
+    wtv() {
+        local v
+        v=$(wmed "$1" "$2")
+        if [ "$2" = rand ] && [ "$v" != - ]; then
+            awk -v v="$v" 'BEGIN { if (v + 0 == 0) print "-"; else printf "%.9f\n", 1 / v }'
+        else
+            echo "$v"
+        fi
+    }
+    # Targets of issue #18 (both frontends): ours/kernel and fuse2fs/ours.
+    wkt() { case $1 in untar) echo 1.5 ;; seq) echo 1.2 ;; rand) echo 1.25 ;; create) echo 1.5 ;; rm) echo 2 ;; esac; }
+    wft() { case $1 in untar | rm) echo 5 ;; *) echo - ;; esac; }
+    report=$out/fuse-writes-$(date +%Y%m%d-%H%M%S).txt
+    {
+        echo "bench/fuse.sh writes $(date -Is) on $(uname -r), $(nproc) CPUs, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine frontend-linux frontend-bsd fuse-common || echo ' (+ uncommitted changes)')"
+        echo "fresh 4 GiB image per run (mke2fs -t ext4, defaults), in $(dirname "$wimg"); untar: $tar ($(tar tf "$tar" | wc -l) entries, $(du -sh --apparent-size "$tar" | cut -f1))"
+        echo "load average (1/5/15 min): start $start_load, end $end_load; 1-min load at each mount:"
+        for c in "${COLS[@]}"; do echo "  $c: ${LOAD[$c]:-}"; done
+        echo "repetitions: $reps_long (median shown); fio: 4 KiB randwrite, psync, buffered, ${fio_secs} s, end_fsync"
+        [ -z "${BENCH_NOTE:-}" ] || echo "note: $BENCH_NOTE"
+        echo "options: ext4-fuse -o rw${OURS_OPTS:+,$OURS_OPTS}; ext4-fuse-bsd -o rw${BSD_OPTS:+,$BSD_OPTS}; fuse2fs -o rw; kernel -o loop,rw"
+        echo
+        hdr="%-7s %9s %9s %9s %9s | %6s %6s %-4s | %8s %5s %-4s | %6s %6s %-4s | %8s %5s %-4s\n"
+        # shellcheck disable=SC2059
+        printf "$hdr" "" kernel ext4-fuse fuse-bsd fuse2fs "fuse/k" target "" "f2fs/fus" target "" "bsd/k" target "" "f2fs/bsd" target ""
+        for t in "${WTESTS[@]}"; do
+            k=$(wtv kernel "$t") o=$(wtv ours "$t") b=$(wtv bsd "$t") f=$(wtv fuse2fs "$t")
+            ok_=$(ratio "$o" "$k") fo=$(ratio "$f" "$o") bk=$(ratio "$b" "$k") fb=$(ratio "$f" "$b")
+            kt=$(wkt "$t") ft=$(wft "$t")
+            kv=$(verdict "$ok_" "<=" "$kt") bkv=$(verdict "$bk" "<=" "$kt")
+            fv= fbv=
+            [ "$ft" = - ] || { fv=$(verdict "$fo" ">=" "$ft"); fbv=$(verdict "$fb" ">=" "$ft"); }
+            [ "$ft" = - ] || ft=">=$ft"
+            # shellcheck disable=SC2059
+            printf "$hdr" "$t" "$(wmed kernel "$t")" "$(wmed ours "$t")" "$(wmed bsd "$t")" \
+                "$(wmed fuse2fs "$t")" "$ok_" "<=$kt" "$kv" "$fo" "$ft" "$fv" "$bk" "<=$kt" "$bkv" "$fb" "$ft" "$fbv"
+        done
+        if has_test untar; then
+            printf '%-7s %9s %9s %9s %9s   (server peak RSS during the untar, MiB)\n' rss - \
+                "$(rss_mib ours)" "$(rss_mib bsd)" "$(rss_mib fuse2fs)"
+        fi
+        echo
+        echo "values: seconds (rand: IOPS); ratios: time ratios (rand: time per I/O, so fuse/k <= 1.25 is >= 0.8x the kernel's IOPS)"
+        echo "targets (issue #18, both frontends): untar <= 1.5x kernel and >= 5x faster than fuse2fs; seq <= 1.2x;"
+        echo "  rand >= 0.8x kernel IOPS; create+fsync <= 1.5x; rm -rf <= 2x kernel and >= 5x faster than fuse2fs"
+        for c in "${!FSCKBAD[@]}"; do echo "e2fsck -fn found problems after $c: ${FSCKBAD[$c]}"; done
+    } | tee "$report"
+    echo "saved to $report" >&2
+}
+
 measure_image() { # synth|real
 image=$1
 case $image in
@@ -228,7 +427,7 @@ declare -gA V CC CS CHECK LOAD
 start_load=$(load_avg)
 maxreps=$((reps_short > reps_long ? reps_short : reps_long))
 for ((rep = 1; rep <= maxreps; rep++)); do
-    for t in "${TESTS[@]}"; do
+    for t in "${RTESTS[@]}"; do
         case $t in cat | find) n=$reps_short ;; *) n=$reps_long ;; esac
         [ "$rep" -le "$n" ] || continue
         # Columns inside the repetition loop: a change in the machine's
@@ -277,12 +476,6 @@ tv() { # col test phase
         echo "$v"
     fi
 }
-# verdict VALUE OP LIMIT: "ok" or "MISS" (or "" without a value).
-verdict() {
-    [ "$1" != - ] || { echo; return; }
-    awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
-        ok = (op == "<=") ? (v <= l) : (v >= l); print ok ? "ok" : "MISS" }'
-}
 # Targets (ours/kernel) per row: issue #15 on the real tree, #4 otherwise.
 ktarget() { # test phase
     if [ "$image" = real ]; then
@@ -328,7 +521,7 @@ report=$out/fuse-$image-$(date +%Y%m%d-%H%M%S).txt
     hdr="%-10s %9s %9s %9s %9s | %8s %6s %-4s | %8s %6s %-4s | %8s %6s %-4s | %8s %6s %-4s\n"
     # shellcheck disable=SC2059
     printf "$hdr" "" kernel ext4-fuse fuse-bsd fuse2fs "fuse/k" target "" "f2fs/fus" target "" "bsd/k" target "" "f2fs/bsd" target ""
-    for t in "${TESTS[@]}"; do
+    for t in "${RTESTS[@]}"; do
         for ph in cold warm; do
             k=$(tv kernel "$t" $ph)
             o=$(tv ours "$t" $ph)
@@ -363,7 +556,7 @@ report=$out/fuse-$image-$(date +%Y%m%d-%H%M%S).txt
     cpuhdr="%-10s %14s %14s %14s %14s\n"
     # shellcheck disable=SC2059
     printf "$cpuhdr" "" kernel ext4-fuse ext4-fuse-bsd fuse2fs
-    for t in "${TESTS[@]}"; do
+    for t in "${RTESTS[@]}"; do
         for ph in cold warm; do
             # shellcheck disable=SC2059
             printf "$cpuhdr" "$t $ph" "$(cpu_med kernel "$t" $ph)" "$(cpu_med ours "$t" $ph)" \
@@ -391,6 +584,9 @@ report=$out/fuse-$image-$(date +%Y%m%d-%H%M%S).txt
 echo "saved to $report" >&2
 }
 
-for image in "${IMAGES[@]}"; do
-    measure_image "$image"
-done
+if [ ${#RTESTS[@]} -gt 0 ]; then
+    for image in "${IMAGES[@]}"; do
+        measure_image "$image"
+    done
+fi
+[ ${#WTESTS[@]} -eq 0 ] || measure_writes

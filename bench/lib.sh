@@ -4,6 +4,9 @@
 #                       1 GiB big.bin, and an ext4 image of it; sets $out,
 #                       $tree, $img. Both are kept under bench/out/ (not
 #                       committed; delete them to rebuild).
+#   bench_tree FILES    just the tree of bench_image; sets $out, $tree.
+#   bench_tar FILES     (once) a tar of that tree without big.bin (the
+#                       write benchmark's untar input); sets $tar, $tree.
 #   real_image          build (once) a copy of this machine's /usr/share and
 #                       Python standard library plus a 1 GiB big.bin, and an
 #                       ext4 image of it; sets $out, $tree, $img, $entries. A
@@ -18,12 +21,10 @@
 export PATH=$PATH:/usr/sbin:/sbin
 out=${out:-bench/out}
 
-bench_image() {
+bench_tree() {
     local files=$1
     tree=$out/tree-$files
-    img=$out/bench-$files.img
     mkdir -p "$out"
-    [ -f "$img" ] && return 0
     if [ ! -f "$tree/.done" ]; then
         rm -rf "$tree"
         echo "generating $files files under $tree ..." >&2
@@ -65,8 +66,23 @@ with open(os.path.join(root, "big.bin"), "wb") as f:
 open(os.path.join(root, ".done"), "w").close()
 EOF
     fi
+}
+
+bench_image() {
+    local files=$1
+    img=$out/bench-$files.img
+    bench_tree "$files"
+    [ -f "$img" ] && return 0
     echo "building $img ..." >&2
     mke2fs -F -q -t ext4 -O metadata_csum,64bit -L bench -d "$tree" "$img" 4G
+}
+
+bench_tar() {
+    bench_tree "$1"
+    tar=$out/tree-$1.tar
+    [ -f "$tar" ] && return 0
+    echo "writing $tar ..." >&2
+    tar cf "$tar.tmp" -C "$tree" --exclude=./big.bin --exclude=./.done . && mv "$tar.tmp" "$tar"
 }
 
 # The sources of the real tree, when present.

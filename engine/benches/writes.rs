@@ -1,7 +1,7 @@
 //! The write path beside the kernel's ext4, same work, same run: creating
-//! 100,000 empty files in one directory (a linear directory on our side:
-//! hash-tree inserts with splits come later; the kernel's is indexed),
-//! writing a 1 GiB file in 1 MiB pieces, and deleting both — each phase
+//! 100,000 empty files in one new directory (a hash tree on both sides once
+//! it outgrows its first block), writing a 1 GiB file in 1 MiB pieces, and
+//! deleting both (the files and the directory; the big file) — each phase
 //! ending with everything durable (our commit; the kernel's `syncfs`).
 //! Ours runs on an in-memory device; the kernel's on a loop device over an
 //! image in tmpfs (root needed; without it only our column is printed).
@@ -53,11 +53,10 @@ fn ours(dir: &Path) -> [Duration; 3] {
     let vol = Volume::open(dev.clone(), &opts).expect("open read-write");
     let cred = Cred::ROOT;
     let root = InodeNo::ROOT;
-    vol.create(root, b"d", 0o755, &cred).ok();
-    // The directory: we cannot mkdir yet, so the files go in the root.
     let t = Instant::now();
+    let d = vol.mkdir(root, b"d", 0o755, &cred).expect("mkdir").ino;
     for i in 0..FILES {
-        vol.create(root, name(i).as_bytes(), 0o644, &cred)
+        vol.create(d, name(i).as_bytes(), 0o644, &cred)
             .expect("create");
     }
     vol.commit().expect("commit");
@@ -76,8 +75,9 @@ fn ours(dir: &Path) -> [Duration; 3] {
     let write = t.elapsed();
     let t = Instant::now();
     for i in 0..FILES {
-        vol.unlink(root, name(i).as_bytes()).expect("unlink");
+        vol.unlink(d, name(i).as_bytes()).expect("unlink");
     }
+    vol.rmdir(root, b"d").expect("rmdir");
     vol.unlink(root, b"big").expect("unlink big");
     vol.commit().expect("commit");
     let delete = t.elapsed();
@@ -184,8 +184,10 @@ fn kernel(dir: &Path) -> Option<[Duration; 3]> {
         .arg(&lo)
         .arg(&mnt));
     let t = Instant::now();
+    let d = mnt.join("d");
+    std::fs::create_dir(&d).expect("mkdir");
     for i in 0..FILES {
-        std::fs::File::create(mnt.join(name(i))).expect("create");
+        std::fs::File::create(d.join(name(i))).expect("create");
     }
     syncfs(&mnt);
     let create = t.elapsed();
@@ -202,8 +204,9 @@ fn kernel(dir: &Path) -> Option<[Duration; 3]> {
     let write = t.elapsed();
     let t = Instant::now();
     for i in 0..FILES {
-        std::fs::remove_file(mnt.join(name(i))).expect("unlink");
+        std::fs::remove_file(d.join(name(i))).expect("unlink");
     }
+    std::fs::remove_dir(&d).expect("rmdir");
     std::fs::remove_file(mnt.join("big")).expect("unlink big");
     syncfs(&mnt);
     let delete = t.elapsed();
@@ -229,6 +232,18 @@ fn main() {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("ext4-bench-writes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
+    // WRITES_ONLY=engine: our three phases only, no kernel (for profiling).
+    if std::env::var("WRITES_ONLY").is_ok_and(|v| v == "engine") {
+        let o = ours(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "engine: create {:.3}s, write {:.3}s, delete {:.3}s",
+            o[0].as_secs_f64(),
+            o[1].as_secs_f64(),
+            o[2].as_secs_f64()
+        );
+        return;
+    }
     let [one, two] = parallel(&dir);
     println!(
         "\nengine: 2 x 10,000 creates in two directories: one thread {:.3}s ({:.2} CPU-s), two threads {:.3}s ({:.2} CPU-s): {:.2}x",

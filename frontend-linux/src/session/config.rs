@@ -41,11 +41,12 @@ pub struct Config {
     /// When the kernel asks for directory listings with attributes.
     pub readdirplus: ReaddirPlus,
     /// Ask for `FUSE_WRITEBACK_CACHE` (a writable mount only). Off by
-    /// default: measured with bench/fuse_writes.sh (same run, load ~8),
-    /// it made a 1 GiB sequential write faster (4.4 s against 6.7 s) but
-    /// 4 KiB random writes slower (1,900 against 3,100 IOPS: the kernel
-    /// reads each page it only partly writes), and it hands mtime and
-    /// ctime to the kernel's clock; `-o writeback_cache` turns it on.
+    /// default: measured with bench/fuse.sh's write rows (same run, see
+    /// frontend-linux/README.md), it made a 1 GiB write + fsync 2x slower
+    /// (the kernel throttles a FUSE file's dirty pages to its write-back)
+    /// and 4 KiB random writes no faster, an untar 19% faster; and it
+    /// hands mtime and ctime to the kernel's clock. `-o writeback_cache`
+    /// turns it on.
     pub writeback_cache: bool,
 }
 
@@ -98,7 +99,11 @@ impl Default for Config {
 impl Config {
     /// The `FUSE_INIT` flags this server would like, both words.
     pub fn wanted_flags(&self) -> u64 {
+        // BIG_WRITES: without it the kernel sends every buffered write
+        // one page per request (fuse_fill_write_pages), whatever
+        // max_write says: a 1 GiB write took 262,144 round trips.
         let mut want = flag::ASYNC_READ
+            | flag::BIG_WRITES
             | flag::PARALLEL_DIROPS
             | flag::CACHE_SYMLINKS
             | flag::MAX_PAGES

@@ -278,6 +278,7 @@ fn init_grants_what_was_offered_and_wanted() {
     assert_eq!(granted, Config::default().wanted_flags());
     for f in [
         flag::ASYNC_READ,
+        flag::BIG_WRITES,
         flag::PARALLEL_DIROPS,
         flag::DO_READDIRPLUS,
         flag::READDIRPLUS_AUTO,
