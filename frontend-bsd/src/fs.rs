@@ -307,6 +307,11 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         if offered.contains(InitFlags::FUSE_POSIX_ACL) {
             let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         }
+        // The umask comes with each request and the engine applies it,
+        // unless the directory has a default ACL (as the kernel's ext4).
+        if offered.contains(InitFlags::FUSE_DONT_MASK) {
+            let _ = config.add_capabilities(InitFlags::FUSE_DONT_MASK);
+        }
         self.no_open.store(
             offered.contains(InitFlags::FUSE_NO_OPEN_SUPPORT),
             Ordering::Relaxed,

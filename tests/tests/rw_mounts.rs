@@ -655,3 +655,56 @@ fn chattr_as_the_kernel() {
     s.unmount().unwrap();
     assert_clean(&img, bsd);
 }
+
+/// Modes of new files, directories and FIFOs made under umask 077, in a
+/// directory with a default ACL (which replaces the umask) and in one
+/// without: each line `name mode`.
+fn umask_steps(root: &Path) -> Vec<String> {
+    let acl = root.join("acl");
+    fs::create_dir(&acl).unwrap();
+    let out = run(Command::new("setfacl")
+        .args(["-d", "-m", "u::rwx,g::rwx,o::rwx"])
+        .arg(&acl));
+    assert!(out.status.success(), "setfacl: {out:?}");
+    fs::create_dir(root.join("plain")).unwrap();
+    // In a shell of its own: the umask is the process's, and other tests
+    // of this binary run in parallel threads.
+    let out = run(Command::new("sh")
+        .arg("-c")
+        .arg(
+            "umask 077; cd \"$1\" && for d in acl plain; do \
+             echo x > $d/file && mkdir $d/dir && mkfifo $d/fifo && \
+             stat -c '%n %a' $d/file $d/dir $d/fifo || exit 1; done",
+        )
+        .arg("sh")
+        .arg(root));
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The umask under a default ACL: both servers leave it to the engine
+/// (FUSE_DONT_MASK), which ignores it where the directory has a default
+/// ACL, as the kernel's ext4 does; elsewhere it applies. Compared with the
+/// kernel's ext4 doing the same.
+#[test]
+fn umask_and_default_acls_as_the_kernel() {
+    if !ready() || !have_tool("setfacl") {
+        return;
+    }
+    let dir = Scratch::new("rw-umask");
+    let kimg = fresh(dir.path(), "kernel.img", "32M", &[]);
+    let k = KernelMount::mount(&kimg, false, "").unwrap();
+    let want = umask_steps(k.path());
+    k.unmount().unwrap();
+    for (name, bin) in servers() {
+        let img = fresh(dir.path(), &format!("{name}.img"), "32M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+        let got = umask_steps(s.path());
+        s.unmount().unwrap();
+        assert_eq!(got, want, "{name}: modes against the kernel's");
+        assert_clean(&img, name);
+    }
+}

@@ -102,8 +102,12 @@ impl Config {
         // BIG_WRITES: without it the kernel sends every buffered write
         // one page per request (fuse_fill_write_pages), whatever
         // max_write says: a 1 GiB write took 262,144 round trips.
+        // DONT_MASK: the kernel leaves the umask to us (it sends it with
+        // the request), so that under a directory with a default ACL the
+        // umask is ignored as the kernel's ext4 ignores it.
         let mut want = flag::ASYNC_READ
             | flag::BIG_WRITES
+            | flag::DONT_MASK
             | flag::PARALLEL_DIROPS
             | flag::CACHE_SYMLINKS
             | flag::MAX_PAGES

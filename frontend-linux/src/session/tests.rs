@@ -279,6 +279,7 @@ fn init_grants_what_was_offered_and_wanted() {
     for f in [
         flag::ASYNC_READ,
         flag::BIG_WRITES,
+        flag::DONT_MASK,
         flag::PARALLEL_DIROPS,
         flag::DO_READDIRPLUS,
         flag::READDIRPLUS_AUTO,
