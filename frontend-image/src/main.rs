@@ -233,22 +233,26 @@ enum Cmd {
         path: OsString,
     },
     /// Make a new, empty filesystem in IMAGE (created, or emptied), laid out
-    /// as mke2fs lays it out with the same options. So far ext2 only, with
-    /// mke2fs's default features but the resize inode (the filesystem can
-    /// still grow offline with resize2fs, not online).
+    /// as mke2fs lays it out with the same options: ext2, ext3 or ext4
+    /// (the default) with mke2fs.conf's features for the type, but the
+    /// resize inode (the filesystem can still grow offline with resize2fs,
+    /// not online); -O adds or removes features.
     ///
     /// Times: --timestamp, else $SOURCE_DATE_EPOCH, else now. With -U the
     /// directory hash seed follows from the UUID: the same options give a
     /// byte-identical image on every run.
     ///
-    /// Example: ext4-image mkfs disk.img 1g -t ext2 -L data
+    /// Example: ext4-image mkfs disk.img 1g -t ext3 -L data
     Mkfs {
         /// Size of the image: bytes, or with a suffix k, m, g.
         #[arg(value_parser = util::parse_size)]
         size: u64,
-        /// Filesystem type (only ext2 so far).
-        #[arg(short = 't', default_value = "ext2")]
+        /// Filesystem type: ext2, ext3 or ext4, with mke2fs.conf's features for it.
+        #[arg(short = 't', default_value = "ext4", value_parser = ["ext2", "ext3", "ext4"])]
         fs_type: String,
+        /// Features to add or (with ^) remove, as mke2fs -O: e.g. ^has_journal,inline_data.
+        #[arg(short = 'O', value_name = "FEATURES")]
+        features: Vec<String>,
         /// Block size in bytes (default: 1024 below 512 MiB, else 4096, as mke2fs.conf says).
         #[arg(short = 'b', value_parser = ["1024", "2048", "4096", "8192", "16384", "32768", "65536"])]
         block_size: Option<String>,
@@ -493,12 +497,14 @@ fn run(cli: &Cli) -> CmdResult {
         inode_size,
         timestamp,
         quiet,
+        features,
     } = &cli.cmd
     {
         return mkfs::run(&mkfs::Args {
             image: &cli.image,
             size: *size,
             fs_type,
+            features,
             block_size: block_size.as_deref().and_then(|b| b.parse().ok()),
             label: label.as_deref(),
             uuid: uuid.as_deref(),

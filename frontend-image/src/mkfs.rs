@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use ext4_engine::mkfs::{mkfs, seed_from_uuid, MkfsOptions};
+use ext4_engine::mkfs::{mkfs, seed_from_uuid, FsType, MkfsOptions};
 use ext4_engine::{Error, FileDevice};
 
 use crate::{io_msg, CmdResult, Fail};
@@ -15,6 +15,7 @@ pub struct Args<'a> {
     pub image: &'a Path,
     pub size: u64,
     pub fs_type: &'a str,
+    pub features: &'a [String],
     pub block_size: Option<u32>,
     pub label: Option<&'a str>,
     pub uuid: Option<&'a str>,
@@ -26,13 +27,8 @@ pub struct Args<'a> {
 
 pub fn run(a: &Args<'_>) -> CmdResult {
     let bad = |m: String| Fail::Open(m);
-    if a.fs_type != "ext2" {
-        return Err(bad(format!(
-            "-t {}: only ext2 is laid out so far (ext3 and ext4 need the journal and \
-             flex_bg layouts, not written yet); use mke2fs for those",
-            a.fs_type
-        )));
-    }
+    let fs_type = FsType::parse(a.fs_type)
+        .ok_or_else(|| bad(format!("-t {}: ext2, ext3 or ext4", a.fs_type)))?;
     let time = match a.timestamp {
         Some(t) => t,
         None => match std::env::var("SOURCE_DATE_EPOCH") {
@@ -58,8 +54,14 @@ pub fn run(a: &Args<'_>) -> CmdResult {
         }
         None => (random_uuid()?, random_uuid()?),
     };
-    let mut o = MkfsOptions::ext2(a.size, uuid, time);
+    let mut o = MkfsOptions::new(fs_type, a.size, uuid, time);
     o.hash_seed = hash_seed;
+    for list in a.features {
+        o.features
+            .edit(list)
+            .map_err(|e| bad(format!("-O {list}: {e}")))?;
+    }
+    o.features = o.features.settle().map_err(|e| bad(format!("-O: {e}")))?;
     if let Some(bs) = a.block_size {
         o.block_size = bs;
     }
@@ -99,6 +101,11 @@ pub fn run(a: &Args<'_>) -> CmdResult {
             Error::InvalidArgument => {
                 "too many inodes for this size (fewer with -N, or a bigger SIZE)".to_string()
             }
+            Error::FileTooBig => {
+                "the journal would need an extent tree, not laid out yet (-O ^has_journal, \
+                 or mke2fs)"
+                    .to_string()
+            }
             e => e.to_string(),
         };
         Fail::Problem(format!(
@@ -111,11 +118,17 @@ pub fn run(a: &Args<'_>) -> CmdResult {
     let g = made.geometry;
     if !a.quiet {
         println!(
-            "{img}: ext2, {} blocks of {} bytes, {} inodes, {} groups; {} blocks and {} inodes free",
+            "{img}: {}, {} blocks of {} bytes, {} inodes, {} groups{}; {} blocks and {} inodes free",
+            fs_type.name(),
             g.blocks_count,
             g.block_size,
             g.groups as u64 * g.inodes_per_group as u64,
             g.groups,
+            if made.journal_blocks > 0 {
+                format!(", a journal of {} blocks", made.journal_blocks)
+            } else {
+                String::new()
+            },
             made.free_blocks,
             made.free_inodes
         );
