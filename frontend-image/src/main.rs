@@ -11,6 +11,7 @@ mod info;
 mod list;
 mod map;
 mod mkfs;
+mod populate;
 mod recover;
 mod stat;
 mod tar_export;
@@ -250,6 +251,15 @@ enum Cmd {
         /// Filesystem type: ext2, ext3 or ext4, with mke2fs.conf's features for it.
         #[arg(short = 't', default_value = "ext4", value_parser = ["ext2", "ext3", "ext4"])]
         fs_type: String,
+        /// Fill the new filesystem with this directory's tree: names in byte
+        /// order, types, modes, owners, bytes (holes kept), xattrs, ACLs,
+        /// hard links, symlinks, device nodes, nanosecond times.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Owner of the root directory, UID:GID (default: the --from
+        /// directory's, or 0:0).
+        #[arg(long, value_name = "UID:GID", value_parser = mkfs::parse_owner)]
+        root_owner: Option<(u32, u32)>,
         /// Features to add or (with ^) remove, as mke2fs -O: e.g. ^has_journal,inline_data.
         #[arg(short = 'O', value_name = "FEATURES")]
         features: Vec<String>,
@@ -498,9 +508,13 @@ fn run(cli: &Cli) -> CmdResult {
         timestamp,
         quiet,
         features,
+        from,
+        root_owner,
     } = &cli.cmd
     {
         return mkfs::run(&mkfs::Args {
+            from: from.as_deref(),
+            root_owner: *root_owner,
             image: &cli.image,
             size: *size,
             fs_type,

@@ -7,9 +7,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ext4_engine::mkfs::{mkfs, seed_from_uuid, FsType, MkfsOptions};
-use ext4_engine::{Error, FileDevice};
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::{io_msg, CmdResult, Fail};
+use ext4_engine::{Error, FileDevice, OpenOptions as VolOptions, Timestamp, Volume};
+
+use crate::{io_msg, populate, CmdResult, Fail};
 
 pub struct Args<'a> {
     pub image: &'a Path,
@@ -23,6 +25,28 @@ pub struct Args<'a> {
     pub inode_size: Option<u16>,
     pub timestamp: Option<i64>,
     pub quiet: bool,
+    pub from: Option<&'a Path>,
+    pub root_owner: Option<(u32, u32)>,
+}
+
+/// `UID:GID`, as mke2fs's `-E root_owner=`.
+pub fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s}: UID:GID, numbers"))?;
+    let n = |x: &str| x.parse::<u32>().map_err(|_| format!("{x}: not a number"));
+    Ok((n(u)?, n(g)?))
+}
+
+/// The build's clock: every time the engine sets is this one (reproducible
+/// images).
+static NOW: AtomicI64 = AtomicI64::new(0);
+
+fn build_now() -> Timestamp {
+    Timestamp {
+        sec: NOW.load(Ordering::Relaxed),
+        nsec: 0,
+    }
 }
 
 pub fn run(a: &Args<'_>) -> CmdResult {
@@ -55,6 +79,9 @@ pub fn run(a: &Args<'_>) -> CmdResult {
         None => (random_uuid()?, random_uuid()?),
     };
     let mut o = MkfsOptions::new(fs_type, a.size, uuid, time);
+    if let Some(owner) = a.root_owner {
+        o.root_owner = owner;
+    }
     o.hash_seed = hash_seed;
     for list in a.features {
         o.features
@@ -113,6 +140,10 @@ pub fn run(a: &Args<'_>) -> CmdResult {
             a.size, o.block_size, o.inode_size
         ))
     })?;
+    let copied = match a.from {
+        Some(src) => Some(fill(a, src, time, dev)?),
+        None => None,
+    };
     // As mke2fs, a last group too small for its tables is left out of
     // the filesystem but not cut off the file.
     let g = made.geometry;
@@ -133,7 +164,62 @@ pub fn run(a: &Args<'_>) -> CmdResult {
             made.free_inodes
         );
     }
+    if let (Some(c), false) = (copied, a.quiet) {
+        println!(
+            "{img}: copied {} entries, {} bytes of file data",
+            c.entries, c.bytes
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copy `src` into the new filesystem on `dev` through the engine, with
+/// the build's time as the clock; progress on a terminal.
+fn fill(a: &Args<'_>, src: &Path, time: i64, dev: FileDevice) -> Result<populate::Copied, Fail> {
+    use std::io::IsTerminal;
+    let img = a.image.display();
+    NOW.store(time, Ordering::Relaxed);
+    let opts = VolOptions {
+        read_only: false,
+        now: build_now,
+        ..VolOptions::default()
+    };
+    let vol = Volume::open(dev, &opts)
+        .map_err(|e| Fail::Problem(format!("cannot open the new {img} to fill it: {e}")))?;
+    let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    });
+    let mut tick = |c: &populate::Copied| {
+        if let Some(b) = &bar {
+            if c.entries.is_multiple_of(64) {
+                b.set_message(format!(
+                    "copying {}: {} entries, {}",
+                    src.display(),
+                    c.entries,
+                    crate::util::human_size(c.bytes)
+                ));
+            }
+        }
+    };
+    let r = populate::Populate::new(&vol, a.root_owner, time).run(src, &mut tick);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let closed = vol.close();
+    let copied = r.map_err(|e| {
+        Fail::Problem(format!(
+            "{img}: copying {}: {} (the image is incomplete)",
+            e.path.display(),
+            e.what
+        ))
+    })?;
+    closed.map_err(|e| Fail::Problem(format!("{img}: closing after the copy: {e}")))?;
+    Ok(copied)
 }
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {

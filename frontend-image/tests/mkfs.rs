@@ -10,14 +10,12 @@
 
 mod common;
 
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{cmd, scratch};
+use common::{cmd, first_difference, first_difference_but, scratch};
 use ext4_tests::oracle::KernelMount;
-use ext4_tests::snapshot::host_data_map;
 use ext4_tests::util::{built_binary, require_e2fsprogs, require_kernel_ext4};
 
 const UUID: &str = "01234567-89ab-cdef-0123-456789abcdef";
@@ -60,48 +58,6 @@ fn fsck_clean(img: &Path) {
         o.status,
         String::from_utf8_lossy(&o.stdout)
     );
-}
-
-/// Where two (sparse) images first differ, comparing every range either
-/// holds data in (holes read as zeros).
-fn first_difference(a: &Path, b: &Path) -> Option<String> {
-    first_difference_but(a, b, &[])
-}
-
-/// The same, ignoring the byte ranges `skip` (start, end).
-fn first_difference_but(a: &Path, b: &Path, skip: &[(u64, u64)]) -> Option<String> {
-    let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
-    let (la, lb) = (fa.metadata().unwrap().len(), fb.metadata().unwrap().len());
-    if la != lb {
-        return Some(format!("sizes {la} and {lb}"));
-    }
-    let mut ranges = host_data_map(&fa, la).unwrap();
-    ranges.extend(host_data_map(&fb, lb).unwrap());
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    for (start, end) in ranges {
-        let mut at = start;
-        while at < end {
-            let n = ((end - at) as usize).min(x.len());
-            fa.read_exact_at(&mut x[..n], at).unwrap();
-            fb.read_exact_at(&mut y[..n], at).unwrap();
-            let skipped = |i: usize| {
-                let off = at + i as u64;
-                skip.iter().any(|&(s, e)| (s..e).contains(&off))
-            };
-            if let Some(i) = (0..n).find(|&i| x[i] != y[i] && !skipped(i)) {
-                let off = at + i as u64;
-                return Some(format!(
-                    "first at byte {off} (1 KiB block {}, offset {}): {:#04x} vs {:#04x}",
-                    off / 1024,
-                    off % 1024,
-                    x[i],
-                    y[i]
-                ));
-            }
-            at += n as u64;
-        }
-    }
-    None
 }
 
 fn path(name: &str) -> PathBuf {

@@ -1,0 +1,276 @@
+//! `ext4-image mkfs --from DIR` against the kernel: for several feature
+//! rows, the kernel's mount of the image shows the source tree (the
+//! generated test tree: names, types, modes, owners, sizes, bytes,
+//! xattrs, ACLs, hard links, symlinks, device nodes, nanosecond times,
+//! where the holes are) and `e2fsck -fn` is clean. And reproducibility:
+//! the same tree made twice in different orders, built under different
+//! umasks with the same `-U` and timestamp, gives byte-identical images.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{cmd, first_difference, scratch};
+use std::os::unix::ffi::OsStringExt;
+
+use ext4_tests::image::{source_tree, SourceTree};
+use ext4_tests::oracle::KernelMount;
+use ext4_tests::snapshot::{
+    diff, format_diffs, host_snapshot, Compare, Field, Snapshot, WalkOptions, SOURCE_FIELDS,
+};
+use ext4_tests::tree::{Profile, TreeParams};
+use ext4_tests::util::{built_binary, require_e2fsprogs, require_kernel_ext4};
+
+const UUID: &str = "01234567-89ab-cdef-0123-456789abcdef";
+const TIME: &str = "1700000000";
+
+fn mkfs(img: &Path, args: &[&str], umask: u32) -> Output {
+    let mut c = Command::new(built_binary("ext4-image", "ext4-image"));
+    c.arg("mkfs").arg(img).args(args);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        c.pre_exec(move || {
+            libc::umask(umask);
+            Ok(())
+        });
+    }
+    c.output().unwrap()
+}
+
+fn mkfs_ok(img: &Path, args: &[&str], umask: u32) {
+    let o = mkfs(img, args, umask);
+    assert!(
+        o.status.success(),
+        "ext4-image mkfs {} {args:?}: {}",
+        img.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn fsck_clean(img: &Path, what: &str) {
+    let o = cmd("e2fsck").arg("-fn").arg(img).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{what}: e2fsck -fn: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+fn path(name: &str) -> PathBuf {
+    scratch("mkfs-from").join(name)
+}
+
+/// Feature rows: the three types, 1 and 4 KiB blocks, inline data,
+/// block-mapped files on ext4, uninit_bg.
+const ROWS: &[(&str, &[&str])] = &[
+    ("ext2", &["-t", "ext2", "-b", "4096"]),
+    ("ext3", &["-t", "ext3", "-b", "1024"]),
+    ("ext4", &["-t", "ext4", "-b", "4096"]),
+    ("ext4-1k", &["-t", "ext4", "-b", "1024"]),
+    (
+        "ext4-inline",
+        &["-t", "ext4", "-b", "4096", "-O", "inline_data"],
+    ),
+    (
+        "ext4-noextent",
+        &[
+            "-t",
+            "ext4",
+            "-b",
+            "1024",
+            "-O",
+            "^extent,^64bit,^metadata_csum,uninit_bg",
+        ],
+    ),
+];
+
+#[test]
+fn kernel_mount_shows_the_source_tree() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let tree = source_tree(&TreeParams::new(Profile::Small, 1024));
+    let src = path("tree");
+    copy_with_planned_times(&tree, &src);
+    let opts = WalkOptions {
+        content: true,
+        data_map: true,
+        ioctls: false,
+    };
+    let mut fields = SOURCE_FIELDS.to_vec();
+    fields.push(Field::DataMap);
+    let mut failures = Vec::new();
+    for (name, args) in ROWS {
+        let img = path(&format!("{name}.img"));
+        planned_times(&tree, &src);
+        let from = src.to_str().unwrap();
+        let mut all = vec![
+            "256m",
+            "-q",
+            "-U",
+            UUID,
+            "--timestamp",
+            TIME,
+            "--from",
+            from,
+        ];
+        all.extend_from_slice(args);
+        mkfs_ok(&img, &all, 0o022);
+        fsck_clean(&img, name);
+        // Our reads left the source's times alone (O_NOATIME); the walk
+        // below does not, so each row takes it anew.
+        let expected = planned(&tree, host_snapshot(&src, opts));
+        let m = KernelMount::mount(&img, true, "").expect("kernel mount");
+        let mut got = host_snapshot(m.path(), opts);
+        m.unmount().expect("unmount");
+        got.entries.remove(b"/".as_slice());
+        let cmp = Compare {
+            fields: &fields,
+            ignore_dir_size: true,
+            ignore_paths: &["/lost+found"],
+        };
+        let d = diff(&expected, &got, &cmp);
+        if !d.is_empty() {
+            failures.push(format_diffs(
+                &format!("row {name}: source vs kernel mount"),
+                &d,
+                20,
+            ));
+        }
+        let _ = fs::remove_file(&img);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A private copy of the generated tree with every atime and mtime as
+/// planned (walks of the shared tree update directory atimes).
+fn copy_with_planned_times(tree: &SourceTree, dst: &Path) {
+    let _ = fs::remove_dir_all(dst);
+    run_ok(Command::new("cp").arg("-a").arg(&tree.src).arg(dst));
+    planned_times(tree, dst);
+}
+
+/// Set every atime and mtime in the copy at `dst` as planned.
+fn planned_times(tree: &SourceTree, dst: &Path) {
+    for n in tree.plan.nodes.iter().rev().filter(|n| !n.late) {
+        let owner = tree.plan.inode_node(n);
+        let p = std::ffi::CString::new(dst.join(&n.path).into_os_string().into_vec()).unwrap();
+        let t = |t: ext4_tests::tree::Time| libc::timespec {
+            tv_sec: t.sec,
+            tv_nsec: t.nsec as i64,
+        };
+        let times = [t(owner.atime), t(owner.mtime)];
+        // SAFETY: a valid path and two timespecs.
+        let r = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                p.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "utimensat {}: {}",
+            n.path,
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// `snap` with each path's planned atime and mtime, the root left out.
+fn planned(tree: &SourceTree, mut snap: Snapshot) -> Snapshot {
+    for n in &tree.plan.nodes {
+        let owner = tree.plan.inode_node(n);
+        if let Some(e) = snap.entries.get_mut(format!("/{}", n.path).as_bytes()) {
+            e.atime = owner.atime;
+            e.mtime = owner.mtime;
+        }
+    }
+    snap.entries.remove(b"/".as_slice());
+    snap
+}
+
+fn run_ok(c: &mut Command) {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn same_tree_any_order_any_umask_same_image() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let tree = source_tree(&TreeParams::new(Profile::Small, 4096));
+    let (a, b) = (path("order-a"), path("order-b"));
+    for d in [&a, &b] {
+        let _ = fs::remove_dir_all(d);
+    }
+    // A: cp's order (the source's directory order); B: GNU tar's name
+    // order, extracted under another umask.
+    run_ok(Command::new("cp").arg("-a").arg(&tree.src).arg(&a));
+    fs::create_dir(&b).unwrap();
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "tar -C '{}' --sort=name -S --xattrs --xattrs-include='*' --acls -cf - . \
+         | (umask 077; tar -C '{}' -xpf - --xattrs --xattrs-include='*' --acls --numeric-owner)",
+        tree.src.display(),
+        b.display()
+    )));
+    // GNU tar leaves sockets out: the same tree means without them.
+    run_ok(Command::new("find").arg(&a).args(["-type", "s", "-delete"]));
+    // The same times on both (copying changed atimes and ctimes).
+    for d in [&a, &b] {
+        run_ok(Command::new("sh").arg("-c").arg(format!(
+            "find '{}' -depth -exec touch -h -d @1600000000.123456789 {{}} +",
+            d.display()
+        )));
+    }
+    let (ia, ib) = (path("order-a.img"), path("order-b.img"));
+    let args = |src: &Path| {
+        vec![
+            "128m".to_string(),
+            "-b".into(),
+            "4096".into(),
+            "-q".into(),
+            "-U".into(),
+            UUID.into(),
+            "--timestamp".into(),
+            TIME.into(),
+            "--from".into(),
+            src.to_str().unwrap().into(),
+        ]
+    };
+    let aa = args(&a);
+    let ab = args(&b);
+    mkfs_ok(
+        &ia,
+        &aa.iter().map(String::as_str).collect::<Vec<_>>(),
+        0o022,
+    );
+    mkfs_ok(
+        &ib,
+        &ab.iter().map(String::as_str).collect::<Vec<_>>(),
+        0o077,
+    );
+    fsck_clean(&ia, "order-a");
+    assert_eq!(
+        first_difference(&ia, &ib),
+        None,
+        "two builds of the same tree differ"
+    );
+    for p in [ia, ib] {
+        let _ = fs::remove_file(p);
+    }
+    for d in [&a, &b] {
+        let _ = fs::remove_dir_all(d);
+    }
+}
