@@ -245,9 +245,14 @@ enum Cmd {
     ///
     /// Example: ext4-image mkfs disk.img 1g -t ext3 -L data
     Mkfs {
-        /// Size of the image: bytes, or with a suffix k, m, g.
-        #[arg(value_parser = util::parse_size)]
-        size: u64,
+        /// Size of the image: bytes, or with a suffix k, m, g; or `auto`
+        /// with --from: the smallest that holds the tree plus --margin.
+        #[arg(value_parser = mkfs::parse_size_or_auto)]
+        size: mkfs::SizeArg,
+        /// With SIZE auto: percent of room to leave beyond what the tree
+        /// needs (free blocks and inodes).
+        #[arg(long, default_value_t = 10, value_name = "PERCENT")]
+        margin: u32,
         /// Filesystem type: ext2, ext3 or ext4, with mke2fs.conf's features for it.
         #[arg(short = 't', default_value = "ext4", value_parser = ["ext2", "ext3", "ext4"])]
         fs_type: String,
@@ -499,6 +504,7 @@ fn run(cli: &Cli) -> CmdResult {
     }
     if let Cmd::Mkfs {
         size,
+        margin,
         fs_type,
         block_size,
         label,
@@ -516,7 +522,8 @@ fn run(cli: &Cli) -> CmdResult {
             from: from.as_deref(),
             root_owner: *root_owner,
             image: &cli.image,
-            size: *size,
+            size: size.0,
+            margin: *margin,
             fs_type,
             features,
             block_size: block_size.as_deref().and_then(|b| b.parse().ok()),

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use ext4_engine::mkfs::{mkfs, seed_from_uuid, FsType, MkfsOptions};
+use ext4_engine::mkfs::{mkfs, seed_from_uuid, FsType, Made, MkfsOptions};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use ext4_engine::{Error, FileDevice, OpenOptions as VolOptions, Timestamp, Volume};
@@ -15,7 +15,9 @@ use crate::{io_msg, populate, CmdResult, Fail};
 
 pub struct Args<'a> {
     pub image: &'a Path,
-    pub size: u64,
+    /// `None`: auto.
+    pub size: Option<u64>,
+    pub margin: u32,
     pub fs_type: &'a str,
     pub features: &'a [String],
     pub block_size: Option<u32>,
@@ -27,6 +29,18 @@ pub struct Args<'a> {
     pub quiet: bool,
     pub from: Option<&'a Path>,
     pub root_owner: Option<(u32, u32)>,
+}
+
+/// SIZE: bytes, or `None` for auto.
+#[derive(Clone, Copy, Debug)]
+pub struct SizeArg(pub Option<u64>);
+
+/// A size, or `auto`.
+pub fn parse_size_or_auto(s: &str) -> Result<SizeArg, String> {
+    if s == "auto" {
+        return Ok(SizeArg(None));
+    }
+    crate::util::parse_size(s).map(|n| SizeArg(Some(n)))
 }
 
 /// `UID:GID`, as mke2fs's `-E root_owner=`.
@@ -78,72 +92,23 @@ pub fn run(a: &Args<'_>) -> CmdResult {
         }
         None => (random_uuid()?, random_uuid()?),
     };
-    let mut o = MkfsOptions::new(fs_type, a.size, uuid, time);
-    if let Some(owner) = a.root_owner {
-        o.root_owner = owner;
-    }
-    o.hash_seed = hash_seed;
-    for list in a.features {
-        o.features
-            .edit(list)
-            .map_err(|e| bad(format!("-O {list}: {e}")))?;
-    }
-    o.features = o.features.settle().map_err(|e| bad(format!("-O: {e}")))?;
-    if let Some(bs) = a.block_size {
-        o.block_size = bs;
-    }
-    if let Some(n) = a.inode_size {
-        o.inode_size = n;
-    }
-    o.inodes = a.inodes;
-    if let Some(l) = a.label {
-        if l.len() > 16 {
-            return Err(bad(format!("-L {l}: a label is at most 16 bytes")));
+    let (size, made, copied) = match a.size {
+        Some(size) => {
+            let (made, copied) =
+                build(a, fs_type, size, uuid, hash_seed, time, None).map_err(|e| e.fail)?;
+            (size, made, copied)
         }
-        o.label[..l.len()].copy_from_slice(l.as_bytes());
-    }
-    let img = a.image.display();
-    if let Ok(m) = std::fs::metadata(a.image) {
-        if !m.is_file() {
-            return Err(bad(format!(
-                "{img} is not a regular file (mkfs writes image files only)"
-            )));
+        None => {
+            let Some(src) = a.from else {
+                return Err(bad("SIZE auto needs --from DIR".into()));
+            };
+            auto_size(a, src, fs_type, uuid, hash_seed, time)?
         }
-    }
-    // A fresh, sparse file: it reads as zeros, which the layout relies on.
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(a.image)
-        .map_err(|e| bad(format!("cannot create {img}: {}", io_msg(&e))))?;
-    f.set_len(a.size)
-        .map_err(|e| bad(format!("cannot size {img}: {}", io_msg(&e))))?;
-    drop(f);
-    let dev = FileDevice::open(a.image, false)
-        .map_err(|e| bad(format!("cannot open {img}: {}", io_msg(&e))))?;
-    let made = mkfs(&dev, &o).map_err(|e| {
-        let why = match e {
-            Error::NoSpace => "too small for the filesystem's tables (a bigger SIZE)".to_string(),
-            Error::InvalidArgument => {
-                "too many inodes for this size (fewer with -N, or a bigger SIZE)".to_string()
-            }
-            Error::FileTooBig => {
-                "the journal would need an extent tree, not laid out yet (-O ^has_journal, \
-                 or mke2fs)"
-                    .to_string()
-            }
-            e => e.to_string(),
-        };
-        Fail::Problem(format!(
-            "cannot make a filesystem of {} bytes with {}-byte blocks and {}-byte inodes: {why}",
-            a.size, o.block_size, o.inode_size
-        ))
-    })?;
-    let copied = match a.from {
-        Some(src) => Some(fill(a, src, time, dev)?),
-        None => None,
     };
+    let img = a.image.display();
+    if a.size.is_none() && !a.quiet {
+        println!("{img}: SIZE auto: {size} bytes");
+    }
     // As mke2fs, a last group too small for its tables is left out of
     // the filesystem but not cut off the file.
     let g = made.geometry;
@@ -160,8 +125,8 @@ pub fn run(a: &Args<'_>) -> CmdResult {
             } else {
                 String::new()
             },
-            made.free_blocks,
-            made.free_inodes
+            copied.as_ref().map_or(made.free_blocks, |c| c.free_blocks),
+            copied.as_ref().map_or(made.free_inodes, |c| c.free_inodes),
         );
     }
     if let (Some(c), false) = (copied, a.quiet) {
@@ -173,9 +138,165 @@ pub fn run(a: &Args<'_>) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why a build failed; `no_space` when a bigger size would do.
+struct BuildError {
+    fail: Fail,
+    no_space: bool,
+}
+
+impl From<Fail> for BuildError {
+    fn from(fail: Fail) -> BuildError {
+        BuildError {
+            fail,
+            no_space: false,
+        }
+    }
+}
+
+/// Make the filesystem in `a.image` with `size` bytes and fill it.
+/// `inodes` overrides -N (SIZE auto).
+fn build(
+    a: &Args<'_>,
+    fs_type: FsType,
+    size: u64,
+    uuid: [u8; 16],
+    hash_seed: [u8; 16],
+    time: i64,
+    inodes: Option<u64>,
+) -> Result<(Made, Option<populate::Copied>), BuildError> {
+    let bad = |m: String| Fail::Open(m);
+    let mut o = MkfsOptions::new(fs_type, size, uuid, time);
+    if let Some(owner) = a.root_owner {
+        o.root_owner = owner;
+    }
+    o.hash_seed = hash_seed;
+    for list in a.features {
+        o.features
+            .edit(list)
+            .map_err(|e| bad(format!("-O {list}: {e}")))?;
+    }
+    o.features = o.features.settle().map_err(|e| bad(format!("-O: {e}")))?;
+    if let Some(bs) = a.block_size {
+        o.block_size = bs;
+    }
+    if let Some(n) = a.inode_size {
+        o.inode_size = n;
+    }
+    o.inodes = a.inodes.or(inodes);
+    if let Some(l) = a.label {
+        if l.len() > 16 {
+            return Err(bad(format!("-L {l}: a label is at most 16 bytes")).into());
+        }
+        o.label[..l.len()].copy_from_slice(l.as_bytes());
+    }
+    let img = a.image.display();
+    if let Ok(m) = std::fs::metadata(a.image) {
+        if !m.is_file() {
+            return Err(bad(format!(
+                "{img} is not a regular file (mkfs writes image files only)"
+            ))
+            .into());
+        }
+    }
+    // A fresh, sparse file: it reads as zeros, which the layout relies on.
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(a.image)
+        .map_err(|e| bad(format!("cannot create {img}: {}", io_msg(&e))))?;
+    f.set_len(size)
+        .map_err(|e| bad(format!("cannot size {img}: {}", io_msg(&e))))?;
+    drop(f);
+    let dev = FileDevice::open(a.image, false)
+        .map_err(|e| bad(format!("cannot open {img}: {}", io_msg(&e))))?;
+    let mut no_space = false;
+    let made = mkfs(&dev, &o).map_err(|e| {
+        no_space = e == Error::NoSpace;
+        let why = match e {
+            Error::NoSpace => "too small for the filesystem's tables (a bigger SIZE)".to_string(),
+            Error::InvalidArgument => {
+                "too many inodes for this size (fewer with -N, or a bigger SIZE)".to_string()
+            }
+            Error::FileTooBig => {
+                "the journal would need an extent tree, not laid out yet (-O ^has_journal, \
+                 or mke2fs)"
+                    .to_string()
+            }
+            e => e.to_string(),
+        };
+        Fail::Problem(format!(
+            "cannot make a filesystem of {} bytes with {}-byte blocks and {}-byte inodes: {why}",
+            size, o.block_size, o.inode_size
+        ))
+    });
+    let made = made.map_err(|fail| BuildError { fail, no_space })?;
+    let copied = match a.from {
+        Some(src) => Some(fill(a, src, time, dev)?),
+        None => None,
+    };
+    Ok((made, copied))
+}
+
+/// SIZE auto: the estimate of what the tree needs plus the margin, made
+/// bigger until the tree fits (an estimate can fall short: directory
+/// blocks, extent tree blocks, xattr blocks shared or not).
+#[allow(clippy::type_complexity)]
+fn auto_size(
+    a: &Args<'_>,
+    src: &Path,
+    fs_type: FsType,
+    uuid: [u8; 16],
+    hash_seed: [u8; 16],
+    time: i64,
+) -> Result<(u64, Made, Option<populate::Copied>), Fail> {
+    let m = 100 + a.margin as u64;
+    let isz = a.inode_size.unwrap_or(256) as u64;
+    let mut inodes = 0;
+    let mut guess = |bs: u32| -> Result<u64, Fail> {
+        let need = populate::estimate(src, bs)
+            .map_err(|e| Fail::Open(format!("{}: {}", e.path.display(), e.what)))?;
+        inodes = (need.inodes + 16) * m / 100;
+        let bs = bs as u64;
+        let mut size = (need.bytes + inodes * isz) * m / 100;
+        // The journal mke2fs would give a filesystem of that size, and
+        // per group the bitmaps and a superblock copy.
+        if fs_type != FsType::Ext2 {
+            let j = ext4_engine::mkfs::default_journal_blocks(size / bs).unwrap_or(0);
+            size += j as u64 * bs;
+        }
+        size += size / (bs * bs * 8) * 4 * bs + (256 << 10);
+        Ok(size.next_multiple_of(1 << 16))
+    };
+    let mut size = guess(a.block_size.unwrap_or(4096))?;
+    if a.block_size.is_none() {
+        // The block size mke2fs.conf picks for that size.
+        let bs = ext4_engine::mkfs::default_block_size(size);
+        if bs != 4096 {
+            size = guess(bs)?;
+        }
+    }
+    for _ in 0..12 {
+        match build(a, fs_type, size, uuid, hash_seed, time, Some(inodes)) {
+            Ok((made, copied)) => return Ok((size, made, copied)),
+            Err(e) if e.no_space => size += (size / 8).max(1 << 20),
+            Err(e) => return Err(e.fail),
+        }
+    }
+    Err(Fail::Problem(format!(
+        "{}: SIZE auto found no size up to {size} bytes that holds the tree",
+        a.image.display()
+    )))
+}
+
 /// Copy `src` into the new filesystem on `dev` through the engine, with
 /// the build's time as the clock; progress on a terminal.
-fn fill(a: &Args<'_>, src: &Path, time: i64, dev: FileDevice) -> Result<populate::Copied, Fail> {
+fn fill(
+    a: &Args<'_>,
+    src: &Path,
+    time: i64,
+    dev: FileDevice,
+) -> Result<populate::Copied, BuildError> {
     use std::io::IsTerminal;
     let img = a.image.display();
     NOW.store(time, Ordering::Relaxed);
@@ -211,12 +332,13 @@ fn fill(a: &Args<'_>, src: &Path, time: i64, dev: FileDevice) -> Result<populate
         b.finish_and_clear();
     }
     let closed = vol.close();
-    let copied = r.map_err(|e| {
-        Fail::Problem(format!(
+    let copied = r.map_err(|e| BuildError {
+        fail: Fail::Problem(format!(
             "{img}: copying {}: {} (the image is incomplete)",
             e.path.display(),
             e.what
-        ))
+        )),
+        no_space: e.no_space,
     })?;
     closed.map_err(|e| Fail::Problem(format!("{img}: closing after the copy: {e}")))?;
     Ok(copied)

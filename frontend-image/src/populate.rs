@@ -24,12 +24,17 @@ use ext4_engine::{Cred, Error, FileDevice, InodeNo, SetAttr, SetTime, Timestamp,
 pub struct Copied {
     pub entries: u64,
     pub bytes: u64,
+    /// Free blocks and inodes left.
+    pub free_blocks: u64,
+    pub free_inodes: u64,
 }
 
 /// Why the copy stopped: the source path and what went wrong.
 pub struct CopyError {
     pub path: PathBuf,
     pub what: String,
+    /// The image ran out of blocks or inodes.
+    pub no_space: bool,
 }
 
 type R<T> = Result<T, CopyError>;
@@ -57,17 +62,74 @@ fn at(path: &Path, what: impl std::fmt::Display) -> CopyError {
     CopyError {
         path: path.to_path_buf(),
         what: what.to_string(),
+        no_space: false,
     }
 }
 
 fn engine(path: &Path, op: &str, e: Error) -> CopyError {
+    let no_space = e == Error::NoSpace;
     let why = match e {
         Error::NoSpace => {
             "no space left in the image (a bigger SIZE, or more inodes with -N)".into()
         }
         e => e.to_string(),
     };
-    at(path, format!("{op}: {why}"))
+    CopyError {
+        no_space,
+        ..at(path, format!("{op}: {why}"))
+    }
+}
+
+/// What a tree needs in an image, roughly: bytes of blocks (file data as
+/// allocated on the host, directories, long symlinks, xattr blocks) and
+/// inodes.
+#[derive(Default)]
+pub struct Estimate {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// Walk `src` (lstat and xattr sizes only) for [`Estimate`] with blocks of
+/// `block_size` bytes.
+pub fn estimate(src: &Path, block_size: u32) -> R<Estimate> {
+    let b = block_size as u64;
+    let mut e = Estimate::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![src.to_path_buf()];
+    e.bytes += b;
+    while let Some(dir) = stack.pop() {
+        let names = sorted_names(&dir).map_err(|x| at(&dir, x))?;
+        let mut entry_bytes = 24u64;
+        for name in names {
+            let p = dir.join(&name);
+            entry_bytes += (8 + name.len() as u64 + 3) & !3;
+            let m = std::fs::symlink_metadata(&p).map_err(|x| at(&p, x))?;
+            if !m.is_dir() && m.nlink() > 1 && !seen.insert((m.dev(), m.ino())) {
+                continue;
+            }
+            e.inodes += 1;
+            if m.is_dir() {
+                stack.push(p.clone());
+            } else if m.is_file() {
+                let alloc = (m.blocks() * 512).min(m.len().next_multiple_of(b));
+                e.bytes += alloc.next_multiple_of(b);
+                // Extent tree blocks of big fragmented files, roughly.
+                e.bytes += m.len() / (128 * b * b / 12) * b;
+            } else if m.file_type().is_symlink() && m.len() >= 60 {
+                e.bytes += b;
+            }
+            let xs = xattrs(&p).map_err(|x| at(&p, x))?;
+            let xbytes: u64 = xs
+                .iter()
+                .map(|(n, v)| 16 + n.len() as u64 + v.len() as u64)
+                .sum();
+            if xbytes > 96 {
+                e.bytes += xbytes.next_multiple_of(b);
+            }
+        }
+        e.bytes += entry_bytes.next_multiple_of(b) * 3 / 2;
+    }
+    Ok(e)
 }
 
 fn ts(sec: i64, nsec: i64) -> Timestamp {
@@ -196,6 +258,9 @@ impl<'a> Populate<'a> {
         }
         self.fill(src, InodeNo::ROOT, progress)?;
         self.finish(src, InodeNo::ROOT, &meta, true)?;
+        let st = self.vol.statfs();
+        self.done.free_blocks = st.blocks_free;
+        self.done.free_inodes = st.inodes_free;
         Ok(self.done)
     }
 

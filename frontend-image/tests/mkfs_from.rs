@@ -96,6 +96,27 @@ fn kernel_mount_shows_the_source_tree() {
     let tree = source_tree(&TreeParams::new(Profile::Small, 1024));
     let src = path("tree");
     copy_with_planned_times(&tree, &src);
+    let mut failures = Vec::new();
+    for (name, args) in ROWS {
+        let img = path(&format!("{name}.img"));
+        let mut all = vec!["256m"];
+        all.extend_from_slice(args);
+        failures.extend(build_and_compare(&tree, &src, &img, name, &all));
+        let _ = fs::remove_file(&img);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Build `img` from `src` with `args` (SIZE first), check it with e2fsck
+/// and compare the kernel's read-only mount with the source; the
+/// differences, formatted, if any.
+fn build_and_compare(
+    tree: &SourceTree,
+    src: &Path,
+    img: &Path,
+    name: &str,
+    args: &[&str],
+) -> Option<String> {
     let opts = WalkOptions {
         content: true,
         data_map: true,
@@ -103,47 +124,74 @@ fn kernel_mount_shows_the_source_tree() {
     };
     let mut fields = SOURCE_FIELDS.to_vec();
     fields.push(Field::DataMap);
+    planned_times(tree, src);
+    let from = src.to_str().unwrap();
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["-q", "-U", UUID, "--timestamp", TIME, "--from", from]);
+    mkfs_ok(img, &all, 0o022);
+    fsck_clean(img, name);
+    // Our reads left the source's times alone (O_NOATIME); the walk
+    // below does not, so each build takes it anew.
+    let expected = planned(tree, host_snapshot(src, opts));
+    let m = KernelMount::mount(img, true, "").expect("kernel mount");
+    let mut got = host_snapshot(m.path(), opts);
+    m.unmount().expect("unmount");
+    got.entries.remove(b"/".as_slice());
+    let cmp = Compare {
+        fields: &fields,
+        ignore_dir_size: true,
+        ignore_paths: &["/lost+found"],
+    };
+    let d = diff(&expected, &got, &cmp);
+    (!d.is_empty()).then(|| format_diffs(&format!("row {name}: source vs kernel mount"), &d, 20))
+}
+
+/// dumpe2fs -h's number for `field`.
+fn dumpe2fs_number(img: &Path, field: &str) -> u64 {
+    let o = cmd("dumpe2fs").arg("-h").arg(img).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim_start_matches(':').trim().parse().ok())
+        .unwrap_or_else(|| panic!("dumpe2fs -h {}: no {field}", img.display()))
+}
+
+#[test]
+fn size_auto_holds_the_tree_with_the_margin() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let tree = source_tree(&TreeParams::new(Profile::Small, 1024));
+    let src = path("tree-auto");
+    copy_with_planned_times(&tree, &src);
     let mut failures = Vec::new();
-    for (name, args) in ROWS {
-        let img = path(&format!("{name}.img"));
-        planned_times(&tree, &src);
-        let from = src.to_str().unwrap();
-        let mut all = vec![
-            "256m",
-            "-q",
-            "-U",
-            UUID,
-            "--timestamp",
-            TIME,
-            "--from",
-            from,
-        ];
-        all.extend_from_slice(args);
-        mkfs_ok(&img, &all, 0o022);
-        fsck_clean(&img, name);
-        // Our reads left the source's times alone (O_NOATIME); the walk
-        // below does not, so each row takes it anew.
-        let expected = planned(&tree, host_snapshot(&src, opts));
-        let m = KernelMount::mount(&img, true, "").expect("kernel mount");
-        let mut got = host_snapshot(m.path(), opts);
-        m.unmount().expect("unmount");
-        got.entries.remove(b"/".as_slice());
-        let cmp = Compare {
-            fields: &fields,
-            ignore_dir_size: true,
-            ignore_paths: &["/lost+found"],
-        };
-        let d = diff(&expected, &got, &cmp);
-        if !d.is_empty() {
-            failures.push(format_diffs(
-                &format!("row {name}: source vs kernel mount"),
-                &d,
-                20,
-            ));
-        }
+    for (fs_type, margin, least, most) in [
+        ("ext2", "0", 0, 15),
+        ("ext4", "0", 0, 15),
+        ("ext4", "25", 18, 45),
+    ] {
+        let img = path(&format!("auto-{fs_type}-{margin}.img"));
+        let name = format!("auto -t {fs_type} --margin {margin}");
+        failures.extend(build_and_compare(
+            &tree,
+            &src,
+            &img,
+            &name,
+            &["auto", "-t", fs_type, "--margin", margin],
+        ));
+        // Free blocks (the 5% reserve included) near the margin asked.
+        let free =
+            dumpe2fs_number(&img, "Free blocks") * 100 / dumpe2fs_number(&img, "Block count");
+        assert!(
+            (least..=most).contains(&free),
+            "{name}: {free}% of the blocks free, wanted {least}-{most}%"
+        );
         let _ = fs::remove_file(&img);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let o = mkfs(&path("no-from.img"), &["auto"], 0o022);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --from"));
 }
 
 /// A private copy of the generated tree with every atime and mtime as
