@@ -15,6 +15,7 @@ mod populate;
 mod recover;
 mod stat;
 mod tar_export;
+mod tar_import;
 mod util;
 
 use std::ffi::OsString;
@@ -259,8 +260,14 @@ enum Cmd {
         /// Fill the new filesystem with this directory's tree: names in byte
         /// order, types, modes, owners, bytes (holes kept), xattrs, ACLs,
         /// hard links, symlinks, device nodes, nanosecond times.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "from_tar")]
         from: Option<PathBuf>,
+        /// Fill it from a tar stream instead (FILE, or - for standard
+        /// input): owners, modes, times, xattrs and ACLs (GNU tar's
+        /// SCHILY records), devices, hard links and sparse files kept,
+        /// no root needed.
+        #[arg(long, value_name = "FILE")]
+        from_tar: Option<PathBuf>,
         /// Owner of the root directory, UID:GID (default: the --from
         /// directory's, or 0:0).
         #[arg(long, value_name = "UID:GID", value_parser = mkfs::parse_owner)]
@@ -515,11 +522,13 @@ fn run(cli: &Cli) -> CmdResult {
         quiet,
         features,
         from,
+        from_tar,
         root_owner,
     } = &cli.cmd
     {
         return mkfs::run(&mkfs::Args {
             from: from.as_deref(),
+            from_tar: from_tar.as_deref(),
             root_owner: *root_owner,
             image: &cli.image,
             size: size.0,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use ext4_engine::{Error, FileDevice, OpenOptions as VolOptions, Timestamp, Volume};
 
-use crate::{io_msg, populate, CmdResult, Fail};
+use crate::{io_msg, populate, tar_import, CmdResult, Fail};
 
 pub struct Args<'a> {
     pub image: &'a Path,
@@ -28,6 +28,7 @@ pub struct Args<'a> {
     pub timestamp: Option<i64>,
     pub quiet: bool,
     pub from: Option<&'a Path>,
+    pub from_tar: Option<&'a Path>,
     pub root_owner: Option<(u32, u32)>,
 }
 
@@ -100,7 +101,9 @@ pub fn run(a: &Args<'_>) -> CmdResult {
         }
         None => {
             let Some(src) = a.from else {
-                return Err(bad("SIZE auto needs --from DIR".into()));
+                return Err(bad(
+                    "SIZE auto needs --from DIR (a tar stream is read once: give a size)".into(),
+                ));
             };
             auto_size(a, src, fs_type, uuid, hash_seed, time)?
         }
@@ -232,8 +235,11 @@ fn build(
     });
     let made = made.map_err(|fail| BuildError { fail, no_space })?;
     let copied = match a.from {
-        Some(src) => Some(fill(a, src, time, dev)?),
-        None => None,
+        Some(src) => Some(fill(a, Source::Dir(src), time, dev)?),
+        None => match a.from_tar {
+            Some(t) => Some(fill(a, Source::Tar(t), time, dev)?),
+            None => None,
+        },
     };
     Ok((made, copied))
 }
@@ -289,16 +295,27 @@ fn auto_size(
     )))
 }
 
+/// Where the tree comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Dir(&'a Path),
+    /// A tar file, `-` for standard input.
+    Tar(&'a Path),
+}
+
 /// Copy `src` into the new filesystem on `dev` through the engine, with
 /// the build's time as the clock; progress on a terminal.
 fn fill(
     a: &Args<'_>,
-    src: &Path,
+    src: Source<'_>,
     time: i64,
     dev: FileDevice,
 ) -> Result<populate::Copied, BuildError> {
     use std::io::IsTerminal;
     let img = a.image.display();
+    let shown = match src {
+        Source::Dir(p) | Source::Tar(p) => p,
+    };
     NOW.store(time, Ordering::Relaxed);
     let opts = VolOptions {
         read_only: false,
@@ -320,14 +337,27 @@ fn fill(
             if c.entries.is_multiple_of(64) {
                 b.set_message(format!(
                     "copying {}: {} entries, {}",
-                    src.display(),
+                    shown.display(),
                     c.entries,
                     crate::util::human_size(c.bytes)
                 ));
             }
         }
     };
-    let r = populate::Populate::new(&vol, a.root_owner, time).run(src, &mut tick);
+    let r = match src {
+        Source::Dir(d) => populate::Populate::new(&vol, a.root_owner, time).run(d, &mut tick),
+        Source::Tar(t) if t == Path::new("-") => {
+            let input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+            tar_import::run(&vol, input, a.root_owner, time, &mut tick)
+        }
+        Source::Tar(t) => match std::fs::File::open(t) {
+            Ok(f) => {
+                let input = std::io::BufReader::with_capacity(1 << 20, f);
+                tar_import::run(&vol, input, a.root_owner, time, &mut tick)
+            }
+            Err(e) => Err(populate::at(t, e)),
+        },
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -37,7 +37,7 @@ pub struct CopyError {
     pub no_space: bool,
 }
 
-type R<T> = Result<T, CopyError>;
+pub type R<T> = Result<T, CopyError>;
 
 /// Called after each entry with the running totals (progress).
 pub type Progress<'a> = &'a mut dyn FnMut(&Copied);
@@ -54,11 +54,11 @@ pub struct Populate<'a> {
     buf: Vec<u8>,
 }
 
-const CRED: Cred = Cred::ROOT;
+pub const CRED: Cred = Cred::ROOT;
 const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
 
-fn at(path: &Path, what: impl std::fmt::Display) -> CopyError {
+pub fn at(path: &Path, what: impl std::fmt::Display) -> CopyError {
     CopyError {
         path: path.to_path_buf(),
         what: what.to_string(),
@@ -66,7 +66,7 @@ fn at(path: &Path, what: impl std::fmt::Display) -> CopyError {
     }
 }
 
-fn engine(path: &Path, op: &str, e: Error) -> CopyError {
+pub fn engine(path: &Path, op: &str, e: Error) -> CopyError {
     let no_space = e == Error::NoSpace;
     let why = match e {
         Error::NoSpace => {
@@ -132,7 +132,7 @@ pub fn estimate(src: &Path, block_size: u32) -> R<Estimate> {
     Ok(e)
 }
 
-fn ts(sec: i64, nsec: i64) -> Timestamp {
+pub fn ts(sec: i64, nsec: i64) -> Timestamp {
     Timestamp {
         sec,
         nsec: nsec.clamp(0, 999_999_999) as u32,
@@ -356,81 +356,127 @@ impl<'a> Populate<'a> {
                 let n = ((end - off) as usize).min(self.buf.len());
                 f.read_exact_at(&mut self.buf[..n], off)
                     .map_err(|e| at(path, e))?;
-                let mut done = 0;
-                while done < n {
-                    let w = self
-                        .vol
-                        .write(ino, off + done as u64, &self.buf[done..n], &CRED)
-                        .map_err(|e| engine(path, "write", e))?;
-                    if w == 0 {
-                        return Err(at(path, "write: the engine wrote nothing"));
-                    }
-                    done += w;
-                }
+                write_all(self.vol, ino, off, &self.buf[..n], path)?;
                 off += n as u64;
                 self.done.bytes += n as u64;
             }
             pos = end;
         }
         // A hole at the end: the size alone.
-        let set = SetAttr {
-            size: Some(size),
-            ..SetAttr::default()
-        };
-        self.vol
-            .setattr(ino, &set)
-            .map_err(|e| engine(path, "truncate", e))?;
-        Ok(())
+        set_size(self.vol, ino, size, path)
     }
 
     /// Xattrs and ACLs, then owner, mode and times (after a directory's
     /// entries, which change its times).
     fn finish(&mut self, path: &Path, ino: InodeNo, meta: &std::fs::Metadata, root: bool) -> R<()> {
-        let vol = self.vol;
-        let xs = xattrs(path).map_err(|e| at(path, format!("reading xattrs: {e}")))?;
-        // ACLs inherited from a default ACL in the image but not on the
-        // source go.
-        for acl in [ACL_ACCESS, ACL_DEFAULT] {
-            if !xs.iter().any(|(n, _)| n == acl) {
-                match vol.removexattr(ino, acl) {
-                    Ok(()) | Err(Error::NoData) | Err(Error::Unsupported { .. }) => {}
-                    Err(e) => return Err(engine(path, "removexattr", e)),
-                }
-            }
-        }
-        for (name, value) in &xs {
-            vol.setxattr(ino, name, value, 0, &CRED).map_err(|e| {
-                engine(
-                    path,
-                    &format!("setxattr {}", String::from_utf8_lossy(name)),
-                    e,
-                )
-            })?;
-        }
+        let xattrs = xattrs(path).map_err(|e| at(path, format!("reading xattrs: {e}")))?;
         let (uid, gid) = match (root, self.root_owner) {
             (true, Some(o)) => o,
             _ => (meta.uid(), meta.gid()),
         };
-        let set = SetAttr {
-            uid: Some(uid),
-            gid: Some(gid),
-            ctime: Some(self.now),
-            ..SetAttr::default()
+        let m = Meta {
+            uid,
+            gid,
+            perm: meta.mode() as u16 & 0o7777,
+            atime: ts(meta.atime(), meta.atime_nsec()),
+            mtime: ts(meta.mtime(), meta.mtime_nsec()),
+            is_link: meta.file_type().is_symlink(),
+            xattrs,
         };
-        vol.setattr(ino, &set)
-            .map_err(|e| engine(path, "chown", e))?;
-        let is_link = meta.file_type().is_symlink();
-        let set = SetAttr {
-            mode: (!is_link).then_some(meta.mode() as u16 & 0o7777),
-            atime: Some(SetTime::At(ts(meta.atime(), meta.atime_nsec()))),
-            mtime: Some(SetTime::At(ts(meta.mtime(), meta.mtime_nsec()))),
-            ctime: Some(self.now),
-            ..SetAttr::default()
-        };
-        vol.setattr(ino, &set)
-            .map_err(|e| engine(path, "chmod/utimes", e))?;
-        Ok(())
+        set_meta(self.vol, ino, &m, self.now, path)
     }
+}
+
+/// What a source says about an object besides its contents.
+pub struct Meta {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission, set-id and sticky bits.
+    pub perm: u16,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub is_link: bool,
+    /// Names and values, ACLs in their xattr form.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Give `ino` the xattrs and ACLs of `m` (removing ACLs a default ACL in
+/// the image gave it but `m` lacks), then its owner, mode and times; the
+/// change time is `now`.
+pub fn set_meta(
+    vol: &Volume<FileDevice>,
+    ino: InodeNo,
+    m: &Meta,
+    now: Timestamp,
+    path: &Path,
+) -> R<()> {
+    for acl in [ACL_ACCESS, ACL_DEFAULT] {
+        if !m.xattrs.iter().any(|(n, _)| n == acl) {
+            match vol.removexattr(ino, acl) {
+                Ok(()) | Err(Error::NoData) | Err(Error::Unsupported { .. }) => {}
+                Err(e) => return Err(engine(path, "removexattr", e)),
+            }
+        }
+    }
+    for (name, value) in &m.xattrs {
+        vol.setxattr(ino, name, value, 0, &CRED).map_err(|e| {
+            engine(
+                path,
+                &format!("setxattr {}", String::from_utf8_lossy(name)),
+                e,
+            )
+        })?;
+    }
+    let set = SetAttr {
+        uid: Some(m.uid),
+        gid: Some(m.gid),
+        ctime: Some(now),
+        ..SetAttr::default()
+    };
+    vol.setattr(ino, &set)
+        .map_err(|e| engine(path, "chown", e))?;
+    let set = SetAttr {
+        mode: (!m.is_link).then_some(m.perm),
+        atime: Some(SetTime::At(m.atime)),
+        mtime: Some(SetTime::At(m.mtime)),
+        ctime: Some(now),
+        ..SetAttr::default()
+    };
+    vol.setattr(ino, &set)
+        .map_err(|e| engine(path, "chmod/utimes", e))?;
+    Ok(())
+}
+
+/// Write all of `data` at `off` of `ino`.
+pub fn write_all(
+    vol: &Volume<FileDevice>,
+    ino: InodeNo,
+    off: u64,
+    data: &[u8],
+    path: &Path,
+) -> R<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let w = vol
+            .write(ino, off + done as u64, &data[done..], &CRED)
+            .map_err(|e| engine(path, "write", e))?;
+        if w == 0 {
+            return Err(at(path, "write: the engine wrote nothing"));
+        }
+        done += w;
+    }
+    Ok(())
+}
+
+/// Set a regular file's size (a hole at its end).
+pub fn set_size(vol: &Volume<FileDevice>, ino: InodeNo, size: u64, path: &Path) -> R<()> {
+    let set = SetAttr {
+        size: Some(size),
+        ..SetAttr::default()
+    };
+    vol.setattr(ino, &set)
+        .map(|_| ())
+        .map_err(|e| engine(path, "truncate", e))
 }
 
 fn lseek(f: &File, pos: u64, whence: i32) -> io::Result<u64> {

@@ -13,13 +13,15 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{cmd, first_difference, scratch};
+use common::{cmd, first_difference, listing, scratch};
+use std::fs::File;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
 
 use ext4_tests::image::{source_tree, SourceTree};
 use ext4_tests::oracle::KernelMount;
 use ext4_tests::snapshot::{
-    diff, format_diffs, host_snapshot, Compare, Field, Snapshot, WalkOptions, SOURCE_FIELDS,
+    diff, format_diffs, host_snapshot, Compare, Field, Kind, Snapshot, WalkOptions, SOURCE_FIELDS,
 };
 use ext4_tests::tree::{Profile, TreeParams};
 use ext4_tests::util::{built_binary, require_e2fsprogs, require_kernel_ext4};
@@ -28,12 +30,25 @@ const UUID: &str = "01234567-89ab-cdef-0123-456789abcdef";
 const TIME: &str = "1700000000";
 
 fn mkfs(img: &Path, args: &[&str], umask: u32) -> Output {
+    mkfs_as(img, args, umask, None)
+}
+
+/// Run ext4-image mkfs with `umask`, as user and group `uid` if given.
+fn mkfs_as(img: &Path, args: &[&str], umask: u32, uid: Option<u32>) -> Output {
     let mut c = Command::new(built_binary("ext4-image", "ext4-image"));
     c.arg("mkfs").arg(img).args(args);
-    // SAFETY: umask is async-signal-safe.
+    // SAFETY: umask, setgroups, setgid and setuid are async-signal-safe.
     unsafe {
         c.pre_exec(move || {
             libc::umask(umask);
+            if let Some(u) = uid {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(u) != 0
+                    || libc::setuid(u) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -41,7 +56,11 @@ fn mkfs(img: &Path, args: &[&str], umask: u32) -> Output {
 }
 
 fn mkfs_ok(img: &Path, args: &[&str], umask: u32) {
-    let o = mkfs(img, args, umask);
+    mkfs_ok_as(img, args, umask, None)
+}
+
+fn mkfs_ok_as(img: &Path, args: &[&str], umask: u32, uid: Option<u32>) {
+    let o = mkfs_as(img, args, umask, uid);
     assert!(
         o.status.success(),
         "ext4-image mkfs {} {args:?}: {}",
@@ -117,6 +136,23 @@ fn build_and_compare(
     name: &str,
     args: &[&str],
 ) -> Option<String> {
+    planned_times(tree, src);
+    let from = src.to_str().unwrap();
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["-q", "-U", UUID, "--timestamp", TIME, "--from", from]);
+    mkfs_ok(img, &all, 0o022);
+    compare_with_source(tree, src, img, name, false)
+}
+
+/// e2fsck `img`, then compare the kernel's read-only mount of it with the
+/// source tree at `src` (sockets left out if `no_sockets`: tar has none).
+fn compare_with_source(
+    tree: &SourceTree,
+    src: &Path,
+    img: &Path,
+    name: &str,
+    no_sockets: bool,
+) -> Option<String> {
     let opts = WalkOptions {
         content: true,
         data_map: true,
@@ -124,15 +160,13 @@ fn build_and_compare(
     };
     let mut fields = SOURCE_FIELDS.to_vec();
     fields.push(Field::DataMap);
-    planned_times(tree, src);
-    let from = src.to_str().unwrap();
-    let mut all = args.to_vec();
-    all.extend_from_slice(&["-q", "-U", UUID, "--timestamp", TIME, "--from", from]);
-    mkfs_ok(img, &all, 0o022);
     fsck_clean(img, name);
     // Our reads left the source's times alone (O_NOATIME); the walk
     // below does not, so each build takes it anew.
-    let expected = planned(tree, host_snapshot(src, opts));
+    let mut expected = planned(tree, host_snapshot(src, opts));
+    if no_sockets {
+        expected.entries.retain(|_, e| e.kind != Kind::Socket);
+    }
     let m = KernelMount::mount(img, true, "").expect("kernel mount");
     let mut got = host_snapshot(m.path(), opts);
     m.unmount().expect("unmount");
@@ -194,6 +228,96 @@ fn size_auto_holds_the_tree_with_the_margin() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --from"));
 }
 
+fn export_tar(img: &Path, out: &Path) {
+    let f = File::create(out).unwrap();
+    let o = Command::new(built_binary("ext4-image", "ext4-image"))
+        .arg("tar")
+        .arg(img)
+        .stdout(f)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ext4-image tar {}: {}",
+        img.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// GNU tar's archive of the tree, built by an ordinary user (nobody),
+/// holds the tree as the kernel sees it; and image -> `ext4-image tar` ->
+/// `mkfs --from-tar` -> `ext4-image tar` gives the same GNU tar listing.
+#[test]
+fn from_tar_as_a_user_and_round_trip() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let tree = source_tree(&TreeParams::new(Profile::Small, 4096));
+    let src = path("tree-tar");
+    copy_with_planned_times(&tree, &src);
+    let work = path("as-user");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir(&work).unwrap();
+    fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).unwrap();
+    let gnu = work.join("gnu.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&src)
+            .args([
+                "--format=posix",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "-S",
+                "--numeric-owner",
+                "-cf",
+            ])
+            .arg(&gnu)
+            .arg("."),
+    );
+    let (a, b) = (work.join("a.img"), work.join("b.img"));
+    let args = |t: &Path| fixed_args("256m", "--from-tar", t);
+    let strs = |v: &Vec<String>| v.iter().map(String::clone).collect::<Vec<_>>();
+    let aa = strs(&args(&gnu));
+    mkfs_ok_as(
+        &a,
+        &aa.iter().map(String::as_str).collect::<Vec<_>>(),
+        0o022,
+        Some(NOBODY),
+    );
+    let mut failures = Vec::new();
+    failures.extend(compare_with_source(
+        &tree,
+        &src,
+        &a,
+        "GNU tar as nobody",
+        true,
+    ));
+    let (ta, tb) = (work.join("a.tar"), work.join("b.tar"));
+    export_tar(&a, &ta);
+    let ab = strs(&args(&ta));
+    mkfs_ok_as(
+        &b,
+        &ab.iter().map(String::as_str).collect::<Vec<_>>(),
+        0o077,
+        Some(NOBODY),
+    );
+    failures.extend(compare_with_source(&tree, &src, &b, "round trip", true));
+    export_tar(&b, &tb);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The same members with the same details (a directory's order on
+    // disk may differ: linear directories list in insertion order, which
+    // followed each stream).
+    assert_eq!(
+        listing(&ta),
+        listing(&tb),
+        "GNU tar lists the round trip differently"
+    );
+    let _ = fs::remove_dir_all(&work);
+}
+
 /// A private copy of the generated tree with every atime and mtime as
 /// planned (walks of the shared tree update directory atimes).
 fn copy_with_planned_times(tree: &SourceTree, dst: &Path) {
@@ -242,6 +366,25 @@ fn planned(tree: &SourceTree, mut snap: Snapshot) -> Snapshot {
     }
     snap.entries.remove(b"/".as_slice());
     snap
+}
+
+/// `SIZE -b 4096 -q -U UUID --timestamp TIME FLAG SRC`.
+fn fixed_args(size: &str, flag: &str, src: &Path) -> Vec<String> {
+    [
+        size,
+        "-b",
+        "4096",
+        "-q",
+        "-U",
+        UUID,
+        "--timestamp",
+        TIME,
+        flag,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([src.to_str().unwrap().to_string()])
+    .collect()
 }
 
 fn run_ok(c: &mut Command) {
@@ -293,20 +436,7 @@ fn same_tree_any_order_any_umask_same_image() {
         )));
     }
     let (ia, ib) = (path("order-a.img"), path("order-b.img"));
-    let args = |src: &Path| {
-        vec![
-            "128m".to_string(),
-            "-b".into(),
-            "4096".into(),
-            "-q".into(),
-            "-U".into(),
-            UUID.into(),
-            "--timestamp".into(),
-            TIME.into(),
-            "--from".into(),
-            src.to_str().unwrap().into(),
-        ]
-    };
+    let args = |src: &Path| fixed_args("128m", "--from", src);
     let aa = args(&a);
     let ab = args(&b);
     mkfs_ok(
