@@ -295,7 +295,17 @@ impl<D: BlockDevice> Volume<D> {
         let bits = self.cluster_bits();
         let groups = (self.group_of_block(top - 1) + 1).min(sb.group_count);
         let g0 = self.group_of_block(goal).min(groups - 1);
+        // The first run found shorter than `want`: taken only when no run
+        // of the whole length turns up within `LOOKAHEAD` more groups, as
+        // the kernel's allocator prefers a free extent of the requested
+        // length (a file written whole then lies in one piece, not split
+        // around a backup superblock).
+        const LOOKAHEAD: u32 = 8;
+        let mut short: Option<(u32, GroupDesc, u32, u32)> = None;
         for k in 0..=groups {
+            if short.is_some() && k > LOOKAHEAD {
+                break;
+            }
             let g = (g0 + k) % groups;
             let gd = self.group_desc(g)?;
             if gd.free_blocks == 0 {
@@ -308,25 +318,46 @@ impl<D: BlockDevice> Volume<D> {
             }
             // The goal's own group first from the goal, the rest (and the
             // goal group again, last) from their start.
-            let from = if k == 0 {
+            let mut from = if k == 0 {
                 ((goal.saturating_sub(first)) >> bits) as u32
             } else {
                 0
             };
             let map = self.block_bitmap(g, &gd)?;
-            let Some((at, len)) = self.find_run(&map, first, from, n, want) else {
-                continue;
-            };
-            self.init_block_bitmap(h, g, &gd)?;
-            self.mark_clusters(h, g, at, len, true)?;
-            let start = first + ((at as u64) << bits);
-            // Never read from the device again: a stale cached copy of a
-            // block freed earlier must not shadow what is written now.
-            self.block_cache()
-                .invalidate_range(start, (len as u64) << bits);
-            return Ok((PhysBlock(start), len));
+            while let Some((at, len)) = self.find_run(&map, first, from, n, want) {
+                if len == want {
+                    return self.take_clusters(h, g, &gd, at, len);
+                }
+                if short.is_none() {
+                    short = Some((g, gd, at, len));
+                }
+                from = at + len;
+            }
         }
-        Err(ENOSPC)
+        match short {
+            Some((g, gd, at, len)) => self.take_clusters(h, g, &gd, at, len),
+            None => Err(ENOSPC),
+        }
+    }
+
+    /// Mark clusters `at..at+len` of group `g` in use (initialising its
+    /// bitmap first if it was never used): the block they start at.
+    fn take_clusters(
+        &self,
+        h: &mut Handle<'_, D>,
+        g: u32,
+        gd: &GroupDesc,
+        at: u32,
+        len: u32,
+    ) -> Result<(PhysBlock, u32)> {
+        self.init_block_bitmap(h, g, gd)?;
+        self.mark_clusters(h, g, at, len, true)?;
+        let start = self.sb().group_first_block(g) + ((at as u64) << self.cluster_bits());
+        // Never read from the device again: a stale cached copy of a
+        // block freed earlier must not shadow what is written now.
+        self.block_cache()
+            .invalidate_range(start, (len as u64) << self.cluster_bits());
+        Ok((PhysBlock(start), len))
     }
 
     /// First free run of clusters in `map` (group starting at block

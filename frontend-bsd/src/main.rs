@@ -1,5 +1,5 @@
 //! `ext4-fuse-bsd SOURCE MOUNTPOINT [-o opts] [-f]`: mount an ext2/3/4
-//! image or disk read-only through FUSE (FreeBSD's fusefs, or Linux).
+//! image or disk through FUSE, read-write unless -o ro (FreeBSD's fusefs, or Linux).
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     let mut opts = MountOpts::default();
     for o in &cli.options {
         if let Err(e) = opts.parse(o) {
-            return cli::usage_error(NAME, &e.to_string());
+            return cli::usage_error(NAME, &format!("{e} (see --help)"));
         }
     }
     opts.common.debug |= cli.debug;

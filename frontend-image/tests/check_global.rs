@@ -524,6 +524,15 @@ fn special_objects_and_directory_blocks_agree_with_e2fsck() {
         },
         Some(("block 1 ", "directory block is not allocated")),
     );
+    // Entries written with file types on a filesystem that then lost the
+    // filetype feature: e2fsck clears each type byte.
+    let typed = build("typed.img", &["-t", "ext2"]);
+    agree(
+        &typed,
+        "filetype-off",
+        ssv("feature ^filetype"),
+        Some(("directory ", "file type set without the filetype feature")),
+    );
     // orphan_present over an orphan file that lists nobody.
     let orphans = build("orphans.img", &["-t", "ext4", "-O", "orphan_file"]);
     agree(

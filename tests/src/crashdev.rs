@@ -84,6 +84,19 @@ impl CrashDevice {
             .collect()
     }
 
+    /// The byte offsets of the writes so far, in order.
+    pub fn write_offsets(&self) -> Vec<u64> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Write { offset, .. } => Some(*offset),
+                Event::Flush => None,
+            })
+            .collect()
+    }
+
     /// The image with every write applied (no crash).
     pub fn current(&self) -> Vec<u8> {
         self.inner.lock().unwrap().current.clone()

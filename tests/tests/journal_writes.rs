@@ -367,3 +367,105 @@ fn rename_and_truncate_lost_together() {
     let run = record(&EXT4_DEFAULT, &ops, false, &rw_options()).unwrap();
     crash_all(&run);
 }
+
+/// A journal of the smallest size mke2fs makes (1,024 blocks of 1 KiB):
+/// many small fsynced transactions make the log wrap around its end
+/// several times, with checkpoints freeing room as it fills (a full
+/// journal forces a checkpoint, never an error). Crashes spread over the
+/// run are recovered by the engine, e2fsck and the kernel.
+#[test]
+fn small_journal_wraps_under_crashes() {
+    use ext4_tests::writes::Profile;
+    const SMALL_JOURNAL: Profile = Profile {
+        name: "ext4-journal-1m",
+        mkfs: &["-t", "ext4", "-b", "1024", "-J", "size=1"],
+        size_mib: 32,
+        tune: &[],
+        debugfs: &[],
+    };
+    if !require_e2fsprogs() {
+        return;
+    }
+    let kernel = require_kernel_ext4();
+    let mut ops = Vec::new();
+    for i in 0..300u16 {
+        ops.push(Op::Create {
+            dir: (i % 3) as u8,
+            name: i,
+            pad: (i % 50) as u8,
+            mode: 0o644,
+            umask: false,
+        });
+        ops.push(Op::Write {
+            file: i,
+            off: 0,
+            len: 1500 + (i as u32 % 7) * 700,
+            seed: i as u8,
+        });
+        ops.push(Op::Commit);
+    }
+    let run = record(&SMALL_JOURNAL, &ops, true, &rw_options()).unwrap();
+
+    // Where the journal lives, and the order the run wrote its blocks in.
+    let start = Volume::open(
+        MemDevice::from_vec(
+            run.dev
+                .crash_images(&[CrashPoint {
+                    at: 0,
+                    keep: Keep::All,
+                }])
+                .remove(0),
+        ),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let bs = start.sb().block_size as u64;
+    let jnl = start.inode(InodeNo(start.sb().journal_inum)).unwrap();
+    let len = start
+        .getattr(InodeNo(start.sb().journal_inum))
+        .unwrap()
+        .size
+        / bs;
+    let mut log_of = std::collections::BTreeMap::new();
+    let mut l = 0;
+    while l < len {
+        let r = start.map_block(&jnl, FileBlock(l as u32)).unwrap();
+        if let Run::Mapped { pblk, len: n, .. } = r {
+            for k in 0..n {
+                log_of.insert(pblk.0 + k, l + k);
+            }
+        }
+        l += r.len().max(1);
+    }
+    let positions: Vec<u64> = run
+        .dev
+        .write_offsets()
+        .iter()
+        .filter_map(|o| log_of.get(&(o / bs)).copied())
+        .filter(|&p| p != 0) // the journal superblock
+        .collect();
+    let wraps = positions
+        .windows(2)
+        .filter(|w| w[1] + len / 2 < w[0])
+        .count();
+    assert!(
+        wraps >= 2,
+        "the log wrapped {wraps} times over {len} blocks"
+    );
+
+    // Every 12th flush, plus the end and a few points between.
+    let pts: Vec<CrashPoint> = run
+        .crash_points(6, 3)
+        .into_iter()
+        .enumerate()
+        .filter(|(k, p)| k % 12 == 0 || p.at == run.limit)
+        .map(|(_, p)| p)
+        .collect();
+    let n = check_run(&run, &pts, &|_| Oracles {
+        engine: true,
+        e2fsck: true,
+        kernel,
+    })
+    .unwrap();
+    eprintln!("{wraps} wraps, {n} crash points");
+}

@@ -30,9 +30,7 @@ use ext4_engine::{inode_flags, Error, InodeNo, OpenOptions, Volume};
 use ext4_tests::image::{matrix_spec, ImageSpec};
 use ext4_tests::oracle::{assert_fsck_clean, debugfs_ls, mke2fs_version, KernelMount};
 use ext4_tests::rng::Rng;
-use ext4_tests::util::{
-    cache_dir, fnv64, is_build_of, require_e2fsprogs, require_kernel_ext4, run, run_ok, FileLock,
-};
+use ext4_tests::util::{cached_build, fnv64, require_e2fsprogs, require_kernel_ext4, run, run_ok};
 
 /// Entries the kernel-built directory gets (before removals).
 const ENTRIES: usize = 100_000;
@@ -117,26 +115,13 @@ fn build(spec: &ImageSpec) -> PathBuf {
         )
         .as_bytes(),
     );
-    let dir = cache_dir().join(format!("linear-{}-{key:016x}", spec.name));
-    let img = dir.join("image.img");
-    let _lock = FileLock::acquire(&cache_dir().join(format!(".lock-linear-{}", spec.name)))
-        .expect("lock image");
-    if dir.join("DONE").exists() {
-        return img;
-    }
-    // Older builds of this row are stale now (only this row's: "ext2" is
-    // a prefix of "ext2-1k-128", whose build may be running).
     let row = format!("linear-{}", spec.name);
-    for e in std::fs::read_dir(cache_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if is_build_of(&e.file_name().to_string_lossy(), &row) {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-    let t = std::time::Instant::now();
+    let dir = cached_build(&row, key, |dir| fill(spec, dir));
+    dir.join("image.img")
+}
+
+/// Build the image of `spec` into the cache directory `dir`.
+fn fill(spec: &ImageSpec, dir: &Path) {
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("big")).unwrap();
     let all = names(ENTRIES, 15);
@@ -185,10 +170,7 @@ fn build(spec: &ImageSpec) -> PathBuf {
     }
     assert_fsck_clean(&tmp);
     let _ = std::fs::remove_dir_all(&src);
-    std::fs::rename(&tmp, &img).unwrap();
-    std::fs::write(dir.join("DONE"), "").unwrap();
-    eprintln!("built linear-{} in {:.1?}", spec.name, t.elapsed());
-    img
+    std::fs::rename(&tmp, dir.join("image.img")).unwrap();
 }
 
 fn open(img: &Path, name_index_bytes: usize) -> Volume<FileDevice> {

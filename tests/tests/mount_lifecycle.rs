@@ -234,3 +234,60 @@ fn damage_reaches_the_log_file_after_detaching() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Without `-o logfile=`, a detached server's lines go to syslog: the
+/// damage reaches a log daemon listening on /dev/log (played here by the
+/// test, when the machine runs none), in syslog's own line format.
+#[test]
+fn damage_reaches_syslog_after_detaching() {
+    if !require_e2fsprogs() || !require_fuse() {
+        return;
+    }
+    let dev_log = Path::new("/dev/log");
+    if dev_log.exists() {
+        ext4_tests::util::skip("a log daemon owns /dev/log: its lines cannot be read here");
+        return;
+    }
+    let daemon = std::os::unix::net::UnixDatagram::bind(dev_log).unwrap();
+    struct Unlink<'a>(&'a Path);
+    impl Drop for Unlink<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _unlink = Unlink(dev_log);
+    daemon
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let dir = Scratch::new("syslog");
+    let img = image(dir.path());
+    debugfs_damage(&img, &["sif /bad block[0] 0x12345678".into()]);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let _cleanup = Cleanup(mnt.clone());
+    let mut bad = Vec::new();
+    for (name, bin) in servers() {
+        let st = Command::new(&bin).arg(&img).arg(&mnt).status().unwrap();
+        assert!(st.success() && is_mounted(&mnt), "{name}: {st}");
+        let read = std::fs::read(mnt.join("bad"));
+        sh(&["umount", mnt.to_str().unwrap()]);
+        // <facility|priority>PROGRAM[PID]: message, as syslog(3) sends.
+        let prefix = format!(">{name}[");
+        let mut line = String::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = daemon.recv(&mut buf) {
+                let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if got.starts_with('<') && got.contains(&prefix) && got.contains(" on inode ") {
+                    line = got;
+                    break;
+                }
+            }
+        }
+        if read.is_ok() || !line.contains("corrupt") {
+            bad.push(format!("{name}: read {read:?}, syslog line {line:?}"));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

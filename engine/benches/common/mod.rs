@@ -15,6 +15,7 @@ use ext4_engine::{BlockDevice, IoError, OpenOptions, Volume};
 pub struct FileDev {
     pub file: File,
     pub size: u64,
+    pub read_only: bool,
 }
 
 impl BlockDevice for FileDev {
@@ -23,17 +24,21 @@ impl BlockDevice for FileDev {
             .read_exact_at(buf, offset)
             .map_err(|_| IoError::EIO)
     }
-    fn write_at(&self, _: u64, _: &[u8]) -> Result<(), IoError> {
-        Err(IoError::EIO)
+    // Writes reach the file only when it was opened for writing (the
+    // write benchmarks); a read-only open fails them.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|_| IoError::EIO)
     }
     fn flush(&self) -> Result<(), IoError> {
-        Ok(())
+        self.file.sync_data().map_err(|_| IoError::EIO)
     }
     fn size(&self) -> u64 {
         self.size
     }
     fn read_only(&self) -> bool {
-        true
+        self.read_only
     }
 }
 
@@ -72,7 +77,16 @@ pub fn cached_image(name: &str, args: &[&str], size: &str, fill: impl FnOnce(&Pa
 pub fn open(img: &Path, opts: &OpenOptions) -> Volume<FileDev> {
     let file = File::open(img).expect("open image");
     let size = file.metadata().expect("stat image").len();
-    Volume::open(FileDev { file, size }, opts).expect("open volume")
+    let read_only = true;
+    Volume::open(
+        FileDev {
+            file,
+            size,
+            read_only,
+        },
+        opts,
+    )
+    .expect("open volume")
 }
 
 /// `n` xorshift numbers below `below` from seed `s`: reproducible inputs

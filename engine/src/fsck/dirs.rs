@@ -223,35 +223,41 @@ impl<D: BlockDevice> Volume<D> {
         if used == Ok(false) {
             return Err("entry refers to an inode that is not in use");
         }
-        if sb.has_incompat(crate::features::incompat::FILETYPE) {
-            // The target's record was (or will be) verified when its group
-            // is walked; decoding it again for every entry (checksum, seed,
-            // xattr area) was a third of the check's time. The raw mode and
-            // link count say whether there is anything to report; only then
-            // is it decoded as before, so a record that fails to decode
-            // still reports nothing here.
-            let isz = sb.inode_size as u64;
-            let bs = sb.block_size as u64;
-            let byte = idx as u64 * isz;
-            let (blk, off) = (gd.inode_table + byte / bs, (byte % bs) as usize);
-            let suspect = self.cache_read_with(blk, |b| {
-                let r = &b[off..off + 28];
-                let mode = u16::from_le_bytes([r[0], r[1]]);
-                let links = u16::from_le_bytes([r[26], r[27]]);
-                let kind = FileType::from_mode(mode);
-                (links == 0 && mode == 0)
-                    || (kind.is_some() && FileType::from_dirent(t.file_type) != kind)
-            });
-            if suspect == Ok(false) {
-                return Ok(());
+        if !sb.has_incompat(crate::features::incompat::FILETYPE) {
+            // The byte is the name length's high half in the oldest layout,
+            // zero for every name ext2 allows; e2fsck clears it.
+            if t.file_type != 0 {
+                return Err("entry has a file type set without the filetype feature");
             }
-            if let Ok(inode) = self.inode(InodeNo(t.ino)) {
-                if inode.links_count == 0 && inode.mode == 0 {
-                    return Err("entry refers to a deleted inode");
-                }
-                if inode.kind.is_some() && FileType::from_dirent(t.file_type) != inode.kind {
-                    return Err("entry's file type does not match its inode");
-                }
+            return Ok(());
+        }
+        // The target's record was (or will be) verified when its group
+        // is walked; decoding it again for every entry (checksum, seed,
+        // xattr area) was a third of the check's time. The raw mode and
+        // link count say whether there is anything to report; only then
+        // is it decoded as before, so a record that fails to decode
+        // still reports nothing here.
+        let isz = sb.inode_size as u64;
+        let bs = sb.block_size as u64;
+        let byte = idx as u64 * isz;
+        let (blk, off) = (gd.inode_table + byte / bs, (byte % bs) as usize);
+        let suspect = self.cache_read_with(blk, |b| {
+            let r = &b[off..off + 28];
+            let mode = u16::from_le_bytes([r[0], r[1]]);
+            let links = u16::from_le_bytes([r[26], r[27]]);
+            let kind = FileType::from_mode(mode);
+            (links == 0 && mode == 0)
+                || (kind.is_some() && FileType::from_dirent(t.file_type) != kind)
+        });
+        if suspect == Ok(false) {
+            return Ok(());
+        }
+        if let Ok(inode) = self.inode(InodeNo(t.ino)) {
+            if inode.links_count == 0 && inode.mode == 0 {
+                return Err("entry refers to a deleted inode");
+            }
+            if inode.kind.is_some() && FileType::from_dirent(t.file_type) != inode.kind {
+                return Err("entry's file type does not match its inode");
             }
         }
         Ok(())

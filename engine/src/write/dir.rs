@@ -280,14 +280,7 @@ impl<D: BlockDevice> Volume<D> {
             self.seal_leaf(dir, b);
             true
         })?;
-        if !ok {
-            return Err(Error::corrupt(
-                Object::DirBlock { dir: dir.ino, lblk },
-                "directory entry changed under the directory lock",
-            ));
-        }
-        self.dir_changed(dir.ino);
-        Ok(())
+        self.leaf_edited(dir.ino, lblk, ok)
     }
 
     /// Find the entry `name` in `dir` (where it is, and the entry before).
@@ -364,16 +357,20 @@ impl<D: BlockDevice> Volume<D> {
             self.seal_leaf(dir, b);
             true
         })?;
+        self.leaf_edited(dir.ino, at.lblk, ok)
+    }
+
+    /// After an edit of `dir`'s leaf block `lblk` that found the entry it
+    /// expected (`ok`): the name index learns of the change. An entry that
+    /// moved under the directory lock is damage, never a retry.
+    pub(crate) fn leaf_edited(&self, dir: InodeNo, lblk: FileBlock, ok: bool) -> Result<()> {
         if !ok {
             return Err(Error::corrupt(
-                Object::DirBlock {
-                    dir: dir.ino,
-                    lblk: at.lblk,
-                },
+                Object::DirBlock { dir, lblk },
                 "directory entry changed under the directory lock",
             ));
         }
-        self.dir_changed(dir.ino);
+        self.dir_changed(dir);
         Ok(())
     }
 

@@ -587,17 +587,7 @@ impl<D: BlockDevice> Volume<D> {
             self.seal_leaf(dir, b);
             true
         })?;
-        if !ok {
-            return Err(Error::corrupt(
-                Object::DirBlock {
-                    dir: dir.ino,
-                    lblk: at.lblk,
-                },
-                "directory entry changed under the directory lock",
-            ));
-        }
-        self.dir_changed(dir.ino);
-        Ok(())
+        self.leaf_edited(dir.ino, at.lblk, ok)
     }
 
     /// Whether directory `anc` is `dir` or one of its ancestors (walking

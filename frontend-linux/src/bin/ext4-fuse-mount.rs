@@ -104,7 +104,7 @@ fn parse_args() -> Result<Parsed, String> {
             Some("-n" | "-s" | "-v") if as_mount_helper => {}
             Some("-N") => return Err("-N (mount namespaces) is not supported".into()),
             Some(s) if s.starts_with('-') && s.len() > 1 => {
-                return Err(format!("unknown argument '{s}'"))
+                return Err(format!("unknown argument '{s}' (see --help)"))
             }
             _ => pos.push(arg),
         }
