@@ -77,61 +77,67 @@ pub mod ro_compat {
     pub const KNOWN: u32 = 0x1ffff;
 }
 
+/// Feature names in `dumpe2fs`/`mke2fs -O` spelling, per word.
+const COMPAT_NAMES: &[(u32, &str)] = &[
+    (compat::DIR_PREALLOC, "dir_prealloc"),
+    (compat::IMAGIC_INODES, "imagic_inodes"),
+    (compat::HAS_JOURNAL, "has_journal"),
+    (compat::EXT_ATTR, "ext_attr"),
+    (compat::RESIZE_INODE, "resize_inode"),
+    (compat::DIR_INDEX, "dir_index"),
+    (compat::LAZY_BG, "lazy_bg"),
+    (compat::EXCLUDE_BITMAP, "snapshot_bitmap"),
+    (compat::SPARSE_SUPER2, "sparse_super2"),
+    (compat::FAST_COMMIT, "fast_commit"),
+    (compat::STABLE_INODES, "stable_inodes"),
+    (compat::ORPHAN_FILE, "orphan_file"),
+];
+const INCOMPAT_NAMES: &[(u32, &str)] = &[
+    (incompat::COMPRESSION, "compression"),
+    (incompat::FILETYPE, "filetype"),
+    (incompat::RECOVER, "needs_recovery"),
+    (incompat::JOURNAL_DEV, "journal_dev"),
+    (incompat::META_BG, "meta_bg"),
+    (incompat::EXTENTS, "extent"),
+    (incompat::BIT64, "64bit"),
+    (incompat::MMP, "mmp"),
+    (incompat::FLEX_BG, "flex_bg"),
+    (incompat::EA_INODE, "ea_inode"),
+    (incompat::DIRDATA, "dirdata"),
+    (incompat::CSUM_SEED, "metadata_csum_seed"),
+    (incompat::LARGEDIR, "large_dir"),
+    (incompat::INLINE_DATA, "inline_data"),
+    (incompat::ENCRYPT, "encrypt"),
+    (incompat::CASEFOLD, "casefold"),
+];
+const RO_COMPAT_NAMES: &[(u32, &str)] = &[
+    (ro_compat::SPARSE_SUPER, "sparse_super"),
+    (ro_compat::LARGE_FILE, "large_file"),
+    (ro_compat::BTREE_DIR, "btree_dir"),
+    (ro_compat::HUGE_FILE, "huge_file"),
+    (ro_compat::GDT_CSUM, "uninit_bg"),
+    (ro_compat::DIR_NLINK, "dir_nlink"),
+    (ro_compat::EXTRA_ISIZE, "extra_isize"),
+    (ro_compat::HAS_SNAPSHOT, "snapshot"),
+    (ro_compat::QUOTA, "quota"),
+    (ro_compat::BIGALLOC, "bigalloc"),
+    (ro_compat::METADATA_CSUM, "metadata_csum"),
+    (ro_compat::REPLICA, "replica"),
+    (ro_compat::READONLY, "read-only"),
+    (ro_compat::PROJECT, "project"),
+    (ro_compat::SHARED_BLOCKS, "shared_blocks"),
+    (ro_compat::VERITY, "verity"),
+    (ro_compat::ORPHAN_PRESENT, "orphan_present"),
+];
+
 /// Names for `info` output, in `dumpe2fs` spelling.
 pub fn names(compat: u32, incompat: u32, ro_compat: u32) -> alloc::vec::Vec<&'static str> {
-    const C: &[(u32, &str)] = &[
-        (compat::DIR_PREALLOC, "dir_prealloc"),
-        (compat::IMAGIC_INODES, "imagic_inodes"),
-        (compat::HAS_JOURNAL, "has_journal"),
-        (compat::EXT_ATTR, "ext_attr"),
-        (compat::RESIZE_INODE, "resize_inode"),
-        (compat::DIR_INDEX, "dir_index"),
-        (compat::LAZY_BG, "lazy_bg"),
-        (compat::EXCLUDE_BITMAP, "snapshot_bitmap"),
-        (compat::SPARSE_SUPER2, "sparse_super2"),
-        (compat::FAST_COMMIT, "fast_commit"),
-        (compat::STABLE_INODES, "stable_inodes"),
-        (compat::ORPHAN_FILE, "orphan_file"),
-    ];
-    const I: &[(u32, &str)] = &[
-        (incompat::COMPRESSION, "compression"),
-        (incompat::FILETYPE, "filetype"),
-        (incompat::RECOVER, "needs_recovery"),
-        (incompat::JOURNAL_DEV, "journal_dev"),
-        (incompat::META_BG, "meta_bg"),
-        (incompat::EXTENTS, "extent"),
-        (incompat::BIT64, "64bit"),
-        (incompat::MMP, "mmp"),
-        (incompat::FLEX_BG, "flex_bg"),
-        (incompat::EA_INODE, "ea_inode"),
-        (incompat::DIRDATA, "dirdata"),
-        (incompat::CSUM_SEED, "metadata_csum_seed"),
-        (incompat::LARGEDIR, "large_dir"),
-        (incompat::INLINE_DATA, "inline_data"),
-        (incompat::ENCRYPT, "encrypt"),
-        (incompat::CASEFOLD, "casefold"),
-    ];
-    const R: &[(u32, &str)] = &[
-        (ro_compat::SPARSE_SUPER, "sparse_super"),
-        (ro_compat::LARGE_FILE, "large_file"),
-        (ro_compat::BTREE_DIR, "btree_dir"),
-        (ro_compat::HUGE_FILE, "huge_file"),
-        (ro_compat::GDT_CSUM, "uninit_bg"),
-        (ro_compat::DIR_NLINK, "dir_nlink"),
-        (ro_compat::EXTRA_ISIZE, "extra_isize"),
-        (ro_compat::HAS_SNAPSHOT, "snapshot"),
-        (ro_compat::QUOTA, "quota"),
-        (ro_compat::BIGALLOC, "bigalloc"),
-        (ro_compat::METADATA_CSUM, "metadata_csum"),
-        (ro_compat::REPLICA, "replica"),
-        (ro_compat::READONLY, "read-only"),
-        (ro_compat::PROJECT, "project"),
-        (ro_compat::SHARED_BLOCKS, "shared_blocks"),
-        (ro_compat::VERITY, "verity"),
-        (ro_compat::ORPHAN_PRESENT, "orphan_present"),
-    ];
     let mut out = alloc::vec::Vec::new();
-    for (set, table) in [(compat, C), (incompat, I), (ro_compat, R)] {
+    for (set, table) in [
+        (compat, COMPAT_NAMES),
+        (incompat, INCOMPAT_NAMES),
+        (ro_compat, RO_COMPAT_NAMES),
+    ] {
         for (bit, name) in table {
             if set & bit != 0 {
                 out.push(*name);
@@ -139,6 +145,21 @@ pub fn names(compat: u32, incompat: u32, ro_compat: u32) -> alloc::vec::Vec<&'st
         }
     }
     out
+}
+
+/// A feature by its `mke2fs -O` name: which word (0 compat, 1 incompat,
+/// 2 ro_compat) and bit. `uninit_bg` is also `gdt_csum`, `extent` also
+/// `extents`, as mke2fs accepts them.
+pub fn by_name(name: &str) -> Option<(usize, u32)> {
+    let name = match name {
+        "gdt_csum" => "uninit_bg",
+        "extents" => "extent",
+        n => n,
+    };
+    [COMPAT_NAMES, INCOMPAT_NAMES, RO_COMPAT_NAMES]
+        .iter()
+        .enumerate()
+        .find_map(|(w, t)| t.iter().find(|(_, n)| *n == name).map(|(b, _)| (w, *b)))
 }
 
 /// The name of one incompat bit, for refusal messages.

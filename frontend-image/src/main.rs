@@ -11,9 +11,11 @@ mod info;
 mod list;
 mod map;
 mod mkfs;
+mod populate;
 mod recover;
 mod stat;
 mod tar_export;
+mod tar_import;
 mod util;
 
 use std::ffi::OsString;
@@ -233,22 +235,46 @@ enum Cmd {
         path: OsString,
     },
     /// Make a new, empty filesystem in IMAGE (created, or emptied), laid out
-    /// as mke2fs lays it out with the same options. So far ext2 only, with
-    /// mke2fs's default features but the resize inode (the filesystem can
-    /// still grow offline with resize2fs, not online).
+    /// as mke2fs lays it out with the same options: ext2, ext3 or ext4
+    /// (the default) with mke2fs.conf's features for the type, but the
+    /// resize inode (the filesystem can still grow offline with resize2fs,
+    /// not online); -O adds or removes features.
     ///
     /// Times: --timestamp, else $SOURCE_DATE_EPOCH, else now. With -U the
     /// directory hash seed follows from the UUID: the same options give a
     /// byte-identical image on every run.
     ///
-    /// Example: ext4-image mkfs disk.img 1g -t ext2 -L data
+    /// Example: ext4-image mkfs disk.img 1g -t ext3 -L data
     Mkfs {
-        /// Size of the image: bytes, or with a suffix k, m, g.
-        #[arg(value_parser = util::parse_size)]
-        size: u64,
-        /// Filesystem type (only ext2 so far).
-        #[arg(short = 't', default_value = "ext2")]
+        /// Size of the image: bytes, or with a suffix k, m, g; or `auto`
+        /// with --from: the smallest that holds the tree plus --margin.
+        #[arg(value_parser = mkfs::parse_size_or_auto)]
+        size: mkfs::SizeArg,
+        /// With SIZE auto: percent of room to leave beyond what the tree
+        /// needs (free blocks and inodes).
+        #[arg(long, default_value_t = 10, value_name = "PERCENT")]
+        margin: u32,
+        /// Filesystem type: ext2, ext3 or ext4, with mke2fs.conf's features for it.
+        #[arg(short = 't', default_value = "ext4", value_parser = ["ext2", "ext3", "ext4"])]
         fs_type: String,
+        /// Fill the new filesystem with this directory's tree: names in byte
+        /// order, types, modes, owners, bytes (holes kept), xattrs, ACLs,
+        /// hard links, symlinks, device nodes, nanosecond times.
+        #[arg(long, value_name = "DIR", conflicts_with = "from_tar")]
+        from: Option<PathBuf>,
+        /// Fill it from a tar stream instead (FILE, or - for standard
+        /// input): owners, modes, times, xattrs and ACLs (GNU tar's
+        /// SCHILY records), devices, hard links and sparse files kept,
+        /// no root needed.
+        #[arg(long, value_name = "FILE")]
+        from_tar: Option<PathBuf>,
+        /// Owner of the root directory, UID:GID (default: the --from
+        /// directory's, or 0:0).
+        #[arg(long, value_name = "UID:GID", value_parser = mkfs::parse_owner)]
+        root_owner: Option<(u32, u32)>,
+        /// Features to add or (with ^) remove, as mke2fs -O: e.g. ^has_journal,inline_data.
+        #[arg(short = 'O', value_name = "FEATURES")]
+        features: Vec<String>,
         /// Block size in bytes (default: 1024 below 512 MiB, else 4096, as mke2fs.conf says).
         #[arg(short = 'b', value_parser = ["1024", "2048", "4096", "8192", "16384", "32768", "65536"])]
         block_size: Option<String>,
@@ -485,6 +511,7 @@ fn run(cli: &Cli) -> CmdResult {
     }
     if let Cmd::Mkfs {
         size,
+        margin,
         fs_type,
         block_size,
         label,
@@ -493,12 +520,21 @@ fn run(cli: &Cli) -> CmdResult {
         inode_size,
         timestamp,
         quiet,
+        features,
+        from,
+        from_tar,
+        root_owner,
     } = &cli.cmd
     {
         return mkfs::run(&mkfs::Args {
+            from: from.as_deref(),
+            from_tar: from_tar.as_deref(),
+            root_owner: *root_owner,
             image: &cli.image,
-            size: *size,
+            size: size.0,
+            margin: *margin,
             fs_type,
+            features,
             block_size: block_size.as_deref().and_then(|b| b.parse().ok()),
             label: label.as_deref(),
             uuid: uuid.as_deref(),

@@ -6,15 +6,20 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use ext4_engine::mkfs::{mkfs, seed_from_uuid, MkfsOptions};
-use ext4_engine::{Error, FileDevice};
+use ext4_engine::mkfs::{mkfs, seed_from_uuid, FsType, Made, MkfsOptions};
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::{io_msg, CmdResult, Fail};
+use ext4_engine::{Error, FileDevice, OpenOptions as VolOptions, Timestamp, Volume};
+
+use crate::{io_msg, populate, tar_import, CmdResult, Fail};
 
 pub struct Args<'a> {
     pub image: &'a Path,
-    pub size: u64,
+    /// `None`: auto.
+    pub size: Option<u64>,
+    pub margin: u32,
     pub fs_type: &'a str,
+    pub features: &'a [String],
     pub block_size: Option<u32>,
     pub label: Option<&'a str>,
     pub uuid: Option<&'a str>,
@@ -22,17 +27,47 @@ pub struct Args<'a> {
     pub inode_size: Option<u16>,
     pub timestamp: Option<i64>,
     pub quiet: bool,
+    pub from: Option<&'a Path>,
+    pub from_tar: Option<&'a Path>,
+    pub root_owner: Option<(u32, u32)>,
+}
+
+/// SIZE: bytes, or `None` for auto.
+#[derive(Clone, Copy, Debug)]
+pub struct SizeArg(pub Option<u64>);
+
+/// A size, or `auto`.
+pub fn parse_size_or_auto(s: &str) -> Result<SizeArg, String> {
+    if s == "auto" {
+        return Ok(SizeArg(None));
+    }
+    crate::util::parse_size(s).map(|n| SizeArg(Some(n)))
+}
+
+/// `UID:GID`, as mke2fs's `-E root_owner=`.
+pub fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s}: UID:GID, numbers"))?;
+    let n = |x: &str| x.parse::<u32>().map_err(|_| format!("{x}: not a number"));
+    Ok((n(u)?, n(g)?))
+}
+
+/// The build's clock: every time the engine sets is this one (reproducible
+/// images).
+static NOW: AtomicI64 = AtomicI64::new(0);
+
+fn build_now() -> Timestamp {
+    Timestamp {
+        sec: NOW.load(Ordering::Relaxed),
+        nsec: 0,
+    }
 }
 
 pub fn run(a: &Args<'_>) -> CmdResult {
     let bad = |m: String| Fail::Open(m);
-    if a.fs_type != "ext2" {
-        return Err(bad(format!(
-            "-t {}: only ext2 is laid out so far (ext3 and ext4 need the journal and \
-             flex_bg layouts, not written yet); use mke2fs for those",
-            a.fs_type
-        )));
-    }
+    let fs_type = FsType::parse(a.fs_type)
+        .ok_or_else(|| bad(format!("-t {}: ext2, ext3 or ext4", a.fs_type)))?;
     let time = match a.timestamp {
         Some(t) => t,
         None => match std::env::var("SOURCE_DATE_EPOCH") {
@@ -58,18 +93,102 @@ pub fn run(a: &Args<'_>) -> CmdResult {
         }
         None => (random_uuid()?, random_uuid()?),
     };
-    let mut o = MkfsOptions::ext2(a.size, uuid, time);
+    let (size, made, copied) = match a.size {
+        Some(size) => {
+            let (made, copied) =
+                build(a, fs_type, size, uuid, hash_seed, time, None).map_err(|e| e.fail)?;
+            (size, made, copied)
+        }
+        None => {
+            let Some(src) = a.from else {
+                return Err(bad(
+                    "SIZE auto needs --from DIR (a tar stream is read once: give a size)".into(),
+                ));
+            };
+            auto_size(a, src, fs_type, uuid, hash_seed, time)?
+        }
+    };
+    let img = a.image.display();
+    if a.size.is_none() && !a.quiet {
+        println!("{img}: SIZE auto: {size} bytes");
+    }
+    // As mke2fs, a last group too small for its tables is left out of
+    // the filesystem but not cut off the file.
+    let g = made.geometry;
+    if !a.quiet {
+        println!(
+            "{img}: {}, {} blocks of {} bytes, {} inodes, {} groups{}; {} blocks and {} inodes free",
+            fs_type.name(),
+            g.blocks_count,
+            g.block_size,
+            g.groups as u64 * g.inodes_per_group as u64,
+            g.groups,
+            if made.journal_blocks > 0 {
+                format!(", a journal of {} blocks", made.journal_blocks)
+            } else {
+                String::new()
+            },
+            copied.as_ref().map_or(made.free_blocks, |c| c.free_blocks),
+            copied.as_ref().map_or(made.free_inodes, |c| c.free_inodes),
+        );
+    }
+    if let (Some(c), false) = (copied, a.quiet) {
+        println!(
+            "{img}: copied {} entries, {} bytes of file data",
+            c.entries, c.bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Why a build failed; `no_space` when a bigger size would do.
+struct BuildError {
+    fail: Fail,
+    no_space: bool,
+}
+
+impl From<Fail> for BuildError {
+    fn from(fail: Fail) -> BuildError {
+        BuildError {
+            fail,
+            no_space: false,
+        }
+    }
+}
+
+/// Make the filesystem in `a.image` with `size` bytes and fill it.
+/// `inodes` overrides -N (SIZE auto).
+fn build(
+    a: &Args<'_>,
+    fs_type: FsType,
+    size: u64,
+    uuid: [u8; 16],
+    hash_seed: [u8; 16],
+    time: i64,
+    inodes: Option<u64>,
+) -> Result<(Made, Option<populate::Copied>), BuildError> {
+    let bad = |m: String| Fail::Open(m);
+    let mut o = MkfsOptions::new(fs_type, size, uuid, time);
+    if let Some(owner) = a.root_owner {
+        o.root_owner = owner;
+    }
     o.hash_seed = hash_seed;
+    for list in a.features {
+        o.features
+            .edit(list)
+            .map_err(|e| bad(format!("-O {list}: {e}")))?;
+    }
+    o.features = o.features.settle().map_err(|e| bad(format!("-O: {e}")))?;
     if let Some(bs) = a.block_size {
         o.block_size = bs;
     }
     if let Some(n) = a.inode_size {
         o.inode_size = n;
     }
-    o.inodes = a.inodes;
+    o.inodes = a.inodes.or(inodes);
     if let Some(l) = a.label {
         if l.len() > 16 {
-            return Err(bad(format!("-L {l}: a label is at most 16 bytes")));
+            return Err(bad(format!("-L {l}: a label is at most 16 bytes")).into());
         }
         o.label[..l.len()].copy_from_slice(l.as_bytes());
     }
@@ -78,7 +197,8 @@ pub fn run(a: &Args<'_>) -> CmdResult {
         if !m.is_file() {
             return Err(bad(format!(
                 "{img} is not a regular file (mkfs writes image files only)"
-            )));
+            ))
+            .into());
         }
     }
     // A fresh, sparse file: it reads as zeros, which the layout relies on.
@@ -88,39 +208,170 @@ pub fn run(a: &Args<'_>) -> CmdResult {
         .truncate(true)
         .open(a.image)
         .map_err(|e| bad(format!("cannot create {img}: {}", io_msg(&e))))?;
-    f.set_len(a.size)
+    f.set_len(size)
         .map_err(|e| bad(format!("cannot size {img}: {}", io_msg(&e))))?;
     drop(f);
     let dev = FileDevice::open(a.image, false)
         .map_err(|e| bad(format!("cannot open {img}: {}", io_msg(&e))))?;
+    let mut no_space = false;
     let made = mkfs(&dev, &o).map_err(|e| {
+        no_space = e == Error::NoSpace;
         let why = match e {
             Error::NoSpace => "too small for the filesystem's tables (a bigger SIZE)".to_string(),
             Error::InvalidArgument => {
                 "too many inodes for this size (fewer with -N, or a bigger SIZE)".to_string()
             }
+            Error::FileTooBig => {
+                "the journal would need an extent tree, not laid out yet (-O ^has_journal, \
+                 or mke2fs)"
+                    .to_string()
+            }
             e => e.to_string(),
         };
         Fail::Problem(format!(
             "cannot make a filesystem of {} bytes with {}-byte blocks and {}-byte inodes: {why}",
-            a.size, o.block_size, o.inode_size
+            size, o.block_size, o.inode_size
         ))
-    })?;
-    // As mke2fs, a last group too small for its tables is left out of
-    // the filesystem but not cut off the file.
-    let g = made.geometry;
-    if !a.quiet {
-        println!(
-            "{img}: ext2, {} blocks of {} bytes, {} inodes, {} groups; {} blocks and {} inodes free",
-            g.blocks_count,
-            g.block_size,
-            g.groups as u64 * g.inodes_per_group as u64,
-            g.groups,
-            made.free_blocks,
-            made.free_inodes
-        );
+    });
+    let made = made.map_err(|fail| BuildError { fail, no_space })?;
+    let copied = match a.from {
+        Some(src) => Some(fill(a, Source::Dir(src), time, dev)?),
+        None => match a.from_tar {
+            Some(t) => Some(fill(a, Source::Tar(t), time, dev)?),
+            None => None,
+        },
+    };
+    Ok((made, copied))
+}
+
+/// SIZE auto: the estimate of what the tree needs plus the margin, made
+/// bigger until the tree fits (an estimate can fall short: directory
+/// blocks, extent tree blocks, xattr blocks shared or not).
+#[allow(clippy::type_complexity)]
+fn auto_size(
+    a: &Args<'_>,
+    src: &Path,
+    fs_type: FsType,
+    uuid: [u8; 16],
+    hash_seed: [u8; 16],
+    time: i64,
+) -> Result<(u64, Made, Option<populate::Copied>), Fail> {
+    let m = 100 + a.margin as u64;
+    let isz = a.inode_size.unwrap_or(256) as u64;
+    let mut inodes = 0;
+    let mut guess = |bs: u32| -> Result<u64, Fail> {
+        let need = populate::estimate(src, bs)
+            .map_err(|e| Fail::Open(format!("{}: {}", e.path.display(), e.what)))?;
+        inodes = (need.inodes + 16) * m / 100;
+        let bs = bs as u64;
+        let mut size = (need.bytes + inodes * isz) * m / 100;
+        // The journal mke2fs would give a filesystem of that size, and
+        // per group the bitmaps and a superblock copy.
+        if fs_type != FsType::Ext2 {
+            let j = ext4_engine::mkfs::default_journal_blocks(size / bs).unwrap_or(0);
+            size += j as u64 * bs;
+        }
+        size += size / (bs * bs * 8) * 4 * bs + (256 << 10);
+        Ok(size.next_multiple_of(1 << 16))
+    };
+    let mut size = guess(a.block_size.unwrap_or(4096))?;
+    if a.block_size.is_none() {
+        // The block size mke2fs.conf picks for that size.
+        let bs = ext4_engine::mkfs::default_block_size(size);
+        if bs != 4096 {
+            size = guess(bs)?;
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    for _ in 0..12 {
+        match build(a, fs_type, size, uuid, hash_seed, time, Some(inodes)) {
+            Ok((made, copied)) => return Ok((size, made, copied)),
+            Err(e) if e.no_space => size += (size / 8).max(1 << 20),
+            Err(e) => return Err(e.fail),
+        }
+    }
+    Err(Fail::Problem(format!(
+        "{}: SIZE auto found no size up to {size} bytes that holds the tree",
+        a.image.display()
+    )))
+}
+
+/// Where the tree comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Dir(&'a Path),
+    /// A tar file, `-` for standard input.
+    Tar(&'a Path),
+}
+
+/// Copy `src` into the new filesystem on `dev` through the engine, with
+/// the build's time as the clock; progress on a terminal.
+fn fill(
+    a: &Args<'_>,
+    src: Source<'_>,
+    time: i64,
+    dev: FileDevice,
+) -> Result<populate::Copied, BuildError> {
+    use std::io::IsTerminal;
+    let img = a.image.display();
+    let shown = match src {
+        Source::Dir(p) | Source::Tar(p) => p,
+    };
+    NOW.store(time, Ordering::Relaxed);
+    let opts = VolOptions {
+        read_only: false,
+        now: build_now,
+        ..VolOptions::default()
+    };
+    let vol = Volume::open(dev, &opts)
+        .map_err(|e| Fail::Problem(format!("cannot open the new {img} to fill it: {e}")))?;
+    let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    });
+    let mut tick = |c: &populate::Copied| {
+        if let Some(b) = &bar {
+            if c.entries.is_multiple_of(64) {
+                b.set_message(format!(
+                    "copying {}: {} entries, {}",
+                    shown.display(),
+                    c.entries,
+                    crate::util::human_size(c.bytes)
+                ));
+            }
+        }
+    };
+    let r = match src {
+        Source::Dir(d) => populate::Populate::new(&vol, a.root_owner, time).run(d, &mut tick),
+        Source::Tar(t) if t == Path::new("-") => {
+            let input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+            tar_import::run(&vol, input, a.root_owner, time, &mut tick)
+        }
+        Source::Tar(t) => match std::fs::File::open(t) {
+            Ok(f) => {
+                let input = std::io::BufReader::with_capacity(1 << 20, f);
+                tar_import::run(&vol, input, a.root_owner, time, &mut tick)
+            }
+            Err(e) => Err(populate::at(t, e)),
+        },
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let closed = vol.close();
+    let copied = r.map_err(|e| BuildError {
+        fail: Fail::Problem(format!(
+            "{img}: copying {}: {} (the image is incomplete)",
+            e.path.display(),
+            e.what
+        )),
+        no_space: e.no_space,
+    })?;
+    closed.map_err(|e| Fail::Problem(format!("{img}: closing after the copy: {e}")))?;
+    Ok(copied)
 }
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {

@@ -20,7 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{cmd, scratch};
+use common::{cmd, listing, scratch, TAR_META};
 use ext4_tests::image::{build_image, matrix_spec};
 use ext4_tests::oracle::KernelMount;
 use ext4_tests::snapshot::{
@@ -31,9 +31,6 @@ use ext4_tests::util::{built_binary, have_tool, require_e2fsprogs, require_kerne
 fn tool() -> PathBuf {
     built_binary("ext4-image", "ext4-image")
 }
-
-/// GNU tar's options for reading xattrs and ACLs.
-const TAR_META: &[&str] = &["--xattrs", "--acls", "--numeric-owner"];
 
 fn gnu_tar() -> bool {
     let out = Command::new("tar").arg("--version").output();
@@ -61,102 +58,6 @@ fn export(img: &Path, path: &str, out: &Path) {
         o.status,
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// GNU tar's verbose listing, one entry per member: name -> the member's
-/// line without its name, plus its ACL and xattr lines. A hard link's
-/// entry is its target's (which name of a set is archived first depends
-/// on the walk order); ACL qualifiers are numbers (GNU tar writes names
-/// the host knows).
-fn listing(archive: &Path) -> BTreeMap<String, String> {
-    let o = cmd("tar")
-        .args(TAR_META)
-        .args(["-tvv", "--full-time", "-f"])
-        .arg(archive)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "tar -tvv {}: {}",
-        archive.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        if let Some(extra) = line.strip_prefix("  ") {
-            let name = current.as_ref().expect("an entry before its details");
-            let extra = numeric_acl(extra);
-            out.get_mut(name).unwrap().push_str(&format!("\n{extra}"));
-            continue;
-        }
-        // mode owner size date time name
-        let fields: Vec<&str> = line.splitn(6, char::is_whitespace).collect();
-        let mut parts = line.split_whitespace();
-        let mode = parts.next().unwrap();
-        let owner = parts.next().unwrap();
-        let size = parts.next().unwrap();
-        let date = parts.next().unwrap();
-        let time = parts.next().unwrap();
-        let head_len = line.find(time).unwrap() + time.len() + 1;
-        // Times without a fraction are padded to the width of those with.
-        let rest = line[head_len..].trim_start();
-        assert!(fields.len() == 6, "listing line {line:?}");
-        if mode.starts_with('h') {
-            let (name, target) = rest.split_once(" link to ").expect("link line");
-            let entry = out
-                .get(target)
-                .unwrap_or_else(|| panic!("link {name} to {target}, not listed before"))
-                .clone();
-            out.insert(name.to_string(), entry);
-            current = Some(name.to_string());
-        } else {
-            out.insert(
-                rest.to_string(),
-                format!("{mode} {owner} {size} {date} {time}"),
-            );
-            current = Some(rest.to_string());
-        }
-    }
-    out
-}
-
-/// `a: user:bob:r--,...` with named qualifiers turned into numbers.
-fn numeric_acl(line: &str) -> String {
-    let Some(acl) = line.strip_prefix("a: ") else {
-        return line.to_string();
-    };
-    let entries: Vec<String> = acl
-        .split(',')
-        .map(|e| {
-            let parts: Vec<&str> = e.split(':').collect();
-            let (kind_at, qual_at) = if parts[0] == "default" {
-                (1, 2)
-            } else {
-                (0, 1)
-            };
-            let q = parts[qual_at];
-            if q.is_empty() || q.bytes().all(|b| b.is_ascii_digit()) {
-                return e.to_string();
-            }
-            let db = if parts[kind_at] == "user" {
-                "passwd"
-            } else {
-                "group"
-            };
-            let o = Command::new("getent").args([db, q]).output().unwrap();
-            let id = String::from_utf8_lossy(&o.stdout)
-                .split(':')
-                .nth(2)
-                .unwrap_or_else(|| panic!("getent {db} {q}"))
-                .to_string();
-            let mut parts: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
-            parts[qual_at] = id;
-            parts.join(":")
-        })
-        .collect();
-    format!("a: {}", entries.join(","))
 }
 
 /// Atime and ctime of every member as Python's tarfile reads our PAX

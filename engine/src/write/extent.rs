@@ -110,14 +110,14 @@ fn remove_at(b: &mut [u8], i: usize) {
     b[12 + (n - 1) * 12..24 + (n - 1) * 12].fill(0);
     set_entries(b, n - 1);
 }
-fn header(b: &mut [u8], n: usize, max: usize, depth: u16) {
+pub(crate) fn header(b: &mut [u8], n: usize, max: usize, depth: u16) {
     b[0..2].copy_from_slice(&MAGIC.to_le_bytes());
     set_entries(b, n);
     b[4..6].copy_from_slice(&(max as u16).to_le_bytes());
     b[6..8].copy_from_slice(&depth.to_le_bytes());
     b[8..12].fill(0);
 }
-fn extent_bytes(e: &Extent) -> [u8; 12] {
+pub(crate) fn extent_bytes(e: &Extent) -> [u8; 12] {
     let mut r = [0u8; 12];
     r[0..4].copy_from_slice(&e.lblk.0.to_le_bytes());
     let len = e.len as u16 + if e.unwritten { INIT_MAX_LEN } else { 0 };

@@ -1,0 +1,531 @@
+//! `ext4-image mkfs --from-tar FILE|-`: fill a new image from a tar stream
+//! through the engine's write API, keeping what an ordinary user could not
+//! recreate by extracting it: owners, modes, nanosecond times (PAX
+//! `mtime`/`atime`), xattrs (`SCHILY.xattr.*`), POSIX ACLs
+//! (`SCHILY.acl.access`/`default`, GNU tar's text), device nodes, FIFOs,
+//! hard links and sparse files (GNU sparse 1.0, as GNU tar `-S
+//! --format=posix` and `ext4-image tar` write them). Members are taken in
+//! stream order; directories missing from the stream are made (0755,
+//! root's), and every directory gets its attributes after the last member.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use ext4_engine::{
+    FileDevice, InodeNo, Timestamp, Volume, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER,
+    ACL_USER, ACL_USER_OBJ,
+};
+use tar::EntryType;
+
+use crate::populate::{at, engine, set_meta, set_size, write_all, Copied, Meta, Progress, CRED, R};
+
+const S_IFCHR: u16 = 0o020000;
+const S_IFBLK: u16 = 0o060000;
+const S_IFIFO: u16 = 0o010000;
+
+struct Import<'a> {
+    vol: &'a Volume<FileDevice>,
+    now: Timestamp,
+    /// Directories by path (components joined by `/`, "" the root).
+    dirs: HashMap<Vec<u8>, InodeNo>,
+    /// Other objects by path (hard link targets).
+    files: HashMap<Vec<u8>, InodeNo>,
+    /// Directories' attributes, applied after the last member.
+    later: Vec<(InodeNo, Meta, PathBuf)>,
+    done: Copied,
+    buf: Vec<u8>,
+}
+
+/// Fill the volume from the tar stream `input`.
+pub fn run(
+    vol: &Volume<FileDevice>,
+    input: impl Read,
+    root_owner: Option<(u32, u32)>,
+    now: i64,
+    progress: Progress<'_>,
+) -> R<Copied> {
+    let mut im = Import {
+        vol,
+        now: Timestamp { sec: now, nsec: 0 },
+        dirs: HashMap::from([(Vec::new(), InodeNo::ROOT)]),
+        files: HashMap::new(),
+        later: Vec::new(),
+        done: Copied::default(),
+        buf: vec![0u8; 1 << 20],
+    };
+    let stream = Path::new("(tar stream)");
+    let mut ar = tar::Archive::new(input);
+    // Raw entries: the tar crate's own PAX reader splits records at
+    // newlines, which ACL texts and binary xattr values contain; the
+    // records are parsed here by their lengths, as POSIX defines them.
+    let entries = ar.entries().map_err(|e| at(stream, e))?.raw(true);
+    let mut pending = Pending::default();
+    for e in entries {
+        let mut e = e.map_err(|e| at(stream, format!("reading the tar stream: {e}")))?;
+        let kind = e.header().entry_type();
+        let mut data = || -> R<Vec<u8>> {
+            let mut v = Vec::new();
+            e.read_to_end(&mut v)
+                .map_err(|x| at(stream, format!("reading the tar stream: {x}")))?;
+            Ok(v)
+        };
+        match kind {
+            EntryType::XHeader => pending.pax.extend(
+                pax_records(&data()?)
+                    .ok_or_else(|| at(stream, "a malformed PAX extended header"))?,
+            ),
+            EntryType::XGlobalHeader => {
+                data()?;
+            }
+            EntryType::GNULongName => pending.name = Some(trim_nul(data()?)),
+            EntryType::GNULongLink => pending.link = Some(trim_nul(data()?)),
+            _ => {
+                im.member(e, std::mem::take(&mut pending))?;
+                progress(&im.done);
+            }
+        }
+    }
+    for (ino, mut m, path) in std::mem::take(&mut im.later).into_iter().rev() {
+        if ino == InodeNo::ROOT {
+            if let Some((u, g)) = root_owner {
+                (m.uid, m.gid) = (u, g);
+            }
+        }
+        set_meta(vol, ino, &m, im.now, &path)?;
+    }
+    let st = vol.statfs();
+    im.done.free_blocks = st.blocks_free;
+    im.done.free_inodes = st.inodes_free;
+    Ok(im.done)
+}
+
+/// A member's path as components joined by `/` ("" for the root): `./`,
+/// leading and doubled slashes and `.` dropped; `..` refused.
+fn normalize(p: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::new();
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return None,
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn split(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (&b""[..], p),
+    }
+}
+
+/// A PAX time (`-1.25` is second -2 and 750 ms).
+fn pax_time(v: &[u8]) -> Option<Timestamp> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let whole: i64 = whole.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nsec: u32 = digits.parse().ok()?;
+    Some(match (neg, nsec) {
+        (false, n) => Timestamp {
+            sec: whole,
+            nsec: n,
+        },
+        (true, 0) => Timestamp {
+            sec: -whole,
+            nsec: 0,
+        },
+        (true, n) => Timestamp {
+            sec: -whole - 1,
+            nsec: 1_000_000_000 - n,
+        },
+    })
+}
+
+/// An ACL in GNU tar's text (entries separated by commas or newlines,
+/// numeric ids or names) in its `system.posix_acl_*` xattr form.
+fn acl_xattr(text: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut entries: Vec<(u16, u16, u32)> = Vec::new();
+    for e in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.starts_with('#'))
+    {
+        let mut f = e.split(':');
+        let (tag, qual, perm) = (f.next()?, f.next()?, f.next()?);
+        let id = |kind: &str| -> Option<u32> { qual.parse().ok().or_else(|| name_id(kind, qual)) };
+        let (t, id) = match (tag, qual.is_empty()) {
+            ("user" | "u", true) => (ACL_USER_OBJ, u32::MAX),
+            ("user" | "u", false) => (ACL_USER, id("user")?),
+            ("group" | "g", true) => (ACL_GROUP_OBJ, u32::MAX),
+            ("group" | "g", false) => (ACL_GROUP, id("group")?),
+            ("mask" | "m", _) => (ACL_MASK, u32::MAX),
+            ("other" | "o", _) => (ACL_OTHER, u32::MAX),
+            _ => return None,
+        };
+        let mut p = 0u16;
+        for c in perm.chars() {
+            p |= match c {
+                'r' => 4,
+                'w' => 2,
+                'x' => 1,
+                '-' => 0,
+                _ => return None,
+            };
+        }
+        entries.push((t, p, id));
+    }
+    entries.sort_by_key(|&(t, _, id)| (t, id));
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (t, p, id) in entries {
+        v.extend_from_slice(&t.to_le_bytes());
+        v.extend_from_slice(&p.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    Some(v)
+}
+
+/// A user or group name's id from this machine's databases.
+fn name_id(kind: &str, name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: c is NUL-terminated; the returned record is read at once.
+    unsafe {
+        if kind == "user" {
+            let p = libc::getpwnam(c.as_ptr());
+            (!p.is_null()).then(|| (*p).pw_uid)
+        } else {
+            let g = libc::getgrnam(c.as_ptr());
+            (!g.is_null()).then(|| (*g).gr_gid)
+        }
+    }
+}
+
+/// What extended headers said about the next member.
+#[derive(Default)]
+struct Pending {
+    pax: HashMap<String, Vec<u8>>,
+    name: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+}
+
+/// PAX records: `LENGTH KEY=VALUE\n`, LENGTH counting the whole record.
+fn pax_records(mut d: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !d.is_empty() && d[0] != 0 {
+        let sp = d.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&d[..sp]).ok()?.parse().ok()?;
+        if len <= sp + 1 || len > d.len() || d[len - 1] != b'\n' {
+            return None;
+        }
+        let rec = &d[sp + 1..len - 1];
+        let eq = rec.iter().position(|&b| b == b'=')?;
+        out.push((
+            String::from_utf8_lossy(&rec[..eq]).into_owned(),
+            rec[eq + 1..].to_vec(),
+        ));
+        d = &d[len..];
+    }
+    Some(out)
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+fn number(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+impl Import<'_> {
+    fn member<Rd: Read>(&mut self, mut e: tar::Entry<'_, Rd>, pending: Pending) -> R<()> {
+        let pax = pending.pax;
+        let h = e.header().clone();
+        let kind = h.entry_type();
+        let raw = match (pax.get("GNU.sparse.name"), pax.get("path"), pending.name) {
+            (Some(n), _, _) | (None, Some(n), _) => n.clone(),
+            (None, None, Some(n)) => n,
+            (None, None, None) => e.path_bytes().into_owned(),
+        };
+        let show = PathBuf::from(String::from_utf8_lossy(&raw).into_owned());
+        let path = normalize(&raw).ok_or_else(|| at(&show, "a member name with `..`"))?;
+        let bad = |what: &str| at(&show, format!("bad tar header: {what}"));
+        let num = |key: &str, hv: io::Result<u64>| -> R<u64> {
+            match pax.get(key) {
+                Some(v) => number(v).ok_or_else(|| bad(key)),
+                None => hv.map_err(|_| bad(key)),
+            }
+        };
+        let uid = num("uid", h.uid())? as u32;
+        let gid = num("gid", h.gid())? as u32;
+        let perm = (h.mode().map_err(|_| bad("mode"))? & 0o7777) as u16;
+        let mtime = match pax.get("mtime") {
+            Some(v) => pax_time(v).ok_or_else(|| bad("mtime"))?,
+            None => Timestamp {
+                sec: h.mtime().map_err(|_| bad("mtime"))? as i64,
+                nsec: 0,
+            },
+        };
+        let atime = match pax.get("atime") {
+            Some(v) => pax_time(v).ok_or_else(|| bad("atime"))?,
+            None => mtime,
+        };
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (k, v) in &pax {
+            if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                xattrs.push((name.as_bytes().to_vec(), v.clone()));
+            }
+        }
+        for (key, name) in [
+            ("SCHILY.acl.access", b"system.posix_acl_access".as_slice()),
+            ("SCHILY.acl.default", b"system.posix_acl_default".as_slice()),
+        ] {
+            if let Some(t) = pax.get(key) {
+                let v = acl_xattr(t).ok_or_else(|| bad(key))?;
+                xattrs.retain(|(n, _)| n != name);
+                xattrs.push((name.to_vec(), v));
+            }
+        }
+        xattrs.sort();
+        let meta = Meta {
+            uid,
+            gid,
+            perm,
+            atime,
+            mtime,
+            is_link: kind == EntryType::Symlink,
+            xattrs,
+        };
+        let (dir, name) = split(&path);
+        let vol = self.vol;
+        if kind == EntryType::Directory {
+            let ino = match self.dirs.get(&path) {
+                Some(&i) => i,
+                None => {
+                    let parent = self.parent(dir, &show)?;
+                    let ino = if parent == InodeNo::ROOT && name == b"lost+found" {
+                        vol.lookup_ino(parent, name)
+                            .map_err(|x| engine(&show, "lookup", x))?
+                    } else {
+                        vol.mkdir(parent, name, perm, &CRED)
+                            .map_err(|x| engine(&show, "mkdir", x))?
+                            .ino
+                    };
+                    self.dirs.insert(path.clone(), ino);
+                    ino
+                }
+            };
+            self.later.push((ino, meta, show));
+            self.done.entries += 1;
+            return Ok(());
+        }
+        if path.is_empty() {
+            return Err(at(&show, "the root is not a directory in this stream"));
+        }
+        let parent = self.parent(dir, &show)?;
+        let link_target = || -> R<Vec<u8>> {
+            let l = pax
+                .get("linkpath")
+                .cloned()
+                .or_else(|| pending.link.clone())
+                .or_else(|| e.link_name_bytes().map(|l| l.into_owned()))
+                .ok_or_else(|| bad("no link name"))?;
+            Ok(l)
+        };
+        let ino = match kind {
+            EntryType::Link => {
+                let target = normalize(&link_target()?).ok_or_else(|| bad("link name"))?;
+                let &ino = self.files.get(&target).ok_or_else(|| {
+                    at(&show, "a hard link to a name not in the stream before it")
+                })?;
+                vol.link(ino, parent, name, &CRED)
+                    .map_err(|x| engine(&show, "link", x))?;
+                self.done.entries += 1;
+                return Ok(());
+            }
+            EntryType::Symlink => {
+                let target = link_target()?;
+                vol.symlink(parent, name, &target, &CRED)
+                    .map_err(|x| engine(&show, "symlink", x))?
+                    .ino
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let (major, minor) = if kind == EntryType::Fifo {
+                    (0, 0)
+                } else {
+                    let hmaj = h.device_major().map(|d| d.unwrap_or(0) as u64);
+                    let hmin = h.device_minor().map(|d| d.unwrap_or(0) as u64);
+                    (num("SCHILY.devmajor", hmaj)?, num("SCHILY.devminor", hmin)?)
+                };
+                let t = match kind {
+                    EntryType::Char => S_IFCHR,
+                    EntryType::Block => S_IFBLK,
+                    _ => S_IFIFO,
+                };
+                vol.mknod(parent, name, t | perm, (major as u32, minor as u32), &CRED)
+                    .map_err(|x| engine(&show, "mknod", x))?
+                    .ino
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let ino = vol
+                    .create(parent, name, perm, &CRED)
+                    .map_err(|x| engine(&show, "create", x))?
+                    .ino;
+                let sparse = pax.get("GNU.sparse.major").map(|v| v.as_slice()) == Some(b"1");
+                let size = if sparse {
+                    let real = pax
+                        .get("GNU.sparse.realsize")
+                        .and_then(|v| number(v))
+                        .ok_or_else(|| bad("GNU.sparse.realsize"))?;
+                    self.sparse_data(&mut e, ino, &show)?;
+                    real
+                } else {
+                    self.data(&mut e, ino, &show)?
+                };
+                set_size(vol, ino, size, &show)?;
+                ino
+            }
+            k => return Err(at(&show, format!("tar member type {k:?} is not supported"))),
+        };
+        set_meta(vol, ino, &meta, self.now, &show)?;
+        self.files.insert(path, ino);
+        self.done.entries += 1;
+        Ok(())
+    }
+
+    /// The directory `dir`, made (0755, root's) with its parents if the
+    /// stream has not named it yet.
+    fn parent(&mut self, dir: &[u8], show: &Path) -> R<InodeNo> {
+        if let Some(&i) = self.dirs.get(dir) {
+            return Ok(i);
+        }
+        let (up, name) = split(dir);
+        let p = self.parent(up, show)?;
+        let ino = if p == InodeNo::ROOT && name == b"lost+found" {
+            self.vol
+                .lookup_ino(p, name)
+                .map_err(|x| engine(show, "lookup", x))?
+        } else {
+            self.vol
+                .mkdir(p, name, 0o755, &CRED)
+                .map_err(|x| engine(show, "mkdir", x))?
+                .ino
+        };
+        self.dirs.insert(dir.to_vec(), ino);
+        Ok(ino)
+    }
+
+    /// A plain member's bytes, in order; returns their number.
+    fn data(&mut self, r: &mut impl Read, ino: InodeNo, show: &Path) -> R<u64> {
+        let mut off = 0u64;
+        loop {
+            let n = read_full(r, &mut self.buf).map_err(|x| at(show, x))?;
+            if n == 0 {
+                return Ok(off);
+            }
+            write_all(self.vol, ino, off, &self.buf[..n], show)?;
+            off += n as u64;
+            self.done.bytes += n as u64;
+        }
+    }
+
+    /// A GNU sparse 1.0 member: the map (region count, then offset and
+    /// length of each, one decimal per line, padded to 512 bytes), then
+    /// the regions' bytes.
+    fn sparse_data(&mut self, r: &mut impl Read, ino: InodeNo, show: &Path) -> R<()> {
+        let bad = || at(show, "malformed GNU sparse map");
+        let mut head: Vec<u8> = Vec::new();
+        let mut block = [0u8; 512];
+        let numbers = loop {
+            r.read_exact(&mut block).map_err(|x| at(show, x))?;
+            head.extend_from_slice(&block);
+            let lines: Vec<&[u8]> = head.split(|&b| b == b'\n').collect();
+            // Complete lines only (the last piece may be cut).
+            let complete = &lines[..lines.len() - 1];
+            if let Some(first) = complete.first() {
+                let n = number(first).ok_or_else(bad)? as usize;
+                if complete.len() > 2 * n {
+                    let v: Option<Vec<u64>> =
+                        complete[1..=2 * n].iter().map(|l| number(l)).collect();
+                    break v.ok_or_else(bad)?;
+                }
+                if head.len() > (1 << 24) {
+                    return Err(bad());
+                }
+            }
+        };
+        for pair in numbers.chunks_exact(2) {
+            let (mut off, mut len) = (pair[0], pair[1]);
+            while len > 0 {
+                let n = (len as usize).min(self.buf.len());
+                r.read_exact(&mut self.buf[..n]).map_err(|x| at(show, x))?;
+                write_all(self.vol, ino, off, &self.buf[..n], show)?;
+                self.done.bytes += n as u64;
+                off += n as u64;
+                len -= n as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_times_acls() {
+        assert_eq!(normalize(b"./a//b/./c/").unwrap(), b"a/b/c");
+        assert_eq!(normalize(b"./").unwrap(), b"");
+        assert!(normalize(b"a/../b").is_none());
+        assert_eq!(
+            pax_time(b"-1.25"),
+            Some(Timestamp {
+                sec: -2,
+                nsec: 750_000_000
+            })
+        );
+        assert_eq!(
+            pax_time(b"12.000000001"),
+            Some(Timestamp { sec: 12, nsec: 1 })
+        );
+        let v = acl_xattr(b"user::rwx,user:7:r--\ngroup::r-x\nmask::r-x\nother::---").unwrap();
+        let back = ext4_engine::acl_entries(&v).unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!(back[1], (ACL_USER, 4, 7));
+        let recs = pax_records(b"29 SCHILY.acl.access=u::rw\nx\n11 mtime=1\n\0\0").unwrap();
+        assert_eq!(recs[0].1, b"u::rw\nx");
+        assert_eq!(recs[1], ("mtime".to_string(), b"1".to_vec()));
+        assert!(pax_records(b"99 a=b\n").is_none());
+    }
+}
