@@ -21,10 +21,10 @@ step "A 16 MiB ext4 image of engine/, made by mke2fs -d: $out"
 mke2fs -q -F -t ext4 -O metadata_csum,64bit -L sample -d engine "$out" 16M
 
 step "ext4-image info: the superblock, as dumpe2fs -h shows it (first lines)"
-$img "$out" info | head -12
+$img "$out" info | sed -n 1,12p
 
 step "ext4-image ls -lh /src: a directory, no mount needed"
-$img "$out" ls -lh /src | head -8
+$img "$out" ls -lh /src | sed -n 1,8p
 
 step "ext4-image stat /src/lib.rs: one inode, nanosecond times"
 $img "$out" stat /src/lib.rs
@@ -33,7 +33,7 @@ step "ext4-image check --data: e2fsck's rules, read-only"
 $img "$out" check --data
 
 step "ext4-image tar /src | tar -tv: the tree as a tar stream, owners kept"
-$img "$out" tar /src | tar -tv | head -5
+$img "$out" tar /src | tar -tv | sed -n 1,5p
 
 if [ "$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then
     step "Not root (or no /dev/fuse): skipping the mount. Run as root to see it."
@@ -45,8 +45,13 @@ mnt=$(mktemp -d)
 cleanup() { umount "$mnt" 2>/dev/null || true; rmdir "$mnt"; }
 trap cleanup EXIT
 
-step "ext4-fuse $out $mnt: mounted read-write (nosuid,nodev), server detached"
-$bin/ext4-fuse "$out" "$mnt"
+step "ext4-fuse $out $mnt -f: mounted read-write (nosuid,nodev)"
+# In the foreground (in the background of this script), so that after
+# umount the script can wait for the server to finish closing the volume:
+# umount of a FUSE mount returns before the server has.
+$bin/ext4-fuse "$out" "$mnt" -f &
+server=$!
+until mountpoint -q "$mnt"; do sleep 0.1; done
 findmnt -no SOURCE,TARGET,FSTYPE,OPTIONS "$mnt"
 
 step "Writing through the mount: a directory, a file, a symlink"
@@ -56,8 +61,9 @@ ln -s hello.txt "$mnt/demo/link"
 ls -l "$mnt/demo"
 df -h "$mnt"
 
-step "umount: the journal is committed and the volume closed cleanly"
+step "umount: the server commits the journal and closes the volume cleanly"
 umount "$mnt"
+wait "$server"
 
 step "e2fsck -fn: the image we wrote is consistent"
 e2fsck -fn "$out"
