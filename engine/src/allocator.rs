@@ -301,6 +301,10 @@ impl<D: BlockDevice> Volume<D> {
         // length (a file written whole then lies in one piece, not split
         // around a backup superblock).
         const LOOKAHEAD: u32 = 8;
+        // A run this long is taken as found even when shorter than `want`
+        // (a large fallocate asks for more than any group holds): no
+        // search past it.
+        const ENOUGH: u32 = 2048;
         let mut short: Option<(u32, GroupDesc, u32, u32)> = None;
         for k in 0..=groups {
             if short.is_some() && k > LOOKAHEAD {
@@ -325,7 +329,7 @@ impl<D: BlockDevice> Volume<D> {
             };
             let map = self.block_bitmap(g, &gd)?;
             while let Some((at, len)) = self.find_run(&map, first, from, n, want) {
-                if len == want {
+                if len == want || len >= ENOUGH {
                     return self.take_clusters(h, g, &gd, at, len);
                 }
                 if short.is_none() {

@@ -23,6 +23,8 @@ use crate::populate::{at, engine, set_meta, set_size, write_all, Copied, Meta, P
 const S_IFCHR: u16 = 0o020000;
 const S_IFBLK: u16 = 0o060000;
 const S_IFIFO: u16 = 0o010000;
+/// The most an extended header, long name or sparse map may take.
+const HEADER_MAX: u64 = 16 << 20;
 
 struct Import<'a> {
     vol: &'a Volume<FileDevice>,
@@ -64,10 +66,17 @@ pub fn run(
     for e in entries {
         let mut e = e.map_err(|e| at(stream, format!("reading the tar stream: {e}")))?;
         let kind = e.header().entry_type();
+        // Extended headers and long names are read whole: bounded, so a
+        // stream claiming a huge one fails instead of exhausting memory.
         let mut data = || -> R<Vec<u8>> {
             let mut v = Vec::new();
-            e.read_to_end(&mut v)
+            (&mut e)
+                .take(HEADER_MAX + 1)
+                .read_to_end(&mut v)
                 .map_err(|x| at(stream, format!("reading the tar stream: {x}")))?;
+            if v.len() as u64 > HEADER_MAX {
+                return Err(at(stream, "an extended header or long name over 16 MiB"));
+            }
             Ok(v)
         };
         match kind {
@@ -411,24 +420,32 @@ impl Import<'_> {
     }
 
     /// The directory `dir`, made (0755, root's) with its parents if the
-    /// stream has not named it yet.
+    /// stream has not named it yet. Iterative: a path may have any number
+    /// of components.
     fn parent(&mut self, dir: &[u8], show: &Path) -> R<InodeNo> {
-        if let Some(&i) = self.dirs.get(dir) {
-            return Ok(i);
-        }
-        let (up, name) = split(dir);
-        let p = self.parent(up, show)?;
-        let ino = if p == InodeNo::ROOT && name == b"lost+found" {
-            self.vol
-                .lookup_ino(p, name)
-                .map_err(|x| engine(show, "lookup", x))?
-        } else {
-            self.vol
-                .mkdir(p, name, 0o755, &CRED)
-                .map_err(|x| engine(show, "mkdir", x))?
-                .ino
+        let mut missing = Vec::new();
+        let mut at_dir = dir;
+        let mut ino = loop {
+            if let Some(&i) = self.dirs.get(at_dir) {
+                break i;
+            }
+            missing.push(at_dir);
+            at_dir = split(at_dir).0;
         };
-        self.dirs.insert(dir.to_vec(), ino);
+        for d in missing.into_iter().rev() {
+            let name = split(d).1;
+            ino = if ino == InodeNo::ROOT && name == b"lost+found" {
+                self.vol
+                    .lookup_ino(ino, name)
+                    .map_err(|x| engine(show, "lookup", x))?
+            } else {
+                self.vol
+                    .mkdir(ino, name, 0o755, &CRED)
+                    .map_err(|x| engine(show, "mkdir", x))?
+                    .ino
+            };
+            self.dirs.insert(d.to_vec(), ino);
+        }
         Ok(ino)
     }
 
@@ -451,26 +468,40 @@ impl Import<'_> {
     /// the regions' bytes.
     fn sparse_data(&mut self, r: &mut impl Read, ino: InodeNo, show: &Path) -> R<()> {
         let bad = || at(show, "malformed GNU sparse map");
+        // Read 512-byte blocks until the map's 1 + 2n lines are complete,
+        // counting newlines as they come (no rescans), within HEADER_MAX.
         let mut head: Vec<u8> = Vec::new();
         let mut block = [0u8; 512];
-        let numbers = loop {
+        let mut lines = 0u64;
+        let mut want: Option<u64> = None;
+        loop {
             r.read_exact(&mut block).map_err(|x| at(show, x))?;
             head.extend_from_slice(&block);
-            let lines: Vec<&[u8]> = head.split(|&b| b == b'\n').collect();
-            // Complete lines only (the last piece may be cut).
-            let complete = &lines[..lines.len() - 1];
-            if let Some(first) = complete.first() {
-                let n = number(first).ok_or_else(bad)? as usize;
-                if complete.len() > 2 * n {
-                    let v: Option<Vec<u64>> =
-                        complete[1..=2 * n].iter().map(|l| number(l)).collect();
-                    break v.ok_or_else(bad)?;
-                }
-                if head.len() > (1 << 24) {
+            lines += block.iter().filter(|&&b| b == b'\n').count() as u64;
+            if want.is_none() && lines > 0 {
+                let first = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+                let n = number(first).ok_or_else(bad)?;
+                // Each region takes at least 4 bytes of the map.
+                if n > HEADER_MAX / 4 {
                     return Err(bad());
                 }
+                want = Some(1 + 2 * n);
             }
-        };
+            if want.is_some_and(|w| lines >= w) {
+                break;
+            }
+            if head.len() as u64 > HEADER_MAX {
+                return Err(bad());
+            }
+        }
+        let n = want.unwrap_or(1) as usize - 1;
+        let numbers: Vec<u64> = head
+            .split(|&b| b == b'\n')
+            .skip(1)
+            .take(n)
+            .map(number)
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
         for pair in numbers.chunks_exact(2) {
             let (mut off, mut len) = (pair[0], pair[1]);
             while len > 0 {

@@ -462,3 +462,59 @@ fn same_tree_any_order_any_umask_same_image() {
         let _ = fs::remove_dir_all(d);
     }
 }
+
+/// Hostile tar streams end with one clear error, never a panic or memory
+/// that grows with what the stream claims: a GNU sparse map claiming 2^63
+/// regions (twice that overflows), and a 17 MiB extended header.
+#[test]
+fn hostile_tar_streams_fail_cleanly() {
+    let dir = scratch("hostile-tar");
+    let sparse_map = |b: &mut tar::Builder<Vec<u8>>| {
+        b.append_pax_extensions([
+            ("GNU.sparse.major", b"1".as_slice()),
+            ("GNU.sparse.minor", b"0".as_slice()),
+            ("GNU.sparse.name", b"f".as_slice()),
+            ("GNU.sparse.realsize", b"100".as_slice()),
+        ])
+        .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("f").unwrap();
+        h.set_size(512);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let mut map = b"9223372036854775808\n".to_vec();
+        map.resize(512, b'7');
+        b.append(&h, map.as_slice()).unwrap();
+    };
+    let big_header = |b: &mut tar::Builder<Vec<u8>>| {
+        let v = vec![b'x'; 17 << 20];
+        b.append_pax_extensions([("SCHILY.xattr.user.big", v.as_slice())])
+            .unwrap();
+    };
+    type Build = fn(&mut tar::Builder<Vec<u8>>);
+    let cases: [(&str, Build, &str); 2] = [
+        ("sparse", sparse_map, "sparse map"),
+        ("header", big_header, "over 16 MiB"),
+    ];
+    for (name, build, says) in cases {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        let t = dir.join(format!("{name}.tar"));
+        std::fs::write(&t, b.into_inner().unwrap()).unwrap();
+        let img = dir.join(format!("{name}.img"));
+        let o = mkfs(&img, &["64m", "--from-tar", t.to_str().unwrap()], 0o022);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(1) || o.status.code() == Some(2),
+            "{name}: {} {err}",
+            o.status
+        );
+        assert!(
+            err.contains(says) && !err.contains("panicked"),
+            "{name}: {err}"
+        );
+    }
+}

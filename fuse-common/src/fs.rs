@@ -434,13 +434,13 @@ impl<D: BlockDevice + 'static> Fs<D> {
         umask: u32,
         open_flags: Option<u32>,
     ) -> Result<Attr> {
-        let ro = self.vol.read_only();
-        self.with_subject(parent, |d| policy::check_dir_change(d, false, ro))?;
         let mode = (mode & 0o7777) as u16;
-        let cred = policy::cred_creating(caller, umask);
-        let r = self.retry_on_full(|| self.vol.create(parent, name, mode, &cred));
-        let a = self.changed(r, true)?;
-        self.entry(&a);
+        let a = self.make(
+            caller,
+            parent,
+            |cred| self.vol.create(parent, name, mode, cred),
+            umask,
+        )?;
         if open_flags.is_some() {
             self.nodes.opened(a.ino);
         }

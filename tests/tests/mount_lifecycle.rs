@@ -195,6 +195,39 @@ fn errors_panic_stops_at_the_first_damage() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// For each server: mount the image in `dir` with a damaged file, the
+/// server detached (no -f: it exits 0 once mounted) with `-o opts(name)`
+/// if any, read the damaged file, unmount; `logged(name)` then returns the
+/// line the log got, which must name the damage.
+fn damage_logged_after_detaching(
+    dir: &Path,
+    opts: impl Fn(&str) -> Option<String>,
+    mut logged: impl FnMut(&str) -> String,
+) {
+    let img = image(dir);
+    debugfs_damage(&img, &["sif /bad block[0] 0x12345678".into()]);
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let _cleanup = Cleanup(mnt.clone());
+    let mut bad = Vec::new();
+    for (name, bin) in servers() {
+        let mut cmd = Command::new(&bin);
+        cmd.arg(&img).arg(&mnt);
+        if let Some(o) = opts(name) {
+            cmd.arg("-o").arg(o);
+        }
+        let st = cmd.status().unwrap();
+        assert!(st.success() && is_mounted(&mnt), "{name}: {st}");
+        let read = std::fs::read(mnt.join("bad"));
+        sh(&["umount", mnt.to_str().unwrap()]);
+        let line = logged(name);
+        if read.is_ok() || !line.contains("corrupt") {
+            bad.push(format!("{name}: read {read:?}, logged {line:?}"));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 /// What the server logs reaches the user once it has detached from the
 /// terminal: with `-o logfile=`, the failed read of a damaged file names
 /// the inode in that file (stderr is /dev/null by then), for both servers.
@@ -204,35 +237,19 @@ fn damage_reaches_the_log_file_after_detaching() {
         return;
     }
     let dir = Scratch::new("logfile");
-    let img = image(dir.path());
-    debugfs_damage(&img, &["sif /bad block[0] 0x12345678".into()]);
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let _cleanup = Cleanup(mnt.clone());
-    let mut bad = Vec::new();
-    for (name, bin) in servers() {
-        let log = dir.path().join(format!("{name}.log"));
-        // No -f: the server detaches once mounted, and exits 0 then.
-        let st = Command::new(&bin)
-            .arg(&img)
-            .arg(&mnt)
-            .arg("-o")
-            .arg(format!("logfile={}", log.display()))
-            .status()
-            .unwrap();
-        assert!(st.success() && is_mounted(&mnt), "{name}: {st}");
-        let read = std::fs::read(mnt.join("bad"));
-        sh(&["umount", mnt.to_str().unwrap()]);
-        let mut text = String::new();
-        wait_until("the log line", || {
-            text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.contains(" on inode ")
-        });
-        if read.is_ok() || !text.contains("corrupt") {
-            bad.push(format!("{name}: read {read:?}, log {text:?}"));
-        }
-    }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let log = |name: &str| dir.path().join(format!("{name}.log"));
+    damage_logged_after_detaching(
+        dir.path(),
+        |name| Some(format!("logfile={}", log(name).display())),
+        |name| {
+            let mut text = String::new();
+            wait_until("the log line", || {
+                text = std::fs::read_to_string(log(name)).unwrap_or_default();
+                text.contains(" on inode ")
+            });
+            text
+        },
+    );
 }
 
 /// Without `-o logfile=`, a detached server's lines go to syslog: the
@@ -260,34 +277,23 @@ fn damage_reaches_syslog_after_detaching() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let dir = Scratch::new("syslog");
-    let img = image(dir.path());
-    debugfs_damage(&img, &["sif /bad block[0] 0x12345678".into()]);
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let _cleanup = Cleanup(mnt.clone());
-    let mut bad = Vec::new();
-    for (name, bin) in servers() {
-        let st = Command::new(&bin).arg(&img).arg(&mnt).status().unwrap();
-        assert!(st.success() && is_mounted(&mnt), "{name}: {st}");
-        let read = std::fs::read(mnt.join("bad"));
-        sh(&["umount", mnt.to_str().unwrap()]);
-        // <facility|priority>PROGRAM[PID]: message, as syslog(3) sends.
-        let prefix = format!(">{name}[");
-        let mut line = String::new();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            let mut buf = [0u8; 4096];
-            if let Ok(n) = daemon.recv(&mut buf) {
-                let got = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if got.starts_with('<') && got.contains(&prefix) && got.contains(" on inode ") {
-                    line = got;
-                    break;
+    damage_logged_after_detaching(
+        dir.path(),
+        |_| None,
+        |name| {
+            // <facility|priority>PROGRAM[PID]: message, as syslog(3) sends.
+            let prefix = format!(">{name}[");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = daemon.recv(&mut buf) {
+                    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if got.starts_with('<') && got.contains(&prefix) && got.contains(" on inode ") {
+                        return got;
+                    }
                 }
             }
-        }
-        if read.is_ok() || !line.contains("corrupt") {
-            bad.push(format!("{name}: read {read:?}, syslog line {line:?}"));
-        }
-    }
-    assert!(bad.is_empty(), "{}", bad.join("\n"));
+            String::new()
+        },
+    );
 }
