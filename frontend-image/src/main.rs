@@ -6,6 +6,7 @@
 
 mod cat;
 mod check;
+mod edit;
 mod extract;
 mod info;
 mod list;
@@ -314,6 +315,8 @@ enum Cmd {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<OsString>,
     },
+    #[command(flatten)]
+    Edit(edit::Edit),
 }
 
 /// Why a command failed; the exit status follows from the kind.
@@ -362,6 +365,12 @@ pub fn io_msg(e: &std::io::Error) -> String {
 }
 
 fn open(cli: &Cli) -> Result<Vol, Fail> {
+    open_vol(cli, false)
+}
+
+/// Open the image through the engine, read-write when `write` (a journal
+/// that needs recovery is then replayed onto it, as a mount does).
+pub fn open_vol(cli: &Cli, write: bool) -> Result<Vol, Fail> {
     let img = cli.image.display();
     let cannot = |why: String| Fail::Open(format!("cannot open {img}: {why}"));
     match std::fs::metadata(&cli.image) {
@@ -369,10 +378,10 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
         Ok(_) => {}
         Err(e) => return Err(cannot(io_msg(&e))),
     }
-    let dev = open_device(cli, false)?;
+    let dev = open_device(cli, write)?;
     let mut opts = OpenOptions {
         ignore_checksums: cli.ignore_checksums,
-        read_only: true,
+        read_only: !write,
         ..OpenOptions::default()
     };
     if let Some(size) = cli.cache_size {
@@ -386,7 +395,7 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
     if cli.norecovery {
         opts.recovery = Recovery::Skip;
     }
-    let journal = open_journal(cli, false)?.map(|d| Box::new(d) as Box<dyn BlockDevice>);
+    let journal = open_journal(cli, write)?.map(|d| Box::new(d) as Box<dyn BlockDevice>);
     Volume::open_with_journal(dev, journal, &opts).map_err(|e| open_error(cli, e))
 }
 
@@ -544,6 +553,9 @@ fn run(cli: &Cli) -> CmdResult {
             quiet: *quiet,
         });
     }
+    if let Cmd::Edit(e) = &cli.cmd {
+        return edit::run(cli, e);
+    }
     let vol = match open(cli) {
         Ok(v) => v,
         Err(f) => {
@@ -609,6 +621,7 @@ fn run(cli: &Cli) -> CmdResult {
         Cmd::Mkfs { .. } => unreachable!("mkfs runs before the image is opened"),
         // Opens the image itself, read-write (run before `open` above).
         Cmd::Recover { json } => recover::run(cli, *json),
+        Cmd::Edit(_) => unreachable!("edits open the image read-write themselves"),
     }
 }
 
