@@ -1258,7 +1258,9 @@ fn mode_set(m: u16) -> SetAttr {
 /// A chmod mode: octal, or symbolic clauses.
 #[derive(Clone, Debug)]
 pub enum ModeSpec {
-    Octal(u16),
+    /// The bits, and whether a directory keeps set-id bits the digits
+    /// leave out.
+    Octal(u16, bool),
     Symbolic(Vec<Clause>),
 }
 
@@ -1272,10 +1274,13 @@ pub struct Clause {
 /// chmod's MODE: up to four octal digits, or clauses like u+x,go-w,a=rX.
 pub fn parse_mode(s: &str) -> Result<ModeSpec, String> {
     if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        // As GNU chmod: a directory keeps its set-id bits unless the mode
+        // has five digits or more (00755) or sets them.
+        let keep = s.len() < 5;
         return u16::from_str_radix(s, 8)
             .ok()
             .filter(|m| *m <= 0o7777)
-            .map(ModeSpec::Octal)
+            .map(|m| ModeSpec::Octal(m, keep))
             .ok_or_else(|| format!("{s}: an octal mode is at most 7777"));
     }
     let mut clauses = Vec::new();
@@ -1321,7 +1326,8 @@ impl ModeSpec {
     /// The new mode of an object with mode `cur`, as chmod(1) computes it.
     pub fn apply(&self, cur: u16, is_dir: bool, umask: u16) -> u16 {
         let clauses = match self {
-            ModeSpec::Octal(m) => return *m,
+            ModeSpec::Octal(m, keep) if *keep && is_dir => return *m | (cur & 0o6000),
+            ModeSpec::Octal(m, _) => return *m,
             ModeSpec::Symbolic(c) => c,
         };
         let mut mode = cur;
@@ -1731,6 +1737,8 @@ mod tests {
     fn modes() {
         let m = |s: &str, cur: u16, dir: bool| parse_mode(s).unwrap().apply(cur, dir, 0o022);
         assert_eq!(m("755", 0o644, false), 0o755);
+        assert_eq!(m("755", 0o2700, true), 0o2755);
+        assert_eq!(m("00755", 0o2700, true), 0o755);
         assert_eq!(m("u+x", 0o644, false), 0o744);
         assert_eq!(m("go-r", 0o644, false), 0o600);
         assert_eq!(m("a=rX", 0o700, true), 0o555);
