@@ -1148,7 +1148,17 @@ impl Editor<'_> {
             )));
         }
         if op.remove_all {
+            // As setfacl -b: the owning group keeps what the mask let it have.
+            let mask = new_access
+                .iter()
+                .find(|e| e.tag == ACL_MASK)
+                .map(|e| e.perm);
             new_access.retain(|e| matches!(e.tag, ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_OTHER));
+            if let Some(m) = mask {
+                for e in new_access.iter_mut().filter(|e| e.tag == ACL_GROUP_OBJ) {
+                    e.perm &= m;
+                }
+            }
             new_default = None;
         }
         if op.remove_default {
@@ -1708,7 +1718,9 @@ fn finish_acl(acl: &mut Vec<Entry>, explicit_mask: bool) -> Result<Vec<u8>, Stri
     }
     let named = acl.iter().any(|e| matches!(e.tag, ACL_USER | ACL_GROUP));
     let has_mask = acl.iter().any(|e| e.tag == ACL_MASK);
-    if named && (!has_mask || !explicit_mask) {
+    // A mask is recomputed whenever there is one (or one is needed), as
+    // setfacl does without -n, unless the command gave one.
+    if (named || has_mask) && !(has_mask && explicit_mask) {
         let m = acl
             .iter()
             .filter(|e| matches!(e.tag, ACL_USER | ACL_GROUP_OBJ | ACL_GROUP))

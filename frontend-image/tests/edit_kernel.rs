@@ -772,6 +772,13 @@ fn run_sequence(
     let mut model = Model::load(&snapshot(base));
     let mut rng = Rng::new(seed);
     let ops = sequence(&mut rng, &mut model, n, src, &data, reset);
+    let log: String = ops
+        .iter()
+        .enumerate()
+        .map(|(i, o)| format!("{i}: ext4-image {:?}\n{i}: $ {}\n", o.ours, o.shell))
+        .collect();
+    let log_path = dir.join(format!("{label}-{seed}-ops.txt"));
+    fs::write(&log_path, log).unwrap();
     let bin = built_binary("ext4-image", "ext4-image");
     for (i, op) in ops.iter().enumerate() {
         if op.put {
@@ -873,7 +880,7 @@ fn run_sequence(
     }
     d.truncate(40);
     Some(format!(
-        "{}{}\n(images kept: {} {})",
+        "{}{}\n(images kept: {} {}; the edits: {})",
         format_diffs(
             &format!("{label} seed {seed}: kernel (expected) vs ext4-image"),
             &d,
@@ -881,7 +888,8 @@ fn run_sequence(
         ),
         times.join("\n"),
         theirs.display(),
-        ours.display()
+        ours.display(),
+        log_path.display()
     ))
 }
 
