@@ -286,7 +286,7 @@ fn sequence(
         let d = dirs[rng.index(dirs.len())].clone();
         let abs = |p: &str| format!("/{p}");
         let rel = |p: &str| q(&format!("./{p}"));
-        let op = match rng.below(17) {
+        let op = match rng.below(21) {
             0 => {
                 let p = m.fresh_name(rng, &d);
                 if rng.below(3) == 0 {
@@ -424,7 +424,7 @@ fn sequence(
                     format!("ln -s {} {}", q(&target), rel(&p)),
                 )
             }
-            7 => {
+            7 | 17 | 18 => {
                 let cands = m.of_kind(&[Kind::File, Kind::Dir]);
                 if cands.is_empty() {
                     continue;
@@ -456,7 +456,7 @@ fn sequence(
                     format!("chmod {mode} {}", rel(&p)),
                 )
             }
-            8 if !any.is_empty() => {
+            8 | 19 | 20 if !any.is_empty() => {
                 let p = any[rng.index(any.len())].clone();
                 let (u, g) = (ids[rng.index(4)], ids[rng.index(4)]);
                 let owner = match rng.below(3) {
