@@ -384,11 +384,7 @@ pub fn open_vol(cli: &Cli, write: bool) -> Result<Vol, Fail> {
         read_only: !write,
         ..OpenOptions::default()
     };
-    if let Some(size) = cli.cache_size {
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        opts.cache_bytes = size;
-        opts.mapping_cache_bytes = size / 2;
-    }
+    util::cache_budget(&mut opts, cli.cache_size);
     if let Some(size) = cli.replay_budget {
         opts.replay_budget = usize::try_from(size).unwrap_or(usize::MAX);
     }
@@ -551,6 +547,7 @@ fn run(cli: &Cli) -> CmdResult {
             inode_size: inode_size.as_deref().and_then(|b| b.parse().ok()),
             timestamp: *timestamp,
             quiet: *quiet,
+            cache_size: cli.cache_size,
         });
     }
     if let Cmd::Edit(e) = &cli.cmd {

@@ -30,6 +30,9 @@ pub struct Args<'a> {
     pub from: Option<&'a Path>,
     pub from_tar: Option<&'a Path>,
     pub root_owner: Option<(u32, u32)>,
+    /// `--cache-size`: the block cache's budget while filling (the
+    /// mapping cache gets half).
+    pub cache_size: Option<u64>,
 }
 
 /// SIZE: bytes, or `None` for auto.
@@ -316,11 +319,12 @@ fn fill(
         Source::Dir(p) | Source::Tar(p) => p,
     };
     NOW.store(time, Ordering::Relaxed);
-    let opts = VolOptions {
+    let mut opts = VolOptions {
         read_only: false,
         now: build_now,
         ..VolOptions::default()
     };
+    crate::util::cache_budget(&mut opts, a.cache_size);
     let vol = Volume::open(dev, &opts)
         .map_err(|e| Fail::Problem(format!("cannot open the new {img} to fill it: {e}")))?;
     let bar = crate::util::Bar::new(a.quiet, shown);

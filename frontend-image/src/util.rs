@@ -280,6 +280,16 @@ pub fn human_size(n: u64) -> String {
     format!("{whole}{}", UNITS[unit] as char)
 }
 
+/// `--cache-size`: the block cache gets `size` bytes, the extent mapping
+/// cache half as much.
+pub fn cache_budget(opts: &mut ext4_engine::OpenOptions, size: Option<u64>) {
+    if let Some(size) = size {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        opts.cache_bytes = size;
+        opts.mapping_cache_bytes = size / 2;
+    }
+}
+
 /// Progress of a long copy (`mkfs --from`, `put`) on a terminal: a spinner
 /// on standard error with the entries and bytes so far; nothing when
 /// standard error is not a terminal or `quiet`.
