@@ -644,7 +644,7 @@ impl Editor<'_> {
             .put(src, dir, &name, &mut tick);
         bar.finish();
         let c = r.map_err(|e| {
-            let hint = if e.what.contains("File exists") {
+            let hint = if e.what.to_lowercase().contains("file exists") {
                 " (--force replaces files and merges directories)"
             } else {
                 ""

@@ -40,8 +40,8 @@ lost power) reads as recovered: the journal is replayed in memory, the image
 itself is not written. --norecovery shows it as the device holds it instead;
 `recover` replays the journal into the image.
 
-Exit status: 0 success, 1 problems found or a path not found, 2 the image
-cannot be opened or the command line is wrong.
+Exit status: 0 success, 1 problems found, a path not found or an edit
+refused, 2 the image cannot be opened or the command line is wrong.
 
 Examples:
   ext4-image disk.img info
@@ -52,6 +52,14 @@ Examples:
   ext4-image --ignore-checksums disk.img check --data
   ext4-image crashed.img recover
   ext4-image tar disk.img /etc > etc.tar
+  ext4-image disk.img put ./etc /etc
+  echo myhost | ext4-image disk.img write /etc/hostname
+  ext4-image disk.img rm -r /var/cache/apt
+
+Edits (put, mkdir, rm, mv, ln, chmod, chown, touch, truncate, setfattr,
+setfacl, write) open the image read-write and are journaled as a mount's
+writes are; they act as root in the image and follow no symbolic link.
+Do not edit an image that is mounted.
 
 `ext4-image tar IMAGE [PATH]` is the same as `ext4-image IMAGE tar [PATH]`,
 and `ext4-image mkfs IMAGE SIZE` as `ext4-image IMAGE mkfs SIZE`.";
@@ -60,7 +68,7 @@ and `ext4-image mkfs IMAGE SIZE` as `ext4-image IMAGE mkfs SIZE`.";
 #[command(
     name = "ext4-image",
     version,
-    about = "Inspect, extract and check ext2/ext3/ext4 images without mounting them",
+    about = "Inspect, extract, check, make and edit ext2/ext3/ext4 images without mounting them",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
