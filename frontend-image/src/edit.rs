@@ -638,11 +638,23 @@ impl Editor<'_> {
         let (dir, name) = self.destination(dest, &src_name)?;
         let now = self.vol.now().sec;
         let bar = crate::util::Bar::new(quiet, src);
-        let mut tick = |c: &populate::Copied| bar.tick(c);
+        let vol = self.vol;
+        let mut commit_failed = None;
+        let mut tick = |c: &populate::Copied| {
+            bar.tick(c);
+            // As a mount's commit thread: what was copied is durable
+            // every --commit seconds.
+            if let Err(e) = vol.commit_if_due() {
+                commit_failed.get_or_insert(e);
+            }
+        };
         let r = populate::Populate::new(self.vol, None, now)
             .merging(force)
             .put(src, dir, &name, &mut tick);
         bar.finish();
+        if let Some(e) = commit_failed {
+            return Err(fail("put (commit)", dest, e));
+        }
         let c = r.map_err(|e| {
             let hint = if e.what.to_lowercase().contains("file exists") {
                 " (--force replaces files and merges directories)"
@@ -1098,6 +1110,9 @@ impl Editor<'_> {
             })?;
             off += n as u64;
             total += n as u64;
+            self.vol
+                .commit_if_due()
+                .map_err(|e| fail("write (commit)", path, e))?;
         }
         let _ = std::io::stdout().flush();
         self.note(path, ino);

@@ -76,6 +76,11 @@ pub struct Cli {
     /// extent mapping cache gets half as much.
     #[arg(long, global = true, value_name = "SIZE", value_parser = util::parse_size)]
     cache_size: Option<u64>,
+    /// Edits: commit the running transaction at least every SECONDS seconds
+    /// while the command runs, as the kernel's commit= (a crash loses at
+    /// most that much of a long put or write; default 5).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    commit: Option<u32>,
     /// Accept metadata whose checksum does not match (to salvage damaged images).
     #[arg(long, global = true)]
     ignore_checksums: bool,
@@ -393,6 +398,9 @@ pub fn open_vol(cli: &Cli, write: bool) -> Result<Vol, Fail> {
         ..OpenOptions::default()
     };
     util::cache_budget(&mut opts, cli.cache_size);
+    if let Some(c) = cli.commit {
+        opts.commit_interval = c;
+    }
     if let Some(size) = cli.replay_budget {
         opts.replay_budget = usize::try_from(size).unwrap_or(usize::MAX);
     }
