@@ -178,7 +178,8 @@ fn transport_follows_enable_uring() {
 
 /// A read-write mount through the rings: writes, fsync and unmount reach
 /// the image (`e2fsck -fn` clean, the kernel reads what was written), and
-/// unmounting leaves no server thread behind.
+/// unmounting or kill -9 leaves no server, ring or dead mount behind
+/// (the next mount replays the journal).
 #[test]
 fn writes_through_the_rings() {
     if !(require_e2fsprogs() && require_kernel_ext4() && require_fuse()) {
@@ -217,6 +218,38 @@ fn writes_through_the_rings() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the server is still running after unmount"
     );
+
+    // A killed server: its watcher takes the mount down, and the rings
+    // and threads go with the process.
+    let mut s = FuseServer::mount_rw(Path::new(BIN), &img, "uring=on").unwrap();
+    let pid = s.pid().unwrap();
+    assert_eq!(rings(pid).len(), possible_cpus());
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(s.path().join("after-kill")).unwrap();
+        f.write_all(b"x").unwrap();
+        f.sync_all().unwrap();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(s.wait_exit().is_some(), "the killed server did not go");
+    let start = std::time::Instant::now();
+    while is_mounted(s.path()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "a dead mount is left after kill -9"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(s);
+    // The next mount replays what the killed one journaled (the fsynced file).
+    let s = FuseServer::mount_rw(Path::new(BIN), &img, "uring=on").unwrap();
+    assert_eq!(fs::read(s.path().join("after-kill")).unwrap(), b"x");
+    let (st, log) = s.unmount().unwrap();
+    assert!(st.success(), "{st}: {log}");
     drop(param);
     let fsck = Command::new("e2fsck")
         .arg("-fn")
