@@ -209,39 +209,53 @@ fn pin_to(cpu: usize) {
 impl Channel for Queue {
     fn receive(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut e = self.lock();
-        let sqe = if !e.registered {
-            pin_to(usize::from(self.qid));
-            e.registered = true;
-            self.command(&e, u::CMD_REGISTER, 0)
-        } else {
-            let id = e.current.take().unwrap_or(0);
-            if !e.replied {
-                // Every request fetched must be committed: one the
-                // handlers did not answer fails.
-                let h = OutHeader {
-                    len: OUT_HEADER as u32,
-                    error: -libc::EIO,
-                    unique: id,
-                };
-                e.headers.in_out[..OUT_HEADER].copy_from_slice(h.as_bytes());
-                e.headers.ent.payload_sz = 0;
+        loop {
+            let registering = !e.registered;
+            let sqe = if registering {
+                pin_to(usize::from(self.qid));
+                e.registered = true;
+                self.command(&e, u::CMD_REGISTER, 0)
+            } else {
+                let id = e.current.take().unwrap_or(0);
+                if !e.replied {
+                    // Every request fetched must be committed: one the
+                    // handlers did not answer fails.
+                    let h = OutHeader {
+                        len: OUT_HEADER as u32,
+                        error: -libc::EIO,
+                        unique: id,
+                    };
+                    e.headers.in_out[..OUT_HEADER].copy_from_slice(h.as_bytes());
+                    e.headers.ent.payload_sz = 0;
+                }
+                self.command(&e, u::CMD_COMMIT_AND_FETCH, id)
+            };
+            match Self::round_trip(&mut e, &sqe)? {
+                0 => break,
+                // The connection ended (unmount, abort) or the ring was torn down.
+                r if [
+                    libc::ENOTCONN,
+                    libc::ECANCELED,
+                    libc::ENODEV,
+                    libc::ECONNABORTED,
+                ]
+                .contains(&-r) =>
+                {
+                    return Ok(0)
+                }
+                r if registering => return Err(io::Error::from_raw_os_error(-r)),
+                r => {
+                    // The kernel kept this entry (a commit it could not
+                    // match): hand it a fresh one, or this CPU's requests
+                    // would wait for an entry forever.
+                    crate::log::error(format_args!(
+                        "io_uring queue {}: commit failed ({}); registering again",
+                        self.qid,
+                        io::Error::from_raw_os_error(-r)
+                    ));
+                    e.registered = false;
+                }
             }
-            self.command(&e, u::CMD_COMMIT_AND_FETCH, id)
-        };
-        match Self::round_trip(&mut e, &sqe)? {
-            0 => {}
-            // The connection ended (unmount, abort) or the ring was torn down.
-            r if [
-                libc::ENOTCONN,
-                libc::ECANCELED,
-                libc::ENODEV,
-                libc::ECONNABORTED,
-            ]
-            .contains(&-r) =>
-            {
-                return Ok(0)
-            }
-            r => return Err(io::Error::from_raw_os_error(-r)),
         }
         let e = &mut *e;
         let header = InHeader::read_from_prefix(&e.headers.in_out[..])
