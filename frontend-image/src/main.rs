@@ -14,6 +14,7 @@ mod map;
 mod mkfs;
 mod populate;
 mod recover;
+mod resize;
 mod stat;
 mod tar_export;
 mod tar_import;
@@ -62,7 +63,7 @@ writes are; they act as root in the image and follow no symbolic link.
 Do not edit an image that is mounted.
 
 `ext4-image tar IMAGE [PATH]` is the same as `ext4-image IMAGE tar [PATH]`,
-and `ext4-image mkfs IMAGE SIZE` as `ext4-image IMAGE mkfs SIZE`.";
+and `ext4-image mkfs|resize IMAGE SIZE` as `ext4-image IMAGE mkfs|resize SIZE`.";
 
 #[derive(Parser)]
 #[command(
@@ -328,6 +329,22 @@ enum Cmd {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<OsString>,
     },
+    /// Grow the filesystem to SIZE (an image file is extended, sparsely):
+    /// more blocks in the last group and new groups with their own
+    /// bitmaps and inode tables, as far as the group descriptor blocks in
+    /// place hold descriptors (without resize_inode nothing is reserved
+    /// for more; resize2fs moves blocks to make room). Offline only: not
+    /// on a mounted image. Shrinking is not supported.
+    ///
+    /// Example: ext4-image disk.img resize 4g
+    Resize {
+        /// The new size: bytes, or with a suffix k, m, g.
+        #[arg(value_parser = util::parse_size)]
+        size: u64,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Edit(edit::Edit),
 }
@@ -566,6 +583,9 @@ fn run(cli: &Cli) -> CmdResult {
             cache_size: cli.cache_size,
         });
     }
+    if let Cmd::Resize { size, json } = cli.cmd {
+        return resize::run(cli, size, json);
+    }
     if let Cmd::Edit(e) = &cli.cmd {
         return edit::run(cli, e);
     }
@@ -634,14 +654,16 @@ fn run(cli: &Cli) -> CmdResult {
         Cmd::Mkfs { .. } => unreachable!("mkfs runs before the image is opened"),
         // Opens the image itself, read-write (run before `open` above).
         Cmd::Recover { json } => recover::run(cli, *json),
-        Cmd::Edit(_) => unreachable!("edits open the image read-write themselves"),
+        Cmd::Edit(_) | Cmd::Resize { .. } => {
+            unreachable!("edits open the image read-write themselves")
+        }
     }
 }
 
-/// The command line with `ext4-image tar|mkfs IMAGE ...` turned into the
-/// `ext4-image IMAGE tar|mkfs ...` form the parser knows.
+/// The command line with `ext4-image tar|mkfs|resize IMAGE ...` turned
+/// into the `ext4-image IMAGE tar|mkfs|resize ...` form the parser knows.
 fn command_first(mut args: Vec<OsString>) -> Vec<OsString> {
-    if args.len() > 2 && (args[1] == "tar" || args[1] == "mkfs") {
+    if args.len() > 2 && (args[1] == "tar" || args[1] == "mkfs" || args[1] == "resize") {
         args.swap(1, 2);
     }
     args

@@ -12,20 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{cmd, scratch};
+use common::{cmd, fsck_clean, scratch};
 use ext4_tests::oracle::KernelMount;
 use ext4_tests::rng::Rng;
 use ext4_tests::util::{built_binary, require_e2fsprogs, require_kernel_ext4};
-
-fn fsck_clean(img: &Path, what: &str) {
-    let o = cmd("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{what}: e2fsck -fn: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout)
-    );
-}
 
 /// Every regular file under `root` (the mount) holds a prefix of the
 /// source file of the same relative path under `src`; their number.

@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{cmd, scratch};
+use common::{cmd, fsck_clean, scratch};
 use ext4_tests::oracle::KernelMount;
 use ext4_tests::rng::Rng;
 use ext4_tests::snapshot::{
@@ -721,17 +721,6 @@ fn umask022(c: &mut Command) {
             Ok(())
         });
     }
-}
-
-fn fsck_clean(img: &Path, what: &str) {
-    let o = cmd("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{what}: e2fsck -fn {}: {}\n{}",
-        img.display(),
-        o.status,
-        String::from_utf8_lossy(&o.stdout)
-    );
 }
 
 fn snapshot(img: &Path) -> Snapshot {
