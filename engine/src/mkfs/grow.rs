@@ -17,7 +17,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::checksum::crc32c;
 use crate::device::BlockDevice;
-use crate::error::{Error, Result};
+use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat, ro_compat};
 use crate::group_desc::{self, RawGroupDesc, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED};
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET};
@@ -147,6 +147,13 @@ pub fn grow<D: BlockDevice>(
         }
         // The high half is zero in 32-byte descriptors (not copied).
         let bb = d.block_bitmap_lo.get() as u64 | (d.block_bitmap_hi.get() as u64) << 32;
+        // Read from disk: checked before it is written back.
+        if bb < first_data || bb >= sb.blocks_count {
+            return Err(Error::corrupt(
+                Object::GroupDesc(last),
+                "block bitmap outside the filesystem",
+            ));
+        }
         dev.read_blocks(bb, bsu, &mut bitmap)?;
         for b in old_len as u32..grown_len as u32 {
             bitmap[(b / 8) as usize] &= !(1 << (b % 8));
