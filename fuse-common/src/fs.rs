@@ -23,7 +23,7 @@ use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
 use ext4_engine::policy::{self, Caller, ShownIds, Subject};
 use ext4_engine::{
     inode_flags, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result, SetAttr, StatFs,
-    Volume,
+    Volume, WriteMap,
 };
 
 use crate::log;
@@ -184,6 +184,9 @@ pub struct Fs<D: BlockDevice> {
     durability: Durability,
     ids: ShownIds,
     closer: Closer<D>,
+    /// FUSE iomap: the kernel writes file data and zeroes the partial
+    /// blocks of truncate, punch and zero range itself.
+    kernel_data: AtomicBool,
 }
 
 /// Closes the volume once, from whichever thread gets there first (the
@@ -241,7 +244,18 @@ impl<D: BlockDevice + 'static> Fs<D> {
             nodes,
             durability,
             ids,
+            kernel_data: AtomicBool::new(false),
         }
+    }
+
+    /// From now on the kernel does every file data write (FUSE iomap):
+    /// truncate, punch, zero range and fallocate change metadata only.
+    pub fn set_kernel_writes_data(&self) {
+        self.kernel_data.store(true, Ordering::Release);
+    }
+
+    fn kernel_writes_data(&self) -> bool {
+        self.kernel_data.load(Ordering::Acquire)
     }
 
     pub fn volume(&self) -> &Volume<D> {
@@ -671,7 +685,13 @@ impl<D: BlockDevice + 'static> Fs<D> {
         let ro = self.vol.read_only();
         self.with_subject(ino, |s| policy::check_change(s, ro))?;
         let cred = policy::cred(caller);
-        let r = self.retry_on_full(|| self.vol.fallocate(ino, mode, offset, len, &cred));
+        let r = self.retry_on_full(|| {
+            if self.kernel_writes_data() {
+                self.vol.fallocate_metadata(ino, mode, offset, len, &cred)
+            } else {
+                self.vol.fallocate(ino, mode, offset, len, &cred)
+            }
+        });
         self.changed(r, false)
     }
 
@@ -682,6 +702,8 @@ impl<D: BlockDevice + 'static> Fs<D> {
         self.with_subject(ino, |s| policy::check_setattr(caller, s, set, ro))?;
         let r = if *set == SetAttr::default() {
             self.vol.getattr(ino)
+        } else if self.kernel_writes_data() {
+            self.vol.setattr_metadata(ino, set)
         } else {
             self.vol.setattr(ino, set)
         };
@@ -718,6 +740,62 @@ impl<D: BlockDevice + 'static> Fs<D> {
             Err(_) if done > 0 => Ok(done),
             Err(e) => Err(e),
         }
+    }
+
+    /// FUSE iomap `IOMAP_BEGIN` for a write the kernel will do: bytes
+    /// `pos..pos+count` of `ino` mapped, holes allocated (unwritten, or
+    /// zeroed written blocks for block-mapped files), committing once to
+    /// reuse what the running transaction freed when the volume is full.
+    /// The kernel checked the caller's right to write at open.
+    pub fn map_for_write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        count: u64,
+    ) -> Result<WriteMap> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.map_for_write(ino, pos, count, &cred));
+        self.changed(r, false)
+    }
+
+    /// FUSE iomap `IOMAP_IOEND`: the kernel wrote `pos..pos+len` of `ino`;
+    /// convert it to written and raise the on-disk size to `new_size`
+    /// (appends). Returns the on-disk size.
+    pub fn io_end(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+        new_size: Option<u64>,
+    ) -> Result<u64> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.vol.io_end(ino, pos, len, new_size, &cred);
+        self.changed(r, false)
+    }
+
+    /// FUSE iomap `IOMAP_END` after a short write: give back the blocks of
+    /// `pos..pos+len` past the on-disk size that no data reached.
+    pub fn release_past_size(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+    ) -> Result<()> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.vol.release_past_size(ino, pos, len, &cred);
+        self.changed(r, false)
     }
 
     /// `COPY_FILE_RANGE`: `len` bytes of `from` at `from_off` to `to` at

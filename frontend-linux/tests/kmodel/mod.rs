@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod write;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -71,13 +73,19 @@ pub struct Model {
     pub cache: MappingCache,
     pub cache_maxbytes: u32,
     pub counters: Counters,
+    /// What the write side sent (`write.rs`).
+    pub wc: write::WriteCounters,
     pub violations: Vec<String>,
     /// Every upsert received: (inode, read mapping).
     pub upserted: Vec<(u64, Mapping)>,
     /// Inodes the server flagged for iomap.
     iomap_inodes: HashMap<u64, abi::Attr>,
-    /// Engine view of the same image, for expected attribute flags.
-    oracle: Volume<FileDevice>,
+    /// Engine view of the same image, for expected attribute flags (none
+    /// on a read-write mount, whose image changes under it: regular files
+    /// are then expected to carry IOMAP + EXCLUSIVE only).
+    oracle: Option<Volume<FileDevice>>,
+    /// What `IOMAP_CONFIG` must answer, from the image before the start.
+    want_config: ext4_engine::iomap::IomapConfig,
     /// Wall time spent waiting for replies, and how many.
     pub reply_wait: std::time::Duration,
 }
@@ -102,11 +110,43 @@ impl Model {
     /// Start a server on `img` (its data read through `dev_path`: the loop
     /// device, or the image itself), negotiate, register the device as
     /// `dev_cookie` and ask for the iomap configuration.
-    pub fn start(img: &std::path::Path, dev_path: &std::path::Path, mut cfg: Config) -> Model {
+    pub fn start(img: &std::path::Path, dev_path: &std::path::Path, cfg: Config) -> Model {
+        let dev_file = File::open(dev_path).unwrap();
+        let oracle = open_volume(img);
+        let want_config = oracle.iomap_config();
+        Self::start_with(served(img), dev_file, cfg, Some(oracle), want_config)
+    }
+
+    /// A read-write server on `img`, the model writing file data into the
+    /// image itself (the same file the server writes its metadata to).
+    pub fn start_rw(img: &std::path::Path, cfg: Config) -> Model {
+        let want_config = open_volume(img).iomap_config();
+        let dev = FileDevice::open(img, false).unwrap();
+        let opts = OpenOptions {
+            read_only: false,
+            ..Default::default()
+        };
+        let vol = Volume::open(dev, &opts).unwrap();
+        assert!(!vol.read_only(), "the image mounts read-only");
+        let fs = Fs::new(vol, Durability::default(), Default::default());
+        let dev_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img)
+            .unwrap();
+        Self::start_with(fs, dev_file, cfg, None, want_config)
+    }
+
+    fn start_with(
+        fs: Fs<FileDevice>,
+        dev_file: File,
+        mut cfg: Config,
+        oracle: Option<Volume<FileDevice>>,
+        want_config: ext4_engine::iomap::IomapConfig,
+    ) -> Model {
         cfg.iomap = true;
         cfg.measure = true;
-        let session = Arc::new(Session::new(served(img), cfg));
-        let dev_file = File::open(dev_path).unwrap();
+        let session = Arc::new(Session::new(fs, cfg));
         let dev_size = device_size(&dev_file);
         let mut m = Model {
             k: TestKernel::start(session.clone(), 0, 0),
@@ -119,10 +159,12 @@ impl Model {
             cache: MappingCache::new(0),
             cache_maxbytes: 0,
             counters: Counters::default(),
+            wc: Default::default(),
             violations: Vec::new(),
             upserted: Vec::new(),
             iomap_inodes: HashMap::new(),
-            oracle: open_volume(img),
+            oracle,
+            want_config,
             reply_wait: Default::default(),
         };
         m.init();
@@ -239,6 +281,9 @@ impl Model {
                     ));
                 }
                 self.check_device_range(&read, "upsert");
+                if std::env::var_os("KMODEL_TRACE").is_some() {
+                    eprintln!("UPSERT {read:?}");
+                }
                 self.upserted.push((up.nodeid, read));
                 if let Err(e) = self.cache.upsert(node_key(up.nodeid), Fork::Read, read) {
                     self.violation(format!("upsert rejected by the cache: {e}"));
@@ -249,6 +294,9 @@ impl Model {
             }
             notify_code::IOMAP_INVAL_MAPPINGS => {
                 self.counters.invals += 1;
+                if std::env::var_os("KMODEL_TRACE").is_some() {
+                    eprintln!("INVAL {body:?}");
+                }
                 let Ok(inv) = abi::IomapInvalMappingsOut::read_from_bytes(body) else {
                     self.violation(format!("inval notification of {} bytes", body.len()));
                     return;
@@ -308,7 +356,7 @@ impl Model {
         assert_eq!(err, 0, "IOMAP_CONFIG");
         assert_eq!(out.len(), 104, "IOMAP_CONFIG reply size");
         let c = abi::IomapConfigOut::read_from_bytes(&out).unwrap();
-        let want = self.oracle.iomap_config();
+        let want = self.want_config;
         assert_eq!(c.flags, abi::iomap_config::ALL);
         assert_eq!(c.s_blocksize, want.block_size);
         assert_eq!(c.s_maxbytes as u64, want.maxbytes);
@@ -334,7 +382,25 @@ impl Model {
     /// inode's S/i/a flags; nothing else carries any flag.
     fn check_attr(&mut self, attr: &abi::Attr) {
         let ino = InodeNo(attr.ino as u32);
-        let Ok(a) = self.oracle.getattr(ino) else {
+        let Some(oracle) = &self.oracle else {
+            let want = if attr.mode & libc::S_IFMT == libc::S_IFREG {
+                attr_flags::IOMAP | attr_flags::EXCLUSIVE
+            } else {
+                0
+            };
+            if attr.flags & !(attr_flags::SYNC | attr_flags::IMMUTABLE | attr_flags::APPEND) != want
+            {
+                self.violation(format!(
+                    "inode {ino}: fuse_attr.flags {:#x}, expected {want:#x}",
+                    attr.flags
+                ));
+            }
+            if attr.flags & attr_flags::IOMAP != 0 {
+                self.iomap_inodes.insert(attr.ino, *attr);
+            }
+            return;
+        };
+        let Ok(a) = oracle.getattr(ino) else {
             self.violation(format!("attr for inode {ino} the engine cannot read"));
             return;
         };
@@ -449,6 +515,9 @@ impl Model {
             return Err(libc::EIO);
         }
         let o = abi::IomapBeginOut::read_from_bytes(&out).unwrap();
+        if std::env::var_os("KMODEL_TRACE").is_some() {
+            eprintln!("BEGIN({pos}, {count}, {opflags:#x}) = {:?}", o.read);
+        }
         let (Some(read), Some(write)) = (decode(&o.read), decode(&o.write)) else {
             self.violation(format!(
                 "IOMAP_BEGIN({pos}) answered an unknown type: {o:?}"
@@ -698,14 +767,11 @@ impl Model {
 }
 
 pub fn decode(io: &abi::IomapIo) -> Option<Mapping> {
-    Some(Mapping {
-        offset: io.offset,
-        length: io.length,
-        addr: io.addr,
-        kind: MapType::from_u16(io.typ)?,
-        flags: io.flags,
-        dev: io.dev,
-    })
+    io.mapping()
+}
+
+pub fn encode(m: &Mapping) -> abi::IomapIo {
+    abi::IomapIo::from_mapping(m)
 }
 
 /// Size of a block device or file.

@@ -1,0 +1,471 @@
+//! iomap writes through the kernel model (`kmodel`, `kmodel/write.rs`):
+//! the model plays the kernel's write side against the real session loop
+//! on a read-write image (allocation at `IOMAP_BEGIN`, conversion at
+//! `IOEND`, metadata-only truncate and fallocate) and does the data I/O
+//! itself at the answered addresses.
+//!
+//! - `fsx_*`: random writes (buffered, short, direct, through mmap),
+//!   truncates, punches, zero ranges, fallocates, reads, writebacks,
+//!   fsyncs and evictions against an in-memory copy of the file; every
+//!   read compared with it, every reply checked; after the run `e2fsck
+//!   -fn` must be clean and the kernel's ext4 (loop mount, read-only) must
+//!   read exactly the in-memory bytes. `scripts/soak-iomap-fsx.sh` runs
+//!   the same for many more operations and seeds.
+//! - Single answers: a hole under `WRITE` is allocated `UNWRITTEN|NEW`,
+//!   `ZERO` over a hole allocates nothing, `EFBIG` past the largest size,
+//!   `ENOSPC` when full, a short write's allocation past the size given
+//!   back, a failed `IOEND` leaves zeros.
+
+mod kmodel;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ext4_engine::falloc;
+use ext4_engine::iomap::op;
+use ext4_engine::mapping_cache::MapType;
+use ext4_fuse::session::Config;
+use ext4_tests::oracle::{e2fsck_check, mke2fs, KernelMount, Scratch};
+use ext4_tests::rng::Rng;
+use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
+use kmodel::write::KFile;
+use kmodel::Model;
+
+/// An image of `kind` (`ext4`, `ext3`) with block size `bs` holding one
+/// file `/f` of `initial` bytes.
+fn image(dir: &Path, kind: &str, bs: u32, size: &str, initial: &[u8]) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), initial).unwrap();
+    let img = dir.join(format!("{kind}-{bs}.img"));
+    let b = bs.to_string();
+    mke2fs(&img, &["-t", kind, "-b", &b], Some(&src), size);
+    img
+}
+
+/// The kernel's ext4 reads `/f` of `img`.
+fn kernel_bytes(img: &Path) -> Vec<u8> {
+    let km = KernelMount::ro(img).expect("kernel mount");
+    std::fs::read(km.path().join("f")).unwrap()
+}
+
+/// First difference of two byte strings, described.
+fn differ(got: &[u8], want: &[u8]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let i = got.iter().zip(want).position(|(a, b)| a != b);
+    Some(match i {
+        Some(i) => format!(
+            "byte {i} differs: {:#04x} vs {:#04x} (lengths {} and {})",
+            got[i],
+            want[i],
+            got.len(),
+            want.len()
+        ),
+        None => format!("lengths {} and {}", got.len(), want.len()),
+    })
+}
+
+/// The fsx run's knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct FsxParams {
+    pub kind: &'static str,
+    pub bs: u32,
+    pub seed: u64,
+    pub ops: u64,
+    /// Largest file size.
+    pub max_len: u64,
+    /// Largest single write, read or range.
+    pub max_op: u64,
+}
+
+struct Fsx {
+    m: Model,
+    f: KFile,
+    want: Vec<u8>,
+    rng: Rng,
+    p: FsxParams,
+    log: Vec<String>,
+    counts: [u64; 12],
+    /// Compare the whole file after every operation (`IOMAP_FSX_PARANOID`,
+    /// to find the operation that broke it).
+    paranoid: bool,
+}
+
+impl Fsx {
+    fn note(&mut self, s: String) {
+        if self.log.len() >= 30 {
+            self.log.remove(0);
+        }
+        self.log.push(s);
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{:?}: {what}\nlast operations:\n  {}\nviolations: {:?}",
+            self.p,
+            self.log.join("\n  "),
+            &self.m.violations[..self.m.violations.len().min(10)]
+        );
+    }
+
+    fn ok<T>(&self, r: Result<T, i32>, what: &str) -> T {
+        match r {
+            Ok(t) => t,
+            Err(e) => self.fail(&format!("{what}: errno {e}")),
+        }
+    }
+
+    fn data(&mut self, n: u64) -> Vec<u8> {
+        let mut d = vec![0u8; n as usize];
+        self.rng.fill(&mut d);
+        d
+    }
+
+    fn check_range(&mut self, off: u64, len: u64) {
+        let r = self.m.read_file(&self.f, off, len);
+        let got = self.ok(r, "read");
+        let end = (off + len).min(self.want.len() as u64);
+        let want = if off < end {
+            &self.want[off as usize..end as usize]
+        } else {
+            &[][..]
+        };
+        if let Some(d) = differ(&got, want) {
+            self.fail(&format!("read {off}+{len}: {d}"));
+        }
+    }
+
+    fn put(&mut self, off: u64, data: &[u8]) {
+        let end = off as usize + data.len();
+        if self.want.len() < end {
+            self.want.resize(end, 0);
+        }
+        self.want[off as usize..end].copy_from_slice(data);
+    }
+
+    fn zero(&mut self, off: u64, end: u64) {
+        let end = (end as usize).min(self.want.len());
+        if (off as usize) < end {
+            self.want[off as usize..end].fill(0);
+        }
+    }
+
+    fn step(&mut self) {
+        let bs = self.m.bs;
+        let size = self.f.size;
+        let p = self.p;
+        let off = self.rng.below(p.max_len);
+        let len = (1 + self.rng.below(p.max_op)).min(p.max_len - off).max(1);
+        match self.rng.below(100) {
+            0..=21 => {
+                let d = self.data(len);
+                self.note(format!("write {off}+{len} (size {size})"));
+                let r = self.m.buffered_write(&mut self.f, off, &d, None);
+                let n = self.ok(r, "write");
+                assert_eq!(n, len);
+                self.put(off, &d);
+                self.counts[0] += 1;
+            }
+            22..=24 => {
+                let short = self.rng.below(len);
+                let d = self.data(len);
+                self.note(format!(
+                    "short write {off}+{len} stops at {short} (size {size})"
+                ));
+                let r = self.m.buffered_write(&mut self.f, off, &d, Some(short));
+                let n = self.ok(r, "short write");
+                self.put(off, &d[..n as usize]);
+                self.counts[1] += 1;
+            }
+            25..=31 => {
+                let off = off / bs * bs;
+                let len = (len.div_ceil(bs) * bs).min(p.max_len - off).max(bs);
+                let d = self.data(len);
+                self.note(format!("direct write {off}+{len} (size {size})"));
+                let r = self.m.direct_write(&mut self.f, off, &d);
+                self.ok(r, "direct write");
+                self.put(off, &d);
+                self.counts[2] += 1;
+            }
+            32..=38 if size > 0 => {
+                let off = self.rng.below(size);
+                let blk_end = (off / bs + 1) * bs;
+                let len = (1 + self.rng.below(bs)).min(blk_end - off).min(size - off);
+                let d = self.data(len);
+                self.note(format!("mmap write {off}+{len} (size {size})"));
+                let r = self.m.mmap_write(&mut self.f, off, &d);
+                self.ok(r, "mmap write");
+                self.put(off, &d);
+                self.counts[3] += 1;
+            }
+            39..=55 => {
+                self.note(format!("read {off}+{len} (size {size})"));
+                self.check_range(off, len);
+                self.counts[4] += 1;
+            }
+            56..=63 => {
+                let new = self.rng.below(p.max_len);
+                self.note(format!("truncate {new} (size {size})"));
+                let r = self.m.truncate(&mut self.f, new);
+                self.ok(r, "truncate");
+                self.want.resize(new as usize, 0);
+                self.counts[5] += 1;
+            }
+            64..=68 => {
+                let mode = falloc::PUNCH_HOLE | falloc::KEEP_SIZE;
+                self.fallocate(mode, off, len, 6);
+            }
+            69..=73 => {
+                let keep = if self.rng.chance(1, 2) {
+                    falloc::KEEP_SIZE
+                } else {
+                    0
+                };
+                self.fallocate(falloc::ZERO_RANGE | keep, off, len, 7);
+            }
+            74..=78 => {
+                let keep = if self.rng.chance(1, 2) {
+                    falloc::KEEP_SIZE
+                } else {
+                    0
+                };
+                self.fallocate(keep, off, len, 8);
+            }
+            79..=85 => {
+                self.note(format!("writeback {off}+{len}"));
+                let r = self.m.writeback(&mut self.f, off, off + len);
+                self.ok(r, "writeback");
+                self.counts[9] += 1;
+            }
+            86..=89 => {
+                self.note("fsync".into());
+                let r = self.m.fsync(&mut self.f);
+                self.ok(r, "fsync");
+                self.counts[10] += 1;
+            }
+            90..=94 => {
+                self.note("evict".into());
+                let r = self.m.evict(&mut self.f);
+                self.ok(r, "evict");
+                self.counts[11] += 1;
+            }
+            _ => {
+                self.note(format!("read all (size {size})"));
+                self.check_range(0, size);
+            }
+        }
+        if self.f.size != self.want.len() as u64 {
+            self.fail(&format!(
+                "size {} but the model's file is {}",
+                self.f.size,
+                self.want.len()
+            ));
+        }
+        if !self.m.violations.is_empty() {
+            self.fail("protocol violations");
+        }
+        if self.paranoid {
+            let size = self.f.size;
+            self.check_range(0, size);
+        }
+    }
+
+    fn fallocate(&mut self, mode: u32, off: u64, len: u64, slot: usize) {
+        let size = self.f.size;
+        self.note(format!(
+            "fallocate mode {mode:#x} {off}+{len} (size {size})"
+        ));
+        match self.m.fallocate(&mut self.f, mode, off, len) {
+            Ok(()) => {}
+            // Block-mapped files have no unwritten extents (as the
+            // kernel's ext4 answers).
+            Err(e) if e == libc::EOPNOTSUPP && self.p.kind != "ext4" => return,
+            Err(e) => self.fail(&format!("fallocate: errno {e}")),
+        }
+        let end = off + len;
+        if mode & falloc::KEEP_SIZE == 0 && end > self.want.len() as u64 {
+            self.want.resize(end as usize, 0);
+        }
+        if mode & (falloc::PUNCH_HOLE | falloc::ZERO_RANGE) != 0 {
+            self.zero(off, end);
+        }
+        self.counts[slot] += 1;
+    }
+}
+
+/// One fsx run; returns the model for its counters.
+pub fn fsx(p: FsxParams) {
+    let dir = Scratch::new("iomap-fsx");
+    let mut rng = Rng::new(p.seed);
+    let mut initial = vec![0u8; rng.below(p.max_len) as usize];
+    rng.fill(&mut initial);
+    let img = image(dir.path(), p.kind, p.bs, "64M", &initial);
+    let mut m = Model::start_rw(&img, Config::default());
+    let f = m.open_rw("f");
+    let mut x = Fsx {
+        m,
+        f,
+        want: initial,
+        rng,
+        p,
+        log: Vec::new(),
+        counts: [0; 12],
+        paranoid: std::env::var_os("IOMAP_FSX_PARANOID").is_some(),
+    };
+    let t = Instant::now();
+    for _ in 0..p.ops {
+        x.step();
+    }
+    let size = x.f.size;
+    x.check_range(0, size);
+    let r = x.m.fsync(&mut x.f);
+    x.ok(r, "final fsync");
+    let Fsx {
+        mut m,
+        want,
+        counts,
+        ..
+    } = x;
+    eprintln!(
+        "fsx {p:?}: {:.1?}; ops write {} short {} direct {} mmap {} read {} truncate {} punch {} zero {} falloc {} writeback {} fsync {} evict {}; \
+         upcalls: begin {} (write {} zero {} writeback {} direct {}), cache write hits {}, end {}, ioend {}, data {} KiB",
+        t.elapsed(),
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8], counts[9], counts[10], counts[11],
+        m.counters.begin,
+        m.wc.write_begins,
+        m.wc.zero_begins,
+        m.wc.writeback_begins,
+        m.wc.direct_begins,
+        m.wc.write_hits,
+        m.wc.ends,
+        m.wc.ioends,
+        m.wc.data_bytes >> 10,
+    );
+    m.unmount();
+    m.assert_clean("fsx");
+    m.finish();
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "{p:?}: e2fsck -fn exited {code}:\n{out}");
+    if require_kernel_ext4() {
+        let k = kernel_bytes(&img);
+        if let Some(d) = differ(&k, &want) {
+            panic!("{p:?}: the kernel's ext4 reads /f differently: {d}");
+        }
+        eprintln!(
+            "fsx {}: e2fsck -fn clean; the kernel's ext4 reads the model's {} bytes",
+            p.kind,
+            k.len()
+        );
+    }
+}
+
+fn fsx_ops() -> u64 {
+    std::env::var("IOMAP_FSX_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5_000)
+}
+
+fn fsx_seed(default: u64) -> u64 {
+    std::env::var("IOMAP_FSX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One fsx run of the test command (`IOMAP_FSX_OPS`, `IOMAP_FSX_SEED`
+/// change its length and seed).
+fn fsx_run(kind: &'static str, bs: u32, seed: u64, max_len: u64) {
+    if !require_e2fsprogs() {
+        return;
+    }
+    fsx(FsxParams {
+        kind,
+        bs,
+        seed: fsx_seed(seed),
+        ops: fsx_ops(),
+        max_len,
+        max_op: max_len / 8,
+    });
+}
+
+#[test]
+fn fsx_ext4_4k() {
+    fsx_run("ext4", 4096, 1, 2 << 20);
+}
+
+#[test]
+fn fsx_ext4_1k() {
+    fsx_run("ext4", 1024, 2, 1 << 20);
+}
+
+#[test]
+fn fsx_ext3_indirect() {
+    fsx_run("ext3", 4096, 3, 2 << 20);
+}
+
+/// Single answers of the write side, checked one by one.
+#[test]
+fn write_answers() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let dir = Scratch::new("iomap-answers");
+    let img = image(dir.path(), "ext4", 4096, "16M", &[7u8; 10000]);
+    let mut m = Model::start_rw(&img, Config::default());
+    let f = m.open_rw("f");
+    let node = f.node;
+    // Over the written blocks: MAPPED, not new.
+    let (r, w) = m.begin(&node, 0, 4096, op::WRITE).unwrap();
+    assert_eq!(
+        (r.kind, r.flags, w.kind),
+        (MapType::Mapped, 0, MapType::PureOverwrite)
+    );
+    // ZERO over a hole: a hole, nothing allocated.
+    let free = statfs_free(&mut m);
+    let (r, _) = m.begin(&node, 1 << 20, 4096, op::ZERO).unwrap();
+    assert_eq!(r.kind, MapType::Hole);
+    assert_eq!(statfs_free(&mut m), free, "ZERO over a hole allocated");
+    // WRITE over a hole: unwritten and new, allocated.
+    let (r, _) = m.begin(&node, 1 << 20, 8192, op::WRITE).unwrap();
+    assert_eq!((r.kind, r.flags), (MapType::Unwritten, 1));
+    assert_eq!(r.offset, 1 << 20);
+    assert!(statfs_free(&mut m) < free);
+    // A short write that reached nothing gives its blocks back.
+    let args = ext4_fuse::abi::IomapEndIn {
+        opflags: op::WRITE,
+        attr_ino: node.attr.ino,
+        pos: 1 << 20,
+        count: r.length,
+        written: 0,
+        map: kmodel::encode(&r),
+        ..Default::default()
+    };
+    let (e, _) = m.call(
+        ext4_fuse::abi::opcode::IOMAP_END,
+        node.nodeid,
+        zerocopy::IntoBytes::as_bytes(&args),
+    );
+    assert_eq!(e, 0);
+    assert_eq!(statfs_free(&mut m), free, "IOMAP_END did not give back");
+    // Past the largest file size: EFBIG.
+    let max = m.maxbytes;
+    assert_eq!(
+        m.begin(&node, max, 4096, op::WRITE).err(),
+        Some(libc::EFBIG)
+    );
+    m.assert_clean("answers");
+    m.unmount();
+    m.finish();
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
+}
+
+fn statfs_free(m: &mut Model) -> u64 {
+    let (e, out) = m.call(ext4_fuse::abi::opcode::STATFS, 1, &[]);
+    assert_eq!(e, 0);
+    // fuse_kstatfs: blocks, bfree, ...
+    u64::from_le_bytes(out[8..16].try_into().unwrap())
+}
