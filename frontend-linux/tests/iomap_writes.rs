@@ -22,14 +22,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ext4_engine::falloc;
-use ext4_engine::iomap::op;
+use std::os::unix::fs::FileExt;
+
+use ext4_engine::iomap::{ioend, op};
 use ext4_engine::mapping_cache::MapType;
+use ext4_fuse::abi::opcode;
 use ext4_fuse::session::Config;
 use ext4_tests::oracle::{e2fsck_check, mke2fs, KernelMount, Scratch};
 use ext4_tests::rng::Rng;
 use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
 use kmodel::write::KFile;
 use kmodel::Model;
+use zerocopy::IntoBytes;
 
 /// An image of `kind` (`ext4`, `ext3`) with block size `bs` holding one
 /// file `/f` of `initial` bytes.
@@ -365,7 +369,7 @@ fn fsx_ops() -> u64 {
     std::env::var("IOMAP_FSX_OPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5_000)
+        .unwrap_or(6_000)
 }
 
 fn fsx_seed(default: u64) -> u64 {
@@ -456,6 +460,54 @@ fn write_answers() {
         m.begin(&node, max, 4096, op::WRITE).err(),
         Some(libc::EFBIG)
     );
+    // A failed write stays unwritten: zeros, not the bytes that reached
+    // the device; the same I/O completed reads as data.
+    let mut f = f;
+    m.truncate(&mut f, 2 << 20).unwrap();
+    let (r, _) = m.begin(&node, 1 << 20, 4096, op::WRITE).unwrap();
+    assert_eq!(r.kind, MapType::Unwritten);
+    m.dev_file.write_all_at(&[0xab; 4096], r.addr).unwrap();
+    let cookie = m.dev_cookie;
+    let ioend = |error: i32| ext4_fuse::abi::IomapIoendIn {
+        flags: ioend::UNWRITTEN | ioend::WRITEBACK,
+        error,
+        attr_ino: node.attr.ino,
+        pos: 1 << 20,
+        new_addr: u64::MAX,
+        written: 4096,
+        dev: cookie,
+        pad: 0,
+    };
+    let (e, out) = m.call(
+        opcode::IOMAP_IOEND,
+        node.nodeid,
+        ioend(-libc::EIO).as_bytes(),
+    );
+    assert_eq!((e, out.len()), (0, 8));
+    m.evict(&mut f).unwrap();
+    let got = m.read_file(&f, 1 << 20, 4096).unwrap();
+    assert!(
+        got.iter().all(|&b| b == 0),
+        "a failed IOEND exposed the bytes of the failed write"
+    );
+    let (e, _) = m.call(opcode::IOMAP_IOEND, node.nodeid, ioend(0).as_bytes());
+    assert_eq!(e, 0);
+    m.evict(&mut f).unwrap();
+    let got = m.read_file(&f, 1 << 20, 4096).unwrap();
+    assert!(
+        got.iter().all(|&b| b == 0xab),
+        "a completed IOEND did not make the bytes data"
+    );
+    // Full: ENOSPC at IOMAP_BEGIN.
+    let mut at = 2u64 << 20;
+    let err = loop {
+        match m.begin(&node, at, 1 << 20, op::WRITE) {
+            Ok((r, _)) => at = r.offset + r.length,
+            Err(e) => break e,
+        }
+        assert!(at < 64 << 20, "16 MiB image never full");
+    };
+    assert_eq!(err, libc::ENOSPC);
     m.assert_clean("answers");
     m.unmount();
     m.finish();
