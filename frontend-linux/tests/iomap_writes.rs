@@ -521,3 +521,101 @@ fn statfs_free(m: &mut Model) -> u64 {
     // fuse_kstatfs: blocks, bfree, ...
     u64::from_le_bytes(out[8..16].try_into().unwrap())
 }
+
+/// Upcalls per MiB written through the model (`bench/iomap_writes.sh`):
+/// sequential 128 KiB writes into a new file, random 4 KiB overwrites of
+/// a written file, 4 KiB appends, each written back every 8 MiB and at
+/// the end, with the server's mapping-cache pushes on and off; and the
+/// server's CPU per `IOEND`.
+#[test]
+#[ignore]
+fn bench_write_upcalls_per_mib() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    println!(
+        "\n{:<26} {:>8} {:>11} {:>10} {:>9} {:>10} {:>10} {:>11} {:>15}",
+        "case",
+        "MiB",
+        "upcalls/MiB",
+        "BEGIN/MiB",
+        "END/MiB",
+        "IOEND/MiB",
+        "cache hits",
+        "invals/MiB",
+        "server us/IOEND"
+    );
+    const TOTAL: u64 = 64 << 20;
+    for push in [true, false] {
+        for case in ["sequential 128K", "random overwrite 4K", "append 4K"] {
+            let dir = Scratch::new("iomap-bench");
+            let initial = if case.starts_with("random") {
+                vec![0x5au8; TOTAL as usize]
+            } else {
+                Vec::new()
+            };
+            let img = image(dir.path(), "ext4", 4096, "512M", &initial);
+            let cfg = Config {
+                iomap_push_window: if push { 1 << 16 } else { 0 },
+                ..Config::default()
+            };
+            let mut m = Model::start_rw(&img, cfg);
+            let mut f = m.open_rw("f");
+            let mut rng = Rng::new(9);
+            let before = m.server_stats();
+            let (reqs0, begin0) = (m.counters.requests.clone(), m.counters.begin);
+            let step = if case.starts_with("sequential") {
+                128 << 10
+            } else {
+                4096
+            };
+            let data = vec![0xc3u8; step as usize];
+            let mut done = 0u64;
+            let t = Instant::now();
+            while done < TOTAL {
+                let off = match case {
+                    "random overwrite 4K" => rng.below(TOTAL / 4096) * 4096,
+                    _ => done,
+                };
+                m.buffered_write(&mut f, off, &data, None).unwrap();
+                done += step;
+                if done.is_multiple_of(8 << 20) {
+                    m.writeback(&mut f, 0, u64::MAX).unwrap();
+                }
+            }
+            m.fsync(&mut f).unwrap();
+            let wall = t.elapsed();
+            let after = m.server_stats();
+            let count = |op: u32| {
+                m.counters.requests.get(&op).copied().unwrap_or(0)
+                    - reqs0.get(&op).copied().unwrap_or(0)
+            };
+            let (ends, ioends) = (count(opcode::IOMAP_END), count(opcode::IOMAP_IOEND));
+            let begins = m.counters.begin - begin0;
+            let (mut icount, mut icpu) = (0u64, 0u64);
+            for s in after.iter().filter(|s| s.opcode == opcode::IOMAP_IOEND) {
+                let b = before.iter().find(|x| x.opcode == s.opcode);
+                icount = s.count - b.map_or(0, |x| x.count);
+                icpu = s.cpu_ns - b.map_or(0, |x| x.cpu_ns);
+            }
+            let mib = (TOTAL >> 20) as f64;
+            println!(
+                "{:<26} {:>8.0} {:>11.2} {:>10.2} {:>9.2} {:>10.2} {:>10} {:>11.2} {:>15.2}   ({wall:.1?})",
+                format!("{case} {}", if push { "push" } else { "no push" }),
+                mib,
+                (begins + ends + ioends) as f64 / mib,
+                begins as f64 / mib,
+                ends as f64 / mib,
+                ioends as f64 / mib,
+                m.wc.write_hits,
+                m.counters.invals as f64 / mib,
+                icpu as f64 / 1000.0 / icount.max(1) as f64,
+            );
+            m.unmount();
+            m.assert_clean("bench");
+            m.finish();
+            let (code, out) = e2fsck_check(&img);
+            assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
+        }
+    }
+}
