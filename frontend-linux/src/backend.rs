@@ -79,6 +79,10 @@ pub trait Backend: Send + Sync {
     }
     /// As [`Fs::set_kernel_writes_data`]: iomap is in use.
     fn set_kernel_writes_data(&self) {}
+    /// As [`Fs::take_freed`]: device byte ranges freed since last asked.
+    fn take_freed(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
     /// Whether nothing may be written (the policy's `EROFS` answers).
     fn read_only(&self) -> bool {
         true
@@ -295,6 +299,9 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     }
     fn set_kernel_writes_data(&self) {
         Fs::set_kernel_writes_data(self)
+    }
+    fn take_freed(&self) -> Vec<(u64, u64)> {
+        Fs::take_freed(self)
     }
     fn read_only(&self) -> bool {
         Fs::read_only(self)

@@ -460,9 +460,33 @@ fn write_answers() {
         m.begin(&node, max, 4096, op::WRITE).err(),
         Some(libc::EFBIG)
     );
+    // Freed blocks leave the kernel's cache of the device: truncating the
+    // file to nothing sends DEV_INVAL over every block it had.
+    let blocks: Vec<(u64, u64)> = m
+        .report_walk(&node)
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind.has_addr())
+        .map(|r| (r.addr, r.length))
+        .collect();
+    assert!(!blocks.is_empty());
+    let mut f = f;
+    m.dev_invals.clear();
+    m.truncate(&mut f, 0).unwrap();
+    for (addr, len) in blocks {
+        let covered = (addr..addr + len).step_by(4096).all(|b| {
+            m.dev_invals
+                .iter()
+                .any(|&(o, l)| o <= b && b + 4096 <= o + l)
+        });
+        assert!(
+            covered,
+            "freed {addr}+{len} not in DEV_INVAL {:?}",
+            m.dev_invals
+        );
+    }
     // A failed write stays unwritten: zeros, not the bytes that reached
     // the device; the same I/O completed reads as data.
-    let mut f = f;
     m.truncate(&mut f, 2 << 20).unwrap();
     let (r, _) = m.begin(&node, 1 << 20, 4096, op::WRITE).unwrap();
     assert_eq!(r.kind, MapType::Unwritten);

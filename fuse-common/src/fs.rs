@@ -184,9 +184,36 @@ pub struct Fs<D: BlockDevice> {
     durability: Durability,
     ids: ShownIds,
     closer: Closer<D>,
-    /// FUSE iomap: the kernel writes file data and zeroes the partial
-    /// blocks of truncate, punch and zero range itself.
-    kernel_data: AtomicBool,
+    kernel: Arc<KernelData>,
+}
+
+/// Most freed ranges kept for [`Fs::take_freed`]; past it, the whole
+/// device is reported.
+const FREED_RANGES: usize = 256;
+
+/// FUSE iomap: the kernel writes file data and zeroes the partial blocks
+/// of truncate, punch and zero range itself; the block ranges freed since
+/// it last asked, for it to drop from its cache of the device.
+#[derive(Default)]
+struct KernelData {
+    on: AtomicBool,
+    freed: Mutex<Vec<(u64, u64)>>,
+    overflow: AtomicBool,
+}
+
+impl KernelData {
+    fn freed(&self, start: u64, len: u64) {
+        if !self.on.load(Ordering::Acquire) {
+            return;
+        }
+        let mut f = self.freed.lock().unwrap_or_else(|p| p.into_inner());
+        let full = f.len() >= FREED_RANGES;
+        match f.last_mut() {
+            Some((s, l)) if *s + *l == start => *l += len,
+            _ if full => self.overflow.store(true, Ordering::Release),
+            _ => f.push((start, len)),
+        }
+    }
 }
 
 /// Closes the volume once, from whichever thread gets there first (the
@@ -233,6 +260,9 @@ impl<D: BlockDevice + 'static> Fs<D> {
     pub fn new(mut vol: Volume<D>, durability: Durability, ids: ShownIds) -> Fs<D> {
         let nodes = Arc::new(Nodes::default());
         vol.set_open_files(Box::new(KernelHolds(nodes.clone())));
+        let kernel = Arc::new(KernelData::default());
+        let k = kernel.clone();
+        vol.set_on_free(Box::new(move |start, len| k.freed(start, len)));
         let vol = Arc::new(vol);
         Fs {
             closer: Closer {
@@ -244,18 +274,31 @@ impl<D: BlockDevice + 'static> Fs<D> {
             nodes,
             durability,
             ids,
-            kernel_data: AtomicBool::new(false),
+            kernel,
         }
     }
 
     /// From now on the kernel does every file data write (FUSE iomap):
     /// truncate, punch, zero range and fallocate change metadata only.
     pub fn set_kernel_writes_data(&self) {
-        self.kernel_data.store(true, Ordering::Release);
+        self.kernel.on.store(true, Ordering::Release);
     }
 
     fn kernel_writes_data(&self) -> bool {
-        self.kernel_data.load(Ordering::Acquire)
+        self.kernel.on.load(Ordering::Acquire)
+    }
+
+    /// Under FUSE iomap: the byte ranges of the device freed since the
+    /// last call (the whole device when there were too many to keep),
+    /// for the kernel to drop from its cache of the device.
+    pub fn take_freed(&self) -> Vec<(u64, u64)> {
+        let bs = u64::from(self.vol.sb().block_size);
+        let mut f = self.kernel.freed.lock().unwrap_or_else(|p| p.into_inner());
+        if self.kernel.overflow.swap(false, Ordering::AcqRel) {
+            f.clear();
+            return vec![(0, self.vol.sb().blocks_count * bs)];
+        }
+        f.drain(..).map(|(s, l)| (s * bs, l * bs)).collect()
     }
 
     pub fn volume(&self) -> &Volume<D> {

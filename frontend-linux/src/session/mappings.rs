@@ -56,6 +56,7 @@ pub struct IomapStats {
     pub retry_cache: u64,
     pub upserts: u64,
     pub invals: u64,
+    pub dev_invals: u64,
     pub end: u64,
     pub config: u64,
 }
@@ -76,6 +77,7 @@ pub(super) struct State {
     retry_cache: AtomicU64,
     upserts: AtomicU64,
     invals: AtomicU64,
+    dev_invals: AtomicU64,
     end: AtomicU64,
     config_calls: AtomicU64,
 }
@@ -163,6 +165,7 @@ impl<B: Backend> Session<B> {
             retry_cache: s.retry_cache.load(Ordering::Relaxed),
             upserts: s.upserts.load(Ordering::Relaxed),
             invals: s.invals.load(Ordering::Relaxed),
+            dev_invals: s.dev_invals.load(Ordering::Relaxed),
             end: s.end.load(Ordering::Relaxed),
             config: s.config_calls.load(Ordering::Relaxed),
         }
@@ -427,6 +430,27 @@ impl<B: Backend> Session<B> {
         }
         self.iomap.invals.fetch_add(1, Ordering::Relaxed);
         mirror.remove(ino, Fork::Read, offset, length);
+    }
+
+    /// Freed blocks: `DEV_INVAL` for each range, so that the kernel's
+    /// cache of the device never writes a stale copy over blocks that
+    /// hold file data next.
+    pub(super) fn send_dev_invals(&self, ch: &dyn Channel) {
+        if !self.iomap_active() || self.backend.read_only() {
+            return;
+        }
+        let dev = self.iomap.dev.load(Ordering::Acquire);
+        for (offset, length) in self.backend.take_freed() {
+            let inval = abi::IomapDevInvalOut {
+                dev,
+                reserved: 0,
+                range: abi::FuseRange { offset, length },
+            };
+            if notify(ch, notify_code::IOMAP_DEV_INVAL, &inval).is_err() {
+                return;
+            }
+            self.iomap.dev_invals.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The kernel dropped its cached mappings of `ino` itself (truncate,

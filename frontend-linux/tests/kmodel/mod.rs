@@ -73,6 +73,8 @@ pub struct Model {
     pub cache: MappingCache,
     pub cache_maxbytes: u32,
     pub counters: Counters,
+    /// Device byte ranges the server told the kernel to drop.
+    pub dev_invals: Vec<(u64, u64)>,
     /// What the write side sent (`write.rs`).
     pub wc: write::WriteCounters,
     pub violations: Vec<String>,
@@ -160,6 +162,7 @@ impl Model {
             cache_maxbytes: 0,
             counters: Counters::default(),
             wc: Default::default(),
+            dev_invals: Vec::new(),
             violations: Vec::new(),
             upserted: Vec::new(),
             iomap_inodes: HashMap::new(),
@@ -316,6 +319,26 @@ impl Model {
                         self.cache.remove(node_key(inv.nodeid), fork, r.offset, len);
                     }
                 }
+            }
+            notify_code::IOMAP_DEV_INVAL => {
+                let Ok(d) = abi::IomapDevInvalOut::read_from_bytes(body) else {
+                    self.violation(format!("dev inval notification of {} bytes", body.len()));
+                    return;
+                };
+                let r = d.range;
+                if d.dev != self.dev_cookie || d.reserved != 0 {
+                    self.violation(format!("dev inval of device {} ({d:?})", d.dev));
+                }
+                if !r.offset.is_multiple_of(self.bs)
+                    || !r.length.is_multiple_of(self.bs)
+                    || r.length == 0
+                    || r.offset.saturating_add(r.length) > self.dev_size
+                {
+                    self.violation(format!(
+                        "dev inval of {r:?}: unaligned, empty or past the device"
+                    ));
+                }
+                self.dev_invals.push((r.offset, r.length));
             }
             c => self.violation(format!("unexpected notification code {c}")),
         }
