@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache};
-use ext4_engine::FileDevice;
 use ext4_engine::InodeNo;
+use ext4_engine::{BlockDevice, FileDevice};
 use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse::abi::{self, attr_flags, init_flags, notify_code, opcode, InHeader, OutHeader};
 use ext4_fuse::session::test_kernel::TestKernel;
@@ -33,7 +33,41 @@ use ext4_fuse::session::{Config, Session};
 use ext4_fuse_common::fs::{Durability, Fs};
 use zerocopy::{FromBytes, IntoBytes};
 
-pub type Server = Session<Fs<FileDevice>>;
+/// The server's device: the image file, or a test's recording device.
+pub type Dev = Box<dyn BlockDevice>;
+pub type Server = Session<Fs<Dev>>;
+
+/// Where the model does file data I/O (the kernel's block device).
+pub trait DataIo: Send + Sync {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl DataIo for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+}
+
+/// A `BlockDevice` as the model's data device (a recording crash device
+/// shared with the server).
+pub struct DevIo<D: BlockDevice>(pub D);
+
+impl<D: BlockDevice> DataIo for DevIo<D> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0
+            .read_at(offset, buf)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0
+            .write_at(offset, buf)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+    }
+}
 
 const IN_HEADER: usize = core::mem::size_of::<InHeader>();
 const OUT_HEADER: usize = core::mem::size_of::<OutHeader>();
@@ -65,7 +99,7 @@ pub struct Model {
     k: TestKernel,
     pub session: Arc<Server>,
     /// The block device (or image) the answered addresses point into.
-    pub dev_file: File,
+    pub dev_file: Box<dyn DataIo>,
     pub dev_size: u64,
     pub dev_cookie: u32,
     pub bs: u64,
@@ -99,8 +133,10 @@ pub fn node_key(nodeid: u64) -> InodeNo {
 }
 
 /// A server's view of `img` (read-only, as these models serve it).
-pub fn served(img: &std::path::Path) -> Fs<FileDevice> {
-    Fs::new(open_volume(img), Durability::default(), Default::default())
+pub fn served(img: &std::path::Path) -> Fs<Dev> {
+    let dev: Dev = Box::new(FileDevice::open(img, true).unwrap());
+    let vol = Volume::open(dev, &OpenOptions::default()).unwrap();
+    Fs::new(vol, Durability::default(), Default::default())
 }
 
 pub fn open_volume(img: &std::path::Path) -> Volume<FileDevice> {
@@ -114,34 +150,50 @@ impl Model {
     /// `dev_cookie` and ask for the iomap configuration.
     pub fn start(img: &std::path::Path, dev_path: &std::path::Path, cfg: Config) -> Model {
         let dev_file = File::open(dev_path).unwrap();
+        let dev_size = device_size(&dev_file);
         let oracle = open_volume(img);
         let want_config = oracle.iomap_config();
-        Self::start_with(served(img), dev_file, cfg, Some(oracle), want_config)
+        Self::start_with(
+            served(img),
+            Box::new(dev_file),
+            dev_size,
+            cfg,
+            Some(oracle),
+            want_config,
+        )
     }
 
     /// A read-write server on `img`, the model writing file data into the
     /// image itself (the same file the server writes its metadata to).
     pub fn start_rw(img: &std::path::Path, cfg: Config) -> Model {
-        let want_config = open_volume(img).iomap_config();
         let dev = FileDevice::open(img, false).unwrap();
+        let dev_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img)
+            .unwrap();
+        let size = device_size(&dev_file);
+        Self::start_rw_on(Box::new(dev), Box::new(dev_file), size, cfg)
+    }
+
+    /// A read-write server on `dev`, the model doing data I/O on `data`
+    /// (the same device, `size` bytes).
+    pub fn start_rw_on(dev: Dev, data: Box<dyn DataIo>, size: u64, cfg: Config) -> Model {
         let opts = OpenOptions {
             read_only: false,
             ..Default::default()
         };
         let vol = Volume::open(dev, &opts).unwrap();
         assert!(!vol.read_only(), "the image mounts read-only");
+        let want_config = vol.iomap_config();
         let fs = Fs::new(vol, Durability::default(), Default::default());
-        let dev_file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(img)
-            .unwrap();
-        Self::start_with(fs, dev_file, cfg, None, want_config)
+        Self::start_with(fs, data, size, cfg, None, want_config)
     }
 
     fn start_with(
-        fs: Fs<FileDevice>,
-        dev_file: File,
+        fs: Fs<Dev>,
+        dev_file: Box<dyn DataIo>,
+        dev_size: u64,
         mut cfg: Config,
         oracle: Option<Volume<FileDevice>>,
         want_config: ext4_engine::iomap::IomapConfig,
@@ -149,7 +201,6 @@ impl Model {
         cfg.iomap = true;
         cfg.measure = true;
         let session = Arc::new(Session::new(fs, cfg));
-        let dev_size = device_size(&dev_file);
         let mut m = Model {
             k: TestKernel::start(session.clone(), 0, 0),
             session,

@@ -14,7 +14,6 @@
 //! and stale blocks would show.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 
 use ext4_engine::falloc;
 use ext4_engine::iomap::{ioend, mflags, op};
