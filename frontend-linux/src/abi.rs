@@ -546,6 +546,31 @@ pub struct IomapIo {
     pub dev: u32,
 }
 
+impl IomapIo {
+    pub fn from_mapping(m: &ext4_engine::mapping_cache::Mapping) -> IomapIo {
+        IomapIo {
+            offset: m.offset,
+            length: m.length,
+            addr: m.addr,
+            typ: m.kind as u16,
+            flags: m.flags,
+            dev: m.dev,
+        }
+    }
+
+    /// The mapping this record says; `None` for an unknown type.
+    pub fn mapping(&self) -> Option<ext4_engine::mapping_cache::Mapping> {
+        Some(ext4_engine::mapping_cache::Mapping {
+            offset: self.offset,
+            length: self.length,
+            addr: self.addr,
+            kind: ext4_engine::mapping_cache::MapType::from_u16(self.typ)?,
+            flags: self.flags,
+            dev: self.dev,
+        })
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IomapBeginIn {

@@ -7,7 +7,7 @@
 use ext4_engine::iomap::IomapConfig;
 use ext4_engine::mapping_cache::Mapping;
 use ext4_engine::policy::{self, Caller, ShownIds};
-use ext4_engine::{Attr, FileType, SetAttr, StatFs};
+use ext4_engine::{Attr, FileType, SetAttr, StatFs, WriteMap};
 use ext4_engine::{BlockDevice, Error, InodeNo, Result};
 use ext4_engine::{DirEntry, Whence};
 use ext4_fuse_common::fs::Fs;
@@ -45,6 +45,43 @@ pub trait Backend: Send + Sync {
         _dev: u32,
     ) -> Result<(Mapping, Mapping)> {
         Err(Error::Unsupported { what: "iomap" })
+    }
+    /// As [`Fs::map_for_write`]: `IOMAP_BEGIN` of a write.
+    fn map_for_write(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _pos: u64,
+        _count: u64,
+    ) -> Result<WriteMap> {
+        Err(Error::ReadOnly)
+    }
+    /// As [`Fs::io_end`]: `IOMAP_IOEND`; the on-disk size.
+    fn io_end(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _pos: u64,
+        _len: u64,
+        _new_size: Option<u64>,
+    ) -> Result<u64> {
+        Err(Error::ReadOnly)
+    }
+    /// As [`Fs::release_past_size`]: `IOMAP_END` after a short write.
+    fn release_past_size(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _pos: u64,
+        _len: u64,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// As [`Fs::set_kernel_writes_data`]: iomap is in use.
+    fn set_kernel_writes_data(&self) {}
+    /// As [`Fs::take_freed`]: device byte ranges freed since last asked.
+    fn take_freed(&self) -> Vec<(u64, u64)> {
+        Vec::new()
     }
     /// Whether nothing may be written (the policy's `EROFS` answers).
     fn read_only(&self) -> bool {
@@ -237,6 +274,34 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     }
     fn iomap_config(&self) -> Option<IomapConfig> {
         Some(self.volume().iomap_config())
+    }
+    fn map_for_write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        count: u64,
+    ) -> Result<WriteMap> {
+        Fs::map_for_write(self, caller, ino, pos, count)
+    }
+    fn io_end(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+        new_size: Option<u64>,
+    ) -> Result<u64> {
+        Fs::io_end(self, caller, ino, pos, len, new_size)
+    }
+    fn release_past_size(&self, caller: &Caller, ino: InodeNo, pos: u64, len: u64) -> Result<()> {
+        Fs::release_past_size(self, caller, ino, pos, len)
+    }
+    fn set_kernel_writes_data(&self) {
+        Fs::set_kernel_writes_data(self)
+    }
+    fn take_freed(&self) -> Vec<(u64, u64)> {
+        Fs::take_freed(self)
     }
     fn read_only(&self) -> bool {
         Fs::read_only(self)

@@ -260,6 +260,9 @@ impl<B: Backend> Session<B> {
                 result.map(|r| r.map(|_| out.payload_len()))
             ));
         }
+        // Blocks freed by the request leave the kernel's cache of the
+        // device before the answer (they may hold file data next).
+        self.send_dev_invals(ch);
         if let Some(r) = result {
             let error = r.err().unwrap_or(0);
             send(ch, out.finish(header.unique, error));

@@ -23,7 +23,7 @@ use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
 use ext4_engine::policy::{self, Caller, ShownIds, Subject};
 use ext4_engine::{
     inode_flags, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result, SetAttr, StatFs,
-    Volume,
+    Volume, WriteMap,
 };
 
 use crate::log;
@@ -184,6 +184,36 @@ pub struct Fs<D: BlockDevice> {
     durability: Durability,
     ids: ShownIds,
     closer: Closer<D>,
+    kernel: Arc<KernelData>,
+}
+
+/// Most freed ranges kept for [`Fs::take_freed`]; past it, the whole
+/// device is reported.
+const FREED_RANGES: usize = 256;
+
+/// FUSE iomap: the kernel writes file data and zeroes the partial blocks
+/// of truncate, punch and zero range itself; the block ranges freed since
+/// it last asked, for it to drop from its cache of the device.
+#[derive(Default)]
+struct KernelData {
+    on: AtomicBool,
+    freed: Mutex<Vec<(u64, u64)>>,
+    overflow: AtomicBool,
+}
+
+impl KernelData {
+    fn freed(&self, start: u64, len: u64) {
+        if !self.on.load(Ordering::Acquire) {
+            return;
+        }
+        let mut f = self.freed.lock().unwrap_or_else(|p| p.into_inner());
+        let full = f.len() >= FREED_RANGES;
+        match f.last_mut() {
+            Some((s, l)) if *s + *l == start => *l += len,
+            _ if full => self.overflow.store(true, Ordering::Release),
+            _ => f.push((start, len)),
+        }
+    }
 }
 
 /// Closes the volume once, from whichever thread gets there first (the
@@ -230,6 +260,9 @@ impl<D: BlockDevice + 'static> Fs<D> {
     pub fn new(mut vol: Volume<D>, durability: Durability, ids: ShownIds) -> Fs<D> {
         let nodes = Arc::new(Nodes::default());
         vol.set_open_files(Box::new(KernelHolds(nodes.clone())));
+        let kernel = Arc::new(KernelData::default());
+        let k = kernel.clone();
+        vol.set_on_free(Box::new(move |start, len| k.freed(start, len)));
         let vol = Arc::new(vol);
         Fs {
             closer: Closer {
@@ -241,7 +274,31 @@ impl<D: BlockDevice + 'static> Fs<D> {
             nodes,
             durability,
             ids,
+            kernel,
         }
+    }
+
+    /// From now on the kernel does every file data write (FUSE iomap):
+    /// truncate, punch, zero range and fallocate change metadata only.
+    pub fn set_kernel_writes_data(&self) {
+        self.kernel.on.store(true, Ordering::Release);
+    }
+
+    fn kernel_writes_data(&self) -> bool {
+        self.kernel.on.load(Ordering::Acquire)
+    }
+
+    /// Under FUSE iomap: the byte ranges of the device freed since the
+    /// last call (the whole device when there were too many to keep),
+    /// for the kernel to drop from its cache of the device.
+    pub fn take_freed(&self) -> Vec<(u64, u64)> {
+        let bs = u64::from(self.vol.sb().block_size);
+        let mut f = self.kernel.freed.lock().unwrap_or_else(|p| p.into_inner());
+        if self.kernel.overflow.swap(false, Ordering::AcqRel) {
+            f.clear();
+            return vec![(0, self.vol.sb().blocks_count * bs)];
+        }
+        f.drain(..).map(|(s, l)| (s * bs, l * bs)).collect()
     }
 
     pub fn volume(&self) -> &Volume<D> {
@@ -671,7 +728,13 @@ impl<D: BlockDevice + 'static> Fs<D> {
         let ro = self.vol.read_only();
         self.with_subject(ino, |s| policy::check_change(s, ro))?;
         let cred = policy::cred(caller);
-        let r = self.retry_on_full(|| self.vol.fallocate(ino, mode, offset, len, &cred));
+        let r = self.retry_on_full(|| {
+            if self.kernel_writes_data() {
+                self.vol.fallocate_metadata(ino, mode, offset, len, &cred)
+            } else {
+                self.vol.fallocate(ino, mode, offset, len, &cred)
+            }
+        });
         self.changed(r, false)
     }
 
@@ -682,6 +745,8 @@ impl<D: BlockDevice + 'static> Fs<D> {
         self.with_subject(ino, |s| policy::check_setattr(caller, s, set, ro))?;
         let r = if *set == SetAttr::default() {
             self.vol.getattr(ino)
+        } else if self.kernel_writes_data() {
+            self.vol.setattr_metadata(ino, set)
         } else {
             self.vol.setattr(ino, set)
         };
@@ -718,6 +783,62 @@ impl<D: BlockDevice + 'static> Fs<D> {
             Err(_) if done > 0 => Ok(done),
             Err(e) => Err(e),
         }
+    }
+
+    /// FUSE iomap `IOMAP_BEGIN` for a write the kernel will do: bytes
+    /// `pos..pos+count` of `ino` mapped, holes allocated (unwritten, or
+    /// zeroed written blocks for block-mapped files), committing once to
+    /// reuse what the running transaction freed when the volume is full.
+    /// The kernel checked the caller's right to write at open.
+    pub fn map_for_write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        count: u64,
+    ) -> Result<WriteMap> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.map_for_write(ino, pos, count, &cred));
+        self.changed(r, false)
+    }
+
+    /// FUSE iomap `IOMAP_IOEND`: the kernel wrote `pos..pos+len` of `ino`;
+    /// convert it to written and raise the on-disk size to `new_size`
+    /// (appends). Returns the on-disk size.
+    pub fn io_end(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+        new_size: Option<u64>,
+    ) -> Result<u64> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.vol.io_end(ino, pos, len, new_size, &cred);
+        self.changed(r, false)
+    }
+
+    /// FUSE iomap `IOMAP_END` after a short write: give back the blocks of
+    /// `pos..pos+len` past the on-disk size that no data reached.
+    pub fn release_past_size(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+    ) -> Result<()> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.vol.release_past_size(ino, pos, len, &cred);
+        self.changed(r, false)
     }
 
     /// `COPY_FILE_RANGE`: `len` bytes of `from` at `from_off` to `to` at

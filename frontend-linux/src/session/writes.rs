@@ -160,6 +160,8 @@ impl<B: Backend> Session<B> {
     pub(super) fn do_fallocate(&self, req: &Request<'_>) -> Result<(), i32> {
         let ino = req.ino()?;
         let a: abi::FallocateIn = req.arg()?;
+        // The kernel drops its cached mappings of the file around it.
+        self.kernel_dropped(ino);
         self.backend
             .fallocate(&req.caller(), ino, a.mode, a.offset, a.length)
             .map_err(|e| self.fail("fallocate", ino, e))
@@ -177,6 +179,10 @@ impl<B: Backend> Session<B> {
         let ino = req.ino()?;
         let args: abi::SetattrIn = req.arg()?;
         let set = set_attr(&args);
+        if set.size.is_some() {
+            // The kernel drops its cached mappings on truncate.
+            self.kernel_dropped(ino);
+        }
         let a = self
             .backend
             .setattr(&req.caller(), ino, &set)
