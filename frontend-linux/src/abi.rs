@@ -723,6 +723,14 @@ pub mod fattr {
     pub const KILL_SUIDGID: u32 = 1 << 11;
 }
 
+/// `fuse_write_in.write_flags` bits.
+pub mod write_flags {
+    /// Drop the set-ID bits and capabilities first
+    /// (`FUSE_HANDLE_KILLPRIV_V2`; the kernel sets it when the writer
+    /// lacks `CAP_FSETID`).
+    pub const KILL_SUIDGID: u32 = 1 << 2;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct SetattrIn {

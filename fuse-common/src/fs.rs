@@ -159,6 +159,15 @@ impl OpenFiles for KernelHolds {
     }
 }
 
+/// Whether a write or truncation by `caller` drops privileges, for
+/// requests that carry no kill flag (the kernel's rule, by which
+/// `FUSE_HANDLE_KILLPRIV_V2` sets it): a caller without `CAP_FSETID`,
+/// which a FUSE request shows as any uid but 0. A change of owner always
+/// does.
+pub fn kills_privileges(caller: &Caller) -> bool {
+    !caller.is_root()
+}
+
 /// What the kernel may keep of a file it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
@@ -660,16 +669,15 @@ impl<D: BlockDevice + 'static> Fs<D> {
     }
 
     /// `FALLOCATE` with `mode` (`falloc::*`) over `len` bytes at `offset`.
+    /// `killpriv`: the mount handles `FUSE_HANDLE_KILLPRIV_V2`.
     pub fn fallocate(
         &self,
         caller: &Caller,
         ino: InodeNo,
-        mode: u32,
-        offset: u64,
-        len: u64,
+        (mode, offset, len): (u32, u64, u64),
+        killpriv: bool,
     ) -> Result<()> {
-        let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+        self.check_change(caller, ino, Self::kill_uncarried(caller, killpriv))?;
         let cred = policy::cred(caller);
         let r = self.retry_on_full(|| self.vol.fallocate(ino, mode, offset, len, &cred));
         self.changed(r, false)
@@ -677,23 +685,107 @@ impl<D: BlockDevice + 'static> Fs<D> {
 
     /// `SETATTR`: the policy's rules for who may change what, then the
     /// change (a size change truncates or extends).
-    pub fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+    ///
+    /// `kill` (`FATTR_KILL_SUIDGID`, with `FUSE_HANDLE_KILLPRIV_V2`): the
+    /// kernel leaves it to the server to take away what a truncation or a
+    /// change of owner takes away ([`Fs::drop_privileges`]).
+    pub fn setattr(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        set: &SetAttr,
+        kill: bool,
+    ) -> Result<Attr> {
         let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_setattr(caller, s, set, ro))?;
-        let r = if *set == SetAttr::default() {
-            self.vol.getattr(ino)
+        let dropped = self.with_subject(ino, |s| {
+            policy::check_setattr(caller, s, set, ro)?;
+            Ok(kill
+                .then(|| policy::mode_without_setid(caller, s))
+                .flatten())
+        })?;
+        let mut set = *set;
+        if set.mode.is_none() {
+            set.mode = dropped;
+        }
+        let r = if kill {
+            self.drop_capabilities(ino)
         } else {
-            self.vol.setattr(ino, set)
+            Ok(())
         };
+        let r = r.and_then(|()| {
+            if set == SetAttr::default() {
+                self.vol.getattr(ino)
+            } else {
+                self.vol.setattr(ino, &set)
+            }
+        });
         self.changed(r, false).map(|a| self.ids.apply(a))
     }
 
-    /// `WRITE` of `data` at `offset`: the count written.
-    pub fn write(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
-        let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+    /// `WRITE` of `data` at `offset`: the count written. `kill`
+    /// (`FUSE_WRITE_KILL_SUIDGID`): first take away what a write takes
+    /// away ([`Fs::drop_privileges`]).
+    pub fn write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        offset: u64,
+        data: &[u8],
+        kill: bool,
+    ) -> Result<usize> {
+        self.check_change(caller, ino, kill)?;
         let r = self.write_all(caller, ino, offset, data);
         self.changed(r, false)
+    }
+
+    /// The policy's checks before the contents of `ino` change; then, when
+    /// `kill`, what the change takes away ([`Fs::drop_privileges`]).
+    fn check_change(&self, caller: &Caller, ino: InodeNo, kill: bool) -> Result<()> {
+        let ro = self.vol.read_only();
+        let dropped = self.with_subject(ino, |s| {
+            policy::check_change(s, ro)?;
+            Ok(kill
+                .then(|| policy::mode_without_setid(caller, s))
+                .flatten())
+        })?;
+        if kill {
+            let r = self.drop_privileges(ino, dropped);
+            self.changed(r, false)?;
+        }
+        Ok(())
+    }
+
+    /// For `FALLOCATE` and `COPY_FILE_RANGE`, which carry no kill flag:
+    /// whether to drop privileges ourselves. With
+    /// `FUSE_HANDLE_KILLPRIV_V2` (`killpriv`) the kernel leaves that to
+    /// the server.
+    fn kill_uncarried(caller: &Caller, killpriv: bool) -> bool {
+        killpriv && kills_privileges(caller)
+    }
+
+    /// What the kernel's VFS takes away from a file when it is written,
+    /// truncated or given to another owner, and leaves to a FUSE server
+    /// that handles it (`FUSE_HANDLE_KILLPRIV_V2`, which spares the
+    /// `GETXATTR security.capability` the kernel otherwise asks before
+    /// every write): the set-ID bits the policy's rule drops (`mode`, from
+    /// [`policy::mode_without_setid`]) and the file's capabilities.
+    fn drop_privileges(&self, ino: InodeNo, mode: Option<u16>) -> Result<()> {
+        if let Some(mode) = mode {
+            let set = SetAttr {
+                mode: Some(mode),
+                ..SetAttr::default()
+            };
+            self.vol.setattr(ino, &set)?;
+        }
+        self.drop_capabilities(ino)
+    }
+
+    /// Remove `security.capability` of `ino`, if it has one.
+    fn drop_capabilities(&self, ino: InodeNo) -> Result<()> {
+        match self.vol.removexattr(ino, policy::CAPABILITY_XATTR) {
+            Ok(()) | Err(Error::NoData) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Write `data` at `offset` of `ino`, committing once to reuse what the
@@ -722,16 +814,16 @@ impl<D: BlockDevice + 'static> Fs<D> {
 
     /// `COPY_FILE_RANGE`: `len` bytes of `from` at `from_off` to `to` at
     /// `to_off`, through the engine in bounded pieces; the count copied
-    /// (short at the source's end).
+    /// (short at the source's end). `killpriv`: as for [`Fs::fallocate`].
     pub fn copy_file_range(
         &self,
         caller: &Caller,
         (from, from_off): (InodeNo, u64),
         (to, to_off): (InodeNo, u64),
         len: u64,
+        killpriv: bool,
     ) -> Result<u64> {
-        let ro = self.vol.read_only();
-        self.with_subject(to, |s| policy::check_change(s, ro))?;
+        self.check_change(caller, to, Self::kill_uncarried(caller, killpriv))?;
         let mut buf = vec![0u8; COPY_CHUNK.min(len as usize)];
         let mut done = 0u64;
         while done < len {

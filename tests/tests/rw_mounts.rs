@@ -619,11 +619,13 @@ fn tmpfile_as_the_kernel() {
     assert_clean(&img, bsd);
 }
 
-/// `tests/data/chattr-steps.sh` on the mount at `root`: its output, with
-/// the mount's path taken out.
-fn chattr_steps(root: &Path) -> String {
+/// The script `tests/data/{name}` on the mount at `root` (made
+/// world-writable first): its output, with the mount's path taken out.
+fn script_steps(name: &str, root: &Path) -> String {
     fs::set_permissions(root, fs::Permissions::from_mode(0o777)).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/chattr-steps.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name);
     let out = run(Command::new("bash").arg(&script).arg(root));
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -644,7 +646,9 @@ fn chattr_as_the_kernel() {
         return;
     }
     let dir = Scratch::new("rw-chattr");
-    same_as_kernel(dir.path(), "allow_other", chattr_steps);
+    same_as_kernel(dir.path(), "allow_other", |r| {
+        script_steps("chattr-steps.sh", r)
+    });
     let [_, (bsd, bsd_bin)] = servers();
 
     let img = fresh(dir.path(), "bsd.img", "32M", &[]);
@@ -695,16 +699,50 @@ fn umask_and_default_acls_as_the_kernel() {
         return;
     }
     let dir = Scratch::new("rw-umask");
-    let kimg = fresh(dir.path(), "kernel.img", "32M", &[]);
+    both_as_kernel(dir.path(), "", umask_steps);
+}
+
+/// `steps` on the kernel's ext4 and on both servers (mounted with
+/// `opts`), each on a fresh image in `dir`: each server must show what
+/// the kernel showed and leave an image `e2fsck -fn` passes. What the
+/// kernel showed.
+fn both_as_kernel<T: PartialEq + std::fmt::Debug>(
+    dir: &Path,
+    opts: &str,
+    steps: fn(&Path) -> T,
+) -> T {
+    let kimg = fresh(dir, "kernel.img", "32M", &[]);
     let k = KernelMount::mount(&kimg, false, "").unwrap();
-    let want = umask_steps(k.path());
+    let want = steps(k.path());
     k.unmount().unwrap();
     for (name, bin) in servers() {
-        let img = fresh(dir.path(), &format!("{name}.img"), "32M", &[]);
-        let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
-        let got = umask_steps(s.path());
+        let img = fresh(dir, &format!("{name}.img"), "32M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, opts).unwrap();
+        let got = steps(s.path());
         s.unmount().unwrap();
-        assert_eq!(got, want, "{name}: modes against the kernel's");
+        assert_eq!(got, want, "{name}: what a program sees, against the kernel");
         assert_clean(&img, name);
     }
+    want
+}
+
+/// What writes, truncations (truncate, O_TRUNC), fallocate,
+/// copy_file_range and chown by root and by an unprivileged user take
+/// away (set-user-ID, set-group-ID by the kernel's rule, security.capability
+/// set by setcap), on both servers as on the kernel's ext4
+/// (`tests/data/killpriv-steps.sh`). ext4-fuse takes
+/// FUSE_HANDLE_KILLPRIV_V2 (the kernel leaves the dropping to it);
+/// ext4-fuse-bsd drops by the same shared rule where the kernel's FUSE
+/// without it would keep the set-group-ID bit of a file written by a user
+/// outside its group.
+#[test]
+fn killpriv_as_the_kernel() {
+    if !ready() || !have_tool("setcap") || !have_tool("getcap") || !have_tool("setpriv") {
+        return;
+    }
+    let dir = Scratch::new("rw-killpriv");
+    let want = both_as_kernel(dir.path(), "allow_other", |r| {
+        script_steps("killpriv-steps.sh", r)
+    });
+    assert!(want.contains("n_write 755 "), "the kernel's run:\n{want}");
 }
