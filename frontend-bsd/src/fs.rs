@@ -367,7 +367,11 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
     }
 
     fn readlink(&self, _req: &Request, node: INodeNo, reply: ReplyData) {
-        let r = self.ino(node).and_then(|ino| self.readlink_inner(ino));
+        let r = self.ino(node).and_then(|ino| {
+            let t = self.readlink_inner(ino)?;
+            self.fs.accessed(ino);
+            Ok(t)
+        });
         self.drain();
         match r {
             Ok(t) => reply.data(&t),
@@ -409,14 +413,18 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         _fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         READ_BUF.with_borrow_mut(|buf| {
-            let r = self
-                .ino(node)
-                .and_then(|ino| self.read_inner(ino, offset, size, buf));
+            let r = self.ino(node).and_then(|ino| {
+                let n = self.read_inner(ino, offset, size, buf)?;
+                if !sys::no_atime(flags.0) {
+                    self.fs.accessed(ino);
+                }
+                Ok(n)
+            });
             self.drain();
             match r {
                 Ok(n) => reply.data(&buf[..n]),
@@ -508,6 +516,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         if let Err(e) = r {
             return reply.error(self.fail("readdir", ino, &e));
         }
+        self.fs.accessed(ino);
         let mut rest = &names[..];
         for (child, len, kind, next) in batch {
             let (name, tail) = rest.split_at(len);

@@ -59,6 +59,9 @@ pub trait Backend: Send + Sync {
 
     // Node lifetime and the write requests: see `ext4_fuse_common::fs`.
 
+    /// `ino` was read, listed or its link read: its atime, by the mount's
+    /// rule.
+    fn accessed(&self, _ino: InodeNo) {}
     /// An entry reply naming `a` goes to the kernel.
     fn entry(&self, _a: &Attr) {}
     /// `FORGET`: `n` references to `ino` dropped.
@@ -261,6 +264,9 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     }
     fn access(&self, ino: InodeNo, caller: &Caller, mask: u32, ids: ShownIds) -> Result<()> {
         self.volume().access(ino, caller, mask, ids)
+    }
+    fn accessed(&self, ino: InodeNo) {
+        Fs::accessed(self, ino)
     }
     fn entry(&self, a: &Attr) {
         Fs::entry(self, a)

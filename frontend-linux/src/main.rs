@@ -216,7 +216,8 @@ fn run(opts: &Options) -> Result<(), String> {
     config.timeout = ext4_engine::policy::timeouts(volume.read_only()).attr;
     let durability = Durability::from_options(&opts.common, &volume);
     let shown = ShownIds { uid, gid };
-    let session = Arc::new(Session::new(Fs::new(volume, durability, shown), config));
+    let fs = Fs::new(volume, durability, shown).with_atime(opts.common.atime_rule());
+    let session = Arc::new(Session::new(fs, config));
     if let Err(e) = session.wait_init(&fuse) {
         undo(&mounted);
         return Err(format!("FUSE_INIT failed: {e}"));

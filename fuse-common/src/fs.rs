@@ -22,8 +22,8 @@ use std::time::Duration;
 use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
 use ext4_engine::policy::{self, Caller, ShownIds, Subject};
 use ext4_engine::{
-    inode_flags, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result, SetAttr, StatFs,
-    Volume,
+    inode_flags, AtimeRule, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result,
+    SetAttr, StatFs, Volume,
 };
 
 use crate::log;
@@ -191,6 +191,7 @@ pub struct Fs<D: BlockDevice> {
     vol: Arc<Volume<D>>,
     nodes: Arc<Nodes>,
     durability: Durability,
+    atime: AtimeRule,
     ids: ShownIds,
     closer: Closer<D>,
 }
@@ -249,7 +250,28 @@ impl<D: BlockDevice + 'static> Fs<D> {
             vol,
             nodes,
             durability,
+            atime: AtimeRule::default(),
             ids,
+        }
+    }
+
+    /// When accesses update atimes (the mount's `relatime`, `strictatime`,
+    /// `noatime`, `nodiratime`; `relatime` by default).
+    pub fn with_atime(mut self, rule: AtimeRule) -> Fs<D> {
+        self.atime = rule;
+        self
+    }
+
+    /// `ino` was read, listed or its link read (`READ`, `READDIR`,
+    /// `READDIRPLUS`, `READLINK`): its atime by the mount's rule. The
+    /// kernel's FUSE never updates atimes itself (its inodes are
+    /// `S_NOATIME`) and refetches the atime after such a request; it only
+    /// asks what its caches miss, so a read the page cache serves changes
+    /// no atime (under `strictatime` too). A failure is logged, never the
+    /// access's: the kernel's `touch_atime` fails no read either.
+    pub fn accessed(&self, ino: InodeNo) {
+        if let Err(e) = self.vol.touch_atime(ino, self.atime) {
+            log::failure("atime", ino, &e);
         }
     }
 

@@ -746,3 +746,61 @@ fn killpriv_as_the_kernel() {
     });
     assert!(want.contains("n_write 755 "), "the kernel's run:\n{want}");
 }
+
+/// `tests/data/atime-steps.py PHASE` on the mount at `root`: its output.
+fn atime_phase(root: &Path, phase: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/atime-steps.py");
+    let out = run(Command::new("python3").arg(&script).arg(root).arg(phase));
+    assert!(out.status.success(), "atime {phase}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The noatime inode flag (`chattr +A`) on `f_flag` of the unmounted
+/// `img`, by debugfs (ext4-fuse-bsd serves no chattr).
+fn set_noatime_flag(img: &Path) {
+    let out = run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-R")
+        .arg("set_inode_field f_flag flags 0x80080")
+        .arg(img));
+    assert!(out.status.success(), "debugfs: {out:?}");
+}
+
+/// Access times under relatime (the default), strictatime, noatime and
+/// lazytime: the files, directories and symlink of
+/// `tests/data/atime-steps.py` read, listed and readlink'ed on a fresh
+/// mount (so that the reads reach the server), one with the noatime inode
+/// flag and one read through O_NOATIME; which atimes changed, on both
+/// servers as on the kernel's ext4.
+#[test]
+fn atime_as_the_kernel() {
+    if !ready() || !have_tool("python3") {
+        return;
+    }
+    let dir = Scratch::new("rw-atime");
+    for opts in ["", "strictatime", "noatime", "lazytime"] {
+        let kimg = fresh(dir.path(), "kernel.img", "32M", &[]);
+        let k = KernelMount::mount(&kimg, false, "").unwrap();
+        atime_phase(k.path(), "setup");
+        k.unmount().unwrap();
+        set_noatime_flag(&kimg);
+        let k = KernelMount::mount(&kimg, false, opts).unwrap();
+        let want = atime_phase(k.path(), "read");
+        k.unmount().unwrap();
+        // The reads reached the filesystem (no cache served them).
+        let updated = opts != "noatime";
+        assert_eq!(want.contains("f_fresh updated"), updated, "kernel:\n{want}");
+        for (name, bin) in servers() {
+            let img = fresh(dir.path(), &format!("{name}.img"), "32M", &[]);
+            let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+            atime_phase(s.path(), "setup");
+            s.unmount().unwrap();
+            set_noatime_flag(&img);
+            let s = FuseServer::mount_rw(&bin, &img, opts).unwrap();
+            let got = atime_phase(s.path(), "read");
+            s.unmount().unwrap();
+            assert_eq!(got, want, "{name} -o {opts}: atimes against the kernel's");
+            assert_clean(&img, name);
+        }
+    }
+}
