@@ -62,6 +62,11 @@ pub trait Backend: Send + Sync {
     /// `ino` was read, listed or its link read: its atime, by the mount's
     /// rule.
     fn accessed(&self, _ino: InodeNo) {}
+    /// Inodes whose attributes changed without the kernel's asking (see
+    /// `Fs::take_stale`).
+    fn take_stale(&self) -> Vec<InodeNo> {
+        Vec::new()
+    }
     /// An entry reply naming `a` goes to the kernel.
     fn entry(&self, _a: &Attr) {}
     /// `FORGET`: `n` references to `ino` dropped.
@@ -267,6 +272,9 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     }
     fn accessed(&self, ino: InodeNo) {
         Fs::accessed(self, ino)
+    }
+    fn take_stale(&self) -> Vec<InodeNo> {
+        Fs::take_stale(self)
     }
     fn entry(&self, a: &Attr) {
         Fs::entry(self, a)

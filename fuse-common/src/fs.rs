@@ -179,6 +179,26 @@ pub struct Opened {
 /// Most bytes `copy_file_range` moves per engine call.
 const COPY_CHUNK: usize = 1 << 20;
 
+/// Most inodes [`Fs::take_stale`] keeps between two calls.
+pub const STALE_MAX: usize = 256;
+
+/// What [`Fs::take_stale`] hands out.
+#[derive(Default)]
+struct Stale {
+    any: AtomicBool,
+    inos: Mutex<Vec<InodeNo>>,
+}
+
+impl Stale {
+    fn push(&self, ino: InodeNo) {
+        let mut v = self.inos.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < STALE_MAX && !v.contains(&ino) {
+            v.push(ino);
+        }
+        self.any.store(true, Ordering::Release);
+    }
+}
+
 /// The periodic committer's stop signal.
 #[derive(Default)]
 struct Stop {
@@ -192,6 +212,7 @@ pub struct Fs<D: BlockDevice> {
     nodes: Arc<Nodes>,
     durability: Durability,
     atime: AtimeRule,
+    stale: Stale,
     ids: ShownIds,
     closer: Closer<D>,
 }
@@ -251,8 +272,21 @@ impl<D: BlockDevice + 'static> Fs<D> {
             nodes,
             durability,
             atime: AtimeRule::default(),
+            stale: Stale::default(),
             ids,
         }
+    }
+
+    /// Inodes whose attributes this server changed without the kernel
+    /// asking for that change (set-ID bits a write dropped), since the
+    /// last call: the kernel's cached attributes of these are stale
+    /// (`FUSE_NOTIFY_INVAL_INODE`). At most [`STALE_MAX`]; past that the
+    /// attribute timeout covers the rest.
+    pub fn take_stale(&self) -> Vec<InodeNo> {
+        if !self.stale.any.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        core::mem::take(&mut *self.stale.inos.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// When accesses update atimes (the mount's `relatime`, `strictatime`,
@@ -798,6 +832,7 @@ impl<D: BlockDevice + 'static> Fs<D> {
                 ..SetAttr::default()
             };
             self.vol.setattr(ino, &set)?;
+            self.stale.push(ino);
         }
         self.drop_capabilities(ino)
     }

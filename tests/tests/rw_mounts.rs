@@ -571,12 +571,13 @@ fn free_counts(img: &Path) -> Vec<String> {
 
 /// `steps` on the kernel's ext4 and on ext4-fuse (mounted with `opts`),
 /// each on a fresh image in `dir`: they must see the same, and both
-/// images pass `e2fsck -fn`. The two images (kernel's, ext4-fuse's).
+/// images pass `e2fsck -fn`. The two images (kernel's, ext4-fuse's) and
+/// what the kernel showed.
 fn same_as_kernel<T: PartialEq + std::fmt::Debug>(
     dir: &Path,
     opts: &str,
     steps: fn(&Path) -> T,
-) -> (PathBuf, PathBuf) {
+) -> (PathBuf, PathBuf, T) {
     let kimg = fresh(dir, "kernel.img", "32M", &[]);
     let k = KernelMount::mount(&kimg, false, "").unwrap();
     let want = steps(k.path());
@@ -589,7 +590,7 @@ fn same_as_kernel<T: PartialEq + std::fmt::Debug>(
     s.unmount().unwrap();
     assert_eq!(got, want, "{name}: what a program sees, against the kernel");
     assert_clean(&img, name);
-    (kimg, img)
+    (kimg, img, want)
 }
 
 /// O_TMPFILE: ext4-fuse serves it as the kernel's ext4 does (the same
@@ -603,7 +604,7 @@ fn tmpfile_as_the_kernel() {
         return;
     }
     let dir = Scratch::new("rw-tmpfile");
-    let (kimg, img) = same_as_kernel(dir.path(), "", tmpfile_steps);
+    let (kimg, img, _) = same_as_kernel(dir.path(), "", tmpfile_steps);
     assert_eq!(free_counts(&img), free_counts(&kimg), "free counts");
     let [_, (bsd, bsd_bin)] = servers();
 
@@ -803,4 +804,27 @@ fn atime_as_the_kernel() {
             assert_clean(&img, name);
         }
     }
+}
+
+/// What the server changes on its own reaches the kernel's caches at
+/// once: after writes, fallocate and copy_file_range by an unprivileged
+/// user dropped set-ID bits (ext4-fuse drops them itself, with
+/// FUSE_HANDLE_KILLPRIV_V2), the mode the kernel answers from its
+/// attribute cache (statx for STATX_MODE alone) is the new one, as on the
+/// kernel's ext4 (`tests/data/stale-steps.sh`; FUSE_NOTIFY_INVAL_INODE).
+/// ext4-fuse-bsd sends no notifications (its cache times out after a
+/// second).
+#[test]
+fn server_changes_reach_the_kernel_cache() {
+    if !ready() || !have_tool("setpriv") || !have_tool("python3") {
+        return;
+    }
+    let dir = Scratch::new("rw-stale");
+    let (_, _, want) = same_as_kernel(dir.path(), "allow_other", |r| {
+        script_steps("stale-steps.sh", r)
+    });
+    assert!(
+        want.ends_with("w 755 o 747 a 755 c 755\n"),
+        "kernel:\n{want}"
+    );
 }
