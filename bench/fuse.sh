@@ -26,6 +26,12 @@
 #          sync + drop_caches), sync
 # Each image is checked with e2fsck -fn afterwards (outside the timing).
 #
+# The uring column (issue #21) is ext4-fuse -o uring=on: requests through
+# one io_uring queue per CPU (the fuse module's enable_uring is set to Y for
+# the run and put back after); its own table compares it with the kernel
+# and with ext4-fuse on /dev/fuse. It is in the default columns when the
+# module has the parameter (read tests only).
+#
 # Cold = a fresh mount (so no server keeps metadata from an earlier run)
 # followed by sync + drop_caches; warm = the same command again at once.
 # Each value is the median of the repetitions. Prints one table with the
@@ -48,7 +54,7 @@
 #                      [-r N] [-R N] [-t SECONDS] [-B]
 #     -i IMAGES   comma list of synth,real (default both)
 #     -n FILES    files in the synth tree (default 50000)
-#     -c COLUMNS  comma list of kernel,ours,bsd,fuse2fs (default all)
+#     -c COLUMNS  comma list of kernel,ours,bsd,fuse2fs,uring (default all)
 #     -T TESTS    comma list of cat,find,tar,fio (reads) and untar,seq,
 #                 rand,create,rm (writes) (default all)
 #     -r N        repetitions of the short tests, cat and find (default 3)
@@ -64,7 +70,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 
-files=50000 cols=kernel,ours,bsd,fuse2fs tests=cat,find,tar,fio,untar,seq,rand,create,rm images=synth,real
+uring_param=/sys/module/fuse/parameters/enable_uring
+cols=kernel,ours,bsd,fuse2fs
+[ ! -e $uring_param ] || cols+=,uring
+files=50000 tests=cat,find,tar,fio,untar,seq,rand,create,rm images=synth,real
 reps_short=3 reps_long=1 fio_secs=10 build=1
 while getopts i:n:c:T:r:R:t:Bh o; do
     case $o in
@@ -87,7 +96,7 @@ for i in "${IMAGES[@]}"; do
     case $i in synth | real) ;; *) echo "unknown image $i" >&2; exit 2 ;; esac
 done
 for c in "${COLS[@]}"; do
-    case $c in kernel | ours | bsd | fuse2fs) ;; *) echo "unknown column $c" >&2; exit 2 ;; esac
+    case $c in kernel | ours | bsd | fuse2fs | uring) ;; *) echo "unknown column $c" >&2; exit 2 ;; esac
 done
 for t in "${TESTS[@]}"; do
     case $t in
@@ -116,6 +125,12 @@ mnt=$(mktemp -d /tmp/fusebench.XXXXXX)
 server_pid= wimg=
 server_log=$out/fuse-server.log
 : >"$server_log"
+uring_was=
+if [[ ",$cols," == *,uring,* ]]; then
+    [ -e $uring_param ] || { echo "uring column: this kernel's fuse module has no enable_uring" >&2; exit 1; }
+    uring_was=$(cat $uring_param)
+    echo Y >$uring_param
+fi
 
 cleanup() {
     local rc=$?
@@ -128,6 +143,7 @@ cleanup() {
     fi
     rmdir "$mnt" 2>/dev/null || true
     [ -z "${wimg:-}" ] || rm -f "$wimg"
+    [ -z "$uring_was" ] || echo "$uring_was" >$uring_param
     exit $rc
 }
 trap cleanup EXIT
@@ -145,6 +161,8 @@ do_mount() { # column [ro|rw]
         ours) "$ours_bin" "$img" "$mnt" -f -o $m${OURS_OPTS:+,$OURS_OPTS} >>"$server_log" 2>&1 &
             server_pid=$! ;;
         bsd) "$bsd_bin" "$img" "$mnt" -f -o $m${BSD_OPTS:+,$BSD_OPTS} >>"$server_log" 2>&1 &
+            server_pid=$! ;;
+        uring) "$ours_bin" "$img" "$mnt" -f -o $m,uring=on${OURS_OPTS:+,$OURS_OPTS} >>"$server_log" 2>&1 &
             server_pid=$! ;;
         fuse2fs) fuse2fs -f "$img" "$mnt" -o $m >>"$server_log" 2>&1 &
             server_pid=$! ;;
@@ -350,6 +368,8 @@ measure_writes() {
     for ((rep = 1; rep <= reps_long; rep++)); do
         for t in "${wt[@]}"; do
             for c in "${COLS[@]}"; do
+                # The write table has no uring column yet.
+                [ "$c" != uring ] || continue
                 wrun "$c" "$t"
                 echo "rep $rep write $t $c: $(last "${W[$c.$t]:-}")$([ "$t" != untar ] || ! has_test rm || echo " rm $(last "${W[$c.rm]:-}")") (load $(load_avg))" >&2
             done
@@ -507,6 +527,29 @@ f2target() { # test phase col
     if [ "$f2k" != - ] && awk -v r="$f2k" 'BEGIN { exit !(r >= 5) }'; then echo 5; else echo -; fi
 }
 
+# The uring column against the kernel and against ext4-fuse on /dev/fuse,
+# with the targets of issue #21 (cold find <= 1.1x kernel, cold fio >=
+# kernel IOPS) and the server CPU of both transports.
+uring_table() {
+    echo
+    echo "FUSE over io_uring (issue #21): ext4-fuse -o uring=on"
+    local h="%-10s %9s %9s %9s | %8s %6s %-4s | %9s | %14s %14s\n" t ph k o u uk ut uv uo
+    # shellcheck disable=SC2059
+    printf "$h" "" kernel ext4-fuse uring "uring/k" target "" "uring/fus" "cpu ext4-fuse" "cpu uring"
+    for t in "${RTESTS[@]}"; do
+        for ph in cold warm; do
+            k=$(tv kernel "$t" $ph) o=$(tv ours "$t" $ph) u=$(tv uring "$t" $ph)
+            uk=$(ratio "$u" "$k") uo=$(ratio "$u" "$o") ut=- uv=
+            case $t.$ph in find.cold) ut=1.1 ;; fio.cold) ut=1.0 ;; esac
+            [ "$ut" = - ] || { uv=$(verdict "$uk" "<=" "$ut"); ut="<=$ut"; }
+            # shellcheck disable=SC2059
+            printf "$h" "$t $ph" "$(med kernel "$t" $ph)" "$(med ours "$t" $ph)" "$(med uring "$t" $ph)" \
+                "$uk" "$ut" "$uv" "$uo" "$(cpu_med ours "$t" $ph)" "$(cpu_med uring "$t" $ph)"
+        done
+    done
+    echo "uring/k = uring / kernel, uring/fus = uring / ext4-fuse on /dev/fuse (time ratios; fio: time per I/O)"
+}
+
 report=$out/fuse-$image-$(date +%Y%m%d-%H%M%S).txt
 {
     echo "bench/fuse.sh $(date -Is) on $(uname -r), $(nproc) CPUs, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- engine frontend-linux frontend-bsd || echo ' (+ uncommitted changes)')"
@@ -580,6 +623,7 @@ report=$out/fuse-$image-$(date +%Y%m%d-%H%M%S).txt
     done
     [ -z "$sizes" ] || echo "tar bytes per column (cold runs): $sizes"
     [ $can_drop = 1 ] || echo "(not root: caches were not dropped, cold = warm)"
+    has uring && uring_table
 } | tee "$report"
 echo "saved to $report" >&2
 }

@@ -19,3 +19,5 @@ bash scripts/fuzz-smoke.sh
 # Unset it to run the rest on a machine without them.
 export EXT4_TESTS_REQUIRE_ALL=${EXT4_TESTS_REQUIRE_ALL-1}
 cargo test --workspace --no-fail-fast -- --test-threads=2
+# The ext4-fuse suites again with every request through io_uring queues.
+bash scripts/test-uring.sh

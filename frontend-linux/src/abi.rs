@@ -13,6 +13,8 @@ pub const KERNEL_VERSION: u32 = 7;
 /// The highest minor version this server knows on the plain path. 7.39
 /// brought `FUSE_STATX`.
 pub const KERNEL_MINOR_VERSION: u32 = 40;
+/// The smallest request buffer the kernel accepts (`FUSE_MIN_READ_BUFFER`).
+pub const MIN_READ_BUFFER: usize = 8192;
 /// The minor version of the experimental iomap series
 /// (`docs/iomap.md`): answered only when `FUSE_IOMAP` is
 /// granted, since a kernel offering it speaks that protocol.
@@ -916,10 +918,73 @@ pub struct CopyFileRangeIn {
     pub flags: u64,
 }
 
+/// FUSE over io_uring (kernel 6.14+): the `IORING_OP_URING_CMD` commands
+/// on `/dev/fuse` and the buffers one ring entry shares with the kernel.
+pub mod uring {
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// `cmd_op`: hand the kernel an entry's buffers for queue `qid`.
+    pub const CMD_REGISTER: u32 = 1;
+    /// `cmd_op`: the reply to `commit_id` is in the entry; wait for the next request.
+    pub const CMD_COMMIT_AND_FETCH: u32 = 2;
+    /// The two buffers of an entry (`iovec`s of a `REGISTER`): headers, payload.
+    pub const IOV_SEGS: u32 = 2;
+    /// Room for the operation's own header (`op_in`) in [`ReqHeader`].
+    pub const OP_IN_SIZE: usize = 128;
+
+    /// `fuse_uring_ent_in_out`: the kernel's `commit_id` (the request's
+    /// `unique`) and how many payload bytes each direction carries.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    pub struct EntInOut {
+        pub flags: u64,
+        pub commit_id: u64,
+        pub payload_sz: u32,
+        pub padding: u32,
+        pub reserved: u64,
+    }
+
+    /// `fuse_uring_req_header`: the entry's header buffer. `in_out` holds
+    /// the `fuse_in_header` of a request and the `fuse_out_header` of its
+    /// reply; `op_in` the operation's first argument (its fixed header).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    pub struct ReqHeader {
+        pub in_out: [u8; 128],
+        pub op_in: [u8; OP_IN_SIZE],
+        pub ent: EntInOut,
+    }
+
+    /// `fuse_uring_cmd_req`: the command area of the 128-byte SQE.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    pub struct CmdReq {
+        pub flags: u64,
+        pub commit_id: u64,
+        pub qid: u16,
+        pub padding: [u8; 6],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn uring_layouts() {
+        use uring::*;
+        assert_eq!(size_of::<EntInOut>(), 32);
+        assert_eq!(offset_of!(EntInOut, commit_id), 8);
+        assert_eq!(offset_of!(EntInOut, payload_sz), 16);
+        assert_eq!(offset_of!(EntInOut, reserved), 24);
+        assert_eq!(size_of::<ReqHeader>(), 288);
+        assert_eq!(offset_of!(ReqHeader, op_in), 128);
+        assert_eq!(offset_of!(ReqHeader, ent), 256);
+        assert_eq!(size_of::<CmdReq>(), 24);
+        assert_eq!(offset_of!(CmdReq, commit_id), 8);
+        assert_eq!(offset_of!(CmdReq, qid), 16);
+    }
 
     #[test]
     fn header_layouts() {

@@ -12,6 +12,7 @@ pub mod loopdev;
 pub mod options;
 pub mod sandbox;
 pub mod session;
+pub mod uring;
 
 /// Log lines (stderr, syslog once detached, or `-o logfile=`), shared with
 /// `ext4-fuse-bsd`.

@@ -17,6 +17,7 @@ use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options::{self, Options};
 use ext4_fuse::sandbox;
 use ext4_fuse::session::{Config, Session};
+use ext4_fuse::uring::{self, Queue, UringMode};
 use ext4_fuse::watcher;
 use ext4_fuse_common::fs::{Durability, Fs};
 use ext4_fuse_common::{cli, daemon, os};
@@ -57,6 +58,9 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
 
 fn run(opts: &Options) -> Result<(), String> {
     log::set_debug(opts.debug());
+    if opts.uring == UringMode::On && !uring::kernel_enabled() {
+        return Err(format!("uring=on: {}", uring::HOW_TO_ENABLE));
+    }
     log::stop_on_damage(opts.common.errors == Some(ext4_engine::mount_opts::OnErrors::Panic));
     if let Some(f) = &opts.common.logfile {
         log::use_file(std::path::Path::new(f)).map_err(|e| format!("logfile={f}: {e}"))?;
@@ -205,6 +209,7 @@ fn run(opts: &Options) -> Result<(), String> {
     let mut config = Config {
         uid,
         gid,
+        uring: opts.uring != UringMode::Off,
         iomap: iomap_prep.is_some(),
         readdirplus: opts.readdirplus,
         writeback_cache: opts.writeback_cache && !volume.read_only(),
@@ -231,14 +236,50 @@ fn run(opts: &Options) -> Result<(), String> {
         }
     };
 
+    // FUSE over io_uring: the rings are set up before confinement (which
+    // admits io_uring_enter on them only); /dev/fuse keeps one worker for
+    // what never travels through a ring (FORGET, INTERRUPT, notifications).
+    let agreed = session.negotiated().map_or(0, |n| n.flags);
+    let fuse = Arc::new(fuse);
+    let queues = if agreed & ext4_fuse::abi::init_flags::OVER_IO_URING != 0 {
+        match Queue::for_each_cpu(&fuse, uring::payload_size(ext4_fuse::session::MAX_IO)) {
+            Ok(q) => q,
+            Err(e) if opts.uring == UringMode::On => {
+                undo(&mounted);
+                return Err(format!("uring=on: cannot set up the rings: {e}"));
+            }
+            Err(e) => {
+                log::error(format_args!(
+                    "FUSE over io_uring unavailable ({e}); serving /dev/fuse only"
+                ));
+                Vec::new()
+            }
+        }
+    } else if opts.uring == UringMode::On {
+        undo(&mounted);
+        return Err(format!(
+            "uring=on: the kernel did not offer FUSE over io_uring. {}",
+            uring::HOW_TO_ENABLE
+        ));
+    } else {
+        Vec::new()
+    };
+    if !queues.is_empty() {
+        log::debug(format_args!("FUSE over io_uring: {} queues", queues.len()));
+    }
+
     // Every descriptor is opened before confinement: clones of /dev/fuse
     // need an open(2). On an inherited descriptor there is no path to
     // open, so all workers read the one descriptor.
-    let threads = opts.threads.unwrap_or_else(default_threads);
+    let threads = if queues.is_empty() {
+        opts.threads.unwrap_or_else(default_threads)
+    } else {
+        1
+    };
     // One worker polls for requests (spin=), the others sleep, so at most
     // one CPU is kept awake. It needs a descriptor of its own: on a shared
     // one (inherited) every worker would poll.
-    let spin = (opts.spin_us() > 0 && inherited_fuse.is_none())
+    let spin = (opts.spin_us() > 0 && inherited_fuse.is_none() && queues.is_empty())
         .then(|| std::time::Duration::from_micros(opts.spin_us()));
     let poll = |c: &mut DevFuse, window| {
         if let Err(e) = c.spin(window) {
@@ -248,7 +289,7 @@ fn run(opts: &Options) -> Result<(), String> {
             ));
         }
     };
-    let mut fuse = Arc::new(fuse);
+    let mut fuse = fuse;
     let mut channels: Vec<Arc<dyn Channel>> = Vec::with_capacity(threads);
     for _ in 1..threads {
         if inherited_fuse.is_some() {
@@ -276,11 +317,14 @@ fn run(opts: &Options) -> Result<(), String> {
         }
     }
     channels.push(fuse as Arc<dyn Channel>);
+    let ring_fds: Vec<_> = queues.iter().map(|q| q.ring_fd()).collect();
+    channels.extend(queues.into_iter().map(|q| q as Arc<dyn Channel>));
 
     if ready.is_some() {
         daemon::detach_stdio();
     }
-    if let Some(plan) = plan {
+    if let Some(mut plan) = plan {
+        plan.allow_rings(&ring_fds);
         if let Err(e) = sandbox::apply(plan) {
             // With a watcher, exiting is the unmount.
             if watch.is_none() {

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use crate::iomap_setup::IomapMode;
 use crate::session::ReaddirPlus;
+use crate::uring::UringMode;
 use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 
 #[derive(Parser, Debug)]
@@ -17,6 +18,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
     after_help = "  threads=N            FUSE worker threads (default: 2 per CPU, 4..16)\n  \
         spin=USEC            one worker polls this long for the next request before\n                       sleeping (default 50; 0: never), which spares a client\n                       waiting on it the wake-up of an idle CPU\n  \
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it. Off\n                       with offset=/partition= and for a replayed journal\n  \
+        uring=auto|on|off    serve requests through one io_uring queue per CPU (FUSE\n                       over io_uring, Linux 6.14+ with the fuse module's\n                       enable_uring=Y) when the kernel offers it (auto, the\n                       default); on: fail without it; off: /dev/fuse only\n  \
         writeback_cache      the kernel gathers writes in its page cache and sends\n                       them later (off by default: random writes were slower)\n  \
         readdirplus=auto|on|off  listings carry each entry's attributes: auto (the\n                       default) lets the kernel choose per listing chunk; on:\n                       always; off: never (a LOOKUP per entry used)\n  \
         setuid=NAME          user the server switches to once started (default\n                       nobody; mount.fuse3's option of the same name)\n  \
@@ -52,6 +54,7 @@ pub struct Options {
     pub threads: Option<usize>,
     /// `iomap=`: the kernel's iomap data path.
     pub iomap: IomapMode,
+    pub uring: UringMode,
     /// `setuid=`: who the server becomes once started (`None`: nobody).
     pub user: Option<String>,
     /// `nosandbox`: skip the user switch, capability drop and seccomp.
@@ -159,6 +162,16 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
                 OptionError(format!("mount option iomap={v}: must be auto, on or off"))
             })?;
         }
+        ("uring", Some(v)) => {
+            o.uring = UringMode::parse(v).ok_or_else(|| {
+                OptionError(format!("mount option uring={v}: must be auto, on or off"))
+            })?;
+        }
+        ("uring", None) => {
+            return Err(OptionError(
+                "mount option uring needs a value (uring=auto|on|off)".into(),
+            ))
+        }
         ("readdirplus", Some(v)) => {
             o.readdirplus = ReaddirPlus::parse(v).ok_or_else(|| {
                 OptionError(format!(
@@ -240,6 +253,13 @@ mod tests {
         assert!(e(&["a", "b", "-o", "threads"]).contains("needs a value"));
         assert!(e(&["a", "b", "-o", "iomap=maybe"]).contains("auto, on or off"));
         assert!(e(&["a", "b", "-o", "readdirplus=some"]).contains("auto, on or off"));
+        assert!(e(&["a", "b", "-o", "uring=some"]).contains("auto, on or off"));
+        assert!(e(&["a", "b", "-o", "uring"]).contains("needs a value"));
+        assert_eq!(p(&["a", "b"]).unwrap().uring, UringMode::Auto);
+        assert_eq!(
+            p(&["a", "b", "-o", "uring=on"]).unwrap().uring,
+            UringMode::On
+        );
         assert_eq!(
             p(&["a", "b", "-o", "readdirplus=on"]).unwrap().readdirplus,
             ReaddirPlus::On

@@ -31,6 +31,15 @@ pub struct Plan {
     /// `None`: stay as we are (not root, and no `setuid=` asked).
     target: Option<(String, Uid, Gid)>,
     keep_rawio: bool,
+    /// io_uring descriptors of FUSE over io_uring (`io_uring_enter` on
+    /// these only, and each serving thread pins itself to its CPU).
+    rings: Vec<i32>,
+}
+
+impl Plan {
+    pub fn allow_rings(&mut self, fds: &[i32]) {
+        self.rings = fds.to_vec();
+    }
 }
 
 /// Look the user up (this reads /etc/passwd and NSS modules, so it must
@@ -54,7 +63,11 @@ pub fn prepare(user: Option<&str>, keep_rawio: bool) -> Result<Plan, String> {
         // the filter and no_new_privs.
         None
     };
-    Ok(Plan { target, keep_rawio })
+    Ok(Plan {
+        target,
+        keep_rawio,
+        rings: Vec::new(),
+    })
 }
 
 fn has_cap(c: Capability) -> bool {
@@ -205,7 +218,7 @@ pub fn apply(plan: Plan) -> Result<(), String> {
     }
     no_new_privs()?;
     install_sigsys_handler()?;
-    let (first, second) = filters()?;
+    let (first, second) = filters(&plan.rings)?;
     // Logged before the filter: getuid is not on the list.
     log::debug(format_args!(
         "sandbox: uid {} gid {}, capabilities {:?}, seccomp on",
@@ -286,7 +299,7 @@ fn arch() -> Result<seccompiler::TargetArch, String> {
 
 /// The two filters: (clone3 answers ENOSYS, so the C library falls back to
 /// clone, whose flags a filter can see), (the allow list; anything else traps).
-pub fn filters() -> Result<(BpfProgram, BpfProgram), String> {
+pub fn filters(rings: &[i32]) -> Result<(BpfProgram, BpfProgram), String> {
     let arch = arch()?;
     let mut first = BTreeMap::new();
     first.insert(libc::SYS_clone3, vec![]);
@@ -341,6 +354,19 @@ pub fn filters() -> Result<(BpfProgram, BpfProgram), String> {
             libc::PR_SET_NAME as u64,
         )?])?],
     );
+    // FUSE over io_uring: entering its own rings, and each ring's thread
+    // pinning itself (pid 0) to its queue's CPU.
+    if !rings.is_empty() {
+        let on_ring = |fd: &i32| rule(vec![cond(0, SeccompCmpOp::Eq, *fd as u64)?]);
+        rules.insert(
+            libc::SYS_io_uring_enter,
+            rings.iter().map(on_ring).collect::<Result<_, _>>()?,
+        );
+        rules.insert(
+            libc::SYS_sched_setaffinity,
+            vec![rule(vec![cond(0, SeccompCmpOp::Eq, 0)?])?],
+        );
+    }
     // abort() signals its own process only.
     rules.insert(
         libc::SYS_tgkill,
@@ -542,7 +568,7 @@ mod tests {
 
     #[test]
     fn filters_compile() {
-        let (a, b) = filters().unwrap();
+        let (a, b) = filters(&[]).unwrap();
         assert!(!a.is_empty() && b.len() > ALLOWED.len());
     }
 }

@@ -18,6 +18,9 @@ use crate::util::{page_size, run, target_dir};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Mount options added to every `ext4-fuse` mount the tests make.
+pub const EXTRA_OPTS_ENV: &str = "EXT4_TESTS_EXT4_FUSE_OPTS";
+
 /// How long a server may take to mount or to exit after the unmount.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -63,6 +66,18 @@ impl FuseServer {
     /// Run `bin SOURCE MNT -f [-o opts]` (read-write unless `opts` say
     /// `ro`) and wait for the mount.
     pub fn mount_rw(bin: &Path, source: &Path, opts: &str) -> Result<FuseServer, String> {
+        // The suites run a second time with FUSE over io_uring
+        // (scripts/test-uring.sh): options added to every ext4-fuse mount.
+        let extra = std::env::var(EXTRA_OPTS_ENV).unwrap_or_default();
+        let joined;
+        let opts = if extra.is_empty() || bin.file_name() != Some("ext4-fuse".as_ref()) {
+            opts
+        } else if opts.is_empty() {
+            &extra
+        } else {
+            joined = format!("{opts},{extra}");
+            &joined
+        };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let base = target_dir()
             .join("ext4-test-mnt")

@@ -48,6 +48,9 @@ pub struct Config {
     /// hands mtime and ctime to the kernel's clock. `-o writeback_cache`
     /// turns it on.
     pub writeback_cache: bool,
+    /// Accept `FUSE_OVER_IO_URING` when the kernel offers it: requests
+    /// then come through per-CPU rings ([`crate::uring`]).
+    pub uring: bool,
 }
 
 /// `-o readdirplus=`: which listings carry each entry's attributes
@@ -92,6 +95,7 @@ impl Default for Config {
             measure: false,
             readdirplus: ReaddirPlus::Auto,
             writeback_cache: false,
+            uring: false,
         }
     }
 }
@@ -136,6 +140,9 @@ impl Config {
         }
         if self.writeback_cache {
             want |= flag::WRITEBACK_CACHE;
+        }
+        if self.uring {
+            want |= flag::OVER_IO_URING;
         }
         want
     }
