@@ -828,3 +828,55 @@ fn server_changes_reach_the_kernel_cache() {
         "kernel:\n{want}"
     );
 }
+
+/// The loop devices whose backing file is `img` (`losetup -j`).
+fn loops_of(img: &Path) -> String {
+    let out = run(Command::new("losetup").arg("-j").arg(img));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `-o blkdev`: ext4-fuse mounts `fuseblk` on a loop device of the
+/// image, so the kernel sends DESTROY at unmount and `umount` returns only
+/// once the server has answered it, after closing the volume: `e2fsck -fn`
+/// and dumpe2fs right after `umount` find the image clean, its journal
+/// needing no recovery (a plain FUSE mount's `umount` returns before the
+/// server has closed the volume). The loop device goes with the mount.
+#[test]
+fn blkdev_umount_returns_with_the_image_closed() {
+    if !ready() {
+        return;
+    }
+    let dir = Scratch::new("rw-blkdev");
+    let [(name, bin), _] = servers();
+    for round in 0..3 {
+        let img = fresh(dir.path(), "blkdev.img", "64M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, "blkdev").unwrap();
+        assert!(!loops_of(&img).is_empty(), "{name}: no loop device");
+        let d = s.path().join("tree");
+        fs::create_dir(&d).unwrap();
+        for i in 0..200 {
+            fs::write(d.join(format!("f{i}")), vec![i as u8; 3000]).unwrap();
+        }
+        fs::write(s.path().join("big"), vec![7u8; 8 << 20]).unwrap();
+        let (st, err, (fsck, state, features)) = s
+            .unmount_then(|| {
+                let (code, out) = e2fsck_check(&img);
+                let head = run(Command::new("dumpe2fs").arg("-h").arg(&img));
+                let head = String::from_utf8_lossy(&head.stdout).into_owned();
+                ((code, out), fs_state(&img), head)
+            })
+            .unwrap();
+        assert!(st.success(), "{name}: server exit {st}: {err}");
+        assert_eq!(
+            fsck.0, 0,
+            "round {round}: e2fsck -fn right after umount:\n{}",
+            fsck.1
+        );
+        assert_eq!(state, "clean", "round {round}: state right after umount");
+        assert!(
+            !features.contains("needs_recovery"),
+            "round {round}:\n{features}"
+        );
+        assert_eq!(loops_of(&img), "", "{name}: loop device left");
+    }
+}
