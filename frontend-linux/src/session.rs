@@ -267,6 +267,20 @@ impl<B: Backend> Session<B> {
             let error = r.err().unwrap_or(0);
             send(ch, out.finish(header.unique, error));
         }
+        // After the reply: attributes only (off < 0), so no page lock is
+        // taken while the request's writer may hold one.
+        for ino in self.backend.take_stale() {
+            if let Ok(nodeid) = ext4_fuse_common::nodes::ino_to_nodeid(ino) {
+                let inval = crate::abi::NotifyInvalInode {
+                    ino: nodeid,
+                    off: -1,
+                    len: 0,
+                };
+                if let Err(e) = notify(ch, crate::abi::notify_code::INVAL_INODE, &inval) {
+                    log::debug(format_args!("invalidating inode {ino}: {e}"));
+                }
+            }
+        }
         if self.config.measure {
             let i = stat_slot(header.opcode);
             self.stats.count[i].fetch_add(1, Ordering::Relaxed);

@@ -22,8 +22,8 @@ use std::time::Duration;
 use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
 use ext4_engine::policy::{self, Caller, ShownIds, Subject};
 use ext4_engine::{
-    inode_flags, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result, SetAttr, StatFs,
-    Volume, WriteMap,
+    inode_flags, AtimeRule, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result,
+    SetAttr, StatFs, Volume, WriteMap,
 };
 
 use crate::log;
@@ -159,6 +159,15 @@ impl OpenFiles for KernelHolds {
     }
 }
 
+/// Whether a write or truncation by `caller` drops privileges, for
+/// requests that carry no kill flag (the kernel's rule, by which
+/// `FUSE_HANDLE_KILLPRIV_V2` sets it): a caller without `CAP_FSETID`,
+/// which a FUSE request shows as any uid but 0. A change of owner always
+/// does.
+pub fn kills_privileges(caller: &Caller) -> bool {
+    !caller.is_root()
+}
+
 /// What the kernel may keep of a file it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
@@ -169,6 +178,26 @@ pub struct Opened {
 
 /// Most bytes `copy_file_range` moves per engine call.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// Most inodes [`Fs::take_stale`] keeps between two calls.
+pub const STALE_MAX: usize = 256;
+
+/// What [`Fs::take_stale`] hands out.
+#[derive(Default)]
+struct Stale {
+    any: AtomicBool,
+    inos: Mutex<Vec<InodeNo>>,
+}
+
+impl Stale {
+    fn push(&self, ino: InodeNo) {
+        let mut v = self.inos.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < STALE_MAX && !v.contains(&ino) {
+            v.push(ino);
+        }
+        self.any.store(true, Ordering::Release);
+    }
+}
 
 /// The periodic committer's stop signal.
 #[derive(Default)]
@@ -182,6 +211,8 @@ pub struct Fs<D: BlockDevice> {
     vol: Arc<Volume<D>>,
     nodes: Arc<Nodes>,
     durability: Durability,
+    atime: AtimeRule,
+    stale: Stale,
     ids: ShownIds,
     closer: Closer<D>,
     kernel: Arc<KernelData>,
@@ -273,6 +304,8 @@ impl<D: BlockDevice + 'static> Fs<D> {
             vol,
             nodes,
             durability,
+            atime: AtimeRule::default(),
+            stale: Stale::default(),
             ids,
             kernel,
         }
@@ -299,6 +332,38 @@ impl<D: BlockDevice + 'static> Fs<D> {
             return vec![(0, self.vol.sb().blocks_count * bs)];
         }
         f.drain(..).map(|(s, l)| (s * bs, l * bs)).collect()
+    }
+
+    /// Inodes whose attributes this server changed without the kernel
+    /// asking for that change (set-ID bits a write dropped), since the
+    /// last call: the kernel's cached attributes of these are stale
+    /// (`FUSE_NOTIFY_INVAL_INODE`). At most [`STALE_MAX`]; past that the
+    /// attribute timeout covers the rest.
+    pub fn take_stale(&self) -> Vec<InodeNo> {
+        if !self.stale.any.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        core::mem::take(&mut *self.stale.inos.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// When accesses update atimes (the mount's `relatime`, `strictatime`,
+    /// `noatime`, `nodiratime`; `relatime` by default).
+    pub fn with_atime(mut self, rule: AtimeRule) -> Fs<D> {
+        self.atime = rule;
+        self
+    }
+
+    /// `ino` was read, listed or its link read (`READ`, `READDIR`,
+    /// `READDIRPLUS`, `READLINK`): its atime by the mount's rule. The
+    /// kernel's FUSE never updates atimes itself (its inodes are
+    /// `S_NOATIME`) and refetches the atime after such a request; it only
+    /// asks what its caches miss, so a read the page cache serves changes
+    /// no atime (under `strictatime` too). A failure is logged, never the
+    /// access's: the kernel's `touch_atime` fails no read either.
+    pub fn accessed(&self, ino: InodeNo) {
+        if let Err(e) = self.vol.touch_atime(ino, self.atime) {
+            log::failure("atime", ino, &e);
+        }
     }
 
     pub fn volume(&self) -> &Volume<D> {
@@ -717,16 +782,15 @@ impl<D: BlockDevice + 'static> Fs<D> {
     }
 
     /// `FALLOCATE` with `mode` (`falloc::*`) over `len` bytes at `offset`.
+    /// `killpriv`: the mount handles `FUSE_HANDLE_KILLPRIV_V2`.
     pub fn fallocate(
         &self,
         caller: &Caller,
         ino: InodeNo,
-        mode: u32,
-        offset: u64,
-        len: u64,
+        (mode, offset, len): (u32, u64, u64),
+        killpriv: bool,
     ) -> Result<()> {
-        let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+        self.check_change(caller, ino, Self::kill_uncarried(caller, killpriv))?;
         let cred = policy::cred(caller);
         let r = self.retry_on_full(|| {
             if self.kernel_writes_data() {
@@ -740,25 +804,110 @@ impl<D: BlockDevice + 'static> Fs<D> {
 
     /// `SETATTR`: the policy's rules for who may change what, then the
     /// change (a size change truncates or extends).
-    pub fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+    ///
+    /// `kill` (`FATTR_KILL_SUIDGID`, with `FUSE_HANDLE_KILLPRIV_V2`): the
+    /// kernel leaves it to the server to take away what a truncation or a
+    /// change of owner takes away ([`Fs::drop_privileges`]).
+    pub fn setattr(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        set: &SetAttr,
+        kill: bool,
+    ) -> Result<Attr> {
         let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_setattr(caller, s, set, ro))?;
-        let r = if *set == SetAttr::default() {
-            self.vol.getattr(ino)
-        } else if self.kernel_writes_data() {
-            self.vol.setattr_metadata(ino, set)
+        let dropped = self.with_subject(ino, |s| {
+            policy::check_setattr(caller, s, set, ro)?;
+            Ok(kill
+                .then(|| policy::mode_without_setid(caller, s))
+                .flatten())
+        })?;
+        let mut set = *set;
+        if set.mode.is_none() {
+            set.mode = dropped;
+        }
+        let r = if kill {
+            self.drop_capabilities(ino)
         } else {
-            self.vol.setattr(ino, set)
+            Ok(())
         };
+        let r = r.and_then(|()| {
+            if set == SetAttr::default() {
+                self.vol.getattr(ino)
+            } else if self.kernel_writes_data() {
+                self.vol.setattr_metadata(ino, &set)
+            } else {
+                self.vol.setattr(ino, &set)
+            }
+        });
         self.changed(r, false).map(|a| self.ids.apply(a))
     }
 
-    /// `WRITE` of `data` at `offset`: the count written.
-    pub fn write(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
-        let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+    /// `WRITE` of `data` at `offset`: the count written. `kill`
+    /// (`FUSE_WRITE_KILL_SUIDGID`): first take away what a write takes
+    /// away ([`Fs::drop_privileges`]).
+    pub fn write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        offset: u64,
+        data: &[u8],
+        kill: bool,
+    ) -> Result<usize> {
+        self.check_change(caller, ino, kill)?;
         let r = self.write_all(caller, ino, offset, data);
         self.changed(r, false)
+    }
+
+    /// The policy's checks before the contents of `ino` change; then, when
+    /// `kill`, what the change takes away ([`Fs::drop_privileges`]).
+    fn check_change(&self, caller: &Caller, ino: InodeNo, kill: bool) -> Result<()> {
+        let ro = self.vol.read_only();
+        let dropped = self.with_subject(ino, |s| {
+            policy::check_change(s, ro)?;
+            Ok(kill
+                .then(|| policy::mode_without_setid(caller, s))
+                .flatten())
+        })?;
+        if kill {
+            let r = self.drop_privileges(ino, dropped);
+            self.changed(r, false)?;
+        }
+        Ok(())
+    }
+
+    /// For `FALLOCATE` and `COPY_FILE_RANGE`, which carry no kill flag:
+    /// whether to drop privileges ourselves. With
+    /// `FUSE_HANDLE_KILLPRIV_V2` (`killpriv`) the kernel leaves that to
+    /// the server.
+    fn kill_uncarried(caller: &Caller, killpriv: bool) -> bool {
+        killpriv && kills_privileges(caller)
+    }
+
+    /// What the kernel's VFS takes away from a file when it is written,
+    /// truncated or given to another owner, and leaves to a FUSE server
+    /// that handles it (`FUSE_HANDLE_KILLPRIV_V2`, which spares the
+    /// `GETXATTR security.capability` the kernel otherwise asks before
+    /// every write): the set-ID bits the policy's rule drops (`mode`, from
+    /// [`policy::mode_without_setid`]) and the file's capabilities.
+    fn drop_privileges(&self, ino: InodeNo, mode: Option<u16>) -> Result<()> {
+        if let Some(mode) = mode {
+            let set = SetAttr {
+                mode: Some(mode),
+                ..SetAttr::default()
+            };
+            self.vol.setattr(ino, &set)?;
+            self.stale.push(ino);
+        }
+        self.drop_capabilities(ino)
+    }
+
+    /// Remove `security.capability` of `ino`, if it has one.
+    fn drop_capabilities(&self, ino: InodeNo) -> Result<()> {
+        match self.vol.removexattr(ino, policy::CAPABILITY_XATTR) {
+            Ok(()) | Err(Error::NoData) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Write `data` at `offset` of `ino`, committing once to reuse what the
@@ -843,16 +992,16 @@ impl<D: BlockDevice + 'static> Fs<D> {
 
     /// `COPY_FILE_RANGE`: `len` bytes of `from` at `from_off` to `to` at
     /// `to_off`, through the engine in bounded pieces; the count copied
-    /// (short at the source's end).
+    /// (short at the source's end). `killpriv`: as for [`Fs::fallocate`].
     pub fn copy_file_range(
         &self,
         caller: &Caller,
         (from, from_off): (InodeNo, u64),
         (to, to_off): (InodeNo, u64),
         len: u64,
+        killpriv: bool,
     ) -> Result<u64> {
-        let ro = self.vol.read_only();
-        self.with_subject(to, |s| policy::check_change(s, ro))?;
+        self.check_change(caller, to, Self::kill_uncarried(caller, killpriv))?;
         let mut buf = vec![0u8; COPY_CHUNK.min(len as usize)];
         let mut done = 0u64;
         while done < len {
