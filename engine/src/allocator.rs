@@ -481,6 +481,7 @@ impl<D: BlockDevice> Volume<D> {
         self.commit_log()
             .forget(self.block_cache(), start, end - start);
         self.block_cache().invalidate_range(start, end - start);
+        self.freed(start, end - start);
         Ok(())
     }
 

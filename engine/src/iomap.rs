@@ -33,6 +33,20 @@ pub mod op {
 }
 
 /// Mapping flags (`fuse_iomap_io.flags`).
+/// `fuse_iomap_ioend_in.flags`.
+pub mod ioend {
+    /// Out-of-place write (`new_addr` holds the new location).
+    pub const SHARED: u32 = 1 << 0;
+    /// The I/O went to an unwritten mapping.
+    pub const UNWRITTEN: u32 = 1 << 1;
+    pub const BOUNDARY: u32 = 1 << 2;
+    pub const DIRECT: u32 = 1 << 3;
+    /// The I/O ends past the on-disk size.
+    pub const APPEND: u32 = 1 << 4;
+    pub const WRITEBACK: u32 = 1 << 5;
+    pub const SWAPOFF: u32 = 1 << 6;
+}
+
 pub mod mflags {
     pub const NEW: u16 = 1 << 0;
     pub const DIRTY: u16 = 1 << 1;

@@ -90,7 +90,9 @@ pub use write::chattr;
 pub use write::namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT};
 pub use write::orphan::OpenFiles;
 pub use write::xattr::{XATTR_CREATE, XATTR_REPLACE};
-pub use write::{falloc, Edges, SetAttr, SetTime, WriteMap, WriteRun, MAX_WRITE_RUNS};
+pub use write::{
+    falloc, AtimeMode, AtimeRule, Edges, SetAttr, SetTime, WriteMap, WriteRun, MAX_WRITE_RUNS,
+};
 
 /// Internals that the fuzz targets, benchmarks and tests drive directly
 /// (the on-disk parsers, the caches on their own). Not an API: it changes

@@ -12,6 +12,7 @@ use core::fmt;
 
 use crate::device::BlockDevice;
 use crate::volume::{OnDamage, OpenOptions, Recovery, Volume};
+use crate::write::{AtimeMode, AtimeRule};
 
 /// A refused option, as the one line to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +149,12 @@ pub struct MountOptions {
     /// `commit=N`: commit what is pending every N seconds (the kernel's
     /// default 5; 0 means the default).
     pub commit_secs: Option<u32>,
+    /// `strictatime`/`norelatime` (`true`) or `relatime`/`nostrictatime`
+    /// (`false`, the default), the last one given; see
+    /// [`MountOptions::atime_rule`].
+    pub strictatime: bool,
+    /// `nodiratime` (or `diratime`, the default), the last one given.
+    pub nodiratime: bool,
 }
 
 /// `--help`'s list of the options every FUSE frontend takes; each adds
@@ -203,11 +210,19 @@ Mount options (-o, comma-separated), in the style of mount(8) and fuse2fs:
                        suid and dev are accepted but do nothing: mount(8) and
                        mount.fuse3 add them to every helper's options by
                        themselves, so they never say what was asked
-  noexec, exec, noatime, atime  mount flags
+  noexec, exec         mount flags
+  relatime, strictatime, noatime
+                       when reads, listings and readlinks that reach the
+                       server update access times, as the kernel's options:
+                       relatime (default: when the atime is not after the
+                       mtime or ctime, or a day old), strictatime (always),
+                       noatime (never); also norelatime, nostrictatime,
+                       atime, nodiratime, diratime. chattr +A files never
   debug                log every request (implies -f)
   Accepted with no effect: the fstab options (auto, noauto, user, users,
-  nofail, _netdev, defaults, x-*, comment=), relatime and the other atime
-  options, and fuse2fs/libfuse habits whose effect is always on:
+  nofail, _netdev, defaults, x-*, comment=), lazytime (atimes are committed
+  with everything else, within commit= seconds), and fuse2fs/libfuse habits
+  whose effect is always on:
   kernel_cache (the page cache is kept), auto_unmount (no dead mount is left
   when the server ends), nonempty (any directory can be mounted on),
   no_default_opts (there are no libfuse defaults to drop).
@@ -238,12 +253,8 @@ const VALUED: &[&str] = &[
 /// Accepted and ignored: meaningless on a read-only mount, or read only by
 /// mount(8) and fstab tools.
 const IGNORED: &[&str] = &[
-    "relatime",
-    "norelatime",
-    "strictatime",
-    "nostrictatime",
-    "diratime",
-    "nodiratime",
+    // Atime updates are journaled as any change, committed within
+    // commit= seconds: lazytime's at most.
     "lazytime",
     "nolazytime",
     "auto",
@@ -417,6 +428,18 @@ impl MountOptions {
                 let mut always = true;
                 flag(&mut always)
             }
+            "strictatime" | "norelatime" | "relatime" | "nostrictatime" => {
+                let mut strict = false;
+                flag(&mut strict)?;
+                self.strictatime = matches!(name, "strictatime" | "norelatime");
+                Ok(None)
+            }
+            "nodiratime" | "diratime" => {
+                let mut seen = false;
+                flag(&mut seen)?;
+                self.nodiratime = name == "nodiratime";
+                Ok(None)
+            }
             "norecovery" | "noload" => flag(&mut self.norecovery),
             "debug" => flag(&mut self.debug),
             _ if VfsFlag::from_name(name).is_some() => {
@@ -479,6 +502,22 @@ impl MountOptions {
     }
     pub fn noatime(&self) -> bool {
         self.last(VfsFlag::NoAtime, VfsFlag::Atime, false)
+    }
+    /// When reads, listings and readlinks update atimes, as the kernel's
+    /// options say: `noatime` wins, then `strictatime` or `relatime` (the
+    /// default), and `nodiratime`.
+    pub fn atime_rule(&self) -> AtimeRule {
+        let mode = if self.noatime() {
+            AtimeMode::Never
+        } else if self.strictatime {
+            AtimeMode::Strict
+        } else {
+            AtimeMode::Relative
+        };
+        AtimeRule {
+            mode,
+            nodiratime: self.nodiratime,
+        }
     }
 
     /// Where in `dev` the filesystem lies (`offset=`, `partition=`, or all
@@ -647,6 +686,28 @@ mod tests {
             }
         }
         Ok((o, rest))
+    }
+
+    #[test]
+    fn atime_options_last_one_wins() {
+        for (list, mode, nodiratime) in [
+            ("", AtimeMode::Relative, false),
+            ("strictatime", AtimeMode::Strict, false),
+            ("strictatime,relatime", AtimeMode::Relative, false),
+            ("norelatime,nodiratime", AtimeMode::Strict, true),
+            (
+                "nodiratime,diratime,nostrictatime",
+                AtimeMode::Relative,
+                false,
+            ),
+            ("strictatime,noatime", AtimeMode::Never, false),
+            ("noatime,atime,lazytime", AtimeMode::Relative, false),
+        ] {
+            let (o, rest) = parse(list).unwrap();
+            assert!(rest.is_empty(), "{list}");
+            assert_eq!(o.atime_rule(), AtimeRule { mode, nodiratime }, "{list}");
+        }
+        assert!(parse("relatime=1").is_err());
     }
 
     #[test]

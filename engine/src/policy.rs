@@ -417,6 +417,35 @@ pub fn check_setattr(caller: &Caller, s: &Subject, set: &SetAttr, read_only: boo
     Ok(())
 }
 
+/// The xattr that holds a file's capabilities (`setcap`), which a write,
+/// truncation or change of owner takes away.
+pub const CAPABILITY_XATTR: &[u8] = b"security.capability";
+
+/// The set-ID bits a write, truncation or change of owner of `s` by
+/// `caller` takes away, as the kernel's VFS does
+/// (`setattr_should_drop_suidgid`): set-user-ID always; set-group-ID when
+/// the group may execute (without group execute it marks mandatory
+/// locking, and stays) or when the caller is neither in the file's group
+/// nor root. Directories keep both. The mode's permission bits after
+/// (`07777`), or `None` when nothing changes. The kernel decides whether
+/// the caller holds `CAP_FSETID` (which keeps both bits on a write or
+/// truncation) before it asks a FUSE server to drop them
+/// (`FUSE_HANDLE_KILLPRIV_V2`).
+pub fn mode_without_setid(caller: &Caller, s: &Subject) -> Option<u16> {
+    const SUID: u32 = 0o4000;
+    const SGID: u32 = 0o2000;
+    const GROUP_EXEC: u32 = 0o010;
+    if s.kind == FileType::Directory {
+        return None;
+    }
+    let old = s.mode & 0o7777;
+    let mut new = old & !SUID;
+    if old & SGID != 0 && (old & GROUP_EXEC != 0 || !(caller.is_root() || caller.in_group(s.gid))) {
+        new &= !SGID;
+    }
+    (new != old).then_some(new as u16)
+}
+
 /// Whether `caller` sees xattr `name` in a listing: `trusted.*` only the
 /// superuser (`CAP_SYS_ADMIN`), as ext4 lists them.
 pub fn xattr_visible(name: &[u8], caller: &Caller) -> bool {

@@ -285,6 +285,8 @@ pub struct Volume<D: BlockDevice> {
     added_ro_compat: core::sync::atomic::AtomicU32,
     /// New files that may still become inline (`inline_data`).
     fresh: crate::write::inline::FreshInodes,
+    /// Told of every range of blocks freed ([`Volume::set_on_free`]).
+    on_free: Option<Box<dyn Fn(u64, u64) + Send + Sync>>,
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -427,6 +429,7 @@ impl<D: BlockDevice> Volume<D> {
             orphans: Default::default(),
             added_ro_compat: core::sync::atomic::AtomicU32::new(0),
             fresh: crate::write::inline::FreshInodes::new(),
+            on_free: None,
         };
         vol.counts = vol.count()?;
         if vol.rw {
@@ -609,6 +612,19 @@ impl<D: BlockDevice> Volume<D> {
         // reused: its name index no longer describes it.
         self.names.forget(ino);
     }
+    /// Hook: `f(start, len)` is called with every range of blocks freed,
+    /// as it is freed (a FUSE iomap server tells the kernel to drop them
+    /// from the block device's cache).
+    pub fn set_on_free(&mut self, f: Box<dyn Fn(u64, u64) + Send + Sync>) {
+        self.on_free = Some(f);
+    }
+
+    pub(crate) fn freed(&self, start: u64, len: u64) {
+        if let Some(f) = &self.on_free {
+            f(start, len);
+        }
+    }
+
     pub fn options(&self) -> &OpenOptions {
         &self.opts
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ext4_engine::policy::{self, Caller, ShownIds, XattrReply};
 use ext4_engine::{Attr, FileType as Kind, SetAttr, SetTime, Timestamp};
 use ext4_engine::{BlockDevice, Error, InodeNo, Volume, Whence};
-use ext4_fuse_common::fs::Fs;
+use ext4_fuse_common::fs::{kills_privileges, Fs};
 use ext4_fuse_common::{log, nodes};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
@@ -320,6 +320,15 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             offered.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT),
             Ordering::Relaxed,
         );
+        // No FUSE_HANDLE_KILLPRIV_V2 (ext4-fuse asks for it): fuser hands
+        // setattr no FATTR_KILL_SUIDGID, and FreeBSD's fusefs (7.23-7.29)
+        // has none. The kernel drops set-ID bits and capabilities itself
+        // then (asking GETXATTR security.capability before writes), and
+        // writes, truncations, chown, fallocate and copy_file_range drop
+        // them here too, by the shared rule (Linux's FUSE keeps the
+        // set-group-ID bit of a file its writer's group may not execute,
+        // where the kernel's ext4 drops it for a writer outside the
+        // group).
         // No capability is added to fuser's defaults (async read, big
         // writes, max pages), all of which FreeBSD either knows or never
         // offers; the reply only ever echoes flags the kernel offered.
@@ -358,7 +367,11 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
     }
 
     fn readlink(&self, _req: &Request, node: INodeNo, reply: ReplyData) {
-        let r = self.ino(node).and_then(|ino| self.readlink_inner(ino));
+        let r = self.ino(node).and_then(|ino| {
+            let t = self.readlink_inner(ino)?;
+            self.fs.accessed(ino);
+            Ok(t)
+        });
         self.drain();
         match r {
             Ok(t) => reply.data(&t),
@@ -400,14 +413,18 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         _fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         READ_BUF.with_borrow_mut(|buf| {
-            let r = self
-                .ino(node)
-                .and_then(|ino| self.read_inner(ino, offset, size, buf));
+            let r = self.ino(node).and_then(|ino| {
+                let n = self.read_inner(ino, offset, size, buf)?;
+                if !sys::no_atime(flags.0) {
+                    self.fs.accessed(ino);
+                }
+                Ok(n)
+            });
             self.drain();
             match r {
                 Ok(n) => reply.data(&buf[..n]),
@@ -499,6 +516,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         if let Err(e) = r {
             return reply.error(self.fail("readdir", ino, &e));
         }
+        self.fs.accessed(ino);
         let mut rest = &names[..];
         for (child, len, kind, next) in batch {
             let (name, tail) = rest.split_at(len);
@@ -759,7 +777,13 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             mtime: mtime.map(set_time),
             ctime: ctime.map(timestamp),
         };
-        match self.fs.setattr(&caller(req), ino, &set) {
+        // fuser shows no FATTR_KILL_SUIDGID: the kernel's rule for when it
+        // would be set (a change of owner; a truncation without
+        // CAP_FSETID).
+        let kill = set.uid.is_some()
+            || set.gid.is_some()
+            || (set.size.is_some() && kills_privileges(&caller(req)));
+        match self.fs.setattr(&caller(req), ino, &set, kill) {
             Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a, u64::from(a.ino.0))),
             Err(e) => reply.error(self.fail("setattr", ino, &e)),
         }
@@ -781,7 +805,13 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        match self.fs.write(&caller(req), ino, offset, data) {
+        match self.fs.write(
+            &caller(req),
+            ino,
+            offset,
+            data,
+            kills_privileges(&caller(req)),
+        ) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", ino, &e)),
         }
@@ -804,9 +834,9 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),
         };
-        let r = self
-            .fs
-            .copy_file_range(&caller(req), (from, offset_in), (to, offset_out), len);
+        let r =
+            self.fs
+                .copy_file_range(&caller(req), (from, offset_in), (to, offset_out), len, true);
         match r {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(self.fail("copy_file_range", to, &e)),
@@ -946,7 +976,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         };
         let r = self
             .fs
-            .fallocate(&caller(req), ino, mode as u32, offset, length);
+            .fallocate(&caller(req), ino, (mode as u32, offset, length), true);
         self.reply_done(reply, "fallocate", ino, r);
     }
 }

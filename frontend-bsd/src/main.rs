@@ -113,7 +113,9 @@ fn main() -> ExitCode {
     };
     let read_only = vol.read_only();
     let durability = Durability::from_options(&opts.common, &vol);
-    let fs = Ext4Fs::new(Fs::new(vol, durability, ShownIds { uid, gid }), cfg);
+    let served =
+        Fs::new(vol, durability, ShownIds { uid, gid }).with_atime(opts.common.atime_rule());
+    let fs = Ext4Fs::new(served, cfg);
     let config = mount_config(&opts, &cli.source, read_only);
 
     // Daemonize before any thread exists; the parent waits for the child

@@ -73,6 +73,18 @@ pub fn open_source(path: &Path, common: &MountOptions) -> Result<Device, String>
     }
 }
 
+/// Whether a reading file was opened with `O_NOATIME` (Linux only), which
+/// leaves the atime alone.
+pub fn no_atime(host: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    return host & libc::O_NOATIME != 0;
+    #[cfg(not(target_os = "linux"))]
+    return {
+        let _ = host;
+        false
+    };
+}
+
 /// `open(2)` flags in Linux numbering (the engine's policy speaks it).
 pub fn linux_open_flags(host: i32) -> u32 {
     let h = host as u32;

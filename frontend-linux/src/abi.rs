@@ -90,9 +90,20 @@ pub mod opcode {
 
 /// Notification codes (server to kernel: `unique` 0, `error` = the code).
 pub mod notify_code {
+    pub const INVAL_INODE: i32 = 2;
     pub const IOMAP_DEV_INVAL: i32 = 99;
     pub const IOMAP_UPSERT_MAPPINGS: i32 = 100;
     pub const IOMAP_INVAL_MAPPINGS: i32 = 101;
+}
+
+/// `fuse_notify_inval_inode_out`: forget `ino`'s cached attributes, and
+/// its pages from `off` for `len` bytes (`off` < 0: the attributes only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct NotifyInvalInode {
+    pub ino: u64,
+    pub off: i64,
+    pub len: i64,
 }
 
 /// `fuse_attr.flags` bits.
@@ -546,6 +557,31 @@ pub struct IomapIo {
     pub dev: u32,
 }
 
+impl IomapIo {
+    pub fn from_mapping(m: &ext4_engine::mapping_cache::Mapping) -> IomapIo {
+        IomapIo {
+            offset: m.offset,
+            length: m.length,
+            addr: m.addr,
+            typ: m.kind as u16,
+            flags: m.flags,
+            dev: m.dev,
+        }
+    }
+
+    /// The mapping this record says; `None` for an unknown type.
+    pub fn mapping(&self) -> Option<ext4_engine::mapping_cache::Mapping> {
+        Some(ext4_engine::mapping_cache::Mapping {
+            offset: self.offset,
+            length: self.length,
+            addr: self.addr,
+            kind: ext4_engine::mapping_cache::MapType::from_u16(self.typ)?,
+            flags: self.flags,
+            dev: self.dev,
+        })
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct IomapBeginIn {
@@ -723,6 +759,14 @@ pub mod fattr {
     pub const LOCKOWNER: u32 = 1 << 9;
     pub const CTIME: u32 = 1 << 10;
     pub const KILL_SUIDGID: u32 = 1 << 11;
+}
+
+/// `fuse_write_in.write_flags` bits.
+pub mod write_flags {
+    /// Drop the set-ID bits and capabilities first
+    /// (`FUSE_HANDLE_KILLPRIV_V2`; the kernel sets it when the writer
+    /// lacks `CAP_FSETID`).
+    pub const KILL_SUIDGID: u32 = 1 << 2;
 }
 
 #[repr(C)]

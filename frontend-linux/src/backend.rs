@@ -7,7 +7,7 @@
 use ext4_engine::iomap::IomapConfig;
 use ext4_engine::mapping_cache::Mapping;
 use ext4_engine::policy::{self, Caller, ShownIds};
-use ext4_engine::{Attr, FileType, SetAttr, StatFs};
+use ext4_engine::{Attr, FileType, SetAttr, StatFs, WriteMap};
 use ext4_engine::{BlockDevice, Error, InodeNo, Result};
 use ext4_engine::{DirEntry, Whence};
 use ext4_fuse_common::fs::Fs;
@@ -46,6 +46,43 @@ pub trait Backend: Send + Sync {
     ) -> Result<(Mapping, Mapping)> {
         Err(Error::Unsupported { what: "iomap" })
     }
+    /// As [`Fs::map_for_write`]: `IOMAP_BEGIN` of a write.
+    fn map_for_write(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _pos: u64,
+        _count: u64,
+    ) -> Result<WriteMap> {
+        Err(Error::ReadOnly)
+    }
+    /// As [`Fs::io_end`]: `IOMAP_IOEND`; the on-disk size.
+    fn io_end(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _pos: u64,
+        _len: u64,
+        _new_size: Option<u64>,
+    ) -> Result<u64> {
+        Err(Error::ReadOnly)
+    }
+    /// As [`Fs::release_past_size`]: `IOMAP_END` after a short write.
+    fn release_past_size(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _pos: u64,
+        _len: u64,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// As [`Fs::set_kernel_writes_data`]: iomap is in use.
+    fn set_kernel_writes_data(&self) {}
+    /// As [`Fs::take_freed`]: device byte ranges freed since last asked.
+    fn take_freed(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
     /// Whether nothing may be written (the policy's `EROFS` answers).
     fn read_only(&self) -> bool {
         true
@@ -59,6 +96,14 @@ pub trait Backend: Send + Sync {
 
     // Node lifetime and the write requests: see `ext4_fuse_common::fs`.
 
+    /// `ino` was read, listed or its link read: its atime, by the mount's
+    /// rule.
+    fn accessed(&self, _ino: InodeNo) {}
+    /// Inodes whose attributes changed without the kernel's asking (see
+    /// `Fs::take_stale`).
+    fn take_stale(&self) -> Vec<InodeNo> {
+        Vec::new()
+    }
     /// An entry reply naming `a` goes to the kernel.
     fn entry(&self, _a: &Attr) {}
     /// `FORGET`: `n` references to `ino` dropped.
@@ -133,28 +178,46 @@ pub trait Backend: Send + Sync {
     fn removexattr(&self, _ino: InodeNo, _name: &[u8]) -> Result<()> {
         Err(Error::ReadOnly)
     }
+    /// `FALLOCATE` of (mode, offset, len); `killpriv`: the mount handles
+    /// `FUSE_HANDLE_KILLPRIV_V2` (see `Fs::fallocate`).
     fn fallocate(
         &self,
         _caller: &Caller,
         _ino: InodeNo,
-        _mode: u32,
-        _offset: u64,
-        _len: u64,
+        _range: (u32, u64, u64),
+        _killpriv: bool,
     ) -> Result<()> {
         Err(Error::ReadOnly)
     }
-    fn setattr(&self, _caller: &Caller, _ino: InodeNo, _set: &SetAttr) -> Result<Attr> {
+    /// `SETATTR`; `kill`: `FATTR_KILL_SUIDGID` (see `Fs::setattr`).
+    fn setattr(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _set: &SetAttr,
+        _kill: bool,
+    ) -> Result<Attr> {
         Err(Error::ReadOnly)
     }
-    fn write(&self, _caller: &Caller, _ino: InodeNo, _offset: u64, _data: &[u8]) -> Result<usize> {
+    /// `WRITE`; `kill`: `FUSE_WRITE_KILL_SUIDGID` (see `Fs::write`).
+    fn write(
+        &self,
+        _caller: &Caller,
+        _ino: InodeNo,
+        _offset: u64,
+        _data: &[u8],
+        _kill: bool,
+    ) -> Result<usize> {
         Err(Error::ReadOnly)
     }
+    /// `killpriv`: as for `fallocate`.
     fn copy_file_range(
         &self,
         _caller: &Caller,
         _from: (InodeNo, u64),
         _to: (InodeNo, u64),
         _len: u64,
+        _killpriv: bool,
     ) -> Result<u64> {
         Err(Error::ReadOnly)
     }
@@ -238,11 +301,45 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     fn iomap_config(&self) -> Option<IomapConfig> {
         Some(self.volume().iomap_config())
     }
+    fn map_for_write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        count: u64,
+    ) -> Result<WriteMap> {
+        Fs::map_for_write(self, caller, ino, pos, count)
+    }
+    fn io_end(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+        new_size: Option<u64>,
+    ) -> Result<u64> {
+        Fs::io_end(self, caller, ino, pos, len, new_size)
+    }
+    fn release_past_size(&self, caller: &Caller, ino: InodeNo, pos: u64, len: u64) -> Result<()> {
+        Fs::release_past_size(self, caller, ino, pos, len)
+    }
+    fn set_kernel_writes_data(&self) {
+        Fs::set_kernel_writes_data(self)
+    }
+    fn take_freed(&self) -> Vec<(u64, u64)> {
+        Fs::take_freed(self)
+    }
     fn read_only(&self) -> bool {
         Fs::read_only(self)
     }
     fn access(&self, ino: InodeNo, caller: &Caller, mask: u32, ids: ShownIds) -> Result<()> {
         self.volume().access(ino, caller, mask, ids)
+    }
+    fn accessed(&self, ino: InodeNo) {
+        Fs::accessed(self, ino)
+    }
+    fn take_stale(&self) -> Vec<InodeNo> {
+        Fs::take_stale(self)
     }
     fn entry(&self, a: &Attr) {
         Fs::entry(self, a)
@@ -318,17 +415,23 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
         &self,
         caller: &Caller,
         ino: InodeNo,
-        mode: u32,
-        offset: u64,
-        len: u64,
+        range: (u32, u64, u64),
+        killpriv: bool,
     ) -> Result<()> {
-        Fs::fallocate(self, caller, ino, mode, offset, len)
+        Fs::fallocate(self, caller, ino, range, killpriv)
     }
-    fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
-        Fs::setattr(self, caller, ino, set)
+    fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr, kill: bool) -> Result<Attr> {
+        Fs::setattr(self, caller, ino, set, kill)
     }
-    fn write(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
-        Fs::write(self, caller, ino, offset, data)
+    fn write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        offset: u64,
+        data: &[u8],
+        kill: bool,
+    ) -> Result<usize> {
+        Fs::write(self, caller, ino, offset, data, kill)
     }
     fn copy_file_range(
         &self,
@@ -336,8 +439,9 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
         from: (InodeNo, u64),
         to: (InodeNo, u64),
         len: u64,
+        killpriv: bool,
     ) -> Result<u64> {
-        Fs::copy_file_range(self, caller, from, to, len)
+        Fs::copy_file_range(self, caller, from, to, len, killpriv)
     }
     fn sync(&self) -> Result<()> {
         Fs::sync(self)

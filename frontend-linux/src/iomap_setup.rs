@@ -302,17 +302,19 @@ pub fn mode_after_replay(mode: IomapMode, replayed: usize) -> Result<IomapMode, 
     Ok(IomapMode::Off)
 }
 
-/// The iomap mode for a read-write volume: off, since the iomap write
-/// path (allocation at `IOMAP_BEGIN`, conversion at `IOMAP_IOEND`) is not
-/// served yet and the kernel would write file data behind the engine's
-/// back. `Err` when `-o iomap=on` asks for it anyway.
+/// The iomap mode for a read-write volume: off. The session serves the
+/// write path (allocation at `IOMAP_BEGIN`, conversion at `IOMAP_IOEND`,
+/// tested through the kernel model), but the volume is opened on the
+/// image file while the kernel would write through the loop device, and
+/// no kernel here can test that. `Err` when `-o iomap=on` asks for it
+/// anyway.
 pub fn mode_for_writes(mode: IomapMode, read_only: bool) -> Result<IomapMode, String> {
     if read_only || mode == IomapMode::Off {
         return Ok(mode);
     }
     decline(
         mode,
-        "the mount is read-write, and writes are not served through iomap yet (mount with -o ro for iomap)",
+        "the mount is read-write, and read-write iomap mounts are not enabled yet (mount with -o ro for iomap)",
         true,
     )?;
     Ok(IomapMode::Off)

@@ -73,8 +73,14 @@ impl LoopDevice {
     /// size is `block_size` (or the largest power of two the device
     /// accepts below it: iomap only needs it to divide the fs block size).
     pub fn attach(image: &Path, block_size: u32) -> io::Result<LoopDevice> {
+        Self::attach_as(image, block_size, false)
+    }
+
+    /// [`LoopDevice::attach`], read-write when `writable`.
+    pub fn attach_as(image: &Path, block_size: u32, writable: bool) -> io::Result<LoopDevice> {
         let backing = OpenOptions::new()
             .read(true)
+            .write(writable)
             .custom_flags(libc::O_CLOEXEC)
             .open(image)
             .map_err(|e| with_path(image, e))?;
@@ -95,12 +101,14 @@ impl LoopDevice {
                 )));
             }
             let path = PathBuf::from(format!("/dev/loop{n}"));
+            // The loop device is read-only unless opened for writing too.
             let dev = OpenOptions::new()
                 .read(true)
+                .write(writable)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(&path)
                 .map_err(|e| with_path(&path, e))?;
-            match configure(&dev, &backing, block_size) {
+            match configure(&dev, &backing, block_size, writable) {
                 Ok((direct_io, bs)) => {
                     return Ok(LoopDevice {
                         dev,
@@ -177,7 +185,12 @@ impl Drop for LoopDevice {
 /// `LOOP_CONFIGURE` with direct I/O first, then without (the backing
 /// file's filesystem may not do O_DIRECT, or not at this block size), and
 /// with smaller block sizes if the device refuses `block_size`.
-fn configure(dev: &File, backing: &File, block_size: u32) -> io::Result<(bool, u32)> {
+fn configure(
+    dev: &File,
+    backing: &File,
+    block_size: u32,
+    writable: bool,
+) -> io::Result<(bool, u32)> {
     // Then the powers of two the loop driver always takes, largest first.
     let mut sizes = vec![block_size];
     sizes.extend(
@@ -188,7 +201,10 @@ fn configure(dev: &File, backing: &File, block_size: u32) -> io::Result<(bool, u
     let mut last = io::Error::from_raw_os_error(libc::EINVAL);
     for &bs in &sizes {
         for dio in [true, false] {
-            let mut flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+            let mut flags = LO_FLAGS_AUTOCLEAR;
+            if !writable {
+                flags |= LO_FLAGS_READ_ONLY;
+            }
             if dio {
                 flags |= LO_FLAGS_DIRECT_IO;
             }

@@ -13,6 +13,7 @@ use ext4_fuse::channel::{Channel, DevFuse};
 use ext4_fuse::inherited::{self, io_msg};
 use ext4_fuse::iomap_setup;
 use ext4_fuse::log;
+use ext4_fuse::loopdev::LoopDevice;
 use ext4_fuse::mount::{self, MountSpec, Mounted};
 use ext4_fuse::options::{self, Options};
 use ext4_fuse::sandbox;
@@ -47,6 +48,21 @@ fn default_threads() -> usize {
     // device reads are what the extra threads wait on.
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cpus * 2).clamp(4, 16)
+}
+
+/// `-o blkdev`: a loop device of the image `source` (read-write unless the
+/// volume is read-only), its logical block size no more than a page.
+fn blkdev_for(source: &std::path::Path, volume: &Volume<FileDevice>) -> Result<LoopDevice, String> {
+    let is_file = std::fs::metadata(source).is_ok_and(|m| m.file_type().is_file());
+    if !is_file {
+        return Err(format!(
+            "{}: -o blkdev takes an image file (it mounts fuseblk on a loop device of it)",
+            source.display()
+        ));
+    }
+    let size = volume.sb().block_size.min(4096);
+    LoopDevice::attach_as(source, size, !volume.read_only())
+        .map_err(|e| format!("-o blkdev: attaching a loop device: {e}"))
 }
 
 fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
@@ -90,6 +106,12 @@ fn run(opts: &Options) -> Result<(), String> {
     let inherited_fuse = inherited::fd_number(&opts.mountpoint);
     let (volume, fuse, mounted, inherited_source) = match inherited_fuse {
         Some(n) => {
+            if opts.blkdev {
+                return Err(format!(
+                    "-o blkdev: /dev/fd/{n} is a mount made already (by a helper); \
+                     run ext4-fuse itself as root to mount fuseblk"
+                ));
+            }
             let fuse = inherited::fuse_fd(n)?;
             let volume = match inherited::fd_number(&opts.source) {
                 Some(m) if m == n => {
@@ -122,19 +144,29 @@ fn run(opts: &Options) -> Result<(), String> {
                 .fsname
                 .clone()
                 .unwrap_or_else(|| os::default_fsname(&opts.source));
-            let spec = MountSpec::new(
+            let mut spec = MountSpec::new(
                 &opts.common,
                 fsname,
                 mountpoint,
                 ext4_fuse::SUBTYPE,
                 volume.read_only(),
             );
+            // -o blkdev: a loop device of the image for the kernel to
+            // claim; it goes (autoclear) when the unmount releases it.
+            let blkdev = if opts.blkdev {
+                let lo = blkdev_for(&opts.source, &volume)?;
+                spec.blkdev = Some((lo.path().to_path_buf(), lo.block_size()));
+                Some(lo)
+            } else {
+                None
+            };
             // Whatever ends this process from here on (a failure, a
             // signal, a denied call once confined, SIGKILL), a watcher
             // forked now, while single-threaded and before mount(2), takes
             // the mount down (see watcher.rs).
             let watch = watcher::spawn(&Mounted::expected(&spec))?;
             let (fuse, mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
+            drop(blkdev);
             (
                 volume,
                 DevFuse::from_file(fuse),
@@ -221,7 +253,8 @@ fn run(opts: &Options) -> Result<(), String> {
     config.timeout = ext4_engine::policy::timeouts(volume.read_only()).attr;
     let durability = Durability::from_options(&opts.common, &volume);
     let shown = ShownIds { uid, gid };
-    let session = Arc::new(Session::new(Fs::new(volume, durability, shown), config));
+    let fs = Fs::new(volume, durability, shown).with_atime(opts.common.atime_rule());
+    let session = Arc::new(Session::new(fs, config));
     if let Err(e) = session.wait_init(&fuse) {
         undo(&mounted);
         return Err(format!("FUSE_INIT failed: {e}"));

@@ -20,6 +20,7 @@ use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it. Off\n                       with offset=/partition= and for a replayed journal\n  \
         uring=auto|on|off    serve requests through one io_uring queue per CPU (FUSE\n                       over io_uring, Linux 6.14+ with the fuse module's\n                       enable_uring=Y) when the kernel offers it (auto, the\n                       default); on: fail without it; off: /dev/fuse only\n  \
         writeback_cache      the kernel gathers writes in its page cache and sends\n                       them later (off by default: random writes were slower)\n  \
+        blkdev               mount as fuseblk on a loop device of the image (root\n                       only): umount returns once the image is closed and\n                       clean (a plain FUSE mount's umount returns before)\n  \
         readdirplus=auto|on|off  listings carry each entry's attributes: auto (the\n                       default) lets the kernel choose per listing chunk; on:\n                       always; off: never (a LOOKUP per entry used)\n  \
         setuid=NAME          user the server switches to once started (default\n                       nobody; mount.fuse3's option of the same name)\n  \
         nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n\n\
@@ -67,6 +68,9 @@ pub struct Options {
     /// `writeback_cache`: let the kernel gather writes in its page cache
     /// (`FUSE_WRITEBACK_CACHE`); off by default (see session/config.rs).
     pub writeback_cache: bool,
+    /// `blkdev`: mount as `fuseblk` on a loop device of the image, so that
+    /// `umount` returns once the volume is closed (root only).
+    pub blkdev: bool,
 }
 
 /// Default `spin=`: long enough to cover a client's turnaround between two
@@ -141,6 +145,7 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
         }
         ("nosandbox", None) => o.nosandbox = true,
         ("writeback_cache", None) => o.writeback_cache = true,
+        ("blkdev", None) => o.blkdev = true,
         // Not `user=`: mount(8) takes that for its own option.
         ("setuid", Some(v)) if !v.is_empty() => o.user = Some(v.to_string()),
         ("setuid", _) => {

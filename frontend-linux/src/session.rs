@@ -260,9 +260,26 @@ impl<B: Backend> Session<B> {
                 result.map(|r| r.map(|_| out.payload_len()))
             ));
         }
+        // Blocks freed by the request leave the kernel's cache of the
+        // device before the answer (they may hold file data next).
+        self.send_dev_invals(ch);
         if let Some(r) = result {
             let error = r.err().unwrap_or(0);
             send(ch, out.finish(header.unique, error));
+        }
+        // After the reply: attributes only (off < 0), so no page lock is
+        // taken while the request's writer may hold one.
+        for ino in self.backend.take_stale() {
+            if let Ok(nodeid) = ext4_fuse_common::nodes::ino_to_nodeid(ino) {
+                let inval = crate::abi::NotifyInvalInode {
+                    ino: nodeid,
+                    off: -1,
+                    len: 0,
+                };
+                if let Err(e) = notify(ch, crate::abi::notify_code::INVAL_INODE, &inval) {
+                    log::debug(format_args!("invalidating inode {ino}: {e}"));
+                }
+            }
         }
         if self.config.measure {
             let i = stat_slot(header.opcode);

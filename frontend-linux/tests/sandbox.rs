@@ -130,9 +130,10 @@ fn assert_confined(pid: u32, what: &str) {
         assert_eq!(field(&st, "Seccomp"), "2", "{t}: seccomp filter mode");
     }
     // Only stdio, the image and /dev/fuse (or their clones) are open, and
-    // the io_uring queues when the suite runs over them (test-uring.sh).
-    let rings = std::env::var(ext4_tests::fuse::EXTRA_OPTS_ENV)
-        .is_ok_and(|o| o.split(',').any(|o| o == "uring=on"));
+    // the io_uring queues when the kernel lets servers use them (the
+    // default uring=auto then does; test-uring.sh turns it on).
+    let rings = std::fs::read_to_string(ext4_fuse::uring::ENABLE_PARAM)
+        .is_ok_and(|v| v.trim() == "Y");
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()

@@ -22,8 +22,8 @@ use std::time::Duration;
 use ext4_engine::mount_opts::{MountOptions, OnErrors, DEFAULT_COMMIT_SECS};
 use ext4_engine::policy::{self, Caller, ShownIds, Subject};
 use ext4_engine::{
-    inode_flags, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result, SetAttr, StatFs,
-    Volume,
+    inode_flags, AtimeRule, Attr, BlockDevice, Error, FileType, InodeNo, OpenFiles, Result,
+    SetAttr, StatFs, Volume, WriteMap,
 };
 
 use crate::log;
@@ -159,6 +159,15 @@ impl OpenFiles for KernelHolds {
     }
 }
 
+/// Whether a write or truncation by `caller` drops privileges, for
+/// requests that carry no kill flag (the kernel's rule, by which
+/// `FUSE_HANDLE_KILLPRIV_V2` sets it): a caller without `CAP_FSETID`,
+/// which a FUSE request shows as any uid but 0. A change of owner always
+/// does.
+pub fn kills_privileges(caller: &Caller) -> bool {
+    !caller.is_root()
+}
+
 /// What the kernel may keep of a file it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
@@ -169,6 +178,26 @@ pub struct Opened {
 
 /// Most bytes `copy_file_range` moves per engine call.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// Most inodes [`Fs::take_stale`] keeps between two calls.
+pub const STALE_MAX: usize = 256;
+
+/// What [`Fs::take_stale`] hands out.
+#[derive(Default)]
+struct Stale {
+    any: AtomicBool,
+    inos: Mutex<Vec<InodeNo>>,
+}
+
+impl Stale {
+    fn push(&self, ino: InodeNo) {
+        let mut v = self.inos.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() < STALE_MAX && !v.contains(&ino) {
+            v.push(ino);
+        }
+        self.any.store(true, Ordering::Release);
+    }
+}
 
 /// The periodic committer's stop signal.
 #[derive(Default)]
@@ -182,8 +211,40 @@ pub struct Fs<D: BlockDevice> {
     vol: Arc<Volume<D>>,
     nodes: Arc<Nodes>,
     durability: Durability,
+    atime: AtimeRule,
+    stale: Stale,
     ids: ShownIds,
     closer: Closer<D>,
+    kernel: Arc<KernelData>,
+}
+
+/// Most freed ranges kept for [`Fs::take_freed`]; past it, the whole
+/// device is reported.
+const FREED_RANGES: usize = 256;
+
+/// FUSE iomap: the kernel writes file data and zeroes the partial blocks
+/// of truncate, punch and zero range itself; the block ranges freed since
+/// it last asked, for it to drop from its cache of the device.
+#[derive(Default)]
+struct KernelData {
+    on: AtomicBool,
+    freed: Mutex<Vec<(u64, u64)>>,
+    overflow: AtomicBool,
+}
+
+impl KernelData {
+    fn freed(&self, start: u64, len: u64) {
+        if !self.on.load(Ordering::Acquire) {
+            return;
+        }
+        let mut f = self.freed.lock().unwrap_or_else(|p| p.into_inner());
+        let full = f.len() >= FREED_RANGES;
+        match f.last_mut() {
+            Some((s, l)) if *s + *l == start => *l += len,
+            _ if full => self.overflow.store(true, Ordering::Release),
+            _ => f.push((start, len)),
+        }
+    }
 }
 
 /// Closes the volume once, from whichever thread gets there first (the
@@ -230,6 +291,9 @@ impl<D: BlockDevice + 'static> Fs<D> {
     pub fn new(mut vol: Volume<D>, durability: Durability, ids: ShownIds) -> Fs<D> {
         let nodes = Arc::new(Nodes::default());
         vol.set_open_files(Box::new(KernelHolds(nodes.clone())));
+        let kernel = Arc::new(KernelData::default());
+        let k = kernel.clone();
+        vol.set_on_free(Box::new(move |start, len| k.freed(start, len)));
         let vol = Arc::new(vol);
         Fs {
             closer: Closer {
@@ -240,7 +304,65 @@ impl<D: BlockDevice + 'static> Fs<D> {
             vol,
             nodes,
             durability,
+            atime: AtimeRule::default(),
+            stale: Stale::default(),
             ids,
+            kernel,
+        }
+    }
+
+    /// From now on the kernel does every file data write (FUSE iomap):
+    /// truncate, punch, zero range and fallocate change metadata only.
+    pub fn set_kernel_writes_data(&self) {
+        self.kernel.on.store(true, Ordering::Release);
+    }
+
+    fn kernel_writes_data(&self) -> bool {
+        self.kernel.on.load(Ordering::Acquire)
+    }
+
+    /// Under FUSE iomap: the byte ranges of the device freed since the
+    /// last call (the whole device when there were too many to keep),
+    /// for the kernel to drop from its cache of the device.
+    pub fn take_freed(&self) -> Vec<(u64, u64)> {
+        let bs = u64::from(self.vol.sb().block_size);
+        let mut f = self.kernel.freed.lock().unwrap_or_else(|p| p.into_inner());
+        if self.kernel.overflow.swap(false, Ordering::AcqRel) {
+            f.clear();
+            return vec![(0, self.vol.sb().blocks_count * bs)];
+        }
+        f.drain(..).map(|(s, l)| (s * bs, l * bs)).collect()
+    }
+
+    /// Inodes whose attributes this server changed without the kernel
+    /// asking for that change (set-ID bits a write dropped), since the
+    /// last call: the kernel's cached attributes of these are stale
+    /// (`FUSE_NOTIFY_INVAL_INODE`). At most [`STALE_MAX`]; past that the
+    /// attribute timeout covers the rest.
+    pub fn take_stale(&self) -> Vec<InodeNo> {
+        if !self.stale.any.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        core::mem::take(&mut *self.stale.inos.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// When accesses update atimes (the mount's `relatime`, `strictatime`,
+    /// `noatime`, `nodiratime`; `relatime` by default).
+    pub fn with_atime(mut self, rule: AtimeRule) -> Fs<D> {
+        self.atime = rule;
+        self
+    }
+
+    /// `ino` was read, listed or its link read (`READ`, `READDIR`,
+    /// `READDIRPLUS`, `READLINK`): its atime by the mount's rule. The
+    /// kernel's FUSE never updates atimes itself (its inodes are
+    /// `S_NOATIME`) and refetches the atime after such a request; it only
+    /// asks what its caches miss, so a read the page cache serves changes
+    /// no atime (under `strictatime` too). A failure is logged, never the
+    /// access's: the kernel's `touch_atime` fails no read either.
+    pub fn accessed(&self, ino: InodeNo) {
+        if let Err(e) = self.vol.touch_atime(ino, self.atime) {
+            log::failure("atime", ino, &e);
         }
     }
 
@@ -660,40 +782,132 @@ impl<D: BlockDevice + 'static> Fs<D> {
     }
 
     /// `FALLOCATE` with `mode` (`falloc::*`) over `len` bytes at `offset`.
+    /// `killpriv`: the mount handles `FUSE_HANDLE_KILLPRIV_V2`.
     pub fn fallocate(
         &self,
         caller: &Caller,
         ino: InodeNo,
-        mode: u32,
-        offset: u64,
-        len: u64,
+        (mode, offset, len): (u32, u64, u64),
+        killpriv: bool,
     ) -> Result<()> {
-        let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+        self.check_change(caller, ino, Self::kill_uncarried(caller, killpriv))?;
         let cred = policy::cred(caller);
-        let r = self.retry_on_full(|| self.vol.fallocate(ino, mode, offset, len, &cred));
+        let r = self.retry_on_full(|| {
+            if self.kernel_writes_data() {
+                self.vol.fallocate_metadata(ino, mode, offset, len, &cred)
+            } else {
+                self.vol.fallocate(ino, mode, offset, len, &cred)
+            }
+        });
         self.changed(r, false)
     }
 
     /// `SETATTR`: the policy's rules for who may change what, then the
     /// change (a size change truncates or extends).
-    pub fn setattr(&self, caller: &Caller, ino: InodeNo, set: &SetAttr) -> Result<Attr> {
+    ///
+    /// `kill` (`FATTR_KILL_SUIDGID`, with `FUSE_HANDLE_KILLPRIV_V2`): the
+    /// kernel leaves it to the server to take away what a truncation or a
+    /// change of owner takes away ([`Fs::drop_privileges`]).
+    pub fn setattr(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        set: &SetAttr,
+        kill: bool,
+    ) -> Result<Attr> {
         let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_setattr(caller, s, set, ro))?;
-        let r = if *set == SetAttr::default() {
-            self.vol.getattr(ino)
+        let dropped = self.with_subject(ino, |s| {
+            policy::check_setattr(caller, s, set, ro)?;
+            Ok(kill
+                .then(|| policy::mode_without_setid(caller, s))
+                .flatten())
+        })?;
+        let mut set = *set;
+        if set.mode.is_none() {
+            set.mode = dropped;
+        }
+        let r = if kill {
+            self.drop_capabilities(ino)
         } else {
-            self.vol.setattr(ino, set)
+            Ok(())
         };
+        let r = r.and_then(|()| {
+            if set == SetAttr::default() {
+                self.vol.getattr(ino)
+            } else if self.kernel_writes_data() {
+                self.vol.setattr_metadata(ino, &set)
+            } else {
+                self.vol.setattr(ino, &set)
+            }
+        });
         self.changed(r, false).map(|a| self.ids.apply(a))
     }
 
-    /// `WRITE` of `data` at `offset`: the count written.
-    pub fn write(&self, caller: &Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<usize> {
-        let ro = self.vol.read_only();
-        self.with_subject(ino, |s| policy::check_change(s, ro))?;
+    /// `WRITE` of `data` at `offset`: the count written. `kill`
+    /// (`FUSE_WRITE_KILL_SUIDGID`): first take away what a write takes
+    /// away ([`Fs::drop_privileges`]).
+    pub fn write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        offset: u64,
+        data: &[u8],
+        kill: bool,
+    ) -> Result<usize> {
+        self.check_change(caller, ino, kill)?;
         let r = self.write_all(caller, ino, offset, data);
         self.changed(r, false)
+    }
+
+    /// The policy's checks before the contents of `ino` change; then, when
+    /// `kill`, what the change takes away ([`Fs::drop_privileges`]).
+    fn check_change(&self, caller: &Caller, ino: InodeNo, kill: bool) -> Result<()> {
+        let ro = self.vol.read_only();
+        let dropped = self.with_subject(ino, |s| {
+            policy::check_change(s, ro)?;
+            Ok(kill
+                .then(|| policy::mode_without_setid(caller, s))
+                .flatten())
+        })?;
+        if kill {
+            let r = self.drop_privileges(ino, dropped);
+            self.changed(r, false)?;
+        }
+        Ok(())
+    }
+
+    /// For `FALLOCATE` and `COPY_FILE_RANGE`, which carry no kill flag:
+    /// whether to drop privileges ourselves. With
+    /// `FUSE_HANDLE_KILLPRIV_V2` (`killpriv`) the kernel leaves that to
+    /// the server.
+    fn kill_uncarried(caller: &Caller, killpriv: bool) -> bool {
+        killpriv && kills_privileges(caller)
+    }
+
+    /// What the kernel's VFS takes away from a file when it is written,
+    /// truncated or given to another owner, and leaves to a FUSE server
+    /// that handles it (`FUSE_HANDLE_KILLPRIV_V2`, which spares the
+    /// `GETXATTR security.capability` the kernel otherwise asks before
+    /// every write): the set-ID bits the policy's rule drops (`mode`, from
+    /// [`policy::mode_without_setid`]) and the file's capabilities.
+    fn drop_privileges(&self, ino: InodeNo, mode: Option<u16>) -> Result<()> {
+        if let Some(mode) = mode {
+            let set = SetAttr {
+                mode: Some(mode),
+                ..SetAttr::default()
+            };
+            self.vol.setattr(ino, &set)?;
+            self.stale.push(ino);
+        }
+        self.drop_capabilities(ino)
+    }
+
+    /// Remove `security.capability` of `ino`, if it has one.
+    fn drop_capabilities(&self, ino: InodeNo) -> Result<()> {
+        match self.vol.removexattr(ino, policy::CAPABILITY_XATTR) {
+            Ok(()) | Err(Error::NoData) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Write `data` at `offset` of `ino`, committing once to reuse what the
@@ -720,18 +934,74 @@ impl<D: BlockDevice + 'static> Fs<D> {
         }
     }
 
+    /// FUSE iomap `IOMAP_BEGIN` for a write the kernel will do: bytes
+    /// `pos..pos+count` of `ino` mapped, holes allocated (unwritten, or
+    /// zeroed written blocks for block-mapped files), committing once to
+    /// reuse what the running transaction freed when the volume is full.
+    /// The kernel checked the caller's right to write at open.
+    pub fn map_for_write(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        count: u64,
+    ) -> Result<WriteMap> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.retry_on_full(|| self.vol.map_for_write(ino, pos, count, &cred));
+        self.changed(r, false)
+    }
+
+    /// FUSE iomap `IOMAP_IOEND`: the kernel wrote `pos..pos+len` of `ino`;
+    /// convert it to written and raise the on-disk size to `new_size`
+    /// (appends). Returns the on-disk size.
+    pub fn io_end(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+        new_size: Option<u64>,
+    ) -> Result<u64> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.vol.io_end(ino, pos, len, new_size, &cred);
+        self.changed(r, false)
+    }
+
+    /// FUSE iomap `IOMAP_END` after a short write: give back the blocks of
+    /// `pos..pos+len` past the on-disk size that no data reached.
+    pub fn release_past_size(
+        &self,
+        caller: &Caller,
+        ino: InodeNo,
+        pos: u64,
+        len: u64,
+    ) -> Result<()> {
+        if self.vol.read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let cred = policy::cred(caller);
+        let r = self.vol.release_past_size(ino, pos, len, &cred);
+        self.changed(r, false)
+    }
+
     /// `COPY_FILE_RANGE`: `len` bytes of `from` at `from_off` to `to` at
     /// `to_off`, through the engine in bounded pieces; the count copied
-    /// (short at the source's end).
+    /// (short at the source's end). `killpriv`: as for [`Fs::fallocate`].
     pub fn copy_file_range(
         &self,
         caller: &Caller,
         (from, from_off): (InodeNo, u64),
         (to, to_off): (InodeNo, u64),
         len: u64,
+        killpriv: bool,
     ) -> Result<u64> {
-        let ro = self.vol.read_only();
-        self.with_subject(to, |s| policy::check_change(s, ro))?;
+        self.check_change(caller, to, Self::kill_uncarried(caller, killpriv))?;
         let mut buf = vec![0u8; COPY_CHUNK.min(len as usize)];
         let mut done = 0u64;
         while done < len {

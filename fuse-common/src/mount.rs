@@ -40,6 +40,10 @@ pub struct MountSpec {
     pub noatime: bool,
     pub max_read: Option<u32>,
     pub read_only: bool,
+    /// `fuseblk` on this block device, of this block size (root only):
+    /// the kernel then sends `DESTROY` at unmount and `umount` returns
+    /// once it is answered, after the volume is closed.
+    pub blkdev: Option<(PathBuf, u32)>,
 }
 
 impl MountSpec {
@@ -64,11 +68,18 @@ impl MountSpec {
             noatime: common.noatime(),
             max_read: common.max_read,
             read_only,
+            blkdev: None,
         }
     }
 
+    /// `fuse.SUBTYPE`, or `fuseblk.SUBTYPE` on a block device.
     pub fn fstype(&self) -> String {
-        format!("fuse.{}", self.subtype)
+        let kind = if self.blkdev.is_some() {
+            "fuseblk"
+        } else {
+            "fuse"
+        };
+        format!("{kind}.{}", self.subtype)
     }
 }
 
@@ -273,6 +284,11 @@ fn explain(spec: &MountSpec, e: nix::Error) -> io::Error {
 pub fn mount(spec: &MountSpec) -> io::Result<(File, Mounted)> {
     let mounted = Mounted::expected(spec);
     let file = if mounted.by_fusermount {
+        if spec.blkdev.is_some() {
+            return Err(io::Error::other(
+                "a fuseblk mount (-o blkdev) needs root: mount(2) on a block device",
+            ));
+        }
         mount_fusermount(spec)?
     } else {
         mount_direct(spec)?
@@ -302,8 +318,16 @@ fn mount_direct(spec: &MountSpec) -> io::Result<File> {
     // Always: the kernel checks permissions (and ACLs, with FUSE_POSIX_ACL)
     // for every caller, whatever the options say.
     data.push_str(",default_permissions");
+    // fuseblk's source is the device the kernel claims.
+    let source = match &spec.blkdev {
+        Some((dev, size)) => {
+            data.push_str(&format!(",blksize={size}"));
+            dev.to_string_lossy().into_owned()
+        }
+        None => spec.fsname.clone(),
+    };
     nix::mount::mount(
-        Some(spec.fsname.as_str()),
+        Some(source.as_str()),
         &spec.mountpoint,
         Some(spec.fstype().as_str()),
         flags(spec),

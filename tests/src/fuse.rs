@@ -165,7 +165,16 @@ impl FuseServer {
 
     /// Unmount the way a user would (`umount`), then wait for the server
     /// to exit on its own. `Err` if either does not happen.
-    pub fn unmount(mut self) -> Result<(ExitStatus, String), String> {
+    pub fn unmount(self) -> Result<(ExitStatus, String), String> {
+        self.unmount_then(|| ()).map(|(st, err, ())| (st, err))
+    }
+
+    /// [`FuseServer::unmount`], running `right_after` as soon as `umount`
+    /// returns, before waiting for the server: what `umount` left.
+    pub fn unmount_then<T>(
+        mut self,
+        right_after: impl FnOnce() -> T,
+    ) -> Result<(ExitStatus, String, T), String> {
         // "target is busy" can be transient: a process another test thread
         // forks holds copies of our descriptors until it execs.
         let mut tries = 0;
@@ -182,11 +191,12 @@ impl FuseServer {
             std::thread::sleep(Duration::from_millis(25 * tries));
         }
         self.mounted = false;
+        let seen = right_after();
         let mut child = self.child.take().expect("server child");
         let start = Instant::now();
         loop {
             match child.try_wait() {
-                Ok(Some(st)) => return Ok((st, self.stderr())),
+                Ok(Some(st)) => return Ok((st, self.stderr(), seen)),
                 Ok(None) if start.elapsed() < WAIT => std::thread::sleep(Duration::from_millis(10)),
                 _ => {
                     let _ = child.kill();

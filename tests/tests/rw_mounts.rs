@@ -571,12 +571,13 @@ fn free_counts(img: &Path) -> Vec<String> {
 
 /// `steps` on the kernel's ext4 and on ext4-fuse (mounted with `opts`),
 /// each on a fresh image in `dir`: they must see the same, and both
-/// images pass `e2fsck -fn`. The two images (kernel's, ext4-fuse's).
+/// images pass `e2fsck -fn`. The two images (kernel's, ext4-fuse's) and
+/// what the kernel showed.
 fn same_as_kernel<T: PartialEq + std::fmt::Debug>(
     dir: &Path,
     opts: &str,
     steps: fn(&Path) -> T,
-) -> (PathBuf, PathBuf) {
+) -> (PathBuf, PathBuf, T) {
     let kimg = fresh(dir, "kernel.img", "32M", &[]);
     let k = KernelMount::mount(&kimg, false, "").unwrap();
     let want = steps(k.path());
@@ -589,7 +590,7 @@ fn same_as_kernel<T: PartialEq + std::fmt::Debug>(
     s.unmount().unwrap();
     assert_eq!(got, want, "{name}: what a program sees, against the kernel");
     assert_clean(&img, name);
-    (kimg, img)
+    (kimg, img, want)
 }
 
 /// O_TMPFILE: ext4-fuse serves it as the kernel's ext4 does (the same
@@ -603,7 +604,7 @@ fn tmpfile_as_the_kernel() {
         return;
     }
     let dir = Scratch::new("rw-tmpfile");
-    let (kimg, img) = same_as_kernel(dir.path(), "", tmpfile_steps);
+    let (kimg, img, _) = same_as_kernel(dir.path(), "", tmpfile_steps);
     assert_eq!(free_counts(&img), free_counts(&kimg), "free counts");
     let [_, (bsd, bsd_bin)] = servers();
 
@@ -619,11 +620,13 @@ fn tmpfile_as_the_kernel() {
     assert_clean(&img, bsd);
 }
 
-/// `tests/data/chattr-steps.sh` on the mount at `root`: its output, with
-/// the mount's path taken out.
-fn chattr_steps(root: &Path) -> String {
+/// The script `tests/data/{name}` on the mount at `root` (made
+/// world-writable first): its output, with the mount's path taken out.
+fn script_steps(name: &str, root: &Path) -> String {
     fs::set_permissions(root, fs::Permissions::from_mode(0o777)).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/chattr-steps.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name);
     let out = run(Command::new("bash").arg(&script).arg(root));
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -644,7 +647,9 @@ fn chattr_as_the_kernel() {
         return;
     }
     let dir = Scratch::new("rw-chattr");
-    same_as_kernel(dir.path(), "allow_other", chattr_steps);
+    same_as_kernel(dir.path(), "allow_other", |r| {
+        script_steps("chattr-steps.sh", r)
+    });
     let [_, (bsd, bsd_bin)] = servers();
 
     let img = fresh(dir.path(), "bsd.img", "32M", &[]);
@@ -695,16 +700,193 @@ fn umask_and_default_acls_as_the_kernel() {
         return;
     }
     let dir = Scratch::new("rw-umask");
-    let kimg = fresh(dir.path(), "kernel.img", "32M", &[]);
+    both_as_kernel(dir.path(), "", umask_steps);
+}
+
+/// `steps` on the kernel's ext4 and on both servers (mounted with
+/// `opts`), each on a fresh image in `dir`: each server must show what
+/// the kernel showed and leave an image `e2fsck -fn` passes. What the
+/// kernel showed.
+fn both_as_kernel<T: PartialEq + std::fmt::Debug>(
+    dir: &Path,
+    opts: &str,
+    steps: fn(&Path) -> T,
+) -> T {
+    let kimg = fresh(dir, "kernel.img", "32M", &[]);
     let k = KernelMount::mount(&kimg, false, "").unwrap();
-    let want = umask_steps(k.path());
+    let want = steps(k.path());
     k.unmount().unwrap();
     for (name, bin) in servers() {
-        let img = fresh(dir.path(), &format!("{name}.img"), "32M", &[]);
-        let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
-        let got = umask_steps(s.path());
+        let img = fresh(dir, &format!("{name}.img"), "32M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, opts).unwrap();
+        let got = steps(s.path());
         s.unmount().unwrap();
-        assert_eq!(got, want, "{name}: modes against the kernel's");
+        assert_eq!(got, want, "{name}: what a program sees, against the kernel");
         assert_clean(&img, name);
+    }
+    want
+}
+
+/// What writes, truncations (truncate, O_TRUNC), fallocate,
+/// copy_file_range and chown by root and by an unprivileged user take
+/// away (set-user-ID, set-group-ID by the kernel's rule, security.capability
+/// set by setcap), on both servers as on the kernel's ext4
+/// (`tests/data/killpriv-steps.sh`). ext4-fuse takes
+/// FUSE_HANDLE_KILLPRIV_V2 (the kernel leaves the dropping to it);
+/// ext4-fuse-bsd drops by the same shared rule where the kernel's FUSE
+/// without it would keep the set-group-ID bit of a file written by a user
+/// outside its group.
+#[test]
+fn killpriv_as_the_kernel() {
+    if !ready() || !have_tool("setcap") || !have_tool("getcap") || !have_tool("setpriv") {
+        return;
+    }
+    let dir = Scratch::new("rw-killpriv");
+    let want = both_as_kernel(dir.path(), "allow_other", |r| {
+        script_steps("killpriv-steps.sh", r)
+    });
+    assert!(want.contains("n_write 755 "), "the kernel's run:\n{want}");
+}
+
+/// `tests/data/atime-steps.py PHASE` on the mount at `root`: its output.
+fn atime_phase(root: &Path, phase: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/atime-steps.py");
+    let out = run(Command::new("python3").arg(&script).arg(root).arg(phase));
+    assert!(out.status.success(), "atime {phase}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The noatime inode flag (`chattr +A`) on `f_flag` of the unmounted
+/// `img`, by debugfs (ext4-fuse-bsd serves no chattr).
+fn set_noatime_flag(img: &Path) {
+    let out = run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-R")
+        .arg("set_inode_field f_flag flags 0x80080")
+        .arg(img));
+    assert!(out.status.success(), "debugfs: {out:?}");
+}
+
+/// Access times under relatime (the default), strictatime, noatime and
+/// lazytime: the files, directories and symlink of
+/// `tests/data/atime-steps.py` read, listed and readlink'ed on a fresh
+/// mount (so that the reads reach the server), one with the noatime inode
+/// flag and one read through O_NOATIME; which atimes changed, on both
+/// servers as on the kernel's ext4.
+#[test]
+fn atime_as_the_kernel() {
+    if !ready() || !have_tool("python3") {
+        return;
+    }
+    let dir = Scratch::new("rw-atime");
+    for opts in ["", "strictatime", "noatime", "lazytime"] {
+        let kimg = fresh(dir.path(), "kernel.img", "32M", &[]);
+        let k = KernelMount::mount(&kimg, false, "").unwrap();
+        atime_phase(k.path(), "setup");
+        k.unmount().unwrap();
+        set_noatime_flag(&kimg);
+        let k = KernelMount::mount(&kimg, false, opts).unwrap();
+        let want = atime_phase(k.path(), "read");
+        k.unmount().unwrap();
+        // The reads reached the filesystem (no cache served them).
+        let updated = opts != "noatime";
+        assert_eq!(want.contains("f_fresh updated"), updated, "kernel:\n{want}");
+        for (name, bin) in servers() {
+            let img = fresh(dir.path(), &format!("{name}.img"), "32M", &[]);
+            let s = FuseServer::mount_rw(&bin, &img, "").unwrap();
+            atime_phase(s.path(), "setup");
+            s.unmount().unwrap();
+            set_noatime_flag(&img);
+            let s = FuseServer::mount_rw(&bin, &img, opts).unwrap();
+            let got = atime_phase(s.path(), "read");
+            s.unmount().unwrap();
+            assert_eq!(got, want, "{name} -o {opts}: atimes against the kernel's");
+            assert_clean(&img, name);
+        }
+    }
+}
+
+/// What the server changes on its own reaches the kernel's caches at
+/// once: after writes, fallocate and copy_file_range by an unprivileged
+/// user dropped set-ID bits (ext4-fuse drops them itself, with
+/// FUSE_HANDLE_KILLPRIV_V2), the mode the kernel answers from its
+/// attribute cache (statx for STATX_MODE alone) is the new one, as on the
+/// kernel's ext4 (`tests/data/stale-steps.sh`; FUSE_NOTIFY_INVAL_INODE).
+/// ext4-fuse-bsd sends no notifications (its cache times out after a
+/// second).
+#[test]
+fn server_changes_reach_the_kernel_cache() {
+    if !ready() || !have_tool("setpriv") || !have_tool("python3") {
+        return;
+    }
+    let dir = Scratch::new("rw-stale");
+    let (_, _, want) = same_as_kernel(dir.path(), "allow_other", |r| {
+        script_steps("stale-steps.sh", r)
+    });
+    assert!(
+        want.ends_with("w 755 o 747 a 755 c 755\n"),
+        "kernel:\n{want}"
+    );
+}
+
+/// The loop devices whose backing file is `img` (`losetup -j`).
+fn loops_of(img: &Path) -> String {
+    let out = run(Command::new("losetup").arg("-j").arg(img));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `-o blkdev`: ext4-fuse mounts `fuseblk` on a loop device of the
+/// image, so the kernel sends DESTROY at unmount and `umount` returns only
+/// once the server has answered it, after closing the volume: `e2fsck -fn`
+/// and dumpe2fs right after `umount` find the image clean, its journal
+/// needing no recovery (a plain FUSE mount's `umount` returns before the
+/// server has closed the volume). The loop device goes with the mount.
+#[test]
+fn blkdev_umount_returns_with_the_image_closed() {
+    if !ready() {
+        return;
+    }
+    let dir = Scratch::new("rw-blkdev");
+    let [(name, bin), _] = servers();
+    for round in 0..3 {
+        let img = fresh(dir.path(), "blkdev.img", "64M", &[]);
+        let s = FuseServer::mount_rw(&bin, &img, "blkdev").unwrap();
+        assert!(!loops_of(&img).is_empty(), "{name}: no loop device");
+        let d = s.path().join("tree");
+        fs::create_dir(&d).unwrap();
+        for i in 0..200 {
+            fs::write(d.join(format!("f{i}")), vec![i as u8; 3000]).unwrap();
+        }
+        fs::write(s.path().join("big"), vec![7u8; 8 << 20]).unwrap();
+        let (st, err, (fsck, state, features)) = s
+            .unmount_then(|| {
+                let (code, out) = e2fsck_check(&img);
+                let head = run(Command::new("dumpe2fs").arg("-h").arg(&img));
+                let head = String::from_utf8_lossy(&head.stdout).into_owned();
+                ((code, out), fs_state(&img), head)
+            })
+            .unwrap();
+        assert!(st.success(), "{name}: server exit {st}: {err}");
+        assert_eq!(
+            fsck.0, 0,
+            "round {round}: e2fsck -fn right after umount:\n{}",
+            fsck.1
+        );
+        assert_eq!(state, "clean", "round {round}: state right after umount");
+        assert!(
+            !features.contains("needs_recovery"),
+            "round {round}:\n{features}"
+        );
+        // The kernel detaches an autoclear loop device a little after its
+        // last close.
+        let mut left = loops_of(&img);
+        for _ in 0..50 {
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = loops_of(&img);
+        }
+        assert_eq!(left, "", "{name}: loop device left");
     }
 }

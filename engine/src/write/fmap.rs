@@ -132,7 +132,12 @@ impl<D: BlockDevice> Volume<D> {
     ) -> Result<(PhysBlock, u32)> {
         if !inode.has_flag(flags::EXTENTS) {
             let want = want.min(u32::MAX as u64) as u32;
-            return self.ind_alloc(h, inode, l, want, cred);
+            let r = self.ind_alloc(h, inode, l, want, cred)?;
+            // The read path's cached hole there is gone (the plain data
+            // path's callers say so too; iomap's `map_for_write` relies
+            // on this).
+            self.mapping_changed(inode.ino);
+            return Ok(r);
         }
         let want = want.min(extent::max_len(unwritten) as u64).max(1);
         let unit = self.sb().cluster_size as u64 / 512;

@@ -19,11 +19,13 @@
 //! - [`namespace`]: create, mknod, mkdir, symlink, link, unlink, rmdir,
 //!   rename.
 //! - [`orphan`]: the orphan list and file, release of unlinked inodes.
+//! - [`atime`]: access times (`relatime`, `strictatime`, `noatime`).
 //! - [`xattr`]: extended attribute and ACL writes (the in-inode region
 //!   inline data's `system.data` lives in too).
 //! - here: inode records, inode locks, freeing an inode, and the
 //!   operations `truncate`, `setattr`.
 
+pub mod atime;
 pub mod chattr;
 pub mod data;
 pub mod dir;
@@ -40,6 +42,7 @@ pub mod orphan;
 pub mod resize;
 pub mod xattr;
 
+pub use atime::{AtimeMode, AtimeRule};
 pub use fallocate::falloc;
 pub use map_write::{WriteMap, WriteRun, MAX_WRITE_RUNS};
 pub use resize::Edges;

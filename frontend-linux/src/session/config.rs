@@ -109,7 +109,12 @@ impl Config {
         // DONT_MASK: the kernel leaves the umask to us (it sends it with
         // the request), so that under a directory with a default ACL the
         // umask is ignored as the kernel's ext4 ignores it.
+        // HANDLE_KILLPRIV_V2: the server drops set-ID bits and
+        // security.capability on write, truncation and chown (the shared
+        // policy's rule, as the kernel's VFS), sparing the GETXATTR
+        // security.capability the kernel otherwise asks before every write.
         let mut want = flag::ASYNC_READ
+            | flag::HANDLE_KILLPRIV_V2
             | flag::BIG_WRITES
             | flag::DONT_MASK
             | flag::PARALLEL_DIROPS

@@ -81,7 +81,9 @@ impl<B: Backend> Session<B> {
                 };
                 push_record(out, d.as_bytes(), e.name, limit)
             });
-            return result.map_err(|e| self.fail("readdir", dir, e));
+            result.map_err(|e| self.fail("readdir", dir, e))?;
+            self.backend.accessed(dir);
+            return Ok(());
         }
 
         // READDIRPLUS: write the records with blank attributes first, then
@@ -102,6 +104,7 @@ impl<B: Backend> Session<B> {
                 push_record(out, d.as_bytes(), e.name, limit)
             })
             .map_err(|e| self.fail("readdirplus", dir, e))?;
+        self.backend.accessed(dir);
         const HEAD: usize = core::mem::size_of::<abi::DirentPlus>();
         let mut at = base;
         while let Some(rec) = out.payload_mut().get_mut(at..) {

@@ -10,6 +10,9 @@ use crate::channel::Channel;
 use crate::log;
 use ext4_engine::{errno, policy, FileType, Whence};
 
+/// Linux `O_NOATIME`.
+const O_NOATIME: u32 = 0o1000000;
+
 impl<B: Backend> Session<B> {
     pub(super) fn do_readlink(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
         let ino = req.ino()?;
@@ -20,6 +23,7 @@ impl<B: Backend> Session<B> {
         if !out.push(&target) {
             return Err(errno::ENAMETOOLONG);
         }
+        self.backend.accessed(ino);
         Ok(())
     }
 
@@ -106,6 +110,10 @@ impl<B: Backend> Session<B> {
             .read(ino, args.offset, out.tail(size))
             .map_err(|e| self.fail_as(policy::Request::Read, "read", ino, e))?;
         out.commit(n.min(size));
+        // The reading file's flags come along: O_NOATIME leaves it alone.
+        if args.flags & O_NOATIME == 0 {
+            self.backend.accessed(ino);
+        }
         Ok(())
     }
 

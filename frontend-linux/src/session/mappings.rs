@@ -18,10 +18,10 @@ use std::sync::OnceLock;
 
 use ext4_engine::errno;
 use ext4_engine::inode_flags as iflags;
-use ext4_engine::iomap::{kernel_check, op, IomapConfig};
+use ext4_engine::iomap::{ioend, kernel_check, mflags, op, IomapConfig};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache, NULL_ADDR};
 use ext4_engine::{policy, InodeNo};
-use ext4_engine::{Attr, FileType};
+use ext4_engine::{Attr, FileType, WriteMap, WriteRun};
 use zerocopy::IntoBytes;
 
 use super::{notify, ReplyBuf, Request, Session};
@@ -56,6 +56,7 @@ pub struct IomapStats {
     pub retry_cache: u64,
     pub upserts: u64,
     pub invals: u64,
+    pub dev_invals: u64,
     pub end: u64,
     pub config: u64,
 }
@@ -76,19 +77,41 @@ pub(super) struct State {
     retry_cache: AtomicU64,
     upserts: AtomicU64,
     invals: AtomicU64,
+    dev_invals: AtomicU64,
     end: AtomicU64,
     config_calls: AtomicU64,
 }
 
-fn io(m: &Mapping) -> abi::IomapIo {
-    abi::IomapIo {
-        offset: m.offset,
-        length: m.length,
-        addr: m.addr,
-        typ: m.kind as u16,
-        flags: m.flags,
-        dev: m.dev,
+/// The mapping of a [`WriteMap`]'s first run, with the runs after it that
+/// continue it on the device in the same state.
+fn write_mapping(runs: &[WriteRun], bs: u64, dev: u32) -> Mapping {
+    let first = runs[0];
+    let mut len = u64::from(first.len);
+    for r in &runs[1..] {
+        let follows = u64::from(r.lblk.0) == u64::from(first.lblk.0) + len
+            && r.pblk.0 == first.pblk.0 + len
+            && (r.unwritten, r.new) == (first.unwritten, first.new);
+        if !follows {
+            break;
+        }
+        len += u64::from(r.len);
     }
+    Mapping {
+        offset: u64::from(first.lblk.0) * bs,
+        length: len * bs,
+        addr: first.pblk.0 * bs,
+        kind: if first.unwritten {
+            MapType::Unwritten
+        } else {
+            MapType::Mapped
+        },
+        flags: if first.new { mflags::NEW } else { 0 },
+        dev,
+    }
+}
+
+fn io(m: &Mapping) -> abi::IomapIo {
+    abi::IomapIo::from_mapping(m)
 }
 
 /// The `fuse_attr.flags` of an iomap regular file: iomap, exclusive (no one
@@ -123,6 +146,9 @@ impl<B: Backend> Session<B> {
             return Err("device cookie 0 is the null device");
         }
         self.iomap.dev.store(dev, Ordering::Release);
+        if !self.backend.read_only() {
+            self.backend.set_kernel_writes_data();
+        }
         Ok(())
     }
 
@@ -139,6 +165,7 @@ impl<B: Backend> Session<B> {
             retry_cache: s.retry_cache.load(Ordering::Relaxed),
             upserts: s.upserts.load(Ordering::Relaxed),
             invals: s.invals.load(Ordering::Relaxed),
+            dev_invals: s.dev_invals.load(Ordering::Relaxed),
             end: s.end.load(Ordering::Relaxed),
             config: s.config_calls.load(Ordering::Relaxed),
         }
@@ -203,7 +230,7 @@ impl<B: Backend> Session<B> {
         Some(match op {
             IOMAP_BEGIN => self.do_iomap_begin(req, ch, out),
             IOMAP_END => self.do_iomap_end(req),
-            IOMAP_IOEND => self.do_iomap_ioend(req),
+            IOMAP_IOEND => self.do_iomap_ioend(req, out),
             IOMAP_CONFIG => self.do_iomap_config(req, out),
             FREEZE_FS => req.arg::<abi::U64In>().map(|_| {
                 self.iomap.frozen.store(true, Ordering::Release);
@@ -254,10 +281,10 @@ impl<B: Backend> Session<B> {
         if args.reserved != 0 || args.opflags & !KNOWN_OPFLAGS != 0 {
             return Err(errno::EINVAL);
         }
-        if args.opflags & op::WRITES != 0 {
-            return Err(errno::EROFS);
-        }
         let dev = self.iomap_dev()?;
+        if args.opflags & (op::WRITES | op::WRITEBACK) != 0 {
+            return self.do_iomap_begin_write(req, ch, ino, &args, dev, out);
+        }
         let (read, write) = self
             .backend
             .iomap_begin(ino, args.pos, args.count, args.opflags, dev)
@@ -301,6 +328,144 @@ impl<B: Backend> Session<B> {
             .as_bytes(),
         );
         Ok(())
+    }
+
+    /// `IOMAP_BEGIN` of a write: `ZERO` answers where the bytes are now
+    /// (a hole or unwritten range needs no zeroing, so nothing is
+    /// allocated); `WRITE`, `UNSHARE` and writeback map the range,
+    /// allocating its holes (unwritten and `NEW`). The write mapping is a
+    /// pure overwrite: the kernel writes where the read mapping points.
+    fn do_iomap_begin_write(
+        &self,
+        req: &Request<'_>,
+        ch: &dyn Channel,
+        ino: InodeNo,
+        args: &abi::IomapBeginIn,
+        dev: u32,
+        out: &mut ReplyBuf,
+    ) -> Result<(), i32> {
+        if self.backend.read_only() {
+            return Err(errno::EROFS);
+        }
+        let bs = self.iomap_block_size()?;
+        let zero_only = args.opflags & (op::WRITE | op::UNSHARE | op::WRITEBACK) == 0;
+        let read = if zero_only {
+            let read_ops = args.opflags & !(op::WRITES | op::WRITEBACK);
+            self.backend
+                .iomap_begin(ino, args.pos, args.count, read_ops, dev)
+                .map_err(|e| self.fail("iomap_begin", ino, e))?
+                .0
+        } else {
+            let map = self
+                .backend
+                .map_for_write(&req.caller(), ino, args.pos, args.count)
+                .map_err(|e| self.fail("iomap_begin", ino, e))?;
+            match map {
+                WriteMap::Runs(runs) if !runs.is_empty() => {
+                    // Runs past the answer may be new too: the kernel
+                    // asks for them next, answered as they are then.
+                    if let (Some(a), Some(z)) = (
+                        runs.iter().find(|r| r.new),
+                        runs.iter().rev().find(|r| r.new),
+                    ) {
+                        let from = u64::from(a.lblk.0) * bs;
+                        let to = (u64::from(z.lblk.0) + u64::from(z.len)) * bs;
+                        self.allocated(ch, ino, from, to - from);
+                    }
+                    write_mapping(&runs, bs, dev)
+                }
+                WriteMap::Runs(_) => return Err(errno::ENOSPC),
+                // Served by the server: the read path's INLINE answer.
+                WriteMap::Inline if args.opflags & op::WRITEBACK == 0 => {
+                    let read_ops = args.opflags & !(op::WRITES | op::WRITEBACK);
+                    self.backend
+                        .iomap_begin(ino, args.pos, args.count, read_ops, dev)
+                        .map_err(|e| self.fail("iomap_begin", ino, e))?
+                        .0
+                }
+                // Writeback of inline data is an error to the kernel.
+                WriteMap::Inline => return Err(errno::EIO),
+            }
+        };
+        let write = Mapping {
+            addr: NULL_ADDR,
+            kind: MapType::PureOverwrite,
+            flags: 0,
+            dev: abi::IOMAP_DEV_NULL,
+            ..read
+        };
+        self.check_answer(ino, &read, args.pos, false)?;
+        self.check_answer(ino, &write, args.pos, true)?;
+        out.push(
+            abi::IomapBeginOut {
+                read: io(&read),
+                write: io(&write),
+            }
+            .as_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Blocks were allocated in bytes `offset..offset+length` of `ino`:
+    /// what the kernel's cache may hold there (a hole) is out of date.
+    /// The kernel drops its cache only after the I/O ends, so tell it now
+    /// when the mirror says it holds any of this inode.
+    fn allocated(&self, ch: &dyn Channel, ino: InodeNo, offset: u64, length: u64) {
+        let Some(mirror) = self.iomap.mirror.get() else {
+            return;
+        };
+        if mirror.seq(ino).is_none() {
+            return;
+        }
+        let id = u64::from(ino.0);
+        let inval = abi::IomapInvalMappingsOut {
+            nodeid: id,
+            attr_ino: id,
+            read: abi::FuseRange { offset, length },
+            write: abi::FuseRange::default(),
+        };
+        if notify(ch, notify_code::IOMAP_INVAL_MAPPINGS, &inval).is_err() {
+            mirror.forget_inode(ino);
+            return;
+        }
+        self.iomap.invals.fetch_add(1, Ordering::Relaxed);
+        mirror.remove(ino, Fork::Read, offset, length);
+    }
+
+    /// Freed blocks: `DEV_INVAL` for each range, so that the kernel's
+    /// cache of the device never writes a stale copy over blocks that
+    /// hold file data next.
+    pub(super) fn send_dev_invals(&self, ch: &dyn Channel) {
+        if !self.iomap_active() || self.backend.read_only() {
+            return;
+        }
+        let dev = self.iomap.dev.load(Ordering::Acquire);
+        for (offset, length) in self.backend.take_freed() {
+            let inval = abi::IomapDevInvalOut {
+                dev,
+                reserved: 0,
+                range: abi::FuseRange { offset, length },
+            };
+            if notify(ch, notify_code::IOMAP_DEV_INVAL, &inval).is_err() {
+                return;
+            }
+            self.iomap.dev_invals.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The kernel dropped its cached mappings of `ino` itself (truncate,
+    /// fallocate): so does the mirror.
+    pub(super) fn kernel_dropped(&self, ino: InodeNo) {
+        if let Some(m) = self.iomap.mirror.get() {
+            m.forget_inode(ino);
+        }
+    }
+
+    fn iomap_block_size(&self) -> Result<u64, i32> {
+        match self.iomap.config.get() {
+            Some(c) => Ok(c.block_size as u64),
+            None => Ok(self.backend.iomap_config().ok_or(errno::EIO)?.block_size as u64),
+        }
     }
 
     /// Refuse to send an answer the kernel would reject as corruption.
@@ -458,18 +623,80 @@ impl<B: Backend> Session<B> {
         self.iomap.end.fetch_add(1, Ordering::Relaxed);
         let args: abi::IomapEndIn = req.arg()?;
         Self::iomap_ino(req, args.attr_ino)?;
+        let ino = Self::iomap_ino(req, args.attr_ino)?;
         if args.reserved != 0 || args.opflags & !KNOWN_OPFLAGS != 0 {
             return Err(errno::EINVAL);
         }
-        // Reads allocate nothing: nothing to undo.
+        // Reads allocate nothing; a short write leaves the blocks it
+        // allocated and did not reach: those past the on-disk size go.
+        let written = args.written.max(0) as u64;
+        let Some(map) = args.map.mapping() else {
+            return Err(errno::EINVAL);
+        };
+        if args.opflags & op::WRITE == 0 || written >= args.count || map.flags & mflags::NEW == 0 {
+            return Ok(());
+        }
+        let bs = self.iomap_block_size()?;
+        let from = args
+            .pos
+            .saturating_add(written)
+            .div_ceil(bs)
+            .saturating_mul(bs)
+            .max(map.offset);
+        if from < map.end() {
+            self.backend
+                .release_past_size(&req.caller(), ino, from, map.end() - from)
+                .map_err(|e| self.fail("iomap_end", ino, e))?;
+        }
         Ok(())
     }
 
-    fn do_iomap_ioend(&self, req: &Request<'_>) -> Result<(), i32> {
+    /// The kernel wrote `pos..pos+written` (page-cache writeback or
+    /// direct I/O): convert it to written, raise the on-disk size for an
+    /// append, answer that size. A failed I/O leaves the range unwritten
+    /// (it reads as zeros, never as stale blocks).
+    fn do_iomap_ioend(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {
         let args: abi::IomapIoendIn = req.arg()?;
-        Self::iomap_ino(req, args.attr_ino)?;
-        // Only writes end in an ioend, and this mount takes none.
-        Err(errno::EROFS)
+        let ino = Self::iomap_ino(req, args.attr_ino)?;
+        if args.pad != 0 {
+            return Err(errno::EINVAL);
+        }
+        if self.backend.read_only() {
+            return Err(errno::EROFS);
+        }
+        let bs = self.iomap_block_size()?;
+        let (start, end) = (
+            args.pos / bs * bs,
+            args.pos
+                .saturating_add(args.written)
+                .div_ceil(bs)
+                .saturating_mul(bs),
+        );
+        // The kernel drops its cached mappings of the range after an
+        // ioend.
+        if let Some(m) = self.iomap.mirror.get() {
+            m.remove(ino, Fork::Read, start, end - start);
+        }
+        let newsize = if args.error != 0 {
+            log::error(format_args!(
+                "inode {ino}: the kernel's write of {} bytes at {} failed (errno {}); the range stays unwritten",
+                args.written,
+                args.pos,
+                -args.error
+            ));
+            self.backend
+                .getattr(ino)
+                .map_err(|e| self.fail("iomap_ioend", ino, e))?
+                .size
+        } else {
+            let append = args.flags & ioend::APPEND != 0;
+            let new_size = append.then(|| args.pos.saturating_add(args.written));
+            self.backend
+                .io_end(&req.caller(), ino, args.pos, args.written, new_size)
+                .map_err(|e| self.fail("iomap_ioend", ino, e))?
+        };
+        out.push(abi::IomapIoendOut { newsize }.as_bytes());
+        Ok(())
     }
 
     fn do_iomap_config(&self, req: &Request<'_>, out: &mut ReplyBuf) -> Result<(), i32> {

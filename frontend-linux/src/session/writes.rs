@@ -13,6 +13,13 @@ use ext4_engine::{errno, Attr, InodeNo, SetAttr, SetTime, Timestamp};
 const FSYNC_FDATASYNC: u32 = 1;
 
 impl<B: Backend> Session<B> {
+    /// Whether the kernel left dropping set-ID bits and capabilities to
+    /// us (`FUSE_HANDLE_KILLPRIV_V2`).
+    fn killpriv(&self) -> bool {
+        self.negotiated()
+            .is_some_and(|n| n.flags & abi::init_flags::HANDLE_KILLPRIV_V2 != 0)
+    }
+
     /// An entry reply for `a`, which the kernel will hold.
     fn push_entry(&self, out: &mut ReplyBuf, a: &Attr) -> Result<(), i32> {
         let e = self.entry_out(a).map_err(|e| e.errno())?;
@@ -160,8 +167,15 @@ impl<B: Backend> Session<B> {
     pub(super) fn do_fallocate(&self, req: &Request<'_>) -> Result<(), i32> {
         let ino = req.ino()?;
         let a: abi::FallocateIn = req.arg()?;
+        // The kernel drops its cached mappings of the file around it.
+        self.kernel_dropped(ino);
         self.backend
-            .fallocate(&req.caller(), ino, a.mode, a.offset, a.length)
+            .fallocate(
+                &req.caller(),
+                ino,
+                (a.mode, a.offset, a.length),
+                self.killpriv(),
+            )
             .map_err(|e| self.fail("fallocate", ino, e))
     }
 
@@ -177,9 +191,14 @@ impl<B: Backend> Session<B> {
         let ino = req.ino()?;
         let args: abi::SetattrIn = req.arg()?;
         let set = set_attr(&args);
+        if set.size.is_some() {
+            // The kernel drops its cached mappings on truncate.
+            self.kernel_dropped(ino);
+        }
+        let kill = args.valid & fattr::KILL_SUIDGID != 0;
         let a = self
             .backend
-            .setattr(&req.caller(), ino, &set)
+            .setattr(&req.caller(), ino, &set, kill)
             .map_err(|e| self.fail("setattr", ino, e))?;
         let (secs, nsecs) = self.valid();
         out.push(
@@ -204,7 +223,13 @@ impl<B: Backend> Session<B> {
             .ok_or(errno::EINVAL)?;
         let n = self
             .backend
-            .write(&req.caller(), ino, args.offset, data)
+            .write(
+                &req.caller(),
+                ino,
+                args.offset,
+                data,
+                args.write_flags & abi::write_flags::KILL_SUIDGID != 0,
+            )
             .map_err(|e| self.fail("write", ino, e))?;
         out.push(
             abi::WriteOut {
@@ -234,6 +259,7 @@ impl<B: Backend> Session<B> {
                 (from, args.off_in),
                 (to, args.off_out),
                 args.len,
+                self.killpriv(),
             )
             .map_err(|e| self.fail("copy_file_range", to, e))?;
         // The reply's count is 32 bits; the kernel asks no more at once.

@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+pub mod write;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -22,8 +24,8 @@ use std::time::Instant;
 
 use ext4_engine::iomap::{kernel_check, op};
 use ext4_engine::mapping_cache::{Fork, Lookup, MapType, Mapping, MappingCache};
-use ext4_engine::FileDevice;
 use ext4_engine::InodeNo;
+use ext4_engine::{BlockDevice, FileDevice};
 use ext4_engine::{OpenOptions, Volume};
 use ext4_fuse::abi::{self, attr_flags, init_flags, notify_code, opcode, InHeader, OutHeader};
 use ext4_fuse::session::test_kernel::TestKernel;
@@ -31,7 +33,41 @@ use ext4_fuse::session::{Config, Session};
 use ext4_fuse_common::fs::{Durability, Fs};
 use zerocopy::{FromBytes, IntoBytes};
 
-pub type Server = Session<Fs<FileDevice>>;
+/// The server's device: the image file, or a test's recording device.
+pub type Dev = Box<dyn BlockDevice>;
+pub type Server = Session<Fs<Dev>>;
+
+/// Where the model does file data I/O (the kernel's block device).
+pub trait DataIo: Send + Sync {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl DataIo for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+}
+
+/// A `BlockDevice` as the model's data device (a recording crash device
+/// shared with the server).
+pub struct DevIo<D: BlockDevice>(pub D);
+
+impl<D: BlockDevice> DataIo for DevIo<D> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0
+            .read_at(offset, buf)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.0
+            .write_at(offset, buf)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))
+    }
+}
 
 const IN_HEADER: usize = core::mem::size_of::<InHeader>();
 const OUT_HEADER: usize = core::mem::size_of::<OutHeader>();
@@ -63,7 +99,7 @@ pub struct Model {
     k: TestKernel,
     pub session: Arc<Server>,
     /// The block device (or image) the answered addresses point into.
-    pub dev_file: File,
+    pub dev_file: Box<dyn DataIo>,
     pub dev_size: u64,
     pub dev_cookie: u32,
     pub bs: u64,
@@ -71,13 +107,21 @@ pub struct Model {
     pub cache: MappingCache,
     pub cache_maxbytes: u32,
     pub counters: Counters,
+    /// Device byte ranges the server told the kernel to drop.
+    pub dev_invals: Vec<(u64, u64)>,
+    /// What the write side sent (`write.rs`).
+    pub wc: write::WriteCounters,
     pub violations: Vec<String>,
     /// Every upsert received: (inode, read mapping).
     pub upserted: Vec<(u64, Mapping)>,
     /// Inodes the server flagged for iomap.
     iomap_inodes: HashMap<u64, abi::Attr>,
-    /// Engine view of the same image, for expected attribute flags.
-    oracle: Volume<FileDevice>,
+    /// Engine view of the same image, for expected attribute flags (none
+    /// on a read-write mount, whose image changes under it: regular files
+    /// are then expected to carry IOMAP + EXCLUSIVE only).
+    oracle: Option<Volume<FileDevice>>,
+    /// What `IOMAP_CONFIG` must answer, from the image before the start.
+    want_config: ext4_engine::iomap::IomapConfig,
     /// Wall time spent waiting for replies, and how many.
     pub reply_wait: std::time::Duration,
 }
@@ -89,8 +133,10 @@ pub fn node_key(nodeid: u64) -> InodeNo {
 }
 
 /// A server's view of `img` (read-only, as these models serve it).
-pub fn served(img: &std::path::Path) -> Fs<FileDevice> {
-    Fs::new(open_volume(img), Durability::default(), Default::default())
+pub fn served(img: &std::path::Path) -> Fs<Dev> {
+    let dev: Dev = Box::new(FileDevice::open(img, true).unwrap());
+    let vol = Volume::open(dev, &OpenOptions::default()).unwrap();
+    Fs::new(vol, Durability::default(), Default::default())
 }
 
 pub fn open_volume(img: &std::path::Path) -> Volume<FileDevice> {
@@ -102,12 +148,59 @@ impl Model {
     /// Start a server on `img` (its data read through `dev_path`: the loop
     /// device, or the image itself), negotiate, register the device as
     /// `dev_cookie` and ask for the iomap configuration.
-    pub fn start(img: &std::path::Path, dev_path: &std::path::Path, mut cfg: Config) -> Model {
-        cfg.iomap = true;
-        cfg.measure = true;
-        let session = Arc::new(Session::new(served(img), cfg));
+    pub fn start(img: &std::path::Path, dev_path: &std::path::Path, cfg: Config) -> Model {
         let dev_file = File::open(dev_path).unwrap();
         let dev_size = device_size(&dev_file);
+        let oracle = open_volume(img);
+        let want_config = oracle.iomap_config();
+        Self::start_with(
+            served(img),
+            Box::new(dev_file),
+            dev_size,
+            cfg,
+            Some(oracle),
+            want_config,
+        )
+    }
+
+    /// A read-write server on `img`, the model writing file data into the
+    /// image itself (the same file the server writes its metadata to).
+    pub fn start_rw(img: &std::path::Path, cfg: Config) -> Model {
+        let dev = FileDevice::open(img, false).unwrap();
+        let dev_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(img)
+            .unwrap();
+        let size = device_size(&dev_file);
+        Self::start_rw_on(Box::new(dev), Box::new(dev_file), size, cfg)
+    }
+
+    /// A read-write server on `dev`, the model doing data I/O on `data`
+    /// (the same device, `size` bytes).
+    pub fn start_rw_on(dev: Dev, data: Box<dyn DataIo>, size: u64, cfg: Config) -> Model {
+        let opts = OpenOptions {
+            read_only: false,
+            ..Default::default()
+        };
+        let vol = Volume::open(dev, &opts).unwrap();
+        assert!(!vol.read_only(), "the image mounts read-only");
+        let want_config = vol.iomap_config();
+        let fs = Fs::new(vol, Durability::default(), Default::default());
+        Self::start_with(fs, data, size, cfg, None, want_config)
+    }
+
+    fn start_with(
+        fs: Fs<Dev>,
+        dev_file: Box<dyn DataIo>,
+        dev_size: u64,
+        mut cfg: Config,
+        oracle: Option<Volume<FileDevice>>,
+        want_config: ext4_engine::iomap::IomapConfig,
+    ) -> Model {
+        cfg.iomap = true;
+        cfg.measure = true;
+        let session = Arc::new(Session::new(fs, cfg));
         let mut m = Model {
             k: TestKernel::start(session.clone(), 0, 0),
             session,
@@ -119,10 +212,13 @@ impl Model {
             cache: MappingCache::new(0),
             cache_maxbytes: 0,
             counters: Counters::default(),
+            wc: Default::default(),
+            dev_invals: Vec::new(),
             violations: Vec::new(),
             upserted: Vec::new(),
             iomap_inodes: HashMap::new(),
-            oracle: open_volume(img),
+            oracle,
+            want_config,
             reply_wait: Default::default(),
         };
         m.init();
@@ -239,6 +335,9 @@ impl Model {
                     ));
                 }
                 self.check_device_range(&read, "upsert");
+                if std::env::var_os("KMODEL_TRACE").is_some() {
+                    eprintln!("UPSERT {read:?}");
+                }
                 self.upserted.push((up.nodeid, read));
                 if let Err(e) = self.cache.upsert(node_key(up.nodeid), Fork::Read, read) {
                     self.violation(format!("upsert rejected by the cache: {e}"));
@@ -249,6 +348,9 @@ impl Model {
             }
             notify_code::IOMAP_INVAL_MAPPINGS => {
                 self.counters.invals += 1;
+                if std::env::var_os("KMODEL_TRACE").is_some() {
+                    eprintln!("INVAL {body:?}");
+                }
                 let Ok(inv) = abi::IomapInvalMappingsOut::read_from_bytes(body) else {
                     self.violation(format!("inval notification of {} bytes", body.len()));
                     return;
@@ -268,6 +370,26 @@ impl Model {
                         self.cache.remove(node_key(inv.nodeid), fork, r.offset, len);
                     }
                 }
+            }
+            notify_code::IOMAP_DEV_INVAL => {
+                let Ok(d) = abi::IomapDevInvalOut::read_from_bytes(body) else {
+                    self.violation(format!("dev inval notification of {} bytes", body.len()));
+                    return;
+                };
+                let r = d.range;
+                if d.dev != self.dev_cookie || d.reserved != 0 {
+                    self.violation(format!("dev inval of device {} ({d:?})", d.dev));
+                }
+                if !r.offset.is_multiple_of(self.bs)
+                    || !r.length.is_multiple_of(self.bs)
+                    || r.length == 0
+                    || r.offset.saturating_add(r.length) > self.dev_size
+                {
+                    self.violation(format!(
+                        "dev inval of {r:?}: unaligned, empty or past the device"
+                    ));
+                }
+                self.dev_invals.push((r.offset, r.length));
             }
             c => self.violation(format!("unexpected notification code {c}")),
         }
@@ -308,7 +430,7 @@ impl Model {
         assert_eq!(err, 0, "IOMAP_CONFIG");
         assert_eq!(out.len(), 104, "IOMAP_CONFIG reply size");
         let c = abi::IomapConfigOut::read_from_bytes(&out).unwrap();
-        let want = self.oracle.iomap_config();
+        let want = self.want_config;
         assert_eq!(c.flags, abi::iomap_config::ALL);
         assert_eq!(c.s_blocksize, want.block_size);
         assert_eq!(c.s_maxbytes as u64, want.maxbytes);
@@ -334,7 +456,25 @@ impl Model {
     /// inode's S/i/a flags; nothing else carries any flag.
     fn check_attr(&mut self, attr: &abi::Attr) {
         let ino = InodeNo(attr.ino as u32);
-        let Ok(a) = self.oracle.getattr(ino) else {
+        let Some(oracle) = &self.oracle else {
+            let want = if attr.mode & libc::S_IFMT == libc::S_IFREG {
+                attr_flags::IOMAP | attr_flags::EXCLUSIVE
+            } else {
+                0
+            };
+            if attr.flags & !(attr_flags::SYNC | attr_flags::IMMUTABLE | attr_flags::APPEND) != want
+            {
+                self.violation(format!(
+                    "inode {ino}: fuse_attr.flags {:#x}, expected {want:#x}",
+                    attr.flags
+                ));
+            }
+            if attr.flags & attr_flags::IOMAP != 0 {
+                self.iomap_inodes.insert(attr.ino, *attr);
+            }
+            return;
+        };
+        let Ok(a) = oracle.getattr(ino) else {
             self.violation(format!("attr for inode {ino} the engine cannot read"));
             return;
         };
@@ -449,6 +589,9 @@ impl Model {
             return Err(libc::EIO);
         }
         let o = abi::IomapBeginOut::read_from_bytes(&out).unwrap();
+        if std::env::var_os("KMODEL_TRACE").is_some() {
+            eprintln!("BEGIN({pos}, {count}, {opflags:#x}) = {:?}", o.read);
+        }
         let (Some(read), Some(write)) = (decode(&o.read), decode(&o.write)) else {
             self.violation(format!(
                 "IOMAP_BEGIN({pos}) answered an unknown type: {o:?}"
@@ -698,14 +841,11 @@ impl Model {
 }
 
 pub fn decode(io: &abi::IomapIo) -> Option<Mapping> {
-    Some(Mapping {
-        offset: io.offset,
-        length: io.length,
-        addr: io.addr,
-        kind: MapType::from_u16(io.typ)?,
-        flags: io.flags,
-        dev: io.dev,
-    })
+    io.mapping()
+}
+
+pub fn encode(m: &Mapping) -> abi::IomapIo {
+    abi::IomapIo::from_mapping(m)
 }
 
 /// Size of a block device or file.

@@ -1,0 +1,885 @@
+//! iomap writes through the kernel model (`kmodel`, `kmodel/write.rs`):
+//! the model plays the kernel's write side against the real session loop
+//! on a read-write image (allocation at `IOMAP_BEGIN`, conversion at
+//! `IOEND`, metadata-only truncate and fallocate) and does the data I/O
+//! itself at the answered addresses.
+//!
+//! - `fsx_*`: random writes (buffered, short, direct, through mmap),
+//!   truncates, punches, zero ranges, fallocates, reads, writebacks,
+//!   fsyncs and evictions against an in-memory copy of the file; every
+//!   read compared with it, every reply checked; after the run `e2fsck
+//!   -fn` must be clean and the kernel's ext4 (loop mount, read-only) must
+//!   read exactly the in-memory bytes. `scripts/soak-iomap-fsx.sh` runs
+//!   the same for many more operations and seeds.
+//! - Single answers: a hole under `WRITE` is allocated `UNWRITTEN|NEW`,
+//!   `ZERO` over a hole allocates nothing, `EFBIG` past the largest size,
+//!   `ENOSPC` when full, a short write's allocation past the size given
+//!   back, a failed `IOEND` leaves zeros.
+
+mod kmodel;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ext4_engine::falloc;
+use std::sync::Arc;
+
+use ext4_engine::iomap::{ioend, op};
+use ext4_engine::mapping_cache::MapType;
+use ext4_engine::BlockDevice;
+use ext4_fuse::abi::opcode;
+use ext4_fuse::session::Config;
+use ext4_tests::crashdev::{CrashDevice, CrashPoint, Keep};
+use ext4_tests::oracle::{e2fsck_check, mke2fs, KernelMount, Scratch};
+use ext4_tests::rng::Rng;
+use ext4_tests::util::{require_e2fsprogs, require_kernel_ext4};
+use kmodel::write::KFile;
+use kmodel::{DevIo, Model};
+use zerocopy::IntoBytes;
+
+/// An image of `kind` (`ext4`, `ext3`) with block size `bs` holding one
+/// file `/f` of `initial` bytes.
+fn image(dir: &Path, kind: &str, bs: u32, size: &str, initial: &[u8]) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), initial).unwrap();
+    let img = dir.join(format!("{kind}-{bs}.img"));
+    let b = bs.to_string();
+    mke2fs(&img, &["-t", kind, "-b", &b], Some(&src), size);
+    img
+}
+
+/// The kernel's ext4 reads `/f` of `img`.
+fn kernel_bytes(img: &Path) -> Vec<u8> {
+    let km = KernelMount::ro(img).expect("kernel mount");
+    std::fs::read(km.path().join("f")).unwrap()
+}
+
+/// First difference of two byte strings, described.
+fn differ(got: &[u8], want: &[u8]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let i = got.iter().zip(want).position(|(a, b)| a != b);
+    Some(match i {
+        Some(i) => format!(
+            "byte {i} differs: {:#04x} vs {:#04x} (lengths {} and {})",
+            got[i],
+            want[i],
+            got.len(),
+            want.len()
+        ),
+        None => format!("lengths {} and {}", got.len(), want.len()),
+    })
+}
+
+/// The fsx run's knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct FsxParams {
+    pub kind: &'static str,
+    pub bs: u32,
+    pub seed: u64,
+    pub ops: u64,
+    /// Largest file size.
+    pub max_len: u64,
+    /// Largest single write, read or range.
+    pub max_op: u64,
+}
+
+struct Fsx {
+    m: Model,
+    f: KFile,
+    want: Vec<u8>,
+    rng: Rng,
+    p: FsxParams,
+    log: Vec<String>,
+    counts: [u64; 12],
+    /// Compare the whole file after every operation (`IOMAP_FSX_PARANOID`,
+    /// to find the operation that broke it).
+    paranoid: bool,
+}
+
+impl Fsx {
+    fn note(&mut self, s: String) {
+        if self.log.len() >= 30 {
+            self.log.remove(0);
+        }
+        self.log.push(s);
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{:?}: {what}\nlast operations:\n  {}\nviolations: {:?}",
+            self.p,
+            self.log.join("\n  "),
+            &self.m.violations[..self.m.violations.len().min(10)]
+        );
+    }
+
+    fn ok<T>(&self, r: Result<T, i32>, what: &str) -> T {
+        match r {
+            Ok(t) => t,
+            Err(e) => self.fail(&format!("{what}: errno {e}")),
+        }
+    }
+
+    fn data(&mut self, n: u64) -> Vec<u8> {
+        let mut d = vec![0u8; n as usize];
+        self.rng.fill(&mut d);
+        d
+    }
+
+    fn check_range(&mut self, off: u64, len: u64) {
+        let r = self.m.read_file(&self.f, off, len);
+        let got = self.ok(r, "read");
+        let end = (off + len).min(self.want.len() as u64);
+        let want = if off < end {
+            &self.want[off as usize..end as usize]
+        } else {
+            &[][..]
+        };
+        if let Some(d) = differ(&got, want) {
+            self.fail(&format!("read {off}+{len}: {d}"));
+        }
+    }
+
+    fn put(&mut self, off: u64, data: &[u8]) {
+        let end = off as usize + data.len();
+        if self.want.len() < end {
+            self.want.resize(end, 0);
+        }
+        self.want[off as usize..end].copy_from_slice(data);
+    }
+
+    fn zero(&mut self, off: u64, end: u64) {
+        let end = (end as usize).min(self.want.len());
+        if (off as usize) < end {
+            self.want[off as usize..end].fill(0);
+        }
+    }
+
+    fn step(&mut self) {
+        let bs = self.m.bs;
+        let size = self.f.size;
+        let p = self.p;
+        let off = self.rng.below(p.max_len);
+        let len = (1 + self.rng.below(p.max_op)).min(p.max_len - off).max(1);
+        match self.rng.below(100) {
+            0..=21 => {
+                let d = self.data(len);
+                self.note(format!("write {off}+{len} (size {size})"));
+                let r = self.m.buffered_write(&mut self.f, off, &d, None);
+                let n = self.ok(r, "write");
+                assert_eq!(n, len);
+                self.put(off, &d);
+                self.counts[0] += 1;
+            }
+            22..=24 => {
+                let short = self.rng.below(len);
+                let d = self.data(len);
+                self.note(format!(
+                    "short write {off}+{len} stops at {short} (size {size})"
+                ));
+                let r = self.m.buffered_write(&mut self.f, off, &d, Some(short));
+                let n = self.ok(r, "short write");
+                self.put(off, &d[..n as usize]);
+                self.counts[1] += 1;
+            }
+            25..=31 => {
+                let off = off / bs * bs;
+                let len = (len.div_ceil(bs) * bs).min(p.max_len - off).max(bs);
+                let d = self.data(len);
+                self.note(format!("direct write {off}+{len} (size {size})"));
+                let r = self.m.direct_write(&mut self.f, off, &d);
+                self.ok(r, "direct write");
+                self.put(off, &d);
+                self.counts[2] += 1;
+            }
+            32..=38 if size > 0 => {
+                let off = self.rng.below(size);
+                let blk_end = (off / bs + 1) * bs;
+                let len = (1 + self.rng.below(bs)).min(blk_end - off).min(size - off);
+                let d = self.data(len);
+                self.note(format!("mmap write {off}+{len} (size {size})"));
+                let r = self.m.mmap_write(&mut self.f, off, &d);
+                self.ok(r, "mmap write");
+                self.put(off, &d);
+                self.counts[3] += 1;
+            }
+            39..=55 => {
+                self.note(format!("read {off}+{len} (size {size})"));
+                self.check_range(off, len);
+                self.counts[4] += 1;
+            }
+            56..=63 => {
+                let new = self.rng.below(p.max_len);
+                self.note(format!("truncate {new} (size {size})"));
+                let r = self.m.truncate(&mut self.f, new);
+                self.ok(r, "truncate");
+                self.want.resize(new as usize, 0);
+                self.counts[5] += 1;
+            }
+            64..=68 => {
+                let mode = falloc::PUNCH_HOLE | falloc::KEEP_SIZE;
+                self.fallocate(mode, off, len, 6);
+            }
+            69..=73 => {
+                let keep = if self.rng.chance(1, 2) {
+                    falloc::KEEP_SIZE
+                } else {
+                    0
+                };
+                self.fallocate(falloc::ZERO_RANGE | keep, off, len, 7);
+            }
+            74..=78 => {
+                let keep = if self.rng.chance(1, 2) {
+                    falloc::KEEP_SIZE
+                } else {
+                    0
+                };
+                self.fallocate(keep, off, len, 8);
+            }
+            79..=85 => {
+                self.note(format!("writeback {off}+{len}"));
+                let r = self.m.writeback(&mut self.f, off, off + len);
+                self.ok(r, "writeback");
+                self.counts[9] += 1;
+            }
+            86..=89 => {
+                self.note("fsync".into());
+                let r = self.m.fsync(&mut self.f);
+                self.ok(r, "fsync");
+                self.counts[10] += 1;
+            }
+            90..=94 => {
+                self.note("evict".into());
+                let r = self.m.evict(&mut self.f);
+                self.ok(r, "evict");
+                self.counts[11] += 1;
+            }
+            _ => {
+                self.note(format!("read all (size {size})"));
+                self.check_range(0, size);
+            }
+        }
+        if self.f.size != self.want.len() as u64 {
+            self.fail(&format!(
+                "size {} but the model's file is {}",
+                self.f.size,
+                self.want.len()
+            ));
+        }
+        if !self.m.violations.is_empty() {
+            self.fail("protocol violations");
+        }
+        if self.paranoid {
+            let size = self.f.size;
+            self.check_range(0, size);
+        }
+    }
+
+    fn fallocate(&mut self, mode: u32, off: u64, len: u64, slot: usize) {
+        let size = self.f.size;
+        self.note(format!(
+            "fallocate mode {mode:#x} {off}+{len} (size {size})"
+        ));
+        match self.m.fallocate(&mut self.f, mode, off, len) {
+            Ok(()) => {}
+            // Block-mapped files have no unwritten extents (as the
+            // kernel's ext4 answers).
+            Err(e) if e == libc::EOPNOTSUPP && self.p.kind != "ext4" => return,
+            Err(e) => self.fail(&format!("fallocate: errno {e}")),
+        }
+        let end = off + len;
+        if mode & falloc::KEEP_SIZE == 0 && end > self.want.len() as u64 {
+            self.want.resize(end as usize, 0);
+        }
+        if mode & (falloc::PUNCH_HOLE | falloc::ZERO_RANGE) != 0 {
+            self.zero(off, end);
+        }
+        self.counts[slot] += 1;
+    }
+}
+
+/// One fsx run; returns the model for its counters.
+pub fn fsx(p: FsxParams) {
+    let dir = Scratch::new("iomap-fsx");
+    let mut rng = Rng::new(p.seed);
+    let mut initial = vec![0u8; rng.below(p.max_len) as usize];
+    rng.fill(&mut initial);
+    let img = image(dir.path(), p.kind, p.bs, "64M", &initial);
+    let mut m = Model::start_rw(&img, Config::default());
+    let f = m.open_rw("f");
+    let mut x = Fsx {
+        m,
+        f,
+        want: initial,
+        rng,
+        p,
+        log: Vec::new(),
+        counts: [0; 12],
+        paranoid: std::env::var_os("IOMAP_FSX_PARANOID").is_some(),
+    };
+    let t = Instant::now();
+    for _ in 0..p.ops {
+        x.step();
+    }
+    let size = x.f.size;
+    x.check_range(0, size);
+    let r = x.m.fsync(&mut x.f);
+    x.ok(r, "final fsync");
+    let Fsx {
+        mut m,
+        want,
+        counts,
+        ..
+    } = x;
+    eprintln!(
+        "fsx {p:?}: {:.1?}; ops write {} short {} direct {} mmap {} read {} truncate {} punch {} zero {} falloc {} writeback {} fsync {} evict {}; \
+         upcalls: begin {} (write {} zero {} writeback {} direct {}), cache write hits {}, end {}, ioend {}, data {} KiB",
+        t.elapsed(),
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8], counts[9], counts[10], counts[11],
+        m.counters.begin,
+        m.wc.write_begins,
+        m.wc.zero_begins,
+        m.wc.writeback_begins,
+        m.wc.direct_begins,
+        m.wc.write_hits,
+        m.wc.ends,
+        m.wc.ioends,
+        m.wc.data_bytes >> 10,
+    );
+    m.unmount();
+    m.assert_clean("fsx");
+    m.finish();
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "{p:?}: e2fsck -fn exited {code}:\n{out}");
+    if require_kernel_ext4() {
+        let k = kernel_bytes(&img);
+        if let Some(d) = differ(&k, &want) {
+            panic!("{p:?}: the kernel's ext4 reads /f differently: {d}");
+        }
+        eprintln!(
+            "fsx {}: e2fsck -fn clean; the kernel's ext4 reads the model's {} bytes",
+            p.kind,
+            k.len()
+        );
+    }
+}
+
+fn fsx_ops() -> u64 {
+    std::env::var("IOMAP_FSX_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6_000)
+}
+
+fn fsx_seed(default: u64) -> u64 {
+    std::env::var("IOMAP_FSX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One fsx run of the test command (`IOMAP_FSX_OPS`, `IOMAP_FSX_SEED`
+/// change its length and seed).
+fn fsx_run(kind: &'static str, bs: u32, seed: u64, max_len: u64) {
+    if !require_e2fsprogs() {
+        return;
+    }
+    fsx(FsxParams {
+        kind,
+        bs,
+        seed: fsx_seed(seed),
+        ops: fsx_ops(),
+        max_len,
+        max_op: max_len / 8,
+    });
+}
+
+#[test]
+fn fsx_ext4_4k() {
+    fsx_run("ext4", 4096, 1, 2 << 20);
+}
+
+#[test]
+fn fsx_ext4_1k() {
+    fsx_run("ext4", 1024, 2, 1 << 20);
+}
+
+#[test]
+fn fsx_ext3_indirect() {
+    fsx_run("ext3", 4096, 3, 2 << 20);
+}
+
+/// Single answers of the write side, checked one by one.
+#[test]
+fn write_answers() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    let dir = Scratch::new("iomap-answers");
+    let img = image(dir.path(), "ext4", 4096, "16M", &[7u8; 10000]);
+    let mut m = Model::start_rw(&img, Config::default());
+    let f = m.open_rw("f");
+    let node = f.node;
+    // Over the written blocks: MAPPED, not new.
+    let (r, w) = m.begin(&node, 0, 4096, op::WRITE).unwrap();
+    assert_eq!(
+        (r.kind, r.flags, w.kind),
+        (MapType::Mapped, 0, MapType::PureOverwrite)
+    );
+    // ZERO over a hole: a hole, nothing allocated.
+    let free = statfs_free(&mut m);
+    let (r, _) = m.begin(&node, 1 << 20, 4096, op::ZERO).unwrap();
+    assert_eq!(r.kind, MapType::Hole);
+    assert_eq!(statfs_free(&mut m), free, "ZERO over a hole allocated");
+    // WRITE over a hole: unwritten and new, allocated.
+    let (r, _) = m.begin(&node, 1 << 20, 8192, op::WRITE).unwrap();
+    assert_eq!((r.kind, r.flags), (MapType::Unwritten, 1));
+    assert_eq!(r.offset, 1 << 20);
+    assert!(statfs_free(&mut m) < free);
+    // A short write that reached nothing gives its blocks back.
+    let args = ext4_fuse::abi::IomapEndIn {
+        opflags: op::WRITE,
+        attr_ino: node.attr.ino,
+        pos: 1 << 20,
+        count: r.length,
+        written: 0,
+        map: kmodel::encode(&r),
+        ..Default::default()
+    };
+    let (e, _) = m.call(
+        ext4_fuse::abi::opcode::IOMAP_END,
+        node.nodeid,
+        zerocopy::IntoBytes::as_bytes(&args),
+    );
+    assert_eq!(e, 0);
+    assert_eq!(statfs_free(&mut m), free, "IOMAP_END did not give back");
+    // Past the largest file size: EFBIG.
+    let max = m.maxbytes;
+    assert_eq!(
+        m.begin(&node, max, 4096, op::WRITE).err(),
+        Some(libc::EFBIG)
+    );
+    // Freed blocks leave the kernel's cache of the device: truncating the
+    // file to nothing sends DEV_INVAL over every block it had.
+    let blocks: Vec<(u64, u64)> = m
+        .report_walk(&node)
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind.has_addr())
+        .map(|r| (r.addr, r.length))
+        .collect();
+    assert!(!blocks.is_empty());
+    let mut f = f;
+    m.dev_invals.clear();
+    m.truncate(&mut f, 0).unwrap();
+    for (addr, len) in blocks {
+        let covered = (addr..addr + len).step_by(4096).all(|b| {
+            m.dev_invals
+                .iter()
+                .any(|&(o, l)| o <= b && b + 4096 <= o + l)
+        });
+        assert!(
+            covered,
+            "freed {addr}+{len} not in DEV_INVAL {:?}",
+            m.dev_invals
+        );
+    }
+    // A failed write stays unwritten: zeros, not the bytes that reached
+    // the device; the same I/O completed reads as data.
+    m.truncate(&mut f, 2 << 20).unwrap();
+    let (r, _) = m.begin(&node, 1 << 20, 4096, op::WRITE).unwrap();
+    assert_eq!(r.kind, MapType::Unwritten);
+    m.dev_file.write_all_at(&[0xab; 4096], r.addr).unwrap();
+    let cookie = m.dev_cookie;
+    let ioend = |error: i32| ext4_fuse::abi::IomapIoendIn {
+        flags: ioend::UNWRITTEN | ioend::WRITEBACK,
+        error,
+        attr_ino: node.attr.ino,
+        pos: 1 << 20,
+        new_addr: u64::MAX,
+        written: 4096,
+        dev: cookie,
+        pad: 0,
+    };
+    let (e, out) = m.call(
+        opcode::IOMAP_IOEND,
+        node.nodeid,
+        ioend(-libc::EIO).as_bytes(),
+    );
+    assert_eq!((e, out.len()), (0, 8));
+    m.evict(&mut f).unwrap();
+    let got = m.read_file(&f, 1 << 20, 4096).unwrap();
+    assert!(
+        got.iter().all(|&b| b == 0),
+        "a failed IOEND exposed the bytes of the failed write"
+    );
+    let (e, _) = m.call(opcode::IOMAP_IOEND, node.nodeid, ioend(0).as_bytes());
+    assert_eq!(e, 0);
+    m.evict(&mut f).unwrap();
+    let got = m.read_file(&f, 1 << 20, 4096).unwrap();
+    assert!(
+        got.iter().all(|&b| b == 0xab),
+        "a completed IOEND did not make the bytes data"
+    );
+    // Full: ENOSPC at IOMAP_BEGIN.
+    let mut at = 2u64 << 20;
+    let err = loop {
+        match m.begin(&node, at, 1 << 20, op::WRITE) {
+            Ok((r, _)) => at = r.offset + r.length,
+            Err(e) => break e,
+        }
+        assert!(at < 64 << 20, "16 MiB image never full");
+    };
+    assert_eq!(err, libc::ENOSPC);
+    m.assert_clean("answers");
+    m.unmount();
+    m.finish();
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
+}
+
+fn statfs_free(m: &mut Model) -> u64 {
+    let (e, out) = m.call(ext4_fuse::abi::opcode::STATFS, 1, &[]);
+    assert_eq!(e, 0);
+    // fuse_kstatfs: blocks, bfree, ...
+    u64::from_le_bytes(out[8..16].try_into().unwrap())
+}
+
+/// Upcalls per MiB written through the model (`bench/iomap_writes.sh`):
+/// sequential 128 KiB writes into a new file, random 4 KiB overwrites of
+/// a written file, 4 KiB appends, each written back every 8 MiB and at
+/// the end, with the server's mapping-cache pushes on and off; and the
+/// server's CPU per `IOEND`.
+#[test]
+#[ignore]
+fn bench_write_upcalls_per_mib() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    println!(
+        "\n{:<26} {:>8} {:>11} {:>10} {:>9} {:>10} {:>10} {:>11} {:>15}",
+        "case",
+        "MiB",
+        "upcalls/MiB",
+        "BEGIN/MiB",
+        "END/MiB",
+        "IOEND/MiB",
+        "cache hits",
+        "invals/MiB",
+        "server us/IOEND"
+    );
+    const TOTAL: u64 = 64 << 20;
+    for push in [true, false] {
+        for case in ["sequential 128K", "random overwrite 4K", "append 4K"] {
+            let dir = Scratch::new("iomap-bench");
+            let initial = if case.starts_with("random") {
+                vec![0x5au8; TOTAL as usize]
+            } else {
+                Vec::new()
+            };
+            let img = image(dir.path(), "ext4", 4096, "512M", &initial);
+            let cfg = Config {
+                iomap_push_window: if push { 1 << 16 } else { 0 },
+                ..Config::default()
+            };
+            let mut m = Model::start_rw(&img, cfg);
+            let mut f = m.open_rw("f");
+            let mut rng = Rng::new(9);
+            let before = m.server_stats();
+            let (reqs0, begin0) = (m.counters.requests.clone(), m.counters.begin);
+            let step = if case.starts_with("sequential") {
+                128 << 10
+            } else {
+                4096
+            };
+            let data = vec![0xc3u8; step as usize];
+            let mut done = 0u64;
+            let t = Instant::now();
+            while done < TOTAL {
+                let off = match case {
+                    "random overwrite 4K" => rng.below(TOTAL / 4096) * 4096,
+                    _ => done,
+                };
+                m.buffered_write(&mut f, off, &data, None).unwrap();
+                done += step;
+                if done.is_multiple_of(8 << 20) {
+                    m.writeback(&mut f, 0, u64::MAX).unwrap();
+                }
+            }
+            m.fsync(&mut f).unwrap();
+            let wall = t.elapsed();
+            let after = m.server_stats();
+            let count = |op: u32| {
+                m.counters.requests.get(&op).copied().unwrap_or(0)
+                    - reqs0.get(&op).copied().unwrap_or(0)
+            };
+            let (ends, ioends) = (count(opcode::IOMAP_END), count(opcode::IOMAP_IOEND));
+            let begins = m.counters.begin - begin0;
+            let (mut icount, mut icpu) = (0u64, 0u64);
+            for s in after.iter().filter(|s| s.opcode == opcode::IOMAP_IOEND) {
+                let b = before.iter().find(|x| x.opcode == s.opcode);
+                icount = s.count - b.map_or(0, |x| x.count);
+                icpu = s.cpu_ns - b.map_or(0, |x| x.cpu_ns);
+            }
+            let mib = (TOTAL >> 20) as f64;
+            println!(
+                "{:<26} {:>8.0} {:>11.2} {:>10.2} {:>9.2} {:>10.2} {:>10} {:>11.2} {:>15.2}   ({wall:.1?})",
+                format!("{case} {}", if push { "push" } else { "no push" }),
+                mib,
+                (begins + ends + ioends) as f64 / mib,
+                begins as f64 / mib,
+                ends as f64 / mib,
+                ioends as f64 / mib,
+                m.wc.write_hits,
+                m.counters.invals as f64 / mib,
+                icpu as f64 / 1000.0 / icount.max(1) as f64,
+            );
+            m.unmount();
+            m.assert_clean("bench");
+            m.finish();
+            let (code, out) = e2fsck_check(&img);
+            assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
+        }
+    }
+}
+
+/// What an operation between two fsyncs may have left in the file.
+enum Touch {
+    /// These bytes written here.
+    Data(u64, Vec<u8>),
+    /// Zeros here (punch, zero range, or a truncate's cut).
+    Zero(u64, u64),
+    /// The size the file had after the operation.
+    Size(u64),
+}
+
+/// Whether `got` (the file after a crash and replay) can follow from the
+/// file `base` as its last fsync left it and the operations `touches`
+/// since: each byte is the fsynced one, one written since, or zero where
+/// zeros could appear (a hole, an unwritten extent, a cut or punch);
+/// never anything else (a stale block exposed).
+fn crash_allowed(got: &[u8], base: &[u8], touches: &[Touch]) -> Result<(), String> {
+    let mut lo = base.len() as u64;
+    let mut hi = lo;
+    for t in touches {
+        if let Touch::Size(s) = t {
+            lo = lo.min(*s);
+            hi = hi.max(*s);
+        }
+    }
+    let len = got.len() as u64;
+    if len < lo || len > hi {
+        return Err(format!("size {len} outside {lo}..={hi}"));
+    }
+    for (i, &b) in got.iter().enumerate() {
+        let i64_ = i as u64;
+        if base.get(i) == Some(&b) {
+            continue;
+        }
+        let zero_ok = i >= base.len()
+            || base[i] == 0
+            || touches.iter().any(|t| match t {
+                Touch::Zero(o, e) => (*o..*e).contains(&i64_),
+                // A size below `i` cut it; a later extension reads zeros.
+                Touch::Size(s) => *s <= i64_,
+                Touch::Data(..) => false,
+            });
+        if b == 0 && zero_ok {
+            continue;
+        }
+        let written = touches.iter().any(|t| match t {
+            Touch::Data(o, d) => {
+                (*o..*o + d.len() as u64).contains(&i64_) && d[(i64_ - o) as usize] == b
+            }
+            _ => false,
+        });
+        if !written {
+            return Err(format!(
+                "byte {i} is {b:#04x}: neither the fsynced {:?} nor written since (stale data)",
+                base.get(i)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Crash through the model: the server's writes and the model's data
+/// writes go to one recording device (`ext4_tests::crashdev`); random
+/// buffered and direct writes, truncates, punches and writebacks with
+/// fsyncs between, then crashes at fsync returns (the file must be
+/// exactly what the fsync saw) and at random points between (kept,
+/// dropped or reordered unflushed writes: every byte as `crash_allowed`
+/// says). Each crashed image is recovered by the kernel's ext4 (a
+/// read-write loop mount replays the journal), read, and must pass
+/// `e2fsck -fn` after.
+fn crash_run(kind: &'static str, seed: u64) {
+    let dir = Scratch::new("iomap-crash");
+    let mut rng = Rng::new(seed);
+    let mut initial = vec![0u8; 100_000];
+    rng.fill(&mut initial);
+    // Free blocks hold garbage (mke2fs leaves them as they are): a block
+    // exposed before its data landed shows it.
+    let img = dir.path().join(format!("{kind}-crash.img"));
+    std::fs::write(&img, vec![0xeeu8; 16 << 20]).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), &initial).unwrap();
+    mke2fs(
+        &img,
+        &["-t", kind, "-b", "4096", "-E", "nodiscard"],
+        Some(&src),
+        "16M",
+    );
+    let dev = Arc::new(CrashDevice::new(std::fs::read(&img).unwrap()));
+    let size = dev.size();
+    let mut m = Model::start_rw_on(
+        Box::new(dev.clone()),
+        Box::new(DevIo(dev.clone())),
+        size,
+        Config::default(),
+    );
+    let mut f = m.open_rw("f");
+    let bs = m.bs;
+    let max = 512u64 << 10;
+    let mut want = initial.clone();
+    // (events recorded when an fsync returned, the file it saw); the
+    // operations after each.
+    let mut synced = vec![(0usize, initial)];
+    let mut touches: Vec<Vec<Touch>> = vec![Vec::new()];
+    for _ in 0..150 {
+        let off = rng.below(max);
+        let len = (1 + rng.below(64 << 10)).min(max - off);
+        let t = touches.last_mut().unwrap();
+        match rng.below(10) {
+            0..=5 => {
+                let mut d = vec![0u8; len as usize];
+                rng.fill(&mut d);
+                m.buffered_write(&mut f, off, &d, None).unwrap();
+                put(&mut want, off, &d);
+                t.push(Touch::Data(off, d));
+            }
+            6 => {
+                let off = off / bs * bs;
+                let len = len.div_ceil(bs) * bs;
+                let mut d = vec![0u8; len as usize];
+                rng.fill(&mut d);
+                m.direct_write(&mut f, off, &d).unwrap();
+                put(&mut want, off, &d);
+                t.push(Touch::Data(off, d));
+            }
+            7 => {
+                let new = rng.below(max);
+                let old = want.len() as u64;
+                m.truncate(&mut f, new).unwrap();
+                want.resize(new as usize, 0);
+                t.push(Touch::Zero(new, old.max(new)));
+            }
+            8 => {
+                let mode = falloc::PUNCH_HOLE | falloc::KEEP_SIZE;
+                if m.fallocate(&mut f, mode, off, len).is_ok() {
+                    let end = ((off + len) as usize).min(want.len());
+                    if (off as usize) < end {
+                        want[off as usize..end].fill(0);
+                    }
+                    t.push(Touch::Zero(off, off + len));
+                }
+            }
+            _ => m.writeback(&mut f, off, off + len).unwrap(),
+        }
+        t.push(Touch::Size(f.size));
+        if rng.chance(1, 5) {
+            m.fsync(&mut f).unwrap();
+            synced.push((dev.len(), want.clone()));
+            touches.push(Vec::new());
+        }
+    }
+    m.fsync(&mut f).unwrap();
+    synced.push((dev.len(), want.clone()));
+    m.unmount();
+    m.assert_clean("crash run");
+    m.finish();
+    // Crash points: at fsync returns, and between.
+    let mut points: Vec<(CrashPoint, usize)> = Vec::new();
+    for _ in 0..8 {
+        let k = 1 + rng.index(synced.len() - 1);
+        points.push((
+            CrashPoint {
+                at: synced[k].0,
+                keep: Keep::None,
+            },
+            k,
+        ));
+        let k = rng.index(synced.len() - 1);
+        let (a, b) = (synced[k].0, synced[k + 1].0);
+        let at = a + rng.below((b - a) as u64) as usize;
+        let keep = *rng.pick(&[Keep::None, Keep::All, Keep::Some(rng_seed(seed, at))]);
+        points.push((CrashPoint { at, keep }, k));
+    }
+    // Just before flushes (the writes since the one before kept in part,
+    // in any order): where the order of data, log and commit matters.
+    let flushes = dev.flushes();
+    for _ in 0..8 {
+        let at = *rng.pick(&flushes);
+        let k = synced.iter().rposition(|(e, _)| *e <= at).unwrap();
+        if k + 1 < synced.len() {
+            let keep = Keep::Some(rng_seed(seed, at));
+            points.push((CrashPoint { at, keep }, k));
+        }
+    }
+    points.sort_by_key(|(p, _)| p.at);
+    let images = dev.crash_images(&points.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+    for ((p, k), bytes) in points.iter().zip(images) {
+        let path = dir.path().join("crashed.img");
+        std::fs::write(&path, &bytes).unwrap();
+        let km = KernelMount::mount(&path, false, "").expect("kernel mount (recovery)");
+        let got = std::fs::read(km.path().join("f")).unwrap();
+        km.unmount().unwrap();
+        let (code, out) = e2fsck_check(&path);
+        assert_eq!(
+            code, 0,
+            "{kind} crash {p:?}: e2fsck -fn exited {code}:\n{out}"
+        );
+        let exact = p.at == synced[*k].0;
+        let r = if exact {
+            match differ(&got, &synced[*k].1) {
+                None => Ok(()),
+                Some(d) => Err(format!("the file fsync {k} saw is not there: {d}")),
+            }
+        } else {
+            crash_allowed(&got, &synced[*k].1, &touches[*k])
+        };
+        if let Err(e) = r {
+            panic!("{kind} seed {seed}: crash {p:?} after fsync {k}: {e}");
+        }
+    }
+    eprintln!(
+        "crash {kind}: {} fsyncs, {} events, {} crash points recovered by the kernel's ext4 and checked",
+        synced.len() - 1,
+        dev.len(),
+        points.len()
+    );
+}
+
+fn rng_seed(seed: u64, at: usize) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ at as u64
+}
+
+fn put(want: &mut Vec<u8>, off: u64, d: &[u8]) {
+    let end = off as usize + d.len();
+    if want.len() < end {
+        want.resize(end, 0);
+    }
+    want[off as usize..end].copy_from_slice(d);
+}
+
+#[test]
+fn crash_through_the_model() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    crash_run("ext4", fsx_seed(11));
+    crash_run("ext3", fsx_seed(12));
+}
