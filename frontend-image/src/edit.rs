@@ -968,18 +968,16 @@ impl Editor<'_> {
             gid: owner.gid,
             ..SetAttr::default()
         };
-        // The VFS's chown_common/notify_change: set-id bits of a
-        // non-directory go, setgid only with group execute (without it the
-        // bit marks mandatory locking).
-        let mode = a.mode as u16 & 0o7777;
+        // The VFS's chown: set-id bits of a non-directory go (setgid only
+        // with group execute), by the rule the FUSE servers share.
+        let root = ext4_engine::policy::Caller {
+            uid: 0,
+            gid: 0,
+            groups: &[],
+        };
+        let subject = ext4_engine::policy::Subject::new(&a, None);
+        set.mode = ext4_engine::policy::mode_without_setid(&root, &subject);
         if a.kind != FileType::Directory {
-            let mut m = mode & !0o4000;
-            if m & 0o2010 == 0o2010 {
-                m &= !0o2000;
-            }
-            if m != mode {
-                set.mode = Some(m);
-            }
             match self.vol.removexattr(ino, CAPABILITY) {
                 Ok(()) | Err(Error::NoData) | Err(Error::Unsupported { .. }) => {}
                 Err(e) => return Err(fail("chown (dropping file capabilities)", path, e)),
