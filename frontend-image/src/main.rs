@@ -6,6 +6,7 @@
 
 mod cat;
 mod check;
+mod edit;
 mod extract;
 mod info;
 mod list;
@@ -13,6 +14,7 @@ mod map;
 mod mkfs;
 mod populate;
 mod recover;
+mod resize;
 mod stat;
 mod tar_export;
 mod tar_import;
@@ -39,8 +41,8 @@ lost power) reads as recovered: the journal is replayed in memory, the image
 itself is not written. --norecovery shows it as the device holds it instead;
 `recover` replays the journal into the image.
 
-Exit status: 0 success, 1 problems found or a path not found, 2 the image
-cannot be opened or the command line is wrong.
+Exit status: 0 success, 1 problems found, a path not found or an edit
+refused, 2 the image cannot be opened or the command line is wrong.
 
 Examples:
   ext4-image disk.img info
@@ -51,15 +53,23 @@ Examples:
   ext4-image --ignore-checksums disk.img check --data
   ext4-image crashed.img recover
   ext4-image tar disk.img /etc > etc.tar
+  ext4-image disk.img put ./etc /etc
+  echo myhost | ext4-image disk.img write /etc/hostname
+  ext4-image disk.img rm -r /var/cache/apt
+
+Edits (put, mkdir, rm, mv, ln, chmod, chown, touch, truncate, setfattr,
+setfacl, write) open the image read-write and are journaled as a mount's
+writes are; they act as root in the image and follow no symbolic link.
+Do not edit an image that is mounted.
 
 `ext4-image tar IMAGE [PATH]` is the same as `ext4-image IMAGE tar [PATH]`,
-and `ext4-image mkfs IMAGE SIZE` as `ext4-image IMAGE mkfs SIZE`.";
+and `ext4-image mkfs|resize IMAGE SIZE` as `ext4-image IMAGE mkfs|resize SIZE`.";
 
 #[derive(Parser)]
 #[command(
     name = "ext4-image",
     version,
-    about = "Inspect, extract and check ext2/ext3/ext4 images without mounting them",
+    about = "Inspect, extract, check, make and edit ext2/ext3/ext4 images without mounting them",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -67,6 +77,11 @@ pub struct Cli {
     /// extent mapping cache gets half as much.
     #[arg(long, global = true, value_name = "SIZE", value_parser = util::parse_size)]
     cache_size: Option<u64>,
+    /// Edits: commit the running transaction at least every SECONDS seconds
+    /// while the command runs, as the kernel's commit= (a crash loses at
+    /// most that much of a long put or write; default 5).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    commit: Option<u32>,
     /// Accept metadata whose checksum does not match (to salvage damaged images).
     #[arg(long, global = true)]
     ignore_checksums: bool,
@@ -314,6 +329,24 @@ enum Cmd {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<OsString>,
     },
+    /// Grow the filesystem to SIZE (an image file is extended, sparsely):
+    /// more blocks in the last group and new groups with their own
+    /// bitmaps and inode tables, as far as the group descriptor blocks in
+    /// place hold descriptors (without resize_inode nothing is reserved
+    /// for more; resize2fs moves blocks to make room). Offline only: not
+    /// on a mounted image. Shrinking is not supported.
+    ///
+    /// Example: ext4-image disk.img resize 4g
+    Resize {
+        /// The new size: bytes, or with a suffix k, m, g.
+        #[arg(value_parser = util::parse_size)]
+        size: u64,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(flatten)]
+    Edit(edit::Edit),
 }
 
 /// Why a command failed; the exit status follows from the kind.
@@ -362,6 +395,12 @@ pub fn io_msg(e: &std::io::Error) -> String {
 }
 
 fn open(cli: &Cli) -> Result<Vol, Fail> {
+    open_vol(cli, false)
+}
+
+/// Open the image through the engine, read-write when `write` (a journal
+/// that needs recovery is then replayed onto it, as a mount does).
+pub fn open_vol(cli: &Cli, write: bool) -> Result<Vol, Fail> {
     let img = cli.image.display();
     let cannot = |why: String| Fail::Open(format!("cannot open {img}: {why}"));
     match std::fs::metadata(&cli.image) {
@@ -369,16 +408,15 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
         Ok(_) => {}
         Err(e) => return Err(cannot(io_msg(&e))),
     }
-    let dev = open_device(cli, false)?;
+    let dev = open_device(cli, write)?;
     let mut opts = OpenOptions {
         ignore_checksums: cli.ignore_checksums,
-        read_only: true,
+        read_only: !write,
         ..OpenOptions::default()
     };
-    if let Some(size) = cli.cache_size {
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        opts.cache_bytes = size;
-        opts.mapping_cache_bytes = size / 2;
+    util::cache_budget(&mut opts, cli.cache_size);
+    if let Some(c) = cli.commit {
+        opts.commit_interval = c;
     }
     if let Some(size) = cli.replay_budget {
         opts.replay_budget = usize::try_from(size).unwrap_or(usize::MAX);
@@ -386,7 +424,7 @@ fn open(cli: &Cli) -> Result<Vol, Fail> {
     if cli.norecovery {
         opts.recovery = Recovery::Skip;
     }
-    let journal = open_journal(cli, false)?.map(|d| Box::new(d) as Box<dyn BlockDevice>);
+    let journal = open_journal(cli, write)?.map(|d| Box::new(d) as Box<dyn BlockDevice>);
     Volume::open_with_journal(dev, journal, &opts).map_err(|e| open_error(cli, e))
 }
 
@@ -542,7 +580,14 @@ fn run(cli: &Cli) -> CmdResult {
             inode_size: inode_size.as_deref().and_then(|b| b.parse().ok()),
             timestamp: *timestamp,
             quiet: *quiet,
+            cache_size: cli.cache_size,
         });
+    }
+    if let Cmd::Resize { size, json } = cli.cmd {
+        return resize::run(cli, size, json);
+    }
+    if let Cmd::Edit(e) = &cli.cmd {
+        return edit::run(cli, e);
     }
     let vol = match open(cli) {
         Ok(v) => v,
@@ -609,13 +654,16 @@ fn run(cli: &Cli) -> CmdResult {
         Cmd::Mkfs { .. } => unreachable!("mkfs runs before the image is opened"),
         // Opens the image itself, read-write (run before `open` above).
         Cmd::Recover { json } => recover::run(cli, *json),
+        Cmd::Edit(_) | Cmd::Resize { .. } => {
+            unreachable!("edits open the image read-write themselves")
+        }
     }
 }
 
-/// The command line with `ext4-image tar|mkfs IMAGE ...` turned into the
-/// `ext4-image IMAGE tar|mkfs ...` form the parser knows.
+/// The command line with `ext4-image tar|mkfs|resize IMAGE ...` turned
+/// into the `ext4-image IMAGE tar|mkfs|resize ...` form the parser knows.
 fn command_first(mut args: Vec<OsString>) -> Vec<OsString> {
-    if args.len() > 2 && (args[1] == "tar" || args[1] == "mkfs") {
+    if args.len() > 2 && (args[1] == "tar" || args[1] == "mkfs" || args[1] == "resize") {
         args.swap(1, 2);
     }
     args

@@ -30,6 +30,9 @@ pub struct Args<'a> {
     pub from: Option<&'a Path>,
     pub from_tar: Option<&'a Path>,
     pub root_owner: Option<(u32, u32)>,
+    /// `--cache-size`: the block cache's budget while filling (the
+    /// mapping cache gets half).
+    pub cache_size: Option<u64>,
 }
 
 /// SIZE: bytes, or `None` for auto.
@@ -311,39 +314,21 @@ fn fill(
     time: i64,
     dev: FileDevice,
 ) -> Result<populate::Copied, BuildError> {
-    use std::io::IsTerminal;
     let img = a.image.display();
     let shown = match src {
         Source::Dir(p) | Source::Tar(p) => p,
     };
     NOW.store(time, Ordering::Relaxed);
-    let opts = VolOptions {
+    let mut opts = VolOptions {
         read_only: false,
         now: build_now,
         ..VolOptions::default()
     };
+    crate::util::cache_budget(&mut opts, a.cache_size);
     let vol = Volume::open(dev, &opts)
         .map_err(|e| Fail::Problem(format!("cannot open the new {img} to fill it: {e}")))?;
-    let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b
-    });
-    let mut tick = |c: &populate::Copied| {
-        if let Some(b) = &bar {
-            if c.entries.is_multiple_of(64) {
-                b.set_message(format!(
-                    "copying {}: {} entries, {}",
-                    shown.display(),
-                    c.entries,
-                    crate::util::human_size(c.bytes)
-                ));
-            }
-        }
-    };
+    let bar = crate::util::Bar::new(a.quiet, shown);
+    let mut tick = |c: &populate::Copied| bar.tick(c);
     let r = match src {
         Source::Dir(d) => populate::Populate::new(&vol, a.root_owner, time).run(d, &mut tick),
         Source::Tar(t) if t == Path::new("-") => {
@@ -358,9 +343,7 @@ fn fill(
             Err(e) => Err(populate::at(t, e)),
         },
     };
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     let closed = vol.close();
     let copied = r.map_err(|e| BuildError {
         fail: Fail::Problem(format!(

@@ -52,6 +52,9 @@ pub struct Populate<'a> {
     now: Timestamp,
     done: Copied,
     buf: Vec<u8>,
+    /// `put --force`: an existing directory of the same name is filled
+    /// (merged), any other existing object replaced.
+    merge: bool,
 }
 
 pub const CRED: Cred = Cred::ROOT;
@@ -69,9 +72,7 @@ pub fn at(path: &Path, what: impl std::fmt::Display) -> CopyError {
 pub fn engine(path: &Path, op: &str, e: Error) -> CopyError {
     let no_space = e == Error::NoSpace;
     let why = match e {
-        Error::NoSpace => {
-            "no space left in the image (a bigger SIZE, or more inodes with -N)".into()
-        }
+        Error::NoSpace => "no space left in the image".into(),
         e => e.to_string(),
     };
     CopyError {
@@ -247,7 +248,40 @@ impl<'a> Populate<'a> {
             now: ts(now, 0),
             done: Copied::default(),
             buf: vec![0u8; 1 << 20],
+            merge: false,
         }
+    }
+
+    /// Merge into existing directories and replace other existing objects
+    /// (`put --force`) instead of failing with EEXIST.
+    pub fn merging(mut self, merge: bool) -> Self {
+        self.merge = merge;
+        self
+    }
+
+    /// Copy `src` (a file, a symlink, a special file or a whole tree) into
+    /// directory `parent` of the image as `name` (`put`).
+    pub fn put(
+        mut self,
+        src: &Path,
+        parent: InodeNo,
+        name: &[u8],
+        progress: Progress<'_>,
+    ) -> R<Copied> {
+        let meta = std::fs::symlink_metadata(src).map_err(|e| at(src, e))?;
+        if meta.is_file() || meta.is_dir() {
+            // Fail before the image changes when the source is unreadable.
+            open_noatime(src, meta.is_dir()).map_err(|e| at(src, e))?;
+        }
+        if let Some(ino) = self.entry(src, parent, OsStr::from_bytes(name), &meta)? {
+            if meta.is_dir() {
+                self.fill(src, ino, progress)?;
+            }
+            self.finish(src, ino, &meta, false)?;
+        }
+        self.done.entries += 1;
+        progress(&self.done);
+        Ok(self.done)
     }
 
     /// Copy the tree at `src` into the image's root directory.
@@ -295,6 +329,11 @@ impl<'a> Populate<'a> {
         let mode = meta.mode() as u16;
         let ft = meta.file_type();
         let key = (meta.dev(), meta.ino());
+        if self.merge {
+            if let Some(ino) = self.make_room(path, parent, name_b, ft.is_dir())? {
+                return Ok(Some(ino));
+            }
+        }
         if !ft.is_dir() && meta.nlink() > 1 {
             if let Some(&ino) = self.links.get(&key) {
                 vol.link(ino, parent, name_b, &CRED)
@@ -332,6 +371,38 @@ impl<'a> Populate<'a> {
             self.links.insert(key, attr.ino);
         }
         Ok(Some(attr.ino))
+    }
+
+    /// `put --force`: the existing directory `name` in `parent` when the
+    /// source is a directory too (filled, not made), else nothing, with any
+    /// other existing object of that name removed first.
+    fn make_room(
+        &self,
+        path: &Path,
+        parent: InodeNo,
+        name: &[u8],
+        dir: bool,
+    ) -> R<Option<InodeNo>> {
+        let vol = self.vol;
+        let ino = match vol.lookup_ino(parent, name) {
+            Ok(i) => i,
+            Err(Error::NotFound) => return Ok(None),
+            Err(e) => return Err(engine(path, "lookup", e)),
+        };
+        let is_dir = vol.getattr(ino).map_err(|e| engine(path, "stat", e))?.kind
+            == ext4_engine::FileType::Directory;
+        match (is_dir, dir) {
+            (true, true) => Ok(Some(ino)),
+            (true, false) => Err(at(
+                path,
+                "a directory of that name is in the image (rm -r it first)",
+            )),
+            (false, _) => {
+                vol.unlink(parent, name)
+                    .map_err(|e| engine(path, "replacing (unlink)", e))?;
+                Ok(None)
+            }
+        }
     }
 
     /// The bytes of a regular file, its holes left as holes.

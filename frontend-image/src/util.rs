@@ -280,6 +280,61 @@ pub fn human_size(n: u64) -> String {
     format!("{whole}{}", UNITS[unit] as char)
 }
 
+/// `--cache-size`: the block cache gets `size` bytes, the extent mapping
+/// cache half as much.
+pub fn cache_budget(opts: &mut ext4_engine::OpenOptions, size: Option<u64>) {
+    if let Some(size) = size {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        opts.cache_bytes = size;
+        opts.mapping_cache_bytes = size / 2;
+    }
+}
+
+/// Progress of a long copy (`mkfs --from`, `put`) on a terminal: a spinner
+/// on standard error with the entries and bytes so far; nothing when
+/// standard error is not a terminal or `quiet`.
+pub struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+    what: String,
+}
+
+impl Bar {
+    pub fn new(quiet: bool, what: &std::path::Path) -> Bar {
+        use std::io::IsTerminal;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b
+        });
+        Bar {
+            bar,
+            what: what.display().to_string(),
+        }
+    }
+
+    pub fn tick(&self, c: &crate::populate::Copied) {
+        if let Some(b) = &self.bar {
+            if c.entries.is_multiple_of(64) {
+                b.set_message(format!(
+                    "copying {}: {} entries, {}",
+                    self.what,
+                    c.entries,
+                    human_size(c.bytes)
+                ));
+            }
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{cmd, first_difference, listing, scratch};
+use common::{cmd, first_difference, fsck_clean, listing, scratch};
 use std::fs::File;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
@@ -66,16 +66,6 @@ fn mkfs_ok_as(img: &Path, args: &[&str], umask: u32, uid: Option<u32>) {
         "ext4-image mkfs {} {args:?}: {}",
         img.display(),
         String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn fsck_clean(img: &Path, what: &str) {
-    let o = cmd("e2fsck").arg("-fn").arg(img).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{what}: e2fsck -fn: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout)
     );
 }
 

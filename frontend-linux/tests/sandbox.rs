@@ -132,8 +132,8 @@ fn assert_confined(pid: u32, what: &str) {
     // Only stdio, the image and /dev/fuse (or their clones) are open, and
     // the io_uring queues when the kernel lets servers use them (the
     // default uring=auto then does; test-uring.sh turns it on).
-    let rings = std::fs::read_to_string(ext4_fuse::uring::ENABLE_PARAM)
-        .is_ok_and(|v| v.trim() == "Y");
+    let rings =
+        std::fs::read_to_string(ext4_fuse::uring::ENABLE_PARAM).is_ok_and(|v| v.trim() == "Y");
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()

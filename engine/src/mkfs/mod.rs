@@ -20,6 +20,7 @@
 //! are written, so inode tables and the journal cost nothing. Memory: a few
 //! blocks, and a few words per group.
 
+pub mod grow;
 mod journal;
 mod tables;
 mod used;
@@ -633,23 +634,16 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
         let len = geo.group_len(g);
         let free = len - used.count(first, first + len);
         let used_inodes = if g == 0 { FIRST_INO } else { 0 };
-        let mut d = RawGroupDesc::new_zeroed();
-        let (bb, ib, it) = (
-            tables.block_bitmap[gi],
-            tables.inode_bitmap[gi],
-            tables.inode_table[gi],
-        );
-        d.block_bitmap_lo = (bb as u32).into();
-        d.block_bitmap_hi = ((bb >> 32) as u32).into();
-        d.inode_bitmap_lo = (ib as u32).into();
-        d.inode_bitmap_hi = ((ib >> 32) as u32).into();
-        d.inode_table_lo = (it as u32).into();
-        d.inode_table_hi = ((it >> 32) as u32).into();
-        d.free_blocks_count_lo = (free as u16).into();
-        d.free_blocks_count_hi = ((free >> 16) as u16).into();
         let fi = ipg - used_inodes;
-        d.free_inodes_count_lo = (fi as u16).into();
-        d.free_inodes_count_hi = ((fi >> 16) as u16).into();
+        let mut d = new_desc(
+            (
+                tables.block_bitmap[gi],
+                tables.inode_bitmap[gi],
+                tables.inode_table[gi],
+            ),
+            free,
+            fi,
+        );
         d.used_dirs_count_lo = (if g == 0 { 2u16 } else { 0 }).into();
         // The inode tables read as zeros (the device does): the kernel
         // need not zero them (mke2fs -E lazy_itable_init=0 says the same).
@@ -916,6 +910,23 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
         free_inodes,
         journal_blocks: journal.map_or(0, |j| j.blocks),
     })
+}
+
+/// A descriptor of a new group: where its bitmaps and inode table are
+/// (`(block bitmap, inode bitmap, inode table)`), its free counts.
+fn new_desc((bb, ib, it): (u64, u64, u64), free_blocks: u64, free_inodes: u32) -> RawGroupDesc {
+    let mut d = RawGroupDesc::new_zeroed();
+    d.block_bitmap_lo = (bb as u32).into();
+    d.block_bitmap_hi = ((bb >> 32) as u32).into();
+    d.inode_bitmap_lo = (ib as u32).into();
+    d.inode_bitmap_hi = ((ib >> 32) as u32).into();
+    d.inode_table_lo = (it as u32).into();
+    d.inode_table_hi = ((it >> 32) as u32).into();
+    d.free_blocks_count_lo = (free_blocks as u16).into();
+    d.free_blocks_count_hi = ((free_blocks >> 16) as u16).into();
+    d.free_inodes_count_lo = (free_inodes as u16).into();
+    d.free_inodes_count_hi = ((free_inodes >> 16) as u16).into();
+    d
 }
 
 fn set_bits(map: &mut [u8], from: u32, to: u32) {

@@ -192,3 +192,16 @@ fn numeric_acl(line: &str) -> String {
         .collect();
     format!("a: {}", entries.join(","))
 }
+
+/// `e2fsck -fn IMG` exits 0, or the test fails showing its output.
+#[allow(dead_code)] // used by some of the tests that share this module
+pub fn fsck_clean(img: &Path, what: &str) {
+    let o = cmd("e2fsck").arg("-fn").arg(img).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{what}: e2fsck -fn {}: {}\n{}",
+        img.display(),
+        o.status,
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
