@@ -172,6 +172,34 @@ impl Model {
         self.paths.retain(|q, _| q != p && !q.starts_with(&prefix));
     }
 
+    /// A file to write: a new one in `dir` (one time in `one_in`, or when
+    /// there is none) or one of `files`, whose mtime the write then sets.
+    fn new_or_existing_file(
+        &mut self,
+        rng: &mut Rng,
+        dir: &str,
+        files: &[String],
+        one_in: u64,
+    ) -> String {
+        if rng.below(one_in) == 0 || files.is_empty() {
+            let p = self.fresh_name(rng, dir);
+            self.add(
+                &p,
+                Node {
+                    kind: Kind::File,
+                    atime: None,
+                    mtime: None,
+                    xattrs: BTreeSet::new(),
+                },
+            );
+            p
+        } else {
+            let p = files[rng.index(files.len())].clone();
+            self.node(&p).mtime = None;
+            p
+        }
+    }
+
     fn fresh_name(&self, rng: &mut Rng, dir: &str) -> String {
         const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789_-.";
         loop {
@@ -535,23 +563,7 @@ fn sequence(
             11 => {
                 let size =
                     [0u64, 1, 4095, 4096, 10_000, 1 << 20, 3 << 20][rng.index(7)] + rng.below(3);
-                let p = if rng.below(3) == 0 || files.is_empty() {
-                    let p = m.fresh_name(rng, &d);
-                    m.add(
-                        &p,
-                        Node {
-                            kind: Kind::File,
-                            atime: None,
-                            mtime: None,
-                            xattrs: BTreeSet::new(),
-                        },
-                    );
-                    p
-                } else {
-                    let p = files[rng.index(files.len())].clone();
-                    m.node(&p).mtime = None;
-                    p
-                };
+                let p = m.new_or_existing_file(rng, &d, &files, 3);
                 Op::new(
                     vec!["truncate".into(), "-s".into(), size.to_string(), abs(&p)],
                     format!("truncate -s {size} {}", rel(&p)),
@@ -625,23 +637,7 @@ fn sequence(
                 }
                 let f = data.join(format!("w{}", ops.len()));
                 fs::write(&f, &bytes).unwrap();
-                let p = if rng.below(2) == 0 || files.is_empty() {
-                    let p = m.fresh_name(rng, &d);
-                    m.add(
-                        &p,
-                        Node {
-                            kind: Kind::File,
-                            atime: None,
-                            mtime: None,
-                            xattrs: BTreeSet::new(),
-                        },
-                    );
-                    p
-                } else {
-                    let p = files[rng.index(files.len())].clone();
-                    m.node(&p).mtime = None;
-                    p
-                };
+                let p = m.new_or_existing_file(rng, &d, &files, 2);
                 let mut o = Op::new(vec!["write".into(), abs(&p)], format!("cat > {}", rel(&p)));
                 o.stdin = Some(f);
                 o

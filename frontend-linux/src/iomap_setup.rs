@@ -18,27 +18,9 @@ use crate::loopdev::LoopDevice;
 use crate::session::Session;
 
 /// `-o iomap=`: whether file data goes through the kernel's iomap layer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IomapMode {
-    /// Use iomap when the kernel offers it, the plain data path otherwise.
-    #[default]
-    Auto,
-    /// Fail the mount unless iomap can be used.
-    On,
-    /// Always the plain data path.
-    Off,
-}
-
-impl IomapMode {
-    pub fn parse(v: &str) -> Option<IomapMode> {
-        match v {
-            "auto" => Some(IomapMode::Auto),
-            "on" | "1" | "yes" => Some(IomapMode::On),
-            "off" | "0" | "no" => Some(IomapMode::Off),
-            _ => None,
-        }
-    }
-}
+/// `Auto`: when the kernel offers it, the plain data path otherwise; `On`:
+/// fail the mount unless iomap can be used; `Off`: always the plain path.
+pub type IomapMode = crate::options::AutoOnOff;
 
 const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = nix::request_code_write!(
     FUSE_DEV_IOC_MAGIC,
@@ -434,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_journal_replayed_in_memory_turns_iomap_off() {
-        use IomapMode::*;
+        use crate::options::AutoOnOff::*;
         assert_eq!(mode_after_replay(Auto, 0), Ok(Auto));
         assert_eq!(mode_after_replay(On, 0), Ok(On));
         assert_eq!(mode_after_replay(Auto, 3), Ok(Off));

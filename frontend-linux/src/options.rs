@@ -10,6 +10,28 @@ use crate::session::ReaddirPlus;
 use crate::uring::UringMode;
 use ext4_engine::mount_opts::{number, split_list, MountOptions, OptionError};
 
+/// A mount option taking `auto`, `on` or `off` (`iomap=`, `uring=`,
+/// `readdirplus=`; `1`/`yes` and `0`/`no` too): `auto` lets the kernel's
+/// offer decide.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AutoOnOff {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl AutoOnOff {
+    pub fn parse(v: &str) -> Option<AutoOnOff> {
+        match v {
+            "auto" => Some(AutoOnOff::Auto),
+            "on" | "1" | "yes" => Some(AutoOnOff::On),
+            "off" | "0" | "no" => Some(AutoOnOff::Off),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ext4-fuse",

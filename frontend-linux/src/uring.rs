@@ -23,28 +23,9 @@ use crate::channel::{Channel, DevFuse};
 const IN_HEADER: usize = core::mem::size_of::<InHeader>();
 const OUT_HEADER: usize = core::mem::size_of::<OutHeader>();
 
-/// `-o uring=`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum UringMode {
-    /// Use io_uring queues when the kernel offers them.
-    #[default]
-    Auto,
-    /// Fail the mount unless the kernel offers them.
-    On,
-    /// Only `/dev/fuse`.
-    Off,
-}
-
-impl UringMode {
-    pub fn parse(v: &str) -> Option<UringMode> {
-        match v {
-            "auto" => Some(UringMode::Auto),
-            "on" | "1" | "yes" => Some(UringMode::On),
-            "off" | "0" | "no" => Some(UringMode::Off),
-            _ => None,
-        }
-    }
-}
+/// `-o uring=`: `Auto` uses io_uring queues when the kernel offers them,
+/// `On` fails the mount unless it does, `Off` serves `/dev/fuse` only.
+pub type UringMode = crate::options::AutoOnOff;
 
 /// The module parameter that lets servers use FUSE over io_uring.
 pub const ENABLE_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
@@ -340,14 +321,6 @@ pub fn payload_size(max_write: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_parse_like_iomap() {
-        assert_eq!(UringMode::parse("auto"), Some(UringMode::Auto));
-        assert_eq!(UringMode::parse("on"), Some(UringMode::On));
-        assert_eq!(UringMode::parse("off"), Some(UringMode::Off));
-        assert_eq!(UringMode::parse("maybe"), None);
-    }
 
     #[test]
     fn register_sqe_carries_the_iovec_count() {

@@ -55,28 +55,10 @@ pub struct Config {
 
 /// `-o readdirplus=`: which listings carry each entry's attributes
 /// (`READDIRPLUS`), saving the kernel a `LOOKUP` per entry it then uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ReaddirPlus {
-    /// The kernel's adaptive mode: the first chunk of a listing, and the
-    /// next ones only after an entry was looked up or stat'ed since.
-    #[default]
-    Auto,
-    /// Every listing.
-    On,
-    /// None: a `LOOKUP` per entry the client uses.
-    Off,
-}
-
-impl ReaddirPlus {
-    pub fn parse(v: &str) -> Option<ReaddirPlus> {
-        match v {
-            "auto" => Some(ReaddirPlus::Auto),
-            "on" | "1" | "yes" => Some(ReaddirPlus::On),
-            "off" | "0" | "no" => Some(ReaddirPlus::Off),
-            _ => None,
-        }
-    }
-}
+/// `Auto` is the kernel's adaptive mode (the first chunk of a listing, and
+/// the next ones only after an entry was looked up or stat'ed since); `On`
+/// every listing; `Off` none (a `LOOKUP` per entry the client uses).
+pub type ReaddirPlus = crate::options::AutoOnOff;
 
 impl Default for Config {
     fn default() -> Self {
