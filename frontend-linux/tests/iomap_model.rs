@@ -659,6 +659,12 @@ fn loop_device_life_cycle() {
         .unwrap();
     assert_eq!(a, c);
     b.close().unwrap();
+    // The kernel detaches an autoclear loop device a moment after its
+    // last close, not during it.
+    let start = std::time::Instant::now();
+    while !devices_backed_by(&img).is_empty() && start.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(devices_backed_by(&img).is_empty(), "leaked after close");
 
     // Failure path: prepared for iomap=on (probe forced), then the kernel
