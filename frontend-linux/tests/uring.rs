@@ -72,6 +72,20 @@ fn rings(pid: u32) -> Vec<u64> {
     out
 }
 
+/// The server's rings once all `want` are set up: the server makes them
+/// after answering FUSE_INIT, which is after the mount shows up, so a
+/// check made straight after mounting can see none yet.
+fn rings_when_ready(pid: u32, want: usize) -> Vec<u64> {
+    let start = std::time::Instant::now();
+    loop {
+        let r = rings(pid);
+        if r.len() >= want || start.elapsed() > std::time::Duration::from_secs(10) {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn possible_cpus() -> usize {
     ext4_fuse::uring::possible_cpus().unwrap()
 }
@@ -128,16 +142,17 @@ fn transport_follows_enable_uring() {
     assert!(!is_mounted(&mnt), "uring=on left a mount behind");
 
     let s = FuseServer::mount(Path::new(BIN), &img.path, "uring=auto").unwrap();
-    assert_eq!(
-        rings(s.pid().unwrap()),
-        Vec::<u64>::new(),
-        "rings while disabled"
-    );
     walk_both(
         s.path(),
         kernel.path(),
         "enable_uring=N, uring=auto",
         &mut report,
+    );
+    // Checked after the walk: rings, had any been made, would exist by now.
+    assert_eq!(
+        rings(s.pid().unwrap()),
+        Vec::<u64>::new(),
+        "rings while disabled"
     );
     let (st, log) = s.unmount().unwrap();
     assert!(st.success(), "{st}: {log}");
@@ -148,7 +163,7 @@ fn transport_follows_enable_uring() {
     for opts in ["uring=auto", "uring=on"] {
         let s = FuseServer::mount(Path::new(BIN), &img.path, opts).unwrap();
         let pid = s.pid().unwrap();
-        let before = rings(pid);
+        let before = rings_when_ready(pid, possible_cpus());
         assert_eq!(before.len(), possible_cpus(), "{opts}: rings {before:?}");
         let n = walk_both(
             s.path(),
@@ -169,6 +184,7 @@ fn transport_follows_enable_uring() {
     // And off again: the next mount is back on /dev/fuse.
     param.set(false);
     let s = FuseServer::mount(Path::new(BIN), &img.path, "").unwrap();
+    fs::read_dir(s.path()).unwrap().for_each(drop);
     assert!(rings(s.pid().unwrap()).is_empty());
     let (st, log) = s.unmount().unwrap();
     assert!(st.success(), "{st}: {log}");
@@ -223,7 +239,10 @@ fn writes_through_the_rings() {
     // and threads go with the process.
     let mut s = FuseServer::mount_rw(Path::new(BIN), &img, "uring=on").unwrap();
     let pid = s.pid().unwrap();
-    assert_eq!(rings(pid).len(), possible_cpus());
+    assert_eq!(
+        rings_when_ready(pid, possible_cpus()).len(),
+        possible_cpus()
+    );
     {
         use std::io::Write;
         let mut f = fs::File::create(s.path().join("after-kill")).unwrap();
