@@ -508,3 +508,124 @@ fn hostile_tar_streams_fail_cleanly() {
         );
     }
 }
+
+/// Where `a` and `b` (same size) differ, reading only what either holds
+/// data in (holes read as zeros on both sides).
+fn first_byte_difference(a: &Path, b: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
+    let size = fa.metadata().unwrap().len();
+    let mut ranges = ext4_tests::snapshot::host_data_map(&fa, size).unwrap();
+    ranges.extend(ext4_tests::snapshot::host_data_map(&fb, size).unwrap());
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for (start, end) in ranges {
+        let mut at = start;
+        while at < end {
+            let n = ((end - at) as usize).min(x.len());
+            fa.read_exact_at(&mut x[..n], at).unwrap();
+            fb.read_exact_at(&mut y[..n], at).unwrap();
+            if let Some(i) = (0..n).find(|&i| x[i] != y[i]) {
+                return Some(format!("at byte {}", at + i as u64));
+            }
+            at += n as u64;
+        }
+    }
+    None
+}
+
+/// Members GNU tar cannot describe in a ustar header: a file over 8 GiB
+/// (sparse here, so it costs no disk; archived whole, zeros and all) in
+/// `--format=pax`, where its size is a PAX `size` record and the header
+/// says 0; owners and a time past the octal fields in `--format=gnu`,
+/// where they are base-256 numbers. The kernel's mount of the image shows
+/// the file's size and bytes and the owners and time as GNU tar lists them.
+#[test]
+fn from_tar_sizes_and_numbers_past_ustar() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let src = path("past-ustar");
+    let _ = fs::remove_dir_all(&src);
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("big");
+    let size = (8u64 << 30) + 8192;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = File::create(&big).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(b"first bytes", 0).unwrap();
+        f.write_all_at(b"past 8 GiB", (8 << 30) + 100).unwrap();
+    }
+    fs::write(src.join("ids"), b"owned far away\n").unwrap();
+    let img = path("past-ustar.img");
+    let ids_tar = src.join("ids.tar");
+    let o = cmd("tar")
+        .args(["--format=gnu", "--owner=u:3000000", "--group=g:3000001"])
+        .args(["--mtime=@9000000000", "-cf"])
+        .arg(&ids_tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("ids")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "tar --format=gnu: {o:?}");
+    let tar = cmd("tar")
+        .args(["--format=pax", "-cf", "-", "-C"])
+        .arg(&src)
+        .arg("big")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = Command::new(built_binary("ext4-image", "ext4-image"))
+        .args(["mkfs".as_ref(), img.as_os_str()])
+        .args(["64m", "-q", "--from-tar", "-"])
+        .stdin(tar.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mkfs --from-tar - (pax): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fsck_clean(&img, "pax");
+    let gnu = path("past-ustar-gnu.img");
+    let listed = String::from_utf8_lossy(
+        &cmd("tar")
+            .args(["-tv", "--numeric-owner", "--full-time", "-f"])
+            .arg(&ids_tar)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(listed.contains("3000000/3000001"), "{listed}");
+    mkfs_ok(
+        &gnu,
+        &["8m", "-q", "--from-tar", ids_tar.to_str().unwrap()],
+        0o022,
+    );
+    fsck_clean(&gnu, "gnu");
+    {
+        let m = KernelMount::mount(&img, true, "").expect("kernel mount");
+        let got = m.path().join("big");
+        assert_eq!(fs::metadata(&got).unwrap().len(), size);
+        if let Some(d) = first_byte_difference(&big, &got) {
+            panic!("big: the mount's bytes differ from the source's {d}");
+        }
+        m.unmount().expect("unmount");
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = KernelMount::mount(&gnu, true, "").expect("kernel mount");
+        let st = fs::metadata(m.path().join("ids")).unwrap();
+        assert_eq!(
+            (st.uid(), st.gid(), st.mtime()),
+            (3000000, 3000001, 9000000000)
+        );
+        assert_eq!(fs::read(m.path().join("ids")).unwrap(), b"owned far away\n");
+        m.unmount().expect("unmount");
+    }
+    let _ = fs::remove_dir_all(&src);
+    let _ = fs::remove_file(&img);
+    let _ = fs::remove_file(&gnu);
+}
