@@ -261,8 +261,10 @@ enum Cmd {
     ///
     /// Example: ext4-image mkfs disk.img 1g -t ext3 -L data
     Mkfs {
-        /// Size of the image: bytes, or with a suffix k, m, g; or `auto`
-        /// with --from: the smallest that holds the tree plus --margin.
+        /// Size of the image: bytes, or with a suffix k, m, g, t; or `auto`
+        /// with --from DIR or --from-tar FILE (read once to size it, then
+        /// again to build; not standard input): the smallest that holds
+        /// the tree plus --margin.
         #[arg(value_parser = mkfs::parse_size_or_auto)]
         size: mkfs::SizeArg,
         /// With SIZE auto: percent of room to leave beyond what the tree
@@ -280,7 +282,8 @@ enum Cmd {
         /// Fill it from a tar stream instead (FILE, or - for standard
         /// input): owners, modes, times, xattrs and ACLs (GNU tar's
         /// SCHILY records), devices, hard links and sparse files kept,
-        /// no root needed.
+        /// no root needed. PAX, ustar and GNU headers (members of any
+        /// size); 4 KiB runs of zeros in a member stay holes.
         #[arg(long, value_name = "FILE")]
         from_tar: Option<PathBuf>,
         /// Owner of the root directory, UID:GID (default: the --from

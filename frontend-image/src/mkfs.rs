@@ -104,10 +104,16 @@ pub fn run(a: &Args<'_>) -> CmdResult {
             (size, made, copied)
         }
         None => {
-            let Some(src) = a.from else {
-                return Err(bad(
-                    "SIZE auto needs --from DIR (a tar stream is read once: give a size)".into(),
-                ));
+            let src = match (a.from, a.from_tar) {
+                (Some(d), _) => Source::Dir(d),
+                (None, Some(t)) if t != Path::new("-") => Source::Tar(t),
+                _ => {
+                    return Err(bad(
+                        "SIZE auto needs --from DIR or --from-tar FILE (standard \
+                         input is read once: save the stream to a file, or give a size)"
+                            .into(),
+                    ))
+                }
             };
             auto_size(a, src, fs_type, uuid, hash_seed, time)?
         }
@@ -271,7 +277,7 @@ fn cannot_make(o: &MkfsOptions, size: u64, e: Error) -> Fail {
 #[allow(clippy::type_complexity)]
 fn auto_size(
     a: &Args<'_>,
-    src: &Path,
+    src: Source<'_>,
     fs_type: FsType,
     uuid: [u8; 16],
     hash_seed: [u8; 16],
@@ -281,8 +287,15 @@ fn auto_size(
     let isz = a.inode_size.unwrap_or(256) as u64;
     let mut inodes = 0;
     let mut guess = |bs: u32| -> Result<u64, Fail> {
-        let need = populate::estimate(src, bs)
-            .map_err(|e| Fail::Open(format!("{}: {}", e.path.display(), e.what)))?;
+        let need = match src {
+            Source::Dir(d) => populate::estimate(d, bs),
+            Source::Tar(t) => std::fs::File::open(t)
+                .map_err(|e| populate::at(t, e))
+                .and_then(|f| {
+                    tar_import::estimate(std::io::BufReader::with_capacity(1 << 20, f), bs)
+                }),
+        }
+        .map_err(|e| Fail::Open(format!("{}: {}", e.path.display(), e.what)))?;
         inodes = (need.inodes + 16) * m / 100;
         let bs = bs as u64;
         let mut size = (need.bytes + inodes * isz) * m / 100;

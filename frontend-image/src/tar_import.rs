@@ -7,6 +7,9 @@
 //! --format=posix` and `ext4-image tar` write them). Members are taken in
 //! stream order; directories missing from the stream are made (0755,
 //! root's), and every directory gets its attributes after the last member.
+//! Sizes and numbers as PAX records give them, else as the header does
+//! (octal, or GNU's base-256). `estimate` reads a stream once for SIZE
+//! auto.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -18,7 +21,10 @@ use ext4_engine::{
 };
 use tar::{EntryType, Header};
 
-use crate::populate::{at, engine, set_meta, set_size, write_all, Copied, Meta, Progress, CRED, R};
+use crate::populate::{
+    at, engine, entry_bytes, set_meta, set_size, write_all, Copied, Estimate, Meta, Progress, CRED,
+    R,
+};
 
 const S_IFCHR: u16 = 0o020000;
 const S_IFBLK: u16 = 0o060000;
@@ -56,57 +62,10 @@ pub fn run(
         done: Copied::default(),
         buf: vec![0u8; 1 << 20],
     };
-    let stream = Path::new("(tar stream)");
-    let mut input = input;
-    let mut pending = Pending::default();
-    let io_err = |e: io::Error| at(stream, format!("reading the tar stream: {e}"));
-    while let Some(h) = next_header(&mut input).map_err(io_err)? {
-        let kind = h.entry_type();
-        let extension = matches!(
-            kind,
-            EntryType::XHeader
-                | EntryType::XGlobalHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        );
-        // A member's PAX `size` overrides its header's (members of 8 GiB
-        // and more: GNU tar writes 0 there); the header's may be octal or
-        // base-256 (GNU).
-        let size = match pending.pax.get("size").filter(|_| !extension) {
-            Some(v) => number(v),
-            None => h.entry_size().ok(),
-        }
-        .ok_or_else(|| at(stream, "a member with a malformed size"))?;
-        let mut body = (&mut input).take(size);
-        // Extended headers and long names are read whole: bounded, so a
-        // stream claiming a huge one fails instead of exhausting memory.
-        let data = |body: &mut io::Take<&mut _>| -> R<Vec<u8>> {
-            if size > HEADER_MAX {
-                return Err(at(stream, "an extended header or long name over 16 MiB"));
-            }
-            let mut v = Vec::new();
-            body.read_to_end(&mut v).map_err(io_err)?;
-            Ok(v)
-        };
-        match kind {
-            EntryType::XHeader => pending.pax.extend(
-                pax_records(&data(&mut body)?)
-                    .ok_or_else(|| at(stream, "a malformed PAX extended header"))?,
-            ),
-            EntryType::XGlobalHeader => {
-                data(&mut body)?;
-            }
-            EntryType::GNULongName => pending.name = Some(trim_nul(data(&mut body)?)),
-            EntryType::GNULongLink => pending.link = Some(trim_nul(data(&mut body)?)),
-            _ => {
-                im.member(&h, &mut body, std::mem::take(&mut pending))?;
-                progress(&im.done);
-            }
-        }
-        // What the member did not read, then the padding to 512 bytes.
-        io::copy(&mut body, &mut io::sink()).map_err(io_err)?;
-        let pad = (512 - size % 512) % 512;
-        io::copy(&mut (&mut input).take(pad), &mut io::sink()).map_err(io_err)?;
+    let mut tr = TarReader::new(input);
+    while let Some((h, pending)) = tr.next()? {
+        im.member(&h, &mut tr.body, pending)?;
+        progress(&im.done);
     }
     for (ino, mut m, path) in std::mem::take(&mut im.later).into_iter().rev() {
         if ino == InodeNo::ROOT {
@@ -547,6 +506,140 @@ impl Import<'_> {
         }
         Ok(())
     }
+}
+
+/// Where errors in the stream itself are reported.
+const STREAM: &str = "(tar stream)";
+
+/// The stream's members, one at a time, framed here (the tar crate's raw
+/// mode takes a member's size from its header, and its own PAX reader
+/// splits records at newlines, which ACL texts and binary xattr values
+/// contain): extended headers and long names gathered into the member's
+/// [`Pending`], its bytes read from `body`.
+struct TarReader<Rd: Read> {
+    /// The stream, limited to the current member's bytes.
+    body: io::Take<Rd>,
+    /// Padding after the current member's bytes.
+    pad: u64,
+}
+
+impl<Rd: Read> TarReader<Rd> {
+    fn new(input: Rd) -> TarReader<Rd> {
+        TarReader {
+            body: input.take(0),
+            pad: 0,
+        }
+    }
+
+    /// The next member, `None` at the end of the stream. What the last
+    /// one's reader left unread is skipped.
+    fn next(&mut self) -> R<Option<(Header, Pending)>> {
+        let stream = Path::new(STREAM);
+        let io_err = |e: io::Error| at(stream, format!("reading the tar stream: {e}"));
+        let mut pending = Pending::default();
+        loop {
+            io::copy(&mut self.body, &mut io::sink()).map_err(io_err)?;
+            self.body.set_limit(self.pad);
+            io::copy(&mut self.body, &mut io::sink()).map_err(io_err)?;
+            let Some(h) = next_header(self.body.get_mut()).map_err(io_err)? else {
+                return Ok(None);
+            };
+            let kind = h.entry_type();
+            let extension = matches!(
+                kind,
+                EntryType::XHeader
+                    | EntryType::XGlobalHeader
+                    | EntryType::GNULongName
+                    | EntryType::GNULongLink
+            );
+            // A member's PAX `size` overrides its header's (members of
+            // 8 GiB and more: GNU tar writes 0 there); the header's may
+            // be octal or base-256 (GNU).
+            let size = match pending.pax.get("size").filter(|_| !extension) {
+                Some(v) => number(v),
+                None => h.entry_size().ok(),
+            }
+            .ok_or_else(|| at(stream, "a member with a malformed size"))?;
+            self.body.set_limit(size);
+            self.pad = (512 - size % 512) % 512;
+            if !extension {
+                return Ok(Some((h, pending)));
+            }
+            // Extended headers and long names are read whole: bounded, so
+            // a stream claiming a huge one fails instead of exhausting
+            // memory.
+            if size > HEADER_MAX {
+                return Err(at(stream, "an extended header or long name over 16 MiB"));
+            }
+            let mut v = Vec::new();
+            self.body.read_to_end(&mut v).map_err(io_err)?;
+            match kind {
+                EntryType::XHeader => pending.pax.extend(
+                    pax_records(&v).ok_or_else(|| at(stream, "a malformed PAX extended header"))?,
+                ),
+                EntryType::GNULongName => pending.name = Some(trim_nul(v)),
+                EntryType::GNULongLink => pending.link = Some(trim_nul(v)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What the tar stream `input` needs in an image with blocks of
+/// `block_size` bytes (SIZE auto): its members read once, their bytes
+/// skipped.
+pub fn estimate(input: impl Read, block_size: u32) -> R<Estimate> {
+    let mut e = Estimate::new(block_size);
+    // Entry bytes per directory ("" the root).
+    let mut dirs: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut tr = TarReader::new(input);
+    while let Some((h, pending)) = tr.next()? {
+        let raw = match (pending.pax.get("GNU.sparse.name"), pending.pax.get("path")) {
+            (Some(n), _) | (None, Some(n)) => n.clone(),
+            (None, None) => pending.name.unwrap_or_else(|| h.path_bytes().into_owned()),
+        };
+        let show = PathBuf::from(String::from_utf8_lossy(&raw).into_owned());
+        let path = normalize(&raw).ok_or_else(|| at(&show, "a member name with `..`"))?;
+        if path.is_empty() {
+            continue;
+        }
+        let (dir, name) = split(&path);
+        *dirs.entry(dir.to_vec()).or_default() += entry_bytes(name.len());
+        let kind = h.entry_type();
+        if kind == EntryType::Directory {
+            dirs.entry(path.clone()).or_default();
+        }
+        if kind == EntryType::Link {
+            continue;
+        }
+        e.inodes += 1;
+        match kind {
+            EntryType::Regular | EntryType::Continuous => {
+                let real = pending
+                    .pax
+                    .get("GNU.sparse.realsize")
+                    .and_then(|v| number(v));
+                let stored = tr.body.limit();
+                e.file(real.unwrap_or(stored), stored);
+            }
+            EntryType::Symlink => {
+                let l = pending.pax.get("linkpath").cloned().or(pending.link);
+                let len = l.map_or_else(|| h.link_name_bytes().map_or(0, |l| l.len()), |l| l.len());
+                e.symlink(len as u64);
+            }
+            _ => {}
+        }
+        let xattrs = pending
+            .pax
+            .iter()
+            .filter(|(k, _)| k.starts_with("SCHILY.xattr.") || k.starts_with("SCHILY.acl."))
+            .map(|(k, v)| (k.len(), v.len()));
+        e.xattrs(xattrs);
+    }
+    for bytes in dirs.values() {
+        e.dir(*bytes);
+    }
+    Ok(e)
 }
 
 /// The next header of the stream, checked; `None` at its end (a zero

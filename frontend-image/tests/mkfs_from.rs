@@ -216,6 +216,13 @@ fn size_auto_holds_the_tree_with_the_margin() {
     let o = mkfs(&path("no-from.img"), &["auto"], 0o022);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --from"));
+    let o = mkfs(&path("stdin.img"), &["auto", "--from-tar", "-"], 0o022);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("standard input") && e.contains("give a size"),
+        "{e}"
+    );
 }
 
 fn export_tar(img: &Path, out: &Path) {
@@ -296,6 +303,25 @@ fn from_tar_as_a_user_and_round_trip() {
     );
     failures.extend(compare_with_source(&tree, &src, &b, "round trip", true));
     export_tar(&b, &tb);
+    // SIZE auto from a tar file: the stream read once for the size, then
+    // again to build; a quarter left free (the 5% reserve included).
+    // 4 KiB blocks: the tree's 3000-byte symlinks need them.
+    let c = work.join("auto.img");
+    let mut ac = vec!["auto", "-b", "4096", "--margin", "25", "-q", "--from-tar"];
+    ac.push(gnu.to_str().unwrap());
+    mkfs_ok_as(&c, &ac, 0o022, Some(NOBODY));
+    failures.extend(compare_with_source(
+        &tree,
+        &src,
+        &c,
+        "auto from GNU tar",
+        true,
+    ));
+    let free = dumpe2fs_number(&c, "Free blocks") * 100 / dumpe2fs_number(&c, "Block count");
+    assert!(
+        (18..=45).contains(&free),
+        "auto from tar: {free}% free, wanted 18-45%"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The same members with the same details (a directory's order on
     // disk may differ: linear directories list in insertion order, which
@@ -569,7 +595,7 @@ fn from_tar_sizes_and_numbers_past_ustar() {
         .output()
         .unwrap();
     assert!(o.status.success(), "tar --format=gnu: {o:?}");
-    let tar = cmd("tar")
+    let mut tar = cmd("tar")
         .args(["--format=pax", "-cf", "-", "-C"])
         .arg(&src)
         .arg("big")
@@ -579,9 +605,10 @@ fn from_tar_sizes_and_numbers_past_ustar() {
     let o = Command::new(built_binary("ext4-image", "ext4-image"))
         .args(["mkfs".as_ref(), img.as_os_str()])
         .args(["64m", "-q", "--from-tar", "-"])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(tar.wait().unwrap().success(), "tar --format=pax failed");
     assert!(
         o.status.success(),
         "mkfs --from-tar - (pax): {}",
