@@ -15,10 +15,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{cmd, fsck_clean, scratch};
-use ext4_tests::oracle::KernelMount;
-use ext4_tests::snapshot::{
-    diff, format_diffs, host_snapshot, Compare, WalkOptions, SOURCE_FIELDS,
-};
+use ext4_tests::oracle::{kernel_snapshot, kernel_write, mke2fs, KernelMount};
+use ext4_tests::snapshot::{diff, format_diffs, Compare, WalkOptions, SOURCE_FIELDS};
 use ext4_tests::util::{built_binary, require_e2fsprogs, require_kernel_ext4};
 
 fn tool(img: &Path, args: &[&str]) -> std::process::Output {
@@ -53,15 +51,12 @@ fn counts(img: &Path) -> Vec<(String, String)> {
 }
 
 fn snapshot(img: &Path) -> ext4_tests::snapshot::Snapshot {
-    let m = KernelMount::mount(img, true, "").unwrap();
     let opts = WalkOptions {
         content: true,
         data_map: false,
         ioctls: false,
     };
-    let s = host_snapshot(m.path(), opts);
-    m.unmount().unwrap();
-    s
+    kernel_snapshot(img, opts)
 }
 
 /// Grow `img` to `to` with ours and a copy with resize2fs; compare.
@@ -198,29 +193,13 @@ fn grow_matches_resize2fs() {
     // A small tree in each, written by the kernel.
     for (name, args, from, to) in rows {
         let img = dir.join(format!("{name}.img"));
-        let o = cmd("mke2fs")
-            .args(["-q", "-F", "-O", "^resize_inode"])
-            .args(*args)
-            .arg(&img)
-            .arg(from)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mke2fs: {}",
-            String::from_utf8_lossy(&o.stderr)
+        let mut all = vec!["-O", "^resize_inode"];
+        all.extend_from_slice(args);
+        mke2fs(&img, &all, None, from);
+        kernel_write(
+            &img,
+            "mkdir -p a/b; head -c 3000000 /dev/urandom > a/big; echo hi > a/b/f; ln -s ../big a/b/l",
         );
-        {
-            let m = KernelMount::mount(&img, false, "").unwrap();
-            let o = Command::new("sh")
-                .arg("-ec")
-                .arg("mkdir -p a/b; head -c 3000000 /dev/urandom > a/big; echo hi > a/b/f; ln -s ../big a/b/l")
-                .current_dir(m.path())
-                .output()
-                .unwrap();
-            assert!(o.status.success());
-            m.unmount().unwrap();
-        }
         fs::copy(&img, dir.join(format!("{name}-orig.img"))).unwrap();
         grow_and_compare(dir, &img, name, to);
         let _ = fs::remove_file(&img);
