@@ -539,8 +539,14 @@ impl<Rd: Read> TarReader<Rd> {
         let mut pending = Pending::default();
         loop {
             io::copy(&mut self.body, &mut io::sink()).map_err(io_err)?;
+            let short = self.body.limit();
             self.body.set_limit(self.pad);
             io::copy(&mut self.body, &mut io::sink()).map_err(io_err)?;
+            if short + self.body.limit() > 0 {
+                // A member cut short: its bytes so far were taken, the
+                // rest is missing.
+                return Err(at(stream, "the stream ends inside a member (truncated)"));
+            }
             let Some(h) = next_header(self.body.get_mut()).map_err(io_err)? else {
                 return Ok(None);
             };
@@ -662,7 +668,9 @@ fn next_header(r: &mut impl Read) -> io::Result<Option<Header>> {
         .sum::<u32>()
         + 8 * 32;
     if h.cksum().ok() != Some(sum) {
-        return Err(io::Error::other("a header checksum does not match"));
+        return Err(io::Error::other(
+            "a header with a wrong checksum (not a tar stream, or a damaged one)",
+        ));
     }
     Ok(Some(h))
 }

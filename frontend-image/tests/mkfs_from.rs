@@ -533,6 +533,37 @@ fn hostile_tar_streams_fail_cleanly() {
             "{name}: {err}"
         );
     }
+    // GNU tar's archive cut inside its member, and a stream that is not
+    // tar at all: refused, without a hint about the image's checksums.
+    let src = dir.join("one");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), vec![b'x'; 5000]).unwrap();
+    let whole = cmd("tar")
+        .args(["--format=pax", "-cf", "-", "-C"])
+        .arg(&src)
+        .arg("f")
+        .output()
+        .unwrap()
+        .stdout;
+    let cut_at = whole.len().min(3000);
+    for (name, bytes, says) in [
+        ("cut", &whole[..cut_at], "truncated"),
+        ("not-tar", &[b'x'; 2048][..], "not a tar stream"),
+    ] {
+        let t = dir.join(format!("{name}.tar"));
+        fs::write(&t, bytes).unwrap();
+        let o = mkfs(
+            &dir.join("cut.img"),
+            &["8m", "--from-tar", t.to_str().unwrap()],
+            0o022,
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("ignore-checksums"),
+            "{name}: {err}"
+        );
+    }
 }
 
 /// Where `a` and `b` (same size) differ, reading only what either holds
