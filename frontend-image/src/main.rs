@@ -334,14 +334,16 @@ enum Cmd {
     },
     /// Grow the filesystem to SIZE (an image file is extended, sparsely):
     /// more blocks in the last group and new groups with their own
-    /// bitmaps and inode tables, as far as the group descriptor blocks in
-    /// place hold descriptors (without resize_inode nothing is reserved
-    /// for more; resize2fs moves blocks to make room). Offline only: not
-    /// on a mounted image. Shrinking is not supported.
+    /// bitmaps and inode tables (and, with resize_inode, their reserved
+    /// descriptor blocks, listed in the resize inode as resize2fs does),
+    /// as far as the group descriptor blocks in place hold descriptors:
+    /// using the reserved ones for more is not done yet, and without
+    /// resize_inode resize2fs moves blocks to make room. Offline only:
+    /// not on a mounted image. Shrinking is not supported.
     ///
     /// Example: ext4-image disk.img resize 4g
     Resize {
-        /// The new size: bytes, or with a suffix k, m, g.
+        /// The new size: bytes, or with a suffix k, m, g, t.
         #[arg(value_parser = util::parse_size)]
         size: u64,
         /// Print the result as one JSON object.

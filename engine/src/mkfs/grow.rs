@@ -2,7 +2,10 @@
 //! last group, and new groups, as far as the descriptor blocks already in
 //! place have room for their descriptors (without `resize_inode` no
 //! blocks are reserved for more, and making room would mean moving what
-//! follows them: resize2fs's work, not done here).
+//! follows them: resize2fs's work, not done here; with it, turning
+//! reserved blocks into descriptor blocks is not done yet either). With
+//! `resize_inode`, new backup groups get their reserved descriptor blocks
+//! too, and the resize inode lists them.
 //!
 //! Each new group holds its own bitmaps and inode table, after its
 //! superblock backup (a valid place with or without `flex_bg`). The order
@@ -20,6 +23,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat, ro_compat};
 use crate::group_desc::{self, RawGroupDesc, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED};
+use crate::numbers::InodeNo;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET};
 
 use super::{has_super, new_desc, set_bits};
@@ -45,8 +49,9 @@ pub enum Refusal {
     /// Smaller than (or equal to) the filesystem now.
     NotBigger,
     /// The descriptor blocks hold descriptors for groups up to this many
-    /// bytes.
-    TooBig { max_bytes: u64 },
+    /// bytes; `reserved`: the filesystem has reserved descriptor blocks
+    /// (resize_inode) that growing further would put to use.
+    TooBig { max_bytes: u64, reserved: bool },
 }
 
 /// Grow the filesystem on `dev` to `new_size` bytes (the device must be
@@ -65,8 +70,8 @@ pub fn grow<D: BlockDevice>(
         (sb.has_incompat(incompat::MMP), "mmp"),
         (sb.has_compat(compat::SPARSE_SUPER2), "sparse_super2"),
         (
-            sb.reserved_gdt_blocks != 0 || sb.has_compat(compat::RESIZE_INODE),
-            "resize_inode",
+            sb.reserved_gdt_blocks != 0 && !sb.has_compat(compat::RESIZE_INODE),
+            "reserved descriptor blocks without resize_inode",
         ),
         (sb.has_incompat(incompat::JOURNAL_DEV), "journal_dev"),
     ] {
@@ -91,7 +96,20 @@ pub fn grow<D: BlockDevice>(
     let csum = sb.has_ro_compat(ro_compat::METADATA_CSUM | ro_compat::GDT_CSUM);
     let meta_csum = sb.metadata_csum();
     let backup = |g: u32| !sparse || has_super(g);
-    let super_blocks = |g: u32| if backup(g) { 1 + desc_blocks as u64 } else { 0 };
+    // With resize_inode, each backup also has the reserved descriptor
+    // blocks after its descriptors.
+    let rsv = if sb.has_compat(compat::RESIZE_INODE) {
+        sb.reserved_gdt_blocks as u64
+    } else {
+        0
+    };
+    let super_blocks = |g: u32| {
+        if backup(g) {
+            1 + desc_blocks as u64 + rsv
+        } else {
+            0
+        }
+    };
 
     let bit64 = sb.has_incompat(incompat::BIT64);
     let limit = if bit64 { 1u64 << 48 } else { u32::MAX as u64 };
@@ -100,6 +118,7 @@ pub fn grow<D: BlockDevice>(
     if new_size / bs > max_blocks {
         return Ok(Err(Refusal::TooBig {
             max_bytes: max_blocks * bs,
+            reserved: rsv > 0,
         }));
     }
     let mut new_blocks = new_size / bs;
@@ -119,6 +138,7 @@ pub fn grow<D: BlockDevice>(
     if new_groups as u64 * ipg as u64 > u32::MAX as u64 {
         return Ok(Err(Refusal::TooBig {
             max_bytes: max_blocks * bs,
+            reserved: rsv > 0,
         }));
     }
     let group_first = |g: u32| first_data + g as u64 * bpg;
@@ -127,6 +147,19 @@ pub fn grow<D: BlockDevice>(
     // The descriptors as they are.
     let mut descs = vec![0u8; desc_blocks * bs as usize];
     dev.read_blocks(first_data + 1, bsu, &mut descs)?;
+
+    // The resize inode, checked before anything is written.
+    let resize_inode = if rsv > 0 {
+        Some(resize_inode(
+            dev,
+            &sb,
+            &descs[..ds],
+            desc_blocks as u64,
+            new_groups,
+        )?)
+    } else {
+        None
+    };
 
     let mut added_meta = 0u64;
     let mut bitmap = vec![0u8; bs as usize];
@@ -227,6 +260,13 @@ pub fn grow<D: BlockDevice>(
         }
     }
 
+    // The resize inode: each reserved descriptor block of group 0 lists
+    // its copies in the backup groups (ext2fs_create_resize_inode); the
+    // new groups' copies are added.
+    if let Some(r) = resize_inode {
+        add_reserved_copies(dev, &sb, r, desc_blocks as u64, old_groups, new_groups)?;
+    }
+
     // The superblock's counts, summed from the descriptors (the
     // superblock's own may lag, as the kernel writes them lazily); the
     // reserve keeps its share.
@@ -292,4 +332,117 @@ pub fn grow<D: BlockDevice>(
         free_blocks,
         free_inodes,
     }))
+}
+
+/// Group numbers with superblock backups (not 0) in `from..to`, in order.
+fn backups_between(sparse: bool, from: u32, to: u32) -> impl Iterator<Item = u32> {
+    (from.max(1)..to).filter(move |&g| !sparse || has_super(g))
+}
+
+/// The resize inode (7) as group 0's inode table holds it: where, and its
+/// bytes; checked: its double-indirect block maps each reserved
+/// descriptor block of group 0 (`ext2fs_create_resize_inode`'s layout),
+/// and a reserved block can list the backups of `new_groups` groups.
+fn resize_inode<D: BlockDevice>(
+    dev: &D,
+    sb: &Superblock,
+    desc0: &[u8],
+    desc_blocks: u64,
+    new_groups: u32,
+) -> Result<(u64, alloc::vec::Vec<u8>)> {
+    let bs = sb.block_size as usize;
+    let apb = bs / 4;
+    let first_data = sb.first_data_block as u64;
+    let corrupt = |what| Error::corrupt(Object::Inode(InodeNo(7)), what);
+    let sparse = sb.has_ro_compat(ro_compat::SPARSE_SUPER);
+    if backups_between(sparse, 1, new_groups).count() > apb {
+        return Err(corrupt(
+            "more backup groups than a reserved descriptor block can list",
+        ));
+    }
+    let mut d = RawGroupDesc::new_zeroed();
+    d.as_mut_bytes()[..desc0.len()].copy_from_slice(desc0);
+    let table = d.inode_table_lo.get() as u64 | (d.inode_table_hi.get() as u64) << 32;
+    if table < first_data || table >= sb.blocks_count {
+        return Err(Error::corrupt(
+            Object::GroupDesc(0),
+            "inode table outside the filesystem",
+        ));
+    }
+    let isz = sb.inode_size as u64;
+    let at = table * bs as u64 + 6 * isz;
+    let mut rec = vec![0u8; isz as usize];
+    dev.read_at(at, &mut rec)?;
+    // i_block starts at 0x28; the double-indirect pointer is its 14th word.
+    let dind = word(&rec, 0x28 / 4 + 13) as u64;
+    if dind < first_data || dind >= sb.blocks_count {
+        return Err(corrupt(
+            "its double-indirect block is outside the filesystem",
+        ));
+    }
+    let mut dind_buf = vec![0u8; bs];
+    dev.read_blocks(dind, sb.block_size, &mut dind_buf)?;
+    for r in 0..sb.reserved_gdt_blocks as u64 {
+        let primary = first_data + 1 + desc_blocks + r;
+        if word(&dind_buf, ((desc_blocks + r) % apb as u64) as usize) as u64 != primary {
+            return Err(corrupt("it does not map a reserved descriptor block"));
+        }
+    }
+    Ok((at, rec))
+}
+
+fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]])
+}
+
+/// Record in the resize inode (7) where the reserved descriptor blocks of
+/// the backup groups among `old_groups..new_groups` are: each primary
+/// reserved block (an indirect block of the inode, reached through its
+/// double-indirect block) lists the copies, one per backup group in group
+/// order; `i_blocks` counts them. `(at, rec)`: the inode, from
+/// [`resize_inode`].
+fn add_reserved_copies<D: BlockDevice>(
+    dev: &D,
+    sb: &Superblock,
+    (at, mut rec): (u64, alloc::vec::Vec<u8>),
+    desc_blocks: u64,
+    old_groups: u32,
+    new_groups: u32,
+) -> Result<()> {
+    let bs = sb.block_size as usize;
+    let sparse = sb.has_ro_compat(ro_compat::SPARSE_SUPER);
+    let bpg = sb.blocks_per_group as u64;
+    let first_data = sb.first_data_block as u64;
+    let old_n = backups_between(sparse, 1, old_groups).count();
+    let new: alloc::vec::Vec<u32> = backups_between(sparse, old_groups, new_groups).collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut ind = vec![0u8; bs];
+    let mut added = 0u64;
+    for r in 0..sb.reserved_gdt_blocks as u64 {
+        let primary = first_data + 1 + desc_blocks + r;
+        dev.read_blocks(primary, sb.block_size, &mut ind)?;
+        for (k, &g) in new.iter().enumerate() {
+            let copy = primary + g as u64 * bpg;
+            let i = (old_n + k) * 4;
+            ind[i..i + 4].copy_from_slice(&(copy as u32).to_le_bytes());
+            added += 1;
+        }
+        dev.write_blocks(primary, sb.block_size, &ind)?;
+    }
+    // i_blocks, in 512-byte units.
+    let old =
+        word(&rec, 0x1C / 4) as u64 | (u16::from_le_bytes([rec[0x74], rec[0x75]]) as u64) << 32;
+    let blocks = old + added * (bs as u64 / 512);
+    rec[0x1C..0x20].copy_from_slice(&(blocks as u32).to_le_bytes());
+    rec[0x74..0x76].copy_from_slice(&((blocks >> 32) as u16).to_le_bytes());
+    if let Some((c, hi)) = crate::inode::expected_checksum(sb, InodeNo(7), &rec) {
+        rec[0x7C..0x7E].copy_from_slice(&(c as u16).to_le_bytes());
+        if hi {
+            rec[0x82..0x84].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
+        }
+    }
+    dev.write_at(at, &rec)?;
+    Ok(())
 }
