@@ -334,11 +334,11 @@ enum Cmd {
     },
     /// Grow the filesystem to SIZE (an image file is extended, sparsely):
     /// more blocks in the last group and new groups with their own
-    /// bitmaps and inode tables (and, with resize_inode, their reserved
-    /// descriptor blocks, listed in the resize inode as resize2fs does),
-    /// as far as the group descriptor blocks in place hold descriptors:
-    /// using the reserved ones for more is not done yet, and without
-    /// resize_inode resize2fs moves blocks to make room. Offline only:
+    /// bitmaps and inode tables, as far as the group descriptor blocks in
+    /// place hold descriptors: with resize_inode (mke2fs's default) the
+    /// reserved descriptor blocks become descriptor blocks as needed and
+    /// the resize inode is laid out anew, as resize2fs does; past that
+    /// (or without it) resize2fs moves blocks to make room. Offline only:
     /// not on a mounted image. Shrinking is not supported.
     ///
     /// Example: ext4-image disk.img resize 4g

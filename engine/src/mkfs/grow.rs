@@ -2,10 +2,11 @@
 //! last group, and new groups, as far as the descriptor blocks already in
 //! place have room for their descriptors (without `resize_inode` no
 //! blocks are reserved for more, and making room would mean moving what
-//! follows them: resize2fs's work, not done here; with it, turning
-//! reserved blocks into descriptor blocks is not done yet either). With
-//! `resize_inode`, new backup groups get their reserved descriptor blocks
-//! too, and the resize inode lists them.
+//! follows them: resize2fs's work, not done here). With `resize_inode`,
+//! the reserved descriptor blocks after the descriptors (in group 0 and
+//! every backup) become descriptor blocks as more are needed, new backup
+//! groups get their reserved blocks too, and the resize inode is laid out
+//! anew for what is left, as resize2fs does.
 //!
 //! Each new group holds its own bitmaps and inode table, after its
 //! superblock backup (a valid place with or without `flex_bg`). The order
@@ -49,8 +50,8 @@ pub enum Refusal {
     /// Smaller than (or equal to) the filesystem now.
     NotBigger,
     /// The descriptor blocks hold descriptors for groups up to this many
-    /// bytes; `reserved`: the filesystem has reserved descriptor blocks
-    /// (resize_inode) that growing further would put to use.
+    /// bytes, counting its reserved descriptor blocks (`reserved`: it has
+    /// some, resize_inode).
     TooBig { max_bytes: u64, reserved: bool },
 }
 
@@ -113,7 +114,8 @@ pub fn grow<D: BlockDevice>(
 
     let bit64 = sb.has_incompat(incompat::BIT64);
     let limit = if bit64 { 1u64 << 48 } else { u32::MAX as u64 };
-    let max_groups = (desc_blocks * per_block) as u64;
+    // Reserved descriptor blocks become descriptor blocks as needed.
+    let max_groups = ((desc_blocks + rsv as usize) * per_block) as u64;
     let max_blocks = (first_data + max_groups * bpg).min(limit);
     if new_size / bs > max_blocks {
         return Ok(Err(Refusal::TooBig {
@@ -144,9 +146,12 @@ pub fn grow<D: BlockDevice>(
     let group_first = |g: u32| first_data + g as u64 * bpg;
     let group_len = |g: u32| (new_blocks - group_first(g)).min(bpg);
 
-    // The descriptors as they are.
-    let mut descs = vec![0u8; desc_blocks * bs as usize];
-    dev.read_blocks(first_data + 1, bsu, &mut descs)?;
+    // The descriptors as they are, with room for the new ones: the
+    // descriptor blocks taken from the reserved ones follow them.
+    let new_desc_blocks = (new_groups as usize).div_ceil(per_block);
+    let new_rsv = rsv - (new_desc_blocks - desc_blocks) as u64;
+    let mut descs = vec![0u8; new_desc_blocks * bs as usize];
+    dev.read_blocks(first_data + 1, bsu, &mut descs[..desc_blocks * bs as usize])?;
 
     // The resize inode, checked before anything is written.
     let resize_inode = if rsv > 0 {
@@ -264,7 +269,8 @@ pub fn grow<D: BlockDevice>(
     // its copies in the backup groups (ext2fs_create_resize_inode); the
     // new groups' copies are added.
     if let Some(r) = resize_inode {
-        add_reserved_copies(dev, &sb, r, desc_blocks as u64, old_groups, new_groups)?;
+        rebuild_resize_inode(dev, &sb, r, new_desc_blocks as u64, new_rsv, new_groups)?;
+        raw.reserved_gdt_blocks = (new_rsv as u16).into();
     }
 
     // The superblock's counts, summed from the descriptors (the
@@ -395,46 +401,46 @@ fn word(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]])
 }
 
-/// Record in the resize inode (7) where the reserved descriptor blocks of
-/// the backup groups among `old_groups..new_groups` are: each primary
-/// reserved block (an indirect block of the inode, reached through its
-/// double-indirect block) lists the copies, one per backup group in group
-/// order; `i_blocks` counts them. `(at, rec)`: the inode, from
-/// [`resize_inode`].
-fn add_reserved_copies<D: BlockDevice>(
+/// The resize inode (7) laid out anew for `new_groups` groups with
+/// `desc_blocks` descriptor blocks and `rsv` reserved ones after them, as
+/// resize2fs has `ext2fs_create_resize_inode` lay it out after growing:
+/// its double-indirect block maps each reserved block of group 0 (at
+/// index `(desc_blocks + r) % (block size / 4)`; the blocks that became
+/// descriptor blocks drop out), each of those lists its copies in the
+/// backup groups in group order, and `i_blocks` counts them all. `(at,
+/// rec)`: the inode, from [`resize_inode`].
+fn rebuild_resize_inode<D: BlockDevice>(
     dev: &D,
     sb: &Superblock,
     (at, mut rec): (u64, alloc::vec::Vec<u8>),
     desc_blocks: u64,
-    old_groups: u32,
+    rsv: u64,
     new_groups: u32,
 ) -> Result<()> {
     let bs = sb.block_size as usize;
+    let apb = (bs / 4) as u64;
     let sparse = sb.has_ro_compat(ro_compat::SPARSE_SUPER);
     let bpg = sb.blocks_per_group as u64;
     let first_data = sb.first_data_block as u64;
-    let old_n = backups_between(sparse, 1, old_groups).count();
-    let new: alloc::vec::Vec<u32> = backups_between(sparse, old_groups, new_groups).collect();
-    if new.is_empty() {
-        return Ok(());
-    }
+    let dind = word(&rec, 0x28 / 4 + 13) as u64;
+    let backups: alloc::vec::Vec<u32> = backups_between(sparse, 1, new_groups).collect();
+    let mut dind_buf = vec![0u8; bs];
     let mut ind = vec![0u8; bs];
-    let mut added = 0u64;
-    for r in 0..sb.reserved_gdt_blocks as u64 {
+    for r in 0..rsv {
         let primary = first_data + 1 + desc_blocks + r;
-        dev.read_blocks(primary, sb.block_size, &mut ind)?;
-        for (k, &g) in new.iter().enumerate() {
+        let i = ((desc_blocks + r) % apb) as usize * 4;
+        dind_buf[i..i + 4].copy_from_slice(&(primary as u32).to_le_bytes());
+        ind.fill(0);
+        for (k, &g) in backups.iter().enumerate() {
             let copy = primary + g as u64 * bpg;
-            let i = (old_n + k) * 4;
-            ind[i..i + 4].copy_from_slice(&(copy as u32).to_le_bytes());
-            added += 1;
+            ind[k * 4..k * 4 + 4].copy_from_slice(&(copy as u32).to_le_bytes());
         }
         dev.write_blocks(primary, sb.block_size, &ind)?;
     }
-    // i_blocks, in 512-byte units.
-    let old =
-        word(&rec, 0x1C / 4) as u64 | (u16::from_le_bytes([rec[0x74], rec[0x75]]) as u64) << 32;
-    let blocks = old + added * (bs as u64 / 512);
+    dev.write_blocks(dind, sb.block_size, &dind_buf)?;
+    // i_blocks, in 512-byte units: the double-indirect block, the
+    // reserved blocks and their copies.
+    let blocks = (1 + rsv * (1 + backups.len() as u64)) * (bs as u64 / 512);
     rec[0x1C..0x20].copy_from_slice(&(blocks as u32).to_le_bytes());
     rec[0x74..0x76].copy_from_slice(&((blocks >> 32) as u16).to_le_bytes());
     if let Some((c, hi)) = crate::inode::expected_checksum(sb, InodeNo(7), &rec) {
