@@ -26,8 +26,11 @@ use std::sync::Arc;
 
 use ext4_engine::iomap::{ioend, op};
 use ext4_engine::mapping_cache::MapType;
-use ext4_engine::BlockDevice;
+use ext4_engine::mount_opts::MountOptions;
+use ext4_engine::{BlockDevice, FileDevice};
 use ext4_fuse::abi::opcode;
+use ext4_fuse::iomap_setup::{self as fiomap, BackingDevice, IomapMode};
+use ext4_fuse::loopdev::devices_backed_by;
 use ext4_fuse::session::Config;
 use ext4_tests::crashdev::{CrashDevice, CrashPoint, Keep};
 use ext4_tests::oracle::{e2fsck_check, mke2fs, KernelMount, Scratch};
@@ -84,6 +87,10 @@ pub struct FsxParams {
     pub max_len: u64,
     /// Largest single write, read or range.
     pub max_op: u64,
+    /// Serve on the writable loop device a read-write iomap mount
+    /// attaches (`iomap_setup::writable_backing`), the model doing its
+    /// data I/O through it too, instead of on the image file.
+    pub on_loop: bool,
 }
 
 struct Fsx {
@@ -308,7 +315,16 @@ pub fn fsx(p: FsxParams) {
     let mut initial = vec![0u8; rng.below(p.max_len) as usize];
     rng.fill(&mut initial);
     let img = image(dir.path(), p.kind, p.bs, "64M", &initial);
-    let mut m = Model::start_rw(&img, Config::default());
+    let backing = p.on_loop.then(|| writable_loop(&img));
+    let mut m = match &backing {
+        Some(b) => {
+            let dev = FileDevice::from_file(b.reopen_writable().unwrap(), false).unwrap();
+            let size = dev.size();
+            let data = b.file().try_clone().unwrap();
+            Model::start_rw_on(Box::new(dev), Box::new(data), size, Config::default())
+        }
+        None => Model::start_rw(&img, Config::default()),
+    };
     let f = m.open_rw("f");
     let mut x = Fsx {
         m,
@@ -352,6 +368,13 @@ pub fn fsx(p: FsxParams) {
     m.unmount();
     m.assert_clean("fsx");
     m.finish();
+    if let Some(b) = backing {
+        // The server's close flushed the loop device (its page cache
+        // into the image); no loop device outlives the mount.
+        let name = b.loop_device().unwrap().name();
+        b.close().unwrap();
+        wait_detached(&img, &name);
+    }
     let (code, out) = e2fsck_check(&img);
     assert_eq!(code, 0, "{p:?}: e2fsck -fn exited {code}:\n{out}");
     if require_kernel_ext4() {
@@ -394,7 +417,140 @@ fn fsx_run(kind: &'static str, bs: u32, seed: u64, max_len: u64) {
         ops: fsx_ops(),
         max_len,
         max_op: max_len / 8,
+        on_loop: false,
     });
+}
+
+/// The writable loop device a read-write iomap mount of `img` attaches
+/// (the probe forced: this kernel has no FUSE iomap), checked: writable,
+/// autoclear, the filesystem's block size.
+fn writable_loop(img: &Path) -> BackingDevice {
+    std::env::set_var(fiomap::PROBE_OVERRIDE_ENV, "assume");
+    let b = fiomap::writable_backing(IomapMode::Auto, img, &MountOptions::default())
+        .unwrap()
+        .expect("a writable loop device");
+    let name = b.loop_device().expect("a loop device").name();
+    let sys = PathBuf::from("/sys/block").join(&name);
+    let read = |p: &str| {
+        std::fs::read_to_string(sys.join(p))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("ro"), "0", "{name} is read-only");
+    assert_eq!(read("loop/autoclear"), "1");
+    assert_eq!(devices_backed_by(img), vec![name]);
+    b
+}
+
+/// The kernel detaches an autoclear loop device a moment after its last
+/// close.
+fn wait_detached(img: &Path, name: &str) {
+    let start = Instant::now();
+    while !devices_backed_by(img).is_empty() && start.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(devices_backed_by(img).is_empty(), "{name} leaked");
+}
+
+/// fsx with the server and the model both on the writable loop device of
+/// a read-write iomap mount: the server's metadata and the model's file
+/// data through one block device (one page cache); after the close and
+/// the detach, `e2fsck -fn` and the kernel's ext4 read the model's bytes
+/// from the image file.
+#[test]
+fn fsx_on_the_writable_loop_device() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    fsx(FsxParams {
+        kind: "ext4",
+        bs: 4096,
+        seed: fsx_seed(4),
+        ops: fsx_ops() / 2,
+        max_len: 2 << 20,
+        max_op: 256 << 10,
+        on_loop: true,
+    });
+}
+
+/// Which read-write mounts get iomap: one on a block device the volume is
+/// open on; an image file only through the writable loop device, on which
+/// the volume opens read-write; never an image at an offset, a read-only
+/// request or `iomap=off`.
+#[test]
+fn read_write_iomap_decisions() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    use ext4_fuse::options::AutoOnOff::*;
+    assert_eq!(fiomap::mode_for_writes(Auto, false, false), Ok(Off));
+    assert!(fiomap::mode_for_writes(On, false, false)
+        .unwrap_err()
+        .contains("iomap=on"));
+    assert_eq!(fiomap::mode_for_writes(Auto, false, true), Ok(Auto));
+    assert_eq!(fiomap::mode_for_writes(On, true, false), Ok(On));
+    let at = MountOptions {
+        offset: Some(1 << 20),
+        ..Default::default()
+    };
+    assert_eq!(fiomap::mode_for_source(Auto, &at), Ok(Off));
+    assert!(fiomap::mode_for_source(On, &at).is_err());
+    assert_eq!(
+        fiomap::mode_for_source(On, &MountOptions::default()),
+        Ok(On)
+    );
+
+    let dir = Scratch::new("iomap-rw-setup");
+    let img = image(dir.path(), "ext4", 1024, "16M", b"data");
+    std::env::set_var(fiomap::PROBE_OVERRIDE_ENV, "assume");
+    let ro = MountOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    for (mode, o) in [
+        (Off, MountOptions::default()),
+        (Auto, ro),
+        (Auto, at.clone()),
+    ] {
+        assert!(fiomap::writable_backing(mode, &img, &o).unwrap().is_none());
+    }
+    assert!(fiomap::writable_backing(On, &img, &at).is_err());
+    assert!(devices_backed_by(&img).is_empty());
+
+    let b = writable_loop(&img);
+    let name = b.loop_device().unwrap().name();
+    let sys = PathBuf::from("/sys/block").join(&name);
+    assert_eq!(
+        std::fs::read_to_string(sys.join("queue/logical_block_size"))
+            .unwrap()
+            .trim(),
+        "1024"
+    );
+    // The volume opens read-write on the loop device itself.
+    let on_loop = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == b.path()))
+            .count()
+    };
+    let before = on_loop();
+    let file = b.reopen_writable().unwrap();
+    let vol = ext4_fuse::inherited::open_volume(file, "img", &MountOptions::default()).unwrap();
+    assert!(!vol.read_only());
+    assert_eq!(on_loop(), before + 1);
+    // Detached (iomap declined after all) while the volume still uses
+    // it: it stays until the volume lets go.
+    b.close().unwrap();
+    assert_eq!(devices_backed_by(&img), vec![name.clone()]);
+    let mut sb = [0u8; 1024];
+    vol.device().read_at(1024, &mut sb).unwrap();
+    vol.close().unwrap();
+    drop(vol);
+    wait_detached(&img, &name);
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
 }
 
 #[test]
