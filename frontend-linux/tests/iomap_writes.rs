@@ -1039,3 +1039,97 @@ fn crash_through_the_model() {
     crash_run("ext4", fsx_seed(11));
     crash_run("ext3", fsx_seed(12));
 }
+
+/// The kernel's ext4 after recovering (a read-write mount replays the
+/// journal) a copy of `img`: `/f`'s bytes, and whether `/held` exists;
+/// then `e2fsck -fn` of the recovered copy must be clean.
+fn recovered(img: &Path, what: &str) -> (Vec<u8>, bool) {
+    let copy = img.with_extension("copy");
+    std::fs::copy(img, &copy).unwrap();
+    let km = KernelMount::mount(&copy, false, "").expect("kernel mount (recovery)");
+    let got = std::fs::read(km.path().join("f")).unwrap();
+    let held = km.path().join("held").exists();
+    km.unmount().unwrap();
+    let (code, out) = e2fsck_check(&copy);
+    assert_eq!(code, 0, "{what}: e2fsck -fn exited {code}:\n{out}");
+    std::fs::remove_file(&copy).unwrap();
+    (got, held)
+}
+
+/// `FREEZE_FS` commits what the kernel wrote back (an image copied while
+/// frozen, recovered by the kernel's ext4, holds it and passes `e2fsck
+/// -fn`), leaves the image untouched while frozen and holds a change
+/// (`MKDIR`) until `UNFREEZE_FS` while other requests are served.
+/// `SHUTDOWN_FS` writes nothing more: an append written back but not
+/// fsynced is not on the image (the running transaction is dropped), every
+/// later request fails with `EIO`, and the journal recovers to exactly the
+/// last fsync's file.
+#[test]
+fn freeze_and_shutdown() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let dir = Scratch::new("iomap-freeze");
+    let mut rng = Rng::new(7);
+    let mut want = vec![0u8; 100_000];
+    rng.fill(&mut want);
+    let img = image(dir.path(), "ext4", 4096, "32M", &want);
+    let mut m = Model::start_rw(&img, Config::default());
+    let mut f = m.open_rw("f");
+    let mut d = vec![0u8; 150_000];
+    rng.fill(&mut d);
+    m.buffered_write(&mut f, 60_000, &d, None).unwrap();
+    put(&mut want, 60_000, &d);
+    m.writeback(&mut f, 0, u64::MAX).unwrap();
+
+    assert_eq!(m.call(opcode::FREEZE_FS, 0, &[0u8; 8]).0, 0);
+    let frozen = std::fs::read(&img).unwrap();
+    let (got, held) = recovered(&img, "frozen");
+    if let Some(d) = differ(&got, &want) {
+        panic!("the image frozen lacks what was written back: {d}");
+    }
+    assert!(!held);
+    // A change waits for the thaw; lookups are served meanwhile.
+    let mut body = ext4_fuse::abi::MkdirIn {
+        mode: 0o755,
+        umask: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    body.extend_from_slice(b"held\0");
+    let mkdir = m.request(opcode::MKDIR, ext4_fuse::abi::ROOT_ID, &body);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(m.lookup_path("held").err(), Some(libc::ENOENT));
+    assert!(
+        std::fs::read(&img).unwrap() == frozen,
+        "written while frozen"
+    );
+    let thaw = m.request(opcode::UNFREEZE_FS, 0, &[]);
+    let (first, (err, _)) = m.reply_to(&[mkdir, thaw]);
+    assert_eq!(err, 0);
+    let other = if first == mkdir { thaw } else { mkdir };
+    assert_eq!(m.reply(other).0, 0);
+    assert!(m.lookup_path("held").is_ok());
+
+    // Shutdown: the last fsync's file survives, nothing after it.
+    m.fsync(&mut f).unwrap();
+    let synced = want.clone();
+    let end = f.size;
+    let mut d = vec![0u8; 80_000];
+    rng.fill(&mut d);
+    m.buffered_write(&mut f, end, &d, None).unwrap();
+    m.writeback(&mut f, 0, u64::MAX).unwrap();
+    assert_eq!(m.call(opcode::SHUTDOWN_FS, 0, &[0u8; 8]).0, 0);
+    assert_eq!(
+        m.call(opcode::MKDIR, ext4_fuse::abi::ROOT_ID, &body).0,
+        libc::EIO
+    );
+    assert_eq!(m.fsync(&mut f).err(), Some(libc::EIO));
+    assert!(m.session.backend().close().is_err(), "closed as if clean");
+    m.assert_clean("freeze and shutdown");
+    m.finish();
+    let (got, _) = recovered(&img, "shut down");
+    if let Some(d) = differ(&got, &synced) {
+        panic!("after shutdown and recovery /f is not the last fsync's: {d}");
+    }
+}

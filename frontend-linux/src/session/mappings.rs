@@ -67,7 +67,6 @@ pub(super) struct State {
     /// (the connection may have negotiated it, but no inode is flagged).
     dev: AtomicU32,
     shutdown: AtomicBool,
-    frozen: AtomicBool,
     /// The kernel's mapping cache as far as this server filled it; set by
     /// `IOMAP_CONFIG` when pushes are on.
     mirror: OnceLock<MappingCache>,
@@ -232,19 +231,23 @@ impl<B: Backend> Session<B> {
             IOMAP_END => self.do_iomap_end(req),
             IOMAP_IOEND => self.do_iomap_ioend(req, out),
             IOMAP_CONFIG => self.do_iomap_config(req, out),
-            FREEZE_FS => req.arg::<abi::U64In>().map(|_| {
-                self.iomap.frozen.store(true, Ordering::Release);
+            FREEZE_FS => req.arg::<abi::U64In>().and_then(|_| {
+                self.backend
+                    .freeze()
+                    .map_err(|e| self.fail("freeze", InodeNo::ROOT, e))
             }),
             UNFREEZE_FS => {
-                self.iomap.frozen.store(false, Ordering::Release);
+                self.backend.thaw();
                 Ok(())
             }
             SHUTDOWN_FS => req.arg::<abi::U64In>().map(|a| {
                 log::error(format_args!(
-                    "the kernel shut the filesystem down (flags {:#x}); every further request fails",
+                    "the kernel shut the filesystem down (flags {:#x}); nothing more is written \
+                     (what was committed is in the journal), every further request fails",
                     a.value
                 ));
                 self.iomap.shutdown.store(true, Ordering::Release);
+                self.backend.shut_down();
             }),
             _ => Err(errno::ENOSYS),
         })

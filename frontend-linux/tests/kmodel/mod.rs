@@ -257,6 +257,12 @@ impl Model {
     /// The reply to `unique`, applying every notification that comes
     /// before it (the kernel applies them as the server writes them).
     pub fn reply(&mut self, unique: u64) -> (i32, Vec<u8>) {
+        self.reply_to(&[unique]).1
+    }
+
+    /// The first reply to any of `uniques` (requests in flight together,
+    /// answered in any order): which one, and its errno and body.
+    pub fn reply_to(&mut self, uniques: &[u64]) -> (u64, (i32, Vec<u8>)) {
         let t = Instant::now();
         loop {
             let (h, rest, n) = self.k.receive();
@@ -267,8 +273,11 @@ impl Model {
                 self.notification(h.error, &rest);
                 continue;
             }
-            if h.unique != unique {
-                self.violation(format!("reply to {} while waiting for {unique}", h.unique));
+            if !uniques.contains(&h.unique) {
+                self.violation(format!(
+                    "reply to {} while waiting for {uniques:?}",
+                    h.unique
+                ));
                 continue;
             }
             if h.error > 0 || h.error < -4095 {
@@ -282,7 +291,7 @@ impl Model {
                 ));
             }
             self.reply_wait += t.elapsed();
-            return (-h.error, rest);
+            return (h.unique, (-h.error, rest));
         }
     }
 
