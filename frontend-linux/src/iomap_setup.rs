@@ -112,14 +112,20 @@ pub fn backing_close(fuse: BorrowedFd<'_>, id: u32) -> io::Result<()> {
 
 /// `FUSE_DEV_IOC_SET_NOFS`: keep this server out of filesystem memory
 /// reclaim (which could wait on writeback that waits on this server).
-pub fn set_nofs(fuse: BorrowedFd<'_>) -> io::Result<()> {
+/// `Ok(false)`: the kernel does not know the ioctl (`ENOTTY`, `EINVAL`),
+/// which is no error.
+pub fn set_nofs(fuse: BorrowedFd<'_>) -> io::Result<bool> {
     let on: u32 = 1;
     // SAFETY: the ioctl reads one u32.
     let r = unsafe { libc::ioctl(fuse.as_raw_fd(), FUSE_DEV_IOC_SET_NOFS as _, &on) };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(false),
+            _ => Err(e),
+        };
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The block device the kernel does file I/O on: the source itself when it
@@ -514,8 +520,12 @@ pub fn activate<B: Backend>(
             return Ok(None);
         }
     };
-    if let Err(e) = set_nofs(fuse.fd()) {
-        log::error(format_args!("FUSE_DEV_IOC_SET_NOFS: {e} (continuing)"));
+    match set_nofs(fuse.fd()) {
+        Ok(true) => {}
+        Ok(false) => log::debug(format_args!(
+            "FUSE_DEV_IOC_SET_NOFS: not known to this kernel (continuing)"
+        )),
+        Err(e) => log::error(format_args!("FUSE_DEV_IOC_SET_NOFS: {e} (continuing)")),
     }
     if let Err(e) = session.activate_iomap(dev) {
         let _ = backing_close(fuse.fd(), dev);
@@ -551,6 +561,19 @@ mod tests {
         assert_eq!(FUSE_DEV_IOC_BACKING_CLOSE, 0x4004_e502);
         assert_eq!(FUSE_DEV_IOC_IOMAP_SUPPORT, 0x8010_e563);
         assert_eq!(FUSE_DEV_IOC_SET_NOFS, 0x4004_e564);
+    }
+
+    /// On a real `/dev/fuse` descriptor: set, or unknown to this kernel
+    /// (no iomap series here: `ENOTTY`); never an error.
+    #[test]
+    fn set_nofs_tolerates_a_kernel_without_it() {
+        let Ok(f) = OpenOptions::new().read(true).write(true).open("/dev/fuse") else {
+            eprintln!("no /dev/fuse: skipped");
+            return;
+        };
+        let known = set_nofs(f.as_fd()).expect("SET_NOFS must not fail");
+        assert_eq!(known, kernel_supports_iomap() || known);
+        eprintln!("FUSE_DEV_IOC_SET_NOFS known to this kernel: {known}");
     }
 
     #[test]
