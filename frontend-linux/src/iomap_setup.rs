@@ -258,6 +258,8 @@ impl BackingDevice {
 pub struct Prepared {
     mode: IomapMode,
     backing: BackingDevice,
+    /// What the kernel's probe said it can do (`abi::IOMAP_SUPPORT_*`).
+    support: u64,
 }
 
 impl Prepared {
@@ -413,6 +415,39 @@ fn block_size_of(file: &File) -> Option<u32> {
         .map(|s| s.block_size)
 }
 
+/// Whether files may offer untorn single-block writes: the kernel's iomap
+/// does atomic writes (`support` from the probe) and the block device
+/// `dev` writes one filesystem block of `block_size` bytes atomically
+/// (its atomic write unit range, from sysfs, holds it; a loop device has
+/// none).
+pub fn atomic_writes(support: u64, dev: &File, block_size: u32) -> bool {
+    if support & abi::IOMAP_SUPPORT_ATOMIC == 0 {
+        return false;
+    }
+    let Ok(meta) = dev.metadata() else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let unit = |what: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/dev/block/{major}:{minor}/queue/atomic_write_unit_{what}_bytes"
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+    };
+    atomic_unit_fits(unit("min"), unit("max"), block_size)
+}
+
+/// A device whose atomic writes are `min..=max` bytes can write one block
+/// of `block_size` bytes untorn.
+pub fn atomic_unit_fits(min: u64, max: u64, block_size: u32) -> bool {
+    let bs = u64::from(block_size);
+    min > 0 && min <= bs && bs <= max
+}
+
 /// Where [`prepare`] finds the block device.
 #[derive(Debug)]
 pub enum Given {
@@ -446,6 +481,10 @@ pub fn prepare(
         return Ok(None);
     }
     let probe = probe_fd(fuse);
+    let support = match probe {
+        Ok(Some(flags)) => flags,
+        _ => 0,
+    };
     let why = match probe {
         Ok(Some(flags)) if flags & abi::IOMAP_SUPPORT_FILEIO != 0 => None,
         Ok(Some(_)) => Some("this kernel's FUSE iomap cannot do file I/O".to_string()),
@@ -469,7 +508,11 @@ pub fn prepare(
     match backing {
         Ok(backing) => {
             log::debug(format_args!("iomap set-up: {}", backing.describe()));
-            Ok(Some(Prepared { mode, backing }))
+            Ok(Some(Prepared {
+                mode,
+                backing,
+                support,
+            }))
         }
         Err(e) => {
             decline(
@@ -494,7 +537,12 @@ pub fn activate<B: Backend>(
     session: &Session<B>,
     fuse: &DevFuse,
 ) -> Result<Option<Active>, String> {
-    let Some(Prepared { mode, backing }) = prepared else {
+    let Some(Prepared {
+        mode,
+        backing,
+        support,
+    }) = prepared
+    else {
         log::debug(format_args!("data path: plain FUSE"));
         return Ok(None);
     };
@@ -533,9 +581,18 @@ pub fn activate<B: Backend>(
         decline(mode, e, false)?;
         return Ok(None);
     }
+    let bs = session.backend().iomap_config().map_or(0, |c| c.block_size);
+    if atomic_writes(support, backing.file(), bs) {
+        session.allow_atomic_writes();
+    }
     log::error(format_args!(
-        "data path: iomap on {} (device cookie {dev})",
-        backing.describe()
+        "data path: iomap on {} (device cookie {dev}; atomic writes {})",
+        backing.describe(),
+        if session.atomic_writes_allowed() {
+            "on"
+        } else {
+            "off"
+        }
     ));
     Ok(Some(Active { backing, dev }))
 }
@@ -574,6 +631,19 @@ mod tests {
         let known = set_nofs(f.as_fd()).expect("SET_NOFS must not fail");
         assert_eq!(known, kernel_supports_iomap() || known);
         eprintln!("FUSE_DEV_IOC_SET_NOFS known to this kernel: {known}");
+    }
+
+    #[test]
+    fn atomic_write_units() {
+        assert!(atomic_unit_fits(512, 65536, 4096));
+        assert!(atomic_unit_fits(4096, 4096, 4096));
+        assert!(!atomic_unit_fits(0, 0, 4096));
+        assert!(!atomic_unit_fits(512, 2048, 4096));
+        assert!(!atomic_unit_fits(8192, 65536, 4096));
+        // Not a block device, or the kernel cannot: never.
+        let f = File::open("/dev/null").unwrap();
+        assert!(!atomic_writes(abi::IOMAP_SUPPORT_ATOMIC, &f, 4096));
+        assert!(!atomic_writes(abi::IOMAP_SUPPORT_FILEIO, &f, 4096));
     }
 
     #[test]

@@ -1133,3 +1133,79 @@ fn freeze_and_shutdown() {
         panic!("after shutdown and recovery /f is not the last fsync's: {d}");
     }
 }
+
+/// Atomic writes offered (`Session::allow_atomic_writes`): an
+/// extent-mapped file carries `FUSE_ATTR_ATOMIC`; an atomic
+/// `IOMAP_BEGIN` of one aligned block is answered with one mapping
+/// covering the whole block (`MAPPED` over written data, `UNWRITTEN|NEW`
+/// over a hole); anything larger or unaligned is refused; an
+/// indirect-mapped file is never atomic. The image stays `e2fsck -fn`
+/// clean and the kernel's ext4 reads the model's bytes.
+#[test]
+fn atomic_single_block_writes() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    use ext4_fuse::abi::attr_flags;
+    let atomic = op::WRITE | op::DIRECT | op::ATOMIC;
+    let dir = Scratch::new("iomap-atomic");
+    let mut rng = Rng::new(11);
+    let mut want = vec![0u8; 64 << 10];
+    rng.fill(&mut want);
+    let img = image(dir.path(), "ext4", 4096, "16M", &want);
+    let mut m = Model::start_rw(&img, Config::default());
+    m.session.allow_atomic_writes();
+    m.atomic = true;
+    let mut f = m.open_rw("f");
+    assert_ne!(
+        f.node.attr.flags & attr_flags::ATOMIC,
+        0,
+        "no FUSE_ATTR_ATOMIC"
+    );
+    let covers = |mp: &ext4_engine::mapping_cache::Mapping, pos: u64| {
+        mp.offset <= pos && pos + 4096 <= mp.offset + mp.length
+    };
+    let (read, _) = m.begin(&f.node, 4096, 4096, atomic).unwrap();
+    assert_eq!(read.kind, MapType::Mapped);
+    assert!(covers(&read, 4096), "{read:?}");
+    let mode = falloc::PUNCH_HOLE | falloc::KEEP_SIZE;
+    m.fallocate(&mut f, mode, 12288, 4096).unwrap();
+    want[12288..16384].fill(0);
+    let (read, _) = m.begin(&f.node, 12288, 4096, atomic).unwrap();
+    assert_eq!(read.kind, MapType::Unwritten, "{read:?}");
+    assert!(covers(&read, 12288), "{read:?}");
+    let mut d = vec![0u8; 4096];
+    rng.fill(&mut d);
+    m.direct_write(&mut f, 12288, &d).unwrap();
+    put(&mut want, 12288, &d);
+    for (pos, count) in [(0, 8192), (100, 4096), (4096, 2048)] {
+        assert_eq!(
+            m.begin(&f.node, pos, count, atomic).err(),
+            Some(libc::EINVAL),
+            "atomic {pos}+{count}"
+        );
+    }
+    m.fsync(&mut f).unwrap();
+    m.unmount();
+    m.assert_clean("atomic");
+    m.finish();
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
+    if let Some(d) = differ(&kernel_bytes(&img), &want) {
+        panic!("the kernel's ext4 reads /f differently: {d}");
+    }
+
+    // Block-mapped (ext3): no atomic writes.
+    let img = image(dir.path(), "ext3", 4096, "16M", &want);
+    let mut m = Model::start_rw(&img, Config::default());
+    m.session.allow_atomic_writes();
+    m.atomic = true;
+    let f = m.open_rw("f");
+    assert_eq!(f.node.attr.flags & attr_flags::ATOMIC, 0);
+    assert_eq!(
+        m.begin(&f.node, 4096, 4096, atomic).err(),
+        Some(libc::EINVAL)
+    );
+    m.assert_clean("atomic ext3");
+    m.finish();
+}

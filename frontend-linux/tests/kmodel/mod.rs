@@ -124,6 +124,9 @@ pub struct Model {
     want_config: ext4_engine::iomap::IomapConfig,
     /// Wall time spent waiting for replies, and how many.
     pub reply_wait: std::time::Duration,
+    /// The server was told to offer atomic writes: regular files may
+    /// carry `FUSE_ATTR_ATOMIC`.
+    pub atomic: bool,
 }
 
 /// The mapping cache key of a FUSE node: node ids of regular files are
@@ -220,6 +223,7 @@ impl Model {
             oracle,
             want_config,
             reply_wait: Default::default(),
+            atomic: false,
         };
         m.init();
         m.session
@@ -471,8 +475,11 @@ impl Model {
             } else {
                 0
             };
-            if attr.flags & !(attr_flags::SYNC | attr_flags::IMMUTABLE | attr_flags::APPEND) != want
-            {
+            let mut may = attr_flags::SYNC | attr_flags::IMMUTABLE | attr_flags::APPEND;
+            if self.atomic && want != 0 {
+                may |= attr_flags::ATOMIC;
+            }
+            if attr.flags & !may != want {
                 self.violation(format!(
                     "inode {ino}: fuse_attr.flags {:#x}, expected {want:#x}",
                     attr.flags
