@@ -5,7 +5,8 @@
 //! itself at the answered addresses.
 //!
 //! - `fsx_*`: random writes (buffered, short, direct, through mmap),
-//!   truncates, punches, zero ranges, fallocates, reads, writebacks,
+//!   truncates, punches, zero ranges, fallocates, collapse and insert
+//!   ranges, reads, writebacks,
 //!   fsyncs and evictions against an in-memory copy of the file; every
 //!   read compared with it, every reply checked; after the run `e2fsck
 //!   -fn` must be clean and the kernel's ext4 (loop mount, read-only) must
@@ -100,7 +101,7 @@ struct Fsx {
     rng: Rng,
     p: FsxParams,
     log: Vec<String>,
-    counts: [u64; 12],
+    counts: [u64; 14],
     /// Compare the whole file after every operation (`IOMAP_FSX_PARANOID`,
     /// to find the operation that broke it).
     paranoid: bool,
@@ -238,13 +239,23 @@ impl Fsx {
                 };
                 self.fallocate(falloc::ZERO_RANGE | keep, off, len, 7);
             }
-            74..=78 => {
+            74..=76 => {
                 let keep = if self.rng.chance(1, 2) {
                     falloc::KEEP_SIZE
                 } else {
                     0
                 };
                 self.fallocate(keep, off, len, 8);
+            }
+            77..=78 => {
+                let bs = u64::from(self.p.bs);
+                let (off, len) = (off / bs * bs, len.div_ceil(bs) * bs);
+                let mode = if self.rng.chance(1, 2) {
+                    falloc::COLLAPSE_RANGE
+                } else {
+                    falloc::INSERT_RANGE
+                };
+                self.shift(mode, off, len);
             }
             79..=85 => {
                 self.note(format!("writeback {off}+{len}"));
@@ -282,6 +293,45 @@ impl Fsx {
         if self.paranoid {
             let size = self.f.size;
             self.check_range(0, size);
+        }
+    }
+
+    /// Collapse or insert range: refused unless inside the file (and,
+    /// inserting, within the largest size), as the kernel's ext4 refuses.
+    fn shift(&mut self, mode: u32, off: u64, len: u64) {
+        let size = self.f.size;
+        let collapse = mode == falloc::COLLAPSE_RANGE;
+        self.note(format!(
+            "{} {off}+{len} (size {size})",
+            if collapse { "collapse" } else { "insert" }
+        ));
+        let fits = if collapse {
+            off + len < size
+        } else {
+            off < size && size + len <= self.p.max_len
+        };
+        if !fits {
+            if collapse || off >= size {
+                let r = self.m.fallocate(&mut self.f, mode, off, len);
+                if r != Err(libc::EINVAL) {
+                    self.fail(&format!("{mode:#x} outside the file: {r:?}"));
+                }
+            }
+            return;
+        }
+        match self.m.fallocate(&mut self.f, mode, off, len) {
+            Ok(()) => {}
+            // Block-mapped files cannot shift (the kernel's ext4 answers so).
+            Err(e) if e == libc::EOPNOTSUPP && self.p.kind != "ext4" => return,
+            Err(e) => self.fail(&format!("{mode:#x}: errno {e}")),
+        }
+        let (o, l) = (off as usize, len as usize);
+        if collapse {
+            self.want.drain(o..o + l);
+            self.counts[12] += 1;
+        } else {
+            self.want.splice(o..o, std::iter::repeat_n(0u8, l));
+            self.counts[13] += 1;
         }
     }
 
@@ -333,7 +383,7 @@ pub fn fsx(p: FsxParams) {
         rng,
         p,
         log: Vec::new(),
-        counts: [0; 12],
+        counts: [0; 14],
         paranoid: std::env::var_os("IOMAP_FSX_PARANOID").is_some(),
     };
     let t = Instant::now();
@@ -351,10 +401,10 @@ pub fn fsx(p: FsxParams) {
         ..
     } = x;
     eprintln!(
-        "fsx {p:?}: {:.1?}; ops write {} short {} direct {} mmap {} read {} truncate {} punch {} zero {} falloc {} writeback {} fsync {} evict {}; \
+        "fsx {p:?}: {:.1?}; ops write {} short {} direct {} mmap {} read {} truncate {} punch {} zero {} falloc {} writeback {} fsync {} evict {} collapse {} insert {}; \
          upcalls: begin {} (write {} zero {} writeback {} direct {}), cache write hits {}, end {}, ioend {}, data {} KiB",
         t.elapsed(),
-        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8], counts[9], counts[10], counts[11],
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8], counts[9], counts[10], counts[11], counts[12], counts[13],
         m.counters.begin,
         m.wc.write_begins,
         m.wc.zero_begins,

@@ -496,6 +496,9 @@ impl Model {
     /// range dropped from the cache, `FALLOCATE`, then the partial blocks
     /// at the edges of a punch or zero range zeroed by the kernel.
     pub fn fallocate(&mut self, f: &mut KFile, mode: u32, off: u64, len: u64) -> Result<(), i32> {
+        if mode & (falloc::COLLAPSE_RANGE | falloc::INSERT_RANGE) != 0 {
+            return self.shift_range(f, mode, off, len);
+        }
         let bs = self.bs;
         let end = off + len;
         let grows = mode & falloc::KEEP_SIZE == 0 && end > f.size;
@@ -532,6 +535,41 @@ impl Model {
                 self.zero_range(f, tail, lim)?;
             }
         }
+        Ok(())
+    }
+
+    /// `fallocate(2)` collapse or insert range as the kernel's ext4 does
+    /// it: block-aligned ranges only, inside the file (`EINVAL`
+    /// otherwise); the file written back and its page cache dropped from
+    /// `off` (all clean here: the model keeps no clean blocks), then
+    /// `FALLOCATE`; the size moves by `len`.
+    fn shift_range(&mut self, f: &mut KFile, mode: u32, off: u64, len: u64) -> Result<(), i32> {
+        let bs = self.bs;
+        let collapse = mode & falloc::COLLAPSE_RANGE != 0;
+        let aligned = off.is_multiple_of(bs) && len.is_multiple_of(bs) && len > 0;
+        let inside = if collapse {
+            off + len < f.size
+        } else {
+            off < f.size
+        };
+        if !aligned || !inside {
+            return Err(libc::EINVAL);
+        }
+        self.writeback(f, 0, u64::MAX)?;
+        let args = abi::FallocateIn {
+            fh: 0,
+            offset: off,
+            length: len,
+            mode,
+            padding: 0,
+        };
+        let (err, _) = self.call(opcode::FALLOCATE, f.node.nodeid, args.as_bytes());
+        self.cache.forget_inode(node_key(f.node.nodeid));
+        if err != 0 {
+            return Err(err);
+        }
+        f.size = if collapse { f.size - len } else { f.size + len };
+        f.disk_size = f.size;
         Ok(())
     }
 
