@@ -507,19 +507,7 @@ impl Model {
             let old = f.size;
             self.zero_range(f, old, (old.div_ceil(bs) * bs).min(end))?;
         }
-        self.writeback(f, 0, u64::MAX)?;
-        let args = abi::FallocateIn {
-            fh: 0,
-            offset: off,
-            length: len,
-            mode,
-            padding: 0,
-        };
-        let (err, _) = self.call(opcode::FALLOCATE, f.node.nodeid, args.as_bytes());
-        self.cache.forget_inode(node_key(f.node.nodeid));
-        if err != 0 {
-            return Err(err);
-        }
+        self.send_fallocate(f, mode, off, len)?;
         if grows {
             f.size = end;
             f.disk_size = end;
@@ -534,6 +522,25 @@ impl Model {
             if !lim.is_multiple_of(bs) && tail < lim {
                 self.zero_range(f, tail, lim)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The file written back, `FALLOCATE`, the file's cached mappings
+    /// dropped (the kernel's steps around the request).
+    fn send_fallocate(&mut self, f: &mut KFile, mode: u32, off: u64, len: u64) -> Result<(), i32> {
+        self.writeback(f, 0, u64::MAX)?;
+        let args = abi::FallocateIn {
+            fh: 0,
+            offset: off,
+            length: len,
+            mode,
+            padding: 0,
+        };
+        let (err, _) = self.call(opcode::FALLOCATE, f.node.nodeid, args.as_bytes());
+        self.cache.forget_inode(node_key(f.node.nodeid));
+        if err != 0 {
+            return Err(err);
         }
         Ok(())
     }
@@ -555,19 +562,7 @@ impl Model {
         if !aligned || !inside {
             return Err(libc::EINVAL);
         }
-        self.writeback(f, 0, u64::MAX)?;
-        let args = abi::FallocateIn {
-            fh: 0,
-            offset: off,
-            length: len,
-            mode,
-            padding: 0,
-        };
-        let (err, _) = self.call(opcode::FALLOCATE, f.node.nodeid, args.as_bytes());
-        self.cache.forget_inode(node_key(f.node.nodeid));
-        if err != 0 {
-            return Err(err);
-        }
+        self.send_fallocate(f, mode, off, len)?;
         f.size = if collapse { f.size - len } else { f.size + len };
         f.disk_size = f.size;
         Ok(())
