@@ -1259,3 +1259,66 @@ fn atomic_single_block_writes() {
     m.assert_clean("atomic ext3");
     m.finish();
 }
+
+/// Inline-data files through the model: a write to a file whose bytes
+/// live in its inode is answered `INLINE` and the bytes go to the server
+/// as `FUSE_WRITE` by node id (no file handle); reads come back through
+/// `FUSE_READ`; a write past what the inode holds moves the file out to a
+/// block (then `MAPPED`/`UNWRITTEN` answers and the kernel's own I/O),
+/// its earlier bytes kept. `e2fsck -fn` and the kernel's ext4 read the
+/// model's bytes.
+#[test]
+fn inline_data_writes() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let dir = Scratch::new("iomap-inline");
+    let mut want = b"small inline file\n".to_vec();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), &want).unwrap();
+    let img = dir.path().join("inline.img");
+    mke2fs(
+        &img,
+        &["-t", "ext4", "-b", "4096", "-I", "256", "-O", "inline_data"],
+        Some(&src),
+        "16M",
+    );
+    let mut m = Model::start_rw(&img, Config::default());
+    let mut f = m.open_rw("f");
+    let (read, _) = m.begin(&f.node, 0, 8, op::WRITE).unwrap();
+    assert_eq!(read.kind, MapType::Inline, "{read:?}");
+    // Inside the inode.
+    let d = b"-- and more --";
+    let r = m.buffered_write(&mut f, 6, d, None);
+    assert_eq!(r, Ok(d.len() as u64), "violations {:?}", m.violations);
+    put(&mut want, 6, d);
+    let end = f.size;
+    m.buffered_write(&mut f, end, b"tail", None).unwrap();
+    put(&mut want, end, b"tail");
+    assert_eq!(m.wc.inline_writes, 2);
+    let got = m.read_file(&f, 0, f.size).unwrap();
+    if let Some(d) = differ(&got, &want) {
+        panic!("inline read back: {d}");
+    }
+    assert!(m.counters.inline_reads > 0);
+    // Past what the inode holds: out to a block, the kernel writing.
+    let mut big = vec![0u8; 10_000];
+    Rng::new(5).fill(&mut big);
+    m.buffered_write(&mut f, 100, &big, None).unwrap();
+    put(&mut want, 100, &big);
+    assert_eq!(m.wc.inline_writes, 2, "a block-sized write went inline");
+    m.fsync(&mut f).unwrap();
+    let got = m.read_file(&f, 0, f.size).unwrap();
+    if let Some(d) = differ(&got, &want) {
+        panic!("after leaving the inode: {d}");
+    }
+    m.unmount();
+    m.assert_clean("inline");
+    m.finish();
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
+    if let Some(d) = differ(&kernel_bytes(&img), &want) {
+        panic!("the kernel's ext4 reads /f differently: {d}");
+    }
+}

@@ -50,6 +50,8 @@ pub struct WriteCounters {
     pub write_hits: u64,
     pub ends: u64,
     pub ioends: u64,
+    /// `FUSE_WRITE`s of inline data.
+    pub inline_writes: u64,
     /// File data bytes the model wrote to the device.
     pub data_bytes: u64,
 }
@@ -106,6 +108,8 @@ impl Model {
         let ok = match read.kind {
             MapType::Mapped | MapType::Unwritten => true,
             MapType::Hole => opflags & op::ZERO != 0,
+            // Served by the server (FUSE_WRITE); never written back.
+            MapType::Inline => opflags & (op::WRITEBACK | op::DIRECT) == 0,
             _ => false,
         };
         if !ok {
@@ -216,6 +220,14 @@ impl Model {
                 Some(m) => (m, false),
                 None => (self.write_begin(f, pos, end - pos, op::WRITE)?, true),
             };
+            if m.kind == MapType::Inline {
+                // Inline data: the server writes it (FUSE_WRITE resolved
+                // by node id, no file handle); the kernel then drops the
+                // file's cached mappings.
+                let d = &data[(pos - off) as usize..];
+                let n = self.inline_write(f, pos, d)?;
+                return Ok(pos + n - off);
+            }
             let seg = m.end().min(end) - pos;
             let written = match short {
                 Some(s) if pos == off => seg.min(s),
@@ -251,6 +263,38 @@ impl Model {
             }
         }
         Ok(pos - off)
+    }
+
+    /// `FUSE_WRITE` of `data` at `pos` to an inline-data file, without a
+    /// file handle (the kernel sends inline writes by node id): the bytes
+    /// the server took.
+    fn inline_write(&mut self, f: &mut KFile, pos: u64, data: &[u8]) -> Result<u64, i32> {
+        self.wc.inline_writes += 1;
+        let mut body = abi::WriteIn {
+            offset: pos,
+            size: data.len() as u32,
+            ..Default::default()
+        }
+        .as_bytes()
+        .to_vec();
+        body.extend_from_slice(data);
+        let (err, out) = self.call(opcode::WRITE, f.node.nodeid, &body);
+        self.cache.forget_inode(node_key(f.node.nodeid));
+        if err != 0 {
+            return Err(err);
+        }
+        let n = abi::WriteOut::read_from_bytes(&out)
+            .map(|w| u64::from(w.size))
+            .unwrap_or_else(|_| {
+                self.violation(format!("WRITE reply of {} bytes", out.len()));
+                0
+            });
+        if n != data.len() as u64 {
+            self.violation(format!("inline WRITE took {n} of {} bytes", data.len()));
+        }
+        f.size = f.size.max(pos + n);
+        f.disk_size = f.size;
+        Ok(n)
     }
 
     /// A store through a shared mapping into block `blk` (inside the
@@ -612,20 +656,15 @@ impl Model {
                 upto = upto.min(b * bs);
             }
             let n = (upto - pos) as usize;
-            let mut buf = vec![0u8; n];
-            match m.kind {
-                MapType::Mapped => {
-                    let addr = m.addr + (pos - m.offset);
-                    if let Err(e) = self.dev_file.read_exact_at(&mut buf, addr) {
-                        self.violation(format!("device read at {addr}: {e}"));
-                    }
-                }
-                MapType::Hole | MapType::Unwritten => {}
-                k => {
-                    self.violation(format!("read through a {k:?} mapping"));
-                    return Err(libc::EIO);
-                }
+            if !matches!(
+                m.kind,
+                MapType::Mapped | MapType::Hole | MapType::Unwritten | MapType::Inline
+            ) {
+                self.violation(format!("read through a {:?} mapping", m.kind));
+                return Err(libc::EIO);
             }
+            // Inline bytes through FUSE_READ, the rest from the device.
+            let buf = self.data(&f.node, &m, pos, n, f.size);
             out.extend_from_slice(&buf);
             pos = upto;
         }
