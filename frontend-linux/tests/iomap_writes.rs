@@ -1236,14 +1236,7 @@ fn atomic_single_block_writes() {
         );
     }
     m.fsync(&mut f).unwrap();
-    m.unmount();
-    m.assert_clean("atomic");
-    m.finish();
-    let (code, out) = e2fsck_check(&img);
-    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
-    if let Some(d) = differ(&kernel_bytes(&img), &want) {
-        panic!("the kernel's ext4 reads /f differently: {d}");
-    }
+    unmount_and_check(m, &img, &want, "atomic");
 
     // Block-mapped (ext3): no atomic writes.
     let img = image(dir.path(), "ext3", 4096, "16M", &want);
@@ -1313,12 +1306,18 @@ fn inline_data_writes() {
     if let Some(d) = differ(&got, &want) {
         panic!("after leaving the inode: {d}");
     }
+    unmount_and_check(m, &img, &want, "inline");
+}
+
+/// Unmount the model (no violations), then `e2fsck -fn` must be clean and
+/// the kernel's ext4 must read `want` as `/f`.
+fn unmount_and_check(mut m: Model, img: &Path, want: &[u8], what: &str) {
     m.unmount();
-    m.assert_clean("inline");
+    m.assert_clean(what);
     m.finish();
-    let (code, out) = e2fsck_check(&img);
-    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
-    if let Some(d) = differ(&kernel_bytes(&img), &want) {
-        panic!("the kernel's ext4 reads /f differently: {d}");
+    let (code, out) = e2fsck_check(img);
+    assert_eq!(code, 0, "{what}: e2fsck -fn exited {code}:\n{out}");
+    if let Some(d) = differ(&kernel_bytes(img), want) {
+        panic!("{what}: the kernel's ext4 reads /f differently: {d}");
     }
 }
