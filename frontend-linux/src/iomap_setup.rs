@@ -240,6 +240,18 @@ impl BackingDevice {
         }
     }
 
+    /// Close our descriptors and leave a loop device attached until its
+    /// last opener (a server handed a descriptor of it) closes it: the
+    /// kernel counts open files, not descriptors, so detaching while the
+    /// server shares our open file would detach it at once.
+    pub fn leave_to_autoclear(self) {
+        let BackingDevice { file, loop_dev, .. } = self;
+        drop(file);
+        if let Some(l) = loop_dev {
+            l.leave_to_autoclear();
+        }
+    }
+
     /// Close our descriptors and detach a loop device now, reporting a
     /// failure to detach (drop only logs it).
     pub fn close(self) -> io::Result<()> {

@@ -269,3 +269,51 @@ fn read_write_mounts_and_the_writable_loop_device() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+const HELPER: &str = env!("CARGO_BIN_EXE_ext4-fuse-mount");
+
+/// The mount helper, read-write with the probe forced: it attaches a
+/// *writable* loop device and hands it to the server as the source, which
+/// serves its volume on it (the plain path here: the kernel grants no
+/// iomap). Written data survives the unmount, the loop device goes, and
+/// the image passes `e2fsck -fn`.
+#[test]
+fn the_helper_hands_over_a_writable_loop_device() {
+    if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
+        return;
+    }
+    if ext4_fuse::iomap_setup::kernel_supports_iomap() {
+        eprintln!("this kernel has FUSE iomap: the fallback test does not apply");
+        return;
+    }
+    let dir = scratch("helper-rw");
+    let img = image_copy(&dir);
+    let mnt = dir.join("mnt");
+    let st = Command::new(HELPER)
+        .arg(&img)
+        .arg(&mnt)
+        .args(["-o", "rw"])
+        .env(PROBE_OVERRIDE_ENV, "assume")
+        .status()
+        .unwrap();
+    assert!(st.success(), "ext4-fuse-mount: {st}");
+    assert!(is_mounted(&mnt));
+    let loops = devices_backed_by(&img);
+    let ro: Vec<String> = loops
+        .iter()
+        .map(|n| fs::read_to_string(format!("/sys/block/{n}/ro")).unwrap_or_default())
+        .collect();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 31 + i / 999) as u8).collect();
+    let wrote = fs::write(mnt.join("written"), &data);
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(loops.len(), 1, "no loop device: {loops:?}");
+    assert_eq!(ro[0].trim(), "0", "{} is read-only", loops[0]);
+    wrote.unwrap();
+    assert!(detached(&img), "a loop device outlived the mount");
+    let (code, out) = ext4_tests::oracle::e2fsck_check(&img);
+    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
+    let km = KernelMount::ro(&img).unwrap();
+    assert!(fs::read(km.path().join("written")).unwrap() == data);
+    drop(km);
+    let _ = fs::remove_dir_all(&dir);
+}

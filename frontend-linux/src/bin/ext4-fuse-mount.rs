@@ -268,7 +268,12 @@ fn run(args: Args) -> Result<(), String> {
     // it, a dead server would leave a hanging mount instead of a broken one.
     drop(fuse);
     drop(source);
-    drop(backing);
+    // The server's descriptor is the loop device's only opener now (it
+    // shares our open file): detaching here would pull the device from
+    // under it. Autoclear takes it when the server closes it.
+    if let Some(b) = backing {
+        b.leave_to_autoclear();
+    }
     let status = loop {
         match waitpid(child, None) {
             Err(nix::Error::EINTR) => continue,
