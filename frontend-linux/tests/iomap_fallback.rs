@@ -94,13 +94,22 @@ fn run(img: &Path, mnt: &Path, opts: &str, assume: bool) -> (bool, Vec<u8>, Opti
     (mounted, data, code, err)
 }
 
-#[test]
-fn fallback_on_a_kernel_without_iomap() {
+/// The tools are here and the kernel lacks FUSE iomap (else the
+/// fallback is not what happens).
+fn applies() -> bool {
     if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
-        return;
+        return false;
     }
     if ext4_fuse::iomap_setup::kernel_supports_iomap() {
         eprintln!("this kernel has FUSE iomap: the fallback test does not apply");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn fallback_on_a_kernel_without_iomap() {
+    if !applies() {
         return;
     }
     let dir = scratch("fallback");
@@ -216,11 +225,7 @@ fn detached(img: &Path) -> bool {
 /// what was written.
 #[test]
 fn read_write_mounts_and_the_writable_loop_device() {
-    if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
-        return;
-    }
-    if ext4_fuse::iomap_setup::kernel_supports_iomap() {
-        eprintln!("this kernel has FUSE iomap: the fallback test does not apply");
+    if !applies() {
         return;
     }
     let dir = scratch("rw");
@@ -279,11 +284,7 @@ const HELPER: &str = env!("CARGO_BIN_EXE_ext4-fuse-mount");
 /// the image passes `e2fsck -fn`.
 #[test]
 fn the_helper_hands_over_a_writable_loop_device() {
-    if !require_e2fsprogs() || !require_kernel_ext4() || !require_fuse() {
-        return;
-    }
-    if ext4_fuse::iomap_setup::kernel_supports_iomap() {
-        eprintln!("this kernel has FUSE iomap: the fallback test does not apply");
+    if !applies() {
         return;
     }
     let dir = scratch("helper-rw");
