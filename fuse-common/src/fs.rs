@@ -352,7 +352,10 @@ impl<D: BlockDevice + 'static> Fs<D> {
     pub fn end_change(&self) {
         let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
         st.changing = st.changing.saturating_sub(1);
-        self.freeze.changed.notify_all();
+        // Only a freeze waits for changes to end (a wake is a system call).
+        if st.frozen {
+            self.freeze.changed.notify_all();
+        }
     }
 
     /// Freeze: hold new changes, wait for those under way, then commit,
