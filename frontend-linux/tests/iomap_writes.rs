@@ -1160,6 +1160,25 @@ fn freeze_and_shutdown() {
     let other = if first == mkdir { thaw } else { mkdir };
     assert_eq!(m.reply(other).0, 0);
     assert!(m.lookup_path("held").is_ok());
+    // A freeze waits for a change under way to end.
+    let fs = m.session.backend();
+    fs.begin_change();
+    let froze = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|t| {
+        let waiter = t.spawn(|| {
+            let r = fs.freeze();
+            froze.store(true, std::sync::atomic::Ordering::Release);
+            r
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !froze.load(std::sync::atomic::Ordering::Acquire),
+            "frozen with a change under way"
+        );
+        fs.end_change();
+        waiter.join().unwrap().unwrap();
+    });
+    fs.thaw();
 
     // Shutdown: the last fsync's file survives, nothing after it.
     m.fsync(&mut f).unwrap();
