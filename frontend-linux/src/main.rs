@@ -213,8 +213,10 @@ fn run(opts: &Options) -> Result<(), String> {
     // file I/O on (a loop device over an image).
     // One device: the volume is open on the block device the kernel
     // would write through (a device source, or the writable loop device).
+    // (Without iomap in the kernel the probe below says so, not this.)
     let one_device = matches!(given, iomap_setup::Given::Ready(_))
-        || std::fs::metadata(&opts.source).is_ok_and(|m| m.file_type().is_block_device());
+        || std::fs::metadata(&opts.source).is_ok_and(|m| m.file_type().is_block_device())
+        || !iomap_setup::kernel_supports_iomap();
     let iomap_mode = match iomap_setup::mode_for_source(opts.iomap, &opts.common)
         .and_then(|m| iomap_setup::mode_after_replay(m, volume.replayed_blocks()))
         .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only(), one_device))
