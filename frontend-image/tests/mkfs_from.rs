@@ -566,30 +566,6 @@ fn hostile_tar_streams_fail_cleanly() {
     }
 }
 
-/// Where `a` and `b` (same size) differ, reading only what either holds
-/// data in (holes read as zeros on both sides).
-fn first_byte_difference(a: &Path, b: &Path) -> Option<String> {
-    use std::os::unix::fs::FileExt;
-    let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
-    let size = fa.metadata().unwrap().len();
-    let mut ranges = ext4_tests::snapshot::host_data_map(&fa, size).unwrap();
-    ranges.extend(ext4_tests::snapshot::host_data_map(&fb, size).unwrap());
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    for (start, end) in ranges {
-        let mut at = start;
-        while at < end {
-            let n = ((end - at) as usize).min(x.len());
-            fa.read_exact_at(&mut x[..n], at).unwrap();
-            fb.read_exact_at(&mut y[..n], at).unwrap();
-            if let Some(i) = (0..n).find(|&i| x[i] != y[i]) {
-                return Some(format!("at byte {}", at + i as u64));
-            }
-            at += n as u64;
-        }
-    }
-    None
-}
-
 /// Members GNU tar cannot describe in a ustar header: a file over 8 GiB
 /// (sparse here, so it costs no disk; archived whole, zeros and all) in
 /// `--format=pax`, where its size is a PAX `size` record and the header
@@ -667,7 +643,7 @@ fn from_tar_sizes_and_numbers_past_ustar() {
         let m = KernelMount::mount(&img, true, "").expect("kernel mount");
         let got = m.path().join("big");
         assert_eq!(fs::metadata(&got).unwrap().len(), size);
-        if let Some(d) = first_byte_difference(&big, &got) {
+        if let Some(d) = first_difference(&big, &got) {
             panic!("big: the mount's bytes differ from the source's {d}");
         }
         m.unmount().expect("unmount");
