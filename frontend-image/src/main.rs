@@ -261,8 +261,10 @@ enum Cmd {
     ///
     /// Example: ext4-image mkfs disk.img 1g -t ext3 -L data
     Mkfs {
-        /// Size of the image: bytes, or with a suffix k, m, g; or `auto`
-        /// with --from: the smallest that holds the tree plus --margin.
+        /// Size of the image: bytes, or with a suffix k, m, g, t; or `auto`
+        /// with --from DIR or --from-tar FILE (read once to size it, then
+        /// again to build; not standard input): the smallest that holds
+        /// the tree plus --margin.
         #[arg(value_parser = mkfs::parse_size_or_auto)]
         size: mkfs::SizeArg,
         /// With SIZE auto: percent of room to leave beyond what the tree
@@ -280,7 +282,8 @@ enum Cmd {
         /// Fill it from a tar stream instead (FILE, or - for standard
         /// input): owners, modes, times, xattrs and ACLs (GNU tar's
         /// SCHILY records), devices, hard links and sparse files kept,
-        /// no root needed.
+        /// no root needed. PAX, ustar and GNU headers (members of any
+        /// size); 4 KiB runs of zeros in a member stay holes.
         #[arg(long, value_name = "FILE")]
         from_tar: Option<PathBuf>,
         /// Owner of the root directory, UID:GID (default: the --from
@@ -332,13 +335,15 @@ enum Cmd {
     /// Grow the filesystem to SIZE (an image file is extended, sparsely):
     /// more blocks in the last group and new groups with their own
     /// bitmaps and inode tables, as far as the group descriptor blocks in
-    /// place hold descriptors (without resize_inode nothing is reserved
-    /// for more; resize2fs moves blocks to make room). Offline only: not
-    /// on a mounted image. Shrinking is not supported.
+    /// place hold descriptors: with resize_inode (mke2fs's default) the
+    /// reserved descriptor blocks become descriptor blocks as needed and
+    /// the resize inode is laid out anew, as resize2fs does; past that
+    /// (or without it) resize2fs moves blocks to make room. Offline only:
+    /// not on a mounted image. Shrinking is not supported.
     ///
     /// Example: ext4-image disk.img resize 4g
     Resize {
-        /// The new size: bytes, or with a suffix k, m, g.
+        /// The new size: bytes, or with a suffix k, m, g, t.
         #[arg(value_parser = util::parse_size)]
         size: u64,
         /// Print the result as one JSON object.

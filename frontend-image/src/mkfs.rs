@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use ext4_engine::mkfs::{mkfs, seed_from_uuid, FsType, Made, MkfsOptions};
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use ext4_engine::features::incompat;
 use ext4_engine::{Error, FileDevice, OpenOptions as VolOptions, Timestamp, Volume};
 
 use crate::{io_msg, populate, tar_import, CmdResult, Fail};
@@ -103,10 +104,16 @@ pub fn run(a: &Args<'_>) -> CmdResult {
             (size, made, copied)
         }
         None => {
-            let Some(src) = a.from else {
-                return Err(bad(
-                    "SIZE auto needs --from DIR (a tar stream is read once: give a size)".into(),
-                ));
+            let src = match (a.from, a.from_tar) {
+                (Some(d), _) => Source::Dir(d),
+                (None, Some(t)) if t != Path::new("-") => Source::Tar(t),
+                _ => {
+                    return Err(bad(
+                        "SIZE auto needs --from DIR or --from-tar FILE (standard \
+                         input is read once: save the stream to a file, or give a size)"
+                            .into(),
+                    ))
+                }
             };
             auto_size(a, src, fs_type, uuid, hash_seed, time)?
         }
@@ -204,6 +211,12 @@ fn build(
             .into());
         }
     }
+    // What mke2fs refuses is refused before the file is made.
+    if let Err(e) = ext4_engine::mkfs::geometry(&o) {
+        let no_space = e == Error::NoSpace;
+        let fail = cannot_make(&o, size, e);
+        return Err(BuildError { fail, no_space });
+    }
     // A fresh, sparse file: it reads as zeros, which the layout relies on.
     let f = OpenOptions::new()
         .write(true)
@@ -219,22 +232,7 @@ fn build(
     let mut no_space = false;
     let made = mkfs(&dev, &o).map_err(|e| {
         no_space = e == Error::NoSpace;
-        let why = match e {
-            Error::NoSpace => "too small for the filesystem's tables (a bigger SIZE)".to_string(),
-            Error::InvalidArgument => {
-                "too many inodes for this size (fewer with -N, or a bigger SIZE)".to_string()
-            }
-            Error::FileTooBig => {
-                "the journal would need an extent tree, not laid out yet (-O ^has_journal, \
-                 or mke2fs)"
-                    .to_string()
-            }
-            e => e.to_string(),
-        };
-        Fail::Problem(format!(
-            "cannot make a filesystem of {} bytes with {}-byte blocks and {}-byte inodes: {why}",
-            size, o.block_size, o.inode_size
-        ))
+        cannot_make(&o, size, e)
     });
     let made = made.map_err(|fail| BuildError { fail, no_space })?;
     let copied = match a.from {
@@ -247,13 +245,39 @@ fn build(
     Ok((made, copied))
 }
 
+/// Why a filesystem of `size` bytes with options `o` cannot be made.
+fn cannot_make(o: &MkfsOptions, size: u64, e: Error) -> Fail {
+    let why = match e {
+        Error::NoSpace => "too small for the filesystem's tables (a bigger SIZE)".to_string(),
+        Error::InvalidArgument => {
+            "too many inodes for this size (fewer with -N, or a bigger SIZE)".to_string()
+        }
+        Error::TooBig if o.features.incompat & incompat::BIT64 == 0 => format!(
+            "{} blocks do not fit 32-bit block numbers (-O 64bit, as ext4 has by \
+             default, or bigger blocks with -b), as mke2fs refuses",
+            size / o.block_size as u64
+        ),
+        Error::TooBig => format!(
+            "{} blocks are more groups than 32-bit group numbers count (bigger \
+             blocks with -b), as mke2fs refuses",
+            size / o.block_size as u64
+        ),
+        Error::FileTooBig => "the journal does not fit its block map (-O ^has_journal)".to_string(),
+        e => e.to_string(),
+    };
+    Fail::Problem(format!(
+        "cannot make a filesystem of {} bytes with {}-byte blocks and {}-byte inodes: {why}",
+        size, o.block_size, o.inode_size
+    ))
+}
+
 /// SIZE auto: the estimate of what the tree needs plus the margin, made
 /// bigger until the tree fits (an estimate can fall short: directory
 /// blocks, extent tree blocks, xattr blocks shared or not).
 #[allow(clippy::type_complexity)]
 fn auto_size(
     a: &Args<'_>,
-    src: &Path,
+    src: Source<'_>,
     fs_type: FsType,
     uuid: [u8; 16],
     hash_seed: [u8; 16],
@@ -263,8 +287,15 @@ fn auto_size(
     let isz = a.inode_size.unwrap_or(256) as u64;
     let mut inodes = 0;
     let mut guess = |bs: u32| -> Result<u64, Fail> {
-        let need = populate::estimate(src, bs)
-            .map_err(|e| Fail::Open(format!("{}: {}", e.path.display(), e.what)))?;
+        let need = match src {
+            Source::Dir(d) => populate::estimate(d, bs),
+            Source::Tar(t) => std::fs::File::open(t)
+                .map_err(|e| populate::at(t, e))
+                .and_then(|f| {
+                    tar_import::estimate(std::io::BufReader::with_capacity(1 << 20, f), bs)
+                }),
+        }
+        .map_err(|e| Fail::Open(format!("{}: {}", e.path.display(), e.what)))?;
         inodes = (need.inodes + 16) * m / 100;
         let bs = bs as u64;
         let mut size = (need.bytes + inodes * isz) * m / 100;

@@ -82,28 +82,69 @@ pub fn engine(path: &Path, op: &str, e: Error) -> CopyError {
 }
 
 /// What a tree needs in an image, roughly: bytes of blocks (file data as
-/// allocated on the host, directories, long symlinks, xattr blocks) and
-/// inodes.
+/// allocated, directories, long symlinks, xattr blocks) and inodes.
 #[derive(Default)]
 pub struct Estimate {
     pub bytes: u64,
     pub inodes: u64,
+    block: u64,
+}
+
+impl Estimate {
+    /// Nothing yet but the root's block.
+    pub fn new(block_size: u32) -> Estimate {
+        let block = block_size as u64;
+        Estimate {
+            bytes: block,
+            inodes: 0,
+            block,
+        }
+    }
+    /// A file of `len` bytes with `alloc` of them holding data.
+    pub fn file(&mut self, len: u64, alloc: u64) {
+        let b = self.block;
+        self.bytes += alloc.min(len.next_multiple_of(b)).next_multiple_of(b);
+        // Extent tree blocks of big fragmented files, roughly.
+        self.bytes += len / (128 * b * b / 12) * b;
+    }
+    /// A symlink whose target is `len` bytes (a block from 60).
+    pub fn symlink(&mut self, len: u64) {
+        if len >= 60 {
+            self.bytes += self.block;
+        }
+    }
+    /// Xattrs, as (name, value) lengths: a block when they do not fit in
+    /// the inode.
+    pub fn xattrs(&mut self, xs: impl Iterator<Item = (usize, usize)>) {
+        let n: u64 = xs.map(|(n, v)| 16 + n as u64 + v as u64).sum();
+        if n > 96 {
+            self.bytes += n.next_multiple_of(self.block);
+        }
+    }
+    /// A directory whose entries take `entries` bytes (without `.` and
+    /// `..`), with room for a hash tree.
+    pub fn dir(&mut self, entries: u64) {
+        self.bytes += (24 + entries).next_multiple_of(self.block) * 3 / 2;
+    }
+}
+
+/// The bytes a directory entry for a name of `len` bytes takes.
+pub fn entry_bytes(len: usize) -> u64 {
+    (8 + len as u64 + 3) & !3
 }
 
 /// Walk `src` (lstat and xattr sizes only) for [`Estimate`] with blocks of
 /// `block_size` bytes.
 pub fn estimate(src: &Path, block_size: u32) -> R<Estimate> {
-    let b = block_size as u64;
-    let mut e = Estimate::default();
+    let mut e = Estimate::new(block_size);
     let mut seen = std::collections::HashSet::new();
     let mut stack = vec![src.to_path_buf()];
-    e.bytes += b;
     while let Some(dir) = stack.pop() {
         let names = sorted_names(&dir).map_err(|x| at(&dir, x))?;
-        let mut entry_bytes = 24u64;
+        let mut entries = 0u64;
         for name in names {
             let p = dir.join(&name);
-            entry_bytes += (8 + name.len() as u64 + 3) & !3;
+            entries += entry_bytes(name.len());
             let m = std::fs::symlink_metadata(&p).map_err(|x| at(&p, x))?;
             if !m.is_dir() && m.nlink() > 1 && !seen.insert((m.dev(), m.ino())) {
                 continue;
@@ -112,23 +153,14 @@ pub fn estimate(src: &Path, block_size: u32) -> R<Estimate> {
             if m.is_dir() {
                 stack.push(p.clone());
             } else if m.is_file() {
-                let alloc = (m.blocks() * 512).min(m.len().next_multiple_of(b));
-                e.bytes += alloc.next_multiple_of(b);
-                // Extent tree blocks of big fragmented files, roughly.
-                e.bytes += m.len() / (128 * b * b / 12) * b;
-            } else if m.file_type().is_symlink() && m.len() >= 60 {
-                e.bytes += b;
+                e.file(m.len(), m.blocks() * 512);
+            } else if m.file_type().is_symlink() {
+                e.symlink(m.len());
             }
             let xs = xattrs(&p).map_err(|x| at(&p, x))?;
-            let xbytes: u64 = xs
-                .iter()
-                .map(|(n, v)| 16 + n.len() as u64 + v.len() as u64)
-                .sum();
-            if xbytes > 96 {
-                e.bytes += xbytes.next_multiple_of(b);
-            }
+            e.xattrs(xs.iter().map(|(n, v)| (n.len(), v.len())));
         }
-        e.bytes += entry_bytes.next_multiple_of(b) * 3 / 2;
+        e.dir(entries);
     }
     Ok(e)
 }

@@ -46,10 +46,11 @@ pub fn run(cli: &Cli, size: u64, json_out: bool) -> CmdResult {
                 ),
                 Refusal::NotClean => "its journal needs recovery or it has errors (run `ext4-image IMAGE recover` or e2fsck first)".to_string(),
                 Refusal::NotBigger => format!("{size} bytes is not bigger than the filesystem (only growing is supported)"),
-                Refusal::TooBig { max_bytes } => format!(
-                    "its group descriptor blocks have room for groups up to {max_bytes} bytes \
+                Refusal::TooBig { max_bytes, reserved } => format!(
+                    "its group descriptor blocks{} have room for groups up to {max_bytes} bytes \
                      ({}); more needs blocks moved (resize2fs)",
-                    crate::util::human_size(max_bytes)
+                    if reserved { ", the reserved ones too," } else { "" },
+                    crate::util::human_size(max_bytes),
                 ),
             };
             return Err(Fail::Problem(format!("cannot resize {img}: {why}")));

@@ -7,6 +7,9 @@
 //! --format=posix` and `ext4-image tar` write them). Members are taken in
 //! stream order; directories missing from the stream are made (0755,
 //! root's), and every directory gets its attributes after the last member.
+//! Sizes and numbers as PAX records give them, else as the header does
+//! (octal, or GNU's base-256). `estimate` reads a stream once for SIZE
+//! auto.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -16,9 +19,12 @@ use ext4_engine::{
     FileDevice, InodeNo, Timestamp, Volume, ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER,
     ACL_USER, ACL_USER_OBJ,
 };
-use tar::EntryType;
+use tar::{EntryType, Header};
 
-use crate::populate::{at, engine, set_meta, set_size, write_all, Copied, Meta, Progress, CRED, R};
+use crate::populate::{
+    at, engine, entry_bytes, set_meta, set_size, write_all, Copied, Estimate, Meta, Progress, CRED,
+    R,
+};
 
 const S_IFCHR: u16 = 0o020000;
 const S_IFBLK: u16 = 0o060000;
@@ -56,44 +62,10 @@ pub fn run(
         done: Copied::default(),
         buf: vec![0u8; 1 << 20],
     };
-    let stream = Path::new("(tar stream)");
-    let mut ar = tar::Archive::new(input);
-    // Raw entries: the tar crate's own PAX reader splits records at
-    // newlines, which ACL texts and binary xattr values contain; the
-    // records are parsed here by their lengths, as POSIX defines them.
-    let entries = ar.entries().map_err(|e| at(stream, e))?.raw(true);
-    let mut pending = Pending::default();
-    for e in entries {
-        let mut e = e.map_err(|e| at(stream, format!("reading the tar stream: {e}")))?;
-        let kind = e.header().entry_type();
-        // Extended headers and long names are read whole: bounded, so a
-        // stream claiming a huge one fails instead of exhausting memory.
-        let mut data = || -> R<Vec<u8>> {
-            let mut v = Vec::new();
-            (&mut e)
-                .take(HEADER_MAX + 1)
-                .read_to_end(&mut v)
-                .map_err(|x| at(stream, format!("reading the tar stream: {x}")))?;
-            if v.len() as u64 > HEADER_MAX {
-                return Err(at(stream, "an extended header or long name over 16 MiB"));
-            }
-            Ok(v)
-        };
-        match kind {
-            EntryType::XHeader => pending.pax.extend(
-                pax_records(&data()?)
-                    .ok_or_else(|| at(stream, "a malformed PAX extended header"))?,
-            ),
-            EntryType::XGlobalHeader => {
-                data()?;
-            }
-            EntryType::GNULongName => pending.name = Some(trim_nul(data()?)),
-            EntryType::GNULongLink => pending.link = Some(trim_nul(data()?)),
-            _ => {
-                im.member(e, std::mem::take(&mut pending))?;
-                progress(&im.done);
-            }
-        }
+    let mut tr = TarReader::new(input);
+    while let Some((h, pending)) = tr.next()? {
+        im.member(&h, &mut tr.body, pending)?;
+        progress(&im.done);
     }
     for (ino, mut m, path) in std::mem::take(&mut im.later).into_iter().rev() {
         if ino == InodeNo::ROOT {
@@ -264,14 +236,13 @@ fn number(v: &[u8]) -> Option<u64> {
 }
 
 impl Import<'_> {
-    fn member<Rd: Read>(&mut self, mut e: tar::Entry<'_, Rd>, pending: Pending) -> R<()> {
+    fn member(&mut self, h: &Header, e: &mut impl Read, pending: Pending) -> R<()> {
         let pax = pending.pax;
-        let h = e.header().clone();
         let kind = h.entry_type();
         let raw = match (pax.get("GNU.sparse.name"), pax.get("path"), pending.name) {
             (Some(n), _, _) | (None, Some(n), _) => n.clone(),
             (None, None, Some(n)) => n,
-            (None, None, None) => e.path_bytes().into_owned(),
+            (None, None, None) => h.path_bytes().into_owned(),
         };
         let show = PathBuf::from(String::from_utf8_lossy(&raw).into_owned());
         let path = normalize(&raw).ok_or_else(|| at(&show, "a member name with `..`"))?;
@@ -354,7 +325,7 @@ impl Import<'_> {
                 .get("linkpath")
                 .cloned()
                 .or_else(|| pending.link.clone())
-                .or_else(|| e.link_name_bytes().map(|l| l.into_owned()))
+                .or_else(|| h.link_name_bytes().map(|l| l.into_owned()))
                 .ok_or_else(|| bad("no link name"))?;
             Ok(l)
         };
@@ -403,10 +374,10 @@ impl Import<'_> {
                         .get("GNU.sparse.realsize")
                         .and_then(|v| number(v))
                         .ok_or_else(|| bad("GNU.sparse.realsize"))?;
-                    self.sparse_data(&mut e, ino, &show)?;
+                    self.sparse_data(e, ino, &show)?;
                     real
                 } else {
-                    self.data(&mut e, ino, &show)?
+                    self.data(e, ino, &show)?
                 };
                 set_size(vol, ino, size, &show)?;
                 ino
@@ -449,15 +420,35 @@ impl Import<'_> {
         Ok(ino)
     }
 
-    /// A plain member's bytes, in order; returns their number.
+    /// A plain member's bytes, in order; returns their number. Runs of
+    /// 4 KiB of zeros (at 4 KiB offsets) are left as holes, as `mke2fs
+    /// -d` leaves zero blocks: the new file reads zeros there anyway.
     fn data(&mut self, r: &mut impl Read, ino: InodeNo, show: &Path) -> R<u64> {
+        const Z: usize = 4096;
+        static ZEROS: [u8; Z] = [0; Z];
         let mut off = 0u64;
         loop {
             let n = read_full(r, &mut self.buf).map_err(|x| at(show, x))?;
             if n == 0 {
                 return Ok(off);
             }
-            write_all(self.vol, ino, off, &self.buf[..n], show)?;
+            // self.buf is a multiple of Z long, so chunks stay aligned
+            // until the member's last, short read.
+            let mut run: Option<usize> = None;
+            for (i, c) in self.buf[..n].chunks(Z).enumerate() {
+                let zero = c == &ZEROS[..c.len()];
+                match (zero, run) {
+                    (false, None) => run = Some(i * Z),
+                    (true, Some(s)) => {
+                        write_all(self.vol, ino, off + s as u64, &self.buf[s..i * Z], show)?;
+                        run = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(s) = run {
+                write_all(self.vol, ino, off + s as u64, &self.buf[s..n], show)?;
+            }
             off += n as u64;
             self.done.bytes += n as u64;
         }
@@ -515,6 +506,173 @@ impl Import<'_> {
         }
         Ok(())
     }
+}
+
+/// Where errors in the stream itself are reported.
+const STREAM: &str = "(tar stream)";
+
+/// The stream's members, one at a time, framed here (the tar crate's raw
+/// mode takes a member's size from its header, and its own PAX reader
+/// splits records at newlines, which ACL texts and binary xattr values
+/// contain): extended headers and long names gathered into the member's
+/// [`Pending`], its bytes read from `body`.
+struct TarReader<Rd: Read> {
+    /// The stream, limited to the current member's bytes.
+    body: io::Take<Rd>,
+    /// Padding after the current member's bytes.
+    pad: u64,
+}
+
+impl<Rd: Read> TarReader<Rd> {
+    fn new(input: Rd) -> TarReader<Rd> {
+        TarReader {
+            body: input.take(0),
+            pad: 0,
+        }
+    }
+
+    /// The next member, `None` at the end of the stream. What the last
+    /// one's reader left unread is skipped.
+    fn next(&mut self) -> R<Option<(Header, Pending)>> {
+        let stream = Path::new(STREAM);
+        let io_err = |e: io::Error| at(stream, format!("reading the tar stream: {e}"));
+        let mut pending = Pending::default();
+        loop {
+            io::copy(&mut self.body, &mut io::sink()).map_err(io_err)?;
+            let short = self.body.limit();
+            self.body.set_limit(self.pad);
+            io::copy(&mut self.body, &mut io::sink()).map_err(io_err)?;
+            if short + self.body.limit() > 0 {
+                // A member cut short: its bytes so far were taken, the
+                // rest is missing.
+                return Err(at(stream, "the stream ends inside a member (truncated)"));
+            }
+            let Some(h) = next_header(self.body.get_mut()).map_err(io_err)? else {
+                return Ok(None);
+            };
+            let kind = h.entry_type();
+            let extension = matches!(
+                kind,
+                EntryType::XHeader
+                    | EntryType::XGlobalHeader
+                    | EntryType::GNULongName
+                    | EntryType::GNULongLink
+            );
+            // A member's PAX `size` overrides its header's (members of
+            // 8 GiB and more: GNU tar writes 0 there); the header's may
+            // be octal or base-256 (GNU).
+            let size = match pending.pax.get("size").filter(|_| !extension) {
+                Some(v) => number(v),
+                None => h.entry_size().ok(),
+            }
+            .ok_or_else(|| at(stream, "a member with a malformed size"))?;
+            self.body.set_limit(size);
+            self.pad = (512 - size % 512) % 512;
+            if !extension {
+                return Ok(Some((h, pending)));
+            }
+            // Extended headers and long names are read whole: bounded, so
+            // a stream claiming a huge one fails instead of exhausting
+            // memory.
+            if size > HEADER_MAX {
+                return Err(at(stream, "an extended header or long name over 16 MiB"));
+            }
+            let mut v = Vec::new();
+            self.body.read_to_end(&mut v).map_err(io_err)?;
+            match kind {
+                EntryType::XHeader => pending.pax.extend(
+                    pax_records(&v).ok_or_else(|| at(stream, "a malformed PAX extended header"))?,
+                ),
+                EntryType::GNULongName => pending.name = Some(trim_nul(v)),
+                EntryType::GNULongLink => pending.link = Some(trim_nul(v)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What the tar stream `input` needs in an image with blocks of
+/// `block_size` bytes (SIZE auto): its members read once, their bytes
+/// skipped.
+pub fn estimate(input: impl Read, block_size: u32) -> R<Estimate> {
+    let mut e = Estimate::new(block_size);
+    // Entry bytes per directory ("" the root).
+    let mut dirs: HashMap<Vec<u8>, u64> = HashMap::new();
+    let mut tr = TarReader::new(input);
+    while let Some((h, pending)) = tr.next()? {
+        let raw = match (pending.pax.get("GNU.sparse.name"), pending.pax.get("path")) {
+            (Some(n), _) | (None, Some(n)) => n.clone(),
+            (None, None) => pending.name.unwrap_or_else(|| h.path_bytes().into_owned()),
+        };
+        let show = PathBuf::from(String::from_utf8_lossy(&raw).into_owned());
+        let path = normalize(&raw).ok_or_else(|| at(&show, "a member name with `..`"))?;
+        if path.is_empty() {
+            continue;
+        }
+        let (dir, name) = split(&path);
+        *dirs.entry(dir.to_vec()).or_default() += entry_bytes(name.len());
+        let kind = h.entry_type();
+        if kind == EntryType::Directory {
+            dirs.entry(path.clone()).or_default();
+        }
+        if kind == EntryType::Link {
+            continue;
+        }
+        e.inodes += 1;
+        match kind {
+            EntryType::Regular | EntryType::Continuous => {
+                let real = pending
+                    .pax
+                    .get("GNU.sparse.realsize")
+                    .and_then(|v| number(v));
+                let stored = tr.body.limit();
+                e.file(real.unwrap_or(stored), stored);
+            }
+            EntryType::Symlink => {
+                let l = pending.pax.get("linkpath").cloned().or(pending.link);
+                let len = l.map_or_else(|| h.link_name_bytes().map_or(0, |l| l.len()), |l| l.len());
+                e.symlink(len as u64);
+            }
+            _ => {}
+        }
+        let xattrs = pending
+            .pax
+            .iter()
+            .filter(|(k, _)| k.starts_with("SCHILY.xattr.") || k.starts_with("SCHILY.acl."))
+            .map(|(k, v)| (k.len(), v.len()));
+        e.xattrs(xattrs);
+    }
+    for bytes in dirs.values() {
+        e.dir(*bytes);
+    }
+    Ok(e)
+}
+
+/// The next header of the stream, checked; `None` at its end (a zero
+/// block, or nothing more at a header's place).
+fn next_header(r: &mut impl Read) -> io::Result<Option<Header>> {
+    let mut h = Header::new_old();
+    let n = read_full(r, h.as_mut_bytes())?;
+    if n == 0 || h.as_bytes().iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    if n < 512 {
+        return Err(io::Error::other("the stream ends inside a header"));
+    }
+    // The checksum field counts as spaces.
+    let b = h.as_bytes();
+    let sum: u32 = b[..148]
+        .iter()
+        .chain(&b[156..])
+        .map(|&x| x as u32)
+        .sum::<u32>()
+        + 8 * 32;
+    if h.cksum().ok() != Some(sum) {
+        return Err(io::Error::other(
+            "a header with a wrong checksum (not a tar stream, or a damaged one)",
+        ));
+    }
+    Ok(Some(h))
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

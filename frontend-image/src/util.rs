@@ -3,7 +3,7 @@
 use ext4_engine::{FileType, Timestamp};
 use serde_json::{json, Value};
 
-/// `--cache-size`: bytes with an optional k/m/g suffix (powers of 1024).
+/// Sizes: bytes with an optional k/m/g/t suffix (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = t
@@ -14,6 +14,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('k') => (&t[..t.len() - 1], 10),
         Some('m') => (&t[..t.len() - 1], 20),
         Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
     let n: u64 = num

@@ -20,12 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{cmd, fsck_clean, scratch};
-use ext4_tests::oracle::KernelMount;
+use ext4_tests::oracle::{kernel_snapshot, kernel_write, mke2fs, KernelMount};
 use ext4_tests::rng::Rng;
-use ext4_tests::snapshot::{
-    diff, format_diffs, host_snapshot, Compare, Field, Kind, Snapshot, WalkOptions,
-};
-use ext4_tests::util::{built_binary, require_e2fsprogs, require_kernel_ext4, require_tool};
+use ext4_tests::snapshot::{diff, format_diffs, Compare, Field, Kind, Snapshot, WalkOptions};
+use ext4_tests::util::{built_binary, require_e2fsprogs, require_kernel_ext4, require_tool, sh};
 
 const FIELDS: &[Field] = &[
     Field::Kind,
@@ -241,20 +239,7 @@ fn q(s: &str) -> String {
 fn put_source(dir: &Path) -> (PathBuf, Vec<String>) {
     let src = dir.join("src");
     let _ = fs::remove_dir_all(&src);
-    let sh = |s: &str| {
-        let o = Command::new("sh")
-            .arg("-ec")
-            .arg(s)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{s}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    sh("umask 022; mkdir -p src/sub/deep; printf 'one\\n' > src/f1; \
+    sh(dir, "umask 022; mkdir -p src/sub/deep; printf 'one\\n' > src/f1; \
         dd if=/dev/urandom of=src/f2 bs=4096 seek=256 count=1 status=none; \
         head -c 70000 /dev/urandom > src/sub/big; ln src/f1 src/sub/link; ln -s ../f1 src/sub/sl; \
         ln -s a-long-target-name-that-does-not-fit-in-the-inode-0123456789-0123456789 src/lsl; \
@@ -287,12 +272,7 @@ fn put_source(dir: &Path) -> (PathBuf, Vec<String>) {
 }
 
 fn reset_times(reset: &[String]) {
-    let o = Command::new("sh")
-        .arg("-ec")
-        .arg(reset.join("\n"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sh(Path::new("/"), &reset.join("\n"));
 }
 
 /// A random sequence of `n` edits that all succeed on both sides, with the
@@ -720,15 +700,12 @@ fn umask022(c: &mut Command) {
 }
 
 fn snapshot(img: &Path) -> Snapshot {
-    let m = KernelMount::mount(img, true, "").expect("kernel mount");
     let opts = WalkOptions {
         content: true,
         data_map: false,
         ioctls: false,
     };
-    let s = host_snapshot(m.path(), opts);
-    m.unmount().expect("unmount");
-    s
+    kernel_snapshot(img, opts)
 }
 
 /// Run one sequence from `base`; the differences found, if any.
@@ -957,35 +934,16 @@ fn edits_on_a_kernel_written_image_as_on_the_kernel() {
     let base = dir.join("base.img");
     // 1 KiB blocks, a tree the kernel wrote: directories of several
     // blocks, xattrs, ACLs, hard links, a big file.
-    let o = cmd("mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-b", "1024"])
-        .arg(&base)
-        .arg("96M")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "mke2fs: {}",
-        String::from_utf8_lossy(&o.stderr)
+    mke2fs(&base, &["-t", "ext4", "-b", "1024"], None, "96M");
+    kernel_write(
+        &base,
+        "umask 022; mkdir -p etc/conf.d usr/lib home/u; \
+         for i in $(seq 1 120); do echo $i > etc/conf.d/file$i; done; \
+         head -c 2000000 /dev/urandom > usr/lib/big; ln usr/lib/big home/u/big; \
+         ln -s ../usr/lib/big home/u/sl; setfattr -n user.a -v 1 etc/conf.d/file7; \
+         setfacl -m u:1000:rwx,d:u:1000:rx home/u; chmod 2775 home/u; chown -R 1000:1000 home/u; \
+         touch -d @1234567890 etc/conf.d/file9",
     );
-    {
-        let m = KernelMount::mount(&base, false, "").expect("kernel mount rw");
-        let o = Command::new("sh")
-            .arg("-ec")
-            .arg(
-                "umask 022; mkdir -p etc/conf.d usr/lib home/u; \
-                 for i in $(seq 1 120); do echo $i > etc/conf.d/file$i; done; \
-                 head -c 2000000 /dev/urandom > usr/lib/big; ln usr/lib/big home/u/big; \
-                 ln -s ../usr/lib/big home/u/sl; setfattr -n user.a -v 1 etc/conf.d/file7; \
-                 setfacl -m u:1000:rwx,d:u:1000:rx home/u; chmod 2775 home/u; chown -R 1000:1000 home/u; \
-                 touch -d @1234567890 etc/conf.d/file9",
-            )
-            .current_dir(m.path())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        m.unmount().expect("unmount");
-    }
     let (seeds, n) = seeds();
     let fails: Vec<String> = seeds
         .iter()

@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -128,53 +129,87 @@ fn dumpe2fs_but_writes(img: &Path) -> String {
         .join("\n")
 }
 
+/// Ours and mke2fs's with `-t fs_type args` (mke2fs also given `-E e`)
+/// are byte-identical but for the lifetime write counts, and dumpe2fs
+/// prints the same; ours passes `e2fsck -fn`.
+fn same_as_mke2fs(name: &str, fs_type: &str, args: &[&str], e: &str) {
+    let (a, b) = (
+        path(&format!("ours-{name}.img")),
+        path(&format!("mke2fs-{name}.img")),
+    );
+    let mut all = vec!["-t", fs_type, "-U", UUID, "--timestamp", TIME, "-q"];
+    all.extend_from_slice(args);
+    ours_ok(&a, &all);
+    fsck_clean(&a);
+    let seed = dumpe2fs_field(&a, "Directory Hash Seed");
+    // A sparse file of the size (mke2fs discards, so punches, an existing
+    // file; a file it creates gets zeros written).
+    let _ = fs::remove_file(&b);
+    fs::File::create(&b)
+        .unwrap()
+        .set_len(fs::metadata(&a).unwrap().len())
+        .unwrap();
+    let o = cmd("mke2fs")
+        .env("E2FSPROGS_FAKE_TIME", TIME)
+        .args(["-q", "-F", "-t", fs_type, "-O", "^resize_inode", "-U", UUID])
+        .arg("-E")
+        .arg(format!("hash_seed={seed},lazy_itable_init=0,{e}"))
+        .arg(&b)
+        .arg(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mke2fs {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // s_kbytes_written (0x178) and the checksum (0x3FC) of each copy.
+    let skip: Vec<(u64, u64)> = superblock_copies(&a)
+        .into_iter()
+        .flat_map(|at| [(at + 0x178, at + 0x180), (at + 0x3FC, at + 0x400)])
+        .collect();
+    assert!(skip.len() >= 2, "{fs_type} {args:?}: no superblock found");
+    if let Some(msg) = first_difference_but(&a, &b, &skip) {
+        panic!("-t {fs_type} {args:?}: ours vs mke2fs's: {msg}");
+    }
+    assert_eq!(
+        dumpe2fs_but_writes(&a),
+        dumpe2fs_but_writes(&b),
+        "-t {fs_type} {args:?}: dumpe2fs differs"
+    );
+    let _ = fs::remove_file(&a);
+    let _ = fs::remove_file(&b);
+}
+
 #[test]
 fn byte_identical_to_mke2fs() {
     if !require_e2fsprogs() {
         return;
     }
     for (i, (fs_type, args)) in CASES.iter().enumerate() {
-        let (a, b) = (
-            path(&format!("ours-{i}.img")),
-            path(&format!("mke2fs-{i}.img")),
-        );
-        let mut all = vec!["-t", fs_type, "-U", UUID, "--timestamp", TIME, "-q"];
-        all.extend_from_slice(args);
-        ours_ok(&a, &all);
-        fsck_clean(&a);
-        let seed = dumpe2fs_field(&a, "Directory Hash Seed");
-        let _ = fs::remove_file(&b);
-        let o = cmd("mke2fs")
-            .env("E2FSPROGS_FAKE_TIME", TIME)
-            .args(["-q", "-F", "-t", fs_type, "-O", "^resize_inode", "-U", UUID])
-            .arg("-E")
-            .arg(format!("hash_seed={seed},nodiscard,lazy_itable_init=0"))
-            .arg(&b)
-            .arg(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mke2fs {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        // s_kbytes_written (0x178) and the checksum (0x3FC) of each copy.
-        let skip: Vec<(u64, u64)> = superblock_copies(&a)
-            .into_iter()
-            .flat_map(|at| [(at + 0x178, at + 0x180), (at + 0x3FC, at + 0x400)])
-            .collect();
-        assert!(skip.len() >= 2, "{fs_type} {args:?}: no superblock found");
-        if let Some(msg) = first_difference_but(&a, &b, &skip) {
-            panic!("-t {fs_type} {args:?}: ours vs mke2fs's: {msg}");
-        }
-        assert_eq!(
-            dumpe2fs_but_writes(&a),
-            dumpe2fs_but_writes(&b),
-            "-t {fs_type} {args:?}: dumpe2fs differs"
-        );
-        let _ = fs::remove_file(&a);
-        let _ = fs::remove_file(&b);
+        same_as_mke2fs(&i.to_string(), fs_type, args, "nodiscard");
+    }
+}
+
+/// Journals of 1 GiB (filesystems of 128 GiB and more with 4 KiB blocks,
+/// 64 GiB with 2 KiB) are eight runs or more of 32768 blocks: an extent tree of
+/// depth 1, its leaf placed as libext2fs places it. Block-mapped journals
+/// of 128 MiB and more with 1 KiB blocks (ext3 of 16 GiB and more) reach
+/// the triple-indirect block. Sparse files: mke2fs discards (punches) the
+/// file instead of writing zeros, and leaves the journal unwritten, so
+/// neither image costs more than its metadata.
+#[test]
+fn big_journals_same_as_mke2fs() {
+    if !require_e2fsprogs() {
+        return;
+    }
+    for (name, fs_type, args) in [
+        ("200g", "ext4", &["200g"][..]),
+        ("64g2k", "ext4", &["64g", "-b", "2048", "-O", "^flex_bg"]),
+        ("ext3-16g1k", "ext3", &["16g", "-b", "1024"]),
+    ] {
+        same_as_mke2fs(name, fs_type, args, "lazy_journal_init=1");
     }
 }
 
@@ -271,6 +306,33 @@ fn refusals_say_what_to_do() {
     let o = ours(&img, &["64m", "-U", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a UUID"));
+    // More than 2^32 blocks without 64bit: mke2fs refuses (-n: it only
+    // says what it would do), and so do we, before making the file.
+    let _ = fs::remove_file(&img);
+    fs::File::create(&img).unwrap();
+    let o = cmd("mke2fs")
+        .args(["-n", "-F", "-t", "ext4", "-O", "^64bit"])
+        .arg(&img)
+        .arg("17T")
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("too big to be expressed"),
+        "mke2fs -O ^64bit 17T: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fs::remove_file(&img).unwrap();
+    for args in [&["17t", "-O", "^64bit"][..], &["17t", "-t", "ext3"]] {
+        let o = ours(&img, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains("32-bit block numbers") && e.contains("-O 64bit"),
+            "{e}"
+        );
+        assert!(!img.exists(), "{args:?}: the image was made");
+    }
     let o = ours(&img, &["100m", "-N", "2000000"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
@@ -278,4 +340,59 @@ fn refusals_say_what_to_do() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// The kernel mounts a 200 GiB image (sparse) whose 1 GiB journal sits
+/// under a depth-1 extent tree, logs through it past the first four runs
+/// (data=journal: 600 MiB of data goes through the log, its head moves past
+/// block 131072), and after a power cut (shutdown without a log flush)
+/// replays it on the next mount: every fsynced byte is back, e2fsck -fn is
+/// clean.
+#[test]
+fn kernel_logs_and_replays_a_journal_under_an_extent_tree() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let img = path("big-journal.img");
+    ours_ok(&img, &["200g", "-q"]);
+    // 600 MiB in 1 MiB chunks, each different, never all in memory.
+    let chunk =
+        |i: u32| -> Vec<u8> { (0..1u32 << 20).map(|j| ((i * 7 + j) % 251) as u8).collect() };
+    let small: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    {
+        let m = KernelMount::mount(&img, false, "data=journal").expect("kernel mount");
+        let mut f = fs::File::create(m.path().join("big")).unwrap();
+        for i in 0..600 {
+            f.write_all(&chunk(i)).unwrap();
+        }
+        f.sync_all().unwrap();
+        drop(f);
+        // Logged after 600 MiB of log: in the journal's fifth run or later.
+        fs::write(m.path().join("small"), &small).unwrap();
+        fs::File::open(m.path().join("small"))
+            .unwrap()
+            .sync_all()
+            .unwrap();
+        ext4_tests::crash::shutdown(m.path());
+        m.unmount().expect("unmount");
+    }
+    assert!(
+        dumpe2fs_field(&img, "Filesystem features").contains("needs_recovery"),
+        "the power cut left nothing to replay"
+    );
+    {
+        let m = KernelMount::mount(&img, false, "").expect("kernel mount after the cut");
+        assert_eq!(fs::read(m.path().join("small")).unwrap(), small);
+        let mut f = fs::File::open(m.path().join("big")).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 600 << 20);
+        let mut got = vec![0u8; 1 << 20];
+        for i in 0..600 {
+            f.read_exact(&mut got).unwrap();
+            assert!(got == chunk(i), "big: MiB {i} differs");
+        }
+        drop(f);
+        m.unmount().expect("unmount");
+    }
+    fsck_clean(&img);
+    let _ = fs::remove_file(&img);
 }

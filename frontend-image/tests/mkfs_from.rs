@@ -216,6 +216,13 @@ fn size_auto_holds_the_tree_with_the_margin() {
     let o = mkfs(&path("no-from.img"), &["auto"], 0o022);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --from"));
+    let o = mkfs(&path("stdin.img"), &["auto", "--from-tar", "-"], 0o022);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("standard input") && e.contains("give a size"),
+        "{e}"
+    );
 }
 
 fn export_tar(img: &Path, out: &Path) {
@@ -296,6 +303,25 @@ fn from_tar_as_a_user_and_round_trip() {
     );
     failures.extend(compare_with_source(&tree, &src, &b, "round trip", true));
     export_tar(&b, &tb);
+    // SIZE auto from a tar file: the stream read once for the size, then
+    // again to build; a quarter left free (the 5% reserve included).
+    // 4 KiB blocks: the tree's 3000-byte symlinks need them.
+    let c = work.join("auto.img");
+    let mut ac = vec!["auto", "-b", "4096", "--margin", "25", "-q", "--from-tar"];
+    ac.push(gnu.to_str().unwrap());
+    mkfs_ok_as(&c, &ac, 0o022, Some(NOBODY));
+    failures.extend(compare_with_source(
+        &tree,
+        &src,
+        &c,
+        "auto from GNU tar",
+        true,
+    ));
+    let free = dumpe2fs_number(&c, "Free blocks") * 100 / dumpe2fs_number(&c, "Block count");
+    assert!(
+        (18..=45).contains(&free),
+        "auto from tar: {free}% free, wanted 18-45%"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The same members with the same details (a directory's order on
     // disk may differ: linear directories list in insertion order, which
@@ -507,4 +533,133 @@ fn hostile_tar_streams_fail_cleanly() {
             "{name}: {err}"
         );
     }
+    // GNU tar's archive cut inside its member, and a stream that is not
+    // tar at all: refused, without a hint about the image's checksums.
+    let src = dir.join("one");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), vec![b'x'; 5000]).unwrap();
+    let whole = cmd("tar")
+        .args(["--format=pax", "-cf", "-", "-C"])
+        .arg(&src)
+        .arg("f")
+        .output()
+        .unwrap()
+        .stdout;
+    let cut_at = whole.len().min(3000);
+    for (name, bytes, says) in [
+        ("cut", &whole[..cut_at], "truncated"),
+        ("not-tar", &[b'x'; 2048][..], "not a tar stream"),
+    ] {
+        let t = dir.join(format!("{name}.tar"));
+        fs::write(&t, bytes).unwrap();
+        let o = mkfs(
+            &dir.join("cut.img"),
+            &["8m", "--from-tar", t.to_str().unwrap()],
+            0o022,
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(says) && !err.contains("ignore-checksums"),
+            "{name}: {err}"
+        );
+    }
+}
+
+/// Members GNU tar cannot describe in a ustar header: a file over 8 GiB
+/// (sparse here, so it costs no disk; archived whole, zeros and all) in
+/// `--format=pax`, where its size is a PAX `size` record and the header
+/// says 0; owners and a time past the octal fields in `--format=gnu`,
+/// where they are base-256 numbers. The kernel's mount of the image shows
+/// the file's size and bytes and the owners and time as GNU tar lists them.
+#[test]
+fn from_tar_sizes_and_numbers_past_ustar() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let src = path("past-ustar");
+    let _ = fs::remove_dir_all(&src);
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("big");
+    let size = (8u64 << 30) + 8192;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = File::create(&big).unwrap();
+        f.set_len(size).unwrap();
+        f.write_all_at(b"first bytes", 0).unwrap();
+        f.write_all_at(b"past 8 GiB", (8 << 30) + 100).unwrap();
+    }
+    fs::write(src.join("ids"), b"owned far away\n").unwrap();
+    let img = path("past-ustar.img");
+    let ids_tar = src.join("ids.tar");
+    let o = cmd("tar")
+        .args(["--format=gnu", "--owner=u:3000000", "--group=g:3000001"])
+        .args(["--mtime=@9000000000", "-cf"])
+        .arg(&ids_tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("ids")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "tar --format=gnu: {o:?}");
+    let mut tar = cmd("tar")
+        .args(["--format=pax", "-cf", "-", "-C"])
+        .arg(&src)
+        .arg("big")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = Command::new(built_binary("ext4-image", "ext4-image"))
+        .args(["mkfs".as_ref(), img.as_os_str()])
+        .args(["64m", "-q", "--from-tar", "-"])
+        .stdin(tar.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(tar.wait().unwrap().success(), "tar --format=pax failed");
+    assert!(
+        o.status.success(),
+        "mkfs --from-tar - (pax): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fsck_clean(&img, "pax");
+    let gnu = path("past-ustar-gnu.img");
+    let listed = String::from_utf8_lossy(
+        &cmd("tar")
+            .args(["-tv", "--numeric-owner", "--full-time", "-f"])
+            .arg(&ids_tar)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(listed.contains("3000000/3000001"), "{listed}");
+    mkfs_ok(
+        &gnu,
+        &["8m", "-q", "--from-tar", ids_tar.to_str().unwrap()],
+        0o022,
+    );
+    fsck_clean(&gnu, "gnu");
+    {
+        let m = KernelMount::mount(&img, true, "").expect("kernel mount");
+        let got = m.path().join("big");
+        assert_eq!(fs::metadata(&got).unwrap().len(), size);
+        if let Some(d) = first_difference(&big, &got) {
+            panic!("big: the mount's bytes differ from the source's {d}");
+        }
+        m.unmount().expect("unmount");
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = KernelMount::mount(&gnu, true, "").expect("kernel mount");
+        let st = fs::metadata(m.path().join("ids")).unwrap();
+        assert_eq!(
+            (st.uid(), st.gid(), st.mtime()),
+            (3000000, 3000001, 9000000000)
+        );
+        assert_eq!(fs::read(m.path().join("ids")).unwrap(), b"owned far away\n");
+        m.unmount().expect("unmount");
+    }
+    let _ = fs::remove_dir_all(&src);
+    let _ = fs::remove_file(&img);
+    let _ = fs::remove_file(&gnu);
 }

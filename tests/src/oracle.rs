@@ -570,6 +570,25 @@ impl Drop for LoopDevice {
     }
 }
 
+/// Run `sh -ec script` with the kernel's read-write mount of `img` as the
+/// working directory (a tree written by the kernel), then unmount.
+pub fn kernel_write(img: &Path, script: &str) {
+    let m = KernelMount::mount(img, false, "").expect("kernel mount rw");
+    crate::util::sh(m.path(), script);
+    m.unmount().expect("unmount");
+}
+
+/// The tree the kernel's read-only mount of `img` shows.
+pub fn kernel_snapshot(
+    img: &Path,
+    opts: crate::snapshot::WalkOptions,
+) -> crate::snapshot::Snapshot {
+    let m = KernelMount::mount(img, true, "").expect("kernel mount");
+    let s = crate::snapshot::host_snapshot(m.path(), opts);
+    m.unmount().expect("unmount");
+    s
+}
+
 /// The kernel's ext4 mounting an image on a loop device; unmounts, detaches
 /// and removes the mount point on drop (also while unwinding from a panic).
 pub struct KernelMount {

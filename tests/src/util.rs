@@ -132,6 +132,11 @@ pub fn run(cmd: &mut Command) -> Output {
     }
 }
 
+/// Run `sh -ec script` in `dir`, which must succeed.
+pub fn sh(dir: &Path, script: &str) {
+    run_ok(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
+}
+
 /// Run a command that must succeed; returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);

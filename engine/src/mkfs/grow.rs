@@ -2,7 +2,11 @@
 //! last group, and new groups, as far as the descriptor blocks already in
 //! place have room for their descriptors (without `resize_inode` no
 //! blocks are reserved for more, and making room would mean moving what
-//! follows them: resize2fs's work, not done here).
+//! follows them: resize2fs's work, not done here). With `resize_inode`,
+//! the reserved descriptor blocks after the descriptors (in group 0 and
+//! every backup) become descriptor blocks as more are needed, new backup
+//! groups get their reserved blocks too, and the resize inode is laid out
+//! anew for what is left, as resize2fs does.
 //!
 //! Each new group holds its own bitmaps and inode table, after its
 //! superblock backup (a valid place with or without `flex_bg`). The order
@@ -20,6 +24,7 @@ use crate::device::BlockDevice;
 use crate::error::{Error, Object, Result};
 use crate::features::{compat, incompat, ro_compat};
 use crate::group_desc::{self, RawGroupDesc, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED};
+use crate::numbers::InodeNo;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET};
 
 use super::{has_super, new_desc, set_bits};
@@ -45,8 +50,9 @@ pub enum Refusal {
     /// Smaller than (or equal to) the filesystem now.
     NotBigger,
     /// The descriptor blocks hold descriptors for groups up to this many
-    /// bytes.
-    TooBig { max_bytes: u64 },
+    /// bytes, counting its reserved descriptor blocks (`reserved`: it has
+    /// some, resize_inode).
+    TooBig { max_bytes: u64, reserved: bool },
 }
 
 /// Grow the filesystem on `dev` to `new_size` bytes (the device must be
@@ -65,8 +71,8 @@ pub fn grow<D: BlockDevice>(
         (sb.has_incompat(incompat::MMP), "mmp"),
         (sb.has_compat(compat::SPARSE_SUPER2), "sparse_super2"),
         (
-            sb.reserved_gdt_blocks != 0 || sb.has_compat(compat::RESIZE_INODE),
-            "resize_inode",
+            sb.reserved_gdt_blocks != 0 && !sb.has_compat(compat::RESIZE_INODE),
+            "reserved descriptor blocks without resize_inode",
         ),
         (sb.has_incompat(incompat::JOURNAL_DEV), "journal_dev"),
     ] {
@@ -91,15 +97,30 @@ pub fn grow<D: BlockDevice>(
     let csum = sb.has_ro_compat(ro_compat::METADATA_CSUM | ro_compat::GDT_CSUM);
     let meta_csum = sb.metadata_csum();
     let backup = |g: u32| !sparse || has_super(g);
-    let super_blocks = |g: u32| if backup(g) { 1 + desc_blocks as u64 } else { 0 };
+    // With resize_inode, each backup also has the reserved descriptor
+    // blocks after its descriptors.
+    let rsv = if sb.has_compat(compat::RESIZE_INODE) {
+        sb.reserved_gdt_blocks as u64
+    } else {
+        0
+    };
+    let super_blocks = |g: u32| {
+        if backup(g) {
+            1 + desc_blocks as u64 + rsv
+        } else {
+            0
+        }
+    };
 
     let bit64 = sb.has_incompat(incompat::BIT64);
     let limit = if bit64 { 1u64 << 48 } else { u32::MAX as u64 };
-    let max_groups = (desc_blocks * per_block) as u64;
+    // Reserved descriptor blocks become descriptor blocks as needed.
+    let max_groups = ((desc_blocks + rsv as usize) * per_block) as u64;
     let max_blocks = (first_data + max_groups * bpg).min(limit);
     if new_size / bs > max_blocks {
         return Ok(Err(Refusal::TooBig {
             max_bytes: max_blocks * bs,
+            reserved: rsv > 0,
         }));
     }
     let mut new_blocks = new_size / bs;
@@ -119,14 +140,31 @@ pub fn grow<D: BlockDevice>(
     if new_groups as u64 * ipg as u64 > u32::MAX as u64 {
         return Ok(Err(Refusal::TooBig {
             max_bytes: max_blocks * bs,
+            reserved: rsv > 0,
         }));
     }
     let group_first = |g: u32| first_data + g as u64 * bpg;
     let group_len = |g: u32| (new_blocks - group_first(g)).min(bpg);
 
-    // The descriptors as they are.
-    let mut descs = vec![0u8; desc_blocks * bs as usize];
-    dev.read_blocks(first_data + 1, bsu, &mut descs)?;
+    // The descriptors as they are, with room for the new ones: the
+    // descriptor blocks taken from the reserved ones follow them.
+    let new_desc_blocks = (new_groups as usize).div_ceil(per_block);
+    let new_rsv = rsv - (new_desc_blocks - desc_blocks) as u64;
+    let mut descs = vec![0u8; new_desc_blocks * bs as usize];
+    dev.read_blocks(first_data + 1, bsu, &mut descs[..desc_blocks * bs as usize])?;
+
+    // The resize inode, checked before anything is written.
+    let resize_inode = if rsv > 0 {
+        Some(resize_inode(
+            dev,
+            &sb,
+            &descs[..ds],
+            desc_blocks as u64,
+            new_groups,
+        )?)
+    } else {
+        None
+    };
 
     let mut added_meta = 0u64;
     let mut bitmap = vec![0u8; bs as usize];
@@ -227,6 +265,14 @@ pub fn grow<D: BlockDevice>(
         }
     }
 
+    // The resize inode: each reserved descriptor block of group 0 lists
+    // its copies in the backup groups (ext2fs_create_resize_inode); the
+    // new groups' copies are added.
+    if let Some(r) = resize_inode {
+        rebuild_resize_inode(dev, &sb, r, new_desc_blocks as u64, new_rsv, new_groups)?;
+        raw.reserved_gdt_blocks = (new_rsv as u16).into();
+    }
+
     // The superblock's counts, summed from the descriptors (the
     // superblock's own may lag, as the kernel writes them lazily); the
     // reserve keeps its share.
@@ -292,4 +338,117 @@ pub fn grow<D: BlockDevice>(
         free_blocks,
         free_inodes,
     }))
+}
+
+/// Group numbers with superblock backups (not 0) in `from..to`, in order.
+fn backups_between(sparse: bool, from: u32, to: u32) -> impl Iterator<Item = u32> {
+    (from.max(1)..to).filter(move |&g| !sparse || has_super(g))
+}
+
+/// The resize inode (7) as group 0's inode table holds it: where, and its
+/// bytes; checked: its double-indirect block maps each reserved
+/// descriptor block of group 0 (`ext2fs_create_resize_inode`'s layout),
+/// and a reserved block can list the backups of `new_groups` groups.
+fn resize_inode<D: BlockDevice>(
+    dev: &D,
+    sb: &Superblock,
+    desc0: &[u8],
+    desc_blocks: u64,
+    new_groups: u32,
+) -> Result<(u64, alloc::vec::Vec<u8>)> {
+    let bs = sb.block_size as usize;
+    let apb = bs / 4;
+    let first_data = sb.first_data_block as u64;
+    let corrupt = |what| Error::corrupt(Object::Inode(InodeNo(7)), what);
+    let sparse = sb.has_ro_compat(ro_compat::SPARSE_SUPER);
+    if backups_between(sparse, 1, new_groups).count() > apb {
+        return Err(corrupt(
+            "more backup groups than a reserved descriptor block can list",
+        ));
+    }
+    let mut d = RawGroupDesc::new_zeroed();
+    d.as_mut_bytes()[..desc0.len()].copy_from_slice(desc0);
+    let table = d.inode_table_lo.get() as u64 | (d.inode_table_hi.get() as u64) << 32;
+    if table < first_data || table >= sb.blocks_count {
+        return Err(Error::corrupt(
+            Object::GroupDesc(0),
+            "inode table outside the filesystem",
+        ));
+    }
+    let isz = sb.inode_size as u64;
+    let at = table * bs as u64 + 6 * isz;
+    let mut rec = vec![0u8; isz as usize];
+    dev.read_at(at, &mut rec)?;
+    // i_block starts at 0x28; the double-indirect pointer is its 14th word.
+    let dind = word(&rec, 0x28 / 4 + 13) as u64;
+    if dind < first_data || dind >= sb.blocks_count {
+        return Err(corrupt(
+            "its double-indirect block is outside the filesystem",
+        ));
+    }
+    let mut dind_buf = vec![0u8; bs];
+    dev.read_blocks(dind, sb.block_size, &mut dind_buf)?;
+    for r in 0..sb.reserved_gdt_blocks as u64 {
+        let primary = first_data + 1 + desc_blocks + r;
+        if word(&dind_buf, ((desc_blocks + r) % apb as u64) as usize) as u64 != primary {
+            return Err(corrupt("it does not map a reserved descriptor block"));
+        }
+    }
+    Ok((at, rec))
+}
+
+fn word(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i * 4], b[i * 4 + 1], b[i * 4 + 2], b[i * 4 + 3]])
+}
+
+/// The resize inode (7) laid out anew for `new_groups` groups with
+/// `desc_blocks` descriptor blocks and `rsv` reserved ones after them, as
+/// resize2fs has `ext2fs_create_resize_inode` lay it out after growing:
+/// its double-indirect block maps each reserved block of group 0 (at
+/// index `(desc_blocks + r) % (block size / 4)`; the blocks that became
+/// descriptor blocks drop out), each of those lists its copies in the
+/// backup groups in group order, and `i_blocks` counts them all. `(at,
+/// rec)`: the inode, from [`resize_inode`].
+fn rebuild_resize_inode<D: BlockDevice>(
+    dev: &D,
+    sb: &Superblock,
+    (at, mut rec): (u64, alloc::vec::Vec<u8>),
+    desc_blocks: u64,
+    rsv: u64,
+    new_groups: u32,
+) -> Result<()> {
+    let bs = sb.block_size as usize;
+    let apb = (bs / 4) as u64;
+    let sparse = sb.has_ro_compat(ro_compat::SPARSE_SUPER);
+    let bpg = sb.blocks_per_group as u64;
+    let first_data = sb.first_data_block as u64;
+    let dind = word(&rec, 0x28 / 4 + 13) as u64;
+    let backups: alloc::vec::Vec<u32> = backups_between(sparse, 1, new_groups).collect();
+    let mut dind_buf = vec![0u8; bs];
+    let mut ind = vec![0u8; bs];
+    for r in 0..rsv {
+        let primary = first_data + 1 + desc_blocks + r;
+        let i = ((desc_blocks + r) % apb) as usize * 4;
+        dind_buf[i..i + 4].copy_from_slice(&(primary as u32).to_le_bytes());
+        ind.fill(0);
+        for (k, &g) in backups.iter().enumerate() {
+            let copy = primary + g as u64 * bpg;
+            ind[k * 4..k * 4 + 4].copy_from_slice(&(copy as u32).to_le_bytes());
+        }
+        dev.write_blocks(primary, sb.block_size, &ind)?;
+    }
+    dev.write_blocks(dind, sb.block_size, &dind_buf)?;
+    // i_blocks, in 512-byte units: the double-indirect block, the
+    // reserved blocks and their copies.
+    let blocks = (1 + rsv * (1 + backups.len() as u64)) * (bs as u64 / 512);
+    rec[0x1C..0x20].copy_from_slice(&(blocks as u32).to_le_bytes());
+    rec[0x74..0x76].copy_from_slice(&((blocks >> 32) as u16).to_le_bytes());
+    if let Some((c, hi)) = crate::inode::expected_checksum(sb, InodeNo(7), &rec) {
+        rec[0x7C..0x7E].copy_from_slice(&(c as u16).to_le_bytes());
+        if hi {
+            rec[0x82..0x84].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
+        }
+    }
+    dev.write_at(at, &rec)?;
+    Ok(())
 }

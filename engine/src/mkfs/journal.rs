@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::extent::Extent;
 use crate::journal::format::{JournalSuperblock, MAGIC, SUPERBLOCK_V2};
 use crate::numbers::{FileBlock, PhysBlock};
-use crate::write::extent::{extent_bytes, header, MAX_LEN};
+use crate::write::extent::{extent_bytes, header, index_bytes, MAX_LEN};
 
 pub(super) struct Journal {
     pub blocks: u32,
@@ -28,6 +28,8 @@ pub(super) struct Journal {
     pub blocks_512: u64,
     /// Indirect blocks to write: where, and the block numbers they hold.
     pub indirect: Vec<(u64, Vec<u32>)>,
+    /// The extent leaf below a depth-1 root: where, and its extents.
+    pub leaf: Option<(u64, Vec<[u8; 12]>)>,
 }
 
 /// `get_midpoint_journal_block`: the first block of the group, among the
@@ -64,8 +66,13 @@ pub(super) fn midpoint_goal(geo: &Geometry, flex: u32, free: impl Fn(u32) -> u64
     geo.group_first(best)
 }
 
-/// An extent-mapped journal of `n` blocks from `goal`: at most four
-/// extents (the inode's root), each of at most 32768 blocks.
+/// An extent-mapped journal of `n` blocks from `goal`, in runs of at most
+/// 32768 blocks: up to four in the inode's root; more move to one leaf
+/// block under a depth-1 root, as `ext2fs_fallocate` grows the tree when
+/// the fifth run is inserted (`extent_node_split`): the leaf is allocated
+/// then, after that run's blocks, from the block before the first run
+/// onwards (1 GiB journals, of filesystems of 128 GiB and more with
+/// 4 KiB blocks, have eight runs).
 pub(super) fn with_extents(
     geo: &Geometry,
     used: &mut Used,
@@ -73,40 +80,62 @@ pub(super) fn with_extents(
     goal: u64,
     n: u32,
 ) -> Result<Journal> {
-    let mut i_block = [0u8; 60];
+    let leaf_max = (geo.block_size as usize - 12) / 12;
+    let mut runs: Vec<Extent> = Vec::new();
+    let mut leaf = None;
     let mut cursor = goal;
-    let (mut lblk, mut count) = (0u32, 0usize);
-    let mut first = None;
+    let mut lblk = 0u32;
+    let touch = |touched: &mut [bool], b: u64, len: u64| {
+        for g in geo.group_of(b)..=geo.group_of(b + len - 1) {
+            touched[g as usize] = true;
+        }
+    };
     while lblk < n {
         let b = used.new_block(cursor).ok_or(Error::NoSpace)?;
         let len = used.free_run(b).min((n - lblk).min(MAX_LEN) as u64) as u32;
-        if count == 4 {
-            // An extent tree below the inode is not laid out.
+        if runs.len() == leaf_max {
+            // A second level of the tree is not laid out (a journal
+            // this fragmented cannot happen on a new filesystem).
             return Err(Error::FileTooBig);
         }
-        let e = Extent {
+        used.mark(b, len as u64);
+        touch(touched, b, len as u64);
+        runs.push(Extent {
             lblk: FileBlock(lblk),
             len,
             pblk: PhysBlock(b),
             unwritten: false,
-        };
-        i_block[12 + count * 12..24 + count * 12].copy_from_slice(&extent_bytes(&e));
-        count += 1;
-        used.mark(b, len as u64);
-        for g in geo.group_of(b)..=geo.group_of(b + len as u64 - 1) {
-            touched[g as usize] = true;
+        });
+        if runs.len() == 5 {
+            let at = used.new_block(runs[0].pblk.0 - 1).ok_or(Error::NoSpace)?;
+            used.mark(at, 1);
+            touch(touched, at, 1);
+            leaf = Some(at);
         }
-        first.get_or_insert(b);
         lblk += len;
         cursor = b + len as u64;
     }
-    header(&mut i_block, count, 4, 0);
+    let first = runs.first().ok_or(Error::NoSpace)?.pblk.0;
+    let mut i_block = [0u8; 60];
+    let entries: Vec<[u8; 12]> = runs.iter().map(extent_bytes).collect();
+    for (i, e) in entries.iter().take(4).enumerate() {
+        i_block[12 + i * 12..24 + i * 12].copy_from_slice(e);
+    }
+    if let Some(at) = leaf {
+        // The root keeps the bytes of the runs moved out to the leaf
+        // beyond its one index entry, as libext2fs leaves them.
+        header(&mut i_block, 1, 4, 1);
+        i_block[12..24].copy_from_slice(&index_bytes(0, at));
+    } else {
+        header(&mut i_block, entries.len(), 4, 0);
+    }
     Ok(Journal {
         blocks: n,
-        first: first.ok_or(Error::NoSpace)?,
+        first,
         i_block,
-        blocks_512: n as u64 * (geo.block_size / 512) as u64,
+        blocks_512: (n as u64 + leaf.is_some() as u64) * (geo.block_size / 512) as u64,
         indirect: Vec::new(),
+        leaf: leaf.map(|at| (at, entries)),
     })
 }
 
@@ -128,39 +157,46 @@ pub(super) fn block_mapped(
     };
     let mut words = [0u32; 15];
     let mut indirect: Vec<(u64, Vec<u32>)> = Vec::new();
-    // Index in `indirect` of the double-indirect block.
-    let mut dind = None;
+    // Index in `indirect` of the block open at each depth (1: the one the
+    // inode points to) of the current region.
+    let mut open = [0usize; 4];
     let mut first = 0;
     for l in 0..n as u64 {
-        if l >= 12 + apb + apb * apb {
-            return Err(Error::FileTooBig);
-        }
-        if l == 12 {
-            let ind = alloc(used)?;
-            words[12] = ind as u32;
-            indirect.push((ind, Vec::new()));
-        } else if l >= 12 + apb {
-            let k = l - 12 - apb;
-            if k == 0 {
-                let d = alloc(used)?;
-                words[13] = d as u32;
-                indirect.push((d, Vec::new()));
-                dind = Some(indirect.len() - 1);
-            }
-            if k.is_multiple_of(apb) {
-                let ind = alloc(used)?;
-                if let Some(d) = dind {
-                    indirect[d].1.push(ind as u32);
-                }
-                indirect.push((ind, Vec::new()));
-            }
-        }
-        let b = alloc(used)?;
-        if l < 12 {
+        let b = if l < 12 {
+            let b = alloc(used)?;
             words[l as usize] = b as u32;
-        } else if let Some(last) = indirect.last_mut() {
-            last.1.push(b as u32);
-        }
+            b
+        } else {
+            // Region r (1: indirect, 2: double, 3: triple) and the block's
+            // place in it.
+            let (mut r, mut k, mut span) = (1usize, l - 12, apb);
+            while k >= span {
+                if r == 3 {
+                    return Err(Error::FileTooBig);
+                }
+                k -= span;
+                r += 1;
+                span *= apb;
+            }
+            // A new map block at each depth whose span starts here, top
+            // down, before the block it maps (ext2fs_bmap's order).
+            for d in 1..=r {
+                let child_span = apb.pow((r - d) as u32 + 1);
+                if k.is_multiple_of(child_span) {
+                    let m = alloc(used)?;
+                    if d == 1 {
+                        words[11 + r] = m as u32;
+                    } else {
+                        indirect[open[d - 1]].1.push(m as u32);
+                    }
+                    indirect.push((m, Vec::new()));
+                    open[d] = indirect.len() - 1;
+                }
+            }
+            let b = alloc(used)?;
+            indirect[open[r]].1.push(b as u32);
+            b
+        };
         if l == 0 {
             first = b;
         }
@@ -175,6 +211,7 @@ pub(super) fn block_mapped(
         i_block,
         blocks_512: (n as u64 + indirect.len() as u64) * (geo.block_size / 512) as u64,
         indirect,
+        leaf: None,
     })
 }
 

@@ -10,8 +10,11 @@
 //! at the start of each flex group (`ext2fs_allocate_group_table`); the
 //! root directory and lost+found (16 KiB, at least two blocks) in the first
 //! free blocks; the journal (size by the filesystem's size, as
-//! `ext2fs_default_journal_size`) as one extent run from the middle group,
-//! or block-mapped right after lost+found without extents. With group
+//! `ext2fs_default_journal_size`) in extent runs from the middle group
+//! (more than four under a depth-1 tree: 1 GiB journals), or block-mapped
+//! right after lost+found without extents (up to the triple-indirect
+//! block). Sizes mke2fs refuses are refused: more than 2^32 blocks without
+//! `64bit`, more groups than 32 bits count. With group
 //! descriptor checksums, groups nothing was allocated in keep
 //! `BLOCK_UNINIT`, all but group 0 `INODE_UNINIT`, and their bitmaps are
 //! not written; inode tables read as zeros (`ITABLE_ZEROED`).
@@ -383,9 +386,15 @@ pub fn geometry(o: &MkfsOptions) -> Result<Geometry> {
     let mut bpg = (bs * 8).min(MAX_PER_GROUP);
     // Bytes per inode are at least a block (mke2fs).
     let ratio = o.inode_ratio.max(bs) as u64;
-    // Without 64bit, block numbers are 32-bit.
-    let max_blocks = if bit64 { 1u64 << 48 } else { u32::MAX as u64 };
-    let all_blocks = (o.size / bs as u64).min(max_blocks);
+    // Without 64bit, block numbers are 32-bit; group numbers always are
+    // (mke2fs refuses both, `TooBig`).
+    let all_blocks = o.size / bs as u64;
+    if (!bit64 && all_blocks > u32::MAX as u64)
+        || all_blocks >= 1u64 << (bs.trailing_zeros() + 3 + 32)
+    {
+        return Err(Error::TooBig);
+    }
+    let all_blocks = all_blocks.min(1u64 << 48);
     let mut blocks = all_blocks;
     // The reserve as mke2fs computes it (in floating point): the percent of
     // every block, scaled down when a last group is dropped, and, as
@@ -399,10 +408,22 @@ pub fn geometry(o: &MkfsOptions) -> Result<Geometry> {
         }
         let groups64 = (blocks - first_data_block as u64).div_ceil(bpg as u64);
         let groups = u32::try_from(groups64).map_err(|_| Error::InvalidArgument)?;
+        // Inode numbers are 32-bit: mke2fs caps its count with 64bit,
+        // and refuses it without.
         let want = match o.inodes {
             Some(n) => n,
-            None => blocks * bs as u64 / ratio,
+            None => {
+                let n = blocks * bs as u64 / ratio;
+                if n > u32::MAX as u64 && bit64 {
+                    u32::MAX as u64
+                } else {
+                    n
+                }
+            }
         };
+        if want > u32::MAX as u64 {
+            return Err(Error::InvalidArgument);
+        }
         let mut ipg = want.div_ceil(groups as u64).max(1);
         if ipg > (bs * 8) as u64 {
             // More inodes than a bitmap block per group: smaller groups,
@@ -419,11 +440,13 @@ pub fn geometry(o: &MkfsOptions) -> Result<Geometry> {
         let per_block = (bs / isz) as u64;
         // At most one bitmap block of inodes per group, and 16-bit counts.
         ipg = ipg.min((bs * 8) as u64).min((1 << 16) - per_block);
-        let itb = ipg.div_ceil(per_block);
-        let ipg = (itb * per_block) as u32 & !7;
-        if ipg == 0 {
-            return Err(Error::InvalidArgument);
+        // Whole inode table blocks, a multiple of 8; fewer while the total
+        // exceeds 32 bits (ext2fs_initialize's ipg_retry).
+        let round = |ipg: u64| (ipg.div_ceil(per_block) * per_block).max(8) as u32 & !7;
+        while round(ipg) as u64 * groups as u64 > u32::MAX as u64 && ipg > 1 {
+            ipg -= 1;
         }
+        let ipg = round(ipg);
         let itb = (ipg as u64 * isz as u64).div_ceil(bs as u64) as u32;
         let desc_blocks = groups.div_ceil(bs / desc_size);
         let geo = Geometry {
@@ -726,7 +749,7 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
     // Directory blocks.
     let tail = meta_csum;
     let area = if tail { bs - 12 } else { bs };
-    let dir_seed = |ino: u32| {
+    let inode_seed = |ino: u32| {
         crc32c(
             crc32c(sb.csum_seed, &ino.to_le_bytes()),
             &0u32.to_le_bytes(),
@@ -736,7 +759,7 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
         if tail {
             put_entry(b, bs - 12, 0, 12, b"", 0, bs);
             b[bs - 5] = 0xDE;
-            let c = crc32c(dir_seed(ino), &b[..bs - 12]);
+            let c = crc32c(inode_seed(ino), &b[..bs - 12]);
             b[bs - 4..].copy_from_slice(&c.to_le_bytes());
         }
     };
@@ -781,6 +804,19 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
             block.fill(0);
             for (i, w) in words.iter().enumerate() {
                 block[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            dev.write_blocks(*at, geo.block_size, &block)?;
+        }
+        if let Some((at, entries)) = &j.leaf {
+            block.fill(0);
+            header(&mut block, entries.len(), (bs - 12) / 12, 0);
+            for (i, e) in entries.iter().enumerate() {
+                block[12 + i * 12..24 + i * 12].copy_from_slice(e);
+            }
+            if meta_csum {
+                let off = 12 + (bs - 12) / 12 * 12;
+                let c = crc32c(inode_seed(JOURNAL_INO), &block[..off]);
+                block[off..off + 4].copy_from_slice(&c.to_le_bytes());
             }
             dev.write_blocks(*at, geo.block_size, &block)?;
         }

@@ -126,7 +126,7 @@ pub(crate) fn extent_bytes(e: &Extent) -> [u8; 12] {
     r[8..12].copy_from_slice(&(e.pblk.0 as u32).to_le_bytes());
     r
 }
-fn index_bytes(key: u32, child: u64) -> [u8; 12] {
+pub(crate) fn index_bytes(key: u32, child: u64) -> [u8; 12] {
     let mut r = [0u8; 12];
     r[0..4].copy_from_slice(&key.to_le_bytes());
     r[4..8].copy_from_slice(&(child as u32).to_le_bytes());
