@@ -116,6 +116,60 @@ fn kernel_mount_shows_the_source_tree() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Every feature row again from GNU tar's archive of the tree, each image
+/// built by an ordinary user (nobody): the kernel's mount equals the
+/// source tree and `e2fsck -fn` is clean.
+#[test]
+fn kernel_mount_shows_the_gnu_tar_of_the_tree() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let tree = source_tree(&TreeParams::new(Profile::Small, 1024));
+    let src = path("tree-rows-tar");
+    copy_with_planned_times(&tree, &src);
+    let work = path("rows-as-user");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir(&work).unwrap();
+    fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).unwrap();
+    let gnu = work.join("gnu.tar");
+    gnu_tar(&src, &gnu);
+    let mut failures = Vec::new();
+    for (name, args) in ROWS {
+        let img = work.join(format!("{name}.img"));
+        let mut all = vec!["256m"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-q", "-U", UUID, "--timestamp", TIME, "--from-tar"]);
+        all.push(gnu.to_str().unwrap());
+        mkfs_ok_as(&img, &all, 0o022, Some(NOBODY));
+        failures.extend(compare_with_source(&tree, &src, &img, name, true));
+        let _ = fs::remove_file(&img);
+    }
+    let _ = fs::remove_dir_all(&work);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// GNU tar's PAX archive of `src` with xattrs, ACLs, sparse files and
+/// numeric owners.
+fn gnu_tar(src: &Path, out: &Path) {
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(src)
+            .args([
+                "--format=posix",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "-S",
+                "--numeric-owner",
+                "-cf",
+            ])
+            .arg(out)
+            .arg("."),
+    );
+}
+
 /// Build `img` from `src` with `args` (SIZE first), check it with e2fsck
 /// and compare the kernel's read-only mount with the source; the
 /// differences, formatted, if any.
@@ -258,22 +312,7 @@ fn from_tar_as_a_user_and_round_trip() {
     fs::create_dir(&work).unwrap();
     fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).unwrap();
     let gnu = work.join("gnu.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&src)
-            .args([
-                "--format=posix",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--acls",
-                "-S",
-                "--numeric-owner",
-                "-cf",
-            ])
-            .arg(&gnu)
-            .arg("."),
-    );
+    gnu_tar(&src, &gnu);
     let (a, b) = (work.join("a.img"), work.join("b.img"));
     let args = |t: &Path| fixed_args("256m", "--from-tar", t);
     let strs = |v: &Vec<String>| v.iter().map(String::clone).collect::<Vec<_>>();
