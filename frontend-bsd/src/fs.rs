@@ -1,6 +1,7 @@
 //! The FUSE filesystem: `fuser::Filesystem` over an engine `Volume`, using
 //! only what FreeBSD's fusefs speaks (plain READDIR, no READDIRPLUS, no
-//! passthrough, no notifications, LSEEK only from protocol 7.24 on).
+//! passthrough, LSEEK only from protocol 7.24 on; of the notifications
+//! only `FUSE_NOTIFY_INVAL_INODE`, which FreeBSD's fusefs has since 7.23).
 //!
 //! Node ids are ext4 inode numbers ([`ext4_fuse_common::nodes`]); the
 //! kernel's references to them (lookups, open files) are counted by
@@ -13,6 +14,7 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ext4_engine::policy::{self, Caller, ShownIds, XattrReply};
@@ -22,9 +24,10 @@ use ext4_fuse_common::fs::{kills_privileges, Fs};
 use ext4_fuse_common::{log, nodes};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::sys;
@@ -69,6 +72,10 @@ pub struct Ext4Fs<D: BlockDevice + 'static> {
     /// keeping its caches as with FOPEN_KEEP_CACHE / FOPEN_CACHE_DIR.
     no_open: AtomicBool,
     no_opendir: AtomicBool,
+    /// Where the session's notifier goes once the session exists
+    /// ([`Ext4Fs::notifier_slot`]); without one (the protocol test) no
+    /// notification is sent.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 /// Our highest protocol minor (what `fuser` answers INIT with).
@@ -83,6 +90,33 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
             minor: AtomicU32::new(0),
             no_open: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
+            notifier: Arc::default(),
+        }
+    }
+
+    /// Set this to the session's notifier (`Session::notifier`, made after
+    /// the filesystem moved into the session): then the kernel hears of
+    /// the attributes the server changed on its own.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        Arc::clone(&self.notifier)
+    }
+
+    /// After the reply: tell the kernel which inodes' cached attributes
+    /// the request made stale behind its back (set-ID bits the server
+    /// dropped, [`Fs::take_stale`]), as ext4-fuse does. Attributes only
+    /// (offset -1), so no page of the file is touched.
+    fn invalidate_stale(&self) {
+        let stale = self.fs.take_stale();
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        for ino in stale {
+            let Ok(node) = nodes::ino_to_nodeid(ino) else {
+                continue;
+            };
+            if let Err(e) = n.inval_inode(INodeNo(node), -1, 0) {
+                log::debug(format_args!("invalidating inode {ino}: {e}"));
+            }
         }
     }
 
@@ -787,6 +821,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a, u64::from(a.ino.0))),
             Err(e) => reply.error(self.fail("setattr", ino, &e)),
         }
+        self.invalidate_stale();
     }
 
     fn write(
@@ -815,6 +850,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", ino, &e)),
         }
+        self.invalidate_stale();
     }
 
     fn copy_file_range(
@@ -841,6 +877,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(self.fail("copy_file_range", to, &e)),
         }
+        self.invalidate_stale();
     }
 
     fn mkdir(
@@ -978,5 +1015,6 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             .fs
             .fallocate(&caller(req), ino, (mode as u32, offset, length), true);
         self.reply_done(reply, "fallocate", ino, r);
+        self.invalidate_stale();
     }
 }

@@ -1,8 +1,9 @@
 # Modes the kernel's attribute cache holds (statx for STATX_MODE alone,
 # which a cached mode answers) right after writes, fallocate and
 # copy_file_range by an unprivileged user dropped set-ID bits: on
-# ext4-fuse, where the server drops them itself (FUSE_HANDLE_KILLPRIV_V2)
-# and tells the kernel (FUSE_NOTIFY_INVAL_INODE), as on the kernel's ext4
+# ext4-fuse (the server drops them itself, FUSE_HANDLE_KILLPRIV_V2) and
+# ext4-fuse-bsd (the server drops what the kernel left), each telling the
+# kernel (FUSE_NOTIFY_INVAL_INODE), as on the kernel's ext4
 # (tests/tests/rw_mounts.rs server_changes_reach_the_kernel_cache).
 d=$1   # the mount point (made world-writable by the caller)
 cd "$d" || exit 1
