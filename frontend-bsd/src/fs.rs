@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,10 +73,50 @@ pub struct Ext4Fs<D: BlockDevice + 'static> {
     /// keeping its caches as with FOPEN_KEEP_CACHE / FOPEN_CACHE_DIR.
     no_open: AtomicBool,
     no_opendir: AtomicBool,
-    /// Where the session's notifier goes once the session exists
-    /// ([`Ext4Fs::notifier_slot`]); without one (the protocol test) no
-    /// notification is sent.
-    notifier: Arc<OnceLock<Notifier>>,
+    /// Where invalidations go once the session exists
+    /// ([`Ext4Fs::invalidations`]); before (and in the protocol test)
+    /// none is sent.
+    invalidations: Invalidations,
+}
+
+/// Most batches of invalidations waiting for their thread; past that
+/// the attribute timeout covers them.
+const INVALIDATIONS_QUEUED: usize = 64;
+
+/// `FUSE_NOTIFY_INVAL_INODE` for attributes the server changed on its own,
+/// sent from a thread of their own: FreeBSD's fusefs locks the vnode to
+/// invalidate it, and the requester may still hold that lock while it
+/// waits for the answer to its next request, which fuser's one request
+/// loop (one thread on FreeBSD) could then never give. Attributes only
+/// (offset -1): no page of the file is touched.
+#[derive(Clone, Default)]
+pub struct Invalidations(Arc<OnceLock<SyncSender<Vec<InodeNo>>>>);
+
+impl Invalidations {
+    /// Start sending through the session's notifier.
+    pub fn start(&self, notifier: Notifier) -> std::io::Result<()> {
+        let (tx, rx) = sync_channel::<Vec<InodeNo>>(INVALIDATIONS_QUEUED);
+        std::thread::Builder::new()
+            .name("invalidate".into())
+            .spawn(move || {
+                for ino in rx.into_iter().flatten() {
+                    let Ok(node) = nodes::ino_to_nodeid(ino) else {
+                        continue;
+                    };
+                    if let Err(e) = notifier.inval_inode(INodeNo(node), -1, 0) {
+                        log::debug(format_args!("invalidating inode {ino}: {e}"));
+                    }
+                }
+            })?;
+        let _ = self.0.set(tx);
+        Ok(())
+    }
+
+    fn send(&self, inos: Vec<InodeNo>) {
+        if let (false, Some(tx)) = (inos.is_empty(), self.0.get()) {
+            let _ = tx.try_send(inos);
+        }
+    }
 }
 
 /// Our highest protocol minor (what `fuser` answers INIT with).
@@ -90,34 +131,22 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
             minor: AtomicU32::new(0),
             no_open: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
-            notifier: Arc::default(),
+            invalidations: Invalidations::default(),
         }
     }
 
-    /// Set this to the session's notifier (`Session::notifier`, made after
-    /// the filesystem moved into the session): then the kernel hears of
-    /// the attributes the server changed on its own.
-    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
-        Arc::clone(&self.notifier)
+    /// The handle to start the invalidations with, once the session
+    /// (which the filesystem moves into) gives its notifier
+    /// ([`Invalidations::start`]).
+    pub fn invalidations(&self) -> Invalidations {
+        self.invalidations.clone()
     }
 
     /// After the reply: tell the kernel which inodes' cached attributes
     /// the request made stale behind its back (set-ID bits the server
-    /// dropped, [`Fs::take_stale`]), as ext4-fuse does. Attributes only
-    /// (offset -1), so no page of the file is touched.
+    /// dropped, [`Fs::take_stale`]), as ext4-fuse does.
     fn invalidate_stale(&self) {
-        let stale = self.fs.take_stale();
-        let Some(n) = self.notifier.get() else {
-            return;
-        };
-        for ino in stale {
-            let Ok(node) = nodes::ino_to_nodeid(ino) else {
-                continue;
-            };
-            if let Err(e) = n.inval_inode(INodeNo(node), -1, 0) {
-                log::debug(format_args!("invalidating inode {ino}: {e}"));
-            }
-        }
+        self.invalidations.send(self.fs.take_stale());
     }
 
     pub fn volume(&self) -> &Volume<D> {
