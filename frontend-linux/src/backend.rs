@@ -229,6 +229,18 @@ pub trait Backend: Send + Sync {
     fn close(&self) -> Result<()> {
         Ok(())
     }
+    /// As [`Fs::begin_change`]: a write request begins (waits while frozen).
+    fn begin_change(&self) {}
+    /// As [`Fs::end_change`].
+    fn end_change(&self) {}
+    /// As [`Fs::freeze`]: `FREEZE_FS`.
+    fn freeze(&self) -> Result<()> {
+        Ok(())
+    }
+    /// As [`Fs::thaw`]: `UNFREEZE_FS`.
+    fn thaw(&self) {}
+    /// As [`Fs::shut_down`]: `SHUTDOWN_FS`.
+    fn shut_down(&self) {}
 }
 
 /// What a `MKNOD`, `MKDIR`, `SYMLINK` or `LINK` makes.
@@ -448,5 +460,20 @@ impl<D: BlockDevice + 'static> Backend for Fs<D> {
     }
     fn close(&self) -> Result<()> {
         Fs::close(self)
+    }
+    fn begin_change(&self) {
+        Fs::begin_change(self)
+    }
+    fn end_change(&self) {
+        Fs::end_change(self)
+    }
+    fn freeze(&self) -> Result<()> {
+        Fs::freeze(self)
+    }
+    fn thaw(&self) {
+        Fs::thaw(self)
+    }
+    fn shut_down(&self) {
+        Fs::shut_down(self)
     }
 }

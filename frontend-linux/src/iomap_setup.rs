@@ -16,6 +16,7 @@ use crate::channel::DevFuse;
 use crate::log;
 use crate::loopdev::LoopDevice;
 use crate::session::Session;
+use ext4_engine::mount_opts::MountOptions;
 
 /// `-o iomap=`: whether file data goes through the kernel's iomap layer.
 /// `Auto`: when the kernel offers it, the plain data path otherwise; `On`:
@@ -111,14 +112,20 @@ pub fn backing_close(fuse: BorrowedFd<'_>, id: u32) -> io::Result<()> {
 
 /// `FUSE_DEV_IOC_SET_NOFS`: keep this server out of filesystem memory
 /// reclaim (which could wait on writeback that waits on this server).
-pub fn set_nofs(fuse: BorrowedFd<'_>) -> io::Result<()> {
+/// `Ok(false)`: the kernel does not know the ioctl (`ENOTTY`, `EINVAL`),
+/// which is no error.
+pub fn set_nofs(fuse: BorrowedFd<'_>) -> io::Result<bool> {
     let on: u32 = 1;
     // SAFETY: the ioctl reads one u32.
     let r = unsafe { libc::ioctl(fuse.as_raw_fd(), FUSE_DEV_IOC_SET_NOFS as _, &on) };
     if r < 0 {
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(false),
+            _ => Err(e),
+        };
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The block device the kernel does file I/O on: the source itself when it
@@ -136,10 +143,18 @@ impl BackingDevice {
     /// regular file is attached to a loop device with logical block size
     /// `block_size` (the filesystem's).
     pub fn open(source: &Path, block_size: u32) -> io::Result<BackingDevice> {
+        Self::open_as(source, block_size, false)
+    }
+
+    /// [`BackingDevice::open`], read-write when `writable` (the kernel
+    /// writes file data through it; a loop device opened only for reading
+    /// is read-only).
+    pub fn open_as(source: &Path, block_size: u32, writable: bool) -> io::Result<BackingDevice> {
         let meta = std::fs::metadata(source)?;
         if meta.file_type().is_block_device() {
             let file = OpenOptions::new()
                 .read(true)
+                .write(writable)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(source)?;
             return Ok(BackingDevice {
@@ -153,7 +168,7 @@ impl BackingDevice {
                 "neither a block device nor a regular file",
             ));
         }
-        let lo = LoopDevice::attach(source, block_size)?;
+        let lo = LoopDevice::attach_as(source, block_size, writable)?;
         let file = lo.file().try_clone()?;
         Ok(BackingDevice {
             file,
@@ -180,6 +195,19 @@ impl BackingDevice {
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The device opened anew, read-write (not a duplicate of
+    /// [`BackingDevice::file`]): the volume's own opener, so that
+    /// detaching the loop device while the volume still uses it only
+    /// marks it to go at the last close (the kernel counts openers, not
+    /// descriptors).
+    pub fn reopen_writable(&self) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&self.path)
     }
 
     /// `/dev/sdb1`, or `/dev/loop3` for an image.
@@ -212,6 +240,18 @@ impl BackingDevice {
         }
     }
 
+    /// Close our descriptors and leave a loop device attached until its
+    /// last opener (a server handed a descriptor of it) closes it: the
+    /// kernel counts open files, not descriptors, so detaching while the
+    /// server shares our open file would detach it at once.
+    pub fn leave_to_autoclear(self) {
+        let BackingDevice { file, loop_dev, .. } = self;
+        drop(file);
+        if let Some(l) = loop_dev {
+            l.leave_to_autoclear();
+        }
+    }
+
     /// Close our descriptors and detach a loop device now, reporting a
     /// failure to detach (drop only logs it).
     pub fn close(self) -> io::Result<()> {
@@ -230,6 +270,8 @@ impl BackingDevice {
 pub struct Prepared {
     mode: IomapMode,
     backing: BackingDevice,
+    /// What the kernel's probe said it can do (`abi::IOMAP_SUPPORT_*`).
+    support: u64,
 }
 
 impl Prepared {
@@ -284,22 +326,152 @@ pub fn mode_after_replay(mode: IomapMode, replayed: usize) -> Result<IomapMode, 
     Ok(IomapMode::Off)
 }
 
-/// The iomap mode for a read-write volume: off. The session serves the
-/// write path (allocation at `IOMAP_BEGIN`, conversion at `IOMAP_IOEND`,
-/// tested through the kernel model), but the volume is opened on the
-/// image file while the kernel would write through the loop device, and
-/// no kernel here can test that. `Err` when `-o iomap=on` asks for it
-/// anyway.
-pub fn mode_for_writes(mode: IomapMode, read_only: bool) -> Result<IomapMode, String> {
-    if read_only || mode == IomapMode::Off {
+/// The iomap mode for a volume the options place at an offset in its
+/// source (`offset=`, `partition=`): off, since mapping addresses count
+/// from the volume's start while the kernel's block device (the source,
+/// or a loop device over all of it) starts at the source's. `Err` when
+/// `-o iomap=on` asks for it anyway.
+pub fn mode_for_source(mode: IomapMode, common: &MountOptions) -> Result<IomapMode, String> {
+    if mode == IomapMode::Off || (common.offset.is_none() && common.partition.is_none()) {
         return Ok(mode);
     }
     decline(
         mode,
-        "the mount is read-write, and read-write iomap mounts are not enabled yet (mount with -o ro for iomap)",
+        "the filesystem starts inside its source (offset= or partition=), and iomap \
+         addresses would count from the source's start",
         true,
     )?;
     Ok(IomapMode::Off)
+}
+
+/// The iomap mode for a volume: under iomap the kernel writes file data
+/// through its block device while the server writes metadata, so a
+/// read-write volume may use iomap only when the server does its own I/O
+/// on that same block device (`one_device`: one page cache, one flush
+/// that covers both): a block device source, or the writable loop device
+/// of [`writable_backing`]. `Err` when `-o iomap=on` asks for it anyway.
+pub fn mode_for_writes(
+    mode: IomapMode,
+    read_only: bool,
+    one_device: bool,
+) -> Result<IomapMode, String> {
+    if read_only || one_device || mode == IomapMode::Off {
+        return Ok(mode);
+    }
+    decline(
+        mode,
+        "the mount is read-write and the volume is not open on the block device the kernel \
+         would write file data through",
+        true,
+    )?;
+    Ok(IomapMode::Off)
+}
+
+/// A read-write iomap mount of an image file: attach a writable loop
+/// device, on which the caller opens the volume (`BackingDevice::file`)
+/// ([`BackingDevice::reopen_writable`]) and which [`prepare`] then registers, so the server's metadata and the
+/// kernel's file data go through one block device. `Ok(None)` when that
+/// is not the case (iomap off, read-only, not an image file, a kernel
+/// without iomap, an image that opens read-only): the caller opens the
+/// source itself and the usual checks decide. `Err`: `-o iomap=on` cannot
+/// be honoured.
+pub fn writable_backing(
+    mode: IomapMode,
+    source: &Path,
+    common: &MountOptions,
+) -> Result<Option<BackingDevice>, String> {
+    if mode == IomapMode::Off || common.read_only || mode_for_source(mode, common)? != mode {
+        return Ok(None);
+    }
+    if !std::fs::metadata(source).is_ok_and(|m| m.is_file()) || !kernel_supports_iomap() {
+        return Ok(None);
+    }
+    // What the volume's own open would find: refusals are its to report.
+    let Ok(file) = crate::inherited::open_source(source, false) else {
+        return Ok(None);
+    };
+    if crate::inherited::mounts_read_only(&file, common) {
+        return Ok(None);
+    }
+    let Some(block_size) = block_size_of(&file) else {
+        return Ok(None);
+    };
+    drop(file);
+    match BackingDevice::open_as(source, block_size, true) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) => {
+            decline(
+                mode,
+                &format!(
+                    "{}: cannot attach a writable loop device for iomap: {e}",
+                    source.display()
+                ),
+                false,
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+/// The block size in the superblock of the image `file`, if it has one.
+fn block_size_of(file: &File) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    use zerocopy::FromBytes;
+    let mut raw = vec![0u8; ext4_engine::SUPERBLOCK_SIZE];
+    file.read_exact_at(&mut raw, ext4_engine::SUPERBLOCK_OFFSET)
+        .ok()?;
+    let sb = ext4_engine::RawSuperblock::ref_from_bytes(&raw).ok()?;
+    let size = file.metadata().ok()?.len();
+    ext4_engine::Superblock::parse(sb, &raw, size)
+        .ok()
+        .map(|s| s.block_size)
+}
+
+/// Whether files may offer untorn single-block writes: the kernel's iomap
+/// does atomic writes (`support` from the probe) and the block device
+/// `dev` writes one filesystem block of `block_size` bytes atomically
+/// (its atomic write unit range, from sysfs, holds it; a loop device has
+/// none).
+pub fn atomic_writes(support: u64, dev: &File, block_size: u32) -> bool {
+    if support & abi::IOMAP_SUPPORT_ATOMIC == 0 {
+        return false;
+    }
+    let Ok(meta) = dev.metadata() else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let unit = |what: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/dev/block/{major}:{minor}/queue/atomic_write_unit_{what}_bytes"
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+    };
+    atomic_unit_fits(unit("min"), unit("max"), block_size)
+}
+
+/// A device whose atomic writes are `min..=max` bytes can write one block
+/// of `block_size` bytes untorn.
+pub fn atomic_unit_fits(min: u64, max: u64, block_size: u32) -> bool {
+    let bs = u64::from(block_size);
+    min > 0 && min <= bs && bs <= max
+}
+
+/// Where [`prepare`] finds the block device.
+#[derive(Debug)]
+pub enum Given {
+    /// The source's path: the device itself, or a read-only loop device
+    /// attached over the image.
+    Path,
+    /// The source a helper passed already open (it must be a block
+    /// device).
+    Inherited(File),
+    /// Set up already: [`writable_backing`]'s loop device, on which the
+    /// volume is open.
+    Ready(BackingDevice),
 }
 
 /// Before the mount: probe the kernel and open the device it would do I/O
@@ -308,12 +480,12 @@ pub fn mode_for_writes(mode: IomapMode, read_only: bool) -> Result<IomapMode, St
 /// attached).
 /// `fuse` is the session's own descriptor (asked rather than a fresh
 /// `/dev/fuse`, which a server on inherited descriptors may not open);
-/// `inherited` is the source when a helper passed it already open.
+/// `given` says how to find the device.
 pub fn prepare(
     mode: IomapMode,
     fuse: BorrowedFd<'_>,
     source: &Path,
-    inherited: Option<File>,
+    given: Given,
     block_size: u32,
 ) -> Result<Option<Prepared>, String> {
     if mode == IomapMode::Off {
@@ -321,6 +493,10 @@ pub fn prepare(
         return Ok(None);
     }
     let probe = probe_fd(fuse);
+    let support = match probe {
+        Ok(Some(flags)) => flags,
+        _ => 0,
+    };
     let why = match probe {
         Ok(Some(flags)) if flags & abi::IOMAP_SUPPORT_FILEIO != 0 => None,
         Ok(Some(_)) => Some("this kernel's FUSE iomap cannot do file I/O".to_string()),
@@ -331,19 +507,24 @@ pub fn prepare(
         decline(mode, &why, true)?;
         return Ok(None);
     }
-    let backing = match inherited {
-        Some(file) => {
+    let backing = match given {
+        Given::Inherited(file) => {
             // The device's own name (for s_id), not /dev/fd/M.
             let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
                 .unwrap_or_else(|_| source.to_path_buf());
             BackingDevice::from_file(file, path)
         }
-        None => BackingDevice::open(source, block_size),
+        Given::Ready(b) => Ok(b),
+        Given::Path => BackingDevice::open(source, block_size),
     };
     match backing {
         Ok(backing) => {
             log::debug(format_args!("iomap set-up: {}", backing.describe()));
-            Ok(Some(Prepared { mode, backing }))
+            Ok(Some(Prepared {
+                mode,
+                backing,
+                support,
+            }))
         }
         Err(e) => {
             decline(
@@ -368,7 +549,12 @@ pub fn activate<B: Backend>(
     session: &Session<B>,
     fuse: &DevFuse,
 ) -> Result<Option<Active>, String> {
-    let Some(Prepared { mode, backing }) = prepared else {
+    let Some(Prepared {
+        mode,
+        backing,
+        support,
+    }) = prepared
+    else {
         log::debug(format_args!("data path: plain FUSE"));
         return Ok(None);
     };
@@ -394,8 +580,12 @@ pub fn activate<B: Backend>(
             return Ok(None);
         }
     };
-    if let Err(e) = set_nofs(fuse.fd()) {
-        log::error(format_args!("FUSE_DEV_IOC_SET_NOFS: {e} (continuing)"));
+    match set_nofs(fuse.fd()) {
+        Ok(true) => {}
+        Ok(false) => log::debug(format_args!(
+            "FUSE_DEV_IOC_SET_NOFS: not known to this kernel (continuing)"
+        )),
+        Err(e) => log::error(format_args!("FUSE_DEV_IOC_SET_NOFS: {e} (continuing)")),
     }
     if let Err(e) = session.activate_iomap(dev) {
         let _ = backing_close(fuse.fd(), dev);
@@ -403,9 +593,18 @@ pub fn activate<B: Backend>(
         decline(mode, e, false)?;
         return Ok(None);
     }
+    let bs = session.backend().iomap_config().map_or(0, |c| c.block_size);
+    if atomic_writes(support, backing.file(), bs) {
+        session.allow_atomic_writes();
+    }
     log::error(format_args!(
-        "data path: iomap on {} (device cookie {dev})",
-        backing.describe()
+        "data path: iomap on {} (device cookie {dev}; atomic writes {})",
+        backing.describe(),
+        if session.atomic_writes_allowed() {
+            "on"
+        } else {
+            "off"
+        }
     ));
     Ok(Some(Active { backing, dev }))
 }
@@ -431,6 +630,32 @@ mod tests {
         assert_eq!(FUSE_DEV_IOC_BACKING_CLOSE, 0x4004_e502);
         assert_eq!(FUSE_DEV_IOC_IOMAP_SUPPORT, 0x8010_e563);
         assert_eq!(FUSE_DEV_IOC_SET_NOFS, 0x4004_e564);
+    }
+
+    /// On a real `/dev/fuse` descriptor: set, or unknown to this kernel
+    /// (no iomap series here: `ENOTTY`); never an error.
+    #[test]
+    fn set_nofs_tolerates_a_kernel_without_it() {
+        let Ok(f) = OpenOptions::new().read(true).write(true).open("/dev/fuse") else {
+            eprintln!("no /dev/fuse: skipped");
+            return;
+        };
+        let known = set_nofs(f.as_fd()).expect("SET_NOFS must not fail");
+        assert_eq!(known, kernel_supports_iomap() || known);
+        eprintln!("FUSE_DEV_IOC_SET_NOFS known to this kernel: {known}");
+    }
+
+    #[test]
+    fn atomic_write_units() {
+        assert!(atomic_unit_fits(512, 65536, 4096));
+        assert!(atomic_unit_fits(4096, 4096, 4096));
+        assert!(!atomic_unit_fits(0, 0, 4096));
+        assert!(!atomic_unit_fits(512, 2048, 4096));
+        assert!(!atomic_unit_fits(8192, 65536, 4096));
+        // Not a block device, or the kernel cannot: never.
+        let f = File::open("/dev/null").unwrap();
+        assert!(!atomic_writes(abi::IOMAP_SUPPORT_ATOMIC, &f, 4096));
+        assert!(!atomic_writes(abi::IOMAP_SUPPORT_FILEIO, &f, 4096));
     }
 
     #[test]

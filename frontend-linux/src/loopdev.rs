@@ -149,6 +149,12 @@ impl LoopDevice {
         self.block_size
     }
 
+    /// Close this descriptor without detaching: autoclear detaches the
+    /// device when its last opener closes it.
+    pub fn leave_to_autoclear(mut self) {
+        self.attached = false;
+    }
+
     /// Detach now, reporting failure (drop only logs it).
     pub fn detach(mut self) -> io::Result<()> {
         self.detach_inner()

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
+use std::os::unix::fs::FileTypeExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -104,7 +105,7 @@ fn run(opts: &Options) -> Result<(), String> {
     // `ext4-fuse SOURCE /dev/fd/N`: a helper already mounted /dev/fuse
     // descriptor N (and usually opened the source as /dev/fd/M).
     let inherited_fuse = inherited::fd_number(&opts.mountpoint);
-    let (volume, fuse, mounted, inherited_source) = match inherited_fuse {
+    let (volume, fuse, mounted, given) = match inherited_fuse {
         Some(n) => {
             if opts.blkdev {
                 return Err(format!(
@@ -132,13 +133,37 @@ fn run(opts: &Options) -> Result<(), String> {
                 None => (open_volume(opts)?, None),
             };
             let (volume, dup) = volume;
-            (volume, fuse, None, dup)
+            let given = dup.map_or(iomap_setup::Given::Path, iomap_setup::Given::Inherited);
+            (volume, fuse, None, given)
         }
         None => {
             // The mount point first: a read-write open already counts as a
             // mount of the filesystem.
             let mountpoint = mount::check_mountpoint(&opts.mountpoint)?;
-            let volume = open_volume(opts)?;
+            // Read-write iomap on an image: the volume goes on the
+            // writable loop device the kernel will write file data
+            // through (-o blkdev makes its own loop device).
+            let iomap_mode = if opts.blkdev {
+                iomap_setup::IomapMode::Off
+            } else {
+                opts.iomap
+            };
+            let rw_backing = iomap_setup::writable_backing(iomap_mode, &opts.source, &opts.common)?;
+            let (volume, given) = match rw_backing {
+                Some(b) => {
+                    let file = b
+                        .reopen_writable()
+                        .map_err(|e| format!("{}: {}", b.path().display(), io_msg(&e)))?;
+                    let name = opts.source.display().to_string();
+                    let volume = inherited::open_volume(file, &name, &opts.common)?;
+                    log::debug(format_args!(
+                        "read-write iomap: the volume is open on {}",
+                        b.describe()
+                    ));
+                    (volume, iomap_setup::Given::Ready(b))
+                }
+                None => (open_volume(opts)?, iomap_setup::Given::Path),
+            };
             let fsname = opts
                 .common
                 .fsname
@@ -171,7 +196,7 @@ fn run(opts: &Options) -> Result<(), String> {
                 volume,
                 DevFuse::from_file(fuse),
                 Some((mounted, watch)),
-                None,
+                given,
             )
         }
     };
@@ -186,8 +211,15 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
-    let iomap_mode = match iomap_setup::mode_after_replay(opts.iomap, volume.replayed_blocks())
-        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only()))
+    // One device: the volume is open on the block device the kernel
+    // would write through (a device source, or the writable loop device).
+    // (Without iomap in the kernel the probe below says so, not this.)
+    let one_device = matches!(given, iomap_setup::Given::Ready(_))
+        || std::fs::metadata(&opts.source).is_ok_and(|m| m.file_type().is_block_device())
+        || !iomap_setup::kernel_supports_iomap();
+    let iomap_mode = match iomap_setup::mode_for_source(opts.iomap, &opts.common)
+        .and_then(|m| iomap_setup::mode_after_replay(m, volume.replayed_blocks()))
+        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only(), one_device))
     {
         Ok(m) => m,
         Err(e) => {
@@ -199,7 +231,7 @@ fn run(opts: &Options) -> Result<(), String> {
         iomap_mode,
         fuse.fd(),
         &opts.source,
-        inherited_source,
+        given,
         volume.sb().block_size,
     ) {
         Ok(p) => p,
@@ -264,6 +296,8 @@ fn run(opts: &Options) -> Result<(), String> {
     let _iomap = match iomap_setup::activate(iomap_prep, &session, &fuse) {
         Ok(a) => a,
         Err(e) => {
+            // Opened read-write: leave the image clean.
+            close(session.backend());
             undo(&mounted);
             return Err(e);
         }

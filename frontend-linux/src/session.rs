@@ -306,6 +306,8 @@ impl<B: Backend> Session<B> {
                 _ => Some(Err(errno::EIO)),
             };
         }
+        // Counted in for FREEZE_FS: waits while the filesystem is frozen.
+        let _change = is_change(req).then(|| Change::begin(&self.backend));
         if let Some(r) = self.dispatch_iomap(req, ch, out) {
             return Some(r);
         }
@@ -400,6 +402,53 @@ impl<B: Backend> Session<B> {
             self.config.timeout.as_secs(),
             self.config.timeout.subsec_nanos(),
         )
+    }
+}
+
+/// Whether `req` may change the filesystem (so a freeze holds it): the
+/// write requests, and the iomap ones that allocate or convert.
+fn is_change(req: &Request<'_>) -> bool {
+    use ext4_engine::iomap::op;
+    match req.header.opcode {
+        opcode::CREATE
+        | opcode::MKNOD
+        | opcode::MKDIR
+        | opcode::SYMLINK
+        | opcode::LINK
+        | opcode::UNLINK
+        | opcode::RMDIR
+        | opcode::RENAME
+        | opcode::RENAME2
+        | opcode::SETATTR
+        | opcode::WRITE
+        | opcode::COPY_FILE_RANGE
+        | opcode::SETXATTR
+        | opcode::REMOVEXATTR
+        | opcode::FALLOCATE
+        | opcode::TMPFILE
+        | opcode::IOCTL
+        | opcode::IOMAP_END
+        | opcode::IOMAP_IOEND => true,
+        opcode::IOMAP_BEGIN => req
+            .arg::<crate::abi::IomapBeginIn>()
+            .is_ok_and(|a| a.opflags & (op::WRITES | op::WRITEBACK) != 0),
+        _ => false,
+    }
+}
+
+/// A change under way (`Backend::begin_change`); ends on drop.
+struct Change<'a, B: Backend>(&'a B);
+
+impl<'a, B: Backend> Change<'a, B> {
+    fn begin(b: &'a B) -> Self {
+        b.begin_change();
+        Change(b)
+    }
+}
+
+impl<B: Backend> Drop for Change<'_, B> {
+    fn drop(&mut self) {
+        self.0.end_change();
     }
 }
 

@@ -672,7 +672,7 @@ fn loop_device_life_cycle() {
     std::env::set_var(fiomap::PROBE_OVERRIDE_ENV, "assume");
     for mode in [IomapMode::On, IomapMode::Auto] {
         let fuse = ext4_fuse::channel::DevFuse::open().unwrap();
-        let prep = fiomap::prepare(mode, fuse.fd(), &img, None, 4096)
+        let prep = fiomap::prepare(mode, fuse.fd(), &img, fiomap::Given::Path, 4096)
             .unwrap()
             .expect("prepared");
         assert_eq!(devices_backed_by(&img).len(), 1);

@@ -5,7 +5,8 @@
 //! itself at the answered addresses.
 //!
 //! - `fsx_*`: random writes (buffered, short, direct, through mmap),
-//!   truncates, punches, zero ranges, fallocates, reads, writebacks,
+//!   truncates, punches, zero ranges, fallocates, collapse and insert
+//!   ranges, reads, writebacks,
 //!   fsyncs and evictions against an in-memory copy of the file; every
 //!   read compared with it, every reply checked; after the run `e2fsck
 //!   -fn` must be clean and the kernel's ext4 (loop mount, read-only) must
@@ -26,8 +27,11 @@ use std::sync::Arc;
 
 use ext4_engine::iomap::{ioend, op};
 use ext4_engine::mapping_cache::MapType;
-use ext4_engine::BlockDevice;
+use ext4_engine::mount_opts::MountOptions;
+use ext4_engine::{BlockDevice, FileDevice};
 use ext4_fuse::abi::opcode;
+use ext4_fuse::iomap_setup::{self as fiomap, BackingDevice, IomapMode};
+use ext4_fuse::loopdev::devices_backed_by;
 use ext4_fuse::session::Config;
 use ext4_tests::crashdev::{CrashDevice, CrashPoint, Keep};
 use ext4_tests::oracle::{e2fsck_check, mke2fs, KernelMount, Scratch};
@@ -84,6 +88,10 @@ pub struct FsxParams {
     pub max_len: u64,
     /// Largest single write, read or range.
     pub max_op: u64,
+    /// Serve on the writable loop device a read-write iomap mount
+    /// attaches (`iomap_setup::writable_backing`), the model doing its
+    /// data I/O through it too, instead of on the image file.
+    pub on_loop: bool,
 }
 
 struct Fsx {
@@ -93,7 +101,7 @@ struct Fsx {
     rng: Rng,
     p: FsxParams,
     log: Vec<String>,
-    counts: [u64; 12],
+    counts: [u64; 14],
     /// Compare the whole file after every operation (`IOMAP_FSX_PARANOID`,
     /// to find the operation that broke it).
     paranoid: bool,
@@ -231,13 +239,23 @@ impl Fsx {
                 };
                 self.fallocate(falloc::ZERO_RANGE | keep, off, len, 7);
             }
-            74..=78 => {
+            74..=76 => {
                 let keep = if self.rng.chance(1, 2) {
                     falloc::KEEP_SIZE
                 } else {
                     0
                 };
                 self.fallocate(keep, off, len, 8);
+            }
+            77..=78 => {
+                let bs = u64::from(self.p.bs);
+                let (off, len) = (off / bs * bs, len.div_ceil(bs) * bs);
+                let mode = if self.rng.chance(1, 2) {
+                    falloc::COLLAPSE_RANGE
+                } else {
+                    falloc::INSERT_RANGE
+                };
+                self.shift(mode, off, len);
             }
             79..=85 => {
                 self.note(format!("writeback {off}+{len}"));
@@ -278,6 +296,45 @@ impl Fsx {
         }
     }
 
+    /// Collapse or insert range: refused unless inside the file (and,
+    /// inserting, within the largest size), as the kernel's ext4 refuses.
+    fn shift(&mut self, mode: u32, off: u64, len: u64) {
+        let size = self.f.size;
+        let collapse = mode == falloc::COLLAPSE_RANGE;
+        self.note(format!(
+            "{} {off}+{len} (size {size})",
+            if collapse { "collapse" } else { "insert" }
+        ));
+        let fits = if collapse {
+            off + len < size
+        } else {
+            off < size && size + len <= self.p.max_len
+        };
+        if !fits {
+            if collapse || off >= size {
+                let r = self.m.fallocate(&mut self.f, mode, off, len);
+                if r != Err(libc::EINVAL) {
+                    self.fail(&format!("{mode:#x} outside the file: {r:?}"));
+                }
+            }
+            return;
+        }
+        match self.m.fallocate(&mut self.f, mode, off, len) {
+            Ok(()) => {}
+            // Block-mapped files cannot shift (the kernel's ext4 answers so).
+            Err(e) if e == libc::EOPNOTSUPP && self.p.kind != "ext4" => return,
+            Err(e) => self.fail(&format!("{mode:#x}: errno {e}")),
+        }
+        let (o, l) = (off as usize, len as usize);
+        if collapse {
+            self.want.drain(o..o + l);
+            self.counts[12] += 1;
+        } else {
+            self.want.splice(o..o, std::iter::repeat_n(0u8, l));
+            self.counts[13] += 1;
+        }
+    }
+
     fn fallocate(&mut self, mode: u32, off: u64, len: u64, slot: usize) {
         let size = self.f.size;
         self.note(format!(
@@ -308,7 +365,16 @@ pub fn fsx(p: FsxParams) {
     let mut initial = vec![0u8; rng.below(p.max_len) as usize];
     rng.fill(&mut initial);
     let img = image(dir.path(), p.kind, p.bs, "64M", &initial);
-    let mut m = Model::start_rw(&img, Config::default());
+    let backing = p.on_loop.then(|| writable_loop(&img));
+    let mut m = match &backing {
+        Some(b) => {
+            let dev = FileDevice::from_file(b.reopen_writable().unwrap(), false).unwrap();
+            let size = dev.size();
+            let data = b.file().try_clone().unwrap();
+            Model::start_rw_on(Box::new(dev), Box::new(data), size, Config::default())
+        }
+        None => Model::start_rw(&img, Config::default()),
+    };
     let f = m.open_rw("f");
     let mut x = Fsx {
         m,
@@ -317,7 +383,7 @@ pub fn fsx(p: FsxParams) {
         rng,
         p,
         log: Vec::new(),
-        counts: [0; 12],
+        counts: [0; 14],
         paranoid: std::env::var_os("IOMAP_FSX_PARANOID").is_some(),
     };
     let t = Instant::now();
@@ -335,10 +401,10 @@ pub fn fsx(p: FsxParams) {
         ..
     } = x;
     eprintln!(
-        "fsx {p:?}: {:.1?}; ops write {} short {} direct {} mmap {} read {} truncate {} punch {} zero {} falloc {} writeback {} fsync {} evict {}; \
+        "fsx {p:?}: {:.1?}; ops write {} short {} direct {} mmap {} read {} truncate {} punch {} zero {} falloc {} writeback {} fsync {} evict {} collapse {} insert {}; \
          upcalls: begin {} (write {} zero {} writeback {} direct {}), cache write hits {}, end {}, ioend {}, data {} KiB",
         t.elapsed(),
-        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8], counts[9], counts[10], counts[11],
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], counts[7], counts[8], counts[9], counts[10], counts[11], counts[12], counts[13],
         m.counters.begin,
         m.wc.write_begins,
         m.wc.zero_begins,
@@ -352,6 +418,13 @@ pub fn fsx(p: FsxParams) {
     m.unmount();
     m.assert_clean("fsx");
     m.finish();
+    if let Some(b) = backing {
+        // The server's close flushed the loop device (its page cache
+        // into the image); no loop device outlives the mount.
+        let name = b.loop_device().unwrap().name();
+        b.close().unwrap();
+        wait_detached(&img, &name);
+    }
     let (code, out) = e2fsck_check(&img);
     assert_eq!(code, 0, "{p:?}: e2fsck -fn exited {code}:\n{out}");
     if require_kernel_ext4() {
@@ -394,7 +467,140 @@ fn fsx_run(kind: &'static str, bs: u32, seed: u64, max_len: u64) {
         ops: fsx_ops(),
         max_len,
         max_op: max_len / 8,
+        on_loop: false,
     });
+}
+
+/// The writable loop device a read-write iomap mount of `img` attaches
+/// (the probe forced: this kernel has no FUSE iomap), checked: writable,
+/// autoclear, the filesystem's block size.
+fn writable_loop(img: &Path) -> BackingDevice {
+    std::env::set_var(fiomap::PROBE_OVERRIDE_ENV, "assume");
+    let b = fiomap::writable_backing(IomapMode::Auto, img, &MountOptions::default())
+        .unwrap()
+        .expect("a writable loop device");
+    let name = b.loop_device().expect("a loop device").name();
+    let sys = PathBuf::from("/sys/block").join(&name);
+    let read = |p: &str| {
+        std::fs::read_to_string(sys.join(p))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("ro"), "0", "{name} is read-only");
+    assert_eq!(read("loop/autoclear"), "1");
+    assert_eq!(devices_backed_by(img), vec![name]);
+    b
+}
+
+/// The kernel detaches an autoclear loop device a moment after its last
+/// close.
+fn wait_detached(img: &Path, name: &str) {
+    let start = Instant::now();
+    while !devices_backed_by(img).is_empty() && start.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(devices_backed_by(img).is_empty(), "{name} leaked");
+}
+
+/// fsx with the server and the model both on the writable loop device of
+/// a read-write iomap mount: the server's metadata and the model's file
+/// data through one block device (one page cache); after the close and
+/// the detach, `e2fsck -fn` and the kernel's ext4 read the model's bytes
+/// from the image file.
+#[test]
+fn fsx_on_the_writable_loop_device() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    fsx(FsxParams {
+        kind: "ext4",
+        bs: 4096,
+        seed: fsx_seed(4),
+        ops: fsx_ops() / 2,
+        max_len: 2 << 20,
+        max_op: 256 << 10,
+        on_loop: true,
+    });
+}
+
+/// Which read-write mounts get iomap: one on a block device the volume is
+/// open on; an image file only through the writable loop device, on which
+/// the volume opens read-write; never an image at an offset, a read-only
+/// request or `iomap=off`.
+#[test]
+fn read_write_iomap_decisions() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    use ext4_fuse::options::AutoOnOff::*;
+    assert_eq!(fiomap::mode_for_writes(Auto, false, false), Ok(Off));
+    assert!(fiomap::mode_for_writes(On, false, false)
+        .unwrap_err()
+        .contains("iomap=on"));
+    assert_eq!(fiomap::mode_for_writes(Auto, false, true), Ok(Auto));
+    assert_eq!(fiomap::mode_for_writes(On, true, false), Ok(On));
+    let at = MountOptions {
+        offset: Some(1 << 20),
+        ..Default::default()
+    };
+    assert_eq!(fiomap::mode_for_source(Auto, &at), Ok(Off));
+    assert!(fiomap::mode_for_source(On, &at).is_err());
+    assert_eq!(
+        fiomap::mode_for_source(On, &MountOptions::default()),
+        Ok(On)
+    );
+
+    let dir = Scratch::new("iomap-rw-setup");
+    let img = image(dir.path(), "ext4", 1024, "16M", b"data");
+    std::env::set_var(fiomap::PROBE_OVERRIDE_ENV, "assume");
+    let ro = MountOptions {
+        read_only: true,
+        ..Default::default()
+    };
+    for (mode, o) in [
+        (Off, MountOptions::default()),
+        (Auto, ro),
+        (Auto, at.clone()),
+    ] {
+        assert!(fiomap::writable_backing(mode, &img, &o).unwrap().is_none());
+    }
+    assert!(fiomap::writable_backing(On, &img, &at).is_err());
+    assert!(devices_backed_by(&img).is_empty());
+
+    let b = writable_loop(&img);
+    let name = b.loop_device().unwrap().name();
+    let sys = PathBuf::from("/sys/block").join(&name);
+    assert_eq!(
+        std::fs::read_to_string(sys.join("queue/logical_block_size"))
+            .unwrap()
+            .trim(),
+        "1024"
+    );
+    // The volume opens read-write on the loop device itself.
+    let on_loop = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == b.path()))
+            .count()
+    };
+    let before = on_loop();
+    let file = b.reopen_writable().unwrap();
+    let vol = ext4_fuse::inherited::open_volume(file, "img", &MountOptions::default()).unwrap();
+    assert!(!vol.read_only());
+    assert_eq!(on_loop(), before + 1);
+    // Detached (iomap declined after all) while the volume still uses
+    // it: it stays until the volume lets go.
+    b.close().unwrap();
+    assert_eq!(devices_backed_by(&img), vec![name.clone()]);
+    let mut sb = [0u8; 1024];
+    vol.device().read_at(1024, &mut sb).unwrap();
+    vol.close().unwrap();
+    drop(vol);
+    wait_detached(&img, &name);
+    let (code, out) = e2fsck_check(&img);
+    assert_eq!(code, 0, "e2fsck -fn exited {code}:\n{out}");
 }
 
 #[test]
@@ -882,4 +1088,255 @@ fn crash_through_the_model() {
     }
     crash_run("ext4", fsx_seed(11));
     crash_run("ext3", fsx_seed(12));
+}
+
+/// The kernel's ext4 after recovering (a read-write mount replays the
+/// journal) a copy of `img`: `/f`'s bytes, and whether `/held` exists;
+/// then `e2fsck -fn` of the recovered copy must be clean.
+fn recovered(img: &Path, what: &str) -> (Vec<u8>, bool) {
+    let copy = img.with_extension("copy");
+    std::fs::copy(img, &copy).unwrap();
+    let km = KernelMount::mount(&copy, false, "").expect("kernel mount (recovery)");
+    let got = std::fs::read(km.path().join("f")).unwrap();
+    let held = km.path().join("held").exists();
+    km.unmount().unwrap();
+    let (code, out) = e2fsck_check(&copy);
+    assert_eq!(code, 0, "{what}: e2fsck -fn exited {code}:\n{out}");
+    std::fs::remove_file(&copy).unwrap();
+    (got, held)
+}
+
+/// `FREEZE_FS` commits what the kernel wrote back (an image copied while
+/// frozen, recovered by the kernel's ext4, holds it and passes `e2fsck
+/// -fn`), leaves the image untouched while frozen and holds a change
+/// (`MKDIR`) until `UNFREEZE_FS` while other requests are served.
+/// `SHUTDOWN_FS` writes nothing more: an append written back but not
+/// fsynced is not on the image (the running transaction is dropped), every
+/// later request fails with `EIO`, and the journal recovers to exactly the
+/// last fsync's file.
+#[test]
+fn freeze_and_shutdown() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let dir = Scratch::new("iomap-freeze");
+    let mut rng = Rng::new(7);
+    let mut want = vec![0u8; 100_000];
+    rng.fill(&mut want);
+    let img = image(dir.path(), "ext4", 4096, "32M", &want);
+    let mut m = Model::start_rw(&img, Config::default());
+    let mut f = m.open_rw("f");
+    let mut d = vec![0u8; 150_000];
+    rng.fill(&mut d);
+    m.buffered_write(&mut f, 60_000, &d, None).unwrap();
+    put(&mut want, 60_000, &d);
+    m.writeback(&mut f, 0, u64::MAX).unwrap();
+
+    assert_eq!(m.call(opcode::FREEZE_FS, 0, &[0u8; 8]).0, 0);
+    let frozen = std::fs::read(&img).unwrap();
+    let (got, held) = recovered(&img, "frozen");
+    if let Some(d) = differ(&got, &want) {
+        panic!("the image frozen lacks what was written back: {d}");
+    }
+    assert!(!held);
+    // A change waits for the thaw; lookups are served meanwhile.
+    let mut body = ext4_fuse::abi::MkdirIn {
+        mode: 0o755,
+        umask: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    body.extend_from_slice(b"held\0");
+    let mkdir = m.request(opcode::MKDIR, ext4_fuse::abi::ROOT_ID, &body);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(m.lookup_path("held").err(), Some(libc::ENOENT));
+    assert!(
+        std::fs::read(&img).unwrap() == frozen,
+        "written while frozen"
+    );
+    let thaw = m.request(opcode::UNFREEZE_FS, 0, &[]);
+    let (first, (err, _)) = m.reply_to(&[mkdir, thaw]);
+    assert_eq!(err, 0);
+    let other = if first == mkdir { thaw } else { mkdir };
+    assert_eq!(m.reply(other).0, 0);
+    assert!(m.lookup_path("held").is_ok());
+    // A freeze waits for a change under way to end.
+    let fs = m.session.backend();
+    fs.begin_change();
+    let froze = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|t| {
+        let waiter = t.spawn(|| {
+            let r = fs.freeze();
+            froze.store(true, std::sync::atomic::Ordering::Release);
+            r
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !froze.load(std::sync::atomic::Ordering::Acquire),
+            "frozen with a change under way"
+        );
+        fs.end_change();
+        waiter.join().unwrap().unwrap();
+    });
+    fs.thaw();
+
+    // Shutdown: the last fsync's file survives, nothing after it.
+    m.fsync(&mut f).unwrap();
+    let synced = want.clone();
+    let end = f.size;
+    let mut d = vec![0u8; 80_000];
+    rng.fill(&mut d);
+    m.buffered_write(&mut f, end, &d, None).unwrap();
+    m.writeback(&mut f, 0, u64::MAX).unwrap();
+    assert_eq!(m.call(opcode::SHUTDOWN_FS, 0, &[0u8; 8]).0, 0);
+    assert_eq!(
+        m.call(opcode::MKDIR, ext4_fuse::abi::ROOT_ID, &body).0,
+        libc::EIO
+    );
+    assert_eq!(m.fsync(&mut f).err(), Some(libc::EIO));
+    assert!(m.session.backend().close().is_err(), "closed as if clean");
+    m.assert_clean("freeze and shutdown");
+    m.finish();
+    let (got, _) = recovered(&img, "shut down");
+    if let Some(d) = differ(&got, &synced) {
+        panic!("after shutdown and recovery /f is not the last fsync's: {d}");
+    }
+}
+
+/// Atomic writes offered (`Session::allow_atomic_writes`): an
+/// extent-mapped file carries `FUSE_ATTR_ATOMIC`; an atomic
+/// `IOMAP_BEGIN` of one aligned block is answered with one mapping
+/// covering the whole block (`MAPPED` over written data, `UNWRITTEN|NEW`
+/// over a hole); anything larger or unaligned is refused; an
+/// indirect-mapped file is never atomic. The image stays `e2fsck -fn`
+/// clean and the kernel's ext4 reads the model's bytes.
+#[test]
+fn atomic_single_block_writes() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    use ext4_fuse::abi::attr_flags;
+    let atomic = op::WRITE | op::DIRECT | op::ATOMIC;
+    let dir = Scratch::new("iomap-atomic");
+    let mut rng = Rng::new(11);
+    let mut want = vec![0u8; 64 << 10];
+    rng.fill(&mut want);
+    let img = image(dir.path(), "ext4", 4096, "16M", &want);
+    let mut m = Model::start_rw(&img, Config::default());
+    m.session.allow_atomic_writes();
+    m.atomic = true;
+    let mut f = m.open_rw("f");
+    assert_ne!(
+        f.node.attr.flags & attr_flags::ATOMIC,
+        0,
+        "no FUSE_ATTR_ATOMIC"
+    );
+    let covers = |mp: &ext4_engine::mapping_cache::Mapping, pos: u64| {
+        mp.offset <= pos && pos + 4096 <= mp.offset + mp.length
+    };
+    let (read, _) = m.begin(&f.node, 4096, 4096, atomic).unwrap();
+    assert_eq!(read.kind, MapType::Mapped);
+    assert!(covers(&read, 4096), "{read:?}");
+    let mode = falloc::PUNCH_HOLE | falloc::KEEP_SIZE;
+    m.fallocate(&mut f, mode, 12288, 4096).unwrap();
+    want[12288..16384].fill(0);
+    let (read, _) = m.begin(&f.node, 12288, 4096, atomic).unwrap();
+    assert_eq!(read.kind, MapType::Unwritten, "{read:?}");
+    assert!(covers(&read, 12288), "{read:?}");
+    let mut d = vec![0u8; 4096];
+    rng.fill(&mut d);
+    m.direct_write(&mut f, 12288, &d).unwrap();
+    put(&mut want, 12288, &d);
+    for (pos, count) in [(0, 8192), (100, 4096), (4096, 2048)] {
+        assert_eq!(
+            m.begin(&f.node, pos, count, atomic).err(),
+            Some(libc::EINVAL),
+            "atomic {pos}+{count}"
+        );
+    }
+    m.fsync(&mut f).unwrap();
+    unmount_and_check(m, &img, &want, "atomic");
+
+    // Block-mapped (ext3): no atomic writes.
+    let img = image(dir.path(), "ext3", 4096, "16M", &want);
+    let mut m = Model::start_rw(&img, Config::default());
+    m.session.allow_atomic_writes();
+    m.atomic = true;
+    let f = m.open_rw("f");
+    assert_eq!(f.node.attr.flags & attr_flags::ATOMIC, 0);
+    assert_eq!(
+        m.begin(&f.node, 4096, 4096, atomic).err(),
+        Some(libc::EINVAL)
+    );
+    m.assert_clean("atomic ext3");
+    m.finish();
+}
+
+/// Inline-data files through the model: a write to a file whose bytes
+/// live in its inode is answered `INLINE` and the bytes go to the server
+/// as `FUSE_WRITE` by node id (no file handle); reads come back through
+/// `FUSE_READ`; a write past what the inode holds moves the file out to a
+/// block (then `MAPPED`/`UNWRITTEN` answers and the kernel's own I/O),
+/// its earlier bytes kept. `e2fsck -fn` and the kernel's ext4 read the
+/// model's bytes.
+#[test]
+fn inline_data_writes() {
+    if !require_e2fsprogs() || !require_kernel_ext4() {
+        return;
+    }
+    let dir = Scratch::new("iomap-inline");
+    let mut want = b"small inline file\n".to_vec();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), &want).unwrap();
+    let img = dir.path().join("inline.img");
+    mke2fs(
+        &img,
+        &["-t", "ext4", "-b", "4096", "-I", "256", "-O", "inline_data"],
+        Some(&src),
+        "16M",
+    );
+    let mut m = Model::start_rw(&img, Config::default());
+    let mut f = m.open_rw("f");
+    let (read, _) = m.begin(&f.node, 0, 8, op::WRITE).unwrap();
+    assert_eq!(read.kind, MapType::Inline, "{read:?}");
+    // Inside the inode.
+    let d = b"-- and more --";
+    let r = m.buffered_write(&mut f, 6, d, None);
+    assert_eq!(r, Ok(d.len() as u64), "violations {:?}", m.violations);
+    put(&mut want, 6, d);
+    let end = f.size;
+    m.buffered_write(&mut f, end, b"tail", None).unwrap();
+    put(&mut want, end, b"tail");
+    assert_eq!(m.wc.inline_writes, 2);
+    let got = m.read_file(&f, 0, f.size).unwrap();
+    if let Some(d) = differ(&got, &want) {
+        panic!("inline read back: {d}");
+    }
+    assert!(m.counters.inline_reads > 0);
+    // Past what the inode holds: out to a block, the kernel writing.
+    let mut big = vec![0u8; 10_000];
+    Rng::new(5).fill(&mut big);
+    m.buffered_write(&mut f, 100, &big, None).unwrap();
+    put(&mut want, 100, &big);
+    assert_eq!(m.wc.inline_writes, 2, "a block-sized write went inline");
+    m.fsync(&mut f).unwrap();
+    let got = m.read_file(&f, 0, f.size).unwrap();
+    if let Some(d) = differ(&got, &want) {
+        panic!("after leaving the inode: {d}");
+    }
+    unmount_and_check(m, &img, &want, "inline");
+}
+
+/// Unmount the model (no violations), then `e2fsck -fn` must be clean and
+/// the kernel's ext4 must read `want` as `/f`.
+fn unmount_and_check(mut m: Model, img: &Path, want: &[u8], what: &str) {
+    m.unmount();
+    m.assert_clean(what);
+    m.finish();
+    let (code, out) = e2fsck_check(img);
+    assert_eq!(code, 0, "{what}: e2fsck -fn exited {code}:\n{out}");
+    if let Some(d) = differ(&kernel_bytes(img), want) {
+        panic!("{what}: the kernel's ext4 reads /f differently: {d}");
+    }
 }

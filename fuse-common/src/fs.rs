@@ -216,6 +216,28 @@ pub struct Fs<D: BlockDevice> {
     ids: ShownIds,
     closer: Closer<D>,
     kernel: Arc<KernelData>,
+    freeze: Freeze,
+}
+
+/// `FUSE_FREEZE_FS` (the kernel's `freeze_fs`, as for `fsfreeze -f`): no
+/// change begins until the thaw. Write requests count themselves in
+/// ([`Fs::begin_change`]); a freeze waits for those in flight, commits
+/// and checkpoints; later ones wait for the thaw. Inodes the kernel lets
+/// go of meanwhile are freed at the thaw (the kernel's ext4 holds their
+/// eviction too).
+#[derive(Default)]
+struct Freeze {
+    state: Mutex<FreezeState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FreezeState {
+    frozen: bool,
+    /// Changes under way.
+    changing: usize,
+    /// Inodes to free at the thaw; at most what the kernel held.
+    unheld: Vec<InodeNo>,
 }
 
 /// Most freed ranges kept for [`Fs::take_freed`]; past it, the whole
@@ -308,7 +330,90 @@ impl<D: BlockDevice + 'static> Fs<D> {
             stale: Stale::default(),
             ids,
             kernel,
+            freeze: Freeze::default(),
         }
+    }
+
+    /// A change (a write request) begins: waits while the filesystem is
+    /// frozen. Pair with [`Fs::end_change`].
+    pub fn begin_change(&self) {
+        let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.frozen {
+            st = self
+                .freeze
+                .changed
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        st.changing += 1;
+    }
+
+    /// A change begun with [`Fs::begin_change`] ended.
+    pub fn end_change(&self) {
+        let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.changing = st.changing.saturating_sub(1);
+        // Only a freeze waits for changes to end (a wake is a system call).
+        if st.frozen {
+            self.freeze.changed.notify_all();
+        }
+    }
+
+    /// Freeze: hold new changes, wait for those under way, then commit,
+    /// flush and checkpoint (the image on the device is then complete
+    /// and stays as it is until [`Fs::thaw`]). A failure thaws again and
+    /// is reported (the kernel's freeze then fails).
+    pub fn freeze(&self) -> Result<()> {
+        {
+            let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.frozen {
+                return Ok(());
+            }
+            st.frozen = true;
+            while st.changing > 0 {
+                st = self
+                    .freeze
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let r = self.sync().and_then(|()| self.vol.checkpoint());
+        if r.is_err() {
+            self.thaw();
+        }
+        r
+    }
+
+    /// Thaw: held changes go on; inodes let go of meanwhile are freed.
+    pub fn thaw(&self) {
+        let unheld = {
+            let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.frozen = false;
+            self.freeze.changed.notify_all();
+            core::mem::take(&mut st.unheld)
+        };
+        for ino in unheld {
+            self.unheld(ino);
+        }
+    }
+
+    /// [`Fs::begin_change`] unless frozen (then `false`, and no change).
+    fn try_begin_change(&self) -> bool {
+        let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.frozen {
+            return false;
+        }
+        st.changing += 1;
+        true
+    }
+
+    /// `FUSE_SHUTDOWN_FS` (the device is going away): nothing more is
+    /// written, not even the running transaction's changes, which are
+    /// dropped; what was committed stays in the journal for the next
+    /// mount's recovery. Every later change fails.
+    pub fn shut_down(&self) {
+        self.vol.stop_writing(Error::Io(ext4_engine::IoError::EIO));
+        self.closer.stop_committer();
     }
 
     /// From now on the kernel does every file data write (FUSE iomap):
@@ -362,9 +467,14 @@ impl<D: BlockDevice + 'static> Fs<D> {
     /// no atime (under `strictatime` too). A failure is logged, never the
     /// access's: the kernel's `touch_atime` fails no read either.
     pub fn accessed(&self, ino: InodeNo) {
+        // The kernel's touch_atime skips a frozen filesystem.
+        if !self.try_begin_change() {
+            return;
+        }
         if let Err(e) = self.vol.touch_atime(ino, self.atime) {
             log::failure("atime", ino, &e);
         }
+        self.end_change();
     }
 
     pub fn volume(&self) -> &Volume<D> {
@@ -521,6 +631,21 @@ impl<D: BlockDevice + 'static> Fs<D> {
         if self.vol.read_only() {
             return;
         }
+        {
+            let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.frozen {
+                if !st.unheld.contains(&ino) {
+                    st.unheld.push(ino);
+                }
+                return;
+            }
+            st.changing += 1;
+        }
+        self.release_now(ino);
+        self.end_change();
+    }
+
+    fn release_now(&self, ino: InodeNo) {
         if let Err(e) = self.vol.release(ino) {
             log::failure("release", ino, &e);
         }

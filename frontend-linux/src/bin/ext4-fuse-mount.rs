@@ -188,16 +188,17 @@ fn run(args: Args) -> Result<(), String> {
     // does file I/O on a block device: an image file gets a loop device
     // (attached here, as only root can), which the server is handed
     // instead of the file. Autoclear detaches it once the server is gone.
+    // Read-write, the server writes its metadata through the same
+    // (writable) loop device as the kernel writes file data.
     let read_only = inherited::mounts_read_only(&source, &opts.common);
-    // Writes are not served through iomap yet (see iomap_setup).
-    let keep_rawio =
-        read_only && opts.iomap != IomapMode::Off && iomap_setup::kernel_supports_iomap();
+    let keep_rawio = iomap_setup::mode_for_source(opts.iomap, &opts.common)? != IomapMode::Off
+        && iomap_setup::kernel_supports_iomap();
     if args.fake {
         return Ok(());
     }
     let backing = if keep_rawio && source.metadata().is_ok_and(|m| m.is_file()) {
         Some(
-            BackingDevice::open(&args.source, block_size)
+            BackingDevice::open_as(&args.source, block_size, !read_only)
                 .map_err(|e| format!("{src}: attaching a loop device: {}", io_msg(&e)))?,
         )
     } else {
@@ -267,7 +268,12 @@ fn run(args: Args) -> Result<(), String> {
     // it, a dead server would leave a hanging mount instead of a broken one.
     drop(fuse);
     drop(source);
-    drop(backing);
+    // The server's descriptor is the loop device's only opener now (it
+    // shares our open file): detaching here would pull the device from
+    // under it. Autoclear takes it when the server closes it.
+    if let Some(b) = backing {
+        b.leave_to_autoclear();
+    }
     let status = loop {
         match waitpid(child, None) {
             Err(nix::Error::EINTR) => continue,

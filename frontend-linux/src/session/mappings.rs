@@ -67,7 +67,9 @@ pub(super) struct State {
     /// (the connection may have negotiated it, but no inode is flagged).
     dev: AtomicU32,
     shutdown: AtomicBool,
-    frozen: AtomicBool,
+    /// Untorn single-block writes (`FUSE_ATTR_ATOMIC`): the kernel and the
+    /// block device can do them ([`Session::allow_atomic_writes`]).
+    atomic: AtomicBool,
     /// The kernel's mapping cache as far as this server filled it; set by
     /// `IOMAP_CONFIG` when pushes are on.
     mirror: OnceLock<MappingCache>,
@@ -183,11 +185,39 @@ impl<B: Backend> Session<B> {
 
     /// `fuse_attr.flags` for `a`.
     pub(super) fn attr_flags(&self, a: &Attr) -> u32 {
-        if a.kind == FileType::Regular && self.iomap_active() {
-            attr_flags_for(a)
-        } else {
-            0
+        if a.kind != FileType::Regular || !self.iomap_active() {
+            return 0;
         }
+        let mut f = attr_flags_for(a);
+        if self.atomic_file(a) {
+            f |= attr_flags::ATOMIC;
+        }
+        f
+    }
+
+    /// Offer untorn single-block writes (`FUSE_ATTR_ATOMIC` on
+    /// extent-mapped regular files): only when the kernel's iomap can do
+    /// atomic writes and the block device takes a whole filesystem block
+    /// in one atomic write (`iomap_setup::atomic_writes`), and the volume
+    /// is writable. After [`Session::activate_iomap`].
+    pub fn allow_atomic_writes(&self) {
+        if self.iomap_active() && !self.backend.read_only() {
+            self.iomap.atomic.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether [`Session::allow_atomic_writes`] took effect.
+    pub fn atomic_writes_allowed(&self) -> bool {
+        self.iomap.atomic.load(Ordering::Acquire)
+    }
+
+    /// Whether writes to `a` may be atomic: as the kernel's ext4, only
+    /// extent-mapped files (an indirect-mapped or inline file has no
+    /// single-extent answer to give).
+    fn atomic_file(&self, a: &Attr) -> bool {
+        self.iomap.atomic.load(Ordering::Acquire)
+            && a.flags & iflags::EXTENTS != 0
+            && a.flags & iflags::INLINE_DATA == 0
     }
 
     /// Whether a READ of this inode is one the server must not serve: the
@@ -232,19 +262,23 @@ impl<B: Backend> Session<B> {
             IOMAP_END => self.do_iomap_end(req),
             IOMAP_IOEND => self.do_iomap_ioend(req, out),
             IOMAP_CONFIG => self.do_iomap_config(req, out),
-            FREEZE_FS => req.arg::<abi::U64In>().map(|_| {
-                self.iomap.frozen.store(true, Ordering::Release);
+            FREEZE_FS => req.arg::<abi::U64In>().and_then(|_| {
+                self.backend
+                    .freeze()
+                    .map_err(|e| self.fail("freeze", InodeNo::ROOT, e))
             }),
             UNFREEZE_FS => {
-                self.iomap.frozen.store(false, Ordering::Release);
+                self.backend.thaw();
                 Ok(())
             }
             SHUTDOWN_FS => req.arg::<abi::U64In>().map(|a| {
                 log::error(format_args!(
-                    "the kernel shut the filesystem down (flags {:#x}); every further request fails",
+                    "the kernel shut the filesystem down (flags {:#x}); nothing more is written \
+                     (what was committed is in the journal), every further request fails",
                     a.value
                 ));
                 self.iomap.shutdown.store(true, Ordering::Release);
+                self.backend.shut_down();
             }),
             _ => Err(errno::ENOSYS),
         })
@@ -282,6 +316,9 @@ impl<B: Backend> Session<B> {
             return Err(errno::EINVAL);
         }
         let dev = self.iomap_dev()?;
+        if args.opflags & op::ATOMIC != 0 {
+            self.check_atomic(ino, &args)?;
+        }
         if args.opflags & (op::WRITES | op::WRITEBACK) != 0 {
             return self.do_iomap_begin_write(req, ch, ino, &args, dev, out);
         }
@@ -459,6 +496,21 @@ impl<B: Backend> Session<B> {
         if let Some(m) = self.iomap.mirror.get() {
             m.forget_inode(ino);
         }
+    }
+
+    /// An atomic write is one block-aligned filesystem block of a file
+    /// flagged `FUSE_ATTR_ATOMIC` (the limits this server offers: one
+    /// block, whose answer is always one mapping covering all of it).
+    fn check_atomic(&self, ino: InodeNo, args: &abi::IomapBeginIn) -> Result<(), i32> {
+        let bs = self.iomap_block_size()?;
+        let a = self
+            .backend
+            .getattr(ino)
+            .map_err(|e| self.fail("iomap_begin", ino, e))?;
+        if !self.atomic_file(&a) || !args.pos.is_multiple_of(bs) || args.count != bs {
+            return Err(errno::EINVAL);
+        }
+        Ok(())
     }
 
     fn iomap_block_size(&self) -> Result<u64, i32> {

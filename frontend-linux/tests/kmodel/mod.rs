@@ -124,6 +124,9 @@ pub struct Model {
     want_config: ext4_engine::iomap::IomapConfig,
     /// Wall time spent waiting for replies, and how many.
     pub reply_wait: std::time::Duration,
+    /// The server was told to offer atomic writes: regular files may
+    /// carry `FUSE_ATTR_ATOMIC`.
+    pub atomic: bool,
 }
 
 /// The mapping cache key of a FUSE node: node ids of regular files are
@@ -220,6 +223,7 @@ impl Model {
             oracle,
             want_config,
             reply_wait: Default::default(),
+            atomic: false,
         };
         m.init();
         m.session
@@ -257,6 +261,12 @@ impl Model {
     /// The reply to `unique`, applying every notification that comes
     /// before it (the kernel applies them as the server writes them).
     pub fn reply(&mut self, unique: u64) -> (i32, Vec<u8>) {
+        self.reply_to(&[unique]).1
+    }
+
+    /// The first reply to any of `uniques` (requests in flight together,
+    /// answered in any order): which one, and its errno and body.
+    pub fn reply_to(&mut self, uniques: &[u64]) -> (u64, (i32, Vec<u8>)) {
         let t = Instant::now();
         loop {
             let (h, rest, n) = self.k.receive();
@@ -267,8 +277,11 @@ impl Model {
                 self.notification(h.error, &rest);
                 continue;
             }
-            if h.unique != unique {
-                self.violation(format!("reply to {} while waiting for {unique}", h.unique));
+            if !uniques.contains(&h.unique) {
+                self.violation(format!(
+                    "reply to {} while waiting for {uniques:?}",
+                    h.unique
+                ));
                 continue;
             }
             if h.error > 0 || h.error < -4095 {
@@ -282,7 +295,7 @@ impl Model {
                 ));
             }
             self.reply_wait += t.elapsed();
-            return (-h.error, rest);
+            return (h.unique, (-h.error, rest));
         }
     }
 
@@ -462,8 +475,11 @@ impl Model {
             } else {
                 0
             };
-            if attr.flags & !(attr_flags::SYNC | attr_flags::IMMUTABLE | attr_flags::APPEND) != want
-            {
+            let mut may = attr_flags::SYNC | attr_flags::IMMUTABLE | attr_flags::APPEND;
+            if self.atomic && want != 0 {
+                may |= attr_flags::ATOMIC;
+            }
+            if attr.flags & !may != want {
                 self.violation(format!(
                     "inode {ino}: fuse_attr.flags {:#x}, expected {want:#x}",
                     attr.flags

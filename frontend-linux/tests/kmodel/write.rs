@@ -50,6 +50,8 @@ pub struct WriteCounters {
     pub write_hits: u64,
     pub ends: u64,
     pub ioends: u64,
+    /// `FUSE_WRITE`s of inline data.
+    pub inline_writes: u64,
     /// File data bytes the model wrote to the device.
     pub data_bytes: u64,
 }
@@ -106,6 +108,8 @@ impl Model {
         let ok = match read.kind {
             MapType::Mapped | MapType::Unwritten => true,
             MapType::Hole => opflags & op::ZERO != 0,
+            // Served by the server (FUSE_WRITE); never written back.
+            MapType::Inline => opflags & (op::WRITEBACK | op::DIRECT) == 0,
             _ => false,
         };
         if !ok {
@@ -216,6 +220,14 @@ impl Model {
                 Some(m) => (m, false),
                 None => (self.write_begin(f, pos, end - pos, op::WRITE)?, true),
             };
+            if m.kind == MapType::Inline {
+                // Inline data: the server writes it (FUSE_WRITE resolved
+                // by node id, no file handle); the kernel then drops the
+                // file's cached mappings.
+                let d = &data[(pos - off) as usize..];
+                let n = self.inline_write(f, pos, d)?;
+                return Ok(pos + n - off);
+            }
             let seg = m.end().min(end) - pos;
             let written = match short {
                 Some(s) if pos == off => seg.min(s),
@@ -251,6 +263,38 @@ impl Model {
             }
         }
         Ok(pos - off)
+    }
+
+    /// `FUSE_WRITE` of `data` at `pos` to an inline-data file, without a
+    /// file handle (the kernel sends inline writes by node id): the bytes
+    /// the server took.
+    fn inline_write(&mut self, f: &mut KFile, pos: u64, data: &[u8]) -> Result<u64, i32> {
+        self.wc.inline_writes += 1;
+        let mut body = abi::WriteIn {
+            offset: pos,
+            size: data.len() as u32,
+            ..Default::default()
+        }
+        .as_bytes()
+        .to_vec();
+        body.extend_from_slice(data);
+        let (err, out) = self.call(opcode::WRITE, f.node.nodeid, &body);
+        self.cache.forget_inode(node_key(f.node.nodeid));
+        if err != 0 {
+            return Err(err);
+        }
+        let n = abi::WriteOut::read_from_bytes(&out)
+            .map(|w| u64::from(w.size))
+            .unwrap_or_else(|_| {
+                self.violation(format!("WRITE reply of {} bytes", out.len()));
+                0
+            });
+        if n != data.len() as u64 {
+            self.violation(format!("inline WRITE took {n} of {} bytes", data.len()));
+        }
+        f.size = f.size.max(pos + n);
+        f.disk_size = f.size;
+        Ok(n)
     }
 
     /// A store through a shared mapping into block `blk` (inside the
@@ -496,6 +540,9 @@ impl Model {
     /// range dropped from the cache, `FALLOCATE`, then the partial blocks
     /// at the edges of a punch or zero range zeroed by the kernel.
     pub fn fallocate(&mut self, f: &mut KFile, mode: u32, off: u64, len: u64) -> Result<(), i32> {
+        if mode & (falloc::COLLAPSE_RANGE | falloc::INSERT_RANGE) != 0 {
+            return self.shift_range(f, mode, off, len);
+        }
         let bs = self.bs;
         let end = off + len;
         let grows = mode & falloc::KEEP_SIZE == 0 && end > f.size;
@@ -504,19 +551,7 @@ impl Model {
             let old = f.size;
             self.zero_range(f, old, (old.div_ceil(bs) * bs).min(end))?;
         }
-        self.writeback(f, 0, u64::MAX)?;
-        let args = abi::FallocateIn {
-            fh: 0,
-            offset: off,
-            length: len,
-            mode,
-            padding: 0,
-        };
-        let (err, _) = self.call(opcode::FALLOCATE, f.node.nodeid, args.as_bytes());
-        self.cache.forget_inode(node_key(f.node.nodeid));
-        if err != 0 {
-            return Err(err);
-        }
+        self.send_fallocate(f, mode, off, len)?;
         if grows {
             f.size = end;
             f.disk_size = end;
@@ -532,6 +567,48 @@ impl Model {
                 self.zero_range(f, tail, lim)?;
             }
         }
+        Ok(())
+    }
+
+    /// The file written back, `FALLOCATE`, the file's cached mappings
+    /// dropped (the kernel's steps around the request).
+    fn send_fallocate(&mut self, f: &mut KFile, mode: u32, off: u64, len: u64) -> Result<(), i32> {
+        self.writeback(f, 0, u64::MAX)?;
+        let args = abi::FallocateIn {
+            fh: 0,
+            offset: off,
+            length: len,
+            mode,
+            padding: 0,
+        };
+        let (err, _) = self.call(opcode::FALLOCATE, f.node.nodeid, args.as_bytes());
+        self.cache.forget_inode(node_key(f.node.nodeid));
+        if err != 0 {
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// `fallocate(2)` collapse or insert range as the kernel's ext4 does
+    /// it: block-aligned ranges only, inside the file (`EINVAL`
+    /// otherwise); the file written back and its page cache dropped from
+    /// `off` (all clean here: the model keeps no clean blocks), then
+    /// `FALLOCATE`; the size moves by `len`.
+    fn shift_range(&mut self, f: &mut KFile, mode: u32, off: u64, len: u64) -> Result<(), i32> {
+        let bs = self.bs;
+        let collapse = mode & falloc::COLLAPSE_RANGE != 0;
+        let aligned = off.is_multiple_of(bs) && len.is_multiple_of(bs) && len > 0;
+        let inside = if collapse {
+            off + len < f.size
+        } else {
+            off < f.size
+        };
+        if !aligned || !inside {
+            return Err(libc::EINVAL);
+        }
+        self.send_fallocate(f, mode, off, len)?;
+        f.size = if collapse { f.size - len } else { f.size + len };
+        f.disk_size = f.size;
         Ok(())
     }
 
@@ -579,20 +656,15 @@ impl Model {
                 upto = upto.min(b * bs);
             }
             let n = (upto - pos) as usize;
-            let mut buf = vec![0u8; n];
-            match m.kind {
-                MapType::Mapped => {
-                    let addr = m.addr + (pos - m.offset);
-                    if let Err(e) = self.dev_file.read_exact_at(&mut buf, addr) {
-                        self.violation(format!("device read at {addr}: {e}"));
-                    }
-                }
-                MapType::Hole | MapType::Unwritten => {}
-                k => {
-                    self.violation(format!("read through a {k:?} mapping"));
-                    return Err(libc::EIO);
-                }
+            if !matches!(
+                m.kind,
+                MapType::Mapped | MapType::Hole | MapType::Unwritten | MapType::Inline
+            ) {
+                self.violation(format!("read through a {:?} mapping", m.kind));
+                return Err(libc::EIO);
             }
+            // Inline bytes through FUSE_READ, the rest from the device.
+            let buf = self.data(&f.node, &m, pos, n, f.size);
             out.extend_from_slice(&buf);
             pos = upto;
         }
