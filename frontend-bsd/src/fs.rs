@@ -1,6 +1,7 @@
 //! The FUSE filesystem: `fuser::Filesystem` over an engine `Volume`, using
 //! only what FreeBSD's fusefs speaks (plain READDIR, no READDIRPLUS, no
-//! passthrough, no notifications, LSEEK only from protocol 7.24 on).
+//! passthrough, LSEEK only from protocol 7.24 on; of the notifications
+//! only `FUSE_NOTIFY_INVAL_INODE`, which FreeBSD's fusefs has since 7.23).
 //!
 //! Node ids are ext4 inode numbers ([`ext4_fuse_common::nodes`]); the
 //! kernel's references to them (lookups, open files) are counted by
@@ -13,6 +14,8 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ext4_engine::policy::{self, Caller, ShownIds, XattrReply};
@@ -22,9 +25,10 @@ use ext4_fuse_common::fs::{kills_privileges, Fs};
 use ext4_fuse_common::{log, nodes};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::sys;
@@ -69,6 +73,50 @@ pub struct Ext4Fs<D: BlockDevice + 'static> {
     /// keeping its caches as with FOPEN_KEEP_CACHE / FOPEN_CACHE_DIR.
     no_open: AtomicBool,
     no_opendir: AtomicBool,
+    /// Where invalidations go once the session exists
+    /// ([`Ext4Fs::invalidations`]); before (and in the protocol test)
+    /// none is sent.
+    invalidations: Invalidations,
+}
+
+/// Most batches of invalidations waiting for their thread; past that
+/// the attribute timeout covers them.
+const INVALIDATIONS_QUEUED: usize = 64;
+
+/// `FUSE_NOTIFY_INVAL_INODE` for attributes the server changed on its own,
+/// sent from a thread of their own: FreeBSD's fusefs locks the vnode to
+/// invalidate it, and the requester may still hold that lock while it
+/// waits for the answer to its next request, which fuser's one request
+/// loop (one thread on FreeBSD) could then never give. Attributes only
+/// (offset -1): no page of the file is touched.
+#[derive(Clone, Default)]
+pub struct Invalidations(Arc<OnceLock<SyncSender<Vec<InodeNo>>>>);
+
+impl Invalidations {
+    /// Start sending through the session's notifier.
+    pub fn start(&self, notifier: Notifier) -> std::io::Result<()> {
+        let (tx, rx) = sync_channel::<Vec<InodeNo>>(INVALIDATIONS_QUEUED);
+        std::thread::Builder::new()
+            .name("invalidate".into())
+            .spawn(move || {
+                for ino in rx.into_iter().flatten() {
+                    let Ok(node) = nodes::ino_to_nodeid(ino) else {
+                        continue;
+                    };
+                    if let Err(e) = notifier.inval_inode(INodeNo(node), -1, 0) {
+                        log::debug(format_args!("invalidating inode {ino}: {e}"));
+                    }
+                }
+            })?;
+        let _ = self.0.set(tx);
+        Ok(())
+    }
+
+    fn send(&self, inos: Vec<InodeNo>) {
+        if let (false, Some(tx)) = (inos.is_empty(), self.0.get()) {
+            let _ = tx.try_send(inos);
+        }
+    }
 }
 
 /// Our highest protocol minor (what `fuser` answers INIT with).
@@ -83,7 +131,22 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
             minor: AtomicU32::new(0),
             no_open: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
+            invalidations: Invalidations::default(),
         }
+    }
+
+    /// The handle to start the invalidations with, once the session
+    /// (which the filesystem moves into) gives its notifier
+    /// ([`Invalidations::start`]).
+    pub fn invalidations(&self) -> Invalidations {
+        self.invalidations.clone()
+    }
+
+    /// After the reply: tell the kernel which inodes' cached attributes
+    /// the request made stale behind its back (set-ID bits the server
+    /// dropped, [`Fs::take_stale`]), as ext4-fuse does.
+    fn invalidate_stale(&self) {
+        self.invalidations.send(self.fs.take_stale());
     }
 
     pub fn volume(&self) -> &Volume<D> {
@@ -787,6 +850,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a, u64::from(a.ino.0))),
             Err(e) => reply.error(self.fail("setattr", ino, &e)),
         }
+        self.invalidate_stale();
     }
 
     fn write(
@@ -815,6 +879,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", ino, &e)),
         }
+        self.invalidate_stale();
     }
 
     fn copy_file_range(
@@ -841,6 +906,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(self.fail("copy_file_range", to, &e)),
         }
+        self.invalidate_stale();
     }
 
     fn mkdir(
@@ -978,5 +1044,6 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             .fs
             .fallocate(&caller(req), ino, (mode as u32, offset, length), true);
         self.reply_done(reply, "fallocate", ino, r);
+        self.invalidate_stale();
     }
 }

@@ -246,10 +246,14 @@ fn serve(
     let watch = watcher::spawn(&mount::Mounted::expected(&spec))?;
     let (fuse, _mounted) = mount::mount(&spec).map_err(|e| e.to_string())?;
     let acl = config.acl;
+    let invalidations = fs.invalidations();
     let session = Session::from_fd(fs, fuse.into(), acl, config).map_err(|e| {
         // Dropping `watch` makes the watcher unmount.
         format!("cannot mount on {}: {e}", mountpoint.display())
     })?;
+    invalidations
+        .start(session.notifier())
+        .map_err(|e| format!("cannot start the invalidation thread: {e}"))?;
     let mp = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("signals".into())
@@ -283,8 +287,12 @@ fn serve(
     let sigs = block_signals();
     // The unmount ends the session, whose end (DESTROY) closes the volume.
     let _ = start_committing(&fs)?;
+    let invalidations = fs.invalidations();
     let mut session = Session::new(fs, mountpoint, &config)
         .map_err(|e| format!("cannot mount on {}: {e}", mountpoint.display()))?;
+    invalidations
+        .start(session.notifier())
+        .map_err(|e| format!("cannot start the invalidation thread: {e}"))?;
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.to_path_buf();
     std::thread::Builder::new()

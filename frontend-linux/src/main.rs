@@ -277,6 +277,7 @@ fn run(opts: &Options) -> Result<(), String> {
         iomap: iomap_prep.is_some(),
         readdirplus: opts.readdirplus,
         writeback_cache: opts.writeback_cache && !volume.read_only(),
+        measure: opts.stats,
         ..Config::default()
     };
     if let Some(p) = &iomap_prep {
@@ -421,6 +422,11 @@ fn run(opts: &Options) -> Result<(), String> {
         .map_err(|e| format!("reading /dev/fuse: {e}"));
     // Unmounted (or the connection ended): leave the image clean.
     close(session.backend());
+    if opts.stats {
+        for line in session.stats_table().lines() {
+            log::info(format_args!("stats: {line}"));
+        }
+    }
     // The connection ended because the mount went away: nothing to undo.
     if let (Some(w), Ok(())) = (&watch, &result) {
         w.keep();

@@ -45,7 +45,8 @@ impl AutoOnOff {
         blkdev               mount as fuseblk on a loop device of the image (root\n                       only): umount returns once the image is closed and\n                       clean (a plain FUSE mount's umount returns before)\n  \
         readdirplus=auto|on|off  listings carry each entry's attributes: auto (the\n                       default) lets the kernel choose per listing chunk; on:\n                       always; off: never (a LOOKUP per entry used)\n  \
         setuid=NAME          user the server switches to once started (default\n                       nobody; mount.fuse3's option of the same name)\n  \
-        nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n\n\
+        nosandbox            keep the server's privileges: no user switch, capability\n                       drop or system call filter (for debugging)\n  \
+        stats                at the end, log how many requests of each kind the\n                       kernel sent and the server's CPU time for them\n\n\
         Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mounting or\n\
         serving failed, 2 a bad argument or option."
 )]
@@ -93,6 +94,9 @@ pub struct Options {
     /// `blkdev`: mount as `fuseblk` on a loop device of the image, so that
     /// `umount` returns once the volume is closed (root only).
     pub blkdev: bool,
+    /// `stats`: count requests and the server's CPU time per opcode and
+    /// log the table at the end of the session.
+    pub stats: bool,
 }
 
 /// Default `spin=`: long enough to cover a client's turnaround between two
@@ -168,6 +172,7 @@ fn apply(o: &mut Options, opt: &str) -> Result<(), OptionError> {
         ("nosandbox", None) => o.nosandbox = true,
         ("writeback_cache", None) => o.writeback_cache = true,
         ("blkdev", None) => o.blkdev = true,
+        ("stats", None) => o.stats = true,
         // Not `user=`: mount(8) takes that for its own option.
         ("setuid", Some(v)) if !v.is_empty() => o.user = Some(v.to_string()),
         ("setuid", _) => {
@@ -264,6 +269,8 @@ mod tests {
 
         let o = p(&["a", "b", "-o", "setuid=daemon,nosandbox,user"]).unwrap();
         assert_eq!((o.user.as_deref(), o.nosandbox), (Some("daemon"), true));
+        assert!(!o.stats);
+        assert!(p(&["a", "b", "-o", "stats"]).unwrap().stats);
         assert!(p(&["a", "b", "-o", "user=daemon"])
             .unwrap_err()
             .contains("setuid=NAME"));

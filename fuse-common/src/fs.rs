@@ -442,8 +442,9 @@ impl<D: BlockDevice + 'static> Fs<D> {
     /// Inodes whose attributes this server changed without the kernel
     /// asking for that change (set-ID bits a write dropped), since the
     /// last call: the kernel's cached attributes of these are stale
-    /// (`FUSE_NOTIFY_INVAL_INODE`). At most [`STALE_MAX`]; past that the
-    /// attribute timeout covers the rest.
+    /// (`FUSE_NOTIFY_INVAL_INODE`, which both frontends send after the
+    /// reply). At most [`STALE_MAX`]; past that the attribute timeout
+    /// covers the rest.
     pub fn take_stale(&self) -> Vec<InodeNo> {
         if !self.stale.any.swap(false, Ordering::AcqRel) {
             return Vec::new();

@@ -69,4 +69,37 @@ impl<B: Backend> Session<B> {
         }
         v
     }
+
+    /// [`Session::request_stats`] as a table: per opcode the requests, the
+    /// server's CPU time for them and per request, most requests first;
+    /// then the totals.
+    pub fn stats_table(&self) -> String {
+        let mut v = self.request_stats();
+        v.sort_by_key(|s| core::cmp::Reverse(s.count));
+        let mut t = format!(
+            "{:<16} {:>10} {:>10} {:>8}\n",
+            "request", "count", "cpu ms", "us/req"
+        );
+        let per = |ns: u64, n: u64| ns as f64 / 1e3 / n.max(1) as f64;
+        for s in &v {
+            t += &format!(
+                "{:<16} {:>10} {:>10.1} {:>8.1}\n",
+                super::opcode_name(s.opcode),
+                s.count,
+                s.cpu_ns as f64 / 1e6,
+                per(s.cpu_ns, s.count)
+            );
+        }
+        let (n, ns) = v
+            .iter()
+            .fold((0, 0), |(n, ns), s| (n + s.count, ns + s.cpu_ns));
+        t += &format!(
+            "{:<16} {:>10} {:>10.1} {:>8.1}\n",
+            "total",
+            n,
+            ns as f64 / 1e6,
+            per(ns, n)
+        );
+        t
+    }
 }

@@ -906,3 +906,37 @@ fn statfs_access_lseek() {
     assert_eq!(seek(&mut k, 100, libc::SEEK_DATA).0, errno::ENXIO);
     assert_eq!(seek(&mut k, 0, libc::SEEK_END).0, errno::EINVAL);
 }
+
+/// `-o stats`: every request counted under its opcode, most frequent
+/// first, and the total the sum of the rows.
+#[test]
+fn stats_table_counts_each_request() {
+    let mut k = Kernel::start(Config {
+        measure: true,
+        ..Config::default()
+    });
+    k.init();
+    for _ in 0..3 {
+        k.call(opcode::LOOKUP, 1, &name("a.txt"));
+    }
+    k.call(opcode::GETATTR, 12, &[0; 16]);
+    let t = k.session.stats_table();
+    let rows: Vec<(String, u64)> = t
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("LOOKUP".to_string(), 3),
+            ("GETATTR".to_string(), 1),
+            ("INIT".to_string(), 1),
+            ("total".to_string(), 5)
+        ],
+        "{t}"
+    );
+}
