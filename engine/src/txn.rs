@@ -64,6 +64,10 @@ pub trait Commit<D: BlockDevice>: Send + Sync {
         Ok(())
     }
 
+    /// After [`Commit::close`] for a freeze: commits go through the
+    /// journal again, starting a fresh log.
+    fn reopen(&self) {}
+
     /// Whether commits go through a journal (then the superblock says
     /// `needs_recovery` while the volume is mounted).
     fn journaled(&self) -> bool {

@@ -356,6 +356,52 @@ impl<D: BlockDevice> Volume<D> {
         self.went_read_only_quietly();
         Ok(())
     }
+
+    /// The kernel's ext4 freeze (`ext4_freeze`): commit, write everything
+    /// home, empty the journal and clear `needs_recovery`, so the device
+    /// holds a clean filesystem as it stands (a snapshot of it needs no
+    /// recovery). The caller lets no change begin until
+    /// [`Volume::unfreeze`]; commits meanwhile write home.
+    pub fn freeze(&self) -> Result<()> {
+        if !self.is_rw_mounted() || self.read_only() {
+            return Ok(());
+        }
+        self.commit()?;
+        if !self.commit_log().journaled() {
+            return self.block_cache().flush().map_err(Error::Io);
+        }
+        if let Err(e) = self.commit_log().close(self.block_cache()) {
+            let e = Error::Io(e);
+            self.abort(e.clone());
+            return Err(e);
+        }
+        // The journal is empty on the device before the flag goes.
+        self.edit_super(|raw| {
+            raw.feature_incompat = (raw.feature_incompat.get() & !incompat::RECOVER).into();
+        })?;
+        self.commit()?;
+        self.block_cache().flush().map_err(Error::Io)
+    }
+
+    /// The thaw after [`Volume::freeze`]: `needs_recovery` again (home,
+    /// before any transaction can need it), then commits go through the
+    /// journal.
+    pub fn unfreeze(&self) -> Result<()> {
+        if !self.is_rw_mounted()
+            || self.read_only()
+            || !self.sb().has_compat(compat::HAS_JOURNAL)
+            || self.commit_log().journaled()
+        {
+            return Ok(());
+        }
+        self.edit_super(|raw| {
+            raw.feature_incompat = (raw.feature_incompat.get() | incompat::RECOVER).into();
+        })?;
+        self.commit()?;
+        self.block_cache().flush().map_err(Error::Io)?;
+        self.commit_log().reopen();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

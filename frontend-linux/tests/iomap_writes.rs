@@ -1134,6 +1134,25 @@ fn freeze_and_shutdown() {
 
     assert_eq!(m.call(opcode::FREEZE_FS, 0, &[0u8; 8]).0, 0);
     let frozen = std::fs::read(&img).unwrap();
+    // As the kernel's ext4 freezes: the image as it stands is clean, with
+    // no journal to recover (e2fsck -n would report one).
+    {
+        let copy = img.with_extension("frozen");
+        std::fs::write(&copy, &frozen).unwrap();
+        let (code, out) = e2fsck_check(&copy);
+        assert_eq!(code, 0, "frozen image: e2fsck -fn exited {code}:\n{out}");
+        let dump = std::process::Command::new("dumpe2fs")
+            .arg("-h")
+            .arg(&copy)
+            .output()
+            .unwrap();
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        assert!(
+            !dump.contains("needs_recovery"),
+            "frozen image still needs recovery"
+        );
+        std::fs::remove_file(&copy).unwrap();
+    }
     let (got, held) = recovered(&img, "frozen");
     if let Some(d) = differ(&got, &want) {
         panic!("the image frozen lacks what was written back: {d}");
@@ -1179,6 +1198,15 @@ fn freeze_and_shutdown() {
         waiter.join().unwrap().unwrap();
     });
     fs.thaw();
+
+    // Journaled again after the thaw (needs_recovery set before the
+    // journal is used): an append fsynced now is replayed below.
+    let end = f.size;
+    let mut d = vec![0u8; 50_000];
+    rng.fill(&mut d);
+    m.buffered_write(&mut f, end, &d, None).unwrap();
+    m.writeback(&mut f, 0, u64::MAX).unwrap();
+    put(&mut want, end, &d);
 
     // Shutdown: the last fsync's file survives, nothing after it.
     m.fsync(&mut f).unwrap();

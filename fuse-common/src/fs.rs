@@ -359,8 +359,10 @@ impl<D: BlockDevice + 'static> Fs<D> {
     }
 
     /// Freeze: hold new changes, wait for those under way, then commit,
-    /// flush and checkpoint (the image on the device is then complete
-    /// and stays as it is until [`Fs::thaw`]). A failure thaws again and
+    /// write everything home and mark the journal empty and the
+    /// filesystem clean, as the kernel's ext4 does (the image on the
+    /// device is then complete, needs no recovery, and stays as it is
+    /// until [`Fs::thaw`]). A failure thaws again and
     /// is reported (the kernel's freeze then fails).
     pub fn freeze(&self) -> Result<()> {
         {
@@ -377,15 +379,20 @@ impl<D: BlockDevice + 'static> Fs<D> {
                     .unwrap_or_else(|p| p.into_inner());
             }
         }
-        let r = self.sync().and_then(|()| self.vol.checkpoint());
+        let r = self.sync().and_then(|()| self.vol.freeze());
         if r.is_err() {
             self.thaw();
         }
         r
     }
 
-    /// Thaw: held changes go on; inodes let go of meanwhile are freed.
+    /// Thaw: `needs_recovery` again, then held changes go on; inodes let
+    /// go of meanwhile are freed.
     pub fn thaw(&self) {
+        if let Err(e) = self.vol.unfreeze() {
+            // The volume turned read-only: the held changes fail.
+            log::error(format_args!("thaw: {e}"));
+        }
         let unheld = {
             let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
             st.frozen = false;

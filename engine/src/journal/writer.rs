@@ -705,6 +705,19 @@ impl<D: BlockDevice> Commit<D> for JournalWriter {
         Ok(())
     }
 
+    fn reopen(&self) {
+        let _io = self.io.lock();
+        if self.aborted.load(Ordering::Acquire) || !self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // The log is empty on disk: nothing in it is live any more, and
+        // the next commit writes the tail before its blocks.
+        let mut st = self.state.lock();
+        let next = st.next_tid;
+        st.live.prune(next);
+        self.closed.store(false, Ordering::Release);
+    }
+
     fn journaled(&self) -> bool {
         !self.closed.load(Ordering::Acquire)
     }
