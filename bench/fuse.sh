@@ -29,8 +29,8 @@
 # The uring column (issue #21) is ext4-fuse -o uring=on: requests through
 # one io_uring queue per CPU (the fuse module's enable_uring is set to Y for
 # the run and put back after); its own table compares it with the kernel
-# and with ext4-fuse on /dev/fuse. It is in the default columns when the
-# module has the parameter (read tests only).
+# and with ext4-fuse on /dev/fuse, for the read and the write tests. It is
+# in the default columns when the module has the parameter.
 #
 # Cold = a fresh mount (so no server keeps metadata from an earlier run)
 # followed by sync + drop_caches; warm = the same command again at once.
@@ -368,8 +368,6 @@ measure_writes() {
     for ((rep = 1; rep <= reps_long; rep++)); do
         for t in "${wt[@]}"; do
             for c in "${COLS[@]}"; do
-                # The write table has no uring column yet.
-                [ "$c" != uring ] || continue
                 wrun "$c" "$t"
                 echo "rep $rep write $t $c: $(last "${W[$c.$t]:-}")$([ "$t" != untar ] || ! has_test rm || echo " rm $(last "${W[$c.rm]:-}")") (load $(load_avg))" >&2
             done
@@ -423,6 +421,21 @@ measure_writes() {
         if has_test untar; then
             printf '%-7s %9s %9s %9s %9s   (server peak RSS during the untar, MiB)\n' rss - \
                 "$(rss_mib ours)" "$(rss_mib bsd)" "$(rss_mib fuse2fs)"
+        fi
+        echo
+        if [[ " ${COLS[*]} " == *" uring "* ]]; then
+            echo
+            echo "FUSE over io_uring (issue #21): ext4-fuse -o rw,uring=on"
+            uhdr="%-7s %9s %9s %9s | %7s %6s %-4s | %9s\n"
+            # shellcheck disable=SC2059
+            printf "$uhdr" "" kernel ext4-fuse uring "uring/k" target "" "uring/fus"
+            for t in "${WTESTS[@]}"; do
+                k=$(wtv kernel "$t") o=$(wtv ours "$t") u=$(wtv uring "$t")
+                uk=$(ratio "$u" "$k") kt=$(wkt "$t")
+                # shellcheck disable=SC2059
+                printf "$uhdr" "$t" "$(wmed kernel "$t")" "$(wmed ours "$t")" "$(wmed uring "$t")" \
+                    "$uk" "<=$kt" "$(verdict "$uk" "<=" "$kt")" "$(ratio "$u" "$o")"
+            done
         fi
         echo
         echo "values: seconds (rand: IOPS); ratios: time ratios (rand: time per I/O, so fuse/k <= 1.25 is >= 0.8x the kernel's IOPS)"
