@@ -368,9 +368,10 @@ pub fn mode_for_writes(
 }
 
 /// A read-write iomap mount of an image file: attach a writable loop
-/// device, on which the caller opens the volume (`BackingDevice::file`)
-/// ([`BackingDevice::reopen_writable`]) and which [`prepare`] then registers, so the server's metadata and the
-/// kernel's file data go through one block device. `Ok(None)` when that
+/// device, on which the caller opens the volume
+/// ([`BackingDevice::reopen_writable`]) and which [`prepare`] then
+/// registers, so the server's metadata and the kernel's file data go
+/// through one block device. `Ok(None)` when that
 /// is not the case (iomap off, read-only, not an image file, a kernel
 /// without iomap, an image that opens read-only): the caller opens the
 /// source itself and the usual checks decide. `Err`: `-o iomap=on` cannot

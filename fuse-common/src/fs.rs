@@ -362,8 +362,8 @@ impl<D: BlockDevice + 'static> Fs<D> {
     /// write everything home and mark the journal empty and the
     /// filesystem clean, as the kernel's ext4 does (the image on the
     /// device is then complete, needs no recovery, and stays as it is
-    /// until [`Fs::thaw`]). A failure thaws again and
-    /// is reported (the kernel's freeze then fails).
+    /// until [`Fs::thaw`]). A failure thaws again and is reported (the
+    /// kernel's freeze then fails).
     pub fn freeze(&self) -> Result<()> {
         {
             let mut st = self.freeze.state.lock().unwrap_or_else(|p| p.into_inner());
