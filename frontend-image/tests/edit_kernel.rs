@@ -748,17 +748,10 @@ fn run_sequence(
         }
         let mut c = Command::new(&bin);
         c.arg(&ours).args(&op.ours);
-        c.stdin(match &op.stdin {
-            Some(f) => Stdio::from(fs::File::open(f).unwrap()),
-            None => Stdio::null(),
-        });
-        umask022(&mut c);
-        let o = c.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{label} seed {seed} op {i}: ext4-image {:?}: {}",
-            op.ours,
-            String::from_utf8_lossy(&o.stderr)
+        run_step(
+            c,
+            op.stdin.as_deref(),
+            format_args!("{label} seed {seed} op {i}: ext4-image {:?}", op.ours),
         );
     }
     fsck_clean(
@@ -776,17 +769,10 @@ fn run_sequence(
             }
             let mut c = Command::new("sh");
             c.arg("-ec").arg(&op.shell).current_dir(m.path());
-            c.stdin(match &op.stdin {
-                Some(f) => Stdio::from(fs::File::open(f).unwrap()),
-                None => Stdio::null(),
-            });
-            umask022(&mut c);
-            let o = c.output().unwrap();
-            assert!(
-                o.status.success(),
-                "{label} seed {seed} op {i}: kernel side `{}`: {}",
-                op.shell,
-                String::from_utf8_lossy(&o.stderr)
+            run_step(
+                c,
+                op.stdin.as_deref(),
+                format_args!("{label} seed {seed} op {i}: kernel side `{}`", op.shell),
             );
         }
         m.unmount().expect("unmount");
@@ -950,4 +936,20 @@ fn edits_on_a_kernel_written_image_as_on_the_kernel() {
         .filter_map(|&s| run_sequence(&base, "kernel-written", s + 100, n, &dir, &src, &reset))
         .collect();
     assert!(fails.is_empty(), "{}", fails.join("\n\n"));
+}
+
+/// Run one edit step (standard input from `stdin`, umask 022); it must
+/// succeed.
+fn run_step(mut c: Command, stdin: Option<&std::path::Path>, what: std::fmt::Arguments<'_>) {
+    c.stdin(match stdin {
+        Some(f) => Stdio::from(fs::File::open(f).unwrap()),
+        None => Stdio::null(),
+    });
+    umask022(&mut c);
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
