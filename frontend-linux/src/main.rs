@@ -73,6 +73,27 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
     inherited::open_volume(file, &src, &opts.common)
 }
 
+/// The data path the options and the volume allow, decided before
+/// mount(2) so that `-o iomap=on` refused for the volume's own reasons
+/// never shows a mount for a moment. What needs the connection (the
+/// kernel's iomap probe, the backing device) is [`iomap_setup::prepare`]'s.
+fn iomap_mode_for(
+    opts: &Options,
+    volume: &Volume<FileDevice>,
+    given: &iomap_setup::Given,
+) -> Result<iomap_setup::IomapMode, String> {
+    // One device: the volume is open on the block device the kernel
+    // would write through (a device source, or the writable loop device).
+    // (Without iomap in the kernel the probe in `prepare` says so, not
+    // this.)
+    let one_device = matches!(given, iomap_setup::Given::Ready(_))
+        || std::fs::metadata(&opts.source).is_ok_and(|m| m.file_type().is_block_device())
+        || !iomap_setup::kernel_supports_iomap();
+    iomap_setup::mode_for_source(opts.iomap, &opts.common)
+        .and_then(|m| iomap_setup::mode_after_replay(m, volume.replayed_blocks()))
+        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only(), one_device))
+}
+
 fn run(opts: &Options) -> Result<(), String> {
     log::set_debug(opts.debug());
     if opts.uring == UringMode::On && !uring::kernel_enabled() {
@@ -105,7 +126,7 @@ fn run(opts: &Options) -> Result<(), String> {
     // `ext4-fuse SOURCE /dev/fd/N`: a helper already mounted /dev/fuse
     // descriptor N (and usually opened the source as /dev/fd/M).
     let inherited_fuse = inherited::fd_number(&opts.mountpoint);
-    let (volume, fuse, mounted, given) = match inherited_fuse {
+    let (volume, fuse, mounted, given, iomap_mode) = match inherited_fuse {
         Some(n) => {
             if opts.blkdev {
                 return Err(format!(
@@ -134,7 +155,8 @@ fn run(opts: &Options) -> Result<(), String> {
             };
             let (volume, dup) = volume;
             let given = dup.map_or(iomap_setup::Given::Path, iomap_setup::Given::Inherited);
-            (volume, fuse, None, given)
+            let iomap_mode = iomap_mode_for(opts, &volume, &given)?;
+            (volume, fuse, None, given, iomap_mode)
         }
         None => {
             // The mount point first: a read-write open already counts as a
@@ -143,12 +165,12 @@ fn run(opts: &Options) -> Result<(), String> {
             // Read-write iomap on an image: the volume goes on the
             // writable loop device the kernel will write file data
             // through (-o blkdev makes its own loop device).
-            let iomap_mode = if opts.blkdev {
+            let rw_mode = if opts.blkdev {
                 iomap_setup::IomapMode::Off
             } else {
                 opts.iomap
             };
-            let rw_backing = iomap_setup::writable_backing(iomap_mode, &opts.source, &opts.common)?;
+            let rw_backing = iomap_setup::writable_backing(rw_mode, &opts.source, &opts.common)?;
             let (volume, given) = match rw_backing {
                 Some(b) => {
                     let file = b
@@ -164,6 +186,7 @@ fn run(opts: &Options) -> Result<(), String> {
                 }
                 None => (open_volume(opts)?, iomap_setup::Given::Path),
             };
+            let iomap_mode = iomap_mode_for(opts, &volume, &given)?;
             let fsname = opts
                 .common
                 .fsname
@@ -197,6 +220,7 @@ fn run(opts: &Options) -> Result<(), String> {
                 DevFuse::from_file(fuse),
                 Some((mounted, watch)),
                 given,
+                iomap_mode,
             )
         }
     };
@@ -211,22 +235,6 @@ fn run(opts: &Options) -> Result<(), String> {
     };
     // The iomap data path: probe the kernel, open the device it would do
     // file I/O on (a loop device over an image).
-    // One device: the volume is open on the block device the kernel
-    // would write through (a device source, or the writable loop device).
-    // (Without iomap in the kernel the probe below says so, not this.)
-    let one_device = matches!(given, iomap_setup::Given::Ready(_))
-        || std::fs::metadata(&opts.source).is_ok_and(|m| m.file_type().is_block_device())
-        || !iomap_setup::kernel_supports_iomap();
-    let iomap_mode = match iomap_setup::mode_for_source(opts.iomap, &opts.common)
-        .and_then(|m| iomap_setup::mode_after_replay(m, volume.replayed_blocks()))
-        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only(), one_device))
-    {
-        Ok(m) => m,
-        Err(e) => {
-            undo(&mounted);
-            return Err(e);
-        }
-    };
     let iomap_prep = match iomap_setup::prepare(
         iomap_mode,
         fuse.fd(),
