@@ -251,9 +251,10 @@ enum Cmd {
     },
     /// Make a new, empty filesystem in IMAGE (created, or emptied), laid out
     /// as mke2fs lays it out with the same options: ext2, ext3 or ext4
-    /// (the default) with mke2fs.conf's features for the type, but the
-    /// resize inode (the filesystem can still grow offline with resize2fs,
-    /// not online); -O adds or removes features.
+    /// (the default) with mke2fs.conf's features for the type, the resize
+    /// inode included (descriptor blocks reserved so that `resize` and the
+    /// kernel's online resize can grow it to 1024 times its size); -O adds
+    /// or removes features.
     ///
     /// Times: --timestamp, else $SOURCE_DATE_EPOCH, else now. With -U the
     /// directory hash seed follows from the UUID: the same options give a

@@ -101,7 +101,9 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     ("ext4", &["1g", "-O", "inline_data", "-b", "4096"]),
     ("ext4", &["64m", "-O", "^has_journal", "-I", "128"]),
-    ("ext4", &["200m", "-O", "^sparse_super"]),
+    ("ext4", &["200m", "-O", "^sparse_super,^resize_inode"]),
+    ("ext4", &["300m", "-O", "^resize_inode"]),
+    ("ext3", &["100m", "-O", "^resize_inode", "-b", "1024"]),
 ];
 
 /// Where `img`'s superblock copies are (bytes), from dumpe2fs.
@@ -151,7 +153,7 @@ fn same_as_mke2fs(name: &str, fs_type: &str, args: &[&str], e: &str) {
         .unwrap();
     let o = cmd("mke2fs")
         .env("E2FSPROGS_FAKE_TIME", TIME)
-        .args(["-q", "-F", "-t", fs_type, "-O", "^resize_inode", "-U", UUID])
+        .args(["-q", "-F", "-t", fs_type, "-U", UUID])
         .arg("-E")
         .arg(format!("hash_seed={seed},lazy_itable_init=0,{e}"))
         .arg(&b)
@@ -293,11 +295,16 @@ fn kernel_mounts_and_writes() {
 #[test]
 fn refusals_say_what_to_do() {
     let img = path("refused.img");
-    let o = ours(&img, &["64m", "-O", "bigalloc,resize_inode"]);
+    let o = ours(&img, &["64m", "-O", "bigalloc,quota"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("quota, bigalloc") && e.contains("mke2fs"), "{e}");
+    // mke2fs's own refusal, and what to add.
+    let o = ours(&img, &["64m", "-O", "^sparse_super"]);
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
-        e.contains("resize_inode, bigalloc") && e.contains("mke2fs"),
+        e.contains("needs sparse_super") && e.contains("^resize_inode"),
         "{e}"
     );
     let o = ours(&img, &["64m", "-O", "warp_drive"]);

@@ -27,6 +27,7 @@ use crate::group_desc::{self, RawGroupDesc, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG
 use crate::numbers::InodeNo;
 use crate::superblock::{RawSuperblock, Superblock, SUPERBLOCK_OFFSET};
 
+use super::resize_inode::{self, backups_between, Reserve};
 use super::{has_super, new_desc, set_bits};
 
 /// What [`grow`] did.
@@ -340,11 +341,6 @@ pub fn grow<D: BlockDevice>(
     }))
 }
 
-/// Group numbers with superblock backups (not 0) in `from..to`, in order.
-fn backups_between(sparse: bool, from: u32, to: u32) -> impl Iterator<Item = u32> {
-    (from.max(1)..to).filter(move |&g| !sparse || has_super(g))
-}
-
 /// The resize inode (7) as group 0's inode table holds it: where, and its
 /// bytes; checked: its double-indirect block maps each reserved
 /// descriptor block of group 0 (`ext2fs_create_resize_inode`'s layout),
@@ -403,12 +399,9 @@ fn word(b: &[u8], i: usize) -> u32 {
 
 /// The resize inode (7) laid out anew for `new_groups` groups with
 /// `desc_blocks` descriptor blocks and `rsv` reserved ones after them, as
-/// resize2fs has `ext2fs_create_resize_inode` lay it out after growing:
-/// its double-indirect block maps each reserved block of group 0 (at
-/// index `(desc_blocks + r) % (block size / 4)`; the blocks that became
-/// descriptor blocks drop out), each of those lists its copies in the
-/// backup groups in group order, and `i_blocks` counts them all. `(at,
-/// rec)`: the inode, from [`resize_inode`].
+/// resize2fs has `ext2fs_create_resize_inode` lay it out after growing
+/// (the blocks that became descriptor blocks drop out). `(at, rec)`: the
+/// inode, from [`resize_inode`].
 fn rebuild_resize_inode<D: BlockDevice>(
     dev: &D,
     sb: &Superblock,
@@ -417,30 +410,17 @@ fn rebuild_resize_inode<D: BlockDevice>(
     rsv: u64,
     new_groups: u32,
 ) -> Result<()> {
-    let bs = sb.block_size as usize;
-    let apb = (bs / 4) as u64;
-    let sparse = sb.has_ro_compat(ro_compat::SPARSE_SUPER);
-    let bpg = sb.blocks_per_group as u64;
-    let first_data = sb.first_data_block as u64;
     let dind = word(&rec, 0x28 / 4 + 13) as u64;
-    let backups: alloc::vec::Vec<u32> = backups_between(sparse, 1, new_groups).collect();
-    let mut dind_buf = vec![0u8; bs];
-    let mut ind = vec![0u8; bs];
-    for r in 0..rsv {
-        let primary = first_data + 1 + desc_blocks + r;
-        let i = ((desc_blocks + r) % apb) as usize * 4;
-        dind_buf[i..i + 4].copy_from_slice(&(primary as u32).to_le_bytes());
-        ind.fill(0);
-        for (k, &g) in backups.iter().enumerate() {
-            let copy = primary + g as u64 * bpg;
-            ind[k * 4..k * 4 + 4].copy_from_slice(&(copy as u32).to_le_bytes());
-        }
-        dev.write_blocks(primary, sb.block_size, &ind)?;
-    }
-    dev.write_blocks(dind, sb.block_size, &dind_buf)?;
-    // i_blocks, in 512-byte units: the double-indirect block, the
-    // reserved blocks and their copies.
-    let blocks = (1 + rsv * (1 + backups.len() as u64)) * (bs as u64 / 512);
+    let reserve = Reserve {
+        block_size: sb.block_size,
+        first_data_block: sb.first_data_block as u64,
+        blocks_per_group: sb.blocks_per_group as u64,
+        sparse_super: sb.has_ro_compat(ro_compat::SPARSE_SUPER),
+        desc_blocks,
+        reserved: rsv,
+        groups: new_groups,
+    };
+    let blocks = resize_inode::write_blocks(dev, &reserve, dind)?;
     rec[0x1C..0x20].copy_from_slice(&(blocks as u32).to_le_bytes());
     rec[0x74..0x76].copy_from_slice(&((blocks >> 32) as u16).to_le_bytes());
     if let Some((c, hi)) = crate::inode::expected_checksum(sb, InodeNo(7), &rec) {

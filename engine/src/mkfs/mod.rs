@@ -1,12 +1,13 @@
 //! Laying out a new, empty filesystem (`ext4-image mkfs`), as `mke2fs`
 //! lays it out: ext2, ext3 and ext4 with mke2fs.conf's feature sets for
-//! each type (but the resize inode: growing is not offered, so no blocks
-//! are reserved for it), edited with `-O`.
+//! each type, edited with `-O`.
 //!
 //! The layout follows libext2fs's decisions step by step so that the image
-//! equals `mke2fs -O ^resize_inode -E lazy_itable_init=0` given the same
-//! UUID, hash seed and time: superblock and descriptor copies in the
-//! sparse_super groups; bitmaps and inode tables in their group, or packed
+//! equals `mke2fs -E lazy_itable_init=0` given the same UUID, hash seed
+//! and time: superblock and descriptor copies in the sparse_super groups,
+//! with `resize_inode` followed by the descriptor blocks reserved for
+//! growing (`calc_reserved_gdt_blocks`) and the resize inode listing
+//! them; bitmaps and inode tables in their group, or packed
 //! at the start of each flex group (`ext2fs_allocate_group_table`); the
 //! root directory and lost+found (16 KiB, at least two blocks) in the first
 //! free blocks; the journal (size by the filesystem's size, as
@@ -25,6 +26,7 @@
 
 pub mod grow;
 mod journal;
+mod resize_inode;
 mod tables;
 mod used;
 
@@ -84,7 +86,7 @@ pub struct Features {
 
 /// Features this layout knows how to make.
 pub const LAID_OUT: Features = Features {
-    compat: compat::HAS_JOURNAL | compat::EXT_ATTR | compat::DIR_INDEX,
+    compat: compat::HAS_JOURNAL | compat::EXT_ATTR | compat::DIR_INDEX | compat::RESIZE_INODE,
     incompat: incompat::FILETYPE
         | incompat::EXTENTS
         | incompat::BIT64
@@ -102,11 +104,11 @@ pub const LAID_OUT: Features = Features {
 };
 
 impl Features {
-    /// mke2fs.conf's `base_features` (without `resize_inode`) plus the
-    /// type's `features` (Debian's and e2fsprogs' 1.47 defaults).
+    /// mke2fs.conf's `base_features` plus the type's `features`
+    /// (Debian's and e2fsprogs' 1.47 defaults).
     pub fn of(t: FsType) -> Features {
         let mut f = Features {
-            compat: compat::EXT_ATTR | compat::DIR_INDEX,
+            compat: compat::EXT_ATTR | compat::DIR_INDEX | compat::RESIZE_INODE,
             incompat: incompat::FILETYPE,
             ro_compat: ro_compat::SPARSE_SUPER | ro_compat::LARGE_FILE,
         };
@@ -180,6 +182,12 @@ impl Features {
             && self.ro_compat & ro_compat::METADATA_CSUM == 0
         {
             return Err("metadata_csum_seed needs metadata_csum".into());
+        }
+        if self.compat & compat::RESIZE_INODE != 0 && self.ro_compat & ro_compat::SPARSE_SUPER == 0
+        {
+            return Err(
+                "resize_inode needs sparse_super (as mke2fs requires; add ^resize_inode)".into(),
+            );
         }
         if self.incompat & incompat::INLINE_DATA != 0 && self.compat & compat::EXT_ATTR == 0 {
             return Err("inline_data needs ext_attr".into());
@@ -319,6 +327,11 @@ pub struct Geometry {
     pub itable_blocks: u32,
     pub desc_size: u32,
     pub desc_blocks: u32,
+    /// The resize inode is made (`resize_inode`, unless mke2fs would drop
+    /// it for this size), and the descriptor blocks reserved after the
+    /// descriptors in every copy for growing.
+    pub resize_inode: bool,
+    pub reserved_gdt_blocks: u32,
     /// Blocks reserved for root.
     pub reserved_blocks: u64,
     /// Backups in groups 0, 1 and powers of 3, 5, 7 only.
@@ -342,10 +355,11 @@ impl Geometry {
     fn group_of(&self, b: u64) -> u32 {
         ((b - self.first_data_block as u64) / self.blocks_per_group as u64) as u32
     }
-    /// Blocks the superblock copy and descriptors take at the group's start.
+    /// Blocks the superblock copy and descriptors (and the reserved ones)
+    /// take at the group's start.
     fn super_blocks(&self, g: u32) -> u64 {
         if self.has_super(g) {
-            1 + self.desc_blocks as u64
+            1 + self.desc_blocks as u64 + self.reserved_gdt_blocks as u64
         } else {
             0
         }
@@ -359,6 +373,7 @@ const DEFM_XATTR_USER: u32 = 0x0004;
 const DEFM_ACL: u32 = 0x0008;
 const FIRST_INO: u32 = 11;
 const ROOT_INO: u32 = 2;
+const RESIZE_INO: u32 = 7;
 const JOURNAL_INO: u32 = 8;
 const LPF_INO: u32 = 11;
 /// Group descriptor flags.
@@ -449,6 +464,27 @@ pub fn geometry(o: &MkfsOptions) -> Result<Geometry> {
         let ipg = round(ipg);
         let itb = (ipg as u64 * isz as u64).div_ceil(bs as u64) as u32;
         let desc_blocks = groups.div_ceil(bs / desc_size);
+        // mke2fs drops resize_inode past 32-bit block counts, and for
+        // meta_bg when descriptors and reserve would take more than 3/4
+        // of a group (which it then turns on; not laid out here).
+        let mut resize_inode =
+            o.features.has_compat(compat::RESIZE_INODE) && all_blocks <= u32::MAX as u64;
+        let mut rsv = if resize_inode {
+            reserved_gdt_blocks(
+                blocks,
+                first_data_block,
+                bpg,
+                bs / desc_size,
+                desc_blocks,
+                bs,
+            )
+        } else {
+            0
+        };
+        if rsv + desc_blocks > bpg * 3 / 4 {
+            resize_inode = false;
+            rsv = 0;
+        }
         let geo = Geometry {
             block_size: bs,
             first_data_block,
@@ -459,6 +495,8 @@ pub fn geometry(o: &MkfsOptions) -> Result<Geometry> {
             itable_blocks: itb,
             desc_size,
             desc_blocks,
+            resize_inode,
+            reserved_gdt_blocks: rsv,
             reserved_blocks: reserved,
             sparse_super: o.features.has_ro_compat(ro_compat::SPARSE_SUPER),
         };
@@ -482,6 +520,28 @@ pub fn geometry(o: &MkfsOptions) -> Result<Geometry> {
         }
         return Ok(geo);
     }
+}
+
+/// Descriptor blocks to reserve for growing (`calc_reserved_gdt_blocks`):
+/// room for 1024 times the filesystem's blocks, or 2^32 - 1 if fewer, at
+/// most as many as a block has addresses (the resize inode's
+/// double-indirect block lists them).
+fn reserved_gdt_blocks(
+    blocks: u64,
+    first_data_block: u32,
+    bpg: u32,
+    descs_per_block: u32,
+    desc_blocks: u32,
+    bs: u32,
+) -> u32 {
+    let max_blocks = if blocks < u32::MAX as u64 / 1024 {
+        blocks * 1024
+    } else {
+        u32::MAX as u64
+    };
+    let groups = (max_blocks - first_data_block as u64).div_ceil(bpg as u64);
+    let need = groups.div_ceil(descs_per_block as u64) as u32;
+    need.saturating_sub(desc_blocks).min(bs / 4)
 }
 
 /// sparse_super: groups 0, 1 and powers of 3, 5 and 7 hold backups.
@@ -609,6 +669,29 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
     let mut lpf = Vec::new();
     for _ in 0..lpf_n {
         lpf.push(dir_block(&mut used, &mut tables.touched)?);
+    }
+    // The resize inode's double-indirect block, from mke2fs's goal past
+    // group 0's tables as they would lie without flex_bg
+    // (ext2fs_create_resize_inode, after the directories, before the
+    // journal).
+    let resize_dind = if geo.resize_inode {
+        let goal = geo.first_data_block as u64
+            + geo.desc_blocks as u64
+            + geo.reserved_gdt_blocks as u64
+            + 2
+            + geo.itable_blocks as u64;
+        let b = used.new_block(goal).ok_or(Error::NoSpace)?;
+        used.mark(b, 1);
+        tables.touched[geo.group_of(b) as usize] = true;
+        Some(b)
+    } else {
+        f.compat &= !compat::RESIZE_INODE;
+        None
+    };
+    // Its size needs large_file with 4 KiB blocks (ext2fs_inode_size_set
+    // turns the feature on).
+    if resize_dind.is_some() && resize_inode::size(geo.block_size) >= 1 << 31 {
+        f.ro_compat |= ro_compat::LARGE_FILE;
     }
     let root = DirBlocks {
         blocks: vec![root_block],
@@ -847,7 +930,9 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
         }
     };
     for ino in 3..FIRST_INO {
-        if ino != JOURNAL_INO || journal.is_none() {
+        let made = (ino == JOURNAL_INO && journal.is_some())
+            || (ino == RESIZE_INO && resize_dind.is_some());
+        if !made {
             put_inode(ino, None, false);
         }
     }
@@ -912,6 +997,29 @@ pub fn mkfs<D: BlockDevice>(dev: &D, o: &MkfsOptions) -> Result<Made> {
             &j.i_block,
         );
         put_inode(JOURNAL_INO, Some(&r), false);
+    }
+    if let Some(dind) = resize_dind {
+        let reserve = resize_inode::Reserve {
+            block_size: geo.block_size,
+            first_data_block: geo.first_data_block as u64,
+            blocks_per_group: geo.blocks_per_group as u64,
+            sparse_super: geo.sparse_super,
+            desc_blocks: geo.desc_blocks as u64,
+            reserved: geo.reserved_gdt_blocks as u64,
+            groups: geo.groups,
+        };
+        let blocks_512 = resize_inode::write_blocks(dev, &reserve, dind)?;
+        let mut i_block = [0u8; 60];
+        i_block[13 * 4..14 * 4].copy_from_slice(&(dind as u32).to_le_bytes());
+        let r = new_inode(
+            0o100600,
+            1,
+            resize_inode::size(geo.block_size),
+            blocks_512,
+            0,
+            &i_block,
+        );
+        put_inode(RESIZE_INO, Some(&r), false);
     }
     dev.write_blocks(tables.inode_table[0], geo.block_size, &inodes)?;
 
@@ -992,6 +1100,7 @@ fn superblock(
     s.free_blocks_count_hi = ((free_blocks >> 32) as u32).into();
     s.free_inodes_count = (free_inodes as u32).into();
     s.first_data_block = geo.first_data_block.into();
+    s.reserved_gdt_blocks = (geo.reserved_gdt_blocks as u16).into();
     s.log_block_size = log.into();
     s.log_cluster_size = log.into();
     s.blocks_per_group = geo.blocks_per_group.into();
@@ -1082,8 +1191,14 @@ mod tests {
         assert!(f.has_incompat(incompat::INLINE_DATA));
         assert!(f.edit("warp_drive").is_err());
         let mut g = Features::of(FsType::Ext2);
-        g.edit("resize_inode").unwrap();
-        assert!(g.settle().unwrap_err().contains("resize_inode"));
+        assert!(g.has_compat(compat::RESIZE_INODE));
+        g.edit("^sparse_super").unwrap();
+        assert!(g
+            .settle()
+            .unwrap_err()
+            .contains("resize_inode needs sparse_super"));
+        g.edit("^resize_inode").unwrap();
+        assert!(g.settle().is_ok());
         let mut h = Features::of(FsType::Ext4);
         h.edit("uninit_bg").unwrap();
         assert!(!h.settle().unwrap().has_ro_compat(ro_compat::GDT_CSUM));
