@@ -218,14 +218,21 @@ fn build(
         return Err(BuildError { fail, no_space });
     }
     // A fresh, sparse file: it reads as zeros, which the layout relies on.
+    let existed = std::fs::symlink_metadata(a.image).is_ok();
     let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(a.image)
         .map_err(|e| bad(format!("cannot create {img}: {}", io_msg(&e))))?;
-    f.set_len(size)
-        .map_err(|e| bad(format!("cannot size {img}: {}", io_msg(&e))))?;
+    f.set_len(size).map_err(|e| {
+        // A file made only to fail (the host's filesystem cannot hold the
+        // size) is not left behind.
+        if !existed {
+            let _ = std::fs::remove_file(a.image);
+        }
+        bad(format!("cannot size {img}: {}", io_msg(&e)))
+    })?;
     drop(f);
     let dev = FileDevice::open(a.image, false)
         .map_err(|e| bad(format!("cannot open {img}: {}", io_msg(&e))))?;

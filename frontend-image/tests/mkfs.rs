@@ -307,6 +307,22 @@ fn refusals_say_what_to_do() {
         e.contains("needs sparse_super") && e.contains("^resize_inode"),
         "{e}"
     );
+    // The host cannot hold the size (a file size limit, with SIGXFSZ
+    // ignored: EFBIG): said, and no empty file left behind.
+    let _ = fs::remove_file(&img);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 1000; exec \"$0\" mkfs \"$1\" 64m -q")
+        .arg(built_binary("ext4-image", "ext4-image"))
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("File too large"),
+        "{o:?}"
+    );
+    assert!(!img.exists(), "a failed mkfs left {} behind", img.display());
     let o = ours(&img, &["64m", "-O", "warp_drive"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown feature"));
