@@ -119,6 +119,30 @@ fn decode_time(base: U32, extra: Option<u32>) -> Timestamp {
     }
 }
 
+/// A time as the kernel's ext4 keeps one it is given
+/// (`timestamp_truncate` with the limits it sets at mount): seconds
+/// clamped to what the records hold (signed 32 bits; with records of 256
+/// bytes and more, two epoch bits more: 1901 to 2446), nanoseconds
+/// dropped when clamped or when records have no room for them.
+pub fn clamp_time(sb: &Superblock, t: Timestamp) -> Timestamp {
+    // Room for i_atime_extra (ending at 0x90) decides, as in
+    // ext4_fill_super.
+    let extra = sb.inode_size as usize >= 0x90;
+    let min = i32::MIN as i64;
+    let max = if extra {
+        (1i64 << 34) - 1 + min
+    } else {
+        i32::MAX as i64
+    };
+    let sec = t.sec.clamp(min, max);
+    let nsec = if !extra || sec == min || sec == max {
+        0
+    } else {
+        t.nsec
+    };
+    Timestamp { sec, nsec }
+}
+
 /// Encode a timestamp as the kernel does (`ext4_encode_extra_time`): the
 /// low 32 bits of the seconds, and in the extra word two epoch bits and
 /// the nanoseconds.
@@ -523,6 +547,21 @@ mod tests {
         raw.want_extra_isize = 32u16.into();
         let b = zerocopy::IntoBytes::as_bytes(&raw).to_vec();
         Superblock::parse(&raw, &b, 1 << 30).unwrap()
+    }
+
+    #[test]
+    fn given_times_clamp_as_the_kernel_keeps_them() {
+        let t = |sec, nsec| Timestamp { sec, nsec };
+        let mut raw = crate::superblock::small_raw();
+        for (isz, max) in [(256u16, 15_032_385_535i64), (128, i32::MAX as i64)] {
+            raw.inode_size = isz.into();
+            let b = zerocopy::IntoBytes::as_bytes(&raw).to_vec();
+            let sb = Superblock::parse(&raw, &b, 1 << 30).unwrap();
+            let keep = if isz > 128 { 5 } else { 0 };
+            assert_eq!(clamp_time(&sb, t(7, 5)), t(7, keep));
+            assert_eq!(clamp_time(&sb, t(20_000_000_000, 5)), t(max, 0));
+            assert_eq!(clamp_time(&sb, t(-3_000_000_000, 5)), t(i32::MIN as i64, 0));
+        }
     }
 
     #[test]

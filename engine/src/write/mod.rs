@@ -354,9 +354,10 @@ impl<D: BlockDevice> Volume<D> {
         let _locks = self.inode_locks().lock(&[ino]);
         let mut inode = self.inode_for_write(ino)?;
         let now = self.now();
+        // Given times are kept as the kernel keeps them (clamped).
         let when = |t: SetTime| match t {
             SetTime::Now => now,
-            SetTime::At(t) => t,
+            SetTime::At(t) => crate::inode::clamp_time(self.sb(), t),
         };
         if let Some(size) = set.size {
             if size != inode.size {
@@ -395,7 +396,7 @@ impl<D: BlockDevice> Volume<D> {
             || set.atime.is_some()
             || set.mtime.is_some();
         if let Some(c) = set.ctime {
-            inode.ctime = c;
+            inode.ctime = crate::inode::clamp_time(self.sb(), c);
         } else if changed {
             inode.ctime = now;
         }
