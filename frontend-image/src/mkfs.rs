@@ -14,6 +14,7 @@ use ext4_engine::{Error, FileDevice, OpenOptions as VolOptions, Timestamp, Volum
 
 use crate::{io_msg, populate, tar_import, CmdResult, Fail};
 
+#[derive(Clone, Copy)]
 pub struct Args<'a> {
     pub image: &'a Path,
     /// `None`: auto.
@@ -293,6 +294,7 @@ fn auto_size(
     let m = 100 + a.margin as u64;
     let isz = a.inode_size.unwrap_or(256) as u64;
     let mut inodes = 0;
+    let longest_symlink = std::cell::Cell::new(0);
     let mut guess = |bs: u32| -> Result<u64, Fail> {
         let need = match src {
             Source::Dir(d) => populate::estimate(d, bs),
@@ -304,6 +306,7 @@ fn auto_size(
         }
         .map_err(|e| Fail::Open(format!("{}: {}", e.path.display(), e.what)))?;
         inodes = (need.inodes + 16) * m / 100;
+        longest_symlink.set(need.longest_symlink);
         let bs = bs as u64;
         let mut size = (need.bytes + inodes * isz) * m / 100;
         // The journal mke2fs would give a filesystem of that size, and
@@ -316,13 +319,23 @@ fn auto_size(
         Ok(size.next_multiple_of(1 << 16))
     };
     let mut size = guess(a.block_size.unwrap_or(4096))?;
+    let mut chosen_bs = None;
     if a.block_size.is_none() {
-        // The block size mke2fs.conf picks for that size.
-        let bs = ext4_engine::mkfs::default_block_size(size);
+        // The block size mke2fs.conf picks for that size, but big enough
+        // for the longest symlink target and its NUL (the kernel's rule).
+        let mut bs = ext4_engine::mkfs::default_block_size(size);
+        while (bs as u64) <= longest_symlink.get() && bs < 4096 {
+            bs *= 2;
+        }
         if bs != 4096 {
             size = guess(bs)?;
         }
+        chosen_bs = Some(bs);
     }
+    let a = &Args {
+        block_size: a.block_size.or(chosen_bs),
+        ..*a
+    };
     for _ in 0..12 {
         match build(a, fs_type, size, uuid, hash_seed, time, Some(inodes)) {
             Ok((made, copied)) => return Ok((size, made, copied)),

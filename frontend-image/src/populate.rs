@@ -87,6 +87,8 @@ pub fn engine(path: &Path, op: &str, e: Error) -> CopyError {
 pub struct Estimate {
     pub bytes: u64,
     pub inodes: u64,
+    /// The longest symlink target (bytes): it must fit a block.
+    pub longest_symlink: u64,
     block: u64,
 }
 
@@ -97,6 +99,7 @@ impl Estimate {
         Estimate {
             bytes: block,
             inodes: 0,
+            longest_symlink: 0,
             block,
         }
     }
@@ -109,6 +112,7 @@ impl Estimate {
     }
     /// A symlink whose target is `len` bytes (a block from 60).
     pub fn symlink(&mut self, len: u64) {
+        self.longest_symlink = self.longest_symlink.max(len);
         if len >= 60 {
             self.bytes += self.block;
         }

@@ -267,6 +267,30 @@ fn size_auto_holds_the_tree_with_the_margin() {
         let _ = fs::remove_file(&img);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A small tree gets 1 KiB blocks (mke2fs.conf's "small"), unless a
+    // symlink's target needs a bigger block (the kernel stores it, with
+    // its NUL, in one block).
+    let small = path("tree-long-link");
+    fs::create_dir_all(&small).unwrap();
+    let target = "d/".repeat(700);
+    std::os::unix::fs::symlink(&target, small.join("long")).unwrap();
+    let img = path("auto-long-link.img");
+    let o = mkfs(
+        &img,
+        &["auto", "-q", "--from", small.to_str().unwrap()],
+        0o022,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fsck_clean(&img, "auto with a 1400-byte symlink");
+    assert_eq!(dumpe2fs_number(&img, "Block size"), 2048);
+    {
+        let m = KernelMount::ro(&img).unwrap();
+        assert_eq!(
+            fs::read_link(m.path().join("long")).unwrap(),
+            Path::new(&target)
+        );
+    }
+    let _ = fs::remove_file(&img);
     let o = mkfs(&path("no-from.img"), &["auto"], 0o022);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --from"));
