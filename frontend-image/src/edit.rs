@@ -126,10 +126,14 @@ pub enum Edit {
     },
     /// Change permission, set-id and sticky bits: octal (2755) or
     /// symbolic as chmod(1) takes them (u+x,g-w,o=r,a+X). An access ACL
-    /// follows, as on the kernel's ext4. A symlink's mode cannot change.
+    /// follows, as on the kernel's ext4. A symlink's mode cannot change
+    /// (with -R, symlinks in the trees are passed over, as chmod(1) does).
     ///
     /// Example: ext4-image disk.img chmod 4755 /usr/bin/sudo
     Chmod {
+        /// Whole trees.
+        #[arg(short = 'R', long)]
+        recursive: bool,
         #[arg(long, help = JSON)]
         json: bool,
         /// The mode.
@@ -502,9 +506,24 @@ impl Editor<'_> {
             } => self
                 .ln(target.as_bytes(), link.as_bytes(), *symbolic)
                 .map(|_| None),
-            Edit::Chmod { mode, paths, .. } => {
+            Edit::Chmod {
+                recursive,
+                mode,
+                paths,
+                ..
+            } => {
                 for p in paths {
-                    self.chmod(p.as_bytes(), mode)?;
+                    let path = p.as_bytes();
+                    let ino = resolve(self.vol, path)?;
+                    if *recursive {
+                        let mut all = Vec::new();
+                        self.walk(ino, path.to_vec(), &mut all)?;
+                        for (ino, p) in all {
+                            self.chmod(ino, &p, mode, true)?;
+                        }
+                    } else {
+                        self.chmod(ino, path, mode, false)?;
+                    }
                 }
                 Ok(None)
             }
@@ -942,10 +961,19 @@ impl Editor<'_> {
         Ok(())
     }
 
-    fn chmod(&mut self, path: &[u8], mode: &ModeSpec) -> Result<(), Fail> {
-        let ino = resolve(self.vol, path)?;
+    /// `in_tree`: met walking a tree (-R), where a symlink is passed over.
+    fn chmod(
+        &mut self,
+        ino: InodeNo,
+        path: &[u8],
+        mode: &ModeSpec,
+        in_tree: bool,
+    ) -> Result<(), Fail> {
         let a = self.attr(ino, path)?;
         if a.kind == FileType::Symlink {
+            if in_tree {
+                return Ok(());
+            }
             return Err(Fail::Problem(format!(
                 "chmod {}: a symbolic link has no mode of its own to change (chmod its target's path)",
                 show(path)

@@ -459,10 +459,18 @@ fn sequence(
                     "=r",
                 ];
                 let mode = MODES[rng.index(MODES.len())];
-                Op::new(
-                    vec!["chmod".into(), mode.into(), abs(&p)],
-                    format!("chmod {mode} {}", rel(&p)),
-                )
+                if m.kind(&p) == Some(Kind::Dir) && rng.below(2) == 0 {
+                    // chmod(1) -R passes over the symlinks in the tree.
+                    Op::new(
+                        vec!["chmod".into(), "-R".into(), mode.into(), abs(&p)],
+                        format!("chmod -R {mode} {}", rel(&p)),
+                    )
+                } else {
+                    Op::new(
+                        vec!["chmod".into(), mode.into(), abs(&p)],
+                        format!("chmod {mode} {}", rel(&p)),
+                    )
+                }
             }
             8 | 19 | 20 if !any.is_empty() => {
                 let p = any[rng.index(any.len())].clone();
