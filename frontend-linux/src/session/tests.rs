@@ -920,6 +920,20 @@ fn stats_table_counts_each_request() {
         k.call(opcode::LOOKUP, 1, &name("a.txt"));
     }
     k.call(opcode::GETATTR, 12, &[0; 16]);
+    // A request is counted after its reply went out (its CPU time
+    // includes the reply): the last one may lag the reply a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while k
+        .session
+        .request_stats()
+        .iter()
+        .map(|s| s.count)
+        .sum::<u64>()
+        < 5
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let t = k.session.stats_table();
     let rows: Vec<(String, u64)> = t
         .lines()
