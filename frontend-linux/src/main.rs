@@ -317,7 +317,14 @@ fn run(opts: &Options) -> Result<(), String> {
     let agreed = session.negotiated().map_or(0, |n| n.flags);
     let fuse = Arc::new(fuse);
     let queues = if agreed & ext4_fuse::abi::init_flags::OVER_IO_URING != 0 {
-        match Queue::for_each_cpu(&fuse, uring::payload_size(ext4_fuse::session::MAX_IO)) {
+        // threads= spread over the queues (at least one entry each).
+        let cpus = uring::possible_cpus().unwrap_or(1).max(1);
+        let entries = opts.threads.unwrap_or_else(default_threads).div_ceil(cpus);
+        match Queue::for_each_cpu(
+            &fuse,
+            uring::payload_size(ext4_fuse::session::MAX_IO),
+            entries,
+        ) {
             Ok(q) => q,
             Err(e) if opts.uring == UringMode::On => {
                 undo(&mounted);
@@ -340,7 +347,10 @@ fn run(opts: &Options) -> Result<(), String> {
         Vec::new()
     };
     if !queues.is_empty() {
-        log::debug(format_args!("FUSE over io_uring: {} queues", queues.len()));
+        log::debug(format_args!(
+            "FUSE over io_uring: {} queue entries",
+            queues.len()
+        ));
     }
 
     // Every descriptor is opened before confinement: clones of /dev/fuse

@@ -37,7 +37,7 @@ impl AutoOnOff {
     name = "ext4-fuse",
     version,
     about = "Mount an ext2/ext3/ext4 filesystem (image file or block device) through FUSE, read-write unless -o ro",
-    after_help = "  threads=N            FUSE worker threads (default: 2 per CPU, 4..16)\n  \
+    after_help = "  threads=N            FUSE worker threads (default: 2 per CPU, 4..16); with\n                       FUSE over io_uring spread over the CPUs' queues\n  \
         spin=USEC            one worker polls this long for the next request before\n                       sleeping (default 50; 0: never), which spares a client\n                       waiting on it the wake-up of an idle CPU\n  \
         iomap=auto|on|off    let the kernel do file I/O itself (FUSE iomap) when it\n                       offers it (auto, the default); on: fail without it. Off\n                       with offset=/partition= and for a replayed journal\n  \
         uring=auto|on|off    serve requests through one io_uring queue per CPU (FUSE\n                       over io_uring, Linux 6.14+ with the fuse module's\n                       enable_uring=Y) when the kernel offers it (auto, the\n                       default); on: fail without it; off: /dev/fuse only\n  \

@@ -1,7 +1,10 @@
-//! FUSE over io_uring (`-o uring=`, kernel 6.14+): one queue per CPU, each
-//! an io_uring of its own served by one thread pinned to that CPU. The
-//! kernel hands a request to the queue of the CPU that issued it; the reply
-//! and the wait for the next request are one `COMMIT_AND_FETCH` submission.
+//! FUSE over io_uring (`-o uring=`, kernel 6.14+): one queue per CPU with
+//! a few entries, each entry an io_uring of its own served by one thread
+//! pinned to that CPU. The kernel hands a request to an idle entry of the
+//! queue of the CPU that issued it; the reply and the wait for the next
+//! request are one `COMMIT_AND_FETCH` submission. More than one entry per
+//! queue keeps a slow request (an `fsync`) from holding up the other
+//! requests of its CPU, as more than one worker does on `/dev/fuse`.
 //!
 //! A [`Queue`] is a [`Channel`], so the session serves it with the same
 //! loop and handlers as `/dev/fuse`: `receive` commits the previous reply
@@ -53,8 +56,9 @@ pub fn possible_cpus() -> io::Result<usize> {
     Ok(n)
 }
 
-/// One queue: an io_uring with one entry (a header and a payload buffer
-/// the kernel fills with a request and reads the reply from).
+/// One entry of a CPU's queue, on an io_uring of its own (a header and a
+/// payload buffer the kernel fills with a request and reads the reply
+/// from).
 pub struct Queue {
     qid: u16,
     fuse: Arc<DevFuse>,
@@ -79,14 +83,20 @@ struct Entry {
 unsafe impl Send for Entry {}
 
 impl Queue {
-    /// Queues for every possible CPU on the connection of `fuse`, with
-    /// payload buffers of `payload` bytes (at least the negotiated
-    /// `max_write` and `max_pages`). Made before the sandbox closes
-    /// `io_uring_setup`; [`Queue::ring_fd`] names what it must still allow.
-    pub fn for_each_cpu(fuse: &Arc<DevFuse>, payload: usize) -> io::Result<Vec<Arc<Queue>>> {
+    /// `entries` entries (at least one) for the queue of every possible
+    /// CPU on the connection of `fuse`, with payload buffers of `payload`
+    /// bytes (at least the negotiated `max_write` and `max_pages`). Made
+    /// before the sandbox closes `io_uring_setup`; [`Queue::ring_fd`]
+    /// names what it must still allow.
+    pub fn for_each_cpu(
+        fuse: &Arc<DevFuse>,
+        payload: usize,
+        entries: usize,
+    ) -> io::Result<Vec<Arc<Queue>>> {
         let cpus = possible_cpus()?;
         let qids = u16::try_from(cpus).map_err(|_| io::Error::other("too many CPUs"))?;
-        (0..qids)
+        (0..entries.max(1))
+            .flat_map(|_| 0..qids)
             .map(|qid| Queue::new(fuse.clone(), qid, payload).map(Arc::new))
             .collect()
     }

@@ -157,14 +157,21 @@ fn transport_follows_enable_uring() {
     let (st, log) = s.unmount().unwrap();
     assert!(st.success(), "{st}: {log}");
 
-    // Enabled: one ring per possible CPU, and the walk's requests are
-    // served through them.
+    // Enabled: `threads=` spread over the queues, one ring per entry, at
+    // least one entry per possible CPU; the walk's requests are served
+    // through them.
     param.set(true);
-    for opts in ["uring=auto", "uring=on"] {
+    let cpus = possible_cpus();
+    for (opts, entries) in [
+        ("uring=auto,threads=1".to_string(), 1),
+        (format!("uring=on,threads={}", 2 * cpus), 2),
+        (format!("uring=on,threads={}", 2 * cpus + 1), 3),
+    ] {
+        let opts = opts.as_str();
         let s = FuseServer::mount(Path::new(BIN), &img.path, opts).unwrap();
         let pid = s.pid().unwrap();
-        let before = rings_when_ready(pid, possible_cpus());
-        assert_eq!(before.len(), possible_cpus(), "{opts}: rings {before:?}");
+        let before = rings_when_ready(pid, cpus * entries);
+        assert_eq!(before.len(), cpus * entries, "{opts}: rings {before:?}");
         let n = walk_both(
             s.path(),
             kernel.path(),
@@ -237,11 +244,12 @@ fn writes_through_the_rings() {
 
     // A killed server: its watcher takes the mount down, and the rings
     // and threads go with the process.
-    let mut s = FuseServer::mount_rw(Path::new(BIN), &img, "uring=on").unwrap();
+    let opts = format!("uring=on,threads={}", 2 * possible_cpus());
+    let mut s = FuseServer::mount_rw(Path::new(BIN), &img, &opts).unwrap();
     let pid = s.pid().unwrap();
     assert_eq!(
-        rings_when_ready(pid, possible_cpus()).len(),
-        possible_cpus()
+        rings_when_ready(pid, 2 * possible_cpus()).len(),
+        2 * possible_cpus()
     );
     {
         use std::io::Write;
