@@ -83,38 +83,61 @@ pub struct Ext4Fs<D: BlockDevice + 'static> {
 /// the attribute timeout covers them.
 const INVALIDATIONS_QUEUED: usize = 64;
 
-/// `FUSE_NOTIFY_INVAL_INODE` for attributes the server changed on its own,
-/// sent from a thread of their own: FreeBSD's fusefs locks the vnode to
-/// invalidate it, and the requester may still hold that lock while it
-/// waits for the answer to its next request, which fuser's one request
-/// loop (one thread on FreeBSD) could then never give. Attributes only
-/// (offset -1): no page of the file is touched.
+/// `FUSE_NOTIFY_INVAL_INODE` for attributes the server changed on its own.
+/// Attributes only (offset -1): no page of the file is touched.
+///
+/// On Linux they go out before the reply, from the request's own thread,
+/// as ext4-fuse sends them: the kernel takes no lock there that the
+/// requester holds, and a program sees the new attributes as soon as its
+/// call returns. On FreeBSD they go from a thread of their own: its
+/// fusefs locks the vnode to invalidate it, and the requester may still
+/// hold that lock while it waits for the answer, which fuser's one request
+/// loop (one thread there) could then never give.
 #[derive(Clone, Default)]
-pub struct Invalidations(Arc<OnceLock<SyncSender<Vec<InodeNo>>>>);
+pub struct Invalidations(Arc<OnceLock<Sink>>);
+
+enum Sink {
+    /// Linux: sent at once.
+    Now(Notifier),
+    /// FreeBSD: queued for the invalidation thread.
+    Queued(SyncSender<Vec<InodeNo>>),
+}
+
+fn invalidate(notifier: &Notifier, ino: InodeNo) {
+    let Ok(node) = nodes::ino_to_nodeid(ino) else {
+        return;
+    };
+    if let Err(e) = notifier.inval_inode(INodeNo(node), -1, 0) {
+        log::debug(format_args!("invalidating inode {ino}: {e}"));
+    }
+}
 
 impl Invalidations {
     /// Start sending through the session's notifier.
     pub fn start(&self, notifier: Notifier) -> std::io::Result<()> {
+        if cfg!(target_os = "linux") {
+            let _ = self.0.set(Sink::Now(notifier));
+            return Ok(());
+        }
         let (tx, rx) = sync_channel::<Vec<InodeNo>>(INVALIDATIONS_QUEUED);
         std::thread::Builder::new()
             .name("invalidate".into())
             .spawn(move || {
                 for ino in rx.into_iter().flatten() {
-                    let Ok(node) = nodes::ino_to_nodeid(ino) else {
-                        continue;
-                    };
-                    if let Err(e) = notifier.inval_inode(INodeNo(node), -1, 0) {
-                        log::debug(format_args!("invalidating inode {ino}: {e}"));
-                    }
+                    invalidate(&notifier, ino);
                 }
             })?;
-        let _ = self.0.set(tx);
+        let _ = self.0.set(Sink::Queued(tx));
         Ok(())
     }
 
     fn send(&self, inos: Vec<InodeNo>) {
-        if let (false, Some(tx)) = (inos.is_empty(), self.0.get()) {
-            let _ = tx.try_send(inos);
+        match (inos.is_empty(), self.0.get()) {
+            (false, Some(Sink::Now(n))) => inos.into_iter().for_each(|i| invalidate(n, i)),
+            (false, Some(Sink::Queued(tx))) => {
+                let _ = tx.try_send(inos);
+            }
+            _ => {}
         }
     }
 }
@@ -142,9 +165,9 @@ impl<D: BlockDevice + 'static> Ext4Fs<D> {
         self.invalidations.clone()
     }
 
-    /// After the reply: tell the kernel which inodes' cached attributes
+    /// Before the reply: tell the kernel which inodes' cached attributes
     /// the request made stale behind its back (set-ID bits the server
-    /// dropped, [`Fs::take_stale`]), as ext4-fuse does.
+    /// dropped, [`Fs::take_stale`]), as ext4-fuse does ([`Invalidations`]).
     fn invalidate_stale(&self) {
         self.invalidations.send(self.fs.take_stale());
     }
@@ -846,11 +869,12 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         let kill = set.uid.is_some()
             || set.gid.is_some()
             || (set.size.is_some() && kills_privileges(&caller(req)));
-        match self.fs.setattr(&caller(req), ino, &set, kill) {
+        let r = self.fs.setattr(&caller(req), ino, &set, kill);
+        self.invalidate_stale();
+        match r {
             Ok(a) => reply.attr(&self.ttl, &self.file_attr(&a, u64::from(a.ino.0))),
             Err(e) => reply.error(self.fail("setattr", ino, &e)),
         }
-        self.invalidate_stale();
     }
 
     fn write(
@@ -869,17 +893,18 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        match self.fs.write(
+        let r = self.fs.write(
             &caller(req),
             ino,
             offset,
             data,
             kills_privileges(&caller(req)),
-        ) {
+        );
+        self.invalidate_stale();
+        match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(self.fail("write", ino, &e)),
         }
-        self.invalidate_stale();
     }
 
     fn copy_file_range(
@@ -902,11 +927,11 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         let r =
             self.fs
                 .copy_file_range(&caller(req), (from, offset_in), (to, offset_out), len, true);
+        self.invalidate_stale();
         match r {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(self.fail("copy_file_range", to, &e)),
         }
-        self.invalidate_stale();
     }
 
     fn mkdir(
@@ -1043,7 +1068,7 @@ impl<D: BlockDevice + 'static> Filesystem for Ext4Fs<D> {
         let r = self
             .fs
             .fallocate(&caller(req), ino, (mode as u32, offset, length), true);
-        self.reply_done(reply, "fallocate", ino, r);
         self.invalidate_stale();
+        self.reply_done(reply, "fallocate", ino, r);
     }
 }
