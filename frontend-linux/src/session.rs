@@ -263,12 +263,10 @@ impl<B: Backend> Session<B> {
         // Blocks freed by the request leave the kernel's cache of the
         // device before the answer (they may hold file data next).
         self.send_dev_invals(ch);
-        if let Some(r) = result {
-            let error = r.err().unwrap_or(0);
-            send(ch, out.finish(header.unique, error));
-        }
-        // After the reply: attributes only (off < 0), so no page lock is
-        // taken while the request's writer may hold one.
+        // Attributes the request changed behind the kernel's back, also
+        // before the answer, so the caller's next stat sees them: only
+        // attributes (off < 0), for which the kernel takes no page lock
+        // the request's writer may hold.
         for ino in self.backend.take_stale() {
             if let Ok(nodeid) = ext4_fuse_common::nodes::ino_to_nodeid(ino) {
                 let inval = crate::abi::NotifyInvalInode {
@@ -280,6 +278,10 @@ impl<B: Backend> Session<B> {
                     log::debug(format_args!("invalidating inode {ino}: {e}"));
                 }
             }
+        }
+        if let Some(r) = result {
+            let error = r.err().unwrap_or(0);
+            send(ch, out.finish(header.unique, error));
         }
         if self.config.measure {
             let i = stat_slot(header.opcode);
