@@ -50,6 +50,8 @@ for round in 1 2 3; do
         printf '%-28s ' "$entries (round $round)"
         python3 "$work/reader.py" "$work/mnt/a" 6
         kill -- -"$writer"; wait "$writer" 2>/dev/null || true
+        # dd ends its current write first.
+        while kill -0 -- -"$writer" 2>/dev/null; do sleep 0.1; done
         umount "$work/mnt"
         sleep 0.5
     done
