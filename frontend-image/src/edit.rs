@@ -512,19 +512,9 @@ impl Editor<'_> {
                 paths,
                 ..
             } => {
-                for p in paths {
-                    let path = p.as_bytes();
-                    let ino = resolve(self.vol, path)?;
-                    if *recursive {
-                        let mut all = Vec::new();
-                        self.walk(ino, path.to_vec(), &mut all)?;
-                        for (ino, p) in all {
-                            self.chmod(ino, &p, mode, true)?;
-                        }
-                    } else {
-                        self.chmod(ino, path, mode, false)?;
-                    }
-                }
+                self.each(paths, *recursive, |e, ino, p, in_tree| {
+                    e.chmod(ino, p, mode, in_tree)
+                })?;
                 Ok(None)
             }
             Edit::Chown {
@@ -533,19 +523,7 @@ impl Editor<'_> {
                 paths,
                 ..
             } => {
-                for p in paths {
-                    let path = p.as_bytes();
-                    let ino = resolve(self.vol, path)?;
-                    if *recursive {
-                        let mut all = Vec::new();
-                        self.walk(ino, path.to_vec(), &mut all)?;
-                        for (ino, p) in all {
-                            self.chown(ino, &p, owner)?;
-                        }
-                    } else {
-                        self.chown(ino, path, owner)?;
-                    }
-                }
+                self.each(paths, *recursive, |e, ino, p, _| e.chown(ino, p, owner))?;
                 Ok(None)
             }
             Edit::Touch {
@@ -898,6 +876,32 @@ impl Editor<'_> {
         Ok(())
     }
 
+    /// `f(self, inode, path, in_tree)` for each of `paths`, or with
+    /// `recursive` for every inode of their trees (`in_tree` for those met
+    /// on the way, not named).
+    fn each(
+        &mut self,
+        paths: &[OsString],
+        recursive: bool,
+        mut f: impl FnMut(&mut Self, InodeNo, &[u8], bool) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        for p in paths {
+            let path = p.as_bytes();
+            let ino = resolve(self.vol, path)?;
+            if !recursive {
+                f(self, ino, path, false)?;
+                continue;
+            }
+            let mut all = Vec::new();
+            self.walk(ino, path.to_vec(), &mut all)?;
+            for (i, (ino, p)) in all.into_iter().enumerate() {
+                // The first is the named path itself.
+                f(self, ino, &p, i > 0)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every inode of the tree at `ino` with its path (directories before
     /// their contents).
     fn walk(
@@ -906,7 +910,9 @@ impl Editor<'_> {
         path: Vec<u8>,
         out: &mut Vec<(InodeNo, Vec<u8>)>,
     ) -> Result<(), Fail> {
-        let mut stack = vec![(ino, path, true)];
+        // A file or symlink named with -R is a tree of one.
+        let is_dir = self.attr(ino, &path)?.kind == FileType::Directory;
+        let mut stack = vec![(ino, path, is_dir)];
         while let Some((ino, path, is_dir)) = stack.pop() {
             if is_dir {
                 for (n, child, d) in self.children(ino, &path)? {

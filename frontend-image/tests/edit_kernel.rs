@@ -459,8 +459,9 @@ fn sequence(
                     "=r",
                 ];
                 let mode = MODES[rng.index(MODES.len())];
-                if m.kind(&p) == Some(Kind::Dir) && rng.below(2) == 0 {
-                    // chmod(1) -R passes over the symlinks in the tree.
+                if rng.below(2) == 0 {
+                    // chmod(1) -R passes over the symlinks in the tree (a
+                    // file is a tree of one).
                     Op::new(
                         vec!["chmod".into(), "-R".into(), mode.into(), abs(&p)],
                         format!("chmod -R {mode} {}", rel(&p)),
@@ -480,7 +481,7 @@ fn sequence(
                     1 => format!(":{g}"),
                     _ => format!("{u}:{g}"),
                 };
-                if m.kind(&p) == Some(Kind::Dir) && rng.below(2) == 0 {
+                if m.kind(&p) != Some(Kind::Symlink) && rng.below(2) == 0 {
                     Op::new(
                         vec!["chown".into(), "-R".into(), owner.clone(), abs(&p)],
                         format!("chown -R {owner} {}", rel(&p)),
