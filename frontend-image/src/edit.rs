@@ -143,7 +143,9 @@ pub enum Edit {
         #[arg(required = true)]
         paths: Vec<OsString>,
     },
-    /// Change the owner and/or group (numeric ids: UID, UID:GID, :GID).
+    /// Change the owner and/or group: USER, USER:GROUP, USER: (the user's
+    /// login group) or :GROUP, as numbers or as names looked up in the
+    /// image's own /etc/passwd and /etc/group (never the host's).
     /// As the kernel does for any chown, a non-directory loses its setuid
     /// bit, its setgid bit if group-executable, and its file capabilities
     /// (security.capability). A symlink itself is changed (chown -h).
@@ -155,7 +157,8 @@ pub enum Edit {
         recursive: bool,
         #[arg(long, help = JSON)]
         json: bool,
-        /// UID[:GID] or :GID, numbers.
+        /// USER[:GROUP], USER: or :GROUP; numbers or names from the
+        /// image's /etc/passwd and /etc/group.
         #[arg(value_parser = parse_owner)]
         owner: Owner,
         /// Paths in the image.
@@ -523,7 +526,8 @@ impl Editor<'_> {
                 paths,
                 ..
             } => {
-                self.each(paths, *recursive, |e, ino, p, _| e.chown(ino, p, owner))?;
+                let ids = self.owner_ids(owner)?;
+                self.each(paths, *recursive, |e, ino, p, _| e.chown(ino, p, ids))?;
                 Ok(None)
             }
             Edit::Touch {
@@ -995,11 +999,79 @@ impl Editor<'_> {
         Ok(())
     }
 
-    fn chown(&mut self, ino: InodeNo, path: &[u8], owner: &Owner) -> Result<(), Fail> {
+    /// The numbers `owner` names, names looked up in the image.
+    fn owner_ids(&self, owner: &Owner) -> Result<(Option<u32>, Option<u32>), Fail> {
+        let lookup = |file: &str, name: &str, what: &str| -> Result<(u32, Option<u32>), Fail> {
+            let text = self.etc_file(file).map_err(|e| match e {
+                Fail::Problem(m) => Fail::Problem(format!(
+                    "chown: looking up {what} {name} in the image: {m} (or give a number)"
+                )),
+                e => e,
+            })?;
+            etc_lookup(&text, name).ok_or_else(|| {
+                Fail::Problem(format!(
+                    "chown: no {what} {name} in the image's {file} (give a number)"
+                ))
+            })
+        };
+        let (uid, login) = match &owner.uid {
+            None => (None, None),
+            Some(Id::Num(n)) => (Some(*n), None),
+            Some(Id::Name(n)) => {
+                let (u, g) = lookup("/etc/passwd", n, "user")?;
+                (Some(u), g)
+            }
+        };
+        let gid = match &owner.gid {
+            Some(Id::Num(n)) => Some(*n),
+            Some(Id::Name(n)) => Some(lookup("/etc/group", n, "group")?.0),
+            None if owner.login_group => match (&owner.uid, login) {
+                (_, Some(g)) => Some(g),
+                (Some(Id::Num(n)), None) => {
+                    return Err(Fail::Problem(format!(
+                        "chown {n}:: a number has no login group (give USER:GROUP)"
+                    )))
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        Ok((uid, gid))
+    }
+
+    /// The bytes of `path` in the image (a regular file of at most
+    /// [`ETC_FILE_MAX`] bytes).
+    fn etc_file(&self, path: &str) -> Result<Vec<u8>, Fail> {
+        let ino = resolve(self.vol, path.as_bytes())?;
+        let a = self.attr(ino, path.as_bytes())?;
+        if a.kind != FileType::Regular || a.size > ETC_FILE_MAX {
+            return Err(Fail::Problem(format!(
+                "chown: the image's {path} is not a regular file of at most {ETC_FILE_MAX} bytes"
+            )));
+        }
+        let mut buf = vec![0u8; a.size as usize];
+        let mut at = 0;
+        while at < buf.len() {
+            match self.vol.read(ino, at as u64, &mut buf[at..]) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) => return Err(fail("read", path.as_bytes(), e)),
+            }
+        }
+        buf.truncate(at);
+        Ok(buf)
+    }
+
+    fn chown(
+        &mut self,
+        ino: InodeNo,
+        path: &[u8],
+        (uid, gid): (Option<u32>, Option<u32>),
+    ) -> Result<(), Fail> {
         let a = self.attr(ino, path)?;
         let mut set = SetAttr {
-            uid: owner.uid,
-            gid: owner.gid,
+            uid,
+            gid,
             ..SetAttr::default()
         };
         // The VFS's chown: set-id bits of a non-directory go (setgid only
@@ -1434,29 +1506,69 @@ impl ModeSpec {
 }
 
 /// chown's OWNER.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Owner {
-    uid: Option<u32>,
-    gid: Option<u32>,
+    uid: Option<Id>,
+    gid: Option<Id>,
+    /// `USER:`: the group is the user's login group (chown(1)).
+    login_group: bool,
+}
+
+/// A user or group as given: a number, or a name looked up in the
+/// image's own `/etc/passwd` or `/etc/group` (as a container build's
+/// `COPY --chown` does), never the host's.
+#[derive(Clone, Debug)]
+pub enum Id {
+    Num(u32),
+    Name(String),
 }
 
 pub fn parse_owner(s: &str) -> Result<Owner, String> {
-    let num = |x: &str| -> Result<Option<u32>, String> {
+    let id = |x: &str| -> Result<Option<Id>, String> {
         if x.is_empty() {
             return Ok(None);
         }
-        x.parse::<u32>().map(Some).map_err(|_| {
-            format!("{x}: give a number (the image's user and group names are not looked up)")
-        })
+        if let Ok(n) = x.parse::<u32>() {
+            return Ok(Some(Id::Num(n)));
+        }
+        if x.contains(['/', ' ', '\n']) {
+            return Err(format!("{x}: not a user or group name"));
+        }
+        Ok(Some(Id::Name(x.to_string())))
     };
-    let (u, g) = match s.split_once([':', '.']) {
-        Some((u, g)) => (num(u)?, num(g)?),
-        None => (num(s)?, None),
+    // USER.GROUP, the old form, for numbers only (names may hold dots).
+    let split = s.split_once(':').or_else(|| {
+        s.split_once('.')
+            .filter(|(u, g)| u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok())
+    });
+    let (u, g, login_group) = match split {
+        Some((u, g)) => (id(u)?, id(g)?, g.is_empty()),
+        None => (id(s)?, None, false),
     };
     if u.is_none() && g.is_none() {
-        return Err(format!("{s}: UID, UID:GID or :GID"));
+        return Err(format!("{s}: USER, USER:GROUP, USER: or :GROUP"));
     }
-    Ok(Owner { uid: u, gid: g })
+    Ok(Owner {
+        uid: u,
+        gid: g,
+        login_group: login_group && s.contains(':'),
+    })
+}
+
+/// The most of `/etc/passwd` or `/etc/group` read from an image.
+const ETC_FILE_MAX: u64 = 16 << 20;
+
+/// In `/etc/passwd` or `/etc/group` text: the line for `name`, as its
+/// number (field 3) and, for passwd, the login group (field 4).
+fn etc_lookup(text: &[u8], name: &str) -> Option<(u32, Option<u32>)> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        if f.len() < 3 || f[0] != name.as_bytes() {
+            return None;
+        }
+        let num = |b: &[u8]| std::str::from_utf8(b).ok()?.trim().parse::<u32>().ok();
+        Some((num(f[2])?, f.get(3).and_then(|g| num(g))))
+    })
 }
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian).

@@ -73,9 +73,47 @@ fn exit_codes_messages_json_and_put() {
     assert!(err.contains("rm /a") && err.contains("rm -r"), "{err}");
     let (code, err) = fails(&img, &["chmod", "u+q", "/a"]);
     assert_eq!(code, 2, "{err}");
+    // Names are looked up in the image's own /etc/passwd and /etc/group
+    // (none yet), never the host's.
     let (code, err) = fails(&img, &["chown", "root", "/a"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("number"), "{err}");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("/etc/passwd") && err.contains("number"),
+        "{err}"
+    );
+    ok(&img, &["mkdir", "/etc"]);
+    let o = tool(
+        &img,
+        &["write", "/etc/passwd"],
+        b"root:x:0:0::/root:/bin/sh\nweb.admin:x:1234:2345::/srv:/bin/sh\n",
+    );
+    assert!(o.status.success());
+    let o = tool(
+        &img,
+        &["write", "/etc/group"],
+        b"root:x:0:\nstaff:x:50:web.admin\n",
+    );
+    assert!(o.status.success());
+    for (owner, want) in [
+        ("web.admin", (1234, 0)),
+        ("web.admin:", (1234, 2345)),
+        (":staff", (1234, 50)),
+        ("root:staff", (0, 50)),
+        ("77.88", (77, 88)),
+    ] {
+        ok(&img, &["chown", owner, "/a"]);
+        let st = ext4_tests::oracle::debugfs_stat(&img, "/a").unwrap();
+        assert_eq!((st.uid, st.gid), want, "chown {owner}");
+    }
+    let (code, err) = fails(&img, &["chown", "nobody", "/a"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no user nobody in the image's /etc/passwd"),
+        "{err}"
+    );
+    let (code, err) = fails(&img, &["chown", ":wheel", "/a"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no group wheel"), "{err}");
 
     // --json: one object per run, on success and on failure.
     let v: serde_json::Value =
