@@ -244,7 +244,8 @@ pub enum Edit {
     /// default ACL), -k the default ACL, --set replaces the ACL. Entries:
     /// [d[efault]:]u[ser]:[UID]:PERMS, g[roup]:[GID]:PERMS, m[ask]::PERMS,
     /// o[ther]::PERMS, comma-separated; PERMS as rwx- letters or an octal
-    /// digit; ids are numbers. The mask is recomputed unless one is given.
+    /// digit; ids are numbers or names from the image's own /etc/passwd and
+    /// /etc/group. The mask is recomputed unless one is given.
     ///
     /// Example: ext4-image disk.img setfacl -m u:1000:rwx,d:g:100:rx /srv
     Setfacl {
@@ -601,10 +602,33 @@ impl Editor<'_> {
                 paths,
                 ..
             } => {
+                // Names from the image's own /etc/passwd and /etc/group.
+                let name_id = |name: &str, group: bool| -> Result<u32, String> {
+                    let owner = if group {
+                        Owner {
+                            uid: None,
+                            gid: Some(Id::Name(name.to_string())),
+                            login_group: false,
+                        }
+                    } else {
+                        Owner {
+                            uid: Some(Id::Name(name.to_string())),
+                            gid: None,
+                            login_group: false,
+                        }
+                    };
+                    match self.owner_ids(&owner) {
+                        Ok((Some(u), _)) if !group => Ok(u),
+                        Ok((_, Some(g))) if group => Ok(g),
+                        Ok(_) => Err(format!("{name}: not found")),
+                        Err(Fail::Problem(m) | Fail::Open(m)) => Err(m),
+                        Err(Fail::Reported) => Err(format!("{name}: not found")),
+                    }
+                };
                 let parse = |s: &Option<String>, perms: bool| -> Result<Vec<Spec>, Fail> {
                     match s {
                         None => Ok(Vec::new()),
-                        Some(s) => parse_acl(s, perms, *default)
+                        Some(s) => parse_acl(s, perms, *default, &name_id)
                             .map_err(|m| Fail::Open(format!("setfacl: {s}: {m}"))),
                     }
                 };
@@ -1778,7 +1802,14 @@ struct AclOp {
 }
 
 /// setfacl's ACL text: entries separated by commas (or newlines).
-fn parse_acl(s: &str, perms: bool, all_default: bool) -> Result<Vec<Spec>, String> {
+/// `name_id(name, group)`: the number of a user (or group) named in an
+/// entry.
+fn parse_acl(
+    s: &str,
+    perms: bool,
+    all_default: bool,
+    name_id: &dyn Fn(&str, bool) -> Result<u32, String>,
+) -> Result<Vec<Spec>, String> {
     let mut out = Vec::new();
     for raw in s
         .split([',', '\n'])
@@ -1821,8 +1852,10 @@ fn parse_acl(s: &str, perms: bool, all_default: bool) -> Result<Vec<Spec>, Strin
         let id = if id.is_empty() {
             ACL_UNDEFINED_ID
         } else {
-            id.parse::<u32>()
-                .map_err(|_| format!("{raw}: ids are numbers (names are not looked up)"))?
+            match id.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => name_id(id, tag == ACL_GROUP).map_err(|m| format!("{raw}: {m}"))?,
+            }
         };
         let perm = if perms {
             parse_perms(parts[2])
@@ -1948,10 +1981,20 @@ mod tests {
         assert_eq!(decode_value("0x41ff").unwrap(), vec![0x41, 0xff]);
         assert_eq!(decode_value("0sQUJD").unwrap(), b"ABC");
         assert_eq!(decode_value("\"a b\"").unwrap(), b"a b");
-        let s = parse_acl("u:1000:rwx,d:g::r-x,m::5,o:r", true, false).unwrap();
+        let names = |n: &str, group: bool| match (n, group) {
+            ("web", false) => Ok(33),
+            ("staff", true) => Ok(50),
+            _ => Err(format!("no {n}")),
+        };
+        let s = parse_acl("u:1000:rwx,d:g::r-x,m::5,o:r", true, false, &names).unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!((s[0].tag, s[0].id, s[0].perm), (ACL_USER, 1000, 7));
         assert!(s[1].default && s[1].tag == ACL_GROUP_OBJ && s[1].perm == 5);
+        let s = parse_acl("u:web:r,g:staff:w", true, false, &names).unwrap();
+        assert_eq!((s[0].id, s[1].id), (33, 50));
+        assert!(parse_acl("g:web:r", true, false, &names)
+            .unwrap_err()
+            .contains("no web"));
         let mut acl = vec![
             Entry::new(ACL_OTHER, 4),
             Entry {

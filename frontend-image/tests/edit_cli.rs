@@ -114,6 +114,24 @@ fn exit_codes_messages_json_and_put() {
     let (code, err) = fails(&img, &["chown", ":wheel", "/a"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no group wheel"), "{err}");
+    // setfacl's names too; the kernel's getfacl reads the numbers.
+    ok(&img, &["setfacl", "-m", "u:web.admin:rw,g:staff:r", "/a"]);
+    if ext4_tests::util::require_kernel_ext4() {
+        let m = ext4_tests::oracle::KernelMount::ro(&img).unwrap();
+        let o = cmd("getfacl")
+            .args(["-n", "-c"])
+            .arg(m.path().join("a"))
+            .output()
+            .unwrap();
+        let acl = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            acl.contains("user:1234:rw-") && acl.contains("group:50:r--"),
+            "{acl}"
+        );
+    }
+    let (code, err) = fails(&img, &["setfacl", "-m", "u:nobody:r", "/a"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no user nobody"), "{err}");
 
     // --json: one object per run, on success and on failure.
     let v: serde_json::Value =
