@@ -64,6 +64,35 @@ pub fn probe_fd(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
     Ok(Some(s.flags))
 }
 
+/// Why a probe's answer rules the iomap data path out, if it does.
+fn lacks_iomap(probe: &io::Result<Option<u64>>) -> Option<String> {
+    match probe {
+        Ok(Some(flags)) if flags & abi::IOMAP_SUPPORT_FILEIO != 0 => None,
+        Ok(Some(_)) => Some("this kernel's FUSE iomap cannot do file I/O".to_string()),
+        Ok(None) => Some("this kernel's FUSE has no iomap support".to_string()),
+        Err(e) => Some(format!("probing FUSE iomap support: {e}")),
+    }
+}
+
+/// `-o iomap=on` on a kernel without the iomap data path: refused before
+/// mount(2), from a probe of a fresh `/dev/fuse` (`prepare` asks the
+/// mounted connection again).
+pub fn refuse_early(mode: IomapMode) -> Result<(), String> {
+    if mode != IomapMode::On {
+        return Ok(());
+    }
+    let probe = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")
+        .and_then(|f| probe_fd(f.as_fd()));
+    match lacks_iomap(&probe) {
+        Some(why) => decline(mode, &why, true),
+        None => Ok(()),
+    }
+}
+
 /// Whether this kernel's FUSE offers the iomap data path (opens
 /// `/dev/fuse` to ask). Any error opening or probing counts as "no".
 /// The sandbox uses this to decide whether `CAP_SYS_RAWIO` (which the
@@ -498,13 +527,7 @@ pub fn prepare(
         Ok(Some(flags)) => flags,
         _ => 0,
     };
-    let why = match probe {
-        Ok(Some(flags)) if flags & abi::IOMAP_SUPPORT_FILEIO != 0 => None,
-        Ok(Some(_)) => Some("this kernel's FUSE iomap cannot do file I/O".to_string()),
-        Ok(None) => Some("this kernel's FUSE has no iomap support".to_string()),
-        Err(e) => Some(format!("probing FUSE iomap support: {e}")),
-    };
-    if let Some(why) = why {
+    if let Some(why) = lacks_iomap(&probe) {
         decline(mode, &why, true)?;
         return Ok(None);
     }

@@ -74,9 +74,10 @@ fn open_volume(opts: &Options) -> Result<Volume<FileDevice>, String> {
 }
 
 /// The data path the options and the volume allow, decided before
-/// mount(2) so that `-o iomap=on` refused for the volume's own reasons
-/// never shows a mount for a moment. What needs the connection (the
-/// kernel's iomap probe, the backing device) is [`iomap_setup::prepare`]'s.
+/// mount(2) so that `-o iomap=on` refused for the volume's own reasons, or
+/// on a kernel without iomap, never shows a mount for a moment. What needs
+/// the connection (its own probe, the backing device) is
+/// [`iomap_setup::prepare`]'s.
 fn iomap_mode_for(
     opts: &Options,
     volume: &Volume<FileDevice>,
@@ -89,9 +90,11 @@ fn iomap_mode_for(
     let one_device = matches!(given, iomap_setup::Given::Ready(_))
         || std::fs::metadata(&opts.source).is_ok_and(|m| m.file_type().is_block_device())
         || !iomap_setup::kernel_supports_iomap();
-    iomap_setup::mode_for_source(opts.iomap, &opts.common)
+    let mode = iomap_setup::mode_for_source(opts.iomap, &opts.common)
         .and_then(|m| iomap_setup::mode_after_replay(m, volume.replayed_blocks()))
-        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only(), one_device))
+        .and_then(|m| iomap_setup::mode_for_writes(m, volume.read_only(), one_device))?;
+    iomap_setup::refuse_early(mode)?;
+    Ok(mode)
 }
 
 fn run(opts: &Options) -> Result<(), String> {
