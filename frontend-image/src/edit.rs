@@ -200,9 +200,12 @@ pub enum Edit {
     ///
     /// Example: ext4-image disk.img truncate -s 0 /var/log/syslog
     Truncate {
-        /// The new size: bytes, or with a suffix k, m, g.
-        #[arg(short = 's', long, value_parser = crate::util::parse_size)]
-        size: u64,
+        /// The new size: bytes, or with a suffix k, m, g; as truncate(1),
+        /// relative with a prefix: +N longer by, -N shorter by, <N at
+        /// most, >N at least, /N down to a multiple of, %N up to a
+        /// multiple of.
+        #[arg(short = 's', long, value_parser = parse_truncate_size, allow_hyphen_values = true)]
+        size: TruncateSize,
         /// Create no file that is missing.
         #[arg(short = 'c', long = "no-create")]
         no_create: bool,
@@ -1158,7 +1161,7 @@ impl Editor<'_> {
         Ok(())
     }
 
-    fn truncate(&mut self, path: &[u8], size: u64, no_create: bool) -> Result<(), Fail> {
+    fn truncate(&mut self, path: &[u8], size: TruncateSize, no_create: bool) -> Result<(), Fail> {
         let Some(ino) = self.open_or_create(path, !no_create, "truncate")? else {
             return Ok(());
         };
@@ -1169,6 +1172,9 @@ impl Editor<'_> {
                 show(path)
             )));
         }
+        let size = size
+            .of(a.size)
+            .ok_or_else(|| Fail::Problem(format!("truncate {}: the size overflows", show(path))))?;
         self.kill_priv(ino, path)?;
         let set = SetAttr {
             size: Some(size),
@@ -1593,6 +1599,51 @@ fn etc_lookup(text: &[u8], name: &str) -> Option<(u32, Option<u32>)> {
         let num = |b: &[u8]| std::str::from_utf8(b).ok()?.trim().parse::<u32>().ok();
         Some((num(f[2])?, f.get(3).and_then(|g| num(g))))
     })
+}
+
+/// truncate(1)'s SIZE: an absolute size, or one relative to each file's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TruncateSize {
+    Set(u64),
+    Extend(u64),
+    Reduce(u64),
+    AtMost(u64),
+    AtLeast(u64),
+    RoundDown(u64),
+    RoundUp(u64),
+}
+
+pub fn parse_truncate_size(s: &str) -> Result<TruncateSize, String> {
+    let (rest, make): (&str, fn(u64) -> TruncateSize) = match s.as_bytes().first() {
+        Some(b'+') => (&s[1..], TruncateSize::Extend),
+        Some(b'-') => (&s[1..], TruncateSize::Reduce),
+        Some(b'<') => (&s[1..], TruncateSize::AtMost),
+        Some(b'>') => (&s[1..], TruncateSize::AtLeast),
+        Some(b'/') => (&s[1..], TruncateSize::RoundDown),
+        Some(b'%') => (&s[1..], TruncateSize::RoundUp),
+        _ => (s, TruncateSize::Set),
+    };
+    let n = crate::util::parse_size(rest)?;
+    let size = make(n);
+    if matches!(size, TruncateSize::RoundDown(0) | TruncateSize::RoundUp(0)) {
+        return Err(format!("{s}: division by zero"));
+    }
+    Ok(size)
+}
+
+impl TruncateSize {
+    /// The new size of a file of `old` bytes (`None`: past 2^64).
+    fn of(self, old: u64) -> Option<u64> {
+        Some(match self {
+            TruncateSize::Set(n) => n,
+            TruncateSize::Extend(n) => old.checked_add(n)?,
+            TruncateSize::Reduce(n) => old.saturating_sub(n),
+            TruncateSize::AtMost(n) => old.min(n),
+            TruncateSize::AtLeast(n) => old.max(n),
+            TruncateSize::RoundDown(n) => old / n * n,
+            TruncateSize::RoundUp(n) => old.checked_next_multiple_of(n)?,
+        })
+    }
 }
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian).

@@ -556,12 +556,22 @@ fn sequence(
                 }
             }
             11 => {
-                let size =
+                let n =
                     [0u64, 1, 4095, 4096, 10_000, 1 << 20, 3 << 20][rng.index(7)] + rng.below(3);
+                // truncate(1)'s relative sizes now and then.
+                let size = match rng.below(10) {
+                    0 => format!("+{n}"),
+                    1 => format!("-{n}"),
+                    2 => format!("<{n}"),
+                    3 => format!(">{n}"),
+                    4 => format!("/{}", n.max(1)),
+                    5 => format!("%{}", n.max(1)),
+                    _ => n.to_string(),
+                };
                 let p = m.new_or_existing_file(rng, &d, &files, 3);
                 Op::new(
-                    vec!["truncate".into(), "-s".into(), size.to_string(), abs(&p)],
-                    format!("truncate -s {size} {}", rel(&p)),
+                    vec!["truncate".into(), "-s".into(), size.clone(), abs(&p)],
+                    format!("truncate -s '{size}' {}", rel(&p)),
                 )
             }
             12 | 13 => {
