@@ -181,8 +181,12 @@ pub enum Edit {
         no_create: bool,
         /// The time: @SECONDS[.FRACTION], or YYYY-MM-DD[THH:MM[:SS[.FRACTION]]][Z|+HH:MM]
         /// (UTC without a zone).
-        #[arg(short = 'd', long = "date", value_parser = parse_date, conflicts_with_all = ["stamp", "timestamp"])]
+        #[arg(short = 'd', long = "date", value_parser = parse_date, conflicts_with_all = ["stamp", "timestamp", "reference"])]
         date: Option<Timestamp>,
+        /// The times of this file in the image (its access time and its
+        /// modification time), as touch -r.
+        #[arg(short = 'r', long, conflicts_with_all = ["stamp", "timestamp"])]
+        reference: Option<OsString>,
         /// The time as [[CC]YY]MMDDhhmm[.ss], UTC.
         #[arg(short = 't', value_parser = parse_stamp, conflicts_with = "timestamp")]
         stamp: Option<Timestamp>,
@@ -541,6 +545,7 @@ impl Editor<'_> {
                 date,
                 stamp,
                 timestamp,
+                reference,
                 paths,
                 ..
             } => {
@@ -548,6 +553,14 @@ impl Editor<'_> {
                     .or(*stamp)
                     .or(timestamp.map(|s| Timestamp { sec: s, nsec: 0 }));
                 let t = when.map_or(SetTime::Now, SetTime::At);
+                let (ta, tm) = match reference {
+                    Some(r) => {
+                        let r = r.as_bytes();
+                        let a = self.attr(resolve(self.vol, r)?, r)?;
+                        (SetTime::At(a.atime), SetTime::At(a.mtime))
+                    }
+                    None => (t, t),
+                };
                 // Neither -a nor -m: both.
                 let (a, m) = if *atime || *mtime {
                     (*atime, *mtime)
@@ -555,7 +568,7 @@ impl Editor<'_> {
                     (true, true)
                 };
                 for p in paths {
-                    self.touch(p.as_bytes(), a.then_some(t), m.then_some(t), *no_create)?;
+                    self.touch(p.as_bytes(), a.then_some(ta), m.then_some(tm), *no_create)?;
                 }
                 Ok(None)
             }

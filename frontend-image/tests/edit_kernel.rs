@@ -387,7 +387,9 @@ fn sequence(
                 {
                     // Over an existing file.
                     let t = files[rng.index(files.len())].clone();
-                    if t == from {
+                    // Not over itself or another of its names (mv(1)
+                    // refuses, rename(2) does nothing).
+                    if t == from || m.paths[&t] == m.paths[&from] {
                         continue;
                     }
                     t
@@ -506,14 +508,26 @@ fn sequence(
                 if rng.below(2) == 0 && !cands.is_empty() {
                     let p = cands[rng.index(cands.len())].clone();
                     let which = ["", "-a", "-m"][rng.index(3)];
+                    // Now and then the times of another object (touch -r;
+                    // -h: the reference is not followed either).
+                    let reference = (rng.below(4) == 0)
+                        .then(|| cands[rng.index(cands.len())].clone())
+                        .filter(|r| *r != p);
+                    let (ta, tm) = match &reference {
+                        Some(r) => {
+                            let n = m.node(r);
+                            (n.atime, n.mtime)
+                        }
+                        None => (Some(t), Some(t)),
+                    };
                     let node = m.node(&p);
                     if which != "-m" {
-                        node.atime = Some(t);
+                        node.atime = ta;
                     }
                     if which != "-a" {
-                        node.mtime = Some(t);
+                        node.mtime = tm;
                     }
-                    let h = if m.kind(&p) == Some(Kind::Symlink) {
+                    let h = if m.kind(&p) == Some(Kind::Symlink) || reference.is_some() {
                         "-h "
                     } else {
                         ""
@@ -522,8 +536,13 @@ fn sequence(
                     if !which.is_empty() {
                         ours.push(which.into());
                     }
-                    ours.extend(["-d".into(), format!("@{t}"), abs(&p)]);
-                    Op::new(ours, format!("touch {h}{which} -d @{t} {}", rel(&p)))
+                    let (when_ours, when_shell) = match &reference {
+                        Some(r) => (vec!["-r".into(), abs(r)], format!("-r {}", rel(r))),
+                        None => (vec!["-d".into(), format!("@{t}")], format!("-d @{t}")),
+                    };
+                    ours.extend(when_ours);
+                    ours.push(abs(&p));
+                    Op::new(ours, format!("touch {h}{which} {when_shell} {}", rel(&p)))
                 } else {
                     // Many new files in one directory (a directory of
                     // several blocks, a hash tree).
