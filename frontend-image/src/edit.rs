@@ -620,23 +620,8 @@ impl Editor<'_> {
             } => {
                 // Names from the image's own /etc/passwd and /etc/group.
                 let name_id = |name: &str, group: bool| -> Result<u32, String> {
-                    let owner = if group {
-                        Owner {
-                            uid: None,
-                            gid: Some(Id::Name(name.to_string())),
-                            login_group: false,
-                        }
-                    } else {
-                        Owner {
-                            uid: Some(Id::Name(name.to_string())),
-                            gid: None,
-                            login_group: false,
-                        }
-                    };
-                    match self.owner_ids(&owner) {
-                        Ok((Some(u), _)) if !group => Ok(u),
-                        Ok((_, Some(g))) if group => Ok(g),
-                        Ok(_) => Err(format!("{name}: not found")),
+                    match self.name_to_id(name, group) {
+                        Ok((id, _)) => Ok(id),
                         Err(Fail::Problem(m) | Fail::Open(m)) => Err(m),
                         Err(Fail::Reported) => Err(format!("{name}: not found")),
                     }
@@ -1041,30 +1026,17 @@ impl Editor<'_> {
 
     /// The numbers `owner` names, names looked up in the image.
     fn owner_ids(&self, owner: &Owner) -> Result<(Option<u32>, Option<u32>), Fail> {
-        let lookup = |file: &str, name: &str, what: &str| -> Result<(u32, Option<u32>), Fail> {
-            let text = self.etc_file(file).map_err(|e| match e {
-                Fail::Problem(m) => Fail::Problem(format!(
-                    "chown: looking up {what} {name} in the image: {m} (or give a number)"
-                )),
-                e => e,
-            })?;
-            etc_lookup(&text, name).ok_or_else(|| {
-                Fail::Problem(format!(
-                    "chown: no {what} {name} in the image's {file} (give a number)"
-                ))
-            })
-        };
         let (uid, login) = match &owner.uid {
             None => (None, None),
             Some(Id::Num(n)) => (Some(*n), None),
             Some(Id::Name(n)) => {
-                let (u, g) = lookup("/etc/passwd", n, "user")?;
+                let (u, g) = self.name_to_id(n, false)?;
                 (Some(u), g)
             }
         };
         let gid = match &owner.gid {
             Some(Id::Num(n)) => Some(*n),
-            Some(Id::Name(n)) => Some(lookup("/etc/group", n, "group")?.0),
+            Some(Id::Name(n)) => Some(self.name_to_id(n, true)?.0),
             None if owner.login_group => match (&owner.uid, login) {
                 (_, Some(g)) => Some(g),
                 (Some(Id::Num(n)), None) => {
@@ -1079,6 +1051,27 @@ impl Editor<'_> {
         Ok((uid, gid))
     }
 
+    /// The number of the user (or with `group`, the group) `name` in the
+    /// image's own /etc/passwd (/etc/group), and a user's login group.
+    fn name_to_id(&self, name: &str, group: bool) -> Result<(u32, Option<u32>), Fail> {
+        let (file, what) = if group {
+            ("/etc/group", "group")
+        } else {
+            ("/etc/passwd", "user")
+        };
+        let text = self.etc_file(file).map_err(|e| match e {
+            Fail::Problem(m) => Fail::Problem(format!(
+                "looking up {what} {name} in the image: {m} (or give a number)"
+            )),
+            e => e,
+        })?;
+        etc_lookup(&text, name).ok_or_else(|| {
+            Fail::Problem(format!(
+                "no {what} {name} in the image's {file} (give a number)"
+            ))
+        })
+    }
+
     /// The bytes of `path` in the image (a regular file of at most
     /// [`ETC_FILE_MAX`] bytes).
     fn etc_file(&self, path: &str) -> Result<Vec<u8>, Fail> {
@@ -1086,7 +1079,7 @@ impl Editor<'_> {
         let a = self.attr(ino, path.as_bytes())?;
         if a.kind != FileType::Regular || a.size > ETC_FILE_MAX {
             return Err(Fail::Problem(format!(
-                "chown: the image's {path} is not a regular file of at most {ETC_FILE_MAX} bytes"
+                "the image's {path} is not a regular file of at most {ETC_FILE_MAX} bytes"
             )));
         }
         let mut buf = vec![0u8; a.size as usize];
