@@ -343,6 +343,8 @@ pub fn run(cli: &Cli, cmd: &Edit) -> CmdResult {
         vol: &vol,
         umask: process_umask(),
         done: Vec::new(),
+        passwd: Default::default(),
+        group: Default::default(),
     };
     let r = ed.edit(cli, cmd);
     // What was done is kept even when a later step failed: close commits
@@ -377,6 +379,9 @@ struct Editor<'a> {
     umask: u16,
     /// The paths changed so far (for --json).
     done: Vec<Value>,
+    /// The image's /etc/passwd and /etc/group, once read (names).
+    passwd: std::cell::OnceCell<Vec<u8>>,
+    group: std::cell::OnceCell<Vec<u8>>,
 }
 
 /// The caller as root, with the process umask for new objects.
@@ -1054,18 +1059,23 @@ impl Editor<'_> {
     /// The number of the user (or with `group`, the group) `name` in the
     /// image's own /etc/passwd (/etc/group), and a user's login group.
     fn name_to_id(&self, name: &str, group: bool) -> Result<(u32, Option<u32>), Fail> {
-        let (file, what) = if group {
-            ("/etc/group", "group")
+        let (file, what, cell) = if group {
+            ("/etc/group", "group", &self.group)
         } else {
-            ("/etc/passwd", "user")
+            ("/etc/passwd", "user", &self.passwd)
         };
-        let text = self.etc_file(file).map_err(|e| match e {
-            Fail::Problem(m) => Fail::Problem(format!(
-                "looking up {what} {name} in the image: {m} (or give a number)"
-            )),
-            e => e,
-        })?;
-        etc_lookup(&text, name).ok_or_else(|| {
+        // Read once per run, however many names a command gives.
+        if cell.get().is_none() {
+            let text = self.etc_file(file).map_err(|e| match e {
+                Fail::Problem(m) => Fail::Problem(format!(
+                    "looking up {what} {name} in the image: {m} (or give a number)"
+                )),
+                e => e,
+            })?;
+            let _ = cell.set(text);
+        }
+        let text = cell.get().map_or(&[][..], Vec::as_slice);
+        etc_lookup(text, name).ok_or_else(|| {
             Fail::Problem(format!(
                 "no {what} {name} in the image's {file} (give a number)"
             ))
@@ -1597,13 +1607,14 @@ const ETC_FILE_MAX: u64 = 16 << 20;
 /// In `/etc/passwd` or `/etc/group` text: the line for `name`, as its
 /// number (field 3) and, for passwd, the login group (field 4).
 fn etc_lookup(text: &[u8], name: &str) -> Option<(u32, Option<u32>)> {
+    let num = |b: &[u8]| std::str::from_utf8(b).ok()?.trim().parse::<u32>().ok();
     text.split(|&b| b == b'\n').find_map(|line| {
-        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
-        if f.len() < 3 || f[0] != name.as_bytes() {
+        let mut f = line.split(|&b| b == b':');
+        if f.next()? != name.as_bytes() {
             return None;
         }
-        let num = |b: &[u8]| std::str::from_utf8(b).ok()?.trim().parse::<u32>().ok();
-        Some((num(f[2])?, f.get(3).and_then(|g| num(g))))
+        let id = num(f.nth(1)?)?;
+        Some((id, f.next().and_then(num)))
     })
 }
 

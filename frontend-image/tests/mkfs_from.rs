@@ -116,6 +116,27 @@ fn kernel_mount_shows_the_source_tree() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The small source tree for `block`-byte blocks copied to `tree_dir`
+/// (with its planned times), a world-writable `work_dir` (the builds run
+/// as nobody) and GNU tar's archive of the tree in it: (tree, its copy,
+/// the work directory, the archive).
+fn tree_and_gnu_tar(
+    block: u32,
+    tree_dir: &str,
+    work_dir: &str,
+) -> (std::sync::Arc<SourceTree>, PathBuf, PathBuf, PathBuf) {
+    let tree = source_tree(&TreeParams::new(Profile::Small, block));
+    let src = path(tree_dir);
+    copy_with_planned_times(&tree, &src);
+    let work = path(work_dir);
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir(&work).unwrap();
+    fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).unwrap();
+    let gnu = work.join("gnu.tar");
+    gnu_tar(&src, &gnu);
+    (tree, src, work, gnu)
+}
+
 /// Every feature row again from GNU tar's archive of the tree, each image
 /// built by an ordinary user (nobody): the kernel's mount equals the
 /// source tree and `e2fsck -fn` is clean.
@@ -125,15 +146,7 @@ fn kernel_mount_shows_the_gnu_tar_of_the_tree() {
         return;
     }
     const NOBODY: u32 = 65534;
-    let tree = source_tree(&TreeParams::new(Profile::Small, 1024));
-    let src = path("tree-rows-tar");
-    copy_with_planned_times(&tree, &src);
-    let work = path("rows-as-user");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir(&work).unwrap();
-    fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).unwrap();
-    let gnu = work.join("gnu.tar");
-    gnu_tar(&src, &gnu);
+    let (tree, src, work, gnu) = tree_and_gnu_tar(1024, "tree-rows-tar", "rows-as-user");
     let mut failures = Vec::new();
     for (name, args) in ROWS {
         let img = work.join(format!("{name}.img"));
@@ -328,15 +341,7 @@ fn from_tar_as_a_user_and_round_trip() {
         return;
     }
     const NOBODY: u32 = 65534;
-    let tree = source_tree(&TreeParams::new(Profile::Small, 4096));
-    let src = path("tree-tar");
-    copy_with_planned_times(&tree, &src);
-    let work = path("as-user");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir(&work).unwrap();
-    fs::set_permissions(&work, fs::Permissions::from_mode(0o777)).unwrap();
-    let gnu = work.join("gnu.tar");
-    gnu_tar(&src, &gnu);
+    let (tree, src, work, gnu) = tree_and_gnu_tar(4096, "tree-tar", "as-user");
     let (a, b) = (work.join("a.img"), work.join("b.img"));
     let args = |t: &Path| fixed_args("256m", "--from-tar", t);
     let strs = |v: &Vec<String>| v.iter().map(String::clone).collect::<Vec<_>>();

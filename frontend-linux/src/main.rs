@@ -320,13 +320,10 @@ fn run(opts: &Options) -> Result<(), String> {
     let agreed = session.negotiated().map_or(0, |n| n.flags);
     let fuse = Arc::new(fuse);
     let queues = if agreed & ext4_fuse::abi::init_flags::OVER_IO_URING != 0 {
-        // threads= spread over the queues (at least one entry each).
-        let cpus = uring::possible_cpus().unwrap_or(1).max(1);
-        let entries = opts.threads.unwrap_or_else(default_threads).div_ceil(cpus);
         match Queue::for_each_cpu(
             &fuse,
             uring::payload_size(ext4_fuse::session::MAX_IO),
-            entries,
+            opts.threads.unwrap_or_else(default_threads),
         ) {
             Ok(q) => q,
             Err(e) if opts.uring == UringMode::On => {

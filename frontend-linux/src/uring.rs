@@ -83,19 +83,19 @@ struct Entry {
 unsafe impl Send for Entry {}
 
 impl Queue {
-    /// `entries` entries (at least one) for the queue of every possible
-    /// CPU on the connection of `fuse`, with payload buffers of `payload`
-    /// bytes (at least the negotiated `max_write` and `max_pages`). Made
-    /// before the sandbox closes `io_uring_setup`; [`Queue::ring_fd`]
-    /// names what it must still allow.
+    /// `threads` entries spread over the queues of every possible CPU on
+    /// the connection of `fuse` (at least one each), with payload buffers
+    /// of `payload` bytes (at least the negotiated `max_write` and
+    /// `max_pages`). Made before the sandbox closes `io_uring_setup`;
+    /// [`Queue::ring_fd`] names what it must still allow.
     pub fn for_each_cpu(
         fuse: &Arc<DevFuse>,
         payload: usize,
-        entries: usize,
+        threads: usize,
     ) -> io::Result<Vec<Arc<Queue>>> {
         let cpus = possible_cpus()?;
         let qids = u16::try_from(cpus).map_err(|_| io::Error::other("too many CPUs"))?;
-        (0..entries.max(1))
+        (0..threads.div_ceil(cpus.max(1)).max(1))
             .flat_map(|_| 0..qids)
             .map(|qid| Queue::new(fuse.clone(), qid, payload).map(Arc::new))
             .collect()
